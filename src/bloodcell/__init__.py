@@ -1,0 +1,3 @@
+"""bloodcell: blood-smear image analysis."""
+
+__version__ = "0.1.0"

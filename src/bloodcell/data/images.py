@@ -1,0 +1,145 @@
+"""Safe image decoding: every input becomes an 8-bit RGB ``PIL.Image`` or a clear ``ImageError``.
+
+Handles the inputs users really send: grayscale, palette, RGBA (composited on white),
+16-bit and float images (rescaled to 8 bit), CMYK, numpy arrays, bytes, truncated files,
+non-image files and decompression bombs.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from bloodcell.errors import ImageError
+
+#: Default upper bound on decoded pixels (about 8k x 8k); larger inputs are refused.
+MAX_PIXELS = 64_000_000
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+ImageSource = Union[str, Path, bytes, Image.Image, np.ndarray]
+
+
+def _name(source: ImageSource) -> str:
+    if isinstance(source, (str, Path)):
+        return str(source)
+    return f"<{type(source).__name__}>"
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB without silently clipping high bit depths."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return array_to_rgb(np.asarray(image))
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def array_to_rgb(array: np.ndarray) -> Image.Image:
+    """Convert an HxW, HxWx1, HxWx3 or HxWx4 array of any numeric dtype to RGB.
+
+    Integers wider than 8 bit are scaled by their dtype range (16-bit data that only uses
+    the low 12 bits is stretched by its own maximum); floats are read as 0..1.
+    """
+    arr = np.asarray(array)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise ImageError(f"array of shape {arr.shape} is not an image (expected HxW, HxWx3 or HxWx4)")
+    if arr.size == 0:
+        raise ImageError("array image is empty")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ImageError("float image contains NaN or infinite values")
+        scale = 255.0 if arr.max() <= 1.0 else 255.0 / max(float(arr.max()), 1.0)
+        arr = np.clip(arr * scale, 0, 255).round().astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise ImageError(f"array dtype {arr.dtype} is not an image type")
+        arr = arr.astype(np.float64)
+        arr = np.clip(arr, 0, None)
+        top = float(arr.max())
+        limit = 65535.0 if top > 4095 else (4095.0 if top > 255 else 255.0)
+        arr = (arr * (255.0 / limit)).round().astype(np.uint8)
+    if arr.ndim == 2:
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if arr.shape[-1] == 4:
+        return _to_rgb(Image.fromarray(arr, mode="RGBA"))
+    return Image.fromarray(arr, mode="RGB")
+
+
+def read_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode ``source`` (path, bytes, PIL image or array) into a fully loaded RGB image.
+
+    Raises ``ImageError`` with one sentence naming the input for anything unusable.
+    """
+    if isinstance(source, np.ndarray):
+        if source.ndim >= 2 and source.shape[0] * source.shape[1] > max_pixels:
+            raise ImageError(f"{_name(source)}: image too large ({source.shape[1]}x{source.shape[0]} pixels, limit {max_pixels})")
+        return array_to_rgb(source)
+    if isinstance(source, Image.Image):
+        if source.width * source.height > max_pixels:
+            raise ImageError(f"{_name(source)}: image too large ({source.width}x{source.height} pixels, limit {max_pixels})")
+        return _to_rgb(source)
+    name = _name(source)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise ImageError(f"{name}: file not found")
+        if path.is_dir():
+            raise ImageError(f"{name}: is a folder, not an image file")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        raise ImageError(f"{name}: unsupported input type {type(source).__name__}")
+    return decode_bytes(data, name=name, max_pixels=max_pixels)
+
+
+def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode encoded image bytes strictly (no truncated-image tolerance)."""
+    if not data:
+        raise ImageError(f"{name}: file is empty (0 bytes)")
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(f"{name}: image too large ({width}x{height} pixels, limit {max_pixels})")
+            if width == 0 or height == 0:
+                raise ImageError(f"{name}: image has no pixels")
+            image.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{name}: image too large (decompression bomb guard: {exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{name}: not an image file (format not recognised)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        message = str(exc)
+        if "truncated" in message.lower() or isinstance(exc, EOFError):
+            raise ImageError(f"{name}: image file is truncated or corrupt ({message})") from exc
+        raise ImageError(f"{name}: image cannot be decoded ({message})") from exc
+    return _to_rgb(image)
+
+
+def is_image_path(path: Path) -> bool:
+    """True for visible files with a known image extension (macOS ``._``/``.DS`` files excluded)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")

@@ -126,8 +126,8 @@ def create_model(
 ):
     """Build model ``name`` with ``num_classes`` outputs.
 
-    ``pretrained`` is ``False``, ``True`` (timm download where possible, else bundled offline
-    weights), or a path to a local weights file. ``input_size`` overrides the entry's default.
+    ``pretrained`` is ``False``, ``True`` (offline weights from an installed package where one
+    exists, else timm's download), or a path to a local weights file. ``input_size`` overrides the entry's default.
     """
     if num_classes < 2:
         raise ConfigError(f"num_classes must be at least 2, got {num_classes}")

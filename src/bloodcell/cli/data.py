@@ -1,0 +1,149 @@
+"""``bloodcell data``: list, fetch, check, split and describe datasets (wiring only)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Datasets: registry, download, integrity checks, frozen splits, statistics.", no_args_is_help=True)
+console = Console()
+
+DATA_ROOT = typer.Option(None, "--data-root", help="Folder holding the datasets (default: $BLOODCELL_DATA, then the user cache).")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+def _quiet(quiet: bool) -> None:
+    if quiet:
+        os.environ["BLOODCELL_NO_PROGRESS"] = "1"
+
+
+def _warn(messages: list[str]) -> None:
+    for message in messages:
+        console.print(f"[yellow]Warning:[/] {message}", highlight=False)
+
+
+@app.command("list")
+def list_command(data_root: Optional[Path] = DATA_ROOT) -> None:
+    """Show the registry: classes, expected images, whether found locally, license."""
+    from bloodcell.data.stats import registry_status
+
+    table = Table(title="bloodcell datasets")
+    for column in ("name", "classes", "expected images", "local copy", "license"):
+        table.add_column(column)
+    for row in registry_status(data_root):
+        local = "(pass --data-root)" if row["name"] == "folder" else (str(row["local"]) if row["local"] else "[red]not found[/]")
+        table.add_row(row["name"], str(row["classes"] or "-"), str(row["expected_images"] or "-"), local, row["license"])
+    console.print(table)
+
+
+@app.command("fetch")
+def fetch_command(
+    name: str = typer.Argument(..., help="Dataset name (see `bloodcell data list`)."),
+    size: list[str] = typer.Option([], "--size", help="BloodMNIST sizes to fetch (28, 64, 128, 224); default 28."),
+    data_root: Optional[Path] = DATA_ROOT,
+    quiet: bool = QUIET,
+) -> None:
+    """Download, verify (checksum) and extract a dataset; resumes partial downloads."""
+    from bloodcell.data.fetch import fetch_dataset
+
+    _quiet(quiet)
+    root = fetch_dataset(name, data_root, variants=size or None)
+    console.print(f"{name} is ready in {root}")
+
+
+@app.command("check")
+def check_command(
+    name: str = typer.Argument(..., help="Dataset name."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the full JSON report here."),
+    near_distance: int = typer.Option(4, "--near-distance", help="pHash Hamming distance for near-duplicates (-1: exact only)."),
+    blur_z: float = typer.Option(-3.5, "--blur-z", help="Robust z-score of log focus (per class) below which images are blurry."),
+    data_root: Optional[Path] = DATA_ROOT,
+    quiet: bool = QUIET,
+) -> None:
+    """Report unreadable, truncated, unusual, duplicate and blurry images (changes nothing)."""
+    from bloodcell.data.check import check_dataset
+
+    _quiet(quiet)
+    result = check_dataset(name, data_root, near_distance=near_distance, blur_z=blur_z)
+    _warn(result["warnings"])
+    table = Table(title=f"{result['dataset']}: {result['files']} files in {result['root']} ({result['seconds']} s)")
+    table.add_column("finding")
+    table.add_column("count", justify="right")
+    table.add_column("examples")
+    for key in ("unreadable", "truncated", "unusual_mode", "unusual_size", "duplicate_groups", "blurry"):
+        items = result[key]
+        examples = ", ".join((" = ".join(i["paths"]) if "paths" in i else i["path"]) for i in items[:3])
+        table.add_row(key.replace("_", " "), str(len(items)), examples)
+    console.print(table)
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        console.print(f"report written to {report}")
+
+
+@app.command("split")
+def split_command(
+    name: str = typer.Argument(..., help="Dataset name (class-folder datasets: pbc, pbc-originals-sample, folder)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Manifest CSV to write."),
+    ratios: str = typer.Option("0.7,0.15,0.15", "--ratios", help="train,val,test fractions."),
+    seed: int = typer.Option(0, "--seed"),
+    group_by: Optional[str] = typer.Option(None, "--group-by", help="Keep rows sharing this column's value in one split."),
+    metadata: Optional[Path] = typer.Option(None, "--metadata", help="CSV with a 'path' column and group columns."),
+    taxonomy: Optional[str] = typer.Option(None, "--taxonomy", help="pbc8 or pbc11 (stratification labels)."),
+    near_distance: int = typer.Option(4, "--near-distance", help="pHash distance merged as near-duplicates (-1: exact only)."),
+    data_root: Optional[Path] = DATA_ROOT,
+    quiet: bool = QUIET,
+) -> None:
+    """Write a stratified, duplicate-aware, reproducible train/val/test manifest."""
+    from bloodcell.data.split import make_split
+
+    _quiet(quiet)
+    result = make_split(
+        name, output, ratios, seed, group_by=group_by, taxonomy=taxonomy, data_root=data_root,
+        metadata=metadata, near_distance=near_distance,
+    )
+    _warn(result.warnings)
+    table = Table(title=f"{output} (sha256 {result.manifest.sha256[:16]}..., taxonomy {result.taxonomy})")
+    for column in ("class", "train", "val", "test", "total"):
+        table.add_column(column, justify="right" if column != "class" else "left")
+    for cls, per in result.counts.items():
+        table.add_row(cls, *(str(per[s]) for s in ("train", "val", "test")), str(sum(per.values())))
+    console.print(table)
+    console.print(
+        f"{len(result.manifest.rows)} images; {len(result.excluded)} unreadable excluded; "
+        f"{result.merged_groups} duplicate groups kept within one split ({result.cross_class_groups} span classes)",
+        highlight=False,
+    )
+    for _path, reason in result.excluded:
+        console.print(f"  excluded: {reason}", highlight=False)
+
+
+@app.command("stats")
+def stats_command(
+    name: str = typer.Argument(..., help="Dataset name."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for counts.json and stats.png."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Count per split of this manifest."),
+    data_root: Optional[Path] = DATA_ROOT,
+) -> None:
+    """Class counts (per split with --manifest) and a PNG with class balance and sample images."""
+    from bloodcell.data.stats import class_counts, write_stats_png
+
+    root, counts, samples = class_counts(name, data_root, manifest)
+    columns = list(next(iter(counts.values())).keys())
+    table = Table(title=f"{name} class counts")
+    table.add_column("class")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for cls, per in counts.items():
+        table.add_row(cls, *(str(per[c]) for c in columns))
+    console.print(table)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "counts.json").write_text(json.dumps(counts, indent=1) + "\n", encoding="utf-8")
+    png = write_stats_png(root, counts, samples, output / "stats.png", f"{name}: class balance")
+    console.print(f"wrote {output / 'counts.json'} and {png}")

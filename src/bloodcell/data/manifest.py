@@ -1,0 +1,97 @@
+"""Manifest CSV: the frozen list of files with label, fine label, split, sha256 and group.
+
+Columns: ``dataset,path,label,fine_label,split,sha256,group`` (UTF-8, ``\\n`` line endings,
+rows sorted by path). ``path`` is relative to the dataset root. The manifest's identity is
+the sha256 of the file's bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+from bloodcell.errors import DataError
+
+SPLITS = ("train", "val", "test")
+COLUMNS = ("dataset", "path", "label", "fine_label", "split", "sha256", "group")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    path: str
+    label: str
+    fine_label: str
+    split: str
+    sha256: str
+    group: str = ""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    rows: tuple[ManifestRow, ...]
+    dataset: str
+    sha256: str
+    path: Path | None = None
+
+    def rows_for(self, split: str | None) -> list[ManifestRow]:
+        """Rows of one split (all rows for None)."""
+        if split is not None and split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        return [row for row in self.rows if split is None or row.split == split]
+
+
+def manifest_bytes(dataset: str, rows: list[ManifestRow]) -> bytes:
+    """Serialise rows deterministically (sorted by path, ``\\n`` line endings)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in sorted(rows, key=lambda r: r.path):
+        writer.writerow((dataset, *astuple(row)))
+    return buffer.getvalue().encode("utf-8")
+
+
+def write_manifest(path: str | Path, dataset: str, rows: list[ManifestRow]) -> Manifest:
+    """Write the manifest atomically and return it (with its sha256)."""
+    path = Path(path)
+    data = manifest_bytes(dataset, rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return Manifest(tuple(sorted(rows, key=lambda r: r.path)), dataset, hashlib.sha256(data).hexdigest(), path)
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read and validate a manifest CSV; raises ``DataError`` naming the problem."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"manifest {path} not found") from None
+    except OSError as exc:
+        raise DataError(f"manifest {path} cannot be read ({exc.strerror or exc})") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"manifest {path} is not UTF-8 text") from None
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise DataError(f"manifest {path} lacks column(s) {', '.join(missing)} (expected {','.join(COLUMNS)})")
+    rows, datasets = [], set()
+    names = [f.name for f in fields(ManifestRow)]
+    for line, record in enumerate(reader, start=2):
+        if record["split"] not in SPLITS:
+            raise DataError(f"manifest {path} line {line}: split {record['split']!r} is not one of {', '.join(SPLITS)}")
+        if not record["path"] or not record["label"]:
+            raise DataError(f"manifest {path} line {line}: empty path or label")
+        datasets.add(record["dataset"])
+        rows.append(ManifestRow(*(record[n] or "" for n in names)))
+    if not rows:
+        raise DataError(f"manifest {path} has no rows")
+    if len(datasets) != 1:
+        raise DataError(f"manifest {path} mixes datasets {', '.join(sorted(datasets))}")
+    return Manifest(tuple(rows), datasets.pop(), hashlib.sha256(data).hexdigest(), path)

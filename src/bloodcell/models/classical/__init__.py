@@ -1,0 +1,1 @@
+"""Classical baselines: scikit-learn pipelines registered as ``sk/...`` models."""

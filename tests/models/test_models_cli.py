@@ -1,0 +1,42 @@
+"""``bloodcell models list`` and ``info``."""
+
+from __future__ import annotations
+
+import re
+
+from typer.testing import CliRunner
+
+from bloodcell.cli.models import app
+from bloodcell.models import create_model, list_models
+
+runner = CliRunner()
+WIDE = {"COLUMNS": "220"}
+
+
+def test_list_shows_every_entry_with_parameter_count_and_input_size():
+    result = runner.invoke(app, ["list"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 3}
+    for entry in list_models():
+        assert entry.name in rows
+        if entry.kind != "torch":
+            assert "│ -" in rows[entry.name]
+    expected = sum(p.numel() for p in create_model("asghar2023-cnn", num_classes=8).parameters())
+    assert f"{expected / 1e6:.2f}M" in rows["asghar2023-cnn"]
+    assert re.search(r"│\s*299\s*│", rows["inception_v3"]) and "1/255" in rows["risodkar2024-cnn"]
+
+
+def test_list_all_timm_pattern():
+    result = runner.invoke(app, ["list", "--all-timm", "efficientnet_lite*"], env=WIDE)
+    assert result.exit_code == 0 and "efficientnet_lite4" in result.output and "5 timm models" in result.output
+
+
+def test_info_prints_the_paper_choices():
+    result = runner.invoke(app, ["info", "asghar2023-cnn"], env=WIDE)
+    assert result.exit_code == 0
+    assert "100x100" in result.output and "ceil_mode" in result.output
+
+
+def test_info_of_unknown_name_raises_config_error():
+    result = runner.invoke(app, ["info", "no_such_net"])
+    assert result.exit_code != 0 and "no_such_net" in str(result.exception)

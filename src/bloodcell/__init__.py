@@ -1,3 +1,43 @@
-"""bloodcell: blood-smear image analysis."""
+"""bloodcell: blood-smear image analysis.
+
+The public API is imported lazily so that ``import bloodcell`` stays cheap (no torch)::
+
+    import bloodcell
+    clf = bloodcell.load()                      # the bundled 8-class PBC model
+    results = clf.predict(["cell.jpg"], top_k=3, refer_below=0.6)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+__all__ = ["Classifier", "Prediction", "__version__", "create_model", "list_models", "load"]
+
+_LAZY = {
+    "load": ("bloodcell.inference.predictor", "load"),
+    "Classifier": ("bloodcell.inference.predictor", "Classifier"),
+    "Prediction": ("bloodcell.inference.predictor", "Prediction"),
+    "create_model": ("bloodcell.models.registry", "create_model"),
+    "list_models": ("bloodcell.models.registry", "list_models"),
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bloodcell.inference.predictor import Classifier, Prediction, load
+    from bloodcell.models.registry import create_model, list_models
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module_name, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module_name), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bloodcell' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

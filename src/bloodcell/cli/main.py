@@ -38,6 +38,21 @@ def _register() -> None:
 
     app.add_typer(data.app, name="data")
     app.add_typer(models.app, name="models")
+    from bloodcell.cli import export, predict
+
+    app.command("predict")(predict.predict)
+    app.command("export")(export.export)
+    from bloodcell.cli import train, tune
+
+    app.command("train")(train.train)
+    app.command("tune")(tune.tune)
+    from bloodcell.cli import serve
+
+    app.command("serve")(serve.serve)
+    from bloodcell.cli import benchmark, evaluate
+
+    app.command("evaluate")(evaluate.evaluate)
+    app.command("benchmark")(benchmark.benchmark)
 
 
 def main() -> None:

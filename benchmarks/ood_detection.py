@@ -1,0 +1,118 @@
+"""How well the out-of-distribution guard separates single blood cells from everything else.
+
+Negatives (should be referred): whole CBC smear photos and random 256x256 crops of them,
+scikit-image sample pictures, synthetic blank and noise images. Positives (should pass): PBC
+images of a manifest split (default ``test``). The model must carry a calibrated guard
+(``bloodcell.inference.ood.calibrate_ood``); default model: the bundled one.
+
+    python benchmarks/ood_detection.py --manifest MANIFEST.csv [--model CKPT] [--split test]
+        [--positives 800] [--smears 100]
+
+Writes benchmarks/results/ood_detection.json with the command and the git commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "benchmarks" / "results" / "ood_detection.json"
+SKIMAGE_PICTURES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "hubble_deep_field",
+                    "immunohistochemistry", "retina", "cat", "page", "moon")
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def negatives(data_home: Path, smears: int, seed: int) -> dict[str, list[Image.Image]]:
+    """Non-cell images by category."""
+    from skimage import data
+
+    from bloodcell.data.images import read_image
+
+    rng = np.random.default_rng(seed)
+    photos = sorted((data_home / "cbc" / "Training" / "Images").glob("*.jpg"))[:smears]
+    whole = [read_image(p) for p in photos]
+    crops = []
+    for image in whole:
+        for _ in range(2):
+            x, y = rng.integers(0, image.width - 256), rng.integers(0, image.height - 256)
+            crops.append(image.crop((int(x), int(y), int(x) + 256, int(y) + 256)))
+    pictures = [read_image(getattr(data, name)()) for name in SKIMAGE_PICTURES if hasattr(data, name)]
+    blanks = [Image.new("RGB", (256, 256), colour) for colour in
+              [(255, 255, 255), (0, 0, 0), (128, 128, 128), (232, 205, 210), (200, 160, 200)]]
+    noise = [Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)) for _ in range(10)]
+    noise += [Image.fromarray(np.clip(rng.normal(200, 30, (256, 256, 3)), 0, 255).astype(np.uint8)) for _ in range(10)]
+    return {"cbc_whole_smear": whole, "cbc_smear_crop_256": crops, "skimage_picture": pictures,
+            "blank": blanks, "noise": noise}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", required=True, help="PBC manifest; positives come from --split")
+    parser.add_argument("--model", default=None, help="checkpoint with a calibrated OOD guard (default: bundled)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--positives", type=int, default=800)
+    parser.add_argument("--smears", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault("BLOODCELL_NO_PROGRESS", "1")
+
+    from bloodcell.data.locate import data_home, dataset_root
+    from bloodcell.data.manifest import read_manifest
+    from bloodcell.inference.predictor import load
+
+    classifier = load(args.model, num_threads=args.threads)
+    if classifier.guard is None:
+        sys.exit("the model has no OOD guard; run bloodcell.inference.ood.calibrate_ood on it first")
+    manifest = read_manifest(args.manifest)
+    rows = manifest.rows_for(args.split)
+    picks = np.random.default_rng(args.seed).permutation(len(rows))[: args.positives]
+    root = dataset_root(manifest.dataset)
+    positives = [str(root / rows[i].path) for i in sorted(picks)]
+
+    def flagged(images) -> tuple[int, Counter, int]:
+        results = [r for r in classifier.predict(images, batch_size=16) if r.error is None]
+        checks = Counter((r.reason or "").split(":")[-1].split("(")[0].strip() for r in results if r.referred)
+        return sum(bool(r.referred) for r in results), checks, len(results)
+
+    report = {}
+    for category, images in negatives(data_home(), args.smears, args.seed).items():
+        n_flagged, checks, n = flagged(images)
+        report[category] = {"images": n, "referred": n_flagged, "detection_rate": round(n_flagged / max(n, 1), 4),
+                            "by_check": dict(checks)}
+        print(category, report[category])
+    n_flagged, checks, n = flagged(positives)
+    positive = {"images": n, "referred": n_flagged, "false_referral_rate": round(n_flagged / max(n, 1), 4),
+                "by_check": dict(checks)}
+    print("pbc", positive)
+    result = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "commit": _commit(),
+        "model": classifier.source,
+        "guard": {"pass_rate": classifier.guard.pass_rate, "calibration_images": classifier.guard.num_images},
+        "negatives": report,
+        "overall_detection_rate": round(sum(v["referred"] for v in report.values()) / sum(v["images"] for v in report.values()), 4),
+        f"pbc_{args.split}": positive,
+    }
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Inference speed of `bloodcell predict` on this machine: images/s for torch and ONNX engines.
+
+Measures, in one run and with the same thread count, the bundled model (when present), a timm
+``resnet50`` at 224x224 and the ``khalil2022-vgg16`` reproduction (random weights are fine
+for speed). Each model is timed end to end through ``Classifier.predict`` on real PBC files
+(decode + preprocess + model + OOD guard when calibrated), after one warm-up batch.
+
+    python benchmarks/predict_speed.py [--images 128] [--threads 2] [--batch-size 32]
+
+Writes benchmarks/results/predict_speed.json with the command and the git commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "benchmarks" / "results" / "predict_speed.json"
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _pbc_files(limit: int) -> list[Path]:
+    from bloodcell.data.images import is_image_path
+    from bloodcell.data.locate import data_home
+
+    folder = data_home() / "pbc"
+    files = sorted(p for p in folder.rglob("*") if is_image_path(p))
+    if not files:
+        sys.exit(f"no PBC images under {folder}; set BLOODCELL_DATA")
+    step = max(1, len(files) // limit)
+    return files[::step][:limit]
+
+
+def _random_checkpoint(name: str, folder: Path, input_size: int | None) -> Path:
+    from bloodcell.checkpoint import CheckpointMeta, save_checkpoint
+    from bloodcell.data.taxonomy import get_taxonomy
+    from bloodcell.models import create_model
+
+    classes = get_taxonomy("pbc8").class_names
+    model = create_model(name, num_classes=len(classes), class_names=classes, input_size=input_size)
+    return save_checkpoint(folder / f"{name}.safetensors", model, CheckpointMeta(model_name=name, data_config=model.data_config))
+
+
+def _time(checkpoint: Path, engine: str, files: list[Path], threads: int, batch_size: int) -> dict:
+    from bloodcell.inference.predictor import load
+
+    classifier = load(checkpoint, engine=engine, num_threads=threads)
+    paths = [str(p) for p in files]
+    classifier.predict(paths[:batch_size], batch_size=batch_size)
+    start = time.perf_counter()
+    results = classifier.predict(paths, batch_size=batch_size)
+    seconds = time.perf_counter() - start
+    return {
+        "engine": engine,
+        "images": len(paths),
+        "errors": sum(r.error is not None for r in results),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(paths) / seconds, 2),
+        "input_size": classifier.data_config.input_size,
+        "ood_guard": classifier.guard is not None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("BLOODCELL_NO_PROGRESS", "1")
+    from bloodcell.weights import WEIGHTS_DIR
+
+    files = _pbc_files(args.images)
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        models = []
+        bundled = WEIGHTS_DIR / "pbc8.safetensors"
+        if bundled.is_file():
+            models.append(("pbc8 (bundled)", bundled))
+        models.append(("resnet50 (timm, 224, random init)", _random_checkpoint("resnet50", Path(tmp), 224)))
+        models.append(("khalil2022-vgg16 (random init)", _random_checkpoint("khalil2022-vgg16", Path(tmp), None)))
+        for label, checkpoint in models:
+            for engine in ("torch", "onnx"):
+                run = {"model": label, **_time(checkpoint, engine, files, args.threads, args.batch_size)}
+                print(json.dumps(run))
+                runs.append(run)
+    result = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "commit": _commit(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
+                    "torch": torch.__version__},
+        "batch_size": args.batch_size,
+        "runs": runs,
+    }
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""``bloodcell benchmark``: train several models under one protocol and compare them on the test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def benchmark(
+    models: str = typer.Option(..., help="Comma-separated model names, e.g. resnet18,efficientnet_b0,sk/hog-svm."),
+    manifest: Path = typer.Option(..., help="Manifest CSV with the frozen train/val/test split."),
+    budget: float = typer.Option(..., help="Wall-clock training budget per model, in seconds."),
+    out: Path = typer.Option(..., help="Folder for per-model results and comparison.csv/.md/.png (resumable)."),
+    dataset: str = typer.Option("pbc", help="Dataset of the manifest."),
+    taxonomy: str = typer.Option("pbc8", help="pbc8 or pbc11."),
+    data_root: Optional[Path] = typer.Option(None, help="Datasets folder (default $BLOODCELL_DATA)."),
+    epochs_max: Optional[int] = typer.Option(None, help="Stop after this many epochs even if budget remains."),
+    limit_train: Optional[int] = typer.Option(None, help="Train every model on the same stratified subset of this size."),
+    augment: str = typer.Option("flips", help="Augmentation for every model: none, flips, literature or strong."),
+    batch_size: int = typer.Option(32, help="Training batch size for every model."),
+    seed: int = typer.Option(0, help="Random seed for every model."),
+    pretrained: bool = typer.Option(False, "--pretrained/--no-pretrained", help="Start every model from pretrained weights."),
+    speed_images: int = typer.Option(64, help="Test images used to measure inference speed."),
+    threads: int = typer.Option(2, help="CPU threads for the inference-speed measurement."),
+    n_boot: int = typer.Option(1000, help="Bootstrap resamples for the 95% confidence intervals."),
+) -> None:
+    """Train and evaluate several models with one protocol; write a comparison table and chart."""
+    from rich.console import Console
+
+    from bloodcell.evaluation.benchmark import run_benchmark
+
+    console = Console()
+    rows = run_benchmark(
+        models.split(","), manifest=manifest, out=out, budget_s=budget, dataset=dataset, taxonomy=taxonomy,
+        data_root=data_root, epochs_max=epochs_max, limit_train=limit_train, seed=seed, augment=augment,
+        batch_size=batch_size, speed_images=speed_images, threads=threads, n_boot=n_boot,
+        extra={"pretrained": pretrained}, log=lambda message: console.print(message, highlight=False),
+    )
+    for row in rows:
+        console.print(f"{row['model']}: accuracy {100 * row['accuracy']:.2f}%, macro-F1 {100 * row['macro_f1']:.2f}%, "
+                      f"{row['images_per_s']:.1f} img/s", highlight=False)
+    console.print(f"comparison: {out / 'comparison.md'}", highlight=False)

@@ -1,0 +1,28 @@
+"""``bloodcell export``: convert a checkpoint to ONNX (optionally int8-quantized)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bloodcell.errors import ConfigError
+
+
+def export(
+    checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .onnx file."),
+    format: str = typer.Option("onnx", "--format", help="Export format (only onnx)."),
+    int8: bool = typer.Option(False, "--int8", help="Quantize to int8 (dynamic, or static QDQ with --calibration-manifest)."),
+    calibration_manifest: Optional[Path] = typer.Option(None, "--calibration-manifest", help="Manifest whose validation images calibrate static int8 quantization."),
+    calibration_limit: int = typer.Option(200, "--calibration-limit", min=1, help="Validation images used for int8 calibration."),
+) -> None:
+    """Export a checkpoint to ONNX with class names, data config, temperature and OOD guard in its metadata."""
+    from bloodcell.inference.onnx import export_onnx
+
+    if format != "onnx":
+        raise ConfigError(f"unknown export format {format!r}; only 'onnx' is supported")
+    path = export_onnx(checkpoint, out, int8=int8, calibration_manifest=calibration_manifest,
+                       calibration_limit=calibration_limit)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -1,0 +1,73 @@
+"""``bloodcell predict``: classify cell images (files, folders, globs) into a table, CSV or JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bloodcell.errors import ConfigError
+
+
+def predict(
+    paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name (pbc8) or a .safetensors/.onnx file; default: the bundled model."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results to FILE.csv or FILE.json instead of printing a table."),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="Number of most probable classes to report."),
+    refer_below: Optional[float] = typer.Option(None, "--refer-below", min=0.0, max=1.0, help="Refer images whose confidence is below this probability."),
+    tta: bool = typer.Option(False, "--tta", help="Average over the 8 flips/rotations by 90 degrees."),
+    explain: Optional[Path] = typer.Option(None, "--explain", help="Write a Grad-CAM overlay PNG per image into this folder."),
+    engine: str = typer.Option("torch", "--engine", help="Inference engine: torch or onnx."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per batch."),
+    threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for inference."),
+) -> None:
+    """Classify single-cell images; bad files become rows with an error, the rest go on."""
+    from bloodcell.inference.files import collect_image_paths, write_records
+    from bloodcell.inference.predictor import load
+
+    if explain is not None and engine == "onnx":
+        raise ConfigError("--explain needs the torch engine (Grad-CAM uses gradients)")
+    files = collect_image_paths(paths)
+    classifier = load(model, engine=engine, num_threads=threads)
+    results = classifier.predict([str(p) for p in files], top_k=top_k, refer_below=refer_below, tta=tta,
+                                 batch_size=batch_size, progress=True)
+    if explain is not None:
+        _write_explanations(classifier, results, explain)
+    records = [r.to_record() for r in results]
+    if output is not None:
+        write_records(records, output)
+        failed = sum(r.error is not None for r in results)
+        referred = sum(bool(r.referred) for r in results)
+        typer.echo(f"{len(results)} images -> {output} ({failed} errors, {referred} referred)")
+    else:
+        _print_table(records)
+
+
+def _write_explanations(classifier, results, folder: Path) -> None:
+    from bloodcell.progress import track
+
+    used: set[str] = set()
+    for result in track([r for r in results if r.error is None], "Grad-CAM"):
+        stem = Path(result.path).stem
+        name, n = f"{stem}_gradcam.png", 1
+        while name in used:
+            n += 1
+            name = f"{stem}_{n}_gradcam.png"
+        used.add(name)
+        classifier.explain(result.path, folder / name, class_index=classifier.class_names.index(result.label))
+
+
+def _print_table(records: list[dict]) -> None:
+    table = Table(show_lines=False)
+    for column in ("path", "label", "confidence", "referred", "top_k", "error / reason"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        note = r["error"] or r["reason"] or ""
+        confidence = "" if r["confidence"] is None else f"{r['confidence']:.3f}"
+        referred = "" if r["referred"] is None else ("yes" if r["referred"] else "no")
+        style = "red" if r["error"] else ("yellow" if r["referred"] else None)
+        table.add_row(r["path"] or "", r["label"] or "", confidence, referred, r["top_k"].replace(";", " "), note, style=style)
+    Console().print(table)

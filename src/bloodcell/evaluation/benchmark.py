@@ -1,0 +1,228 @@
+"""``bloodcell benchmark``: train several models under one protocol and compare them on the test split.
+
+Every model gets the same manifest, taxonomy, augmentation, seed and wall-clock training
+budget (``time_budget_s``); each is then scored once on the test split with the same
+evaluator and its inference speed measured on this machine (decoded RGB image to
+probabilities, a fixed number of test images, a fixed number of threads). Results go to
+``OUT/<model>/result.json``; a model whose result exists is skipped, so an interrupted
+benchmark resumes where it stopped (a half-trained model is trained again from scratch).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bloodcell.data.images import read_image
+from bloodcell.errors import ConfigError, DataError, ImageError
+from bloodcell.evaluation.evaluate import evaluate, write_report
+from bloodcell.evaluation.models import ScoringModel, load_scoring_model
+
+#: Epoch cap when only the time budget should stop training.
+UNLIMITED_EPOCHS = 10_000
+RESULT_FILE = "result.json"
+CSV_FIELDS = (
+    "model", "accuracy", "accuracy_low", "accuracy_high", "macro_f1", "macro_f1_low", "macro_f1_high",
+    "kappa", "kappa_low", "kappa_high", "ece", "parameters", "train_seconds", "epochs", "train_images_seen",
+    "stop_reason", "test_images", "images_per_s", "checkpoint",
+)
+
+
+def model_dir_name(model: str) -> str:
+    """A folder name for a model name (``sk/hog-svm`` -> ``sk_hog-svm``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_") or "model"
+
+
+def measure_throughput(model: ScoringModel, paths: Sequence[Path], threads: int = 2, batch_size: int = 32) -> float:
+    """Images per second from decoded RGB images to probabilities, ``threads`` CPU threads, after one warm-up batch."""
+    from threadpoolctl import threadpool_limits
+
+    images = []
+    for path in paths:
+        try:
+            images.append(read_image(path))
+        except ImageError:
+            continue
+    if not images:
+        raise DataError("no readable test image to measure inference speed on")
+    if model.kind == "torch":
+        from bloodcell.transforms import create_transform
+
+        transform = create_transform(model.data_config, is_training=False)
+        net = model.model.eval().to(memory_format=torch.channels_last)
+
+        def run(batch):
+            with torch.inference_mode():
+                x = torch.stack([transform(image) for image in batch]).contiguous(memory_format=torch.channels_last)
+                net(x)
+    else:
+        from bloodcell.evaluation.inference import classical_batch
+
+        def run(batch):
+            model.model.predict_proba(classical_batch(batch, model.input_size))
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            run(images[:batch_size])
+            start = time.perf_counter()
+            for i in range(0, len(images), batch_size):
+                run(images[i:i + batch_size])
+            seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(previous)
+    return len(images) / seconds
+
+
+def _images_seen(run) -> int | None:
+    rows = [r for r in run.history if "seconds" in r and "images_per_s" in r]
+    if rows:
+        return int(sum(round(r["seconds"] * r["images_per_s"]) for r in rows))
+    n_train = run.metrics.get("n_train")
+    return int(n_train) if n_train is not None else None
+
+
+def benchmark_one(model_name: str, out: Path, *, manifest: Path, dataset: str, taxonomy: str, data_root,
+                  budget_s: float, epochs_max: int | None, limit_train: int | None, seed: int, augment: str,
+                  batch_size: int, speed_images: int, threads: int, n_boot: int,
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train, evaluate and time one model; writes and returns its result row."""
+    from bloodcell.train.config import TrainConfig
+    from bloodcell.train.engine import fit
+
+    folder = out / model_dir_name(model_name)
+    config = TrainConfig(
+        model=model_name, dataset=dataset, taxonomy=taxonomy, manifest=str(manifest),
+        data_root=str(data_root) if data_root else None, out=str(folder / "run"),
+        epochs=epochs_max or UNLIMITED_EPOCHS, time_budget_s=budget_s, limit_train=limit_train, seed=seed,
+        augment=augment, batch_size=batch_size, **(extra or {}),
+    )
+    start = time.perf_counter()
+    run = fit(config, overwrite=True)
+    train_seconds = time.perf_counter() - start
+    checkpoint = Path(run.best_checkpoint)
+    if not checkpoint.is_file():
+        raise DataError(f"training {model_name} produced no checkpoint at {checkpoint}")
+    model = load_scoring_model(checkpoint)
+    evaluation = evaluate(checkpoint, dataset=dataset, manifest=manifest, split="test", taxonomy=taxonomy,
+                          data_root=data_root, n_boot=n_boot, seed=seed, model=model)
+    write_report(evaluation, folder / "evaluation")
+    result = evaluation.result
+    metrics = result["metrics"]
+    boot = metrics["bootstrap"]
+    test_paths = [Path(result["provenance"]["data_root"]) / p["path"] for p in evaluation.predictions[:speed_images]]
+    row = {
+        "model": model_name,
+        **{f"{key}{suffix}": boot[key][part] for key in ("accuracy", "macro_f1", "kappa")
+           for suffix, part in (("", "estimate"), ("_low", "low"), ("_high", "high"))},
+        "ece": metrics["calibration"]["ece"],
+        "parameters": model.n_parameters,
+        "train_seconds": round(train_seconds, 1),
+        "epochs": len(run.history) or None,
+        "train_images_seen": _images_seen(run),
+        "stop_reason": run.stop_reason,
+        "test_images": result["counts"]["scored"],
+        "images_per_s": round(measure_throughput(model, test_paths, threads=threads), 1),
+        "checkpoint": str(checkpoint),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RESULT_FILE).write_text(json.dumps({"row": row, "config": config.to_dict()}, indent=2) + "\n")
+    return row
+
+
+def run_benchmark(models: Sequence[str], *, manifest: str | Path, out: str | Path, budget_s: float,
+                  dataset: str = "pbc", taxonomy: str = "pbc8", data_root: str | Path | None = None,
+                  epochs_max: int | None = None, limit_train: int | None = None, seed: int = 0,
+                  augment: str = "flips", batch_size: int = 32, speed_images: int = 64, threads: int = 2,
+                  n_boot: int = 1000, extra: dict[str, Any] | None = None, log=print) -> list[dict[str, Any]]:
+    """Benchmark ``models`` in order (skipping those with a saved result) and write the comparison."""
+    models = [m.strip() for m in models if m.strip()]
+    if not models:
+        raise ConfigError("no models given; pass --models a,b,c")
+    if len(set(models)) != len(models):
+        raise ConfigError("a model is listed twice in --models")
+    if not budget_s > 0:
+        raise ConfigError(f"--budget must be a positive number of seconds, got {budget_s}")
+    manifest, out = Path(manifest), Path(out)
+    if not manifest.is_file():
+        raise DataError(f"{manifest}: manifest file not found")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in models:
+        saved = out / model_dir_name(name) / RESULT_FILE
+        if saved.is_file():
+            log(f"{name}: result exists in {saved.parent}, skipped")
+            rows.append(json.loads(saved.read_text())["row"])
+            continue
+        log(f"{name}: training for up to {budget_s:g} s, then evaluating on the test split")
+        rows.append(benchmark_one(
+            name, out, manifest=manifest, dataset=dataset, taxonomy=taxonomy, data_root=data_root, budget_s=budget_s,
+            epochs_max=epochs_max, limit_train=limit_train, seed=seed, augment=augment, batch_size=batch_size,
+            speed_images=speed_images, threads=threads, n_boot=n_boot, extra=extra,
+        ))
+    protocol = {
+        "manifest": str(manifest), "manifest_sha256": _sha256(manifest), "dataset": dataset, "taxonomy": taxonomy,
+        "budget_s": budget_s, "epochs_max": epochs_max, "limit_train": limit_train, "seed": seed, "augment": augment,
+        "batch_size": batch_size, "speed_images": speed_images, "speed_threads": threads,
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} logical CPUs".strip(),
+    }
+    write_comparison(rows, protocol, out)
+    return rows
+
+
+def _sha256(path: Path) -> str:
+    from bloodcell.checkpoint import file_sha256
+
+    return file_sha256(path)
+
+
+def _ci(row: dict[str, Any], key: str, pct: bool = True) -> str:
+    fmt = (lambda v: f"{100 * v:.2f}%") if pct else (lambda v: f"{v:.4f}")
+    if row.get(key) is None:
+        return "n/a"
+    if row.get(f"{key}_low") is None:
+        return fmt(row[key])
+    return f"{fmt(row[key])} [{fmt(row[f'{key}_low'])}, {fmt(row[f'{key}_high'])}]"
+
+
+def write_comparison(rows: list[dict[str, Any]], protocol: dict[str, Any], out: Path) -> dict[str, Path]:
+    """``comparison.csv``, ``comparison.md`` and ``comparison.png`` (accuracy with 95% CI)."""
+    from bloodcell.report.markdown import table
+    from bloodcell.report.plots import comparison_chart
+
+    files = {"csv": out / "comparison.csv", "markdown": out / "comparison.md", "png": out / "comparison.png"}
+    with files["csv"].open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    header = ["model", "accuracy (95% CI)", "macro-F1 (95% CI)", "kappa (95% CI)", "ECE", "parameters",
+              "training s", "epochs", "train images seen", "inference img/s"]
+    body = [[r["model"], _ci(r, "accuracy"), _ci(r, "macro_f1"), _ci(r, "kappa", pct=False), f"{r['ece']:.4f}",
+             f"{r['parameters']:,}" if r.get("parameters") else "n/a", f"{r['train_seconds']:.0f}",
+             str(r.get("epochs") or "n/a"), str(r.get("train_images_seen") or "n/a"), f"{r['images_per_s']:.1f}"]
+            for r in rows]
+    lines = [
+        "# Model comparison (test split, TEST RESULT)", "",
+        f"Same protocol for every model: manifest `{protocol['manifest']}` (sha256 `{protocol['manifest_sha256']}`), "
+        f"taxonomy {protocol['taxonomy']}, augmentation {protocol['augment']}, seed {protocol['seed']}, "
+        f"training budget {protocol['budget_s']:g} s per model"
+        + (f" (at most {protocol['epochs_max']} epochs)" if protocol.get("epochs_max") else "")
+        + (f", stratified {protocol['limit_train']} training images" if protocol.get("limit_train") else "") + ".",
+        f"Inference speed: decoded image to probabilities, {protocol['speed_images']} test images, "
+        f"{protocol['speed_threads']} threads, on {protocol['machine']}.", "",
+        table(header, body), "", "![accuracy with 95% CI](comparison.png)", "",
+    ]
+    files["markdown"].write_text("\n".join(lines), encoding="utf-8")
+    files["png"].write_bytes(comparison_chart(rows))
+    (out / "protocol.json").write_text(json.dumps(protocol, indent=2) + "\n")
+    return files

@@ -1,0 +1,234 @@
+"""The predictor: ``load()`` a model and ``Classifier.predict`` images with referral, TTA and OOD.
+
+Confidences are calibrated: the checkpoint's temperature is applied to the logits. A result
+is *referred* (meant for a human) when its confidence is below ``refer_below`` ("low
+confidence") or when the out-of-distribution guard fires ("not a single blood cell: ...").
+
+Bad inputs never raise from ``predict``: each one becomes a :class:`Prediction` whose
+``error`` says why (label and confidence are None), for single inputs and lists alike.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image
+
+from bloodcell.data.images import ImageSource, read_image
+from bloodcell.errors import CheckpointError, ConfigError, ImageError
+from bloodcell.inference.ood import OODGuard
+from bloodcell.metrics.calibration import apply_temperature
+from bloodcell.models.registry import DataConfig
+
+ENGINES = ("torch", "onnx")
+
+#: The 8 dihedral views used by TTA: (number of 90-degree rotations, horizontal flip).
+DIHEDRAL_VIEWS = tuple((k, flip) for flip in (False, True) for k in range(4))
+
+Images = Union[ImageSource, Sequence[ImageSource]]
+
+
+@dataclass
+class Prediction:
+    """One image's result. ``top_k`` lists (label, probability) pairs, most probable first."""
+
+    path: str | None
+    label: str | None = None
+    confidence: float | None = None
+    referred: bool | None = None
+    reason: str | None = None
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """A flat record (``top_k`` as ``"label:prob;..."``) for CSV and JSON output."""
+        return {
+            "path": self.path,
+            "label": self.label,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "referred": self.referred,
+            "top_k": ";".join(f"{name}:{prob:.4f}" for name, prob in self.top_k),
+            "error": self.error,
+            "reason": self.reason,
+        }
+
+
+def dihedral_view(batch: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """Rotate an NCHW batch by ``k`` x 90 degrees, then flip it horizontally when ``flip``."""
+    view = np.rot90(batch, k, axes=(2, 3))
+    return np.ascontiguousarray(view[..., ::-1] if flip else view)
+
+
+class Classifier:
+    """A loaded classifier: class names, data config, temperature, engine and OOD guard.
+
+    Safe to share between threads: model calls (which use hooks on the shared model) are
+    serialised by a lock; decoding and preprocessing run in parallel.
+    """
+
+    def __init__(self, backend, class_names: Sequence[str], data_config: DataConfig, temperature: float = 1.0,
+                 guard: OODGuard | None = None, model=None, source: str | None = None):
+        from bloodcell.transforms import create_transform
+
+        self.backend = backend
+        self.class_names = list(class_names)
+        self.data_config = data_config
+        self.temperature = float(temperature)
+        self.guard = guard
+        self.model = model
+        self.source = source
+        self._transform = create_transform(data_config, is_training=False)
+        self._lock = threading.Lock()
+
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            return self.backend.run(batch)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint, use_ood: bool = True) -> "Classifier":
+        """Wrap a loaded :class:`~bloodcell.checkpoint.Checkpoint` for the torch engine."""
+        from bloodcell.inference.backends import TorchBackend
+
+        meta = checkpoint.meta
+        return cls(
+            TorchBackend(checkpoint.model),
+            checkpoint.class_names,
+            checkpoint.data_config,
+            checkpoint.temperature,
+            guard=OODGuard.from_dict(meta["ood"]) if use_ood and meta.get("ood") else None,
+            model=checkpoint.model,
+            source=str(checkpoint.path) if checkpoint.path else None,
+        )
+
+    def __repr__(self) -> str:
+        engine = type(self.backend).__name__.replace("Backend", "").lower()
+        return f"Classifier({self.source or 'in-memory'}, engine={engine}, classes={len(self.class_names)})"
+
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Decoded RGB images to the normalised float32 NCHW batch the model expects."""
+        return np.stack([self._transform(image).numpy() for image in images]).astype(np.float32, copy=False)
+
+    def features(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Penultimate features (N, D) of decoded images (used to calibrate the OOD guard)."""
+        return self._run(self.preprocess(images))[1]
+
+    def predict_proba(self, images: Sequence[Image.Image], tta: bool = False) -> np.ndarray:
+        """Calibrated class probabilities (N, C) of decoded images."""
+        return self._probabilities(self.preprocess(images), tta)[0]
+
+    def _probabilities(self, batch: np.ndarray, tta: bool) -> tuple[np.ndarray, np.ndarray]:
+        if not tta:
+            logits, features = self._run(batch)
+            return apply_temperature(logits, self.temperature), features
+        views = np.concatenate([dihedral_view(batch, k, flip) for k, flip in DIHEDRAL_VIEWS])
+        logits, features = self._run(views)
+        probs = apply_temperature(logits, self.temperature).reshape(len(DIHEDRAL_VIEWS), len(batch), -1)
+        return probs.mean(axis=0), features[: len(batch)]
+
+    def predict(self, images: Images, top_k: int = 3, refer_below: float | None = None, tta: bool = False,
+                batch_size: int = 32, progress: bool = False) -> Prediction | list[Prediction]:
+        """Classify one image or a list (paths, bytes, PIL images or arrays; a 4D array is a batch).
+
+        Returns one :class:`Prediction` for a single input and a list for a list. With
+        ``tta`` the probabilities are averaged over the 8 dihedral views (rotations by
+        multiples of 90 degrees, with and without a flip) of the preprocessed image.
+        """
+        single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
+        items = [images] if single else list(images)
+        if top_k < 1:
+            raise ConfigError(f"top_k must be at least 1, got {top_k}")
+        if refer_below is not None and not 0.0 <= refer_below <= 1.0:
+            raise ConfigError(f"refer_below must be a probability between 0 and 1, got {refer_below}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        results: list[Prediction] = []
+        starts: Iterable[int] = range(0, len(items), batch_size)
+        if progress:
+            from bloodcell.progress import track
+
+            starts = track(starts, "classifying", total=-(-len(items) // batch_size))
+        for start in starts:
+            results.extend(self._predict_batch(items[start:start + batch_size], top_k, refer_below, tta))
+        return results[0] if single else results
+
+    def _predict_batch(self, items: Sequence[ImageSource], top_k: int, refer_below: float | None,
+                       tta: bool) -> list[Prediction]:
+        results = [Prediction(path=str(item) if isinstance(item, (str, Path)) else None) for item in items]
+        decoded: list[tuple[int, Image.Image]] = []
+        for index, item in enumerate(items):
+            try:
+                decoded.append((index, read_image(item)))
+            except ImageError as exc:
+                results[index].error = str(exc)
+        if not decoded:
+            return results
+        images = [image for _, image in decoded]
+        probs, features = self._probabilities(self.preprocess(images), tta)
+        reasons = self.guard.reasons(images, features) if self.guard else [None] * len(images)
+        k = min(top_k, len(self.class_names))
+        for (index, _), prob, ood_reason in zip(decoded, probs, reasons):
+            order = np.argsort(-prob, kind="stable")[:k]
+            result = results[index]
+            result.label = self.class_names[order[0]]
+            result.confidence = float(prob[order[0]])
+            result.top_k = [(self.class_names[i], float(prob[i])) for i in order]
+            if ood_reason:
+                result.reason = ood_reason
+            elif refer_below is not None and result.confidence < refer_below:
+                result.reason = f"low confidence ({result.confidence:.2f} < {refer_below:g})"
+            result.referred = result.reason is not None
+        return results
+
+    def explain(self, image: ImageSource, out_path: str | Path, class_index: int | None = None) -> Path:
+        """Write a Grad-CAM overlay PNG for ``image`` (torch engine only); returns the path."""
+        from bloodcell.inference.explain import save_gradcam_overlay
+
+        if self.model is None:
+            raise ConfigError("Grad-CAM needs the torch engine (load the .safetensors checkpoint, not an ONNX file)")
+        batch = self.preprocess([read_image(image)])
+        with self._lock:
+            return save_gradcam_overlay(self.model, batch, self.data_config, out_path, class_index)
+
+
+def resolve_model(name_or_path: str | Path | None) -> Path:
+    """A bundled model name (default ``pbc8``) or a checkpoint path to an existing file."""
+    from bloodcell.weights import BUNDLED_MODELS, DEFAULT_MODEL, bundled_path
+
+    if name_or_path is None or str(name_or_path) in BUNDLED_MODELS:
+        return bundled_path(str(name_or_path or DEFAULT_MODEL))
+    path = Path(name_or_path)
+    if not path.is_file():
+        known = ", ".join(sorted(BUNDLED_MODELS))
+        raise CheckpointError(f"{path}: no such checkpoint file, and not a bundled model name ({known})")
+    if path.suffix not in (".safetensors", ".onnx"):
+        raise CheckpointError(f"{path}: expected a .safetensors checkpoint or an .onnx model")
+    return path
+
+
+def load(name_or_path: str | Path | None = None, engine: str = "torch", num_threads: int | None = None) -> Classifier:
+    """Load a classifier: the bundled model (default), a bundled name, or a checkpoint file.
+
+    ``engine="onnx"`` runs through onnxruntime (a ``.safetensors`` checkpoint is exported in
+    memory first); an ``.onnx`` file always runs on onnxruntime. ``num_threads`` sets the
+    onnxruntime intra-op threads (default 2) or, for torch, ``torch.set_num_threads``.
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    path = resolve_model(name_or_path)
+    if path.suffix == ".onnx" or engine == "onnx":
+        from bloodcell.inference.onnx import load_onnx_classifier
+
+        return load_onnx_classifier(path, num_threads=num_threads or 2)
+    import torch
+
+    from bloodcell.checkpoint import load_checkpoint
+
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    return Classifier.from_checkpoint(load_checkpoint(path))

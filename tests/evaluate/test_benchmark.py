@@ -1,0 +1,62 @@
+"""``benchmark``: same protocol for every model, comparison table and chart, resumable."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from evaluate_fixtures import TINY, make_pbc_dataset, trained_tiny_checkpoint
+
+from bloodcell.errors import ConfigError
+from bloodcell.evaluation import benchmark as bench
+from bloodcell.evaluation.models import load_scoring_model
+
+
+@pytest.mark.slow
+def test_benchmark_trains_evaluates_compares_and_resumes(tmp_path, monkeypatch):
+    manifest = make_pbc_dataset(tmp_path / "data", {"train": 3, "val": 2, "test": 3})
+    out = tmp_path / "bench"
+    kwargs = dict(manifest=manifest, out=out, budget_s=5, data_root=tmp_path / "data", epochs_max=1,
+                  batch_size=8, speed_images=16, n_boot=50, extra={"cache": False, "threads": 1}, log=lambda m: None)
+    rows = bench.run_benchmark([TINY], **kwargs)
+    (row,) = rows
+    assert row["model"] == TINY and row["test_images"] == 24
+    assert row["epochs"] == 1 and row["train_images_seen"] == 24
+    assert row["parameters"] == 8 * 3 * 9 + 8 + 8 * 8 + 8
+    assert row["accuracy_low"] <= row["accuracy"] <= row["accuracy_high"]
+    assert row["images_per_s"] > 0
+    folder = out / bench.model_dir_name(TINY)
+    saved = json.loads((folder / bench.RESULT_FILE).read_text())
+    assert saved["config"]["time_budget_s"] == 5 and saved["config"]["seed"] == 0
+    assert json.loads((folder / "evaluation" / "metrics.json").read_text())["split"] == "test"
+    with (out / "comparison.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [r["model"] for r in table] == [TINY] and float(table[0]["accuracy"]) == pytest.approx(row["accuracy"])
+    md = (out / "comparison.md").read_text()
+    assert "| accuracy (95% CI) |" in md and TINY in md and "![accuracy with 95% CI](comparison.png)" in md
+    assert (out / "comparison.png").read_bytes().startswith(b"\x89PNG")
+
+    # resumable: an existing result is not trained again
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished model was trained again")
+
+    monkeypatch.setattr("bloodcell.train.engine.fit", refuse)
+    assert bench.run_benchmark([TINY], **kwargs) == rows
+
+
+def test_throughput_uses_requested_threads(tmp_path):
+    import torch
+
+    make_pbc_dataset(tmp_path, {"test": 1})
+    model = load_scoring_model(trained_tiny_checkpoint(tmp_path / "m.safetensors"))
+    paths = sorted((tmp_path / "pbc").rglob("*.png"))
+    before = torch.get_num_threads()
+    assert bench.measure_throughput(model, paths, threads=1, batch_size=4) > 0
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("models, budget, message", [("", 5, "no models"), ("a,a", 5, "twice"), ("a", 0, "positive")])
+def test_benchmark_rejects_bad_options(tmp_path, models, budget, message):
+    with pytest.raises(ConfigError, match=message):
+        bench.run_benchmark(models.split(","), manifest=tmp_path / "m.csv", out=tmp_path, budget_s=budget)

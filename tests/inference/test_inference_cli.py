@@ -1,0 +1,81 @@
+"""`bloodcell predict` and `bloodcell export` end to end through the Typer app."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from bloodcell.cli.main import _register, app
+
+EXPECTED_COLUMNS = ["path", "label", "confidence", "referred", "top_k", "error", "reason"]
+
+
+@pytest.fixture(scope="module")
+def runner():
+    _register()
+    return CliRunner()
+
+
+def test_predict_folder_writes_one_row_per_file_with_errors(runner, trained_checkpoint, cells_folder, tmp_path):
+    out = tmp_path / "preds.csv"
+    result = runner.invoke(app, ["predict", str(cells_folder), "--model", str(trained_checkpoint), "--output", str(out),
+                                 "--top-k", "2", "--batch-size", "3"])
+    assert result.exit_code == 0, result.output
+    with out.open() as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        assert reader.fieldnames == EXPECTED_COLUMNS
+    by_name = {r["path"].rsplit("/", 1)[-1]: r for r in rows}
+    assert set(by_name) == {"good_0.png", "good_1.png", "good_2.png", "good_3.jpg", "not_an_image.jpg",
+                            "truncated.jpg", "gray.png", "rgba.png", "deep16.png"}
+    for bad in ("not_an_image.jpg", "truncated.jpg"):
+        assert by_name[bad]["error"] and by_name[bad]["label"] == "" and by_name[bad]["confidence"] == ""
+    for good in ("good_0.png", "good_3.jpg", "gray.png", "rgba.png", "deep16.png"):
+        row = by_name[good]
+        assert row["error"] == "" and row["label"] and 0 < float(row["confidence"]) <= 1
+        assert row["referred"] in ("true", "false") and row["top_k"].count(";") == 1
+        assert row["top_k"].startswith(row["label"] + ":")
+
+
+def test_predict_json_glob_and_refer_below(runner, trained_checkpoint, cells_folder, tmp_path):
+    out = tmp_path / "preds.json"
+    result = runner.invoke(app, ["predict", str(cells_folder / "good_*.png"), "--model", str(trained_checkpoint),
+                                 "--output", str(out), "--refer-below", "1.0"])
+    assert result.exit_code == 0, result.output
+    records = json.loads(out.read_text())
+    assert len(records) == 3 and list(records[0]) == EXPECTED_COLUMNS
+    assert all(r["referred"] is True and r["reason"].startswith("low confidence") for r in records)
+
+
+def test_predict_prints_table_and_explains(runner, trained_checkpoint, cells_folder, tmp_path):
+    cams = tmp_path / "cams"
+    result = runner.invoke(app, ["predict", str(cells_folder / "good_0.png"), str(cells_folder / "truncated.jpg"),
+                                 "--model", str(trained_checkpoint), "--explain", str(cams), "--tta"],
+                           env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "good_0.png" in result.output and "truncated" in result.output
+    assert [p.name for p in cams.iterdir()] == ["good_0_gradcam.png"]
+
+
+def test_predict_user_errors_exit_1_without_traceback(trained_checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    code = "import sys; from bloodcell.cli.main import main; sys.argv=['bloodcell','predict',sys.argv[1],'--model','nope.safetensors']; main()"
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and "Error" in out.stderr
+
+
+def test_export_cli_writes_onnx_with_metadata(runner, trained_checkpoint, tmp_path):
+    import onnx
+
+    out = tmp_path / "model.onnx"
+    result = runner.invoke(app, ["export", str(trained_checkpoint), "--format", "onnx", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    props = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
+    assert props["class_names"] == ["lymphocyte", "monocyte", "neutrophil", "eosinophil"]
+    assert props["temperature"] == pytest.approx(1.3) and props["data_config"]["input_size"] == 64

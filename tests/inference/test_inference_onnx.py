@@ -1,0 +1,90 @@
+"""ONNX export: fp32 parity with PyTorch, metadata, int8 agreement, and the real-data int8 check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from inference_synthetic import synthetic_cells
+from PIL import Image
+
+from bloodcell.inference.onnx import export_onnx
+from bloodcell.inference.predictor import load
+
+
+@pytest.fixture(scope="module")
+def onnx_paths(trained_checkpoint, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx")
+    fp32 = export_onnx(trained_checkpoint, folder / "fp32.onnx")
+    int8 = export_onnx(trained_checkpoint, folder / "int8.onnx", int8=True)
+    return fp32, int8
+
+
+def _images(n: int, seed: int) -> list[Image.Image]:
+    return [Image.fromarray(im) for im in synthetic_cells(n, seed)[0]]
+
+
+def test_fp32_onnx_matches_torch(classifier, onnx_paths):
+    onnx_clf = load(onnx_paths[0])
+    assert onnx_clf.class_names == classifier.class_names and onnx_clf.temperature == classifier.temperature
+    images = _images(6, seed=11)
+    torch_probs = classifier.predict_proba(images)
+    onnx_probs = onnx_clf.predict_proba(images)
+    assert np.abs(torch_probs - onnx_probs).max() < 1e-4
+    batch = classifier.preprocess(images)
+    np.testing.assert_allclose(onnx_clf.backend.run(batch)[1], classifier.backend.run(batch)[1], atol=1e-3, rtol=1e-4)
+
+
+def test_real_registry_architecture_exports_with_parity(tmp_path):
+    import torch
+
+    from bloodcell.checkpoint import CheckpointMeta, save_checkpoint
+    from bloodcell.models import create_model
+
+    torch.manual_seed(1)
+    model = create_model("efficientnet_lite0", num_classes=3, class_names=["a", "b", "c"], input_size=64).eval()
+    path = save_checkpoint(tmp_path / "lite.safetensors", model, CheckpointMeta("efficientnet_lite0", model.data_config))
+    images = _images(3, seed=12)
+    torch_probs = load(path).predict_proba(images)
+    onnx_probs = load(export_onnx(path, tmp_path / "lite.onnx")).predict_proba(images)
+    assert np.abs(torch_probs - onnx_probs).max() < 1e-4
+
+
+def test_onnx_engine_from_safetensors_equals_exported_file(trained_checkpoint, onnx_paths):
+    images = _images(3, seed=13)
+    in_memory = load(trained_checkpoint, engine="onnx").predict_proba(images)
+    from_file = load(onnx_paths[0]).predict_proba(images)
+    np.testing.assert_allclose(in_memory, from_file, atol=1e-6)
+
+
+def test_int8_model_runs_and_mostly_agrees(classifier, onnx_paths):
+    fp32_size, int8_size = (p.stat().st_size for p in onnx_paths)
+    assert int8_size < fp32_size / 2
+    int8 = load(onnx_paths[1])
+    images = _images(32, seed=14)
+    agree = (int8.predict_proba(images).argmax(1) == classifier.predict_proba(images).argmax(1)).mean()
+    assert agree >= 0.85
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_bundled_int8_loses_at_most_0_3_accuracy_points(real_data_root, tmp_path):
+    from bloodcell.weights import WEIGHTS_DIR
+
+    bundled = WEIGHTS_DIR / "pbc8.safetensors"
+    if not bundled.is_file():
+        pytest.skip("bundled model bloodcell/weights/pbc8.safetensors not trained yet")
+    from bloodcell.data.images import read_image
+
+    fp32 = load(bundled)
+    int8 = load(export_onnx(bundled, tmp_path / "int8.onnx", int8=True))
+    paths, labels = [], []
+    for name in fp32.class_names:  # fixed slice: the first 40 files of each class, sorted
+        files = sorted((real_data_root / "pbc" / name).glob("*.jpg"))
+        files = [f for f in files if not f.name.startswith(".")][:40]
+        paths += files
+        labels += [name] * len(files)
+    images = [read_image(p) for p in paths]
+    truth = np.array([fp32.class_names.index(lbl) for lbl in labels])
+    acc32 = (fp32.predict_proba(images).argmax(1) == truth).mean()
+    acc8 = (int8.predict_proba(images).argmax(1) == truth).mean()
+    assert acc32 - acc8 <= 0.003

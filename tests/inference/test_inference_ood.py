@@ -1,0 +1,84 @@
+"""Out-of-distribution guard: flags blank, noise and everyday photos; passes cells; calibration."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from inference_synthetic import CLASSES, synthetic_cells
+from PIL import Image
+
+from bloodcell.inference.ood import OODGuard, fit_guard
+
+
+@pytest.fixture(scope="module")
+def guard(classifier):
+    images = [Image.fromarray(im) for im in synthetic_cells(120, seed=31)[0]]
+    return fit_guard(images, classifier.features(images), pass_rate=0.99)
+
+
+def _negatives() -> dict[str, Image.Image]:
+    from skimage import data
+
+    rng = np.random.default_rng(0)
+    return {
+        "blank": Image.new("RGB", (64, 64), (240, 240, 240)),
+        "black": Image.new("RGB", (80, 60), (0, 0, 0)),
+        "noise": Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)),
+        "astronaut": Image.fromarray(data.astronaut()),
+        "coffee": Image.fromarray(data.coffee()),
+    }
+
+
+def test_guard_flags_non_cells(classifier, guard):
+    negatives = _negatives()
+    images = list(negatives.values())
+    reasons = dict(zip(negatives, guard.reasons(images, classifier.features(images))))
+    assert all(reason and reason.startswith("not a single blood cell") for reason in reasons.values()), reasons
+    assert "blank" in reasons["blank"] and "blank" in reasons["black"]
+
+
+def test_guard_passes_in_distribution_cells(classifier, guard):
+    calibration = [Image.fromarray(im) for im in synthetic_cells(120, seed=31)[0]]
+    passed = np.mean([r is None for r in guard.reasons(calibration, classifier.features(calibration))])
+    assert passed >= 0.99
+    fresh = [Image.fromarray(im) for im in synthetic_cells(40, seed=32)[0]]
+    assert np.mean([r is None for r in guard.reasons(fresh, classifier.features(fresh))]) >= 0.85
+
+
+def test_guard_round_trips_through_json(guard):
+    restored = OODGuard.from_dict(json.loads(json.dumps(guard.to_dict())))
+    x = np.random.default_rng(1).normal(size=(3, guard.features.mean.size))
+    np.testing.assert_allclose(restored.features.score(x), guard.features.score(x), rtol=1e-4)
+    assert restored.stats.threshold == guard.stats.threshold
+
+
+def test_calibrate_ood_rewrites_checkpoint_and_predict_refers(trained_checkpoint, tmp_path):
+    import shutil
+
+    from bloodcell.checkpoint import read_checkpoint_meta
+    from bloodcell.data.manifest import ManifestRow, write_manifest
+    from bloodcell.inference.ood import calibrate_ood
+    from bloodcell.inference.predictor import load
+
+    root = tmp_path / "cells"
+    rows = []
+    images, labels = synthetic_cells(60, seed=33)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        rel = f"{CLASSES[label]}/cell_{i:03d}.png"
+        (root / CLASSES[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / rel)
+        rows.append(ManifestRow(rel, CLASSES[label], CLASSES[label], "val" if i < 50 else "train", f"{i:064x}"))
+    manifest = write_manifest(tmp_path / "manifest.csv", "folder", rows)
+    checkpoint = shutil.copy(trained_checkpoint, tmp_path / "model.safetensors")
+    params = calibrate_ood(checkpoint, manifest.path, split="val", data_root=root)
+    meta = read_checkpoint_meta(checkpoint)
+    assert meta["ood"]["num_images"] == 50 == params["num_images"]
+    assert meta["temperature"] == pytest.approx(1.3) and meta["class_names"] == list(CLASSES)
+    clf = load(checkpoint)
+    results = clf.predict(list(_negatives().values()) + images[:10])
+    assert all(r.referred and r.reason.startswith("not a single blood cell") for r in results[:5])
+    assert sum(r.referred for r in results[5:]) <= 1
+    onnx_clf = load(checkpoint, engine="onnx")
+    assert onnx_clf.guard is not None and onnx_clf.guard.features.threshold == clf.guard.features.threshold

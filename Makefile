@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: install
-	$(BIN)/bloodcell demo
+	$(BIN)/bloodcell demo --out outputs/demo
 
 test: install
 	$(BIN)/python -m pytest -q

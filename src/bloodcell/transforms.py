@@ -14,9 +14,10 @@ Augmentations (``list_augmentations()``):
   of up to 20 % of the frame, horizontal and vertical flips. Uncovered corners are filled
   with the image's own background colour (median of its border pixels) instead of black,
   so no artificial dark wedges appear that a model could learn.
-- ``strong``: ``literature`` plus rot90, a scale jitter (the cell shrinks to about a third of
-  the frame or grows until it fills it; the shift shrinks when zooming in so the cell stays
-  in frame), brightness/contrast/saturation jitter, haematoxylin/eosin stain jitter in HED
+- ``strong``: ``literature`` plus rot90, a scale jitter of 0.7x to 2.5x (PBC's white cells
+  fill about 40 % of the frame's width, so the cell ends up filling from about a third of the
+  frame to all of it, as in other labs' crops; the shift shrinks when zooming in so the cell
+  stays in frame), brightness/contrast/saturation jitter, haematoxylin/eosin stain jitter in HED
   space (which also shifts hue, the way stains vary; torchvision's hue jitter is left out
   because it costs more than all the other steps together), and light JPEG or blur
   degradation. Meant for robustness across labs, scanners and stains.
@@ -137,7 +138,7 @@ def _geometry(augment: str) -> list[torch.nn.Module]:
         return steps + [_Rot90()]
     if augment == "literature":
         return [_BackgroundAffine(degrees=30, translate=0.2)] + steps
-    return [_Rot90(), _BackgroundAffine(degrees=30, translate=0.2, scale=(0.55, 1.6))] + steps
+    return [_Rot90(), _BackgroundAffine(degrees=30, translate=0.2, scale=(0.7, 2.5))] + steps
 
 
 def create_transform(data_config: DataConfig, is_training: bool, augment: str = "none") -> v2.Compose:

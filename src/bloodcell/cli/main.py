@@ -53,6 +53,9 @@ def _register() -> None:
 
     app.command("evaluate")(evaluate.evaluate)
     app.command("benchmark")(benchmark.benchmark)
+    from bloodcell.cli import demo
+
+    app.command("demo")(demo.demo)
 
 
 def main() -> None:

@@ -1,0 +1,27 @@
+"""``bloodcell demo``: the main job, end to end on PBC (wiring only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def demo(
+    out: Path = typer.Option(Path("outputs/demo"), "--out", help="Folder for every output of the demo."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Datasets folder (default $BLOODCELL_DATA)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate on a stratified subset of the test split."),
+) -> None:
+    """Check, split and summarise PBC; evaluate the bundled model on the test split; classify a few cells."""
+    from bloodcell.demo import run_demo
+
+    result = run_demo(out, data_root=data_root, limit=limit)
+    for finding in result.findings:
+        console.print(f"- {finding}", highlight=False)
+    console.print(f"\nOutputs in [bold]{result.out.resolve()}[/]:")
+    for name, path in result.outputs.items():
+        console.print(f"  {name}: {Path(path).resolve()}", highlight=False)

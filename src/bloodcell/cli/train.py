@@ -1,0 +1,83 @@
+"""``bloodcell train``: configuration layered as defaults -> --config file -> flags, then ``fit``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bloodcell.errors import ConfigError
+
+
+def _resumed_base(out: Optional[Path]) -> dict | None:
+    """The saved config.json of the run being resumed (the base layer instead of the defaults)."""
+    if out is None:
+        raise ConfigError("--resume needs --out DIR pointing at the run to continue")
+    path = out / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{out} holds no config.json to resume from; start a new run without --resume")
+    return json.loads(path.read_text())
+
+
+def train(
+    model: Optional[str] = typer.Option(None, help="Registered or timm model name (see 'bloodcell models list')."),
+    dataset: Optional[str] = typer.Option(None, help="Dataset name, e.g. pbc."),
+    taxonomy: Optional[str] = typer.Option(None, help="Class taxonomy: pbc8 or pbc11."),
+    manifest: Optional[Path] = typer.Option(None, help="Manifest CSV with the frozen train/val/test split."),
+    data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
+    out: Optional[Path] = typer.Option(None, help="Run folder for checkpoints, metrics and curves."),
+    config: Optional[Path] = typer.Option(None, help="JSON or TOML file of training options (flags override it)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start again in an existing --out (removes its run files)."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from pretrained weights."),
+    input_size: Optional[int] = typer.Option(None, help="Input size overriding the model's own."),
+    epochs: Optional[int] = typer.Option(None, help="Number of epochs."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size (per process under torchrun)."),
+    optimizer: Optional[str] = typer.Option(None, help="adamw, adam or sgd."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
+    weight_decay: Optional[float] = typer.Option(None, help="Weight decay (not applied to biases and norms)."),
+    schedule: Optional[str] = typer.Option(None, help="cosine, onecycle or constant."),
+    warmup_epochs: Optional[float] = typer.Option(None, help="Linear warmup length in epochs."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing of the training loss."),
+    class_weights: Optional[bool] = typer.Option(None, "--class-weights/--no-class-weights", help="Inverse-frequency class weights."),
+    augment: Optional[str] = typer.Option(None, help="Augmentation: none, flips, literature or strong."),
+    freeze_epochs: Optional[int] = typer.Option(None, help="Epochs training only the head before unfreezing the backbone."),
+    early_stopping_patience: Optional[int] = typer.Option(None, help="Stop after this many epochs without a better validation loss."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads per process (default: all cores)."),
+    workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
+    cache: Optional[bool] = typer.Option(None, "--cache/--no-cache", help="Cache decoded, resized images on disk."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Folder of the decoded-image cache."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="Channels-last memory format."),
+    limit_train: Optional[int] = typer.Option(None, help="Train on a stratified subset of this many images."),
+    limit_val: Optional[int] = typer.Option(None, help="Validate on a stratified subset of this many images."),
+    time_budget_s: Optional[float] = typer.Option(None, "--time-budget", help="Stop cleanly after this many seconds."),
+    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep and checkpoint an exponential moving average of the weights."),
+) -> None:
+    """Train a model on a manifest's train split, validating on its validation split every epoch."""
+    from bloodcell.train.config import resolve_config
+    from bloodcell.train.engine import fit
+
+    overrides = {
+        "model": model, "dataset": dataset, "taxonomy": taxonomy, "manifest": manifest, "data_root": data_root,
+        "out": out, "pretrained": pretrained, "input_size": input_size, "epochs": epochs, "batch_size": batch_size,
+        "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "schedule": schedule,
+        "warmup_epochs": warmup_epochs, "label_smoothing": label_smoothing, "class_weights": class_weights,
+        "augment": augment, "freeze_epochs": freeze_epochs, "early_stopping_patience": early_stopping_patience,
+        "seed": seed, "threads": threads, "workers": workers, "cache": cache, "cache_dir": cache_dir,
+        "channels_last": channels_last, "limit_train": limit_train, "limit_val": limit_val,
+        "time_budget_s": time_budget_s, "ema": ema,
+    }
+    overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
+    base = _resumed_base(out) if resume else None
+    resolved = resolve_config(config, overrides, base=base)
+    result = fit(resolved, resume=resume, overwrite=overwrite)
+    if result.rank == 0:
+        metrics = result.metrics
+        typer.echo(
+            f"best epoch {result.best_epoch}: val loss {metrics.get('val_loss', float('nan')):.4f}, "
+            f"val acc {metrics.get('val_acc', float('nan')):.3f}, temperature {result.temperature:.3f} "
+            f"({result.stop_reason}) -> {result.best_checkpoint}"
+        )

@@ -1,0 +1,55 @@
+"""``bloodcell tune``: Optuna search over learning rate, weight decay, augmentation and input size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _sizes(text: Optional[str]) -> tuple[int, ...] | None:
+    from bloodcell.errors import ConfigError
+
+    if not text:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--input-sizes must be comma-separated integers, got {text!r}") from None
+
+
+def tune(
+    model: Optional[str] = typer.Option(None, help="Registered or timm model name."),
+    manifest: Optional[Path] = typer.Option(None, help="Manifest CSV (trials use its train and validation splits)."),
+    out: Path = typer.Option(..., help="Folder for trials.csv, best_config.json and the trial runs."),
+    trials: int = typer.Option(20, help="Number of Optuna trials."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs per trial."),
+    config: Optional[Path] = typer.Option(None, help="JSON or TOML base training options."),
+    taxonomy: Optional[str] = typer.Option(None, help="Class taxonomy: pbc8 or pbc11."),
+    data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start trials from pretrained weights."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size."),
+    input_sizes: Optional[str] = typer.Option(None, help="Comma-separated input sizes to try (default: 0.75x, 1x, 1.25x the model's)."),
+    limit_train: Optional[int] = typer.Option(None, help="Stratified training subset per trial."),
+    limit_val: Optional[int] = typer.Option(None, help="Stratified validation subset per trial."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads."),
+    cache: Optional[bool] = typer.Option(None, "--cache/--no-cache", help="Cache decoded, resized images on disk."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Folder of the decoded-image cache."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the sampler and of every trial."),
+    timeout: Optional[float] = typer.Option(None, help="Stop starting new trials after this many seconds."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Tune again into an existing --out."),
+) -> None:
+    """Search hyperparameters on the validation split; writes best_config.json for 'bloodcell train --config'."""
+    from bloodcell.train.config import resolve_config
+    from bloodcell.train.tune import tune as run_tune
+
+    overrides = {
+        "model": model, "manifest": manifest, "epochs": epochs, "taxonomy": taxonomy, "data_root": data_root,
+        "pretrained": pretrained, "batch_size": batch_size, "limit_train": limit_train, "limit_val": limit_val,
+        "threads": threads, "cache": cache, "cache_dir": cache_dir, "seed": seed,
+    }
+    overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
+    base = resolve_config(config, overrides)
+    result = run_tune(base, trials, out, input_sizes=_sizes(input_sizes), timeout_s=timeout, overwrite=overwrite)
+    typer.echo(f"best trial {result.best_trial}: val loss {result.best_val_loss:.4f} -> {result.best_config_path}")

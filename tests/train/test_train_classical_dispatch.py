@@ -1,0 +1,57 @@
+"""``fit`` hands ``sk/...`` registry entries to ``train_classical`` with train and validation arrays."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import bloodcell.models.classical as classical
+from bloodcell.data.taxonomy import get_taxonomy
+from bloodcell.models.registry import register_model
+from bloodcell.train.engine import fit
+
+SK_MODEL = "sk/test-train-recorder"
+
+
+@register_model(SK_MODEL, input_size=20, kind="sklearn")
+def _recorder(num_classes: int, pretrained=False, input_size: int = 20):
+    """A scikit-learn entry used only to test the dispatch."""
+    raise AssertionError("fit must not build sklearn entries through create_model")
+
+
+def test_sklearn_entries_dispatch_to_train_classical(base_config, monkeypatch):
+    calls = {}
+
+    def fake_train_classical(model_name, train_images, train_labels, val_images, val_labels, class_names,
+                             out_path, n_jobs=1):
+        calls.update(model=model_name, train=train_images, train_y=train_labels, val=val_images, val_y=val_labels,
+                     classes=class_names, n_jobs=n_jobs)
+        out_path.write_bytes(b"skops")
+        return object(), {"val_acc": 0.5}
+
+    monkeypatch.setattr(classical, "train_classical", fake_train_classical, raising=False)
+    result = fit(replace(base_config, model=SK_MODEL))
+    assert calls["model"] == SK_MODEL
+    assert calls["train"].shape == (36, 20, 20, 3) and calls["train"].dtype == np.uint8
+    assert calls["val"].shape == (12, 20, 20, 3)
+    names = get_taxonomy("pbc8").class_names
+    expected = sorted(names.index(c) for c in ("basophil", "eosinophil", "lymphocyte"))
+    assert sorted(set(calls["train_y"].tolist())) == expected and len(calls["val_y"]) == 12
+    assert calls["classes"][:2] == ["basophil", "eosinophil"] and len(calls["classes"]) == 8
+    assert result.best_checkpoint.name == "best.skops" and result.best_checkpoint.read_bytes() == b"skops"
+    assert result.metrics == {"val_acc": 0.5}
+    assert (result.run_dir / "config.json").is_file()
+
+
+def test_real_classical_baseline_trains_when_available(base_config):
+    if not hasattr(classical, "train_classical"):
+        pytest.skip("bloodcell.models.classical.train_classical is not written yet")
+    from bloodcell.models import list_models
+
+    names = [e.name for e in list_models() if e.kind == "sklearn" and e.name != SK_MODEL]
+    if not names:
+        pytest.skip("no sklearn entries registered")
+    result = fit(replace(base_config, model=names[0]))
+    assert result.best_checkpoint.is_file() and result.best_checkpoint.suffix == ".skops"

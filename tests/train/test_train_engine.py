@@ -1,0 +1,196 @@
+"""The training engine on a tiny synthetic dataset: learning, checkpoints, resume, stopping rules."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bloodcell.checkpoint import load_checkpoint
+from bloodcell.data.dataset import ManifestDataset
+from bloodcell.data.manifest import read_manifest
+from bloodcell.errors import ConfigError, DataError
+from bloodcell.models import create_model
+from bloodcell.models.registry import register_model
+from bloodcell.train import engine
+from bloodcell.train.data import class_weights, load_split
+from bloodcell.train.engine import STATE_FILE, fit, seed_everything
+from bloodcell.transforms import create_transform
+
+from train_fixtures import TINY_MODEL, _tiny_cnn, make_synthetic_pbc
+
+TINY_FROZEN_STEM = "test-train-tiny-frozen-stem"
+
+
+@register_model(TINY_FROZEN_STEM, input_size=24, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+def _tiny_frozen_stem(num_classes: int, pretrained=False, input_size: int = 24):
+    """The tiny CNN whose first convolution the architecture itself freezes."""
+    model = _tiny_cnn(num_classes)
+    model[0].requires_grad_(False)
+    return model
+
+
+def _val_batch(config):
+    manifest = read_manifest(config.manifest)
+    model = create_model(config.model, 8, input_size=config.input_size)
+    ds = ManifestDataset(manifest, "val", root=config.data_root, transform=create_transform(model.data_config, False))
+    return torch.stack([ds[i][0] for i in range(len(ds))])
+
+
+def test_one_epoch_learns_and_writes_a_loadable_checkpoint(base_config):
+    config = replace(base_config, epochs=1, class_weights=True)
+    result = fit(config)
+    run = result.run_dir
+    assert result.history[0]["val_acc"] > 0.6  # three classes: chance is 1/3
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1"]
+    assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"}
+    assert float(rows[0]["images_per_s"]) > 0
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["dataset"] == "pbc" and saved["epochs"] == 1 and saved["class_weights"] is True
+
+    checkpoint = load_checkpoint(result.best_checkpoint)
+    meta = checkpoint.meta
+    assert meta["train_config"] == saved
+    assert meta["manifest_sha256"] == read_manifest(config.manifest).sha256
+    assert meta["metrics"]["epoch"] == 1 and meta["metrics"]["n_val"] == 12
+    assert meta["temperature"] == pytest.approx(result.temperature) and result.temperature > 0
+    assert checkpoint.class_names[:3] == ["basophil", "eosinophil", "erythroblast"]
+
+    # the same weights from last.pt give the same logits as the reloaded checkpoint
+    state = torch.load(run / STATE_FILE, weights_only=True)
+    model = create_model(TINY_MODEL, 8)
+    model.load_state_dict(state["model"])
+    model.eval()
+    images = _val_batch(config)
+    with torch.inference_mode():
+        assert torch.equal(model(images), checkpoint.model(images))
+        predicted = checkpoint.model(images).argmax(1)
+    assert predicted.float().mean() > 0  # not all class 0
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(base_config, tmp_path, monkeypatch):
+    config = replace(base_config, epochs=3, schedule="cosine", augment="flips", warmup_epochs=0.5, ema=True,
+                     ema_decay=0.9)
+    full = fit(replace(config, out=str(tmp_path / "full")))
+
+    interrupted = replace(config, out=str(tmp_path / "interrupted"))
+    real_log = engine._log
+
+    def crash_after_epoch_2(ctx, message):
+        real_log(ctx, message)
+        if message.startswith("epoch 2/3"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "_log", crash_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted)
+    monkeypatch.setattr(engine, "_log", real_log)
+    state = torch.load(tmp_path / "interrupted" / STATE_FILE, weights_only=True)
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+
+    resumed = fit(interrupted, resume=True)
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
+    assert [row["val_loss"] for row in resumed.history] == pytest.approx([row["val_loss"] for row in full.history])
+    a = load_file(full.best_checkpoint)
+    b = load_file(resumed.best_checkpoint)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # with --ema the checkpoint holds the averaged weights, not the raw ones
+    final = torch.load(tmp_path / "full" / STATE_FILE, weights_only=True)
+    assert full.best_epoch == 3  # the loss still falls at epoch 3 on this easy set
+    assert all(torch.equal(a[k], final["ema"][f"module.{k}"]) for k in a)
+    assert not torch.equal(a["7.weight"], final["model"]["7.weight"])
+
+
+def test_resume_refuses_another_taxonomy_and_missing_state(base_config):
+    config = replace(base_config, epochs=1)
+    fit(config)
+    with pytest.raises(DataError, match="taxonomy"):
+        fit(replace(config, taxonomy="pbc11"), resume=True)
+    with pytest.raises(ConfigError, match="--overwrite"):
+        fit(config)
+    with pytest.raises(ConfigError, match="resume"):
+        fit(replace(config, out=config.out + "-new"), resume=True)
+
+
+def test_early_stopping_stops_after_patience(base_config, monkeypatch):
+    losses = iter([1.0, 0.8, 0.9, 0.85, 0.95, 0.7, 0.6])
+    real_evaluate = engine.evaluate
+
+    def scripted(*args, **kwargs):
+        out = real_evaluate(*args, **kwargs)
+        out["loss"] = next(losses)
+        return out
+
+    monkeypatch.setattr(engine, "evaluate", scripted)
+    result = fit(replace(base_config, epochs=7, early_stopping_patience=3))
+    assert result.stop_reason == "early_stopping"
+    assert len(result.history) == 5  # best at epoch 2, then three worse epochs
+    assert result.best_epoch == 2
+    assert load_checkpoint(result.best_checkpoint).meta["metrics"]["epoch"] == 2
+
+
+def test_time_budget_stops_cleanly_inside_the_first_epoch(base_config):
+    result = fit(replace(base_config, epochs=5, batch_size=4, time_budget_s=1e-6))
+    assert result.stop_reason == "time_budget"
+    assert len(result.history) == 1
+    assert result.best_checkpoint.is_file()
+    train_images = int(result.history[0]["images_per_s"] * result.history[0]["seconds"] + 0.5)
+    assert train_images == 4  # one batch, then the budget was noticed
+
+
+def test_class_weights_are_inverse_frequency():
+    weights = class_weights([0, 0, 0, 1, 2, 2], 4)
+    assert weights.tolist() == pytest.approx([6 / (3 * 3), 6 / (3 * 1), 6 / (3 * 2), 0.0])
+
+
+def test_training_never_opens_the_test_split(base_config, monkeypatch):
+    opened = []
+    import bloodcell.data.dataset as dataset_module
+
+    class Spy(ManifestDataset):
+        def __init__(self, manifest, split, *args, **kwargs):
+            opened.append(split)
+            super().__init__(manifest, split, *args, **kwargs)
+            assert not self.skipped  # the broken file lives in the test split only
+
+    monkeypatch.setattr(dataset_module, "ManifestDataset", Spy)
+    fit(replace(base_config, epochs=1))
+    assert sorted(opened) == ["train", "val"]
+    with pytest.raises(AssertionError, match="test"):
+        load_split(base_config, read_manifest(base_config.manifest), base_config.data_root, "test", None, 24, None)
+
+
+def test_staged_transfer_freezes_the_backbone_then_unfreezes_all_but_architecture_frozen(base_config):
+    config = replace(base_config, model=TINY_FROZEN_STEM, epochs=2, freeze_epochs=1)
+    seed_everything(config.seed)
+    initial = {k: v.clone() for k, v in create_model(TINY_FROZEN_STEM, 8).state_dict().items()}
+    fit(replace(config, epochs=1))
+    after_head = load_checkpoint(config.out + "/best.safetensors").model.state_dict()
+    assert torch.equal(after_head["3.weight"], initial["3.weight"])  # backbone conv frozen
+    assert torch.equal(after_head["1.running_mean"], initial["1.running_mean"])  # BN statistics kept
+    assert not torch.equal(after_head["7.weight"], initial["7.weight"])  # head trained
+
+    result = fit(config, resume=True)
+    assert [row["frozen_backbone"] for row in result.history] == [True, False]
+    final = torch.load(config.out + "/" + STATE_FILE, weights_only=True)["model"]
+    assert not torch.equal(final["3.weight"], initial["3.weight"])  # backbone trained in stage 2
+    assert torch.equal(final["0.weight"], initial["0.weight"])  # frozen by the architecture itself
+
+
+def test_cached_training_matches_uncached_labels(base_config, tmp_path):
+    result = fit(replace(base_config, epochs=1, cache=True, cache_dir=str(tmp_path / "cache"), limit_train=12))
+    assert any((tmp_path / "cache").glob("*.npy"))
+    assert load_checkpoint(result.best_checkpoint).meta["metrics"]["n_train"] == 12
+
+
+def test_unreadable_training_images_are_skipped_and_reported(base_config, tmp_path, capsys):
+    manifest = make_synthetic_pbc(tmp_path / "data", per_class=5, bad_file_split="train")
+    result = fit(replace(base_config, manifest=str(manifest), data_root=str(tmp_path / "data"), epochs=1))
+    assert "skipped 1 unreadable train image(s)" in capsys.readouterr().err
+    assert load_checkpoint(result.best_checkpoint).meta["metrics"]["n_train"] == 9  # 3 of 5 per class, broken one out

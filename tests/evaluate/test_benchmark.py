@@ -60,3 +60,26 @@ def test_throughput_uses_requested_threads(tmp_path):
 def test_benchmark_rejects_bad_options(tmp_path, models, budget, message):
     with pytest.raises(ConfigError, match=message):
         bench.run_benchmark(models.split(","), manifest=tmp_path / "m.csv", out=tmp_path, budget_s=budget)
+
+
+
+def test_trained_checkpoint_is_evaluated_as_its_own_row(tmp_path):
+    manifest = make_pbc_dataset(tmp_path / "data", {"train": 2, "val": 1, "test": 2})
+    checkpoint = trained_tiny_checkpoint(tmp_path / "tiny.safetensors")
+    row = bench.checkpoint_row(checkpoint, tmp_path / "bench", manifest=manifest, dataset="pbc", taxonomy="pbc8",
+                               data_root=tmp_path / "data", speed_images=4, threads=1, n_boot=20, seed=0)
+    assert "own recipe" in row["model"] and row["test_images"] == 16
+    assert row["accuracy_low"] <= row["accuracy"] <= row["accuracy_high"]
+    assert row["train_seconds"] is None and row["pretrained"] is False
+    saved = list((tmp_path / "bench").glob("*/result.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["row"]["checkpoint"] == str(checkpoint)
+
+
+def test_pretrained_policy_available_only_where_weights_exist(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr("bloodcell.models.pretrained._download", no_network)
+    assert bench.pretrained_available("asghar2023-cnn") is False  # trained from scratch by design
+    assert bench.pretrained_available("resnet18") is False  # weights only by download
+    assert bench.pretrained_available("efficientnet_lite0") is True  # offline package weights

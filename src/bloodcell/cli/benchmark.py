@@ -21,22 +21,27 @@ def benchmark(
     augment: str = typer.Option("flips", help="Augmentation for every model: none, flips, literature or strong."),
     batch_size: int = typer.Option(32, help="Training batch size for every model."),
     seed: int = typer.Option(0, help="Random seed for every model."),
-    pretrained: bool = typer.Option(False, "--pretrained/--no-pretrained", help="Start every model from pretrained weights."),
+    pretrained: str = typer.Option("none", help="ImageNet initialisation: none, all, or available (where weights can be had)."),
+    checkpoints: str = typer.Option("", help="Comma-separated trained checkpoints to evaluate alongside (their own recipe)."),
     speed_images: int = typer.Option(64, help="Test images used to measure inference speed."),
     threads: int = typer.Option(2, help="CPU threads for the inference-speed measurement."),
+    train_threads: Optional[int] = typer.Option(None, help="CPU threads for training (default: all cores)."),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the 95% confidence intervals."),
 ) -> None:
     """Train and evaluate several models with one protocol; write a comparison table and chart."""
     from rich.console import Console
 
-    from bloodcell.evaluation.benchmark import run_benchmark
+    from bloodcell.errors import ConfigError
+    from bloodcell.evaluation.benchmark import PRETRAINED_POLICIES, run_benchmark
 
+    if pretrained not in PRETRAINED_POLICIES:
+        raise ConfigError(f"--pretrained must be one of {', '.join(PRETRAINED_POLICIES)}, got {pretrained!r}")
     console = Console()
     rows = run_benchmark(
         models.split(","), manifest=manifest, out=out, budget_s=budget, dataset=dataset, taxonomy=taxonomy,
         data_root=data_root, epochs_max=epochs_max, limit_train=limit_train, seed=seed, augment=augment,
         batch_size=batch_size, speed_images=speed_images, threads=threads, n_boot=n_boot,
-        extra={"pretrained": pretrained}, log=lambda message: console.print(message, highlight=False),
+        extra={"pretrained": pretrained, "threads": train_threads}, checkpoints=[c for c in checkpoints.split(",") if c], log=lambda message: console.print(message, highlight=False),
     )
     for row in rows:
         console.print(f"{row['model']}: accuracy {100 * row['accuracy']:.2f}%, macro-F1 {100 * row['macro_f1']:.2f}%, "

@@ -33,8 +33,10 @@ RESULT_FILE = "result.json"
 CSV_FIELDS = (
     "model", "accuracy", "accuracy_low", "accuracy_high", "macro_f1", "macro_f1_low", "macro_f1_high",
     "kappa", "kappa_low", "kappa_high", "ece", "parameters", "train_seconds", "epochs", "train_images_seen",
-    "stop_reason", "test_images", "images_per_s", "checkpoint",
+    "stop_reason", "test_images", "images_per_s", "pretrained", "checkpoint",
 )
+#: ``pretrained`` policies: never, always (fails where no weights exist), or where weights exist.
+PRETRAINED_POLICIES = ("none", "all", "available")
 
 
 def model_dir_name(model: str) -> str:
@@ -101,11 +103,16 @@ def benchmark_one(model_name: str, out: Path, *, manifest: Path, dataset: str, t
     from bloodcell.train.engine import fit
 
     folder = out / model_dir_name(model_name)
+    extra = dict(extra or {})
+    if extra.get("pretrained") == "available":
+        extra["pretrained"] = pretrained_available(model_name)
+    elif extra.get("pretrained") in PRETRAINED_POLICIES:
+        extra["pretrained"] = extra["pretrained"] == "all"
     config = TrainConfig(
         model=model_name, dataset=dataset, taxonomy=taxonomy, manifest=str(manifest),
         data_root=str(data_root) if data_root else None, out=str(folder / "run"),
         epochs=epochs_max or UNLIMITED_EPOCHS, time_budget_s=budget_s, limit_train=limit_train, seed=seed,
-        augment=augment, batch_size=batch_size, **(extra or {}),
+        augment=augment, batch_size=batch_size, **extra,
     )
     start = time.perf_counter()
     run = fit(config, overwrite=True)
@@ -133,6 +140,7 @@ def benchmark_one(model_name: str, out: Path, *, manifest: Path, dataset: str, t
         "stop_reason": run.stop_reason,
         "test_images": result["counts"]["scored"],
         "images_per_s": round(measure_throughput(model, test_paths, threads=threads), 1),
+        "pretrained": bool(config.pretrained),
         "checkpoint": str(checkpoint),
     }
     folder.mkdir(parents=True, exist_ok=True)
@@ -140,11 +148,64 @@ def benchmark_one(model_name: str, out: Path, *, manifest: Path, dataset: str, t
     return row
 
 
+def pretrained_available(model_name: str) -> bool:
+    """True when ImageNet weights for ``model_name`` can be had here (offline package or download).
+
+    Models that are trained from scratch by design, or whose weights cannot be obtained,
+    start from random weights; the comparison table records which.
+    """
+    from bloodcell.errors import WeightsUnavailableError
+    from bloodcell.models import create_model, get_model_entry
+
+    if get_model_entry(model_name).kind != "torch":
+        return False
+    try:
+        create_model(model_name, num_classes=2, pretrained=True)
+    except (WeightsUnavailableError, ConfigError):
+        return False
+    return True
+
+
+def checkpoint_row(checkpoint: str | Path, out: Path, *, manifest: Path, dataset: str, taxonomy: str, data_root,
+                   speed_images: int, threads: int, n_boot: int, seed: int) -> dict[str, Any]:
+    """Evaluate an already trained checkpoint (its own recipe, not the budget) as a comparison row."""
+    checkpoint = Path(checkpoint)
+    model = load_scoring_model(checkpoint)
+    evaluation = evaluate(checkpoint, dataset=dataset, manifest=manifest, split="test", taxonomy=taxonomy,
+                          data_root=data_root, n_boot=n_boot, seed=seed, model=model)
+    folder = out / model_dir_name(f"checkpoint-{checkpoint.stem}-{model.model_name}")
+    write_report(evaluation, folder / "evaluation")
+    result = evaluation.result
+    metrics = result["metrics"]
+    boot = metrics["bootstrap"]
+    train_config = model.meta.get("train_config", {})
+    test_paths = [Path(result["provenance"]["data_root"]) / p["path"] for p in evaluation.predictions[:speed_images]]
+    row = {
+        "model": f"{model.model_name} ({checkpoint.name}, own recipe)",
+        **{f"{key}{suffix}": boot[key][part] for key in ("accuracy", "macro_f1", "kappa")
+           for suffix, part in (("", "estimate"), ("_low", "low"), ("_high", "high"))},
+        "ece": metrics["calibration"]["ece"],
+        "parameters": model.n_parameters,
+        "train_seconds": None,
+        "epochs": train_config.get("epochs"),
+        "train_images_seen": None,
+        "stop_reason": "trained separately",
+        "test_images": result["counts"]["scored"],
+        "images_per_s": round(measure_throughput(model, test_paths, threads=threads), 1),
+        "pretrained": bool(train_config.get("pretrained")),
+        "checkpoint": str(checkpoint),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RESULT_FILE).write_text(json.dumps({"row": row, "train_config": train_config}, indent=2) + "\n")
+    return row
+
+
 def run_benchmark(models: Sequence[str], *, manifest: str | Path, out: str | Path, budget_s: float,
                   dataset: str = "pbc", taxonomy: str = "pbc8", data_root: str | Path | None = None,
                   epochs_max: int | None = None, limit_train: int | None = None, seed: int = 0,
                   augment: str = "flips", batch_size: int = 32, speed_images: int = 64, threads: int = 2,
-                  n_boot: int = 1000, extra: dict[str, Any] | None = None, log=print) -> list[dict[str, Any]]:
+                  n_boot: int = 1000, extra: dict[str, Any] | None = None, checkpoints: Sequence[str | Path] = (),
+                  log=print) -> list[dict[str, Any]]:
     """Benchmark ``models`` in order (skipping those with a saved result) and write the comparison."""
     models = [m.strip() for m in models if m.strip()]
     if not models:
@@ -170,7 +231,13 @@ def run_benchmark(models: Sequence[str], *, manifest: str | Path, out: str | Pat
             epochs_max=epochs_max, limit_train=limit_train, seed=seed, augment=augment, batch_size=batch_size,
             speed_images=speed_images, threads=threads, n_boot=n_boot, extra=extra,
         ))
+    for checkpoint in checkpoints:
+        log(f"{checkpoint}: evaluating an already trained checkpoint on the test split")
+        rows.append(checkpoint_row(checkpoint, out, manifest=manifest, dataset=dataset, taxonomy=taxonomy,
+                                   data_root=data_root, speed_images=speed_images, threads=threads,
+                                   n_boot=n_boot, seed=seed))
     protocol = {
+        "pretrained": (extra or {}).get("pretrained", "none"),
         "manifest": str(manifest), "manifest_sha256": _sha256(manifest), "dataset": dataset, "taxonomy": taxonomy,
         "budget_s": budget_s, "epochs_max": epochs_max, "limit_train": limit_train, "seed": seed, "augment": augment,
         "batch_size": batch_size, "speed_images": speed_images, "speed_threads": threads,
@@ -205,10 +272,11 @@ def write_comparison(rows: list[dict[str, Any]], protocol: dict[str, Any], out: 
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    header = ["model", "accuracy (95% CI)", "macro-F1 (95% CI)", "kappa (95% CI)", "ECE", "parameters",
-              "training s", "epochs", "train images seen", "inference img/s"]
-    body = [[r["model"], _ci(r, "accuracy"), _ci(r, "macro_f1"), _ci(r, "kappa", pct=False), f"{r['ece']:.4f}",
-             f"{r['parameters']:,}" if r.get("parameters") else "n/a", f"{r['train_seconds']:.0f}",
+    header = ["model", "ImageNet init", "accuracy (95% CI)", "macro-F1 (95% CI)", "kappa (95% CI)", "ECE",
+              "parameters", "training s", "epochs", "train images seen", "inference img/s"]
+    body = [[r["model"], "yes" if r.get("pretrained") else "no", _ci(r, "accuracy"), _ci(r, "macro_f1"), _ci(r, "kappa", pct=False), f"{r['ece']:.4f}",
+             f"{r['parameters']:,}" if r.get("parameters") else "n/a",
+             f"{r['train_seconds']:.0f}" if r.get("train_seconds") is not None else "n/a",
              str(r.get("epochs") or "n/a"), str(r.get("train_images_seen") or "n/a"), f"{r['images_per_s']:.1f}"]
             for r in rows]
     lines = [

@@ -79,3 +79,12 @@ def test_export_cli_writes_onnx_with_metadata(runner, trained_checkpoint, tmp_pa
     props = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
     assert props["class_names"] == ["lymphocyte", "monocyte", "neutrophil", "eosinophil"]
     assert props["temperature"] == pytest.approx(1.3) and props["data_config"]["input_size"] == 64
+
+
+def test_calibrate_ood_refuses_the_test_split(runner, trained_checkpoint, tmp_path):
+    from bloodcell.errors import ConfigError
+
+    result = runner.invoke(app, ["calibrate-ood", str(trained_checkpoint), "--manifest", str(tmp_path / "m.csv"),
+                                 "--split", "test"])
+    assert result.exit_code != 0 and isinstance(result.exception, ConfigError)
+    assert "validation split" in str(result.exception)

@@ -25,11 +25,11 @@ def test_sklearn_entries_dispatch_to_train_classical(base_config, monkeypatch):
     calls = {}
 
     def fake_train_classical(model_name, train_images, train_labels, val_images, val_labels, class_names,
-                             out_path, n_jobs=1):
+                             out_path, n_jobs=1, meta=None):
         calls.update(model=model_name, train=train_images, train_y=train_labels, val=val_images, val_y=val_labels,
-                     classes=class_names, n_jobs=n_jobs)
+                     classes=class_names, n_jobs=n_jobs, meta=meta)
         out_path.write_bytes(b"skops")
-        return object(), {"val_acc": 0.5}
+        return object(), {"val_acc": 0.5, "temperature": 0.8}
 
     monkeypatch.setattr(classical, "train_classical", fake_train_classical, raising=False)
     result = fit(replace(base_config, model=SK_MODEL))
@@ -41,7 +41,9 @@ def test_sklearn_entries_dispatch_to_train_classical(base_config, monkeypatch):
     assert sorted(set(calls["train_y"].tolist())) == expected and len(calls["val_y"]) == 12
     assert calls["classes"][:2] == ["basophil", "eosinophil"] and len(calls["classes"]) == 8
     assert result.best_checkpoint.name == "best.skops" and result.best_checkpoint.read_bytes() == b"skops"
-    assert result.metrics == {"val_acc": 0.5}
+    assert result.metrics == {"val_acc": 0.5, "temperature": 0.8} and result.temperature == 0.8
+    assert calls["meta"]["taxonomy"] == "pbc8" and calls["meta"]["train_config"]["model"] == SK_MODEL
+    assert len(calls["meta"]["manifest_sha256"]) == 64
     assert (result.run_dir / "config.json").is_file()
 
 

@@ -42,6 +42,9 @@ def _register() -> None:
 
     app.command("predict")(predict.predict)
     app.command("export")(export.export)
+    from bloodcell.cli import calibrate
+
+    app.command("calibrate-ood")(calibrate.calibrate_ood)
     from bloodcell.cli import train, tune
 
     app.command("train")(train.train)

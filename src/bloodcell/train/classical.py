@@ -39,7 +39,9 @@ def fit_classical(config: TrainConfig, manifest, class_names: list[str], run_dir
     val_x, val_y = split_arrays(config, manifest, root, "val", size, config.limit_val)
     save_config(config, run_dir / "config.json")
     out_path = run_dir / "best.skops"
+    meta = {"train_config": config.to_dict(), "manifest_sha256": manifest.sha256, "taxonomy": config.taxonomy,
+            "dataset": manifest.dataset}
     _, metrics = train_classical(
-        config.model, train_x, train_y, val_x, val_y, class_names, out_path, n_jobs=config.threads or 1
+        config.model, train_x, train_y, val_x, val_y, class_names, out_path, n_jobs=config.threads or 1, meta=meta
     )
-    return RunResult(run_dir, out_path, [], None, dict(metrics), 1.0, "completed")
+    return RunResult(run_dir, out_path, [], None, dict(metrics), metrics["temperature"], "completed")

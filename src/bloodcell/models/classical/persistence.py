@@ -1,0 +1,66 @@
+"""Saving and loading classical pipelines as one self-describing ``.skops`` file (no pickle)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import skops.io as sio
+from sklearn.calibration import _CalibratedClassifier, _SigmoidCalibration
+from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
+from sklearn.pipeline import Pipeline
+from sklearn.tree._tree import Tree
+
+from bloodcell.errors import CheckpointError
+from bloodcell.models.classical.features import CellFeatureExtractor
+from bloodcell.models.registry import DataConfig
+
+#: Types beyond skops' defaults that a bloodcell classical checkpoint may contain.
+TRUSTED_TYPES = tuple(f"{cls.__module__}.{cls.__qualname__}" for cls in (
+    CellFeatureExtractor, Tree, AdamOptimizer, SGDOptimizer, _CalibratedClassifier, _SigmoidCalibration))
+
+
+def _json_default(value: Any):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, DataConfig):
+        return value.to_dict()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    raise TypeError(f"metadata value {value!r} is not JSON-serialisable")
+
+
+def save_classical(path: str | Path, pipeline: Pipeline, meta: dict[str, Any]) -> Path:
+    """Write ``pipeline`` and its JSON metadata (class names, data config, metrics...) into ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta_json = json.dumps(meta, default=_json_default, sort_keys=True)
+    sio.dump({"pipeline": pipeline, "meta_json": meta_json}, path)
+    return path
+
+
+def load_classical(path: str | Path) -> tuple[Pipeline, dict[str, Any]]:
+    """The pipeline and metadata stored by :func:`save_classical`; refuses unknown object types."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # skops raises assorted zip/JSON/key errors on foreign files
+        raise CheckpointError(f"{path}: not a readable .skops checkpoint ({type(exc).__name__})") from exc
+    unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if unexpected:
+        raise CheckpointError(f"{path}: checkpoint contains untrusted object types: {', '.join(unexpected)}")
+    try:
+        content = sio.load(path, trusted=list(untrusted))
+        pipeline, meta = content["pipeline"], json.loads(content["meta_json"])
+    except Exception as exc:
+        raise CheckpointError(f"{path}: corrupt .skops checkpoint ({type(exc).__name__})") from exc
+    if not isinstance(pipeline, Pipeline) or not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the .skops file does not hold a bloodcell classical pipeline")
+    if isinstance(meta.get("data_config"), dict):
+        pipeline.data_config = DataConfig.from_dict(meta["data_config"])
+    pipeline.model_name = meta.get("model_name")
+    return pipeline, meta

@@ -59,6 +59,9 @@ def _register() -> None:
     from bloodcell.cli import demo
 
     app.command("demo")(demo.demo)
+    from bloodcell.cli import count
+
+    app.command("count")(count.count)
 
 
 def main() -> None:

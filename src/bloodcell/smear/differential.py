@@ -1,0 +1,69 @@
+"""White-cell differential of a sample: percentages, adult reference intervals, flags, report.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+#: Adult reference intervals of the differential, in percent of white cells.
+REFERENCE_INTERVALS = {"neutrophil": (50, 70), "lymphocyte": (20, 45), "monocyte": (2, 10),
+                       "eosinophil": (1, 5), "basophil": (0, 1)}
+NOTABLE = ("ig", "erythroblast")
+MANUAL_DIFFERENTIAL = 100
+
+
+def differential(wbc_types: dict[str, int]) -> dict[str, Any]:
+    """Percent per type, low/high flags against the reference intervals, notable calls, warnings."""
+    total = sum(wbc_types.values())
+    percent = {k: 100.0 * n / total for k, n in sorted(wbc_types.items())} if total else {}
+    flags = {}
+    for name, (low, high) in REFERENCE_INTERVALS.items():
+        value = percent.get(name, 0.0)
+        if total and value < low:
+            flags[name] = "low"
+        elif total and value > high:
+            flags[name] = "high"
+    warnings = []
+    if total < MANUAL_DIFFERENTIAL:
+        warnings.append(f"only {total} white cells classified (a manual differential counts {MANUAL_DIFFERENTIAL}): "
+                        "percentages are imprecise")
+    notable = {k: wbc_types[k] for k in NOTABLE if wbc_types.get(k)}
+    return {"classified": total, "percent": percent, "flags": flags, "notable": notable, "warnings": warnings}
+
+
+def render_report(doc: dict[str, Any], sample_id: str = "sample") -> str:
+    """Markdown differential report of a counts.json document."""
+    sample = doc["sample"]
+    diff = differential(sample["wbc_types"])
+    lines = [f"# Differential report: {sample_id}", "", f"Images counted: {sample['images']}; "
+             f"skipped: {len(doc.get('errors', []))}", "", "| cell | count |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sample["counts"].items()]
+    lines += ["", "## White-cell differential", ""]
+    if sample.get("wbc_typing_unavailable"):
+        lines += [f"White-cell types unavailable: {sample['wbc_typing_unavailable']}", ""]
+    else:
+        lines += ["| type | n | % | reference | flag |", "|---|---|---|---|---|"]
+        for name in sorted(set(diff["percent"]) | set(REFERENCE_INTERVALS)):
+            low_high = REFERENCE_INTERVALS.get(name)
+            ref = f"{low_high[0]}-{low_high[1]}%" if low_high else ""
+            lines.append(f"| {name} | {sample['wbc_types'].get(name, 0)} | {diff['percent'].get(name, 0.0):.1f} | "
+                         f"{ref} | {diff['flags'].get(name, '')} |")
+        lines.append("")
+        for name, n in diff["notable"].items():
+            lines.append(f"- **Notable**: {n} cell(s) called {name}; review the smear.")
+    for warning in diff["warnings"]:
+        lines.append(f"- **Warning**: {warning}")
+    referred = [(e["path"], r) for e in doc["images"] for r in e.get("referred", [])]
+    if referred:
+        lines += ["", "## White cells referred for review", "", "| image | box | call | reason |", "|---|---|---|---|"]
+        lines += [f"| {p} | {r['x1']:.0f},{r['y1']:.0f},{r['x2']:.0f},{r['y2']:.0f} | {r.get('wbc_type')} | {r['reason']} |"
+                  for p, r in referred]
+    if doc.get("errors"):
+        lines += ["", "## Skipped files", ""] + [f"- {e['path']}: {e['error']}" for e in doc["errors"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(doc: dict[str, Any], path: str | Path, sample_id: str = "sample") -> Path:
+    path = Path(path)
+    path.write_text(render_report(doc, sample_id))
+    return path

@@ -1,0 +1,162 @@
+"""Smear counting: synthetic smears, schema, bad files, differential, AP, service adapter, real data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from bloodcell.smear import annotate, count_smears
+from bloodcell.smear.classical import detect_cells, count_detections
+from bloodcell.smear.differential import differential, render_report
+from bloodcell.smear.evaluation import average_precision, evaluate_counts, iou, match
+from bloodcell.smear.io import write_outputs
+
+BG, PINK, PURPLE = (200, 202, 205), (205, 150, 140), (110, 70, 190)
+PBC8 = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
+
+
+def _smear(rbc: int = 12, wbc: int = 1, platelets: int = 3) -> Image.Image:
+    image = Image.new("RGB", (640, 480), BG)
+    draw = ImageDraw.Draw(image)
+    centres = [(60 + 110 * (i % 5), 60 + 110 * (i // 5)) for i in range(rbc)]
+    for x, y in centres:
+        draw.ellipse([x - 38, y - 38, x + 38, y + 38], fill=PINK)
+    for k in range(wbc):
+        x, y = 560, 400 - 200 * k
+        draw.ellipse([x - 55, y - 55, x + 55, y + 55], fill=(210, 180, 210))
+        draw.ellipse([x - 30, y - 30, x + 30, y + 30], fill=PURPLE)
+    for k in range(platelets):
+        x, y = 40 + 90 * k, 450
+        draw.ellipse([x - 7, y - 7, x + 7, y + 7], fill=PURPLE)
+    return image
+
+
+def test_synthetic_cells_are_counted():
+    counts = count_detections(detect_cells(_smear()))
+    assert counts["WBC"] == 1
+    assert counts["Platelets"] == 3
+    assert abs(counts["RBC"] - 12) <= 1
+
+
+def test_blank_smear_counts_zero():
+    doc = count_smears([Image.new("RGB", (640, 480), BG)])
+    assert doc["images"][0]["counts"] == {"RBC": 0, "WBC": 0, "Platelets": 0}
+    assert doc["images"][0]["boxes"] == []
+
+
+def test_schema_bad_files_and_outputs(tmp_path):
+    good = tmp_path / "good.png"
+    _smear().save(good)
+    (tmp_path / "notes.jpg").write_text("not an image")
+    truncated = tmp_path / "trunc.jpg"
+    _smear().save(tmp_path / "full.jpg")
+    truncated.write_bytes((tmp_path / "full.jpg").read_bytes()[:2000])
+    doc = count_smears([str(good), str(tmp_path / "notes.jpg"), str(truncated)])
+    assert [e["path"] for e in doc["images"]] == [str(good)]
+    assert {e["path"] for e in doc["errors"]} == {str(tmp_path / "notes.jpg"), str(truncated)}
+    counts_path = write_outputs(doc, tmp_path / "out")
+    saved = json.loads(counts_path.read_text())
+    entry = saved["images"][0]
+    assert set(entry) >= {"path", "counts", "wbc_types", "boxes"} and "annotated" not in entry
+    assert all(isinstance(v, int) for v in entry["counts"].values())
+    box = entry["boxes"][0]
+    assert set(box) >= {"label", "score", "x1", "y1", "x2", "y2"} and isinstance(box["x1"], float)
+    assert saved["sample"]["counts"]["WBC"] == entry["counts"]["WBC"] == 1
+    png = tmp_path / "out" / entry["annotated_png"]
+    assert Image.open(png).size == (640, 480)
+    assert (tmp_path / "out" / "report.md").read_text().count("Skipped files") == 1
+
+
+def test_rbc_only_smear_has_no_wbc_and_warns():
+    doc = count_smears([_smear(rbc=10, wbc=0, platelets=0)])
+    assert doc["sample"]["counts"]["WBC"] == 0
+    report = render_report(doc)
+    assert "White-cell types unavailable" in report
+    assert "only 0 white cells classified" in report
+
+
+def test_differential_flags_hand_made_case():
+    diff = differential({"neutrophil": 40, "lymphocyte": 30, "monocyte": 12, "eosinophil": 3, "basophil": 0, "ig": 15})
+    assert diff["percent"]["neutrophil"] == pytest.approx(40.0)
+    assert diff["flags"] == {"neutrophil": "low", "monocyte": "high"}
+    assert diff["notable"] == {"ig": 15}
+    assert diff["warnings"] == []
+    assert differential({"neutrophil": 5})["flags"]["neutrophil"] == "high"
+
+
+def test_average_precision_hand_computed():
+    # 3 truths; ranked hits T F T F -> precision envelope 1, 2/3; recall steps 1/3, 2/3.
+    ap = average_precision(np.array([0.9, 0.8, 0.7, 0.6]), np.array([True, False, True, False]), 3)
+    assert ap == pytest.approx(1 / 3 * 1 + 1 / 3 * 2 / 3)
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
+    scores, hits, n = match([[(0.9, (0, 0, 10, 10)), (0.8, (0, 0, 10, 10))]], [[(0, 0, 10, 10)]])
+    assert hits.tolist() == [True, False] and n == 1
+    entries = [{"counts": {"RBC": 2, "WBC": 1, "Platelets": 0},
+                "boxes": [{"label": "WBC", "score": 0.9, "x1": 0, "y1": 0, "x2": 10, "y2": 10}]}]
+    result = evaluate_counts(entries, [[("WBC", 0, 0, 10, 10), ("RBC", 0, 0, 5, 5)]])
+    assert result["WBC"]["ap50"] == pytest.approx(1.0)
+    assert result["RBC"]["count_accuracy"] == pytest.approx(0.0)
+    assert math.isnan(result["Platelets"]["ap50"])
+
+
+def test_annotate_draws_boxes():
+    image = Image.new("RGB", (100, 100), (255, 255, 255))
+    out = annotate(image, [{"label": "WBC", "x1": 10, "y1": 10, "x2": 50, "y2": 50}])
+    assert out.getpixel((10, 30)) != (255, 255, 255) and image.getpixel((10, 30)) == (255, 255, 255)
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tmp_path_factory):
+    import torch
+
+    from bloodcell.checkpoint import CheckpointMeta, save_checkpoint
+    from bloodcell.inference.predictor import load
+    from bloodcell.models import create_model
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = create_model("resnet18", num_classes=8, class_names=PBC8, input_size=32)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, model, CheckpointMeta(model_name="resnet18", data_config=model.data_config))
+    return load(path, num_threads=1)
+
+
+def test_service_adapter_with_classifier(tiny_classifier):
+    from bloodcell.service.app import _default_smear_counter
+
+    counter = _default_smear_counter(tiny_classifier)
+    doc = counter([_smear(), _smear(wbc=2)], ["a.png", "b.png"])
+    assert [e["path"] for e in doc["images"]] == ["a.png", "b.png"]
+    assert isinstance(doc["images"][0]["annotated"], Image.Image)
+    wbc = [b for b in doc["images"][1]["boxes"] if b["label"] == "WBC"]
+    assert len(wbc) == 2 and all(b["wbc_type"] in PBC8 and 0 < b["confidence"] <= 1 for b in wbc)
+    assert sum(doc["sample"]["wbc_types"].values()) == doc["sample"]["counts"]["WBC"] == 3
+
+
+def test_bccd_typing_with_tiny_checkpoint(tiny_classifier):
+    from bloodcell.smear.wbc_typing import evaluate_typing, held_out_split
+
+    rng = np.random.default_rng(0)
+    crops = [Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)) for _ in range(20)]
+    truth = ["neutrophil"] * 10 + ["eosinophil"] * 10
+    held = held_out_split(truth)
+    assert held.sum() == 6
+    result = evaluate_typing(tiny_classifier, crops, truth)
+    assert result["held_out"] == 6 and 0.0 <= result["adapted_accuracy_held_out"] <= 1.0
+
+
+def test_real_cbc_smoke(real_data_root):
+    from bloodcell.data.voc import parse_voc
+
+    folder = real_data_root / "cbc" / "Training"
+    images = sorted((folder / "Images").glob("*.jpg"))[:3]
+    doc = count_smears([str(p) for p in images])
+    assert len(doc["images"]) == 3 and not doc["errors"]
+    for path, entry in zip(images, doc["images"]):
+        truth = [b for b in parse_voc(folder / "Annotations" / f"{path.stem}.xml").boxes if b.label == "WBC"]
+        assert abs(entry["counts"]["WBC"] - len(truth)) <= 1
+        assert entry["counts"]["RBC"] > 0

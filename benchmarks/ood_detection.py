@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -28,13 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "benchmarks" / "results" / "ood_detection.json"
 SKIMAGE_PICTURES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "hubble_deep_field",
                     "immunohistochemistry", "retina", "cat", "page", "moon")
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def negatives(data_home: Path, smears: int, seed: int) -> dict[str, list[Image.Image]]:
@@ -74,6 +66,7 @@ def main() -> None:
 
     from bloodcell.data.locate import data_home, dataset_root
     from bloodcell.data.manifest import read_manifest
+    from bloodcell.evaluation.evaluate import git_commit
     from bloodcell.inference.predictor import load
 
     classifier = load(args.model, num_threads=args.threads)
@@ -102,7 +95,7 @@ def main() -> None:
     print("pbc", positive)
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "commit": _commit(),
+        "commit": git_commit() or "unknown",
         "model": classifier.source,
         "guard": {"pass_rate": classifier.guard.pass_rate, "calibration_images": classifier.guard.num_images},
         "negatives": report,

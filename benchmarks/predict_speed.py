@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,19 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "benchmarks" / "results" / "predict_speed.json"
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _pbc_files(limit: int) -> list[Path]:
-    from bloodcell.data.images import is_image_path
+    from bloodcell.data.images import image_files
     from bloodcell.data.locate import data_home
 
     folder = data_home() / "pbc"
-    files = sorted(p for p in folder.rglob("*") if is_image_path(p))
+    files = image_files(folder)
     if not files:
         sys.exit(f"no PBC images under {folder}; set BLOODCELL_DATA")
     step = max(1, len(files) // limit)
@@ -86,6 +78,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("BLOODCELL_NO_PROGRESS", "1")
+    from bloodcell.evaluation.evaluate import git_commit
     from bloodcell.weights import WEIGHTS_DIR
 
     files = _pbc_files(args.images)
@@ -104,7 +97,7 @@ def main() -> None:
                 runs.append(run)
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "commit": _commit(),
+        "commit": git_commit() or "unknown",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
                     "torch": torch.__version__},
         "batch_size": args.batch_size,

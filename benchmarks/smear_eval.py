@@ -18,6 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"count_accuracy_min": 0.98, "wbc_exact_min": 0.97, "platelets_exact_min": 0.90, "rbc_mape_max": 0.05,
            "wbc_ap50_min": 0.95}
+#: Count accuracy of the published YOLO counter (Alam & Islam 2019) on their CBC test images, for comparison.
+PUBLISHED_YOLO_COUNT_ACCURACY = {"RBC": 0.961, "WBC": 0.869, "Platelets": 0.964}
 
 
 def main() -> None:
@@ -54,8 +56,11 @@ def main() -> None:
     report = {"command": "python " + " ".join(sys.argv), "commit": commit + " (plus uncommitted changes)",
               "dataset": "cbc/Training", "manifest": args.manifest, "split": args.split, "detector": args.detector,
               "seconds_per_image": seconds / max(1, len(pairs)), "errors": doc["errors"], **result,
-              "targets": TARGETS, "targets_met": checks}
-    out = Path(args.out or REPO / "benchmarks" / "results" / f"smear_eval_{args.detector}.json")
+              "targets": TARGETS, "targets_met": checks,
+              "published_yolo_count_accuracy": PUBLISHED_YOLO_COUNT_ACCURACY}
+    kind, _, path = args.detector.rpartition(":") if args.detector.endswith(".safetensors") else ("", "", args.detector)
+    tag = "-".join(filter(None, (kind, Path(path).parent.name))) if path.endswith(".safetensors") else args.detector
+    out = Path(args.out or REPO / "benchmarks" / "results" / f"smear_eval_{tag}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     for label in ("RBC", "WBC", "Platelets"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bloodcell.data.images import is_image_path, read_image
+from bloodcell.data.images import image_files, is_image_path, read_image
 from bloodcell.errors import ImageError
 from datafakes import cell, jpeg_bytes
 
@@ -85,3 +85,12 @@ def test_is_image_path_skips_dot_files(tmp_path):
     assert is_image_path(tmp_path / "a.JPG")
     assert not is_image_path(tmp_path / ".DS_1.jpg")
     assert not is_image_path(tmp_path / "notes.txt")
+
+
+def test_image_files_searches_recursively_sorted_and_skips_non_images(tmp_path):
+    for rel in ("b/2.png", "a/1.JPG", "a/deep/3.tif", "a/._1.jpg", "a/notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / "folder.jpg").mkdir()
+    found = [p.relative_to(tmp_path).as_posix() for p in image_files(tmp_path)]
+    assert found == ["a/1.JPG", "a/deep/3.tif", "b/2.png"]

@@ -88,3 +88,13 @@ def test_calibrate_ood_refuses_the_test_split(runner, trained_checkpoint, tmp_pa
                                  "--split", "test"])
     assert result.exit_code != 0 and isinstance(result.exception, ConfigError)
     assert "validation split" in str(result.exception)
+
+
+def test_predict_refuses_an_unknown_output_extension_before_loading_a_model(runner, cells_folder, tmp_path):
+    from bloodcell.errors import ConfigError
+
+    out = tmp_path / "preds.xlsx"
+    result = runner.invoke(app, ["predict", str(cells_folder), "--model", str(tmp_path / "missing.safetensors"),
+                                 "--output", str(out)])
+    assert isinstance(result.exception, ConfigError) and ".csv or .json" in str(result.exception)
+    assert not out.exists()

@@ -68,23 +68,25 @@ def test_int8_model_runs_and_mostly_agrees(classifier, onnx_paths):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_bundled_int8_loses_at_most_0_3_accuracy_points(real_data_root, tmp_path):
+    """Static int8 (per-channel weights, activations calibrated on validation images) on a fixed test slice."""
+    from pathlib import Path
+
+    from bloodcell.data.images import read_image
+    from bloodcell.data.manifest import read_manifest
     from bloodcell.weights import WEIGHTS_DIR
 
     bundled = WEIGHTS_DIR / "pbc8.safetensors"
+    manifest = Path(__file__).resolve().parents[2] / "manifests" / "pbc-seed0.csv"
     if not bundled.is_file():
         pytest.skip("bundled model bloodcell/weights/pbc8.safetensors not trained yet")
-    from bloodcell.data.images import read_image
-
     fp32 = load(bundled)
-    int8 = load(export_onnx(bundled, tmp_path / "int8.onnx", int8=True))
-    paths, labels = [], []
-    for name in fp32.class_names:  # fixed slice: the first 40 files of each class, sorted
-        files = sorted((real_data_root / "pbc" / name).glob("*.jpg"))
-        files = [f for f in files if not f.name.startswith(".")][:40]
-        paths += files
-        labels += [name] * len(files)
-    images = [read_image(p) for p in paths]
-    truth = np.array([fp32.class_names.index(lbl) for lbl in labels])
+    int8 = load(export_onnx(bundled, tmp_path / "int8.onnx", int8=True, calibration_manifest=manifest,
+                            calibration_limit=200, data_root=real_data_root))
+    rows = sorted(read_manifest(manifest).rows_for("test"), key=lambda r: (r.label, r.path))
+    fixed_slice = [r for name in fp32.class_names for r in [row for row in rows if row.label == name][:40]]
+    images = [read_image(real_data_root / "pbc" / r.path) for r in fixed_slice]
+    truth = np.array([fp32.class_names.index(r.label) for r in fixed_slice])
     acc32 = (fp32.predict_proba(images).argmax(1) == truth).mean()
     acc8 = (int8.predict_proba(images).argmax(1) == truth).mean()
+    assert len(images) == 320 and acc32 > 0.9
     assert acc32 - acc8 <= 0.003

@@ -16,6 +16,10 @@ CELL = (90, 40, 130)
 UNIT = DataConfig(128, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 
+#: PBC's white cells fill about 40 % of the frame's width (a radius of 0.2 of the side).
+PBC_RADIUS = 0.2
+
+
 def cell_image(height: int = 363, width: int = 360, radius_fraction: float = 0.3) -> torch.Tensor:
     """A smear-like crop: light background, one dark disc in the middle (uint8 CHW)."""
     yy, xx = np.mgrid[:height, :width]
@@ -99,7 +103,7 @@ def test_uncovered_corners_take_the_background_colour(augment):
     transform = create_transform(UNIT, is_training=True, augment=augment)
     torch.manual_seed(0)
     for _ in range(20):
-        out = transform(cell_image())
+        out = transform(cell_image(radius_fraction=PBC_RADIUS))
         corners = out[:, [0, 0, -1, -1], [0, -1, 0, -1]]
         assert corners.mean(dim=0).min() > 0.55, "rotations must not leave black corners"
 
@@ -109,7 +113,7 @@ def test_strong_zoom_keeps_the_cell_in_frame_and_varies_its_size():
     torch.manual_seed(1)
     areas = []
     for _ in range(40):
-        out = transform(cell_image())
+        out = transform(cell_image(radius_fraction=PBC_RADIUS))
         grey = out.mean(dim=0)
         cell = grey < (grey.amin() + grey.amax()) / 2
         assert grey.amax() - grey.amin() > 0.25, "the cell must stay visible"

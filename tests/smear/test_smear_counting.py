@@ -88,6 +88,17 @@ def test_differential_flags_hand_made_case():
     assert differential({"neutrophil": 5})["flags"]["neutrophil"] == "high"
 
 
+def test_differential_keeps_non_white_calls_out_of_percentages():
+    diff = differential({"neutrophil": 60, "lymphocyte": 30, "monocyte": 5, "eosinophil": 4, "basophil": 1,
+                         "platelet": 7, "erythroblast": 3})
+    assert diff["classified"] == 100
+    assert diff["percent"]["neutrophil"] == pytest.approx(60.0)
+    assert "platelet" not in diff["percent"] and diff["flags"] == {}
+    assert diff["not_white_cells"] == {"platelet": 7, "erythroblast": 3}
+    assert diff["notable"] == {"erythroblast": 3}
+    assert diff["warnings"] == []
+
+
 def test_average_precision_hand_computed():
     # 3 truths; ranked hits T F T F -> precision envelope 1, 2/3; recall steps 1/3, 2/3.
     ap = average_precision(np.array([0.9, 0.8, 0.7, 0.6]), np.array([True, False, True, False]), 3)
@@ -100,7 +111,9 @@ def test_average_precision_hand_computed():
     result = evaluate_counts(entries, [[("WBC", 0, 0, 10, 10), ("RBC", 0, 0, 5, 5)]])
     assert result["WBC"]["ap50"] == pytest.approx(1.0)
     assert result["RBC"]["count_accuracy"] == pytest.approx(0.0)
-    assert math.isnan(result["Platelets"]["ap50"])
+    assert math.isnan(average_precision(np.array([]), np.array([], bool), 0))
+    assert result["Platelets"]["ap50"] is None and result["Platelets"]["count_accuracy"] is None
+    assert json.loads(json.dumps(result, allow_nan=False))["Platelets"]["exact_fraction"] == 1.0
 
 
 def test_annotate_draws_boxes():
@@ -141,12 +154,16 @@ def test_bccd_typing_with_tiny_checkpoint(tiny_classifier):
     from bloodcell.smear.wbc_typing import evaluate_typing, held_out_split
 
     rng = np.random.default_rng(0)
-    crops = [Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)) for _ in range(20)]
+    # two visibly different "types" (pink vs blue crops with noise): a head on any features separates them
+    base = {"neutrophil": (230, 120, 160), "eosinophil": (60, 80, 220)}
     truth = ["neutrophil"] * 10 + ["eosinophil"] * 10
+    crops = [Image.fromarray(np.clip(np.array(base[t]) + rng.normal(0, 12, (40, 40, 3)), 0, 255).astype(np.uint8))
+             for t in truth]
     held = held_out_split(truth)
-    assert held.sum() == 6
+    assert held.sum() == 6 and sorted(np.array(truth)[held]) == ["eosinophil"] * 3 + ["neutrophil"] * 3
     result = evaluate_typing(tiny_classifier, crops, truth)
-    assert result["held_out"] == 6 and 0.0 <= result["adapted_accuracy_held_out"] <= 1.0
+    assert result["held_out"] == 6 and result["train"] == 14
+    assert result["adapted_accuracy_held_out"] == 1.0
 
 
 def test_real_cbc_smoke(real_data_root):

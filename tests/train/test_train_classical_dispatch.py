@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import pytest
 
 import bloodcell.models.classical as classical
 from bloodcell.data.taxonomy import get_taxonomy
@@ -47,13 +46,15 @@ def test_sklearn_entries_dispatch_to_train_classical(base_config, monkeypatch):
     assert (result.run_dir / "config.json").is_file()
 
 
-def test_real_classical_baseline_trains_when_available(base_config):
-    if not hasattr(classical, "train_classical"):
-        pytest.skip("bloodcell.models.classical.train_classical is not written yet")
+def test_real_classical_baseline_trains_and_saves_its_classes(base_config):
     from bloodcell.models import list_models
 
     names = [e.name for e in list_models() if e.kind == "sklearn" and e.name != SK_MODEL]
-    if not names:
-        pytest.skip("no sklearn entries registered")
+    assert names, "the sk/... baselines should be registered"
     result = fit(replace(base_config, model=names[0]))
     assert result.best_checkpoint.is_file() and result.best_checkpoint.suffix == ".skops"
+    pipeline, meta = classical.load_classical(result.best_checkpoint)
+    assert meta["model_name"] == names[0] and meta["taxonomy"] == "pbc8"
+    assert meta["class_names"] == list(get_taxonomy("pbc8").class_names)
+    assert result.temperature == meta["temperature"] > 0
+    assert set(int(c) for c in pipeline.classes_) <= set(range(len(meta["class_names"])))

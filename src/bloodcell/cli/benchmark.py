@@ -9,7 +9,7 @@ import typer
 
 
 def benchmark(
-    models: str = typer.Option(..., help="Comma-separated model names, e.g. resnet18,efficientnet_b0,sk/hog-svm."),
+    models: str = typer.Option(..., help="Comma-separated model names, e.g. resnet18,efficientnet_b0,sk/svm."),
     manifest: Path = typer.Option(..., help="Manifest CSV with the frozen train/val/test split."),
     budget: float = typer.Option(..., help="Wall-clock training budget per model, in seconds."),
     out: Path = typer.Option(..., help="Folder for per-model results and comparison.csv/.md/.png (resumable)."),

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from bloodcell.errors import ConfigError, DataError
+from bloodcell.errors import DataError
 
 
 def load_classifier_or_reason(name: str | None):
@@ -27,17 +27,17 @@ def count(
     output: Path = typer.Option(..., "--output", "-o", help="Folder for counts.json, annotated/*.png and report.md."),
     sample_id: str = typer.Option("sample", "--sample-id", help="Sample name used in the report."),
     classifier: Optional[str] = typer.Option(None, "--classifier", help="Bundled model name or checkpoint for the white-cell types; default: the bundled model."),
-    detector: str = typer.Option("classical", "--detector", help="Cell detector: classical."),
+    detector: str = typer.Option("classical", "--detector", help="Cell detector: classical, centernet (bundled), a detector checkpoint PATH.safetensors, or hybrid:PATH.safetensors (learned RBC/platelets + classical WBC)."),
     evaluate: bool = typer.Option(False, "--evaluate", help="Compare with VOC annotations and write evaluation.json."),
     annotations: Optional[Path] = typer.Option(None, "--annotations", help="Folder of <image stem>.xml VOC files (default: ../Annotations next to the images)."),
 ) -> None:
     """Count RBC, WBC and platelets on smear photos and report the white-cell differential."""
     from bloodcell.inference.files import collect_image_paths
-    from bloodcell.smear.counting import DETECTORS, count_smears
+    from bloodcell.smear.counting import count_smears
+    from bloodcell.smear.detectors import resolve_detector
     from bloodcell.smear.io import write_outputs
 
-    if detector not in DETECTORS:
-        raise ConfigError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+    resolve_detector(detector)
     files = collect_image_paths(paths)
     model, reason = load_classifier_or_reason(classifier)
     doc = count_smears([str(p) for p in files], classifier=model, detector=detector, typing_unavailable=reason,
@@ -68,6 +68,6 @@ def _evaluate(doc: dict, annotations: Path | None, output: Path) -> None:
     result = evaluate_counts(entries, truths)
     (output / "evaluation.json").write_text(json.dumps(result, indent=2))
     for label in ("RBC", "WBC", "Platelets"):
-        r = result[label]
-        typer.echo(f"{label}: AP50 {r['ap50']:.3f}, count accuracy {r['count_accuracy']:.3f}, "
-                   f"MAE {r['mae']:.2f}, exact {r['exact_fraction']:.2f}")
+        r = {k: "n/a" if v is None else f"{v:.3f}" for k, v in result[label].items()}
+        typer.echo(f"{label}: AP50 {r['ap50']}, count accuracy {r['count_accuracy']}, "
+                   f"MAE {r['mae']}, exact {r['exact_fraction']}")

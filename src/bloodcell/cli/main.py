@@ -62,6 +62,9 @@ def _register() -> None:
     from bloodcell.cli import count
 
     app.command("count")(count.count)
+    from bloodcell.cli import detector
+
+    app.add_typer(detector.app, name="detector")
 
 
 def main() -> None:

@@ -25,11 +25,13 @@ def predict(
     threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for inference."),
 ) -> None:
     """Classify single-cell images; bad files become rows with an error, the rest go on."""
-    from bloodcell.inference.files import collect_image_paths, write_records
+    from bloodcell.inference.files import check_records_path, collect_image_paths, write_records
     from bloodcell.inference.predictor import load
 
     if explain is not None and engine == "onnx":
         raise ConfigError("--explain needs the torch engine (Grad-CAM uses gradients)")
+    if output is not None:
+        check_records_path(output)  # refuse a wrong extension before classifying anything
     files = collect_image_paths(paths)
     classifier = load(model, engine=engine, num_threads=threads)
     results = classifier.predict([str(p) for p in files], top_k=top_k, refer_below=refer_below, tta=tta,

@@ -143,3 +143,8 @@ def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
 def is_image_path(path: Path) -> bool:
     """True for visible files with a known image extension (macOS ``._``/``.DS`` files excluded)."""
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files under ``folder`` (searched recursively, sorted); see :func:`is_image_path`."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_image_path(p))

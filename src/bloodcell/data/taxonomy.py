@@ -47,10 +47,6 @@ PBC11_CLASSES = (
     "platelet",
 )
 
-#: Fine labels that say "unspecified" (the folder's own name): no pbc11 label.
-UNSPECIFIED_FINE_LABELS = ("ig", "neutrophil")
-
-
 class LabelledRow(Protocol):
     label: str
     fine_label: str

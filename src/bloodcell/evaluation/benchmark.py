@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from bloodcell.checkpoint import file_sha256
 from bloodcell.data.images import read_image
 from bloodcell.errors import ConfigError, DataError, ImageError
 from bloodcell.evaluation.evaluate import evaluate, write_report
@@ -40,7 +41,7 @@ PRETRAINED_POLICIES = ("none", "all", "available")
 
 
 def model_dir_name(model: str) -> str:
-    """A folder name for a model name (``sk/hog-svm`` -> ``sk_hog-svm``)."""
+    """A folder name for a model name (``sk/svm`` -> ``sk_svm``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_") or "model"
 
 
@@ -94,6 +95,22 @@ def _images_seen(run) -> int | None:
     return int(n_train) if n_train is not None else None
 
 
+def _test_columns(evaluation, model: ScoringModel, speed_images: int, threads: int) -> dict[str, Any]:
+    """The comparison columns measured on the test split: metrics with 95% CIs, size, speed."""
+    result = evaluation.result
+    metrics = result["metrics"]
+    boot = metrics["bootstrap"]
+    test_paths = [Path(result["provenance"]["data_root"]) / p["path"] for p in evaluation.predictions[:speed_images]]
+    return {
+        **{f"{key}{suffix}": boot[key][part] for key in ("accuracy", "macro_f1", "kappa")
+           for suffix, part in (("", "estimate"), ("_low", "low"), ("_high", "high"))},
+        "ece": metrics["calibration"]["ece"],
+        "parameters": model.n_parameters,
+        "test_images": result["counts"]["scored"],
+        "images_per_s": round(measure_throughput(model, test_paths, threads=threads), 1),
+    }
+
+
 def benchmark_one(model_name: str, out: Path, *, manifest: Path, dataset: str, taxonomy: str, data_root,
                   budget_s: float, epochs_max: int | None, limit_train: int | None, seed: int, augment: str,
                   batch_size: int, speed_images: int, threads: int, n_boot: int,
@@ -124,22 +141,13 @@ def benchmark_one(model_name: str, out: Path, *, manifest: Path, dataset: str, t
     evaluation = evaluate(checkpoint, dataset=dataset, manifest=manifest, split="test", taxonomy=taxonomy,
                           data_root=data_root, n_boot=n_boot, seed=seed, model=model)
     write_report(evaluation, folder / "evaluation")
-    result = evaluation.result
-    metrics = result["metrics"]
-    boot = metrics["bootstrap"]
-    test_paths = [Path(result["provenance"]["data_root"]) / p["path"] for p in evaluation.predictions[:speed_images]]
     row = {
         "model": model_name,
-        **{f"{key}{suffix}": boot[key][part] for key in ("accuracy", "macro_f1", "kappa")
-           for suffix, part in (("", "estimate"), ("_low", "low"), ("_high", "high"))},
-        "ece": metrics["calibration"]["ece"],
-        "parameters": model.n_parameters,
+        **_test_columns(evaluation, model, speed_images, threads),
         "train_seconds": round(train_seconds, 1),
         "epochs": len(run.history) or None,
         "train_images_seen": _images_seen(run),
         "stop_reason": run.stop_reason,
-        "test_images": result["counts"]["scored"],
-        "images_per_s": round(measure_throughput(model, test_paths, threads=threads), 1),
         "pretrained": bool(config.pretrained),
         "checkpoint": str(checkpoint),
     }
@@ -175,23 +183,14 @@ def checkpoint_row(checkpoint: str | Path, out: Path, *, manifest: Path, dataset
                           data_root=data_root, n_boot=n_boot, seed=seed, model=model)
     folder = out / model_dir_name(f"checkpoint-{checkpoint.stem}-{model.model_name}")
     write_report(evaluation, folder / "evaluation")
-    result = evaluation.result
-    metrics = result["metrics"]
-    boot = metrics["bootstrap"]
     train_config = model.meta.get("train_config", {})
-    test_paths = [Path(result["provenance"]["data_root"]) / p["path"] for p in evaluation.predictions[:speed_images]]
     row = {
         "model": f"{model.model_name} ({checkpoint.name}, own recipe)",
-        **{f"{key}{suffix}": boot[key][part] for key in ("accuracy", "macro_f1", "kappa")
-           for suffix, part in (("", "estimate"), ("_low", "low"), ("_high", "high"))},
-        "ece": metrics["calibration"]["ece"],
-        "parameters": model.n_parameters,
+        **_test_columns(evaluation, model, speed_images, threads),
         "train_seconds": None,
-        "epochs": train_config.get("epochs"),
+        "epochs": model.meta.get("metrics", {}).get("epoch"),  # the best epoch the checkpoint holds
         "train_images_seen": None,
         "stop_reason": "trained separately",
-        "test_images": result["counts"]["scored"],
-        "images_per_s": round(measure_throughput(model, test_paths, threads=threads), 1),
         "pretrained": bool(train_config.get("pretrained")),
         "checkpoint": str(checkpoint),
     }
@@ -238,19 +237,13 @@ def run_benchmark(models: Sequence[str], *, manifest: str | Path, out: str | Pat
                                    n_boot=n_boot, seed=seed))
     protocol = {
         "pretrained": (extra or {}).get("pretrained", "none"),
-        "manifest": str(manifest), "manifest_sha256": _sha256(manifest), "dataset": dataset, "taxonomy": taxonomy,
+        "manifest": str(manifest), "manifest_sha256": file_sha256(manifest), "dataset": dataset, "taxonomy": taxonomy,
         "budget_s": budget_s, "epochs_max": epochs_max, "limit_train": limit_train, "seed": seed, "augment": augment,
         "batch_size": batch_size, "speed_images": speed_images, "speed_threads": threads,
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} logical CPUs".strip(),
     }
     write_comparison(rows, protocol, out)
     return rows
-
-
-def _sha256(path: Path) -> str:
-    from bloodcell.checkpoint import file_sha256
-
-    return file_sha256(path)
 
 
 def _ci(row: dict[str, Any], key: str, pct: bool = True) -> str:

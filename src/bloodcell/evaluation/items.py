@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bloodcell.data.images import is_image_path
+from bloodcell.data.images import image_files
 from bloodcell.errors import ConfigError, DataError
 
 
@@ -67,7 +67,7 @@ def folder_items(root: str | Path | None, limit: int | None = None) -> EvalItems
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     paths, labels = [], []
     for name in classes:
-        for path in sorted(p for p in (root / name).rglob("*") if p.is_file() and is_image_path(p)):
+        for path in image_files(root / name):
             paths.append(path)
             labels.append(name)
     if not paths:

@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from bloodcell.data.images import is_image_path
+from bloodcell.data.images import image_files
 from bloodcell.errors import ConfigError
 
 #: CSV/JSON fields of a prediction, in output order.
@@ -24,13 +24,13 @@ def collect_image_paths(inputs: Sequence[str | Path]) -> list[Path]:
         text = str(raw)
         path = Path(text)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p)))
+            found.extend(image_files(path))
         elif not path.exists() and glob.has_magic(text):
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
             if not matches:
                 raise ConfigError(f"the pattern {text!r} matches no files")
             for match in matches:
-                found.extend(sorted(p for p in match.rglob("*") if p.is_file() and is_image_path(p)) if match.is_dir() else [match])
+                found.extend(image_files(match) if match.is_dir() else [match])
         else:
             found.append(path)
     unique = list(dict.fromkeys(found))
@@ -39,11 +39,17 @@ def collect_image_paths(inputs: Sequence[str | Path]) -> list[Path]:
     return unique
 
 
-def write_records(records: list[dict], out: str | Path) -> Path:
-    """Write prediction records as ``.csv`` (columns :data:`RECORD_FIELDS`) or ``.json``."""
+def check_records_path(out: str | Path) -> Path:
+    """``out`` as a Path; ``ConfigError`` unless it ends in ``.csv`` or ``.json``."""
     out = Path(out)
     if out.suffix.lower() not in (".csv", ".json"):
         raise ConfigError(f"{out}: the output file must end in .csv or .json")
+    return out
+
+
+def write_records(records: list[dict], out: str | Path) -> Path:
+    """Write prediction records as ``.csv`` (columns :data:`RECORD_FIELDS`) or ``.json``."""
+    out = check_records_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".json":
         out.write_text(json.dumps([{k: r.get(k) for k in RECORD_FIELDS} for r in records], indent=2) + "\n")

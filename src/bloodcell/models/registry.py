@@ -46,7 +46,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registry entry. ``kind`` is ``"torch"`` or ``"sklearn"``."""
+    """A registry entry. ``kind`` is ``"torch"`` (a cell classifier), ``"sklearn"`` or ``"detector"``."""
 
     name: str
     builder: Callable[..., Any]
@@ -92,6 +92,7 @@ def register_model(
 def _load_entries() -> None:
     """Import the modules that register models (kept lazy so importing bloodcell stays cheap)."""
     from bloodcell.models import backbones, classical, papers  # noqa: F401
+    from bloodcell.smear import centernet  # noqa: F401  (the learned smear detector)
 
 
 def get_model_entry(name: str) -> ModelEntry:

@@ -16,9 +16,9 @@ from PIL import Image, ImageDraw
 
 from bloodcell.data.images import ImageSource, read_image
 from bloodcell.errors import ConfigError, ImageError
-from bloodcell.smear.classical import LABELS, Detection, count_detections, detect_cells
+from bloodcell.smear.classical import LABELS, Detection, count_detections
+from bloodcell.smear.detectors import resolve_detector
 
-DETECTORS = ("classical",)
 COLOURS = {"RBC": (220, 30, 30), "WBC": (30, 60, 230), "Platelets": (20, 170, 60)}
 #: The cell fills ~45% of the crop's area, as in the PBC single-cell images: side / sqrt(0.45).
 CROP_CONTEXT = 1.5
@@ -61,12 +61,6 @@ def _box_record(d: Detection) -> dict[str, Any]:
     return record
 
 
-def _detect(image: Image.Image, detector: str) -> list[Detection]:
-    if detector not in DETECTORS:
-        raise ConfigError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
-    return detect_cells(image)
-
-
 def _classify(classifier, image: Image.Image, boxes: list[dict[str, Any]], refer_below: float) -> list[dict[str, Any]]:
     """Classify each WBC box's crop; fills wbc_type/confidence/referred; returns the referred cells."""
     wbcs = [b for b in boxes if b["label"] == "WBC"]
@@ -88,7 +82,7 @@ def _classify(classifier, image: Image.Image, boxes: list[dict[str, Any]], refer
 def count_image(image: Image.Image, classifier=None, detector: str = "classical",
                 refer_below: float = REFER_BELOW) -> dict[str, Any]:
     """Counts, WBC types and boxes of one decoded smear photo (plus ``annotated`` and ``referred``)."""
-    detections = _detect(image, detector)
+    detections = resolve_detector(detector)(image)
     boxes = [_box_record(d) for d in detections]
     referred = _classify(classifier, image, boxes, refer_below) if classifier is not None else []
     types = Counter(b["wbc_type"] for b in boxes if b.get("wbc_type"))
@@ -121,10 +115,12 @@ def count_smears(images: Sequence[ImageSource], classifier=None, names: list[str
     Returns ``{"images": [{"path", "counts", "wbc_types", "boxes", "referred", "annotated"}],
     "sample": {...}, "errors": [{"path", "error"}]}``; unreadable images go to ``errors``.
     Without ``classifier`` the white cells are counted but not typed; ``typing_unavailable``
-    (default "no cell classifier loaded") says why in ``sample``.
+    (default "no cell classifier loaded") says why in ``sample``. ``detector`` is ``classical``,
+    ``centernet`` or a detector checkpoint path (see :mod:`bloodcell.smear.detectors`).
     """
     if names is not None and len(names) != len(images):
         raise ConfigError(f"names has {len(names)} entries for {len(images)} images")
+    resolve_detector(detector)  # a bad detector name or checkpoint fails before any image is read
     items = list(enumerate(images))
     if progress:
         from bloodcell.progress import track

@@ -9,13 +9,20 @@ from typing import Any
 REFERENCE_INTERVALS = {"neutrophil": (50, 70), "lymphocyte": (20, 45), "monocyte": (2, 10),
                        "eosinophil": (1, 5), "basophil": (0, 1)}
 NOTABLE = ("ig", "erythroblast")
+#: Classifier calls on a detected white-cell box that are not white cells: reported, kept out of the percentages
+#: (nucleated red cells are counted per 100 white cells, not inside the differential).
+NOT_WHITE_CELLS = ("platelet", "erythroblast")
 MANUAL_DIFFERENTIAL = 100
 
 
 def differential(wbc_types: dict[str, int]) -> dict[str, Any]:
-    """Percent per type, low/high flags against the reference intervals, notable calls, warnings."""
-    total = sum(wbc_types.values())
-    percent = {k: 100.0 * n / total for k, n in sorted(wbc_types.items())} if total else {}
+    """Percent per white-cell type, low/high flags against the reference intervals, notable calls, warnings.
+
+    Calls in ``NOT_WHITE_CELLS`` are listed under ``not_white_cells`` and left out of the percentages.
+    """
+    white = {k: n for k, n in wbc_types.items() if k not in NOT_WHITE_CELLS}
+    total = sum(white.values())
+    percent = {k: 100.0 * n / total for k, n in sorted(white.items())} if total else {}
     flags = {}
     for name, (low, high) in REFERENCE_INTERVALS.items():
         value = percent.get(name, 0.0)
@@ -28,7 +35,9 @@ def differential(wbc_types: dict[str, int]) -> dict[str, Any]:
         warnings.append(f"only {total} white cells classified (a manual differential counts {MANUAL_DIFFERENTIAL}): "
                         "percentages are imprecise")
     notable = {k: wbc_types[k] for k in NOTABLE if wbc_types.get(k)}
-    return {"classified": total, "percent": percent, "flags": flags, "notable": notable, "warnings": warnings}
+    not_white = {k: wbc_types[k] for k in NOT_WHITE_CELLS if wbc_types.get(k)}
+    return {"classified": total, "percent": percent, "flags": flags, "notable": notable,
+            "not_white_cells": not_white, "warnings": warnings}
 
 
 def render_report(doc: dict[str, Any], sample_id: str = "sample") -> str:
@@ -49,6 +58,8 @@ def render_report(doc: dict[str, Any], sample_id: str = "sample") -> str:
             lines.append(f"| {name} | {sample['wbc_types'].get(name, 0)} | {diff['percent'].get(name, 0.0):.1f} | "
                          f"{ref} | {diff['flags'].get(name, '')} |")
         lines.append("")
+        for name, n in diff["not_white_cells"].items():
+            lines.append(f"- {n} detected white-cell box(es) classified as {name} (not counted in the percentages).")
         for name, n in diff["notable"].items():
             lines.append(f"- **Notable**: {n} cell(s) called {name}; review the smear.")
     for warning in diff["warnings"]:
@@ -59,7 +70,8 @@ def render_report(doc: dict[str, Any], sample_id: str = "sample") -> str:
         lines += [f"| {p} | {r['x1']:.0f},{r['y1']:.0f},{r['x2']:.0f},{r['y2']:.0f} | {r.get('wbc_type')} | {r['reason']} |"
                   for p, r in referred]
     if doc.get("errors"):
-        lines += ["", "## Skipped files", ""] + [f"- {e['path']}: {e['error']}" for e in doc["errors"]]
+        lines += ["", "## Skipped files", ""] + [f"- {e['error'] if e['error'].startswith(e['path']) else e['path'] + ': ' + e['error']}"
+                                                 for e in doc["errors"]]
     return "\n".join(lines) + "\n"
 
 

@@ -53,7 +53,8 @@ def evaluate_counts(entries: list[dict[str, Any]], annotations: list[list[tuple]
     """Per-class AP@0.5, precision/recall, count MAE/MAPE, count accuracy and exact-count rate.
 
     ``entries`` are counts.json image entries; ``annotations`` the matching lists of
-    (label, x1, y1, x2, y2) ground-truth boxes.
+    (label, x1, y1, x2, y2) ground-truth boxes. A metric undefined on these images (no box of
+    the class annotated or predicted) is ``None`` (JSON null), never NaN.
     """
     result: dict[str, Any] = {"images": len(entries)}
     for label in LABELS:
@@ -64,7 +65,7 @@ def evaluate_counts(entries: list[dict[str, Any]], annotations: list[list[tuple]
         counted = np.array([e["counts"][label] for e in entries], float)
         truth = np.array([len(g) for g in gts], float)
         nonzero = truth > 0
-        result[label] = {
+        metrics = {
             "ap50": average_precision(scores, hits, n_truth),
             "precision": float(hits.mean()) if len(hits) else float("nan"),
             "recall": float(hits.sum() / n_truth) if n_truth else float("nan"),
@@ -74,4 +75,5 @@ def evaluate_counts(entries: list[dict[str, Any]], annotations: list[list[tuple]
             "count_accuracy": float(1 - abs(counted.sum() - truth.sum()) / truth.sum()) if truth.sum() else float("nan"),
             "exact_fraction": float(np.mean(counted == truth)),
         }
+        result[label] = {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in metrics.items()}
     return result

@@ -84,15 +84,6 @@ def any_rank(ctx: DistContext, flag: bool) -> bool:
     return bool(tensor.item() > 0)
 
 
-def broadcast_object(ctx: DistContext, obj):
-    """Rank 0's value of ``obj`` on every rank."""
-    if not ctx.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain module inside a DistributedDataParallel wrapper (no ``module.`` prefix)."""
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

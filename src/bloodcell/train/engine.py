@@ -307,6 +307,8 @@ def _fit(config: TrainConfig, *, resume: bool, overwrite: bool, ctx: DistContext
 
     _check_required(config)
     entry = get_model_entry(config.model)
+    if entry.kind == "detector":
+        raise ConfigError(f"{config.model} is a smear detector; train it with 'bloodcell detector train'")
     run_dir = prepare_run_dir(Path(config.out), resume, overwrite, ctx)
     manifest = read_manifest(config.manifest)
     if config.dataset and config.dataset != manifest.dataset:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, TransformerMixin
 from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
-from skimage.measure import regionprops
+from skimage.measure import perimeter
 
 from bloodcell.errors import ImageError
 from bloodcell.models.classical.segmentation import Segmentation, lobe_count, preprocess, segment
@@ -25,19 +25,27 @@ STATS = ("mean", "std", "p10", "p50", "p90")
 COLOUR_NAMES = [f"{region}_{channel}_{stat}" for region in ("nucleus", "cytoplasm")
                 for channel in CHANNELS for stat in STATS]
 FEATURE_NAMES = SHAPE_NAMES + GLCM_NAMES + LBP_NAMES + COLOUR_NAMES + ["segmentation_failed"]
-#: Images per joblib task when extracting in parallel.
+#: Most images per joblib task when extracting in parallel.
 CHUNK = 64
 
 
 def _shape(mask: np.ndarray, image_area: int) -> list[float]:
     """Area and perimeter (relative to the image), circularity, eccentricity, solidity of a mask."""
-    if not mask.any():
+    area = float(mask.sum())
+    if area == 0:
         return [0.0] * 5
-    props = regionprops(mask.astype(np.uint8))[0]
-    perimeter = float(props.perimeter)
-    circularity = 4 * np.pi * props.area / perimeter**2 if perimeter > 0 else 0.0
-    return [props.area / image_area, perimeter / np.sqrt(image_area), min(circularity, 1.5),
-            float(props.eccentricity), float(props.solidity)]
+    binary = mask.astype(np.uint8)
+    edge = float(perimeter(mask))
+    circularity = 4 * np.pi * area / edge**2 if edge > 0 else 0.0
+    moments = cv2.moments(binary, binaryImage=True)
+    mu20, mu02, mu11 = (moments[k] / moments["m00"] for k in ("mu20", "mu02", "mu11"))
+    spread = np.sqrt(((mu20 - mu02) / 2) ** 2 + mu11**2)
+    major, minor = (mu20 + mu02) / 2 + spread, (mu20 + mu02) / 2 - spread
+    eccentricity = np.sqrt(max(1 - minor / major, 0.0)) if major > 0 else 0.0
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.fillConvexPoly(np.zeros_like(binary), cv2.convexHull(np.concatenate(contours)), 1)
+    solidity = area / max(float(hull.sum()), area)
+    return [area / image_area, edge / np.sqrt(image_area), min(circularity, 1.5), float(eccentricity), solidity]
 
 
 def _glcm(gray: np.ndarray, cell: np.ndarray) -> list[float]:
@@ -49,6 +57,17 @@ def _glcm(gray: np.ndarray, cell: np.ndarray) -> list[float]:
     return [float(v) for prop in GLCM_PROPS for v in graycoprops(matrix, prop).mean(axis=1)]
 
 
+def _lbp_codes(gray: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """Uniform LBP codes (8 points, radius 1), computed only over the cell's bounding box (+1 pixel)."""
+    codes = np.zeros(gray.shape, dtype=np.float64)
+    ys, xs = np.nonzero(cell)
+    top, left = max(ys.min() - 1, 0), max(xs.min() - 1, 0)
+    bottom, right = ys.max() + 2, xs.max() + 2
+    codes[top:bottom, left:right] = local_binary_pattern(np.ascontiguousarray(gray[top:bottom, left:right]),
+                                                         LBP_POINTS, 1, method="uniform")
+    return codes
+
+
 def _lbp_histogram(codes: np.ndarray, mask: np.ndarray) -> list[float]:
     values = codes[mask]
     if values.size == 0:
@@ -57,12 +76,23 @@ def _lbp_histogram(codes: np.ndarray, mask: np.ndarray) -> list[float]:
 
 
 def _colour(channels: np.ndarray, mask: np.ndarray) -> list[float]:
-    """Mean, std and 10/50/90th percentiles of every channel within ``mask`` (zeros when empty)."""
+    """Mean, std and 10/50/90th percentiles of every uint8 channel within ``mask`` (zeros when empty).
+
+    Computed from 256-bin histograms (percentiles are the lowest value reaching the rank).
+    """
     pixels = channels[mask]
     if pixels.shape[0] == 0:
         return [0.0] * (len(CHANNELS) * len(STATS))
-    p10, p50, p90 = np.percentile(pixels, (10, 50, 90), axis=0)
-    return list(np.stack([pixels.mean(0), pixels.std(0), p10, p50, p90], axis=1).ravel())
+    count = pixels.shape[0]
+    offsets = np.arange(pixels.shape[1]) * 256
+    histograms = np.bincount((pixels + offsets).ravel(), minlength=256 * pixels.shape[1]).reshape(-1, 256)
+    values = np.arange(256, dtype=np.float64)
+    mean = histograms @ values / count
+    std = np.sqrt(np.maximum(histograms @ values**2 / count - mean**2, 0.0))
+    cumulative = np.cumsum(histograms, axis=1)
+    ranks = np.array([0.1, 0.5, 0.9]) * count
+    quantiles = np.stack([np.searchsorted(row, ranks) for row in cumulative]).astype(np.float64)
+    return list(np.column_stack([mean, std, quantiles]).ravel())
 
 
 def image_features(image: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -80,10 +110,10 @@ def image_features(image: np.ndarray) -> tuple[np.ndarray, str | None]:
     cell_shape, nucleus_shape = _shape(seg.cell, area), _shape(seg.nucleus, area)
     ratio = float(seg.nucleus.sum()) / max(float(seg.cell.sum()), 1.0)
     gray = cv2.cvtColor(clean, cv2.COLOR_RGB2GRAY)
-    codes = local_binary_pattern(gray, LBP_POINTS, 1, method="uniform")
+    codes = _lbp_codes(gray, seg.cell)
     hsv = cv2.cvtColor(clean, cv2.COLOR_RGB2HSV)
     lab = cv2.cvtColor(clean, cv2.COLOR_RGB2LAB)
-    channels = np.concatenate([clean, hsv, lab], axis=2).astype(np.float32)
+    channels = np.concatenate([clean, hsv, lab], axis=2).astype(np.int64)
     cytoplasm = seg.cell & ~seg.nucleus
     vector = (cell_shape + nucleus_shape + [ratio, float(lobe_count(seg.nucleus))] + _glcm(gray, seg.cell)
               + _lbp_histogram(codes, seg.cell) + _lbp_histogram(codes, seg.nucleus)
@@ -122,7 +152,8 @@ class CellFeatureExtractor(TransformerMixin, BaseEstimator):
         images = list(X)
         if not images:
             raise ImageError("no images to extract features from")
-        chunks = [images[i:i + CHUNK] for i in range(0, len(images), CHUNK)]
+        size = min(CHUNK, -(-len(images) // effective_n_jobs(self.n_jobs)))  # at least one chunk per worker
+        chunks = [images[i:i + size] for i in range(0, len(images), size)]
         if self.n_jobs == 1 or len(chunks) == 1:
             parts = [_extract(chunk) for chunk in chunks]
         else:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 #: Smallest nucleus kept, as a fraction of the image area.
 MIN_NUCLEUS_FRACTION = 0.004
@@ -65,6 +64,14 @@ def _open_close(mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel).astype(bool)
 
 
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with its holes filled: everything not reachable from the border through background."""
+    padded = np.pad(mask.astype(np.uint8), 1)
+    outside = padded.copy()
+    cv2.floodFill(outside, None, (0, 0), 1)
+    return (padded | (1 - outside)).astype(bool)[1:-1, 1:-1]
+
+
 def _nearest_component(mask: np.ndarray, min_area: float) -> np.ndarray | None:
     """The connected component of ``mask`` (at least ``min_area`` pixels) nearest the image centre."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
@@ -86,7 +93,7 @@ def segment(image: np.ndarray) -> Segmentation:
     low, high = np.percentile(blue_minus_green, [1, 99])
     if high - low < MIN_CONTRAST:
         return Segmentation(empty, empty, "no stained cell (image has no colour contrast)")
-    body = ndimage.binary_fill_holes(_open_close(_otsu(blue_minus_green), _DISC5))
+    body = _fill_holes(_open_close(_otsu(blue_minus_green), _DISC5))
     cell = _nearest_component(body, MIN_NUCLEUS_FRACTION * height * width)
     if cell is None:
         return Segmentation(empty, empty, "no cell found")
@@ -97,7 +104,7 @@ def segment(image: np.ndarray) -> Segmentation:
     dark, light = green[green <= threshold], green[green > threshold]
     if dark.size and light.size and light.mean() - dark.mean() >= MIN_NUCLEUS_CONTRAST:
         nucleus = _open_close(cell & (rgb[..., 1] <= threshold), _DISC3)
-        nucleus = ndimage.binary_fill_holes(nucleus) & cell
+        nucleus = _fill_holes(nucleus) & cell
     else:
         nucleus = cell.copy()
     if nucleus.sum() < MIN_NUCLEUS_FRACTION * height * width:

@@ -35,20 +35,6 @@ def _scratch_weights(build: Callable[[], nn.Module], pretrained, name: str) -> n
     return model
 
 
-def keras_default_init(module: nn.Module) -> nn.Module:
-    """Keras' default initialisation (Glorot-uniform kernels, zero biases), which the papers used.
-
-    PyTorch's default (Kaiming-uniform with a=sqrt(5)) shrinks the signal of deep plain ReLU
-    stacks without batch norm so much that ``asghar2023-cnn`` does not start learning.
-    """
-    for layer in module.modules():
-        if isinstance(layer, (nn.Conv2d, nn.Linear)):
-            nn.init.xavier_uniform_(layer.weight)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
-    return module
-
-
 def _conv_relu(in_channels: int, out_channels: int, kernel: int, padding: int | str) -> list[nn.Module]:
     return [nn.Conv2d(in_channels, out_channels, kernel, padding=padding), nn.ReLU(inplace=True)]
 
@@ -69,8 +55,6 @@ class Khalil2022(nn.Module):
         if side < 1:
             raise ConfigError(f"khalil2022 needs an input of at least 16 pixels, got {input_size}")
         self.classifier = nn.Linear(256 * side * side, num_classes)
-        keras_default_init(self.head)
-        keras_default_init(self.classifier)
 
     def forward(self, x):
         return self.classifier(self.head(self.features(x)))
@@ -79,8 +63,6 @@ class Khalil2022(nn.Module):
 def _khalil(num_classes: int, pretrained, input_size: int, frozen: bool) -> Khalil2022:
     vgg = create_timm_model("vgg16", num_classes=num_classes, pretrained=pretrained)
     model = Khalil2022(vgg.features[:VGG16_BLOCK4_END], num_classes, input_size)
-    if not pretrained:
-        keras_default_init(model.features)
     if frozen:
         freeze(model, ["features"])
     return model
@@ -106,8 +88,7 @@ def khalil2022_scratch(num_classes: int, pretrained=False, input_size: int = 128
     """Khalil et al. 2022 baseline: the khalil2022-vgg16 architecture trained from scratch (82 %).
 
     Same layers as ``khalil2022-vgg16`` with nothing frozen and random initialisation.
-    Chosen where silent: 1/255 pixel scaling (mean 0, std 1) like the other scratch CNNs, and
-    Keras' default initialisation of every layer (the paper's framework).
+    Chosen where silent: 1/255 pixel scaling (mean 0, std 1) like the other scratch CNNs.
     """
     return _scratch_weights(lambda: _khalil(num_classes, False, input_size, frozen=False), pretrained, "khalil2022-scratch")
 
@@ -129,7 +110,6 @@ class Asghar2023(nn.Module):
         self.classifier = nn.Sequential(
             nn.Flatten(), nn.Linear(channels * side * side, 128), nn.ReLU(inplace=True), nn.Linear(128, num_classes)
         )
-        keras_default_init(self)
 
     def forward(self, x):
         return self.classifier(self.features(x))
@@ -144,8 +124,7 @@ def asghar2023_cnn(num_classes: int, pretrained=False, input_size: int = 100):
     with ReLU; dense softmax. Seven 2x2 poolings do not fit 100 pixels with floor rounding
     (100, 50, 25, 12, 6, 3, 1, 0), so pooling rounds up (``ceil_mode``, what Keras'
     ``padding="same"`` pooling does): 100, 50, 25, 13, 7, 4, 2, 1, leaving 256 features.
-    Chosen where silent: no dropout after the dense layer, 1/255 scaling, bilinear resize;
-    Keras' default initialisation (the paper's framework), without which it does not learn.
+    Chosen where silent: no dropout after the dense layer, 1/255 scaling, bilinear resize.
     """
     return _scratch_weights(lambda: Asghar2023(num_classes, input_size), pretrained, "asghar2023-cnn")
 
@@ -168,7 +147,6 @@ class Risodkar2024(nn.Module):
         self.classifier = nn.Sequential(
             nn.Flatten(), nn.Linear(128 * side * side, 256), nn.ReLU(inplace=True), nn.Linear(256, num_classes)
         )
-        keras_default_init(self)
 
     def forward(self, x):
         return self.classifier(self.features(x))
@@ -181,7 +159,7 @@ def risodkar2024_cnn(num_classes: int, pretrained=False, input_size: int = 100):
     Paper: 100x100 input; conv 5x5 64, max pool, conv 3x3 256, max pool, conv 3x3 128, max
     pool, flatten, dense 256, softmax. Chosen where silent: ReLU activations, "valid" padding
     (the Keras default: 100, 96, 48, 46, 23, 21, 10, so 12800 features), 2x2 pools, ReLU on
-    the dense layer, no dropout, 1/255 scaling, bilinear resize, Keras' default initialisation.
+    the dense layer, no dropout, 1/255 scaling, bilinear resize.
     """
     return _scratch_weights(lambda: Risodkar2024(num_classes, input_size), pretrained, "risodkar2024-cnn")
 

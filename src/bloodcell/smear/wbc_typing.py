@@ -13,6 +13,7 @@ cross-validation on the train smears only).
 from __future__ import annotations
 
 import argparse
+import sys
 import csv
 import json
 from pathlib import Path
@@ -123,14 +124,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     import torch
 
+    from bloodcell.checkpoint import file_sha256
+    from bloodcell.evaluation.evaluate import git_commit
     from bloodcell.inference.predictor import load
 
     torch.set_num_threads(1)
     crops, truth, _ = bccd_wbc_crops(args.data_root, args.limit)
-    result = {"checkpoint": str(args.checkpoint), **evaluate_typing(load(args.checkpoint, num_threads=1), crops, truth, args.seed)}
+    result = {
+        "command": " ".join(["python -m bloodcell.smear.wbc_typing", *(argv if argv is not None else sys.argv[1:])]),
+        "commit": git_commit(),
+        "checkpoint": str(args.checkpoint),
+        "checkpoint_sha256": file_sha256(args.checkpoint),
+        **evaluate_typing(load(args.checkpoint, num_threads=1), crops, truth, args.seed),
+    }
     print(json.dumps(result, indent=2))
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 

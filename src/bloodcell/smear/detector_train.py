@@ -30,7 +30,7 @@ from bloodcell.checkpoint import CheckpointMeta, file_sha256, save_checkpoint
 from bloodcell.data.images import read_image
 from bloodcell.data.locate import dataset_root
 from bloodcell.data.voc import parse_voc
-from bloodcell.errors import CheckpointError, ConfigError, DataError
+from bloodcell.errors import ConfigError, DataError
 from bloodcell.models.registry import create_model
 from bloodcell.progress import track
 from bloodcell.smear.centernet import (MODEL_NAME, MULTIPLE, CenterNetDetector, centernet_loss, decode, encode_targets,
@@ -38,6 +38,7 @@ from bloodcell.smear.centernet import (MODEL_NAME, MULTIPLE, CenterNetDetector, 
 from bloodcell.smear.classical import LABELS, Detection
 from bloodcell.smear.evaluation import match
 from bloodcell.smear.splits import read_split
+from bloodcell.train.engine import load_train_state
 
 STATE_FILE = "last.pt"
 BEST_FILE = "best.safetensors"
@@ -293,16 +294,6 @@ def resume_config(out: str | Path, changes: dict[str, Any]) -> DetectorTrainConf
     return DetectorTrainConfig(**{k: v for k, v in merged.items() if k in known})
 
 
-def _load_state(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise CheckpointError(f"{path}: cannot read the training state ({type(exc).__name__})") from exc
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path}: not a bloodcell detector training state")
-    return state
-
-
 def _write_metrics(history: list[dict], path: Path) -> None:
     columns = list(dict.fromkeys(k for row in history for k in row))
     with path.open("w", newline="") as handle:
@@ -342,7 +333,7 @@ def train_detector(config: DetectorTrainConfig, resume: bool = False, overwrite:
     best = {"val_rel_mae": math.inf, "epoch": 0}
     start_epoch = 1
     if resume:
-        state = _load_state(out / STATE_FILE)
+        state = load_train_state(out / STATE_FILE, STATE_FORMAT)
         if state["manifest_sha256"] != manifest_sha:
             raise DataError(f"{config.manifest} is not the manifest {out} was trained on (its sha256 differs)")
         model.load_state_dict(state["model"])

@@ -251,14 +251,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def load_train_state(path: Path) -> dict[str, Any]:
-    """Our own resumable state file, read with ``torch.load(weights_only=True)``."""
+def load_train_state(path: Path, state_format: str = STATE_FORMAT) -> dict[str, Any]:
+    """Our own resumable state file (of ``state_format``), read with ``torch.load(weights_only=True)``."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
         raise CheckpointError(f"{path}: cannot read the training state ({type(exc).__name__})") from exc
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path}: not a bloodcell training state")
+    if not isinstance(state, dict) or state.get("format") != state_format:
+        raise CheckpointError(f"{path}: not a bloodcell training state of format {state_format}")
     return state
 
 

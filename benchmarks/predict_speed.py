@@ -1,11 +1,13 @@
 """Inference speed of `bloodcell predict` on this machine: images/s for torch and ONNX engines.
 
-Measures, in one run and with the same thread count, the bundled model (when present), a timm
+Measures, in one run and with the same thread count, the bundled model (when present; torch,
+ONNX fp32 and ONNX static int8 calibrated on the PBC manifest's validation split), a timm
 ``resnet50`` at 224x224 and the ``khalil2022-vgg16`` reproduction (random weights are fine
 for speed). Each model is timed end to end through ``Classifier.predict`` on real PBC files
-(decode + preprocess + model + OOD guard when calibrated), after one warm-up batch.
+(decode + preprocess + model + OOD guard when calibrated), after one warm-up batch, and
+also on the model call alone (``model_images_per_second``, preprocessed batches).
 
-    python benchmarks/predict_speed.py [--images 128] [--threads 2] [--batch-size 32]
+    python benchmarks/predict_speed.py [--images 512] [--threads 2] [--batch-size 32]
 
 Writes benchmarks/results/predict_speed.json with the command and the git commit.
 """
@@ -48,6 +50,7 @@ def _random_checkpoint(name: str, folder: Path, input_size: int | None) -> Path:
 
 
 def _time(checkpoint: Path, engine: str, files: list[Path], threads: int, batch_size: int) -> dict:
+    from bloodcell.data.images import read_image
     from bloodcell.inference.predictor import load
 
     classifier = load(checkpoint, engine=engine, num_threads=threads)
@@ -56,8 +59,15 @@ def _time(checkpoint: Path, engine: str, files: list[Path], threads: int, batch_
     start = time.perf_counter()
     results = classifier.predict(paths, batch_size=batch_size)
     seconds = time.perf_counter() - start
+    batch = classifier.preprocess([read_image(p) for p in paths[:batch_size]])
+    start = time.perf_counter()
+    rounds = max(1, len(paths) // batch_size)
+    for _ in range(rounds):
+        classifier.backend.run(batch)
+    model_seconds = time.perf_counter() - start
     return {
         "engine": engine,
+        "model_images_per_second": round(rounds * len(batch) / model_seconds, 2),
         "images": len(paths),
         "errors": sum(r.error is not None for r in results),
         "seconds": round(seconds, 3),
@@ -67,9 +77,17 @@ def _time(checkpoint: Path, engine: str, files: list[Path], threads: int, batch_
     }
 
 
+def _speedups(runs: list[dict]) -> dict[str, float]:
+    """End-to-end images/s of each bundled-model engine over resnet50 at 224 on each engine."""
+    bundled = {r["engine"]: r["images_per_second"] for r in runs if r["model"].startswith("pbc8")}
+    resnet = {r["engine"]: r["images_per_second"] for r in runs if r["model"].startswith("resnet50")}
+    return {f"pbc8 {mine} / resnet50 {theirs}": round(a / b, 2)
+            for mine, a in bundled.items() for theirs, b in resnet.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
@@ -95,6 +113,15 @@ def main() -> None:
                 run = {"model": label, **_time(checkpoint, engine, files, args.threads, args.batch_size)}
                 print(json.dumps(run))
                 runs.append(run)
+            if checkpoint == bundled:
+                from bloodcell.inference.onnx import export_onnx
+
+                int8 = export_onnx(bundled, Path(tmp) / "pbc8-int8.onnx", int8=True,
+                                   calibration_manifest=ROOT / "manifests" / "pbc-seed0.csv")
+                run = {"model": label, **_time(int8, "onnx", files, args.threads, args.batch_size),
+                       "engine": "onnx int8 (static QDQ)"}
+                print(json.dumps(run))
+                runs.append(run)
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "commit": git_commit() or "unknown",
@@ -102,6 +129,7 @@ def main() -> None:
                     "torch": torch.__version__},
         "batch_size": args.batch_size,
         "runs": runs,
+        "speedup_vs_resnet50_224": _speedups(runs),
     }
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2) + "\n")

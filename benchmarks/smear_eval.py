@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from bloodcell.data.voc import smear_annotations
+    from bloodcell.evaluation.evaluate import git_commit
     from bloodcell.smear.counting import count_smears
     from bloodcell.smear.evaluation import evaluate_counts
     from bloodcell.smear.splits import read_split
@@ -45,7 +45,6 @@ def main() -> None:
     seconds = time.perf_counter() - start
     truths = [[(b.label, b.x1, b.y1, b.x2, b.y2) for b in ann.boxes] for _, ann in pairs]
     result = evaluate_counts(doc["images"], truths)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     checks = {
         "count_accuracy": all(result[k]["count_accuracy"] >= TARGETS["count_accuracy_min"] for k in ("RBC", "WBC", "Platelets")),
         "wbc_exact": result["WBC"]["exact_fraction"] >= TARGETS["wbc_exact_min"],
@@ -53,7 +52,7 @@ def main() -> None:
         "rbc_mape": result["RBC"]["mape"] <= TARGETS["rbc_mape_max"],
         "wbc_ap50": result["WBC"]["ap50"] >= TARGETS["wbc_ap50_min"],
     }
-    report = {"command": "python " + " ".join(sys.argv), "commit": commit + " (plus uncommitted changes)",
+    report = {"command": "python " + " ".join(sys.argv), "commit": git_commit(),
               "dataset": "cbc/Training", "manifest": args.manifest, "split": args.split, "detector": args.detector,
               "seconds_per_image": seconds / max(1, len(pairs)), "errors": doc["errors"], **result,
               "targets": TARGETS, "targets_met": checks,

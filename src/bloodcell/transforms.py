@@ -2,7 +2,8 @@
 
 ``create_transform(data_config, is_training, augment)`` accepts an RGB PIL image or a uint8
 CHW tensor and returns a normalised float32 CHW tensor of ``input_size`` x ``input_size``.
-Every pipeline first resizes the shorter side to ``input_size`` and centre-crops; training
+Every pipeline first resizes the shorter side to ``input_size`` and centre-crops (a PIL
+image is first staged at :func:`staging_size` with Pillow, as the training cache does); training
 augmentations then run at that small size (cheap on CPU). All randomness comes from torch's
 generator, so ``torch.manual_seed`` makes a pipeline reproducible.
 
@@ -35,10 +36,13 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from bloodcell.data.dataset import resize_center_crop
 from bloodcell.errors import ConfigError, ImageError
 from bloodcell.models.registry import DataConfig
 
 AUGMENTATIONS = ("none", "flips", "literature", "strong")
+#: Images are staged (and cached for training) a little larger than the input, so random crops keep detail.
+STAGING_MARGIN = 1.15
 
 _INTERPOLATIONS = {
     "nearest": InterpolationMode.NEAREST,
@@ -56,12 +60,28 @@ def _uniform(low: float, high: float) -> float:
     return float(torch.empty(1).uniform_(low, high))
 
 
+def staging_size(input_size: int) -> int:
+    """Side of the uint8 image staged before the final resize (the training cache's image size)."""
+    return round(input_size * STAGING_MARGIN)
+
+
 class _AsUint8Image(torch.nn.Module):
-    """Check the input and turn a PIL image or uint8 CHW tensor into an RGB uint8 image tensor."""
+    """Check the input and turn a PIL image or uint8 CHW tensor into an RGB uint8 image tensor.
+
+    A PIL image is first resized and centre-cropped to :func:`staging_size` with Pillow
+    (:func:`~bloodcell.data.dataset.resize_center_crop`), exactly as the training cache stores
+    images, so training, validation, evaluation and prediction see identical pixels (and
+    Pillow's resize of a large photo is fast).
+    """
+
+    def __init__(self, input_size: int):
+        super().__init__()
+        self.size = staging_size(input_size)
 
     def forward(self, image):
         if isinstance(image, Image.Image):
-            return F.to_image(image.convert("RGB") if image.mode != "RGB" else image)
+            image = image.convert("RGB") if image.mode != "RGB" else image
+            return F.to_image(resize_center_crop(image, self.size))
         if not isinstance(image, torch.Tensor):
             raise ImageError(f"expected a PIL image or a uint8 CHW tensor, got {type(image).__name__}")
         if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] not in (1, 3):
@@ -149,7 +169,7 @@ def create_transform(data_config: DataConfig, is_training: bool, augment: str = 
         raise ConfigError(f"unknown interpolation {data_config.interpolation!r} in the model's data config")
     size = data_config.input_size
     steps: list[torch.nn.Module] = [
-        _AsUint8Image(),
+        _AsUint8Image(size),
         v2.Resize(size, interpolation=_INTERPOLATIONS[data_config.interpolation], antialias=True),
         v2.CenterCrop(size),
     ]

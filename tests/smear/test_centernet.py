@@ -308,3 +308,19 @@ def test_bad_detector_specs(tmp_path):
         resolve_detector(tmp_path / "missing.safetensors")
     with pytest.raises(CheckpointError, match="not a smear detector"):
         detector_meta({"model_name": "efficientnet_lite0"}, "pbc8.safetensors")
+
+
+def test_detector_split_is_seeded_and_reproducible(smear_data, tmp_path):
+    from bloodcell.smear.splits import read_split
+
+    root = smear_data[0]
+    runs = [CliRunner().invoke(_app(), ["detector", "split", "--out", str(tmp_path / f"{n}.csv"), "--data-root", str(root),
+                                        "--seed", str(seed)]) for n, seed in (("a", 0), ("b", 0), ("c", 1))]
+    assert all(r.exit_code == 0 for r in runs), runs[0].output
+    assert "8 smears -> train 6, val 1, test 1" in runs[0].output
+    a, b, c = (read_split(tmp_path / f"{n}.csv") for n in "abc")
+    assert a == b and a != c and sorted(a) == [f"BloodImage_{i:05d}" for i in range(8)]
+    empty = tmp_path / "empty" / "cbc"
+    (empty / "Annotations").mkdir(parents=True)
+    failed = CliRunner().invoke(_app(), ["detector", "split", "--out", str(tmp_path / "x.csv"), "--data-root", str(tmp_path / "empty")])
+    assert failed.exit_code != 0 and "no VOC annotation files" in str(failed.exception)

@@ -150,7 +150,8 @@ def test_service_adapter_with_classifier(tiny_classifier):
     assert sum(doc["sample"]["wbc_types"].values()) == doc["sample"]["counts"]["WBC"] == 3
 
 
-def test_bccd_typing_with_tiny_checkpoint(tiny_classifier):
+def _typing_case(tiny_classifier):
+    """(crops, truth, fitted head pipeline) of two colour-coded synthetic "types", checked on the way."""
     from bloodcell.smear.wbc_typing import evaluate_typing, held_out_split
 
     rng = np.random.default_rng(0)
@@ -161,9 +162,49 @@ def test_bccd_typing_with_tiny_checkpoint(tiny_classifier):
              for t in truth]
     held = held_out_split(truth)
     assert held.sum() == 6 and sorted(np.array(truth)[held]) == ["eosinophil"] * 3 + ["neutrophil"] * 3
-    result = evaluate_typing(tiny_classifier, crops, truth)
+    result, head = evaluate_typing(tiny_classifier, crops, truth)
     assert result["held_out"] == 6 and result["train"] == 14
     assert result["adapted_accuracy_held_out"] == 1.0
+    return crops, truth, head
+
+
+def test_bccd_typing_with_tiny_checkpoint(tiny_classifier):
+    _typing_case(tiny_classifier)
+
+
+def test_typing_head_round_trip_and_adapted_classifier(tiny_classifier, tmp_path):
+    from bloodcell.checkpoint import file_sha256
+    from bloodcell.errors import CheckpointError
+    from bloodcell.smear.typing_head import AdaptedClassifier, TypingHead, adapt, dihedral_features, smear_classifier
+
+    crops, truth, pipeline = _typing_case(tiny_classifier)
+    sha = file_sha256(tiny_classifier.source)
+    head = TypingHead.from_pipeline(pipeline, sha, {"name": "test", "held_out_accuracy": 1.0})
+    features = dihedral_features(tiny_classifier, crops)
+    np.testing.assert_allclose(np.exp(head.logits(features)) / np.exp(head.logits(features)).sum(1, keepdims=True),
+                               pipeline.predict_proba(features), atol=1e-6)
+    path = head.save(tmp_path / "head.safetensors")
+    loaded = TypingHead.load(path)
+    assert loaded.class_names == ["eosinophil", "neutrophil"] and loaded.meta["held_out_accuracy"] == 1.0
+    adapted = adapt(tiny_classifier, path)
+    preds = adapted.predict(crops + [b"not an image"], top_k=2, refer_below=0.999)
+    assert [p.label for p in preds[:-1]] == truth and all(p.referred for p in preds[:-1])
+    assert preds[-1].error and preds[-1].label is None
+    doc = count_smears([_smear()], classifier=adapted)
+    assert set(doc["sample"]["wbc_types"]) <= {"eosinophil", "neutrophil"} and doc["sample"]["wbc_classified"] == 1
+    assert doc["sample"]["wbc_typing"]["held_out_accuracy"] == 1.0
+    assert "`test` typing head" in render_report(doc) and "100% of" in render_report(doc)
+    assert "about 40%" in render_report(count_smears([_smear()], classifier=tiny_classifier))
+    # a head fitted on another checkpoint is refused by name, skipped by "auto"
+    TypingHead(head.class_names, head.weight, head.bias, "0" * 64).save(tmp_path / "other.safetensors")
+    with pytest.raises(CheckpointError, match="fitted on the features"):
+        adapt(tiny_classifier, tmp_path / "other.safetensors")
+    assert smear_classifier(tiny_classifier, "auto") is tiny_classifier
+    assert smear_classifier(tiny_classifier, "none") is tiny_classifier
+    assert isinstance(smear_classifier(tiny_classifier, path), AdaptedClassifier)
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a readable typing head"):
+        TypingHead.load(tmp_path / "bad.safetensors")
 
 
 def test_real_cbc_smoke(real_data_root):
@@ -177,3 +218,34 @@ def test_real_cbc_smoke(real_data_root):
         truth = [b for b in parse_voc(folder / "Annotations" / f"{path.stem}.xml").boxes if b.label == "WBC"]
         assert abs(entry["counts"]["WBC"] - len(truth)) <= 1
         assert entry["counts"]["RBC"] > 0
+
+
+def test_count_cli_refuses_a_file_as_output_and_fails_when_nothing_was_counted(tmp_path):
+    from typer.testing import CliRunner
+
+    from bloodcell.cli.main import _register, app
+    from bloodcell.errors import ConfigError
+
+    if not any(getattr(c, "name", None) == "count" for c in app.registered_commands):
+        _register()
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    refused = CliRunner().invoke(app, ["count", str(bad), "-o", str(tmp_path / "c.json"), "--classifier", "none.safetensors"])
+    assert isinstance(refused.exception, ConfigError) and "--output is a folder" in str(refused.exception)
+    assert not (tmp_path / "c.json").exists()
+    failed = CliRunner().invoke(app, ["count", str(bad), "-o", str(tmp_path / "out"), "--classifier", "none.safetensors"])
+    assert failed.exit_code == 1 and "0 images counted (1 skipped)" in failed.output
+    assert "not an image file" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_real_bccd_crops_keep_the_held_out_smears_out_of_train(real_data_root, tmp_path):
+    from bloodcell.data.manifest import read_manifest
+    from bloodcell.smear.wbc_typing import bccd_smears, export_wbc_crops, held_out_split
+
+    manifest = read_manifest(export_wbc_crops(tmp_path / "crops", real_data_root))
+    smears = bccd_smears(real_data_root)
+    held = {s[0] for s, h in zip(smears, held_out_split([s[1] for s in smears])) if h}
+    assert manifest.dataset == "folder" and len(manifest.rows) == sum(len(s[3]) for s in smears)
+    assert {r.group for r in manifest.rows if r.split == "test"} == held
+    assert not held & {r.group for r in manifest.rows if r.split == "train"}
+    assert {r.label for r in manifest.rows} <= set(PBC8) and all((tmp_path / "crops" / r.path).is_file() for r in manifest.rows)

@@ -20,6 +20,8 @@ def test_layers_defaults_then_file_then_flags(tmp_path):
     assert config.batch_size == TrainConfig().batch_size
     toml = resolve_config(tmp_path / "c.toml", {})
     assert (toml.lr, toml.class_weights, toml.schedule) == (0.03, True, "onecycle")
+    assert resolve_config(None, {"extra_train": "lab.csv"}).extra_train == ["lab.csv"]
+    assert resolve_config(None, {"extra_train": ["a.csv", "b.csv"]}).extra_train == ["a.csv", "b.csv"]
 
 
 @pytest.mark.parametrize(
@@ -31,6 +33,8 @@ def test_layers_defaults_then_file_then_flags(tmp_path):
         ({"augment": "wild"}, "augment must be one of"),
         ({"label_smoothing": 1.5}, "label_smoothing"),
         ({"pretrained": "yes"}, "invalid value"),
+        ({"extra_train": 3}, "invalid value"),
+        ({"extra_repeat": 0}, "extra_repeat must be at least 1"),
     ],
 )
 def test_bad_config_values_raise_one_sentence(tmp_path, content, message):

@@ -194,3 +194,48 @@ def test_unreadable_training_images_are_skipped_and_reported(base_config, tmp_pa
     result = fit(replace(base_config, manifest=str(manifest), data_root=str(tmp_path / "data"), epochs=1))
     assert "skipped 1 unreadable train image(s)" in capsys.readouterr().err
     assert load_checkpoint(result.best_checkpoint).meta["metrics"]["n_train"] == 9  # 3 of 5 per class, broken one out
+
+
+def _extra_folder_manifest(folder, rng_seed: int = 1):
+    """A 'folder' manifest of 2 train images per class plus held-out test rows that are not even images."""
+    # the synthetic set draws 3 of the 8 classes (SHAPES)
+    import numpy as np
+
+    from bloodcell.data.manifest import ManifestRow, write_manifest
+    from train_fixtures import SHAPES, _draw
+
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for label, (colour, shape) in SHAPES.items():
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            _draw(shape, colour, rng).save(folder / label / f"x{i}.png")
+            rows.append(ManifestRow(f"{label}/x{i}.png", label, "", "train", "0" * 64, f"{label}{i}"))
+        (folder / label / "held.png").write_bytes(b"held out")
+        rows.append(ManifestRow(f"{label}/held.png", label, "", "test", "0" * 64, f"{label}-held"))
+    return write_manifest(folder / "manifest.csv", "folder", rows).path
+
+
+def test_fine_tuning_starts_from_a_checkpoint_and_adds_extra_training_images(base_config, tmp_path, capsys):
+    from bloodcell.checkpoint import file_sha256
+
+    start = fit(replace(base_config, epochs=1, out=str(tmp_path / "start")))
+    extra = _extra_folder_manifest(tmp_path / "lab")
+    tuned = fit(replace(base_config, epochs=1, lr=1e-12, out=str(tmp_path / "tuned"), init_from=str(start.best_checkpoint),
+                        extra_train=[str(extra)], extra_repeat=3))
+    assert "extra training images: 6 from" in capsys.readouterr().err  # 3 classes x 2 train rows; test rows unread
+    meta = load_checkpoint(tuned.best_checkpoint).meta
+    assert meta["metrics"]["n_train"] == 36 + 3 * 6
+    assert meta["init_from_sha256"] == file_sha256(start.best_checkpoint)
+    assert meta["extra_train_sha256"] == {str(extra): read_manifest(extra).sha256}
+    before, after = load_file(start.best_checkpoint), load_file(tuned.best_checkpoint)
+    learned = [k for k in before if "running" not in k and "num_batches" not in k]  # BatchNorm statistics still move
+    assert learned and all(torch.allclose(before[k].float(), after[k].float(), atol=1e-6) for k in learned)
+    fresh = create_model(base_config.model, 4)
+    assert not all(torch.allclose(before[k].float(), v.float()) for k, v in fresh.state_dict().items() if k in before)
+
+
+def test_fine_tuning_refuses_a_checkpoint_of_another_model(base_config, tmp_path):
+    start = fit(replace(base_config, epochs=1, out=str(tmp_path / "start")))
+    with pytest.raises(ConfigError, match="init_from needs"):
+        fit(replace(base_config, model=TINY_FROZEN_STEM, out=str(tmp_path / "other"), init_from=str(start.best_checkpoint)))

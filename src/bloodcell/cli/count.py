@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from bloodcell.errors import DataError
+from bloodcell.errors import ConfigError, DataError
 
 
 def load_classifier_or_reason(name: str | None):
@@ -28,6 +28,7 @@ def count(
     sample_id: str = typer.Option("sample", "--sample-id", help="Sample name used in the report."),
     classifier: Optional[str] = typer.Option(None, "--classifier", help="Bundled model name or checkpoint for the white-cell types; default: the bundled model."),
     detector: str = typer.Option("classical", "--detector", help="Cell detector: classical, centernet (bundled), a detector checkpoint PATH.safetensors, or hybrid:PATH.safetensors (learned RBC/platelets + classical WBC)."),
+    typing_head: str = typer.Option("auto", "--typing-head", help="White-cell typing head adapted to smear photos: auto (the bundled bccd head when the classifier is the bundled model), bccd, none, or a head PATH.safetensors."),
     evaluate: bool = typer.Option(False, "--evaluate", help="Compare with VOC annotations and write evaluation.json."),
     annotations: Optional[Path] = typer.Option(None, "--annotations", help="Folder of <image stem>.xml VOC files (default: ../Annotations next to the images)."),
 ) -> None:
@@ -36,10 +37,14 @@ def count(
     from bloodcell.smear.counting import count_smears
     from bloodcell.smear.detectors import resolve_detector
     from bloodcell.smear.io import write_outputs
+    from bloodcell.smear.typing_head import smear_classifier
 
+    if output.suffix.lower() in (".json", ".md", ".png", ".csv") or output.is_file():
+        raise ConfigError(f"{output}: --output is a folder (counts.json, report.md and annotated/ are written inside it)")
     resolve_detector(detector)
     files = collect_image_paths(paths)
     model, reason = load_classifier_or_reason(classifier)
+    model = smear_classifier(model, typing_head)
     doc = count_smears([str(p) for p in files], classifier=model, detector=detector, typing_unavailable=reason,
                        progress=True)
     counts_path = write_outputs(doc, output, sample_id)
@@ -48,6 +53,9 @@ def count(
                f"WBC {s['WBC']}, Platelets {s['Platelets']} -> {counts_path}")
     if reason:
         typer.echo(f"white-cell types unavailable: {reason}")
+    if not doc["images"]:
+        typer.echo("no image could be counted; the skipped files and reasons are in the report", err=True)
+        raise typer.Exit(1)
     if evaluate:
         _evaluate(doc, annotations, output)
 

@@ -1,4 +1,4 @@
-"""``bloodcell data``: list, fetch, check, split and describe datasets (wiring only)."""
+"""``bloodcell data``: list, fetch, check, split, describe datasets and export smear crops (wiring only)."""
 
 from __future__ import annotations
 
@@ -147,3 +147,19 @@ def stats_command(
     (output / "counts.json").write_text(json.dumps(counts, indent=1) + "\n", encoding="utf-8")
     png = write_stats_png(root, counts, samples, output / "stats.png", f"{name}: class balance")
     console.print(f"wrote {output / 'counts.json'} and {png}")
+
+
+@app.command("crops")
+def crops(
+    out: Path = typer.Option(..., "--out", help="Folder for <type>/<id>_<k>.png crops and manifest.csv (outside the repository)."),
+    data_root: Optional[Path] = DATA_ROOT,
+    seed: int = typer.Option(0, help="Seed of the train/held-out split of the smears (as in the BCCD typing benchmark)."),
+) -> None:
+    """White-cell crops of the labelled BCCD smears with a train/test manifest, for fine-tuning on another lab."""
+    from bloodcell.data.manifest import read_manifest
+    from bloodcell.smear.wbc_typing import export_wbc_crops
+
+    manifest = read_manifest(export_wbc_crops(out, data_root, seed))
+    counts = {split: sum(r.split == split for r in manifest.rows) for split in ("train", "test")}
+    console.print(f"{len(manifest.rows)} white-cell crops: train {counts['train']}, held-out test {counts['test']} "
+                  f"-> {manifest.path} (sha256 {manifest.sha256[:12]}...)")

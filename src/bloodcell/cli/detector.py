@@ -1,4 +1,4 @@
-"""``bloodcell detector train``: train the CenterNet smear detector on a CBC manifest split."""
+"""``bloodcell detector split|train``: freeze a smear split, train the CenterNet smear detector on it."""
 
 from __future__ import annotations
 
@@ -48,3 +48,27 @@ def train(
     typer.echo(f"best epoch {result['best_epoch']}: val relative count error {best.get('val_rel_mae', float('nan')):.3f}, "
                f"thresholds RBC {best.get('RBC_threshold')}, WBC {best.get('WBC_threshold')}, "
                f"Platelets {best.get('Platelets_threshold')} -> {result['checkpoint']}")
+
+
+@app.command("split")
+def split(
+    out: Path = typer.Option(..., help="image_id,split CSV to write (e.g. manifests/cbc-seed0.csv)."),
+    data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
+    dataset: str = typer.Option("cbc", help="VOC smear dataset name."),
+    subset: str = typer.Option("Training", help="Subset folder of the dataset whose annotated smears are split."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Freeze a seeded 70/15/15 train/val/test split of a smear dataset's annotated image ids."""
+    from bloodcell.data.locate import dataset_root
+    from bloodcell.errors import DataError
+    from bloodcell.smear.splits import make_split, write_split
+
+    root = dataset_root(dataset, data_root)
+    folder = root / subset if (root / subset / "Annotations").is_dir() else root
+    ids = [p.stem for p in sorted((folder / "Annotations").glob("*.xml"))]
+    if not ids:
+        raise DataError(f"{folder / 'Annotations'}: no VOC annotation files")
+    result = make_split(ids, seed=seed)
+    path = write_split(result, out)
+    counts = {name: sum(s == name for s in result.values()) for name in ("train", "val", "test")}
+    typer.echo(f"{len(ids)} smears -> train {counts['train']}, val {counts['val']}, test {counts['test']}: {path}")

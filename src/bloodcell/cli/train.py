@@ -55,6 +55,9 @@ def train(
     limit_val: Optional[int] = typer.Option(None, help="Validate on a stratified subset of this many images."),
     time_budget_s: Optional[float] = typer.Option(None, "--time-budget", help="Stop cleanly after this many seconds."),
     ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep and checkpoint an exponential moving average of the weights."),
+    init_from: Optional[str] = typer.Option(None, help="Fine-tune: start from this checkpoint or bundled model (same model and classes)."),
+    extra_train: Optional[list[Path]] = typer.Option(None, help="Fine-tune: a manifest whose train split joins training (repeatable), e.g. your lab's cells."),
+    extra_repeat: Optional[int] = typer.Option(None, help="Times each extra training image is seen per epoch (default 1)."),
 ) -> None:
     """Train a model on a manifest's train split, validating on its validation split every epoch."""
     from bloodcell.train.config import resolve_config
@@ -68,7 +71,8 @@ def train(
         "augment": augment, "freeze_epochs": freeze_epochs, "early_stopping_patience": early_stopping_patience,
         "seed": seed, "threads": threads, "workers": workers, "cache": cache, "cache_dir": cache_dir,
         "channels_last": channels_last, "limit_train": limit_train, "limit_val": limit_val,
-        "time_budget_s": time_budget_s, "ema": ema,
+        "time_budget_s": time_budget_s, "ema": ema, "init_from": init_from,
+        "extra_train": [str(p) for p in extra_train] if extra_train else None, "extra_repeat": extra_repeat,
     }
     overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
     base = _resumed_base(out) if resume else None

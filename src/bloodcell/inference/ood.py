@@ -5,7 +5,7 @@ Three checks, each calibrated on in-distribution (validation) images so that tog
 
 1. blank: a near-uniform image (grey-level standard deviation below ``blank_std``);
 2. image statistics: squared Mahalanobis distance of a small colour/texture/layout vector
-   (:func:`image_statistics`) to the validation distribution;
+   (:func:`image_summary`) to the validation distribution;
 3. feature space: squared Mahalanobis distance of the classifier's penultimate features,
    whitened by PCA to at most ``max_components`` dimensions (the projection is stored, so
    the guard stays a few hundred kilobytes of JSON inside the checkpoint metadata).
@@ -33,36 +33,33 @@ STAT_NAMES = (
 _STATS_SIZE = 64
 
 
-def image_statistics(image: Image.Image) -> np.ndarray:
-    """A 13-value colour/texture/layout summary of an RGB image (computed at 64x64).
+def image_summary(image: Image.Image) -> np.ndarray:
+    """The 13 statistics of ``STAT_NAMES`` plus the grey-level standard deviation, at 64x64.
 
-    Stain colour (RGB, saturation, saturation-weighted hue), texture (mean gradient) and
-    layout (a single cell is centred: the centre is more stained than the border).
+    Stain colour (RGB, saturation, saturation-weighted hue), texture (mean gradient), layout
+    (a single cell is centred: the centre is more stained than the border) and, last, the
+    grey-level (ITU-R 601 luma, 0..1) standard deviation that is near 0 for blank images.
     """
     resized = image.convert("RGB").resize((_STATS_SIZE, _STATS_SIZE), Image.BILINEAR)
     small = np.asarray(resized, dtype=np.float64) / 255.0
     hsv = np.asarray(resized.convert("HSV"), dtype=np.float64) / 255.0
     hue, sat = hsv[..., 0] * 2 * np.pi, hsv[..., 1]
     weight = sat.sum() + 1e-6
-    gray = small.mean(axis=2)
-    gy, gx = np.gradient(gray)
+    pixels = small.reshape(-1, 3)
+    luma = pixels @ np.array([0.299, 0.587, 0.114])
+    gy, gx = np.gradient(small.mean(axis=2))
     quarter = _STATS_SIZE // 4
     centre = np.zeros_like(sat, dtype=bool)
     centre[quarter:-quarter, quarter:-quarter] = True
     return np.array([
-        *small.reshape(-1, 3).mean(axis=0),
-        *small.reshape(-1, 3).std(axis=0),
+        *pixels.mean(axis=0),
+        *pixels.std(axis=0),
         sat.mean(), sat.std(), (sat > 0.25).mean(),
         (np.cos(hue) * sat).sum() / weight, (np.sin(hue) * sat).sum() / weight,
         np.hypot(gx, gy).mean(),
         sat[centre].mean() - sat[~centre].mean(),
+        luma.std(),
     ])
-
-
-def grey_std(image: Image.Image) -> float:
-    """Standard deviation of the grey levels (0..1) at 64x64; near 0 for blank images."""
-    gray = np.asarray(image.convert("L").resize((_STATS_SIZE, _STATS_SIZE), Image.BILINEAR), dtype=np.float64) / 255.0
-    return float(gray.std())
 
 
 @dataclass
@@ -115,12 +112,15 @@ class OODGuard:
 
     def reasons(self, images: list[Image.Image], features: np.ndarray) -> list[str | None]:
         """One reason (or None when the input looks like a single stained cell) per image."""
-        stats = np.stack([image_statistics(im) for im in images])
-        stat_scores = self.stats.score(stats)
+        return self.judge(np.stack([image_summary(im) for im in images]), features)
+
+    def judge(self, summaries: np.ndarray, features: np.ndarray) -> list[str | None]:
+        """:meth:`reasons` from the images' :func:`image_summary` rows and penultimate features."""
+        stat_scores = self.stats.score(summaries[:, :len(STAT_NAMES)])
         feat_scores = self.features.score(features.astype(np.float64))
         out: list[str | None] = []
-        for image, stat_score, feat_score in zip(images, stat_scores, feat_scores):
-            if grey_std(image) < self.blank_std:
+        for grey, stat_score, feat_score in zip(summaries[:, -1], stat_scores, feat_scores):
+            if grey < self.blank_std:
                 out.append("not a single blood cell: blank or uniform image")
             elif stat_score > self.stats.threshold:
                 out.append(f"not a single blood cell: colour/texture unlike stained cell images (score {stat_score:.0f} > {self.stats.threshold:.0f})")
@@ -163,11 +163,10 @@ def fit_guard(images: list[Image.Image], features: np.ndarray, pass_rate: float 
     if len(images) < 10:
         raise DataError(f"calibrating the out-of-distribution guard needs at least 10 images, got {len(images)}")
     quantile = 1.0 - (1.0 - pass_rate) / 3.0
-    greys = np.array([grey_std(im) for im in images])
-    stats = np.stack([image_statistics(im) for im in images])
+    summaries = np.stack([image_summary(im) for im in images])
     return OODGuard(
-        blank_std=float(min(0.02, np.quantile(greys, 1.0 - quantile) / 2)),
-        stats=Gaussian.fit(stats, quantile, max_components=len(STAT_NAMES)),
+        blank_std=float(min(0.02, np.quantile(summaries[:, -1], 1.0 - quantile) / 2)),
+        stats=Gaussian.fit(summaries[:, :len(STAT_NAMES)], quantile, max_components=len(STAT_NAMES)),
         features=Gaussian.fit(np.asarray(features, dtype=np.float64), quantile, max_components=max_components),
         pass_rate=pass_rate,
         num_images=len(images),

@@ -11,8 +11,8 @@ Bad inputs never raise from ``predict``: each one becomes a :class:`Prediction` 
 from __future__ import annotations
 
 import threading
-
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -22,7 +22,7 @@ from PIL import Image
 
 from bloodcell.data.images import ImageSource, read_image
 from bloodcell.errors import CheckpointError, ConfigError, ImageError
-from bloodcell.inference.ood import OODGuard
+from bloodcell.inference.ood import OODGuard, image_summary
 from bloodcell.metrics.calibration import apply_temperature
 from bloodcell.models.registry import DataConfig
 
@@ -30,6 +30,8 @@ ENGINES = ("torch", "onnx")
 
 #: The 8 dihedral views used by TTA: (number of 90-degree rotations, horizontal flip).
 DIHEDRAL_VIEWS = tuple((k, flip) for flip in (False, True) for k in range(4))
+#: Threads that decode and preprocess the next batch while the model runs on the current one.
+DECODE_THREADS = 2
 
 Images = Union[ImageSource, Sequence[ImageSource]]
 
@@ -69,7 +71,8 @@ class Classifier:
     """A loaded classifier: class names, data config, temperature, engine and OOD guard.
 
     Safe to share between threads: model calls (which use hooks on the shared model) are
-    serialised by a lock; decoding and preprocessing run in parallel.
+    serialised by a lock; decoding and preprocessing run in parallel. ``predict`` decodes and
+    preprocesses the next batch in ``DECODE_THREADS`` worker threads while the model runs.
     """
 
     def __init__(self, backend, class_names: Sequence[str], data_config: DataConfig, temperature: float = 1.0,
@@ -85,6 +88,7 @@ class Classifier:
         self.source = source
         self._transform = create_transform(data_config, is_training=False)
         self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="bloodcell-decode")  # threads start on demand
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
@@ -147,30 +151,48 @@ class Classifier:
             raise ConfigError(f"refer_below must be a probability between 0 and 1, got {refer_below}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        results: list[Prediction] = []
-        starts: Iterable[int] = range(0, len(items), batch_size)
+        batches = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
+        tracked = enumerate(batches)
         if progress:
             from bloodcell.progress import track
 
-            starts = track(starts, "classifying", total=-(-len(items) // batch_size))
-        for start in starts:
-            results.extend(self._predict_batch(items[start:start + batch_size], top_k, refer_below, tta))
+            tracked = track(tracked, "classifying", total=len(batches))
+        results: list[Prediction] = []
+        pending = self._submit(batches[0]) if batches else []
+        for number, batch in tracked:
+            prepared = [future.result() for future in pending]
+            pending = self._submit(batches[number + 1]) if number + 1 < len(batches) else []
+            results.extend(self._predict_batch(batch, prepared, top_k, refer_below, tta))
         return results[0] if single else results
 
-    def _predict_batch(self, items: Sequence[ImageSource], top_k: int, refer_below: float | None,
+    def _submit(self, items: Sequence[ImageSource]) -> list[Future]:
+        return [self._pool.submit(self._prepare, item) for item in items]
+
+    def _prepare(self, item: ImageSource) -> tuple[np.ndarray, np.ndarray | None] | ImageError:
+        """Decode one input: its model input (C, H, W) and guard summary, or the ImageError."""
+        try:
+            image = read_image(item)
+        except ImageError as exc:
+            return exc
+        return self._transform(image).numpy(), image_summary(image) if self.guard else None
+
+    def _predict_batch(self, items: Sequence[ImageSource], prepared: list, top_k: int, refer_below: float | None,
                        tta: bool) -> list[Prediction]:
         results = [Prediction(path=str(item) if isinstance(item, (str, Path)) else None) for item in items]
-        decoded: list[tuple[int, Image.Image]] = []
-        for index, item in enumerate(items):
-            try:
-                decoded.append((index, read_image(item)))
-            except ImageError as exc:
-                results[index].error = str(exc)
+        decoded = []
+        for index, outcome in enumerate(prepared):
+            if isinstance(outcome, ImageError):
+                results[index].error = str(outcome)
+            else:
+                decoded.append((index, outcome))
         if not decoded:
             return results
-        images = [image for _, image in decoded]
-        probs, features = self._probabilities(self.preprocess(images), tta)
-        reasons = self.guard.reasons(images, features) if self.guard else [None] * len(images)
+        batch = np.stack([tensor for _, (tensor, _) in decoded]).astype(np.float32, copy=False)
+        probs, features = self._probabilities(batch, tta)
+        if self.guard:
+            reasons = self.guard.judge(np.stack([summary for _, (_, summary) in decoded]), features)
+        else:
+            reasons = [None] * len(decoded)
         k = min(top_k, len(self.class_names))
         for (index, _), prob, ood_reason in zip(decoded, probs, reasons):
             order = np.argsort(-prob, kind="stable")[:k]

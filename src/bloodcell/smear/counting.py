@@ -137,4 +137,9 @@ def count_smears(images: Sequence[ImageSource], classifier=None, names: list[str
         entries.append({"path": name, **count_image(image, classifier, detector, refer_below)})
     if classifier is None and typing_unavailable is None:
         typing_unavailable = "no cell classifier loaded"
-    return {"images": entries, "sample": sample_totals(entries, typing_unavailable), "errors": errors}
+    sample = sample_totals(entries, typing_unavailable)
+    if classifier is not None:
+        from bloodcell.smear.typing_head import typing_summary
+
+        sample["wbc_typing"] = typing_summary(classifier)
+    return {"images": entries, "sample": sample, "errors": errors}

@@ -40,6 +40,22 @@ def differential(wbc_types: dict[str, int]) -> dict[str, Any]:
             "not_white_cells": not_white, "warnings": warnings}
 
 
+def trust_note(typing: dict[str, Any]) -> str:
+    """One paragraph on the typing accuracy behind the percentages (from counts.json's ``wbc_typing``)."""
+    accuracy = typing.get("held_out_accuracy")
+    if typing.get("head") and accuracy is not None:
+        return (f"White cells were typed by the `{typing['head']}` typing head, which named the main white cell of "
+                f"{accuracy:.0%} of {typing.get('held_out_smears')} held-out smears correctly (fitted on "
+                f"{typing.get('fitted_on')}), so roughly one cell in {max(2, round(1 / max(1e-9, 1 - accuracy)))} is "
+                "mistyped. Use the percentages as a screening "
+                "estimate: review flagged types and referred cells by eye, and confirm any abnormal differential "
+                "with a manual count.")
+    return ("White cells were typed by the single-cell classifier trained on PBC images. On smear photos from "
+            "another microscope and stain (BCCD) it typed only about 40% of white cells correctly, so these "
+            "percentages are unreliable without review; use a typing head fitted on your own smears "
+            "(`python -m bloodcell.smear.wbc_typing CHECKPOINT --save-head FILE`, then `--typing-head FILE`).")
+
+
 def render_report(doc: dict[str, Any], sample_id: str = "sample") -> str:
     """Markdown differential report of a counts.json document."""
     sample = doc["sample"]
@@ -64,6 +80,8 @@ def render_report(doc: dict[str, Any], sample_id: str = "sample") -> str:
             lines.append(f"- **Notable**: {n} cell(s) called {name}; review the smear.")
     for warning in diff["warnings"]:
         lines.append(f"- **Warning**: {warning}")
+    if sample.get("wbc_typing"):
+        lines += ["", "## How much to trust this differential", "", trust_note(sample["wbc_typing"])]
     referred = [(e["path"], r) for e in doc["images"] for r in e.get("referred", [])]
     if referred:
         lines += ["", "## White cells referred for review", "", "| image | box | call | reason |", "|---|---|---|---|"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,10 @@ class TrainConfig:
 
     ``batch_size`` is per process (as in torchvision's references) when run under torchrun.
     ``input_size`` of ``None`` keeps the model's own input size; ``dataset`` of ``None`` takes
-    the manifest's dataset.
+    the manifest's dataset. Fine-tuning: ``init_from`` (a checkpoint path or bundled model name)
+    gives the starting weights, and the train splits of the ``extra_train`` manifests (each seen
+    ``extra_repeat`` times per epoch) join the manifest's train split; validation stays on the
+    manifest's val split.
     """
 
     model: str = "resnet18"
@@ -56,6 +59,9 @@ class TrainConfig:
     time_budget_s: float | None = None
     ema: bool = False
     ema_decay: float = 0.999
+    init_from: str | None = None
+    extra_train: list[str] = field(default_factory=list)
+    extra_repeat: int = 1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -65,7 +71,7 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("augment", self.augment, AUGMENTATIONS)
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "extra_repeat"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("lr",):
@@ -127,6 +133,11 @@ def _coerce(data: dict[str, Any]) -> dict[str, Any]:
                 if isinstance(value, bool):
                     raise ValueError
                 out[key] = float(value)
+            elif kind.startswith("list"):
+                items = [value] if isinstance(value, str) else value
+                if not isinstance(items, (list, tuple)):
+                    raise ValueError
+                out[key] = [str(item) for item in items]
             else:
                 out[key] = str(value)
         except (TypeError, ValueError):

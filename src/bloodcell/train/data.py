@@ -7,16 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset
 
 from bloodcell.errors import DataError
 from bloodcell.train.config import TrainConfig
 from bloodcell.train.distributed import DistContext, shard_indices
+from bloodcell.transforms import staging_size
 
 #: The only splits training code may read; the test split is scored once, by the evaluator.
 TRAINING_SPLITS = ("train", "val")
-#: Decoded images are cached a little larger than the input so random crops keep detail.
-CACHE_MARGIN = 1.15
 
 
 @dataclass
@@ -52,12 +51,31 @@ def load_split(config: TrainConfig, manifest, root: Path, split: str, transform,
         root=root,
         transform=transform,
         cache_dir=cache_dir,
-        cache_size=round(input_size * CACHE_MARGIN) if cache_dir is not None else None,
+        cache_size=staging_size(input_size) if cache_dir is not None else None,
         limit=limit,
     )
     if not len(dataset):
         raise DataError(f"the manifest has no readable {split!r} images for taxonomy {config.taxonomy}")
     return SplitData(dataset, list(dataset.targets), list(dataset.class_names))
+
+
+def load_extra_train(config: TrainConfig, path: str | Path, transform, input_size: int):
+    """(manifest, train split) of an extra training manifest; a ``folder`` manifest's paths are relative to its folder."""
+    from bloodcell.data.locate import dataset_root
+    from bloodcell.data.manifest import read_manifest
+
+    manifest = read_manifest(path)
+    root = Path(path).parent if manifest.dataset == "folder" else dataset_root(manifest.dataset, config.data_root)
+    return manifest, load_split(config, manifest, root, "train", transform, input_size, None)
+
+
+def combine_splits(main: SplitData, extras: list[SplitData], repeat: int = 1) -> SplitData:
+    """``main`` followed by each of ``extras`` ``repeat`` times (same class list)."""
+    for extra in extras:
+        if extra.class_names != main.class_names:
+            raise DataError(f"an extra training set has classes {extra.class_names}, not {main.class_names}")
+    parts = [main] + [extra for extra in extras for _ in range(repeat)]
+    return SplitData(ConcatDataset([p.dataset for p in parts]), [t for p in parts for t in p.targets], main.class_names)
 
 
 def class_weights(targets: list[int], num_classes: int) -> torch.Tensor:

@@ -30,7 +30,8 @@ from bloodcell.errors import BloodcellError, CheckpointError, ConfigError, DataE
 from bloodcell.progress import track
 from bloodcell.train import distributed as dist_utils
 from bloodcell.train.config import TrainConfig, save_config
-from bloodcell.train.data import class_weights, eval_loader, load_split, train_loader
+from bloodcell.train.data import (class_weights, combine_splits, eval_loader, load_extra_train, load_split,
+                                  train_loader)
 from bloodcell.train.distributed import DistContext, unwrap
 from bloodcell.train.history import plot_curves, write_metrics_csv
 
@@ -334,19 +335,26 @@ def _fit(config: TrainConfig, *, resume: bool, overwrite: bool, ctx: DistContext
         class_names=class_names, input_size=config.input_size,
     )
     data_config = model.data_config
+    if config.init_from:
+        init_sha256 = _init_weights(model, config, class_names, load=state is None)
     from bloodcell.transforms import create_transform
 
     root = dataset_root(manifest.dataset, config.data_root)
     if not ctx.is_main:
         dist_utils.barrier(ctx)  # let rank 0 build the decoded-image cache alone first
-    train_data = load_split(config, manifest, root, "train", create_transform(data_config, True, config.augment),
-                            data_config.input_size, config.limit_train)
+    train_transform = create_transform(data_config, True, config.augment)
+    train_data = load_split(config, manifest, root, "train", train_transform, data_config.input_size, config.limit_train)
+    extra = [load_extra_train(config, path, train_transform, data_config.input_size) for path in config.extra_train]
     val_data = load_split(config, manifest, root, "val", create_transform(data_config, False),
                           data_config.input_size, config.limit_val)
     if ctx.is_main:
         dist_utils.barrier(ctx)
     if train_data.class_names != class_names:
         raise DataError(f"the dataset's classes {train_data.class_names} differ from taxonomy {config.taxonomy}")
+    if extra:
+        _log(ctx, f"extra training images: {', '.join(f'{len(d.targets)} from {p}' for p, (_, d) in zip(config.extra_train, extra))}"
+                  f" (each seen {config.extra_repeat}x per epoch)")
+        train_data = combine_splits(train_data, [d for _, d in extra], config.extra_repeat)
     for split, data in (("train", train_data), ("val", val_data)):
         skipped = getattr(data.dataset, "skipped", [])
         if skipped:
@@ -395,6 +403,10 @@ def _fit(config: TrainConfig, *, resume: bool, overwrite: bool, ctx: DistContext
     if ctx.is_main:
         save_config(config, run_dir / "config.json")
     meta_extra = {"manifest_sha256": manifest.sha256, "dataset": manifest.dataset, "taxonomy": config.taxonomy}
+    if extra:
+        meta_extra["extra_train_sha256"] = {path: m.sha256 for path, (m, _) in zip(config.extra_train, extra)}
+    if config.init_from:
+        meta_extra["init_from_sha256"] = init_sha256
 
     deadline = time.monotonic() + config.time_budget_s if config.time_budget_s else None
     stop_reason = "completed"
@@ -445,6 +457,28 @@ def _fit(config: TrainConfig, *, resume: bool, overwrite: bool, ctx: DistContext
     dist_utils.barrier(ctx)
     return RunResult(run_dir, run_dir / BEST_FILE, history, best["epoch"], best["metrics"], best["temperature"],
                      stop_reason, ctx.rank)
+
+
+def _init_weights(model: nn.Module, config: TrainConfig, class_names: list[str], load: bool = True) -> str:
+    """Check ``config.init_from`` against the run and (with ``load``) copy its weights into ``model``.
+
+    Returns the checkpoint's sha256 (recorded in the checkpoints of the run).
+    """
+    from bloodcell.checkpoint import file_sha256, load_checkpoint
+    from bloodcell.inference.predictor import resolve_model
+
+    path = resolve_model(config.init_from)
+    if path.suffix != ".safetensors":
+        raise ConfigError(f"{path}: init_from needs a .safetensors checkpoint")
+    checkpoint = load_checkpoint(path)
+    if checkpoint.meta["model_name"] != config.model or checkpoint.class_names != class_names:
+        raise ConfigError(f"{path} is {checkpoint.meta['model_name']} over {checkpoint.class_names}; init_from needs "
+                          f"{config.model} over the {config.taxonomy} classes {class_names}")
+    if checkpoint.data_config.input_size != model.data_config.input_size:
+        raise ConfigError(f"{path} was trained at {checkpoint.data_config.input_size}px; set input_size to match")
+    if load:
+        model.load_state_dict(checkpoint.model.state_dict())
+    return file_sha256(path)
 
 
 def _save_best(run_dir: Path, model: nn.Module, config: TrainConfig, row: dict, val: dict, n_train: int,

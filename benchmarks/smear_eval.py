@@ -24,7 +24,7 @@ PUBLISHED_YOLO_COUNT_ACCURACY = {"RBC": 0.961, "WBC": 0.869, "Platelets": 0.964}
 def main() -> None:
     os.environ.setdefault("BLOODCELL_NO_PROGRESS", "1")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--detector", default="classical")
+    parser.add_argument("--detector", default="centernet")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--manifest", default=str(REPO / "manifests" / "cbc-seed0.csv"))
     parser.add_argument("--data-root", default=None)

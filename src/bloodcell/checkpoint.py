@@ -93,6 +93,21 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: CheckpointMe
     return path
 
 
+_STANDARD_KEYS = {"format", "model_name", "num_classes", "class_names", "data_config", "model_kwargs", "train_config",
+                  "metrics", "temperature", "bloodcell_version", "created"}
+
+
+def update_metadata(path: str | Path, **extra: Any) -> Path:
+    """Rewrite the checkpoint at ``path`` in place with ``extra`` keys added to (or replacing) its metadata."""
+    checkpoint = load_checkpoint(path)
+    meta = checkpoint.meta
+    kept = {k: v for k, v in meta.items() if k not in _STANDARD_KEYS}
+    return save_checkpoint(path, checkpoint.model, CheckpointMeta(
+        model_name=meta["model_name"], data_config=checkpoint.data_config, model_kwargs=meta.get("model_kwargs", {}),
+        train_config=meta.get("train_config", {}), metrics=meta.get("metrics", {}),
+        temperature=float(meta.get("temperature", 1.0)), extra={**kept, **extra}))
+
+
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     """Metadata of a checkpoint without building the model."""
     path = _existing(path)

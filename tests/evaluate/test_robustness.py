@@ -146,7 +146,8 @@ def test_runner_scores_every_section(tmp_path):
     (bccd / "Annotations").mkdir(parents=True)
     (bccd / "JPEGImages").mkdir()
     rows = ["image_id,wbc_type"]
-    for i, (name, colour) in enumerate([("eosinophil", COLOURS[1]), ("monocyte", COLOURS[5])]):
+    # two smears per type: the held-out split keeps one of each out of fitting, and only those are scored
+    for i, (name, colour) in enumerate([("eosinophil", COLOURS[1]), ("monocyte", COLOURS[5])] * 2):
         Image.new("RGB", (64, 48), colour).save(bccd / "JPEGImages" / f"B{i}.jpg")
         (bccd / "Annotations" / f"B{i}.xml").write_text(voc_xml([("WBC", 20, 10, 40, 30)], 64, 48))
         rows.append(f"B{i},{name}")

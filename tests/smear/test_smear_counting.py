@@ -42,8 +42,9 @@ def test_synthetic_cells_are_counted():
     assert abs(counts["RBC"] - 12) <= 1
 
 
-def test_blank_smear_counts_zero():
-    doc = count_smears([Image.new("RGB", (640, 480), BG)])
+@pytest.mark.parametrize("detector", ["classical", "centernet"])
+def test_blank_smear_counts_zero(detector):
+    doc = count_smears([Image.new("RGB", (640, 480), BG)], detector=detector)
     assert doc["images"][0]["counts"] == {"RBC": 0, "WBC": 0, "Platelets": 0}
     assert doc["images"][0]["boxes"] == []
 
@@ -55,7 +56,7 @@ def test_schema_bad_files_and_outputs(tmp_path):
     truncated = tmp_path / "trunc.jpg"
     _smear().save(tmp_path / "full.jpg")
     truncated.write_bytes((tmp_path / "full.jpg").read_bytes()[:2000])
-    doc = count_smears([str(good), str(tmp_path / "notes.jpg"), str(truncated)])
+    doc = count_smears([str(good), str(tmp_path / "notes.jpg"), str(truncated)], detector="classical")
     assert [e["path"] for e in doc["images"]] == [str(good)]
     assert {e["path"] for e in doc["errors"]} == {str(tmp_path / "notes.jpg"), str(truncated)}
     counts_path = write_outputs(doc, tmp_path / "out")
@@ -72,7 +73,7 @@ def test_schema_bad_files_and_outputs(tmp_path):
 
 
 def test_rbc_only_smear_has_no_wbc_and_warns():
-    doc = count_smears([_smear(rbc=10, wbc=0, platelets=0)])
+    doc = count_smears([_smear(rbc=10, wbc=0, platelets=0)], detector="classical")
     assert doc["sample"]["counts"]["WBC"] == 0
     report = render_report(doc)
     assert "White-cell types unavailable" in report
@@ -141,7 +142,7 @@ def tiny_classifier(tmp_path_factory):
 def test_service_adapter_with_classifier(tiny_classifier):
     from bloodcell.service.app import _default_smear_counter
 
-    counter = _default_smear_counter(tiny_classifier)
+    counter = _default_smear_counter(tiny_classifier, detector="classical")
     doc = counter([_smear(), _smear(wbc=2)], ["a.png", "b.png"])
     assert [e["path"] for e in doc["images"]] == ["a.png", "b.png"]
     assert isinstance(doc["images"][0]["annotated"], Image.Image)
@@ -175,7 +176,7 @@ def test_bccd_typing_with_tiny_checkpoint(tiny_classifier):
 def test_typing_head_round_trip_and_adapted_classifier(tiny_classifier, tmp_path):
     from bloodcell.checkpoint import file_sha256
     from bloodcell.errors import CheckpointError
-    from bloodcell.smear.typing_head import AdaptedClassifier, TypingHead, adapt, dihedral_features, smear_classifier
+    from bloodcell.smear.typing_head import TypingHead, adapt, dihedral_features
 
     crops, truth, pipeline = _typing_case(tiny_classifier)
     sha = file_sha256(tiny_classifier.source)
@@ -190,18 +191,15 @@ def test_typing_head_round_trip_and_adapted_classifier(tiny_classifier, tmp_path
     preds = adapted.predict(crops + [b"not an image"], top_k=2, refer_below=0.999)
     assert [p.label for p in preds[:-1]] == truth and all(p.referred for p in preds[:-1])
     assert preds[-1].error and preds[-1].label is None
-    doc = count_smears([_smear()], classifier=adapted)
+    doc = count_smears([_smear()], classifier=adapted, detector="classical")
     assert set(doc["sample"]["wbc_types"]) <= {"eosinophil", "neutrophil"} and doc["sample"]["wbc_classified"] == 1
     assert doc["sample"]["wbc_typing"]["held_out_accuracy"] == 1.0
     assert "`test` typing head" in render_report(doc) and "100% of" in render_report(doc)
-    assert "about 40%" in render_report(count_smears([_smear()], classifier=tiny_classifier))
-    # a head fitted on another checkpoint is refused by name, skipped by "auto"
+    assert "about 40%" in render_report(count_smears([_smear()], classifier=tiny_classifier, detector="classical"))
+    # a head fitted on another checkpoint is refused
     TypingHead(head.class_names, head.weight, head.bias, "0" * 64).save(tmp_path / "other.safetensors")
     with pytest.raises(CheckpointError, match="fitted on the features"):
         adapt(tiny_classifier, tmp_path / "other.safetensors")
-    assert smear_classifier(tiny_classifier, "auto") is tiny_classifier
-    assert smear_classifier(tiny_classifier, "none") is tiny_classifier
-    assert isinstance(smear_classifier(tiny_classifier, path), AdaptedClassifier)
     (tmp_path / "bad.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="not a readable typing head"):
         TypingHead.load(tmp_path / "bad.safetensors")
@@ -249,3 +247,35 @@ def test_real_bccd_crops_keep_the_held_out_smears_out_of_train(real_data_root, t
     assert {r.group for r in manifest.rows if r.split == "test"} == held
     assert not held & {r.group for r in manifest.rows if r.split == "train"}
     assert {r.label for r in manifest.rows} <= set(PBC8) and all((tmp_path / "crops" / r.path).is_file() for r in manifest.rows)
+
+
+def test_typing_benchmark_records_accuracy_and_saves_a_head_tied_to_the_rewritten_checkpoint(tiny_classifier, tmp_path):
+    import shutil
+
+    from bloodcell.checkpoint import file_sha256, read_checkpoint_meta
+    from bloodcell.inference.predictor import load
+    from bloodcell.smear.typing_head import adapt, typing_summary
+    from bloodcell.smear.wbc_typing import main
+
+    bccd = tmp_path / "bccd"
+    (bccd / "Annotations").mkdir(parents=True)
+    (bccd / "JPEGImages").mkdir()
+    rows = ["image_id,wbc_type"]
+    for i, (name, colour) in enumerate([("neutrophil", (230, 120, 160)), ("eosinophil", (60, 80, 220))] * 3):
+        Image.new("RGB", (64, 48), colour).save(bccd / "JPEGImages" / f"B{i}.jpg")
+        (bccd / "Annotations" / f"B{i}.xml").write_text(
+            f"<annotation><filename>B{i}.jpg</filename><size><width>64</width><height>48</height></size><object>"
+            "<name>WBC</name><bndbox><xmin>20</xmin><ymin>10</ymin><xmax>40</xmax><ymax>30</ymax></bndbox></object></annotation>")
+        rows.append(f"B{i},{name}")
+    (bccd / "wbc_labels.csv").write_text("\n".join(rows) + "\n")
+    checkpoint = tmp_path / "model.safetensors"
+    shutil.copy(tiny_classifier.source, checkpoint)
+    result = main([str(checkpoint), "--data-root", str(tmp_path), "--record", "--save-head", str(tmp_path / "h.safetensors")])
+    recorded = read_checkpoint_meta(checkpoint)["smear_typing"]
+    assert recorded["held_out_smears"] == result["held_out"] == 2 and recorded["held_out_accuracy"] == result["direct_accuracy_held_out"]
+    assert result["checkpoint_sha256"] == file_sha256(checkpoint) != file_sha256(tiny_classifier.source)
+    classifier = load(checkpoint, num_threads=1)
+    adapt(classifier, tmp_path / "h.safetensors")  # the head matches the rewritten checkpoint
+    summary = typing_summary(classifier)
+    assert summary["held_out_smears"] == 2 and summary["head"] is None
+    assert "of 2 held-out smears" in render_report(count_smears([_smear()], classifier=classifier, detector="classical"))

@@ -27,8 +27,8 @@ def count(
     output: Path = typer.Option(..., "--output", "-o", help="Folder for counts.json, annotated/*.png and report.md."),
     sample_id: str = typer.Option("sample", "--sample-id", help="Sample name used in the report."),
     classifier: Optional[str] = typer.Option(None, "--classifier", help="Bundled model name or checkpoint for the white-cell types; default: the bundled model."),
-    detector: str = typer.Option("classical", "--detector", help="Cell detector: classical, centernet (bundled), a detector checkpoint PATH.safetensors, or hybrid:PATH.safetensors (learned RBC/platelets + classical WBC)."),
-    typing_head: str = typer.Option("auto", "--typing-head", help="White-cell typing head adapted to smear photos: auto (the bundled bccd head when the classifier is the bundled model), bccd, none, or a head PATH.safetensors."),
+    detector: str = typer.Option("centernet", "--detector", help="Cell detector: centernet (the bundled learned detector), classical, a detector checkpoint PATH.safetensors, or hybrid:PATH.safetensors (learned RBC/platelets + classical WBC)."),
+    typing_head: Optional[Path] = typer.Option(None, "--typing-head", help="A white-cell typing head fitted on your smears for this classifier (python -m bloodcell.smear.wbc_typing CHECKPOINT --save-head FILE)."),
     evaluate: bool = typer.Option(False, "--evaluate", help="Compare with VOC annotations and write evaluation.json."),
     annotations: Optional[Path] = typer.Option(None, "--annotations", help="Folder of <image stem>.xml VOC files (default: ../Annotations next to the images)."),
 ) -> None:
@@ -37,14 +37,15 @@ def count(
     from bloodcell.smear.counting import count_smears
     from bloodcell.smear.detectors import resolve_detector
     from bloodcell.smear.io import write_outputs
-    from bloodcell.smear.typing_head import smear_classifier
+    from bloodcell.smear.typing_head import adapt
 
     if output.suffix.lower() in (".json", ".md", ".png", ".csv") or output.is_file():
         raise ConfigError(f"{output}: --output is a folder (counts.json, report.md and annotated/ are written inside it)")
     resolve_detector(detector)
     files = collect_image_paths(paths)
     model, reason = load_classifier_or_reason(classifier)
-    model = smear_classifier(model, typing_head)
+    if typing_head is not None and model is not None:
+        model = adapt(model, typing_head)
     doc = count_smears([str(p) for p in files], classifier=model, detector=detector, typing_unavailable=reason,
                        progress=True)
     counts_path = write_outputs(doc, output, sample_id)

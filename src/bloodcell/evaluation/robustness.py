@@ -9,7 +9,9 @@ Three kinds of test images:
   coloured canvas ~1/3.
 - **untouched originals**: a ``root/<class>/<image>`` folder (e.g. 360x363 PBC JPEGs).
 - **cross-lab cells** (``bccd_crops``): the largest white-cell box of each BCCD smear,
-  expanded to a square with context, cut from the smear photo in memory.
+  expanded to a square with context, cut from the smear photo in memory; ``run_robustness``
+  scores the held-out smears only (:func:`~bloodcell.smear.wbc_typing.held_out_ids`), which
+  fine-tuning (``bloodcell data crops``) and typing heads never see.
 
 ``run_robustness`` scores a checkpoint on all of them and returns a JSON-ready dict.
 """
@@ -348,10 +350,16 @@ def run_robustness(checkpoint: str | Path, manifest: str | Path, *, limit: int |
         result["originals"] = {"folder": str(originals), "sizes": dict(sizes.most_common()), "skipped": skipped,
                                **score_images(classifier, images, labels, batch_size)}
     if bccd is not None:
+        from bloodcell.smear.wbc_typing import held_out_ids
+
+        held = held_out_ids(Path(bccd).parent)  # the smears that fine-tuning and typing heads never see
         result["cross_lab"] = {}
         for context in contexts:
             cells = bccd_crops(bccd, context)
-            log(f"BCCD crops at {context:g}x the box: {len(cells.images)} cells")
+            keep = [i for i, image_id in enumerate(cells.ids) if image_id in held]
+            cells = CrossLabCells([cells.images[i] for i in keep], [cells.labels[i] for i in keep],
+                                  [cells.ids[i] for i in keep], cells.skipped)
+            log(f"BCCD crops of the held-out smears at {context:g}x the box: {len(cells.images)} cells")
             if not cells.images:
                 raise DataError(f"{bccd}: no labelled white-cell box could be cropped")
             section = score_images(classifier, cells.images, cells.labels, batch_size)

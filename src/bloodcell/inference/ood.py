@@ -186,10 +186,10 @@ def calibrate_ood(
 ) -> dict[str, Any]:
     """Fit the guard on ``split`` of ``manifest`` and store it in the checkpoint's metadata.
 
-    The checkpoint is rewritten in place (``save_checkpoint`` with ``extra={"ood": ...}``);
+    The checkpoint is rewritten in place (``update_metadata`` with ``ood=...``);
     the fitted parameters are returned. ``limit`` caps the images used (a seeded sample).
     """
-    from bloodcell.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+    from bloodcell.checkpoint import load_checkpoint, update_metadata
     from bloodcell.data.images import read_image
     from bloodcell.data.locate import dataset_root
     from bloodcell.data.manifest import read_manifest
@@ -222,24 +222,7 @@ def calibrate_ood(
     guard = fit_guard(images, np.concatenate(features), pass_rate=pass_rate)
     params = guard.to_dict()
     params.update(split=split, manifest_sha256=data.sha256)
-    meta = checkpoint.meta
-    standard = {"format", "model_name", "num_classes", "class_names", "data_config", "model_kwargs", "train_config",
-                "metrics", "temperature", "bloodcell_version", "created"}
-    extra = {k: v for k, v in meta.items() if k not in standard}
-    extra["ood"] = params
-    save_checkpoint(
-        checkpoint_path,
-        checkpoint.model,
-        CheckpointMeta(
-            model_name=meta["model_name"],
-            data_config=checkpoint.data_config,
-            model_kwargs=meta.get("model_kwargs", {}),
-            train_config=meta.get("train_config", {}),
-            metrics=meta.get("metrics", {}),
-            temperature=float(meta.get("temperature", 1.0)),
-            extra=extra,
-        ),
-    )
+    update_metadata(checkpoint_path, ood=params)
     return params
 
 

@@ -172,15 +172,12 @@ def _model_name(classifier: Any, model: str | Path | None) -> str:
     return Path(source).stem
 
 
-def _default_smear_counter(classifier: Any) -> Callable[..., Any] | None:
+def _default_smear_counter(classifier: Any, detector: str = "centernet") -> Callable[..., Any] | None:
     try:
-        from bloodcell.inference.predictor import Classifier
         from bloodcell.smear import count_smears
-        from bloodcell.smear.typing_head import smear_classifier
     except ImportError:
         return None
-    typer = smear_classifier(classifier) if isinstance(classifier, Classifier) else classifier
-    return lambda images, names: count_smears(images, classifier=typer, names=names)
+    return lambda images, names: count_smears(images, classifier=classifier, names=names, detector=detector)
 
 
 class ApiKeyMiddleware:

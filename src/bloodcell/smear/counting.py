@@ -79,7 +79,7 @@ def _classify(classifier, image: Image.Image, boxes: list[dict[str, Any]], refer
     return referred
 
 
-def count_image(image: Image.Image, classifier=None, detector: str = "classical",
+def count_image(image: Image.Image, classifier=None, detector: str = "centernet",
                 refer_below: float = REFER_BELOW) -> dict[str, Any]:
     """Counts, WBC types and boxes of one decoded smear photo (plus ``annotated`` and ``referred``)."""
     detections = resolve_detector(detector)(image)
@@ -108,15 +108,16 @@ def sample_totals(entries: Sequence[dict[str, Any]], typing_unavailable: str | N
 
 
 def count_smears(images: Sequence[ImageSource], classifier=None, names: list[str] | None = None,
-                 detector: str = "classical", refer_below: float = REFER_BELOW,
+                 detector: str = "centernet", refer_below: float = REFER_BELOW,
                  typing_unavailable: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Count cells on smear photos (paths, bytes, PIL images or arrays), in input order.
 
     Returns ``{"images": [{"path", "counts", "wbc_types", "boxes", "referred", "annotated"}],
     "sample": {...}, "errors": [{"path", "error"}]}``; unreadable images go to ``errors``.
     Without ``classifier`` the white cells are counted but not typed; ``typing_unavailable``
-    (default "no cell classifier loaded") says why in ``sample``. ``detector`` is ``classical``,
-    ``centernet`` or a detector checkpoint path (see :mod:`bloodcell.smear.detectors`).
+    (default "no cell classifier loaded") says why in ``sample``. ``detector`` is ``centernet``
+    (the bundled learned detector, default), ``classical`` or a detector checkpoint path (see
+    :mod:`bloodcell.smear.detectors`).
     """
     if names is not None and len(names) != len(images):
         raise ConfigError(f"names has {len(names)} entries for {len(images)} images")

@@ -43,17 +43,18 @@ def differential(wbc_types: dict[str, int]) -> dict[str, Any]:
 def trust_note(typing: dict[str, Any]) -> str:
     """One paragraph on the typing accuracy behind the percentages (from counts.json's ``wbc_typing``)."""
     accuracy = typing.get("held_out_accuracy")
-    if typing.get("head") and accuracy is not None:
-        return (f"White cells were typed by the `{typing['head']}` typing head, which named the main white cell of "
-                f"{accuracy:.0%} of {typing.get('held_out_smears')} held-out smears correctly (fitted on "
-                f"{typing.get('fitted_on')}), so roughly one cell in {max(2, round(1 / max(1e-9, 1 - accuracy)))} is "
-                "mistyped. Use the percentages as a screening "
-                "estimate: review flagged types and referred cells by eye, and confirm any abnormal differential "
-                "with a manual count.")
-    return ("White cells were typed by the single-cell classifier trained on PBC images. On smear photos from "
-            "another microscope and stain (BCCD) it typed only about 40% of white cells correctly, so these "
-            "percentages are unreliable without review; use a typing head fitted on your own smears "
-            "(`python -m bloodcell.smear.wbc_typing CHECKPOINT --save-head FILE`, then `--typing-head FILE`).")
+    if accuracy is None:
+        return ("How well this classifier types white cells in smear photos has not been measured. A classifier "
+                "trained on PBC single-cell images alone typed only about 40% of the white cells of BCCD smears "
+                "(another microscope and stain) correctly, so do not use these percentages without review; measure "
+                "and adapt on your own smears (`python -m bloodcell.smear.wbc_typing CHECKPOINT --record`, or a "
+                "typing head with `--save-head FILE` and `--typing-head FILE`).")
+    who = f"the `{typing['head']}` typing head" if typing.get("head") else "the cell classifier"
+    fitted = f" (adapted on {typing['fitted_on']})" if typing.get("fitted_on") else ""
+    return (f"White cells were typed by {who}{fitted}, which named the main white cell of {accuracy:.0%} of "
+            f"{typing.get('held_out_smears')} held-out smears correctly, so roughly one cell in "
+            f"{max(2, round(1 / max(1e-9, 1 - accuracy)))} is mistyped. Use the percentages as a screening estimate: "
+            "review flagged types and referred cells by eye, and confirm any abnormal differential with a manual count.")
 
 
 def render_report(doc: dict[str, Any], sample_id: str = "sample") -> str:

@@ -1,15 +1,14 @@
 """White-cell typing adapted to smear photos: a linear head on the cell classifier's features.
 
-PBC's single-cell images come from another microscope and stain than smear photos such as
-BCCD/CBC, and the bundled classifier types smear crops poorly (about 40 % of BCCD smears
-right). A :class:`TypingHead` is a multinomial logistic regression fitted on the classifier's
-penultimate features of labelled smear crops (``python -m bloodcell.smear.wbc_typing
---save-head``); :class:`AdaptedClassifier` applies it in place of the classifier's own head,
+Smear photos come from other microscopes and stains than PBC's single-cell images, and a
+classifier trained on PBC alone types their white cells poorly (about 40 % of BCCD smears
+right). Besides fine-tuning the classifier itself (``bloodcell train --extra-train``), a lab
+can fit a :class:`TypingHead`: a multinomial logistic regression on the classifier's
+penultimate features of its own labelled smear crops (``python -m bloodcell.smear.wbc_typing
+--save-head``). :class:`AdaptedClassifier` applies it in place of the classifier's own head,
 with the same ``predict`` interface, so :func:`~bloodcell.smear.counting.count_smears` uses it
-unchanged. A head is tied to the checkpoint whose features it was fitted on (by sha256).
-
-The bundled head ``bccd`` (``bloodcell/weights/wbc-bccd.safetensors``) was fitted on the
-training smears of BCCD; its metadata holds its accuracy on the held-out smears.
+unchanged (``bloodcell count --typing-head FILE``). A head is tied to the checkpoint whose
+features it was fitted on (by sha256).
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from bloodcell.inference.predictor import Classifier, Prediction
 from bloodcell.metrics.calibration import apply_temperature
 
 FORMAT = "bloodcell-typing-head/1"
-BUNDLED_HEADS = {"bccd": "wbc-bccd.safetensors"}
 
 
 @dataclass
@@ -82,21 +80,6 @@ class TypingHead:
         meta = {k: v for k, v in header.items() if k not in ("format", "class_names", "base_sha256")}
         return cls(list(header["class_names"]), weight.astype(np.float64), bias.astype(np.float64),
                    str(header.get("base_sha256", "")), meta)
-
-
-def resolve_head(spec: str | Path) -> Path:
-    """A bundled head name (``bccd``) or a ``.safetensors`` path to an existing head file."""
-    from bloodcell.weights import WEIGHTS_DIR
-
-    if str(spec) in BUNDLED_HEADS:
-        path = WEIGHTS_DIR / BUNDLED_HEADS[str(spec)]
-        if not path.is_file():
-            raise CheckpointError(f"the bundled typing head {spec!r} is not installed ({path} is missing)")
-        return path
-    path = Path(spec)
-    if path.suffix != ".safetensors":
-        raise ConfigError(f"unknown typing head {str(spec)!r}; use {', '.join(BUNDLED_HEADS)}, none, or a .safetensors file")
-    return path
 
 
 def dihedral_features(classifier: Classifier, crops: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
@@ -155,7 +138,7 @@ def adapt(classifier: Classifier, head_spec: str | Path) -> AdaptedClassifier:
     """Wrap ``classifier`` with the typing head ``head_spec``; refuses a head fitted on another checkpoint."""
     from bloodcell.checkpoint import file_sha256
 
-    head = TypingHead.load(resolve_head(head_spec))
+    head = TypingHead.load(head_spec)
     source = classifier.source and Path(classifier.source)
     if not source or source.suffix != ".safetensors" or file_sha256(source) != head.base_sha256:
         raise CheckpointError(
@@ -165,27 +148,21 @@ def adapt(classifier: Classifier, head_spec: str | Path) -> AdaptedClassifier:
     return AdaptedClassifier(classifier, head)
 
 
-def smear_classifier(classifier: Classifier | None, head_spec: str | Path = "auto"):
-    """The white-cell typer for smear counting: ``classifier`` adapted by a typing head.
-
-    ``auto`` applies the bundled ``bccd`` head when it matches ``classifier`` (the bundled
-    model) and otherwise returns ``classifier`` unchanged; ``none`` never adapts; a head name
-    or path must match ``classifier`` (CheckpointError otherwise).
-    """
-    if classifier is None or str(head_spec) == "none":
-        return classifier
-    if str(head_spec) == "auto":
-        try:
-            return adapt(classifier, "bccd")
-        except CheckpointError:
-            return classifier
-    return adapt(classifier, head_spec)
-
-
 def typing_summary(classifier) -> dict[str, Any]:
-    """What typed the white cells and how well it types smear photos, for counts.json and the report."""
+    """What typed the white cells and how well it types smear photos, for counts.json and the report.
+
+    For a plain classifier the figures come from its checkpoint's ``smear_typing`` metadata
+    (written by ``python -m bloodcell.smear.wbc_typing CHECKPOINT --record``), when present.
+    """
     if isinstance(classifier, AdaptedClassifier):
         meta = classifier.head.meta
         return {"typer": classifier.source, "head": meta.get("name"), "fitted_on": meta.get("fitted_on"),
                 "held_out_smears": meta.get("held_out_smears"), "held_out_accuracy": meta.get("held_out_accuracy")}
-    return {"typer": getattr(classifier, "source", None), "head": None}
+    source = getattr(classifier, "source", None)
+    summary: dict[str, Any] = {"typer": source, "head": None}
+    if source and Path(source).suffix == ".safetensors":
+        from bloodcell.checkpoint import read_checkpoint_meta
+
+        recorded = read_checkpoint_meta(source).get("smear_typing") or {}
+        summary.update({k: recorded.get(k) for k in ("fitted_on", "held_out_smears", "held_out_accuracy") if k in recorded})
+    return summary

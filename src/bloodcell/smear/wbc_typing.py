@@ -1,6 +1,6 @@
 """BCCD white-cell typing: classify the main annotated WBC of each smear, directly and adapted.
 
-    python -m bloodcell.smear.wbc_typing CHECKPOINT [--out FILE.json] [--save-head FILE.safetensors]
+    python -m bloodcell.smear.wbc_typing CHECKPOINT [--out FILE.json] [--save-head FILE.safetensors] [--record]
 
 Each BCCD smear's largest annotated WBC box is cropped (square, cell ~45% of the crop) and
 classified; ``wbc_labels.csv`` gives the truth. Smears are split (seeded, stratified 70/30)
@@ -9,7 +9,8 @@ logistic regression on the classifier's penultimate features of the train part (
 averaged over the 8 flips/rotations of each crop; the regularisation C is chosen by 4-fold
 cross-validation on the train smears only). ``--save-head`` writes that head as a
 :class:`~bloodcell.smear.typing_head.TypingHead` (the bundled ``wbc-bccd.safetensors``), with
-its held-out accuracy in the metadata.
+its held-out accuracy in the metadata; ``--record`` stores the direct held-out accuracy in the
+checkpoint's own metadata (``smear_typing``), which ``bloodcell count`` reports.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def bccd_wbc_crops(data_root: str | Path | None = None, limit: int | None = None
         truth.append(wbc_type)
         ids.append(image_id)
     return crops, truth, ids
+
+
+def held_out_ids(data_root: str | Path | None = None, seed: int = 0) -> set[str]:
+    """Image ids of the held-out BCCD smears (never used to fit heads or to fine-tune)."""
+    smears = bccd_smears(data_root)
+    return {s[0] for s, held in zip(smears, held_out_split([s[1] for s in smears], seed)) if held}
 
 
 def export_wbc_crops(out: str | Path, data_root: str | Path | None = None, seed: int = 0) -> Path:
@@ -143,6 +150,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--out", default=None)
     parser.add_argument("--save-head", default=None, help="Write the adapted head (fitted on the train smears) here.")
+    parser.add_argument("--record", action="store_true",
+                        help="Store the direct held-out accuracy in the checkpoint's metadata (smear_typing), for count reports.")
     args = parser.parse_args(argv)
     import torch
 
@@ -157,9 +166,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": " ".join(["python -m bloodcell.smear.wbc_typing", *(argv if argv is not None else sys.argv[1:])]),
         "commit": git_commit(),
         "checkpoint": str(args.checkpoint),
-        "checkpoint_sha256": file_sha256(args.checkpoint),
         **scores,
     }
+    if args.record:  # first: it rewrites the checkpoint, so a head saved below is tied to the new file
+        from bloodcell.checkpoint import read_checkpoint_meta, update_metadata
+
+        extra = read_checkpoint_meta(args.checkpoint).get("train_config", {}).get("extra_train") or []
+        fitted = {"fitted_on": "fine-tuning on " + ", ".join(Path(p).parent.name for p in extra)} if extra else {}
+        update_metadata(args.checkpoint, smear_typing={
+            "dataset": "bccd", "held_out_smears": scores["held_out"], "held_out_accuracy": scores["direct_accuracy_held_out"],
+            "seed": args.seed, "commit": result["commit"], **fitted})
+    result["checkpoint_sha256"] = file_sha256(args.checkpoint)
     if args.save_head:
         meta = {"name": "bccd", "fitted_on": f"BCCD wbc_labels.csv, {scores['train']} training smears (seed {args.seed})",
                 "held_out_smears": scores["held_out"], "held_out_accuracy": scores["adapted_accuracy_held_out"],

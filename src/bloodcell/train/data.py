@@ -60,7 +60,11 @@ def load_split(config: TrainConfig, manifest, root: Path, split: str, transform,
 
 
 def load_extra_train(config: TrainConfig, path: str | Path, transform, input_size: int):
-    """(manifest, train split) of an extra training manifest; a ``folder`` manifest's paths are relative to its folder."""
+    """(manifest, train split) of an extra training manifest.
+
+    A ``folder`` manifest sits at the root of its folder (its paths are relative to it), as
+    ``bloodcell data crops`` writes it; other datasets are found as usual.
+    """
     from bloodcell.data.locate import dataset_root
     from bloodcell.data.manifest import read_manifest
 

@@ -279,3 +279,23 @@ def test_typing_benchmark_records_accuracy_and_saves_a_head_tied_to_the_rewritte
     summary = typing_summary(classifier)
     assert summary["held_out_smears"] == 2 and summary["head"] is None
     assert "of 2 held-out smears" in render_report(count_smears([_smear()], classifier=classifier, detector="classical"))
+
+
+def test_counting_skips_the_single_cell_guard_for_detected_white_cells(tiny_classifier):
+    import copy
+
+    from bloodcell.inference.ood import fit_guard
+
+    rng = np.random.default_rng(0)
+    cells = [Image.fromarray(np.clip(rng.normal(128, 40, (40, 40, 3)), 0, 255).astype(np.uint8)) for _ in range(20)]
+    guarded = copy.copy(tiny_classifier)
+    guarded.guard = fit_guard(cells, tiny_classifier.features(cells), pass_rate=0.9)
+    from bloodcell.smear import crop_cell
+
+    smear = _smear()
+    doc = count_smears([smear], classifier=guarded, detector="classical")
+    box = next(b for b in doc["images"][0]["boxes"] if b["label"] == "WBC")
+    alone = guarded.predict(crop_cell(smear, (box["x1"], box["y1"], box["x2"], box["y2"])))
+    assert alone.reason.startswith("not a single blood cell")  # unlike the noisy "cells" the guard saw
+    referred = doc["images"][0]["referred"]  # the untrained tiny model is unsure: low confidence is still referred
+    assert doc["sample"]["wbc_classified"] == 1 and all(r["reason"].startswith("low confidence") for r in referred)

@@ -5,7 +5,7 @@ Three checks, each calibrated on in-distribution (validation) images so that tog
 
 1. blank: a near-uniform image (grey-level standard deviation below ``blank_std``);
 2. image statistics: squared Mahalanobis distance of a small colour/texture/layout vector
-   (:func:`image_summary`) to the validation distribution;
+   (:func:`summarise`) to the validation distribution;
 3. feature space: squared Mahalanobis distance of the classifier's penultimate features,
    whitened by PCA to at most ``max_components`` dimensions (the projection is stored, so
    the guard stays a few hundred kilobytes of JSON inside the checkpoint metadata).
@@ -33,32 +33,38 @@ STAT_NAMES = (
 _STATS_SIZE = 64
 
 
-def image_summary(image: Image.Image) -> np.ndarray:
-    """The 13 statistics of ``STAT_NAMES`` plus the grey-level standard deviation, at 64x64.
-
-    Stain colour (RGB, saturation, saturation-weighted hue), texture (mean gradient), layout
-    (a single cell is centred: the centre is more stained than the border) and, last, the
-    grey-level (ITU-R 601 luma, 0..1) standard deviation that is near 0 for blank images.
-    """
+def thumbnail(image: Image.Image) -> np.ndarray:
+    """The 64x64 RGB and HSV planes (uint8, 64x64x6) that :func:`summarise` works on."""
     resized = image.convert("RGB").resize((_STATS_SIZE, _STATS_SIZE), Image.BILINEAR)
-    small = np.asarray(resized, dtype=np.float64) / 255.0
-    hsv = np.asarray(resized.convert("HSV"), dtype=np.float64) / 255.0
+    return np.concatenate([np.asarray(resized), np.asarray(resized.convert("HSV"))], axis=2)
+
+
+def summarise(thumbnails: np.ndarray) -> np.ndarray:
+    """(N, 14) summaries of a (N, 64, 64, 6) stack of :func:`thumbnail` arrays, vectorised.
+
+    Per image: the 13 statistics of ``STAT_NAMES`` (stain colour: RGB, saturation and
+    saturation-weighted hue; texture: mean gradient; layout: a single cell is centred, so the
+    centre is more stained than the border) and, last, the grey-level (ITU-R 601 luma, 0..1)
+    standard deviation that is near 0 for blank images.
+    """
+    small = thumbnails[..., :3].astype(np.float64) / 255.0
+    hsv = thumbnails[..., 3:].astype(np.float64) / 255.0
     hue, sat = hsv[..., 0] * 2 * np.pi, hsv[..., 1]
-    weight = sat.sum() + 1e-6
-    pixels = small.reshape(-1, 3)
+    weight = sat.sum(axis=(1, 2)) + 1e-6
+    pixels = small.reshape(len(small), -1, 3)
     luma = pixels @ np.array([0.299, 0.587, 0.114])
-    gy, gx = np.gradient(small.mean(axis=2))
+    gy, gx = np.gradient(small.mean(axis=3), axis=(1, 2))
     quarter = _STATS_SIZE // 4
-    centre = np.zeros_like(sat, dtype=bool)
+    centre = np.zeros(sat.shape[1:], dtype=bool)
     centre[quarter:-quarter, quarter:-quarter] = True
-    return np.array([
-        *pixels.mean(axis=0),
-        *pixels.std(axis=0),
-        sat.mean(), sat.std(), (sat > 0.25).mean(),
-        (np.cos(hue) * sat).sum() / weight, (np.sin(hue) * sat).sum() / weight,
-        np.hypot(gx, gy).mean(),
-        sat[centre].mean() - sat[~centre].mean(),
-        luma.std(),
+    return np.column_stack([
+        pixels.mean(axis=1),
+        pixels.std(axis=1),
+        sat.mean(axis=(1, 2)), sat.std(axis=(1, 2)), (sat > 0.25).mean(axis=(1, 2)),
+        (np.cos(hue) * sat).sum(axis=(1, 2)) / weight, (np.sin(hue) * sat).sum(axis=(1, 2)) / weight,
+        np.hypot(gx, gy).mean(axis=(1, 2)),
+        sat[:, centre].mean(axis=1) - sat[:, ~centre].mean(axis=1),
+        luma.std(axis=1),
     ])
 
 
@@ -112,10 +118,10 @@ class OODGuard:
 
     def reasons(self, images: list[Image.Image], features: np.ndarray) -> list[str | None]:
         """One reason (or None when the input looks like a single stained cell) per image."""
-        return self.judge(np.stack([image_summary(im) for im in images]), features)
+        return self.judge(summarise(np.stack([thumbnail(im) for im in images])), features)
 
     def judge(self, summaries: np.ndarray, features: np.ndarray) -> list[str | None]:
-        """:meth:`reasons` from the images' :func:`image_summary` rows and penultimate features."""
+        """:meth:`reasons` from the images' :func:`summarise` rows and penultimate features."""
         stat_scores = self.stats.score(summaries[:, :len(STAT_NAMES)])
         feat_scores = self.features.score(features.astype(np.float64))
         out: list[str | None] = []
@@ -163,7 +169,7 @@ def fit_guard(images: list[Image.Image], features: np.ndarray, pass_rate: float 
     if len(images) < 10:
         raise DataError(f"calibrating the out-of-distribution guard needs at least 10 images, got {len(images)}")
     quantile = 1.0 - (1.0 - pass_rate) / 3.0
-    summaries = np.stack([image_summary(im) for im in images])
+    summaries = summarise(np.stack([thumbnail(im) for im in images]))
     return OODGuard(
         blank_std=float(min(0.02, np.quantile(summaries[:, -1], 1.0 - quantile) / 2)),
         stats=Gaussian.fit(summaries[:, :len(STAT_NAMES)], quantile, max_components=len(STAT_NAMES)),

@@ -22,7 +22,7 @@ from PIL import Image
 
 from bloodcell.data.images import ImageSource, read_image
 from bloodcell.errors import CheckpointError, ConfigError, ImageError
-from bloodcell.inference.ood import OODGuard, image_summary
+from bloodcell.inference.ood import OODGuard, summarise, thumbnail
 from bloodcell.metrics.calibration import apply_temperature
 from bloodcell.models.registry import DataConfig
 
@@ -136,12 +136,14 @@ class Classifier:
         return probs.mean(axis=0), features[: len(batch)]
 
     def predict(self, images: Images, top_k: int = 3, refer_below: float | None = None, tta: bool = False,
-                batch_size: int = 32, progress: bool = False) -> Prediction | list[Prediction]:
+                batch_size: int = 32, progress: bool = False, guard: bool = True) -> Prediction | list[Prediction]:
         """Classify one image or a list (paths, bytes, PIL images or arrays; a 4D array is a batch).
 
         Returns one :class:`Prediction` for a single input and a list for a list. With
         ``tta`` the probabilities are averaged over the 8 dihedral views (rotations by
         multiples of 90 degrees, with and without a flip) of the preprocessed image.
+        ``guard=False`` skips the out-of-distribution guard, for callers that already know each
+        input is a single cell (the smear counter's detected white cells).
         """
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
         items = [images] if single else list(images)
@@ -158,23 +160,24 @@ class Classifier:
 
             tracked = track(tracked, "classifying", total=len(batches))
         results: list[Prediction] = []
-        pending = self._submit(batches[0]) if batches else []
+        use_guard = guard and self.guard is not None
+        pending = self._submit(batches[0], use_guard) if batches else []
         for number, batch in tracked:
             prepared = [future.result() for future in pending]
-            pending = self._submit(batches[number + 1]) if number + 1 < len(batches) else []
+            pending = self._submit(batches[number + 1], use_guard) if number + 1 < len(batches) else []
             results.extend(self._predict_batch(batch, prepared, top_k, refer_below, tta))
         return results[0] if single else results
 
-    def _submit(self, items: Sequence[ImageSource]) -> list[Future]:
-        return [self._pool.submit(self._prepare, item) for item in items]
+    def _submit(self, items: Sequence[ImageSource], guard: bool) -> list[Future]:
+        return [self._pool.submit(self._prepare, item, guard) for item in items]
 
-    def _prepare(self, item: ImageSource) -> tuple[np.ndarray, np.ndarray | None] | ImageError:
-        """Decode one input: its model input (C, H, W) and guard summary, or the ImageError."""
+    def _prepare(self, item: ImageSource, guard: bool) -> tuple[np.ndarray, np.ndarray | None] | ImageError:
+        """Decode one input: its model input (C, H, W) and guard thumbnail (or None), or the ImageError."""
         try:
             image = read_image(item)
         except ImageError as exc:
             return exc
-        return self._transform(image).numpy(), image_summary(image) if self.guard else None
+        return self._transform(image).numpy(), thumbnail(image) if guard else None
 
     def _predict_batch(self, items: Sequence[ImageSource], prepared: list, top_k: int, refer_below: float | None,
                        tta: bool) -> list[Prediction]:
@@ -189,10 +192,8 @@ class Classifier:
             return results
         batch = np.stack([tensor for _, (tensor, _) in decoded]).astype(np.float32, copy=False)
         probs, features = self._probabilities(batch, tta)
-        if self.guard:
-            reasons = self.guard.judge(np.stack([summary for _, (_, summary) in decoded]), features)
-        else:
-            reasons = [None] * len(decoded)
+        thumbs = [thumb for _, (_, thumb) in decoded]
+        reasons = self.guard.judge(summarise(np.stack(thumbs)), features) if thumbs[0] is not None else [None] * len(decoded)
         k = min(top_k, len(self.class_names))
         for (index, _), prob, ood_reason in zip(decoded, probs, reasons):
             order = np.argsort(-prob, kind="stable")[:k]

@@ -68,7 +68,8 @@ def _classify(classifier, image: Image.Image, boxes: list[dict[str, Any]], refer
         return []
     crops = [crop_cell(image, (b["x1"], b["y1"], b["x2"], b["y2"])) for b in wbcs]
     referred = []
-    for box, pred in zip(wbcs, classifier.predict(crops, top_k=1, refer_below=refer_below)):
+    # the detector already says these are white cells: only low confidence refers them (no "is it a cell" guard)
+    for box, pred in zip(wbcs, classifier.predict(crops, top_k=1, refer_below=refer_below, guard=False)):
         if pred.error is not None:
             box["wbc_type"], box["confidence"] = None, None
             continue

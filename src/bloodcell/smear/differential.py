@@ -50,7 +50,7 @@ def trust_note(typing: dict[str, Any]) -> str:
                 "and adapt on your own smears (`python -m bloodcell.smear.wbc_typing CHECKPOINT --record`, or a "
                 "typing head with `--save-head FILE` and `--typing-head FILE`).")
     who = f"the `{typing['head']}` typing head" if typing.get("head") else "the cell classifier"
-    fitted = f" (adapted on {typing['fitted_on']})" if typing.get("fitted_on") else ""
+    fitted = f" ({typing['fitted_on']})" if typing.get("fitted_on") else ""
     return (f"White cells were typed by {who}{fitted}, which named the main white cell of {accuracy:.0%} of "
             f"{typing.get('held_out_smears')} held-out smears correctly, so roughly one cell in "
             f"{max(2, round(1 / max(1e-9, 1 - accuracy)))} is mistyped. Use the percentages as a screening estimate: "

@@ -172,13 +172,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from bloodcell.checkpoint import read_checkpoint_meta, update_metadata
 
         extra = read_checkpoint_meta(args.checkpoint).get("train_config", {}).get("extra_train") or []
-        fitted = {"fitted_on": "fine-tuning on " + ", ".join(Path(p).parent.name for p in extra)} if extra else {}
+        fitted = {"fitted_on": "fine-tuned with " + ", ".join(Path(p).parent.name for p in extra)} if extra else {}
         update_metadata(args.checkpoint, smear_typing={
             "dataset": "bccd", "held_out_smears": scores["held_out"], "held_out_accuracy": scores["direct_accuracy_held_out"],
             "seed": args.seed, "commit": result["commit"], **fitted})
     result["checkpoint_sha256"] = file_sha256(args.checkpoint)
     if args.save_head:
-        meta = {"name": "bccd", "fitted_on": f"BCCD wbc_labels.csv, {scores['train']} training smears (seed {args.seed})",
+        meta = {"name": "bccd", "fitted_on": f"fitted on BCCD wbc_labels.csv, {scores['train']} training smears (seed {args.seed})",
                 "held_out_smears": scores["held_out"], "held_out_accuracy": scores["adapted_accuracy_held_out"],
                 "direct_accuracy_held_out": scores["direct_accuracy_held_out"], "commit": result["commit"]}
         TypingHead.from_pipeline(head, result["checkpoint_sha256"], meta).save(args.save_head)

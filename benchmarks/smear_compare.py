@@ -35,7 +35,7 @@ def main() -> None:
     doc = {"command": "python " + " ".join(sys.argv), "manifest": manifest, "split": split, "images": images,
            "detectors": table}
     Path(args.out).write_text(json.dumps(doc, indent=2))
-    print(f"| detector | class | AP50 | count acc | MAPE | exact |\n|---|---|---|---|---|---|")
+    print("| detector | class | AP50 | count acc | MAPE | exact |\n|---|---|---|---|---|---|")
     for tag, row in table.items():
         for label in ("RBC", "WBC", "Platelets"):
             r = row[label]

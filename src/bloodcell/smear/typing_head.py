@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from bloodcell.data.images import ImageSource, read_image
-from bloodcell.errors import CheckpointError, ConfigError, ImageError
+from bloodcell.errors import CheckpointError, ImageError
 from bloodcell.inference.predictor import Classifier, Prediction
 from bloodcell.metrics.calibration import apply_temperature
 
@@ -134,15 +134,15 @@ class AdaptedClassifier:
         return results[0] if single else results
 
 
-def adapt(classifier: Classifier, head_spec: str | Path) -> AdaptedClassifier:
-    """Wrap ``classifier`` with the typing head ``head_spec``; refuses a head fitted on another checkpoint."""
+def adapt(classifier: Classifier, head_path: str | Path) -> AdaptedClassifier:
+    """Wrap ``classifier`` with the typing head at ``head_path``; refuses a head fitted on another checkpoint."""
     from bloodcell.checkpoint import file_sha256
 
-    head = TypingHead.load(head_spec)
+    head = TypingHead.load(head_path)
     source = classifier.source and Path(classifier.source)
     if not source or source.suffix != ".safetensors" or file_sha256(source) != head.base_sha256:
         raise CheckpointError(
-            f"typing head {head_spec} was fitted on the features of checkpoint sha256 {head.base_sha256[:12]}..., "
+            f"typing head {head_path} was fitted on the features of checkpoint sha256 {head.base_sha256[:12]}..., "
             f"not on {classifier.source or 'this in-memory classifier'}; use --typing-head none or refit it with "
             "'python -m bloodcell.smear.wbc_typing CHECKPOINT --save-head FILE'")
     return AdaptedClassifier(classifier, head)

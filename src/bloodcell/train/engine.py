@@ -351,15 +351,16 @@ def _fit(config: TrainConfig, *, resume: bool, overwrite: bool, ctx: DistContext
         dist_utils.barrier(ctx)
     if train_data.class_names != class_names:
         raise DataError(f"the dataset's classes {train_data.class_names} differ from taxonomy {config.taxonomy}")
-    if extra:
-        _log(ctx, f"extra training images: {', '.join(f'{len(d.targets)} from {p}' for p, (_, d) in zip(config.extra_train, extra))}"
-                  f" (each seen {config.extra_repeat}x per epoch)")
-        train_data = combine_splits(train_data, [d for _, d in extra], config.extra_repeat)
-    for split, data in (("train", train_data), ("val", val_data)):
+    extra_splits = [(f"{path} train", data) for path, (_, data) in zip(config.extra_train, extra)]
+    for split, data in (("train", train_data), ("val", val_data), *extra_splits):
         skipped = getattr(data.dataset, "skipped", [])
         if skipped:
             path, reason = skipped[0]
             _log(ctx, f"[yellow]skipped {len(skipped)} unreadable {split} image(s)[/], e.g. {escape(path)}: {escape(reason)}")
+    if extra:
+        _log(ctx, f"extra training images: {', '.join(f'{len(d.targets)} from {p}' for p, (_, d) in zip(config.extra_train, extra))}"
+                  f" (each seen {config.extra_repeat}x per epoch)")
+        train_data = combine_splits(train_data, [d for _, d in extra], config.extra_repeat)
     _log(ctx, f"{config.model} at {data_config.input_size}px: {len(train_data.targets)} training and "
               f"{len(val_data.targets)} validation images, {len(class_names)} classes, "
               f"{torch.get_num_threads()} thread(s) x {ctx.world_size} process(es)")

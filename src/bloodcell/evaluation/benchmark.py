@@ -191,7 +191,8 @@ def checkpoint_row(checkpoint: str | Path, out: Path, *, manifest: Path, dataset
         "epochs": model.meta.get("metrics", {}).get("epoch"),  # the best epoch the checkpoint holds
         "train_images_seen": None,
         "stop_reason": "trained separately",
-        "pretrained": bool(train_config.get("pretrained")),
+        # a fine-tuned checkpoint started from another checkpoint, whatever that one started from
+        "pretrained": "via init_from" if train_config.get("init_from") else bool(train_config.get("pretrained")),
         "checkpoint": str(checkpoint),
     }
     folder.mkdir(parents=True, exist_ok=True)
@@ -267,7 +268,7 @@ def write_comparison(rows: list[dict[str, Any]], protocol: dict[str, Any], out: 
         writer.writerows(rows)
     header = ["model", "ImageNet init", "accuracy (95% CI)", "macro-F1 (95% CI)", "kappa (95% CI)", "ECE",
               "parameters", "training s", "epochs", "train images seen", "inference img/s"]
-    body = [[r["model"], "yes" if r.get("pretrained") else "no", _ci(r, "accuracy"), _ci(r, "macro_f1"), _ci(r, "kappa", pct=False), f"{r['ece']:.4f}",
+    body = [[r["model"], {True: "yes", False: "no"}.get(r.get("pretrained"), str(r.get("pretrained"))), _ci(r, "accuracy"), _ci(r, "macro_f1"), _ci(r, "kappa", pct=False), f"{r['ece']:.4f}",
              f"{r['parameters']:,}" if r.get("parameters") else "n/a",
              f"{r['train_seconds']:.0f}" if r.get("train_seconds") is not None else "n/a",
              str(r.get("epochs") or "n/a"), str(r.get("train_images_seen") or "n/a"), f"{r['images_per_s']:.1f}"]

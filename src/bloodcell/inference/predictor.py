@@ -118,9 +118,13 @@ class Classifier:
         """Decoded RGB images to the normalised float32 NCHW batch the model expects."""
         return np.stack([self._transform(image).numpy() for image in images]).astype(np.float32, copy=False)
 
-    def features(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Penultimate features (N, D) of decoded images (used to calibrate the OOD guard)."""
-        return self._run(self.preprocess(images))[1]
+    def features(self, images: Sequence[Image.Image], tta: bool = False) -> np.ndarray:
+        """Penultimate features (N, D) of decoded images; with ``tta`` averaged over the 8 dihedral views."""
+        batch = self.preprocess(images)
+        if not tta:
+            return self._run(batch)[1]
+        views = np.concatenate([dihedral_view(batch, k, flip) for k, flip in DIHEDRAL_VIEWS])
+        return self._run(views)[1].reshape(len(DIHEDRAL_VIEWS), len(batch), -1).mean(axis=0)
 
     def predict_proba(self, images: Sequence[Image.Image], tta: bool = False) -> np.ndarray:
         """Calibrated class probabilities (N, C) of decoded images."""

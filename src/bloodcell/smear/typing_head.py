@@ -83,16 +83,8 @@ class TypingHead:
 
 
 def dihedral_features(classifier: Classifier, crops: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-    """Penultimate features of each crop averaged over its 4 rotations x 2 flips."""
-    total = None
-    for turns in range(4):
-        for flip in (False, True):
-            views = [c.rotate(90 * turns) for c in crops]
-            if flip:
-                views = [v.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for v in views]
-            feats = np.concatenate([classifier.features(views[i:i + batch_size]) for i in range(0, len(views), batch_size)])
-            total = feats if total is None else total + feats
-    return total / 8.0
+    """Penultimate features of each crop averaged over its 4 rotations x 2 flips (the predictor's TTA views)."""
+    return np.concatenate([classifier.features(crops[i:i + batch_size], tta=True) for i in range(0, len(crops), batch_size)])
 
 
 class AdaptedClassifier:

@@ -60,14 +60,14 @@ def split(
 ) -> None:
     """Freeze a seeded 70/15/15 train/val/test split of a smear dataset's annotated image ids."""
     from bloodcell.data.locate import dataset_root
+    from bloodcell.data.voc import voc_folders
     from bloodcell.errors import DataError
     from bloodcell.smear.splits import make_split, write_split
 
-    root = dataset_root(dataset, data_root)
-    folder = root / subset if (root / subset / "Annotations").is_dir() else root
-    ids = [p.stem for p in sorted((folder / "Annotations").glob("*.xml"))]
+    annotations, _ = voc_folders(dataset_root(dataset, data_root), subset)
+    ids = [p.stem for p in sorted(annotations.glob("*.xml"))]
     if not ids:
-        raise DataError(f"{folder / 'Annotations'}: no VOC annotation files")
+        raise DataError(f"{annotations}: no VOC annotation files")
     result = make_split(ids, seed=seed)
     path = write_split(result, out)
     counts = {name: sum(s == name for s in result.values()) for name in ("train", "val", "test")}

@@ -83,14 +83,19 @@ def parse_voc(source: str | Path | bytes, name: str | None = None) -> Annotation
     return ann
 
 
+def voc_folders(root: Path, subset: str | None = None) -> tuple[Path, Path]:
+    """(Annotations, images) folders of a VOC smear dataset: at ``root`` (BCCD) or in its ``subset`` (CBC, default Training).
+
+    The images folder is ``Images`` when present, else ``JPEGImages``.
+    """
+    folder = root if (root / "Annotations").is_dir() else root / (subset or "Training")
+    return folder / "Annotations", folder / ("Images" if (folder / "Images").is_dir() else "JPEGImages")
+
+
 def smear_annotations(name: str, subset: str | None = None, data_root: str | Path | None = None) -> list[tuple[Path, Annotation]]:
     """(image path, annotation) pairs of ``cbc`` (subset Training/Validation) or ``bccd``."""
     root = dataset_root(name, data_root)
-    if (root / "Annotations").is_dir():
-        ann_dir, img_dir = root / "Annotations", root / "JPEGImages"
-    else:
-        subset = subset or "Training"
-        ann_dir, img_dir = root / subset / "Annotations", root / subset / "Images"
+    ann_dir, img_dir = voc_folders(root, subset)
     if not ann_dir.is_dir():
         raise DataError(f"{ann_dir} not found (subsets here: {', '.join(sorted(p.name for p in root.iterdir() if p.is_dir()))})")
     pairs = []

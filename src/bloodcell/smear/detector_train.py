@@ -29,7 +29,7 @@ from PIL import Image
 from bloodcell.checkpoint import CheckpointMeta, file_sha256, save_checkpoint
 from bloodcell.data.images import read_image
 from bloodcell.data.locate import dataset_root
-from bloodcell.data.voc import parse_voc
+from bloodcell.data.voc import parse_voc, voc_folders
 from bloodcell.errors import ConfigError, DataError
 from bloodcell.models.registry import create_model
 from bloodcell.progress import track
@@ -116,12 +116,10 @@ def load_split_samples(manifest: str | Path, split: str, input_size: int, datase
     ids = sorted(i for i, s in read_split(manifest).items() if s == split)[:limit]
     if not ids:
         raise DataError(f"{manifest}: no {split} images")
-    root = dataset_root(dataset, data_root)
-    folder = root / subset if (root / subset / "Annotations").is_dir() else root
-    images = folder / ("Images" if (folder / "Images").is_dir() else "JPEGImages")
+    annotations, images = voc_folders(dataset_root(dataset, data_root), subset)
     samples = []
     for image_id in track(ids, f"loading {split} smears"):
-        ann = parse_voc(folder / "Annotations" / f"{image_id}.xml")
+        ann = parse_voc(annotations / f"{image_id}.xml")
         path = images / Path(ann.filename).name
         photo = read_image(path if path.is_file() else images / f"{image_id}.jpg")
         scale, width, height = input_shape(photo.width, photo.height, input_size)

@@ -2,13 +2,15 @@
 
 Negatives (should be referred): whole CBC smear photos and random 256x256 crops of them,
 scikit-image sample pictures, synthetic blank and noise images. Positives (should pass): PBC
-images of a manifest split (default ``test``). The model must carry a calibrated guard
-(``bloodcell.inference.ood.calibrate_ood``); default model: the bundled one.
+images of a manifest split (default ``test``) and, with ``--other-lab``, the test split of
+another lab's cell crops (e.g. the held-out BCCD smears' white cells from ``bloodcell data
+crops``): stained single cells the guard should pass too. The model must carry a calibrated
+guard (``bloodcell calibrate-ood``); default model: the bundled one.
 
     python benchmarks/ood_detection.py --manifest MANIFEST.csv [--model CKPT] [--split test]
-        [--positives 800] [--smears 100]
+        [--other-lab CROPS/manifest.csv] [--positives 800] [--smears 100] [--out RESULT.json]
 
-Writes benchmarks/results/ood_detection.json with the command and the git commit.
+Writes benchmarks/results/ood_detection.json (or ``--out``) with the command and the git commit.
 """
 
 from __future__ import annotations
@@ -57,10 +59,12 @@ def main() -> None:
     parser.add_argument("--manifest", required=True, help="PBC manifest; positives come from --split")
     parser.add_argument("--model", default=None, help="checkpoint with a calibrated OOD guard (default: bundled)")
     parser.add_argument("--split", default="test")
+    parser.add_argument("--other-lab", default=None, help="folder manifest of another lab's cells; its test split should pass")
     parser.add_argument("--positives", type=int, default=800)
     parser.add_argument("--smears", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULT, help="result JSON")
     args = parser.parse_args()
     os.environ.setdefault("BLOODCELL_NO_PROGRESS", "1")
 
@@ -89,22 +93,34 @@ def main() -> None:
         report[category] = {"images": n, "referred": n_flagged, "detection_rate": round(n_flagged / max(n, 1), 4),
                             "by_check": dict(checks)}
         print(category, report[category])
-    n_flagged, checks, n = flagged(positives)
-    positive = {"images": n, "referred": n_flagged, "false_referral_rate": round(n_flagged / max(n, 1), 4),
+    def passed(images) -> dict:
+        n_flagged, checks, n = flagged(images)
+        return {"images": n, "referred": n_flagged, "false_referral_rate": round(n_flagged / max(n, 1), 4),
                 "by_check": dict(checks)}
+
+    positive = passed(positives)
     print("pbc", positive)
+    other_lab = None
+    if args.other_lab:
+        lab = read_manifest(args.other_lab)
+        other_lab = {"manifest": args.other_lab, "manifest_sha256": lab.sha256,
+                     **passed([str(Path(args.other_lab).parent / row.path) for row in lab.rows_for("test")])}
+        print("other lab", other_lab)
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "commit": git_commit() or "unknown",
         "model": classifier.source,
-        "guard": {"pass_rate": classifier.guard.pass_rate, "calibration_images": classifier.guard.num_images},
+        "guard": {"pass_rate": classifier.guard.pass_rate, "calibration_images": classifier.guard.num_images,
+                  "sources": classifier.guard.sources},
         "negatives": report,
         "overall_detection_rate": round(sum(v["referred"] for v in report.values()) / sum(v["images"] for v in report.values()), 4),
         f"pbc_{args.split}": positive,
     }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULT}")
+    if other_lab:
+        result["other_lab_test"] = other_lab
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@ Measures, in one run and with the same thread count, the bundled model (when pre
 ONNX fp32 and ONNX static int8 calibrated on the PBC manifest's validation split), a timm
 ``resnet50`` at 224x224 and the ``khalil2022-vgg16`` reproduction (random weights are fine
 for speed). Each model is timed end to end through ``Classifier.predict`` on real PBC files
-(decode + preprocess + model + OOD guard when calibrated), after one warm-up batch, and
+(decode + preprocess + model + OOD guard when calibrated), after one warm-up pass, and
 also on the model call alone (``model_images_per_second``, preprocessed batches) and, for a
-model with a calibrated guard, end to end without it.
+model with a calibrated guard, end to end without it. Each figure is the median of
+``--repeats`` passes.
 
-    python benchmarks/predict_speed.py [--images 512] [--threads 2] [--batch-size 32]
+    python benchmarks/predict_speed.py [--images 512] [--threads 2] [--batch-size 32] [--repeats 3]
 
 Writes benchmarks/results/predict_speed.json with the command and the git commit.
 """
@@ -19,9 +20,11 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,39 +53,51 @@ def _random_checkpoint(name: str, folder: Path, input_size: int | None) -> Path:
     return save_checkpoint(folder / f"{name}.safetensors", model, CheckpointMeta(model_name=name, data_config=model.data_config))
 
 
-def _time(checkpoint: Path, engine: str, files: list[Path], threads: int, batch_size: int) -> dict:
+def _rates(run, images: int, repeats: int) -> list[float]:
+    """Images/s of ``repeats`` timed calls of ``run`` (each handles ``images`` images)."""
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        rates.append(round(images / (time.perf_counter() - start), 2))
+    return rates
+
+
+def _time(checkpoint: Path, engine: str, files: list[Path], threads: int, batch_size: int, repeats: int) -> dict:
+    """End-to-end and model-only images/s; each figure is the median of ``repeats`` timed passes."""
     from bloodcell.data.images import read_image
     from bloodcell.inference.predictor import load
 
     classifier = load(checkpoint, engine=engine, num_threads=threads)
     paths = [str(p) for p in files]
-    classifier.predict(paths[:batch_size], batch_size=batch_size)
-    start = time.perf_counter()
-    results = classifier.predict(paths, batch_size=batch_size)
-    seconds = time.perf_counter() - start
+    results = classifier.predict(paths, batch_size=batch_size)  # warm-up: also brings the files into the page cache
+    end_to_end = _rates(lambda: classifier.predict(paths, batch_size=batch_size), len(paths), repeats)
     guarded = classifier.guard is not None
     without_guard = None
-    if guarded:  # the same run without the out-of-distribution guard, to show what it costs
-        classifier.guard = None
-        start = time.perf_counter()
-        classifier.predict(paths, batch_size=batch_size)
-        without_guard = round(len(paths) / (time.perf_counter() - start), 2)
+    if guarded:  # the same runs without the out-of-distribution guard, to show what it costs
+        without_guard = _rates(lambda: classifier.predict(paths, batch_size=batch_size, guard=False), len(paths), repeats)
     batch = classifier.preprocess([read_image(p) for p in paths[:batch_size]])
-    start = time.perf_counter()
     rounds = max(1, len(paths) // batch_size)
-    for _ in range(rounds):
-        classifier.backend.run(batch)
-    model_seconds = time.perf_counter() - start
+
+    def model_only():  # as predict runs the model: batches in parallel when the engine allows it
+        if getattr(classifier.backend, "concurrent", False):
+            with ThreadPoolExecutor(classifier.workers) as pool:
+                list(pool.map(lambda _: classifier.backend.run(batch), range(rounds)))
+        else:
+            for _ in range(rounds):
+                classifier.backend.run(batch)
+
+    model = _rates(model_only, rounds * len(batch), repeats)
     return {
         "engine": engine,
-        "model_images_per_second": round(rounds * len(batch) / model_seconds, 2),
+        "model_images_per_second": statistics.median(model),
         "images": len(paths),
         "errors": sum(r.error is not None for r in results),
-        "seconds": round(seconds, 3),
-        "images_per_second": round(len(paths) / seconds, 2),
+        "images_per_second": statistics.median(end_to_end),
+        "images_per_second_runs": end_to_end,
         "input_size": classifier.data_config.input_size,
         "ood_guard": guarded,
-        "images_per_second_without_ood_guard": without_guard,
+        "images_per_second_without_ood_guard": statistics.median(without_guard) if guarded else None,
     }
 
 
@@ -99,6 +114,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per figure; the median is reported")
     args = parser.parse_args()
 
     import torch
@@ -119,7 +135,7 @@ def main() -> None:
         models.append(("khalil2022-vgg16 (random init)", _random_checkpoint("khalil2022-vgg16", Path(tmp), None)))
         for label, checkpoint in models:
             for engine in ("torch", "onnx"):
-                run = {"model": label, **_time(checkpoint, engine, files, args.threads, args.batch_size)}
+                run = {"model": label, **_time(checkpoint, engine, files, args.threads, args.batch_size, args.repeats)}
                 print(json.dumps(run))
                 runs.append(run)
             if checkpoint == bundled:
@@ -127,7 +143,7 @@ def main() -> None:
 
                 int8 = export_onnx(bundled, Path(tmp) / "pbc8-int8.onnx", int8=True,
                                    calibration_manifest=ROOT / "manifests" / "pbc-seed0.csv")
-                run = {"model": label, **_time(int8, "onnx", files, args.threads, args.batch_size),
+                run = {"model": label, **_time(int8, "onnx", files, args.threads, args.batch_size, args.repeats),
                        "engine": "onnx int8 (static QDQ)"}
                 print(json.dumps(run))
                 runs.append(run)
@@ -137,6 +153,7 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
                     "torch": torch.__version__},
         "batch_size": args.batch_size,
+        "repeats": args.repeats,
         "runs": runs,
         "speedup_vs_resnet50_224": _speedups(runs),
     }

@@ -2,6 +2,8 @@
 
 ``create_transform(data_config, is_training, augment)`` accepts an RGB PIL image or a uint8
 CHW tensor and returns a normalised float32 CHW tensor of ``input_size`` x ``input_size``.
+For batched inference, ``create_pixel_transform`` stops at the uint8 pixels and
+``normalize_batch`` normalises a whole batch at once.
 Every pipeline first resizes the shorter side to ``input_size`` and centre-crops (a PIL
 image is first staged at :func:`staging_size` with Pillow, as the training cache does); training
 augmentations then run at that small size (cheap on CPU). All randomness comes from torch's
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from PIL import Image
 from skimage.color.colorconv import hed_from_rgb, rgb_from_hed
@@ -161,18 +164,22 @@ def _geometry(augment: str) -> list[torch.nn.Module]:
     return [_Rot90(), _BackgroundAffine(degrees=30, translate=0.2, scale=(0.7, 2.5))] + steps
 
 
-def create_transform(data_config: DataConfig, is_training: bool, augment: str = "none") -> v2.Compose:
-    """The pipeline for ``data_config``; ``augment`` is used only when ``is_training``."""
-    if augment not in AUGMENTATIONS:
-        raise ConfigError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
+def _pixel_steps(data_config: DataConfig) -> list[torch.nn.Module]:
     if data_config.interpolation not in _INTERPOLATIONS:
         raise ConfigError(f"unknown interpolation {data_config.interpolation!r} in the model's data config")
     size = data_config.input_size
-    steps: list[torch.nn.Module] = [
+    return [
         _AsUint8Image(size),
         v2.Resize(size, interpolation=_INTERPOLATIONS[data_config.interpolation], antialias=True),
         v2.CenterCrop(size),
     ]
+
+
+def create_transform(data_config: DataConfig, is_training: bool, augment: str = "none") -> v2.Compose:
+    """The pipeline for ``data_config``; ``augment`` is used only when ``is_training``."""
+    if augment not in AUGMENTATIONS:
+        raise ConfigError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
+    steps = _pixel_steps(data_config)
     augment = augment if is_training else "none"
     steps += _geometry(augment)
     if augment == "strong":
@@ -186,6 +193,18 @@ def create_transform(data_config: DataConfig, is_training: bool, augment: str = 
         steps.append(_StainJitter())
     steps += [v2.Normalize(mean=list(data_config.mean), std=list(data_config.std)), v2.ToPureTensor()]
     return v2.Compose(steps)
+
+
+def create_pixel_transform(data_config: DataConfig) -> v2.Compose:
+    """The evaluation pipeline up to the uint8 CHW input-size pixels; :func:`normalize_batch` finishes it."""
+    return v2.Compose(_pixel_steps(data_config) + [v2.ToPureTensor()])
+
+
+def normalize_batch(pixels: np.ndarray, data_config: DataConfig) -> np.ndarray:
+    """uint8 NCHW pixels to the normalised float32 batch (as ``create_transform``'s last steps), vectorised."""
+    mean = np.asarray(data_config.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(data_config.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return (pixels.astype(np.float32) * np.float32(1.0 / 255.0) - mean) / std
 
 
 def denormalize(tensor: torch.Tensor, data_config: DataConfig) -> torch.Tensor:

@@ -34,6 +34,21 @@ def test_fp32_onnx_matches_torch(classifier, onnx_paths):
     np.testing.assert_allclose(onnx_clf.backend.run(batch)[1], classifier.backend.run(batch)[1], atol=1e-3, rtol=1e-4)
 
 
+def test_onnx_runs_batches_in_parallel_and_keeps_the_input_order(classifier, onnx_paths, tmp_path):
+    onnx_clf = load(onnx_paths[0], num_threads=3)
+    assert onnx_clf.backend.concurrent and onnx_clf.workers == 3
+    images = _images(23, seed=14)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    inputs = images[:9] + [str(bad)] + images[9:]
+    results = onnx_clf.predict(inputs, batch_size=4, top_k=1)  # 6 batches, 3 at a time
+    assert len(results) == 24 and results[9].error and "not an image" in results[9].error
+    expected = classifier.predict(images, batch_size=32, top_k=1)
+    good = results[:9] + results[10:]
+    assert [r.label for r in good] == [r.label for r in expected]
+    np.testing.assert_allclose([r.confidence for r in good], [r.confidence for r in expected], atol=1e-4)
+
+
 def test_real_registry_architecture_exports_with_parity(tmp_path):
     import torch
 

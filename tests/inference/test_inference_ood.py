@@ -15,7 +15,7 @@ from bloodcell.inference.ood import OODGuard, fit_guard
 @pytest.fixture(scope="module")
 def guard(classifier):
     images = [Image.fromarray(im) for im in synthetic_cells(120, seed=31)[0]]
-    return fit_guard(images, classifier.features(images), pass_rate=0.99)
+    return fit_guard(classifier.pixels(images), classifier.features(images), pass_rate=0.99)
 
 
 def _negatives() -> dict[str, Image.Image]:
@@ -34,24 +34,43 @@ def _negatives() -> dict[str, Image.Image]:
 def test_guard_flags_non_cells(classifier, guard):
     negatives = _negatives()
     images = list(negatives.values())
-    reasons = dict(zip(negatives, guard.reasons(images, classifier.features(images))))
+    reasons = dict(zip(negatives, guard.reasons(classifier.pixels(images), classifier.features(images))))
     assert all(reason and reason.startswith("not a single blood cell") for reason in reasons.values()), reasons
     assert "blank" in reasons["blank"] and "blank" in reasons["black"]
 
 
 def test_guard_passes_in_distribution_cells(classifier, guard):
     calibration = [Image.fromarray(im) for im in synthetic_cells(120, seed=31)[0]]
-    passed = np.mean([r is None for r in guard.reasons(calibration, classifier.features(calibration))])
+    passed = np.mean([r is None for r in guard.reasons(classifier.pixels(calibration), classifier.features(calibration))])
     assert passed >= 0.99
     fresh = [Image.fromarray(im) for im in synthetic_cells(40, seed=32)[0]]
-    assert np.mean([r is None for r in guard.reasons(fresh, classifier.features(fresh))]) >= 0.85
+    assert np.mean([r is None for r in guard.reasons(classifier.pixels(fresh), classifier.features(fresh))]) >= 0.85
+
+
+def test_a_guard_calibrated_on_two_labs_passes_the_cells_of_both(classifier):
+    lab_a = [Image.fromarray(im) for im in synthetic_cells(80, seed=34)[0]]
+    lab_b = [Image.fromarray(im[..., ::-1].copy()) for im in synthetic_cells(80, seed=35)[0]]  # another stain: channels swapped
+    pixels = {"a": classifier.pixels(lab_a), "b": classifier.pixels(lab_b)}
+    features = {"a": classifier.features(lab_a), "b": classifier.features(lab_b)}
+    one_lab = fit_guard(pixels["a"], features["a"], pass_rate=0.98)
+    two_labs = fit_guard(np.concatenate([pixels["a"], pixels["b"]]), np.concatenate([features["a"], features["b"]]),
+                         pass_rate=0.98, sources=["a"] * 80 + ["b"] * 80)
+    assert two_labs.sources == ["a", "b"] and len(two_labs.stats) == len(two_labs.features) == 2
+
+    def passed(guard, lab):
+        return np.mean([r is None for r in guard.reasons(pixels[lab], features[lab])])
+
+    assert passed(one_lab, "b") < 0.5 <= 0.95 <= passed(two_labs, "b")
+    assert passed(two_labs, "a") >= 0.95
+    negatives = list(_negatives().values())
+    assert all(two_labs.reasons(classifier.pixels(negatives), classifier.features(negatives)))
 
 
 def test_guard_round_trips_through_json(guard):
     restored = OODGuard.from_dict(json.loads(json.dumps(guard.to_dict())))
-    x = np.random.default_rng(1).normal(size=(3, guard.features.mean.size))
-    np.testing.assert_allclose(restored.features.score(x), guard.features.score(x), rtol=1e-4)
-    assert restored.stats.threshold == guard.stats.threshold
+    x = np.random.default_rng(1).normal(size=(3, guard.features[0].mean.size))
+    np.testing.assert_allclose(restored.features[0].score(x), guard.features[0].score(x), rtol=1e-4)
+    assert restored.stats[0].threshold == guard.stats[0].threshold and restored.sources == guard.sources
 
 
 def test_calibrate_ood_rewrites_checkpoint_and_predict_refers(trained_checkpoint, tmp_path):
@@ -81,4 +100,4 @@ def test_calibrate_ood_rewrites_checkpoint_and_predict_refers(trained_checkpoint
     assert all(r.referred and r.reason.startswith("not a single blood cell") for r in results[:5])
     assert sum(r.referred for r in results[5:]) <= 1
     onnx_clf = load(checkpoint, engine="onnx")
-    assert onnx_clf.guard is not None and onnx_clf.guard.features.threshold == clf.guard.features.threshold
+    assert onnx_clf.guard is not None and onnx_clf.guard.features[0].threshold == clf.guard.features[0].threshold

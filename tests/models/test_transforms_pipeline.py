@@ -10,7 +10,14 @@ from PIL import Image
 from bloodcell.errors import ConfigError, ImageError
 from bloodcell.models.registry import DataConfig
 from bloodcell.data.dataset import resize_center_crop
-from bloodcell.transforms import create_transform, denormalize, list_augmentations, staging_size
+from bloodcell.transforms import (
+    create_pixel_transform,
+    create_transform,
+    denormalize,
+    list_augmentations,
+    normalize_batch,
+    staging_size,
+)
 
 BACKGROUND = (228, 200, 210)
 CELL = (90, 40, 130)
@@ -50,6 +57,16 @@ def test_eval_normalises_with_the_config_statistics():
     expected = (torch.tensor([200, 100, 50]) / 255 - torch.tensor(config.mean)) / torch.tensor(config.std)
     assert torch.allclose(out[:, 10, 10], expected, atol=1e-5)
     assert torch.allclose(denormalize(out, config)[:, 0, 0], torch.tensor([200, 100, 50]) / 255, atol=1e-5)
+
+
+def test_pixels_then_batch_normalisation_equal_the_evaluation_transform():
+    config = DataConfig(96, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5), interpolation="bicubic")
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((363, 360), (120, 200))]
+    pixels = np.stack([create_pixel_transform(config)(im).numpy() for im in images])
+    assert pixels.dtype == np.uint8 and pixels.shape == (2, 3, 96, 96)
+    expected = np.stack([create_transform(config, is_training=False)(im).numpy() for im in images])
+    np.testing.assert_array_equal(normalize_batch(pixels, config), expected)
 
 
 def test_pil_and_tensor_inputs_agree_and_eval_ignores_augment():

@@ -289,7 +289,7 @@ def test_counting_skips_the_single_cell_guard_for_detected_white_cells(tiny_clas
     rng = np.random.default_rng(0)
     cells = [Image.fromarray(np.clip(rng.normal(128, 40, (40, 40, 3)), 0, 255).astype(np.uint8)) for _ in range(20)]
     guarded = copy.copy(tiny_classifier)
-    guarded.guard = fit_guard(cells, tiny_classifier.features(cells), pass_rate=0.9)
+    guarded.guard = fit_guard(tiny_classifier.pixels(cells), tiny_classifier.features(cells), pass_rate=0.9)
     from bloodcell.smear import crop_cell
 
     smear = _smear()

@@ -235,6 +235,20 @@ def test_fine_tuning_starts_from_a_checkpoint_and_adds_extra_training_images(bas
     assert not all(torch.allclose(before[k].float(), v.float()) for k, v in fresh.state_dict().items() if k in before)
 
 
+def test_fine_tuning_over_other_classes_keeps_the_backbone_and_starts_a_fresh_head(base_config, tmp_path):
+    start = fit(replace(base_config, epochs=1, out=str(tmp_path / "start")))
+    names = ["band", "segmented", "other"]
+    torch.manual_seed(1)
+    model = create_model(base_config.model, num_classes=3, class_names=names)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    engine._init_weights(model, replace(base_config, init_from=str(start.best_checkpoint)), names)
+    trained, after = load_file(start.best_checkpoint), model.state_dict()
+    head = {k for k in after if k.startswith("7.")}  # the tiny CNN's Linear is module 7
+    assert head == {"7.weight", "7.bias"} and after["7.weight"].shape == (3, 16)
+    assert all(torch.equal(after[k], fresh[k]) for k in head)
+    assert all(torch.equal(after[k], trained[k].to(after[k].dtype)) for k in after if k not in head)
+
+
 def test_fine_tuning_refuses_a_checkpoint_of_another_model(base_config, tmp_path):
     start = fit(replace(base_config, epochs=1, out=str(tmp_path / "start")))
     with pytest.raises(ConfigError, match="init_from needs"):

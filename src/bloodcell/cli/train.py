@@ -55,7 +55,7 @@ def train(
     limit_val: Optional[int] = typer.Option(None, help="Validate on a stratified subset of this many images."),
     time_budget_s: Optional[float] = typer.Option(None, "--time-budget", help="Stop cleanly after this many seconds."),
     ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep and checkpoint an exponential moving average of the weights."),
-    init_from: Optional[str] = typer.Option(None, help="Fine-tune: start from this checkpoint or bundled model (same model and classes)."),
+    init_from: Optional[str] = typer.Option(None, help="Fine-tune: start from this checkpoint or bundled model (same model; other classes get a fresh head)."),
     extra_train: Optional[list[Path]] = typer.Option(None, help="Fine-tune: a manifest whose train split joins training (repeatable), e.g. your lab's cells."),
     extra_repeat: Optional[int] = typer.Option(None, help="Times each extra training image is seen per epoch (default 1)."),
 ) -> None:

@@ -73,3 +73,9 @@ def dataset_root(name: str, data_root: str | Path | None = None) -> Path:
         f"dataset {info.name!r} not found under {home} (looked for {', '.join(info.folder_names or (info.name,))}); "
         f"{how} or place it at {home / info.name}"
     )
+
+
+def manifest_images_root(manifest_path: str | Path, dataset: str, data_root: str | Path | None = None) -> Path:
+    """Where a manifest's image paths start: a ``folder`` manifest's own folder (as ``bloodcell
+    data crops`` writes it), else the dataset's folder (:func:`dataset_root`)."""
+    return Path(manifest_path).parent if dataset == "folder" else dataset_root(dataset, data_root)

@@ -151,13 +151,21 @@ class _ManifestCalibrationReader:
 
 
 class OnnxBackend:
-    """Runs an ONNX model with onnxruntime on the CPU execution provider."""
+    """Runs an ONNX model with onnxruntime on the CPU execution provider.
 
-    def __init__(self, model: str | Path | bytes, num_threads: int = 2):
+    Each call runs on the calling thread alone (``intra_op_num_threads=1``) and calls may run
+    concurrently (``concurrent``): the predictor gets its parallelism from whole batches, each
+    decoded, classified and guarded by one thread, which beats splitting every operator over
+    threads that then wait for each other and for the decoders.
+    """
+
+    concurrent = True
+
+    def __init__(self, model: str | Path | bytes):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(num_threads)
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         source = model if isinstance(model, bytes) else str(model)
         try:
@@ -172,12 +180,12 @@ class OnnxBackend:
 
 
 def load_onnx_classifier(path: str | Path, num_threads: int = 2):
-    """A :class:`~bloodcell.inference.predictor.Classifier` on onnxruntime from ``.onnx`` or ``.safetensors``."""
+    """A :class:`~bloodcell.inference.predictor.Classifier` on onnxruntime from ``.onnx`` or ``.safetensors``; ``num_threads`` batches run at once."""
     from bloodcell.inference.predictor import Classifier
 
     path = Path(path)
     if path.suffix == ".onnx":
-        backend = OnnxBackend(path, num_threads)
+        backend = OnnxBackend(path)
         if "bloodcell" not in backend.metadata:
             raise CheckpointError(f"{path}: ONNX model carries no bloodcell metadata (export it with 'bloodcell export')")
         document = json.loads(backend.metadata["bloodcell"])
@@ -186,7 +194,7 @@ def load_onnx_classifier(path: str | Path, num_threads: int = 2):
 
         checkpoint = load_checkpoint(path)
         document = onnx_document(checkpoint.meta)
-        backend = OnnxBackend(export_bytes(checkpoint.model, checkpoint.data_config.input_size), num_threads)
+        backend = OnnxBackend(export_bytes(checkpoint.model, checkpoint.data_config.input_size))
     return Classifier(
         backend,
         document["class_names"],
@@ -194,4 +202,5 @@ def load_onnx_classifier(path: str | Path, num_threads: int = 2):
         document["temperature"],
         guard=OODGuard.from_dict(document["ood"]) if document.get("ood") else None,
         source=str(path),
+        workers=num_threads,
     )

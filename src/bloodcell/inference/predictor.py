@@ -11,9 +11,11 @@ Bad inputs never raise from ``predict``: each one becomes a :class:`Prediction` 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Union
 
@@ -22,7 +24,7 @@ from PIL import Image
 
 from bloodcell.data.images import ImageSource, read_image
 from bloodcell.errors import CheckpointError, ConfigError, ImageError
-from bloodcell.inference.ood import OODGuard, summarise, thumbnail
+from bloodcell.inference.ood import OODGuard
 from bloodcell.metrics.calibration import apply_temperature
 from bloodcell.models.registry import DataConfig
 
@@ -30,8 +32,6 @@ ENGINES = ("torch", "onnx")
 
 #: The 8 dihedral views used by TTA: (number of 90-degree rotations, horizontal flip).
 DIHEDRAL_VIEWS = tuple((k, flip) for flip in (False, True) for k in range(4))
-#: Threads that decode and preprocess the next batch while the model runs on the current one.
-DECODE_THREADS = 2
 
 Images = Union[ImageSource, Sequence[ImageSource]]
 
@@ -70,14 +70,18 @@ def dihedral_view(batch: np.ndarray, k: int, flip: bool) -> np.ndarray:
 class Classifier:
     """A loaded classifier: class names, data config, temperature, engine and OOD guard.
 
-    Safe to share between threads: model calls (which use hooks on the shared model) are
-    serialised by a lock; decoding and preprocessing run in parallel. ``predict`` decodes and
-    preprocesses the next batch in ``DECODE_THREADS`` worker threads while the model runs.
+    ``predict`` works on ``workers`` batches at once, each in its own thread from decoding to
+    results. A backend whose ``concurrent`` attribute is true (onnxruntime, one thread per call)
+    runs those batches' model calls in parallel; otherwise (torch, which spreads one call over
+    its own threads, and whose feature hooks live on the shared model) model calls are
+    serialised by a lock while the other workers decode. Safe to share between threads.
     """
 
     def __init__(self, backend, class_names: Sequence[str], data_config: DataConfig, temperature: float = 1.0,
-                 guard: OODGuard | None = None, model=None, source: str | None = None):
-        from bloodcell.transforms import create_transform
+                 guard: OODGuard | None = None, model=None, source: str | None = None, workers: int = 2):
+        if workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {workers}")
+        from bloodcell.transforms import create_pixel_transform, normalize_batch
 
         self.backend = backend
         self.class_names = list(class_names)
@@ -86,11 +90,15 @@ class Classifier:
         self.guard = guard
         self.model = model
         self.source = source
-        self._transform = create_transform(data_config, is_training=False)
+        self._pixels = create_pixel_transform(data_config)
+        self._normalize = partial(normalize_batch, data_config=data_config)
+        self.workers = workers
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="bloodcell-decode")  # threads start on demand
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="bloodcell-predict")  # threads start on demand
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if getattr(self.backend, "concurrent", False):
+            return self.backend.run(batch)
         with self._lock:
             return self.backend.run(batch)
 
@@ -114,9 +122,13 @@ class Classifier:
         engine = type(self.backend).__name__.replace("Backend", "").lower()
         return f"Classifier({self.source or 'in-memory'}, engine={engine}, classes={len(self.class_names)})"
 
+    def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Decoded RGB images to the model's uint8 NCHW input pixels (resized and centre-cropped)."""
+        return np.stack([self._pixels(image).numpy() for image in images])
+
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Decoded RGB images to the normalised float32 NCHW batch the model expects."""
-        return np.stack([self._transform(image).numpy() for image in images]).astype(np.float32, copy=False)
+        return self._normalize(self.pixels(images))
 
     def features(self, images: Sequence[Image.Image], tta: bool = False) -> np.ndarray:
         """Penultimate features (N, D) of decoded images; with ``tta`` averaged over the 8 dihedral views."""
@@ -157,47 +169,51 @@ class Classifier:
             raise ConfigError(f"refer_below must be a probability between 0 and 1, got {refer_below}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        batches = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
-        tracked = enumerate(batches)
+        size = min(batch_size, -(-len(items) // self.workers))  # a small request still keeps every worker busy
+        batches = [items[start:start + size] for start in range(0, len(items), size)]
+        use_guard = guard and self.guard is not None
+        outcomes = self._batch_outcomes(batches, top_k, refer_below, tta, use_guard)
         if progress:
             from bloodcell.progress import track
 
-            tracked = track(tracked, "classifying", total=len(batches))
-        results: list[Prediction] = []
-        use_guard = guard and self.guard is not None
-        pending = self._submit(batches[0], use_guard) if batches else []
-        for number, batch in tracked:
-            prepared = [future.result() for future in pending]
-            pending = self._submit(batches[number + 1], use_guard) if number + 1 < len(batches) else []
-            results.extend(self._predict_batch(batch, prepared, top_k, refer_below, tta))
+            outcomes = track(outcomes, "classifying", total=len(batches))
+        results = [result for batch_results in outcomes for result in batch_results]
         return results[0] if single else results
 
-    def _submit(self, items: Sequence[ImageSource], guard: bool) -> list[Future]:
-        return [self._pool.submit(self._prepare, item, guard) for item in items]
+    def _batch_outcomes(self, batches: list, top_k: int, refer_below: float | None, tta: bool,
+                        guard: bool) -> Iterator[list[Prediction]]:
+        """Each batch's predictions, in order; ``workers`` batches are worked on at once, one more waits."""
+        in_flight: deque[Future] = deque()
+        for batch in batches:
+            in_flight.append(self._pool.submit(self._predict_batch, batch, top_k, refer_below, tta, guard))
+            if len(in_flight) > self.workers:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
 
-    def _prepare(self, item: ImageSource, guard: bool) -> tuple[np.ndarray, np.ndarray | None] | ImageError:
-        """Decode one input: its model input (C, H, W) and guard thumbnail (or None), or the ImageError."""
+    def _decode(self, item: ImageSource) -> np.ndarray | ImageError:
+        """One input's uint8 model-input pixels (C, H, W), or the ImageError saying why it cannot be used."""
         try:
-            image = read_image(item)
+            return self._pixels(read_image(item)).numpy()
         except ImageError as exc:
             return exc
-        return self._transform(image).numpy(), thumbnail(image) if guard else None
 
-    def _predict_batch(self, items: Sequence[ImageSource], prepared: list, top_k: int, refer_below: float | None,
-                       tta: bool) -> list[Prediction]:
+    def _predict_batch(self, items: Sequence[ImageSource], top_k: int, refer_below: float | None, tta: bool,
+                       guard: bool) -> list[Prediction]:
+        """Decode, classify and guard one batch; bad inputs become results with an ``error``."""
         results = [Prediction(path=str(item) if isinstance(item, (str, Path)) else None) for item in items]
         decoded = []
-        for index, outcome in enumerate(prepared):
+        for index, item in enumerate(items):
+            outcome = self._decode(item)
             if isinstance(outcome, ImageError):
                 results[index].error = str(outcome)
             else:
                 decoded.append((index, outcome))
         if not decoded:
             return results
-        batch = np.stack([tensor for _, (tensor, _) in decoded]).astype(np.float32, copy=False)
-        probs, features = self._probabilities(batch, tta)
-        thumbs = [thumb for _, (_, thumb) in decoded]
-        reasons = self.guard.judge(summarise(np.stack(thumbs)), features) if thumbs[0] is not None else [None] * len(decoded)
+        pixels = np.stack([p for _, p in decoded])
+        probs, features = self._probabilities(self._normalize(pixels), tta)
+        reasons = self.guard.reasons(pixels, features) if guard else [None] * len(decoded)
         k = min(top_k, len(self.class_names))
         for (index, _), prob, ood_reason in zip(decoded, probs, reasons):
             order = np.argsort(-prob, kind="stable")[:k]
@@ -242,8 +258,9 @@ def load(name_or_path: str | Path | None = None, engine: str = "torch", num_thre
     """Load a classifier: the bundled model (default), a bundled name, or a checkpoint file.
 
     ``engine="onnx"`` runs through onnxruntime (a ``.safetensors`` checkpoint is exported in
-    memory first); an ``.onnx`` file always runs on onnxruntime. ``num_threads`` sets the
-    onnxruntime intra-op threads (default 2) or, for torch, ``torch.set_num_threads``.
+    memory first); an ``.onnx`` file always runs on onnxruntime. ``num_threads`` is the number of
+    batches onnxruntime runs at once, one thread each (default 2), or, for torch,
+    ``torch.set_num_threads``.
     """
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")

@@ -65,11 +65,11 @@ def load_extra_train(config: TrainConfig, path: str | Path, transform, input_siz
     A ``folder`` manifest sits at the root of its folder (its paths are relative to it), as
     ``bloodcell data crops`` writes it; other datasets are found as usual.
     """
-    from bloodcell.data.locate import dataset_root
+    from bloodcell.data.locate import manifest_images_root
     from bloodcell.data.manifest import read_manifest
 
     manifest = read_manifest(path)
-    root = Path(path).parent if manifest.dataset == "folder" else dataset_root(manifest.dataset, config.data_root)
+    root = manifest_images_root(path, manifest.dataset, config.data_root)
     return manifest, load_split(config, manifest, root, "train", transform, input_size, None)
 
 

@@ -463,6 +463,9 @@ def _fit(config: TrainConfig, *, resume: bool, overwrite: bool, ctx: DistContext
 def _init_weights(model: nn.Module, config: TrainConfig, class_names: list[str], load: bool = True) -> str:
     """Check ``config.init_from`` against the run and (with ``load``) copy its weights into ``model``.
 
+    A checkpoint over other classes (``pbc8`` weights for a ``pbc11`` run) gives the backbone;
+    the classification head then starts from its fresh initialisation.
+
     Returns the checkpoint's sha256 (recorded in the checkpoints of the run).
     """
     from bloodcell.checkpoint import file_sha256, load_checkpoint
@@ -472,13 +475,20 @@ def _init_weights(model: nn.Module, config: TrainConfig, class_names: list[str],
     if path.suffix != ".safetensors":
         raise ConfigError(f"{path}: init_from needs a .safetensors checkpoint")
     checkpoint = load_checkpoint(path)
-    if checkpoint.meta["model_name"] != config.model or checkpoint.class_names != class_names:
-        raise ConfigError(f"{path} is {checkpoint.meta['model_name']} over {checkpoint.class_names}; init_from needs "
-                          f"{config.model} over the {config.taxonomy} classes {class_names}")
+    if checkpoint.meta["model_name"] != config.model:
+        raise ConfigError(f"{path} is a {checkpoint.meta['model_name']}; init_from needs a {config.model} checkpoint")
     if checkpoint.data_config.input_size != model.data_config.input_size:
         raise ConfigError(f"{path} was trained at {checkpoint.data_config.input_size}px; set input_size to match")
     if load:
-        model.load_state_dict(checkpoint.model.state_dict())
+        state = checkpoint.model.state_dict()
+        if checkpoint.class_names != class_names:  # other classes: keep the backbone, start a fresh head
+            head = classifier_module(model)
+            prefix = next(name for name, module in model.named_modules() if module is head) + "."
+            state = {key: value for key, value in state.items() if not key.startswith(prefix)}
+            missing, _ = model.load_state_dict(state, strict=False)
+            assert all(key.startswith(prefix) for key in missing)
+        else:
+            model.load_state_dict(state)
     return file_sha256(path)
 
 

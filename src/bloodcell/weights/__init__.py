@@ -10,7 +10,10 @@ from pathlib import Path
 from bloodcell.errors import WeightsUnavailableError
 
 #: Bundled model names and what they classify.
-BUNDLED_MODELS = {"pbc8": "8 PBC peripheral blood cell classes"}
+BUNDLED_MODELS = {
+    "pbc8": "8 PBC peripheral blood cell classes",
+    "pbc11": "11 PBC classes: band/segmented neutrophils and promyelocyte/myelocyte/metamyelocyte",
+}
 DEFAULT_MODEL = "pbc8"
 
 WEIGHTS_DIR = Path(__file__).resolve().parent

@@ -46,6 +46,7 @@ def test_predict_accepts_paths_pil_and_arrays_and_reports_bad_inputs(classifier,
     assert isinstance(batch, list) and len(batch) == 8
     accuracy = np.mean([r.label == CLASSES[y] for r, y in zip(batch, labels)])
     assert accuracy >= 0.75  # the fixture model learned the synthetic classes
+    assert classifier.predict([]) == []
 
 
 def test_top_k_is_sorted_calibrated_and_sums_to_one_over_all_classes(classifier):

@@ -14,7 +14,7 @@ from bloodcell.errors import ConfigError
 
 def predict(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name (pbc8) or a .safetensors/.onnx file; default: the bundled model."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name (pbc8, pbc11) or a .safetensors/.onnx file; default: pbc8."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results to FILE.csv or FILE.json instead of printing a table."),
     top_k: int = typer.Option(3, "--top-k", min=1, help="Number of most probable classes to report."),
     refer_below: Optional[float] = typer.Option(None, "--refer-below", min=0.0, max=1.0, help="Refer images whose confidence is below this probability."),
@@ -22,7 +22,7 @@ def predict(
     explain: Optional[Path] = typer.Option(None, "--explain", help="Write a Grad-CAM overlay PNG per image into this folder."),
     engine: str = typer.Option("torch", "--engine", help="Inference engine: torch or onnx."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per batch."),
-    threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for inference."),
+    threads: int = typer.Option(2, "--threads", min=1, help="CPU threads: torch threads, or onnx batches run at once (one thread each)."),
 ) -> None:
     """Classify single-cell images; bad files become rows with an error, the rest go on."""
     from bloodcell.inference.files import check_records_path, collect_image_paths, write_records

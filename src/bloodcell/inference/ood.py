@@ -34,7 +34,7 @@ STAT_NAMES = (
     "mean_sat", "std_sat", "stained_fraction", "hue_cos", "hue_sin",
     "gradient", "centre_minus_border_sat",
 )
-#: Side of the block-averaged image the statistics are computed on.
+#: Side of the box-averaged image the statistics are computed on.
 _STATS_SIDE = 32
 #: Version of the statistics; a guard fitted on another version must be calibrated again.
 GUARD_VERSION = 2

@@ -169,7 +169,7 @@ class Classifier:
             raise ConfigError(f"refer_below must be a probability between 0 and 1, got {refer_below}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        size = min(batch_size, -(-len(items) // self.workers))  # a small request still keeps every worker busy
+        size = max(1, min(batch_size, -(-len(items) // self.workers)))  # a small request still keeps every worker busy
         batches = [items[start:start + size] for start in range(0, len(items), size)]
         use_guard = guard and self.guard is not None
         outcomes = self._batch_outcomes(batches, top_k, refer_below, tta, use_guard)

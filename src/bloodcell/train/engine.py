@@ -485,8 +485,9 @@ def _init_weights(model: nn.Module, config: TrainConfig, class_names: list[str],
             head = classifier_module(model)
             prefix = next(name for name, module in model.named_modules() if module is head) + "."
             state = {key: value for key, value in state.items() if not key.startswith(prefix)}
-            missing, _ = model.load_state_dict(state, strict=False)
-            assert all(key.startswith(prefix) for key in missing)
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            if unexpected or any(not key.startswith(prefix) for key in missing):
+                raise ConfigError(f"{path}: its backbone does not match {config.model}'s layers")
         else:
             model.load_state_dict(state)
     return file_sha256(path)

@@ -151,10 +151,7 @@ class OODGuard:
         ``pixels`` are the uint8 model inputs (N, 3, H, W) and ``features`` their penultimate
         features (N, D), both as the :class:`~bloodcell.inference.predictor.Classifier` makes them.
         """
-        return self.judge(summarise(pixels), features)
-
-    def judge(self, summaries: np.ndarray, features: np.ndarray) -> list[str | None]:
-        """:meth:`reasons` from the images' :func:`summarise` rows (computed where it is convenient)."""
+        summaries = summarise(pixels)
         stat_ratios = _nearest(self.stats, summaries[:, :len(STAT_NAMES)])
         feat_ratios = _nearest(self.features, features.astype(np.float64))
         out: list[str | None] = []
@@ -299,7 +296,7 @@ def _calibration_set(classifier, data, split: str, root: Path, *, limit: int | N
                 continue
         if batch:
             pixels.append(classifier.pixels(batch))
-            features.append(classifier.features(batch))
+            features.append(classifier.pixel_features(pixels[-1]))
     if not pixels:
         raise DataError(f"{data.path}: none of the {split} images could be read")
     return np.concatenate(pixels), np.concatenate(features)

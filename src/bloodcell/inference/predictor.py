@@ -61,6 +61,21 @@ class Prediction:
         }
 
 
+def fill_prediction(result: Prediction, prob: np.ndarray, class_names: Sequence[str], top_k: int,
+                    refer_below: float | None, reason: str | None = None) -> Prediction:
+    """Set ``result``'s label, confidence and top-k from class probabilities ``prob``, and refer it
+    for ``reason`` (an out-of-distribution finding) or, failing that, for confidence below ``refer_below``."""
+    order = np.argsort(-prob, kind="stable")[:min(top_k, len(class_names))]
+    result.label, result.confidence = class_names[order[0]], float(prob[order[0]])
+    result.top_k = [(class_names[i], float(prob[i])) for i in order]
+    if reason:
+        result.reason = reason
+    elif refer_below is not None and result.confidence < refer_below:
+        result.reason = f"low confidence ({result.confidence:.2f} < {refer_below:g})"
+    result.referred = result.reason is not None
+    return result
+
+
 def dihedral_view(batch: np.ndarray, k: int, flip: bool) -> np.ndarray:
     """Rotate an NCHW batch by ``k`` x 90 degrees, then flip it horizontally when ``flip``."""
     view = np.rot90(batch, k, axes=(2, 3))
@@ -132,7 +147,11 @@ class Classifier:
 
     def features(self, images: Sequence[Image.Image], tta: bool = False) -> np.ndarray:
         """Penultimate features (N, D) of decoded images; with ``tta`` averaged over the 8 dihedral views."""
-        batch = self.preprocess(images)
+        return self.pixel_features(self.pixels(images), tta)
+
+    def pixel_features(self, pixels: np.ndarray, tta: bool = False) -> np.ndarray:
+        """:meth:`features` of a uint8 NCHW batch from :meth:`pixels`."""
+        batch = self._normalize(pixels)
         if not tta:
             return self._run(batch)[1]
         views = np.concatenate([dihedral_view(batch, k, flip) for k, flip in DIHEDRAL_VIEWS])
@@ -214,18 +233,8 @@ class Classifier:
         pixels = np.stack([p for _, p in decoded])
         probs, features = self._probabilities(self._normalize(pixels), tta)
         reasons = self.guard.reasons(pixels, features) if guard else [None] * len(decoded)
-        k = min(top_k, len(self.class_names))
         for (index, _), prob, ood_reason in zip(decoded, probs, reasons):
-            order = np.argsort(-prob, kind="stable")[:k]
-            result = results[index]
-            result.label = self.class_names[order[0]]
-            result.confidence = float(prob[order[0]])
-            result.top_k = [(self.class_names[i], float(prob[i])) for i in order]
-            if ood_reason:
-                result.reason = ood_reason
-            elif refer_below is not None and result.confidence < refer_below:
-                result.reason = f"low confidence ({result.confidence:.2f} < {refer_below:g})"
-            result.referred = result.reason is not None
+            fill_prediction(results[index], prob, self.class_names, top_k, refer_below, ood_reason)
         return results
 
     def explain(self, image: ImageSource, out_path: str | Path, class_index: int | None = None) -> Path:

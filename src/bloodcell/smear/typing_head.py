@@ -23,7 +23,7 @@ from PIL import Image
 
 from bloodcell.data.images import ImageSource, read_image
 from bloodcell.errors import CheckpointError, ImageError
-from bloodcell.inference.predictor import Classifier, Prediction
+from bloodcell.inference.predictor import Classifier, Prediction, fill_prediction
 from bloodcell.metrics.calibration import apply_temperature
 
 FORMAT = "bloodcell-typing-head/1"
@@ -114,15 +114,8 @@ class AdaptedClassifier:
                 results[index].error = str(exc)
         if decoded:
             probs = apply_temperature(self.head.logits(dihedral_features(self.base, [im for _, im in decoded])), 1.0)
-            k = min(top_k, len(self.class_names))
             for (index, _), prob in zip(decoded, probs):
-                order = np.argsort(-prob, kind="stable")[:k]
-                result = results[index]
-                result.label, result.confidence = self.class_names[order[0]], float(prob[order[0]])
-                result.top_k = [(self.class_names[i], float(prob[i])) for i in order]
-                if refer_below is not None and result.confidence < refer_below:
-                    result.reason = f"low confidence ({result.confidence:.2f} < {refer_below:g})"
-                result.referred = result.reason is not None
+                fill_prediction(results[index], prob, self.class_names, top_k, refer_below)
         return results[0] if single else results
 
 
@@ -135,7 +128,7 @@ def adapt(classifier: Classifier, head_path: str | Path) -> AdaptedClassifier:
     if not source or source.suffix != ".safetensors" or file_sha256(source) != head.base_sha256:
         raise CheckpointError(
             f"typing head {head_path} was fitted on the features of checkpoint sha256 {head.base_sha256[:12]}..., "
-            f"not on {classifier.source or 'this in-memory classifier'}; use --typing-head none or refit it with "
+            f"not on {classifier.source or 'this in-memory classifier'}; leave out --typing-head or refit it with "
             "'python -m bloodcell.smear.wbc_typing CHECKPOINT --save-head FILE'")
     return AdaptedClassifier(classifier, head)
 

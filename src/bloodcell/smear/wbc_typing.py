@@ -8,8 +8,7 @@ into train/held-out; the direct accuracy is on the held-out part, and the adapta
 logistic regression on the classifier's penultimate features of the train part (features
 averaged over the 8 flips/rotations of each crop; the regularisation C is chosen by 4-fold
 cross-validation on the train smears only). ``--save-head`` writes that head as a
-:class:`~bloodcell.smear.typing_head.TypingHead` (the bundled ``wbc-bccd.safetensors``), with
-its held-out accuracy in the metadata; ``--record`` stores the direct held-out accuracy in the
+:class:`~bloodcell.smear.typing_head.TypingHead`, with its held-out accuracy in the metadata; ``--record`` stores the direct held-out accuracy in the
 checkpoint's own metadata (``smear_typing``), which ``bloodcell count`` reports.
 """
 

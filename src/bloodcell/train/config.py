@@ -22,9 +22,9 @@ class TrainConfig:
     ``batch_size`` is per process (as in torchvision's references) when run under torchrun.
     ``input_size`` of ``None`` keeps the model's own input size; ``dataset`` of ``None`` takes
     the manifest's dataset. Fine-tuning: ``init_from`` (a checkpoint path or bundled model name)
-    gives the starting weights (over other classes: the backbone only), and the train splits of the ``extra_train`` manifests (each seen
-    ``extra_repeat`` times per epoch) join the manifest's train split; validation stays on the
-    manifest's val split.
+    gives the starting weights (over other classes: the backbone only), and the train splits of
+    the ``extra_train`` manifests (each seen ``extra_repeat`` times per epoch) join the
+    manifest's train split; validation stays on the manifest's val split.
     """
 
     model: str = "resnet18"

@@ -1,10 +1,12 @@
 """Robustness of a checkpoint to other labs' images: magnification, stain, camera, file format.
 
-Scores the checkpoint on (1) a stratified subset of the manifest's TEST split, (2) the same
+Scores the checkpoint on (1) a stratified subset of the manifest's TEST split (``--split val``
+scores the validation split instead, for choosing between candidates), (2) the same
 images under each deterministic perturbation of ``bloodcell.evaluation.robustness.PERTURBATIONS``
-(applied to the decoded image before the model's preprocessing), (3) untouched PBC originals
-(``pbc_originals_sample``, labels = folder names) and (4) white cells cropped from BCCD smears
-(another microscope and stain) with 1.3x and 2x the box as context.
+(applied to the decoded image before the model's preprocessing), (3) the untouched PBC
+originals (``pbc_originals_sample``, labels = folder names) of that split's images, plain and
+with TTA, and (4) white cells cropped from BCCD smears (another microscope and stain) with
+1.3x and 2x the box as context.
 
     python benchmarks/robustness.py --model CKPT --manifest manifests/pbc-seed0.csv [--limit 800]
         [--out benchmarks/results/robustness-NAME.json] [--threads 1]
@@ -34,7 +36,8 @@ def print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    clean = result["test_split"]["clean"]["accuracy"]
+    split = result.get("split", "test")
+    clean = result[f"{split}_split"]["clean"]["accuracy"]
     table = Table(title=f"Robustness of {Path(result['checkpoint']).name}")
     for column in ("section", "N", "accuracy", "Δ vs clean", "macro-F1", "changed", "s"):
         table.add_column(column, justify="left" if column == "section" else "right", no_wrap=column == "section")
@@ -44,10 +47,11 @@ def print_table(result: dict) -> None:
                       f"{100 * (s['accuracy'] - clean):+.1f}" if delta else "",
                       _pct(s["macro_f1"]), str(s.get("changed_predictions", "")), f"{s['seconds']:.1f}")
 
-    for name, section in result["test_split"].items():
-        row("test " + name, section, delta=name != "clean")
+    for name, section in result[f"{split}_split"].items():
+        row(f"{split} {name}", section, delta=name != "clean")
     if result["originals"]:
-        row("PBC originals", result["originals"])
+        row(f"PBC originals of the {split} split", result["originals"])
+        row("  the same with --tta", result["originals"]["tta"])
     for name, section in (result["cross_lab"] or {}).items():
         row(name, section)
     Console().print(table)
@@ -62,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="checkpoint (.safetensors)")
     parser.add_argument("--manifest", required=True, help="manifest CSV whose test split is scored")
-    parser.add_argument("--limit", type=int, default=800, help="stratified test subset size (0 = all)")
+    parser.add_argument("--limit", type=int, default=800, help="stratified subset size (0 = all)")
+    parser.add_argument("--split", default="test", choices=("test", "val"),
+                        help="split to score: test for the record, val for choosing between candidates")
     parser.add_argument("--data-root", default=None, help="datasets folder (default: BLOODCELL_DATA)")
     parser.add_argument("--originals", default=None, help="root/<class>/<image> folder of untouched originals")
     parser.add_argument("--bccd", default=None, help="BCCD folder (JPEGImages, Annotations, wbc_labels.csv)")
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         bccd = Path(args.bccd) if args.bccd else home / "bccd"
         start = time.perf_counter()
         result = run_robustness(
-            args.model, args.manifest, limit=args.limit or None, data_root=args.data_root,
+            args.model, args.manifest, limit=args.limit or None, split=args.split, data_root=args.data_root,
             originals=originals if originals.is_dir() else None, bccd=bccd if bccd.is_dir() else None,
             batch_size=args.batch_size, log=lambda message: print(message, file=sys.stderr),
         )

@@ -24,6 +24,8 @@ Augmentations (``list_augmentations()``):
   space (which also shifts hue, the way stains vary; torchvision's hue jitter is left out
   because it costs more than all the other steps together), and light JPEG or blur
   degradation. Meant for robustness across labs, scanners and stains.
+- ``balanced``: ``strong`` with its geometry (rotation, shift, zoom) applied to a random half of
+  the images and only ``flips`` to the other half, so native framing is seen as often as zoomed.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from bloodcell.data.dataset import resize_center_crop
 from bloodcell.errors import ConfigError, ImageError
 from bloodcell.models.registry import DataConfig
 
-AUGMENTATIONS = ("none", "flips", "literature", "strong")
+AUGMENTATIONS = ("none", "flips", "literature", "strong", "balanced")
 #: Images are staged (and cached for training) a little larger than the input, so random crops keep detail.
 STAGING_MARGIN = 1.15
 
@@ -161,7 +163,10 @@ def _geometry(augment: str) -> list[torch.nn.Module]:
         return steps + [_Rot90()]
     if augment == "literature":
         return [_BackgroundAffine(degrees=30, translate=0.2)] + steps
-    return [_Rot90(), _BackgroundAffine(degrees=30, translate=0.2, scale=(0.7, 2.5))] + steps
+    strong = [_Rot90(), _BackgroundAffine(degrees=30, translate=0.2, scale=(0.7, 2.5))] + steps
+    if augment == "balanced":
+        return [v2.RandomChoice([v2.Compose(strong), v2.Compose(steps + [_Rot90()])])]
+    return strong
 
 
 def _pixel_steps(data_config: DataConfig) -> list[torch.nn.Module]:
@@ -182,14 +187,14 @@ def create_transform(data_config: DataConfig, is_training: bool, augment: str = 
     steps = _pixel_steps(data_config)
     augment = augment if is_training else "none"
     steps += _geometry(augment)
-    if augment == "strong":
+    if augment in ("strong", "balanced"):
         steps += [
             v2.RandomApply([v2.JPEG(quality=(40, 95))], p=0.25),
             v2.RandomApply([v2.GaussianBlur(kernel_size=3, sigma=(0.1, 1.0))], p=0.2),
             v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
         ]
     steps.append(v2.ToDtype(torch.float32, scale=True))
-    if augment == "strong":
+    if augment in ("strong", "balanced"):
         steps.append(_StainJitter())
     steps += [v2.Normalize(mean=list(data_config.mean), std=list(data_config.std)), v2.ToPureTensor()]
     return v2.Compose(steps)

@@ -140,8 +140,9 @@ def test_runner_scores_every_section(tmp_path):
     originals = tmp_path / "originals"
     for k, name in enumerate(["lymphocyte", "neutrophil"]):
         colour = COLOURS[[4, 6][k]]
-        for i in range(2):
-            write_image(originals / name / f"{i}.jpg", colour, rng, size=36)
+        # image 0 is a train row of the manifest, 1 and 2 are test rows, "extra" is in no split
+        for stem in (f"{name[:3].upper()}_0000", f"{name[:3].upper()}_0001", f"{name[:3].upper()}_0002", "extra"):
+            write_image(originals / name / f"{stem}.jpg", colour, rng, size=36)
     bccd = tmp_path / "bccd"
     (bccd / "Annotations").mkdir(parents=True)
     (bccd / "JPEGImages").mkdir()
@@ -167,8 +168,10 @@ def test_runner_scores_every_section(tmp_path):
     for name in LOSSLESS:
         assert sections[name]["identical_to_clean"] and sections[name]["accuracy"] == clean["accuracy"]
     assert sections["more_red"]["changed_predictions"] >= 0
-    assert result["originals"]["n"] == 4 and result["originals"]["sizes"] == {"36x36": 4}
+    assert result["originals"]["n"] == 4 and result["originals"]["sizes"] == {"36x36": 4}  # the test split's only
+    assert result["originals"]["split_of_originals"] == {"train": 2, "test": 4, "not in manifest": 2}
     assert set(result["originals"]["recall"]) == {"lymphocyte", "neutrophil"}
+    assert result["originals"]["tta"]["n"] == 4 and 0 <= result["originals"]["tta"]["accuracy"] <= 1
     assert set(result["cross_lab"]) == {"bccd_box_1.3x", "bccd_box_2x"}
     for section in result["cross_lab"].values():
         assert section["n"] == 2 and section["accuracy"] == 1.0  # uniform-colour smears
@@ -205,7 +208,7 @@ def test_benchmark_script_writes_json_with_provenance(tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("robustness_benchmark", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    manifest = make_pbc_dataset(tmp_path, {"train": 1, "test": 2})
+    manifest = make_pbc_dataset(tmp_path, {"train": 1, "val": 1, "test": 2})
     checkpoint = trained_tiny_checkpoint(tmp_path / "tiny.safetensors")
     out = tmp_path / "result.json"
     args = ["--model", str(checkpoint), "--manifest", str(manifest), "--limit", "8", "--data-root", str(tmp_path),
@@ -216,4 +219,7 @@ def test_benchmark_script_writes_json_with_provenance(tmp_path, monkeypatch):
     assert result["manifest_sha256"] == file_sha256(manifest)
     assert "--limit 8" in result["command"] and result["test_split"]["clean"]["n"] == 8
     assert result["originals"] is None and result["cross_lab"] is None  # no such folders under tmp_path
+    assert module.main([*args, "--split", "val"]) == 0  # for choosing between candidates
+    result = json.loads(out.read_text())
+    assert result["split"] == "val" and "test_split" not in result and result["val_split"]["clean"]["n"] == 8
     assert module.main(["--model", str(tmp_path / "missing.safetensors"), "--manifest", str(manifest)]) == 1

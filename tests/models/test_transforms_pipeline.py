@@ -37,10 +37,10 @@ def cell_image(height: int = 363, width: int = 360, radius_fraction: float = 0.3
 
 
 def test_augmentation_names():
-    assert list_augmentations() == ("none", "flips", "literature", "strong")
+    assert list_augmentations() == ("none", "flips", "literature", "strong", "balanced")
 
 
-@pytest.mark.parametrize("augment", ["none", "flips", "literature", "strong"])
+@pytest.mark.parametrize("augment", ["none", "flips", "literature", "strong", "balanced"])
 @pytest.mark.parametrize("as_pil", [False, True])
 def test_output_shape_dtype_for_each_augment(augment, as_pil):
     image = cell_image()
@@ -106,7 +106,7 @@ def test_unknown_augment_is_config_error():
         create_transform(UNIT, is_training=True, augment="heavy")
 
 
-@pytest.mark.parametrize("augment", ["flips", "literature", "strong"])
+@pytest.mark.parametrize("augment", ["flips", "literature", "strong", "balanced"])
 def test_augmentation_is_reproducible_under_manual_seed(augment):
     transform = create_transform(UNIT, is_training=True, augment=augment)
     image = cell_image()
@@ -127,6 +127,25 @@ def test_uncovered_corners_take_the_background_colour(augment):
         out = transform(cell_image(radius_fraction=PBC_RADIUS))
         corners = out[:, [0, 0, -1, -1], [0, -1, 0, -1]]
         assert corners.mean(dim=0).min() > 0.55, "rotations must not leave black corners"
+
+
+def test_balanced_keeps_native_framing_for_about_half_the_images_and_always_changes_colours():
+    image = torch.full((3, 150, 150), 210, dtype=torch.uint8)
+    image[:, :40, :40] = 0  # a black corner shows which dihedral view was taken, or that it moved
+
+    def dark(out: torch.Tensor) -> torch.Tensor:
+        grey = out.mean(dim=0)
+        return grey < (grey.min() + grey.max()) / 2
+
+    plain = create_transform(UNIT, is_training=False)(image)
+    views = [torch.rot90(plain, k, dims=(1, 2)) for k in range(4)]
+    views += [view.flip(-1) for view in views]
+    transform = create_transform(UNIT, is_training=True, augment="balanced")
+    torch.manual_seed(3)
+    outputs = [transform(image) for _ in range(40)]
+    native = [min((dark(out) ^ dark(view)).float().mean().item() for view in views) < 0.01 for out in outputs]
+    assert 8 <= sum(native) <= 32  # the rest were rotated, shifted or zoomed
+    assert all(not torch.allclose(out, view, atol=0.05) for out in outputs for view in views)  # colours changed
 
 
 def test_strong_zoom_keeps_the_cell_in_frame_and_varies_its_size():

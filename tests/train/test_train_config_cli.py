@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from train_fixtures import TINY_MODEL
@@ -85,3 +86,10 @@ def test_cli_train_saves_the_resolved_config_and_reports_user_errors(synthetic_r
     assert isinstance(unknown.exception, ConfigError) and "unknown model" in str(unknown.exception)
     missing = _cli(["train", "--model", TINY_MODEL, "--manifest", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")])
     assert "manifest" in str(missing.exception) and "not found" in str(missing.exception)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.json")),
+                         ids=lambda path: path.name)
+def test_every_shipped_config_resolves(path):
+    config = resolve_config(path, {})
+    assert config.model and config.manifest and config.epochs > 0

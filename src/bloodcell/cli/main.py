@@ -49,6 +49,9 @@ def _register() -> None:
 
     app.command("train")(train.train)
     app.command("tune")(tune.tune)
+    from bloodcell.cli import interpolate
+
+    app.command("interpolate")(interpolate.interpolate)
     from bloodcell.cli import serve
 
     app.command("serve")(serve.serve)

@@ -42,7 +42,7 @@ def train(
     warmup_epochs: Optional[float] = typer.Option(None, help="Linear warmup length in epochs."),
     label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing of the training loss."),
     class_weights: Optional[bool] = typer.Option(None, "--class-weights/--no-class-weights", help="Inverse-frequency class weights."),
-    augment: Optional[str] = typer.Option(None, help="Augmentation: none, flips, literature or strong."),
+    augment: Optional[str] = typer.Option(None, help="Augmentation: none, flips, literature, strong or balanced."),
     freeze_epochs: Optional[int] = typer.Option(None, help="Epochs training only the head before unfreezing the backbone."),
     early_stopping_patience: Optional[int] = typer.Option(None, help="Stop after this many epochs without a better validation loss."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),

@@ -7,7 +7,9 @@ Three kinds of test images:
   PBC's white cells fill about 40 % of the frame's width, so a centre crop of 1/1.8 of the
   side makes the cell fill ~70 % of it, 1/2.5 ~100 %, and shrinking to 0.8x on a border-
   coloured canvas ~1/3.
-- **untouched originals**: a ``root/<class>/<image>`` folder (e.g. 360x363 PBC JPEGs).
+- **untouched originals**: a ``root/<class>/<image>`` folder (e.g. 360x363 PBC JPEGs). An
+  original whose re-encoded copy sits in another split of the manifest (often training) is
+  left out, so only originals of the scored split count.
 - **cross-lab cells** (``bccd_crops``): the largest white-cell box of each BCCD smear,
   expanded to a square with context, cut from the smear photo in memory; ``run_robustness``
   scores the held-out smears only (:func:`~bloodcell.smear.wbc_typing.held_out_ids`), which
@@ -239,9 +241,19 @@ def section_metrics(y_true: Sequence[str], probs: np.ndarray, class_names: Seque
     }
 
 
-def _predict(classifier, images: Sequence[Image.Image], batch_size: int) -> np.ndarray:
-    return np.concatenate([classifier.predict_proba(images[i:i + batch_size])
+def _predict(classifier, images: Sequence[Image.Image], batch_size: int, tta: bool = False) -> np.ndarray:
+    return np.concatenate([classifier.predict_proba(images[i:i + batch_size], tta=tta)
                            for i in range(0, len(images), batch_size)])
+
+
+def originals_of_split(paths: Sequence[Path], root: Path, manifest, split: str) -> tuple[list[int], Counter]:
+    """Indices of the originals whose ``<class>/<stem>`` is a row of ``split``, and the split of every original.
+
+    Originals not in the manifest at all count under ``"not in manifest"``.
+    """
+    split_of = {str(Path(row.path).with_suffix("")): row.split for row in manifest.rows}
+    found = [split_of.get(str(path.relative_to(root).with_suffix("")), "not in manifest") for path in paths]
+    return [i for i, name in enumerate(found) if name == split], Counter(found)
 
 
 def _decode_all(paths: Sequence[Path], labels: Sequence[str]) -> tuple[list[Image.Image], list[str], list[tuple[str, str]]]:
@@ -255,9 +267,9 @@ def _decode_all(paths: Sequence[Path], labels: Sequence[str]) -> tuple[list[Imag
     return images, kept, skipped
 
 
-def score_test_split(classifier, paths: Sequence[Path], labels: Sequence[str], perturbations: dict[str, Spec],
-                     batch_size: int = 32) -> dict[str, Any]:
-    """The clean test images and each perturbation of them: ``{"clean": ..., name: ...}`` sections.
+def score_split(classifier, paths: Sequence[Path], labels: Sequence[str], perturbations: dict[str, Spec],
+                batch_size: int = 32) -> dict[str, Any]:
+    """The clean images and each perturbation of them: ``{"clean": ..., name: ...}`` sections.
 
     Images are decoded once per batch; every perturbation is applied to the decoded image.
     Lossless perturbations also report whether every prediction equals the clean one.
@@ -270,7 +282,7 @@ def score_test_split(classifier, paths: Sequence[Path], labels: Sequence[str], p
     kept: list[str] = []
     skipped: list[tuple[str, str]] = []
     starts = range(0, len(paths), batch_size)
-    for start in track(starts, f"{len(paths)} test images x {len(names)} conditions", total=len(starts)):
+    for start in track(starts, f"{len(paths)} images x {len(names)} conditions", total=len(starts)):
         images, labels_kept, bad = _decode_all(paths[start:start + batch_size], labels[start:start + batch_size])
         skipped += bad
         if not images:
@@ -297,22 +309,26 @@ def score_test_split(classifier, paths: Sequence[Path], labels: Sequence[str], p
     return {"sections": sections, "skipped": skipped}
 
 
-def score_images(classifier, images: Sequence[Image.Image], labels: Sequence[str], batch_size: int = 32) -> dict[str, Any]:
+def score_images(classifier, images: Sequence[Image.Image], labels: Sequence[str], batch_size: int = 32,
+                 tta: bool = False) -> dict[str, Any]:
     """One section for already decoded images (labels must be model classes)."""
     unknown = sorted(set(labels) - set(classifier.class_names))
     if unknown:
         raise DataError(f"labels {', '.join(unknown)} are not classes of the model")
     begin = time.perf_counter()
-    probs = _predict(classifier, images, batch_size)
+    probs = _predict(classifier, images, batch_size, tta)
     return section_metrics(labels, probs, classifier.class_names, time.perf_counter() - begin)
 
 
-def run_robustness(checkpoint: str | Path, manifest: str | Path, *, limit: int | None = 800,
+def run_robustness(checkpoint: str | Path, manifest: str | Path, *, limit: int | None = 800, split: str = "test",
                    data_root: str | Path | None = None, originals: str | Path | None = None,
                    bccd: str | Path | None = None, contexts: Sequence[float] = (1.3, 2.0),
                    batch_size: int = 32, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Score ``checkpoint`` on the manifest's test split (stratified ``limit`` subset), its
     perturbations, an ``originals`` folder and ``bccd`` cross-lab crops at each context.
+
+    ``split="val"`` scores the validation split instead (sections under ``val_split``), for
+    choosing between candidate models without looking at the test split.
 
     ``originals`` and ``bccd`` are skipped (None in the result) when not given.
     """
@@ -323,9 +339,9 @@ def run_robustness(checkpoint: str | Path, manifest: str | Path, *, limit: int |
 
     checkpoint = Path(checkpoint)
     classifier = bloodcell.load(checkpoint)
-    items = manifest_items(manifest, "test", "pbc8", data_root, limit=limit)
-    log(f"test split: {len(items.paths)} images")
-    test = score_test_split(classifier, items.paths, items.labels, PERTURBATIONS, batch_size)
+    items = manifest_items(manifest, split, "pbc8", data_root, limit=limit)
+    log(f"{split} split: {len(items.paths)} images")
+    scored = score_split(classifier, items.paths, items.labels, PERTURBATIONS, batch_size)
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": file_sha256(checkpoint),
@@ -337,18 +353,26 @@ def run_robustness(checkpoint: str | Path, manifest: str | Path, *, limit: int |
         "git_commit": git_commit(),
         "bloodcell_version": bloodcell.__version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "test_split": test["sections"],
-        "test_skipped": [*items.skipped, *test["skipped"]],
+        "split": split,
+        f"{split}_split": scored["sections"],
+        f"{split}_skipped": [*items.skipped, *scored["skipped"]],
         "originals": None,
         "cross_lab": None,
     }
     if originals is not None:
+        from bloodcell.data.manifest import read_manifest
+
         folder = folder_items(originals)
-        images, labels, skipped = _decode_all(folder.paths, folder.labels)
-        log(f"originals: {len(images)} images from {originals}")
+        keep, splits = originals_of_split(folder.paths, folder.root, read_manifest(manifest), split)
+        if not keep:
+            raise DataError(f"{originals}: none of its images is an original of the {split} split of {manifest}")
+        images, labels, skipped = _decode_all([folder.paths[i] for i in keep], [folder.labels[i] for i in keep])
+        log(f"originals: {len(images)} of the {len(folder.paths)} images in {originals} belong to the {split} split")
         sizes = Counter(f"{im.width}x{im.height}" for im in images)
-        result["originals"] = {"folder": str(originals), "sizes": dict(sizes.most_common()), "skipped": skipped,
-                               **score_images(classifier, images, labels, batch_size)}
+        result["originals"] = {"folder": str(originals), "split_of_originals": dict(splits),
+                               "sizes": dict(sizes.most_common()), "skipped": skipped,
+                               **score_images(classifier, images, labels, batch_size),
+                               "tta": score_images(classifier, images, labels, batch_size, tta=True)}
     if bccd is not None:
         from bloodcell.smear.wbc_typing import held_out_ids
 

@@ -60,7 +60,7 @@ def run_demo(out: str | Path, data_root: str | Path | None = None, manifest: str
 
     try:
         result.outputs.update(_evaluate_bundled(out, frozen, data_root, limit, result.findings))
-        result.outputs["predictions"] = _classify_originals(out, data_root, result.findings)
+        result.outputs["predictions"] = _classify_originals(out, frozen, data_root, result.findings)
     except BloodcellError as exc:
         result.findings.append(f"model steps skipped: {exc}")
     return result
@@ -81,19 +81,26 @@ def _evaluate_bundled(out: Path, manifest: Path, data_root, limit: int | None, f
     return {"evaluation report": files["html"]}
 
 
-def _classify_originals(out: Path, data_root, findings: list[str]) -> Path:
+def _classify_originals(out: Path, manifest: Path, data_root, findings: list[str]) -> Path:
+    """Classify the untouched originals of test-split images (the others were seen in training)."""
     import bloodcell
     from bloodcell.data.locate import find_dataset_root
+    from bloodcell.data.manifest import read_manifest
+    from bloodcell.evaluation.robustness import originals_of_split
     from bloodcell.inference.files import collect_image_paths, write_records
 
     originals = find_dataset_root("pbc-originals-sample", data_root)
     if originals is None:
         raise DataError("the untouched PBC originals sample is not available; nothing to classify")
-    paths = collect_image_paths([originals])[:: 6]
+    paths = collect_image_paths([originals])
+    keep, _ = originals_of_split(paths, originals, read_manifest(manifest), "test")
+    paths = [paths[i] for i in keep]
+    if not paths:
+        raise DataError(f"no image of {originals} is an original of a test image of {manifest}; nothing to classify")
     predictions = bloodcell.load().predict(paths, refer_below=0.8)
     records = [p.to_record() for p in predictions]
     right = sum(Path(p.path).parent.name == p.label for p in predictions if p.label)
-    findings.append(f"classified {len(paths)} untouched originals: {right} match their folder label")
+    findings.append(f"classified the {len(paths)} untouched originals of test images: {right} match their folder label")
     return write_records(records, out / "predictions.csv")
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bloodcell.checkpoint import CheckpointMeta, file_sha256, load_checkpoint, save_checkpoint
-from bloodcell.errors import ConfigError
+from bloodcell.errors import ConfigError, DataError
 
 #: Metadata keys of the tuned stage that describe the mix as well (the guard is left behind).
 _KEPT_KEYS = ("manifest_sha256", "dataset", "taxonomy", "extra_train_sha256", "init_from_sha256")
@@ -72,6 +72,9 @@ def interpolate_checkpoints(base: str | Path, tuned: str | Path, alpha: float, o
     scores = score_torch(model, second.data_config, items.paths, batch_size=batch_size,
                          description=f"validating the mix on {len(items.paths)} images")
     index = {name: i for i, name in enumerate(second.class_names)}
+    unknown = sorted(set(items.labels) - set(index))
+    if unknown:
+        raise DataError(f"{manifest}: validation labels {', '.join(unknown)} are not classes of {tuned}")
     labels = np.asarray([index[items.labels[i]] for i in scores.indices], dtype=np.int64)
     logits = scores.logits[0]
     temperature = fit_temperature(logits, labels)

@@ -46,6 +46,8 @@ from bloodcell.errors import ConfigError, ImageError
 from bloodcell.models.registry import DataConfig
 
 AUGMENTATIONS = ("none", "flips", "literature", "strong", "balanced")
+#: The augmentations with colour, stain and degradation jitter.
+_COLOUR_JITTERED = ("strong", "balanced")
 #: Images are staged (and cached for training) a little larger than the input, so random crops keep detail.
 STAGING_MARGIN = 1.15
 
@@ -165,7 +167,7 @@ def _geometry(augment: str) -> list[torch.nn.Module]:
         return [_BackgroundAffine(degrees=30, translate=0.2)] + steps
     strong = [_Rot90(), _BackgroundAffine(degrees=30, translate=0.2, scale=(0.7, 2.5))] + steps
     if augment == "balanced":
-        return [v2.RandomChoice([v2.Compose(strong), v2.Compose(steps + [_Rot90()])])]
+        return [v2.RandomChoice([v2.Compose(strong), v2.Compose(_geometry("flips"))])]
     return strong
 
 
@@ -187,14 +189,14 @@ def create_transform(data_config: DataConfig, is_training: bool, augment: str = 
     steps = _pixel_steps(data_config)
     augment = augment if is_training else "none"
     steps += _geometry(augment)
-    if augment in ("strong", "balanced"):
+    if augment in _COLOUR_JITTERED:
         steps += [
             v2.RandomApply([v2.JPEG(quality=(40, 95))], p=0.25),
             v2.RandomApply([v2.GaussianBlur(kernel_size=3, sigma=(0.1, 1.0))], p=0.2),
             v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
         ]
     steps.append(v2.ToDtype(torch.float32, scale=True))
-    if augment in ("strong", "balanced"):
+    if augment in _COLOUR_JITTERED:
         steps.append(_StainJitter())
     steps += [v2.Normalize(mean=list(data_config.mean), std=list(data_config.std)), v2.ToPureTensor()]
     return v2.Compose(steps)

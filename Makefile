@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: install
-	$(BIN)/bloodcell demo --out outputs/demo
+	$(BIN)/bloodcell demo --output outputs/demo
 
 test: install
 	$(BIN)/python -m pytest -q

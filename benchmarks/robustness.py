@@ -2,7 +2,7 @@
 
 Scores the checkpoint on (1) a stratified subset of the manifest's TEST split (``--split val``
 scores the validation split instead, for choosing between candidates), (2) the same
-images under each deterministic perturbation of ``bloodcell.evaluation.robustness.PERTURBATIONS``
+images under each deterministic perturbation of ``bloodcell.evaluation.perturbations.PERTURBATIONS``
 (applied to the decoded image before the model's preprocessing), (3) the untouched PBC
 originals (``pbc_originals_sample``, labels = folder names) of that split's images, plain and
 with TTA, and (4) white cells cropped from BCCD smears (another microscope and stain) with
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="split to score: test for the record, val for choosing between candidates")
     parser.add_argument("--data-root", default=None, help="datasets folder (default: BLOODCELL_DATA)")
     parser.add_argument("--originals", default=None, help="root/<class>/<image> folder of untouched originals")
-    parser.add_argument("--bccd", default=None, help="BCCD folder (JPEGImages, Annotations, wbc_labels.csv)")
+    parser.add_argument("--no-bccd", action="store_true", help="skip the BCCD white cells (scored when the dataset is found)")
     parser.add_argument("--out", default=None, help="result JSON (default benchmarks/results/robustness-<model>.json)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -79,20 +79,20 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bloodcell.data.locate import data_home
+    from bloodcell.data.locate import data_home, find_dataset_root
     from bloodcell.errors import BloodcellError
-    from bloodcell.evaluation.robustness import run_robustness
+    from bloodcell.log import configure
+    from bloodcell.workflows.robustness import run_robustness
 
+    configure()
     torch.set_num_threads(args.threads)
     try:
-        home = data_home(args.data_root)
-        originals = Path(args.originals) if args.originals else home / "pbc_originals_sample"
-        bccd = Path(args.bccd) if args.bccd else home / "bccd"
+        originals = Path(args.originals) if args.originals else data_home(args.data_root) / "pbc_originals_sample"
+        bccd = not args.no_bccd and find_dataset_root("bccd", args.data_root) is not None
         start = time.perf_counter()
         result = run_robustness(
             args.model, args.manifest, limit=args.limit or None, split=args.split, data_root=args.data_root,
-            originals=originals if originals.is_dir() else None, bccd=bccd if bccd.is_dir() else None,
-            batch_size=args.batch_size, log=lambda message: print(message, file=sys.stderr),
+            originals=originals if originals.is_dir() else None, bccd=bccd, batch_size=args.batch_size,
         )
     except BloodcellError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,11 +1,15 @@
 """Load test of ``bloodcell serve`` on loopback: latency percentiles, throughput, status codes.
 
-Starts the real server (``bloodcell serve``) on 127.0.0.1 with the given model, sends a fixed
-number of ``POST /v1/classify`` requests (one image each) from an httpx async client at a
-fixed concurrency, and writes a JSON result with the command that produced it. The only 5xx
-allowed are deliberate 503s (queue full); anything else fails the run (exit code 1).
+Starts the real server (``bloodcell serve``, one process) on 127.0.0.1 with the given model,
+sends a fixed number of ``POST /v1/classify`` requests (one image each) from an httpx async
+client at a fixed concurrency, and writes a JSON result with the command that produced it.
+The only 5xx allowed are deliberate 503s (queue full); anything else fails the run (exit 1).
 
-    python benchmarks/service_load.py --model pbc8 --requests 2000 --concurrency 16
+Throughput depends mostly on the server's ``--max-in-flight`` (jobs at once, default 1) times
+``--threads`` (torch threads per job, default: torch's own, all cores): ``--threads 1`` with
+one job in flight uses one core.
+
+    python benchmarks/service_load.py --model pbc8 --requests 2000 --concurrency 16 --threads 1
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def free_port() -> int:
 def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
     command = [
         sys.executable, "-c", "from bloodcell.cli.main import main; main()", "serve",
-        "--host", HOST, "--port", str(port), "--workers", str(args.workers),
+        "--host", HOST, "--port", str(port), "--engine", args.engine,
         "--max-in-flight", str(args.max_in_flight), "--max-waiting", str(args.max_waiting),
     ]
     if args.model:
@@ -107,15 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="bundled model name or checkpoint path (default: the bundled model)")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--engine", default="torch", choices=("torch", "onnx"))
     parser.add_argument("--max-in-flight", type=int, default=1)
     parser.add_argument("--max-waiting", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per inference")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per inference job (default: torch's own)")
     parser.add_argument("--image", type=Path, default=None, help="image to send (default: a synthetic 360x360 cell JPEG)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "service_load.json")
     args = parser.parse_args(argv)
 
     image = args.image.read_bytes() if args.image else synthetic_cell_jpeg()
+    load_before = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews every figure
     port = free_port()
     url = f"http://{HOST}:{port}"
     server = start_server(args, port)
@@ -133,9 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/service_load.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": args.model or "bundled default",
-        "server": {"workers": args.workers, "max_in_flight": args.max_in_flight, "max_waiting": args.max_waiting,
+        "server": {"engine": args.engine, "max_in_flight": args.max_in_flight, "max_waiting": args.max_waiting,
                    "threads": args.threads, "host": HOST},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "load_average_1_5_15_min_before": load_before},
         "image_bytes": len(image),
         "requests": args.requests,
         "concurrency": args.concurrency,

@@ -31,11 +31,12 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
+    from bloodcell.smear.splits import read_split
+
     from bloodcell.data.voc import smear_annotations
     from bloodcell.evaluation.evaluate import git_commit
     from bloodcell.smear.counting import count_smears
     from bloodcell.smear.evaluation import evaluate_counts
-    from bloodcell.smear.splits import read_split
 
     split = read_split(args.manifest)
     pairs = [(img, ann) for img, ann in smear_annotations("cbc", "Training", args.data_root)

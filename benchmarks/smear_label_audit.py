@@ -61,9 +61,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "smear_label_audit.json"))
     args = parser.parse_args()
 
+    from bloodcell.smear.splits import read_split
+
     from bloodcell.data.voc import smear_annotations
     from bloodcell.progress import track
-    from bloodcell.smear.splits import read_split
 
     split = read_split(args.manifest)
     pairs = list(smear_annotations("cbc", "Training", args.data_root))

@@ -53,7 +53,10 @@ def _dirty() -> bool:
 
 
 def _run(case: dict, args, work: Path, index: int) -> dict:
-    from bloodcell.train import TrainConfig, fit
+    import torch
+
+    from bloodcell.train import TrainConfig
+    from bloodcell.workflows.train import run_training
 
     config = TrainConfig(
         model=case["model"], manifest=str(args.manifest), out=str(work / f"run-{index}"),
@@ -61,7 +64,8 @@ def _run(case: dict, args, work: Path, index: int) -> dict:
         augment="flips", threads=args.threads, workers=case["workers"], channels_last=case["channels_last"],
         cache=True, cache_dir=str(work / "cache"), limit_train=args.images, limit_val=32, seed=0,
     )
-    result = fit(config)
+    torch.set_num_threads(args.threads)  # the library leaves threads to its caller, as the CLI does
+    result = run_training(config)
     last = result.history[-1]
     return {
         **case,

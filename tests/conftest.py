@@ -27,3 +27,17 @@ def real_data_root() -> Path:
     if root is None:
         pytest.skip("real datasets not found (set BLOODCELL_DATA or place ../shared/datasets)")
     return root
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say which browser tests were skipped for want of Chromium, and how to get it (pytest -q hides skip reasons)."""
+    skipped = [report for report in terminalreporter.stats.get("skipped", [])
+               if "needs Debian's Chromium" in str(getattr(report, "longrepr", ""))]
+    if not skipped:
+        return
+    terminalreporter.section("browser tests skipped")
+    terminalreporter.write_line(
+        f"{len(skipped)} browser test(s) skipped: Chromium is not at /usr/bin/chromium. Install Debian's chromium "
+        "(`sudo apt-get install chromium`, as CI does) to run them; Playwright needs no browser download.")
+    for report in skipped:
+        terminalreporter.write_line(f"  {report.nodeid}")

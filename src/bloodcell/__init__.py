@@ -5,15 +5,18 @@ The public API is imported lazily so that ``import bloodcell`` stays cheap (no t
     import bloodcell
     clf = bloodcell.load()                      # the bundled 8-class PBC model
     results = clf.predict(["cell.jpg"], top_k=3, refer_below=0.6)
+    counter = bloodcell.load_counter()          # the bundled smear detector and cell classifier
+    sample = counter.count(["smear1.jpg", "smear2.jpg"], sample_id="S-17")
+    sample.report                               # one differential over the sample's photos
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from bloodcell._version import __version__
 
-__all__ = ["Classifier", "Prediction", "__version__", "create_model", "list_models", "load"]
+__all__ = ["Classifier", "Prediction", "__version__", "create_model", "list_models", "load", "load_counter"]
 
 _LAZY = {
     "load": ("bloodcell.inference.predictor", "load"),
@@ -21,11 +24,13 @@ _LAZY = {
     "Prediction": ("bloodcell.inference.predictor", "Prediction"),
     "create_model": ("bloodcell.models.registry", "create_model"),
     "list_models": ("bloodcell.models.registry", "list_models"),
+    "load_counter": ("bloodcell.smear.counter", "load_counter"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from bloodcell.inference.predictor import Classifier, Prediction, load
-    from bloodcell.models.registry import create_model, list_models
+    from bloodcell.models import create_model, list_models
+    from bloodcell.smear.counter import load_counter
 
 
 def __getattr__(name: str) -> Any:

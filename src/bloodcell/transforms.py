@@ -4,8 +4,10 @@
 CHW tensor and returns a normalised float32 CHW tensor of ``input_size`` x ``input_size``.
 For batched inference, ``create_pixel_transform`` stops at the uint8 pixels and
 ``normalize_batch`` normalises a whole batch at once.
-Every pipeline first resizes the shorter side to ``input_size`` and centre-crops (a PIL
-image is first staged at :func:`staging_size` with Pillow, as the training cache does); training
+Every pipeline first makes the image a square of ``input_size``: by default it resizes the shorter
+side and centre-crops (``DataConfig.resize == "crop"``); ``"squash"`` resizes both sides instead, the
+aspect ratio not kept, as Keras' and OpenCV's plain resize do (a PIL image is first staged at
+:func:`staging_size` with Pillow, as the training cache does); training
 augmentations then run at that small size (cheap on CPU). All randomness comes from torch's
 generator, so ``torch.manual_seed`` makes a pipeline reproducible.
 
@@ -26,28 +28,84 @@ Augmentations (``list_augmentations()``):
   degradation. Meant for robustness across labs, scanners and stains.
 - ``balanced``: ``strong`` with its geometry (rotation, shift, zoom) applied to a random half of
   the images and only ``flips`` to the other half, so native framing is seen as often as zoomed.
+- ``multilab``: for canonically framed cells (little zoom left to learn: 0.8x-1.25x, rotation, rot90,
+  flips) and other labs' stains and cameras: with a ``style_bank`` (colour statistics of other labs'
+  cells, :func:`lab_style`), half of the images take a random lab's colour statistics (Reinhard's
+  transfer in lαβ space); then stronger stain (HED) and white-balance jitter, and the low-resolution,
+  blurred, heavily compressed images of phone and low-end cameras.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from skimage.color.colorconv import hed_from_rgb, rgb_from_hed
 from torchvision import tv_tensors
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
-from bloodcell.data.dataset import resize_center_crop
+from bloodcell.data.dataset import RESIZES, resize_square
 from bloodcell.errors import ConfigError, ImageError
-from bloodcell.models.registry import DataConfig
+from bloodcell.framing import frame_cell
 
-AUGMENTATIONS = ("none", "flips", "literature", "strong", "balanced")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+#: How a decoded image is framed before it is resized: as it is, or around its cell (:func:`bloodcell.framing.frame_cell`).
+FRAMINGS = ("none", "cell")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What a model expects as input: square size, normalisation, resize interpolation, classes, framing and
+    how the image becomes a square (``resize``: "crop" or "squash", see :data:`RESIZES`)."""
+
+    input_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    class_names: tuple[str, ...] = ()
+    framing: str = "none"
+    resize: str = "crop"
+
+    def prepare(self, image: Image.Image) -> Image.Image:
+        """The decoded RGB image framed as this model expects (canonical cell framing or unchanged)."""
+        return frame_cell(image) if self.framing == "cell" else image
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DataConfig":
+        return cls(
+            input_size=int(data["input_size"]),
+            mean=tuple(float(v) for v in data.get("mean", IMAGENET_MEAN)),
+            std=tuple(float(v) for v in data.get("std", IMAGENET_STD)),
+            interpolation=str(data.get("interpolation", "bilinear")),
+            class_names=tuple(data.get("class_names", ())),
+            framing=str(data.get("framing", "none")),
+            resize=str(data.get("resize", "crop")),
+        )
+
+    def with_classes(self, class_names) -> "DataConfig":
+        return replace(self, class_names=tuple(class_names))
+
+
+AUGMENTATIONS = ("none", "flips", "literature", "strong", "balanced", "multilab")
 #: The augmentations with colour, stain and degradation jitter.
 _COLOUR_JITTERED = ("strong", "balanced")
+
+# Reinhard et al. (2001): RGB -> LMS, then log LMS -> l alpha beta (decorrelated opponent channels).
+_RGB_TO_LMS = torch.tensor([[0.3811, 0.5783, 0.0402], [0.1967, 0.7244, 0.0782], [0.0241, 0.1288, 0.8444]])
+_LOG_LMS_TO_LAB = torch.diag(torch.tensor([1 / math.sqrt(3), 1 / math.sqrt(6), 1 / math.sqrt(2)])) @ torch.tensor(
+    [[1.0, 1.0, 1.0], [1.0, 1.0, -2.0], [1.0, -1.0, 0.0]])
+_LMS_TO_RGB, _LAB_TO_LOG_LMS = torch.linalg.inv(_RGB_TO_LMS), torch.linalg.inv(_LOG_LMS_TO_LAB)
 #: Images are staged (and cached for training) a little larger than the input, so random crops keep detail.
 STAGING_MARGIN = 1.15
 
@@ -75,20 +133,23 @@ def staging_size(input_size: int) -> int:
 class _AsUint8Image(torch.nn.Module):
     """Check the input and turn a PIL image or uint8 CHW tensor into an RGB uint8 image tensor.
 
-    A PIL image is first resized and centre-cropped to :func:`staging_size` with Pillow
-    (:func:`~bloodcell.data.dataset.resize_center_crop`), exactly as the training cache stores
-    images, so training, validation, evaluation and prediction see identical pixels (and
-    Pillow's resize of a large photo is fast).
+    A PIL image is first framed (``data_config.prepare``), then made a square of :func:`staging_size`
+    with Pillow as ``data_config.resize`` says (:func:`~bloodcell.data.dataset.resize_square`), exactly
+    as the training cache stores images, so training, validation, evaluation and prediction see
+    identical pixels (and Pillow's resize of a large photo is fast). A tensor is taken as already
+    prepared (the training cache).
     """
 
-    def __init__(self, input_size: int):
+    def __init__(self, data_config: DataConfig):
         super().__init__()
-        self.size = staging_size(input_size)
+        self.size = staging_size(data_config.input_size)
+        self.prepare = data_config.prepare
+        self.resize = data_config.resize
 
     def forward(self, image):
         if isinstance(image, Image.Image):
             image = image.convert("RGB") if image.mode != "RGB" else image
-            return F.to_image(resize_center_crop(image, self.size))
+            return F.to_image(resize_square(self.prepare(image), self.size, self.resize))
         if not isinstance(image, torch.Tensor):
             raise ImageError(f"expected a PIL image or a uint8 CHW tensor, got {type(image).__name__}")
         if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] not in (1, 3):
@@ -157,9 +218,76 @@ class _StainJitter(torch.nn.Module):
         return tv_tensors.wrap(rgb.T.reshape(channels, height, width), like=image)
 
 
+def _to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """(3, N) RGB floats in 0..1 -> (3, N) l alpha beta."""
+    lms = (_RGB_TO_LMS @ rgb.clamp_min(1e-4)).clamp_min(1e-4)
+    return _LOG_LMS_TO_LAB @ torch.log10(lms)
+
+
+def _from_lab(lab: torch.Tensor) -> torch.Tensor:
+    return (_LMS_TO_RGB @ torch.pow(10.0, _LAB_TO_LOG_LMS @ lab)).clamp(0, 1)
+
+
+def lab_style(image: np.ndarray) -> list[float]:
+    """Colour statistics of an RGB uint8 image: the mean and standard deviation of its l alpha beta channels."""
+    lab = _to_lab(torch.as_tensor(np.asarray(image, dtype=np.float32).reshape(-1, 3).T / 255.0))
+    return [float(v) for v in (*lab.mean(dim=1), *lab.std(dim=1).clamp_min(1e-3))]
+
+
+class _StyleTransfer(torch.nn.Module):
+    """With probability ``p``, give a float image in 0..1 the colour statistics of a random row of ``bank``
+    ((K, 6): l alpha beta means, then standard deviations)."""
+
+    def __init__(self, bank: np.ndarray, p: float = 0.5):
+        super().__init__()
+        self.bank = torch.as_tensor(np.asarray(bank, dtype=np.float32))
+        if self.bank.ndim != 2 or self.bank.shape[1] != 6 or not len(self.bank):
+            raise ConfigError("a style bank holds rows of 6 numbers (l alpha beta means and standard deviations)")
+        self.p = p
+
+    def forward(self, image):
+        if float(torch.rand(())) >= self.p:
+            return image
+        channels, height, width = image.shape
+        lab = _to_lab(image.reshape(3, -1))
+        target = self.bank[int(torch.randint(len(self.bank), ()))]
+        mean, std = lab.mean(dim=1, keepdim=True), lab.std(dim=1, keepdim=True).clamp_min(1e-3)
+        lab = (lab - mean) / std * target[3:, None] + target[:3, None]
+        return tv_tensors.wrap(_from_lab(lab).reshape(channels, height, width), like=image)
+
+
+class _Downscale(torch.nn.Module):
+    """Down-sample by a random factor in ``factors`` and back up (a lower-resolution camera)."""
+
+    def __init__(self, factors: tuple[float, float] = (0.3, 1.0)):
+        super().__init__()
+        self.factors = factors
+
+    def forward(self, image):
+        height, width = image.shape[-2:]
+        factor = _uniform(*self.factors)
+        small = F.resize(image, [max(8, round(height * factor)), max(8, round(width * factor))], antialias=True)
+        return F.resize(small, [height, width], antialias=True)
+
+
+def _multilab(style_bank: np.ndarray | None) -> tuple[list[torch.nn.Module], list[torch.nn.Module]]:
+    """The uint8 and the float steps of ``multilab`` (after its geometry)."""
+    pixels = [
+        v2.RandomApply([_Downscale()], p=0.3),
+        v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 1.5))], p=0.3),
+        v2.RandomApply([v2.JPEG(quality=(20, 95))], p=0.4),
+        v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.25),
+    ]
+    floats = ([_StyleTransfer(style_bank)] if style_bank is not None else []) + [_StainJitter(sigma=0.08, bias=0.03)]
+    return pixels, floats
+
+
 def _geometry(augment: str) -> list[torch.nn.Module]:
     if augment == "none":
         return []
+    if augment == "multilab":
+        return [_Rot90(), _BackgroundAffine(degrees=30, translate=0.08, scale=(0.8, 1.25)),
+                v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
     steps: list[torch.nn.Module] = [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
     if augment == "flips":
         return steps + [_Rot90()]
@@ -174,21 +302,33 @@ def _geometry(augment: str) -> list[torch.nn.Module]:
 def _pixel_steps(data_config: DataConfig) -> list[torch.nn.Module]:
     if data_config.interpolation not in _INTERPOLATIONS:
         raise ConfigError(f"unknown interpolation {data_config.interpolation!r} in the model's data config")
+    if data_config.framing not in FRAMINGS:
+        raise ConfigError(f"unknown framing {data_config.framing!r}; choose one of {', '.join(FRAMINGS)}")
+    if data_config.resize not in RESIZES:
+        raise ConfigError(f"unknown resize {data_config.resize!r}; choose one of {', '.join(RESIZES)}")
     size = data_config.input_size
     return [
-        _AsUint8Image(size),
-        v2.Resize(size, interpolation=_INTERPOLATIONS[data_config.interpolation], antialias=True),
+        _AsUint8Image(data_config),
+        # a staged PIL image is square already; a tensor given as it is follows the same resize rule
+        v2.Resize([size, size] if data_config.resize == "squash" else size,
+                  interpolation=_INTERPOLATIONS[data_config.interpolation], antialias=True),
         v2.CenterCrop(size),
     ]
 
 
-def create_transform(data_config: DataConfig, is_training: bool, augment: str = "none") -> v2.Compose:
-    """The pipeline for ``data_config``; ``augment`` is used only when ``is_training``."""
+def create_transform(data_config: DataConfig, is_training: bool, augment: str = "none",
+                     style_bank: np.ndarray | None = None) -> v2.Compose:
+    """The pipeline for ``data_config``; ``augment`` (and ``style_bank``, for ``multilab``) is used only when
+    ``is_training``."""
     if augment not in AUGMENTATIONS:
         raise ConfigError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
     steps = _pixel_steps(data_config)
     augment = augment if is_training else "none"
     steps += _geometry(augment)
+    if augment == "multilab":
+        pixels, floats = _multilab(style_bank)
+        return v2.Compose(steps + pixels + [v2.ToDtype(torch.float32, scale=True)] + floats +
+                          [v2.Normalize(mean=list(data_config.mean), std=list(data_config.std)), v2.ToPureTensor()])
     if augment in _COLOUR_JITTERED:
         steps += [
             v2.RandomApply([v2.JPEG(quality=(40, 95))], p=0.25),

@@ -9,6 +9,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from datafakes import blurred, cell, jpeg_bytes, make_tree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -18,9 +19,13 @@ from bloodcell.cli.data import app
 from bloodcell.data.analysis import near_duplicate_pairs
 from bloodcell.data.check import check_dataset
 from bloodcell.data.manifest import read_manifest
-from bloodcell.data.split import assign_groups, largest_remainder, make_split, parse_ratios
+from bloodcell.data.split import (
+    assign_groups,
+    largest_remainder,
+    make_split,
+    parse_ratios,
+)
 from bloodcell.errors import ConfigError, DataError
-from datafakes import blurred, cell, jpeg_bytes, make_tree
 
 runner = CliRunner()
 
@@ -62,7 +67,7 @@ def test_check_reports_every_defect(bad_tree):
 def test_check_cli_writes_json_and_changes_nothing(bad_tree, tmp_path):
     before = sorted((p.name, p.stat().st_size) for p in bad_tree.rglob("*") if p.is_file())
     out = tmp_path / "r" / "check.json"
-    result = runner.invoke(app, ["check", "pbc", "--data-root", str(bad_tree), "--report", str(out), "--quiet"])
+    result = runner.invoke(app, ["check", "pbc", "--data-root", str(bad_tree), "--report", str(out) ])
     assert result.exit_code == 0, result.output
     assert "unreadable" in result.output
     report = json.loads(out.read_text())

@@ -7,11 +7,11 @@ import os
 import subprocess
 import sys
 
+from datafakes import make_tree
 from PIL import Image
 from typer.testing import CliRunner
 
 from bloodcell.cli.data import app
-from datafakes import make_tree
 
 runner = CliRunner()
 
@@ -36,7 +36,7 @@ def test_errors_are_one_red_sentence_with_exit_1(tmp_path):
 def test_split_stats_and_list_commands(tmp_path):
     make_tree(tmp_path / "pbc", per_class=5)
     manifest = tmp_path / "m.csv"
-    result = runner.invoke(app, ["split", "pbc", "--data-root", str(tmp_path), "--output", str(manifest), "--quiet"])
+    result = runner.invoke(app, ["split", "pbc", "--data-root", str(tmp_path), "--output", str(manifest)])
     assert result.exit_code == 0, result.output
     assert "40 images; 0 unreadable excluded; 0 duplicate groups" in result.output
     assert "Warning: pbc: 40 images found, 17092" in result.output

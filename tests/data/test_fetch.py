@@ -11,11 +11,11 @@ import threading
 import zipfile
 
 import pytest
+from datafakes import cell, jpeg_bytes
 
 from bloodcell.data.fetch import download, extract, fetch_dataset
 from bloodcell.data.registry import DatasetInfo, DownloadFile
 from bloodcell.errors import DataError
-from datafakes import jpeg_bytes, cell
 
 
 class RangeHandler(http.server.BaseHTTPRequestHandler):

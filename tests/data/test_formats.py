@@ -8,7 +8,9 @@ import torch
 
 from bloodcell.data.bloodmnist import BloodMNISTDataset, load_bloodmnist, npz_filename
 from bloodcell.data.locate import dataset_root
-from bloodcell.data.voc import parse_voc, smear_annotations
+from bloodcell.data.smears import labels_beside, smear_images
+from bloodcell.data.voc import parse_voc
+from bloodcell.data.yolo import parse_yolo, read_classes
 from bloodcell.errors import ConfigError, DataError
 
 
@@ -88,11 +90,58 @@ def test_voc_without_size_keeps_boxes_unclipped():
     assert ann.width is None and ann.boxes[0].x2 == 900
 
 
-def test_smear_annotations_layouts(tmp_path):
+def test_smear_images_of_a_voc_dataset(tmp_path):
     for sub in ("Training/Annotations", "Training/Images"):
         (tmp_path / "cbc" / sub).mkdir(parents=True)
     (tmp_path / "cbc" / "Training" / "Annotations" / "BloodImage_00001.xml").write_bytes(VOC)
-    pairs = smear_annotations("cbc", data_root=tmp_path)
-    assert pairs[0][0] == tmp_path / "cbc" / "Training" / "Images" / "BloodImage_00001.jpg"
+    photos = smear_images("cbc", data_root=tmp_path)
+    assert photos[0].path == tmp_path / "cbc" / "Training" / "Images" / "BloodImage_00001.jpg"
+    assert (photos[0].image_id, photos[0].source, len(photos[0].annotation.boxes)) == ("BloodImage_00001", "cbc", 2)
     with pytest.raises(DataError, match="Validation/Annotations not found"):
-        smear_annotations("cbc", "Validation", data_root=tmp_path)
+        smear_images("cbc", data_root=tmp_path, subset="Validation")
+
+
+def _yolo_dataset(root, lines, size=(200, 100)):
+    """A TXL-like YOLO dataset with one image in train/ and its label file."""
+    from PIL import Image
+
+    (root / "train" / "images").mkdir(parents=True)
+    (root / "train" / "labels").mkdir(parents=True)
+    (root / "classes.txt").write_text("WBC\nRBC\nPlatelet\n")
+    Image.new("RGB", size, (230, 200, 210)).save(root / "train" / "images" / "f1.jpg")
+    (root / "train" / "labels" / "f1.txt").write_text("\n".join(lines) + "\n")
+    (root / "sources.csv").write_text("file,source,width,height\ntrain/images/f1.jpg,raabin,200,100\n")
+    return root
+
+
+def test_yolo_boxes_are_denormalised_clipped_and_named(tmp_path):
+    root = _yolo_dataset(tmp_path / "txl", ["1 0.5 0.5 0.1 0.2", "0 0.99 0.5 0.1 0.2", "2 0.3 0.3 0 0.1", ""])
+    assert read_classes(root / "classes.txt") == ["WBC", "RBC", "Platelets"]
+    ann = parse_yolo(root / "train" / "labels" / "f1.txt", 200, 100, read_classes(root / "classes.txt"))
+    assert [b.label for b in ann.boxes] == ["RBC", "WBC"] and ann.dropped == 1  # the zero-width platelet
+    assert (ann.boxes[0].x1, ann.boxes[0].y1, ann.boxes[0].x2, ann.boxes[0].y2) == pytest.approx((90, 40, 110, 60))
+    assert ann.boxes[1].x2 == 200  # cut by the border: clipped, still counted
+    photos = smear_images("txl", data_root=tmp_path)
+    assert [(p.image_id, p.source, p.subset, len(p.annotation.boxes)) for p in photos] == [("f1", "raabin", "train", 2)]
+    annotation, source = labels_beside(root / "train" / "images" / "f1.jpg")
+    assert source == "raabin" and len(annotation.boxes) == 2
+
+
+@pytest.mark.parametrize("line, message", [
+    ("1 0.5 0.5 0.1", "expected 'class cx cy w h'"),
+    ("x 0.5 0.5 0.1 0.1", "an integer class and four numbers"),
+    ("7 0.5 0.5 0.1 0.1", "class 7 is not in the class list"),
+    ("1 nan 0.5 0.1 0.1", "finite"),
+    ("1 0.5 0.5 -0.1 0.1", "not negative"),
+])
+def test_malformed_yolo_lines_name_the_file_and_line(tmp_path, line, message):
+    root = _yolo_dataset(tmp_path / "txl", ["1 0.5 0.5 0.1 0.2", line])
+    with pytest.raises(DataError, match=rf"f1.txt line 2: .*{message}"):
+        parse_yolo(root / "train" / "labels" / "f1.txt", 200, 100, read_classes(root / "classes.txt"))
+
+
+def test_yolo_labels_need_their_class_list(tmp_path):
+    root = _yolo_dataset(tmp_path / "txl", ["1 0.5 0.5 0.1 0.2"])
+    (root / "classes.txt").unlink()
+    with pytest.raises(DataError, match="classes.txt"):
+        labels_beside(root / "train" / "images" / "f1.jpg")

@@ -6,11 +6,11 @@ import io
 
 import numpy as np
 import pytest
+from datafakes import cell, jpeg_bytes
 from PIL import Image
 
 from bloodcell.data.images import image_files, is_image_path, read_image
 from bloodcell.errors import ImageError
-from datafakes import cell, jpeg_bytes
 
 
 def test_non_image_named_jpg_is_refused(tmp_path):

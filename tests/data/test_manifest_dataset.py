@@ -5,13 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from datafakes import cell, jpeg_bytes, make_tree
 from PIL import Image
 
 from bloodcell.data import dataset as dataset_module
-from bloodcell.data.dataset import ManifestDataset, resize_center_crop, stratified_subset
+from bloodcell.data.dataset import (
+    ManifestDataset,
+    resize_center_crop,
+    stratified_subset,
+)
 from bloodcell.data.manifest import ManifestRow, write_manifest
 from bloodcell.errors import ConfigError, DataError
-from datafakes import cell, jpeg_bytes, make_tree
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from bloodcell.data.analysis import analyse_files
 from bloodcell.data.dataset import ManifestDataset
 from bloodcell.data.inventory import inventory
 from bloodcell.data.manifest import read_manifest
-from bloodcell.data.voc import smear_annotations
+from bloodcell.data.smears import smear_images
 
 pytestmark = pytest.mark.realdata
 MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "pbc-seed0.csv"
@@ -40,8 +40,18 @@ def test_frozen_manifest_dataset_on_real_images(real_data_root, tmp_path):
 
 
 def test_real_cbc_annotations(real_data_root):
-    pairs = smear_annotations("cbc", "Training", data_root=real_data_root)[:20]
-    assert all(path.is_file() for path, _ in pairs)
-    labels = {b.label for _, ann in pairs for b in ann.boxes}
+    photos = smear_images("cbc", real_data_root, "Training")[:20]
+    assert all(p.path.is_file() for p in photos)
+    labels = {b.label for p in photos for b in p.annotation.boxes}
     assert labels == {"RBC", "WBC", "Platelets"}
-    assert all(ann.width == 640 and ann.height == 480 for _, ann in pairs)
+    assert all(p.annotation.width == 640 and p.annotation.height == 480 for p in photos)
+
+
+def test_real_txl_fields_have_complete_labels_and_sources(real_data_root):
+    photos = smear_images("txl", real_data_root)
+    sources = {p.source for p in photos}
+    assert sources == {"bccd", "pbc", "raabin", "kaggle-bcd"} and {p.subset for p in photos} == {"train", "val"}
+    for source in sources:
+        fields = [p for p in photos if p.source == source][:10]
+        assert all(sum(b.label == "RBC" for b in p.annotation.boxes) >= 3 for p in fields)  # red cells are boxed
+        assert sum(b.label == "WBC" for p in fields for b in p.annotation.boxes) >= 5

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from datafakes import make_tree
 
 from bloodcell.data import locate
 from bloodcell.data.inventory import Entry, inventory
@@ -14,7 +15,6 @@ from bloodcell.data.locate import data_home, dataset_root
 from bloodcell.data.registry import get_dataset, list_datasets
 from bloodcell.data.taxonomy import get_taxonomy, pbc_fine_label
 from bloodcell.errors import ConfigError, DataError
-from datafakes import make_tree
 
 
 def test_registry_has_the_official_pbc_counts_and_honest_checksums():

@@ -7,7 +7,7 @@ import csv
 
 def test_demo_checks_splits_evaluates_and_classifies_only_test_originals(real_data_root, tmp_path):
     from bloodcell.data.manifest import read_manifest
-    from bloodcell.demo import FROZEN_MANIFEST, run_demo
+    from bloodcell.workflows.demo import FROZEN_MANIFEST, run_demo
 
     result = run_demo(tmp_path / "demo", data_root=real_data_root, limit=40)
     assert set(result.outputs) == {"integrity report", "split manifest", "class balance and samples",

@@ -12,7 +12,9 @@ from torch import nn
 from bloodcell.checkpoint import CheckpointMeta, save_checkpoint
 from bloodcell.data.manifest import ManifestRow, write_manifest
 from bloodcell.data.registry import PBC_CLASSES
-from bloodcell.models.registry import _REGISTRY, create_model, register_model
+from bloodcell.models import create_model
+from bloodcell.models.registry import _REGISTRY, register_model
+from bloodcell.provenance import file_sha256
 
 TINY = "test-tiny-colour-net"
 #: A distinct colour per PBC class so a trained tiny model can tell them apart.
@@ -57,12 +59,12 @@ def make_pbc_dataset(root: Path, per_class: dict[str, int], seed: int = 0, corru
             for _ in range(n):
                 rel = f"{name}/{name[:3].upper()}_{i:04d}.png"
                 write_image(root / "pbc" / rel, COLOURS[k], rng)
-                rows.append(ManifestRow(rel, name, name, split, "0" * 64, ""))
+                rows.append(ManifestRow(rel, name, name, split, file_sha256(root / "pbc" / rel), ""))
                 i += 1
     for j in range(corrupt):
         rel = f"basophil/BA_corrupt{j}.png"
         (root / "pbc" / rel).write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-        rows.append(ManifestRow(rel, "basophil", "basophil", "test", "0" * 64, ""))
+        rows.append(ManifestRow(rel, "basophil", "basophil", "test", file_sha256(root / "pbc" / rel), ""))
     write_manifest(root / "manifest.csv", "pbc", rows)
     return root / "manifest.csv"
 

@@ -9,8 +9,8 @@ import pytest
 from evaluate_fixtures import TINY, make_pbc_dataset, trained_tiny_checkpoint
 
 from bloodcell.errors import ConfigError
-from bloodcell.evaluation import benchmark as bench
-from bloodcell.evaluation.models import load_scoring_model
+from bloodcell.evaluation.scoring import load_scoring_model
+from bloodcell.workflows import benchmark as bench
 
 
 @pytest.mark.slow
@@ -18,7 +18,7 @@ def test_benchmark_trains_evaluates_compares_and_resumes(tmp_path, monkeypatch):
     manifest = make_pbc_dataset(tmp_path / "data", {"train": 3, "val": 2, "test": 3})
     out = tmp_path / "bench"
     kwargs = dict(manifest=manifest, out=out, budget_s=5, data_root=tmp_path / "data", epochs_max=1,
-                  batch_size=8, speed_images=16, n_boot=50, extra={"cache": False, "threads": 1}, log=lambda m: None)
+                  batch_size=8, speed_images=16, n_boot=50, extra={"cache": False, "threads": 1})
     rows = bench.run_benchmark([TINY], **kwargs)
     (row,) = rows
     assert row["model"] == TINY and row["test_images"] == 24
@@ -41,7 +41,7 @@ def test_benchmark_trains_evaluates_compares_and_resumes(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a finished model was trained again")
 
-    monkeypatch.setattr("bloodcell.train.engine.fit", refuse)
+    monkeypatch.setattr(bench, "run_training", refuse)
     assert bench.run_benchmark([TINY], **kwargs) == rows
 
 

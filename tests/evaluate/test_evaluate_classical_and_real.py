@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 from evaluate_fixtures import COLOURS, make_pbc_dataset, trained_tiny_checkpoint
+from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from bloodcell.data.dataset import resize_center_crop
 from bloodcell.data.registry import PBC_CLASSES
-from bloodcell.evaluation import evaluate
-from bloodcell.evaluation.inference import align_columns, classical_batch, score_classical
-from bloodcell.evaluation.models import ScoringModel
+from bloodcell.evaluation.scoring import ScoringModel, align_columns, score_paths
+from bloodcell.inference.tta import DIHEDRAL_VIEWS, dihedral_view, dihedral_views
+from bloodcell.workflows.evaluate import evaluate
 
 
 def _mean_colour(images):
@@ -32,11 +33,13 @@ def colour_pipeline():
 def test_classical_scores_rgb_arrays_and_skips_bad_files(colour_pipeline, tmp_path):
     make_pbc_dataset(tmp_path, {"test": 2}, corrupt=1)
     paths = sorted((tmp_path / "pbc").rglob("*.png"))
-    scores = score_classical(colour_pipeline, paths, list(PBC_CLASSES), 16, batch_size=5)
+    model = ScoringModel("sklearn", colour_pipeline, "sk/colour", list(PBC_CLASSES), 1.0, {}, input_size=16)
+    scores = score_paths(model, paths, batch_size=5)
     assert len(scores.indices) == 16 and len(scores.skipped) == 1 and "corrupt" in scores.skipped[0][0]
     probs = scores.probabilities(1.0)
     good = [paths[i] for i in scores.indices]
-    expected = colour_pipeline.predict_proba(classical_batch([Image.open(p).convert("RGB") for p in good], 16))
+    expected = colour_pipeline.predict_proba(np.stack([np.asarray(resize_center_crop(Image.open(p).convert("RGB"), 16))
+                                                       for p in good]))
     np.testing.assert_allclose(probs, expected, atol=1e-9)
     assert not np.allclose(scores.probabilities(3.0), probs)  # temperature applies to classical too
 
@@ -70,15 +73,10 @@ def test_real_pbc_folder_smoke(real_data_root, tmp_path):
     assert not any(".DS_" in p["path"] for p in ev.predictions)
 
 
-def test_tta_views_match_the_predictor():
-    import torch
-
-    from bloodcell.evaluation.inference import tta_views
-    from bloodcell.inference.predictor import DIHEDRAL_VIEWS, dihedral_view
-
-    batch = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
-    views = list(tta_views(batch))
-    assert len(views) == 8
+def test_tta_views_are_the_eight_distinct_dihedral_views_untouched_first():
+    batch = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+    views = dihedral_views(batch).reshape(8, 2, 3, 4, 4)
+    np.testing.assert_array_equal(views[0], batch)
     for view, (k, flip) in zip(views, DIHEDRAL_VIEWS):
-        np.testing.assert_array_equal(view.numpy(), dihedral_view(batch.numpy(), k, flip))
-    assert len({v.numpy().tobytes() for v in views}) == 8
+        np.testing.assert_array_equal(view, dihedral_view(batch, k, flip))
+    assert len({v.tobytes() for v in views}) == 8

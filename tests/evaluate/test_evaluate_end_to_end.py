@@ -9,11 +9,11 @@ import pytest
 from evaluate_fixtures import make_pbc_dataset, trained_tiny_checkpoint
 from typer.testing import CliRunner
 
-from bloodcell.checkpoint import file_sha256
 from bloodcell.errors import ConfigError
-from bloodcell.evaluation import evaluate, write_report
 from bloodcell.evaluation.evaluate import VALIDATION_LABEL
+from bloodcell.provenance import file_sha256
 from bloodcell.report.plots import EVALUATION_FIGURES
+from bloodcell.workflows.evaluate import evaluate, write_report
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,8 @@ def test_report_files_provenance_and_skipped(setup, tmp_path):
     assert prov["checkpoint_sha256"] == file_sha256(good)
     assert prov["manifest_sha256"] == file_sha256(manifest)
     assert prov["temperature"] == pytest.approx(1.7) and prov["bloodcell_version"]
-    assert result["counts"] == {"images": 49, "scored": 48, "skipped": 1, "unmapped": 0}
+    assert result["counts"] == {"images": 49, "scored": 48, "skipped": 1, "unmapped": 0,
+                                "unspecified_fine_label": 0, "outside_taxonomy": 0, "repeated_rows": 0}
     assert [s["path"] for s in result["skipped"]] == ["basophil/BA_corrupt0.png"]
     assert result["metrics"]["accuracy"] > 0.9  # colours are easy
     md = files["markdown"].read_text()
@@ -98,15 +99,12 @@ def test_limit_takes_a_stratified_subset(setup):
 
 def test_cli_evaluate_and_refusal(setup, tmp_path):
     root, manifest, good, _ = setup
-    from bloodcell.cli.main import _register, app
-
-    if not any(c.name == "evaluate" for c in app.registered_commands):
-        _register()
+    from bloodcell.cli.main import app
     runner = CliRunner()
-    args = ["evaluate", str(good), "--manifest", str(manifest), "--data-root", str(root), "--n-boot", "20"]
-    ok = runner.invoke(app, args + ["--out", str(tmp_path / "ok")])
+    args = ["evaluate", "--model", str(good), "--manifest", str(manifest), "--data-root", str(root), "--n-boot", "20"]
+    ok = runner.invoke(app, args + ["--output", str(tmp_path / "ok")])
     assert ok.exit_code == 0, ok.output
     assert "TEST RESULT" in ok.output and (tmp_path / "ok" / "report.html").is_file()
-    refused = runner.invoke(app, args + ["--out", str(tmp_path / "val"), "--split", "val"])
+    refused = runner.invoke(app, args + ["--output", str(tmp_path / "val"), "--split", "val"])
     assert refused.exit_code != 0 and isinstance(refused.exception, ConfigError)
     assert not (tmp_path / "val" / "metrics.json").exists()

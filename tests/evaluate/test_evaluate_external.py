@@ -10,8 +10,8 @@ from evaluate_fixtures import COLOURS, trained_tiny_checkpoint, write_image
 
 from bloodcell.data.registry import PBC_CLASSES
 from bloodcell.errors import ConfigError
-from bloodcell.evaluation import evaluate, write_report
 from bloodcell.evaluation.label_map import read_label_map, resolve_label_map
+from bloodcell.workflows.evaluate import evaluate, write_report
 
 MAP = {"NEUTROPHIL": "neutrophil", "LYMPHOCYTE": "lymphocyte", "MONOCYTE": "monocyte", "EOSINOPHIL": "eosinophil",
        "BAND": None}

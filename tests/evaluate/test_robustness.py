@@ -6,18 +6,24 @@ import json
 
 import numpy as np
 import pytest
-from evaluate_fixtures import COLOURS, make_pbc_dataset, trained_tiny_checkpoint, write_image
+from evaluate_fixtures import (
+    COLOURS,
+    make_pbc_dataset,
+    trained_tiny_checkpoint,
+    write_image,
+)
 from PIL import Image, ImageDraw
 
-from bloodcell.data.voc import Box, parse_voc
-from bloodcell.evaluation.robustness import (
+from bloodcell.data.bccd import read_wbc_labels, typed_smears
+from bloodcell.evaluation.perturbations import (
     LOSSLESS,
     PERTURBATIONS,
-    bccd_crops,
-    largest_box,
-    run_robustness,
-    square_around,
+    score_images,
+    zoom_in,
+    zoom_out,
 )
+from bloodcell.workflows.cells import bccd_cells
+from bloodcell.workflows.robustness import run_robustness
 
 BACKGROUND = (230, 220, 215)
 CELL = (120, 60, 150)
@@ -99,15 +105,6 @@ def voc_xml(boxes, width=200, height=150) -> str:
             f"<depth>3</depth></size>{objects}</annotation>")
 
 
-def test_square_around_is_square_centred_and_inside_the_image():
-    assert square_around(Box("WBC", 80, 50, 120, 90), 1.5, 200, 150) == (70, 40, 130, 100)
-    near_edge = square_around(Box("WBC", 170, 0, 200, 40), 2.0, 200, 150)
-    left, top, right, bottom = near_edge
-    assert right - left == bottom - top == 80 and right == 200 and top == 0
-    huge = square_around(Box("WBC", 10, 10, 190, 140), 2.0, 200, 150)
-    assert huge[2] - huge[0] == huge[3] - huge[1] == 150 and huge[0] >= 0 and huge[2] <= 200
-
-
 def test_bccd_crops_take_the_largest_wbc_and_skip_unusable_smears(tmp_path):
     root = tmp_path / "bccd"
     (root / "Annotations").mkdir(parents=True)
@@ -123,14 +120,15 @@ def test_bccd_crops_take_the_largest_wbc_and_skip_unusable_smears(tmp_path):
     (root / "Annotations" / "S2.xml").write_text(voc_xml([("RBC", 0, 0, 50, 50)]))
     (root / "wbc_labels.csv").write_text("image_id,wbc_type\nS1,Neutrophil\nS2,lymphocyte\nS3,monocyte\nS4,alien\n")
 
-    assert largest_box(parse_voc(root / "Annotations" / "S1.xml")) == Box("WBC", 120, 60, 180, 120)
-    cells = bccd_crops(root, context=1.0)
+    smears, _ = typed_smears(tmp_path)
+    assert smears[0].main_box.xyxy == (120, 60, 180, 120)  # the largest WBC box
+    cells = bccd_cells(tmp_path, context=1.0)
     assert cells.ids == ["S1"] and cells.labels == ["neutrophil"]
     crop = np.asarray(cells.images[0], dtype=np.int16)
     assert crop.shape[:2] == (60, 60) and crop[..., 0].mean() > 200 and crop[..., 2].mean() < 50  # the red one
     assert [i for i, _ in cells.skipped] == ["S2", "S3", "S4"]
-    wide = bccd_crops(root, context=2.0)
-    assert wide.images[0].size == (120, 120)  # 2x the side, moved inside the 200x150 smear
+    wide = bccd_cells(tmp_path, context=2.0)
+    assert wide.images[0].size == (120, 120)  # 2x the side, centred on the cell
 
 
 def test_runner_scores_every_section(tmp_path):
@@ -154,7 +152,7 @@ def test_runner_scores_every_section(tmp_path):
         rows.append(f"B{i},{name}")
     (bccd / "wbc_labels.csv").write_text("\n".join(rows) + "\n")
 
-    result = run_robustness(checkpoint, manifest, limit=None, data_root=tmp_path, originals=originals, bccd=bccd,
+    result = run_robustness(checkpoint, manifest, limit=None, data_root=tmp_path, originals=originals, bccd=True,
                             batch_size=5)
     json.dumps(result, allow_nan=False)
     sections = result["test_split"]
@@ -181,7 +179,6 @@ def test_runner_scores_every_section(tmp_path):
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
     from bloodcell.errors import ConfigError, DataError
-    from bloodcell.evaluation.robustness import read_wbc_labels, score_images, zoom_in, zoom_out
 
     with pytest.raises(ConfigError):
         zoom_in(cell_image(), 0.5)
@@ -202,7 +199,7 @@ def test_benchmark_script_writes_json_with_provenance(tmp_path, monkeypatch):
     import importlib.util
     from pathlib import Path
 
-    from bloodcell.checkpoint import file_sha256
+    from bloodcell.provenance import file_sha256
 
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "robustness.py"
     spec = importlib.util.spec_from_file_location("robustness_benchmark", script)

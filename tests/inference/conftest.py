@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from inference_synthetic import CLASSES, SIZE, synthetic_cells  # noqa: E402
 
 

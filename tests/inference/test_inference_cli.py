@@ -8,14 +8,13 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from bloodcell.cli.main import _register, app
+from bloodcell.cli.main import app
 
-EXPECTED_COLUMNS = ["path", "label", "confidence", "referred", "top_k", "error", "reason"]
+EXPECTED_COLUMNS = ["path", "label", "confidence", "referred", "top_k", "error", "reason", "note"]
 
 
 @pytest.fixture(scope="module")
 def runner():
-    _register()
     return CliRunner()
 
 
@@ -74,7 +73,7 @@ def test_export_cli_writes_onnx_with_metadata(runner, trained_checkpoint, tmp_pa
     import onnx
 
     out = tmp_path / "model.onnx"
-    result = runner.invoke(app, ["export", str(trained_checkpoint), "--format", "onnx", "--out", str(out)])
+    result = runner.invoke(app, ["export", "--model", str(trained_checkpoint), "--format", "onnx", "--output", str(out)])
     assert result.exit_code == 0, result.output
     props = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
     assert props["class_names"] == ["lymphocyte", "monocyte", "neutrophil", "eosinophil"]
@@ -84,7 +83,7 @@ def test_export_cli_writes_onnx_with_metadata(runner, trained_checkpoint, tmp_pa
 def test_calibrate_ood_refuses_the_test_split(runner, trained_checkpoint, tmp_path):
     from bloodcell.errors import ConfigError
 
-    result = runner.invoke(app, ["calibrate-ood", str(trained_checkpoint), "--manifest", str(tmp_path / "m.csv"),
+    result = runner.invoke(app, ["calibrate-ood", "--model", str(trained_checkpoint), "--manifest", str(tmp_path / "m.csv"),
                                  "--split", "test"])
     assert result.exit_code != 0 and isinstance(result.exception, ConfigError)
     assert "validation split" in str(result.exception)

@@ -6,7 +6,7 @@ import numpy as np
 from inference_synthetic import SIZE, synthetic_cells
 from PIL import Image
 
-from bloodcell.inference.explain import find_target_layer, gradcam
+from bloodcell.inference.explain import gradcam
 
 
 def test_gradcam_overlay_png_has_model_size_and_varies(classifier, tmp_path):
@@ -19,10 +19,3 @@ def test_gradcam_overlay_png_has_model_size_and_varies(classifier, tmp_path):
     assert heatmap.shape == (SIZE, SIZE) and heatmap.max() == 1.0 and heatmap.std() > 0.05
     assert index == classifier.class_names.index(classifier.predict(big).label)
     assert not np.array_equal(np.asarray(overlay), np.asarray(big.resize((SIZE, SIZE))))
-
-
-def test_target_layer_is_last_spatial_feature_map(classifier):
-    import torch
-
-    layer = find_target_layer(classifier.model, torch.zeros(1, 3, SIZE, SIZE))
-    assert layer is classifier.model.layer4

@@ -9,6 +9,7 @@ from PIL import Image
 
 from bloodcell.inference.onnx import export_onnx
 from bloodcell.inference.predictor import load
+from bloodcell.workflows.calibrate import int8_calibration_batches
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +96,8 @@ def test_bundled_int8_loses_at_most_0_3_accuracy_points(real_data_root, tmp_path
     if not bundled.is_file():
         pytest.skip("bundled model bloodcell/weights/pbc8.safetensors not trained yet")
     fp32 = load(bundled)
-    int8 = load(export_onnx(bundled, tmp_path / "int8.onnx", int8=True, calibration_manifest=manifest,
-                            calibration_limit=200, data_root=real_data_root))
+    calibration = int8_calibration_batches(bundled, manifest, 200, real_data_root)
+    int8 = load(export_onnx(bundled, tmp_path / "int8.onnx", int8=True, calibration=calibration))
     rows = sorted(read_manifest(manifest).rows_for("test"), key=lambda r: (r.label, r.path))
     fixed_slice = [r for name in fp32.class_names for r in [row for row in rows if row.label == name][:40]]
     images = [read_image(real_data_root / "pbc" / r.path) for r in fixed_slice]

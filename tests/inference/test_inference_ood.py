@@ -34,17 +34,17 @@ def _negatives() -> dict[str, Image.Image]:
 def test_guard_flags_non_cells(classifier, guard):
     negatives = _negatives()
     images = list(negatives.values())
-    reasons = dict(zip(negatives, guard.reasons(classifier.pixels(images), classifier.features(images))))
+    reasons = dict(zip(negatives, [r for r, _ in guard.assess(classifier.pixels(images), classifier.features(images))]))
     assert all(reason and reason.startswith("not a single blood cell") for reason in reasons.values()), reasons
     assert "blank" in reasons["blank"] and "blank" in reasons["black"]
 
 
 def test_guard_passes_in_distribution_cells(classifier, guard):
     calibration = [Image.fromarray(im) for im in synthetic_cells(120, seed=31)[0]]
-    passed = np.mean([r is None for r in guard.reasons(classifier.pixels(calibration), classifier.features(calibration))])
+    passed = np.mean([r is None for r, _ in guard.assess(classifier.pixels(calibration), classifier.features(calibration))])
     assert passed >= 0.99
     fresh = [Image.fromarray(im) for im in synthetic_cells(40, seed=32)[0]]
-    assert np.mean([r is None for r in guard.reasons(classifier.pixels(fresh), classifier.features(fresh))]) >= 0.85
+    assert np.mean([r is None for r, _ in guard.assess(classifier.pixels(fresh), classifier.features(fresh))]) >= 0.85
 
 
 def test_a_guard_calibrated_on_two_labs_passes_the_cells_of_both(classifier):
@@ -58,12 +58,34 @@ def test_a_guard_calibrated_on_two_labs_passes_the_cells_of_both(classifier):
     assert two_labs.sources == ["a", "b"] and len(two_labs.stats) == len(two_labs.features) == 2
 
     def passed(guard, lab):
-        return np.mean([r is None for r in guard.reasons(pixels[lab], features[lab])])
+        return np.mean([r is None for r, _ in guard.assess(pixels[lab], features[lab])])
 
     assert passed(one_lab, "b") < 0.5 <= 0.95 <= passed(two_labs, "b")
     assert passed(two_labs, "a") >= 0.95
     negatives = list(_negatives().values())
-    assert all(two_labs.reasons(classifier.pixels(negatives), classifier.features(negatives)))
+    assert all(r for r, _ in two_labs.assess(classifier.pixels(negatives), classifier.features(negatives)))
+
+
+def test_cells_of_an_unfamiliar_lab_pass_with_a_note_and_non_cells_are_still_referred(classifier):
+    from bloodcell.inference.ood import UNFAMILIAR_NOTE
+
+    home = [Image.fromarray(im) for im in synthetic_cells(80, seed=36)[0]]
+    other = [Image.fromarray(im[..., ::-1].copy()) for im in synthetic_cells(80, seed=37)[0]]
+    pixels = np.concatenate([classifier.pixels(home), classifier.pixels(other)])
+    features = np.concatenate([classifier.features(home), classifier.features(other)])
+    guard = fit_guard(pixels, features, pass_rate=0.98, sources=["home"] * 80 + ["other"] * 80, unfamiliar=["other"])
+    assert guard.familiar == [True, False]
+    fresh_home = [Image.fromarray(im) for im in synthetic_cells(30, seed=38)[0]]
+    fresh_other = [Image.fromarray(im[..., ::-1].copy()) for im in synthetic_cells(30, seed=39)[0]]
+    home_results = guard.assess(classifier.pixels(fresh_home), classifier.features(fresh_home))
+    other_results = guard.assess(classifier.pixels(fresh_other), classifier.features(fresh_other))
+    assert np.mean([r == (None, None) for r in home_results]) >= 0.8
+    assert np.mean([r == (None, UNFAMILIAR_NOTE) for r in other_results]) >= 0.8  # answered, with the hint
+    negatives = list(_negatives().values())
+    assert all(reason and note is None for reason, note in guard.assess(classifier.pixels(negatives),
+                                                                        classifier.features(negatives)))
+    restored = OODGuard.from_dict(json.loads(json.dumps(guard.to_dict())))
+    assert restored.familiar == [True, False]
 
 
 def test_guard_round_trips_through_json(guard):
@@ -78,8 +100,8 @@ def test_calibrate_ood_rewrites_checkpoint_and_predict_refers(trained_checkpoint
 
     from bloodcell.checkpoint import read_checkpoint_meta
     from bloodcell.data.manifest import ManifestRow, write_manifest
-    from bloodcell.inference.ood import calibrate_ood
     from bloodcell.inference.predictor import load
+    from bloodcell.workflows.calibrate import calibrate_ood
 
     root = tmp_path / "cells"
     rows = []

@@ -99,5 +99,5 @@ def test_invalid_options_raise_clear_errors(classifier):
         classifier.predict([np.zeros((8, 8, 3), np.uint8)], refer_below=1.5)
     with pytest.raises(ConfigError, match="engine"):
         load("pbc8", engine="tensorrt")
-    with pytest.raises(CheckpointError, match="no such checkpoint"):
+    with pytest.raises(CheckpointError, match="no such model file"):
         load("does/not/exist.safetensors")

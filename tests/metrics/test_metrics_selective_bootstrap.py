@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score, f1_score
 
-from bloodcell.metrics import accuracy_at_coverage, bootstrap_ci, coverage_curve, threshold_for_accuracy
+from bloodcell.metrics import (
+    accuracy_at_coverage,
+    bootstrap_ci,
+    coverage_curve,
+    threshold_for_accuracy,
+)
 
 
 @pytest.fixture

@@ -13,8 +13,9 @@ from PIL import Image
 
 from bloodcell.errors import CheckpointError
 from bloodcell.models import create_model
-from bloodcell.models.classical import (FEATURE_NAMES, CellFeatureExtractor, image_features, load_classical,
-                                        lobe_count, preprocess, save_classical, segment, train_classical)
+from bloodcell.models.classical import FEATURE_NAMES, CellFeatureExtractor, image_features, load_classical, save_classical
+from bloodcell.segmentation import lobe_count, preprocess, segment
+from bloodcell.train.classical import train_classical
 
 SIZE = 128
 BACKGROUND, CYTOPLASM, NUCLEUS, RED_CELL = (238, 218, 222), (196, 178, 222), (92, 42, 142), (222, 150, 162)
@@ -159,7 +160,8 @@ def test_save_refuses_unserialisable_metadata(tmp_path):
 
 def _write_manifest(root: Path) -> Path:
     """``root/pbc/<class>/*.png`` drawn cells and a manifest (train/val/test) as the trainer reads it."""
-    from bloodcell.data.manifest import ManifestRow, write_manifest
+    from bloodcell.provenance import file_sha256
+from bloodcell.data.manifest import ManifestRow, write_manifest
 
     rng = np.random.default_rng(5)
     rows = []
@@ -169,7 +171,7 @@ def _write_manifest(root: Path) -> Path:
             rel = f"{label}/{label[:2].upper()}_{i}.png"
             Image.fromarray(draw_cell(kind, rng, size=150)[0]).save(root / "pbc" / rel)
             split = "train" if i < 6 else "val" if i < 9 else "test"
-            rows.append(ManifestRow(rel, label, label, split, "0" * 64, f"{label}-{i}"))
+            rows.append(ManifestRow(rel, label, label, split, file_sha256(root / "pbc" / rel), f"{label}-{i}"))
     write_manifest(root / "manifest.csv", "pbc", rows)
     return root / "manifest.csv"
 
@@ -178,11 +180,8 @@ def _write_manifest(root: Path) -> Path:
 def test_cli_train_and_evaluate_end_to_end(tmp_path):
     from typer.testing import CliRunner
 
-    from bloodcell.cli.main import _register, app
+    from bloodcell.cli.main import app
     from bloodcell.errors import BloodcellError
-
-    if not any(c.name == "train" for c in app.registered_commands):
-        _register()
     runner = CliRunner()
     manifest = _write_manifest(tmp_path)
     run, out = tmp_path / "run", tmp_path / "eval"
@@ -191,13 +190,13 @@ def test_cli_train_and_evaluate_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     _, meta = load_classical(run / "best.skops")
     assert meta["model_name"] == "sk/svm" and len(meta["class_names"]) == 8 and meta["metrics"]["n_train"] == 18
-    result = runner.invoke(app, ["evaluate", str(run / "best.skops"), "--manifest", str(manifest), "--data-root",
-                                 str(tmp_path), "--out", str(out), "--n-boot", "20"])
+    result = runner.invoke(app, ["evaluate", "--model", str(run / "best.skops"), "--manifest", str(manifest),
+                                 "--data-root", str(tmp_path), "--output", str(out), "--n-boot", "20"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["counts"]["scored"] == 9 and metrics["metrics"]["accuracy"] > 0.5
-    result = runner.invoke(app, ["evaluate", str(tmp_path / "manifest.csv"), "--manifest", str(manifest),
-                                 "--out", str(out)])
+    result = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "manifest.csv"), "--manifest", str(manifest),
+                                 "--output", str(out)])
     assert result.exit_code != 0 and isinstance(result.exception, BloodcellError)
 
 

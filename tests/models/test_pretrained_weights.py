@@ -10,9 +10,11 @@ from skimage import data
 from bloodcell.errors import WeightsUnavailableError
 from bloodcell.models import create_model
 from bloodcell.models import pretrained as pretrained_module
-from bloodcell.models.pretrained import convert_lukemelas_efficientnet, offline_weights_path
-from bloodcell.models.registry import DataConfig
-from bloodcell.transforms import create_transform
+from bloodcell.models.pretrained import (
+    convert_lukemelas_efficientnet,
+    offline_weights_path,
+)
+from bloodcell.transforms import DataConfig, create_transform
 
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE = {967, 968, 504}  # espresso, cup, coffee mug

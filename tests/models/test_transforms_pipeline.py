@@ -6,11 +6,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pydantic import ValidationError
 
+from bloodcell.checkpoint import DataConfigSchema
+from bloodcell.data.dataset import ManifestDataset, resize_center_crop, resize_square
+from bloodcell.data.manifest import ManifestRow, write_manifest
 from bloodcell.errors import ConfigError, ImageError
-from bloodcell.models.registry import DataConfig
-from bloodcell.data.dataset import resize_center_crop
+from bloodcell.train.config import TrainConfig
 from bloodcell.transforms import (
+    DataConfig,
     create_pixel_transform,
     create_transform,
     denormalize,
@@ -37,7 +41,7 @@ def cell_image(height: int = 363, width: int = 360, radius_fraction: float = 0.3
 
 
 def test_augmentation_names():
-    assert list_augmentations() == ("none", "flips", "literature", "strong", "balanced")
+    assert list_augmentations() == ("none", "flips", "literature", "strong", "balanced", "multilab")
 
 
 @pytest.mark.parametrize("augment", ["none", "flips", "literature", "strong", "balanced"])
@@ -164,3 +168,72 @@ def test_strong_zoom_keeps_the_cell_in_frame_and_varies_its_size():
         areas.append(area)
     # the disc covers ~28 % of the eval frame; zoom spreads it from ~9 % up to most of the frame
     assert min(areas) < 0.15 and max(areas) > 0.45
+
+
+# --- resize: "crop" (shorter side + centre crop, the default) or "squash" (both sides) ---------------
+
+SQUASH = DataConfig(128, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize="squash")
+
+
+def _white_centre_third(height: int = 100, width: int = 300) -> torch.Tensor:
+    image = torch.zeros(3, height, width, dtype=torch.uint8)
+    image[:, :, width // 3:2 * width // 3] = 255
+    return image
+
+
+@pytest.mark.parametrize("as_pil", [False, True])
+def test_squash_keeps_the_whole_image_and_crop_only_its_middle(as_pil):
+    image = _white_centre_third()
+    source = Image.fromarray(image.permute(1, 2, 0).numpy()) if as_pil else image
+    squashed = create_pixel_transform(SQUASH)(source)
+    cropped = create_pixel_transform(UNIT)(source)
+    assert squashed.shape == cropped.shape == (3, 128, 128)
+    assert squashed[:, :, :30].max() < 10 and squashed[:, :, -30:].max() < 10  # the black sides are kept
+    assert squashed[:, :, 50:78].min() > 245  # the white third, squeezed to the middle third
+    assert cropped[:, :, 5:-5].min() > 245  # the crop sees only the white middle
+
+
+def test_squash_pil_pixels_equal_the_training_cache_pixels():
+    rng = np.random.default_rng(0)
+    pil = Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    transform = create_transform(SQUASH, is_training=False)
+    staged = np.asarray(resize_square(pil, staging_size(128), "squash"))
+    assert staged.shape == (staging_size(128), staging_size(128), 3)
+    assert torch.equal(transform(pil), transform(torch.from_numpy(staged.copy()).permute(2, 0, 1).contiguous()))
+
+
+def test_resize_defaults_to_crop_and_round_trips_through_dicts_and_the_checkpoint_schema():
+    assert DataConfig(64).resize == "crop" and DataConfig.from_dict({"input_size": 64}).resize == "crop"
+    assert DataConfig.from_dict(SQUASH.to_dict()) == SQUASH
+    assert DataConfigSchema.model_validate(SQUASH.to_dict()).resize == "squash"
+    assert DataConfigSchema.model_validate({"input_size": 64}).resize == "crop"
+    with pytest.raises(ValidationError):
+        DataConfigSchema.model_validate({"input_size": 64, "resize": "stretch"})
+
+
+def test_unknown_resize_is_a_config_error_everywhere():
+    with pytest.raises(ConfigError, match="unknown resize 'stretch'"):
+        create_transform(DataConfig(64, resize="stretch"), is_training=False)
+    with pytest.raises(ConfigError, match="unknown resize 'stretch'"):
+        resize_square(Image.new("RGB", (8, 8)), 4, "stretch")
+    with pytest.raises(ConfigError, match="resize must be one of crop, squash"):
+        TrainConfig(resize="stretch")
+    assert TrainConfig(resize="squash").resize == "squash"
+
+
+def test_training_cache_key_includes_squash_but_crop_keeps_the_old_key(tmp_path):
+    for k in range(2):
+        Image.new("RGB", (30, 20), (40 * k, 80, 120)).save(tmp_path / f"{k}.png")
+    rows = [ManifestRow(f"{k}.png", label, "", "train", "") for k, label in enumerate(("eosinophil", "neutrophil"))]
+    manifest = write_manifest(tmp_path / "m.csv", "folder", rows)
+
+    def dataset(**kwargs) -> ManifestDataset:
+        return ManifestDataset(manifest, "train", taxonomy="labels", root=tmp_path, cache_dir=tmp_path / "cache",
+                               cache_size=16, prepare=lambda image: image, **kwargs)
+
+    crop, default, squash = dataset(resize="crop"), dataset(), dataset(resize="squash")
+    assert crop.cache_key() == default.cache_key() != squash.cache_key()
+    # the squashed cache keeps the whole 30x20 image: its left and right columns are the image's own edges
+    assert tuple(squash[0][0].shape) == (3, 16, 16)
+    assert torch.equal(squash[0][0], torch.from_numpy(np.asarray(resize_square(
+        Image.open(tmp_path / "0.png").convert("RGB"), 16, "squash")).copy()).permute(2, 0, 1))

@@ -11,7 +11,12 @@ import pytest
 from PIL import Image
 
 from bloodcell.metrics import classification_report
-from bloodcell.report import comparison_chart, evaluation_figures, render_html, render_markdown
+from bloodcell.report import (
+    comparison_chart,
+    evaluation_figures,
+    render_html,
+    render_markdown,
+)
 from bloodcell.report.plots import EVALUATION_FIGURES
 
 CLASSES = ["basophil", "eosinophil", "lymphocyte", "neutrophil"]

@@ -1,4 +1,9 @@
-"""Fixtures for service tests: the tiny CNN saved as a real checkpoint, apps and live servers."""
+"""Fixtures for service tests: the tiny CNN saved as a real checkpoint, apps, live servers and a browser.
+
+The browser is Debian's Chromium at /usr/bin/chromium (CI installs it with ``apt-get install -y
+chromium``); Playwright never downloads one. Without it the browser tests are skipped with a reason
+that says how to get it, and the run's summary lists them (tests/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import io
 from pathlib import Path
 
 import pytest
-from service_helpers import LiveServer, save_tiny_checkpoint
+from service_helpers import CHROMIUM, CHROMIUM_ARGS, LiveServer, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -29,17 +34,22 @@ def access_log() -> io.StringIO:
 
 @pytest.fixture()
 def make_client(tiny_classifier, access_log):
-    """``make_client(**create_app_kwargs)`` -> a started TestClient (closed after the test)."""
+    """``make_client(limits=..., api_key=..., refer_below=..., **create_app_kwargs)`` -> a started TestClient.
+
+    Settings fields become one ``ServiceSettings``; the client is closed after the test.
+    """
     from fastapi.testclient import TestClient
 
     from bloodcell.service.app import create_app
+    from bloodcell.service.settings import ServiceSettings
 
     clients = []
 
     def make(**kwargs):
+        fields = {name: kwargs.pop(name) for name in ("limits", "api_key", "refer_below") if name in kwargs}
         kwargs.setdefault("classifier", tiny_classifier)
         kwargs.setdefault("access_log", access_log)
-        client = TestClient(create_app(**kwargs), raise_server_exceptions=False)
+        client = TestClient(create_app(ServiceSettings(**fields), **kwargs), raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
         return client
@@ -60,3 +70,18 @@ def live_server(tiny_classifier):
 
     with LiveServer(create_app(classifier=tiny_classifier, access_log=io.StringIO())) as server:
         yield server
+
+
+@pytest.fixture()
+def browser_page():
+    """A Playwright page in Debian's headless Chromium (downloads accepted)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(accept_downloads=True, viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(20_000)
+            yield page
+        finally:
+            browser.close()

@@ -9,9 +9,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 SERVICE_CLASSES = ("basophil", "eosinophil", "lymphocyte", "neutrophil")
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+#: Why a browser test is skipped (tests/conftest.py lists such tests at the end of the run).
+CHROMIUM_MISSING = ("browser test: needs Debian's Chromium at /usr/bin/chromium; install it with "
+                    "`sudo apt-get install chromium` (CI does)")
+#: The marks of a module of browser tests: skipped, with how to get the browser, when Chromium is missing.
+BROWSER_TESTS = [pytest.mark.slow, pytest.mark.skipif(not CHROMIUM.exists(), reason=CHROMIUM_MISSING)]
 TINY_MODEL = "test/service_tiny_cnn"
 INPUT_SIZE = 32
 
@@ -19,7 +30,7 @@ INPUT_SIZE = 32
 def register_tiny_model() -> None:
     from torch import nn
 
-    from bloodcell.models import register_model
+    from bloodcell.models.registry import register_model
 
     def build(num_classes, pretrained=False, input_size=INPUT_SIZE, **_):
         """A two-layer CNN small enough to load and run in milliseconds (tests only)."""
@@ -88,3 +99,29 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def smear_png(wbc: int = 1, shade: int = 0, size: tuple[int, int] = (640, 480)) -> bytes:
+    """A synthetic smear photo (pink red cells, ``wbc`` purple white cells) as PNG bytes; ``shade`` makes
+    otherwise equal photos differ (a photo's id is the hash of its bytes)."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", size, (200, 202, 205 - shade))
+    draw = ImageDraw.Draw(image)
+    for i in range(12):
+        x, y = 60 + 110 * (i % 5), 60 + 110 * (i // 5)
+        draw.ellipse([x - 38, y - 38, x + 38, y + 38], fill=(205, 150, 140))
+    for k in range(wbc):
+        x, y = 560, 400 - 200 * k
+        draw.ellipse([x - 55, y - 55, x + 55, y + 55], fill=(210, 180, 210))
+        draw.ellipse([x - 30, y - 30, x + 30, y + 30], fill=(110, 70, 190))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def classical_counter(images, **options):
+    """The real smear counter on the classical detector (fast, no detector weights needed)."""
+    from bloodcell.smear.counting import count_smears
+
+    return count_smears(images, detector="classical", **options)

@@ -6,20 +6,22 @@ import asyncio
 import base64
 import io
 import json
+import socket
 import struct
 import threading
+import time
 import zlib
 
-import bloodcell
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from service_helpers import SERVICE_CLASSES, LiveServer, cell_png
 
+import bloodcell
 from bloodcell.errors import ConfigError
-from bloodcell.service.limits import Limits
-
-from service_helpers import SERVICE_CLASSES, cell_png
+from bloodcell.inference.predictor import DEFAULT_REFER_BELOW
+from bloodcell.service.settings import Limits, ServiceSettings
 
 
 def _files(*items):
@@ -183,7 +185,8 @@ def test_full_queue_answers_503_with_retry_after_and_recovers(tiny_classifier):
     from bloodcell.service.app import create_app
 
     gated = _GatedClassifier(tiny_classifier)
-    app = create_app(classifier=gated, limits=Limits(max_in_flight=1, max_waiting=1, retry_after_s=3), access_log=io.StringIO())
+    settings = ServiceSettings(limits=Limits(max_in_flight=1, max_waiting=1, retry_after_s=3))
+    app = create_app(settings, classifier=gated, access_log=io.StringIO())
     files = _files(_good())
 
     async def scenario():
@@ -242,7 +245,9 @@ def test_models_and_health_describe_the_loaded_checkpoint(client):
     models = client.get("/v1/models").json()["models"]
     assert models[0]["class_names"] == list(SERVICE_CLASSES)
     assert models[0]["input_size"] == 32 and models[0]["gradcam"] is True
-    assert client.get("/health").json() == {"status": "ok", "version": bloodcell.__version__, "model": "tiny"}
+    assert models[0]["refer_below"] == DEFAULT_REFER_BELOW
+    assert client.get("/health").json() == {"status": "ok", "version": bloodcell.__version__, "model": "tiny",
+                                            "refer_below": DEFAULT_REFER_BELOW}
 
 
 def test_docs_and_page_need_no_cdn(client):
@@ -259,12 +264,12 @@ def test_docs_and_page_need_no_cdn(client):
 def test_count_returns_counts_json_structure_with_annotated_png(make_client):
     calls = []
 
-    def fake_counter(images, names):
+    def fake_counter(images, classifier=None, names=None, refer_below=None, **options):
         calls.append((len(images), names))
         return {
             "images": [
                 {"path": n, "counts": {"RBC": 10, "WBC": 1, "Platelets": 3}, "wbc_types": {"neutrophil": 1},
-                 "boxes": [{"x0": 1, "y0": 2, "x1": 5, "y1": 6, "label": "WBC"}], "annotated": Image.new("RGB", (8, 8))}
+                 "boxes": [{"x1": 1, "y1": 2, "x2": 5, "y2": 6, "label": "WBC"}], "annotated": Image.new("RGB", (8, 8))}
                 for n in names
             ],
             "sample": {"counts": {"RBC": 10 * len(names)}},
@@ -278,13 +283,225 @@ def test_count_returns_counts_json_structure_with_annotated_png(make_client):
     assert good["counts"] == {"RBC": 10, "WBC": 1, "Platelets": 3} and good["wbc_types"] == {"neutrophil": 1}
     assert Image.open(io.BytesIO(base64.b64decode(good["annotated_png"]))).size == (8, 8)
     assert bad["error"] and "empty" in bad["error"]
-    assert response.json()["sample"] == {"counts": {"RBC": 10}}
+    sample = response.json()["sample"]
+    assert sample["counts"]["RBC"] == 10 and sample["wbc_types"] == {"neutrophil": 1} and sample["images"] == 1
+    report = response.json()["report"]
+    assert report["counts"][0] == {"cell": "Red cells", "count": 10} and report["skipped"] == 1
 
 
-def test_limits_from_env_parse_and_reject_bad_values():
-    limits = Limits.from_env({"BLOODCELL_TIMEOUT_S": "2.5", "BLOODCELL_MAX_FILES": "4"})
-    assert limits.timeout_s == 2.5 and limits.max_files == 4 and limits.max_in_flight == Limits().max_in_flight
-    with pytest.raises(ConfigError, match="BLOODCELL_MAX_FILES"):
-        Limits.from_env({"BLOODCELL_MAX_FILES": "many"})
+def _referring_counter(calls):
+    """A stand-in for ``bloodcell.smear.counting.count_smears``: one WBC box per photo, typed and referred like it."""
+
+    def count_smears(images, classifier=None, names=None, refer_below=None, **options):
+        calls.append({"refer_below": refer_below, "names": list(names), **options})
+        entries = []
+        for image, name in zip(images, names):
+            pred = classifier.predict([image], top_k=1, refer_below=refer_below)[0]
+            box = {"label": "WBC", "x1": 0, "y1": 0, "x2": image.width, "y2": image.height,
+                   "wbc_type": pred.label, "confidence": pred.confidence}
+            if pred.referred:
+                box["referred"] = True
+            entries.append({"path": name, "counts": {"RBC": 0, "WBC": 1, "Platelets": 0}, "wbc_types": {pred.label: 1},
+                            "boxes": [box], "referred": [box] if pred.referred else []})
+        return {"images": entries, "sample": {"wbc_typing": "stub"}, "errors": []}
+
+    return count_smears
+
+
+@pytest.mark.parametrize("refer_below", [None, 0.0, 0.99])
+def test_count_refers_white_cells_below_the_served_threshold(make_client, refer_below):
+    calls = []
+    settings = {} if refer_below is None else {"refer_below": refer_below}
+    client = make_client(count_smears=_referring_counter(calls), **settings)
+    photos = _files(("a.png", cell_png(seed=1, size=64), "image/png"), ("b.png", cell_png(seed=2, size=64), "image/png"))
+    response = client.post("/v1/count", files=photos)
+    assert response.status_code == 200, response.text
+    threshold = DEFAULT_REFER_BELOW if refer_below is None else refer_below
+    assert [call["refer_below"] for call in calls] == [threshold, threshold]
+    assert [call["names"] for call in calls] == [["a.png"], ["b.png"]]  # one photo per call: stoppable between photos
+    boxes = [image["boxes"][0] for image in response.json()["images"]]
+    # an untrained 4-class model is never 99 % sure, and always more than 0 % sure
+    expected = threshold > max(box["confidence"] for box in boxes)
+    assert all(box.get("referred", False) is expected for box in boxes)
+    sample = response.json()["sample"]
+    assert sample["images"] == 2 and sample["counts"]["WBC"] == 2 and sample["wbc_typing"] == "stub"
+    assert sample["wbc_referred"] == (2 if expected else 0)
+
+
+def _big_png(tmp_path, side: int = 4000) -> bytes:
+    """A side x side constant-colour PNG: a few KB on disk, side*side pixels once decoded."""
+    path = tmp_path / f"flat{side}.png"
+    Image.new("RGB", (side, side), (230, 200, 210)).save(path, optimize=True)
+    return path.read_bytes()
+
+
+class _CountingClassifier:
+    def __init__(self, inner):
+        self.inner = inner
+        self.predicted = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def predict(self, images, *args, **kwargs):
+        self.predicted += len(images)
+        return self.inner.predict(images, *args, **kwargs)
+
+
+def test_many_large_images_in_one_request_are_refused_before_any_decoding(make_client, tiny_classifier, tmp_path):
+    flat = _big_png(tmp_path)
+    assert len(flat) < 200_000  # 16 Mpx each, under the per-image limit; 8 of them are 128 Mpx in all
+    counting = _CountingClassifier(tiny_classifier)
+    counted = []
+    client = make_client(classifier=counting, count_smears=lambda images, **kw: counted.append(images))
+    files = _files(*[(f"flat{i}.png", flat, "image/png") for i in range(8)])
+    for path in ("/v1/classify", "/v1/count"):
+        start = time.monotonic()
+        response = client.post(path, files=files)
+        assert response.status_code == 413, response.text
+        body = response.json()
+        assert body["error"] == "request_too_large"
+        assert "128000000 pixels" in body["message"] and str(Limits().max_request_pixels) in body["message"]
+        assert body["message"].count(". ") == 0 and len(body["message"]) < 200
+        assert time.monotonic() - start < 5
+    assert counting.predicted == 0 and counted == []
+    assert client.post("/v1/classify", files=_files(_good())).status_code == 200
+
+
+def test_request_pixel_limit_counts_usable_files_only(make_client):
+    client = make_client(limits=Limits(max_request_pixels=3 * 48 * 48))
+    three = client.post("/v1/classify", files=_files(_good(), _good(), _good(), ("bad.png", b"", "image/png")))
+    assert three.status_code == 200 and [r["error"] is None for r in three.json()["results"]] == [True, True, True, False]
+    four = client.post("/v1/classify", files=_files(_good(), _good(), _good(), _good()))
+    assert four.status_code == 413 and four.json()["error"] == "request_too_large"
+
+
+def _stalled_upload(url_port: int, trickle_s: float | None, wait_s: float) -> tuple[bytes, float, bool]:
+    """Send a multipart request whose body never completes (or trickles in a byte at a time).
+
+    Returns what the server answered, when the connection ended, and whether it was reset
+    (a trickling client may write after the server closed, and the reset can swallow the answer).
+    """
+    boundary = "zz"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"c.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode() + cell_png()[:40]
+    request = (f"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+               f"Content-Length: 100000\r\n\r\n").encode() + head
+    answer = b""
+    with socket.create_connection(("127.0.0.1", url_port), timeout=wait_s) as sock:
+        start = time.monotonic()
+        sock.sendall(request)
+        sock.setblocking(False)
+        while time.monotonic() < start + wait_s:
+            try:
+                chunk = sock.recv(65536)
+            except BlockingIOError:
+                if trickle_s is not None and not answer:
+                    sock.send(b"x")
+                time.sleep(trickle_s or 0.05)
+                continue
+            except ConnectionResetError:
+                return answer, time.monotonic() - start, True
+            if not chunk:
+                break  # closed by the server
+            answer += chunk
+        return answer, time.monotonic() - start, False
+
+
+@pytest.mark.parametrize("trickle_s", [None, 0.1], ids=["stalled", "trickling"])
+def test_an_upload_that_stops_or_trickles_is_cut_after_the_body_timeout(tiny_classifier, trickle_s):
+    from bloodcell.service.app import create_app
+
+    settings = ServiceSettings(limits=Limits(body_timeout_s=1.0))
+    with LiveServer(create_app(settings, classifier=tiny_classifier, access_log=io.StringIO())) as server:
+        answer, elapsed, reset = _stalled_upload(server.port, trickle_s, wait_s=15)
+        assert 0.9 < elapsed < 10, "the connection stayed open"
+        if not (reset and not answer):
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert b'"error":"body_timeout"' in answer and b"1 s limit" in answer
+        assert trickle_s is not None or not reset  # a silent client always gets the 408 and a clean close
+        assert httpx.post(server.url + "/v1/classify", files=_files(_good())).status_code == 200
+
+
+class _StuckClassifier:
+    """Wraps the real classifier; its first ``stuck_calls`` predict calls block until ``release`` is set."""
+
+    def __init__(self, inner, stuck_calls: int = 1):
+        self.inner = inner
+        self.stuck_calls = stuck_calls
+        self.calls = 0
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def predict(self, *args, **kwargs):
+        with self._lock:
+            self.calls += 1
+            stuck = self.calls <= self.stuck_calls
+        if stuck:
+            self.release.wait(timeout=20)
+        return self.inner.predict(*args, **kwargs)
+
+
+def _metric(client, name: str) -> float:
+    line = next(line for line in client.get("/metrics").text.splitlines() if line.startswith(name + " "))
+    return float(line.split()[1])
+
+
+def test_a_timed_out_job_frees_its_slot_and_stops_at_its_next_batch(tiny_classifier, make_client):
+    from bloodcell.service.app import JOB_BATCH
+
+    stuck = _StuckClassifier(tiny_classifier)
+    client = make_client(classifier=stuck, limits=Limits(timeout_s=0.5, max_in_flight=1))
+    try:
+        many = _files(*[(f"c{i}.png", cell_png(seed=i), "image/png") for i in range(2 * JOB_BATCH + 1)])
+        abandoned = client.post("/v1/classify", files=many)
+        assert abandoned.status_code == 504 and abandoned.json()["error"] == "timeout"
+        # the only slot is free again although the abandoned job is still stuck in its first batch
+        assert _metric(client, "bloodcell_abandoned_jobs") == 1.0 and _metric(client, "bloodcell_in_flight") == 0.0
+        follow = client.post("/v1/classify", files=_files(_good()))
+        assert follow.status_code == 200
+    finally:
+        stuck.release.set()
+    deadline = time.monotonic() + 10
+    while _metric(client, "bloodcell_abandoned_jobs") != 0.0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _metric(client, "bloodcell_abandoned_jobs") == 0.0
+    assert stuck.calls == 2  # the abandoned job's first batch and the follow-up: its other batches never ran
+
+
+def test_abandoned_work_is_bounded_a_second_stuck_job_keeps_its_slot(tiny_classifier, make_client):
+    stuck = _StuckClassifier(tiny_classifier, stuck_calls=2)
+    client = make_client(classifier=stuck, limits=Limits(timeout_s=0.5, max_in_flight=1))
+    try:
+        assert client.post("/v1/classify", files=_files(_good())).status_code == 504  # abandoned, slot freed
+        assert client.post("/v1/classify", files=_files(_good())).status_code == 504  # bound reached: keeps its slot
+        assert _metric(client, "bloodcell_abandoned_jobs") == 1.0 and _metric(client, "bloodcell_in_flight") == 1.0
+        assert client.post("/v1/classify", files=_files(_good())).status_code == 504  # waited for the held slot
+        assert stuck.calls == 2
+    finally:
+        stuck.release.set()
+    deadline = time.monotonic() + 10
+    while _metric(client, "bloodcell_in_flight") != 0.0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.post("/v1/classify", files=_files(_good())).status_code == 200
+    assert _metric(client, "bloodcell_abandoned_jobs") == 0.0
+
+
+def test_settings_reject_bad_values():
+    assert Limits().max_request_pixels >= Limits().max_pixels
     with pytest.raises(ConfigError, match="max_in_flight"):
-        Limits.from_env({"BLOODCELL_MAX_IN_FLIGHT": "0"})
+        Limits(max_in_flight=0)
+    with pytest.raises(ConfigError, match="body_timeout_s"):
+        Limits(body_timeout_s=-1)
+    with pytest.raises(ConfigError, match="max_files"):
+        Limits(max_files="many")
+    assert Limits(max_waiting=0).max_waiting == 0
+    with pytest.raises(ConfigError, match="engine"):
+        ServiceSettings(engine="tensorflow")
+    with pytest.raises(ConfigError, match="refer_below"):
+        ServiceSettings(refer_below=1.5)
+    assert ServiceSettings().refer_below == DEFAULT_REFER_BELOW and ServiceSettings(api_key="").api_key is None
+    assert "s3cret" not in repr(ServiceSettings(api_key="s3cret"))

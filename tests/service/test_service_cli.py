@@ -21,7 +21,8 @@ def test_serve_with_a_missing_model_fails_with_one_sentence(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
-    assert "nope.safetensors" in done.stderr and "checkpoint" in done.stderr
+    assert "nope.safetensors" in done.stderr and "model" in done.stderr
+    assert done.stderr.startswith("Error:") and len(done.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
@@ -60,3 +61,50 @@ def test_serve_process_answers_and_logs_json_lines_to_stderr(tmp_path):
     classify = [r for r in records if r["path"] == "/v1/classify"]
     assert [r["status"] for r in classify] == [401, 200]
     assert all(r["client"].startswith("127.0.0.1:") and r["duration_ms"] > 0 for r in classify)
+
+
+def test_serve_resolves_its_settings_once_from_flags_and_the_api_key_variable(monkeypatch):
+    import torch
+    import uvicorn
+    from typer.testing import CliRunner
+
+    import bloodcell.service.app as service_app
+    from bloodcell.cli.main import app
+    from bloodcell.service.settings import Limits
+
+    built, ran, threads = [], [], []
+    monkeypatch.setattr(service_app, "create_app", lambda settings, **kw: built.append((settings, kw)) or "the-app")
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.append((app, kw)))
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    flags = ["serve", "--model", "pbc11", "--engine", "onnx", "--refer-below", "0.3", "--threads", "3", "--port", "8123",
+             "--max-in-flight", "2", "--max-waiting", "5", "--timeout", "7", "--body-timeout", "4",
+             "--max-upload-mb", "1", "--max-files", "6", "--max-megapixels", "2", "--max-request-megapixels", "5"]
+    result = CliRunner().invoke(app, flags, env={"BLOODCELL_API_KEY": "k3y"})
+    assert result.exit_code == 0, result.output
+    (settings, kwargs), = built
+    assert kwargs == {}
+    assert (settings.model, settings.engine, settings.threads, settings.refer_below) == ("pbc11", "onnx", 3, 0.3)
+    assert settings.api_key == "k3y"
+    assert settings.limits == Limits(max_upload_bytes=1024 * 1024, max_pixels=2_000_000, max_request_pixels=5_000_000,
+                                     max_files=6, body_timeout_s=4.0, timeout_s=7.0, max_in_flight=2, max_waiting=5)
+    assert threads == [3]
+    (served, options), = ran
+    assert served == "the-app" and options["port"] == 8123 and "workers" not in options
+
+
+def test_serve_defaults_are_the_settings_defaults(monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    import bloodcell.service.app as service_app
+    from bloodcell.cli.main import app
+    from bloodcell.service.settings import ServiceSettings
+
+    built = []
+    monkeypatch.setattr(service_app, "create_app", lambda settings, **kw: built.append(settings))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    env = {k: v for k, v in os.environ.items() if k != "BLOODCELL_API_KEY"}
+    result = CliRunner().invoke(app, ["serve"], env={**env, "BLOODCELL_API_KEY": ""})
+    assert result.exit_code == 0, result.output
+    assert built == [ServiceSettings()]
+    assert "--workers" not in CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output

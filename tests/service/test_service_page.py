@@ -1,7 +1,7 @@
 """The web page in a real headless Chromium (Playwright) against a live uvicorn server.
 
-Needs Debian's /usr/bin/chromium (CI installs it: ``apt-get install -y chromium``); the test
-is skipped with that reason when it is missing. Playwright never downloads a browser here.
+Needs Debian's /usr/bin/chromium (CI installs it: ``apt-get install -y chromium``); the tests are
+skipped with that reason when it is missing. Playwright never downloads a browser here.
 """
 
 from __future__ import annotations
@@ -12,25 +12,17 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from service_helpers import SERVICE_CLASSES, LiveServer, cell_png
+from service_helpers import BROWSER_TESTS, SERVICE_CLASSES, LiveServer, cell_png
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
+from bloodcell.inference.predictor import DEFAULT_REFER_BELOW
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"),
-]
+pytestmark = BROWSER_TESTS
 
 
-def _fake_counter(images, names):
+def _fake_counter(images, classifier=None, names=None, **options):
     return {
         "images": [
-            {"path": name, "counts": {"RBC": 120, "WBC": 2, "Platelets": 9},
-             "wbc_types": {"neutrophil": {"count": 2, "percent": 100.0, "flag": "high"}},
+            {"path": name, "counts": {"RBC": 120, "WBC": 2, "Platelets": 9}, "wbc_types": {"neutrophil": 2},
              "boxes": [], "annotated": Image.new("RGB", (image.width // 4, image.height // 4), (200, 30, 30))}
             for image, name in zip(images, names)
         ],
@@ -47,20 +39,6 @@ def page_server(tiny_classifier):
         yield server
 
 
-@pytest.fixture()
-def browser_page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(accept_downloads=True)
-            page.set_default_timeout(20_000)
-            yield page
-        finally:
-            browser.close()
-
-
 def test_page_classifies_an_uploaded_cell_and_reports_bad_files(page_server, browser_page, tmp_path):
     page = browser_page
     requests_outside = []
@@ -71,13 +49,16 @@ def test_page_classifies_an_uploaded_cell_and_reports_bad_files(page_server, bro
     fake.write_text("this is not a JPEG")
 
     page.goto(page_server.url + "/")
+    assert not page.is_checked("#explain")  # heat maps are off unless asked for
+    page.check("#explain")
     page.set_input_files("#file-input", [str(cell)])
     card = page.locator("article.card[data-filename='my_cell.png']")
     label = card.locator(".label")
     label.wait_for()
     assert label.inner_text() in SERVICE_CLASSES
     assert card.locator(".topk li").count() == 3
-    assert card.locator("img[alt='Grad-CAM']").count() == 1
+    heat = card.locator("figure:has(img[alt='heat map']) figcaption")
+    assert heat.inner_text() == "LayerCAM: where the model's score is most sensitive; not the reason for the class"
     width = card.locator(".bar span").evaluate("e => parseFloat(e.style.width)")
     assert 0 < width <= 100
     assert "Refer to a person" in card.locator(".flag").inner_text()  # untrained model: low confidence
@@ -95,15 +76,24 @@ def test_page_classifies_an_uploaded_cell_and_reports_bad_files(page_server, bro
     assert requests_outside == []
 
 
-def test_page_counts_a_smear_photo_in_auto_mode(page_server, browser_page, tmp_path):
+def test_page_counts_a_smear_photo_in_auto_mode_and_says_the_servers_threshold(page_server, browser_page, tmp_path):
     page = browser_page
     smear = tmp_path / "smear.png"
     Image.new("RGB", (640, 480), (230, 200, 210)).save(smear)  # >= 500 px wide: auto picks "smear"
     page.goto(page_server.url + "/")
+    threshold = page.locator("#threshold")
+    threshold.wait_for()
+    page.wait_for_function("document.getElementById('threshold').textContent.length > 0")
+    assert f"less than {round(100 * DEFAULT_REFER_BELOW)}% confidence" in threshold.inner_text()
+    assert page.get_attribute("#camera-input", "capture") == "environment"
     page.set_input_files("#file-input", [str(smear)])
-    box = page.locator("article.smear[data-filename='smear.png']")
-    box.locator("table").first.wait_for()
-    text = box.inner_text()
-    assert "RBC" in text and "120" in text and "neutrophil" in text
-    assert box.locator("tr.flagged").count() == 1
-    assert box.locator("img").evaluate("e => e.naturalWidth") == 160
+    sample = page.locator("article.sample[data-sample-id='sample']")
+    sample.locator(".report table").first.wait_for()
+    photo = sample.locator("article.photo[data-filename='smear.png']")
+    assert "red cells" in photo.inner_text() and "120" in photo.inner_text()
+    assert photo.locator("img").evaluate("e => e.naturalWidth") == 160
+    neutrophil = sample.locator(".report tr", has_text="neutrophil")
+    assert "100.0%" in neutrophil.inner_text() and "above the reference interval" in neutrophil.inner_text()
+    assert neutrophil.get_attribute("class") == "flagged"
+    text = sample.inner_text()
+    assert "How much to trust this differential" in text and "wbc_" not in text and "{" not in text

@@ -1,26 +1,42 @@
-"""CenterNet smear detector: targets, box transforms, decoding, model, thresholds, a tiny run, count CLI."""
+"""CenterNet smear detector: targets, decoding, model, a trained checkpoint, scale estimation, tiling, count CLI.
+
+Its training (box transforms, thresholds, splits, runs) is tested in tests/train/test_train_detector.py.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from scipy import ndimage as ndi
 from typer.testing import CliRunner
 
+from bloodcell.cli.main import app
+from bloodcell.data.boxes import SMEAR_LABELS as LABELS
+from bloodcell.data.boxes import Box
 from bloodcell.errors import CheckpointError, ConfigError
-from bloodcell.smear import detector_train
-from bloodcell.smear.centernet import (STRIDE, CenterNet, decode, detector_meta, draw_gaussian, encode_targets,
-                                       gaussian_radius, load_detector)
-from bloodcell.smear.classical import LABELS, Detection
-from bloodcell.smear.detector_train import (Sample, crop_boxes, hflip_boxes, load_split_samples, rot90_boxes,
-                                            select_thresholds, vflip_boxes)
+from bloodcell.metrics.detection import iou
+from bloodcell.models.centernet import (
+    STRIDE,
+    CenterNet,
+    decode,
+    draw_gaussian,
+    encode_targets,
+    gaussian_radius,
+)
 from bloodcell.smear.detectors import resolve_detector
-from bloodcell.smear.evaluation import iou
+from bloodcell.smear.learned_detector import (
+    OVERLAP,
+    TILE,
+    DetectorSettings,
+    LearnedDetector,
+    detector_settings,
+    load_detector,
+)
 
 BG, PINK, PURPLE = (200, 202, 205), (205, 150, 140), (110, 70, 190)
 
@@ -57,23 +73,6 @@ def test_gaussian_target_peak_and_radius():
     assert targets["offset"][:, 13, 20].tolist() == pytest.approx([0.0, 0.0])
 
 
-def _box_of(mask: np.ndarray) -> list[float]:
-    ys, xs = np.nonzero(mask)
-    return [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
-
-
-def test_box_transforms_match_image_operations():
-    image = np.zeros((30, 40), np.uint8)  # height 30, width 40
-    image[5:12, 20:33] = 1
-    box = np.array([[20.0, 5.0, 33.0, 12.0]])
-    assert hflip_boxes(box, 40)[0].tolist() == _box_of(image[:, ::-1])
-    assert vflip_boxes(box, 30)[0].tolist() == _box_of(image[::-1])
-    for k in range(4):
-        assert rot90_boxes(box, 40, 30, k)[0].tolist() == _box_of(np.rot90(image, k)), k
-    boxes, labels = crop_boxes(np.array([[20.0, 5.0, 33.0, 12.0], [0.0, 0.0, 6.0, 6.0]]), np.array([0, 2]), 10, 0, 20)
-    assert labels.tolist() == [0] and boxes[0].tolist() == [10.0, 5.0, 20.0, 12.0]
-
-
 def test_decode_recovers_boxes_from_hand_made_heatmap():
     heatmap = torch.zeros(3, 24, 32)
     size, offset = torch.zeros(2, 24, 32), torch.zeros(2, 24, 32)
@@ -108,7 +107,7 @@ def test_encoded_targets_decode_back_to_the_boxes():
 
 
 def test_model_forward_shapes_and_registry():
-    from bloodcell.models.registry import create_model
+    from bloodcell.models import create_model
 
     model = create_model("centernet-lite0", num_classes=3, class_names=LABELS).eval()
     assert isinstance(model, CenterNet) and model.data_config.input_size == 384
@@ -128,28 +127,6 @@ def test_pretrained_backbone_uses_offline_weights():
     source = torch.load(path, map_location="cpu", weights_only=True)
     model = CenterNet(pretrained=True)
     assert torch.equal(model.backbone.conv_stem.weight, source["_conv_stem.weight"])
-
-
-def _sample(counts: list[int]) -> Sample:
-    boxes = [(10.0 * i, 0.0, 10.0 * i + 8, 8.0) for i in range(sum(counts))]
-    labels = [c for c, n in enumerate(counts) for _ in range(n)]
-    return Sample("s", np.zeros((8, 8, 3), np.uint8), np.array(boxes, np.float32).reshape(-1, 4), np.array(labels))
-
-
-def test_select_thresholds_minimises_count_error():
-    truths = [_sample([2, 1, 0]), _sample([1, 0, 1])]
-    dets = [
-        [Detection("RBC", 0.9, 0, 0, 8, 8), Detection("RBC", 0.6, 10, 0, 18, 8), Detection("RBC", 0.3, 50, 50, 60, 60),
-         Detection("WBC", 0.8, 20, 0, 28, 8), Detection("Platelets", 0.4, 90, 90, 99, 99)],
-        [Detection("RBC", 0.7, 0, 0, 8, 8), Detection("RBC", 0.2, 70, 70, 80, 80),
-         Detection("Platelets", 0.5, 10, 0, 18, 8), Detection("WBC", 0.3, 40, 40, 50, 50)],
-    ]
-    chosen = select_thresholds(dets, truths, "count")
-    assert 0.3 < chosen["RBC"]["threshold"] <= 0.6 and chosen["RBC"]["mae"] == 0 and chosen["RBC"]["f1"] == 1
-    assert 0.3 < chosen["WBC"]["threshold"] <= 0.8 and chosen["WBC"]["mae"] == 0
-    assert 0.4 < chosen["Platelets"]["threshold"] <= 0.5 and chosen["Platelets"]["count_accuracy"] == 1
-    with pytest.raises(ConfigError):
-        select_thresholds(dets, truths, "accuracy")
 
 
 # ---- a tiny training run on synthetic smears ------------------------------------------
@@ -202,71 +179,34 @@ def smear_data(tmp_path_factory):
     return root, manifest, folder, split
 
 
-def _app():
-    from bloodcell.cli.main import _register, app
-
-    if not any(group.name == "detector" for group in app.registered_groups):
-        _register()
-    return app
-
-
 @pytest.fixture(scope="module")
 def trained(smear_data, tmp_path_factory):
+    """A detector trained 3 epochs, then resumed for a 4th, by 'bloodcell detector train'."""
     root, manifest, _, split = smear_data
     out = tmp_path_factory.mktemp("run") / "run"
-    opened: list[str] = []
-    patch = pytest.MonkeyPatch()
-    for name in ("read_image", "parse_voc"):
-        original = getattr(detector_train, name)
-        patch.setattr(detector_train, name, lambda path, _f=original, **kw: (opened.append(str(path)), _f(path, **kw))[1])
     args = ["detector", "train", "--manifest", str(manifest), "--out", str(out), "--data-root", str(root),
             "--epochs", "3", "--batch-size", "4", "--input-size", "128", "--no-pretrained", "--threads", "1"]
-    try:
-        first = CliRunner().invoke(_app(), args)
-        resumed = CliRunner().invoke(_app(), args[:8] + ["--epochs", "4", "--resume"])
-    finally:
-        patch.undo()
+    first = CliRunner().invoke(app, args)
+    resumed = CliRunner().invoke(app, args[:8] + ["--epochs", "4", "--resume"])
     assert first.exit_code == 0, first.output
     assert resumed.exit_code == 0, resumed.output
-    return out, opened, split
-
-
-def test_training_never_opens_the_test_split(trained, smear_data):
-    out, opened, split = trained
-    _, manifest, _, _ = smear_data
-    test_ids = {i for i, s in split.items() if s == "test"}
-    assert opened and not any(i in path for path in opened for i in test_ids)
-    assert {i for i, s in split.items() if s != "test"} <= {p.split("/")[-1].split(".")[0] for p in opened}
-    with pytest.raises(ConfigError, match="test"):
-        load_split_samples(manifest, "test", 128)
-
-
-def test_training_run_writes_metrics_and_resumes(trained):
-    out, _, _ = trained
-    rows = list(csv.DictReader((out / "metrics.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]  # 3 epochs, then 1 more after --resume
-    assert all(math.isfinite(float(r["train_loss"])) and float(r["seconds_per_iter"]) > 0 for r in rows)
-    assert json.loads((out / "config.json").read_text())["epochs"] == 4
-    meta = json.loads((out / "best.json").read_text())
-    assert meta["model_name"] == "centernet-lite0" and meta["class_names"] == list(LABELS)
-    assert meta["detector"]["input_size"] == 128 and set(meta["detector"]["thresholds"]) == set(LABELS)
-    assert meta["detector"]["thresholds_chosen_on"] == "val" and meta["metrics"]["n_val"] == 2
+    return out, [], split
 
 
 def test_checkpoint_loads_and_detects(trained):
     out, _, _ = trained
     detector = load_detector(out / "best.safetensors")
     meta = json.loads((out / "best.json").read_text())["detector"]
-    assert detector.thresholds == [meta["thresholds"][label] for label in LABELS] and detector.input_size == 128
+    assert detector.thresholds == [meta["thresholds"][label] for label in LABELS]
+    assert detector.settings.input_size == 128 and detector.settings.cell_size_px is None  # a longer-side checkpoint
     assert resolve_detector(out / "best.safetensors") is resolve_detector(str(out / "best.safetensors"))
     image, _ = _draw_smear(99)
     detector.thresholds = [0.05, 0.05, 0.05]
-    found = detector(image)
-    assert found and all(isinstance(d, Detection) and d.label in LABELS for d in found)
+    found, size = detector.detect(image)
+    assert size is None and found and all(isinstance(d, Box) and d.label in LABELS for d in found)
     assert all(0 <= d.x1 <= d.x2 <= 640 and 0 <= d.y1 <= d.y2 <= 480 for d in found)
-    out_map = detector.outputs(np.asarray(image.resize((128, 96), Image.BILINEAR)))
-    direct = decode(out_map["heatmap"], out_map["size"], out_map["offset"], detector.thresholds, scale=0.2,
-                    image_size=(640, 480))
+    resized = image.resize((128, 96), Image.BILINEAR)
+    direct = [b.scaled(1 / 0.2) for b in detector.detect_resized(resized)]
     assert [(d.label, round(d.x1, 3)) for d in found] == [(d.label, round(d.x1, 3)) for d in direct]
 
 
@@ -276,8 +216,8 @@ def test_count_command_uses_the_checkpoint(trained, tmp_path):
     photo = tmp_path / "smear.png"
     image.save(photo)
     ckpt = out / "best.safetensors"
-    result = CliRunner().invoke(_app(), ["count", str(photo), "-o", str(tmp_path / "counts"), "--detector", str(ckpt),
-                                         "--classifier", str(tmp_path / "none.safetensors")])
+    result = CliRunner().invoke(app, ["count", str(photo), "-o", str(tmp_path / "counts"), "--detector", str(ckpt),
+                                      "--model", "pbc8"])
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "counts" / "counts.json").read_text())
     expected = load_detector(ckpt)(image)
@@ -285,42 +225,109 @@ def test_count_command_uses_the_checkpoint(trained, tmp_path):
     assert entry["counts"] == {label: sum(d.label == label for d in expected) for label in LABELS}
     assert len(entry["boxes"]) == len(expected)
     assert (tmp_path / "counts" / entry["annotated_png"]).is_file()
-
-
-def test_hybrid_takes_white_cells_from_the_classical_detector(trained):
-    from bloodcell.smear.classical import detect_cells
-
-    out, _, _ = trained
-    ckpt = out / "best.safetensors"
-    hybrid = resolve_detector(f"hybrid:{ckpt}")
-    assert hybrid is resolve_detector(f"hybrid:{ckpt}")
-    image, _ = _draw_smear(5)
-    learned, classical, found = resolve_detector(ckpt)(image), detect_cells(image), hybrid(image)
-    assert [d for d in found if d.label == "WBC"] == [d for d in classical if d.label == "WBC"]
-    assert [d for d in found if d.label != "WBC"] == [d for d in learned if d.label != "WBC"]
-    assert any(d.label == "WBC" for d in classical)
+    assert (tmp_path / "counts" / "samples.csv").is_file()
 
 
 def test_bad_detector_specs(tmp_path):
-    with pytest.raises(ConfigError, match="unknown detector"):
+    with pytest.raises(CheckpointError, match="not a bundled model"):
         resolve_detector("yolo")
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(CheckpointError, match="no such model file"):
         resolve_detector(tmp_path / "missing.safetensors")
     with pytest.raises(CheckpointError, match="not a smear detector"):
-        detector_meta({"model_name": "efficientnet_lite0"}, "pbc8.safetensors")
+        detector_settings({"model_name": "efficientnet_lite0"}, "pbc8.safetensors")
+    bad = {"model_name": "centernet-lite0", "detector": {"thresholds": {"RBC": 0.5, "WBC": 2.0, "Platelets": 0.5},
+                                                         "input_size": 192}}
+    with pytest.raises(CheckpointError, match="invalid detector metadata"):
+        detector_settings(bad, "det.safetensors")
+    huge = {"model_name": "centernet-lite0", "detector": {"thresholds": dict.fromkeys(LABELS, 0.5), "input_size": 10**6}}
+    with pytest.raises(CheckpointError, match="invalid detector metadata"):
+        detector_settings(huge, "det.safetensors")
 
 
-def test_detector_split_is_seeded_and_reproducible(smear_data, tmp_path):
-    from bloodcell.smear.splits import read_split
+# ---- scale estimation and tiling, with a stand-in network that finds discs of about the trained size ----
 
-    root = smear_data[0]
-    runs = [CliRunner().invoke(_app(), ["detector", "split", "--out", str(tmp_path / f"{n}.csv"), "--data-root", str(root),
-                                        "--seed", str(seed)]) for n, seed in (("a", 0), ("b", 0), ("c", 1))]
-    assert all(r.exit_code == 0 for r in runs), runs[0].output
-    assert "8 smears -> train 6, val 1, test 1" in runs[0].output
-    a, b, c = (read_split(tmp_path / f"{n}.csv") for n in "abc")
-    assert a == b and a != c and sorted(a) == [f"BloodImage_{i:05d}" for i in range(8)]
-    empty = tmp_path / "empty" / "cbc"
-    (empty / "Annotations").mkdir(parents=True)
-    failed = CliRunner().invoke(_app(), ["detector", "split", "--out", str(tmp_path / "x.csv"), "--data-root", str(tmp_path / "empty")])
-    assert failed.exit_code != 0 and "no VOC annotation files" in str(failed.exception)
+CELL = 40  # the stand-in's trained red-cell diameter
+
+
+class DiscFinder(LearnedDetector):
+    """A LearnedDetector whose network is replaced by exact disc finding, sensitive to size as a trained
+    detector is: discs within 0.6-1.6x the trained diameter are found (score 0.9), others not."""
+
+    def __init__(self):
+        settings = DetectorSettings(thresholds=dict.fromkeys(LABELS, 0.5), input_size=192, cell_size_px=CELL)
+        super().__init__(torch.nn.Identity(), settings, (0.5,) * 3, (0.5,) * 3)
+        self.calls = 0
+
+    def _detect_array(self, array, thresholds):
+        self.calls += 1
+        mask = np.asarray(array)[..., 1] < 128  # the discs are drawn dark on white
+        labels, _ = ndi.label(mask)
+        found = []
+        for sl in ndi.find_objects(labels):
+            y, x = sl
+            w, h = x.stop - x.start, y.stop - y.start
+            if 0.6 * CELL <= max(w, h) <= 1.6 * CELL or (min(w, h) < max(w, h) and max(w, h) <= 1.6 * CELL):
+                found.append(Box("RBC", x.start, y.start, x.stop, y.stop, 0.9))
+        return found
+
+
+def _field(diameter: int, columns: int = 6, rows: int = 5, gap: float = 1.6) -> tuple[Image.Image, int]:
+    """White field with dark discs on a grid; returns the photo and the number of discs."""
+    step = round(diameter * gap)
+    image = Image.new("RGB", (columns * step + step // 2, rows * step + step // 2), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    for r in range(rows):
+        for c in range(columns):
+            x, y = step // 2 + c * step + step // 4, step // 2 + r * step + step // 4
+            draw.ellipse((x - diameter / 2, y - diameter / 2, x + diameter / 2, y + diameter / 2), fill=(60, 20, 60))
+    return image, rows * columns
+
+
+@pytest.mark.parametrize("diameter", [30, 75])
+def test_scale_is_estimated_from_the_red_cells_of_a_field_drawn_at_two_scales(diameter):
+    image, _ = _field(diameter)
+    size = DiscFinder().estimate_cell_size(image)
+    assert size.method == "red cells" and size.pixels == pytest.approx(diameter, rel=0.12)
+
+
+def test_given_cell_size_skips_the_estimate_and_sets_the_scale():
+    image, n = _field(80)
+    finder = DiscFinder()
+    boxes, size = finder.detect(image, cell_size_px=80)
+    assert size.method == "given" and size.pixels == 80 and finder.calls == 1  # one pass, no probes
+    assert len(boxes) == n
+
+
+def test_tiles_count_every_cell_once_even_across_tile_borders():
+    diameter = CELL
+    columns = rows = 2 * TILE // round(diameter * 1.6) + 2  # a field several tiles wide at the trained scale
+    image, n = _field(diameter, columns, rows)
+    assert min(image.size) > 2 * TILE
+    finder = DiscFinder()
+    boxes, _ = finder.detect(image, cell_size_px=diameter)
+    assert finder.calls > 4 and len(boxes) == n
+    centres = {(round(b.centre[0]), round(b.centre[1])) for b in boxes}
+    assert len(centres) == n  # no cell twice
+    assert all(b.width == pytest.approx(diameter, abs=2) for b in boxes)  # each from a tile that sees it whole
+    assert OVERLAP / 2 > diameter / 2  # the rule's condition: a cell's radius fits in half the overlap
+
+
+def test_fcos_comparison_detector_trains_and_detects_through_the_same_interface():
+    from bloodcell.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("fcos-lite0", num_classes=3, class_names=LABELS).train()
+    image = torch.zeros(2, 3, 64, 64)
+    image[:, :, 16:48, 16:48] = 1.0
+    boxes, labels = [np.array([[16, 16, 48, 48]], np.float32)] * 2, [np.array([0])] * 2
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(4):
+        loss = model.loss(image, boxes, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    found = model.eval().detect(image[0], [0.0, 0.0, 0.0], (64, 64))
+    assert found and all(isinstance(b, Box) and b.label in LABELS and 0 <= b.x1 <= b.x2 <= 64 for b in found)

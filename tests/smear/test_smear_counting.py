@@ -9,10 +9,18 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from bloodcell.smear import annotate, count_smears
-from bloodcell.smear.classical import detect_cells, count_detections
+from bloodcell.data.boxes import SMEAR_LABELS
+from bloodcell.framing import crop_around
+from bloodcell.metrics.detection import (
+    average_precision,
+    coco_ap50,
+    evaluate_counts,
+    iou,
+    match,
+)
+from bloodcell.smear.classical import count_detections, detect_cells
+from bloodcell.smear.counting import annotate, count_smears
 from bloodcell.smear.differential import differential, render_report
-from bloodcell.smear.evaluation import average_precision, evaluate_counts, iou, match
 from bloodcell.smear.io import write_outputs
 
 BG, PINK, PURPLE = (200, 202, 205), (205, 150, 140), (110, 70, 190)
@@ -42,7 +50,7 @@ def test_synthetic_cells_are_counted():
     assert abs(counts["RBC"] - 12) <= 1
 
 
-@pytest.mark.parametrize("detector", ["classical", "centernet"])
+@pytest.mark.parametrize("detector", ["classical", "learned"])
 def test_blank_smear_counts_zero(detector):
     doc = count_smears([Image.new("RGB", (640, 480), BG)], detector=detector)
     assert doc["images"][0]["counts"] == {"RBC": 0, "WBC": 0, "Platelets": 0}
@@ -109,11 +117,11 @@ def test_average_precision_hand_computed():
     assert hits.tolist() == [True, False] and n == 1
     entries = [{"counts": {"RBC": 2, "WBC": 1, "Platelets": 0},
                 "boxes": [{"label": "WBC", "score": 0.9, "x1": 0, "y1": 0, "x2": 10, "y2": 10}]}]
-    result = evaluate_counts(entries, [[("WBC", 0, 0, 10, 10), ("RBC", 0, 0, 5, 5)]])
-    assert result["WBC"]["ap50"] == pytest.approx(1.0)
+    result = evaluate_counts(entries, [[("WBC", 0, 0, 10, 10), ("RBC", 0, 0, 5, 5)]], SMEAR_LABELS)
+    assert result["WBC"]["ap50_voc"] == pytest.approx(1.0)
     assert result["RBC"]["count_accuracy"] == pytest.approx(0.0)
     assert math.isnan(average_precision(np.array([]), np.array([], bool), 0))
-    assert result["Platelets"]["ap50"] is None and result["Platelets"]["count_accuracy"] is None
+    assert result["Platelets"]["ap50_voc"] is None and result["Platelets"]["count_accuracy"] is None
     assert json.loads(json.dumps(result, allow_nan=False))["Platelets"]["exact_fraction"] == 1.0
 
 
@@ -139,70 +147,32 @@ def tiny_classifier(tmp_path_factory):
     return load(path, num_threads=1)
 
 
-def test_service_adapter_with_classifier(tiny_classifier):
-    from bloodcell.service.app import _default_smear_counter
-
-    counter = _default_smear_counter(tiny_classifier, detector="classical")
-    doc = counter([_smear(), _smear(wbc=2)], ["a.png", "b.png"])
+def test_counting_with_a_classifier_types_every_detected_white_cell(tiny_classifier):
+    doc = count_smears([_smear(), _smear(wbc=2)], classifier=tiny_classifier, names=["a.png", "b.png"],
+                       detector="classical", refer_below=0.99)
     assert [e["path"] for e in doc["images"]] == ["a.png", "b.png"]
     assert isinstance(doc["images"][0]["annotated"], Image.Image)
     wbc = [b for b in doc["images"][1]["boxes"] if b["label"] == "WBC"]
     assert len(wbc) == 2 and all(b["wbc_type"] in PBC8 and 0 < b["confidence"] <= 1 for b in wbc)
     assert sum(doc["sample"]["wbc_types"].values()) == doc["sample"]["counts"]["WBC"] == 3
+    assert doc["sample"]["wbc_referred"] == 3  # an untrained model is never 99 % sure
+    assert "about 40%" in render_report(doc)  # no typing record in this checkpoint: the warning paragraph
 
 
-def _typing_case(tiny_classifier):
-    """(crops, truth, fitted head pipeline) of two colour-coded synthetic "types", checked on the way."""
-    from bloodcell.smear.wbc_typing import evaluate_typing, held_out_split
-
+def test_ap50_by_pycocotools_agrees_with_the_voc_all_point_ap():
     rng = np.random.default_rng(0)
-    # two visibly different "types" (pink vs blue crops with noise): a head on any features separates them
-    base = {"neutrophil": (230, 120, 160), "eosinophil": (60, 80, 220)}
-    truth = ["neutrophil"] * 10 + ["eosinophil"] * 10
-    crops = [Image.fromarray(np.clip(np.array(base[t]) + rng.normal(0, 12, (40, 40, 3)), 0, 255).astype(np.uint8))
-             for t in truth]
-    held = held_out_split(truth)
-    assert held.sum() == 6 and sorted(np.array(truth)[held]) == ["eosinophil"] * 3 + ["neutrophil"] * 3
-    result, head = evaluate_typing(tiny_classifier, crops, truth)
-    assert result["held_out"] == 6 and result["train"] == 14
-    assert result["adapted_accuracy_held_out"] == 1.0
-    return crops, truth, head
-
-
-def test_bccd_typing_with_tiny_checkpoint(tiny_classifier):
-    _typing_case(tiny_classifier)
-
-
-def test_typing_head_round_trip_and_adapted_classifier(tiny_classifier, tmp_path):
-    from bloodcell.checkpoint import file_sha256
-    from bloodcell.errors import CheckpointError
-    from bloodcell.smear.typing_head import TypingHead, adapt, dihedral_features
-
-    crops, truth, pipeline = _typing_case(tiny_classifier)
-    sha = file_sha256(tiny_classifier.source)
-    head = TypingHead.from_pipeline(pipeline, sha, {"name": "test", "held_out_accuracy": 1.0})
-    features = dihedral_features(tiny_classifier, crops)
-    np.testing.assert_allclose(np.exp(head.logits(features)) / np.exp(head.logits(features)).sum(1, keepdims=True),
-                               pipeline.predict_proba(features), atol=1e-6)
-    path = head.save(tmp_path / "head.safetensors")
-    loaded = TypingHead.load(path)
-    assert loaded.class_names == ["eosinophil", "neutrophil"] and loaded.meta["held_out_accuracy"] == 1.0
-    adapted = adapt(tiny_classifier, path)
-    preds = adapted.predict(crops + [b"not an image"], top_k=2, refer_below=0.999)
-    assert [p.label for p in preds[:-1]] == truth and all(p.referred for p in preds[:-1])
-    assert preds[-1].error and preds[-1].label is None
-    doc = count_smears([_smear()], classifier=adapted, detector="classical")
-    assert set(doc["sample"]["wbc_types"]) <= {"eosinophil", "neutrophil"} and doc["sample"]["wbc_classified"] == 1
-    assert doc["sample"]["wbc_typing"]["held_out_accuracy"] == 1.0
-    assert "`test` typing head" in render_report(doc) and "100% of" in render_report(doc)
-    assert "about 40%" in render_report(count_smears([_smear()], classifier=tiny_classifier, detector="classical"))
-    # a head fitted on another checkpoint is refused
-    TypingHead(head.class_names, head.weight, head.bias, "0" * 64).save(tmp_path / "other.safetensors")
-    with pytest.raises(CheckpointError, match="fitted on the features"):
-        adapt(tiny_classifier, tmp_path / "other.safetensors")
-    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="not a readable typing head"):
-        TypingHead.load(tmp_path / "bad.safetensors")
+    entries, truths = [], []
+    for _ in range(6):
+        truth = [("RBC", x, y, x + 20, y + 20) for x, y in rng.integers(0, 200, (8, 2))]
+        boxes = [{"label": "RBC", "score": float(rng.uniform(0.3, 1)), "x1": t[1] + float(rng.normal(0, 3)),
+                  "y1": t[2] + float(rng.normal(0, 3)), "x2": t[3], "y2": t[4]} for t in truth[:6]]
+        boxes += [{"label": "RBC", "score": float(rng.uniform(0, 0.5)), "x1": 300.0, "y1": 300.0, "x2": 320.0, "y2": 320.0}]
+        entries.append({"boxes": boxes, "counts": {"RBC": len(boxes), "WBC": 0, "Platelets": 0}})
+        truths.append(truth)
+    ours = evaluate_counts(entries, truths, SMEAR_LABELS)["RBC"]["ap50_voc"]
+    coco = coco_ap50(entries, truths, SMEAR_LABELS)
+    assert 0.5 < coco["RBC"] < 0.9 and coco["RBC"] == pytest.approx(ours, abs=0.02)
+    assert coco["WBC"] is None and coco["Platelets"] is None  # no box of those classes anywhere
 
 
 def test_real_cbc_smoke(real_data_root):
@@ -221,41 +191,44 @@ def test_real_cbc_smoke(real_data_root):
 def test_count_cli_refuses_a_file_as_output_and_fails_when_nothing_was_counted(tmp_path):
     from typer.testing import CliRunner
 
-    from bloodcell.cli.main import _register, app
+    from bloodcell.cli.main import app
     from bloodcell.errors import ConfigError
 
-    if not any(getattr(c, "name", None) == "count" for c in app.registered_commands):
-        _register()
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
-    refused = CliRunner().invoke(app, ["count", str(bad), "-o", str(tmp_path / "c.json"), "--classifier", "none.safetensors"])
-    assert isinstance(refused.exception, ConfigError) and "--output is a folder" in str(refused.exception)
+    refused = CliRunner().invoke(app, ["count", str(bad), "-o", str(tmp_path / "c.json")])
+    assert isinstance(refused.exception, ConfigError) and "is a folder" in str(refused.exception)
     assert not (tmp_path / "c.json").exists()
-    failed = CliRunner().invoke(app, ["count", str(bad), "-o", str(tmp_path / "out"), "--classifier", "none.safetensors"])
-    assert failed.exit_code == 1 and "0 images counted (1 skipped)" in failed.output
-    assert "not an image file" in (tmp_path / "out" / "report.md").read_text()
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (1, 1)).save(tiny)
+    failed = CliRunner().invoke(app, ["count", str(bad), str(tiny), "-o", str(tmp_path / "out"), "--detector", "classical"])
+    assert failed.exit_code == 1 and "0 photos counted, 2 skipped" in failed.output
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "not an image file" in report and "too small to be a smear photo" in report
 
 
 def test_real_bccd_crops_keep_the_held_out_smears_out_of_train(real_data_root, tmp_path):
+    from bloodcell.data.bccd import held_out_ids, typed_smears
     from bloodcell.data.manifest import read_manifest
-    from bloodcell.smear.wbc_typing import bccd_smears, export_wbc_crops, held_out_split
+    from bloodcell.workflows.cells import export_bccd_crops
 
-    manifest = read_manifest(export_wbc_crops(tmp_path / "crops", real_data_root))
-    smears = bccd_smears(real_data_root)
-    held = {s[0] for s, h in zip(smears, held_out_split([s[1] for s in smears])) if h}
-    assert manifest.dataset == "folder" and len(manifest.rows) == sum(len(s[3]) for s in smears)
+    manifest = read_manifest(export_bccd_crops(tmp_path / "crops", real_data_root))
+    smears, _ = typed_smears(real_data_root)
+    held = held_out_ids(smears)
+    assert manifest.dataset == "folder" and len(manifest.rows) == sum(len(s.boxes) for s in smears)
     assert {r.group for r in manifest.rows if r.split == "test"} == held
     assert not held & {r.group for r in manifest.rows if r.split == "train"}
     assert {r.label for r in manifest.rows} <= set(PBC8) and all((tmp_path / "crops" / r.path).is_file() for r in manifest.rows)
 
 
-def test_typing_benchmark_records_accuracy_and_saves_a_head_tied_to_the_rewritten_checkpoint(tiny_classifier, tmp_path):
+def test_typing_record_measures_held_out_bccd_cells_and_the_report_quotes_it(tiny_classifier, tmp_path):
     import shutil
 
-    from bloodcell.checkpoint import file_sha256, read_checkpoint_meta
+    from bloodcell.checkpoint import read_checkpoint_meta
     from bloodcell.inference.predictor import load
-    from bloodcell.smear.typing_head import adapt, typing_summary
-    from bloodcell.smear.wbc_typing import main
+    from bloodcell.provenance import file_sha256
+    from bloodcell.smear.typing import typing_summary
+    from bloodcell.workflows.typing_records import measure_typing, record_typing
 
     bccd = tmp_path / "bccd"
     (bccd / "Annotations").mkdir(parents=True)
@@ -270,14 +243,14 @@ def test_typing_benchmark_records_accuracy_and_saves_a_head_tied_to_the_rewritte
     (bccd / "wbc_labels.csv").write_text("\n".join(rows) + "\n")
     checkpoint = tmp_path / "model.safetensors"
     shutil.copy(tiny_classifier.source, checkpoint)
-    result = main([str(checkpoint), "--data-root", str(tmp_path), "--record", "--save-head", str(tmp_path / "h.safetensors")])
+    result = measure_typing(checkpoint, tmp_path)
+    assert result["held_out"] == 2 and result["smears"] == 6 and result["held_out_types"] == {"eosinophil": 1, "neutrophil": 1}
+    record_typing(checkpoint, result)
     recorded = read_checkpoint_meta(checkpoint)["smear_typing"]
-    assert recorded["held_out_smears"] == result["held_out"] == 2 and recorded["held_out_accuracy"] == result["direct_accuracy_held_out"]
-    assert result["checkpoint_sha256"] == file_sha256(checkpoint) != file_sha256(tiny_classifier.source)
+    assert recorded["held_out_smears"] == 2 and recorded["held_out_accuracy"] == result["direct_accuracy_held_out"]
+    assert file_sha256(checkpoint) != file_sha256(tiny_classifier.source)  # the record is in the file
     classifier = load(checkpoint, num_threads=1)
-    adapt(classifier, tmp_path / "h.safetensors")  # the head matches the rewritten checkpoint
-    summary = typing_summary(classifier)
-    assert summary["held_out_smears"] == 2 and summary["head"] is None
+    assert typing_summary(classifier)["held_out_smears"] == 2
     assert "of 2 held-out smears" in render_report(count_smears([_smear()], classifier=classifier, detector="classical"))
 
 
@@ -290,12 +263,10 @@ def test_counting_skips_the_single_cell_guard_for_detected_white_cells(tiny_clas
     cells = [Image.fromarray(np.clip(rng.normal(128, 40, (40, 40, 3)), 0, 255).astype(np.uint8)) for _ in range(20)]
     guarded = copy.copy(tiny_classifier)
     guarded.guard = fit_guard(tiny_classifier.pixels(cells), tiny_classifier.features(cells), pass_rate=0.9)
-    from bloodcell.smear import crop_cell
-
     smear = _smear()
     doc = count_smears([smear], classifier=guarded, detector="classical")
     box = next(b for b in doc["images"][0]["boxes"] if b["label"] == "WBC")
-    alone = guarded.predict(crop_cell(smear, (box["x1"], box["y1"], box["x2"], box["y2"])))
+    alone = guarded.predict(crop_around(smear, (box["x1"], box["y1"], box["x2"], box["y2"])))
     assert alone.reason.startswith("not a single blood cell")  # unlike the noisy "cells" the guard saw
     referred = doc["images"][0]["referred"]  # the untrained tiny model is unsure: low confidence is still referred
     assert doc["sample"]["wbc_classified"] == 1 and all(r["reason"].startswith("low confidence") for r in referred)

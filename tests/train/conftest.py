@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,15 @@ def base_config(synthetic_root, tmp_path) -> TrainConfig:
         out=str(tmp_path / "run"), epochs=2, batch_size=8, lr=0.01, weight_decay=0.0, augment="none",
         threads=1, cache=False, seed=0, schedule="constant",
     )
+
+
+@pytest.fixture
+def bloodcell_log(caplog):
+    """caplog receiving the ``bloodcell`` loggers' records (INFO and up) even after the CLI stopped their propagation."""
+    logger = logging.getLogger("bloodcell")
+    level = logger.level
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)

@@ -1,4 +1,4 @@
-"""``fit`` hands ``sk/...`` registry entries to ``train_classical`` with train and validation arrays."""
+"""The training workflow hands ``sk/...`` registry entries to ``train_classical`` with train and validation arrays."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from dataclasses import replace
 
 import numpy as np
 
-import bloodcell.models.classical as classical
+import bloodcell.train.classical as classical
 from bloodcell.data.taxonomy import get_taxonomy
+from bloodcell.models.classical import load_classical
 from bloodcell.models.registry import register_model
-from bloodcell.train.engine import fit
+from bloodcell.workflows.train import run_training
 
 SK_MODEL = "sk/test-train-recorder"
 
@@ -31,7 +32,7 @@ def test_sklearn_entries_dispatch_to_train_classical(base_config, monkeypatch):
         return object(), {"val_acc": 0.5, "temperature": 0.8}
 
     monkeypatch.setattr(classical, "train_classical", fake_train_classical, raising=False)
-    result = fit(replace(base_config, model=SK_MODEL))
+    result = run_training(replace(base_config, model=SK_MODEL))
     assert calls["model"] == SK_MODEL
     assert calls["train"].shape == (36, 20, 20, 3) and calls["train"].dtype == np.uint8
     assert calls["val"].shape == (12, 20, 20, 3)
@@ -51,9 +52,9 @@ def test_real_classical_baseline_trains_and_saves_its_classes(base_config):
 
     names = [e.name for e in list_models() if e.kind == "sklearn" and e.name != SK_MODEL]
     assert names, "the sk/... baselines should be registered"
-    result = fit(replace(base_config, model=names[0]))
+    result = run_training(replace(base_config, model=names[0]))
     assert result.best_checkpoint.is_file() and result.best_checkpoint.suffix == ".skops"
-    pipeline, meta = classical.load_classical(result.best_checkpoint)
+    pipeline, meta = load_classical(result.best_checkpoint)
     assert meta["model_name"] == names[0] and meta["taxonomy"] == "pbc8"
     assert meta["class_names"] == list(get_taxonomy("pbc8").class_names)
     assert result.temperature == meta["temperature"] > 0

@@ -54,10 +54,7 @@ def test_unreadable_config_file(tmp_path):
 
 
 def _cli(args):
-    from bloodcell.cli.main import _register, app
-
-    if not any(c.name == "train" for c in app.registered_commands):
-        _register()
+    from bloodcell.cli.main import app
     return CliRunner().invoke(app, args)
 
 

@@ -36,7 +36,7 @@ def test_torchrun_two_processes_train_and_checkpoint(synthetic_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BLOODCELL_NO_PROGRESS": "1"}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "bloodcell", "train", "--model", "risodkar2024-cnn", "--input-size", "24",
+        "-m", "bloodcell", "train", "--model", "risodkar2024-cnn", "--input-size", "64",
         "--manifest", str(synthetic_root / "manifest.csv"), "--data-root", str(synthetic_root),
         "--out", str(out), "--epochs", "2", "--batch-size", "8", "--threads", "1", "--no-cache",
         "--augment", "flips", "--lr", "0.001",

@@ -1,4 +1,4 @@
-"""The training engine on a tiny synthetic dataset: learning, checkpoints, resume, stopping rules."""
+"""The training engine and workflow on a tiny synthetic dataset: learning, checkpoints, resume, stopping rules."""
 
 from __future__ import annotations
 
@@ -9,19 +9,21 @@ from dataclasses import replace
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_fixtures import TINY_MODEL, _tiny_cnn, make_synthetic_pbc
 
-from bloodcell.checkpoint import load_checkpoint
+from bloodcell.checkpoint import load_checkpoint, portable_config
 from bloodcell.data.dataset import ManifestDataset
 from bloodcell.data.manifest import read_manifest
 from bloodcell.errors import ConfigError, DataError
 from bloodcell.models import create_model
 from bloodcell.models.registry import register_model
 from bloodcell.train import engine
-from bloodcell.train.data import class_weights, load_split
-from bloodcell.train.engine import STATE_FILE, fit, seed_everything
+from bloodcell.train.data import class_weights
+from bloodcell.train.engine import seed_everything
+from bloodcell.train.run import STATE_FILE
 from bloodcell.transforms import create_transform
-
-from train_fixtures import TINY_MODEL, _tiny_cnn, make_synthetic_pbc
+from bloodcell.workflows import train as train_workflow
+from bloodcell.workflows.train import load_split, run_training
 
 TINY_FROZEN_STEM = "test-train-tiny-frozen-stem"
 
@@ -43,7 +45,7 @@ def _val_batch(config):
 
 def test_one_epoch_learns_and_writes_a_loadable_checkpoint(base_config):
     config = replace(base_config, epochs=1, class_weights=True)
-    result = fit(config)
+    result = run_training(config)
     run = result.run_dir
     assert result.history[0]["val_acc"] > 0.6  # three classes: chance is 1/3
     rows = list(csv.DictReader(open(run / "metrics.csv")))
@@ -56,7 +58,7 @@ def test_one_epoch_learns_and_writes_a_loadable_checkpoint(base_config):
 
     checkpoint = load_checkpoint(result.best_checkpoint)
     meta = checkpoint.meta
-    assert meta["train_config"] == saved
+    assert meta["train_config"] == portable_config(saved)  # machine paths cut to file names in checkpoints
     assert meta["manifest_sha256"] == read_manifest(config.manifest).sha256
     assert meta["metrics"]["epoch"] == 1 and meta["metrics"]["n_val"] == 12
     assert meta["temperature"] == pytest.approx(result.temperature) and result.temperature > 0
@@ -74,27 +76,23 @@ def test_one_epoch_learns_and_writes_a_loadable_checkpoint(base_config):
     assert predicted.float().mean() > 0  # not all class 0
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(base_config, tmp_path, monkeypatch):
+def test_resume_after_interruption_matches_an_uninterrupted_run(base_config, tmp_path):
     config = replace(base_config, epochs=3, schedule="cosine", augment="flips", warmup_epochs=0.5, ema=True,
                      ema_decay=0.9)
-    full = fit(replace(config, out=str(tmp_path / "full")))
+    full = run_training(replace(config, out=str(tmp_path / "full")))
 
     interrupted = replace(config, out=str(tmp_path / "interrupted"))
-    real_log = engine._log
 
-    def crash_after_epoch_2(ctx, message):
-        real_log(ctx, message)
-        if message.startswith("epoch 2/3"):
+    def crash_after_epoch_2(row):  # called once the epoch's files are written
+        if row["epoch"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine, "_log", crash_after_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        fit(interrupted)
-    monkeypatch.setattr(engine, "_log", real_log)
+        run_training(interrupted, on_epoch=crash_after_epoch_2)
     state = torch.load(tmp_path / "interrupted" / STATE_FILE, weights_only=True)
     assert state["epoch"] == 2 and len(state["history"]) == 2
 
-    resumed = fit(interrupted, resume=True)
+    resumed = run_training(interrupted, resume=True)
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
     assert [row["val_loss"] for row in resumed.history] == pytest.approx([row["val_loss"] for row in full.history])
     a = load_file(full.best_checkpoint)
@@ -109,13 +107,13 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(base_config, tmp
 
 def test_resume_refuses_another_taxonomy_and_missing_state(base_config):
     config = replace(base_config, epochs=1)
-    fit(config)
+    run_training(config)
     with pytest.raises(DataError, match="taxonomy"):
-        fit(replace(config, taxonomy="pbc11"), resume=True)
+        run_training(replace(config, taxonomy="pbc11"), resume=True)
     with pytest.raises(ConfigError, match="--overwrite"):
-        fit(config)
+        run_training(config)
     with pytest.raises(ConfigError, match="resume"):
-        fit(replace(config, out=config.out + "-new"), resume=True)
+        run_training(replace(config, out=config.out + "-new"), resume=True)
 
 
 def test_early_stopping_stops_after_patience(base_config, monkeypatch):
@@ -128,7 +126,7 @@ def test_early_stopping_stops_after_patience(base_config, monkeypatch):
         return out
 
     monkeypatch.setattr(engine, "evaluate", scripted)
-    result = fit(replace(base_config, epochs=7, early_stopping_patience=3))
+    result = run_training(replace(base_config, epochs=7, early_stopping_patience=3))
     assert result.stop_reason == "early_stopping"
     assert len(result.history) == 5  # best at epoch 2, then three worse epochs
     assert result.best_epoch == 2
@@ -136,7 +134,7 @@ def test_early_stopping_stops_after_patience(base_config, monkeypatch):
 
 
 def test_time_budget_stops_cleanly_inside_the_first_epoch(base_config):
-    result = fit(replace(base_config, epochs=5, batch_size=4, time_budget_s=1e-6))
+    result = run_training(replace(base_config, epochs=5, batch_size=4, time_budget_s=1e-6))
     assert result.stop_reason == "time_budget"
     assert len(result.history) == 1
     assert result.best_checkpoint.is_file()
@@ -160,7 +158,8 @@ def test_training_never_opens_the_test_split(base_config, monkeypatch):
             assert not self.skipped  # the broken file lives in the test split only
 
     monkeypatch.setattr(dataset_module, "ManifestDataset", Spy)
-    fit(replace(base_config, epochs=1))
+    monkeypatch.setattr(train_workflow, "ManifestDataset", Spy)
+    run_training(replace(base_config, epochs=1))
     assert sorted(opened) == ["train", "val"]
     with pytest.raises(AssertionError, match="test"):
         load_split(base_config, read_manifest(base_config.manifest), base_config.data_root, "test", None, 24, None)
@@ -170,13 +169,13 @@ def test_staged_transfer_freezes_the_backbone_then_unfreezes_all_but_architectur
     config = replace(base_config, model=TINY_FROZEN_STEM, epochs=2, freeze_epochs=1)
     seed_everything(config.seed)
     initial = {k: v.clone() for k, v in create_model(TINY_FROZEN_STEM, 8).state_dict().items()}
-    fit(replace(config, epochs=1))
+    run_training(replace(config, epochs=1))
     after_head = load_checkpoint(config.out + "/best.safetensors").model.state_dict()
     assert torch.equal(after_head["3.weight"], initial["3.weight"])  # backbone conv frozen
     assert torch.equal(after_head["1.running_mean"], initial["1.running_mean"])  # BN statistics kept
     assert not torch.equal(after_head["7.weight"], initial["7.weight"])  # head trained
 
-    result = fit(config, resume=True)
+    result = run_training(config, resume=True)
     assert [row["frozen_backbone"] for row in result.history] == [True, False]
     final = torch.load(config.out + "/" + STATE_FILE, weights_only=True)["model"]
     assert not torch.equal(final["3.weight"], initial["3.weight"])  # backbone trained in stage 2
@@ -184,15 +183,15 @@ def test_staged_transfer_freezes_the_backbone_then_unfreezes_all_but_architectur
 
 
 def test_cached_training_matches_uncached_labels(base_config, tmp_path):
-    result = fit(replace(base_config, epochs=1, cache=True, cache_dir=str(tmp_path / "cache"), limit_train=12))
+    result = run_training(replace(base_config, epochs=1, cache=True, cache_dir=str(tmp_path / "cache"), limit_train=12))
     assert any((tmp_path / "cache").glob("*.npy"))
     assert load_checkpoint(result.best_checkpoint).meta["metrics"]["n_train"] == 12
 
 
-def test_unreadable_training_images_are_skipped_and_reported(base_config, tmp_path, capsys):
+def test_unreadable_training_images_are_skipped_and_reported(base_config, tmp_path, bloodcell_log):
     manifest = make_synthetic_pbc(tmp_path / "data", per_class=5, bad_file_split="train")
-    result = fit(replace(base_config, manifest=str(manifest), data_root=str(tmp_path / "data"), epochs=1))
-    assert "skipped 1 unreadable train image(s)" in capsys.readouterr().err
+    result = run_training(replace(base_config, manifest=str(manifest), data_root=str(tmp_path / "data"), epochs=1))
+    assert "skipped 1 unreadable train image(s)" in bloodcell_log.text
     assert load_checkpoint(result.best_checkpoint).meta["metrics"]["n_train"] == 9  # 3 of 5 per class, broken one out
 
 
@@ -200,9 +199,9 @@ def _extra_folder_manifest(folder, rng_seed: int = 1):
     """A 'folder' manifest of 2 train images per class plus held-out test rows that are not even images."""
     # the synthetic set draws 3 of the 8 classes (SHAPES)
     import numpy as np
+    from train_fixtures import SHAPES, _draw
 
     from bloodcell.data.manifest import ManifestRow, write_manifest
-    from train_fixtures import SHAPES, _draw
 
     rng = np.random.default_rng(rng_seed)
     rows = []
@@ -210,20 +209,20 @@ def _extra_folder_manifest(folder, rng_seed: int = 1):
         (folder / label).mkdir(parents=True, exist_ok=True)
         for i in range(2):
             _draw(shape, colour, rng).save(folder / label / f"x{i}.png")
-            rows.append(ManifestRow(f"{label}/x{i}.png", label, "", "train", "0" * 64, f"{label}{i}"))
+            rows.append(ManifestRow(f"{label}/x{i}.png", label, "", "train", file_sha256(folder / label / f"x{i}.png"), f"{label}{i}"))
         (folder / label / "held.png").write_bytes(b"held out")
-        rows.append(ManifestRow(f"{label}/held.png", label, "", "test", "0" * 64, f"{label}-held"))
+        rows.append(ManifestRow(f"{label}/held.png", label, "", "test", file_sha256(folder / label / "held.png"), f"{label}-held"))
     return write_manifest(folder / "manifest.csv", "folder", rows).path
 
 
-def test_fine_tuning_starts_from_a_checkpoint_and_adds_extra_training_images(base_config, tmp_path, capsys):
-    from bloodcell.checkpoint import file_sha256
+def test_fine_tuning_starts_from_a_checkpoint_and_adds_extra_training_images(base_config, tmp_path, bloodcell_log):
+    from bloodcell.provenance import file_sha256
 
-    start = fit(replace(base_config, epochs=1, out=str(tmp_path / "start")))
+    start = run_training(replace(base_config, epochs=1, out=str(tmp_path / "start")))
     extra = _extra_folder_manifest(tmp_path / "lab")
-    tuned = fit(replace(base_config, epochs=1, lr=1e-12, out=str(tmp_path / "tuned"), init_from=str(start.best_checkpoint),
+    tuned = run_training(replace(base_config, epochs=1, lr=1e-12, out=str(tmp_path / "tuned"), init_from=str(start.best_checkpoint),
                         extra_train=[str(extra)], extra_repeat=3))
-    assert "extra training images: 6 from" in capsys.readouterr().err  # 3 classes x 2 train rows; test rows unread
+    assert "extra training images: 6 from" in bloodcell_log.text  # 3 classes x 2 train rows; test rows unread
     meta = load_checkpoint(tuned.best_checkpoint).meta
     assert meta["metrics"]["n_train"] == 36 + 3 * 6
     assert meta["init_from_sha256"] == file_sha256(start.best_checkpoint)
@@ -236,12 +235,12 @@ def test_fine_tuning_starts_from_a_checkpoint_and_adds_extra_training_images(bas
 
 
 def test_fine_tuning_over_other_classes_keeps_the_backbone_and_starts_a_fresh_head(base_config, tmp_path):
-    start = fit(replace(base_config, epochs=1, out=str(tmp_path / "start")))
+    start = run_training(replace(base_config, epochs=1, out=str(tmp_path / "start")))
     names = ["band", "segmented", "other"]
     torch.manual_seed(1)
     model = create_model(base_config.model, num_classes=3, class_names=names)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
-    engine._init_weights(model, replace(base_config, init_from=str(start.best_checkpoint)), names)
+    train_workflow.init_weights(model, replace(base_config, init_from=str(start.best_checkpoint)), names)
     trained, after = load_file(start.best_checkpoint), model.state_dict()
     head = {k for k in after if k.startswith("7.")}  # the tiny CNN's Linear is module 7
     assert head == {"7.weight", "7.bias"} and after["7.weight"].shape == (3, 16)
@@ -250,6 +249,6 @@ def test_fine_tuning_over_other_classes_keeps_the_backbone_and_starts_a_fresh_he
 
 
 def test_fine_tuning_refuses_a_checkpoint_of_another_model(base_config, tmp_path):
-    start = fit(replace(base_config, epochs=1, out=str(tmp_path / "start")))
+    start = run_training(replace(base_config, epochs=1, out=str(tmp_path / "start")))
     with pytest.raises(ConfigError, match="init_from needs"):
-        fit(replace(base_config, model=TINY_FROZEN_STEM, out=str(tmp_path / "other"), init_from=str(start.best_checkpoint)))
+        run_training(replace(base_config, model=TINY_FROZEN_STEM, out=str(tmp_path / "other"), init_from=str(start.best_checkpoint)))

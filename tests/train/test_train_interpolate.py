@@ -9,10 +9,12 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from bloodcell.checkpoint import file_sha256, load_checkpoint, update_metadata
+from bloodcell.checkpoint import load_checkpoint, update_metadata
 from bloodcell.errors import CheckpointError, ConfigError
-from bloodcell.train.engine import fit
-from bloodcell.train.interpolate import interpolate_checkpoints, mix_state_dicts
+from bloodcell.provenance import file_sha256
+from bloodcell.train.interpolate import mix_state_dicts
+from bloodcell.workflows.interpolate import interpolate_checkpoints
+from bloodcell.workflows.train import run_training
 
 
 def test_mix_is_a_straight_line_between_the_stages_and_keeps_counters_of_the_tuned_one():
@@ -31,8 +33,8 @@ def test_mix_is_a_straight_line_between_the_stages_and_keeps_counters_of_the_tun
 @pytest.fixture
 def stages(base_config, tmp_path):
     """A base run and a run fine-tuned from it (a guard is added to the tuned one's metadata)."""
-    base = fit(replace(base_config, epochs=1, out=str(tmp_path / "base"))).best_checkpoint
-    tuned = fit(replace(base_config, epochs=1, lr=0.05, out=str(tmp_path / "tuned"), init_from=str(base))).best_checkpoint
+    base = run_training(replace(base_config, epochs=1, out=str(tmp_path / "base"))).best_checkpoint
+    tuned = run_training(replace(base_config, epochs=1, lr=0.05, out=str(tmp_path / "tuned"), init_from=str(base))).best_checkpoint
     update_metadata(tuned, ood={"version": 2})
     return base, tuned
 
@@ -46,7 +48,7 @@ def test_interpolated_checkpoint_mixes_weights_fits_a_temperature_and_records_bo
     assert any(not torch.equal(a[k], b[k]) for k in floats)
     assert all(torch.allclose(mixed[k], (a[k] + b[k]) / 2, atol=1e-6) for k in floats)
     meta = load_checkpoint(path).meta
-    assert meta["interpolation"] == {"base": str(base), "base_sha256": file_sha256(base), "tuned": str(tuned),
+    assert meta["interpolation"] == {"base": base.name, "base_sha256": file_sha256(base), "tuned": tuned.name,
                                      "tuned_sha256": file_sha256(tuned), "alpha": 0.5}
     assert "ood" not in meta  # the guard's features changed: it must be calibrated again
     assert meta["manifest_sha256"] == load_checkpoint(tuned).meta["manifest_sha256"]
@@ -65,25 +67,22 @@ def test_interpolation_refuses_alpha_out_of_range_another_manifest_and_another_m
     with pytest.raises(ConfigError, match="another manifest"):
         interpolate_checkpoints(base, tuned, 0.5, tmp_path / "x.safetensors", manifest=other,
                                 data_root=base_config.data_root)
-    with pytest.raises(CheckpointError, match="no such checkpoint"):
+    with pytest.raises(CheckpointError, match="no such model file"):
         interpolate_checkpoints(tmp_path / "missing.safetensors", tuned, 0.5, tmp_path / "x.safetensors", **kwargs)
     with pytest.raises(ConfigError, match="differ in model_name"):  # a bundled name resolves; another model
         interpolate_checkpoints("pbc8", tuned, 0.5, tmp_path / "x.safetensors", **kwargs)
-    wider = fit(replace(base_config, epochs=1, out=str(tmp_path / "wider"), input_size=28)).best_checkpoint
+    wider = run_training(replace(base_config, epochs=1, out=str(tmp_path / "wider"), input_size=28)).best_checkpoint
     with pytest.raises(ConfigError, match="differ in data_config"):
         interpolate_checkpoints(wider, tuned, 0.5, tmp_path / "x.safetensors", **kwargs)
     assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_cli_interpolate_reports_validation_figures_and_errors(stages, base_config, tmp_path):
-    from bloodcell.cli.main import _register, app
-
-    if not any(c.name == "interpolate" for c in app.registered_commands):
-        _register()
+    from bloodcell.cli.main import app
     base, tuned = stages
     out = tmp_path / "mix.safetensors"
     args = ["interpolate", str(base), str(tuned), "--manifest", base_config.manifest,
-            "--data-root", base_config.data_root, "--out", str(out)]
+            "--data-root", base_config.data_root, "--output", str(out)]
     result = CliRunner().invoke(app, [*args, "--alpha", "0.3"])
     assert result.exit_code == 0, result.output
     assert "val accuracy" in result.output and "calibrate-ood" in result.output and out.is_file()

@@ -10,7 +10,7 @@ import pytest
 
 from bloodcell.errors import ConfigError
 from bloodcell.train.config import resolve_config
-from bloodcell.train.tune import LR_RANGE, tune
+from bloodcell.workflows.tune import LR_RANGE, tune
 
 
 def test_two_trials_write_a_best_config_usable_by_train(base_config, tmp_path):

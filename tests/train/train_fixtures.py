@@ -10,6 +10,7 @@ from torch import nn
 
 from bloodcell.data.manifest import ManifestRow, write_manifest
 from bloodcell.models.registry import register_model
+from bloodcell.provenance import file_sha256
 
 TINY_MODEL = "test-train-tiny-cnn"
 #: Three pbc8 classes drawn as distinct coloured shapes.
@@ -57,8 +58,9 @@ def make_synthetic_pbc(root: Path, per_class: int = 20, seed: int = 0, bad_file_
             rel = f"{label}/{label[:2].upper()}_{i:03d}.png"
             _draw(shape, colour, rng).save(data / rel)
             split = "train" if i < per_class * 0.6 else "val" if i < per_class * 0.8 else "test"
-            rows.append(ManifestRow(rel, label, label, split, "0" * 64, f"{label}-{i}"))
+            rows.append(ManifestRow(rel, label, label, split, file_sha256(data / rel), f"{label}-{i}"))
     (data / "basophil" / "BA_broken.png").write_bytes(b"this is not an image")
-    rows.append(ManifestRow("basophil/BA_broken.png", "basophil", "basophil", bad_file_split, "0" * 64, "broken"))
+    rows.append(ManifestRow("basophil/BA_broken.png", "basophil", "basophil", bad_file_split,
+                            file_sha256(data / "basophil" / "BA_broken.png"), "broken"))
     write_manifest(root / "manifest.csv", "pbc", rows)
     return root / "manifest.csv"

@@ -1,4 +1,4 @@
-"""``bloodcell count``: smear photos -> counts.json, annotated PNGs and a differential report."""
+"""``bloodcell count``: smear photos of one or more samples -> counts, annotated PNGs, differentials, reports."""
 
 from __future__ import annotations
 
@@ -8,75 +8,72 @@ from typing import Optional
 
 import typer
 
-from bloodcell.errors import ConfigError, DataError
-
-
-def load_classifier_or_reason(name: str | None):
-    """(classifier, None) or (None, reason) when the model is not installed/loadable."""
-    from bloodcell.errors import CheckpointError, WeightsUnavailableError
-    from bloodcell.inference.predictor import load
-
-    try:
-        return load(name, num_threads=1), None
-    except (WeightsUnavailableError, CheckpointError) as exc:
-        return None, str(exc)
+from bloodcell.errors import CheckpointError, ConfigError, WeightsUnavailableError
+from bloodcell.inference.predictor import DEFAULT_REFER_BELOW, load
+from bloodcell.outputs import check_output_folder
+from bloodcell.smear.detectors import resolve_detector
+from bloodcell.smear.learned_detector import check_cell_size
+from bloodcell.workflows.count import (
+    count_samples,
+    evaluate_against_labels,
+    samples_from_csv,
+    samples_from_folders,
+)
 
 
 def count(
-    paths: list[str] = typer.Argument(..., help="Smear photos: files, folders (recursive) or glob patterns."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder for counts.json, annotated/*.png and report.md."),
-    sample_id: str = typer.Option("sample", "--sample-id", help="Sample name used in the report."),
-    classifier: Optional[str] = typer.Option(None, "--classifier", help="Bundled model name or checkpoint for the white-cell types; default: the bundled model."),
-    detector: str = typer.Option("centernet", "--detector", help="Cell detector: centernet (the bundled learned detector), classical, a detector checkpoint PATH.safetensors, or hybrid:PATH.safetensors (learned RBC/platelets + classical WBC)."),
-    typing_head: Optional[Path] = typer.Option(None, "--typing-head", help="A white-cell typing head fitted on your smears for this classifier (python -m bloodcell.smear.wbc_typing CHECKPOINT --save-head FILE)."),
-    evaluate: bool = typer.Option(False, "--evaluate", help="Compare with VOC annotations and write evaluation.json."),
-    annotations: Optional[Path] = typer.Option(None, "--annotations", help="Folder of <image stem>.xml VOC files (default: ../Annotations next to the images)."),
+    paths: Optional[list[str]] = typer.Argument(None, help="Smear photos: files, folders (recursive) or glob patterns; a folder of sub-folders is one sample per sub-folder."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for counts.json, annotated/*.png, report.md (a sub-folder per sample) and samples.csv."),
+    samples: Optional[Path] = typer.Option(None, "--samples", help="CSV with columns sample_id,photo (paths relative to the CSV) instead of PATHS."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name or checkpoint that types the white cells (default pbc8; an adapted checkpoint from `bloodcell adapt` fits your lab)."),
+    detector: str = typer.Option("learned", "--detector", help="Cell detector: learned (the bundled one), classical, or a detector checkpoint PATH.safetensors."),
+    cell_size_px: Optional[float] = typer.Option(None, "--cell-size-px", help="Typical red-cell diameter in the photos' pixels; default: estimated per photo."),
+    refer_below: float = typer.Option(DEFAULT_REFER_BELOW, "--refer-below", min=0.0, max=1.0, help="Refer white cells typed below this confidence."),
+    evaluate: bool = typer.Option(False, "--evaluate", help="Compare with the labels beside the photos (VOC or YOLO) and write evaluation.json."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Folder of <photo stem>.xml (VOC) or .txt (YOLO) labels (default: ../Annotations or ../labels next to the images)."),
 ) -> None:
-    """Count RBC, WBC and platelets on smear photos and report the white-cell differential."""
-    from bloodcell.inference.files import collect_image_paths
-    from bloodcell.smear.counting import count_smears
-    from bloodcell.smear.detectors import resolve_detector
-    from bloodcell.smear.io import write_outputs
-    from bloodcell.smear.typing_head import adapt
-
-    if output.suffix.lower() in (".json", ".md", ".png", ".csv") or output.is_file():
-        raise ConfigError(f"{output}: --output is a folder (counts.json, report.md and annotated/ are written inside it)")
+    """Count red cells, white cells and platelets on smear photos and report each sample's differential."""
+    if (paths is None) == (samples is None):
+        raise ConfigError("give the smear photos either as PATHS or with --samples FILE.csv (not both)")
+    check_cell_size(cell_size_px)
+    if output.suffix.lower() in (".json", ".md", ".png", ".csv"):
+        raise ConfigError(f"{output}: --output is a folder (counts.json, report.md and annotated/ go inside it)")
+    check_output_folder(output, "counts")
     resolve_detector(detector)
-    files = collect_image_paths(paths)
-    model, reason = load_classifier_or_reason(classifier)
-    if typing_head is not None and model is not None:
-        model = adapt(model, typing_head)
-    doc = count_smears([str(p) for p in files], classifier=model, detector=detector, typing_unavailable=reason,
-                       progress=True)
-    counts_path = write_outputs(doc, output, sample_id)
-    s = doc["sample"]["counts"]
-    typer.echo(f"{len(doc['images'])} images counted ({len(doc['errors'])} skipped): RBC {s['RBC']}, "
-               f"WBC {s['WBC']}, Platelets {s['Platelets']} -> {counts_path}")
+    groups = samples_from_csv(samples) if samples is not None else samples_from_folders(paths)
+    try:
+        classifier, reason = load(model, num_threads=1), None
+    except (WeightsUnavailableError, CheckpointError) as exc:
+        if model is not None:
+            raise
+        classifier, reason = None, str(exc)
+    docs = count_samples(groups, output, classifier, detector=detector, refer_below=refer_below,
+                         cell_size_px=cell_size_px, typing_unavailable=reason)
+    counted = sum(len(d["images"]) for d in docs)
+    skipped = sum(len(d["errors"]) for d in docs)
+    for doc in docs:
+        c = doc["sample"]["counts"]
+        typer.echo(f"{doc['sample_id']}: {len(doc['images'])} photos ({len(doc['errors'])} skipped): "
+                   f"RBC {c['RBC']}, WBC {c['WBC']}, Platelets {c['Platelets']}")
+        for error in doc["errors"]:
+            typer.echo(f"  skipped {error['path']}: {error['error']}", err=True)
+    typer.echo(f"{counted} photos counted, {skipped} skipped -> {output}")
     if reason:
-        typer.echo(f"white-cell types unavailable: {reason}")
-    if not doc["images"]:
-        typer.echo("no image could be counted; the skipped files and reasons are in the report", err=True)
+        typer.echo(f"white-cell types unavailable: {reason}", err=True)
+    if not counted:
+        typer.echo("no photo could be counted", err=True)
         raise typer.Exit(1)
     if evaluate:
-        _evaluate(doc, annotations, output)
+        _evaluate([e for d in docs for e in d["images"]], labels, output)
 
 
-def _evaluate(doc: dict, annotations: Path | None, output: Path) -> None:
-    from bloodcell.smear.evaluation import evaluate_counts
-    from bloodcell.smear.io import voc_boxes
-
-    entries, truths = [], []
-    for entry in doc["images"]:
-        image = Path(entry["path"])
-        folder = annotations or image.parent.parent / "Annotations"
-        xml = folder / f"{image.stem}.xml"
-        if not xml.is_file():
-            raise DataError(f"{xml}: no annotation for {image.name} (pass --annotations DIR)")
-        entries.append(entry)
-        truths.append(voc_boxes(xml))
-    result = evaluate_counts(entries, truths)
-    (output / "evaluation.json").write_text(json.dumps(result, indent=2))
-    for label in ("RBC", "WBC", "Platelets"):
-        r = {k: "n/a" if v is None else f"{v:.3f}" for k, v in result[label].items()}
-        typer.echo(f"{label}: AP50 {r['ap50']}, count accuracy {r['count_accuracy']}, "
-                   f"MAE {r['mae']}, exact {r['exact_fraction']}")
+def _evaluate(entries: list[dict], labels: Path | None, output: Path) -> None:
+    result = evaluate_against_labels(entries, labels)
+    (output / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    for source, figures in result["sources"].items():
+        for label in ("RBC", "WBC", "Platelets"):
+            r = {k: "n/a" if v is None else f"{v:.3f}" for k, v in figures[label].items() if not isinstance(v, int)}
+            typer.echo(f"{source} {label}: count accuracy {r['count_accuracy']}, AP50 {r['ap50']}, "
+                       f"MAPE {r['mape']}, exact {r['exact_fraction']}")
+    if result["unlabelled_photos"]:
+        typer.echo(f"{len(result['unlabelled_photos'])} photos had no labels and were not scored", err=True)

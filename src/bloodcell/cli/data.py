@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -15,14 +14,6 @@ app = typer.Typer(help="Datasets: registry, download, integrity checks, frozen s
 console = Console()
 
 DATA_ROOT = typer.Option(None, "--data-root", help="Folder holding the datasets (default: $BLOODCELL_DATA, then the user cache).")
-QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
-
-
-def _quiet(quiet: bool) -> None:
-    if quiet:
-        os.environ["BLOODCELL_NO_PROGRESS"] = "1"
-
-
 def _warn(messages: list[str]) -> None:
     for message in messages:
         console.print(f"[yellow]Warning:[/] {message}", highlight=False)
@@ -47,12 +38,10 @@ def fetch_command(
     name: str = typer.Argument(..., help="Dataset name (see `bloodcell data list`)."),
     size: list[str] = typer.Option([], "--size", help="BloodMNIST sizes to fetch (28, 64, 128, 224); default 28."),
     data_root: Optional[Path] = DATA_ROOT,
-    quiet: bool = QUIET,
 ) -> None:
     """Download, verify (checksum) and extract a dataset; resumes partial downloads."""
     from bloodcell.data.fetch import fetch_dataset
 
-    _quiet(quiet)
     root = fetch_dataset(name, data_root, variants=size or None)
     console.print(f"{name} is ready in {root}")
 
@@ -64,12 +53,10 @@ def check_command(
     near_distance: int = typer.Option(4, "--near-distance", help="pHash Hamming distance for near-duplicates (-1: exact only)."),
     blur_z: float = typer.Option(-3.5, "--blur-z", help="Robust z-score of log focus (per class) below which images are blurry."),
     data_root: Optional[Path] = DATA_ROOT,
-    quiet: bool = QUIET,
 ) -> None:
     """Report unreadable, truncated, unusual, duplicate and blurry images (changes nothing)."""
     from bloodcell.data.check import check_dataset
 
-    _quiet(quiet)
     result = check_dataset(name, data_root, near_distance=near_distance, blur_z=blur_z)
     _warn(result["warnings"])
     table = Table(title=f"{result['dataset']}: {result['files']} files in {result['root']} ({result['seconds']} s)")
@@ -98,12 +85,10 @@ def split_command(
     taxonomy: Optional[str] = typer.Option(None, "--taxonomy", help="pbc8 or pbc11 (stratification labels)."),
     near_distance: int = typer.Option(4, "--near-distance", help="pHash distance merged as near-duplicates (-1: exact only)."),
     data_root: Optional[Path] = DATA_ROOT,
-    quiet: bool = QUIET,
 ) -> None:
     """Write a stratified, duplicate-aware, reproducible train/val/test manifest."""
     from bloodcell.data.split import make_split
 
-    _quiet(quiet)
     result = make_split(
         name, output, ratios, seed, group_by=group_by, taxonomy=taxonomy, data_root=data_root,
         metadata=metadata, near_distance=near_distance,
@@ -151,15 +136,47 @@ def stats_command(
 
 @app.command("crops")
 def crops(
-    out: Path = typer.Option(..., "--out", help="Folder for <type>/<id>_<k>.png crops and manifest.csv (outside the repository)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the crops (outside the repository)."),
+    dataset: str = typer.Option("bccd", help="bccd: typed white cells as <type>/<id>_<k>.png with a train/test manifest.csv; txl: untyped white cells as <source>/<field>_<k>.png."),
+    sources: str = typer.Option("raabin", help="For txl: comma-separated sources (bccd, pbc, raabin, kaggle-bcd)."),
+    detector_manifest: Path = typer.Option(Path("manifests/txl-detector.csv"), help="For txl: the manifest whose groups name the BCCD photo each field shows."),
     data_root: Optional[Path] = DATA_ROOT,
     seed: int = typer.Option(0, help="Seed of the train/held-out split of the smears (as in the BCCD typing benchmark)."),
 ) -> None:
-    """White-cell crops of the labelled BCCD smears with a train/test manifest, for fine-tuning on another lab."""
+    """White-cell crops of another lab: BCCD's typed cells (for fine-tuning) or TXL-PBC's untyped ones (for the guard)."""
     from bloodcell.data.manifest import read_manifest
-    from bloodcell.smear.wbc_typing import export_wbc_crops
+    from bloodcell.errors import ConfigError
+    from bloodcell.workflows.cells import export_bccd_crops, export_txl_crops
 
-    manifest = read_manifest(export_wbc_crops(out, data_root, seed))
+    if dataset == "txl":
+        counts = export_txl_crops(output, [s.strip() for s in sources.split(",") if s.strip()], detector_manifest,
+                                  data_root)
+        console.print(f"white-cell crops: {', '.join(f'{k} {v}' for k, v in counts.items())} -> {output}")
+        return
+    if dataset != "bccd":
+        raise ConfigError(f"--dataset must be bccd or txl, got {dataset!r}")
+    manifest = read_manifest(export_bccd_crops(output, data_root, seed))
     counts = {split: sum(r.split == split for r in manifest.rows) for split in ("train", "test")}
     console.print(f"{len(manifest.rows)} white-cell crops: train {counts['train']}, held-out test {counts['test']} "
                   f"-> {manifest.path} (sha256 {manifest.sha256[:12]}...)")
+
+
+@app.command("style-bank")
+def style_bank(
+    sources: str = typer.Option(..., "--sources", help="Comma-separated TXL-PBC sources whose white cells give the colours (bccd, pbc, raabin, kaggle-bcd)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Style bank JSON to write (for a training config's style_bank)."),
+    detector_manifest: Path = typer.Option(Path("manifests/txl-detector.csv"), "--detector-manifest", help="The TXL manifest whose groups name the BCCD photo each field shows."),
+    data_root: Optional[Path] = DATA_ROOT,
+) -> None:
+    """Colour statistics of other labs' white cells, for the multilab augmentation's style transfer."""
+    import shlex
+    import sys
+
+    from bloodcell.outputs import check_output_file
+    from bloodcell.workflows.style_bank import build_style_bank
+
+    check_output_file(output, (".json",), "style bank")
+    command = shlex.join(["bloodcell", *sys.argv[1:]])
+    bank = build_style_bank([s.strip() for s in sources.split(",") if s.strip()], output, detector_manifest,
+                            data_root, command=command)
+    console.print(f"{bank['cells']} white cells of {', '.join(bank['sources'])} -> {output}")

@@ -8,18 +8,20 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from bloodcell.outputs import check_output_folder
+from bloodcell.workflows.demo import run_demo
+
 console = Console()
 
 
 def demo(
-    out: Path = typer.Option(Path("outputs/demo"), "--out", help="Folder for every output of the demo."),
+    output: Path = typer.Option(Path("outputs/demo"), "--output", "-o", help="Folder for every output of the demo."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Datasets folder (default $BLOODCELL_DATA)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate on a stratified subset of the test split."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate on a stratified subset of the test split."),
 ) -> None:
     """Check, split and summarise PBC; evaluate the bundled model on the test split; classify a few cells."""
-    from bloodcell.demo import run_demo
-
-    result = run_demo(out, data_root=data_root, limit=limit)
+    check_output_folder(output, "demo outputs")
+    result = run_demo(output, data_root=data_root, limit=limit)
     for finding in result.findings:
         console.print(f"- {finding}", highlight=False)
     console.print(f"\nOutputs in [bold]{result.out.resolve()}[/]:")

@@ -1,4 +1,4 @@
-"""``bloodcell detector split|train``: freeze a smear split, train the CenterNet smear detector on it."""
+"""``bloodcell detector train|split|split-txl``: freeze a smear split, train the CenterNet smear detector on it."""
 
 from __future__ import annotations
 
@@ -10,17 +10,40 @@ import typer
 app = typer.Typer(help="Learned smear cell detector (CenterNet on EfficientNet-Lite0).", no_args_is_help=True)
 
 
+def _pair(text: Optional[str]) -> tuple[float, float] | None:
+    from bloodcell.errors import ConfigError
+
+    if not text:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--scale-range must be two comma-separated factors LOW,HIGH, got {text!r}") from None
+    return low, high
+
+
+def _names(text: Optional[str]) -> tuple[str, ...] | None:
+    return None if text is None else tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 @app.command("train")
 def train(
     manifest: Path = typer.Option(..., help="image_id,split CSV (e.g. manifests/cbc-seed0.csv); train on 'train', select on 'val'."),
     out: Path = typer.Option(..., help="Run folder: config.json, metrics.csv, last.pt, best.safetensors."),
     data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
-    dataset: Optional[str] = typer.Option(None, help="VOC smear dataset name (default cbc)."),
-    subset: Optional[str] = typer.Option(None, help="Subset folder of the dataset (default Training)."),
+    dataset: Optional[str] = typer.Option(None, help="Smear dataset name: cbc (default), bccd or txl."),
+    subset: Optional[str] = typer.Option(None, help="Subset folder of a VOC dataset (default Training)."),
     epochs: Optional[int] = typer.Option(None, help="Number of epochs (default 60)."),
-    input_size: Optional[int] = typer.Option(None, help="Longer side of the network input, multiple of 32 (default 384: 640x480 -> 384x288)."),
+    input_size: Optional[int] = typer.Option(None, help="Longer side of the network input, multiple of 32 (default 384: 640x480 -> 384x288); with --cell-size-px the side of the training crops."),
+    cell_size_px: Optional[int] = typer.Option(None, help="Resize every photo so a red cell is this many pixels across (default: by --input-size)."),
+    scale_range: Optional[str] = typer.Option(None, help="Scale jitter of the training views, LOW,HIGH (default 0.85,1.15)."),
+    architecture: Optional[str] = typer.Option(None, "--architecture", help="Detector network: centernet-lite0 (default) or fcos-lite0 (torchvision's FCOS, for comparison)."),
+    shared_head: Optional[bool] = typer.Option(None, "--shared-head/--no-shared-head", help="CenterNet only: one 3x3 convolution shared by the three heads (a third of their cost)."),
+    exclude_sources: Optional[str] = typer.Option(None, help="Comma-separated photo sources left out of training and validation (e.g. kaggle-bcd)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (default 8)."),
     lr: Optional[float] = typer.Option(None, help="Peak AdamW learning rate (default 2e-3)."),
+    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay (default 1e-4)."),
+    warmup_epochs: Optional[float] = typer.Option(None, help="Linear warmup length in epochs (default 1)."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from ImageNet weights (default yes)."),
     criterion: Optional[str] = typer.Option(None, help="Threshold choice on val: count (lowest per-image count error) or f1."),
     threads: Optional[int] = typer.Option(None, help="Torch threads (default 1)."),
@@ -32,18 +55,28 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again in an existing --out (removes its run files)."),
 ) -> None:
     """Train the smear detector on a manifest's train split; thresholds and best epoch chosen on val."""
-    from bloodcell.smear.detector_train import DetectorTrainConfig, resume_config, train_detector
+    import torch
+
+    from bloodcell.workflows.detector import (
+        DetectorTrainConfig,
+        resume_config,
+        train_detector,
+    )
 
     options = {"dataset": dataset, "subset": subset, "epochs": epochs, "input_size": input_size,
-               "batch_size": batch_size, "lr": lr, "pretrained": pretrained, "criterion": criterion,
-               "threads": threads, "seed": seed, "limit_train": limit_train, "limit_val": limit_val,
-               "time_budget_s": time_budget_s, "data_root": str(data_root) if data_root else None}
+               "cell_size_px": cell_size_px, "scale_range": _pair(scale_range), "shared_head": shared_head, "architecture": architecture,
+               "exclude_sources": _names(exclude_sources), "batch_size": batch_size, "lr": lr,
+               "weight_decay": weight_decay, "warmup_epochs": warmup_epochs, "pretrained": pretrained,
+               "criterion": criterion, "threads": threads, "seed": seed, "limit_train": limit_train,
+               "limit_val": limit_val, "time_budget_s": time_budget_s,
+               "data_root": str(data_root) if data_root else None}
     if resume:
         config = resume_config(out, {**options, "manifest": str(manifest), "out": str(out)})
     else:
         config = DetectorTrainConfig(manifest=str(manifest), out=str(out),
                                      **{k: v for k, v in options.items() if v is not None})
-    result = train_detector(config, resume=resume, overwrite=overwrite, log=typer.echo)
+    torch.set_num_threads(config.threads)
+    result = train_detector(config, resume=resume, overwrite=overwrite)
     best = result["best"]
     typer.echo(f"best epoch {result['best_epoch']}: val relative count error {best.get('val_rel_mae', float('nan')):.3f}, "
                f"thresholds RBC {best.get('RBC_threshold')}, WBC {best.get('WBC_threshold')}, "
@@ -59,16 +92,24 @@ def split(
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Freeze a seeded 70/15/15 train/val/test split of a smear dataset's annotated image ids."""
-    from bloodcell.data.locate import dataset_root
-    from bloodcell.data.voc import voc_folders
-    from bloodcell.errors import DataError
-    from bloodcell.smear.splits import make_split, write_split
+    from bloodcell.workflows.detector import voc_detector_split
 
-    annotations, _ = voc_folders(dataset_root(dataset, data_root), subset)
-    ids = [p.stem for p in sorted(annotations.glob("*.xml"))]
-    if not ids:
-        raise DataError(f"{annotations}: no VOC annotation files")
-    result = make_split(ids, seed=seed)
-    path = write_split(result, out)
-    counts = {name: sum(s == name for s in result.values()) for name in ("train", "val", "test")}
-    typer.echo(f"{len(ids)} smears -> train {counts['train']}, val {counts['val']}, test {counts['test']}: {path}")
+    result = voc_detector_split(out, dataset, subset, seed, data_root)
+    counts = result["counts"]
+    typer.echo(f"{result['smears']} smears -> train {counts['train']}, val {counts['val']}, test {counts['test']}: "
+               f"{result['manifest']}")
+
+
+@app.command("split-txl")
+def split_txl(
+    out: Path = typer.Option(Path("manifests/txl-detector.csv"), help="Smear manifest to write."),
+    cbc_manifest: Path = typer.Option(Path("manifests/cbc-seed0.csv"), help="The CBC split whose test smears' copies are kept out of training."),
+    data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
+) -> None:
+    """Freeze the detector's TXL-PBC split: its own train/val subsets, copies of held-out photos excluded."""
+    from bloodcell.workflows.detector_split import txl_detector_split
+
+    result = txl_detector_split(out, cbc_manifest, data_root)
+    typer.echo(", ".join(f"{key} {n}" for key, n in result["counts"].items()))
+    typer.echo(f"{result['unmatched_copies']} BCCD-source fields matched no BCCD photo -> {result['manifest']} "
+               f"(sha256 {result['sha256'][:16]}...)")

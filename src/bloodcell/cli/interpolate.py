@@ -8,6 +8,9 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from bloodcell.outputs import check_output_file
+from bloodcell.workflows.interpolate import interpolate_checkpoints
+
 console = Console()
 
 
@@ -16,12 +19,11 @@ def interpolate(
     tuned: str = typer.Argument(..., help="The later stage, fine-tuned from BASE (.safetensors)."),
     alpha: float = typer.Option(..., help="Weight of TUNED: 0 gives BASE, 1 gives TUNED."),
     manifest: Path = typer.Option(..., help="The manifest both stages were trained with; its val split fits the temperature."),
-    out: Path = typer.Option(..., help="Checkpoint to write (.safetensors)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Checkpoint to write (.safetensors)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Datasets folder (default $BLOODCELL_DATA)."),
 ) -> None:
     """Write (1 - ALPHA) * BASE + ALPHA * TUNED with a temperature fitted on the validation split."""
-    from bloodcell.train.interpolate import interpolate_checkpoints
-
-    path, metrics = interpolate_checkpoints(base, tuned, alpha, out, manifest=manifest, data_root=data_root)
+    check_output_file(output, (".safetensors",), "mixed checkpoint")
+    path, metrics = interpolate_checkpoints(base, tuned, alpha, output, manifest=manifest, data_root=data_root)
     console.print(f"{path}: val accuracy {metrics['val_acc']:.4f}, calibrated NLL {metrics['val_nll_calibrated']:.4f} "
                   f"on {metrics['n_val']} images; run `bloodcell calibrate-ood` to give it a guard", highlight=False)

@@ -5,12 +5,20 @@ from __future__ import annotations
 import inspect
 from functools import partial
 
+import timm
 import torch
 import typer
 from rich.console import Console
+from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 
-from bloodcell.models.registry import IMAGENET_MEAN, IMAGENET_STD, DataConfig, get_model_entry, list_models
+from bloodcell.checkpoint import read_checkpoint_meta
+from bloodcell.models import get_model_entry, list_models
+from bloodcell.models.papers import keras_param_counts
+from bloodcell.models.registry import ModelEntry
+from bloodcell.transforms import IMAGENET_MEAN, IMAGENET_STD, DataConfig
+from bloodcell.weights import BUNDLED
 
 app = typer.Typer(help="List and describe the registered models.", no_args_is_help=True)
 console = Console()
@@ -30,6 +38,49 @@ def _params(name: str, num_classes: int = 8) -> str:
     with torch.device("meta"):
         model = entry.builder(num_classes=num_classes, pretrained=False, input_size=entry.data_config.input_size)
     return f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"
+
+
+def _build_on_meta(entry: ModelEntry, num_classes: int):
+    with torch.device("meta"):
+        return entry.builder(num_classes=num_classes, pretrained=False, input_size=entry.data_config.input_size)
+
+
+def _paper_lines(entry: ModelEntry) -> list[str]:
+    """The paper block of ``models info``: citation, claims, printed vs built parameters, choices."""
+    paper = entry.paper
+    size = entry.data_config.input_size
+    lines = ["[bold]paper[/]", f"citation: {escape(paper.citation)}"]
+    if paper.claims:
+        lines.append("claimed by the paper (its figures, not ours):")
+        lines += [f"  - {escape(what)}: {escape(value)}" for what, value in paper.claims.items()]
+    else:
+        lines.append("claimed by the paper: none recorded here")
+    classes = paper.printed_num_classes or 8
+    model = _build_on_meta(entry, classes)
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if paper.printed_params is not None:
+        printed = f"printed parameters ({classes} classes): {paper.printed_params:,}"
+        if paper.printed_trainable_params is not None:
+            printed += f" ({paper.printed_trainable_params:,} trainable)"
+        lines.append(printed)
+        keras_total, keras_trainable = keras_param_counts(model)
+        lines.append(
+            f"this build ({classes} classes, {size}x{size}), counted as Keras does: {keras_total:,} "
+            f"({keras_trainable:,} trainable); PyTorch parameters {params:,} "
+            f"(batch-norm running statistics are buffers in PyTorch, parameters in Keras)"
+        )
+    else:
+        lines.append("printed parameters: none printed in the paper as we read it")
+        lines.append(f"this build ({classes} classes, {size}x{size}): {params:,} parameters ({trainable:,} trainable)")
+    if paper.input_note:
+        lines.append(f"input: {escape(paper.input_note)}")
+    if paper.choices:
+        lines.append("choices where the paper is silent or contradicts itself:")
+        lines += [f"  - {escape(choice)}" for choice in paper.choices]
+    if paper.recipe:
+        lines.append(f"training recipe: {escape(paper.recipe)} (see configs/papers/README.md)")
+    return lines
 
 
 @app.command("list")
@@ -56,17 +107,36 @@ def list_command(
             entry.description,
         )
     console.print(table)
+    bundled = Table(title="bundled models (use their names with --model)")
+    for column in ("name", "kind", "installed", "description"):
+        bundled.add_column(column, overflow="fold")
+    for model in BUNDLED.values():
+        bundled.add_row(model.name, model.kind, "yes" if model.path.is_file() else "no", model.description)
+    console.print(bundled)
     if all_timm:
-        import timm
-
         names = timm.list_models(all_timm)
         console.print(f"{len(names)} timm models match {all_timm!r} (usable by name):")
         console.print(", ".join(names) or "none")
 
 
+def _bundled_info(name: str) -> None:
+    """A bundled model's card (or, without one, what its checkpoint says of itself)."""
+    model = BUNDLED[name]
+    console.print(f"[bold]{name}[/] (bundled {model.kind}: {model.description})")
+    if model.card.is_file():
+        console.print(Markdown(model.card.read_text(encoding="utf-8")))
+        return
+    meta = read_checkpoint_meta(name)
+    console.print(f"architecture {meta['model_name']}, classes {', '.join(meta['class_names'])}, "
+                  f"input {meta['data_config']['input_size']} px; no model card is installed", highlight=False)
+
+
 @app.command("info")
-def info_command(name: str = typer.Argument(..., help="A registered or timm model name.")) -> None:
-    """The data config, parameter count and documentation of one model."""
+def info_command(name: str = typer.Argument(..., help="A bundled model (pbc8, pbc11, smear-detector), a registered or a timm model name.")) -> None:
+    """A bundled model's card, or the data config, parameter count and documentation of an architecture."""
+    if name in BUNDLED:
+        _bundled_info(name)
+        return
     entry = get_model_entry(name)
     config = entry.data_config
     console.print(f"[bold]{entry.name}[/] ({entry.kind})")
@@ -78,3 +148,7 @@ def info_command(name: str = typer.Argument(..., help="A registered or timm mode
         )
     doc = entry.description if isinstance(entry.builder, partial) else inspect.getdoc(entry.builder)
     console.print(doc or entry.description, highlight=False)
+    if entry.paper is not None:
+        console.print()
+        for line in _paper_lines(entry):
+            console.print(line, highlight=False)

@@ -10,49 +10,82 @@ from rich.console import Console
 from rich.table import Table
 
 from bloodcell.errors import ConfigError
+from bloodcell.inference.files import RecordWriter, check_records_path, collect_inputs
+from bloodcell.inference.predictor import (
+    DEFAULT_REFER_BELOW,
+    Classifier,
+    Prediction,
+    load,
+)
+from bloodcell.outputs import check_output_folder
+from bloodcell.progress import track
+
+SMEAR_HINT = "not a single blood cell"
 
 
 def predict(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name (pbc8, pbc11) or a .safetensors/.onnx file; default: pbc8."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results to FILE.csv or FILE.json instead of printing a table."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results to FILE.csv or FILE.json (as they come) instead of printing a table."),
     top_k: int = typer.Option(3, "--top-k", min=1, help="Number of most probable classes to report."),
-    refer_below: Optional[float] = typer.Option(None, "--refer-below", min=0.0, max=1.0, help="Refer images whose confidence is below this probability."),
+    refer_below: float = typer.Option(DEFAULT_REFER_BELOW, "--refer-below", min=0.0, max=1.0, help="Refer images whose confidence is below this probability (0 refers none)."),
     tta: bool = typer.Option(False, "--tta", help="Average over the 8 flips/rotations by 90 degrees."),
     explain: Optional[Path] = typer.Option(None, "--explain", help="Write a Grad-CAM overlay PNG per image into this folder."),
     engine: str = typer.Option("torch", "--engine", help="Inference engine: torch or onnx."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per batch."),
-    threads: int = typer.Option(2, "--threads", min=1, help="CPU threads: torch threads, or onnx batches run at once (one thread each)."),
+    threads: int = typer.Option(2, "--threads", min=1, help="CPU threads: onnx batches run at once (one thread each)."),
 ) -> None:
     """Classify single-cell images; bad files become rows with an error, the rest go on."""
-    from bloodcell.inference.files import check_records_path, collect_image_paths, write_records
-    from bloodcell.inference.predictor import load
-
     if explain is not None and engine == "onnx":
         raise ConfigError("--explain needs the torch engine (Grad-CAM uses gradients)")
     if output is not None:
-        check_records_path(output)  # refuse a wrong extension before classifying anything
-    files = collect_image_paths(paths)
+        check_records_path(output)
+    if explain is not None:
+        check_output_folder(explain, "Grad-CAM overlays")
+    inputs = collect_inputs(paths)
     classifier = load(model, engine=engine, num_threads=threads)
-    results = classifier.predict([str(p) for p in files], top_k=top_k, refer_below=refer_below, tta=tta,
-                                 batch_size=batch_size, progress=True)
+    results = _classify(classifier, inputs.paths, output, top_k=top_k, refer_below=refer_below, tta=tta,
+                        batch_size=batch_size)
     if explain is not None:
         _write_explanations(classifier, results, explain)
-    records = [r.to_record() for r in results]
-    if output is not None:
-        write_records(records, output)
-        failed = sum(r.error is not None for r in results)
-        referred = sum(bool(r.referred) for r in results)
-        typer.echo(f"{len(results)} images -> {output} ({failed} errors, {referred} referred)")
-    else:
-        _print_table(records)
+    _summarise(results, inputs, output)
 
 
-def _write_explanations(classifier, results, folder: Path) -> None:
-    from bloodcell.progress import track
+def _classify(classifier: Classifier, paths: list[Path], output: Path | None, **options) -> list[Prediction]:
+    """Predictions of ``paths``; written to ``output`` batch by batch when given, else printed as a table."""
+    results: list[Prediction] = []
+    batches = classifier.predict_batches([str(p) for p in paths], progress=True, **options)
+    if output is None:
+        for batch in batches:
+            results += batch
+        _print_table([r.to_record() for r in results])
+        return results
+    with RecordWriter(output) as writer:
+        for batch in batches:
+            writer.write([r.to_record() for r in batch])
+            results += batch
+    return results
 
+
+def _summarise(results: list[Prediction], inputs, output: Path | None) -> None:
+    """One line of totals; unusable folder entries and a smear-photo hint on stderr; exit 1 when nothing was read."""
+    failed = sum(r.error is not None for r in results)
+    referred = sum(bool(r.referred) for r in results)
+    not_cells = sum(bool(r.reason and r.reason.startswith(SMEAR_HINT)) for r in results)
+    typer.echo(f"{len(results)} images{f' -> {output}' if output else ''} ({failed} unreadable, {referred} referred)")
+    for path, reason in inputs.problems:
+        typer.echo(f"skipped {path}: {reason}", err=True)
+    if not_cells:
+        typer.echo(f"{not_cells} image(s) do not look like a single blood cell; for smear photos use "
+                   "`bloodcell count` (counts and a differential)", err=True)
+    if failed == len(results):
+        typer.echo("no image could be classified", err=True)
+        raise typer.Exit(1)
+
+
+def _write_explanations(classifier: Classifier, results: list[Prediction], folder: Path) -> None:
     used: set[str] = set()
-    for result in track([r for r in results if r.error is None], "Grad-CAM"):
+    for result in track([r for r in results if r.error is None], "Grad-CAM", unit="images"):
         stem = Path(result.path).stem
         name, n = f"{stem}_gradcam.png", 1
         while name in used:

@@ -1,55 +1,69 @@
-"""``bloodcell serve``: run the web service and page with uvicorn."""
+"""``bloodcell serve``: run the web service and page with uvicorn, in one process.
+
+The settings are resolved here, once, from the flags (and ``BLOODCELL_API_KEY``) into a
+:class:`~bloodcell.service.settings.ServiceSettings` handed to ``create_app``. There is no
+multi-worker mode: concurrency comes from ``--max-in-flight`` inference jobs in the one process;
+to scale out, run several instances (each on its own port, or host) behind a reverse proxy.
+"""
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import typer
+
+from bloodcell.log import get_logger
+
+logger = get_logger(__name__)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 exposes the service to the network)."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name or a .safetensors/.onnx file; default: the bundled model."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (each loads the model; metrics are per worker)."),
-    refer_below: float = typer.Option(0.6, "--refer-below", min=0.0, max=1.0, help="Refer cells whose confidence is below this probability."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name (pbc8, pbc11) or a .safetensors/.onnx file; default: the bundled model."),
+    engine: str = typer.Option("torch", "--engine", help="Inference engine: torch or onnx."),
+    refer_below: Optional[float] = typer.Option(None, "--refer-below", min=0.0, max=1.0, help="Refer cells (classified, and white cells typed on smears) whose confidence is below this probability; default: the library's referral threshold."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="BLOODCELL_API_KEY", show_envvar=True, help="Require this key on /v1/* and /metrics. Prefer the environment variable: a command line is visible to other users."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001, help="Largest request body accepted (MB)."),
-    timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds a request may wait and run before a 504."),
-    max_in_flight: int = typer.Option(1, "--max-in-flight", min=1, help="Inference jobs running at once per worker."),
-    max_waiting: int = typer.Option(16, "--max-waiting", min=0, help="Jobs allowed to wait per worker; beyond that clients get 503."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per inference (torch.set_num_threads)."),
+    max_files: int = typer.Option(32, "--max-files", min=1, help="Most files in one request."),
+    max_megapixels: float = typer.Option(40.0, "--max-megapixels", min=0.001, help="Largest image accepted (million pixels, from its header)."),
+    max_request_megapixels: float = typer.Option(64.0, "--max-request-megapixels", min=0.001, help="Most pixels one request may decode, summed over its images (million pixels)."),
+    body_timeout: float = typer.Option(30.0, "--body-timeout", min=0.1, help="Seconds for a whole request body to arrive before a 408 (stops stalled and trickling uploads)."),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds a request may wait and run before a 504 (its job is then stopped after its current step)."),
+    max_in_flight: int = typer.Option(1, "--max-in-flight", min=1, help="Inference jobs running at once (the service's concurrency; one process)."),
+    max_waiting: int = typer.Option(16, "--max-waiting", min=0, help="Jobs allowed to wait; beyond that clients get 503 with Retry-After."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per inference job (torch.set_num_threads; onnx: concurrent batches)."),
 ) -> None:
     """Serve the HTTP API (/v1/classify, /v1/count, /docs, /metrics) and the web page at /.
 
-    Set BLOODCELL_API_KEY in the environment to require a key on /v1/* and /metrics.
+    One process; concurrency comes from --max-in-flight jobs. To scale out, run several instances behind a reverse proxy (each loads the model and has its own /metrics).
+
+    Set BLOODCELL_API_KEY to require a key on /v1/* and /metrics.
     """
     import uvicorn
 
-    from bloodcell.service.app import create_app_from_env
+    from bloodcell.service.app import create_app
+    from bloodcell.service.settings import Limits, ServiceSettings
 
-    settings = {
-        "BLOODCELL_MODEL": model or "",
-        "BLOODCELL_REFER_BELOW": str(refer_below),
-        "BLOODCELL_MAX_UPLOAD_BYTES": str(int(max_upload_mb * 1024 * 1024)),
-        "BLOODCELL_TIMEOUT_S": str(timeout),
-        "BLOODCELL_MAX_IN_FLIGHT": str(max_in_flight),
-        "BLOODCELL_MAX_WAITING": str(max_waiting),
-    }
-    if threads:
-        settings["BLOODCELL_TORCH_THREADS"] = str(threads)
-    os.environ.update(settings)
-    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("BLOODCELL_API_KEY"):
-        typer.echo("warning: serving beyond loopback without BLOODCELL_API_KEY; anyone who can connect may use it", err=True)
-    # Build the app here first: a wrong --model or limit fails with one sentence, before any worker starts.
-    app = create_app_from_env()
-    uvicorn.run(
-        app if workers == 1 else "bloodcell.service.app:create_app_from_env",
-        factory=workers > 1,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,
-        log_level="info",
-        timeout_graceful_shutdown=10,
+    limits = Limits(
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_pixels=int(max_megapixels * 1_000_000),
+        max_request_pixels=int(max_request_megapixels * 1_000_000),
+        max_files=max_files,
+        body_timeout_s=body_timeout,
+        timeout_s=timeout,
+        max_in_flight=max_in_flight,
+        max_waiting=max_waiting,
     )
+    options = {} if refer_below is None else {"refer_below": refer_below}
+    settings = ServiceSettings(model=model, engine=engine, threads=threads, api_key=api_key or None, limits=limits, **options)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    if host not in LOOPBACK and settings.api_key is None:
+        logger.warning("serving beyond loopback without BLOODCELL_API_KEY; anyone who can connect may use it")
+    # Built before uvicorn starts: a wrong --model or limit fails with one sentence.
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", timeout_graceful_shutdown=10)

@@ -1,4 +1,4 @@
-"""``bloodcell train``: configuration layered as defaults -> --config file -> flags, then ``fit``."""
+"""``bloodcell train``: configuration layered as defaults -> --config file -> flags, then the training workflow."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _resumed_base(out: Optional[Path]) -> dict | None:
 def train(
     model: Optional[str] = typer.Option(None, help="Registered or timm model name (see 'bloodcell models list')."),
     dataset: Optional[str] = typer.Option(None, help="Dataset name, e.g. pbc."),
-    taxonomy: Optional[str] = typer.Option(None, help="Class taxonomy: pbc8 or pbc11."),
+    taxonomy: Optional[str] = typer.Option(None, help="Class taxonomy: pbc8, pbc11 or labels (the manifest's own labels)."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV with the frozen train/val/test split."),
     data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
     out: Optional[Path] = typer.Option(None, help="Run folder for checkpoints, metrics and curves."),
@@ -60,8 +60,11 @@ def train(
     extra_repeat: Optional[int] = typer.Option(None, help="Times each extra training image is seen per epoch (default 1)."),
 ) -> None:
     """Train a model on a manifest's train split, validating on its validation split every epoch."""
+    import torch
+
     from bloodcell.train.config import resolve_config
-    from bloodcell.train.engine import fit
+    from bloodcell.train.distributed import threads_per_process
+    from bloodcell.workflows.train import run_training
 
     overrides = {
         "model": model, "dataset": dataset, "taxonomy": taxonomy, "manifest": manifest, "data_root": data_root,
@@ -77,7 +80,8 @@ def train(
     overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
     base = _resumed_base(out) if resume else None
     resolved = resolve_config(config, overrides, base=base)
-    result = fit(resolved, resume=resume, overwrite=overwrite)
+    torch.set_num_threads(threads_per_process(resolved.threads))
+    result = run_training(resolved, resume=resume, overwrite=overwrite)
     if result.rank == 0:
         metrics = result.metrics
         typer.echo(

@@ -26,7 +26,7 @@ def tune(
     trials: int = typer.Option(20, help="Number of Optuna trials."),
     epochs: Optional[int] = typer.Option(None, help="Epochs per trial."),
     config: Optional[Path] = typer.Option(None, help="JSON or TOML base training options."),
-    taxonomy: Optional[str] = typer.Option(None, help="Class taxonomy: pbc8 or pbc11."),
+    taxonomy: Optional[str] = typer.Option(None, help="Class taxonomy: pbc8, pbc11 or labels (the manifest's own labels)."),
     data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start trials from pretrained weights."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size."),
@@ -41,8 +41,11 @@ def tune(
     overwrite: bool = typer.Option(False, "--overwrite", help="Tune again into an existing --out."),
 ) -> None:
     """Search hyperparameters on the validation split; writes best_config.json for 'bloodcell train --config'."""
+    import torch
+
     from bloodcell.train.config import resolve_config
-    from bloodcell.train.tune import tune as run_tune
+    from bloodcell.train.distributed import threads_per_process
+    from bloodcell.workflows.tune import tune as run_tune
 
     overrides = {
         "model": model, "manifest": manifest, "epochs": epochs, "taxonomy": taxonomy, "data_root": data_root,
@@ -51,5 +54,6 @@ def tune(
     }
     overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
     base = resolve_config(config, overrides)
+    torch.set_num_threads(threads_per_process(base.threads))
     result = run_tune(base, trials, out, input_sizes=_sizes(input_sizes), timeout_s=timeout, overwrite=overwrite)
     typer.echo(f"best trial {result.best_trial}: val loss {result.best_val_loss:.4f} -> {result.best_config_path}")

@@ -9,7 +9,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bloodcell.data.analysis import BLUR_Z, NEAR_DUPLICATE_DISTANCE, analyse_files, blurry_images, duplicate_groups
+from bloodcell.data.analysis import (
+    BLUR_Z,
+    NEAR_DUPLICATE_DISTANCE,
+    analyse_files,
+    blurry_images,
+    duplicate_groups,
+)
 from bloodcell.data.inventory import Entry, Inventory, count_warnings, inventory
 from bloodcell.data.locate import dataset_root
 from bloodcell.data.registry import get_dataset

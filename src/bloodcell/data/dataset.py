@@ -27,6 +27,27 @@ from bloodcell.progress import track
 CACHE_VERSION = 1
 
 
+#: How an image becomes a square: "crop" (shorter side to the size, then a centre crop: the aspect ratio is
+#: kept) or "squash" (both sides to the size: the aspect ratio is not kept, as Keras' and OpenCV's plain resize).
+RESIZES = ("crop", "squash")
+
+
+def check_resize(resize: str) -> str:
+    """``resize`` if it is one of :data:`RESIZES`; ConfigError otherwise."""
+    if resize not in RESIZES:
+        raise ConfigError(f"unknown resize {resize!r}; choose one of {', '.join(RESIZES)}")
+    return resize
+
+
+def resize_square(image: Image.Image, size: int, resize: str = "crop") -> Image.Image:
+    """``image`` as a ``size x size`` square: :func:`resize_center_crop` ("crop") or both sides resized ("squash")."""
+    if check_resize(resize) == "crop":
+        return resize_center_crop(image, size)
+    if image.size == (size, size):
+        return image
+    return image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+
+
 def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
     """Resize the shorter side to ``size`` (bilinear, antialiased), then centre-crop ``size x size``."""
     width, height = image.size
@@ -60,10 +81,12 @@ def _to_chw(image: Image.Image) -> torch.Tensor:
 class ManifestDataset(Dataset):
     """Images of one manifest split: ``ds[i] -> (tensor, class index)``.
 
-    With ``transform=None`` the tensor is uint8 CHW. ``cache_dir`` + ``cache_size`` store the
-    decoded, resized split as a memory-mapped ``.npy`` (keyed by manifest hash, split, size,
-    taxonomy and limit). Rows without a label under the taxonomy are counted in
-    ``unlabelled``; unreadable files are skipped and listed in ``skipped``.
+    With ``transform=None`` the tensor is uint8 CHW. ``prepare`` (named ``prepare_name``) frames each
+    decoded image before it is resized (the model's ``DataConfig.prepare``); ``resize`` says how it becomes
+    a square (:data:`RESIZES`). ``cache_dir`` + ``cache_size`` store the decoded, prepared, resized split as a
+    memory-mapped ``.npy`` (keyed by manifest hash, split, size, preparation, resize, taxonomy and limit).
+    Rows without a label under the taxonomy are counted in ``unlabelled``; unreadable files are skipped
+    and listed in ``skipped``.
     """
 
     def __init__(
@@ -76,7 +99,11 @@ class ManifestDataset(Dataset):
         cache_dir: str | Path | None = None,
         cache_size: int | None = None,
         limit: int | None = None,
+        prepare: Callable[[Image.Image], Image.Image] | None = None,
+        prepare_name: str = "none",
+        resize: str = "crop",
     ) -> None:
+        self.prepare, self.prepare_name, self.resize = prepare, prepare_name, check_resize(resize)
         self.manifest = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
         rows = self.manifest.rows_for(split)
         if taxonomy == "labels":
@@ -139,10 +166,14 @@ class ManifestDataset(Dataset):
 
     def _decode(self, row: ManifestRow) -> Image.Image:
         image = read_image(self.root / row.path)
-        return resize_center_crop(image, self.cache_size) if self.cache_size else image
+        image = self.prepare(image) if self.prepare is not None else image
+        return resize_square(image, self.cache_size, self.resize) if self.cache_size else image
 
     def cache_key(self) -> str:
-        parts = [str(CACHE_VERSION), self.manifest.sha256, str(self.split), str(self.cache_size), self.taxonomy.name, str(self.limit)]
+        parts = [str(CACHE_VERSION), self.manifest.sha256, str(self.split), str(self.cache_size), self.taxonomy.name,
+                 str(self.limit)] + ([self.prepare_name] if self.prepare is not None else [])
+        if self.resize != "crop":  # the default adds nothing, so caches built before the option stay valid
+            parts.append(f"resize={self.resize}")
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
     def _load_or_build_cache(self, cache_dir: Path, labelled: list[tuple[ManifestRow, int]]) -> tuple[list[ManifestRow], list[int]]:

@@ -13,7 +13,14 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from bloodcell.data.locate import candidates, data_home, looks_like
 from bloodcell.data.registry import DatasetInfo, DownloadFile, get_dataset

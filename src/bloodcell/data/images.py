@@ -7,13 +7,17 @@ non-image files and decompression bombs.
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bloodcell.errors import ImageError
 
@@ -95,15 +99,7 @@ def read_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
         return _to_rgb(source)
     name = _name(source)
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.exists():
-            raise ImageError(f"{name}: file not found")
-        if path.is_dir():
-            raise ImageError(f"{name}: is a folder, not an image file")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ImageError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
+        data = _read_file(Path(source), name)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     else:
@@ -111,11 +107,33 @@ def read_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
     return decode_bytes(data, name=name, max_pixels=max_pixels)
 
 
+def _read_file(path: Path, name: str) -> bytes:
+    """The bytes of an image file; ImageError naming a missing file, a folder, a symlink loop or a read error."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageError(f"{name}: is a symbolic link loop, not a file") from None
+        if path.is_symlink():
+            raise ImageError(f"{name}: is a broken symbolic link") from None
+        raise ImageError(f"{name}: file not found") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError(f"{name}: is a folder, not an image file")
+    if not stat.S_ISREG(info.st_mode):  # a pipe would block the read, a device (/dev/zero) never end it
+        raise ImageError(f"{name}: is not a regular file (a pipe, socket or device)")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
+
+
 def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode encoded image bytes strictly (no truncated-image tolerance)."""
+    """Decode encoded image bytes strictly and upright (EXIF orientation applied).
+
+    Pillow's default refuses truncated files; bloodcell never changes that process-wide flag.
+    """
     if not data:
         raise ImageError(f"{name}: file is empty (0 bytes)")
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -126,6 +144,7 @@ def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
             if width == 0 or height == 0:
                 raise ImageError(f"{name}: image has no pixels")
             image.load()
+            image = ImageOps.exif_transpose(image)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -147,4 +166,57 @@ def is_image_path(path: Path) -> bool:
 
 def image_files(folder: str | Path) -> list[Path]:
     """The image files under ``folder`` (searched recursively, sorted); see :func:`is_image_path`."""
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_image_path(p))
+    return scan_folder(folder).images
+
+
+#: Extensions of image formats people send that bloodcell does not read (reported, never silently dropped).
+UNSUPPORTED_IMAGE_EXTENSIONS = (".gif", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".svg", ".dcm", ".dng", ".cr2",
+                                ".nef", ".raw", ".psd", ".ico", ".jxl", ".czi", ".ndpi", ".svs", ".vsi")
+
+
+@dataclass
+class FolderScan:
+    """What a recursive folder scan found: the images, and every entry it could not use with the reason."""
+
+    images: list[Path] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    other_files: int = 0
+
+
+def scan_folder(folder: str | Path) -> FolderScan:
+    """Image files under ``folder`` (sorted; symbolic links followed once, loops reported), and the entries
+    it cannot use: unreadable sub-folders, link loops and image formats bloodcell does not read. Other
+    files (annotations, hidden files) are only counted."""
+    scan = FolderScan()
+    seen: set[str] = set()
+
+    def unreadable(exc: OSError) -> None:
+        scan.problems.append((str(exc.filename), f"folder cannot be read ({exc.strerror or exc})"))
+
+    for top, dirs, files in os.walk(folder, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            scan.problems.append((top, "a symbolic link leads back into a folder already scanned (skipped)"))
+            dirs[:] = []
+            continue
+        seen.add(real)
+        for name in sorted(files):
+            _classify_entry(Path(top) / name, scan)
+    scan.images.sort()
+    return scan
+
+
+def _classify_entry(path: Path, scan: FolderScan) -> None:
+    try:
+        path.stat()
+    except OSError as exc:
+        reason = "a symbolic link loop" if exc.errno == errno.ELOOP else "a broken symbolic link"
+        scan.problems.append((str(path), reason))
+        return
+    suffix = path.suffix.lower()
+    if is_image_path(path):
+        scan.images.append(path)
+    elif suffix in UNSUPPORTED_IMAGE_EXTENSIONS and not path.name.startswith("."):
+        scan.problems.append((str(path), f"{suffix} images are not supported; convert to PNG, JPEG or TIFF"))
+    else:
+        scan.other_files += 1

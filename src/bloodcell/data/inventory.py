@@ -104,8 +104,21 @@ def count_warnings(info: DatasetInfo, counts: dict[str, int]) -> list[str]:
     ]
 
 
+def class_warnings(root: Path, entries: list[Entry]) -> list[str]:
+    """One sentence per class folder that holds no image, and one when fewer than two classes have images."""
+    folders = [folder.relative_to(root).as_posix() for _, folder in _class_dirs(root)]
+    # the class folder of an entry: <class>/... or <subset>/<class>/...
+    filled = {"/".join(e.path.split("/")[:2 if e.subset else 1]) for e in entries if e.has_image_name}
+    warnings = [f"class folder {root / folder} holds no images" for folder in folders if folder not in filled]
+    labels = sorted({e.label for e in entries if e.has_image_name})
+    if len(labels) == 1:
+        warnings.append(f"only one class ({labels[0]}) has images in {root}: a classifier needs at least two")
+    return warnings
+
+
 def inventory(name: str, data_root: str | Path | None = None, root: Path | None = None) -> Inventory:
-    """Scan a class-folder dataset and compare its per-class image counts with the registry."""
+    """Scan a class-folder dataset and compare its per-class image counts with the registry; empty class
+    folders and a dataset of a single class are warned about."""
     info = get_dataset(name)
     if info.layout != "classes":
         raise DataError(f"dataset {info.name!r} is not a class-folder dataset (layout {info.layout})")
@@ -114,4 +127,5 @@ def inventory(name: str, data_root: str | Path | None = None, root: Path | None 
     counts = Counter(e.label for e in entries if e.has_image_name)
     for name_ in info.class_names:
         counts.setdefault(name_, 0)
-    return Inventory(info.name, root, entries, dict(sorted(counts.items())), dict(info.expected_counts), count_warnings(info, counts))
+    warnings = count_warnings(info, counts) + class_warnings(root, entries)
+    return Inventory(info.name, root, entries, dict(sorted(counts.items())), dict(info.expected_counts), warnings)

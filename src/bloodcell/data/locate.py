@@ -32,6 +32,8 @@ def looks_like(info: DatasetInfo, folder: Path) -> bool:
         return False
     if info.layout == "npz":
         return any(folder.glob("bloodmnist*.npz"))
+    if info.layout == "yolo":
+        return (folder / "classes.txt").is_file() and any((folder / s / "images").is_dir() for s in ("train", "val"))
     if info.layout == "voc":
         return (folder / "Annotations").is_dir() or (folder / "Training" / "Annotations").is_dir()
     if info.class_names:

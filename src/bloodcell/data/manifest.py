@@ -31,10 +31,13 @@ class ManifestRow:
 
 @dataclass(frozen=True)
 class Manifest:
+    """The rows of a manifest (a path listed twice is kept once; ``duplicates`` names the repeats)."""
+
     rows: tuple[ManifestRow, ...]
     dataset: str
     sha256: str
     path: Path | None = None
+    duplicates: tuple[str, ...] = ()
 
     def rows_for(self, split: str | None) -> list[ManifestRow]:
         """Rows of one split (all rows for None)."""
@@ -74,24 +77,41 @@ def read_manifest(path: str | Path) -> Manifest:
     except OSError as exc:
         raise DataError(f"manifest {path} cannot be read ({exc.strerror or exc})") from exc
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark (a spreadsheet's export) is not part of the first column
     except UnicodeDecodeError:
         raise DataError(f"manifest {path} is not UTF-8 text") from None
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        records = list(reader)
+    except csv.Error as exc:
+        raise DataError(f"manifest {path} is not a valid CSV file ({exc})") from None
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or ())]
     if missing:
         raise DataError(f"manifest {path} lacks column(s) {', '.join(missing)} (expected {','.join(COLUMNS)})")
-    rows, datasets = [], set()
+    rows, datasets, kept, duplicates = [], set(), {}, []
     names = [f.name for f in fields(ManifestRow)]
-    for line, record in enumerate(reader, start=2):
-        if record["split"] not in SPLITS:
-            raise DataError(f"manifest {path} line {line}: split {record['split']!r} is not one of {', '.join(SPLITS)}")
-        if not record["path"] or not record["label"]:
-            raise DataError(f"manifest {path} line {line}: empty path or label")
+    for line, record in enumerate(records, start=2):
+        if None in record or None in record.values():
+            raise DataError(f"manifest {path} line {line}: malformed row (more or fewer fields than the header)")
+        values = {n: record[n] for n in names}
+        if any("\r" in v or "\n" in v for v in [*values.values(), record["dataset"]]):
+            raise DataError(f"manifest {path} line {line}: malformed row (a line break inside a field)")
+        if values["split"] not in SPLITS:
+            raise DataError(f"manifest {path} line {line}: split {values['split']!r} is not one of {', '.join(SPLITS)}")
+        if not values["path"] or not values["label"] or not record["dataset"]:
+            raise DataError(f"manifest {path} line {line}: empty dataset, path or label")
+        row = ManifestRow(**values)
+        if row.path in kept:
+            if row != kept[row.path]:  # the same file in two splits, or with two labels, is no split at all
+                raise DataError(f"manifest {path} line {line}: {row.path} is listed again with another label, "
+                                "split, sha256 or group")
+            duplicates.append(row.path)
+            continue
+        kept[row.path] = row
         datasets.add(record["dataset"])
-        rows.append(ManifestRow(*(record[n] or "" for n in names)))
+        rows.append(row)
     if not rows:
         raise DataError(f"manifest {path} has no rows")
     if len(datasets) != 1:
         raise DataError(f"manifest {path} mixes datasets {', '.join(sorted(datasets))}")
-    return Manifest(tuple(rows), datasets.pop(), hashlib.sha256(data).hexdigest(), path)
+    return Manifest(tuple(rows), datasets.pop(), hashlib.sha256(data).hexdigest(), path, tuple(duplicates))

@@ -41,7 +41,7 @@ class DownloadFile:
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Registry entry. ``layout`` is one of ``classes`` (root/<class>/<image>), ``voc`` or ``npz``."""
+    """Registry entry. ``layout`` is one of ``classes`` (root/<class>/<image>), ``voc``, ``yolo`` or ``npz``."""
 
     name: str
     description: str
@@ -162,6 +162,21 @@ REGISTRY: dict[str, DatasetInfo] = {
             citation="Shenggan. BCCD Dataset: a small-scale dataset for blood cells detection. "
             "https://github.com/Shenggan/BCCD_Dataset",
             folder_names=("bccd", "BCCD_Dataset-master/BCCD", "BCCD_Dataset/BCCD", "BCCD"),
+        ),
+        DatasetInfo(
+            name="txl",
+            description="TXL-PBC: smear fields from four sources (BCCD 640x480, PBC 360x363, Raabin-WBC 575x575, "
+            "Kaggle BCD 416x416) with complete YOLO boxes (WBC, RBC, Platelet); train/ and val/ subsets, "
+            "sources.csv names each field's source.",
+            layout="yolo",
+            class_names=("RBC", "WBC", "Platelets"),
+            expected_counts={"train": 889, "val": 247},
+            homepage="https://github.com/lugan113/TXL-PBC_Dataset",
+            license="MIT",
+            citation="Gan L. et al. TXL-PBC: a freely accessible labeled peripheral blood cell dataset. "
+            "Scientific Data (2025). https://github.com/lugan113/TXL-PBC_Dataset",
+            folder_names=("txl", "TXL-PBC", "TXL-PBC_Dataset", "TXL_PBC"),
+            local_only=True,
         ),
         DatasetInfo(
             name="folder",

@@ -16,7 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bloodcell.data.analysis import NEAR_DUPLICATE_DISTANCE, UnionFind, analyse_files, duplicate_groups
+from bloodcell.data.analysis import (
+    NEAR_DUPLICATE_DISTANCE,
+    UnionFind,
+    analyse_files,
+    duplicate_groups,
+)
 from bloodcell.data.inventory import Entry, inventory
 from bloodcell.data.manifest import SPLITS, Manifest, ManifestRow, write_manifest
 from bloodcell.data.registry import PBC_CLASSES, get_dataset
@@ -132,6 +137,10 @@ def make_split(
     tax = get_taxonomy(taxonomy) if taxonomy and taxonomy != "labels" else default_taxonomy(inv.name, [e.label for e in entries])
     if not any(tax.label_of(e) is not None for e in entries):
         raise ConfigError(f"taxonomy {tax.name!r} has none of the labels of {inv.name} ({', '.join(inv.class_names)})")
+    classes = sorted({tax.label_of(e) for e in entries} - {None})
+    if len(classes) < 2:
+        raise DataError(f"{inv.root}: only one class ({classes[0]}) has readable images under taxonomy {tax.name}; "
+                        "a split for training a classifier needs at least two")
     strata = [tax.label_of(e) or e.label for e in entries]
 
     uf = UnionFind(len(entries))

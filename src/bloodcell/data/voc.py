@@ -9,31 +9,10 @@ coordinates raises ``DataError`` naming the file.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from bloodcell.data.locate import dataset_root
+from bloodcell.data.boxes import Annotation, canonical_label, clip_box
 from bloodcell.errors import DataError
-
-LABEL_ALIASES = {"rbc": "RBC", "wbc": "WBC", "platelets": "Platelets", "platelet": "Platelets"}
-
-
-@dataclass(frozen=True)
-class Box:
-    label: str
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-
-
-@dataclass
-class Annotation:
-    filename: str
-    width: int | None
-    height: int | None
-    boxes: list[Box] = field(default_factory=list)
-    dropped: int = 0
 
 
 def _number(obj: ET.Element, tag: str, where: str) -> float:
@@ -66,20 +45,14 @@ def parse_voc(source: str | Path | bytes, name: str | None = None) -> Annotation
         width = height = None
     ann = Annotation(filename, width, height)
     for obj in root.iter("object"):
-        raw = (obj.findtext("name") or "").strip()
-        label = LABEL_ALIASES.get(raw.lower(), raw)
+        label = canonical_label(obj.findtext("name") or "")
         if not label:
             raise DataError(f"{where}: an object has no <name>")
-        x1, y1, x2, y2 = (_number(obj, t, where) for t in ("xmin", "ymin", "xmax", "ymax"))
-        x1, x2 = sorted((x1, x2))
-        y1, y2 = sorted((y1, y2))
-        if width is not None and height is not None:
-            x1, x2 = max(0.0, x1), min(float(width), x2)
-            y1, y2 = max(0.0, y1), min(float(height), y2)
-        if x2 - x1 < 1 or y2 - y1 < 1:
+        box = clip_box(label, *(_number(obj, t, where) for t in ("xmin", "ymin", "xmax", "ymax")), width, height)
+        if box is None:
             ann.dropped += 1
-            continue
-        ann.boxes.append(Box(label, x1, y1, x2, y2))
+        else:
+            ann.boxes.append(box)
     return ann
 
 
@@ -90,21 +63,3 @@ def voc_folders(root: Path, subset: str | None = None) -> tuple[Path, Path]:
     """
     folder = root if (root / "Annotations").is_dir() else root / (subset or "Training")
     return folder / "Annotations", folder / ("Images" if (folder / "Images").is_dir() else "JPEGImages")
-
-
-def smear_annotations(name: str, subset: str | None = None, data_root: str | Path | None = None) -> list[tuple[Path, Annotation]]:
-    """(image path, annotation) pairs of ``cbc`` (subset Training/Validation) or ``bccd``."""
-    root = dataset_root(name, data_root)
-    ann_dir, img_dir = voc_folders(root, subset)
-    if not ann_dir.is_dir():
-        raise DataError(f"{ann_dir} not found (subsets here: {', '.join(sorted(p.name for p in root.iterdir() if p.is_dir()))})")
-    pairs = []
-    for xml in sorted(ann_dir.glob("*.xml")):
-        ann = parse_voc(xml)
-        image = img_dir / Path(ann.filename).name
-        if not image.is_file():
-            image = img_dir / f"{xml.stem}.jpg"
-        pairs.append((image, ann))
-    if not pairs:
-        raise DataError(f"no .xml annotations in {ann_dir}")
-    return pairs

@@ -1,5 +1,1 @@
-"""Evaluation: score a checkpoint over a test split or an external folder, report it, compare models."""
-
-from bloodcell.evaluation.evaluate import Evaluation, evaluate, write_report
-
-__all__ = ["Evaluation", "evaluate", "write_report"]
+"""Evaluation: scoring models over images, evaluation results, label maps, perturbations."""

@@ -1,14 +1,42 @@
-"""Grad-CAM (Selvaraju et al., 2017) with forward/backward hooks, and its overlay PNG.
+"""Class activation maps of single-cell crops (LayerCAM at a stride-4 stage), and the overlay PNG.
 
-The target layer is found generically: the last module, in execution order, whose output
-is a 4D feature map with more than one pixel (for timm CNNs the end of ``forward_features``).
-The heatmap is ReLU(sum_c w_c * A_c) with w_c the spatial mean of the class score's
-gradient, upsampled to the model's input size; the overlay blends a jet colour map onto the
-preprocessed input (the image as the model saw it).
+Method: LayerCAM (Jiang et al., 2021; ``pytorch_grad_cam.LayerCAM``), a Grad-CAM variant that
+weights each activation by its own positive gradient of the class score instead of by the
+channel's mean gradient, which (unlike Grad-CAM) still localises on early, high-resolution layers.
+
+Target layer: the last *stage* module (a child of an ``nn.Sequential``/``nn.ModuleList`` or of
+the model itself, so never a layer inside a block) whose output is a 4D map at least 1/4 of
+the input on its shorter side, found by one forward pass. That is ``blocks.1`` (32x32 at 128 px)
+for the timm EfficientNets, ``layer1`` for ResNets, the last 32x32 map of VGG block 3 for
+khalil2022; it works for any timm CNN and the paper models. Why stride 4, measured on 40 PBC
+cells (5 per class, seed 0) with the bundled pbc8 model (EfficientNet-Lite0, 128 px), as the
+share of the heat inside the cell's segmentation mask (the mask covers 9% of the image; a
+uniform map scores 0.09) and how often the hottest pixel lies on the cell:
+
+* Grad-CAM at the last map (``bn2``, 4x4; the previous code): 0.05, 3%. Every 4x4 position
+  sees the whole 128 px image, so position says little about where the evidence is, and the
+  bottom-right position was the maximum for all 40 cells, whatever the class.
+* Grad-CAM at an 8x8 (``blocks.4``) or 16x16 (``blocks.2``) stage: 0.11 / 0.13, 12% / 15%:
+  no longer a fixed corner, but the heat is on the background about as much as a uniform map.
+* LayerCAM at ``blocks.1`` (32x32, stride 4), smoothed: 0.34, 90%. Fusing deeper layers
+  (``blocks.1+2``: 0.28, 62%) only dilutes it.
+
+The map is smoothed with a Gaussian of one feature-map cell (4 px at stride 4) so that it
+reads as regions rather than speckle, and normalised to [0, 1]. The overlay keeps the cell's
+own colours: the colour map is blended in with an opacity that grows with the heat, so cold
+areas are the untouched image and hot areas are orange-yellow (``inferno``), and a thin white
+line outlines the region above half the maximum.
+
+Limits: heat on the cell is necessary, not sufficient (a model-free blue-minus-green stain map
+puts 0.80 of its weight in the mask). The map says which parts of the cell the class score is
+most sensitive to; blanking its hottest 30% of the cell lowers the class probability more than
+blanking the coldest 30% (by 0.32 against 0.19 on the same cells), but maps for the top two
+classes are much alike (correlation 0.72), so it is a pointer, not the reason for the class.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
@@ -17,19 +45,36 @@ import torch
 from PIL import Image
 from torch import nn
 
-from bloodcell.models.registry import DataConfig
-from bloodcell.transforms import denormalize
+from bloodcell.transforms import DataConfig, denormalize
 
-OVERLAY_ALPHA = 0.45
+#: The target layer is the deepest stage whose map is at least input side / TARGET_STRIDE.
+TARGET_STRIDE = 4
+#: Opacity of the colour map where the heat is 1 (it falls to 0 with the heat).
+OVERLAY_ALPHA = 0.6
+#: Heat below this fraction of the maximum is not coloured at all.
+OVERLAY_FLOOR = 0.15
+#: A thin white line outlines the region hotter than this fraction of the maximum.
+OVERLAY_CONTOUR = 0.5
+
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
-def find_target_layer(model: nn.Module, batch: torch.Tensor) -> nn.Module:
-    """The last module (in execution order) that outputs a 4D map larger than 1x1."""
-    order: list[nn.Module] = []
+def _stage_modules(model: nn.Module) -> set[int]:
+    """Ids of the model's direct children and of the children of its containers (the stages and blocks)."""
+    stages = {id(child) for child in model.children()}
+    for module in model.modules():
+        if isinstance(module, _CONTAINERS):
+            stages.update(id(child) for child in module.children())
+    return stages
+
+
+def _target(model: nn.Module, batch: torch.Tensor, stride: int) -> tuple[nn.Module, tuple[int, int]]:
+    """The target layer and the (H, W) of its map; see :func:`find_target_layer`."""
+    maps: list[tuple[nn.Module, tuple[int, int]]] = []
 
     def record(module, _inputs, output):
         if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
-            order.append(module)
+            maps.append((module, (int(output.shape[-2]), int(output.shape[-1]))))
 
     handles = [m.register_forward_hook(record) for m in model.modules() if m is not model]
     try:
@@ -38,50 +83,77 @@ def find_target_layer(model: nn.Module, batch: torch.Tensor) -> nn.Module:
     finally:
         for handle in handles:
             handle.remove()
-    if not order:
+    if not maps:
         raise TypeError(f"{type(model).__name__} has no convolutional feature map for Grad-CAM")
-    return order[-1]
+    min_side = max(2, math.ceil(min(batch.shape[-2:]) / stride))
+    stages = _stage_modules(model)
+    for module, size in reversed(maps):
+        if id(module) in stages and min(size) >= min_side:
+            return module, size
+    return maps[-1]  # an input too small for any stage to reach min_side: the last spatial map
+
+
+def find_target_layer(model: nn.Module, batch: torch.Tensor, stride: int = TARGET_STRIDE) -> nn.Module:
+    """The last stage module (in execution order) whose 4D output is at least ``input side / stride``.
+
+    A stage module is a direct child of the model or of an ``nn.Sequential``/``ModuleList``/
+    ``ModuleDict`` (for timm CNNs the stages and their blocks, never a convolution inside a
+    block). When no stage is that large, the last module with a map larger than 1x1.
+    """
+    return _target(model, batch, stride)[0]
 
 
 def gradcam(model: nn.Module, batch: np.ndarray, class_index: int | None = None) -> tuple[np.ndarray, int]:
-    """Grad-CAM heatmap in [0, 1] at input size (H, W) for the first image, and the class used."""
+    """Class activation map (LayerCAM at :func:`find_target_layer`) in [0, 1] at input size (H, W)
+    for the first image of a preprocessed batch, and the class used (the top class by default)."""
+    from pytorch_grad_cam import (
+        LayerCAM,  # imported here: the package pulls in scikit-learn and matplotlib
+    )
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     model.eval()
     x = torch.from_numpy(np.ascontiguousarray(batch[:1], dtype=np.float32))
-    layer = find_target_layer(model, x)
-    store: dict[str, torch.Tensor] = {}
-
-    def keep(_module, _inputs, output):
-        store["activation"] = output
-        output.register_hook(lambda grad: store.__setitem__("gradient", grad))
-
-    handle = layer.register_forward_hook(keep)
-    try:
+    layer, (height, width) = _target(model, x, TARGET_STRIDE)
+    x.requires_grad_(True)  # gradients reach the layer even when the weights are frozen
+    targets = None if class_index is None else [ClassifierOutputTarget(int(class_index))]
+    cam = LayerCAM(model=model, target_layers=[layer])
+    try:  # not ``with``: BaseCAM.__exit__ swallows IndexError
         with torch.enable_grad():
-            logits = model(x)
-            index = int(logits[0].argmax()) if class_index is None else int(class_index)
-            model.zero_grad(set_to_none=True)
-            logits[0, index].backward()
+            raw = cam(x, targets=targets)[0]
+        index = int(cam.outputs[0].argmax()) if class_index is None else int(class_index)
     finally:
-        handle.remove()
-    activation, gradient = store["activation"].detach()[0], store["gradient"].detach()[0]
-    weights = gradient.mean(dim=(1, 2))
-    cam = torch.relu((weights[:, None, None] * activation).sum(dim=0))
-    cam = torch.nn.functional.interpolate(cam[None, None], size=batch.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
-    cam = cam - cam.min()
-    peak = float(cam.max())
-    return (cam / peak if peak > 0 else cam).numpy(), index
+        cam.activations_and_grads.release()
+        model.zero_grad(set_to_none=True)
+    heat = np.asarray(raw, dtype=np.float32)
+    sigma = max(heat.shape[0] / height, heat.shape[1] / width)  # one feature-map cell, in input pixels
+    heat = cv2.GaussianBlur(heat, (0, 0), sigmaX=sigma)
+    heat = heat - heat.min()
+    peak = float(heat.max())
+    return (heat / peak if peak > 0 else heat), index
 
 
-def overlay(heatmap: np.ndarray, image: np.ndarray, alpha: float = OVERLAY_ALPHA) -> Image.Image:
-    """Blend a jet-coloured ``heatmap`` (H, W in [0, 1]) onto an RGB uint8 ``image`` (H, W, 3)."""
-    colours = cv2.applyColorMap(np.uint8(np.round(heatmap * 255)), cv2.COLORMAP_JET)[..., ::-1]
-    blended = (1 - alpha) * image.astype(np.float32) + alpha * colours.astype(np.float32)
-    return Image.fromarray(np.clip(blended, 0, 255).round().astype(np.uint8))
+def overlay(heatmap: np.ndarray, image: np.ndarray, alpha: float = OVERLAY_ALPHA, floor: float = OVERLAY_FLOOR,
+            contour: float | None = OVERLAY_CONTOUR) -> Image.Image:
+    """Blend an ``inferno``-coloured ``heatmap`` (H, W in [0, 1]) onto an RGB uint8 ``image`` (H, W, 3).
+
+    The colour's opacity rises from 0 at ``floor`` to ``alpha`` at the maximum, so the cell stays
+    visible in its own colours where the map is cold; a thin white line outlines the region above
+    ``contour`` (None: no line).
+    """
+    heat = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
+    colours = cv2.applyColorMap(np.uint8(np.round(heat * 255)), cv2.COLORMAP_INFERNO)[..., ::-1]
+    weight = alpha * np.clip((heat - floor) / (1.0 - floor), 0.0, 1.0)[..., None]
+    blended = (1 - weight) * image.astype(np.float32) + weight * colours.astype(np.float32)
+    blended = np.ascontiguousarray(np.clip(blended, 0, 255).round().astype(np.uint8))
+    if contour is not None:
+        outlines, _ = cv2.findContours((heat >= contour).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(blended, outlines, -1, (255, 255, 255), 1)
+    return Image.fromarray(blended)
 
 
 def save_gradcam_overlay(model: nn.Module, batch: np.ndarray, data_config: DataConfig, out_path: str | Path,
                          class_index: int | None = None) -> Path:
-    """Compute Grad-CAM for the first image of a preprocessed batch and save the overlay PNG."""
+    """Compute the class activation map of the first image of a preprocessed batch and save the overlay PNG."""
     heatmap, _ = gradcam(model, batch, class_index)
     seen = denormalize(torch.from_numpy(batch[0]), data_config).permute(1, 2, 0).numpy()
     out_path = Path(out_path)

@@ -7,10 +7,11 @@ The file's ``metadata_props`` carry JSON strings: ``bloodcell`` (the whole docum
 ``class_names``, ``data_config``, ``temperature``, ``model_name``, ``ood`` separately, so the
 file is self-describing like a checkpoint.
 
-``int8``: without a calibration manifest, dynamic quantization (int8 weights, activations
-quantized on the fly); with ``calibration_manifest``, static QDQ quantization (per-channel
-int8 weights, activation ranges calibrated on up to ``calibration_limit`` images of the
-manifest's validation split), which is usually faster and more accurate for CNNs.
+``int8``: without calibration batches, dynamic quantization (int8 weights, activations
+quantized on the fly); with ``calibration`` (preprocessed batches, e.g. validation images:
+:mod:`bloodcell.workflows.export` reads them from a manifest), static QDQ quantization
+(per-channel int8 weights, calibrated activation ranges), usually faster and more accurate
+for CNNs. A file's metadata is validated when it is loaded (:func:`read_document`).
 """
 
 from __future__ import annotations
@@ -19,14 +20,19 @@ import io
 import json
 import tempfile
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import torch
+from pydantic import ValidationError
 
+from bloodcell.checkpoint import MetaSchema, _refuse_constant, load_checkpoint
 from bloodcell.errors import CheckpointError, ConfigError
-from bloodcell.inference.ood import OODGuard
-from bloodcell.models.registry import DataConfig
+from bloodcell.inference.backends import LogitsAndFeatures
+from bloodcell.provenance import file_sha256
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -49,10 +55,6 @@ def onnx_document(meta: dict[str, Any], source_sha256: str | None = None) -> dic
 
 def export_bytes(model, input_size: int) -> bytes:
     """Export a torch classifier to fp32 ONNX bytes (outputs: logits, features)."""
-    import torch
-
-    from bloodcell.inference.backends import LogitsAndFeatures
-
     wrapped = LogitsAndFeatures(model.eval()).eval()
     dummy = torch.zeros(1, 3, input_size, input_size)
     buffer = io.BytesIO()
@@ -65,8 +67,6 @@ def export_bytes(model, input_size: int) -> bytes:
 
 
 def _with_metadata(model_bytes: bytes, document: dict[str, Any]):
-    import onnx
-
     proto = onnx.load_from_string(model_bytes)
     del proto.metadata_props[:]
     entries = {"bloodcell": document, **{k: document[k] for k in ("model_name", "class_names", "data_config", "temperature", "ood")}}
@@ -76,23 +76,19 @@ def _with_metadata(model_bytes: bytes, document: dict[str, Any]):
     return proto
 
 
-def export_onnx(checkpoint_path: str | Path, out: str | Path, int8: bool = False,
-                calibration_manifest: str | Path | None = None, calibration_limit: int = 200,
-                data_root: str | Path | None = None) -> Path:
-    """Export a ``.safetensors`` checkpoint to ONNX at ``out`` (optionally int8-quantized)."""
-    import onnx
-
-    from bloodcell.checkpoint import file_sha256, load_checkpoint
-
+def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False,
+                calibration: Iterable[np.ndarray] | None = None) -> Path:
+    """Export a checkpoint (bundled name or ``.safetensors``) to ONNX at ``out``, optionally int8-quantized;
+    ``calibration`` yields preprocessed float32 NCHW batches for static quantization."""
     out = Path(out)
     if out.suffix != ".onnx":
         raise ConfigError(f"{out}: the output file must end in .onnx")
-    if calibration_manifest is not None and not int8:
-        raise ConfigError("--calibration-manifest only applies to --int8 export")
-    checkpoint = load_checkpoint(checkpoint_path)
-    document = onnx_document(checkpoint.meta, file_sha256(checkpoint_path))
-    document["quantization"] = None if not int8 else ("static-qdq" if calibration_manifest else "dynamic")
-    fp32 = export_bytes(checkpoint.model, checkpoint.data_config.input_size)
+    if calibration is not None and not int8:
+        raise ConfigError("calibration images only apply to --int8 export")
+    loaded = load_checkpoint(checkpoint)
+    document = onnx_document(loaded.meta, file_sha256(loaded.path))
+    document["quantization"] = None if not int8 else ("static-qdq" if calibration is not None else "dynamic")
+    fp32 = export_bytes(loaded.model, loaded.data_config.input_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not int8:
         onnx.save(_with_metadata(fp32, document), str(out))
@@ -100,46 +96,32 @@ def export_onnx(checkpoint_path: str | Path, out: str | Path, int8: bool = False
     with tempfile.TemporaryDirectory() as tmp:
         raw, source, quantized = Path(tmp) / "raw.onnx", Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         raw.write_bytes(fp32)
+        from onnxruntime.quantization import (
+            QuantFormat,
+            QuantType,
+            quantize_dynamic,
+            quantize_static,
+        )
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         quant_pre_process(str(raw), str(source))  # fold constants and infer shapes, as quantization expects
-        if calibration_manifest is None:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
+        if calibration is None:
             quantize_dynamic(str(source), str(quantized), weight_type=QuantType.QInt8)
         else:
-            from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-            reader = _ManifestCalibrationReader(checkpoint, calibration_manifest, calibration_limit, data_root)
-            quantize_static(str(source), str(quantized), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+            quantize_static(str(source), str(quantized), _CalibrationReader(list(calibration)),
+                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                            weight_type=QuantType.QInt8)
         onnx.save(_with_metadata(quantized.read_bytes(), document), str(out))
     return out
 
 
-class _ManifestCalibrationReader:
-    """onnxruntime CalibrationDataReader over validation images of a manifest."""
+class _CalibrationReader:
+    """onnxruntime's CalibrationDataReader over given batches."""
 
-    def __init__(self, checkpoint, manifest: str | Path, limit: int, data_root: str | Path | None):
-        from bloodcell.data.images import read_image
-        from bloodcell.data.locate import dataset_root
-        from bloodcell.data.manifest import read_manifest
-        from bloodcell.errors import DataError, ImageError
-        from bloodcell.inference.predictor import Classifier
-
-        data = read_manifest(manifest)
-        rows = list(data.rows_for("val"))
-        if not rows:
-            raise DataError(f"{manifest}: no validation images to calibrate int8 quantization")
-        picks = np.random.default_rng(0).permutation(len(rows))[:limit]
-        root = dataset_root(data.dataset, data_root)
-        preprocess = Classifier.from_checkpoint(checkpoint, use_ood=False).preprocess
-        self._batches = []
-        for i in picks:
-            try:
-                self._batches.append(preprocess([read_image(root / rows[i].path)]))
-            except ImageError:
-                continue
+    def __init__(self, batches: list[np.ndarray]):
+        if not batches:
+            raise ConfigError("int8 calibration needs at least one image")
+        self._batches = batches
         self._iter = iter(self._batches)
 
     def get_next(self):
@@ -179,28 +161,21 @@ class OnnxBackend:
         return logits, features
 
 
-def load_onnx_classifier(path: str | Path, num_threads: int = 2):
-    """A :class:`~bloodcell.inference.predictor.Classifier` on onnxruntime from ``.onnx`` or ``.safetensors``; ``num_threads`` batches run at once."""
-    from bloodcell.inference.predictor import Classifier
-
-    path = Path(path)
-    if path.suffix == ".onnx":
-        backend = OnnxBackend(path)
-        if "bloodcell" not in backend.metadata:
-            raise CheckpointError(f"{path}: ONNX model carries no bloodcell metadata (export it with 'bloodcell export')")
-        document = json.loads(backend.metadata["bloodcell"])
-    else:
-        from bloodcell.checkpoint import load_checkpoint
-
-        checkpoint = load_checkpoint(path)
-        document = onnx_document(checkpoint.meta)
-        backend = OnnxBackend(export_bytes(checkpoint.model, checkpoint.data_config.input_size))
-    return Classifier(
-        backend,
-        document["class_names"],
-        DataConfig.from_dict(document["data_config"]),
-        document["temperature"],
-        guard=OODGuard.from_dict(document["ood"]) if document.get("ood") else None,
-        source=str(path),
-        workers=num_threads,
-    )
+def read_document(backend: OnnxBackend, source: str | Path) -> dict[str, Any]:
+    """The validated bloodcell document of an ONNX file; CheckpointError when missing or malformed."""
+    if "bloodcell" not in backend.metadata:
+        raise CheckpointError(f"{source}: ONNX model carries no bloodcell metadata (export it with 'bloodcell export')")
+    try:
+        document = json.loads(backend.metadata["bloodcell"], parse_constant=_refuse_constant)
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+        names = document.get("class_names")
+        checked = MetaSchema.model_validate({**document, "format": "bloodcell-checkpoint/1",
+                                             "num_classes": len(names) if isinstance(names, list) else 0})
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc) or type(exc).__name__
+        raise CheckpointError(f"{source}: invalid bloodcell metadata in the ONNX model ({detail})") from None
+    # the validated values (defaults filled in, numbers as numbers), not the file's raw ones
+    document.update(checked.model_dump(include={"class_names", "data_config", "temperature"}))
+    document["data_config"]["class_names"] = document["class_names"]
+    return document

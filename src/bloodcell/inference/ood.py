@@ -12,15 +12,16 @@ an input passes when it is close to any of them:
    whitened by PCA to at most ``max_components`` dimensions (the projection is stored, so
    the guard stays a few hundred kilobytes of JSON inside the checkpoint metadata).
 
-:func:`calibrate_ood` fits the guard on a manifest split (plus, optionally, other labs' cells)
-and rewrites the checkpoint with the parameters under ``meta["ood"]``; the predictor applies
-it automatically.
+:func:`fit_guard` fits it on in-distribution model inputs and features (the calibration
+workflow, :mod:`bloodcell.workflows.calibrate`, stores it under the checkpoint's ``ood``
+metadata); the predictor applies it automatically. A stored guard is validated when read.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -121,13 +122,28 @@ class Gaussian:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Gaussian":
-        return cls(np.asarray(data["mean"], dtype=np.float64), np.asarray(data["projection"], dtype=np.float64), float(data["threshold"]))
+    def from_dict(cls, data: dict[str, Any], dimension: int | None = None) -> "Gaussian":
+        """A stored Gaussian; ValueError unless its arrays are finite and their shapes agree."""
+        mean = np.asarray(data["mean"], dtype=np.float64)
+        projection = np.asarray(data["projection"], dtype=np.float64)
+        threshold = float(data["threshold"])
+        if mean.ndim != 1 or projection.ndim != 2 or projection.shape[1] != len(mean) or not len(mean):
+            raise ValueError(f"a mean of shape {mean.shape} does not fit a projection of shape {projection.shape}")
+        if dimension is not None and len(mean) != dimension:
+            raise ValueError(f"it scores {len(mean)} values where {dimension} are expected")
+        if not (np.isfinite(mean).all() and np.isfinite(projection).all() and math.isfinite(threshold) and threshold > 0):
+            raise ValueError("it holds values that are not finite or a threshold that is not positive")
+        return cls(mean, projection, threshold)
 
 
-def _nearest(components: list[Gaussian], x: np.ndarray) -> np.ndarray:
-    """Per row, the smallest score-to-threshold ratio over ``components`` (at most 1: within one of them)."""
-    return np.min([g.score(x) / max(g.threshold, 1e-12) for g in components], axis=0)
+def _ratios(components: list[Gaussian], x: np.ndarray) -> np.ndarray:
+    """Score-to-threshold ratios (sources, rows): at most 1 where a row lies within a source's Gaussian."""
+    return np.array([g.score(x) / max(g.threshold, 1e-12) for g in components])
+
+
+#: The note of a cell that looks like a stained blood cell, but not like those of the model's own labs.
+UNFAMILIAR_NOTE = ("unfamiliar lab: stain or camera unlike those of the labs this model learned from, so its accuracy "
+                   "here is unknown; adapt it to your lab with `bloodcell adapt --cells DIR`")
 
 
 @dataclass
@@ -144,26 +160,38 @@ class OODGuard:
     pass_rate: float
     num_images: int
     sources: list[str]
+    #: Per source: a lab the model learned from (True), or another lab's stained cells (False).
+    familiar: list[bool] = field(default_factory=list)
 
-    def reasons(self, pixels: np.ndarray, features: np.ndarray) -> list[str | None]:
-        """One reason (or None when the input looks like a single stained cell) per image.
+    def __post_init__(self) -> None:
+        self.familiar = list(self.familiar) or [True] * len(self.sources)
+
+    def assess(self, pixels: np.ndarray, features: np.ndarray) -> list[tuple[str | None, str | None]]:
+        """Per image, (referral reason, note): (None, None) for a cell like those of the model's own labs,
+        (None, :data:`UNFAMILIAR_NOTE`) for a stained cell of another lab, ("not a single blood cell: ...",
+        None) otherwise.
 
         ``pixels`` are the uint8 model inputs (N, 3, H, W) and ``features`` their penultimate
         features (N, D), both as the :class:`~bloodcell.inference.predictor.Classifier` makes them.
         """
         summaries = summarise(pixels)
-        stat_ratios = _nearest(self.stats, summaries[:, :len(STAT_NAMES)])
-        feat_ratios = _nearest(self.features, features.astype(np.float64))
-        out: list[str | None] = []
-        for grey, stat_ratio, feat_ratio in zip(summaries[:, -1], stat_ratios, feat_ratios):
+        stats = _ratios(self.stats, summaries[:, :len(STAT_NAMES)])
+        feats = _ratios(self.features, features.astype(np.float64))
+        home = np.asarray(self.familiar, bool)
+        out: list[tuple[str | None, str | None]] = []
+        for i, grey in enumerate(summaries[:, -1]):
             if grey < self.blank_std:
-                out.append("not a single blood cell: blank or uniform image")
-            elif stat_ratio > 1.0:
-                out.append(f"not a single blood cell: colour/texture unlike stained cell images ({stat_ratio:.1f}x the limit)")
-            elif feat_ratio > 1.0:
-                out.append(f"not a single blood cell: unlike the training images in feature space ({feat_ratio:.1f}x the limit)")
+                out.append(("not a single blood cell: blank or uniform image", None))
+            elif stats[home, i].min() <= 1.0 and feats[home, i].min() <= 1.0:
+                out.append((None, None))
+            elif stats[:, i].min() <= 1.0 and feats[:, i].min() <= 1.0:
+                out.append((None, UNFAMILIAR_NOTE))
+            elif stats[:, i].min() > 1.0:
+                out.append((f"not a single blood cell: colour/texture unlike stained cell images "
+                            f"({stats[:, i].min():.1f}x the limit)", None))
             else:
-                out.append(None)
+                out.append((f"not a single blood cell: unlike the cells of any known lab in feature space "
+                            f"({feats[:, i].min():.1f}x the limit)", None))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,32 +203,49 @@ class OODGuard:
             "pass_rate": self.pass_rate,
             "num_images": self.num_images,
             "sources": list(self.sources),
+            "familiar": list(self.familiar),
             "stat_names": list(STAT_NAMES),
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "OODGuard":
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> "OODGuard":
+        """The guard stored in a checkpoint's ``ood`` metadata; CheckpointError when it is malformed."""
+        where = source or "the checkpoint"
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{where}: its out-of-distribution guard is not a JSON object")
         if data.get("version") != GUARD_VERSION:
-            raise CheckpointError(f"the out-of-distribution guard in this checkpoint was fitted by an older bloodcell "
+            raise CheckpointError(f"{where}: its out-of-distribution guard was fitted by an older bloodcell "
                                   f"(version {data.get('version')}, need {GUARD_VERSION}); fit it again with "
                                   f"`bloodcell calibrate-ood CHECKPOINT --manifest MANIFEST`")
-        return cls(
-            blank_std=float(data["blank_std"]),
-            stats=[Gaussian.from_dict(g) for g in data["stats"]],
-            features=[Gaussian.from_dict(g) for g in data["features"]],
-            pass_rate=float(data["pass_rate"]),
-            num_images=int(data["num_images"]),
-            sources=list(data["sources"]),
-        )
+        try:
+            stats = [Gaussian.from_dict(g, len(STAT_NAMES)) for g in data["stats"]]
+            features = [Gaussian.from_dict(g) for g in data["features"]]
+            sources = [str(s) for s in data["sources"]]
+            familiar = [bool(f) for f in data.get("familiar") or [True] * len(sources)]
+            if not stats or not len(stats) == len(features) == len(sources) == len(familiar) \
+                    or len({len(g.mean) for g in features}) != 1:
+                raise ValueError("it needs one statistics and one feature Gaussian per source, of one dimension")
+            if not any(familiar):
+                raise ValueError("none of its sources is a lab the model learned from")
+            return cls(blank_std=float(data["blank_std"]), stats=stats, features=features,
+                       pass_rate=float(data["pass_rate"]), num_images=int(data["num_images"]),
+                       sources=sources, familiar=familiar)
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:  # 1e999 reads as inf: int(inf) overflows
+            raise CheckpointError(f"{where}: its out-of-distribution guard is malformed ({exc})") from None
+
+    @property
+    def feature_dimension(self) -> int:
+        return len(self.features[0].mean)
 
 
 def fit_guard(pixels: np.ndarray, features: np.ndarray, pass_rate: float = 0.99, max_components: int = 32,
-              sources: Sequence[str] | None = None) -> OODGuard:
+              sources: Sequence[str] | None = None, unfamiliar: Sequence[str] = ()) -> OODGuard:
     """Fit the guard on in-distribution model inputs (uint8, N x 3 x H x W) and their penultimate features.
 
     ``sources`` names each row's origin (a lab; default: one source); each source gets its own
-    Gaussians. Each of the three checks keeps ``1 - (1 - pass_rate) / 3`` of every source's
-    images, so at least ``pass_rate`` of them pass all checks.
+    Gaussians; the sources named in ``unfamiliar`` are other labs' stained cells the model did not
+    learn from (their cells pass with the unfamiliar-lab note). Each of the three checks keeps
+    ``1 - (1 - pass_rate) / 3`` of every source's images, so at least ``pass_rate`` of them pass all checks.
     """
     if not 0.5 < pass_rate < 1.0:
         raise ConfigError(f"pass_rate must be between 0.5 and 1, got {pass_rate}")
@@ -224,82 +269,8 @@ def fit_guard(pixels: np.ndarray, features: np.ndarray, pass_rate: float = 0.99,
         pass_rate=pass_rate,
         num_images=len(pixels),
         sources=names,
+        familiar=[name not in unfamiliar for name in names],
     )
-
-
-def calibrate_ood(
-    checkpoint_path: str | Path,
-    manifest: str | Path,
-    split: str = "val",
-    *,
-    extra: Sequence[str | Path] = (),
-    data_root: str | Path | None = None,
-    limit: int | None = 2000,
-    pass_rate: float = 0.99,
-    batch_size: int = 32,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Fit the guard on ``split`` of ``manifest`` and store it in the checkpoint's metadata.
-
-    ``extra`` manifests add the cells of other labs (their ``train`` split, e.g. the crops the
-    model was fine-tuned with), so that stained cells from those labs pass the guard too.
-    The checkpoint is rewritten in place (``update_metadata`` with ``ood=...``); the fitted
-    parameters are returned. ``limit`` caps the images used from each manifest (a seeded sample).
-    """
-    from bloodcell.checkpoint import load_checkpoint, update_metadata
-    from bloodcell.data.locate import dataset_root, manifest_images_root
-    from bloodcell.data.manifest import read_manifest
-    from bloodcell.inference.predictor import Classifier
-
-    classifier = Classifier.from_checkpoint(load_checkpoint(checkpoint_path), use_ood=False)
-    main = read_manifest(manifest)
-    sources = [(main, split, dataset_root(main.dataset, data_root))]
-    for path in extra:
-        data = read_manifest(path)
-        sources.append((data, "train", manifest_images_root(path, data.dataset, data_root)))
-    pixels, features, names = [], [], []
-    for data, part, root in sources:
-        source_pixels, source_features = _calibration_set(classifier, data, part, root, limit=limit,
-                                                          batch_size=batch_size, seed=seed)
-        pixels.append(source_pixels)
-        features.append(source_features)
-        names += [f"{data.path} ({part})"] * len(source_pixels)
-    guard = fit_guard(np.concatenate(pixels), np.concatenate(features), pass_rate=pass_rate, sources=names)
-    params = guard.to_dict()
-    params.update(split=split, manifest_sha256=main.sha256,
-                  extra_sha256={str(path): data.sha256 for path, (data, _, _) in zip(extra, sources[1:])})
-    update_metadata(checkpoint_path, ood=params)
-    return params
-
-
-def _calibration_set(classifier, data, split: str, root: Path, *, limit: int | None, batch_size: int,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Model-input pixels and penultimate features of ``split`` of manifest ``data`` (images under ``root``)."""
-    from bloodcell.data.images import read_image
-    from bloodcell.errors import ImageError
-    from bloodcell.progress import track
-
-    rows = list(data.rows_for(split))
-    if not rows:
-        raise DataError(f"{data.path}: split {split!r} has no images")
-    if limit is not None and len(rows) > limit:
-        picks = np.random.default_rng(seed).choice(len(rows), size=limit, replace=False)
-        rows = [rows[i] for i in sorted(picks)]
-    pixels, features = [], []
-    for start in track(range(0, len(rows), batch_size), f"calibrating OOD guard ({Path(data.path).name})",
-                       total=-(-len(rows) // batch_size)):
-        batch = []
-        for row in rows[start:start + batch_size]:
-            try:
-                batch.append(read_image(root / row.path))
-            except ImageError:
-                continue
-        if batch:
-            pixels.append(classifier.pixels(batch))
-            features.append(classifier.pixel_features(pixels[-1]))
-    if not pixels:
-        raise DataError(f"{data.path}: none of the {split} images could be read")
-    return np.concatenate(pixels), np.concatenate(features)
 
 
 def _rounded(values: np.ndarray) -> list[float]:

@@ -22,16 +22,27 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image
 
+from bloodcell.checkpoint import Checkpoint, load_checkpoint
 from bloodcell.data.images import ImageSource, read_image
 from bloodcell.errors import CheckpointError, ConfigError, ImageError
+from bloodcell.inference.backends import TorchBackend
+from bloodcell.inference.explain import save_gradcam_overlay
+from bloodcell.inference.onnx import (
+    OnnxBackend,
+    export_bytes,
+    onnx_document,
+    read_document,
+)
 from bloodcell.inference.ood import OODGuard
+from bloodcell.inference.tta import DIHEDRAL_VIEWS, dihedral_views
 from bloodcell.metrics.calibration import apply_temperature
-from bloodcell.models.registry import DataConfig
+from bloodcell.progress import track
+from bloodcell.transforms import DataConfig, create_pixel_transform, normalize_batch
+from bloodcell.weights import resolve
 
 ENGINES = ("torch", "onnx")
-
-#: The 8 dihedral views used by TTA: (number of 90-degree rotations, horizontal flip).
-DIHEDRAL_VIEWS = tuple((k, flip) for flip in (False, True) for k in range(4))
+#: The one default referral threshold of the CLI, the service, the page and the smear counter.
+DEFAULT_REFER_BELOW = 0.6
 
 Images = Union[ImageSource, Sequence[ImageSource]]
 
@@ -47,6 +58,7 @@ class Prediction:
     reason: str | None = None
     top_k: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
+    note: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         """A flat record (``top_k`` as ``"label:prob;..."``) for CSV and JSON output."""
@@ -58,6 +70,7 @@ class Prediction:
             "top_k": ";".join(f"{name}:{prob:.4f}" for name, prob in self.top_k),
             "error": self.error,
             "reason": self.reason,
+            "note": self.note,
         }
 
 
@@ -76,12 +89,6 @@ def fill_prediction(result: Prediction, prob: np.ndarray, class_names: Sequence[
     return result
 
 
-def dihedral_view(batch: np.ndarray, k: int, flip: bool) -> np.ndarray:
-    """Rotate an NCHW batch by ``k`` x 90 degrees, then flip it horizontally when ``flip``."""
-    view = np.rot90(batch, k, axes=(2, 3))
-    return np.ascontiguousarray(view[..., ::-1] if flip else view)
-
-
 class Classifier:
     """A loaded classifier: class names, data config, temperature, engine and OOD guard.
 
@@ -96,8 +103,6 @@ class Classifier:
                  guard: OODGuard | None = None, model=None, source: str | None = None, workers: int = 2):
         if workers < 1:
             raise ConfigError(f"workers must be at least 1, got {workers}")
-        from bloodcell.transforms import create_pixel_transform, normalize_batch
-
         self.backend = backend
         self.class_names = list(class_names)
         self.data_config = data_config
@@ -110,6 +115,22 @@ class Classifier:
         self.workers = workers
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="bloodcell-predict")  # threads start on demand
+        self._check_outputs()
+
+    def _check_outputs(self) -> None:
+        """Refuse, before any real input, a model whose outputs do not fit its class names or its guard."""
+        size = self.data_config.input_size
+        try:
+            logits, features = self._run(self._normalize(np.zeros((1, 3, size, size), np.uint8)))
+        except Exception as exc:  # noqa: BLE001 - any engine failure on a well-formed input means a broken model
+            raise CheckpointError(f"{self.source or 'the model'}: does not run on a {size}x{size} input "
+                                  f"({type(exc).__name__})") from None
+        if logits.shape != (1, len(self.class_names)):
+            raise CheckpointError(f"{self.source or 'the model'}: gives {logits.shape[-1]} outputs for "
+                                  f"{len(self.class_names)} class names")
+        if self.guard is not None and features.shape[-1] != self.guard.feature_dimension:
+            raise CheckpointError(f"{self.source or 'the model'}: its guard scores {self.guard.feature_dimension} "
+                                  f"features, the model gives {features.shape[-1]}")
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if getattr(self.backend, "concurrent", False):
@@ -118,20 +139,24 @@ class Classifier:
             return self.backend.run(batch)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint, use_ood: bool = True) -> "Classifier":
+    def from_checkpoint(cls, checkpoint: Checkpoint, use_ood: bool = True) -> "Classifier":
         """Wrap a loaded :class:`~bloodcell.checkpoint.Checkpoint` for the torch engine."""
-        from bloodcell.inference.backends import TorchBackend
-
         meta = checkpoint.meta
         return cls(
             TorchBackend(checkpoint.model),
             checkpoint.class_names,
             checkpoint.data_config,
             checkpoint.temperature,
-            guard=OODGuard.from_dict(meta["ood"]) if use_ood and meta.get("ood") else None,
+            guard=OODGuard.from_dict(meta["ood"], checkpoint.path) if use_ood and meta.get("ood") else None,
             model=checkpoint.model,
             source=str(checkpoint.path) if checkpoint.path else None,
         )
+
+    @classmethod
+    def from_model(cls, model, temperature: float = 1.0) -> "Classifier":
+        """Wrap an in-memory torch classifier carrying ``data_config`` (with class names), e.g. one in training."""
+        config = model.data_config
+        return cls(TorchBackend(model), config.class_names, config, temperature, model=model, workers=1)
 
     def __repr__(self) -> str:
         engine = type(self.backend).__name__.replace("Backend", "").lower()
@@ -151,24 +176,24 @@ class Classifier:
 
     def pixel_features(self, pixels: np.ndarray, tta: bool = False) -> np.ndarray:
         """:meth:`features` of a uint8 NCHW batch from :meth:`pixels`."""
+        return self.score(pixels, tta)[1].mean(axis=0)
+
+    def score(self, pixels: np.ndarray, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Raw logits (V, N, C) and penultimate features (V, N, D) of uint8 NCHW model-input pixels:
+        the one scoring path. ``V`` is 8 with ``tta`` (the dihedral views, the untouched view first), else 1."""
         batch = self._normalize(pixels)
-        if not tta:
-            return self._run(batch)[1]
-        views = np.concatenate([dihedral_view(batch, k, flip) for k, flip in DIHEDRAL_VIEWS])
-        return self._run(views)[1].reshape(len(DIHEDRAL_VIEWS), len(batch), -1).mean(axis=0)
+        views = dihedral_views(batch) if tta else batch
+        logits, features = self._run(views)
+        shape = (len(DIHEDRAL_VIEWS) if tta else 1, len(batch))
+        return logits.reshape(*shape, -1), features.reshape(*shape, -1)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (N, C) from :meth:`score`'s logits: temperature, then the mean over views."""
+        return apply_temperature(logits, self.temperature).mean(axis=0)
 
     def predict_proba(self, images: Sequence[Image.Image], tta: bool = False) -> np.ndarray:
         """Calibrated class probabilities (N, C) of decoded images."""
-        return self._probabilities(self.preprocess(images), tta)[0]
-
-    def _probabilities(self, batch: np.ndarray, tta: bool) -> tuple[np.ndarray, np.ndarray]:
-        if not tta:
-            logits, features = self._run(batch)
-            return apply_temperature(logits, self.temperature), features
-        views = np.concatenate([dihedral_view(batch, k, flip) for k, flip in DIHEDRAL_VIEWS])
-        logits, features = self._run(views)
-        probs = apply_temperature(logits, self.temperature).reshape(len(DIHEDRAL_VIEWS), len(batch), -1)
-        return probs.mean(axis=0), features[: len(batch)]
+        return self.probabilities(self.score(self.pixels(images), tta)[0])
 
     def predict(self, images: Images, top_k: int = 3, refer_below: float | None = None, tta: bool = False,
                 batch_size: int = 32, progress: bool = False, guard: bool = True) -> Prediction | list[Prediction]:
@@ -182,6 +207,14 @@ class Classifier:
         """
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
         items = [images] if single else list(images)
+        results = [r for batch in self.predict_batches(items, top_k, refer_below, tta, batch_size, progress, guard)
+                   for r in batch]
+        return results[0] if single else results
+
+    def predict_batches(self, items: Sequence[ImageSource], top_k: int = 3, refer_below: float | None = None,
+                        tta: bool = False, batch_size: int = 32, progress: bool = False,
+                        guard: bool = True) -> Iterator[list[Prediction]]:
+        """:meth:`predict` batch by batch, in input order, so that callers can write results as they come."""
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
         if refer_below is not None and not 0.0 <= refer_below <= 1.0:
@@ -190,14 +223,8 @@ class Classifier:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         size = max(1, min(batch_size, -(-len(items) // self.workers)))  # a small request still keeps every worker busy
         batches = [items[start:start + size] for start in range(0, len(items), size)]
-        use_guard = guard and self.guard is not None
-        outcomes = self._batch_outcomes(batches, top_k, refer_below, tta, use_guard)
-        if progress:
-            from bloodcell.progress import track
-
-            outcomes = track(outcomes, "classifying", total=len(batches))
-        results = [result for batch_results in outcomes for result in batch_results]
-        return results[0] if single else results
+        outcomes = self._batch_outcomes(batches, top_k, refer_below, tta, guard and self.guard is not None)
+        return track(outcomes, "classifying", total=len(items), unit="images", size=len) if progress else outcomes
 
     def _batch_outcomes(self, batches: list, top_k: int, refer_below: float | None, tta: bool,
                         guard: bool) -> Iterator[list[Prediction]]:
@@ -231,16 +258,16 @@ class Classifier:
         if not decoded:
             return results
         pixels = np.stack([p for _, p in decoded])
-        probs, features = self._probabilities(self._normalize(pixels), tta)
-        reasons = self.guard.reasons(pixels, features) if guard else [None] * len(decoded)
-        for (index, _), prob, ood_reason in zip(decoded, probs, reasons):
+        logits, features = self.score(pixels, tta)
+        probs = self.probabilities(logits)
+        assessed = self.guard.assess(pixels, features[0]) if guard else [(None, None)] * len(decoded)
+        for (index, _), prob, (ood_reason, note) in zip(decoded, probs, assessed):
             fill_prediction(results[index], prob, self.class_names, top_k, refer_below, ood_reason)
+            results[index].note = note
         return results
 
     def explain(self, image: ImageSource, out_path: str | Path, class_index: int | None = None) -> Path:
         """Write a Grad-CAM overlay PNG for ``image`` (torch engine only); returns the path."""
-        from bloodcell.inference.explain import save_gradcam_overlay
-
         if self.model is None:
             raise ConfigError("Grad-CAM needs the torch engine (load the .safetensors checkpoint, not an ONNX file)")
         batch = self.preprocess([read_image(image)])
@@ -248,40 +275,26 @@ class Classifier:
             return save_gradcam_overlay(self.model, batch, self.data_config, out_path, class_index)
 
 
-def resolve_model(name_or_path: str | Path | None) -> Path:
-    """A bundled model name (default ``pbc8``) or a checkpoint path to an existing file."""
-    from bloodcell.weights import BUNDLED_MODELS, DEFAULT_MODEL, bundled_path
-
-    if name_or_path is None or str(name_or_path) in BUNDLED_MODELS:
-        return bundled_path(str(name_or_path or DEFAULT_MODEL))
-    path = Path(name_or_path)
-    if not path.is_file():
-        known = ", ".join(sorted(BUNDLED_MODELS))
-        raise CheckpointError(f"{path}: no such checkpoint file, and not a bundled model name ({known})")
-    if path.suffix not in (".safetensors", ".onnx"):
-        raise CheckpointError(f"{path}: expected a .safetensors checkpoint or an .onnx model")
-    return path
-
-
 def load(name_or_path: str | Path | None = None, engine: str = "torch", num_threads: int | None = None) -> Classifier:
     """Load a classifier: the bundled model (default), a bundled name, or a checkpoint file.
 
     ``engine="onnx"`` runs through onnxruntime (a ``.safetensors`` checkpoint is exported in
-    memory first); an ``.onnx`` file always runs on onnxruntime. ``num_threads`` is the number of
-    batches onnxruntime runs at once, one thread each (default 2), or, for torch,
-    ``torch.set_num_threads``.
+    memory first); an ``.onnx`` file always runs on onnxruntime, with ``num_threads`` batches at
+    once (one thread each, default 2). The torch engine uses torch's own thread setting, which
+    the caller owns (``torch.set_num_threads``; the CLI sets it from ``--threads``).
     """
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    path = resolve_model(name_or_path)
-    if path.suffix == ".onnx" or engine == "onnx":
-        from bloodcell.inference.onnx import load_onnx_classifier
-
-        return load_onnx_classifier(path, num_threads=num_threads or 2)
-    import torch
-
-    from bloodcell.checkpoint import load_checkpoint
-
-    if num_threads:
-        torch.set_num_threads(num_threads)
-    return Classifier.from_checkpoint(load_checkpoint(path))
+    path = resolve(name_or_path)
+    if path.suffix != ".onnx" and engine == "torch":
+        return Classifier.from_checkpoint(load_checkpoint(path))
+    if path.suffix == ".onnx":
+        backend = OnnxBackend(path)
+        document = read_document(backend, path)
+    else:
+        checkpoint = load_checkpoint(path)
+        document = onnx_document(checkpoint.meta)
+        backend = OnnxBackend(export_bytes(checkpoint.model, checkpoint.data_config.input_size))
+    guard = OODGuard.from_dict(document["ood"], path) if document.get("ood") else None
+    return Classifier(backend, document["class_names"], DataConfig.from_dict(document["data_config"]),
+                      document["temperature"], guard=guard, source=str(path), workers=num_threads or 2)

@@ -8,7 +8,11 @@ from bloodcell.metrics.calibration import (
     reliability_curve,
 )
 from bloodcell.metrics.classification import classification_report, per_class_metrics
-from bloodcell.metrics.selective import accuracy_at_coverage, coverage_curve, threshold_for_accuracy
+from bloodcell.metrics.selective import (
+    accuracy_at_coverage,
+    coverage_curve,
+    threshold_for_accuracy,
+)
 
 __all__ = [
     "accuracy_at_coverage",

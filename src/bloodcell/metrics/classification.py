@@ -15,12 +15,26 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import cohen_kappa_score, confusion_matrix, matthews_corrcoef, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    cohen_kappa_score,
+    confusion_matrix,
+    matthews_corrcoef,
+    roc_auc_score,
+    roc_curve,
+)
 
 from bloodcell.errors import DataError
 from bloodcell.metrics.bootstrap import bootstrap_ci
-from bloodcell.metrics.calibration import brier_score, expected_calibration_error, reliability_curve
-from bloodcell.metrics.selective import accuracy_at_coverage, coverage_curve, threshold_for_accuracy
+from bloodcell.metrics.calibration import (
+    brier_score,
+    expected_calibration_error,
+    reliability_curve,
+)
+from bloodcell.metrics.selective import (
+    accuracy_at_coverage,
+    coverage_curve,
+    threshold_for_accuracy,
+)
 
 #: Most points kept per curve in the report (curves are thinned evenly, end points kept).
 MAX_CURVE_POINTS = 300

@@ -1,5 +1,5 @@
-"""Models: one registry for timm backbones, paper reproductions and classical pipelines."""
+"""Models: one registry for timm backbones, paper reproductions, detector nets and classical pipelines."""
 
-from bloodcell.models.registry import DataConfig, create_model, get_model_entry, list_models, register_model
+from bloodcell.models.factory import create_model, get_model_entry, list_models
 
-__all__ = ["DataConfig", "create_model", "get_model_entry", "list_models", "register_model"]
+__all__ = ["create_model", "get_model_entry", "list_models"]

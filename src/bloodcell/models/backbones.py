@@ -17,7 +17,8 @@ import timm
 from timm.models import get_pretrained_cfg
 
 from bloodcell.models.pretrained import create_timm_model
-from bloodcell.models.registry import DataConfig, ModelEntry, register_model
+from bloodcell.models.registry import ModelEntry, register_model
+from bloodcell.transforms import DataConfig
 
 # registry name -> (timm name, default input size)
 LITERATURE_BACKBONES = {
@@ -47,7 +48,7 @@ def _build(timm_name: str, num_classes: int, pretrained=False, input_size: int |
     return create_timm_model(timm_name, num_classes=num_classes, pretrained=pretrained, **kwargs)
 
 
-def _normalisation(timm_name: str) -> dict:
+def normalisation(timm_name: str) -> dict:
     cfg = get_pretrained_cfg(timm_name)
     if cfg is None:
         return {}
@@ -63,7 +64,7 @@ def _register(table: dict, tag: str) -> None:
             input_size=size,
             description=f"timm {tag} backbone{alias}",
             tags=("timm", tag),
-            **_normalisation(timm_name),
+            **normalisation(timm_name),
         )(partial(_build, timm_name))
 
 
@@ -80,7 +81,7 @@ def timm_entry(name: str) -> ModelEntry | None:
     return ModelEntry(
         name=name,
         builder=partial(_build, name),
-        data_config=DataConfig(input_size=size, **_normalisation(name)),
+        data_config=DataConfig(input_size=size, **normalisation(name)),
         description=f"timm model {name}",
         tags=("timm",),
     )

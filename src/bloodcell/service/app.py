@@ -1,17 +1,17 @@
 """The web service: FastAPI app around the predictor and the smear counter, plus the web page.
 
-``create_app(model=...)`` builds one app; ``create_app_from_env()`` is the uvicorn factory
-used by ``bloodcell serve`` (settings come from ``BLOODCELL_*`` variables so that several
-worker processes build identical apps). Uploads are processed in memory; FastAPI spools a
-large multipart part to an anonymous temporary file that is deleted when the request ends.
+``create_app(settings)`` builds one app from a :class:`~bloodcell.service.settings.ServiceSettings`
+(``bloodcell serve`` resolves it once from its flags); nothing here reads the environment.
+The app serves from one process: concurrency comes from ``limits.max_in_flight`` jobs on a
+thread pool; to scale out, run several instances behind a reverse proxy. Uploads are processed
+in memory; FastAPI spools a large multipart part to an anonymous temporary file that is
+deleted when the request ends.
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
-import io
-import os
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,20 +20,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
-from fastapi import File, Query, Request, UploadFile
+from fastapi import File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from PIL import Image
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bloodcell import __version__
+from bloodcell._version import __version__
 from bloodcell.data.images import read_image
 from bloodcell.errors import ImageError
-from bloodcell.service.limits import BodySizeLimitMiddleware, Limits, RequestRejected, WorkQueue, inspect_upload
+from bloodcell.inference.predictor import DEFAULT_REFER_BELOW
+from bloodcell.log import get_logger
+from bloodcell.service.limits import (
+    BodyLimitMiddleware,
+    CancelToken,
+    RequestRejected,
+    WorkQueue,
+    check_request_pixels,
+    inspect_upload,
+)
 from bloodcell.service.observability import ObservabilityMiddleware, ServiceMetrics
+from bloodcell.service.review import (
+    count_report,
+    photo_id,
+    photo_state,
+    png_base64,
+    review_job,
+    review_of_photo,
+    sample_state,
+)
 from bloodcell.service.schemas import (
     CellResult,
     ClassifyResponse,
@@ -43,9 +62,15 @@ from bloodcell.service.schemas import (
     HealthResponse,
     ModelInfo,
     ModelsResponse,
+    ReviewItem,
+    ReviewRequest,
+    ReviewResponse,
     SmearImageResult,
 )
+from bloodcell.service.settings import Limits, ServiceSettings
+from bloodcell.smear.counting import sample_totals
 
+logger = get_logger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 #: Paths reachable without the API key: liveness, the page and its files, the API docs.
 OPEN_PATHS = ("/health", "/", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/favicon.ico")
@@ -56,14 +81,24 @@ DESCRIPTION = """\
 Classify single blood-cell images (`POST /v1/classify`) and count cells on smear photos
 (`POST /v1/count`). Upload images as the multipart field `files`.
 
+Samples and review: the photos of one `/v1/count` request are one sample (`sample_id` form
+field); its `report` is the differential in plain words (percentages, reference intervals, flags,
+how much to trust the typing) and `review` lists the white cells meant for a person (referred or
+doubtful), each with its crop and top 3 classes. `POST /v1/review` combines the `state` of one or
+more counts of a sample, applies a reviewer's corrections, and answers the recomputed report
+marked reviewed, the corrections as CSV and as Label Studio tasks, and (when the photos are sent
+too) the reviewed cells as a ZIP of `cells/<class>/*.png` for `bloodcell adapt --cells`. The
+service keeps nothing between requests.
+
 Refusals are JSON `{"error": code, "message": sentence}` with a 4xx status: 400 empty file,
-401 missing/wrong API key, 413 body, image pixels or file count over the limit, 415 content
-that is not a JPEG/PNG/BMP/TIFF/WebP image (checked from the bytes, not the name),
-422 corrupt image or invalid parameters, 503 queue full (with `Retry-After`), 504 timeout.
+401 missing/wrong API key, 408 body not received in time, 413 body, image pixels, pixels per
+request or file count over the limit, 415 content that is not a JPEG/PNG/BMP/TIFF/WebP image
+(checked from the bytes, not the name), 422 corrupt image or invalid parameters, 503 queue
+full (with `Retry-After`), 504 timeout.
 In a request with several files, unusable files get an `error` in their result item; the
 request fails only when no file is usable.
 
-When the server is started with `BLOODCELL_API_KEY`, `/v1/*` and `/metrics` need the key in
+When the server is started with an API key, `/v1/*` and `/metrics` need the key in
 `X-API-Key` or `Authorization: Bearer <key>`; `/health`, the page and the docs stay open.
 """
 
@@ -72,7 +107,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for code, text in {
         400: "Empty file.",
         401: "Missing or wrong API key.",
-        413: "Upload, image or file count over the limit.",
+        408: "The request body did not arrive in time.",
+        413: "Upload, image, pixels per request or file count over the limit.",
         415: "Not a supported image.",
         422: "Corrupt image or invalid parameters.",
         503: "Server busy; retry after Retry-After seconds.",
@@ -81,45 +117,55 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+#: A smear counter bound to the service's classifier and referral threshold: (images, names) -> counts document.
+SmearCounter = Callable[[list[Image.Image], list[str]], dict[str, Any]]
+#: Images per predictor call in a classify job; an abandoned job stops between two batches.
+JOB_BATCH = 8
+
+
 @dataclass
 class ServiceState:
     """Everything one app instance uses; nothing is global."""
 
+    settings: ServiceSettings
     classifier: Any
     model_name: str
-    limits: Limits
     queue: WorkQueue
     metrics: ServiceMetrics
-    count_smears: Callable[..., Any] | None
-    refer_below: float | None
+    count_images: SmearCounter | None
+
+    @property
+    def limits(self) -> Limits:
+        return self.settings.limits
 
 
 def create_app(
-    model: str | Path | None = None,
+    settings: ServiceSettings | None = None,
     *,
     classifier: Any = None,
-    count_smears: Callable[..., Any] | None = None,
-    limits: Limits | None = None,
-    api_key: str | None = None,
-    refer_below: float | None = 0.6,
+    count_smears: Callable[..., dict[str, Any]] | None = None,
     access_log: TextIO | None = None,
-    num_threads: int | None = None,
 ) -> FastAPIOffline:
-    """Build the app around ``classifier`` (or ``bloodcell.load(model)``).
+    """Build the app from ``settings`` (default: :class:`ServiceSettings` defaults).
 
-    ``count_smears`` defaults to the smear counter of :mod:`bloodcell.smear`; ``access_log``
-    is where JSON access lines go (default stderr); ``api_key`` protects ``/v1/*`` and ``/metrics``;
-    ``num_threads`` is passed to ``load`` (torch/onnxruntime CPU threads).
+    ``classifier`` defaults to ``load(settings.model, engine=settings.engine,
+    num_threads=settings.threads)``. ``count_smears`` has the signature of
+    :func:`bloodcell.smear.counting.count_smears` (default: that function) and is called as
+    ``count_smears(images, classifier=..., names=..., refer_below=settings.refer_below)``.
+    ``access_log`` is where JSON access lines go (default stderr).
     """
-    limits = (limits or Limits()).validated()
+    settings = settings or ServiceSettings()
+    limits = settings.limits
     if classifier is None:
         from bloodcell.inference.predictor import load
 
-        classifier = load(model, num_threads=num_threads)
+        classifier = load(settings.model, engine=settings.engine, num_threads=settings.threads)
     if count_smears is None:
-        count_smears = _default_smear_counter(classifier)
+        count_images = _default_smear_counter(classifier, refer_below=settings.refer_below)
+    else:
+        count_images = bind_smear_counter(count_smears, classifier, settings.refer_below)
     metrics = ServiceMetrics()
-    executor = ThreadPoolExecutor(max_workers=limits.max_in_flight, thread_name_prefix="bloodcell-infer")
+    executor = ThreadPoolExecutor(max_workers=WorkQueue.threads_needed(limits), thread_name_prefix="bloodcell-infer")
 
     @asynccontextmanager
     async def lifespan(app):
@@ -136,35 +182,20 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = ServiceState(
+        settings=settings,
         classifier=classifier,
-        model_name=_model_name(classifier, model),
-        limits=limits,
+        model_name=_model_name(classifier, settings.model),
         queue=WorkQueue(limits, executor, on_change=metrics.set_queue),
         metrics=metrics,
-        count_smears=count_smears,
-        refer_below=refer_below,
+        count_images=count_images,
     )
     _add_error_handlers(app)
     _add_routes(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=limits.max_upload_bytes)
-    app.add_middleware(ApiKeyMiddleware, api_key=api_key)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_upload_bytes, timeout_s=limits.body_timeout_s)
+    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, stream=access_log)
     return app
-
-
-def create_app_from_env() -> FastAPIOffline:
-    """uvicorn factory reading ``BLOODCELL_MODEL``, ``BLOODCELL_API_KEY``, ``BLOODCELL_REFER_BELOW``,
-    ``BLOODCELL_TORCH_THREADS`` and the limits (see :meth:`Limits.from_env`)."""
-    refer = os.environ.get("BLOODCELL_REFER_BELOW")
-    threads = os.environ.get("BLOODCELL_TORCH_THREADS")
-    return create_app(
-        os.environ.get("BLOODCELL_MODEL") or None,
-        limits=Limits.from_env(),
-        api_key=os.environ.get("BLOODCELL_API_KEY") or None,
-        refer_below=float(refer) if refer else 0.6,
-        num_threads=int(threads) if threads else None,
-    )
 
 
 def _model_name(classifier: Any, model: str | Path | None) -> str:
@@ -172,12 +203,27 @@ def _model_name(classifier: Any, model: str | Path | None) -> str:
     return Path(source).stem
 
 
-def _default_smear_counter(classifier: Any, detector: str = "centernet") -> Callable[..., Any] | None:
+def bind_smear_counter(count_smears: Callable[..., dict[str, Any]], classifier: Any, refer_below: float,
+                       **options: Any) -> SmearCounter:
+    """``count_smears`` (the signature of :func:`bloodcell.smear.counting.count_smears`) bound to a classifier and threshold."""
+
+    def count(images: list[Image.Image], names: list[str]) -> dict[str, Any]:
+        return count_smears(images, classifier=classifier, names=names, refer_below=refer_below, **options)
+
+    return count
+
+
+def _default_smear_counter(classifier: Any, detector: str | None = None,
+                           refer_below: float = DEFAULT_REFER_BELOW) -> SmearCounter | None:
+    """The library's smear counter bound to ``classifier`` (``detector``: the library's default
+    when None); None, with a warning, when smear counting cannot be imported."""
     try:
-        from bloodcell.smear import count_smears
-    except ImportError:
+        from bloodcell.smear.counting import count_smears
+    except ImportError as exc:
+        logger.warning("smear counting is not available (/v1/count answers 501): %s", exc)
         return None
-    return lambda images, names: count_smears(images, classifier=classifier, names=names, detector=detector)
+    options = {} if detector is None else {"detector": detector}
+    return bind_smear_counter(count_smears, classifier, refer_below, **options)
 
 
 class ApiKeyMiddleware:
@@ -217,7 +263,7 @@ def _error(request: Request, status: int, code: str, message: str, headers: dict
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "body_timeout", 413: "payload_too_large"}
 
 
 def _add_error_handlers(app: FastAPIOffline) -> None:
@@ -237,12 +283,8 @@ def _add_error_handlers(app: FastAPIOffline) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for item in exc.errors():
-            where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
-            parts.append(f"{where}: {item.get('msg', 'invalid')}" if where else str(item.get("msg", "invalid")))
         state.metrics.errors.labels(request.url.path, "invalid_request").inc()
-        return _error(request, 422, "invalid_request", "invalid request: " + "; ".join(parts))
+        return _error(request, 422, "invalid_request", "invalid request: " + _validation_sentence(list(exc.errors())))
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
@@ -255,6 +297,9 @@ def _state(request: Request) -> ServiceState:
 
 
 UploadFiles = Annotated[list[UploadFile], File(min_length=1, description="One or more image files (multipart field `files`).")]
+OptionalFiles = Annotated[list[UploadFile] | None, File(description="The sample's photos that hold reviewed cells (optional).")]
+SampleId = Annotated[str, Form(min_length=1, max_length=64, description="The sample these photos belong to (shown in the report).")]
+ReviewPart = Annotated[UploadFile, File(description="The review as JSON (see the endpoint's description).")]
 
 
 async def _read_uploads(files: list[UploadFile], limits: Limits) -> list[tuple[str, bytes]]:
@@ -264,11 +309,14 @@ async def _read_uploads(files: list[UploadFile], limits: Limits) -> list[tuple[s
 
 
 def _screen(uploads: list[tuple[str, bytes]], limits: Limits) -> tuple[list[tuple[int, str, bytes]], dict[int, RequestRejected]]:
-    """Split uploads into usable ones and refused ones (by index); all refused -> raise the first."""
-    usable, refused = [], {}
+    """Split uploads into usable ones and refused ones (by index), from the image headers only.
+
+    All refused -> raise the first refusal; usable ones over ``max_request_pixels`` in all -> 413.
+    """
+    usable, refused, headers = [], {}, []
     for index, (name, data) in enumerate(uploads):
         try:
-            inspect_upload(data, name, limits.max_pixels)
+            headers.append(inspect_upload(data, name, limits.max_pixels))
             usable.append((index, name, data))
         except RequestRejected as exc:
             refused[index] = exc
@@ -277,18 +325,15 @@ def _screen(uploads: list[tuple[str, bytes]], limits: Limits) -> tuple[list[tupl
         if len(uploads) > 1:
             first.message = f"none of the {len(uploads)} files could be used; first: {first.message}"
         raise first
+    check_request_pixels(headers, limits.max_request_pixels)
     return usable, refused
 
 
-def _png_base64(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _decode(usable: list[tuple[int, str, bytes]], max_pixels: int) -> tuple[list[tuple[int, str, Image.Image]], dict[int, str]]:
+def _decode(token: CancelToken, usable: list[tuple[int, str, bytes]],
+            max_pixels: int) -> tuple[list[tuple[int, str, Image.Image]], dict[int, str]]:
     decoded, errors = [], {}
     for index, name, data in usable:
+        token.check()
         try:
             decoded.append((index, name, read_image(data, max_pixels=max_pixels)))
         except ImageError as exc:
@@ -296,27 +341,30 @@ def _decode(usable: list[tuple[int, str, bytes]], max_pixels: int) -> tuple[list
     return decoded, errors
 
 
-def _classify_job(state: ServiceState, usable, top_k: int, tta: bool, explain: bool) -> tuple[dict[int, CellResult], dict[int, str]]:
-    """Decode and classify in a worker thread; returns results and decode errors by index."""
-    decoded, errors = _decode(usable, state.limits.max_pixels)
+def _classify_job(token: CancelToken, state: ServiceState, usable, top_k: int, tta: bool,
+                  explain: bool) -> tuple[dict[int, CellResult], dict[int, str]]:
+    """Decode and classify in a worker thread, ``JOB_BATCH`` images at a time; results and decode errors by index."""
+    decoded, errors = _decode(token, usable, state.limits.max_pixels)
     results: dict[int, CellResult] = {}
-    if not decoded:
-        return results, errors
-    images = [image for _, _, image in decoded]
-    predictions = state.classifier.predict(images, top_k=top_k, refer_below=state.refer_below, tta=tta)
-    for (index, name, image), pred in zip(decoded, predictions):
-        item = CellResult(
-            filename=name,
-            label=pred.label,
-            confidence=pred.confidence,
-            referred=pred.referred,
-            reason=pred.reason,
-            top_k=[ClassProbability(label=label, probability=prob) for label, prob in pred.top_k],
-            error=pred.error,
-        )
-        if explain and pred.error is None:
-            item.gradcam_png = _gradcam(state.classifier, image, pred.label)
-        results[index] = item
+    for start in range(0, len(decoded), JOB_BATCH):
+        token.check()
+        batch = decoded[start:start + JOB_BATCH]
+        predictions = state.classifier.predict([image for _, _, image in batch], top_k=top_k,
+                                               refer_below=state.settings.refer_below, tta=tta)
+        for (index, name, image), pred in zip(batch, predictions):
+            item = CellResult(
+                filename=name,
+                label=pred.label,
+                confidence=pred.confidence,
+                referred=pred.referred,
+                reason=pred.reason,
+                top_k=[ClassProbability(label=label, probability=prob) for label, prob in pred.top_k],
+                error=pred.error,
+            )
+            if explain and pred.error is None:
+                token.check()
+                item.gradcam_png = _gradcam(state.classifier, image, pred.label)
+            results[index] = item
     return results, errors
 
 
@@ -327,12 +375,89 @@ def _gradcam(classifier: Any, image: Image.Image, label: str | None) -> str:
         return base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def _count_job(state: ServiceState, usable) -> tuple[dict[str, Any], dict[int, str], list[tuple[int, str]]]:
-    decoded, errors = _decode(usable, state.limits.max_pixels)
-    if not decoded:
-        return {}, errors, []
-    doc = state.count_smears([image for _, _, image in decoded], [name for _, name, _ in decoded])
-    return doc, errors, [(index, name) for index, name, _ in decoded]
+@dataclass
+class _Counted:
+    """What a count job found, by upload index: entries (annotated photo as base64 PNG), errors; and the
+    sample totals, review items and review states of the counted photos, in upload order."""
+
+    entries: dict[int, dict[str, Any]]
+    errors: dict[int, str]
+    sample: dict[str, Any]
+    review: list[ReviewItem]
+    photos: list
+
+
+def _count_job(token: CancelToken, state: ServiceState, usable) -> _Counted:
+    """Decode and count in a worker thread, one photo per counter call (an abandoned job stops between photos);
+    each counted photo gets its id, its review items (crops, top 3) and its review state."""
+    ids = {index: photo_id(data) for index, _, data in usable}
+    decoded, errors = _decode(token, usable, state.limits.max_pixels)
+    counted = _Counted({}, errors, {}, [], [])
+    docs, seen = [], set()
+    for index, name, image in decoded:
+        token.check()
+        if ids[index] in seen:
+            errors[index] = f"{name}: the same photo was sent twice in this request; it is counted once"
+            continue
+        seen.add(ids[index])
+        doc = state.count_images([image], [name])
+        docs.append(doc)
+        if not doc.get("images"):
+            errors[index] = next((e["error"] for e in doc.get("errors", [])), f"{name}: could not be counted")
+            continue
+        entry = {**doc["images"][0], "photo_id": ids[index], "width": image.width, "height": image.height}
+        annotated = entry.pop("annotated", None)  # PNG-encoded here, off the event loop
+        entry["annotated_png"] = png_base64(annotated) if isinstance(annotated, Image.Image) else None
+        counted.review += review_of_photo(entry, image, state.classifier)
+        counted.photos.append(photo_state(entry))
+        counted.entries[index] = entry
+    counted.sample = _sample_totals(docs)
+    return counted
+
+
+def _sample_totals(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sample block over all counted photos of the request: the totals, and what the counter says
+    about its classifier (typing model, ...; the same in each per-photo document)."""
+    if not docs:
+        return {}
+    entries = [{"counts": {}, "wbc_types": {}, **entry} for doc in docs for entry in doc.get("images", [])]
+    sample = dict(docs[0].get("sample", {}))
+    sample.update(sample_totals(entries, sample.get("wbc_typing_unavailable")))
+    return sample
+
+
+def _smear_results(uploads: list[tuple[str, bytes]], counted: _Counted,
+                   refused: dict[int, RequestRejected]) -> tuple[list[SmearImageResult], list[str]]:
+    """One result per upload, in upload order, and the sentences of those not counted."""
+    items, skipped = [], []
+    for index, (name, _) in enumerate(uploads):
+        if index in counted.entries:
+            entry = counted.entries[index]
+            items.append(SmearImageResult(
+                filename=name, photo_id=entry["photo_id"], width=entry["width"], height=entry["height"],
+                counts=entry.get("counts", {}), wbc_types=entry.get("wbc_types", {}), boxes=entry.get("boxes", []),
+                annotated_png=entry["annotated_png"]))
+        else:
+            message = refused[index].message if index in refused else counted.errors[index]
+            items.append(SmearImageResult(filename=name, error=message))
+            skipped.append(message)
+    return items, skipped
+
+
+def _validation_sentence(errors: list[dict[str, Any]], drop: tuple[str, ...] = ("body",)) -> str:
+    parts = []
+    for item in errors[:5]:
+        where = ".".join(str(p) for p in item.get("loc", ()) if p not in drop)
+        parts.append(f"{where}: {item.get('msg', 'invalid')}" if where else str(item.get("msg", "invalid")))
+    return "; ".join(parts)
+
+
+def _review_request(data: bytes) -> ReviewRequest:
+    """The ``review`` part as a :class:`ReviewRequest`; 422 with what is wrong otherwise."""
+    try:
+        return ReviewRequest.model_validate_json(data)
+    except ValidationError as exc:
+        raise RequestRejected(422, "invalid_review", "invalid review: " + _validation_sentence(exc.errors())) from None
 
 
 def _add_routes(app: FastAPIOffline) -> None:
@@ -342,9 +467,10 @@ def _add_routes(app: FastAPIOffline) -> None:
 
     @app.get("/health", response_model=HealthResponse, tags=["service"])
     async def health(request: Request) -> HealthResponse:
-        """Liveness: always open, even when an API key is set."""
+        """Liveness and what the page shows: always open, even when an API key is set."""
         state = _state(request)
-        return HealthResponse(status="ok", version=__version__, model=state.model_name)
+        return HealthResponse(status="ok", version=__version__, model=state.model_name,
+                              refer_below=state.settings.refer_below)
 
     @app.get("/metrics", tags=["service"], response_class=Response, responses={401: ERROR_RESPONSES[401]})
     async def metrics(request: Request) -> Response:
@@ -367,6 +493,7 @@ def _add_routes(app: FastAPIOffline) -> None:
             temperature=float(getattr(clf, "temperature", 1.0)),
             ood_guard=getattr(clf, "guard", None) is not None,
             gradcam=getattr(clf, "model", None) is not None,
+            refer_below=state.settings.refer_below,
         )
         return ModelsResponse(models=[info])
 
@@ -376,14 +503,16 @@ def _add_routes(app: FastAPIOffline) -> None:
         files: UploadFiles,
         top_k: Annotated[int, Query(ge=1, le=20, description="Number of most probable classes to return.")] = 3,
         tta: Annotated[bool, Query(description="Average over 8 rotated/flipped views.")] = False,
-        explain: Annotated[bool, Query(description="Add a Grad-CAM overlay (base64 PNG) to each result.")] = False,
+        explain: Annotated[bool, Query(description=(
+            "Add a LayerCAM heat map (base64 PNG) to each result: where the model's score is most sensitive; "
+            "not the reason for the class."))] = False,
     ) -> ClassifyResponse:
         """Classify single-cell images: label, calibrated confidence, top-k, referral flag."""
         state = _state(request)
         uploads = await _read_uploads(files, state.limits)
         usable, refused = _screen(uploads, state.limits)
         if explain and getattr(state.classifier, "model", None) is None:
-            raise RequestRejected(422, "explain_unavailable", "Grad-CAM needs a PyTorch model; this server runs an ONNX model")
+            raise RequestRejected(422, "explain_unavailable", "heat maps (LayerCAM) need a PyTorch model; this server runs an ONNX model")
         results, errors = await state.queue.run(_classify_job, state, usable, top_k, tta, explain)
         if not results:
             first = min(errors)
@@ -406,34 +535,51 @@ def _add_routes(app: FastAPIOffline) -> None:
         tags=["count"],
         responses={**ERROR_RESPONSES, 501: {"model": ErrorResponse, "description": "Smear counting not installed."}},
     )
-    async def count(request: Request, files: UploadFiles) -> CountResponse:
-        """Count RBC, WBC and platelets on smear photos, with the white-cell differential."""
+    async def count(request: Request, files: UploadFiles, sample_id: SampleId = "sample") -> CountResponse:
+        """Count RBC, WBC and platelets on the smear photos of one sample: its differential in plain words,
+        and the white cells meant for a person (with crops and top 3) for review."""
         state = _state(request)
-        if state.count_smears is None:
+        if state.count_images is None:
             raise RequestRejected(501, "not_available", "smear counting is not available in this installation")
         uploads = await _read_uploads(files, state.limits)
         usable, refused = _screen(uploads, state.limits)
-        doc, errors, counted = await state.queue.run(_count_job, state, usable)
-        if not counted:
-            raise RequestRejected(422, "corrupt_image", errors[min(errors)])
-        by_index = dict(zip((index for index, _ in counted), doc["images"]))
-        items = []
-        for index, (name, _) in enumerate(uploads):
-            if index in by_index:
-                entry = dict(by_index[index])
-                annotated = entry.pop("annotated", None)
-                items.append(
-                    SmearImageResult(
-                        filename=name,
-                        counts=entry.get("counts", {}),
-                        wbc_types=entry.get("wbc_types", {}),
-                        boxes=entry.get("boxes", []),
-                        annotated_png=_png_base64(annotated) if isinstance(annotated, Image.Image) else None,
-                    )
-                )
-            else:
-                message = refused[index].message if index in refused else errors[index]
-                items.append(SmearImageResult(filename=name, error=message))
-        state.metrics.images.labels("/v1/count").inc(len(counted))
-        return CountResponse(images=items, sample=doc.get("sample", {}))
+        counted: _Counted = await state.queue.run(_count_job, state, usable)
+        if not counted.entries:
+            raise RequestRejected(422, "corrupt_image", counted.errors[min(counted.errors)])
+        items, skipped = _smear_results(uploads, counted, refused)
+        state.metrics.images.labels("/v1/count").inc(len(counted.entries))
+        sample_id = sample_id.strip() or "sample"
+        entries = [counted.entries[i] for i in sorted(counted.entries)]
+        return CountResponse(
+            images=items, sample=counted.sample, sample_id=sample_id,
+            report=count_report(entries, counted.sample, skipped, sample_id), review=counted.review,
+            classes=list(state.classifier.class_names), refer_below=state.settings.refer_below,
+            state=sample_state(counted.photos, counted.sample, skipped),
+        )
 
+    @app.post("/v1/review", response_model=ReviewResponse, tags=["review"], responses=ERROR_RESPONSES)
+    async def review(request: Request, review: ReviewPart, files: OptionalFiles = None) -> ReviewResponse:
+        """Combine the counts of a sample, apply a reviewer's corrections and recompute its differential.
+
+        `review` (a JSON file part): `{"sample_id", "states": [the state of each /v1/count of the sample],
+        "corrections": [{"item": "<photo_id>-<box>", "decision": "accept" | "relabel" | "wrong", "label"}],
+        "missing": [{"photo_id", "box": [x1, y1, x2, y2], "label"}], "reviewed": true}`. Any box of the
+        sample may be corrected, not only the review items; errors name a correction by its number,
+        corrections first, then missing cells. `files`: the photos holding reviewed cells (optional),
+        matched by content; with them the answer has the reviewed cells as a ZIP for `bloodcell adapt`.
+        With `reviewed: false` and no corrections, the counts are only combined into one differential.
+        """
+        state = _state(request)
+        body = _review_request(await review.read())
+        uploads = await _read_uploads(files or [], state.limits)
+        usable = _screen(uploads, state.limits)[0] if uploads else []
+        max_pixels = state.limits.max_pixels
+
+        def decode(name: str, data: bytes) -> Image.Image | str:
+            try:
+                return read_image(data, max_pixels=max_pixels)
+            except ImageError as exc:
+                return str(exc).replace("<bytes>", name)
+
+        photos = [(name, data) for _, name, data in usable]
+        return await state.queue.run(review_job, body, list(state.classifier.class_names), photos, decode)

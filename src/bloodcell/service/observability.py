@@ -10,7 +10,13 @@ import uuid
 from datetime import datetime, timezone
 from typing import TextIO
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -39,10 +45,14 @@ class ServiceMetrics:
         )
         self.queue_depth = Gauge("bloodcell_queue_depth", "Jobs waiting for a worker slot.", registry=self.registry)
         self.in_flight = Gauge("bloodcell_in_flight", "Jobs running now.", registry=self.registry)
+        self.abandoned = Gauge(
+            "bloodcell_abandoned_jobs", "Timed-out jobs still finishing their current step.", registry=self.registry,
+        )
 
-    def set_queue(self, in_flight: int, waiting: int) -> None:
+    def set_queue(self, in_flight: int, waiting: int, abandoned: int = 0) -> None:
         self.in_flight.set(in_flight)
         self.queue_depth.set(waiting)
+        self.abandoned.set(abandoned)
 
     def exposition(self) -> bytes:
         """The metrics in the Prometheus text format."""

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Bounds of a coordinate in a review state: far beyond any accepted photo, and safe to compute with.
+COORDINATE = {"ge": -1e7, "le": 1e7, "allow_inf_nan": False}
+PROBABILITY = {"ge": 0.0, "le": 1.0, "allow_inf_nan": False}
+SHORT = {"max_length": 64}
+Coordinate = Annotated[float, Field(**COORDINATE)]
+Tally = dict[Annotated[str, Field(max_length=64)], Annotated[int, Field(ge=0, le=10_000_000)]]
 
 
 class ErrorResponse(BaseModel):
@@ -30,7 +37,9 @@ class CellResult(BaseModel):
     reason: str | None = Field(None, description="Why the result was referred.")
     top_k: list[ClassProbability] = Field(default_factory=list)
     error: str | None = None
-    gradcam_png: str | None = Field(None, description="Base64 PNG Grad-CAM overlay (only with explain=true).")
+    gradcam_png: str | None = Field(None, description=(
+        "Base64 PNG LayerCAM heat map over the cell (only with explain=true): where the model's score is most "
+        "sensitive; not the reason for the class."))
 
 
 class ClassifyResponse(BaseModel):
@@ -42,6 +51,9 @@ class SmearImageResult(BaseModel):
     """One smear photo: counts by cell type, white-cell differential, boxes, annotated image."""
 
     filename: str
+    photo_id: str | None = Field(None, description="The photo's id in review item ids (<photo_id>-<box number>).")
+    width: int | None = None
+    height: int | None = None
     counts: dict[str, int] = Field(default_factory=dict)
     wbc_types: dict[str, Any] = Field(default_factory=dict)
     boxes: list[dict[str, Any]] = Field(default_factory=list)
@@ -49,9 +61,156 @@ class SmearImageResult(BaseModel):
     annotated_png: str | None = Field(None, description="Base64 PNG of the photo with the detections drawn.")
 
 
+class CountRow(BaseModel):
+    cell: str
+    count: int
+
+
+class DifferentialRow(BaseModel):
+    type: str
+    count: int
+    percent: float
+    reference: str = Field(description="Adult reference interval, e.g. 50-70%; empty when there is none.")
+    flag: str = Field(description="'above the reference interval', 'below the reference interval' or empty.")
+
+
+class SampleReport(BaseModel):
+    """A sample's differential in plain words, as report.md has it: counts, percentages against reference
+    intervals with flags, remarks, how much to trust the typing, and whether a person reviewed it."""
+
+    sample_id: str
+    photos: int
+    skipped: int
+    counts: list[CountRow]
+    white_cells_typed: int
+    differential: list[DifferentialRow]
+    notes: list[str]
+    typing_unavailable: str | None = None
+    trust: str | None = None
+    referred: int = Field(description="White cells still waiting for a person (referred or doubtful).")
+    reviewed: bool
+    review_summary: str | None = None
+
+
+class ReviewItem(BaseModel):
+    """A white cell meant for a person: referred by the classifier or doubtful as a detection."""
+
+    id: str = Field(description="<photo_id>-<box number>: how a correction names this cell.")
+    photo_id: str
+    filename: str
+    box: list[float] = Field(description="x1, y1, x2, y2 in the photo's pixels.")
+    label: str | None = Field(None, description="The model's call.")
+    confidence: float | None = None
+    reason: str
+    top_k: list[ClassProbability] = Field(default_factory=list)
+    crop_png: str | None = Field(None, description="Base64 PNG of the cell as the classifier saw it.")
+
+
+class BoxState(BaseModel):
+    """A detected (or reviewer-added) cell box of a review state."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    label: str = Field(**SHORT)
+    x1: float = Field(**COORDINATE)
+    y1: float = Field(**COORDINATE)
+    x2: float = Field(**COORDINATE)
+    y2: float = Field(**COORDINATE)
+    score: float | None = Field(None, **PROBABILITY)
+    count: int = Field(1, ge=1, le=10_000)
+    wbc_type: str | None = Field(None, **SHORT)
+    confidence: float | None = Field(None, **PROBABILITY)
+    referred: bool | None = None
+
+
+class ReferredState(BaseModel):
+    box: int = Field(ge=0, description="Index of the box in the photo's boxes.")
+    reason: str = Field(max_length=500)
+
+
+class PhotoState(BaseModel):
+    """One counted photo in a review state."""
+
+    photo_id: str = Field(pattern=r"^[0-9a-f]{16}$")
+    filename: str = Field(max_length=255)
+    width: int = Field(ge=1, le=1_000_000)
+    height: int = Field(ge=1, le=1_000_000)
+    counts: Tally = Field(max_length=16)
+    wbc_types: Tally = Field(max_length=64)
+    boxes: list[BoxState] = Field(max_length=50_000)
+    referred: list[ReferredState] = Field(default_factory=list, max_length=10_000)
+
+
+class TypingState(BaseModel):
+    """What typed the white cells and how well it typed another lab's held-out smears."""
+
+    typer: str | None = Field(None, max_length=255)
+    fitted_on: str | None = Field(None, max_length=500)
+    held_out_smears: int | None = Field(None, ge=0)
+    held_out_accuracy: float | None = Field(None, **PROBABILITY)
+    adapted_to: str | None = Field(None, max_length=255)
+
+
+class SampleState(BaseModel):
+    """What /v1/review needs of counted photos: send back the ``state`` of each /v1/count response unchanged."""
+
+    photos: list[PhotoState] = Field(max_length=1024)
+    typing: TypingState | None = None
+    typing_unavailable: str | None = Field(None, max_length=500)
+    skipped: list[str] = Field(default_factory=list, max_length=1024)
+
+
 class CountResponse(BaseModel):
     images: list[SmearImageResult]
     sample: dict[str, Any] = Field(default_factory=dict, description="Totals and differential over all photos.")
+    sample_id: str = "sample"
+    report: SampleReport | None = Field(None, description="The sample's differential in plain words.")
+    review: list[ReviewItem] = Field(default_factory=list, description="The white cells meant for a person.")
+    classes: list[str] = Field(default_factory=list, description="Classes a reviewer may give a white cell.")
+    refer_below: float = Field(description="The server's referral threshold: white cells typed below it are referred.")
+    state: SampleState | None = Field(None, description="Send back to /v1/review (with other counts of the sample).")
+
+
+class Correction(BaseModel):
+    """The reviewer's decision on one box (any box of the sample, by id)."""
+
+    item: str = Field(max_length=100, description="<photo_id>-<box number>, as in review item ids.")
+    decision: Literal["accept", "relabel", "wrong"]
+    label: str | None = Field(None, max_length=64, description="The right class, for relabel.")
+
+
+class MissingCell(BaseModel):
+    """A cell the detector missed, drawn by the reviewer."""
+
+    photo_id: str = Field(pattern=r"^[0-9a-f]{16}$")
+    box: list[Coordinate] = Field(min_length=4, max_length=4, description="x1, y1, x2, y2 in the photo's pixels.")
+    label: str = Field(max_length=64)
+
+
+class ReviewRequest(BaseModel):
+    """The ``review`` field of /v1/review (JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sample_id: str = Field("sample", min_length=1, max_length=64)
+    states: list[SampleState] = Field(min_length=1, max_length=256)
+    corrections: list[Correction] = Field(default_factory=list, max_length=10_000)
+    missing: list[MissingCell] = Field(default_factory=list, max_length=10_000)
+    reviewed: bool = Field(True, description="False: only combine the counts into one differential.")
+
+
+class ReviewResponse(BaseModel):
+    sample_id: str
+    report: SampleReport
+    state: SampleState = Field(description="The counts combined into one state (without the corrections).")
+    corrections_csv: str = Field(description="One row per decision: photo, box, the model's call, decision, class.")
+    labelstudio: list[dict[str, Any]] = Field(description="Label Studio tasks: reviewed boxes as annotations.")
+    labelstudio_config: str = Field(description="The Label Studio labelling config for those tasks.")
+    cells: dict[str, int] = Field(default_factory=dict, description="Reviewed cells per class in cells_zip.")
+    cells_zip: str | None = Field(None, description=(
+        "Base64 ZIP of cells/<class>/<name>.png, the reviewed cells (a `bloodcell adapt --cells` folder); "
+        "only when the photos were sent."))
+    cells_note: str | None = Field(None, description="Why there are no cells, when there are none.")
 
 
 class ModelInfo(BaseModel):
@@ -61,7 +220,8 @@ class ModelInfo(BaseModel):
     input_size: int
     temperature: float
     ood_guard: bool
-    gradcam: bool
+    gradcam: bool = Field(description="Heat maps (LayerCAM) available: explain=true works.")
+    refer_below: float = Field(description="The server's referral threshold.")
 
 
 class ModelsResponse(BaseModel):
@@ -72,3 +232,4 @@ class HealthResponse(BaseModel):
     status: str
     version: str
     model: str
+    refer_below: float = Field(description="Cells typed below this confidence are referred to a person.")

@@ -24,19 +24,9 @@ from scipy import ndimage as ndi
 from skimage import filters, measure, morphology, segmentation
 from skimage.feature import peak_local_max
 
-LABELS = ("RBC", "WBC", "Platelets")
+from bloodcell.data.boxes import SMEAR_LABELS, Box
+
 MAX_SIDE = 1280
-
-
-@dataclass(frozen=True)
-class Detection:
-    label: str
-    score: float
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-    count: int = 1  # cells this box stands for (>1 for an RBC clump)
 
 
 @dataclass(frozen=True)
@@ -60,7 +50,7 @@ def _smooth(channel: np.ndarray, sigma: float = 1.5) -> np.ndarray:
     return ndi.gaussian_filter(channel, sigma)
 
 
-def detect_cells(image: Image.Image, params: ClassicalParams = ClassicalParams()) -> list[Detection]:
+def detect_cells(image: Image.Image, params: ClassicalParams = ClassicalParams()) -> list[Box]:
     """Detect RBC, WBC and platelets on an RGB smear photo; boxes in the photo's pixels."""
     scale = 1.0
     if max(image.size) > MAX_SIDE:
@@ -72,12 +62,11 @@ def detect_cells(image: Image.Image, params: ClassicalParams = ClassicalParams()
     wbcs, wbc_mask = _white_cells(purple, params)
     detections = wbcs + _platelets(purple, wbcs, params) + _red_cells(_smooth(r - g, 2.0), wbc_mask, params)
     if scale != 1.0:
-        detections = [Detection(d.label, d.score, d.x1 / scale, d.y1 / scale, d.x2 / scale, d.y2 / scale, d.count)
-                      for d in detections]
+        detections = [d.scaled(1 / scale) for d in detections]
     return detections
 
 
-def _white_cells(purple: np.ndarray, p: ClassicalParams) -> tuple[list[Detection], np.ndarray]:
+def _white_cells(purple: np.ndarray, p: ClassicalParams) -> tuple[list[Box], np.ndarray]:
     height, width = purple.shape
     nuclei = ndi.binary_closing(purple > p.nucleus_threshold, morphology.disk(p.nucleus_closing))
     nuclei = ndi.binary_fill_holes(nuclei)
@@ -90,18 +79,18 @@ def _white_cells(purple: np.ndarray, p: ClassicalParams) -> tuple[list[Detection
         grow = p.wbc_grow * side
         box = (max(0.0, x1 - grow), max(0.0, y1 - grow), min(float(width), x2 + grow), min(float(height), y2 + grow))
         score = float(min(1.0, 0.5 + region.area / (4 * p.min_nucleus_area)))
-        cells.append(Detection("WBC", score, *box))
+        cells.append(Box("WBC", *box, score))
         cy, cx = region.centroid
         yy, xx = np.ogrid[:height, :width]
         mask |= (yy - cy) ** 2 + (xx - cx) ** 2 <= (side * (0.5 + p.wbc_exclusion)) ** 2
     return cells, mask
 
 
-def _inside(x: float, y: float, boxes: list[Detection]) -> bool:
+def _inside(x: float, y: float, boxes: list[Box]) -> bool:
     return any(d.x1 <= x <= d.x2 and d.y1 <= y <= d.y2 for d in boxes)
 
 
-def _platelets(purple: np.ndarray, wbcs: list[Detection], p: ClassicalParams) -> list[Detection]:
+def _platelets(purple: np.ndarray, wbcs: list[Box], p: ClassicalParams) -> list[Box]:
     low, high = p.platelet_area
     found = []
     for region in measure.regionprops(measure.label(purple > p.platelet_threshold), intensity_image=purple):
@@ -111,12 +100,12 @@ def _platelets(purple: np.ndarray, wbcs: list[Detection], p: ClassicalParams) ->
         y1, x1, y2, x2 = region.bbox
         half = max(p.platelet_box, y2 - y1, x2 - x1) / 2
         score = float(min(1.0, region.intensity_max / 100.0))
-        found.append(Detection("Platelets", score, max(0.0, cx - half), max(0.0, cy - half),
-                               min(float(purple.shape[1]), cx + half), min(float(purple.shape[0]), cy + half)))
+        found.append(Box("Platelets", max(0.0, cx - half), max(0.0, cy - half),
+                         min(float(purple.shape[1]), cx + half), min(float(purple.shape[0]), cy + half), score))
     return found
 
 
-def _red_cells(redness: np.ndarray, wbc_mask: np.ndarray, p: ClassicalParams) -> list[Detection]:
+def _red_cells(redness: np.ndarray, wbc_mask: np.ndarray, p: ClassicalParams) -> list[Box]:
     threshold = max(p.rbc_threshold, float(filters.threshold_otsu(redness)))
     mask = ndi.binary_fill_holes(redness > threshold)
     mask = ndi.binary_opening(mask, morphology.disk(3)) & ~wbc_mask
@@ -131,13 +120,13 @@ def _red_cells(redness: np.ndarray, wbc_mask: np.ndarray, p: ClassicalParams) ->
             continue
         count = max(1, round(region.area / p.rbc_area)) if region.area > p.clump_factor * p.rbc_area else 1
         y1, x1, y2, x2 = region.bbox
-        found.append(Detection("RBC", float(region.solidity), x1, y1, x2, y2, count))
+        found.append(Box("RBC", x1, y1, x2, y2, float(region.solidity), count))
     return found
 
 
-def count_detections(detections: list[Detection]) -> dict[str, int]:
+def count_detections(detections: list[Box]) -> dict[str, int]:
     """Cells per class (an RBC clump box counts for the cells it stands for)."""
-    counts = dict.fromkeys(LABELS, 0)
+    counts = dict.fromkeys(SMEAR_LABELS, 0)
     for d in detections:
         counts[d.label] = counts.get(d.label, 0) + d.count
     return counts

@@ -46,10 +46,9 @@ def trust_note(typing: dict[str, Any]) -> str:
     if accuracy is None:
         return ("How well this classifier types white cells in smear photos has not been measured. A classifier "
                 "trained on PBC single-cell images alone typed only about 40% of the white cells of BCCD smears "
-                "(another microscope and stain) correctly, so do not use these percentages without review; measure "
-                "and adapt on your own smears (`python -m bloodcell.smear.wbc_typing CHECKPOINT --record`, or a "
-                "typing head with `--save-head FILE` and `--typing-head FILE`).")
-    who = f"the `{typing['head']}` typing head" if typing.get("head") else "the cell classifier"
+                "(another microscope and stain) correctly, so do not use these percentages without review; adapt "
+                "it to your lab with a few labelled cells (`bloodcell adapt --cells DIR`).")
+    who = "the cell classifier" + (f" adapted to {typing['adapted_to']}" if typing.get("adapted_to") else "")
     fitted = f" ({typing['fitted_on']})" if typing.get("fitted_on") else ""
     return (f"White cells were typed by {who}{fitted}, which named the main white cell of {accuracy:.0%} of "
             f"{typing.get('held_out_smears')} held-out smears correctly, so roughly one cell in "
@@ -57,30 +56,55 @@ def trust_note(typing: dict[str, Any]) -> str:
             "review flagged types and referred cells by eye, and confirm any abnormal differential with a manual count.")
 
 
+def reference_text(name: str) -> str:
+    """The adult reference interval of a white-cell type as text ("50-70%"), or "" when there is none."""
+    low_high = REFERENCE_INTERVALS.get(name)
+    return f"{low_high[0]}-{low_high[1]}%" if low_high else ""
+
+
+def differential_rows(wbc_types: dict[str, int], diff: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per white-cell type called or with a reference interval: type, count, percent, reference, flag."""
+    diff = diff or differential(wbc_types)
+    return [{"type": name, "count": wbc_types.get(name, 0), "percent": diff["percent"].get(name, 0.0),
+             "reference": reference_text(name), "flag": diff["flags"].get(name, "")}
+            for name in sorted(set(diff["percent"]) | set(REFERENCE_INTERVALS))]
+
+
+def differential_notes(diff: dict[str, Any]) -> list[str]:
+    """The differential's remarks as plain sentences (calls kept out of the percentages, notable calls, warnings)."""
+    notes = [f"{n} detected white-cell box(es) classified as {name} (not counted in the percentages)."
+             for name, n in diff["not_white_cells"].items()]
+    notes += [f"Notable: {n} cell(s) called {name}; review the smear." for name, n in diff["notable"].items()]
+    notes += [f"Warning: {warning}." for warning in diff["warnings"]]
+    return notes
+
+
+def _markdown_note(note: str) -> str:
+    label, sep, rest = note.partition(": ")
+    return f"- **{label}**: {rest}" if sep and label in ("Notable", "Warning") else f"- {note}"
+
+
 def render_report(doc: dict[str, Any], sample_id: str = "sample") -> str:
-    """Markdown differential report of a counts.json document."""
+    """Markdown differential report of a counts.json document (marked reviewed when ``doc["review"]`` says so)."""
     sample = doc["sample"]
     diff = differential(sample["wbc_types"])
-    lines = [f"# Differential report: {sample_id}", "", f"Images counted: {sample['images']}; "
-             f"skipped: {len(doc.get('errors', []))}", "", "| cell | count |", "|---|---|"]
+    review = doc.get("review") or {}
+    title = f"# Differential report: {sample_id}" + (" (reviewed)" if review.get("reviewed") else "")
+    lines = [title, ""] + ([review["summary"], ""] if review.get("summary") else [])
+    lines += [f"Images counted: {sample['images']}; skipped: {len(doc.get('errors', []))}", "",
+              "| cell | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sample["counts"].items()]
     lines += ["", "## White-cell differential", ""]
+    notes = differential_notes(diff)
     if sample.get("wbc_typing_unavailable"):
         lines += [f"White-cell types unavailable: {sample['wbc_typing_unavailable']}", ""]
+        notes = [f"Warning: {warning}." for warning in diff["warnings"]]
     else:
         lines += ["| type | n | % | reference | flag |", "|---|---|---|---|---|"]
-        for name in sorted(set(diff["percent"]) | set(REFERENCE_INTERVALS)):
-            low_high = REFERENCE_INTERVALS.get(name)
-            ref = f"{low_high[0]}-{low_high[1]}%" if low_high else ""
-            lines.append(f"| {name} | {sample['wbc_types'].get(name, 0)} | {diff['percent'].get(name, 0.0):.1f} | "
-                         f"{ref} | {diff['flags'].get(name, '')} |")
+        lines += [f"| {r['type']} | {r['count']} | {r['percent']:.1f} | {r['reference']} | {r['flag']} |"
+                  for r in differential_rows(sample["wbc_types"], diff)]
         lines.append("")
-        for name, n in diff["not_white_cells"].items():
-            lines.append(f"- {n} detected white-cell box(es) classified as {name} (not counted in the percentages).")
-        for name, n in diff["notable"].items():
-            lines.append(f"- **Notable**: {n} cell(s) called {name}; review the smear.")
-    for warning in diff["warnings"]:
-        lines.append(f"- **Warning**: {warning}")
+    lines += [_markdown_note(note) for note in notes]
     if sample.get("wbc_typing"):
         lines += ["", "## How much to trust this differential", "", trust_note(sample["wbc_typing"])]
     referred = [(e["path"], r) for e in doc["images"] for r in e.get("referred", [])]

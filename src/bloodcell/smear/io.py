@@ -34,9 +34,3 @@ def write_outputs(doc: dict[str, Any], out_dir: str | Path, sample_id: str = "sa
     write_report(doc, out / "report.md", sample_id)
     return counts
 
-
-def voc_boxes(xml: Path) -> list[tuple]:
-    """(label, x1, y1, x2, y2) boxes of one VOC file."""
-    from bloodcell.data.voc import parse_voc
-
-    return [(b.label, b.x1, b.y1, b.x2, b.y2) for b in parse_voc(xml).boxes]

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from bloodcell.errors import ConfigError
-from bloodcell.transforms import AUGMENTATIONS
+from bloodcell.train.run import SCHEDULES
+from bloodcell.transforms import AUGMENTATIONS, FRAMINGS, RESIZES
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULES = ("cosine", "onecycle", "constant")
 
 
 @dataclass
@@ -21,10 +22,13 @@ class TrainConfig:
 
     ``batch_size`` is per process (as in torchvision's references) when run under torchrun.
     ``input_size`` of ``None`` keeps the model's own input size; ``dataset`` of ``None`` takes
-    the manifest's dataset. Fine-tuning: ``init_from`` (a checkpoint path or bundled model name)
-    gives the starting weights (over other classes: the backbone only), and the train splits of
-    the ``extra_train`` manifests (each seen ``extra_repeat`` times per epoch) join the
-    manifest's train split; validation stays on the manifest's val split.
+    the manifest's dataset. ``taxonomy`` is ``pbc8``, ``pbc11`` or ``labels`` (the manifest's own
+    sorted labels, for a folder dataset with its own classes). Fine-tuning: ``init_from`` (a
+    checkpoint path or bundled model name) gives the starting weights (over other classes: the
+    backbone only), and the train splits of the ``extra_train`` manifests (each seen
+    ``extra_repeat`` times per epoch) join the manifest's train split; validation stays on the
+    manifest's val split. ``resize`` is how images become the model's square input: ``crop`` (shorter
+    side, then a centre crop) or ``squash`` (both sides, the aspect ratio not kept).
     """
 
     model: str = "resnet18"
@@ -46,6 +50,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     class_weights: bool = False
     augment: str = "flips"
+    framing: str = "none"
+    resize: str = "crop"
+    style_bank: str | None = None
     freeze_epochs: int = 0
     early_stopping_patience: int | None = None
     seed: int = 0
@@ -71,6 +78,8 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("augment", self.augment, AUGMENTATIONS)
+        _choice("framing", self.framing, FRAMINGS)
+        _choice("resize", self.resize, RESIZES)
         for name in ("epochs", "batch_size", "extra_repeat"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -1,18 +1,27 @@
-"""Training and validation data from a manifest; the test split is never opened here."""
+"""Training and validation data handed to the engine: splits, class checks, loaders.
+
+The datasets themselves are built by the workflow (:mod:`bloodcell.workflows.train`); training
+datasets yield normalised, augmented float tensors and validation datasets yield the model-input
+uint8 pixels (:func:`bloodcell.transforms.create_pixel_transform`) that the predictor scores.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import (
+    ConcatDataset,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    Subset,
+)
 
 from bloodcell.errors import DataError
 from bloodcell.train.config import TrainConfig
 from bloodcell.train.distributed import DistContext, shard_indices
-from bloodcell.transforms import staging_size
 
 #: The only splits training code may read; the test split is scored once, by the evaluator.
 TRAINING_SPLITS = ("train", "val")
@@ -27,52 +36,6 @@ class SplitData:
     class_names: list[str]
 
 
-def default_cache_dir() -> Path:
-    """The per-user cache folder for decoded images."""
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("bloodcell")) / "decoded"
-
-
-def load_split(config: TrainConfig, manifest, root: Path, split: str, transform, input_size: int,
-               limit: int | None) -> SplitData:
-    """A ManifestDataset of ``split`` (train or val only); ``limit`` takes its stratified subset."""
-    if split not in TRAINING_SPLITS:
-        raise AssertionError(f"training code must never load the {split!r} split")
-    from bloodcell.data.dataset import ManifestDataset
-
-    cache_dir = None
-    if config.cache:
-        cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    dataset = ManifestDataset(
-        manifest,
-        split,
-        taxonomy=config.taxonomy,
-        root=root,
-        transform=transform,
-        cache_dir=cache_dir,
-        cache_size=staging_size(input_size) if cache_dir is not None else None,
-        limit=limit,
-    )
-    if not len(dataset):
-        raise DataError(f"the manifest has no readable {split!r} images for taxonomy {config.taxonomy}")
-    return SplitData(dataset, list(dataset.targets), list(dataset.class_names))
-
-
-def load_extra_train(config: TrainConfig, path: str | Path, transform, input_size: int):
-    """(manifest, train split) of an extra training manifest.
-
-    A ``folder`` manifest sits at the root of its folder (its paths are relative to it), as
-    ``bloodcell data crops`` writes it; other datasets are found as usual.
-    """
-    from bloodcell.data.locate import manifest_images_root
-    from bloodcell.data.manifest import read_manifest
-
-    manifest = read_manifest(path)
-    root = manifest_images_root(path, manifest.dataset, config.data_root)
-    return manifest, load_split(config, manifest, root, "train", transform, input_size, None)
-
-
 def combine_splits(main: SplitData, extras: list[SplitData], repeat: int = 1) -> SplitData:
     """``main`` followed by each of ``extras`` ``repeat`` times (same class list)."""
     for extra in extras:
@@ -80,6 +43,32 @@ def combine_splits(main: SplitData, extras: list[SplitData], repeat: int = 1) ->
             raise DataError(f"an extra training set has classes {extra.class_names}, not {main.class_names}")
     parts = [main] + [extra for extra in extras for _ in range(repeat)]
     return SplitData(ConcatDataset([p.dataset for p in parts]), [t for p in parts for t in p.targets], main.class_names)
+
+
+def class_coverage(class_names: list[str], train_targets: list[int], val_targets: list[int]) -> list[str]:
+    """Refuse training data of fewer than two classes; return warnings naming the classes a split lacks.
+
+    A class with no training image cannot be learned, and one with no validation image is never
+    checked: validation accuracy over the others (1.000 on a single class) says nothing about it.
+    """
+    present = {"train": set(train_targets), "val": set(val_targets)}
+    if len(present["train"]) < 2:
+        only = ", ".join(class_names[i] for i in sorted(present["train"])) or "none"
+        raise DataError(f"the training split holds a single class ({only}); a classifier needs images of at least "
+                        "two classes (check the manifest, the folder's class subfolders and --taxonomy)")
+    messages = []
+    absent_both = [name for i, name in enumerate(class_names) if i not in present["train"] | present["val"]]
+    if absent_both:
+        messages.append(f"{len(absent_both)} of the {len(class_names)} classes have no training or validation "
+                        f"image: {', '.join(absent_both)}")
+    for split, other in (("train", "val"), ("val", "train")):
+        missing = [name for i, name in enumerate(class_names) if i in present[other] and i not in present[split]]
+        if missing:
+            effect = "it cannot be learned" if split == "train" else "validation figures leave it out"
+            messages.append(f"the {split} split has no image of {', '.join(missing)} ({effect})")
+    if len(present["val"]) == 1:
+        messages.append("the val split holds a single class: validation accuracy says nothing about telling classes apart")
+    return messages
 
 
 def class_weights(targets: list[int], num_classes: int) -> torch.Tensor:
@@ -119,5 +108,4 @@ def eval_loader(data: SplitData, config: TrainConfig, ctx: DistContext) -> DataL
         shuffle=False,
         num_workers=config.workers,
         persistent_workers=config.workers > 0,
-        pin_memory=ctx.device.type == "cuda",
     )

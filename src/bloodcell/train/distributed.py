@@ -92,3 +92,12 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 def shard_indices(indices: list[int], ctx: DistContext) -> list[int]:
     """This rank's share of an evaluation set, without the padding DistributedSampler adds."""
     return indices[ctx.rank :: ctx.world_size] if ctx.enabled else list(indices)
+
+
+def threads_per_process(threads: int | None = None) -> int:
+    """Torch threads for this process: ``threads`` when given, else the cores shared by the processes
+    of this machine (``LOCAL_WORLD_SIZE`` under torchrun). The caller (the CLI) sets it once."""
+    if threads:
+        return int(threads)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if launched_by_torchrun() else 1
+    return max(1, (os.cpu_count() or 1) // max(1, local_world))

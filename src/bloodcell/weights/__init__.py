@@ -1,34 +1,76 @@
-"""Bundled model files shipped inside the package (``bloodcell/weights/<name>.safetensors``).
+"""Bundled models shipped inside the package (``bloodcell/weights/<file>``): names -> files and cards.
 
-Only the location lives here; the files themselves are trained and added by the maintainers.
+``resolve(spec)`` turns a bundled name (``pbc8``, ``pbc11``, ``smear-detector``) or a path into
+an existing file; it is the only place that knows where bundled files live. Each bundled model
+may have a model card (``<name>.md``) that ``bloodcell models info NAME`` shows.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from bloodcell.errors import WeightsUnavailableError
-
-#: Bundled model names and what they classify.
-BUNDLED_MODELS = {
-    "pbc8": "8 PBC peripheral blood cell classes",
-    "pbc11": "11 PBC classes: band/segmented neutrophils and promyelocyte/myelocyte/metamyelocyte",
-}
-DEFAULT_MODEL = "pbc8"
+from bloodcell.errors import CheckpointError, WeightsUnavailableError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
+#: Model file suffixes accepted as paths.
+MODEL_SUFFIXES = (".safetensors", ".onnx")
 
 
-def bundled_path(name: str = DEFAULT_MODEL) -> Path:
-    """Path of the bundled checkpoint ``name``; raises WeightsUnavailableError when it is absent."""
-    if name not in BUNDLED_MODELS:
-        known = ", ".join(sorted(BUNDLED_MODELS))
-        raise WeightsUnavailableError(f"no bundled model named {name!r} (bundled models: {known}); pass a checkpoint path instead")
-    path = WEIGHTS_DIR / f"{name}.safetensors"
+@dataclass(frozen=True)
+class BundledModel:
+    """A model file shipped with the package."""
+
+    name: str
+    filename: str
+    kind: str  # "classifier" | "detector"
+    description: str
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / self.filename
+
+    @property
+    def card(self) -> Path:
+        return WEIGHTS_DIR / f"{self.name}.md"
+
+
+BUNDLED = {
+    model.name: model
+    for model in (
+        BundledModel("pbc8", "pbc8.safetensors", "classifier", "8 PBC peripheral blood cell classes"),
+        BundledModel("pbc11", "pbc11.safetensors", "classifier",
+                     "11 PBC classes: band/segmented neutrophils and promyelocyte/myelocyte/metamyelocyte"),
+        BundledModel("smear-detector", "centernet-cbc.safetensors", "detector",
+                     "smear photo cell detector: red cells, white cells and platelets"),
+    )
+}
+DEFAULT_CLASSIFIER = "pbc8"
+DEFAULT_DETECTOR = "smear-detector"
+
+
+def bundled(name: str) -> BundledModel:
+    """The bundled model ``name``; WeightsUnavailableError naming the known ones otherwise."""
+    if name not in BUNDLED:
+        raise WeightsUnavailableError(f"no bundled model named {name!r} (bundled models: {', '.join(BUNDLED)})")
+    return BUNDLED[name]
+
+
+def resolve(spec: str | Path | None, default: str = DEFAULT_CLASSIFIER) -> Path:
+    """The file of a bundled model name (``None``: ``default``) or of a model path that exists."""
+    name = str(spec) if spec is not None else default
+    if name in BUNDLED:
+        path = BUNDLED[name].path
+        if not path.is_file():
+            raise WeightsUnavailableError(
+                f"the bundled model {name!r} is not installed ({path.name} is missing): install a bloodcell release "
+                "that ships it, or train a checkpoint with 'bloodcell train' and pass its path with --model")
+        return path
+    path = Path(name)
+    if path.suffix not in MODEL_SUFFIXES:
+        raise CheckpointError(f"{name}: not a bundled model ({', '.join(BUNDLED)}) nor a .safetensors or .onnx file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a model file")
     if not path.is_file():
-        raise WeightsUnavailableError(
-            f"the bundled model {name!r} is not installed ({path} is missing): install a bloodcell release "
-            "that ships it, or train a checkpoint with 'bloodcell train' and pass its path "
-            "(bloodcell.load('model.safetensors') or 'bloodcell predict --model model.safetensors')"
-        )
+        raise CheckpointError(f"{path}: no such model file, and not a bundled model name ({', '.join(BUNDLED)})")
     return path

@@ -5,12 +5,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
-from sklearn.base import BaseEstimator, TransformerMixin
 from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
 from skimage.measure import perimeter
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from bloodcell.errors import ImageError
-from bloodcell.models.classical.segmentation import Segmentation, lobe_count, preprocess, segment
+from bloodcell.segmentation import Segmentation, lobe_count, preprocess, segment
 
 SHAPE_NAMES = [f"{region}_{name}" for region in ("cell", "nucleus")
                for name in ("area", "perimeter", "circularity", "eccentricity", "solidity")]

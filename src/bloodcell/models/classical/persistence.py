@@ -15,7 +15,7 @@ from sklearn.tree._tree import Tree
 
 from bloodcell.errors import CheckpointError
 from bloodcell.models.classical.features import CellFeatureExtractor
-from bloodcell.models.registry import DataConfig
+from bloodcell.transforms import DataConfig
 
 #: Types beyond skops' defaults that a bloodcell classical checkpoint may contain.
 TRUSTED_TYPES = tuple(f"{cls.__module__}.{cls.__qualname__}" for cls in (

@@ -1,0 +1,30 @@
+"""``bloodcell adapt``: fit a model to your lab from a few labelled cells (wiring only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from bloodcell.outputs import check_output_file
+from bloodcell.workflows.adapt import ENOUGH_CELLS, MIN_CELLS, adapt as run_adapt
+
+
+def adapt(
+    cells: Path = typer.Option(..., "--cells", help=f"Folder of your lab's labelled cells: CELLS/<class>/<images>, {MIN_CELLS}-{ENOUGH_CELLS} per class; classes may be a subset of the model's."),
+    output: Path = typer.Option(..., "--output", "-o", help="Adapted checkpoint to write (.safetensors); use it with --model."),
+    model: str = typer.Option("pbc8", "--model", "-m", help="Bundled model name or .safetensors checkpoint to adapt."),
+    seed: int = typer.Option(0, help="Seed of the cross-validation folds."),
+) -> None:
+    """Adapt a model to your lab from a few labelled cells, and say how well it then does there."""
+    check_output_file(output, (".safetensors",), "adapted checkpoint")
+    result = run_adapt(model, cells, output, seed=seed)
+    fit = result.fit
+    counts = ", ".join(f"{name} {n}" for name, n in result.cells.items())
+    typer.echo(f"adapted on {sum(result.cells.values())} cells ({counts}) -> {result.path}")
+    typer.echo(f"estimated accuracy on your lab ({fit.folds}-fold cross-validation over these cells): "
+               f"{fit.cv_accuracy:.1%} adapted, {fit.cv_accuracy_before:.1%} before adapting")
+    for path, reason in result.skipped:
+        typer.echo(f"skipped {path}: {reason}", err=True)
+    if fit.cv_accuracy < fit.cv_accuracy_before:
+        typer.echo("adapting did not help on these cells: keep the original model, or add more cells", err=True)

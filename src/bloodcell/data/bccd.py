@@ -1,0 +1,92 @@
+"""BCCD's typed white cells: the smears of ``wbc_labels.csv`` with their white-cell boxes, and the
+frozen split of those smears that typing, fine-tuning and adaptation measurements share.
+
+``wbc_labels.csv`` names the main white cell of 293 smears; each smear's largest annotated WBC
+box is that cell. :func:`held_out_split` keeps 30 % of the smears (stratified by type, seeded)
+out of every fitting, so figures on them stay honest.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bloodcell.data.boxes import Box
+from bloodcell.data.locate import dataset_root
+from bloodcell.data.voc import parse_voc
+from bloodcell.errors import DataError
+
+#: White-cell types of ``wbc_labels.csv`` (all of them PBC classes).
+BCCD_TYPES = ("basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil")
+
+
+@dataclass(frozen=True)
+class TypedSmear:
+    """A BCCD smear whose main white cell has a type; ``boxes`` are its WBC boxes, largest first."""
+
+    image_id: str
+    wbc_type: str
+    path: Path
+    boxes: tuple[Box, ...]
+
+    @property
+    def main_box(self) -> Box:
+        return self.boxes[0]
+
+
+def read_wbc_labels(path: str | Path) -> list[tuple[str, str]]:
+    """``(image_id, wbc_type)`` rows of a BCCD ``wbc_labels.csv``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: WBC label file not found")
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or not {"image_id", "wbc_type"} <= set(reader.fieldnames):
+                raise DataError(f"{path}: expected the columns image_id and wbc_type")
+            return [(row["image_id"].strip(), (row["wbc_type"] or "").strip().lower()) for row in reader
+                    if row["image_id"]]
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def typed_smears(data_root: str | Path | None = None) -> tuple[list[TypedSmear], list[tuple[str, str]]]:
+    """The labelled BCCD smears with at least one WBC box, and the (image id, reason) of those left out."""
+    root = dataset_root("bccd", data_root)
+    smears, skipped = [], []
+    for image_id, wbc_type in read_wbc_labels(root / "wbc_labels.csv"):
+        if wbc_type not in BCCD_TYPES:
+            skipped.append((image_id, f"unknown wbc_type {wbc_type!r}"))
+            continue
+        xml = root / "Annotations" / f"{image_id}.xml"
+        if not xml.is_file():
+            skipped.append((image_id, "no annotation file"))
+            continue
+        boxes = sorted((b for b in parse_voc(xml).boxes if b.label == "WBC"), key=lambda b: -b.width * b.height)
+        if not boxes:
+            skipped.append((image_id, "no WBC box"))
+            continue
+        smears.append(TypedSmear(image_id, wbc_type, root / "JPEGImages" / f"{image_id}.jpg", tuple(boxes)))
+    if not smears:
+        raise DataError(f"{root}: no labelled BCCD smear with a WBC box")
+    return smears, skipped
+
+
+def held_out_split(truth: list[str], seed: int = 0, test_fraction: float = 0.3) -> np.ndarray:
+    """Boolean mask of held-out smears, stratified by type (classes with one smear stay in train)."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(truth), bool)
+    for name in sorted(set(truth)):
+        index = np.flatnonzero(np.array(truth) == name)
+        rng.shuffle(index)
+        held[index[: int(round(test_fraction * len(index))) if len(index) > 1 else 0]] = True
+    return held
+
+
+def held_out_ids(smears: list[TypedSmear], seed: int = 0) -> set[str]:
+    """Image ids of the held-out smears (never used to fit heads, to fine-tune or to adapt)."""
+    held = held_out_split([s.wbc_type for s in smears], seed)
+    return {s.image_id for s, h in zip(smears, held) if h}

@@ -1,0 +1,111 @@
+"""Frozen splits of smear photos: an ``image_id,split`` CSV with optional ``dataset``, ``source``,
+``group`` and ``note`` columns.
+
+``split`` is ``train``, ``val``, ``test`` or ``excluded`` (kept out of training, with the
+reason in ``note``: for example a copy of a held-out photo). ``group`` names the original photo
+a row is a copy of, so copies always fall on one side. The manifest's identity is the sha256 of
+its bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from bloodcell.errors import DataError
+
+SPLITS = ("train", "val", "test", "excluded")
+REQUIRED = ("image_id", "split")
+
+
+@dataclass(frozen=True)
+class SmearRow:
+    image_id: str
+    split: str
+    dataset: str = ""
+    source: str = ""
+    group: str = ""
+    note: str = ""
+
+
+COLUMNS = tuple(f.name for f in fields(SmearRow))
+
+
+@dataclass(frozen=True)
+class SmearManifest:
+    rows: tuple[SmearRow, ...]
+    sha256: str
+    path: Path | None = None
+
+    def ids(self, split: str) -> list[str]:
+        """Sorted image ids of one split."""
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        return sorted(row.image_id for row in self.rows if row.split == split)
+
+    def split_of(self) -> dict[str, str]:
+        return {row.image_id: row.split for row in self.rows}
+
+
+def make_split(image_ids: list[str], seed: int = 0, fractions: tuple[float, float] = (0.70, 0.15)) -> dict[str, str]:
+    """Shuffle sorted ids with ``seed``; the first 70% are train, the next 15% val, the rest test."""
+    ids = sorted(set(image_ids))
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_train = round(fractions[0] * len(ids))
+    n_val = round(fractions[1] * len(ids))
+    split = {}
+    for rank, index in enumerate(order):
+        split[ids[index]] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+    return dict(sorted(split.items()))
+
+
+def write_smear_manifest(rows: list[SmearRow], path: str | Path, columns: tuple[str, ...] = COLUMNS) -> SmearManifest:
+    """Write ``rows`` sorted by id with ``columns`` (``image_id,split`` first), atomically."""
+    path = Path(path)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    index = [COLUMNS.index(c) for c in columns]
+    for row in sorted(rows, key=lambda r: r.image_id):
+        values = astuple(row)
+        writer.writerow([values[i] for i in index])
+    data = buffer.getvalue().encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return SmearManifest(tuple(sorted(rows, key=lambda r: r.image_id)), hashlib.sha256(data).hexdigest(), path)
+
+
+def read_smear_manifest(path: str | Path) -> SmearManifest:
+    """Read and check a smear manifest; raises ``DataError`` naming the problem."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        text = data.decode("utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: smear manifest not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: smear manifest cannot be read ({exc})") from None
+    try:
+        records = list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise DataError(f"{path}: malformed CSV ({exc})") from None
+    header = set(records[0]) if records else set()
+    if not records or not set(REQUIRED) <= header:
+        raise DataError(f"{path}: expected at least the columns {','.join(REQUIRED)}")
+    rows, seen = [], set()
+    for line, record in enumerate(records, start=2):
+        row = SmearRow(**{name: (record.get(name) or "").strip() for name in COLUMNS})
+        if row.split not in SPLITS:
+            raise DataError(f"{path} line {line}: unknown split {row.split!r} (expected one of {', '.join(SPLITS)})")
+        if not row.image_id or row.image_id in seen:
+            raise DataError(f"{path} line {line}: {'empty' if not row.image_id else 'repeated'} image id {row.image_id!r}")
+        seen.add(row.image_id)
+        rows.append(row)
+    return SmearManifest(tuple(rows), hashlib.sha256(data).hexdigest(), path)

@@ -1,0 +1,84 @@
+"""The service's settings: one frozen object, resolved once by ``bloodcell serve`` and passed down.
+
+Nothing in :mod:`bloodcell.service` reads the environment: the CLI resolves the settings from
+its flags (and the user's ``BLOODCELL_API_KEY``) and hands a :class:`ServiceSettings` to
+:func:`bloodcell.service.app.create_app`. Library users build one directly::
+
+    from bloodcell.service.app import create_app
+    from bloodcell.service.settings import Limits, ServiceSettings
+
+    app = create_app(ServiceSettings(model="pbc8", limits=Limits(timeout_s=30)))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from bloodcell.errors import ConfigError
+from bloodcell.inference.predictor import DEFAULT_REFER_BELOW, ENGINES
+
+#: Limits that may be 0 (all others must be positive).
+_MAY_BE_ZERO = ("max_waiting",)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on the work one request (and the server as a whole) may cause.
+
+    Bytes: ``max_upload_bytes`` per request body. Pixels, read from the image headers before
+    anything is decoded: ``max_pixels`` per image and ``max_request_pixels`` summed over the
+    files of one request. ``max_files`` per request. Time: ``body_timeout_s`` for the whole
+    body to arrive (slow or stalled uploads get 408), ``timeout_s`` for a request to wait for
+    and run its job (504). Concurrency: ``max_in_flight`` jobs run at once, ``max_waiting``
+    wait; more get 503 with ``Retry-After: retry_after_s``.
+    """
+
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_request_pixels: int = 64_000_000
+    max_files: int = 32
+    body_timeout_s: float = 30.0
+    timeout_s: float = 60.0
+    max_in_flight: int = 1
+    max_waiting: int = 16
+    retry_after_s: int = 2
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"service limit {spec.name} must be a number, got {value!r}")
+            if value < 0 or (value == 0 and spec.name not in _MAY_BE_ZERO):
+                raise ConfigError(f"service limit {spec.name} must be positive, got {value}")
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything a service instance is built from.
+
+    ``model`` is a bundled model name (pbc8, pbc11) or a .safetensors/.onnx path (None: the
+    bundled default); ``engine`` and ``threads`` go to :func:`bloodcell.inference.predictor.load`
+    (``threads`` is the number of concurrent onnxruntime batches; torch's own thread count is
+    set by the process owner, ``bloodcell serve --threads``). ``refer_below`` applies to
+    ``/v1/classify`` and to the white cells typed by ``/v1/count``. ``api_key``, when set,
+    protects ``/v1/*`` and ``/metrics``.
+    """
+
+    model: str | None = None
+    engine: str = "torch"
+    threads: int | None = None
+    refer_below: float = DEFAULT_REFER_BELOW
+    api_key: str | None = field(default=None, repr=False)
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {self.threads}")
+        if not 0.0 <= self.refer_below <= 1.0:
+            raise ConfigError(f"refer_below must be a probability between 0 and 1, got {self.refer_below}")
+        if self.api_key is not None and not self.api_key:
+            object.__setattr__(self, "api_key", None)  # an empty key means no key
+        if not isinstance(self.limits, Limits):
+            raise ConfigError(f"limits must be a Limits object, got {type(self.limits).__name__}")

@@ -1,0 +1,1 @@
+"""Jobs above the library: they read manifests and folders, run library code and write run folders."""

@@ -1,0 +1,113 @@
+"""``bloodcell adapt``: fit a model to a new lab from a few labelled cells of that lab.
+
+``DIR/<class>/<images>`` holds 5-20 cells per class from the lab's own microscope (classes may be
+a subset of the model's). The model's last layer is refitted on them (:mod:`bloodcell.train.head`:
+all 8 quarter-turn and mirror views of each cell, pulled towards the model's own layer, strength
+chosen by cross-validation over the cells), its temperature refitted on the out-of-fold logits,
+and its out-of-distribution guard learns the lab's cells as a familiar source. The result is a
+checkpoint that ``predict``, ``count``, ``serve`` and ``evaluate`` take with ``--model``; its
+``adaptation`` metadata records the lab, the cells and the cross-validated accuracy (the honest
+estimate of the accuracy on that lab), next to the unadapted model's accuracy on the same cells.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bloodcell.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from bloodcell.errors import DataError
+from bloodcell.inference.backends import classifier_layer
+from bloodcell.inference.ood import GUARD_VERSION, OODGuard, fit_guard
+from bloodcell.inference.predictor import Classifier
+from bloodcell.provenance import file_sha256, git_commit, now
+from bloodcell.train.head import HeadFit, adapt_head
+from bloodcell.workflows.cells import Cells, folder_cells
+
+#: Fewest cells per class ``adapt`` accepts (cross-validation needs some in every fold).
+MIN_CELLS = 5
+#: Cells per class beyond which adapting one layer gains little; more are used but not needed.
+ENOUGH_CELLS = 20
+_KEPT = ("taxonomy", "dataset", "manifest_sha256", "smear_typing")
+
+
+@dataclass
+class Adaptation:
+    """The written checkpoint and what was measured while adapting."""
+
+    path: Path
+    fit: HeadFit
+    cells: dict[str, int]
+    skipped: list[tuple[str, str]]
+
+
+def check_cells(cells: Cells, class_names: list[str]) -> dict[str, int]:
+    """Cells per class; DataError (one sentence) for unknown classes, too few cells or a single class."""
+    counts = dict(sorted(Counter(cells.labels).items()))
+    unknown = sorted(set(counts) - set(class_names))
+    if unknown:
+        raise DataError(f"class folder(s) {', '.join(unknown)} are not classes of the model "
+                        f"(its classes: {', '.join(class_names)})")
+    few = {name: n for name, n in counts.items() if n < MIN_CELLS}
+    if few:
+        listed = ", ".join(f"{name} has {n}" for name, n in few.items())
+        raise DataError(f"adapting needs at least {MIN_CELLS} cells per class ({listed}); add cells or leave "
+                        "that class folder out")
+    if len(counts) < 2:
+        raise DataError("adapting needs cells of at least 2 classes")
+    return counts
+
+
+def view_features(classifier: Classifier, images) -> tuple[np.ndarray, np.ndarray]:
+    """Model-input pixels (N, 3, S, S) and penultimate features of the 8 views of each image (8, N, D)."""
+    pixels = np.concatenate([classifier.pixels(images[i:i + 32]) for i in range(0, len(images), 32)])
+    features = np.concatenate([classifier.score(pixels[i:i + 32], tta=True)[1] for i in range(0, len(pixels), 32)],
+                              axis=1)
+    return pixels, features
+
+
+def _guard_with_lab(guard: OODGuard | None, pixels: np.ndarray, features: np.ndarray, lab: str) -> dict | None:
+    """The model's guard with the lab's cells as one more familiar source (None when the model has no guard)."""
+    if guard is None:
+        return None
+    views = np.concatenate([np.rot90(pixels, k, axes=(2, 3)) for k in range(4)])
+    own = fit_guard(np.ascontiguousarray(views), features[:4].reshape(-1, features.shape[-1]), guard.pass_rate,
+                    sources=[lab] * len(views))
+    merged = OODGuard(guard.blank_std, guard.stats + own.stats, guard.features + own.features, guard.pass_rate,
+                      guard.num_images + own.num_images, guard.sources + own.sources)
+    return {**merged.to_dict(), "version": GUARD_VERSION}
+
+
+def adapt(model: str | Path, cells_dir: str | Path, out: str | Path, seed: int = 0) -> Adaptation:
+    """Adapt ``model`` (bundled name or .safetensors) to the lab of ``cells_dir`` and write ``out``."""
+    checkpoint = load_checkpoint(model)
+    classifier = Classifier.from_checkpoint(checkpoint)
+    cells = folder_cells(cells_dir)
+    counts = check_cells(cells, checkpoint.class_names)
+    pixels, features = view_features(classifier, cells.images)
+    head = classifier_layer(checkpoint.model)
+    labels = np.array([checkpoint.class_names.index(label) for label in cells.labels])
+    fit = adapt_head(features, labels, head.weight.detach().numpy().reshape(head.weight.shape[0], -1),
+                     head.bias.detach().numpy(), seed=seed)
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(fit.weight).reshape(head.weight.shape))
+        head.bias.copy_(torch.from_numpy(fit.bias))
+    lab = Path(cells_dir).resolve().name
+    extra: dict[str, Any] = {k: checkpoint.meta[k] for k in _KEPT if k in checkpoint.meta}
+    extra["adaptation"] = {"lab": lab, "cells": counts, "cv_accuracy": fit.cv_accuracy, "folds": fit.folds,
+                           "cv_accuracy_before": fit.cv_accuracy_before, "strength": fit.strength,
+                           "base": Path(str(model)).name, "base_sha256": file_sha256(checkpoint.path),
+                           "commit": git_commit(), "created": now()}
+    guard = _guard_with_lab(classifier.guard, pixels, features, lab)
+    if guard is not None:
+        extra["ood"] = guard
+    meta = CheckpointMeta(model_name=checkpoint.meta["model_name"], data_config=checkpoint.data_config,
+                          model_kwargs=checkpoint.meta.get("model_kwargs", {}),
+                          train_config=checkpoint.meta.get("train_config", {}), metrics=checkpoint.meta.get("metrics", {}),
+                          temperature=fit.temperature, extra=extra)
+    return Adaptation(save_checkpoint(out, checkpoint.model, meta), fit, counts, cells.skipped)

@@ -1,0 +1,196 @@
+"""``bloodcell count``: smear photos of one or more samples -> counts, differentials and reports.
+
+A folder of photos is one sample; a folder whose sub-folders hold photos is one sample per
+sub-folder (``SAMPLES/<sample id>/<photos>``); a CSV maps sample ids to photos. Each sample gets
+``<output>/<sample id>/`` with ``annotated/*.png`` (written as each photo is counted),
+``counts.json`` and ``report.md``; ``<output>/samples.csv`` has one row per sample. With one
+sample the files go straight into ``<output>``.
+
+``evaluate`` compares the counts with the labels beside the photos (VOC ``../Annotations/*.xml``
+or YOLO ``../labels/*.txt``), per source (TXL-PBC's ``sources.csv``) and over all: count
+accuracy (1 - |counted - labelled| / labelled, the published metric), per-image MAPE, exact
+counts and AP@0.5 (pycocotools; VOC all-point AP beside it). Every visible cell counts, cells
+cut by the photo's border included, in the counts and in the labels alike.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bloodcell.data.boxes import SMEAR_LABELS
+from bloodcell.data.images import read_image
+from bloodcell.data.smears import labels_beside
+from bloodcell.errors import DataError, ImageError
+from bloodcell.inference.files import Inputs, collect_inputs
+from bloodcell.metrics.detection import coco_ap50, evaluate_counts
+from bloodcell.outputs import check_output_folder
+from bloodcell.progress import track
+from bloodcell.smear.counting import count_image, sample_totals
+from bloodcell.smear.differential import differential, write_report
+from bloodcell.smear.io import serialisable
+from bloodcell.smear.typing import typing_summary
+
+SAMPLES_CSV = "samples.csv"
+BORDER_NOTE = ("Every visible cell is counted, cells cut by the photo's border included, as in the TXL-PBC labels "
+               "the counter is measured against.")
+
+
+@dataclass
+class Sample:
+    """One sample: its id and photos (and the folder problems found while collecting them)."""
+
+    sample_id: str
+    photos: list[Path]
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def samples_from_folders(paths: Sequence[str | Path]) -> list[Sample]:
+    """One sample per sub-folder of a single folder that holds no photos itself; else one sample of everything."""
+    if len(paths) == 1 and Path(paths[0]).is_dir():
+        root = Path(paths[0])
+        subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        direct = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
+        if subfolders and not direct:
+            return [Sample(folder.name, (found := collect_inputs([folder])).paths, found.problems)
+                    for folder in subfolders]
+    inputs: Inputs = collect_inputs(paths)
+    return [Sample("sample", inputs.paths, inputs.problems)]
+
+
+def samples_from_csv(path: str | Path) -> list[Sample]:
+    """Samples of a ``sample_id,photo`` CSV (photo paths relative to the CSV's folder)."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read the samples file ({exc})") from None
+    if not rows or not {"sample_id", "photo"} <= set(rows[0]):
+        raise DataError(f"{path}: expected the columns sample_id and photo")
+    samples: dict[str, Sample] = {}
+    for line, row in enumerate(rows, start=2):
+        sample_id, photo = (row.get("sample_id") or "").strip(), (row.get("photo") or "").strip()
+        if not sample_id or not photo:
+            raise DataError(f"{path} line {line}: empty sample_id or photo")
+        samples.setdefault(sample_id, Sample(sample_id, [])).photos.append(path.parent / photo)
+    return list(samples.values())
+
+
+def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_below: float | None,
+                 cell_size_px: float | None, typing_unavailable: str | None) -> dict[str, Any]:
+    """Count one sample's photos into ``out`` (annotated PNGs written photo by photo); returns counts.json."""
+    (out / "annotated").mkdir(parents=True, exist_ok=True)
+    entries, errors = [], [{"path": p, "error": reason} for p, reason in sample.problems]
+    used: set[str] = set()
+    for photo in track(sample.photos, f"counting {sample.sample_id}", unit="photos"):
+        try:
+            entry = {"path": str(photo), **count_image(read_image(photo), classifier, detector, refer_below,
+                                                       cell_size_px)}
+        except ImageError as exc:
+            errors.append({"path": str(photo), "error": str(exc)})
+            continue
+        entry["annotated_png"] = _save_annotated(entry.pop("annotated"), photo, out / "annotated", used)
+        entries.append(entry)
+    sample_doc = sample_totals(entries, typing_unavailable if classifier is None else None)
+    if classifier is not None:
+        sample_doc["wbc_typing"] = typing_summary(classifier)
+    doc = {"sample_id": sample.sample_id, "images": entries, "sample": sample_doc, "errors": errors,
+           "border_cells": BORDER_NOTE}
+    (out / "counts.json").write_text(json.dumps(serialisable(doc), indent=2) + "\n")
+    write_report(doc, out / "report.md", sample.sample_id)
+    return doc
+
+
+def _save_annotated(image, photo: Path, folder: Path, used: set[str]) -> str:
+    stem, n = photo.stem, 1
+    name = f"{stem}.png"
+    while name in used:
+        n += 1
+        name = f"{stem}_{n}.png"
+    used.add(name)
+    image.save(folder / name)
+    return f"annotated/{name}"
+
+
+def sample_row(doc: dict[str, Any]) -> dict[str, Any]:
+    """The samples.csv row of one counted sample."""
+    sample = doc["sample"]
+    diff = differential(sample["wbc_types"])
+    row = {"sample_id": doc["sample_id"], "photos": sample["images"], "skipped": len(doc["errors"]),
+           **{f"count_{k}": v for k, v in sample["counts"].items()},
+           "wbc_classified": sample["wbc_classified"], "wbc_referred": sample["wbc_referred"],
+           "differential": "; ".join(f"{k} {v:.1f}%" for k, v in diff["percent"].items()),
+           "flags": "; ".join(f"{k} {v}" for k, v in diff["flags"].items()),
+           "trust": _trust(sample)}
+    return row
+
+
+def _trust(sample: dict[str, Any]) -> str:
+    typing = sample.get("wbc_typing") or {}
+    accuracy = typing.get("held_out_accuracy")
+    parts = [f"{sample['wbc_classified']} white cells typed"]
+    if accuracy is not None:
+        parts.append(f"typing right on {accuracy:.0%} of another lab's held-out cells")
+    if sample["wbc_classified"] < 100:
+        parts.append("under 100 cells: percentages imprecise")
+    if sample.get("wbc_typing_unavailable"):
+        parts = [f"white cells not typed: {sample['wbc_typing_unavailable']}"]
+    return "; ".join(parts)
+
+
+def write_samples_csv(rows: list[dict[str, Any]], out: Path) -> Path:
+    path = out / SAMPLES_CSV
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def count_samples(samples: list[Sample], output: str | Path, classifier=None, *, detector: str = "learned",
+                  refer_below: float | None = None, cell_size_px: float | None = None,
+                  typing_unavailable: str | None = None) -> list[dict[str, Any]]:
+    """Count every sample into ``output`` (a sub-folder per sample when there are several) and write samples.csv."""
+    output = check_output_folder(output, "counts")
+    docs, rows = [], []
+    for sample in samples:
+        folder = output / sample.sample_id if len(samples) > 1 else output
+        doc = count_sample(sample, folder, classifier, detector=detector, refer_below=refer_below,
+                           cell_size_px=cell_size_px, typing_unavailable=typing_unavailable)
+        docs.append(doc)
+        rows.append(sample_row(doc))
+        write_samples_csv(rows, output)  # after each sample, so finished samples survive a later failure
+    return docs
+
+
+def evaluate_against_labels(entries: list[dict[str, Any]], labels_folder: Path | None = None) -> dict[str, Any]:
+    """Counting and detection figures against the labels beside each photo, per source and over all."""
+    groups: dict[str, tuple[list, list]] = {}
+    missing = []
+    for entry in entries:
+        found = labels_beside(Path(entry["path"]), labels_folder)
+        if found is None:
+            missing.append(entry["path"])
+            continue
+        annotation, source = found
+        truth = [(b.label, b.x1, b.y1, b.x2, b.y2) for b in annotation.boxes if b.label in SMEAR_LABELS]
+        for key in {source, "all"}:
+            groups.setdefault(key, ([], []))[0].append(entry)
+            groups[key][1].append(truth)
+    if not groups:
+        raise DataError(f"no labels found for the {len(entries)} photos (VOC ../Annotations/<stem>.xml or YOLO "
+                        "../labels/<stem>.txt beside the images folder, or pass --labels DIR)")
+    result: dict[str, Any] = {"border_cells": BORDER_NOTE, "unlabelled_photos": missing, "sources": {}}
+    for source, (group_entries, truths) in sorted(groups.items()):
+        figures = evaluate_counts(group_entries, truths, SMEAR_LABELS)
+        for label, ap in coco_ap50(group_entries, truths, SMEAR_LABELS).items():
+            figures[label]["ap50"] = ap
+        result["sources"][source] = figures
+    return result
+

@@ -1,0 +1,104 @@
+"""``bloodcell evaluate``: score a checkpoint on a manifest split or an external folder, write the report.
+
+A ``folder`` dataset has no splits: all of its images are test images. The report folder holds
+``metrics.json``, ``report.md``, ``report.html`` (self-contained), ``predictions.csv`` and
+``figures/*.png``; it is checked before any image is scored, and the predictions are written
+before the figures, so an output problem never costs the scoring.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from bloodcell.data.items import EvalItems, folder_items, manifest_items
+from bloodcell.errors import ConfigError
+from bloodcell.evaluation.evaluate import (
+    TEST_LABEL,
+    Evaluation,
+    build_evaluation,
+    split_label,
+)
+from bloodcell.evaluation.label_map import read_label_map, resolve_label_map
+from bloodcell.evaluation.scoring import ScoringModel, load_scoring_model, score_paths
+from bloodcell.outputs import check_output_folder
+from bloodcell.report import evaluation_figures, render_html, render_markdown
+
+
+def _default_taxonomy(model: ScoringModel) -> str:
+    return str(model.meta.get("taxonomy") or model.meta.get("train_config", {}).get("taxonomy") or "pbc8")
+
+
+def collect_items(model: ScoringModel, dataset: str, manifest, split: str, taxonomy: str | None, data_root,
+                  limit: int | None, check_files: bool = True) -> EvalItems:
+    """The labelled images to score: a manifest split, or a whole ``root/<class>/<image>`` folder."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {limit}")
+    if manifest is not None:
+        return manifest_items(manifest, split, taxonomy or _default_taxonomy(model), data_root,
+                              dataset=None if dataset == "folder" else dataset, limit=limit, check_files=check_files)
+    if dataset != "folder":
+        raise ConfigError(f"--dataset {dataset} needs --manifest FILE (see 'bloodcell data split'); "
+                          "use --dataset folder --data-root DIR for a plain root/<class>/<image> folder")
+    if split != "test":
+        raise ConfigError("a folder dataset has no splits: all of its images are test images (drop --split)")
+    return folder_items(data_root, limit=limit)
+
+
+def evaluate(checkpoint: str | Path, *, dataset: str = "pbc", manifest: str | Path | None = None, split: str = "test",
+             taxonomy: str | None = None, data_root: str | Path | None = None, label_map: str | Path | None = None,
+             tta: bool = False, limit: int | None = None, allow_non_test: bool = False, batch_size: int = 32,
+             n_boot: int = 1000, seed: int = 0, model: ScoringModel | None = None,
+             check_files: bool = True) -> Evaluation:
+    """Score ``checkpoint`` (a bundled name or a file; ``model`` may pass it already loaded) on the chosen images."""
+    label = split_label(split, allow_non_test)
+    model = model or load_scoring_model(checkpoint)
+    items = collect_items(model, dataset, manifest, split, taxonomy, data_root, limit, check_files)
+    if dataset == "folder" and manifest is None:
+        label = f"{TEST_LABEL} (external dataset)"
+    mapping, map_notes = resolve_label_map(items.class_names, model.class_names,
+                                           read_label_map(label_map) if label_map else None)
+    notes = list(items.notes) + map_notes
+    if limit is not None:
+        notes.append(f"only a stratified subset of at most {limit} images was scored (--limit): a quick look, "
+                     "not the full result")
+    if tta and model.kind != "torch":
+        notes.append("test-time augmentation applies to torch models only; ignored for this classical pipeline")
+        tta = False
+    trained_on = model.meta.get("manifest_sha256")
+    if items.manifest_sha256 and trained_on and trained_on != items.manifest_sha256:
+        notes.append(f"WARNING: the checkpoint was trained with another manifest (sha256 {trained_on[:12]}…); "
+                     "its training images may be in this split")
+    scores = score_paths(model, items.paths, tta=tta, batch_size=batch_size,
+                         description=f"evaluating {len(items.paths)} images")
+    provenance = {"checkpoint": Path(str(checkpoint)).name, "manifest": Path(items.manifest).name if items.manifest else None,
+                  "data_root": items.root.name if items.root else None,
+                  "label_map": Path(label_map).name if label_map else None, "tta": tta, "limit": limit}
+    return build_evaluation(model, items, scores, mapping, label=label, notes=notes, provenance=provenance,
+                            n_boot=n_boot, seed=seed)
+
+
+def write_report(evaluation: Evaluation, out: str | Path) -> dict[str, Path]:
+    """Write predictions.csv, metrics.json, report.md, report.html and figures/*.png into ``out``."""
+    out = check_output_folder(out)
+    files = {"predictions": out / "predictions.csv", "metrics": out / "metrics.json",
+             "markdown": out / "report.md", "html": out / "report.html"}
+    with files["predictions"].open("w", newline="", encoding="utf-8") as handle:
+        fields = ["path", "dataset_label", "true", "predicted", "confidence", "correct"]
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(evaluation.predictions)
+    result = evaluation.result
+    files["metrics"].write_text(json.dumps(result, indent=2, allow_nan=False, ensure_ascii=False) + "\n",
+                                encoding="utf-8")
+    figure_dir = out / "figures"
+    figure_dir.mkdir(exist_ok=True)
+    figures = evaluation_figures(result["metrics"])
+    figure_files = {}
+    for key, (title, png) in figures.items():
+        (figure_dir / f"{key}.png").write_bytes(png)
+        figure_files[key] = (title, f"figures/{key}.png")
+    files["markdown"].write_text(render_markdown(result, figure_files), encoding="utf-8")
+    files["html"].write_text(render_html(result, figures, evaluation.gallery), encoding="utf-8")
+    return files

@@ -1,0 +1,160 @@
+"""``bloodcell review``: a counted sample's cells for a person, and the sample again with their corrections.
+
+``export_review`` writes, for the folder of one counted sample (``<output>/<sample id>/`` of
+``bloodcell count``, holding counts.json): ``crops/<item>.png`` (each referred or doubtful white
+cell), ``corrections.csv`` (one row per cell, ``decision`` and ``label`` to fill in; rows with
+``decision`` ``missing`` may be added for cells the detector missed) and ``review.md`` (the cells
+with their crops, top 3 classes and reasons).
+
+``apply_review`` reads the filled-in CSV and writes the reviewed sample: ``counts.json`` and
+``report.md`` (marked reviewed), ``corrections.csv`` (the decisions), ``labelstudio.json`` and
+``labelstudio-config.xml`` (Label Studio import), and ``cells/<class>/<crop>.png``, the reviewed
+cells as a ``bloodcell adapt --cells`` folder. The logic is :mod:`bloodcell.smear.review`'s, shared
+with the web service; here are only the files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from bloodcell.data.images import read_image
+from bloodcell.errors import DataError, ImageError
+from bloodcell.outputs import check_output_folder
+from bloodcell.smear.differential import write_report
+from bloodcell.smear.io import serialisable
+from bloodcell.smear.review import (
+    CSV_COLUMNS,
+    ReviewItem,
+    apply_corrections,
+    corrected_cells,
+    corrections_csv,
+    labelstudio_config,
+    labelstudio_tasks,
+    photo_key,
+    read_corrections,
+    review_items,
+    template_rows,
+    to_csv,
+)
+
+COUNTS = "counts.json"
+TEMPLATE_COLUMNS = CSV_COLUMNS[:-3] + ("top_3",) + CSV_COLUMNS[-3:]
+INSTRUCTIONS = ("Fill in `decision` in corrections.csv for each cell: accept (the call is right), relabel (give the "
+                "right class in `label`) or wrong (not a white cell). Add a row with decision `missing`, the photo, "
+                "x1, y1, x2, y2 and `label` for each cell the counter missed. Then run `bloodcell review apply`.")
+
+
+@dataclass
+class CountedSample:
+    """A counted sample read back from its folder: its document, id and the folder."""
+
+    folder: Path
+    sample_id: str
+    doc: dict[str, Any]
+
+
+@dataclass
+class Reviewed:
+    """What ``apply_review`` wrote: the reviewed document, the cells per class and the folder."""
+
+    doc: dict[str, Any]
+    cells: dict[str, int]
+    folder: Path
+
+
+def read_counted(folder: str | Path) -> CountedSample:
+    """The counted sample in ``folder`` (its counts.json); DataError when there is none."""
+    folder = Path(folder)
+    path = folder / COUNTS if folder.is_dir() else folder
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the counted sample ({getattr(exc, 'strerror', None) or exc}); "
+                        f"give the folder of one sample written by `bloodcell count`") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or "sample" not in doc:
+        raise DataError(f"{path}: not a counts.json written by `bloodcell count`")
+    return CountedSample(path.parent, str(doc.get("sample_id") or path.parent.name), doc)
+
+
+def _photo_path(counted: CountedSample, entry: dict[str, Any]) -> Path:
+    path = Path(entry.get("path", ""))
+    for candidate in (path, counted.folder / path, counted.folder / path.name):
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{path}: photo of sample {counted.sample_id} not found (it is needed to cut its cells)")
+
+
+def load_photos(counted: CountedSample, needed: set[str] | None = None) -> dict[str, Image.Image]:
+    """The sample's decoded photos by photo key (only ``needed`` ones when given); sizes noted in the document."""
+    photos = {}
+    for index, entry in enumerate(counted.doc["images"]):
+        key = photo_key(entry, index)
+        if needed is not None and key not in needed:
+            continue
+        path = _photo_path(counted, entry)
+        try:
+            photos[key] = read_image(path)
+        except ImageError as exc:
+            raise DataError(f"{path}: cannot read the photo again ({exc})") from None
+        entry.setdefault("width", photos[key].width)
+        entry.setdefault("height", photos[key].height)
+    return photos
+
+
+def export_review(counts: str | Path, out: str | Path, classifier=None) -> list[ReviewItem]:
+    """Write the sample's review items (crops, corrections.csv template, review.md) into ``out``."""
+    counted = read_counted(counts)
+    out = check_output_folder(out, "review files")
+    items = review_items(counted.doc)
+    photos = load_photos(counted, {item.photo for item in items})
+    items = review_items(counted.doc, photos, classifier)
+    (out / "crops").mkdir(exist_ok=True)
+    for item in items:
+        item.crop.save(out / "crops" / f"{item.id}.png")
+    rows = template_rows(items, counted.sample_id)
+    (out / "corrections.csv").write_text(to_csv(rows, TEMPLATE_COLUMNS), encoding="utf-8")
+    (out / "review.md").write_text(_review_markdown(counted.sample_id, rows), encoding="utf-8")
+    return items
+
+
+def _review_markdown(sample_id: str, rows: list[dict[str, Any]]) -> str:
+    lines = [f"# Cells to review: {sample_id}", "", INSTRUCTIONS, ""]
+    if not rows:
+        lines.append("No cell of this sample was referred or doubtful.")
+    for row in rows:
+        lines += [f"## {row['item']} ({row['image']})", "", f"![cell {row['item']}](crops/{row['item']}.png)", "",
+                  f"- call: {row['model_label']} (confidence {row['confidence'] or 'n/a'})",
+                  f"- top 3: {row['top_3'] or 'n/a'}", f"- why: {row['reason']}", ""]
+    return "\n".join(lines) + "\n"
+
+
+def apply_review(counts: str | Path, corrections: str | Path, out: str | Path,
+                 classes: list[str] | tuple[str, ...]) -> Reviewed:
+    """Apply a corrections CSV to a counted sample and write the reviewed sample into ``out`` (see the module)."""
+    counted = read_counted(counts)
+    try:
+        text = Path(corrections).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{corrections}: cannot read the corrections ({getattr(exc, 'strerror', None) or exc})") from None
+    out = check_output_folder(out, "reviewed sample")
+    photos = load_photos(counted)
+    doc, decisions = apply_corrections(counted.doc, read_corrections(text), classes)
+    cells = corrected_cells(doc, decisions, photos, counted.sample_id, classes)
+    for relative, crop in cells:
+        (out / "cells" / relative).parent.mkdir(parents=True, exist_ok=True)
+        crop.save(out / "cells" / relative)
+    (out / COUNTS).write_text(json.dumps(serialisable(doc), indent=2) + "\n", encoding="utf-8")
+    write_report(doc, out / "report.md", counted.sample_id)
+    (out / "corrections.csv").write_text(corrections_csv(decisions, counted.sample_id), encoding="utf-8")
+    tasks = labelstudio_tasks(doc, counted.doc, counted.sample_id)
+    (out / "labelstudio.json").write_text(json.dumps(tasks, indent=2) + "\n", encoding="utf-8")
+    (out / "labelstudio-config.xml").write_text(labelstudio_config(classes), encoding="utf-8")
+    per_class: dict[str, int] = {}
+    for relative, _ in cells:
+        per_class[relative.split("/")[0]] = per_class.get(relative.split("/")[0], 0) + 1
+    return Reviewed(doc, dict(sorted(per_class.items())), out)

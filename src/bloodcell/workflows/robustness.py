@@ -1,0 +1,113 @@
+"""The robustness job: a classifier on a split's images and their perturbations, untouched originals,
+and another lab's white cells (BCCD).
+
+- **split**: a stratified subset of the manifest's test split (``split="val"`` scores validation,
+  for choosing between candidates without touching test), clean and under each perturbation of
+  :data:`~bloodcell.evaluation.perturbations.PERTURBATIONS`;
+- **untouched originals**: a ``root/<class>/<image>`` folder (e.g. 360x363 PBC JPEGs); an
+  original whose re-encoded copy sits in another split of the manifest (often training) is left
+  out, so only originals of the scored split count;
+- **cross-lab cells**: the main white cell of each held-out BCCD smear
+  (:func:`~bloodcell.data.bccd.held_out_ids`: never used for fine-tuning or adaptation), framed by
+  :func:`~bloodcell.framing.crop_around` at each context.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bloodcell._version import __version__
+from bloodcell.data.bccd import held_out_ids, typed_smears
+from bloodcell.data.images import read_image
+from bloodcell.data.items import folder_items, manifest_items
+from bloodcell.data.manifest import read_manifest
+from bloodcell.errors import DataError, ImageError
+from bloodcell.evaluation.perturbations import (
+    PERTURBATIONS,
+    decode_all,
+    score_images,
+    score_split,
+)
+from bloodcell.framing import crop_around
+from bloodcell.inference.predictor import Classifier, load
+from bloodcell.log import get_logger
+from bloodcell.provenance import file_sha256, git_commit, now
+from bloodcell.weights import resolve
+
+logger = get_logger(__name__)
+
+
+def originals_of_split(paths: Sequence[Path], root: Path, manifest, split: str) -> tuple[list[int], Counter]:
+    """Indices of the originals whose ``<class>/<stem>`` is a row of ``split``, and the split of every original.
+
+    Originals not in the manifest at all count under ``"not in manifest"``.
+    """
+    split_of = {str(Path(row.path).with_suffix("")): row.split for row in manifest.rows}
+    found = [split_of.get(str(path.relative_to(root).with_suffix("")), "not in manifest") for path in paths]
+    return [i for i, name in enumerate(found) if name == split], Counter(found)
+
+
+def held_out_bccd_cells(data_root, context: float) -> tuple[list, list[str], list[tuple[str, str]]]:
+    """(crops, types, skipped) of the main white cell of each held-out BCCD smear."""
+    smears, skipped = typed_smears(data_root)
+    held = held_out_ids(smears)
+    crops, labels = [], []
+    for smear in (s for s in smears if s.image_id in held):
+        try:
+            crops.append(crop_around(read_image(smear.path), smear.main_box.xyxy, context))
+        except ImageError as exc:
+            skipped.append((smear.image_id, str(exc)))
+            continue
+        labels.append(smear.wbc_type)
+    if not crops:
+        raise DataError("no held-out BCCD white cell could be cropped")
+    return crops, labels, skipped
+
+
+def _originals(classifier: Classifier, originals: str | Path, manifest: str | Path, split: str,
+               batch_size: int) -> dict[str, Any]:
+    folder = folder_items(originals)
+    keep, splits = originals_of_split(folder.paths, folder.root, read_manifest(manifest), split)
+    if not keep:
+        raise DataError(f"{originals}: none of its images is an original of the {split} split of {manifest}")
+    images, labels, skipped = decode_all([folder.paths[i] for i in keep], [folder.labels[i] for i in keep])
+    logger.info("originals: %d of the %d images in %s belong to the %s split", len(images), len(folder.paths),
+                originals, split)
+    sizes = Counter(f"{im.width}x{im.height}" for im in images)
+    return {"folder": Path(originals).name, "split_of_originals": dict(splits), "sizes": dict(sizes.most_common()),
+            "skipped": skipped, **score_images(classifier, images, labels, batch_size),
+            "tta": score_images(classifier, images, labels, batch_size, tta=True)}
+
+
+def run_robustness(checkpoint: str | Path, manifest: str | Path, *, limit: int | None = 800, split: str = "test",
+                   data_root: str | Path | None = None, originals: str | Path | None = None,
+                   bccd: bool = False, contexts: Sequence[float] = (1.3, 2.0),
+                   batch_size: int = 32) -> dict[str, Any]:
+    """Score ``checkpoint`` (bundled name or file) on the manifest's ``split`` (stratified ``limit`` subset)
+    and its perturbations, an ``originals`` folder and, with ``bccd``, held-out BCCD cells at each context."""
+    path = resolve(checkpoint)
+    classifier = load(path)
+    items = manifest_items(manifest, split, "pbc8", data_root, limit=limit)
+    logger.info("%s split: %d images", split, len(items.paths))
+    scored = score_split(classifier, items.paths, items.labels, PERTURBATIONS, batch_size)
+    result: dict[str, Any] = {
+        "checkpoint": path.name, "checkpoint_sha256": file_sha256(path),
+        "model_name": classifier.model.model_name if classifier.model is not None else None,
+        "class_names": classifier.class_names, "manifest": Path(manifest).name,
+        "manifest_sha256": items.manifest_sha256, "limit": limit, "git_commit": git_commit(),
+        "bloodcell_version": __version__, "date": now(), "split": split,
+        f"{split}_split": scored["sections"], f"{split}_skipped": [*items.skipped, *scored["skipped"]],
+        "originals": _originals(classifier, originals, manifest, split, batch_size) if originals else None,
+        "cross_lab": None,
+    }
+    if bccd:
+        result["cross_lab"] = {}
+        for context in contexts:
+            crops, labels, skipped = held_out_bccd_cells(data_root, context)
+            logger.info("BCCD crops of the held-out smears at %gx the box: %d cells", context, len(crops))
+            result["cross_lab"][f"bccd_box_{context:g}x"] = {
+                "context": context, "skipped": skipped, **score_images(classifier, crops, labels, batch_size)}
+    return result

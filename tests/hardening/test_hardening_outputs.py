@@ -1,0 +1,123 @@
+"""Hardening item 2: output places are checked before any work, and results are written as they come.
+
+The tests run as root, where chmod does not stop writing: an unwritable place is a path whose
+parent is a regular file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from hardening_helpers import cell_png, save_tiny
+from typer.testing import CliRunner
+
+from bloodcell.cli.main import app
+from bloodcell.errors import ConfigError
+
+runner = CliRunner()
+
+
+def _forbid(monkeypatch, module, *names):
+    """Make ``module.name`` fail the test if it is called (work that must not start)."""
+    for name in names:
+        def refuse(*_a, _name=name, **_k):
+            raise AssertionError(f"{_name} ran before the output place was checked")
+        monkeypatch.setattr(module, name, refuse)
+
+
+@pytest.fixture()
+def blocker(tmp_path):
+    """A regular file: nothing can be created under it."""
+    path = tmp_path / "file.txt"
+    path.write_text("a file, not a folder")
+    return path
+
+
+@pytest.fixture()
+def image(tmp_path):
+    return cell_png(tmp_path / "cells" / "a.png")
+
+
+def _refused(result, *words):
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, ConfigError), repr(result.exception)
+    for word in words:
+        assert word in str(result.exception), str(result.exception)
+
+
+@pytest.mark.parametrize("where", ["a folder named X.csv", "under a file", "a folder named X.json"])
+def test_predict_output_is_checked_before_the_model_is_loaded(monkeypatch, tmp_path, blocker, image, where):
+    import bloodcell.cli.predict as cli_predict
+    import bloodcell.inference.predictor as predictor
+
+    _forbid(monkeypatch, cli_predict, "load")
+    _forbid(monkeypatch, predictor, "read_image")
+    out = {"a folder named X.csv": tmp_path / "X.csv", "under a file": blocker / "out.csv",
+           "a folder named X.json": tmp_path / "X.json"}[where]
+    if where.startswith("a folder"):
+        out.mkdir()
+    _refused(runner.invoke(app, ["predict", str(image), "--output", str(out)]),
+             str(out) if where.startswith("a folder") else f"{blocker}: is a file")
+
+
+def test_predict_explain_folder_is_checked_before_the_model_is_loaded(monkeypatch, blocker, image):
+    import bloodcell.cli.predict as cli_predict
+
+    _forbid(monkeypatch, cli_predict, "load")
+    _refused(runner.invoke(app, ["predict", str(image), "--explain", str(blocker / "cams")]), "Grad-CAM")
+    _refused(runner.invoke(app, ["predict", str(image), "--explain", str(blocker)]), "is a file")
+
+
+def test_count_output_is_checked_before_any_photo_is_read(monkeypatch, blocker, image):
+    import bloodcell.cli.count as cli_count
+
+    _forbid(monkeypatch, cli_count, "load", "count_samples", "samples_from_folders")
+    _refused(runner.invoke(app, ["count", str(image), "--output", str(blocker / "counts"),
+                                 "--detector", "classical"]), "counts")
+    _refused(runner.invoke(app, ["count", str(image), "--output", str(blocker), "--detector", "classical"]), "is a file")
+
+
+def test_evaluate_output_is_checked_before_anything_is_scored(monkeypatch, blocker, tmp_path):
+    import bloodcell.cli.evaluate as cli_evaluate
+
+    _forbid(monkeypatch, cli_evaluate, "run_evaluation")
+    _refused(runner.invoke(app, ["evaluate", "--output", str(blocker / "report"), "--dataset", "folder",
+                                 "--data-root", str(tmp_path)]), "evaluation report")
+
+
+def test_export_output_is_checked_before_the_model_is_loaded(monkeypatch, blocker):
+    import bloodcell.cli.export as cli_export
+
+    _forbid(monkeypatch, cli_export, "export_onnx", "int8_calibration_batches")
+    _refused(runner.invoke(app, ["export", "--output", str(blocker / "model.onnx")]), "ONNX model")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_a_failure_in_the_third_batch_keeps_the_first_two_batches(monkeypatch, tmp_path, suffix):
+    from bloodcell.inference.predictor import Classifier
+
+    folder = tmp_path / "cells"
+    for index, stem in enumerate(["a_0", "a_1", "b_0", "b_1", "c_0", "c_1"]):
+        cell_png(folder / f"{stem}.png", seed=index)
+    checkpoint = save_tiny(tmp_path / "tiny.safetensors")
+    real = Classifier._predict_batch
+
+    def third_batch_fails(self, items, *args):
+        if any("c_" in str(item) for item in items):
+            raise RuntimeError("the engine failed on the third batch")
+        return real(self, items, *args)
+
+    monkeypatch.setattr(Classifier, "_predict_batch", third_batch_fails)
+    out = tmp_path / f"predictions{suffix}"
+    result = runner.invoke(app, ["predict", str(folder), "--model", str(checkpoint), "--output", str(out),
+                                 "--batch-size", "2"])
+    assert isinstance(result.exception, RuntimeError) and result.exit_code != 0
+    if suffix == ".csv":
+        with out.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    else:
+        rows = json.loads(out.read_text())
+    assert [row["path"].rsplit("/", 1)[-1] for row in rows] == ["a_0.png", "a_1.png", "b_0.png", "b_1.png"]
+    assert all(row["label"] and not row["error"] for row in rows)

@@ -1,0 +1,80 @@
+"""The one crop-around-a-cell function: square, centred on the box, the photo's background outside."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from bloodcell.errors import ConfigError
+from bloodcell.framing import (
+    CONTEXT,
+    NUCLEUS_TO_CELL,
+    crop_around,
+    find_cell,
+    frame_cell,
+)
+
+BACKGROUND, CELL = (235, 225, 230), (90, 40, 140)
+
+
+def _photo() -> Image.Image:
+    image = Image.new("RGB", (200, 150), BACKGROUND)
+    ImageDraw.Draw(image).rectangle((80, 50, 119, 89), fill=CELL)  # a 40x40 "cell"
+    return image
+
+
+def test_crop_is_square_context_times_the_box_and_centred_on_it():
+    crop = crop_around(_photo(), (80, 50, 120, 90))
+    assert crop.size == (round(40 * CONTEXT),) * 2
+    a = np.asarray(crop, dtype=np.int16)
+    cell = np.all(np.abs(a - CELL) < 10, axis=2)
+    ys, xs = np.nonzero(cell)
+    assert abs(xs.mean() - crop.width / 2) < 1.5 and abs(ys.mean() - crop.height / 2) < 1.5
+    assert abs(cell.mean() - 1 / CONTEXT ** 2) < 0.03  # the cell fills 1/context^2 of the crop
+
+
+def test_a_cell_at_the_border_stays_centred_on_the_background_colour():
+    crop = crop_around(_photo(), (170, 0, 210, 30), context=2.0)  # runs past the top and right edges
+    assert crop.size == (80, 80)
+    corner = np.asarray(crop)[0, -1]
+    assert np.all(np.abs(corner.astype(int) - BACKGROUND) < 3)  # filled outside the photo, not black
+
+
+def test_context_must_be_positive():
+    with pytest.raises(ConfigError):
+        crop_around(_photo(), (80, 50, 120, 90), context=0)
+
+
+def _cell(size: int, diameter: float, centre: tuple[float, float] | None = None) -> Image.Image:
+    """A purple cell (pale cytoplasm, dark nucleus) on a pale background."""
+    image = Image.new("RGB", (size, size), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    cx, cy = centre or (size / 2, size / 2)
+    r = diameter / 2
+    draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(205, 190, 220))
+    draw.ellipse((cx - 0.75 * r, cy - 0.75 * r, cx + 0.75 * r, cy + 0.75 * r), fill=CELL)
+    return image
+
+
+def _cell_fraction(image: Image.Image) -> float:
+    """The cell's diameter as a fraction of the image side (from the non-background pixels)."""
+    a = np.asarray(image, dtype=np.int16)
+    mask = np.any(np.abs(a - BACKGROUND) > 25, axis=2)
+    ys, xs = np.nonzero(mask)
+    return (xs.max() - xs.min() + 1) / image.width
+
+
+def test_framing_brings_a_cell_to_one_size_whatever_its_size_in_the_input():
+    filling = frame_cell(_cell(128, 124))  # fills the frame
+    native = frame_cell(_cell(360, 145))  # PBC-like: about 40 % of the width
+    small = frame_cell(_cell(1000, 100, (430, 560)))  # small, off-centre in a wide field
+    fractions = [_cell_fraction(image) for image in (filling, native, small)]
+    assert max(fractions) - min(fractions) < 0.06, fractions
+    # nucleus 0.75 of the cell, box 1.15 x the nucleus, side 1.5 x the box: the cell spans 1 / 1.29 of the side
+    assert fractions[0] == pytest.approx(1 / (CONTEXT * NUCLEUS_TO_CELL * 0.75), abs=0.05)
+
+
+def test_framing_keeps_an_image_without_a_stained_cell_as_it_is():
+    blank = Image.new("RGB", (200, 150), BACKGROUND)
+    assert find_cell(blank) is None and frame_cell(blank) is blank

@@ -1,0 +1,86 @@
+"""``bloodcell adapt``: a few labelled cells of a new lab refit the last layer; refusals in one sentence."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluate"))
+from evaluate_fixtures import COLOURS, trained_tiny_checkpoint, write_image  # noqa: E402
+
+from bloodcell.checkpoint import read_checkpoint_meta  # noqa: E402
+from bloodcell.cli.main import app  # noqa: E402
+from bloodcell.data.registry import PBC_CLASSES  # noqa: E402
+from bloodcell.errors import DataError  # noqa: E402
+from bloodcell.inference.predictor import load  # noqa: E402
+from bloodcell.workflows.adapt import adapt  # noqa: E402
+
+#: The new lab's stain: every colour shifted, enough to swap some of the model's nearest colours.
+SHIFT = np.array([-60, 70, 40])
+LAB_CLASSES = ("eosinophil", "lymphocyte", "neutrophil")
+
+
+def _lab_colour(name: str) -> np.ndarray:
+    colour = COLOURS[PBC_CLASSES.index(name)] if name in PBC_CLASSES else (128, 128, 128)
+    return np.clip(np.array(colour) + SHIFT, 0, 255)
+
+
+def _cells(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for name, n in per_class.items():
+        for i in range(n):
+            write_image(root / name / f"{name}_{i}.png", _lab_colour(name), rng)
+    return root
+
+
+@pytest.fixture()
+def model(tmp_path):
+    return trained_tiny_checkpoint(tmp_path / "tiny.safetensors")
+
+
+def test_adapting_fixes_a_shifted_lab_and_keeps_the_other_classes(model, tmp_path):
+    cells = _cells(tmp_path / "lab", dict.fromkeys(LAB_CLASSES, 8))
+    (cells / "neutrophil" / "broken.png").write_bytes(b"not an image")
+    result = adapt(model, cells, tmp_path / "lab.safetensors")
+    assert result.cells == dict.fromkeys(LAB_CLASSES, 8) and [p for p, _ in result.skipped] == ["neutrophil/broken.png"]
+    assert result.fit.cv_accuracy_before < 0.9 <= result.fit.cv_accuracy  # the shift fooled the model; adapting fixed it
+    fresh = _cells(tmp_path / "fresh", dict.fromkeys(LAB_CLASSES, 5), seed=1)
+    adapted, original = load(result.path), load(model)
+    images = [Image.open(p) for name in LAB_CLASSES for p in sorted((fresh / name).iterdir())]
+    truth = [name for name in LAB_CLASSES for _ in range(5)]
+    assert [p.label for p in adapted.predict(images)] == truth
+    assert [p.label for p in original.predict(images)] != truth
+    untouched = Image.fromarray(np.full((24, 24, 3), COLOURS[PBC_CLASSES.index("platelet")], np.uint8))
+    assert adapted.predict(untouched).label == "platelet"  # a class without cells is still named
+    meta = read_checkpoint_meta(result.path)["adaptation"]
+    assert meta["lab"] == "lab" and meta["cells"] == dict.fromkeys(LAB_CLASSES, 8)
+    assert meta["cv_accuracy"] == result.fit.cv_accuracy and "/" not in meta["base"]
+
+
+@pytest.mark.parametrize("per_class, message", [
+    ({"eosinophil": 8, "lymphocyte": 4}, "at least 5 cells per class .*lymphocyte has 4"),
+    ({"eosinophil": 8, "alien": 8}, "alien .* not classes of the model"),
+    ({"eosinophil": 8}, "at least 2 classes"),
+])
+def test_refusals_are_one_sentence(model, tmp_path, per_class, message):
+    cells = _cells(tmp_path / "lab", per_class)
+    with pytest.raises(DataError, match=message):
+        adapt(model, cells, tmp_path / "lab.safetensors")
+    assert not (tmp_path / "lab.safetensors").exists()
+
+
+def test_cli_prints_the_cross_validated_accuracy_and_refuses_an_empty_folder(model, tmp_path):
+    cells = _cells(tmp_path / "lab", dict.fromkeys(LAB_CLASSES, 6))
+    out = tmp_path / "lab.safetensors"
+    result = CliRunner().invoke(app, ["adapt", "--model", str(model), "--cells", str(cells), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "cross-validation" in result.output and "before adapting" in result.output and out.is_file()
+    (tmp_path / "empty").mkdir()
+    refused = CliRunner().invoke(app, ["adapt", "--model", str(model), "--cells", str(tmp_path / "empty"), "-o",
+                                       str(tmp_path / "x.safetensors")])
+    assert isinstance(refused.exception, DataError) and "no readable cell image" in str(refused.exception)

@@ -1,0 +1,285 @@
+"""``reproduce``: each paper's protocol (leaks included) beside an honest one, on synthetic data in seconds."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from torch import nn
+from typer.testing import CliRunner
+
+from bloodcell.checkpoint import read_checkpoint_meta
+from bloodcell.cli import main as cli_main
+from bloodcell.cli.reproduce import reproduce as reproduce_command
+from bloodcell.data.manifest import ManifestRow, read_manifest, write_manifest
+from bloodcell.data.registry import PBC_CLASSES
+from bloodcell.errors import ConfigError, DataError
+from bloodcell.models.registry import _REGISTRY, register_model, registered_entries
+from bloodcell.provenance import file_sha256
+from bloodcell.train.config import resolve_config
+from bloodcell.workflows import reproduce as rep
+
+TINY = "test-tiny-reproduce-net"
+BCCD_COLOURS = {"eosinophil": (200, 60, 60), "lymphocyte": (60, 60, 200), "monocyte": (60, 180, 60),
+                "neutrophil": (200, 200, 60), "basophil": (120, 40, 160)}
+#: Recipe options replaced so a paper's protocol runs in seconds: a tiny colour net, two small epochs.
+FAST = {"model": TINY, "input_size": 16, "epochs": 1, "batch_size": 8, "cache": False, "threads": 1,
+        "pretrained": False}
+
+
+class ColourNet(nn.Module):
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+if TINY not in _REGISTRY:
+    @register_model(TINY, input_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    def _tiny(num_classes, pretrained=False, input_size=16, **kwargs):
+        """Tiny colour classifier for the reproduce tests."""
+        return ColourNet(num_classes)
+
+
+def _voc(image_id: str, size: tuple[int, int], box: tuple[int, int, int, int]) -> str:
+    x1, y1, x2, y2 = box
+    return (f"<annotation><filename>{image_id}.jpg</filename><size><width>{size[0]}</width><height>{size[1]}</height>"
+            f"<depth>3</depth></size><object><name>WBC</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
+            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object></annotation>")
+
+
+def make_bccd(root: Path, cells_per_type: int = 10, seed: int = 0) -> Path:
+    """``root/bccd``: small smears, each with one white cell (a disc coloured by its type), VOC boxes and labels."""
+    rng = np.random.default_rng(seed)
+    folder = root / "bccd"
+    (folder / "JPEGImages").mkdir(parents=True)
+    (folder / "Annotations").mkdir()
+    lines = ["image_id,wbc_type"]
+    for t, (wbc_type, colour) in enumerate(BCCD_COLOURS.items()):
+        for i in range(cells_per_type if wbc_type != "basophil" else 1):
+            image_id = f"BloodImage_{t}{i:03d}"
+            smear = Image.new("RGB", (96, 72), (230, 205, 210))
+            cx, cy = int(rng.integers(30, 66)), int(rng.integers(24, 48))
+            ImageDraw.Draw(smear).ellipse((cx - 12, cy - 12, cx + 12, cy + 12), fill=colour)
+            smear.save(folder / "JPEGImages" / f"{image_id}.jpg", quality=95)
+            (folder / "Annotations" / f"{image_id}.xml").write_text(_voc(image_id, smear.size, (cx - 13, cy - 13, cx + 13, cy + 13)))
+            lines.append(f"{image_id},{wbc_type}")
+    (folder / "wbc_labels.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def make_pbc(root: Path, per_split: dict[str, int], duplicate_pairs: int = 0, seed: int = 0) -> Path:
+    """``root/pbc/<class>/`` colour squares and a frozen-like manifest; ``duplicate_pairs`` pairs of training
+    images per class share a duplicate group."""
+    rng = np.random.default_rng(seed)
+    colours = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (200, 40, 200), (40, 200, 200),
+               (120, 120, 120), (240, 160, 60)]
+    rows = []
+    for k, name in enumerate(PBC_CLASSES):
+        index = 0
+        for split, n in per_split.items():
+            for j in range(n):
+                copies = 2 if split == "train" and j < duplicate_pairs else 1
+                group = f"dup:{name}/{index:04d}.png" if copies == 2 else ""
+                for _ in range(copies):
+                    path = root / "pbc" / name / f"{index:04d}.png"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    noise = rng.integers(-20, 21, size=(24, 24, 3))
+                    Image.fromarray(np.clip(np.array(colours[k]) + noise, 0, 255).astype(np.uint8)).save(path)
+                    rows.append(ManifestRow(f"{name}/{index:04d}.png", name, name, split, file_sha256(path), group))
+                    index += 1
+    write_manifest(root / "pbc-frozen.csv", "pbc", rows)
+    return root / "pbc-frozen.csv"
+
+
+def _groups_by_split(manifest) -> dict[str, set[str]]:
+    splits: dict[str, set[str]] = defaultdict(set)
+    for row in manifest.rows:
+        splits[row.group or row.path].add(row.split)
+    return splits
+
+
+# --------------------------------------------------------------------------------------------------
+# The data: the leaky protocol really leaks, the honest one never does
+# --------------------------------------------------------------------------------------------------
+
+
+def test_bccd_copies_paper_split_crosses_cells_and_honest_split_never_does(tmp_path):
+    make_bccd(tmp_path / "data")
+    folder = rep.build_bccd_copies(tmp_path / "out" / "data" / "bccd4", tmp_path / "data", seed=0, per_class=12)
+    paper, honest = read_manifest(folder / "paper.csv"), read_manifest(folder / "honest.csv")
+    assert {r.label for r in paper.rows} == set(rep.BCCD4)  # the basophil is left out, as in Kaggle's set
+    per_type = defaultdict(int)
+    for row in paper.rows:
+        per_type[row.label] += 1
+    assert dict(per_type) == {t: 12 for t in rep.BCCD4}  # classes balanced by the number of copies
+    crossing = [g for g, splits in _groups_by_split(paper).items() if {"train", "test"} <= splits]
+    assert crossing, "the paper's protocol must put copies of one cell in train and in test"
+    assert all(len(splits) == 1 for splits in _groups_by_split(honest).values())
+    test_rows = [r for r in honest.rows if r.split == "test"]
+    assert test_rows and all(r.path.endswith("_000.jpg") for r in test_rows)  # each test cell once, unaugmented
+    assert len({r.group for r in test_rows}) == len(test_rows)
+    leaks = rep.leak_counts(folder / "paper.csv", folder / "paper.csv")
+    assert leaks["scored_from_training_sources"] > 0 and leaks["scored_training_images"] == 0
+    assert rep.leak_counts(folder / "honest.csv", folder / "honest.csv")["scored_from_training_sources"] == 0
+    # copies are real variations of the cell, all the Kaggle-like window (here the whole small smear)
+    images = [Image.open(folder / r.path) for r in paper.rows if r.group == crossing[0]]
+    assert all(image.size == (96, 72) for image in images)
+    assert len({np.asarray(image).tobytes() for image in images}) == len(images)
+
+
+def test_bccd_copies_are_built_once_and_are_deterministic(tmp_path):
+    make_bccd(tmp_path / "data")
+    first = rep.build_bccd_copies(tmp_path / "a", tmp_path / "data", seed=3, per_class=6)
+    second = rep.build_bccd_copies(tmp_path / "b", tmp_path / "data", seed=3, per_class=6)
+    assert (first / "paper.csv").read_bytes() == (second / "paper.csv").read_bytes()
+    assert (first / "honest.csv").read_bytes() == (second / "honest.csv").read_bytes()
+    stamp = (first / "paper.csv").stat().st_mtime_ns
+    rep.build_bccd_copies(first, tmp_path / "data", seed=3, per_class=6)
+    assert (first / "paper.csv").stat().st_mtime_ns == stamp
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_copies_per_cell_balance_a_class_and_keep_every_cell():
+    assert rep.copies_per_cell(4, 10) == [3, 3, 2, 2]
+    assert rep.copies_per_cell(5, 2) == [1, 1, 1, 1, 1]
+
+
+def test_pbc_protocols_random_split_crosses_duplicates_and_asghar_scores_training_images(tmp_path):
+    frozen = make_pbc(tmp_path, {"train": 12, "val": 3, "test": 3}, duplicate_pairs=3)
+    manifest = read_manifest(frozen)
+    assert all(len(s) == 1 for s in _groups_by_split(manifest).values())
+    assert rep.leak_counts(frozen, frozen) == {"scored_set_images": 8 * 3, "scored_training_images": 0,
+                                               "scored_from_training_sources": 0}
+    random = rep.random_image_split(manifest, tmp_path / "random.csv", seed=0)
+    assert any(len(s) > 1 for s in _groups_by_split(read_manifest(random)).values())  # duplicates ignored
+    assert rep.leak_counts(random, random)["scored_from_training_sources"] > 0
+    everything = rep.all_images_as_test(manifest, tmp_path / "all.csv")
+    leaks = rep.leak_counts(frozen, everything)
+    assert leaks["scored_set_images"] == len(manifest.rows)
+    assert leaks["scored_training_images"] == sum(r.split == "train" for r in manifest.rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# The workflow: both figures, one clear error for bad options
+# --------------------------------------------------------------------------------------------------
+
+
+def _settings(tmp_path: Path, **kwargs) -> rep.Settings:
+    base = {"budget_s": 20.0, "data_root": tmp_path / "data", "copies_per_class": 30, "n_boot": 20, "overrides": FAST}
+    return rep.Settings(**{**base, **kwargs})
+
+
+def _check_figure(result: dict, out: Path) -> None:
+    acc = result["accuracy"]
+    assert 0.0 <= acc["low"] <= acc["estimate"] <= acc["high"] <= 1.0
+    assert result["scored_images"] > 0 and (out / result["report"] / "metrics.json").is_file()
+
+
+def test_reproduce_bccd_paper_reports_both_protocols_side_by_side(tmp_path, monkeypatch):
+    make_bccd(tmp_path / "data")
+    out = tmp_path / "out"
+    # Khalil's recipe squashes images (resize: squash); the decoded-image cache is on, as in real runs
+    settings = _settings(tmp_path, overrides={**FAST, "cache": True, "cache_dir": str(tmp_path / "cache")})
+    (record,) = rep.reproduce("khalil2022-scratch", out, settings)
+    saved = json.loads((out / "khalil2022-scratch" / rep.RESULT_FILE).read_text())
+    assert saved == json.loads(json.dumps(record))
+    assert saved["claimed"] and saved["budget_s"] == 20.0 and saved["recipe"] == "configs/papers/khalil2022-scratch.json"
+    assert saved["command"].startswith("bloodcell reproduce khalil2022-scratch") and "commit" in saved
+    paper, honest = saved["ours_paper_protocol"], saved["ours_honest"]
+    for result in (paper, honest):
+        _check_figure(result, out)
+    assert paper["leaks"]["scored_from_training_sources"] > 0 and honest["leaks"]["scored_from_training_sources"] == 0
+    assert paper["run"] != honest["run"]  # the two splits train on different images
+    assert json.loads((out / paper["report"] / "metrics.json").read_text())["label"] == rep.PAPER_LABEL
+    honest_metrics = json.loads((out / honest["report"] / "metrics.json").read_text())
+    assert honest_metrics["label"] == "TEST RESULT" and honest_metrics["is_test_result"] is True
+    for result in (paper, honest):
+        meta = read_checkpoint_meta(out / result["run"] / "best.safetensors")
+        assert meta["data_config"]["resize"] == "squash" and meta["train_config"]["optimizer"] == "adam"
+    row = (out / "khalil2022-scratch" / "reproduction.md").read_text()
+    assert "khalil2022-scratch" in row and row.count(" % [") == 2 and "ImageNet" not in row
+    summary = (out / "reproductions.md").read_text()
+    assert "ours, paper's protocol (95% CI)" in summary and "ours, honest (95% CI)" in summary
+    assert list((out / "data").iterdir()) == [out / "data" / "bccd4-seed0-30"]  # the data built stays under --output
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished reproduction was run again")
+
+    monkeypatch.setattr(rep, "run_training", refuse)
+    assert rep.reproduce("khalil2022-scratch", out, settings) == [saved]
+
+
+def test_reproduce_asghar_trains_once_and_scores_training_images_under_the_paper_protocol(tmp_path):
+    frozen = make_pbc(tmp_path / "data", {"train": 4, "val": 2, "test": 2})
+    out = tmp_path / "out"
+    (record,) = rep.reproduce("asghar2023-cnn", out, _settings(tmp_path, pbc_manifest=frozen))
+    paper, honest = record["ours_paper_protocol"], record["ours_honest"]
+    _check_figure(paper, out)
+    _check_figure(honest, out)
+    assert paper["scored_images"] == 8 * 8 and honest["scored_images"] == 8 * 2
+    assert paper["leaks"]["scored_training_images"] == 8 * 4 and honest["leaks"]["scored_training_images"] == 0
+    assert paper["run"] == honest["run"] and not (out / "asghar2023-cnn" / "honest" / "run").exists()
+    assert any("one run serves both" in note for note in honest["notes"])
+    assert json.loads((out / paper["run"] / "config.json").read_text())["manifest"] == str(frozen)
+
+
+@pytest.mark.parametrize("budget", [0, -5, math.nan])
+def test_budget_must_be_positive_before_any_work(tmp_path, budget):
+    with pytest.raises(ConfigError, match="--budget must be a positive number of seconds"):
+        rep.reproduce("khalil2022-vgg16", tmp_path / "out", rep.Settings(budget_s=budget))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_paper_name_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown paper 'vgg16'; choose one of khalil2022-vgg16, .*, or all"):
+        rep.reproduce("vgg16", tmp_path / "out")
+    result = CliRunner().invoke(cli_main.app, ["reproduce", "vgg16", "--output", str(tmp_path / "out")])
+    assert isinstance(result.exception, ConfigError) and "unknown paper 'vgg16'" in str(result.exception)
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_paper_model_has_a_protocol_and_a_readable_recipe():
+    papers = {e.name for e in registered_entries() if e.paper is not None}
+    assert papers == set(rep.PROTOCOLS) and rep.paper_names("all") == list(rep.PROTOCOLS)
+    for name in papers:
+        assert resolve_config(rep.recipe_path(name)).model == name
+    assert resolve_config(rep.recipe_path("khalil2022-vgg16")).resize == "squash"
+
+
+def test_command_table_help_is_the_command_docstring():
+    assert cli_main.COMMANDS["reproduce"] == ("bloodcell.cli.reproduce:reproduce",
+                                              reproduce_command.__doc__.strip().splitlines()[0])
+
+
+def test_recipe_gets_the_budget_and_seed_and_missing_imagenet_weights_are_recorded_not_hidden(tmp_path, monkeypatch):
+    monkeypatch.setattr(rep, "pretrained_available", lambda name: False)
+    arm = rep.Arm("paper", "words", tmp_path / "m.csv", tmp_path / "m.csv", "pbc", None, "pbc8", True)
+    config, notes = rep._train_config("khalil2022-vgg16", arm, rep.Settings(budget_s=123, seed=4), tmp_path / "run")
+    assert (config.model, config.resize, config.optimizer, config.input_size) == ("khalil2022-vgg16", "squash", "adam", 128)
+    assert config.time_budget_s == 123 and config.seed == 4 and config.manifest == str(tmp_path / "m.csv")
+    assert config.pretrained is False and rep.MISSING_WEIGHTS in notes[0]
+    result = {"accuracy": {"estimate": 0.5, "low": 0.4, "high": 0.6}, "scored_images": 10, "notes": notes}
+    assert "no ImageNet weights" in rep._figure(result)
+    config, notes = rep._train_config("khalil2022-vgg16", arm, rep.Settings(pretrained="recipe"), tmp_path / "run")
+    assert config.pretrained is True and notes == []
+
+
+def test_missing_data_is_refused_before_any_work(tmp_path):
+    make_bccd(tmp_path / "data")  # BCCD only: no PBC
+    settings = rep.Settings(data_root=tmp_path / "data", pbc_manifest=tmp_path / "missing.csv")
+    with pytest.raises(DataError, match="pbc"):
+        rep.reproduce("veena-resnet50", tmp_path / "out", settings)
+    make_pbc(tmp_path / "data", {"train": 1})
+    with pytest.raises(DataError, match="missing.csv: PBC manifest not found"):
+        rep.reproduce("all", tmp_path / "out", settings)
+    assert not (tmp_path / "out").exists()

@@ -21,6 +21,7 @@ demo: install
 	$(BIN)/bloodcell demo --output outputs/demo
 
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 clean:

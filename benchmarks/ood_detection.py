@@ -70,12 +70,12 @@ def main() -> None:
 
     from bloodcell.data.locate import data_home, dataset_root
     from bloodcell.data.manifest import read_manifest
-    from bloodcell.evaluation.evaluate import git_commit
     from bloodcell.inference.predictor import load
+    from bloodcell.provenance import git_commit
 
     classifier = load(args.model, num_threads=args.threads)
     if classifier.guard is None:
-        sys.exit("the model has no OOD guard; run bloodcell.inference.ood.calibrate_ood on it first")
+        sys.exit("the model has no OOD guard; run `bloodcell calibrate-ood --model MODEL --manifest MANIFEST` on it first")
     manifest = read_manifest(args.manifest)
     rows = manifest.rows_for(args.split)
     picks = np.random.default_rng(args.seed).permutation(len(rows))[: args.positives]

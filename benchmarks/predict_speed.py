@@ -140,9 +140,10 @@ def main() -> None:
                 runs.append(run)
             if checkpoint == bundled:
                 from bloodcell.inference.onnx import export_onnx
+                from bloodcell.workflows.calibrate import int8_calibration_batches
 
-                int8 = export_onnx(bundled, Path(tmp) / "pbc8-int8.onnx", int8=True,
-                                   calibration_manifest=ROOT / "manifests" / "pbc-seed0.csv")
+                batches = int8_calibration_batches(bundled, ROOT / "manifests" / "pbc-seed0.csv")
+                int8 = export_onnx(bundled, Path(tmp) / "pbc8-int8.onnx", int8=True, calibration=batches)
                 run = {"model": label, **_time(int8, "onnx", files, args.threads, args.batch_size, args.repeats),
                        "engine": "onnx int8 (static QDQ)"}
                 print(json.dumps(run))

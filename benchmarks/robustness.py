@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         shlex.join(["benchmarks/robustness.py", *argv])
     result["threads"] = args.threads
     result["total_seconds"] = round(time.perf_counter() - start, 1)
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"robustness-{Path(args.model).parent.name}.json"
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"robustness-{Path(args.model).parent.name or Path(args.model).stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     print_table(result)

@@ -61,18 +61,16 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "smear_label_audit.json"))
     args = parser.parse_args()
 
-    from bloodcell.smear.splits import read_split
-
-    from bloodcell.data.voc import smear_annotations
+    from bloodcell.data.smear_manifest import read_smear_manifest
+    from bloodcell.data.smears import smear_images
     from bloodcell.progress import track
 
-    split = read_split(args.manifest)
-    pairs = list(smear_annotations("cbc", "Training", args.data_root))
+    split = read_smear_manifest(args.manifest).split_of()
     rows = []
-    for image, ann in track(pairs, "auditing CBC labels"):
-        boxes = [(b.label, b.x1, b.y1, b.x2, b.y2) for b in ann.boxes]
-        rows.append({"image_id": image.stem, "split": split.get(image.stem, "unlisted"),
-                     **audit_smear(np.asarray(Image.open(image).convert("RGB")), boxes)})
+    for photo in track(smear_images("cbc", args.data_root, "Training"), "auditing CBC labels", unit="smears"):
+        boxes = [(b.label, b.x1, b.y1, b.x2, b.y2) for b in photo.annotation.boxes]
+        rows.append({"image_id": photo.image_id, "split": split.get(photo.image_id, "unlisted"),
+                     **audit_smear(np.asarray(Image.open(photo.path).convert("RGB")), boxes)})
     report = {"command": "python " + " ".join(sys.argv), "dataset": "cbc/Training", "manifest": args.manifest,
               "red_threshold": RED_THRESHOLD, "all": summarise(rows),
               **{name: summarise([r for r in rows if r["split"] == name]) for name in ("train", "val", "test")},

@@ -33,6 +33,8 @@ NUCLEUS_TO_CELL = 1.15
 #: The stained part must cover at least / at most these fractions of the image, and be no more elongated than this.
 CELL_AREA = (0.002, 0.8)
 MAX_ELONGATION = 3.0
+#: Smallest stained group counted as a white cell by :func:`count_cells`, as a fraction of the image.
+WHITE_CELL_AREA = 0.008
 
 BoxLike = tuple[float, float, float, float]
 
@@ -64,13 +66,10 @@ def _stain(small: Image.Image) -> np.ndarray:
     return cv2.GaussianBlur(rgb[..., 2] - rgb[..., 1], (0, 0), 1.5)
 
 
-def find_cell(image: Image.Image) -> tuple[float, float, float, float] | None:
-    """Box (x1, y1, x2, y2) of the stained cell nearest the centre, or None when nothing stands out.
-
-    The strongly stained pixels (above Otsu's threshold of blue minus green and above half of its
-    range) are the nucleus and granules; lobes a few pixels apart are merged; the group nearest the
-    centre is the cell, its box grown by :data:`NUCLEUS_TO_CELL` (the cytoplasm around the nucleus).
-    """
+def _stained_groups(image: Image.Image) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """(scale of the small copy, its strongly stained pixels, its groups of them merged across small gaps),
+    or None when nothing stands out. Strongly stained: above Otsu's threshold of blue minus green and
+    above half of its range (nuclei and granules)."""
     factor = min(1.0, SEARCH_SIDE / max(1, min(image.size)))
     small = image.convert("RGB").resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))),
                                         Image.Resampling.BILINEAR)
@@ -81,7 +80,20 @@ def find_cell(image: Image.Image) -> tuple[float, float, float, float] | None:
     strong = stain > max(otsu_threshold(stain), low + 0.5 * (high - low))
     radius = max(1, round(MERGE * min(small.size)))
     merged = cv2.dilate(strong.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
-    group = nearest_component(merged.astype(bool), CELL_AREA[0] * strong.size)
+    return factor, strong, merged.astype(bool)
+
+
+def find_cell(image: Image.Image) -> tuple[float, float, float, float] | None:
+    """Box (x1, y1, x2, y2) of the stained cell nearest the centre, or None when nothing stands out.
+
+    The group of strongly stained pixels (lobes a few pixels apart merged) nearest the centre is the
+    cell, its box grown by :data:`NUCLEUS_TO_CELL` (the cytoplasm around the nucleus).
+    """
+    found = _stained_groups(image)
+    if found is None:
+        return None
+    factor, strong, merged = found
+    group = nearest_component(merged, CELL_AREA[0] * strong.size)
     if group is None:
         return None
     ys, xs = np.nonzero(strong & group)
@@ -92,6 +104,20 @@ def find_cell(image: Image.Image) -> tuple[float, float, float, float] | None:
         return None
     cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, NUCLEUS_TO_CELL * max(x2 - x1, y2 - y1) / 2
     return (cx - half) / factor, (cy - half) / factor, (cx + half) / factor, (cy + half) / factor
+
+
+def count_cells(image: Image.Image) -> int:
+    """How many white-cell-sized stained groups the image shows (at least :data:`WHITE_CELL_AREA` of it and a
+    third of the largest): 1 for a single-cell image, more for a field or smear photo."""
+    found = _stained_groups(image)
+    if found is None:
+        return 0
+    _, strong, merged = found
+    count, labels = cv2.connectedComponents(merged.astype(np.uint8))
+    areas = np.bincount(labels[strong], minlength=count)[1:]
+    if not len(areas) or areas.max() == 0:
+        return 0
+    return int(((areas >= WHITE_CELL_AREA * strong.size) & (areas >= areas.max() / 3)).sum())
 
 
 def frame_cell(image: Image.Image, context: float = CONTEXT) -> Image.Image:

@@ -1,4 +1,4 @@
-"""Image transforms derived from a model's :class:`~bloodcell.models.DataConfig` (torchvision v2).
+"""Image transforms derived from a model's :class:`DataConfig` (defined here; torchvision v2).
 
 ``create_transform(data_config, is_training, augment)`` accepts an RGB PIL image or a uint8
 CHW tensor and returns a normalised float32 CHW tensor of ``input_size`` x ``input_size``.

@@ -70,7 +70,7 @@ def test_python_dash_m_bloodcell_answers_the_version():
 
 
 EXPECTED = {
-    "groups": {"data", "models", "detector"},
+    "groups": {"data", "models", "detector", "review"},
     "commands": {"predict", "export", "calibrate-ood", "train", "tune", "interpolate", "serve", "evaluate",
                  "benchmark", "demo", "count", "adapt", "reproduce"},
 }

@@ -14,7 +14,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from hardening_helpers import CLASSES, TINY, cell_png, read_document, save_tiny, write_document
+from hardening_helpers import (
+    CLASSES,
+    TINY,
+    cell_png,
+    read_document,
+    save_tiny,
+    write_document,
+)
 from typer.testing import CliRunner
 
 import bloodcell
@@ -145,7 +152,7 @@ def test_load_refuses_bad_metadata_in_one_sentence(valid, tmp_path, builds, case
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_predict_refuses_bad_metadata_before_reading_any_image(valid, tmp_path, builds, monkeypatch, case):
-    import bloodcell.inference.predictor as predictor
+    from bloodcell.inference import predictor
 
     def no_reading(*_a, **_k):
         raise AssertionError("an image was read")
@@ -209,3 +216,65 @@ def test_a_checkpoint_is_written_as_readable_as_the_rest_of_the_run(tmp_path):
     """Item 9: safetensors writes 0600; a checkpoint is chmod-ed to 0644 like the run's other files."""
     path = save_tiny(tmp_path / "best.safetensors")
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("recorded", [{"held_out_accuracy": "high"}, {"held_out_accuracy": [0.9]},
+                                      {"held_out_accuracy": 7.5, "held_out_smears": "many"}, "a sentence",
+                                      {"held_out_accuracy": 0.8, "held_out_smears": 20, "fitted_on": "pbc"}])
+def test_count_quotes_only_well_formed_typing_records(tmp_path, recorded):
+    """A checkpoint's smear_typing section is quoted by count's report only when its figures are well formed;
+    a malformed one is left out instead of ending the count in a traceback after all the photos were counted."""
+    checkpoint = save_tiny(tmp_path / "typer.safetensors", smear_typing=recorded, adaptation={"lab": ["not a name"]})
+    photo = cell_png(tmp_path / "smear.png", size=96)
+    result = CliRunner().invoke(app, ["count", str(photo), "--output", str(tmp_path / "out"), "--detector",
+                                      "classical", "--model", str(checkpoint)])
+    assert result.exit_code == 0, repr(result.exception)
+    typing = json.loads((tmp_path / "out" / "counts.json").read_text())["sample"]["wbc_typing"]
+    valid = isinstance(recorded, dict) and recorded.get("held_out_accuracy") == 0.8
+    assert typing == ({"typer": "typer.safetensors", **recorded} if valid else {"typer": "typer.safetensors"})
+    assert (tmp_path / "out" / "report.md").is_file()
+
+
+CLASSICAL_CASES = {
+    "input size 100000": ({"input_size": 100000}, "input_size"),
+    "data config input size 100000": ({"data_config": {"input_size": 100000}}, "input_size"),
+    "data config input size as text": ({"data_config": {"input_size": "huge"}}, "classical checkpoint metadata"),
+    "class names a string": ({"class_names": "ab"}, "class_names"),
+    "class names missing": ({"class_names": None}, "class_names"),
+    "temperature not a number": ({"temperature": "hot"}, "temperature"),
+    "temperature zero": ({"temperature": 0}, "temperature"),
+}
+
+
+def _skops(path, **changes):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from bloodcell.models.classical import save_classical
+
+    meta = {"model_name": "sk/svm", "class_names": list(CLASSES), "input_size": 32, "temperature": 1.0,
+            "data_config": {"input_size": 32, "class_names": list(CLASSES)}}
+    meta.update(changes)
+    return save_classical(path, Pipeline([("clf", LogisticRegression())]), {k: v for k, v in meta.items()
+                                                                            if v is not None})
+
+
+@pytest.mark.parametrize("case", list(CLASSICAL_CASES))
+def test_evaluate_refuses_bad_classical_metadata_before_scoring(tmp_path, monkeypatch, case):
+    """A classical (.skops) checkpoint's metadata is validated too: an input size of 100000 would resize every
+    image to 30 GB of pixels."""
+    import bloodcell.workflows.evaluate as workflow
+    from bloodcell.models.classical import load_classical
+
+    def no_scoring(*_a, **_k):
+        raise AssertionError("images were scored")
+
+    monkeypatch.setattr(workflow, "score_paths", no_scoring)
+    assert load_classical(_skops(tmp_path / "good.skops"))[1]["input_size"] == 32
+    changes, words = CLASSICAL_CASES[case]
+    bad = _skops(tmp_path / "bad.skops", **changes)
+    cell_png(tmp_path / "cells" / "lymphocyte" / "a.png")
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(bad), "--dataset", "folder", "--data-root",
+                                      str(tmp_path / "cells"), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    _one_sentence(result.exception, "bad.skops", words)

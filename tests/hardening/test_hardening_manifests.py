@@ -129,6 +129,9 @@ def test_a_byte_order_mark_is_read_as_the_same_manifest(tmp_path):
     bom = tmp_path / "bom.csv"
     bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
     assert read_manifest(bom).rows == read_manifest(plain).rows
+    smears = tmp_path / "smears.csv"
+    smears.write_bytes(b"\xef\xbb\xbfimage_id,split\nBloodImage_00001,test\n")
+    assert read_smear_manifest(smears).ids("test") == ["BloodImage_00001"]
 
 
 # ---- property: any bytes ----------------------------------------------------------------------------

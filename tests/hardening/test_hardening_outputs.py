@@ -11,6 +11,7 @@ import json
 
 import pytest
 from hardening_helpers import cell_png, save_tiny
+from PIL import Image
 from typer.testing import CliRunner
 
 from bloodcell.cli.main import app
@@ -50,7 +51,7 @@ def _refused(result, *words):
 @pytest.mark.parametrize("where", ["a folder named X.csv", "under a file", "a folder named X.json"])
 def test_predict_output_is_checked_before_the_model_is_loaded(monkeypatch, tmp_path, blocker, image, where):
     import bloodcell.cli.predict as cli_predict
-    import bloodcell.inference.predictor as predictor
+    from bloodcell.inference import predictor
 
     _forbid(monkeypatch, cli_predict, "load")
     _forbid(monkeypatch, predictor, "read_image")
@@ -66,7 +67,7 @@ def test_predict_explain_folder_is_checked_before_the_model_is_loaded(monkeypatc
     import bloodcell.cli.predict as cli_predict
 
     _forbid(monkeypatch, cli_predict, "load")
-    _refused(runner.invoke(app, ["predict", str(image), "--explain", str(blocker / "cams")]), "Grad-CAM")
+    _refused(runner.invoke(app, ["predict", str(image), "--explain", str(blocker / "cams")]), "LayerCAM")
     _refused(runner.invoke(app, ["predict", str(image), "--explain", str(blocker)]), "is a file")
 
 
@@ -121,3 +122,43 @@ def test_a_failure_in_the_third_batch_keeps_the_first_two_batches(monkeypatch, t
         rows = json.loads(out.read_text())
     assert [row["path"].rsplit("/", 1)[-1] for row in rows] == ["a_0.png", "a_1.png", "b_0.png", "b_1.png"]
     assert all(row["label"] and not row["error"] for row in rows)
+
+
+def test_a_failure_in_the_second_sample_keeps_the_first_samples_counts(monkeypatch, tmp_path):
+    import bloodcell.workflows.count as workflow
+
+    samples = tmp_path / "samples"
+    cell_png(samples / "a" / "smear_a.png", size=96)
+    cell_png(samples / "b" / "smear_b.png", seed=1, size=96)
+    real = workflow.count_image
+    with Image.open(samples / "b" / "smear_b.png") as b:
+        b_pixel = b.convert("RGB").getpixel((0, 0))
+
+    def fails_on_b(image, *args, **kwargs):
+        if image.getpixel((0, 0)) == b_pixel:
+            raise RuntimeError("the detector failed on the second sample")
+        return real(image, *args, **kwargs)
+
+    monkeypatch.setattr(workflow, "count_image", fails_on_b)
+    out = tmp_path / "counts"
+    result = runner.invoke(app, ["count", str(samples), "--output", str(out), "--detector", "classical",
+                                 "--model", str(save_tiny(tmp_path / "tiny.safetensors"))])
+    assert isinstance(result.exception, RuntimeError)
+    with (out / "samples.csv").open(newline="") as handle:
+        assert [row["sample_id"] for row in csv.DictReader(handle)] == ["a"]
+    assert json.loads((out / "a" / "counts.json").read_text())["images"][0]["path"].endswith("smear_a.png")
+    assert (out / "a" / "annotated" / "smear_a.png").is_file()
+
+
+@pytest.mark.parametrize("command", [
+    ["evaluate", "--dataset", "folder", "--data-root", "cells"],
+    ["benchmark", "--models", "resnet18", "--manifest", "m.csv", "--budget", "1"],
+    ["reproduce", "asghar2023-cnn"],
+])
+def test_zero_bootstrap_resamples_are_refused_before_any_work(tmp_path, command):
+    """The bootstrap needs at least one resample: `--n-boot 0` used to be accepted and to fail only after every
+    model was trained and every image scored."""
+    out = tmp_path / "out"
+    result = runner.invoke(app, [*command, "--output", str(out), "--n-boot", "0"])
+    assert result.exit_code == 2 and "--n-boot" in result.output
+    assert not out.exists()

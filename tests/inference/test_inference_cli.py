@@ -89,6 +89,19 @@ def test_calibrate_ood_refuses_the_test_split(runner, trained_checkpoint, tmp_pa
     assert "validation split" in str(result.exception)
 
 
+
+def test_calibrate_ood_onto_itself_and_a_failed_calibration_leaves_no_copy(runner, trained_checkpoint, tmp_path):
+    from bloodcell.errors import DataError
+
+    missing = tmp_path / "missing.csv"
+    same = runner.invoke(app, ["calibrate-ood", "--model", str(trained_checkpoint), "--manifest", str(missing),
+                               "--output", str(trained_checkpoint)])
+    assert not isinstance(same.exception, OSError) and same.exit_code != 0  # the manifest error, not SameFileError
+    out = tmp_path / "guarded.safetensors"
+    failed = runner.invoke(app, ["calibrate-ood", "--model", str(trained_checkpoint), "--manifest", str(missing),
+                                 "--output", str(out)])
+    assert isinstance(failed.exception, DataError) and not out.exists()
+
 def test_predict_refuses_an_unknown_output_extension_before_loading_a_model(runner, cells_folder, tmp_path):
     from bloodcell.errors import ConfigError
 

@@ -1,4 +1,4 @@
-"""Grad-CAM: overlay PNG at model size, non-constant heatmap on the cell."""
+"""LayerCAM explanations: overlay PNG at model size, non-constant heatmap on the cell."""
 
 from __future__ import annotations
 

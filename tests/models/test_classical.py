@@ -13,7 +13,13 @@ from PIL import Image
 
 from bloodcell.errors import CheckpointError
 from bloodcell.models import create_model
-from bloodcell.models.classical import FEATURE_NAMES, CellFeatureExtractor, image_features, load_classical, save_classical
+from bloodcell.models.classical import (
+    FEATURE_NAMES,
+    CellFeatureExtractor,
+    image_features,
+    load_classical,
+    save_classical,
+)
 from bloodcell.segmentation import lobe_count, preprocess, segment
 from bloodcell.train.classical import train_classical
 
@@ -160,8 +166,8 @@ def test_save_refuses_unserialisable_metadata(tmp_path):
 
 def _write_manifest(root: Path) -> Path:
     """``root/pbc/<class>/*.png`` drawn cells and a manifest (train/val/test) as the trainer reads it."""
+    from bloodcell.data.manifest import ManifestRow, write_manifest
     from bloodcell.provenance import file_sha256
-from bloodcell.data.manifest import ManifestRow, write_manifest
 
     rng = np.random.default_rng(5)
     rows = []

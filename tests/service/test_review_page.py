@@ -14,7 +14,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from service_helpers import BROWSER_TESTS, SERVICE_CLASSES, LiveServer, classical_counter, smear_png
+from service_helpers import (
+    BROWSER_TESTS,
+    SERVICE_CLASSES,
+    LiveServer,
+    classical_counter,
+    smear_png,
+)
 
 pytestmark = BROWSER_TESTS
 

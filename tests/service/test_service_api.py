@@ -90,6 +90,24 @@ def test_bad_file_in_a_batch_is_reported_and_the_others_are_classified(client):
     assert bad["label"] is None and "not a supported image" in bad["error"] and "notes.jpg" in bad["error"]
 
 
+
+def _field_png(size: int = 160) -> bytes:
+    """A synthetic field with three well-separated stained cells, not a single-cell image."""
+    image = np.full((size, size, 3), (230, 200, 210), np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    for cy, cx in ((40, 40), (40, 120), (120, 80)):
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < 18 ** 2] = (110, 50, 140)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_classify_passes_on_the_several_cells_note(client):
+    response = client.post("/v1/classify", files=_files(_good(), ("field.png", _field_png(), "image/png")))
+    single, field = response.json()["results"]
+    assert single["note"] is None
+    assert field["label"] is not None and field["note"].startswith("3 white cells in this image")
+
 HOSTILE = {
     "empty": (("empty.png", b"", "image/png"), 400, "empty_file"),
     "random_bytes": (("noise.png", np.random.default_rng(1).bytes(4096), "image/png"), 415, "unsupported_media_type"),

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from bloodcell.cli.main import app
 from bloodcell.data.boxes import SMEAR_LABELS as LABELS
 from bloodcell.data.boxes import Box
-from bloodcell.errors import CheckpointError, ConfigError
+from bloodcell.errors import CheckpointError
 from bloodcell.metrics.detection import iou
 from bloodcell.models.centernet import (
     STRIDE,

@@ -21,7 +21,7 @@ from bloodcell.metrics.detection import (
 from bloodcell.smear.classical import count_detections, detect_cells
 from bloodcell.smear.counting import annotate, count_smears
 from bloodcell.smear.differential import differential, render_report
-from bloodcell.smear.io import write_outputs
+from bloodcell.workflows.count import Sample, count_sample
 
 BG, PINK, PURPLE = (200, 202, 205), (205, 150, 140), (110, 70, 190)
 PBC8 = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
@@ -67,8 +67,10 @@ def test_schema_bad_files_and_outputs(tmp_path):
     doc = count_smears([str(good), str(tmp_path / "notes.jpg"), str(truncated)], detector="classical")
     assert [e["path"] for e in doc["images"]] == [str(good)]
     assert {e["path"] for e in doc["errors"]} == {str(tmp_path / "notes.jpg"), str(truncated)}
-    counts_path = write_outputs(doc, tmp_path / "out")
-    saved = json.loads(counts_path.read_text())
+    count_sample(Sample("sample", [good, tmp_path / "notes.jpg", truncated]), tmp_path / "out", None,
+                 detector="classical", refer_below=0.6, cell_size_px=None, typing_unavailable=None)
+    saved = json.loads((tmp_path / "out" / "counts.json").read_text())
+    assert {e["path"] for e in saved["errors"]} == {str(tmp_path / "notes.jpg"), str(truncated)}
     entry = saved["images"][0]
     assert set(entry) >= {"path", "counts", "wbc_types", "boxes"} and "annotated" not in entry
     assert all(isinstance(v, int) for v in entry["counts"].values())
@@ -77,7 +79,9 @@ def test_schema_bad_files_and_outputs(tmp_path):
     assert saved["sample"]["counts"]["WBC"] == entry["counts"]["WBC"] == 1
     png = tmp_path / "out" / entry["annotated_png"]
     assert Image.open(png).size == (640, 480)
-    assert (tmp_path / "out" / "report.md").read_text().count("Skipped files") == 1
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert report.count("Skipped files") == 1
+    assert "cells cut by the photo's border included" in report
 
 
 def test_rbc_only_smear_has_no_wbc_and_warns():

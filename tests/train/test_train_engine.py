@@ -17,6 +17,7 @@ from bloodcell.data.manifest import read_manifest
 from bloodcell.errors import ConfigError, DataError
 from bloodcell.models import create_model
 from bloodcell.models.registry import register_model
+from bloodcell.provenance import file_sha256
 from bloodcell.train import engine
 from bloodcell.train.data import class_weights
 from bloodcell.train.engine import seed_everything

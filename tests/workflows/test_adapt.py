@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluate"))
 from evaluate_fixtures import COLOURS, trained_tiny_checkpoint, write_image  # noqa: E402
 
+from bloodcell import adapt  # noqa: E402  (the public API)
 from bloodcell.checkpoint import read_checkpoint_meta  # noqa: E402
 from bloodcell.cli.main import app  # noqa: E402
 from bloodcell.data.registry import PBC_CLASSES  # noqa: E402
 from bloodcell.errors import DataError  # noqa: E402
 from bloodcell.inference.predictor import load  # noqa: E402
-from bloodcell.workflows.adapt import adapt  # noqa: E402
 
 #: The new lab's stain: every colour shifted, enough to swap some of the model's nearest colours.
 SHIFT = np.array([-60, 70, 40])
@@ -84,3 +84,17 @@ def test_cli_prints_the_cross_validated_accuracy_and_refuses_an_empty_folder(mod
     refused = CliRunner().invoke(app, ["adapt", "--model", str(model), "--cells", str(tmp_path / "empty"), "-o",
                                        str(tmp_path / "x.safetensors")])
     assert isinstance(refused.exception, DataError) and "no readable cell image" in str(refused.exception)
+
+
+def test_the_lab_joins_the_guard_as_familiar_and_unfamiliar_labs_stay_unfamiliar():
+    from bloodcell.inference.ood import fit_guard
+    from bloodcell.workflows.adapt import _guard_with_lab
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (40, 3, 16, 16), dtype=np.uint8)
+    features = rng.normal(size=(40, 6))
+    base = fit_guard(pixels, features, sources=["pbc"] * 20 + ["raabin"] * 20, unfamiliar=["raabin"])
+    views = rng.normal(size=(8, 12, 6))
+    merged = _guard_with_lab(base, pixels[:12], views, "my-lab")
+    assert merged["sources"] == ["pbc", "raabin", "my-lab"]
+    assert merged["familiar"] == [True, False, True]

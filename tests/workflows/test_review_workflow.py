@@ -123,6 +123,22 @@ def test_apply_refuses_a_bad_corrections_file_with_one_sentence(counted, tiny_mo
     assert isinstance(missing.exception, DataError) and "give the folder of one sample" in str(missing.exception)
 
 
+
+@pytest.mark.parametrize("tamper, where", [
+    (lambda doc: doc["images"][0].update(boxes="many"), "images.0.boxes"),
+    (lambda doc: doc["images"][0]["boxes"][0].update(x1="left"), "images.0.boxes.0.x1"),
+    (lambda doc: doc["images"][0].update(counts={"RBC": -3}), "images.0.counts.RBC"),
+    (lambda doc: doc.pop("sample"), "sample"),
+])
+def test_a_tampered_counts_json_is_one_sentence_naming_the_field(counted, tmp_path, tamper, where):
+    sample = counted  # one sample: its folder is the output folder
+    doc = json.loads((sample / "counts.json").read_text())
+    tamper(doc)
+    (sample / "counts.json").write_text(json.dumps(doc))
+    result = CliRunner().invoke(app, ["review", "export", "--counts", str(sample), "-o", str(tmp_path / "r")])
+    assert isinstance(result.exception, DataError)
+    assert "not a counts.json written by `bloodcell count`" in str(result.exception) and where in str(result.exception)
+
 def test_load_counter_counts_a_sample_and_reviews_it_from_python(tiny_model):
     import bloodcell
     from bloodcell.smear.review import Correction

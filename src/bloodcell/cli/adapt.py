@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from bloodcell.outputs import check_output_file
-from bloodcell.workflows.adapt import ENOUGH_CELLS, MIN_CELLS, adapt as run_adapt
+from bloodcell.workflows.adapt import ENOUGH_CELLS, MIN_CELLS
+from bloodcell.workflows.adapt import adapt as run_adapt
 
 
 def adapt(

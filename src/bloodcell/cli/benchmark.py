@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from bloodcell.cli.choices import Augment
 from bloodcell.errors import ConfigError
 from bloodcell.outputs import check_output_folder
 from bloodcell.workflows.benchmark import PRETRAINED_POLICIES, run_benchmark
@@ -23,7 +24,7 @@ def benchmark(
     data_root: Optional[Path] = typer.Option(None, help="Datasets folder (default $BLOODCELL_DATA)."),
     epochs_max: Optional[int] = typer.Option(None, help="Stop after this many epochs even if budget remains."),
     limit_train: Optional[int] = typer.Option(None, help="Train every model on the same stratified subset of this size."),
-    augment: str = typer.Option("flips", help="Augmentation for every model: none, flips, literature or strong."),
+    augment: Augment = typer.Option(Augment.flips, help="Augmentation for every model."),
     batch_size: int = typer.Option(32, help="Training batch size for every model."),
     seed: int = typer.Option(0, help="Random seed for every model."),
     pretrained: str = typer.Option("none", help="ImageNet initialisation: none, all, or available (where weights can be had)."),
@@ -40,7 +41,7 @@ def benchmark(
     console = Console()
     rows = run_benchmark(
         models.split(","), manifest=manifest, out=output, budget_s=budget, dataset=dataset, taxonomy=taxonomy,
-        data_root=data_root, epochs_max=epochs_max, limit_train=limit_train, seed=seed, augment=augment,
+        data_root=data_root, epochs_max=epochs_max, limit_train=limit_train, seed=seed, augment=augment.value,
         batch_size=batch_size, speed_images=speed_images, threads=threads, n_boot=n_boot,
         extra={"pretrained": pretrained, "threads": train_threads}, checkpoints=[c for c in checkpoints.split(",") if c],
     )

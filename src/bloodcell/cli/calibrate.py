@@ -37,10 +37,16 @@ def calibrate_ood(
     if source.suffix != ".safetensors":
         raise ConfigError(f"{source}: the guard is stored in a .safetensors checkpoint")
     target = source
-    if output is not None:
+    copied = output is not None and not (output.exists() and output.resolve() == source.resolve())
+    if copied:
         target = check_output_file(output, (".safetensors",), "calibrated checkpoint")
         shutil.copyfile(source, target)
-    params = fit_and_store(target, manifest, split, extra=extra or (), unfamiliar=unfamiliar or (),
-                           data_root=data_root, limit=limit, pass_rate=pass_rate)
+    try:
+        params = fit_and_store(target, manifest, split, extra=extra or (), unfamiliar=unfamiliar or (),
+                               data_root=data_root, limit=limit, pass_rate=pass_rate)
+    except BaseException:
+        if copied:
+            target.unlink(missing_ok=True)  # no uncalibrated copy left behind under the calibrated name
+        raise
     sources = f"{split} images" + "".join(f" + train images of {path}" for path in extra or ())
     console.print(f"guard fitted on {params['num_images']} {sources} and stored in {target}", highlight=False)

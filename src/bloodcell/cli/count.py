@@ -42,7 +42,7 @@ def count(
     resolve_detector(detector)
     groups = samples_from_csv(samples) if samples is not None else samples_from_folders(paths)
     try:
-        classifier, reason = load(model, num_threads=1), None
+        classifier, reason = load(model), None
     except (WeightsUnavailableError, CheckpointError) as exc:
         if model is not None:
             raise

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bloodcell.cli.choices import CropSet, Taxonomy
+
 app = typer.Typer(help="Datasets: registry, download, integrity checks, frozen splits, statistics.", no_args_is_help=True)
 console = Console()
 
@@ -82,7 +84,7 @@ def split_command(
     seed: int = typer.Option(0, "--seed"),
     group_by: Optional[str] = typer.Option(None, "--group-by", help="Keep rows sharing this column's value in one split."),
     metadata: Optional[Path] = typer.Option(None, "--metadata", help="CSV with a 'path' column and group columns."),
-    taxonomy: Optional[str] = typer.Option(None, "--taxonomy", help="pbc8 or pbc11 (stratification labels)."),
+    taxonomy: Optional[Taxonomy] = typer.Option(None, "--taxonomy", help="Class taxonomy (stratification labels)."),
     near_distance: int = typer.Option(4, "--near-distance", help="pHash distance merged as near-duplicates (-1: exact only)."),
     data_root: Optional[Path] = DATA_ROOT,
 ) -> None:
@@ -90,7 +92,7 @@ def split_command(
     from bloodcell.data.split import make_split
 
     result = make_split(
-        name, output, ratios, seed, group_by=group_by, taxonomy=taxonomy, data_root=data_root,
+        name, output, ratios, seed, group_by=group_by, taxonomy=taxonomy.value if taxonomy else None, data_root=data_root,
         metadata=metadata, near_distance=near_distance,
     )
     _warn(result.warnings)
@@ -137,7 +139,7 @@ def stats_command(
 @app.command("crops")
 def crops(
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the crops (outside the repository)."),
-    dataset: str = typer.Option("bccd", help="bccd: typed white cells as <type>/<id>_<k>.png with a train/test manifest.csv; txl: untyped white cells as <source>/<field>_<k>.png."),
+    dataset: CropSet = typer.Option(CropSet.bccd, help="bccd: typed white cells as <type>/<id>_<k>.png with a train/test manifest.csv; txl: untyped white cells as <source>/<field>_<k>.png."),
     sources: str = typer.Option("raabin", help="For txl: comma-separated sources (bccd, pbc, raabin, kaggle-bcd)."),
     detector_manifest: Path = typer.Option(Path("manifests/txl-detector.csv"), help="For txl: the manifest whose groups name the BCCD photo each field shows."),
     data_root: Optional[Path] = DATA_ROOT,
@@ -145,7 +147,6 @@ def crops(
 ) -> None:
     """White-cell crops of another lab: BCCD's typed cells (for fine-tuning) or TXL-PBC's untyped ones (for the guard)."""
     from bloodcell.data.manifest import read_manifest
-    from bloodcell.errors import ConfigError
     from bloodcell.workflows.cells import export_bccd_crops, export_txl_crops
 
     if dataset == "txl":
@@ -153,8 +154,6 @@ def crops(
                                   data_root)
         console.print(f"white-cell crops: {', '.join(f'{k} {v}' for k, v in counts.items())} -> {output}")
         return
-    if dataset != "bccd":
-        raise ConfigError(f"--dataset must be bccd or txl, got {dataset!r}")
     manifest = read_manifest(export_bccd_crops(output, data_root, seed))
     counts = {split: sum(r.split == split for r in manifest.rows) for split in ("train", "test")}
     console.print(f"{len(manifest.rows)} white-cell crops: train {counts['train']}, held-out test {counts['test']} "

@@ -38,7 +38,7 @@ def train(
     cell_size_px: Optional[int] = typer.Option(None, help="Resize every photo so a red cell is this many pixels across (default: by --input-size)."),
     scale_range: Optional[str] = typer.Option(None, help="Scale jitter of the training views, LOW,HIGH (default 0.85,1.15)."),
     architecture: Optional[str] = typer.Option(None, "--architecture", help="Detector network: centernet-lite0 (default) or fcos-lite0 (torchvision's FCOS, for comparison)."),
-    shared_head: Optional[bool] = typer.Option(None, "--shared-head/--no-shared-head", help="CenterNet only: one 3x3 convolution shared by the three heads (a third of their cost)."),
+    shared_head: Optional[bool] = typer.Option(None, "--shared-head/--no-shared-head", help="centernet-lite0 only (fcos-lite0 has its own head): one 3x3 convolution shared by the three heads (a third of their cost)."),
     exclude_sources: Optional[str] = typer.Option(None, help="Comma-separated photo sources left out of training and validation (e.g. kaggle-bcd)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (default 8)."),
     lr: Optional[float] = typer.Option(None, help="Peak AdamW learning rate (default 2e-3)."),

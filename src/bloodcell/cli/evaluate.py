@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from bloodcell.cli.choices import Split, Taxonomy
 from bloodcell.outputs import check_output_folder
 from bloodcell.report.summary import headline_rows
 from bloodcell.workflows.evaluate import evaluate as run_evaluation
@@ -19,8 +20,8 @@ def evaluate(
     output: Path = typer.Option(..., "--output", "-o", help="Folder for metrics.json, report.md, report.html, predictions.csv, figures/."),
     dataset: str = typer.Option("pbc", help="Dataset of the manifest, or 'folder' for a root/<class>/<image> folder."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV with the frozen split (not for --dataset folder)."),
-    split: str = typer.Option("test", help="Split to score: test (val needs --allow-non-test; train is refused)."),
-    taxonomy: Optional[str] = typer.Option(None, help="pbc8 or pbc11 (default: the checkpoint's)."),
+    split: Split = typer.Option(Split.test, help="Split to score (val needs --allow-non-test; train is never scored)."),
+    taxonomy: Optional[Taxonomy] = typer.Option(None, help="Class taxonomy (default: the checkpoint's)."),
     data_root: Optional[Path] = typer.Option(None, help="Datasets folder (default $BLOODCELL_DATA), or the folder dataset itself."),
     label_map: Optional[Path] = typer.Option(None, help="JSON or CSV mapping dataset classes onto the model's classes."),
     tta: bool = typer.Option(False, "--tta", help="Average over the 8 flips/rotations of each image."),
@@ -33,7 +34,7 @@ def evaluate(
     """Score a model and write metrics, a Markdown summary and a self-contained HTML report."""
     check_output_folder(output, "evaluation report")
     evaluation = run_evaluation(
-        model, dataset=dataset, manifest=manifest, split=split, taxonomy=taxonomy, data_root=data_root,
+        model, dataset=dataset, manifest=manifest, split=split.value, taxonomy=taxonomy.value if taxonomy else None, data_root=data_root,
         label_map=label_map, tta=tta, limit=limit, allow_non_test=allow_non_test, batch_size=batch_size, n_boot=n_boot,
         check_files=not ignore_changed_files,
     )

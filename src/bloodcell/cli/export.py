@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from bloodcell.cli.choices import ExportFormat
 from bloodcell.errors import ConfigError
 from bloodcell.inference.onnx import export_onnx
 from bloodcell.outputs import check_output_file
@@ -16,15 +17,13 @@ from bloodcell.workflows.calibrate import int8_calibration_batches
 def export(
     model: str = typer.Option("pbc8", "--model", "-m", help="Bundled model name or a .safetensors checkpoint."),
     output: Path = typer.Option(..., "--output", "-o", help="Output .onnx file."),
-    format: str = typer.Option("onnx", "--format", help="Export format (only onnx)."),
+    format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="Export format."),
     int8: bool = typer.Option(False, "--int8", help="Quantize to int8 (dynamic, or static QDQ with --calibration-manifest)."),
     calibration_manifest: Optional[Path] = typer.Option(None, "--calibration-manifest", help="Manifest whose validation images calibrate static int8 quantization."),
     calibration_limit: int = typer.Option(200, "--calibration-limit", min=1, help="Validation images used for int8 calibration."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Datasets folder of the calibration manifest (default $BLOODCELL_DATA)."),
 ) -> None:
     """Export a checkpoint to ONNX with class names, data config, temperature and OOD guard in its metadata."""
-    if format != "onnx":
-        raise ConfigError(f"unknown export format {format!r}; only 'onnx' is supported")
     if calibration_manifest is not None and not int8:
         raise ConfigError("--calibration-manifest only applies to --int8 export")
     check_output_file(output, (".onnx",), "ONNX model")

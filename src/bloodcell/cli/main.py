@@ -142,7 +142,7 @@ app = typer.Typer(
     help="Blood-smear image analysis: classify cells, count smears, evaluate honestly.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
 
 

@@ -9,8 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bloodcell.cli.choices import Engine
 from bloodcell.errors import ConfigError
-from bloodcell.inference.files import RecordWriter, check_records_path, collect_inputs
+from bloodcell.inference.files import (
+    Inputs,
+    RecordWriter,
+    check_records_path,
+    collect_inputs,
+)
 from bloodcell.inference.predictor import (
     DEFAULT_REFER_BELOW,
     Classifier,
@@ -20,7 +26,7 @@ from bloodcell.inference.predictor import (
 from bloodcell.outputs import check_output_folder
 from bloodcell.progress import track
 
-SMEAR_HINT = "not a single blood cell"
+SMEAR_HINTS = ("not a single blood cell", "white cells in this image")
 
 
 def predict(
@@ -30,37 +36,43 @@ def predict(
     top_k: int = typer.Option(3, "--top-k", min=1, help="Number of most probable classes to report."),
     refer_below: float = typer.Option(DEFAULT_REFER_BELOW, "--refer-below", min=0.0, max=1.0, help="Refer images whose confidence is below this probability (0 refers none)."),
     tta: bool = typer.Option(False, "--tta", help="Average over the 8 flips/rotations by 90 degrees."),
-    explain: Optional[Path] = typer.Option(None, "--explain", help="Write a Grad-CAM overlay PNG per image into this folder."),
-    engine: str = typer.Option("torch", "--engine", help="Inference engine: torch or onnx."),
+    explain: Optional[Path] = typer.Option(None, "--explain", help="Write a LayerCAM heat-map overlay PNG per image into this folder (where the score is most sensitive)."),
+    engine: Engine = typer.Option(Engine.torch, "--engine", help="Inference engine."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per batch."),
-    threads: int = typer.Option(2, "--threads", min=1, help="CPU threads: onnx batches run at once (one thread each)."),
+    threads: int = typer.Option(2, "--threads", min=1, help="CPU threads: torch threads, or onnx batches run at once (one thread each)."),
 ) -> None:
     """Classify single-cell images; bad files become rows with an error, the rest go on."""
     if explain is not None and engine == "onnx":
-        raise ConfigError("--explain needs the torch engine (Grad-CAM uses gradients)")
+        raise ConfigError("--explain needs the torch engine (LayerCAM uses gradients)")
     if output is not None:
         check_records_path(output)
     if explain is not None:
-        check_output_folder(explain, "Grad-CAM overlays")
+        check_output_folder(explain, "LayerCAM overlays")
     inputs = collect_inputs(paths)
-    classifier = load(model, engine=engine, num_threads=threads)
-    results = _classify(classifier, inputs.paths, output, top_k=top_k, refer_below=refer_below, tta=tta,
+    if engine == Engine.torch:
+        import torch
+
+        torch.set_num_threads(threads)
+    classifier = load(model, engine=engine.value, num_threads=threads)
+    results = _classify(classifier, inputs, output, top_k=top_k, refer_below=refer_below, tta=tta,
                         batch_size=batch_size)
     if explain is not None:
         _write_explanations(classifier, results, explain)
     _summarise(results, inputs, output)
 
 
-def _classify(classifier: Classifier, paths: list[Path], output: Path | None, **options) -> list[Prediction]:
-    """Predictions of ``paths``; written to ``output`` batch by batch when given, else printed as a table."""
+def _classify(classifier: Classifier, inputs: Inputs, output: Path | None, **options) -> list[Prediction]:
+    """Predictions of the inputs' paths; written to ``output`` batch by batch when given (after a row with the
+    error of each unusable folder entry), else printed as a table."""
     results: list[Prediction] = []
-    batches = classifier.predict_batches([str(p) for p in paths], progress=True, **options)
+    batches = classifier.predict_batches([str(p) for p in inputs.paths], progress=True, **options)
     if output is None:
         for batch in batches:
             results += batch
         _print_table([r.to_record() for r in results])
         return results
     with RecordWriter(output) as writer:
+        writer.write([{"path": path, "error": reason} for path, reason in inputs.problems])
         for batch in batches:
             writer.write([r.to_record() for r in batch])
             results += batch
@@ -71,13 +83,13 @@ def _summarise(results: list[Prediction], inputs, output: Path | None) -> None:
     """One line of totals; unusable folder entries and a smear-photo hint on stderr; exit 1 when nothing was read."""
     failed = sum(r.error is not None for r in results)
     referred = sum(bool(r.referred) for r in results)
-    not_cells = sum(bool(r.reason and r.reason.startswith(SMEAR_HINT)) for r in results)
+    not_cells = sum(any(h in (r.reason or "") + (r.note or "") for h in SMEAR_HINTS) for r in results)
     typer.echo(f"{len(results)} images{f' -> {output}' if output else ''} ({failed} unreadable, {referred} referred)")
     for path, reason in inputs.problems:
         typer.echo(f"skipped {path}: {reason}", err=True)
     if not_cells:
-        typer.echo(f"{not_cells} image(s) do not look like a single blood cell; for smear photos use "
-                   "`bloodcell count` (counts and a differential)", err=True)
+        typer.echo(f"{not_cells} image(s) do not look like a single blood cell (see their reason or note); for smear "
+                   "photos use `bloodcell count` (counts and a differential)", err=True)
     if failed == len(results):
         typer.echo("no image could be classified", err=True)
         raise typer.Exit(1)
@@ -85,7 +97,7 @@ def _summarise(results: list[Prediction], inputs, output: Path | None) -> None:
 
 def _write_explanations(classifier: Classifier, results: list[Prediction], folder: Path) -> None:
     used: set[str] = set()
-    for result in track([r for r in results if r.error is None], "Grad-CAM", unit="images"):
+    for result in track([r for r in results if r.error is None], "LayerCAM", unit="images"):
         stem = Path(result.path).stem
         name, n = f"{stem}_gradcam.png", 1
         while name in used:

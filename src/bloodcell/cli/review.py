@@ -24,7 +24,7 @@ def export(
     from bloodcell.inference.predictor import load
     from bloodcell.workflows.review import export_review
 
-    items = export_review(counts, output, load(model, num_threads=1))
+    items = export_review(counts, output, load(model))
     typer.echo(f"{len(items)} cells to review -> {output}")
     if items:
         typer.echo(f"fill in decision (accept, relabel, wrong; missing for a missed cell) and label in "
@@ -43,7 +43,7 @@ def apply(
     from bloodcell.inference.predictor import load
     from bloodcell.workflows.review import apply_review
 
-    classes = load(model, num_threads=1).class_names
+    classes = load(model).class_names
     result = apply_review(counts, corrections, output, classes)
     review = result.doc["review"]
     typer.echo(review["summary"])

@@ -12,6 +12,8 @@ from typing import Optional
 
 import typer
 
+from bloodcell.cli.choices import Engine
+from bloodcell.inference.predictor import DEFAULT_REFER_BELOW
 from bloodcell.log import get_logger
 
 logger = get_logger(__name__)
@@ -22,8 +24,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 exposes the service to the network)."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name (pbc8, pbc11) or a .safetensors/.onnx file; default: the bundled model."),
-    engine: str = typer.Option("torch", "--engine", help="Inference engine: torch or onnx."),
-    refer_below: Optional[float] = typer.Option(None, "--refer-below", min=0.0, max=1.0, help="Refer cells (classified, and white cells typed on smears) whose confidence is below this probability; default: the library's referral threshold."),
+    engine: Engine = typer.Option(Engine.torch, "--engine", help="Inference engine."),
+    refer_below: float = typer.Option(DEFAULT_REFER_BELOW, "--refer-below", min=0.0, max=1.0, help="Refer cells (classified, and white cells typed on smears) whose confidence is below this probability."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="BLOODCELL_API_KEY", show_envvar=True, help="Require this key on /v1/* and /metrics. Prefer the environment variable: a command line is visible to other users."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001, help="Largest request body accepted (MB)."),
     max_files: int = typer.Option(32, "--max-files", min=1, help="Most files in one request."),
@@ -56,8 +58,8 @@ def serve(
         max_in_flight=max_in_flight,
         max_waiting=max_waiting,
     )
-    options = {} if refer_below is None else {"refer_below": refer_below}
-    settings = ServiceSettings(model=model, engine=engine, threads=threads, api_key=api_key or None, limits=limits, **options)
+    options = {"refer_below": refer_below}
+    settings = ServiceSettings(model=model, engine=engine.value, threads=threads, api_key=api_key or None, limits=limits, **options)
     if threads:
         import torch
 

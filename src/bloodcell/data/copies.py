@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from bloodcell.data.images import read_image
+from bloodcell.progress import track
 
 THUMBNAIL = (160, 120)
 #: Correlation above which a photo is taken for a copy of its best-matching original.
@@ -56,7 +57,7 @@ def match_copies(photos: Sequence[str | Path], originals: Sequence[str | Path],
         return [CopyMatch(-1, 0.0, False) for _ in photos]
     reference = np.stack([_thumbnail(_grey(path)) for path in originals])
     matches = []
-    for path in photos:
+    for path in track(photos, "matching copies to originals", unit="photos"):
         scores = dihedral_thumbnails(_grey(path)) @ reference.T
         view, index = np.unravel_index(int(scores.argmax()), scores.shape)
         score = float(scores[view, index])

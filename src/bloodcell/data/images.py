@@ -19,10 +19,12 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bloodcell.errors import ImageError
+from bloodcell.errors import DataError, ImageError
 
 #: Default upper bound on decoded pixels (about 8k x 8k); larger inputs are refused.
 MAX_PIXELS = 64_000_000
+#: Largest image file read (bytes): an uncompressed 64-megapixel RGB image is about 200 MB.
+MAX_FILE_BYTES = 512 * 1024 * 1024
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -121,6 +123,9 @@ def _read_file(path: Path, name: str) -> bytes:
         raise ImageError(f"{name}: is a folder, not an image file")
     if not stat.S_ISREG(info.st_mode):  # a pipe would block the read, a device (/dev/zero) never end it
         raise ImageError(f"{name}: is not a regular file (a pipe, socket or device)")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ImageError(f"{name}: file too large for an image ({info.st_size / 2**20:.0f} MB, limit "
+                         f"{MAX_FILE_BYTES // 2**20} MB)")
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -158,6 +163,18 @@ def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
         raise ImageError(f"{name}: image cannot be decoded ({message})") from exc
     return _to_rgb(image)
 
+
+
+def oriented_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of the image file as :func:`read_image` shows it (EXIF rotation applied), read from the
+    header only; DataError when the file cannot be opened."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            rotated = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientations that swap the axes
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: cannot read the image size ({exc})") from None
+    return (height, width) if rotated else (width, height)
 
 def is_image_path(path: Path) -> bool:
     """True for visible files with a known image extension (macOS ``._``/``.DS`` files excluded)."""

@@ -87,7 +87,7 @@ def read_smear_manifest(path: str | Path) -> SmearManifest:
     path = Path(path)
     try:
         data = path.read_bytes()
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark (a spreadsheet's export) is not part of the first column
     except FileNotFoundError:
         raise DataError(f"{path}: smear manifest not found") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -12,10 +12,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from bloodcell.data.boxes import Annotation
-from bloodcell.data.images import is_image_path
+from bloodcell.data.images import is_image_path, oriented_size
 from bloodcell.data.locate import dataset_root
 from bloodcell.data.registry import get_dataset
 from bloodcell.data.voc import parse_voc, voc_folders
@@ -68,11 +66,14 @@ def read_sources(root: Path) -> dict[str, dict[str, str]]:
     path = root / "sources.csv"
     if not path.is_file():
         return {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"file", "source"} <= set(reader.fieldnames):
-            raise DataError(f"{path}: expected the columns file and source")
-        return {row["file"]: row for row in reader if row.get("file")}
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or not {"file", "source"} <= set(reader.fieldnames):
+                raise DataError(f"{path}: expected the columns file and source")
+            return {row["file"]: row for row in reader if row.get("file")}
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read the sources file ({exc})") from None
 
 
 def _size(path: Path, row: dict[str, str] | None) -> tuple[int, int]:
@@ -81,11 +82,7 @@ def _size(path: Path, row: dict[str, str] | None) -> tuple[int, int]:
             return int(row["width"]), int(row["height"])
         except ValueError:
             pass
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read the image size ({exc})") from None
+    return oriented_size(path)
 
 
 def _yolo_images(root: Path, subset: str | None, ids: set[str] | None) -> list[SmearImage]:
@@ -124,7 +121,6 @@ def labels_beside(image: Path, folder: Path | None = None) -> tuple[Annotation, 
             if root is None:
                 raise DataError(f"{txt}: YOLO labels need a classes.txt in {where.parent} or {where.parent.parent}")
             row = read_sources(root).get(str(image.relative_to(root)) if image.is_relative_to(root) else "")
-            with Image.open(image) as opened:
-                width, height = opened.size
+            width, height = oriented_size(image)
             return parse_yolo(txt, width, height, read_classes(root / "classes.txt")), (row or {}).get("source", "all")
     return None

@@ -111,6 +111,50 @@ def default_taxonomy(name: str, labels: list[str]) -> Taxonomy:
     return get_taxonomy("pbc8") if info.class_names == PBC_CLASSES else labels_taxonomy(labels)
 
 
+def _split_taxonomy(inv, entries: list, taxonomy: str | None):
+    """The taxonomy the split stratifies by; ConfigError/DataError when it leaves fewer than two classes."""
+    tax = get_taxonomy(taxonomy) if taxonomy and taxonomy != "labels" else default_taxonomy(inv.name, [e.label for e in entries])
+    if not any(tax.label_of(e) is not None for e in entries):
+        raise ConfigError(f"taxonomy {tax.name!r} has none of the labels of {inv.name} ({', '.join(inv.class_names)})")
+    classes = sorted({tax.label_of(e) for e in entries} - {None})
+    if len(classes) < 2:
+        raise DataError(f"{inv.root}: only one class ({classes[0]}) has readable images under taxonomy {tax.name}; "
+                        "a split for training a classifier needs at least two")
+    return tax
+
+
+def _linked_groups(entries: list, facts: list, strata: list[str], group_values: list[str] | None,
+                   near_distance: int) -> tuple[list[list[int]], list[dict], int, int]:
+    """Images that must share a split (same group value or (near-)duplicates): the components, the duplicate
+    groups, how many of those merged components and how many span two classes."""
+    uf = UnionFind(len(entries))
+    first: dict[str, int] = {}
+    for i, value in enumerate(group_values or []):
+        if value:
+            uf.union(first.setdefault(value, i), i)
+    index = {f.path: i for i, f in enumerate(facts)}
+    dups = duplicate_groups(facts, near_distance)
+    merged = sum(any([uf.union(index[g["paths"][0]], index[p]) for p in g["paths"][1:]]) for g in dups)
+    cross = sum(1 for g in dups if len({strata[index[p]] for p in g["paths"]}) > 1)
+    return uf.groups(), dups, merged, cross
+
+
+def _assign_splits(components: list[list[int]], strata: list[str], fractions, seed: int) -> list[str]:
+    """Each image's split: whole components assigned per class (a component's majority class), seeded."""
+    comp_class = []
+    for members in components:
+        votes = Counter(strata[i] for i in members)
+        comp_class.append(min(votes, key=lambda c: (-votes[c], c)))
+    rng = np.random.default_rng(seed)
+    split_of = [""] * sum(len(members) for members in components)
+    for cls in sorted(set(comp_class)):
+        comps = [c for c, k in enumerate(comp_class) if k == cls]
+        for c, s in zip(comps, assign_groups([len(components[c]) for c in comps], fractions, rng)):
+            for i in components[c]:
+                split_of[i] = SPLITS[s]
+    return split_of
+
+
 def make_split(
     name: str,
     output: str | Path,
@@ -134,41 +178,11 @@ def make_split(
         raise DataError(f"no readable images in {inv.root}")
     entries = [inv.entries[i] for i in keep]
     kept_facts = [facts[i] for i in keep]
-    tax = get_taxonomy(taxonomy) if taxonomy and taxonomy != "labels" else default_taxonomy(inv.name, [e.label for e in entries])
-    if not any(tax.label_of(e) is not None for e in entries):
-        raise ConfigError(f"taxonomy {tax.name!r} has none of the labels of {inv.name} ({', '.join(inv.class_names)})")
-    classes = sorted({tax.label_of(e) for e in entries} - {None})
-    if len(classes) < 2:
-        raise DataError(f"{inv.root}: only one class ({classes[0]}) has readable images under taxonomy {tax.name}; "
-                        "a split for training a classifier needs at least two")
+    tax = _split_taxonomy(inv, entries, taxonomy)
     strata = [tax.label_of(e) or e.label for e in entries]
-
-    uf = UnionFind(len(entries))
     group_values = _group_values(entries, group_by, meta) if group_by else None
-    first: dict[str, int] = {}
-    for i, value in enumerate(group_values or []):
-        if value:
-            uf.union(first.setdefault(value, i), i)
-    index = {f.path: i for i, f in enumerate(kept_facts)}
-    dups = duplicate_groups(kept_facts, near_distance)
-    merged = 0
-    for g in dups:
-        joined = [uf.union(index[g["paths"][0]], index[p]) for p in g["paths"][1:]]
-        merged += any(joined)
-    cross = sum(1 for g in dups if len({strata[index[p]] for p in g["paths"]}) > 1)
-
-    components = uf.groups()
-    comp_class = []
-    for members in components:
-        votes = Counter(strata[i] for i in members)
-        comp_class.append(min(votes, key=lambda c: (-votes[c], c)))
-    rng = np.random.default_rng(seed)
-    split_of = [""] * len(entries)
-    for cls in sorted(set(comp_class)):
-        comps = [c for c, k in enumerate(comp_class) if k == cls]
-        for c, s in zip(comps, assign_groups([len(components[c]) for c in comps], fractions, rng)):
-            for i in components[c]:
-                split_of[i] = SPLITS[s]
+    components, dups, merged, cross = _linked_groups(entries, kept_facts, strata, group_values, near_distance)
+    split_of = _assign_splits(components, strata, fractions, seed)
 
     rows = []
     for members in components:

@@ -37,14 +37,11 @@ def class_counts(name: str, data_root: str | Path | None = None, manifest: str |
 
 def write_stats_png(root: Path, counts: dict[str, dict[str, int]], samples: dict[str, list[str]], output: Path, title: str) -> Path:
     """Bar chart of class balance (stacked per split) and a grid of sample images per class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     classes = list(counts)
     columns = list(next(iter(counts.values())).keys())
-    fig = plt.figure(figsize=(12, 4 + 1.6 * len(classes)))
+    fig = Figure(figsize=(12, 4 + 1.6 * len(classes)))
     grid = fig.add_gridspec(1 + len(classes), SAMPLES_PER_CLASS, height_ratios=[3] + [1] * len(classes))
     bars = fig.add_subplot(grid[0, :])
     bottom = np.zeros(len(classes))
@@ -73,7 +70,6 @@ def write_stats_png(root: Path, counts: dict[str, dict[str, int]], samples: dict
     fig.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=80)
-    plt.close(fig)
     return output
 
 

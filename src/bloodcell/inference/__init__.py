@@ -1,1 +1,1 @@
-"""Inference: the predictor (TTA, referral), Grad-CAM, the out-of-distribution guard, ONNX."""
+"""Inference: the predictor (TTA, referral), LayerCAM explanations, the out-of-distribution guard, ONNX."""

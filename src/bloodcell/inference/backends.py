@@ -55,13 +55,16 @@ class LogitsAndFeatures(nn.Module):
 
 
 class TorchBackend:
-    """Runs a PyTorch model on CPU in inference mode."""
+    """Runs a PyTorch model in inference mode on the device its parameters are on."""
 
     def __init__(self, model: nn.Module):
         self.model = model.eval()
         self._wrapped = LogitsAndFeatures(self.model).eval()
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        parameter = next(self.model.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
         with torch.inference_mode():
-            logits, features = self._wrapped(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
-        return logits.float().numpy(), features.float().numpy()
+            inputs = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
+            logits, features = self._wrapped(inputs)
+        return logits.float().cpu().numpy(), features.float().cpu().numpy()

@@ -84,7 +84,7 @@ def _target(model: nn.Module, batch: torch.Tensor, stride: int) -> tuple[nn.Modu
         for handle in handles:
             handle.remove()
     if not maps:
-        raise TypeError(f"{type(model).__name__} has no convolutional feature map for Grad-CAM")
+        raise TypeError(f"{type(model).__name__} has no convolutional feature map for LayerCAM")
     min_side = max(2, math.ceil(min(batch.shape[-2:]) / stride))
     stages = _stage_modules(model)
     for module, size in reversed(maps):

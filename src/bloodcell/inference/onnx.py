@@ -9,7 +9,7 @@ file is self-describing like a checkpoint.
 
 ``int8``: without calibration batches, dynamic quantization (int8 weights, activations
 quantized on the fly); with ``calibration`` (preprocessed batches, e.g. validation images:
-:mod:`bloodcell.workflows.export` reads them from a manifest), static QDQ quantization
+:func:`bloodcell.workflows.calibrate.int8_calibration_batches` reads them from a manifest), static QDQ quantization
 (per-channel int8 weights, calibrated activation ranges), usually faster and more accurate
 for CNNs. A file's metadata is validated when it is loaded (:func:`read_document`).
 """

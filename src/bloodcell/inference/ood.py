@@ -148,7 +148,7 @@ UNFAMILIAR_NOTE = ("unfamiliar lab: stain or camera unlike those of the labs thi
 
 @dataclass
 class OODGuard:
-    """Calibrated out-of-distribution checks; :meth:`reasons` gives a referral reason or None per image.
+    """Calibrated out-of-distribution checks; :meth:`assess` gives a referral reason and a note per image.
 
     The image-statistics and feature checks hold one :class:`Gaussian` per calibration source
     (a lab): an input passes a check when it lies within any source's threshold.
@@ -216,7 +216,7 @@ class OODGuard:
         if data.get("version") != GUARD_VERSION:
             raise CheckpointError(f"{where}: its out-of-distribution guard was fitted by an older bloodcell "
                                   f"(version {data.get('version')}, need {GUARD_VERSION}); fit it again with "
-                                  f"`bloodcell calibrate-ood CHECKPOINT --manifest MANIFEST`")
+                                  f"`bloodcell calibrate-ood --model CHECKPOINT --manifest MANIFEST`")
         try:
             stats = [Gaussian.from_dict(g, len(STAT_NAMES)) for g in data["stats"]]
             features = [Gaussian.from_dict(g) for g in data["features"]]

@@ -25,6 +25,7 @@ from PIL import Image
 from bloodcell.checkpoint import Checkpoint, load_checkpoint
 from bloodcell.data.images import ImageSource, read_image
 from bloodcell.errors import CheckpointError, ConfigError, ImageError
+from bloodcell.framing import count_cells
 from bloodcell.inference.backends import TorchBackend
 from bloodcell.inference.explain import save_gradcam_overlay
 from bloodcell.inference.onnx import (
@@ -43,6 +44,9 @@ from bloodcell.weights import resolve
 ENGINES = ("torch", "onnx")
 #: The one default referral threshold of the CLI, the service, the page and the smear counter.
 DEFAULT_REFER_BELOW = 0.6
+#: The note of an image that shows several white cells (a field or a smear photo, not a single-cell image).
+SEVERAL_CELLS_NOTE = ("{} white cells in this image: the one nearest the centre was classified; count smear photos "
+                      "with `bloodcell count`")
 
 Images = Union[ImageSource, Sequence[ImageSource]]
 
@@ -163,7 +167,7 @@ class Classifier:
         return f"Classifier({self.source or 'in-memory'}, engine={engine}, classes={len(self.class_names)})"
 
     def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Decoded RGB images to the model's uint8 NCHW input pixels (resized and centre-cropped)."""
+        """Decoded RGB images to the model's uint8 NCHW input pixels (framed as the checkpoint says, resized, cropped)."""
         return np.stack([self._pixels(image).numpy() for image in images])
 
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -202,6 +206,8 @@ class Classifier:
         Returns one :class:`Prediction` for a single input and a list for a list. With
         ``tta`` the probabilities are averaged over the 8 dihedral views (rotations by
         multiples of 90 degrees, with and without a flip) of the preprocessed image.
+        ``refer_below`` refers results less confident than it (None: only the guard refers; the CLI,
+        the service and the counter use :data:`DEFAULT_REFER_BELOW`).
         ``guard=False`` skips the out-of-distribution guard, for callers that already know each
         input is a single cell (the smear counter's detected white cells).
         """
@@ -237,12 +243,16 @@ class Classifier:
         while in_flight:
             yield in_flight.popleft().result()
 
-    def _decode(self, item: ImageSource) -> np.ndarray | ImageError:
-        """One input's uint8 model-input pixels (C, H, W), or the ImageError saying why it cannot be used."""
+    def _decode(self, item: ImageSource) -> tuple[np.ndarray, str | None] | ImageError:
+        """One input's uint8 model-input pixels (C, H, W) and a note when it shows several white cells, or the
+        ImageError saying why it cannot be used."""
         try:
-            return self._pixels(read_image(item)).numpy()
+            image = read_image(item)
         except ImageError as exc:
             return exc
+        cells = count_cells(image)
+        note = SEVERAL_CELLS_NOTE.format(cells) if cells > 1 else None
+        return self._pixels(image).numpy(), note
 
     def _predict_batch(self, items: Sequence[ImageSource], top_k: int, refer_below: float | None, tta: bool,
                        guard: bool) -> list[Prediction]:
@@ -254,22 +264,22 @@ class Classifier:
             if isinstance(outcome, ImageError):
                 results[index].error = str(outcome)
             else:
-                decoded.append((index, outcome))
+                decoded.append((index, *outcome))
         if not decoded:
             return results
-        pixels = np.stack([p for _, p in decoded])
+        pixels = np.stack([p for _, p, _ in decoded])
         logits, features = self.score(pixels, tta)
         probs = self.probabilities(logits)
         assessed = self.guard.assess(pixels, features[0]) if guard else [(None, None)] * len(decoded)
-        for (index, _), prob, (ood_reason, note) in zip(decoded, probs, assessed):
+        for (index, _, cells_note), prob, (ood_reason, note) in zip(decoded, probs, assessed):
             fill_prediction(results[index], prob, self.class_names, top_k, refer_below, ood_reason)
-            results[index].note = note
+            results[index].note = "; ".join(n for n in (cells_note, note) if n) or None
         return results
 
     def explain(self, image: ImageSource, out_path: str | Path, class_index: int | None = None) -> Path:
-        """Write a Grad-CAM overlay PNG for ``image`` (torch engine only); returns the path."""
+        """Write a LayerCAM heat-map overlay PNG for ``image`` (torch engine only); returns the path."""
         if self.model is None:
-            raise ConfigError("Grad-CAM needs the torch engine (load the .safetensors checkpoint, not an ONNX file)")
+            raise ConfigError("LayerCAM needs the torch engine (load the .safetensors checkpoint, not an ONNX file)")
         batch = self.preprocess([read_image(image)])
         with self._lock:
             return save_gradcam_overlay(self.model, batch, self.data_config, out_path, class_index)

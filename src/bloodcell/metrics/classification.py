@@ -134,6 +134,56 @@ def confusion(y_true, y_pred, num_classes: int) -> dict[str, list[list[float]]]:
     return {"counts": counts.tolist(), "normalized": normalised.round(6).tolist()}
 
 
+def _named_rows(y: np.ndarray, p: np.ndarray, y_pred: np.ndarray, class_names: list[str],
+                notes: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per-class rows (with names and AUCs) and ROC curves; a note for each class without samples or calls."""
+    rows = per_class_metrics(y, y_pred, len(class_names))
+    rocs = roc_per_class(y, p)
+    for name, row, roc in zip(class_names, rows, rocs):
+        row["name"] = name
+        row["auc"] = roc["auc"]
+        if row["support"] == 0:
+            notes.append(
+                f"class {name!r} has no samples: recall, F1 and AUC are undefined (None) and it is left out of "
+                f"the macro and weighted averages; {row['predicted']} sample(s) were predicted as it (errors)"
+            )
+        elif row["predicted"] == 0:
+            notes.append(f"class {name!r} was never predicted: its precision is reported as 0")
+    return rows, rocs
+
+
+def _agreement(y: np.ndarray, y_pred: np.ndarray, num_classes: int, notes: list[str]) -> tuple[float | None, float | None]:
+    """Cohen's kappa and Matthews' correlation (None where undefined, with a note)."""
+    with warnings.catch_warnings():  # undefined values become None with a note below
+        warnings.simplefilter("ignore")
+        kappa = _clean(cohen_kappa_score(y, y_pred, labels=np.arange(num_classes)))
+        mcc = _clean(matthews_corrcoef(y, y_pred))
+    if kappa is None:
+        notes.append("Cohen's kappa is undefined here (a single class in truth and prediction)")
+    return kappa, mcc
+
+
+def _calibration(y: np.ndarray, p: np.ndarray, n_bins: int) -> dict[str, Any]:
+    return {
+        "n_bins": n_bins,
+        "ece": expected_calibration_error(y, p, n_bins),
+        "brier": brier_score(y, p),
+        "nll": float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean()),
+        "mean_confidence": float(p.max(axis=1).mean()),
+        "reliability": reliability_curve(y, p, n_bins),
+    }
+
+
+def _selective(y: np.ndarray, p: np.ndarray, coverages: Sequence[float], targets: Sequence[float]) -> dict[str, Any]:
+    return {
+        "curve": _thin(coverage_curve(y, p)),
+        "accuracy_at_coverage": [accuracy_at_coverage(y, p, c) for c in coverages],
+        "threshold_for_accuracy": [threshold_for_accuracy(y, p, t) for t in targets],
+        "note": "thresholds here are chosen on the evaluated split itself (optimistic); "
+        "pick deployment thresholds on validation data",
+    }
+
+
 def classification_report(
     y_true,
     y_prob,
@@ -154,30 +204,11 @@ def classification_report(
     num_classes = len(class_names)
     y_pred = p.argmax(axis=1)
     notes: list[str] = []
-
-    rows = per_class_metrics(y, y_pred, num_classes)
-    rocs = roc_per_class(y, p)
-    for name, row, roc in zip(class_names, rows, rocs):
-        row["name"] = name
-        row["auc"] = roc["auc"]
-        if row["support"] == 0:
-            notes.append(
-                f"class {name!r} has no samples: recall, F1 and AUC are undefined (None) and it is left out of "
-                f"the macro and weighted averages; {row['predicted']} sample(s) were predicted as it (errors)"
-            )
-        elif row["predicted"] == 0:
-            notes.append(f"class {name!r} was never predicted: its precision is reported as 0")
+    rows, rocs = _named_rows(y, p, y_pred, class_names, notes)
     macro, weighted = _averages(rows)
     scored = [r["auc"] for r in rows if r["auc"] is not None]
-    with warnings.catch_warnings():  # undefined values become None with a note below
-        warnings.simplefilter("ignore")
-        kappa = _clean(cohen_kappa_score(y, y_pred, labels=np.arange(num_classes)))
-        mcc = _clean(matthews_corrcoef(y, y_pred))
-    if kappa is None:
-        notes.append("Cohen's kappa is undefined here (a single class in truth and prediction)")
-
-    curve = coverage_curve(y, p)
-    report: dict[str, Any] = {
+    kappa, mcc = _agreement(y, y_pred, num_classes, notes)
+    return {
         "n_samples": int(len(y)),
         "class_names": class_names,
         "accuracy": float((y_pred == y).mean()),
@@ -193,22 +224,8 @@ def classification_report(
         ],
         "confusion_matrix": confusion(y, y_pred, num_classes),
         "roc": [{"name": name, **roc} for name, roc in zip(class_names, rocs)],
-        "calibration": {
-            "n_bins": n_bins,
-            "ece": expected_calibration_error(y, p, n_bins),
-            "brier": brier_score(y, p),
-            "nll": float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean()),
-            "mean_confidence": float(p.max(axis=1).mean()),
-            "reliability": reliability_curve(y, p, n_bins),
-        },
+        "calibration": _calibration(y, p, n_bins),
         "bootstrap": bootstrap_ci(y, y_pred, num_classes, n_boot=n_boot, seed=seed),
-        "selective": {
-            "curve": _thin(curve),
-            "accuracy_at_coverage": [accuracy_at_coverage(y, p, c) for c in coverages],
-            "threshold_for_accuracy": [threshold_for_accuracy(y, p, t) for t in targets],
-            "note": "thresholds here are chosen on the evaluated split itself (optimistic); "
-            "pick deployment thresholds on validation data",
-        },
+        "selective": _selective(y, p, coverages, targets),
         "notes": notes,
     }
-    return report

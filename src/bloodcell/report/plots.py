@@ -54,21 +54,38 @@ def confusion_normalized(metrics: dict[str, Any]) -> bytes:
     return _matrix(normalized, metrics["class_names"], "Confusion matrix (row-normalised)", ".2f")
 
 
+def _roc_zoom(rocs: list[dict[str, Any]]) -> tuple[float, float]:
+    """(largest false positive rate, smallest sensitivity) of the corner where the curves of a good model are:
+    up to the rate at which every class reaches 98 % sensitivity, and down to their lowest sensitivity there."""
+    reach, floor = 0.01, 1.0
+    for roc in rocs:
+        fpr, tpr = np.asarray(roc["fpr"]), np.asarray(roc["tpr"])
+        reach = max(reach, float(fpr[np.argmax(tpr >= 0.98)]) if (tpr >= 0.98).any() else 1.0)
+    reach = min(1.0, reach * 1.2)
+    for roc in rocs:  # the sensitivity where each curve leaves the left edge (not its (0, 0) start)
+        fpr, tpr = np.asarray(roc["fpr"]), np.asarray(roc["tpr"])
+        floor = min(floor, float(tpr[fpr > 0][0]) if (fpr > 0).any() else 0.0)
+    return reach, max(0.0, floor - 0.02)
+
+
 def roc_curves(metrics: dict[str, Any]) -> bytes:
-    """One-vs-rest ROC curve per class, AUC in the legend."""
-    fig = Figure(figsize=(6, 5))
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    for roc in metrics["roc"]:
-        if roc["auc"] is None:
-            continue
-        ax.plot(roc["fpr"], roc["tpr"], linewidth=1.4, label=f"{roc['name']} (AUC {roc['auc']:.4f})")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate (sensitivity)")
-    ax.set_title("ROC curves (one vs rest)")
-    ax.set_xlim(-0.01, 1.0)
-    ax.set_ylim(0.0, 1.01)
-    ax.legend(loc="lower right", fontsize=8)
+    """One-vs-rest ROC curve per class, AUC in the legend: the whole curve, and the corner where they lie."""
+    rocs = [roc for roc in metrics["roc"] if roc["auc"] is not None]
+    fig = Figure(figsize=(11, 5))
+    whole, corner = fig.subplots(1, 2)
+    reach, floor = _roc_zoom(rocs) if rocs else (1.0, 0.0)
+    for ax, (x_max, y_min) in ((whole, (1.0, 0.0)), (corner, (reach, floor))):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        for roc in rocs:
+            ax.plot(roc["fpr"], roc["tpr"], linewidth=1.4, label=f"{roc['name']} (AUC {roc['auc']:.4f})")
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate (sensitivity)")
+        ax.set_xlim(-0.01 * x_max, x_max)
+        ax.set_ylim(y_min, 1.005)
+        ax.grid(alpha=0.3)
+    whole.set_title("ROC curves (one vs rest)")
+    corner.set_title("The top-left corner, enlarged")
+    whole.legend(loc="lower right", fontsize=8)
     return to_png(fig)
 
 
@@ -133,8 +150,9 @@ def per_class_bars(metrics: dict[str, Any]) -> bytes:
         ax.bar(x + offset, values, width=0.26, label=key, color=color)
     ax.set_xticks(x, [r["name"] for r in rows], rotation=45, ha="right")
     finite = [r[k] for r in rows for k in ("precision", "recall", "f1") if r[k] is not None]
-    ax.set_ylim(max(0.0, min(finite, default=0.0) - 0.05), 1.0)
-    ax.set_ylabel("score")
+    bottom = max(0.0, min(finite, default=0.0) - 0.05)
+    ax.set_ylim(bottom, 1.0)
+    ax.set_ylabel("score" + (f" (axis starts at {bottom:.2f}, not 0)" if bottom > 0 else ""))
     ax.set_title("Per-class precision, recall (sensitivity) and F1")
     ax.legend(loc="lower left", fontsize=8, ncol=3)
     ax.grid(axis="y", alpha=0.3)
@@ -170,9 +188,9 @@ def comparison_chart(rows: Sequence[dict[str, Any]], metric: str = "accuracy") -
     for i, v in enumerate(values):
         ax.text(i, v, f" {v:.3f}", ha="center", va="bottom", fontsize=8, rotation=90)
     ax.set_xticks(x, names, rotation=30, ha="right")
-    bottom = float(np.nanmin(low)) if len(rows) else 0.0
-    ax.set_ylim(max(0.0, bottom - 0.05), 1.0)
-    ax.set_ylabel(f"{metric} (test split, 95% bootstrap CI)")
+    bottom = max(0.0, (float(np.nanmin(low)) if len(rows) else 0.0) - 0.05)
+    ax.set_ylim(bottom, 1.0)
+    ax.set_ylabel(f"{metric} (test split, 95% bootstrap CI)" + (f"; axis starts at {bottom:.2f}" if bottom > 0 else ""))
     ax.set_title(f"Model comparison: {metric}")
     ax.grid(axis="y", alpha=0.3)
     return to_png(fig)

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bloodcell._version import __version__
 from bloodcell.data.images import read_image
 from bloodcell.errors import ImageError
-from bloodcell.inference.predictor import DEFAULT_REFER_BELOW
+from bloodcell.inference.predictor import DEFAULT_REFER_BELOW, load
 from bloodcell.log import get_logger
 from bloodcell.service.limits import (
     BodyLimitMiddleware,
@@ -68,6 +68,7 @@ from bloodcell.service.schemas import (
     SmearImageResult,
 )
 from bloodcell.service.settings import Limits, ServiceSettings
+from bloodcell.smear.counting import count_smears as library_count_smears
 from bloodcell.smear.counting import sample_totals
 
 logger = get_logger(__name__)
@@ -132,7 +133,7 @@ class ServiceState:
     model_name: str
     queue: WorkQueue
     metrics: ServiceMetrics
-    count_images: SmearCounter | None
+    count_images: SmearCounter
 
     @property
     def limits(self) -> Limits:
@@ -157,8 +158,6 @@ def create_app(
     settings = settings or ServiceSettings()
     limits = settings.limits
     if classifier is None:
-        from bloodcell.inference.predictor import load
-
         classifier = load(settings.model, engine=settings.engine, num_threads=settings.threads)
     if count_smears is None:
         count_images = _default_smear_counter(classifier, refer_below=settings.refer_below)
@@ -191,6 +190,8 @@ def create_app(
     )
     _add_error_handlers(app)
     _add_routes(app)
+    _add_classify_route(app)
+    _add_sample_routes(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_upload_bytes, timeout_s=limits.body_timeout_s)
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
@@ -213,17 +214,9 @@ def bind_smear_counter(count_smears: Callable[..., dict[str, Any]], classifier: 
     return count
 
 
-def _default_smear_counter(classifier: Any, detector: str | None = None,
-                           refer_below: float = DEFAULT_REFER_BELOW) -> SmearCounter | None:
-    """The library's smear counter bound to ``classifier`` (``detector``: the library's default
-    when None); None, with a warning, when smear counting cannot be imported."""
-    try:
-        from bloodcell.smear.counting import count_smears
-    except ImportError as exc:
-        logger.warning("smear counting is not available (/v1/count answers 501): %s", exc)
-        return None
-    options = {} if detector is None else {"detector": detector}
-    return bind_smear_counter(count_smears, classifier, refer_below, **options)
+def _default_smear_counter(classifier: Any, refer_below: float = DEFAULT_REFER_BELOW) -> SmearCounter:
+    """The library's smear counter (its default detector) bound to ``classifier``."""
+    return bind_smear_counter(library_count_smears, classifier, refer_below)
 
 
 class ApiKeyMiddleware:
@@ -358,6 +351,7 @@ def _classify_job(token: CancelToken, state: ServiceState, usable, top_k: int, t
                 confidence=pred.confidence,
                 referred=pred.referred,
                 reason=pred.reason,
+                note=pred.note,
                 top_k=[ClassProbability(label=label, probability=prob) for label, prob in pred.top_k],
                 error=pred.error,
             )
@@ -461,6 +455,8 @@ def _review_request(data: bytes) -> ReviewRequest:
 
 
 def _add_routes(app: FastAPIOffline) -> None:
+    """The page and the routes describing the service: health, metrics, the loaded model."""
+
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": PAGE_CSP})
@@ -497,6 +493,10 @@ def _add_routes(app: FastAPIOffline) -> None:
         )
         return ModelsResponse(models=[info])
 
+
+def _add_classify_route(app: FastAPIOffline) -> None:
+    """The route classifying single-cell images."""
+
     @app.post("/v1/classify", response_model=ClassifyResponse, tags=["classify"], responses=ERROR_RESPONSES)
     async def classify(
         request: Request,
@@ -529,18 +529,20 @@ def _add_routes(app: FastAPIOffline) -> None:
             state.metrics.errors.labels("/v1/classify", exc.code).inc()
         return ClassifyResponse(model=state.model_name, results=items)
 
+
+def _add_sample_routes(app: FastAPIOffline) -> None:
+    """The routes of samples: counting smear photos and reviewing a counted sample."""
+
     @app.post(
         "/v1/count",
         response_model=CountResponse,
         tags=["count"],
-        responses={**ERROR_RESPONSES, 501: {"model": ErrorResponse, "description": "Smear counting not installed."}},
+        responses=ERROR_RESPONSES,
     )
     async def count(request: Request, files: UploadFiles, sample_id: SampleId = "sample") -> CountResponse:
         """Count RBC, WBC and platelets on the smear photos of one sample: its differential in plain words,
         and the white cells meant for a person (with crops and top 3) for review."""
         state = _state(request)
-        if state.count_images is None:
-            raise RequestRejected(501, "not_available", "smear counting is not available in this installation")
         uploads = await _read_uploads(files, state.limits)
         usable, refused = _screen(uploads, state.limits)
         counted: _Counted = await state.queue.run(_count_job, state, usable)

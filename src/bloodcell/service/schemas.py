@@ -35,6 +35,8 @@ class CellResult(BaseModel):
     confidence: float | None = Field(None, description="Calibrated probability of the label.")
     referred: bool | None = Field(None, description="True when the result should be checked by a person.")
     reason: str | None = Field(None, description="Why the result was referred.")
+    note: str | None = Field(None, description=(
+        "A caution that does not refer the result, e.g. the image shows several white cells."))
     top_k: list[ClassProbability] = Field(default_factory=list)
     error: str | None = None
     gradcam_png: str | None = Field(None, description=(

@@ -1,8 +1,9 @@
 """Smear photo -> counts, white-cell types and annotated image (the counts.json structure).
 
-``count_smears`` is the one entry point used by the CLI and the web service: nothing is
-written to disk; each image entry carries its annotated photo under ``"annotated"`` (a PIL
-image, dropped when serialising).
+``count_image`` counts one decoded photo and ``count_smears`` a sample's photos (the web service's
+default counter); ``bloodcell count`` (:mod:`bloodcell.workflows.count`) calls ``count_image`` photo
+by photo. Nothing is written to disk; each image entry carries its annotated photo under
+``"annotated"`` (a PIL image, dropped when serialising).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from bloodcell.data.boxes import SMEAR_LABELS, Box
 from bloodcell.data.images import ImageSource, read_image
@@ -29,19 +30,42 @@ COLOURS = {"RBC": (220, 30, 30), "WBC": (30, 60, 230), "Platelets": (20, 170, 60
 MIN_SMEAR_SIDE = 64
 
 
+def _label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, colour, font) -> None:
+    """``text`` in white on a box of ``colour``, so it reads on any smear."""
+    left, top, right, bottom = draw.textbbox(xy, text, font=font)
+    draw.rectangle((left - 2, top - 1, right + 2, bottom + 1), fill=colour)
+    draw.text(xy, text, fill=(255, 255, 255), font=font)
+
+
+def _legend(draw: ImageDraw.ImageDraw, boxes: Sequence[dict[str, Any]], font, line: int) -> None:
+    """A key in the top-left corner: each class's colour and how many were counted."""
+    counts: Counter = Counter()
+    for box in boxes:
+        counts[box["label"]] += box.get("count", 1)
+    y = line // 2
+    for label, colour in COLOURS.items():
+        _label(draw, (line // 2, y), f"{label}: {counts.get(label, 0)}", colour, font)
+        y += line
+
+
 def annotate(image: Image.Image, boxes: Sequence[dict[str, Any]]) -> Image.Image:
-    """A copy of ``image`` with each box drawn in its class colour and labelled."""
+    """A copy of ``image`` with each box drawn in its class colour, white cells and platelets labelled
+    (type and confidence) in readable type, and a key of the colours with the counts."""
     out = image.convert("RGB").copy()
     draw = ImageDraw.Draw(out)
     width = max(2, round(max(out.size) / 320))
+    size = max(11, round(max(out.size) / 45))
+    font = ImageFont.load_default(size=size)
     for box in boxes:
         colour = COLOURS.get(box["label"], (0, 0, 0))
         draw.rectangle([box["x1"], box["y1"], box["x2"], box["y2"]], outline=colour, width=width)
-        if box["label"] != "RBC":
-            text = box.get("wbc_type") or box["label"]
-            if box.get("confidence") is not None:
-                text = f"{text} {box['confidence']:.2f}"
-            draw.text((box["x1"] + 3, box["y1"] + 2), text, fill=colour)
+    for box in (b for b in boxes if b["label"] != "RBC"):
+        text = box.get("wbc_type") or box["label"]
+        if box.get("confidence") is not None:
+            text = f"{text} {box['confidence']:.2f}"
+        _label(draw, (box["x1"] + width, max(0.0, box["y1"] - size - 2)), text, COLOURS.get(box["label"], (0, 0, 0)),
+               font)
+    _legend(draw, boxes, font, round(size * 1.5))
     return out
 
 
@@ -110,6 +134,11 @@ def sample_totals(entries: Sequence[dict[str, Any]], typing_unavailable: str | N
     return sample
 
 
+#: How border cells are counted (kept with every counts.json and report).
+BORDER_NOTE = ("Every visible cell is counted, cells cut by the photo's border included, as in the TXL-PBC labels "
+               "the counter is measured against.")
+
+
 def count_smears(images: Sequence[ImageSource], classifier=None, names: list[str] | None = None,
                  detector: str = "learned", refer_below: float | None = DEFAULT_REFER_BELOW,
                  cell_size_px: float | None = None, typing_unavailable: str | None = None,
@@ -143,4 +172,4 @@ def count_smears(images: Sequence[ImageSource], classifier=None, names: list[str
     sample = sample_totals(entries, typing_unavailable)
     if classifier is not None:
         sample["wbc_typing"] = typing_summary(classifier)
-    return {"images": entries, "sample": sample, "errors": errors}
+    return {"images": entries, "sample": sample, "errors": errors, "border_cells": BORDER_NOTE}

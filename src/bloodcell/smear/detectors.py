@@ -22,8 +22,6 @@ from bloodcell.smear.classical import detect_cells
 from bloodcell.smear.learned_detector import LearnedDetector, load_detector
 from bloodcell.weights import DEFAULT_DETECTOR, resolve
 
-DETECTORS = ("learned", "classical")
-
 DetectorFn = Callable[..., list[Box]]
 
 

@@ -94,6 +94,8 @@ def render_report(doc: dict[str, Any], sample_id: str = "sample") -> str:
     lines += [f"Images counted: {sample['images']}; skipped: {len(doc.get('errors', []))}", "",
               "| cell | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sample["counts"].items()]
+    if doc.get("border_cells"):
+        lines += ["", doc["border_cells"]]
     lines += ["", "## White-cell differential", ""]
     notes = differential_notes(diff)
     if sample.get("wbc_typing_unavailable"):

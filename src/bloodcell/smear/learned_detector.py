@@ -121,15 +121,36 @@ class LearnedDetector:
         return self.detect(image, cell_size_px)[0]
 
     def detect(self, image: Image.Image, cell_size_px: float | None = None) -> tuple[list[Box], CellSize | None]:
-        """Boxes in photo pixels and the red-cell size used (None for a longer-side checkpoint)."""
-        size = None
-        if self.settings.cell_size_px is not None:
-            size = CellSize(float(cell_size_px), "given") if cell_size_px else self.estimate_cell_size(image)
-        scale = self.scale_for(image, size)
+        """Boxes in photo pixels and the red-cell size used (None for a longer-side checkpoint).
+
+        Without ``cell_size_px`` a photo that fits one tile at the usual red-cell size (a fifth of its
+        shorter side) is first read whole at that size: when its red cells measure about that, this
+        pass is the answer (one network pass for most photos); otherwise the photo is read again at
+        the measured size, or the size is searched for (:meth:`estimate_cell_size`).
+        """
+        if self.settings.cell_size_px is None:
+            return self._at_scale(image, self.scale_for(image, None)), None
+        if cell_size_px:
+            size = CellSize(float(cell_size_px), "given")
+            return self._at_scale(image, self.scale_for(image, size)), size
+        usual = CellSize(min(image.size) * USUAL_SIZE, "red cells")
+        scale = self.scale_for(image, usual)
+        if max(image.size) * scale <= TILE:
+            boxes = self._at_scale(image, scale)
+            measured = _median_size([b.scaled(scale) for b in boxes if _inside(b, image.size)], scale)
+            if measured is not None and measured.method == "red cells":
+                if 0.9 < measured.pixels / usual.pixels < 1.11:
+                    return boxes, measured
+                if 0.7 < measured.pixels / usual.pixels < 1.45:
+                    return self._at_scale(image, self.scale_for(image, measured)), measured
+        size = self.estimate_cell_size(image)
+        return self._at_scale(image, self.scale_for(image, size)), size
+
+    def _at_scale(self, image: Image.Image, scale: float) -> list[Box]:
+        """Boxes of the photo read at ``scale`` (network pixels per photo pixel), in photo pixels."""
         width, height = max(1, round(image.width * scale)), max(1, round(image.height * scale))
         resized = image.convert("RGB").resize((width, height), Image.BILINEAR)
-        boxes = [b.scaled(1 / scale) for b in self.detect_resized(resized)]
-        return [_clip(b, image.width, image.height) for b in boxes], size
+        return [_clip(b.scaled(1 / scale), image.width, image.height) for b in self.detect_resized(resized)]
 
     def _probe(self, image: Image.Image, cell_px: float) -> tuple[float, list[Box], float]:
         """Detections in a centred window of the photo seen as if its red cells were ``cell_px`` wide:
@@ -175,6 +196,11 @@ def _median_size(boxes: list[Box], scale: float) -> CellSize | None:
         if len(sizes) >= (3 if label == "RBC" else 1):
             return CellSize(float(np.median(sizes)) * factor / scale, method)
     return None
+
+
+def _inside(box: Box, size: tuple[int, int]) -> bool:
+    """True for a box not cut by the photo's border."""
+    return box.x1 > 1 and box.y1 > 1 and box.x2 < size[0] - 1 and box.y2 < size[1] - 1
 
 
 def _clip(box: Box, width: int, height: int) -> Box:

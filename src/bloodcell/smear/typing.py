@@ -16,8 +16,20 @@ def typing_summary(classifier) -> dict[str, Any]:
     if source and Path(source).suffix == ".safetensors":
         meta = read_checkpoint_meta(source)
         recorded = meta.get("smear_typing") if isinstance(meta.get("smear_typing"), dict) else {}
-        summary.update({k: recorded.get(k) for k in ("fitted_on", "held_out_smears", "held_out_accuracy")
-                        if k in recorded})
-        if isinstance(meta.get("adaptation"), dict):
-            summary["adapted_to"] = meta["adaptation"].get("lab")
+        summary.update({k: recorded[k] for k, fits in _RECORDED.items() if k in recorded and fits(recorded[k])})
+        lab = meta["adaptation"].get("lab") if isinstance(meta.get("adaptation"), dict) else None
+        if isinstance(lab, str) and lab:
+            summary["adapted_to"] = lab
     return summary
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+#: The recorded figures a report quotes, each with the shape it must have (read from a file: not trusted).
+_RECORDED = {
+    "fitted_on": lambda v: isinstance(v, str) and 0 < len(v) <= 200,
+    "held_out_smears": _count,
+    "held_out_accuracy": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0,
+}

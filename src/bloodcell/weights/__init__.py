@@ -41,7 +41,7 @@ BUNDLED = {
         BundledModel("pbc8", "pbc8.safetensors", "classifier", "8 PBC peripheral blood cell classes"),
         BundledModel("pbc11", "pbc11.safetensors", "classifier",
                      "11 PBC classes: band/segmented neutrophils and promyelocyte/myelocyte/metamyelocyte"),
-        BundledModel("smear-detector", "centernet-cbc.safetensors", "detector",
+        BundledModel("smear-detector", "smear-detector.safetensors", "detector",
                      "smear photo cell detector: red cells, white cells and platelets"),
     )
 }

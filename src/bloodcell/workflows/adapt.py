@@ -33,7 +33,8 @@ from bloodcell.workflows.cells import Cells, folder_cells
 MIN_CELLS = 5
 #: Cells per class beyond which adapting one layer gains little; more are used but not needed.
 ENOUGH_CELLS = 20
-_KEPT = ("taxonomy", "dataset", "manifest_sha256", "smear_typing")
+#: Metadata the adapted checkpoint keeps; a typing record measured on the base model is not kept (it no longer holds).
+_KEPT = ("taxonomy", "dataset", "manifest_sha256")
 
 
 @dataclass
@@ -79,7 +80,8 @@ def _guard_with_lab(guard: OODGuard | None, pixels: np.ndarray, features: np.nda
     own = fit_guard(np.ascontiguousarray(views), features[:4].reshape(-1, features.shape[-1]), guard.pass_rate,
                     sources=[lab] * len(views))
     merged = OODGuard(guard.blank_std, guard.stats + own.stats, guard.features + own.features, guard.pass_rate,
-                      guard.num_images + own.num_images, guard.sources + own.sources)
+                      guard.num_images + own.num_images, guard.sources + own.sources,
+                      familiar=guard.familiar + [True] * len(own.sources))
     return {**merged.to_dict(), "version": GUARD_VERSION}
 
 

@@ -115,14 +115,14 @@ def export_txl_crops(out: str | Path, sources: list[str], detector_manifest: str
     held = held_out_ids(typed_smears(data_root)[0])
     group = {row.image_id: row.group for row in read_smear_manifest(detector_manifest).rows}
     counts: dict[str, int] = {}
-    fields = [f for f in smear_images("txl", data_root) if f.source in sources and group.get(f.image_id, "") not in held]
-    for field in track(fields, "white-cell crops", unit="fields"):
-        boxes = [b for b in field.annotation.boxes if b.label == "WBC"]
+    photos = [p for p in smear_images("txl", data_root) if p.source in sources and group.get(p.image_id, "") not in held]
+    for photo in track(photos, "white-cell crops", unit="fields"):
+        boxes = [b for b in photo.annotation.boxes if b.label == "WBC"]
         if not boxes:
             continue
-        photo = read_image(field.path)
-        (out / field.source).mkdir(exist_ok=True)
+        image = read_image(photo.path)
+        (out / photo.source).mkdir(exist_ok=True)
         for k, box in enumerate(boxes):
-            crop_around(photo, box.xyxy, context).save(out / field.source / f"{field.image_id}_{k}.png")
-            counts[field.source] = counts.get(field.source, 0) + 1
+            crop_around(image, box.xyxy, context).save(out / photo.source / f"{photo.image_id}_{k}.png")
+            counts[photo.source] = counts.get(photo.source, 0) + 1
     return counts

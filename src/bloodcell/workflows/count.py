@@ -23,21 +23,21 @@ from pathlib import Path
 from typing import Any
 
 from bloodcell.data.boxes import SMEAR_LABELS
-from bloodcell.data.images import read_image
+from bloodcell.data.images import read_image, scan_folder
 from bloodcell.data.smears import labels_beside
 from bloodcell.errors import DataError, ImageError
 from bloodcell.inference.files import Inputs, collect_inputs
+from bloodcell.inference.predictor import DEFAULT_REFER_BELOW
 from bloodcell.metrics.detection import coco_ap50, evaluate_counts
 from bloodcell.outputs import check_output_folder
 from bloodcell.progress import track
-from bloodcell.smear.counting import count_image, sample_totals
+from bloodcell.smear.counting import BORDER_NOTE, count_image, sample_totals
 from bloodcell.smear.differential import differential, write_report
 from bloodcell.smear.io import serialisable
+from bloodcell.smear.review import safe_name
 from bloodcell.smear.typing import typing_summary
 
 SAMPLES_CSV = "samples.csv"
-BORDER_NOTE = ("Every visible cell is counted, cells cut by the photo's border included, as in the TXL-PBC labels "
-               "the counter is measured against.")
 
 
 @dataclass
@@ -52,14 +52,31 @@ class Sample:
 def samples_from_folders(paths: Sequence[str | Path]) -> list[Sample]:
     """One sample per sub-folder of a single folder that holds no photos itself; else one sample of everything."""
     if len(paths) == 1 and Path(paths[0]).is_dir():
-        root = Path(paths[0])
-        subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        direct = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
-        if subfolders and not direct:
-            return [Sample(folder.name, (found := collect_inputs([folder])).paths, found.problems)
-                    for folder in subfolders]
+        samples = _sample_folders(Path(paths[0]))
+        if samples:
+            return samples
     inputs: Inputs = collect_inputs(paths)
     return [Sample("sample", inputs.paths, inputs.problems)]
+
+
+def _sample_folders(root: Path) -> list[Sample]:
+    """One sample per visible sub-folder of ``root``, or [] when ``root``'s own files include a photo.
+
+    Other files beside the sample folders (a README) are passed over; entries there that cannot be used
+    (a broken link) are reported with the first sample, and an empty sample folder is reported as its own.
+    """
+    subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    scan = scan_folder(root)
+    if not subfolders or any(p.parent == root for p in scan.images):
+        return []
+    samples = []
+    for folder in subfolders:
+        inputs = Inputs()
+        inputs.add_folder(folder)
+        empty = [] if inputs.paths or inputs.problems else [(str(folder), "no photos in this sample folder")]
+        samples.append(Sample(folder.name, inputs.paths, inputs.problems + empty))
+    samples[0].problems[:0] = [(path, reason) for path, reason in scan.problems if Path(path).parent == root]
+    return samples
 
 
 def samples_from_csv(path: str | Path) -> list[Sample]:
@@ -153,14 +170,28 @@ def write_samples_csv(rows: list[dict[str, Any]], out: Path) -> Path:
     return path
 
 
+def sample_folder_names(samples: list[Sample]) -> dict[str, str]:
+    """Each sample's output folder name (its id made safe for a file name); DataError when two ids would share one."""
+    names: dict[str, str] = {}
+    for sample in samples:
+        name = safe_name(sample.sample_id)
+        clash = next((other for other, taken in names.items() if taken == name), None)
+        if clash is not None:
+            raise DataError(f"the sample ids {clash!r} and {sample.sample_id!r} would share the output folder "
+                            f"{name!r}: rename one")
+        names[sample.sample_id] = name
+    return names
+
+
 def count_samples(samples: list[Sample], output: str | Path, classifier=None, *, detector: str = "learned",
-                  refer_below: float | None = None, cell_size_px: float | None = None,
+                  refer_below: float | None = DEFAULT_REFER_BELOW, cell_size_px: float | None = None,
                   typing_unavailable: str | None = None) -> list[dict[str, Any]]:
     """Count every sample into ``output`` (a sub-folder per sample when there are several) and write samples.csv."""
+    folders = sample_folder_names(samples)
     output = check_output_folder(output, "counts")
     docs, rows = [], []
     for sample in samples:
-        folder = output / sample.sample_id if len(samples) > 1 else output
+        folder = output / folders[sample.sample_id] if len(samples) > 1 else output
         doc = count_sample(sample, folder, classifier, detector=detector, refer_below=refer_below,
                            cell_size_px=cell_size_px, typing_unavailable=typing_unavailable)
         docs.append(doc)

@@ -20,7 +20,6 @@ from bloodcell.data.smear_manifest import (
     write_smear_manifest,
 )
 from bloodcell.data.smears import smear_images
-from bloodcell.progress import track
 
 #: TXL sources whose fields show BCCD photos.
 BCCD_SOURCES = ("bccd", "kaggle-bcd")
@@ -32,7 +31,7 @@ def txl_detector_split(out: str | Path, cbc_manifest: str | Path, data_root: str
     originals = smear_images("bccd", data_root)
     cbc_test = set(read_smear_manifest(cbc_manifest).ids("test"))
     copies = [f for f in fields if f.source in BCCD_SOURCES]
-    matches = match_copies([f.path for f in track(copies, "matching BCCD copies")], [o.path for o in originals])
+    matches = match_copies([f.path for f in copies], [o.path for o in originals])
     group = {f.image_id: originals[m.original].image_id for f, m in zip(copies, matches) if m.is_copy}
     unmatched = sorted(f.image_id for f, m in zip(copies, matches) if not m.is_copy)
     val_groups = {group[f.image_id] for f in fields if f.subset == "val" and f.image_id in group}

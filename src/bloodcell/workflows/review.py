@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bloodcell.data.images import read_image
 from bloodcell.errors import DataError, ImageError
 from bloodcell.outputs import check_output_folder
+from bloodcell.service.schemas import BoxState, Tally
 from bloodcell.smear.differential import write_report
 from bloodcell.smear.io import serialisable
 from bloodcell.smear.review import (
@@ -47,6 +49,25 @@ TEMPLATE_COLUMNS = CSV_COLUMNS[:-3] + ("top_3",) + CSV_COLUMNS[-3:]
 INSTRUCTIONS = ("Fill in `decision` in corrections.csv for each cell: accept (the call is right), relabel (give the "
                 "right class in `label`) or wrong (not a white cell). Add a row with decision `missing`, the photo, "
                 "x1, y1, x2, y2 and `label` for each cell the counter missed. Then run `bloodcell review apply`.")
+
+
+class _CountedPhoto(BaseModel):
+    """What review needs of one photo entry of counts.json (other keys are kept as they are)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    path: str = Field(max_length=4096)
+    boxes: list[BoxState] = Field(default_factory=list, max_length=50_000)
+    counts: Tally = Field(default_factory=dict)
+    wbc_types: Tally = Field(default_factory=dict)
+    referred: list[dict[str, Any]] = Field(default_factory=list, max_length=10_000)
+
+
+class _CountedDoc(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    images: list[_CountedPhoto] = Field(max_length=10_000)
+    sample: dict[str, Any]
 
 
 @dataclass
@@ -76,8 +97,12 @@ def read_counted(folder: str | Path) -> CountedSample:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: cannot read the counted sample ({getattr(exc, 'strerror', None) or exc}); "
                         f"give the folder of one sample written by `bloodcell count`") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or "sample" not in doc:
-        raise DataError(f"{path}: not a counts.json written by `bloodcell count`")
+    try:
+        _CountedDoc.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the document"
+        raise DataError(f"{path}: not a counts.json written by `bloodcell count` ({where}: {first['msg']})") from None
     return CountedSample(path.parent, str(doc.get("sample_id") or path.parent.name), doc)
 
 

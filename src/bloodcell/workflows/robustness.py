@@ -20,22 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from bloodcell._version import __version__
-from bloodcell.data.bccd import held_out_ids, typed_smears
-from bloodcell.data.images import read_image
 from bloodcell.data.items import folder_items, manifest_items
 from bloodcell.data.manifest import read_manifest
-from bloodcell.errors import DataError, ImageError
+from bloodcell.errors import DataError
 from bloodcell.evaluation.perturbations import (
     PERTURBATIONS,
     decode_all,
     score_images,
     score_split,
 )
-from bloodcell.framing import crop_around
 from bloodcell.inference.predictor import Classifier, load
 from bloodcell.log import get_logger
 from bloodcell.provenance import file_sha256, git_commit, now
 from bloodcell.weights import resolve
+from bloodcell.workflows.cells import bccd_cells
 
 logger = get_logger(__name__)
 
@@ -48,23 +46,6 @@ def originals_of_split(paths: Sequence[Path], root: Path, manifest, split: str) 
     split_of = {str(Path(row.path).with_suffix("")): row.split for row in manifest.rows}
     found = [split_of.get(str(path.relative_to(root).with_suffix("")), "not in manifest") for path in paths]
     return [i for i, name in enumerate(found) if name == split], Counter(found)
-
-
-def held_out_bccd_cells(data_root, context: float) -> tuple[list, list[str], list[tuple[str, str]]]:
-    """(crops, types, skipped) of the main white cell of each held-out BCCD smear."""
-    smears, skipped = typed_smears(data_root)
-    held = held_out_ids(smears)
-    crops, labels = [], []
-    for smear in (s for s in smears if s.image_id in held):
-        try:
-            crops.append(crop_around(read_image(smear.path), smear.main_box.xyxy, context))
-        except ImageError as exc:
-            skipped.append((smear.image_id, str(exc)))
-            continue
-        labels.append(smear.wbc_type)
-    if not crops:
-        raise DataError("no held-out BCCD white cell could be cropped")
-    return crops, labels, skipped
 
 
 def _originals(classifier: Classifier, originals: str | Path, manifest: str | Path, split: str,
@@ -106,8 +87,9 @@ def run_robustness(checkpoint: str | Path, manifest: str | Path, *, limit: int |
     if bccd:
         result["cross_lab"] = {}
         for context in contexts:
-            crops, labels, skipped = held_out_bccd_cells(data_root, context)
-            logger.info("BCCD crops of the held-out smears at %gx the box: %d cells", context, len(crops))
+            cells = bccd_cells(data_root, "held_out", context)
+            logger.info("BCCD crops of the held-out smears at %gx the box: %d cells", context, len(cells.images))
             result["cross_lab"][f"bccd_box_{context:g}x"] = {
-                "context": context, "skipped": skipped, **score_images(classifier, crops, labels, batch_size)}
+                "context": context, "skipped": cells.skipped,
+                **score_images(classifier, cells.images, cells.labels, batch_size)}
     return result

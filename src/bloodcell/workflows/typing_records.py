@@ -38,7 +38,8 @@ def record_typing(checkpoint: str | Path, scores: dict[str, Any]) -> None:
     """Store the held-out accuracy of :func:`measure_typing` in the checkpoint file's ``smear_typing``."""
     meta = read_checkpoint_meta(checkpoint)
     extra = meta.get("train_config", {}).get("extra_train") or []
-    fitted = {"fitted_on": "fine-tuned with " + ", ".join(Path(p).parent.name or Path(p).name for p in extra)} if extra else {}
+    beside = meta.get("dataset") or meta.get("train_config", {}).get("dataset") or "its own dataset"
+    fitted = {"fitted_on": f"fine-tuned with {len(extra)} extra training set(s) beside {beside}"} if extra else {}
     update_metadata(resolve(checkpoint), smear_typing={
         "dataset": "bccd", "held_out_smears": scores["held_out"], "held_out_accuracy": scores["direct_accuracy_held_out"],
         "seed": scores["seed"], "commit": git_commit(), **fitted})

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import skops.io as sio
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sklearn.calibration import _CalibratedClassifier, _SigmoidCalibration
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
 from sklearn.pipeline import Pipeline
@@ -60,7 +61,49 @@ def load_classical(path: str | Path) -> tuple[Pipeline, dict[str, Any]]:
         raise CheckpointError(f"{path}: corrupt .skops checkpoint ({type(exc).__name__})") from exc
     if not isinstance(pipeline, Pipeline) or not isinstance(meta, dict):
         raise CheckpointError(f"{path}: the .skops file does not hold a bloodcell classical pipeline")
-    if isinstance(meta.get("data_config"), dict):
+    meta = _validated(meta, path)
+    if meta.get("data_config") is not None:
         pipeline.data_config = DataConfig.from_dict(meta["data_config"])
     pipeline.model_name = meta.get("model_name")
     return pipeline, meta
+
+
+#: Largest square input a classical checkpoint may ask for (as for torch checkpoints).
+MAX_INPUT_SIZE = 1024
+_Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ClassicalMeta(BaseModel):
+    """What scoring reads from a classical checkpoint's metadata, typed and bounded; other keys kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+    model_name: _Name | None = None
+    class_names: list[_Name] = Field(min_length=2, max_length=1000)
+    input_size: int | None = Field(None, ge=8, le=MAX_INPUT_SIZE)
+    temperature: float = Field(1.0, gt=1e-6, le=1e3, allow_inf_nan=False)
+    data_config: dict[str, Any] | None = None
+
+    @field_validator("class_names")
+    @classmethod
+    def _unique(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError("class names repeat")
+        return names
+
+
+def _validated(meta: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``meta`` with its read fields validated (nothing read from a file is trusted); CheckpointError otherwise."""
+    try:
+        checked = ClassicalMeta.model_validate(meta)
+        if checked.data_config is not None:
+            size = DataConfig.from_dict(checked.data_config).input_size
+            if not 8 <= size <= MAX_INPUT_SIZE:
+                raise ValueError(f"data_config.input_size {size} is not between 8 and {MAX_INPUT_SIZE}")
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error.get("loc", ())) or "metadata"
+        raise CheckpointError(f"{path}: invalid classical checkpoint metadata ({where}: {error.get('msg')})") from None
+    except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
+        raise CheckpointError(f"{path}: invalid classical checkpoint metadata ({exc or type(exc).__name__})") from None
+    return {**meta, **checked.model_dump(include={"model_name", "class_names", "input_size", "temperature"},
+                                         exclude_none=True)}

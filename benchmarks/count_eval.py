@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
               "all": figures(entries, truths), "sources": per_source,
               "targets": TARGETS.get(args.set), "published_yolo_count_accuracy": PUBLISHED_YOLO_COUNT_ACCURACY}
     tag = args.set + (f"-{args.labels}" if args.set == "cbc-test" else "") + (f"-{args.held_out}" if args.held_out else "")
+    tag += "-classical" if args.detector == "classical" else ""
     out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"count_eval-{tag}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     for source, figs in [("all", result["all"]), *per_source.items()]:

@@ -252,7 +252,7 @@ def read_checkpoint_meta(spec: str | Path) -> dict[str, Any]:
     if raw.get("format") != FORMAT or "bloodcell" not in raw:
         raise CheckpointError(f"{path}: safetensors file carries no bloodcell metadata (format {raw.get('format')!r})")
     try:
-        document = json.loads(raw["bloodcell"], parse_constant=_refuse_constant)
+        document = json.loads(raw["bloodcell"], parse_constant=refuse_json_constant)
     except (json.JSONDecodeError, ValueError) as exc:
         raise CheckpointError(f"{path}: checkpoint metadata is not valid JSON ({exc})") from None
     except RecursionError:
@@ -260,7 +260,8 @@ def read_checkpoint_meta(spec: str | Path) -> dict[str, Any]:
     return validate_meta(document, path)
 
 
-def _refuse_constant(name: str) -> float:
+def refuse_json_constant(name: str) -> float:
+    """``json.loads``' ``parse_constant``: NaN and Infinity are not numbers a file may give."""
     raise ValueError(f"{name} is not a number")
 
 

@@ -66,3 +66,22 @@ def test_the_cards_plain_onnxruntime_example_matches_predict(name, tmp_path):
         expected = classifier.predict_proba([image])[0]
         assert list(plain) == classifier.class_names
         np.testing.assert_allclose(list(plain.values()), expected, atol=1e-4)
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, str):
+        yield value
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_bundled_checkpoint_metadata_carries_no_machine_paths(name):
+    from bloodcell.checkpoint import read_checkpoint_meta
+
+    paths = [s for s in _strings(read_checkpoint_meta(name)) if s.startswith(("/", "~")) or re.match(r"^[A-Za-z]:\\\\", s)]
+    assert paths == []

@@ -30,7 +30,7 @@ import onnx
 import torch
 from pydantic import ValidationError
 
-from bloodcell.checkpoint import MetaSchema, _refuse_constant, load_checkpoint
+from bloodcell.checkpoint import MetaSchema, load_checkpoint, refuse_json_constant
 from bloodcell.errors import CheckpointError, ConfigError
 from bloodcell.inference.backends import LogitsAndFeatures
 from bloodcell.provenance import file_sha256
@@ -167,7 +167,7 @@ def read_document(backend: OnnxBackend, source: str | Path) -> dict[str, Any]:
     if "bloodcell" not in backend.metadata:
         raise CheckpointError(f"{source}: ONNX model carries no bloodcell metadata (export it with 'bloodcell export')")
     try:
-        document = json.loads(backend.metadata["bloodcell"], parse_constant=_refuse_constant)
+        document = json.loads(backend.metadata["bloodcell"], parse_constant=refuse_json_constant)
         if not isinstance(document, dict):
             raise ValueError("not a JSON object")
         names = document.get("class_names")

@@ -104,18 +104,24 @@ def export_bccd_crops(out: str | Path, data_root=None, seed: int = 0) -> Path:
     return out / "manifest.csv"
 
 
+def txl_fields_outside_bccd_test(sources: list[str], detector_manifest: str | Path, data_root=None) -> list:
+    """TXL-PBC's fields of ``sources``, except those showing a held-out BCCD smear (or a copy of one: the
+    detector manifest's ``group``), so BCCD's held-out cells stay unseen."""
+    held = held_out_ids(typed_smears(data_root)[0])
+    group = {row.image_id: row.group for row in read_smear_manifest(detector_manifest).rows}
+    return [p for p in smear_images("txl", data_root) if p.source in sources and group.get(p.image_id, "") not in held]
+
+
 def export_txl_crops(out: str | Path, sources: list[str], detector_manifest: str | Path, data_root=None,
                      context: float = 2.0) -> dict[str, int]:
     """Write the (untyped) white cells of TXL-PBC's fields of ``sources`` as ``out/<source>/<field>_<k>.png``.
 
-    Fields showing a held-out BCCD smear (or a copy of one: the detector manifest's ``group``) are left
-    out. Returns the crops written per source.
+    Fields showing a held-out BCCD smear are left out (:func:`txl_fields_outside_bccd_test`). Returns the
+    crops written per source.
     """
     out = check_output_folder(out, "white-cell crops")
-    held = held_out_ids(typed_smears(data_root)[0])
-    group = {row.image_id: row.group for row in read_smear_manifest(detector_manifest).rows}
     counts: dict[str, int] = {}
-    photos = [p for p in smear_images("txl", data_root) if p.source in sources and group.get(p.image_id, "") not in held]
+    photos = txl_fields_outside_bccd_test(sources, detector_manifest, data_root)
     for photo in track(photos, "white-cell crops", unit="fields"):
         boxes = [b for b in photo.annotation.boxes if b.label == "WBC"]
         if not boxes:

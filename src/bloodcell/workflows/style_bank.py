@@ -14,14 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from bloodcell.data.bccd import held_out_ids, typed_smears
 from bloodcell.data.images import read_image
-from bloodcell.data.smear_manifest import read_smear_manifest
-from bloodcell.data.smears import smear_images
 from bloodcell.errors import ConfigError, DataError, ImageError
 from bloodcell.framing import crop_around, frame_cell
 from bloodcell.progress import track
 from bloodcell.transforms import lab_style
+from bloodcell.workflows.cells import txl_fields_outside_bccd_test
 
 FORMAT = "bloodcell-style-bank/1"
 #: Context of the crop taken around a white-cell box before it is framed.
@@ -33,9 +31,7 @@ def build_style_bank(sources: list[str], out: str | Path, detector_manifest: str
     """Write the style bank of the white cells of TXL ``sources`` to ``out`` (JSON); returns it."""
     if not sources:
         raise ConfigError("name at least one TXL source for the style bank")
-    held = held_out_ids(typed_smears(data_root)[0])
-    group = {row.image_id: row.group for row in read_smear_manifest(detector_manifest).rows}
-    fields = [f for f in smear_images("txl", data_root) if f.source in sources and group.get(f.image_id, "") not in held]
+    fields = txl_fields_outside_bccd_test(sources, detector_manifest, data_root)
     styles = []
     for field in track(fields, "white-cell colours", unit="fields"):
         try:

@@ -47,6 +47,8 @@ MAX_CLASSES = 1000
 MACHINE_PATHS = ("manifest", "data_root", "out", "cache_dir", "init_from", "extra_train", "style_bank")
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+#: A class name becomes a folder name (``cells/<class>/``): no path separators, not ``.`` or ``..``.
+ClassName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^/\\\x00]+$")]
 Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e3, le=1e3)]
 Positive = Annotated[float, Field(allow_inf_nan=False, gt=1e-6, le=1e3)]
 
@@ -71,7 +73,7 @@ class MetaSchema(BaseModel):
     format: Literal["bloodcell-checkpoint/1"]
     model_name: Name
     num_classes: int = Field(ge=2, le=MAX_CLASSES)
-    class_names: list[Name] = Field(min_length=2, max_length=MAX_CLASSES)
+    class_names: list[ClassName] = Field(min_length=2, max_length=MAX_CLASSES)
     data_config: DataConfigSchema
     model_kwargs: dict[Name, Any] = {}
     train_config: dict[str, Any] = {}
@@ -83,6 +85,8 @@ class MetaSchema(BaseModel):
     def _unique(cls, names: list[str]) -> list[str]:
         if len(set(names)) != len(names):
             raise ValueError("class names repeat")
+        if {".", ".."} & set(names):
+            raise ValueError("a class name cannot be '.' or '..'")
         return names
 
     @field_validator("model_kwargs")

@@ -78,3 +78,10 @@ def test_sample_ids_that_would_share_a_folder_are_refused(samples, tmp_path):
                                  "--detector", "classical", "--model", str(checkpoint)])
     assert isinstance(result.exception, DataError)  # the entry point prints it as one sentence, exit 2
     assert "would share the output folder 'S_17'" in str(result.exception)
+
+
+def test_a_single_folder_of_photos_is_one_sample_named_after_it(samples, tmp_path):
+    root, checkpoint = samples
+    out = tmp_path / "out"
+    assert _count(root / "a", checkpoint, out).exit_code == 0
+    assert json.loads((out / "counts.json").read_text())["sample_id"] == "a"

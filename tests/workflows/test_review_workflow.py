@@ -105,6 +105,10 @@ def test_export_writes_the_referred_cells_and_a_template_and_apply_recomputes_th
     assert sorted(cells.labels) == sorted(["lymphocyte", rows[1]["model_label"], "eosinophil"])
     assert all(label in PBC8 for label in cells.labels)
 
+    again = CliRunner().invoke(app, ["review", "apply", "--counts", str(done), "--corrections", str(done / "corrections.csv"),
+                                     "-o", str(tmp_path / "twice"), "--model", str(tiny_model)])
+    assert isinstance(again.exception, DataError) and "already reviewed" in str(again.exception)
+
 
 def _wbc_box(counted, photo: int, n: int) -> int:
     doc = json.loads((counted / "counts.json").read_text())
@@ -129,6 +133,7 @@ def test_apply_refuses_a_bad_corrections_file_with_one_sentence(counted, tiny_mo
     (lambda doc: doc["images"][0]["boxes"][0].update(x1="left"), "images.0.boxes.0.x1"),
     (lambda doc: doc["images"][0].update(counts={"RBC": -3}), "images.0.counts.RBC"),
     (lambda doc: doc.pop("sample"), "sample"),
+    (lambda doc: doc["images"][0].update(photo_id="../../../evil"), "images.0.photo_id"),
 ])
 def test_a_tampered_counts_json_is_one_sentence_naming_the_field(counted, tmp_path, tamper, where):
     sample = counted  # one sample: its folder is the output folder

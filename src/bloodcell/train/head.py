@@ -6,7 +6,9 @@ Li et al. 2018): it minimises the cross-entropy on the given cells' features plu
 Classes that are not among the given cells keep weights close to the model's, so the adapted
 model still names them. The pull's strength is chosen by stratified cross-validation over the
 given cells (all views of a cell on one side), whose out-of-fold predictions of each held-out
-cell's plain view also give the honest accuracy estimate and the temperature. Features come as
+cell's plain view also give the accuracy estimate and the temperature (the strength is chosen on
+the same folds, so the estimate is slightly optimistic; with 5-20 cells per class there are too
+few for a nested split). Features come as
 views (V, N, D): the 8 quarter turns and mirrors of each cell, so a few cells train the layer
 as eight times as many rotated copies.
 """

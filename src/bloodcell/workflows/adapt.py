@@ -6,8 +6,9 @@ all 8 quarter-turn and mirror views of each cell, pulled towards the model's own
 chosen by cross-validation over the cells), its temperature refitted on the out-of-fold logits,
 and its out-of-distribution guard learns the lab's cells as a familiar source. The result is a
 checkpoint that ``predict``, ``count``, ``serve`` and ``evaluate`` take with ``--model``; its
-``adaptation`` metadata records the lab, the cells and the cross-validated accuracy (the honest
-estimate of the accuracy on that lab), next to the unadapted model's accuracy on the same cells.
+``adaptation`` metadata records the lab, the cells and the cross-validated accuracy (an estimate
+of the accuracy on that lab, slightly optimistic: see :mod:`bloodcell.train.head`), next to the
+unadapted model's accuracy on the same cells.
 """
 
 from __future__ import annotations

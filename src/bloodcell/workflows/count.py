@@ -50,13 +50,16 @@ class Sample:
 
 
 def samples_from_folders(paths: Sequence[str | Path]) -> list[Sample]:
-    """One sample per sub-folder of a single folder that holds no photos itself; else one sample of everything."""
+    """One sample per sub-folder of a single folder that holds no photos itself; else one sample of everything,
+    named after that single folder (``sample`` for files or several paths)."""
+    sample_id = "sample"
     if len(paths) == 1 and Path(paths[0]).is_dir():
         samples = _sample_folders(Path(paths[0]))
         if samples:
             return samples
+        sample_id = Path(paths[0]).resolve().name or sample_id
     inputs: Inputs = collect_inputs(paths)
-    return [Sample("sample", inputs.paths, inputs.problems)]
+    return [Sample(sample_id, inputs.paths, inputs.problems)]
 
 
 def _sample_folders(root: Path) -> list[Sample]:

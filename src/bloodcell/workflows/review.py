@@ -57,6 +57,7 @@ class _CountedPhoto(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     path: str = Field(max_length=4096)
+    photo_id: str | None = Field(None, pattern=r"^[0-9a-f]{16}$")  # names the crops' files
     boxes: list[BoxState] = Field(default_factory=list, max_length=50_000)
     counts: Tally = Field(default_factory=dict)
     wbc_types: Tally = Field(default_factory=dict)
@@ -162,6 +163,10 @@ def apply_review(counts: str | Path, corrections: str | Path, out: str | Path,
                  classes: list[str] | tuple[str, ...]) -> Reviewed:
     """Apply a corrections CSV to a counted sample and write the reviewed sample into ``out`` (see the module)."""
     counted = read_counted(counts)
+    if (counted.doc.get("review") or {}).get("reviewed") or any(
+            box.get("reviewed") for entry in counted.doc["images"] for box in entry.get("boxes", [])):
+        raise DataError(f"{counts}: this sample is already reviewed; apply the corrections to the counts "
+                        "`bloodcell count` wrote")
     try:
         text = Path(corrections).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

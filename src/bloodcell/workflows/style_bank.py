@@ -3,7 +3,10 @@
 The white cells of TXL-PBC's fields (untyped boxes) from the chosen sources are framed as the
 classifier frames cells and summarised by :func:`bloodcell.transforms.lab_style`. Fields that show
 a held-out BCCD smear (or a copy of one, per the detector manifest's ``group``) are left out, so no
-colour of a held-out image reaches training.
+colour of a held-out BCCD image reaches training. TXL's ``pbc`` fields are PBC images and are not
+matched against PBC's test split: a bank with the ``pbc`` source may hold colour statistics (six
+numbers per cell) of PBC test images; models evaluated on PBC's test split should use a bank
+without it.
 """
 
 from __future__ import annotations

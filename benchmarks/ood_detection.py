@@ -103,13 +103,13 @@ def main() -> None:
     other_lab = None
     if args.other_lab:
         lab = read_manifest(args.other_lab)
-        other_lab = {"manifest": args.other_lab, "manifest_sha256": lab.sha256,
+        other_lab = {"manifest": Path(args.other_lab).name, "manifest_sha256": lab.sha256,
                      **passed([str(Path(args.other_lab).parent / row.path) for row in lab.rows_for("test")])}
         print("other lab", other_lab)
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "commit": git_commit() or "unknown",
-        "model": classifier.source,
+        "model": Path(classifier.source).name,
         "guard": {"pass_rate": classifier.guard.pass_rate, "calibration_images": classifier.guard.num_images,
                   "sources": classifier.guard.sources},
         "negatives": report,

@@ -70,7 +70,8 @@ def test_the_cards_plain_onnxruntime_example_matches_predict(name, tmp_path):
 
 def _strings(value):
     if isinstance(value, dict):
-        for item in value.values():
+        for key, item in value.items():
+            yield str(key)
             yield from _strings(item)
     elif isinstance(value, list):
         for item in value:

@@ -244,7 +244,8 @@ def _provenance(job: _Job, extras: list, init_sha256: str | None) -> dict[str, A
     provenance: dict[str, Any] = {"manifest_sha256": job.manifest.sha256, "dataset": job.manifest.dataset,
                                   "taxonomy": job.config.taxonomy}
     if extras:
-        provenance["extra_train_sha256"] = {path: manifest.sha256 for path, manifest, _ in extras}
+        # in the order of train_config.extra_train (whose paths a checkpoint keeps as file names only)
+        provenance["extra_train_sha256"] = [manifest.sha256 for _, manifest, _ in extras]
     if init_sha256 is not None:
         provenance["init_from_sha256"] = init_sha256
     return provenance

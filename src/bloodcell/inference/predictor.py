@@ -208,8 +208,8 @@ class Classifier:
         multiples of 90 degrees, with and without a flip) of the preprocessed image.
         ``refer_below`` refers results less confident than it (None: only the guard refers; the CLI,
         the service and the counter use :data:`DEFAULT_REFER_BELOW`).
-        ``guard=False`` skips the out-of-distribution guard, for callers that already know each
-        input is a single cell (the smear counter's detected white cells).
+        ``guard=False`` skips the out-of-distribution guard and the several-cells note, for callers
+        that already know each input is a single cell (the smear counter's detected white cells).
         """
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
         items = [images] if single else list(images)
@@ -229,7 +229,7 @@ class Classifier:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         size = max(1, min(batch_size, -(-len(items) // self.workers)))  # a small request still keeps every worker busy
         batches = [items[start:start + size] for start in range(0, len(items), size)]
-        outcomes = self._batch_outcomes(batches, top_k, refer_below, tta, guard and self.guard is not None)
+        outcomes = self._batch_outcomes(batches, top_k, refer_below, tta, guard)
         return track(outcomes, "classifying", total=len(items), unit="images", size=len) if progress else outcomes
 
     def _batch_outcomes(self, batches: list, top_k: int, refer_below: float | None, tta: bool,
@@ -243,14 +243,14 @@ class Classifier:
         while in_flight:
             yield in_flight.popleft().result()
 
-    def _decode(self, item: ImageSource) -> tuple[np.ndarray, str | None] | ImageError:
-        """One input's uint8 model-input pixels (C, H, W) and a note when it shows several white cells, or the
-        ImageError saying why it cannot be used."""
+    def _decode(self, item: ImageSource, single_cell: bool) -> tuple[np.ndarray, str | None] | ImageError:
+        """One input's uint8 model-input pixels (C, H, W) and a note when it shows several white cells (not
+        looked for when the caller knows it is a ``single_cell``), or the ImageError saying why it cannot be used."""
         try:
             image = read_image(item)
         except ImageError as exc:
             return exc
-        cells = count_cells(image)
+        cells = 1 if single_cell else count_cells(image)
         note = SEVERAL_CELLS_NOTE.format(cells) if cells > 1 else None
         return self._pixels(image).numpy(), note
 
@@ -260,7 +260,7 @@ class Classifier:
         results = [Prediction(path=str(item) if isinstance(item, (str, Path)) else None) for item in items]
         decoded = []
         for index, item in enumerate(items):
-            outcome = self._decode(item)
+            outcome = self._decode(item, single_cell=not guard)
             if isinstance(outcome, ImageError):
                 results[index].error = str(outcome)
             else:
@@ -270,7 +270,8 @@ class Classifier:
         pixels = np.stack([p for _, p, _ in decoded])
         logits, features = self.score(pixels, tta)
         probs = self.probabilities(logits)
-        assessed = self.guard.assess(pixels, features[0]) if guard else [(None, None)] * len(decoded)
+        assessed = (self.guard.assess(pixels, features[0]) if guard and self.guard is not None
+                    else [(None, None)] * len(decoded))
         for (index, _, cells_note), prob, (ood_reason, note) in zip(decoded, probs, assessed):
             fill_prediction(results[index], prob, self.class_names, top_k, refer_below, ood_reason)
             results[index].note = "; ".join(n for n in (cells_note, note) if n) or None

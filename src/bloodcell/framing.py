@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from bloodcell.data.images import to_rgb
 from bloodcell.errors import ConfigError
 from bloodcell.segmentation import MIN_CONTRAST, nearest_component, otsu_threshold
 
@@ -41,19 +42,21 @@ BoxLike = tuple[float, float, float, float]
 
 def background_colour(image: Image.Image) -> tuple[int, int, int]:
     """Median colour of the photo's outermost pixels (the slide background, even when a cell fills the middle)."""
-    array = np.asarray(image.convert("RGB").reduce(max(1, min(image.size) // 64)))
+    array = np.asarray(to_rgb(image).reduce(max(1, min(image.size) // 64)))
     border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
     return tuple(int(v) for v in np.median(border, axis=0))  # type: ignore[return-value]
 
 
-def crop_around(image: Image.Image, box: BoxLike, context: float = CONTEXT) -> Image.Image:
-    """Square crop centred on ``box`` (x1, y1, x2, y2) with side ``context`` x its longer side."""
+def crop_around(image: Image.Image, box: BoxLike, context: float = CONTEXT,
+                fill: tuple[int, int, int] | None = None) -> Image.Image:
+    """Square crop centred on ``box`` (x1, y1, x2, y2) with side ``context`` x its longer side; what lies
+    outside the photo is ``fill`` (default: :func:`background_colour`, worth computing once for many crops)."""
     if not context > 0:
         raise ConfigError(f"the crop context must be positive, got {context}")
     x1, y1, x2, y2 = box
     side = max(1, round(max(x2 - x1, y2 - y1) * context))
     left, top = round((x1 + x2 - side) / 2), round((y1 + y2 - side) / 2)
-    canvas = Image.new("RGB", (side, side), background_colour(image))
+    canvas = Image.new("RGB", (side, side), fill or background_colour(image))
     region = image.crop((max(0, left), max(0, top), min(image.width, left + side), min(image.height, top + side)))
     canvas.paste(region, (max(0, -left), max(0, -top)))
     return canvas
@@ -71,7 +74,7 @@ def _stained_groups(image: Image.Image) -> tuple[float, np.ndarray, np.ndarray] 
     or None when nothing stands out. Strongly stained: above Otsu's threshold of blue minus green and
     above half of its range (nuclei and granules)."""
     factor = min(1.0, SEARCH_SIDE / max(1, min(image.size)))
-    small = image.convert("RGB").resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))),
+    small = to_rgb(image).resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))),
                                         Image.Resampling.BILINEAR)
     stain = _stain(small)
     low, high = np.percentile(stain, [1, 99.9])

@@ -37,13 +37,13 @@ def _name(source: ImageSource) -> str:
     return f"<{type(source).__name__}>"
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB without silently clipping high bit depths."""
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB without silently clipping high bit depths (an RGB image itself, not a copy)."""
     mode = image.mode
     if mode == "RGB":
         return image
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return array_to_rgb(np.asarray(image))
+        return arrayto_rgb(np.asarray(image))
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -51,7 +51,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def array_to_rgb(array: np.ndarray) -> Image.Image:
+def arrayto_rgb(array: np.ndarray) -> Image.Image:
     """Convert an HxW, HxWx1, HxWx3 or HxWx4 array of any numeric dtype to RGB.
 
     Integers wider than 8 bit are scaled by their dtype range (16-bit data that only uses
@@ -82,7 +82,7 @@ def array_to_rgb(array: np.ndarray) -> Image.Image:
     if arr.ndim == 2:
         return Image.fromarray(arr, mode="L").convert("RGB")
     if arr.shape[-1] == 4:
-        return _to_rgb(Image.fromarray(arr, mode="RGBA"))
+        return to_rgb(Image.fromarray(arr, mode="RGBA"))
     return Image.fromarray(arr, mode="RGB")
 
 
@@ -94,11 +94,11 @@ def read_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
     if isinstance(source, np.ndarray):
         if source.ndim >= 2 and source.shape[0] * source.shape[1] > max_pixels:
             raise ImageError(f"{_name(source)}: image too large ({source.shape[1]}x{source.shape[0]} pixels, limit {max_pixels})")
-        return array_to_rgb(source)
+        return arrayto_rgb(source)
     if isinstance(source, Image.Image):
         if source.width * source.height > max_pixels:
             raise ImageError(f"{_name(source)}: image too large ({source.width}x{source.height} pixels, limit {max_pixels})")
-        return _to_rgb(source)
+        return to_rgb(source)
     name = _name(source)
     if isinstance(source, (str, Path)):
         data = _read_file(Path(source), name)
@@ -161,7 +161,7 @@ def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
         if "truncated" in message.lower() or isinstance(exc, EOFError):
             raise ImageError(f"{name}: image file is truncated or corrupt ({message})") from exc
         raise ImageError(f"{name}: image cannot be decoded ({message})") from exc
-    return _to_rgb(image)
+    return to_rgb(image)
 
 
 

@@ -114,7 +114,7 @@ class CenterNet(nn.Module):
     @torch.no_grad()
     def detect(self, image: torch.Tensor, thresholds: Sequence[float], image_size: tuple[int, int]) -> list[Box]:
         """Boxes of one normalised (3, H, W) image (padded to 32) above their class thresholds, within ``image_size``."""
-        out = self(image[None])
+        out = self(image[None].contiguous(memory_format=torch.channels_last))
         return decode(torch.sigmoid(out["heatmap"][0]), out["size"][0], out["offset"][0], thresholds,
                       image_size=image_size)
 

@@ -15,9 +15,9 @@ from typing import Any, Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from bloodcell.data.boxes import SMEAR_LABELS, Box
-from bloodcell.data.images import ImageSource, read_image
+from bloodcell.data.images import ImageSource, read_image, to_rgb
 from bloodcell.errors import ConfigError, ImageError
-from bloodcell.framing import crop_around
+from bloodcell.framing import background_colour, crop_around
 from bloodcell.inference.predictor import DEFAULT_REFER_BELOW
 from bloodcell.progress import track
 from bloodcell.smear.classical import count_detections
@@ -51,7 +51,7 @@ def _legend(draw: ImageDraw.ImageDraw, boxes: Sequence[dict[str, Any]], font, li
 def annotate(image: Image.Image, boxes: Sequence[dict[str, Any]]) -> Image.Image:
     """A copy of ``image`` with each box drawn in its class colour, white cells and platelets labelled
     (type and confidence) in readable type, and a key of the colours with the counts."""
-    out = image.convert("RGB").copy()
+    out = to_rgb(image).copy()
     draw = ImageDraw.Draw(out)
     width = max(2, round(max(out.size) / 320))
     size = max(11, round(max(out.size) / 45))
@@ -83,7 +83,8 @@ def _classify(classifier, image: Image.Image, boxes: list[dict[str, Any]],
     wbcs = [b for b in boxes if b["label"] == "WBC"]
     if not wbcs:
         return []
-    crops = [crop_around(image, (b["x1"], b["y1"], b["x2"], b["y2"])) for b in wbcs]
+    fill = background_colour(image)
+    crops = [crop_around(image, (b["x1"], b["y1"], b["x2"], b["y2"]), fill=fill) for b in wbcs]
     referred = []
     # the detector already says these are white cells: only low confidence refers them (no "is it a cell" guard)
     for box, pred in zip(wbcs, classifier.predict(crops, top_k=1, refer_below=refer_below, guard=False)):

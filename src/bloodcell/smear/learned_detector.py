@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bloodcell.checkpoint import load_checkpoint, read_checkpoint_meta
 from bloodcell.data.boxes import SMEAR_LABELS, Box
+from bloodcell.data.images import to_rgb
 from bloodcell.errors import CheckpointError, ConfigError
 from bloodcell.models import get_model_entry
 from bloodcell.models.centernet import MULTIPLE, input_shape, to_input
@@ -36,6 +37,9 @@ from bloodcell.models.centernet import MULTIPLE, input_shape, to_input
 #: Side of the square tiles a large resized photo is cut into, and their overlap (resized pixels).
 TILE = 768
 OVERLAP = 128
+#: Large downscales first reduce by an integer factor down to this many times the target size (Pillow's
+#: ``reducing_gap``: several times faster on a phone photo, indistinguishable at 3).
+REDUCING_GAP = 3.0
 #: Side of the window the scale probes look at (resized pixels).
 PROBE = 192
 #: Red-cell diameters tried, as fractions of the photo's shorter side, and the usual one (tried first).
@@ -71,16 +75,21 @@ class CellSize:
 
 
 def _spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
-    """(start, end, core start, core end) of overlapping tiles covering ``length``; cores partition it."""
+    """(start, end, core start, core end) of overlapping tiles covering ``length``; cores partition it.
+
+    As few tiles as fit ``tile`` with at least ``overlap`` between neighbours, all of one size (a multiple
+    of the network's stride) spread evenly: less padding and overlap to compute than fixed-size tiles.
+    """
     if length <= tile:
         return [(0, length, 0, length)]
-    step = tile - overlap
-    starts = list(range(0, length - tile, step)) + [length - tile]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    size = min(tile, math.ceil((length + (count - 1) * overlap) / count / MULTIPLE) * MULTIPLE)
+    starts = [round(i * (length - size) / (count - 1)) for i in range(count)]
     spans = []
     for i, start in enumerate(starts):
-        core_start = 0 if i == 0 else (starts[i - 1] + tile + start) // 2
-        core_end = length if i == len(starts) - 1 else (start + tile + starts[i + 1]) // 2
-        spans.append((start, start + tile, core_start, core_end))
+        core_start = 0 if i == 0 else (starts[i - 1] + size + start) // 2
+        core_end = length if i == len(starts) - 1 else (start + size + starts[i + 1]) // 2
+        spans.append((start, start + size, core_start, core_end))
     return spans
 
 
@@ -89,7 +98,7 @@ class LearnedDetector:
 
     def __init__(self, model: torch.nn.Module, settings: DetectorSettings, mean: Sequence[float],
                  std: Sequence[float], source: str | None = None):
-        self.model = model.eval()
+        self.model = model.eval().to(memory_format=torch.channels_last)  # about 2x faster on CPU
         self.settings = settings
         self.thresholds = settings.ordered_thresholds()
         self.mean, self.std = tuple(mean), tuple(std)
@@ -100,7 +109,7 @@ class LearnedDetector:
 
     def detect_resized(self, resized: Image.Image, thresholds: Sequence[float] | None = None) -> list[Box]:
         """Boxes on an already resized photo, tile by tile; each cell from the tile whose core holds its centre."""
-        array = np.asarray(resized.convert("RGB"))
+        array = np.asarray(to_rgb(resized))
         thresholds = self.thresholds if thresholds is None else thresholds
         found = []
         for y0, y1, cy0, cy1 in _spans(array.shape[0], TILE, OVERLAP):
@@ -149,7 +158,7 @@ class LearnedDetector:
     def _at_scale(self, image: Image.Image, scale: float) -> list[Box]:
         """Boxes of the photo read at ``scale`` (network pixels per photo pixel), in photo pixels."""
         width, height = max(1, round(image.width * scale)), max(1, round(image.height * scale))
-        resized = image.convert("RGB").resize((width, height), Image.BILINEAR)
+        resized = to_rgb(image).resize((width, height), Image.BILINEAR, reducing_gap=REDUCING_GAP)
         return [_clip(b.scaled(1 / scale), image.width, image.height) for b in self.detect_resized(resized)]
 
     def _probe(self, image: Image.Image, cell_px: float) -> tuple[float, list[Box], float]:
@@ -162,8 +171,8 @@ class LearnedDetector:
                min(image.width, round(cx + side / 2)), min(image.height, round(cy + side / 2)))
         window = image.crop(box)
         resized = window.resize((max(1, round(window.width * scale)), max(1, round(window.height * scale))),
-                                Image.BILINEAR)
-        boxes = self._detect_array(np.asarray(resized.convert("RGB")), [PROBE_SCORE] * len(SMEAR_LABELS))
+                                Image.BILINEAR, reducing_gap=REDUCING_GAP)
+        boxes = self._detect_array(np.asarray(to_rgb(resized)), [PROBE_SCORE] * len(SMEAR_LABELS))
         confidence = sum(b.score for b in boxes if b.label != "Platelets")
         inside = [b for b in boxes if b.x1 > 1 and b.y1 > 1 and b.x2 < resized.width - 1 and b.y2 < resized.height - 1]
         return confidence, inside, scale

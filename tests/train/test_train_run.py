@@ -16,7 +16,6 @@ from bloodcell.train.run import (
     check_run_dir,
     clear_run_files,
     load_state,
-    prepare_run_dir,
     save_state,
     write_metrics_csv,
 )
@@ -40,7 +39,7 @@ def test_a_run_killed_during_its_first_save_is_started_fresh_and_resume_says_so(
     with pytest.raises(ConfigError, match="no complete last.pt.*without --resume"):
         check_run_dir(run, RUN_FILES, resume=True, overwrite=False)
     check_run_dir(run, RUN_FILES, resume=False, overwrite=False)  # no --overwrite needed: nothing to lose
-    prepare_run_dir(run, RUN_FILES, resume=False, overwrite=False)
+    clear_run_files(run, RUN_FILES)
     assert not any(run.iterdir())
 
 

@@ -1,7 +1,7 @@
 """What both trainers (classifier and smear detector) share about a run folder.
 
-* :func:`check_run_dir` / :func:`clear_run_files` / :func:`prepare_run_dir`: may this run start or
-  resume in this folder, and removing only the run's own files.
+* :func:`check_run_dir` / :func:`clear_run_files`: may this run start or resume in this folder, and
+  removing only the run's own files.
 * :func:`build_schedule`: the per-step learning-rate schedule (linear warmup then cosine decay or
   constant, or one-cycle).
 * :func:`write_metrics_csv`: one row per epoch.
@@ -79,12 +79,6 @@ def clear_run_files(run_dir: Path, run_files: Sequence[str]) -> Path:
     for name in (*run_files, *TEMP_FILES):
         (run_dir / name).unlink(missing_ok=True)
     return run_dir
-
-
-def prepare_run_dir(run_dir: Path, run_files: Sequence[str], *, resume: bool, overwrite: bool) -> Path:
-    """:func:`check_run_dir`, then (for a new run) :func:`clear_run_files`; single-process runs."""
-    check_run_dir(run_dir, run_files, resume=resume, overwrite=overwrite)
-    return Path(run_dir) if resume else clear_run_files(run_dir, run_files)
 
 
 # ---- the learning-rate schedule --------------------------------------------------------

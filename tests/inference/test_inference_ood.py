@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from inference_synthetic import CLASSES, synthetic_cells
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from bloodcell.inference.ood import OODGuard, fit_guard
 
@@ -86,6 +86,23 @@ def test_cells_of_an_unfamiliar_lab_pass_with_a_note_and_non_cells_are_still_ref
                                                                         classifier.features(negatives)))
     restored = OODGuard.from_dict(json.loads(json.dumps(guard.to_dict())))
     assert restored.familiar == [True, False]
+
+
+def _other_lab(image: np.ndarray) -> Image.Image:
+    """The same kind of cell from another lab: bluer stain and softer focus."""
+    shifted = image.astype(np.float32) * np.array([0.92, 0.97, 1.04])
+    return Image.fromarray(np.clip(shifted, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8))
+
+
+def test_stained_cells_unlike_every_known_lab_are_referred_as_an_unfamiliar_lab_not_as_non_cells(classifier, guard):
+    images, labels = synthetic_cells(60, seed=40)
+    other = [_other_lab(im) for im, label in zip(images, labels) if CLASSES[label] != "eosinophil"]  # purple nuclei
+    referred = [r for r, _ in guard.assess(classifier.pixels(other), classifier.features(other)) if r]
+    assert len(referred) >= 0.5 * len(other)  # most lie outside the home lab's limits
+    assert np.mean([r.startswith("unfamiliar lab") and "bloodcell adapt" in r for r in referred]) >= 0.8
+    negatives = _negatives()
+    results = guard.assess(classifier.pixels(list(negatives.values())), classifier.features(list(negatives.values())))
+    assert all(r.startswith("not a single blood cell") for r, _ in results)
 
 
 def test_guard_round_trips_through_json(guard):

@@ -90,6 +90,10 @@ def _summarise(results: list[Prediction], inputs, output: Path | None) -> None:
     if not_cells:
         typer.echo(f"{not_cells} image(s) do not look like a single blood cell (see their reason or note); for smear "
                    "photos use `bloodcell count` (counts and a differential)", err=True)
+    unfamiliar = sum((r.reason or "").startswith("unfamiliar lab") for r in results)
+    if unfamiliar:
+        typer.echo(f"{unfamiliar} image(s) look like cells of a lab unlike those this model learned from; adapt it "
+                   "to your lab with a few labelled cells per class: `bloodcell adapt --cells DIR`", err=True)
     if failed == len(results):
         typer.echo("no image could be classified", err=True)
         raise typer.Exit(1)

@@ -2,7 +2,8 @@
 
 Confidences are calibrated: the checkpoint's temperature is applied to the logits. A result
 is *referred* (meant for a human) when its confidence is below ``refer_below`` ("low
-confidence") or when the out-of-distribution guard fires ("not a single blood cell: ...").
+confidence") or when the out-of-distribution guard fires ("not a single blood cell: ..." or, for a stained
+cell unlike every lab it knows, "unfamiliar lab: ...").
 
 Bad inputs never raise from ``predict``: each one becomes a :class:`Prediction` whose
 ``error`` says why (label and confidence are None), for single inputs and lists alike.

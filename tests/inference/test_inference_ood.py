@@ -140,3 +140,21 @@ def test_calibrate_ood_rewrites_checkpoint_and_predict_refers(trained_checkpoint
     assert sum(r.referred for r in results[5:]) <= 1
     onnx_clf = load(checkpoint, engine="onnx")
     assert onnx_clf.guard is not None and onnx_clf.guard.features[0].threshold == clf.guard.features[0].threshold
+
+    # the CLI's summary names both kinds of referral, each with what to do
+    from typer.testing import CliRunner
+
+    from bloodcell.cli.main import app
+
+    photos = tmp_path / "to_predict"
+    photos.mkdir()
+    _negatives()["astronaut"].save(photos / "astronaut.png")
+    other, other_labels = synthetic_cells(24, seed=41)
+    for i, (image, label) in enumerate(zip(other, other_labels)):
+        if CLASSES[label] != "eosinophil":
+            _other_lab(image).save(photos / f"other_{i}.png")
+    result = CliRunner().invoke(app, ["predict", str(photos), "--model", str(checkpoint), "-o", str(tmp_path / "p.csv")])
+    assert result.exit_code == 0, result.output
+    assert "do not look like a single blood cell" in result.output and "bloodcell count" in result.output
+    assert "look like cells of a lab unlike those this model learned from" in result.output
+    assert "bloodcell adapt --cells DIR" in result.output

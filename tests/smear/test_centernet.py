@@ -21,6 +21,7 @@ from bloodcell.data.boxes import Box
 from bloodcell.errors import CheckpointError
 from bloodcell.metrics.detection import iou
 from bloodcell.models.centernet import (
+    MULTIPLE,
     STRIDE,
     CenterNet,
     decode,
@@ -32,6 +33,7 @@ from bloodcell.smear.detectors import resolve_detector
 from bloodcell.smear.learned_detector import (
     OVERLAP,
     TILE,
+    tile_spans,
     DetectorSettings,
     LearnedDetector,
     detector_settings,
@@ -310,6 +312,18 @@ def test_tiles_count_every_cell_once_even_across_tile_borders():
     assert len(centres) == n  # no cell twice
     assert all(b.width == pytest.approx(diameter, abs=2) for b in boxes)  # each from a tile that sees it whole
     assert OVERLAP / 2 > diameter / 2  # the rule's condition: a cell's radius fits in half the overlap
+
+
+@pytest.mark.parametrize("length", [TILE + 1, 1000, 1260, 1680, 5000])
+def test_tiles_are_even_overlap_enough_and_their_cores_partition_the_photo(length):
+    spans = tile_spans(length, TILE, OVERLAP)
+    sizes = {end - start for start, end, _, _ in spans}
+    assert len(sizes) == 1 and sizes.pop() <= TILE and (spans[0][1] - spans[0][0]) % MULTIPLE == 0
+    assert spans[0][0] == spans[0][2] == 0 and spans[-1][1] == spans[-1][3] == length
+    assert all(a[3] == b[2] for a, b in zip(spans, spans[1:]))  # cores meet: every pixel in exactly one core
+    assert all(a[1] - b[0] >= OVERLAP for a, b in zip(spans, spans[1:]))
+    assert all(start <= core_start < core_end <= end for start, end, core_start, core_end in spans)
+    assert len(spans) == -(-(length - OVERLAP) // (TILE - OVERLAP))  # as few tiles as fit
 
 
 def test_fcos_comparison_detector_trains_and_detects_through_the_same_interface():

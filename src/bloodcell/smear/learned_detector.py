@@ -74,7 +74,7 @@ class CellSize:
     method: str  # "given" | "red cells" | "white cells" | "default"
 
 
-def _spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
     """(start, end, core start, core end) of overlapping tiles covering ``length``; cores partition it.
 
     As few tiles as fit ``tile`` with at least ``overlap`` between neighbours, all of one size (a multiple
@@ -112,8 +112,8 @@ class LearnedDetector:
         array = np.asarray(to_rgb(resized))
         thresholds = self.thresholds if thresholds is None else thresholds
         found = []
-        for y0, y1, cy0, cy1 in _spans(array.shape[0], TILE, OVERLAP):
-            for x0, x1, cx0, cx1 in _spans(array.shape[1], TILE, OVERLAP):
+        for y0, y1, cy0, cy1 in tile_spans(array.shape[0], TILE, OVERLAP):
+            for x0, x1, cx0, cx1 in tile_spans(array.shape[1], TILE, OVERLAP):
                 for box in self._detect_array(np.ascontiguousarray(array[y0:y1, x0:x1]), thresholds):
                     x, y = box.centre
                     if cx0 <= x + x0 < cx1 and cy0 <= y + y0 < cy1:

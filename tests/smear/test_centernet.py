@@ -33,11 +33,11 @@ from bloodcell.smear.detectors import resolve_detector
 from bloodcell.smear.learned_detector import (
     OVERLAP,
     TILE,
-    tile_spans,
     DetectorSettings,
     LearnedDetector,
     detector_settings,
     load_detector,
+    tile_spans,
 )
 
 BG, PINK, PURPLE = (200, 202, 205), (205, 150, 140), (110, 70, 190)

@@ -4,11 +4,13 @@ Negatives (should be referred): whole CBC smear photos and random 256x256 crops 
 scikit-image sample pictures, synthetic blank and noise images. Positives (should pass): PBC
 images of a manifest split (default ``test``) and, with ``--other-lab``, the test split of
 another lab's cell crops (e.g. the held-out BCCD smears' white cells from ``bloodcell data
-crops``): stained single cells the guard should pass too. The model must carry a calibrated
+crops``): stained single cells the guard should pass too. ``--unseen-lab DIR``: a lab's cell
+crops that played no part in the model or its guard (e.g. ``bloodcell data crops --dataset txl``'s
+Raabin cells for a PBC model): whether they are referred as an unfamiliar lab's or as non-cells. The model must carry a calibrated
 guard (``bloodcell calibrate-ood``); default model: the bundled one.
 
     python benchmarks/ood_detection.py --manifest MANIFEST.csv [--model CKPT] [--split test]
-        [--other-lab CROPS/manifest.csv] [--positives 800] [--smears 100] [--out RESULT.json]
+        [--other-lab CROPS/manifest.csv] [--unseen-lab DIR] [--positives 800] [--smears 100] [--out RESULT.json]
 
 Writes benchmarks/results/ood_detection.json (or ``--out``) with the command and the git commit.
 """
@@ -60,6 +62,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="checkpoint with a calibrated OOD guard (default: bundled)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--other-lab", default=None, help="folder manifest of another lab's cells; its test split should pass")
+    parser.add_argument("--unseen-lab", default=None,
+                        help="folder of a lab's cell crops that played no part in the model or its guard: what the guard says of them")
     parser.add_argument("--positives", type=int, default=800)
     parser.add_argument("--smears", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
@@ -106,6 +110,14 @@ def main() -> None:
         other_lab = {"manifest": Path(args.other_lab).name, "manifest_sha256": lab.sha256,
                      **passed([str(Path(args.other_lab).parent / row.path) for row in lab.rows_for("test")])}
         print("other lab", other_lab)
+    unseen_lab = None
+    if args.unseen_lab:
+        from bloodcell.data.images import image_files
+
+        files = image_files(args.unseen_lab)
+        picks = sorted(np.random.default_rng(args.seed).permutation(len(files))[: args.positives])
+        unseen_lab = {"folder": Path(args.unseen_lab).name, **passed([str(files[i]) for i in picks])}
+        print("unseen lab", unseen_lab)
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "commit": git_commit() or "unknown",
@@ -118,6 +130,8 @@ def main() -> None:
     }
     if other_lab:
         result["other_lab_test"] = other_lab
+    if unseen_lab:
+        result["unseen_lab"] = unseen_lab
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -10,9 +10,11 @@ from bloodcell.errors import ConfigError
 from bloodcell.framing import (
     CONTEXT,
     NUCLEUS_TO_CELL,
+    count_cells,
     crop_around,
     find_cell,
     frame_cell,
+    lone_cell,
 )
 
 BACKGROUND, CELL = (235, 225, 230), (90, 40, 140)
@@ -78,3 +80,12 @@ def test_framing_brings_a_cell_to_one_size_whatever_its_size_in_the_input():
 def test_framing_keeps_an_image_without_a_stained_cell_as_it_is():
     blank = Image.new("RGB", (200, 150), BACKGROUND)
     assert find_cell(blank) is None and frame_cell(blank) is blank
+
+
+def test_lone_cell_is_the_cell_of_a_one_cell_image_and_none_for_a_field():
+    one = _photo()
+    assert count_cells(one) == 1 and lone_cell(one) == find_cell(one) is not None
+    field = _photo()
+    ImageDraw.Draw(field).rectangle((10, 10, 49, 49), fill=CELL)  # a second cell of the same size
+    assert count_cells(field) == 2 and find_cell(field) is not None and lone_cell(field) is None
+    assert lone_cell(Image.new("RGB", (64, 64), BACKGROUND)) is None  # nothing stained

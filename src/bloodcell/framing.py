@@ -56,7 +56,7 @@ def crop_around(image: Image.Image, box: BoxLike, context: float = CONTEXT,
     x1, y1, x2, y2 = box
     side = max(1, round(max(x2 - x1, y2 - y1) * context))
     left, top = round((x1 + x2 - side) / 2), round((y1 + y2 - side) / 2)
-    canvas = Image.new("RGB", (side, side), fill or background_colour(image))
+    canvas = Image.new("RGB", (side, side), background_colour(image) if fill is None else fill)
     region = image.crop((max(0, left), max(0, top), min(image.width, left + side), min(image.height, top + side)))
     canvas.paste(region, (max(0, -left), max(0, -top)))
     return canvas
@@ -86,13 +86,8 @@ def _stained_groups(image: Image.Image) -> tuple[float, np.ndarray, np.ndarray] 
     return factor, strong, merged.astype(bool)
 
 
-def find_cell(image: Image.Image) -> tuple[float, float, float, float] | None:
-    """Box (x1, y1, x2, y2) of the stained cell nearest the centre, or None when nothing stands out.
-
-    The group of strongly stained pixels (lobes a few pixels apart merged) nearest the centre is the
-    cell, its box grown by :data:`NUCLEUS_TO_CELL` (the cytoplasm around the nucleus).
-    """
-    found = _stained_groups(image)
+def _cell_box(found: tuple[float, np.ndarray, np.ndarray] | None) -> tuple[float, float, float, float] | None:
+    """The box of :func:`find_cell` from :func:`_stained_groups`' result."""
     if found is None:
         return None
     factor, strong, merged = found
@@ -109,10 +104,8 @@ def find_cell(image: Image.Image) -> tuple[float, float, float, float] | None:
     return (cx - half) / factor, (cy - half) / factor, (cx + half) / factor, (cy + half) / factor
 
 
-def count_cells(image: Image.Image) -> int:
-    """How many white-cell-sized stained groups the image shows (at least :data:`WHITE_CELL_AREA` of it and a
-    third of the largest): 1 for a single-cell image, more for a field or smear photo."""
-    found = _stained_groups(image)
+def _cell_count(found: tuple[float, np.ndarray, np.ndarray] | None) -> int:
+    """The count of :func:`count_cells` from :func:`_stained_groups`' result."""
     if found is None:
         return 0
     _, strong, merged = found
@@ -121,6 +114,27 @@ def count_cells(image: Image.Image) -> int:
     if not len(areas) or areas.max() == 0:
         return 0
     return int(((areas >= WHITE_CELL_AREA * strong.size) & (areas >= areas.max() / 3)).sum())
+
+
+def find_cell(image: Image.Image) -> tuple[float, float, float, float] | None:
+    """Box (x1, y1, x2, y2) of the stained cell nearest the centre, or None when nothing stands out.
+
+    The group of strongly stained pixels (lobes a few pixels apart merged) nearest the centre is the
+    cell, its box grown by :data:`NUCLEUS_TO_CELL` (the cytoplasm around the nucleus).
+    """
+    return _cell_box(_stained_groups(image))
+
+
+def count_cells(image: Image.Image) -> int:
+    """How many white-cell-sized stained groups the image shows (at least :data:`WHITE_CELL_AREA` of it and a
+    third of the largest): 1 for a single-cell image, more for a field or smear photo."""
+    return _cell_count(_stained_groups(image))
+
+
+def lone_cell(image: Image.Image) -> tuple[float, float, float, float] | None:
+    """The box of :func:`find_cell` when the image shows exactly one white-cell-sized stained cell, else None."""
+    found = _stained_groups(image)
+    return _cell_box(found) if _cell_count(found) == 1 else None
 
 
 def frame_cell(image: Image.Image, context: float = CONTEXT) -> Image.Image:

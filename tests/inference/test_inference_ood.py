@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
 import pytest
 from inference_synthetic import CLASSES, synthetic_cells
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from bloodcell.inference.ood import OODGuard, fit_guard
 
@@ -97,9 +98,13 @@ def _other_lab(image: np.ndarray) -> Image.Image:
 def test_stained_cells_unlike_every_known_lab_are_referred_as_an_unfamiliar_lab_not_as_non_cells(classifier, guard):
     images, labels = synthetic_cells(60, seed=40)
     other = [_other_lab(im) for im, label in zip(images, labels) if CLASSES[label] != "eosinophil"]  # purple nuclei
-    referred = [r for r, _ in guard.assess(classifier.pixels(other), classifier.features(other)) if r]
+    pixels, features = classifier.pixels(other), classifier.features(other)
+    referred = [r for r, _ in guard.assess(pixels, features) if r]
     assert len(referred) >= 0.5 * len(other)  # most lie outside the home lab's limits
     assert np.mean([r.startswith("unfamiliar lab") and "bloodcell adapt" in r for r in referred]) >= 0.8
+    # the same inputs cut from photos that show several white cells (fields) are not an unfamiliar lab's cells
+    as_fields = guard.assess(pixels, features, several=[True] * len(other))
+    assert not any(r and r.startswith("unfamiliar lab") for r, _ in as_fields)
     negatives = _negatives()
     results = guard.assess(classifier.pixels(list(negatives.values())), classifier.features(list(negatives.values())))
     assert all(r.startswith("not a single blood cell") for r, _ in results)
@@ -153,8 +158,16 @@ def test_calibrate_ood_rewrites_checkpoint_and_predict_refers(trained_checkpoint
     for i, (image, label) in enumerate(zip(other, other_labels)):
         if CLASSES[label] != "eosinophil":
             _other_lab(image).save(photos / f"other_{i}.png")
+    field = Image.new("RGB", (256, 256), (225, 225, 215))  # a field of the other lab: several white cells
+    for x, y in ((60, 60), (190, 70), (70, 190), (185, 185)):
+        ImageDraw.Draw(field).ellipse((x - 22, y - 22, x + 22, y + 22), fill=(110, 95, 190))
+    field.save(photos / "field.png")
     result = CliRunner().invoke(app, ["predict", str(photos), "--model", str(checkpoint), "-o", str(tmp_path / "p.csv")])
     assert result.exit_code == 0, result.output
     assert "do not look like a single blood cell" in result.output and "bloodcell count" in result.output
     assert "look like cells of a lab unlike those this model learned from" in result.output
     assert "bloodcell adapt --cells DIR" in result.output
+    with (tmp_path / "p.csv").open() as handle:
+        rows = {row["path"].rsplit("/", 1)[-1]: row for row in csv.DictReader(handle)}
+    assert "4 white cells in this image" in rows["field.png"]["note"]
+    assert not rows["field.png"]["reason"].startswith("unfamiliar lab")  # a field is counted, not adapted to

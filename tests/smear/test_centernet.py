@@ -314,6 +314,11 @@ def test_tiles_count_every_cell_once_even_across_tile_borders():
     assert OVERLAP / 2 > diameter / 2  # the rule's condition: a cell's radius fits in half the overlap
 
 
+def test_a_length_that_fits_one_tile_is_one_tile():
+    assert tile_spans(TILE, TILE, OVERLAP) == [(0, TILE, 0, TILE)]
+    assert tile_spans(100, TILE, OVERLAP) == [(0, 100, 0, 100)]
+
+
 @pytest.mark.parametrize("length", [TILE + 1, 1000, 1260, 1680, 5000])
 def test_tiles_are_even_overlap_enough_and_their_cores_partition_the_photo(length):
     spans = tile_spans(length, TILE, OVERLAP)
@@ -323,7 +328,8 @@ def test_tiles_are_even_overlap_enough_and_their_cores_partition_the_photo(lengt
     assert all(a[3] == b[2] for a, b in zip(spans, spans[1:]))  # cores meet: every pixel in exactly one core
     assert all(a[1] - b[0] >= OVERLAP for a, b in zip(spans, spans[1:]))
     assert all(start <= core_start < core_end <= end for start, end, core_start, core_end in spans)
-    assert len(spans) == -(-(length - OVERLAP) // (TILE - OVERLAP))  # as few tiles as fit
+    fewer = len(spans) - 1  # as few tiles as fit: one tile less, even at full size, cannot cover the length
+    assert fewer * TILE - (fewer - 1) * OVERLAP < length
 
 
 def test_fcos_comparison_detector_trains_and_detects_through_the_same_interface():

@@ -23,7 +23,7 @@ def calibrate_ood(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the calibrated checkpoint here instead of rewriting MODEL in place."),
     split: str = typer.Option("val", help="Split to calibrate on (never the test split)."),
     extra: Optional[list[Path]] = typer.Option(None, help="Another lab's manifest (e.g. from `bloodcell data crops`) whose train split joins calibration, so its cells pass the guard (repeatable)."),
-    unfamiliar: Optional[list[Path]] = typer.Option(None, help="A folder of another lab's cell images the model did not learn from: its cells will pass with an 'unfamiliar lab' note instead of being referred as not a cell (repeatable)."),
+    unfamiliar: Optional[list[Path]] = typer.Option(None, help="A folder of another lab's cell images the model did not learn from: its cells will pass with an 'unfamiliar lab' note instead of being referred (as an unfamiliar lab's) (repeatable)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Datasets folder (default $BLOODCELL_DATA)."),
     limit: int = typer.Option(2000, min=10, help="At most this many images per source (a seeded sample)."),
     pass_rate: float = typer.Option(0.99, help="Fraction of in-distribution images the guard must let through."),

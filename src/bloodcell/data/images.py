@@ -43,7 +43,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode == "RGB":
         return image
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return arrayto_rgb(np.asarray(image))
+        return array_to_rgb(np.asarray(image))
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -51,7 +51,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def arrayto_rgb(array: np.ndarray) -> Image.Image:
+def array_to_rgb(array: np.ndarray) -> Image.Image:
     """Convert an HxW, HxWx1, HxWx3 or HxWx4 array of any numeric dtype to RGB.
 
     Integers wider than 8 bit are scaled by their dtype range (16-bit data that only uses
@@ -94,7 +94,7 @@ def read_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
     if isinstance(source, np.ndarray):
         if source.ndim >= 2 and source.shape[0] * source.shape[1] > max_pixels:
             raise ImageError(f"{_name(source)}: image too large ({source.shape[1]}x{source.shape[0]} pixels, limit {max_pixels})")
-        return arrayto_rgb(source)
+        return array_to_rgb(source)
     if isinstance(source, Image.Image):
         if source.width * source.height > max_pixels:
             raise ImageError(f"{_name(source)}: image too large ({source.width}x{source.height} pixels, limit {max_pixels})")

@@ -271,8 +271,8 @@ class Classifier:
         pixels = np.stack([p for _, p, _ in decoded])
         logits, features = self.score(pixels, tta)
         probs = self.probabilities(logits)
-        assessed = (self.guard.assess(pixels, features[0]) if guard and self.guard is not None
-                    else [(None, None)] * len(decoded))
+        assessed = (self.guard.assess(pixels, features[0], several=[note is not None for _, _, note in decoded])
+                    if guard and self.guard is not None else [(None, None)] * len(decoded))
         for (index, _, cells_note), prob, (ood_reason, note) in zip(decoded, probs, assessed):
             fill_prediction(results[index], prob, self.class_names, top_k, refer_below, ood_reason)
             results[index].note = "; ".join(n for n in (cells_note, note) if n) or None

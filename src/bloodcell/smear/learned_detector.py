@@ -78,7 +78,8 @@ def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int
     """(start, end, core start, core end) of overlapping tiles covering ``length``; cores partition it.
 
     As few tiles as fit ``tile`` with at least ``overlap`` between neighbours, all of one size (a multiple
-    of the network's stride) spread evenly: less padding and overlap to compute than fixed-size tiles.
+    of :data:`MULTIPLE`, the network's padding) spread evenly: less padding and overlap to compute than
+    fixed-size tiles. A length that fits one tile is one tile of that length.
     """
     if length <= tile:
         return [(0, length, 0, length)]
@@ -98,7 +99,8 @@ class LearnedDetector:
 
     def __init__(self, model: torch.nn.Module, settings: DetectorSettings, mean: Sequence[float],
                  std: Sequence[float], source: str | None = None):
-        self.model = model.eval().to(memory_format=torch.channels_last)  # about 2x faster on CPU
+        # in place: channels_last halves a 768-px tile's time on this project's 2-core CPU (0.63 -> 0.33 s)
+        self.model = model.eval().to(memory_format=torch.channels_last)
         self.settings = settings
         self.thresholds = settings.ordered_thresholds()
         self.mean, self.std = tuple(mean), tuple(std)

@@ -210,8 +210,21 @@ def portable_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: name(v) if k in MACHINE_PATHS else v for k, v in config.items()}
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, infinity: not JSON, and refused when read) replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: CheckpointMeta) -> Path:
-    """Write weights and metadata to ``path`` (``.safetensors``) and a ``.json`` copy beside it, atomically."""
+    """Write weights and metadata to ``path`` (``.safetensors``) and a ``.json`` copy beside it, atomically.
+
+    A figure that could not be computed (NaN) is written as null, so that the metadata stays valid JSON."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise CheckpointError(f"{path}: checkpoint files must end in .safetensors")
@@ -219,9 +232,9 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: CheckpointMe
         raise CheckpointError("cannot save a checkpoint without class names")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    doc = meta.to_dict()
+    doc = _json_safe(meta.to_dict())
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT, "bloodcell": json.dumps(doc)})
+    save_file(state, str(tmp), metadata={"format": FORMAT, "bloodcell": json.dumps(doc, allow_nan=False)})
     os.chmod(tmp, 0o644)  # safetensors writes 0600; a checkpoint is as readable as the rest of the run
     tmp.replace(path)
     path.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")

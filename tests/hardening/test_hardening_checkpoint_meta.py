@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 import bloodcell
 import bloodcell.checkpoint as checkpoint_module
-from bloodcell.checkpoint import MAX_INPUT_SIZE
+from bloodcell.checkpoint import MAX_INPUT_SIZE, load_checkpoint, read_checkpoint_meta
 from bloodcell.cli.main import app
 from bloodcell.errors import CheckpointError
 
@@ -220,6 +220,14 @@ def test_a_checkpoint_is_written_as_readable_as_the_rest_of_the_run(tmp_path):
     """Item 9: safetensors writes 0600; a checkpoint is chmod-ed to 0644 like the run's other files."""
     path = save_tiny(tmp_path / "best.safetensors")
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_figure_that_could_not_be_computed_is_saved_as_null_and_the_checkpoint_loads(tmp_path):
+    """A NaN in the metadata (FCOS has no validation loss) used to make a checkpoint that refused to load."""
+    path = save_tiny(tmp_path / "best.safetensors", scores={"val_loss": float("nan"), "limits": [1.0, float("inf")]})
+    assert read_checkpoint_meta(path)["scores"] == {"val_loss": None, "limits": [1.0, None]}
+    assert json.loads(path.with_suffix(".json").read_text())["scores"]["val_loss"] is None
+    assert load_checkpoint(path).meta["scores"]["val_loss"] is None
 
 
 @pytest.mark.parametrize("recorded", [{"held_out_accuracy": "high"}, {"held_out_accuracy": [0.9]},

@@ -370,8 +370,9 @@ def fit_detector(config: DetectorTrainConfig, train: Sequence[Sample], val: Sequ
         figures = validate(parts.model, val, config.criterion, mean, std)
         row = _epoch_row(epoch, train_loss, figures, lr, seconds, iterations)
         _record(run_dir, parts, config, row, figures, (len(train), len(val)), manifest_sha256)
-        logger.info("epoch %d: train loss %.4f, val loss %.4f, val relative count error %.3f, %.2f s/iteration",
-                    epoch, row["train_loss"], row["val_loss"], row["val_rel_mae"], row["seconds_per_iter"])
+        val_loss = "n/a" if math.isnan(row["val_loss"]) else f"{row['val_loss']:.4f}"  # FCOS: no loss in eval mode
+        logger.info("epoch %d: train loss %.4f, val loss %s, val relative count error %.3f, %.2f s/iteration",
+                    epoch, row["train_loss"], val_loss, row["val_rel_mae"], row["seconds_per_iter"])
         if config.time_budget_s is not None and time.monotonic() - started > config.time_budget_s:
             logger.info("time budget of %.0f s reached after epoch %d; continue with --resume", config.time_budget_s, epoch)
             break

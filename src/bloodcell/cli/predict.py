@@ -93,7 +93,8 @@ def _summarise(results: list[Prediction], inputs, output: Path | None) -> None:
     unfamiliar = sum((r.reason or "").startswith("unfamiliar lab") for r in results)
     if unfamiliar:
         typer.echo(f"{unfamiliar} image(s) look like cells of a lab unlike those this model learned from; adapt it "
-                   "to your lab with a few labelled cells per class: `bloodcell adapt --cells DIR`", err=True)
+                   "to your lab with a few labelled cells per class: `bloodcell adapt --cells DIR` (smear photos "
+                   "with one white cell look alike: count those with `bloodcell count`)", err=True)
     if failed == len(results):
         typer.echo("no image could be classified", err=True)
         raise typer.Exit(1)

@@ -159,8 +159,8 @@ STAINED_CELL_LIMIT = 7.0
 #: The referral reason of a stained cell unlike the cells of every lab the guard knows.
 UNFAMILIAR_REFERRAL = ("unfamiliar lab: a stained cell, but unlike the cells of every lab this model knows (stain, "
                        "camera or magnification; colour statistics {ratio:.1f}x the limit), so its answer would be a "
-                       "guess; adapt it to "
-                       "your lab with `bloodcell adapt --cells DIR`")
+                       "guess; adapt it to your lab with `bloodcell adapt --cells DIR` (for a smear photo with one "
+                       "white cell, use `bloodcell count`)")
 
 
 def one_stained_cell(pixels: np.ndarray) -> bool:

@@ -45,6 +45,18 @@ def test_benchmark_trains_evaluates_compares_and_resumes(tmp_path, monkeypatch):
     assert bench.run_benchmark([TINY], **kwargs) == rows
 
 
+@pytest.mark.slow
+def test_slow_models_can_select_and_score_on_stratified_subsets_and_the_row_says_so(tmp_path):
+    manifest = make_pbc_dataset(tmp_path / "data", {"train": 3, "val": 2, "test": 3})
+    rows = bench.run_benchmark([TINY], manifest=manifest, out=tmp_path / "bench", budget_s=5, data_root=tmp_path / "data",
+                               epochs_max=1, batch_size=8, speed_images=8, n_boot=20, limit_val=8, score_limit=8,
+                               extra={"cache": False, "threads": 1})
+    assert rows[0]["val_images"] == 8 and rows[0]["test_images"] == 8  # of 16 and 24
+    protocol = json.loads((tmp_path / "bench" / "protocol.json").read_text())
+    assert protocol["limit_val"] == 8 and protocol["score_limit"] == 8
+    assert "| test images |" in (tmp_path / "bench" / "comparison.md").read_text()
+
+
 def test_throughput_uses_requested_threads(tmp_path):
     import torch
 

@@ -24,6 +24,8 @@ def benchmark(
     data_root: Optional[Path] = typer.Option(None, help="Datasets folder (default $BLOODCELL_DATA)."),
     epochs_max: Optional[int] = typer.Option(None, help="Stop after this many epochs even if budget remains."),
     limit_train: Optional[int] = typer.Option(None, help="Train every model on the same stratified subset of this size."),
+    limit_val: Optional[int] = typer.Option(None, min=1, help="Select each model's epoch on a stratified subset of the validation split of this size (for slow models; recorded per row)."),
+    score_limit: Optional[int] = typer.Option(None, min=1, help="Score each trained model on a stratified subset of the test split of this size (for slow models; the row gives its test images)."),
     augment: Augment = typer.Option(Augment.flips, help="Augmentation for every model."),
     batch_size: int = typer.Option(32, help="Training batch size for every model."),
     seed: int = typer.Option(0, help="Random seed for every model."),
@@ -41,7 +43,8 @@ def benchmark(
     console = Console()
     rows = run_benchmark(
         models.split(","), manifest=manifest, out=output, budget_s=budget, dataset=dataset, taxonomy=taxonomy,
-        data_root=data_root, epochs_max=epochs_max, limit_train=limit_train, seed=seed, augment=augment.value,
+        data_root=data_root, epochs_max=epochs_max, limit_train=limit_train, limit_val=limit_val, score_limit=score_limit,
+        seed=seed, augment=augment.value,
         batch_size=batch_size, speed_images=speed_images, threads=threads, n_boot=n_boot,
         extra={"pretrained": pretrained, "threads": train_threads}, checkpoints=[c for c in checkpoints.split(",") if c],
     )

@@ -44,7 +44,7 @@ RESULT_FILE = "result.json"
 CSV_FIELDS = (
     "model", "accuracy", "accuracy_low", "accuracy_high", "macro_f1", "macro_f1_low", "macro_f1_high",
     "kappa", "kappa_low", "kappa_high", "ece", "parameters", "train_seconds", "epochs", "train_images_seen",
-    "stop_reason", "test_images", "images_per_s", "pretrained", "checkpoint",
+    "stop_reason", "val_images", "test_images", "images_per_s", "pretrained", "checkpoint",
 )
 #: ``pretrained`` policies: never, always (fails where no weights exist), or where weights exist.
 PRETRAINED_POLICIES = ("none", "all", "available")
@@ -107,7 +107,8 @@ def _test_columns(evaluation, model: ScoringModel, root: Path, speed_images: int
 def benchmark_one(model_name: str, out: Path, *, manifest: Path, dataset: str, taxonomy: str, data_root,
                   budget_s: float, epochs_max: int | None, limit_train: int | None, seed: int, augment: str,
                   batch_size: int, speed_images: int, threads: int, n_boot: int,
-                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                  extra: dict[str, Any] | None = None, limit_val: int | None = None,
+                  score_limit: int | None = None) -> dict[str, Any]:
     """Train, evaluate and time one model; writes and returns its result row."""
     folder = out / model_dir_name(model_name)
     extra = dict(extra or {})
@@ -118,7 +119,8 @@ def benchmark_one(model_name: str, out: Path, *, manifest: Path, dataset: str, t
     config = TrainConfig(
         model=model_name, dataset=dataset, taxonomy=taxonomy, manifest=str(manifest),
         data_root=str(data_root) if data_root else None, out=str(folder / "run"),
-        epochs=epochs_max or UNLIMITED_EPOCHS, time_budget_s=budget_s, limit_train=limit_train, seed=seed,
+        epochs=epochs_max or UNLIMITED_EPOCHS, time_budget_s=budget_s, limit_train=limit_train, limit_val=limit_val,
+        seed=seed,
         augment=augment, batch_size=batch_size, **extra,
     )
     start = time.perf_counter()
@@ -129,10 +131,11 @@ def benchmark_one(model_name: str, out: Path, *, manifest: Path, dataset: str, t
         raise DataError(f"training {model_name} produced no checkpoint at {checkpoint}")
     model = load_scoring_model(checkpoint)
     evaluation = evaluate(checkpoint, dataset=dataset, manifest=manifest, split="test", taxonomy=taxonomy,
-                          data_root=data_root, n_boot=n_boot, seed=seed, model=model)
+                          data_root=data_root, n_boot=n_boot, seed=seed, model=model, limit=score_limit)
     write_report(evaluation, folder / "evaluation")
     row = {
         "model": model_name,
+        "val_images": run.metrics.get("n_val"),
         **_test_columns(evaluation, model, dataset_root(dataset, data_root), speed_images, threads),
         "train_seconds": round(train_seconds, 1),
         "epochs": len(run.history) or None,
@@ -189,7 +192,8 @@ def checkpoint_row(checkpoint: str | Path, out: Path, *, manifest: Path, dataset
 
 def run_benchmark(models: Sequence[str], *, manifest: str | Path, out: str | Path, budget_s: float,
                   dataset: str = "pbc", taxonomy: str = "pbc8", data_root: str | Path | None = None,
-                  epochs_max: int | None = None, limit_train: int | None = None, seed: int = 0,
+                  epochs_max: int | None = None, limit_train: int | None = None, limit_val: int | None = None,
+                  score_limit: int | None = None, seed: int = 0,
                   augment: str = "flips", batch_size: int = 32, speed_images: int = 64, threads: int = 2,
                   n_boot: int = 1000, extra: dict[str, Any] | None = None,
                   checkpoints: Sequence[str | Path] = ()) -> list[dict[str, Any]]:
@@ -215,7 +219,8 @@ def run_benchmark(models: Sequence[str], *, manifest: str | Path, out: str | Pat
         logger.info("%s: training for up to %g s, then evaluating on the test split", name, budget_s)
         rows.append(benchmark_one(
             name, out, manifest=manifest, dataset=dataset, taxonomy=taxonomy, data_root=data_root, budget_s=budget_s,
-            epochs_max=epochs_max, limit_train=limit_train, seed=seed, augment=augment, batch_size=batch_size,
+            epochs_max=epochs_max, limit_train=limit_train, limit_val=limit_val, score_limit=score_limit, seed=seed,
+            augment=augment, batch_size=batch_size,
             speed_images=speed_images, threads=threads, n_boot=n_boot, extra=extra,
         ))
     for checkpoint in checkpoints:
@@ -226,7 +231,8 @@ def run_benchmark(models: Sequence[str], *, manifest: str | Path, out: str | Pat
     protocol = {
         "pretrained": (extra or {}).get("pretrained", "none"),
         "manifest": str(manifest), "manifest_sha256": file_sha256(manifest), "dataset": dataset, "taxonomy": taxonomy,
-        "budget_s": budget_s, "epochs_max": epochs_max, "limit_train": limit_train, "seed": seed, "augment": augment,
+        "budget_s": budget_s, "epochs_max": epochs_max, "limit_train": limit_train, "limit_val": limit_val,
+        "score_limit": score_limit, "seed": seed, "augment": augment,
         "batch_size": batch_size, "speed_images": speed_images, "speed_threads": threads,
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} logical CPUs".strip(),
     }
@@ -251,11 +257,12 @@ def write_comparison(rows: list[dict[str, Any]], protocol: dict[str, Any], out: 
         writer.writeheader()
         writer.writerows(rows)
     header = ["model", "ImageNet init", "accuracy (95% CI)", "macro-F1 (95% CI)", "kappa (95% CI)", "ECE",
-              "parameters", "training s", "epochs", "train images seen", "inference img/s"]
+              "parameters", "training s", "epochs", "train images seen", "test images", "inference img/s"]
     body = [[r["model"], {True: "yes", False: "no"}.get(r.get("pretrained"), str(r.get("pretrained"))), _ci(r, "accuracy"), _ci(r, "macro_f1"), _ci(r, "kappa", pct=False), f"{r['ece']:.4f}",
              f"{r['parameters']:,}" if r.get("parameters") else "n/a",
              f"{r['train_seconds']:.0f}" if r.get("train_seconds") is not None else "n/a",
-             str(r.get("epochs") or "n/a"), str(r.get("train_images_seen") or "n/a"), f"{r['images_per_s']:.1f}"]
+             str(r.get("epochs") or "n/a"), str(r.get("train_images_seen") or "n/a"), str(r.get("test_images") or "n/a"),
+             f"{r['images_per_s']:.1f}"]
             for r in rows]
     lines = [
         "# Model comparison (test split, TEST RESULT)", "",

@@ -42,6 +42,7 @@ def coverage_table(probs: np.ndarray, truth: np.ndarray) -> list[dict]:
 
 
 def unadapted(classifier, cells, held: set[str]) -> tuple[dict, np.ndarray, np.ndarray]:
+    from bloodcell.inference.ood import UNFAMILIAR
     from bloodcell.workflows.adapt import view_features
 
     names = classifier.class_names
@@ -50,7 +51,7 @@ def unadapted(classifier, cells, held: set[str]) -> tuple[dict, np.ndarray, np.n
     logits = features[0] @ classifier_weight(classifier).T + classifier_bias(classifier)
     probs = classifier.probabilities(logits[None])
     held_mask = np.array([i in held for i in cells.ids])
-    notes = Counter(("referred: unfamiliar lab" if r.startswith("unfamiliar lab") else "referred: not a cell") if r
+    notes = Counter(("referred: unfamiliar lab" if r.startswith(UNFAMILIAR) else "referred: not a cell") if r
                     else ("unfamiliar lab" if n else "familiar")
                     for r, n in (classifier.guard.assess(pixels, features[0]) if classifier.guard else []))
     return {"held_out": {"n": int(held_mask.sum()), "accuracy": float((probs[held_mask].argmax(1) == truth[held_mask]).mean()),

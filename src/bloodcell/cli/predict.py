@@ -17,6 +17,7 @@ from bloodcell.inference.files import (
     check_records_path,
     collect_inputs,
 )
+from bloodcell.inference.ood import UNFAMILIAR
 from bloodcell.inference.predictor import (
     DEFAULT_REFER_BELOW,
     Classifier,
@@ -90,7 +91,7 @@ def _summarise(results: list[Prediction], inputs, output: Path | None) -> None:
     if not_cells:
         typer.echo(f"{not_cells} image(s) do not look like a single blood cell (see their reason or note); for smear "
                    "photos use `bloodcell count` (counts and a differential)", err=True)
-    unfamiliar = sum((r.reason or "").startswith("unfamiliar lab") for r in results)
+    unfamiliar = sum((r.reason or "").startswith(UNFAMILIAR) for r in results)
     if unfamiliar:
         typer.echo(f"{unfamiliar} image(s) look like cells of a lab unlike those this model learned from; adapt it "
                    "to your lab with a few labelled cells per class: `bloodcell adapt --cells DIR` (smear photos "

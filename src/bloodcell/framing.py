@@ -15,6 +15,8 @@ image is kept as it is.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 from PIL import Image
@@ -116,7 +118,22 @@ def _cell_count(found: tuple[float, np.ndarray, np.ndarray] | None) -> int:
     return int(((areas >= WHITE_CELL_AREA * strong.size) & (areas >= areas.max() / 3)).sum())
 
 
-def find_cell(image: Image.Image) -> tuple[float, float, float, float] | None:
+@dataclass(frozen=True)
+class CellSearch:
+    """What one search of an image's stained groups found: the box of :func:`find_cell` and the count of
+    :func:`count_cells` (one search where a caller needs both, e.g. to frame a cell and check it is alone)."""
+
+    box: BoxLike | None
+    count: int
+
+
+def search_cells(image: Image.Image) -> CellSearch:
+    """The cell nearest the centre and the number of white-cell-sized stained groups, from one search."""
+    found = _stained_groups(image)
+    return CellSearch(_cell_box(found), _cell_count(found))
+
+
+def find_cell(image: Image.Image) -> BoxLike | None:
     """Box (x1, y1, x2, y2) of the stained cell nearest the centre, or None when nothing stands out.
 
     The group of strongly stained pixels (lobes a few pixels apart merged) nearest the centre is the
@@ -131,15 +148,20 @@ def count_cells(image: Image.Image) -> int:
     return _cell_count(_stained_groups(image))
 
 
-def lone_cell(image: Image.Image) -> tuple[float, float, float, float] | None:
+def lone_cell(image: Image.Image) -> BoxLike | None:
     """The box of :func:`find_cell` when the image shows exactly one white-cell-sized stained cell, else None."""
-    found = _stained_groups(image)
-    return _cell_box(found) if _cell_count(found) == 1 else None
+    search = search_cells(image)
+    return search.box if search.count == 1 else None
 
 
 def frame_cell(image: Image.Image, context: float = CONTEXT) -> Image.Image:
     """The canonical framing of a single-cell image (see the module docstring)."""
-    box = find_cell(image)
+    return frame_box(image, find_cell(image), context)
+
+
+def frame_box(image: Image.Image, box: BoxLike | None, context: float = CONTEXT) -> Image.Image:
+    """:func:`frame_cell` around a box already found by :func:`find_cell` or :func:`search_cells` (None: the
+    image as it is)."""
     if box is None:
         return image
     x1, y1, x2, y2 = box

@@ -15,7 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Union
@@ -26,7 +26,7 @@ from PIL import Image
 from bloodcell.checkpoint import Checkpoint, load_checkpoint
 from bloodcell.data.images import ImageSource, read_image
 from bloodcell.errors import CheckpointError, ConfigError, ImageError
-from bloodcell.framing import count_cells
+from bloodcell.framing import frame_box, search_cells
 from bloodcell.inference.backends import TorchBackend
 from bloodcell.inference.explain import save_gradcam_overlay
 from bloodcell.inference.onnx import (
@@ -116,6 +116,7 @@ class Classifier:
         self.model = model
         self.source = source
         self._pixels = create_pixel_transform(data_config)
+        self._framed_pixels = create_pixel_transform(replace(data_config, framing="none"))  # framed by _decode
         self._normalize = partial(normalize_batch, data_config=data_config)
         self.workers = workers
         self._lock = threading.Lock()
@@ -251,9 +252,12 @@ class Classifier:
             image = read_image(item)
         except ImageError as exc:
             return exc
-        cells = 1 if single_cell else count_cells(image)
-        note = SEVERAL_CELLS_NOTE.format(cells) if cells > 1 else None
-        return self._pixels(image).numpy(), note
+        frame = self.data_config.framing == "cell"
+        if single_cell and not frame:
+            return self._pixels(image).numpy(), None
+        search = search_cells(image)  # one search both frames the cell and counts the white cells
+        note = SEVERAL_CELLS_NOTE.format(search.count) if not single_cell and search.count > 1 else None
+        return self._framed_pixels(frame_box(image, search.box) if frame else image).numpy(), note
 
     def _predict_batch(self, items: Sequence[ImageSource], top_k: int, refer_below: float | None, tta: bool,
                        guard: bool) -> list[Prediction]:

@@ -1,13 +1,14 @@
 """A lab the model never saw: BCCD's typed white cells, unadapted and adapted from a few cells.
 
 1. **Unadapted** (leave-one-lab-out when the model was trained without BCCD): accuracy on the main
-   white cell of the held-out BCCD smears (the split every BCCD figure shares) and on all typed
-   smears; accuracy against coverage (cells kept at each confidence threshold); what the guard
-   says (familiar, unfamiliar lab, not a cell).
+   white cell of the held-out BCCD smears (the split every BCCD figure shares; also averaged over
+   the 8 quarter-turn and mirror views, as ``--tta``) and on all typed smears; accuracy against
+   coverage (cells kept at each confidence threshold); what the guard says (familiar, unfamiliar
+   lab, not a cell).
 2. **Adapted** (``bloodcell adapt``'s engine): for n in --cells (default 5, 10, 20) cells per class and
    --draws random draws, the last layer is refitted on n cells of each type that has more than n
-   (basophils, 3 smears, take no part), and scored on every other typed BCCD cell. The model's
-   features of each cell's 8 views are computed once.
+   (basophils, 3 smears, take no part), and scored on every other typed BCCD cell (plain and 8
+   views). The model's features of each cell's 8 views are computed once.
 
 ``--stain-normalise reinhard|macenko`` (torchstain: ``pip install -e .[bench]``) first maps every BCCD crop
 to the colours of 32 PBC training images: the test-time alternative to colour augmentation in training.
@@ -48,13 +49,14 @@ def unadapted(classifier, cells, held: set[str]) -> tuple[dict, np.ndarray, np.n
     names = classifier.class_names
     truth = np.array([names.index(label) for label in cells.labels])
     pixels, features = view_features(classifier, cells.images)
-    logits = features[0] @ classifier_weight(classifier).T + classifier_bias(classifier)
-    probs = classifier.probabilities(logits[None])
+    logits = features @ classifier_weight(classifier).T + classifier_bias(classifier)  # (8 views, N, C)
+    probs, probs_tta = classifier.probabilities(logits[:1]), classifier.probabilities(logits)
     held_mask = np.array([i in held for i in cells.ids])
     notes = Counter(("referred: unfamiliar lab" if r.startswith(UNFAMILIAR) else "referred: not a cell") if r
                     else ("unfamiliar lab" if n else "familiar")
                     for r, n in (classifier.guard.assess(pixels, features[0]) if classifier.guard else []))
     return {"held_out": {"n": int(held_mask.sum()), "accuracy": float((probs[held_mask].argmax(1) == truth[held_mask]).mean()),
+                         "accuracy_tta": float((probs_tta[held_mask].argmax(1) == truth[held_mask]).mean()),
                          "coverage": coverage_table(probs[held_mask], truth[held_mask])},
             "all_typed": {"n": len(truth), "accuracy": float((probs.argmax(1) == truth).mean())},
             "predicted_as": {t: dict(Counter(names[p] for p, tt in zip(probs.argmax(1), truth) if names[tt] == t))
@@ -89,11 +91,16 @@ def adapted(classifier, features: np.ndarray, truth: np.ndarray, sizes: list[int
             rest = np.setdiff1d(np.arange(len(truth)), chosen)
             fit = adapt_head(features[:, chosen], truth[chosen], w0, b0, seed=draw)
             accuracy = float(((features[0, rest] @ fit.weight.T + fit.bias).argmax(1) == truth[rest]).mean())
-            runs.append({"draw": draw, "accuracy_on_the_rest": accuracy, "n_rest": int(len(rest)),
+            views = (features[:, rest] @ fit.weight.T + fit.bias) / fit.temperature  # mean softmax of the 8 views
+            probs_tta = np.exp(views - views.max(-1, keepdims=True))
+            accuracy_tta = float(((probs_tta / probs_tta.sum(-1, keepdims=True)).mean(0).argmax(1) == truth[rest]).mean())
+            runs.append({"draw": draw, "accuracy_on_the_rest": accuracy, "accuracy_on_the_rest_tta": accuracy_tta,
+                         "n_rest": len(rest),
                          "cv_accuracy": fit.cv_accuracy, "strength": fit.strength,
                          "before_on_the_rest": float(((features[0, rest] @ w0.T + b0).argmax(1) == truth[rest]).mean())})
         accuracies = [r["accuracy_on_the_rest"] for r in runs]
         result[f"{n}_per_class"] = {"mean": float(np.mean(accuracies)), "std": float(np.std(accuracies)),
+                                    "mean_tta": float(np.mean([r["accuracy_on_the_rest_tta"] for r in runs])),
                                     "min": float(np.min(accuracies)), "max": float(np.max(accuracies)), "draws": runs}
     return result
 

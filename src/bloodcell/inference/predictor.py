@@ -26,7 +26,7 @@ from PIL import Image
 from bloodcell.checkpoint import Checkpoint, load_checkpoint
 from bloodcell.data.images import ImageSource, read_image
 from bloodcell.errors import CheckpointError, ConfigError, ImageError
-from bloodcell.framing import frame_box, search_cells
+from bloodcell.framing import count_cells, frame_box, search_cells
 from bloodcell.inference.backends import TorchBackend
 from bloodcell.inference.explain import save_gradcam_overlay
 from bloodcell.inference.onnx import (
@@ -252,12 +252,12 @@ class Classifier:
             image = read_image(item)
         except ImageError as exc:
             return exc
-        frame = self.data_config.framing == "cell"
-        if single_cell and not frame:
-            return self._pixels(image).numpy(), None
+        if self.data_config.framing != "cell":
+            cells = 1 if single_cell else count_cells(image)
+            return self._pixels(image).numpy(), SEVERAL_CELLS_NOTE.format(cells) if cells > 1 else None
         search = search_cells(image)  # one search both frames the cell and counts the white cells
         note = SEVERAL_CELLS_NOTE.format(search.count) if not single_cell and search.count > 1 else None
-        return self._framed_pixels(frame_box(image, search.box) if frame else image).numpy(), note
+        return self._framed_pixels(frame_box(image, search.box)).numpy(), note
 
     def _predict_batch(self, items: Sequence[ImageSource], top_k: int, refer_below: float | None, tta: bool,
                        guard: bool) -> list[Prediction]:

@@ -78,6 +78,7 @@ def classifier_bias(classifier) -> np.ndarray:
 
 
 def adapted(classifier, features: np.ndarray, truth: np.ndarray, sizes: list[int], draws: int) -> dict:
+    from bloodcell.metrics.calibration import apply_temperature
     from bloodcell.train.head import adapt_head
 
     w0, b0 = classifier_weight(classifier), classifier_bias(classifier)
@@ -91,9 +92,8 @@ def adapted(classifier, features: np.ndarray, truth: np.ndarray, sizes: list[int
             rest = np.setdiff1d(np.arange(len(truth)), chosen)
             fit = adapt_head(features[:, chosen], truth[chosen], w0, b0, seed=draw)
             accuracy = float(((features[0, rest] @ fit.weight.T + fit.bias).argmax(1) == truth[rest]).mean())
-            views = (features[:, rest] @ fit.weight.T + fit.bias) / fit.temperature  # mean softmax of the 8 views
-            probs_tta = np.exp(views - views.max(-1, keepdims=True))
-            accuracy_tta = float(((probs_tta / probs_tta.sum(-1, keepdims=True)).mean(0).argmax(1) == truth[rest]).mean())
+            views = apply_temperature(features[:, rest] @ fit.weight.T + fit.bias, fit.temperature).mean(0)
+            accuracy_tta = float((views.argmax(1) == truth[rest]).mean())
             runs.append({"draw": draw, "accuracy_on_the_rest": accuracy, "accuracy_on_the_rest_tta": accuracy_tta,
                          "n_rest": len(rest),
                          "cv_accuracy": fit.cv_accuracy, "strength": fit.strength,

@@ -10,11 +10,14 @@ from bloodcell.errors import ConfigError
 from bloodcell.framing import (
     CONTEXT,
     NUCLEUS_TO_CELL,
+    CellSearch,
     count_cells,
     crop_around,
     find_cell,
+    frame_box,
     frame_cell,
     lone_cell,
+    search_cells,
 )
 
 BACKGROUND, CELL = (235, 225, 230), (90, 40, 140)
@@ -89,3 +92,14 @@ def test_lone_cell_is_the_cell_of_a_one_cell_image_and_none_for_a_field():
     ImageDraw.Draw(field).rectangle((10, 10, 49, 49), fill=CELL)  # a second cell of the same size
     assert count_cells(field) == 2 and find_cell(field) is not None and lone_cell(field) is None
     assert lone_cell(Image.new("RGB", (64, 64), BACKGROUND)) is None  # nothing stained
+
+
+def test_one_search_finds_what_find_cell_and_count_cells_find_and_frames_alike():
+    field = _photo()
+    ImageDraw.Draw(field).rectangle((10, 10, 49, 49), fill=CELL)
+    blank = Image.new("RGB", (64, 64), BACKGROUND)
+    for image in (_photo(), field, _cell(360, 145), blank):
+        search = search_cells(image)
+        assert search == CellSearch(find_cell(image), count_cells(image))
+        assert np.array_equal(np.asarray(frame_box(image, search.box)), np.asarray(frame_cell(image)))
+    assert search_cells(field).count == 2 and search_cells(blank) == CellSearch(None, 0)

@@ -10,7 +10,8 @@ nearest the centre (:func:`find_cell` on a small copy) and crops around it at :d
 its own size, so that a cell that fills the frame, a cell small in a wide field and a cell cut from
 a smear by the detector reach the network alike. The price is the size cue: a platelet is enlarged
 as much as a white cell (its texture still tells them apart). When no plausible cell is found the
-image is kept as it is.
+image is kept as it is. ``search_cells`` finds both the cell and how many white cells the image
+shows in one search, and ``frame_box`` frames around a cell already found.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def _stained_groups(image: Image.Image) -> tuple[float, np.ndarray, np.ndarray] 
     return factor, strong, merged.astype(bool)
 
 
-def _cell_box(found: tuple[float, np.ndarray, np.ndarray] | None) -> tuple[float, float, float, float] | None:
+def _cell_box(found: tuple[float, np.ndarray, np.ndarray] | None) -> BoxLike | None:
     """The box of :func:`find_cell` from :func:`_stained_groups`' result."""
     if found is None:
         return None

@@ -116,7 +116,8 @@ class Classifier:
         self.model = model
         self.source = source
         self._pixels = create_pixel_transform(data_config)
-        self._framed_pixels = create_pixel_transform(replace(data_config, framing="none"))  # framed by _decode
+        # for a cell-framed model, _decode frames each image itself (DataConfig.prepare's step) from one search
+        self._unframed_pixels = create_pixel_transform(replace(data_config, framing="none"))
         self._normalize = partial(normalize_batch, data_config=data_config)
         self.workers = workers
         self._lock = threading.Lock()
@@ -257,7 +258,7 @@ class Classifier:
             return self._pixels(image).numpy(), SEVERAL_CELLS_NOTE.format(cells) if cells > 1 else None
         search = search_cells(image)  # one search both frames the cell and counts the white cells
         note = SEVERAL_CELLS_NOTE.format(search.count) if not single_cell and search.count > 1 else None
-        return self._framed_pixels(frame_box(image, search.box)).numpy(), note
+        return self._unframed_pixels(frame_box(image, search.box)).numpy(), note
 
     def _predict_batch(self, items: Sequence[ImageSource], top_k: int, refer_below: float | None, tta: bool,
                        guard: bool) -> list[Prediction]:

@@ -3,7 +3,8 @@ frozen split of those smears that typing, fine-tuning and adaptation measurement
 
 ``wbc_labels.csv`` names the main white cell of 293 smears; each smear's largest annotated WBC
 box is that cell. :func:`held_out_split` keeps 30 % of the smears (stratified by type, seeded)
-out of every fitting, so figures on them stay honest.
+out of every fitting, so figures on them stay honest. Those labels are not all right: a review of
+each main cell (:func:`read_type_review`, ``image_id,label,reviewed_as``) says which a person can confirm.
 """
 
 from __future__ import annotations
@@ -51,6 +52,35 @@ def read_wbc_labels(path: str | Path) -> list[tuple[str, str]]:
                     if row["image_id"]]
     except (csv.Error, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+#: ``reviewed_as`` of a cell whose type a reviewer could not tell from the image.
+UNCLEAR = "unclear"
+
+
+def read_type_review(path: str | Path) -> dict[str, tuple[str, str]]:
+    """``{image_id: (label, reviewed_as)}`` of a review of BCCD's white-cell types: ``reviewed_as`` is the type
+    the reviewer sees (the label itself when it is confirmed) or :data:`UNCLEAR`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: label review file not found")
+    review: dict[str, tuple[str, str]] = {}
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or not {"image_id", "label", "reviewed_as"} <= set(reader.fieldnames):
+                raise DataError(f"{path}: expected the columns image_id, label and reviewed_as")
+            for line, row in enumerate(reader, start=2):
+                image_id, label, seen = (str(row[k] or "").strip() for k in ("image_id", "label", "reviewed_as"))
+                if label not in BCCD_TYPES or seen not in (*BCCD_TYPES, UNCLEAR):
+                    raise DataError(f"{path}, line {line}: label and reviewed_as must be BCCD types "
+                                    f"({', '.join(BCCD_TYPES)}) or reviewed_as {UNCLEAR!r}")
+                if not image_id or image_id in review:
+                    raise DataError(f"{path}, line {line}: missing or repeated image_id {image_id!r}")
+                review[image_id] = (label, seen)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+    return review
 
 
 def typed_smears(data_root: str | Path | None = None) -> tuple[list[TypedSmear], list[tuple[str, str]]]:

@@ -8,12 +8,12 @@
 2. **Adapted** (``bloodcell adapt``'s engine): for n in --cells (default 5, 10, 20) cells per class and
    --draws random draws, the last layer is refitted on n cells of each type that has more than n
    (basophils, 3 smears, take no part), and scored on every other typed BCCD cell (plain and 8
-   views; also on the cells of the adapted types only). The model's features of each cell's 8 views
-   are computed once.
+   views; also on the cells of the adapted types only, and what each type is called, summed over the
+   draws). The model's features of each cell's 8 views are computed once.
 
-BCCD's labels are not all right (``audits/``: a third of its "eosinophils" show no eosinophil granule).
-``--review audits/bccd_wbc_types.csv`` keeps only the cells whose label the review confirms, for
-scoring and for adapting alike.
+BCCD's labels are not all right (``audits/``: only 31 of its 75 "eosinophils" show eosinophil granules).
+``--review benchmarks/audits/bccd_wbc_types.csv`` keeps only the cells whose label the review confirms,
+for scoring and for adapting alike.
 
 ``--stain-normalise reinhard|macenko`` (torchstain: ``pip install -e .[bench]``) first maps every BCCD crop
 to the colours of 32 PBC training images: the test-time alternative to colour augmentation in training.
@@ -47,10 +47,11 @@ def coverage_table(probs: np.ndarray, truth: np.ndarray) -> list[dict]:
     return rows
 
 
-def confirmed_cells(cells, review_path) -> dict:
-    """Keep in ``cells`` only those whose label the review confirms; what the review said of all of them."""
+def confirmed_cells(cells, review_path):
+    """The cells whose label the review confirms, and what the review said of all of them."""
     from bloodcell.data.bccd import UNCLEAR, read_type_review
     from bloodcell.errors import DataError
+    from bloodcell.workflows.cells import Cells
 
     review = read_type_review(review_path)
     said = Counter()
@@ -63,8 +64,27 @@ def confirmed_cells(cells, review_path) -> dict:
         said["confirmed" if seen == label else UNCLEAR if seen == UNCLEAR else f"looks like {seen}"] += 1
         if seen == label:
             keep.append(i)
-    cells.images, cells.labels, cells.ids = ([values[i] for i in keep] for values in (cells.images, cells.labels, cells.ids))
-    return dict(said)
+    if not keep:
+        raise DataError(f"{review_path}: confirms none of the cells' labels")
+    kept = Cells([cells.images[i] for i in keep], [cells.labels[i] for i in keep], [cells.ids[i] for i in keep],
+                 cells.skipped)
+    return kept, dict(said)
+
+
+def adaptation_sizes(text: str, labels: list[str]) -> list[int]:
+    """The cells per class of ``--cells``; each must leave at least 2 types with more cells than that."""
+    from bloodcell.errors import DataError
+
+    try:
+        sizes = [int(n) for n in text.split(",")]
+    except ValueError:
+        raise DataError(f"--cells takes whole numbers separated by commas, not {text!r}") from None
+    counts = Counter(labels).values()
+    for n in sizes:
+        if n < 1 or sum(c > n for c in counts) < 2:
+            raise DataError(f"adapting from {n} cells per class needs at least 2 types with more than {n} cells "
+                            f"(types have {', '.join(map(str, sorted(counts)))})")
+    return sizes
 
 
 def unadapted(classifier, cells, held: set[str]) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -106,28 +126,34 @@ def adapted(classifier, features: np.ndarray, truth: np.ndarray, sizes: list[int
     from bloodcell.metrics.calibration import apply_temperature
     from bloodcell.train.head import adapt_head
 
+    names = classifier.class_names
     w0, b0 = classifier_weight(classifier), classifier_bias(classifier)
     result = {}
     for n in sizes:
         runs = []
         types = [c for c in np.unique(truth) if (truth == c).sum() > n]
+        called: dict[str, Counter] = {}
         for draw in range(draws):
             rng = np.random.default_rng(draw)
             chosen = np.concatenate([rng.choice(np.flatnonzero(truth == c), n, replace=False) for c in types])
             rest = np.setdiff1d(np.arange(len(truth)), chosen)
-            of_types = rest[np.isin(truth[rest], types)]
+            of_types = np.isin(truth[rest], types)
             fit = adapt_head(features[:, chosen], truth[chosen], w0, b0, seed=draw)
-            accuracy = float(((features[0, rest] @ fit.weight.T + fit.bias).argmax(1) == truth[rest]).mean())
+            predicted = (features[0, rest] @ fit.weight.T + fit.bias).argmax(1)
+            for t, p in zip(truth[rest], predicted):
+                called.setdefault(names[t], Counter())[names[p]] += 1
+            accuracy = float((predicted == truth[rest]).mean())
+            accuracy_types = float((predicted[of_types] == truth[rest][of_types]).mean())
             views = apply_temperature(features[:, rest] @ fit.weight.T + fit.bias, fit.temperature).mean(0)
             accuracy_tta = float((views.argmax(1) == truth[rest]).mean())
             runs.append({"draw": draw, "accuracy_on_the_rest": accuracy, "accuracy_on_the_rest_tta": accuracy_tta,
-                         "n_rest": len(rest), "accuracy_on_adapted_types": float(
-                             ((features[0, of_types] @ fit.weight.T + fit.bias).argmax(1) == truth[of_types]).mean()),
-                         "n_adapted_types": len(of_types),
+                         "n_rest": len(rest), "accuracy_on_adapted_types": accuracy_types,
+                         "n_adapted_types": int(of_types.sum()),
                          "cv_accuracy": fit.cv_accuracy, "strength": fit.strength,
                          "before_on_the_rest": float(((features[0, rest] @ w0.T + b0).argmax(1) == truth[rest]).mean())})
         accuracies = [r["accuracy_on_the_rest"] for r in runs]
-        result[f"{n}_per_class"] = {"types": [classifier.class_names[c] for c in types],
+        result[f"{n}_per_class"] = {"types": [names[c] for c in types],
+                                    "predicted_as": {t: dict(c) for t, c in sorted(called.items())},
                                     "mean": float(np.mean(accuracies)), "std": float(np.std(accuracies)),
                                     "mean_on_adapted_types": float(np.mean([r["accuracy_on_adapted_types"] for r in runs])),
                                     "mean_tta": float(np.mean([r["accuracy_on_the_rest_tta"] for r in runs])),
@@ -177,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stain-normalise", choices=("none", "reinhard", "macenko"), default="none")
-    parser.add_argument("--review", default=None, help="a review of the labels (audits/bccd_wbc_types.csv): "
+    parser.add_argument("--review", default=None, help="a review of the labels (benchmarks/audits/bccd_wbc_types.csv): "
                         "only the cells whose label it confirms are used")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -196,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         classifier = load(args.model)
         cells = bccd_cells(args.data_root, "all")
         held = held_out_ids(typed_smears(args.data_root)[0])
-        review = confirmed_cells(cells, args.review) if args.review else None
+        said = None
+        if args.review:
+            cells, said = confirmed_cells(cells, args.review)
+        sizes = adaptation_sizes(args.cells, cells.labels)
     except BloodcellError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -208,11 +237,11 @@ def main(argv: list[str] | None = None) -> int:
               "commit": git_commit(), "date": now(), "machine": machine(), "model": Path(str(args.model)).name,
               "model_sha256": file_sha256(resolve(args.model)),
               "extra_training_sets": read_checkpoint_meta(args.model).get("train_config", {}).get("extra_train") or [],
-              "review": None if review is None else {"file": Path(args.review).name,
-                                                     "sha256": file_sha256(args.review), "said": review},
+              "review": None if said is None else {"file": Path(args.review).name,
+                                                   "sha256": file_sha256(args.review), "said": said},
               "cells": dict(Counter(cells.labels)), "unadapted": plain,
               "stain_normalise": args.stain_normalise, "crops_not_normalised": unmapped,
-              "adapted": adapted(classifier, features, truth, [int(n) for n in args.cells.split(",")], args.draws)}
+              "adapted": adapted(classifier, features, truth, sizes, args.draws)}
     suffix = ("" if args.stain_normalise == "none" else f"-{args.stain_normalise}") + ("-reviewed" if args.review else "")
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"bccd_other_lab-{Path(str(args.model)).stem}{suffix}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

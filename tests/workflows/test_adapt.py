@@ -48,6 +48,7 @@ def test_adapting_fixes_a_shifted_lab_and_keeps_the_other_classes(model, tmp_pat
     (cells / "neutrophil" / "broken.png").write_bytes(b"not an image")
     result = adapt(model, cells, tmp_path / "lab.safetensors")
     assert result.cells == dict.fromkeys(LAB_CLASSES, 8) and [p for p, _ in result.skipped] == ["neutrophil/broken.png"]
+    assert result.without_cells == [name for name in PBC_CLASSES if name not in LAB_CLASSES]
     assert result.fit.cv_accuracy_before < 0.9 <= result.fit.cv_accuracy  # the shift fooled the model; adapting fixed it
     fresh = _cells(tmp_path / "fresh", dict.fromkeys(LAB_CLASSES, 5), seed=1)
     adapted, original = load(result.path), load(model)
@@ -80,6 +81,7 @@ def test_cli_prints_the_cross_validated_accuracy_and_refuses_an_empty_folder(mod
     result = CliRunner().invoke(app, ["adapt", "--model", str(model), "--cells", str(cells), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "cross-validation" in result.output and "before adapting" in result.output and out.is_file()
+    assert "no cells given for basophil, erythroblast, ig, monocyte, platelet" in result.output
     (tmp_path / "empty").mkdir()
     refused = CliRunner().invoke(app, ["adapt", "--model", str(model), "--cells", str(tmp_path / "empty"), "-o",
                                        str(tmp_path / "x.safetensors")])

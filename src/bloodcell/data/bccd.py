@@ -73,8 +73,8 @@ def read_type_review(path: str | Path) -> dict[str, tuple[str, str]]:
             for line, row in enumerate(reader, start=2):
                 image_id, label, seen = (str(row[k] or "").strip() for k in ("image_id", "label", "reviewed_as"))
                 if label not in BCCD_TYPES or seen not in (*BCCD_TYPES, UNCLEAR):
-                    raise DataError(f"{path}, line {line}: label and reviewed_as must be BCCD types "
-                                    f"({', '.join(BCCD_TYPES)}) or reviewed_as {UNCLEAR!r}")
+                    raise DataError(f"{path}, line {line}: label {label!r} and reviewed_as {seen!r} must be BCCD "
+                                    f"types ({', '.join(BCCD_TYPES)}), or reviewed_as {UNCLEAR!r}")
                 if not image_id or image_id in review:
                     raise DataError(f"{path}, line {line}: missing or repeated image_id {image_id!r}")
                 review[image_id] = (label, seen)

@@ -46,6 +46,8 @@ class Adaptation:
     fit: HeadFit
     cells: dict[str, int]
     skipped: list[tuple[str, str]]
+    #: The model's classes given no cells: the refitted layer may call their cells one of the given types.
+    without_cells: list[str]
 
 
 def check_cells(cells: Cells, class_names: list[str]) -> dict[str, int]:
@@ -113,4 +115,5 @@ def adapt(model: str | Path, cells_dir: str | Path, out: str | Path, seed: int =
                           model_kwargs=checkpoint.meta.get("model_kwargs", {}),
                           train_config=checkpoint.meta.get("train_config", {}), metrics=checkpoint.meta.get("metrics", {}),
                           temperature=fit.temperature, extra=extra)
-    return Adaptation(save_checkpoint(out, checkpoint.model, meta), fit, counts, cells.skipped)
+    without = [name for name in checkpoint.class_names if name not in counts]
+    return Adaptation(save_checkpoint(out, checkpoint.model, meta), fit, counts, cells.skipped, without)

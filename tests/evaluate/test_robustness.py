@@ -220,3 +220,19 @@ def test_benchmark_script_writes_json_with_provenance(tmp_path, monkeypatch):
     result = json.loads(out.read_text())
     assert result["split"] == "val" and "test_split" not in result and result["val_split"]["clean"]["n"] == 8
     assert module.main(["--model", str(tmp_path / "missing.safetensors"), "--manifest", str(manifest)]) == 1
+
+
+def test_originals_take_the_label_of_their_manifest_row_under_the_taxonomy(tmp_path):
+    from bloodcell.data.manifest import Manifest, ManifestRow
+    from bloodcell.data.taxonomy import get_taxonomy
+    from bloodcell.workflows.robustness import original_labels
+
+    rows = (ManifestRow("neutrophil/SNE_1.jpg", "neutrophil", "segmented_neutrophil", "test", "0"),
+            ManifestRow("neutrophil/NEUTROPHIL_2.jpg", "neutrophil", "neutrophil", "test", "0"),
+            ManifestRow("ig/MY_3.jpg", "ig", "myelocyte", "train", "0"))
+    manifest = Manifest(rows, "pbc", "0")
+    paths = [tmp_path / "neutrophil" / "SNE_1.jpg", tmp_path / "neutrophil" / "NEUTROPHIL_2.jpg",
+             tmp_path / "ig" / "MY_3.jpg", tmp_path / "ig" / "MY_9.jpg"]
+    assert original_labels(paths, tmp_path, manifest, get_taxonomy("pbc11")) == [
+        "segmented_neutrophil", None, "myelocyte", None]  # no fine label; not in the manifest
+    assert original_labels(paths, tmp_path, manifest, get_taxonomy("pbc8")) == ["neutrophil", "neutrophil", "ig", None]

@@ -6,10 +6,13 @@ and another lab's white cells (BCCD).
   :data:`~bloodcell.evaluation.perturbations.PERTURBATIONS`;
 - **untouched originals**: a ``root/<class>/<image>`` folder (e.g. 360x363 PBC JPEGs); an
   original whose re-encoded copy sits in another split of the manifest (often training) is left
-  out, so only originals of the scored split count;
+  out, so only originals of the scored split count, each labelled as its manifest row is;
 - **cross-lab cells**: the main white cell of each held-out BCCD smear
   (:func:`~bloodcell.data.bccd.held_out_ids`: never used for fine-tuning or adaptation), framed by
   :func:`~bloodcell.framing.crop_around` at each context.
+
+Labels follow the model's classes: ``pbc11``'s finer ones for a model with those, else ``pbc8``'s.
+BCCD's types are pbc8 classes, so a model without them (``pbc11``) is not scored on BCCD.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from bloodcell._version import __version__
+from bloodcell.data.bccd import BCCD_TYPES
 from bloodcell.data.items import folder_items, manifest_items
-from bloodcell.data.manifest import read_manifest
+from bloodcell.data.manifest import Manifest, ManifestRow, read_manifest
+from bloodcell.data.taxonomy import Taxonomy, get_taxonomy
 from bloodcell.errors import DataError
 from bloodcell.evaluation.perturbations import (
     PERTURBATIONS,
@@ -38,28 +43,42 @@ from bloodcell.workflows.cells import bccd_cells
 logger = get_logger(__name__)
 
 
+def _manifest_rows(paths: Sequence[Path], root: Path, manifest: Manifest) -> list[ManifestRow | None]:
+    """The manifest row of each original (same ``<class>/<stem>``), None for those not in the manifest."""
+    row_of = {str(Path(row.path).with_suffix("")): row for row in manifest.rows}
+    return [row_of.get(str(path.relative_to(root).with_suffix(""))) for path in paths]
+
+
 def originals_of_split(paths: Sequence[Path], root: Path, manifest, split: str) -> tuple[list[int], Counter]:
     """Indices of the originals whose ``<class>/<stem>`` is a row of ``split``, and the split of every original.
 
     Originals not in the manifest at all count under ``"not in manifest"``.
     """
-    split_of = {str(Path(row.path).with_suffix("")): row.split for row in manifest.rows}
-    found = [split_of.get(str(path.relative_to(root).with_suffix("")), "not in manifest") for path in paths]
+    found = [row.split if row else "not in manifest" for row in _manifest_rows(paths, root, manifest)]
     return [i for i, name in enumerate(found) if name == split], Counter(found)
 
 
-def _originals(classifier: Classifier, originals: str | Path, manifest: str | Path, split: str,
+def original_labels(paths: Sequence[Path], root: Path, manifest: Manifest, taxonomy: Taxonomy) -> list[str | None]:
+    """Each original's label under ``taxonomy``, from its manifest row (None: no row, or no label there)."""
+    return [taxonomy.label_of(row) if row else None for row in _manifest_rows(paths, root, manifest)]
+
+
+def _originals(classifier: Classifier, originals: str | Path, manifest: str | Path, split: str, taxonomy: Taxonomy,
                batch_size: int) -> dict[str, Any]:
     folder = folder_items(originals)
-    keep, splits = originals_of_split(folder.paths, folder.root, read_manifest(manifest), split)
+    rows = read_manifest(manifest)
+    keep, splits = originals_of_split(folder.paths, folder.root, rows, split)
+    labels = original_labels(folder.paths, folder.root, rows, taxonomy)
+    unlabelled = sum(labels[i] is None for i in keep)
+    keep = [i for i in keep if labels[i] is not None]
     if not keep:
-        raise DataError(f"{originals}: none of its images is an original of the {split} split of {manifest}")
-    images, labels, skipped = decode_all([folder.paths[i] for i in keep], [folder.labels[i] for i in keep])
+        raise DataError(f"{originals}: none of its images is a labelled original of the {split} split of {manifest}")
+    images, labels, skipped = decode_all([folder.paths[i] for i in keep], [labels[i] for i in keep])
     logger.info("originals: %d of the %d images in %s belong to the %s split", len(images), len(folder.paths),
                 originals, split)
     sizes = Counter(f"{im.width}x{im.height}" for im in images)
     return {"folder": Path(originals).name, "split_of_originals": dict(splits), "sizes": dict(sizes.most_common()),
-            "skipped": skipped, **score_images(classifier, images, labels, batch_size),
+            f"without_a_{taxonomy.name}_label": unlabelled, "skipped": skipped, **score_images(classifier, images, labels, batch_size),
             "tta": score_images(classifier, images, labels, batch_size, tta=True)}
 
 
@@ -71,7 +90,9 @@ def run_robustness(checkpoint: str | Path, manifest: str | Path, *, limit: int |
     and its perturbations, an ``originals`` folder and, with ``bccd``, held-out BCCD cells at each context."""
     path = resolve(checkpoint)
     classifier = load(path)
-    items = manifest_items(manifest, split, "pbc8", data_root, limit=limit)
+    pbc11 = get_taxonomy("pbc11")
+    taxonomy = pbc11 if set(classifier.class_names) == set(pbc11.class_names) else get_taxonomy("pbc8")
+    items = manifest_items(manifest, split, taxonomy.name, data_root, limit=limit)
     logger.info("%s split: %d images", split, len(items.paths))
     scored = score_split(classifier, items.paths, items.labels, PERTURBATIONS, batch_size)
     result: dict[str, Any] = {
@@ -81,10 +102,11 @@ def run_robustness(checkpoint: str | Path, manifest: str | Path, *, limit: int |
         "manifest_sha256": items.manifest_sha256, "limit": limit, "git_commit": git_commit(),
         "bloodcell_version": __version__, "date": now(), "split": split,
         f"{split}_split": scored["sections"], f"{split}_skipped": [*items.skipped, *scored["skipped"]],
-        "originals": _originals(classifier, originals, manifest, split, batch_size) if originals else None,
+        "taxonomy": taxonomy.name,
+        "originals": _originals(classifier, originals, manifest, split, taxonomy, batch_size) if originals else None,
         "cross_lab": None,
     }
-    if bccd:
+    if bccd and set(BCCD_TYPES) <= set(classifier.class_names):
         result["cross_lab"] = {}
         for context in contexts:
             cells = bccd_cells(data_root, "held_out", context)

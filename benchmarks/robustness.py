@@ -4,9 +4,10 @@ Scores the checkpoint on (1) a stratified subset of the manifest's TEST split (`
 scores the validation split instead, for choosing between candidates), (2) the same
 images under each deterministic perturbation of ``bloodcell.evaluation.perturbations.PERTURBATIONS``
 (applied to the decoded image before the model's preprocessing), (3) the untouched PBC
-originals (``pbc_originals_sample``, labels = folder names) of that split's images, plain and
-with TTA, and (4) white cells cropped from BCCD smears (another microscope and stain) with
-1.3x and 2x the box as context.
+originals (``pbc_originals_sample``, each labelled as its manifest row) of that split's images,
+plain and with TTA, and (4) white cells cropped from BCCD smears (another microscope and stain)
+with 1.3x and 2x the box as context. Labels are the model's: pbc8's classes or pbc11's finer ones;
+a pbc11 model is not scored on BCCD, whose types are pbc8 classes.
 
     python benchmarks/robustness.py --model CKPT --manifest manifests/pbc-seed0.csv [--limit 800]
         [--out benchmarks/results/robustness-NAME.json] [--threads 1]
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="split to score: test for the record, val for choosing between candidates")
     parser.add_argument("--data-root", default=None, help="datasets folder (default: BLOODCELL_DATA)")
     parser.add_argument("--originals", default=None, help="root/<class>/<image> folder of untouched originals")
-    parser.add_argument("--no-bccd", action="store_true", help="skip the BCCD white cells (scored when the dataset is found)")
+    parser.add_argument("--no-bccd", action="store_true", help="skip the BCCD white cells (scored when the dataset is found and the model has pbc8's classes)")
     parser.add_argument("--out", default=None, help="result JSON (default benchmarks/results/robustness-<model>.json)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--batch-size", type=int, default=32)

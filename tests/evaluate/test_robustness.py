@@ -222,17 +222,34 @@ def test_benchmark_script_writes_json_with_provenance(tmp_path, monkeypatch):
     assert module.main(["--model", str(tmp_path / "missing.safetensors"), "--manifest", str(manifest)]) == 1
 
 
-def test_originals_take_the_label_of_their_manifest_row_under_the_taxonomy(tmp_path):
-    from bloodcell.data.manifest import Manifest, ManifestRow
-    from bloodcell.data.taxonomy import get_taxonomy
-    from bloodcell.workflows.robustness import original_labels
 
-    rows = (ManifestRow("neutrophil/SNE_1.jpg", "neutrophil", "segmented_neutrophil", "test", "0"),
-            ManifestRow("neutrophil/NEUTROPHIL_2.jpg", "neutrophil", "neutrophil", "test", "0"),
-            ManifestRow("ig/MY_3.jpg", "ig", "myelocyte", "train", "0"))
-    manifest = Manifest(rows, "pbc", "0")
-    paths = [tmp_path / "neutrophil" / "SNE_1.jpg", tmp_path / "neutrophil" / "NEUTROPHIL_2.jpg",
-             tmp_path / "ig" / "MY_3.jpg", tmp_path / "ig" / "MY_9.jpg"]
-    assert original_labels(paths, tmp_path, manifest, get_taxonomy("pbc11")) == [
-        "segmented_neutrophil", None, "myelocyte", None]  # no fine label; not in the manifest
-    assert original_labels(paths, tmp_path, manifest, get_taxonomy("pbc8")) == ["neutrophil", "neutrophil", "ig", None]
+def test_a_pbc11_model_is_scored_with_fine_labels_and_not_on_bccd(tmp_path):
+    from evaluate_fixtures import TINY
+
+    from bloodcell.checkpoint import CheckpointMeta, save_checkpoint
+    from bloodcell.data.taxonomy import get_taxonomy
+    from bloodcell.models.factory import create_model
+
+    # make_pbc_dataset's rows carry no finer label, so neutrophils and igs have no pbc11 label
+    manifest = make_pbc_dataset(tmp_path, {"train": 1, "test": 2})
+    rng = np.random.default_rng(2)
+    for name in ("lymphocyte", "neutrophil"):  # test rows: a lymphocyte (a pbc11 class) and a neutrophil (none)
+        write_image(tmp_path / "originals" / name / f"{name[:3].upper()}_0001.jpg", COLOURS[4], rng, size=36)
+    names = list(get_taxonomy("pbc11").class_names)
+    model = create_model(TINY, num_classes=len(names), class_names=names)
+    checkpoint = save_checkpoint(tmp_path / "pbc11.safetensors", model,
+                                 CheckpointMeta(model_name=TINY, data_config=model.data_config))
+    result = run_robustness(checkpoint, manifest, limit=None, data_root=tmp_path, originals=tmp_path / "originals",
+                            bccd=True, batch_size=8)
+    assert result["taxonomy"] == "pbc11" and result["test_split"]["clean"]["n"] == 2 * 6  # 6 of 8 classes labelled
+    assert result["originals"]["n"] == 1 and result["originals"]["unlabelled"] == 1
+    assert result["cross_lab"] is None and "not all classes of the model" in result["cross_lab_skipped"]
+
+
+def test_a_model_with_other_classes_is_refused_before_scoring(tmp_path):
+    manifest = make_pbc_dataset(tmp_path, {"test": 1})
+    checkpoint = trained_tiny_checkpoint(tmp_path / "tiny.safetensors", class_names=("basophil", "eosinophil"))
+    from bloodcell.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="neither pbc8's nor pbc11's"):
+        run_robustness(checkpoint, manifest, limit=None, data_root=tmp_path)

@@ -11,8 +11,8 @@ and another lab's white cells (BCCD).
   (:func:`~bloodcell.data.bccd.held_out_ids`: never used for fine-tuning or adaptation), framed by
   :func:`~bloodcell.framing.crop_around` at each context.
 
-Labels follow the model's classes: ``pbc11``'s finer ones for a model with those, else ``pbc8``'s.
-BCCD's types are pbc8 classes, so a model without them (``pbc11``) is not scored on BCCD.
+Labels follow the model's classes: pbc8's or pbc11's (a model with other classes is refused). BCCD's
+types are pbc8 classes, so a pbc11 model is not scored on BCCD (``cross_lab_skipped`` says why).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from bloodcell.data.bccd import BCCD_TYPES
 from bloodcell.data.items import folder_items, manifest_items
 from bloodcell.data.manifest import Manifest, ManifestRow, read_manifest
 from bloodcell.data.taxonomy import Taxonomy, get_taxonomy
-from bloodcell.errors import DataError
+from bloodcell.errors import ConfigError, DataError
 from bloodcell.evaluation.perturbations import (
     PERTURBATIONS,
     decode_all,
@@ -58,27 +58,32 @@ def originals_of_split(paths: Sequence[Path], root: Path, manifest, split: str) 
     return [i for i, name in enumerate(found) if name == split], Counter(found)
 
 
-def original_labels(paths: Sequence[Path], root: Path, manifest: Manifest, taxonomy: Taxonomy) -> list[str | None]:
-    """Each original's label under ``taxonomy``, from its manifest row (None: no row, or no label there)."""
-    return [taxonomy.label_of(row) if row else None for row in _manifest_rows(paths, root, manifest)]
+def model_taxonomy(class_names: Sequence[str]) -> Taxonomy:
+    """The PBC taxonomy whose classes are the model's; ConfigError for a model with other classes."""
+    for name in ("pbc8", "pbc11"):
+        taxonomy = get_taxonomy(name)
+        if set(class_names) == set(taxonomy.class_names):
+            return taxonomy
+    raise ConfigError(f"the model's classes ({', '.join(class_names)}) are neither pbc8's nor pbc11's; the "
+                      "robustness job scores PBC's labels only")
 
 
 def _originals(classifier: Classifier, originals: str | Path, manifest: str | Path, split: str, taxonomy: Taxonomy,
                batch_size: int) -> dict[str, Any]:
     folder = folder_items(originals)
-    rows = read_manifest(manifest)
-    keep, splits = originals_of_split(folder.paths, folder.root, rows, split)
-    labels = original_labels(folder.paths, folder.root, rows, taxonomy)
-    unlabelled = sum(labels[i] is None for i in keep)
-    keep = [i for i in keep if labels[i] is not None]
+    manifest_rows = read_manifest(manifest)
+    in_split, splits = originals_of_split(folder.paths, folder.root, manifest_rows, split)
+    rows = _manifest_rows(folder.paths, folder.root, manifest_rows)
+    keep = [i for i in in_split if taxonomy.label_of(rows[i]) is not None]
     if not keep:
         raise DataError(f"{originals}: none of its images is a labelled original of the {split} split of {manifest}")
-    images, labels, skipped = decode_all([folder.paths[i] for i in keep], [labels[i] for i in keep])
-    logger.info("originals: %d of the %d images in %s belong to the %s split", len(images), len(folder.paths),
-                originals, split)
+    images, labels, skipped = decode_all([folder.paths[i] for i in keep], [taxonomy.label_of(rows[i]) for i in keep])
+    logger.info("originals: %d of the %d images in %s belong to the %s split (%d without a %s label)",
+                len(in_split), len(folder.paths), originals, split, len(in_split) - len(keep), taxonomy.name)
     sizes = Counter(f"{im.width}x{im.height}" for im in images)
     return {"folder": Path(originals).name, "split_of_originals": dict(splits), "sizes": dict(sizes.most_common()),
-            f"without_a_{taxonomy.name}_label": unlabelled, "skipped": skipped, **score_images(classifier, images, labels, batch_size),
+            "unlabelled": len(in_split) - len(keep), "skipped": skipped,
+            **score_images(classifier, images, labels, batch_size),
             "tta": score_images(classifier, images, labels, batch_size, tta=True)}
 
 
@@ -90,8 +95,7 @@ def run_robustness(checkpoint: str | Path, manifest: str | Path, *, limit: int |
     and its perturbations, an ``originals`` folder and, with ``bccd``, held-out BCCD cells at each context."""
     path = resolve(checkpoint)
     classifier = load(path)
-    pbc11 = get_taxonomy("pbc11")
-    taxonomy = pbc11 if set(classifier.class_names) == set(pbc11.class_names) else get_taxonomy("pbc8")
+    taxonomy = model_taxonomy(classifier.class_names)
     items = manifest_items(manifest, split, taxonomy.name, data_root, limit=limit)
     logger.info("%s split: %d images", split, len(items.paths))
     scored = score_split(classifier, items.paths, items.labels, PERTURBATIONS, batch_size)
@@ -106,7 +110,10 @@ def run_robustness(checkpoint: str | Path, manifest: str | Path, *, limit: int |
         "originals": _originals(classifier, originals, manifest, split, taxonomy, batch_size) if originals else None,
         "cross_lab": None,
     }
-    if bccd and set(BCCD_TYPES) <= set(classifier.class_names):
+    if bccd and not set(BCCD_TYPES) <= set(classifier.class_names):
+        result["cross_lab_skipped"] = f"BCCD's types ({', '.join(BCCD_TYPES)}) are not all classes of the model"
+        logger.warning("BCCD not scored: %s", result["cross_lab_skipped"])
+    elif bccd:
         result["cross_lab"] = {}
         for context in contexts:
             cells = bccd_cells(data_root, "held_out", context)

@@ -5,13 +5,13 @@ Li et al. 2018): it minimises the cross-entropy on the given cells' features plu
 ``strength * ||W - W0||^2 + ||b - b0||^2`` (per class, scaled by the number of cells), by L-BFGS.
 Classes that are not among the given cells keep weights close to the model's, so the adapted
 model can still name them; but the given classes' moved weights can take their cells over (on BCCD,
-monocytes left out of adapting from 20 cells per class were mostly called something else). The pull's strength is chosen by stratified cross-validation over the
-given cells (all views of a cell on one side), whose out-of-fold predictions of each held-out
-cell's plain view also give the accuracy estimate and the temperature (the strength is chosen on
-the same folds, so the estimate is slightly optimistic; with 5-20 cells per class there are too
-few for a nested split). Features come as
-views (V, N, D): the 8 quarter turns and mirrors of each cell, so a few cells train the layer
-as eight times as many rotated copies.
+monocytes left out of adapting from 20 cells per class were mostly called something else). The
+pull's strength is chosen by stratified cross-validation over the given cells (all views of a
+cell on one side), whose out-of-fold predictions of each held-out cell's plain view also give the
+accuracy estimate and the temperature (the strength is chosen on the same folds, so the estimate
+is slightly optimistic; with 5-20 cells per class there are too few for a nested split). Features
+come as views (V, N, D): the 8 quarter turns and mirrors of each cell, so a few cells train the
+layer as eight times as many rotated copies.
 """
 
 from __future__ import annotations

@@ -57,10 +57,10 @@ def confirmed_cells(cells, review_path):
     said = Counter()
     keep = []
     for i, (image_id, label) in enumerate(zip(cells.ids, cells.labels)):
-        if review.get(image_id, (None,))[0] != label:
+        reviewed_label, seen = review.get(image_id, (None, None))
+        if reviewed_label != label:
             raise DataError(f"{review_path}: does not review {image_id} as labelled {label!r}; it was made on "
                             "other labels")
-        seen = review[image_id][1]
         said["confirmed" if seen == label else UNCLEAR if seen == UNCLEAR else f"looks like {seen}"] += 1
         if seen == label:
             keep.append(i)
@@ -139,12 +139,13 @@ def adapted(classifier, features: np.ndarray, truth: np.ndarray, sizes: list[int
             rest = np.setdiff1d(np.arange(len(truth)), chosen)
             of_types = np.isin(truth[rest], types)
             fit = adapt_head(features[:, chosen], truth[chosen], w0, b0, seed=draw)
-            predicted = (features[0, rest] @ fit.weight.T + fit.bias).argmax(1)
+            logits = features[:, rest] @ fit.weight.T + fit.bias  # (8 views, cells, classes)
+            predicted = logits[0].argmax(1)
             for t, p in zip(truth[rest], predicted):
                 called.setdefault(names[t], Counter())[names[p]] += 1
             accuracy = float((predicted == truth[rest]).mean())
             accuracy_types = float((predicted[of_types] == truth[rest][of_types]).mean())
-            views = apply_temperature(features[:, rest] @ fit.weight.T + fit.bias, fit.temperature).mean(0)
+            views = apply_temperature(logits, fit.temperature).mean(0)
             accuracy_tta = float((views.argmax(1) == truth[rest]).mean())
             runs.append({"draw": draw, "accuracy_on_the_rest": accuracy, "accuracy_on_the_rest_tta": accuracy_tta,
                          "n_rest": len(rest), "accuracy_on_adapted_types": accuracy_types,

@@ -38,20 +38,26 @@ class TypedSmear:
         return self.boxes[0]
 
 
-def read_wbc_labels(path: str | Path) -> list[tuple[str, str]]:
-    """``(image_id, wbc_type)`` rows of a BCCD ``wbc_labels.csv``."""
+def _csv_rows(path: str | Path, columns: tuple[str, ...], what: str) -> list[dict[str, str | None]]:
+    """The rows of a CSV file that has ``columns``; DataError (one sentence) when it is missing, unreadable or
+    lacks one of them."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: WBC label file not found")
+        raise DataError(f"{path}: {what} not found")
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            if not reader.fieldnames or not {"image_id", "wbc_type"} <= set(reader.fieldnames):
-                raise DataError(f"{path}: expected the columns image_id and wbc_type")
-            return [(row["image_id"].strip(), (row["wbc_type"] or "").strip().lower()) for row in reader
-                    if row["image_id"]]
+            if not reader.fieldnames or not set(columns) <= set(reader.fieldnames):
+                raise DataError(f"{path}: expected the columns {', '.join(columns[:-1])} and {columns[-1]}")
+            return list(reader)
     except (csv.Error, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def read_wbc_labels(path: str | Path) -> list[tuple[str, str]]:
+    """``(image_id, wbc_type)`` rows of a BCCD ``wbc_labels.csv``."""
+    return [(row["image_id"].strip(), (row["wbc_type"] or "").strip().lower())
+            for row in _csv_rows(path, ("image_id", "wbc_type"), "WBC label file") if row["image_id"]]
 
 
 #: ``reviewed_as`` of a cell whose type a reviewer could not tell from the image.
@@ -61,25 +67,15 @@ UNCLEAR = "unclear"
 def read_type_review(path: str | Path) -> dict[str, tuple[str, str]]:
     """``{image_id: (label, reviewed_as)}`` of a review of BCCD's white-cell types: ``reviewed_as`` is the type
     the reviewer sees (the label itself when it is confirmed) or :data:`UNCLEAR`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: label review file not found")
     review: dict[str, tuple[str, str]] = {}
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if not reader.fieldnames or not {"image_id", "label", "reviewed_as"} <= set(reader.fieldnames):
-                raise DataError(f"{path}: expected the columns image_id, label and reviewed_as")
-            for line, row in enumerate(reader, start=2):
-                image_id, label, seen = (str(row[k] or "").strip() for k in ("image_id", "label", "reviewed_as"))
-                if label not in BCCD_TYPES or seen not in (*BCCD_TYPES, UNCLEAR):
-                    raise DataError(f"{path}, line {line}: label {label!r} and reviewed_as {seen!r} must be BCCD "
-                                    f"types ({', '.join(BCCD_TYPES)}), or reviewed_as {UNCLEAR!r}")
-                if not image_id or image_id in review:
-                    raise DataError(f"{path}, line {line}: missing or repeated image_id {image_id!r}")
-                review[image_id] = (label, seen)
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+    for line, row in enumerate(_csv_rows(path, ("image_id", "label", "reviewed_as"), "label review file"), start=2):
+        image_id, label, seen = (str(row[k] or "").strip() for k in ("image_id", "label", "reviewed_as"))
+        if label not in BCCD_TYPES or seen not in (*BCCD_TYPES, UNCLEAR):
+            raise DataError(f"{path}, line {line}: label {label!r} and reviewed_as {seen!r} must be BCCD "
+                            f"types ({', '.join(BCCD_TYPES)}), or reviewed_as {UNCLEAR!r}")
+        if not image_id or image_id in review:
+            raise DataError(f"{path}, line {line}: missing or repeated image_id {image_id!r}")
+        review[image_id] = (label, seen)
     return review
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from safetensors.torch import load_file
 from torch import nn
 from typer.testing import CliRunner
 
@@ -283,3 +284,66 @@ def test_missing_data_is_refused_before_any_work(tmp_path):
     with pytest.raises(DataError, match="missing.csv: PBC manifest not found"):
         rep.reproduce("all", tmp_path / "out", settings)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_reproduction_resumes_from_its_last_epoch_and_matches_an_uninterrupted_one(tmp_path, monkeypatch):
+    make_bccd(tmp_path / "data")
+    settings = _settings(tmp_path, budget_s=None, overrides={**FAST, "epochs": 3})
+    whole = rep.reproduce("risodkar2024-cnn", tmp_path / "whole", settings)[0]
+
+    real_training = rep.run_training
+    calls = []
+
+    def stopped_after_two_epochs(config, **kwargs):
+        calls.append(kwargs)
+
+        def stop(row):
+            if row["epoch"] == 2:
+                raise KeyboardInterrupt
+        return real_training(config, on_epoch=stop, **kwargs)
+
+    monkeypatch.setattr(rep, "run_training", stopped_after_two_epochs)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        rep.reproduce("risodkar2024-cnn", out, settings)
+    run = out / "risodkar2024-cnn" / "paper" / "run"
+    assert (run / "last.pt").is_file() and not (out / "risodkar2024-cnn" / rep.RESULT_FILE).exists()
+    assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 2
+
+    resumed_epochs = []
+
+    def resumed(config, **kwargs):
+        calls.append(kwargs)
+        return real_training(config, on_epoch=lambda row: resumed_epochs.append(row["epoch"]), **kwargs)
+
+    monkeypatch.setattr(rep, "run_training", resumed)
+    record = rep.reproduce("risodkar2024-cnn", out, settings)[0]
+    assert calls[1] == {"resume": True, "overwrite": False} and resumed_epochs[0] == 3  # epochs 1-2 not redone
+    for protocol in ("ours_paper_protocol", "ours_honest"):
+        mine, reference = record[protocol], whole[protocol]
+        assert mine["epochs"] == reference["epochs"] == 3 and mine["stop_reason"] == "completed"
+        assert mine["accuracy"] == reference["accuracy"] and mine["macro_f1"] == reference["macro_f1"]
+        assert mine["stop_rule"] == "until the validation loss had not improved for 5 epochs, at most 3"
+        resumed_weights = load_file(out / mine["run"] / "best.safetensors")
+        whole_weights = load_file(tmp_path / "whole" / reference["run"] / "best.safetensors")
+        assert resumed_weights.keys() == whole_weights.keys()
+        assert all(torch.equal(resumed_weights[k], whole_weights[k]) for k in whole_weights)
+
+    # a scored protocol is read back, not scored again
+    (out / "risodkar2024-cnn" / rep.RESULT_FILE).unlink()
+    monkeypatch.setattr(rep, "score_arm", lambda *a, **k: pytest.fail("a scored protocol was scored again"))
+    assert rep.reproduce("risodkar2024-cnn", out, settings)[0]["ours_honest"] == record["ours_honest"]
+
+
+def test_a_resumed_run_that_stopped_early_trains_no_further(tmp_path):
+    make_bccd(tmp_path / "data")
+    settings = _settings(tmp_path, budget_s=None, overrides={**FAST, "epochs": 30, "early_stopping_patience": 1,
+                                                             "lr": 10.0})
+    first = rep.reproduce("risodkar2024-cnn", tmp_path / "out", settings)[0]["ours_paper_protocol"]
+    assert first["stop_reason"] == "early_stopping" and first["epochs"] < 30
+    assert first["stop_rule"] == "until the validation loss had not improved for 1 epochs, at most 30"
+    for path in (tmp_path / "out").glob(f"risodkar2024-cnn/*/{rep.ARM_FILE}"):
+        path.unlink()
+    (tmp_path / "out" / "risodkar2024-cnn" / rep.RESULT_FILE).unlink()
+    again = rep.reproduce("risodkar2024-cnn", tmp_path / "out", settings)[0]["ours_paper_protocol"]
+    assert again["epochs"] == first["epochs"] and again["stop_reason"] == "early_stopping"

@@ -16,7 +16,7 @@ from bloodcell.workflows.reproduce import reproduce as run_reproduction
 
 def reproduce(
     paper: str = typer.Argument(..., help=f"A paper model ({', '.join(PROTOCOLS)}) or 'all'."),
-    budget: float = typer.Option(600.0, help="Wall-clock training budget per protocol, in seconds."),
+    budget: Optional[float] = typer.Option(None, help="Cap each protocol's training at this many seconds (default: train to the recipe's end; an interrupted run resumes from its last epoch)."),
     output: Path = typer.Option(Path("runs/reproduce"), "--output", "-o", help="Folder for the runs, reports, reproduction.json/.md and the data built (resumable)."),
     data_root: Optional[Path] = typer.Option(None, help="Datasets folder with pbc/ and bccd/ (default $BLOODCELL_DATA)."),
     manifest: Path = typer.Option(FROZEN_MANIFEST, help="PBC's frozen, duplicate-aware split (the honest PBC protocol)."),

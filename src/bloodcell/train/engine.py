@@ -334,6 +334,10 @@ def _record_epoch(run_dir: Path, parts: _Parts, config: TrainConfig, progress: _
         save_state(run_dir / STATE_FILE, _state(parts, config, progress, provenance))
 
 
+def _stopped_early(config: TrainConfig, progress: _Progress) -> bool:
+    return bool(config.early_stopping_patience) and progress.bad_epochs >= config.early_stopping_patience
+
+
 def fit(model: nn.Module, config: TrainConfig, train_data: SplitData, val_data: SplitData, run_dir: Path,
         ctx: DistContext | None = None, *, state: dict[str, Any] | None = None, provenance: dict | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
@@ -352,6 +356,8 @@ def fit(model: nn.Module, config: TrainConfig, train_data: SplitData, val_data: 
         _info(ctx, "resuming %s after epoch %d", run_dir, progress.epoch)
     deadline = time.monotonic() + config.time_budget_s if config.time_budget_s else None
     stop_reason, start = "completed", progress.epoch
+    if _stopped_early(config, progress):  # a resumed run that had already stopped early stays stopped
+        stop_reason, start = "early_stopping", config.epochs
     for epoch in range(start, config.epochs):
         if epoch > start and deadline is not None and dist_utils.any_rank(ctx, time.monotonic() > deadline):
             stop_reason = "time_budget"
@@ -366,7 +372,7 @@ def fit(model: nn.Module, config: TrainConfig, train_data: SplitData, val_data: 
         if stats["stopped"]:
             stop_reason = "time_budget"
             break
-        if config.early_stopping_patience and progress.bad_epochs >= config.early_stopping_patience:
+        if _stopped_early(config, progress):
             stop_reason = "early_stopping"
             _info(ctx, "early stopping: no better validation loss for %d epochs", progress.bad_epochs)
             break

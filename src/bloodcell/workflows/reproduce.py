@@ -2,7 +2,9 @@
 (leaks included) and under an honest one, side by side.
 
 Each paper model (``bloodcell models info NAME``) is trained with its recipe (``configs/papers/NAME.json``)
-for the same wall-clock budget and seed under two protocols, and each trained model is scored once:
+to the recipe's end (the paper's epochs, or until validation stops improving where the paper is silent),
+or for at most ``--budget`` seconds when given, with the same seed under two protocols, and each trained
+model is scored once:
 
 - **the paper's protocol** (:data:`PROTOCOLS` says what each paper did and where we had to choose):
   Khalil et al. (and, in our reading, Risodkar et al.) classify the four white-cell types of Kaggle's "Blood
@@ -18,7 +20,9 @@ for the same wall-clock budget and seed under two protocols, and each trained mo
 Output: ``OUT/<model>/{paper,honest}/{run,evaluation}`` (a protocol that trains exactly like the other one
 reuses its run), ``OUT/<model>/reproduction.json`` and ``reproduction.md``, ``OUT/reproductions.md`` with one
 row per reproduced paper; the data sets built here (BCCD copies, re-split PBC manifests) go under
-``OUT/data/``, never into the repository. A paper whose ``reproduction.json`` exists is skipped (resumable).
+``OUT/data/``, never into the repository. Everything resumes: a paper whose ``reproduction.json`` exists is
+skipped, a protocol whose ``result.json`` exists is not scored again, and an interrupted training goes on
+from its last finished epoch (its ``run/last.pt``).
 """
 
 from __future__ import annotations
@@ -48,9 +52,10 @@ from bloodcell.log import get_logger
 from bloodcell.models import get_model_entry
 from bloodcell.outputs import check_output_folder
 from bloodcell.progress import track
-from bloodcell.provenance import file_sha256, git_commit, now
+from bloodcell.provenance import file_sha256, git_commit, machine, now
 from bloodcell.report.markdown import table
 from bloodcell.train.config import TrainConfig, resolve_config
+from bloodcell.train.run import STATE_FILE
 from bloodcell.workflows.benchmark import pretrained_available
 from bloodcell.workflows.evaluate import evaluate, write_report
 from bloodcell.workflows.train import run_training
@@ -60,6 +65,7 @@ logger = get_logger(__name__)
 REPO = Path(__file__).resolve().parents[3]
 FROZEN_MANIFEST = REPO / "manifests" / "pbc-seed0.csv"
 RESULT_FILE = "reproduction.json"
+ARM_FILE = "result.json"
 PAPER_LABEL = "PAPER PROTOCOL — leaks included, not an honest test result"
 #: The four white-cell types of Kaggle's "Blood Cell Images" (BCCD's basophils are left out, as there).
 BCCD4 = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
@@ -122,11 +128,12 @@ PROTOCOLS: dict[str, Protocol] = {
 
 @dataclass(frozen=True)
 class Settings:
-    """What every reproduction shares. ``overrides`` (Python API only: tests, quick looks) replace recipe
-    options and are recorded; ``score_limit`` scores a stratified subset of each scored set and ``limit_val``
-    validates on one (both speed up slow models, e.g. asghar2023-cnn's 284 M parameters)."""
+    """What every reproduction shares. ``budget_s`` caps each protocol's training (``None``: the recipe's
+    end); ``overrides`` (Python API only: tests, quick looks) replace recipe options and are recorded;
+    ``score_limit`` scores a stratified subset of each scored set and ``limit_val`` validates on one (both
+    speed up slow models, e.g. asghar2023-cnn's 284 M parameters)."""
 
-    budget_s: float = 600.0
+    budget_s: float | None = None
     seed: int = 0
     data_root: Path | None = None
     pbc_manifest: Path = FROZEN_MANIFEST
@@ -388,20 +395,36 @@ def score_arm(arm: Arm, checkpoint: Path, settings: Settings, out: Path) -> dict
     return {**figures, "scored_images": evaluation.result["counts"]["scored"], "label": evaluation.result["label"]}
 
 
+def stop_rule(config: TrainConfig) -> str:
+    """When the recipe's training ends, in words."""
+    rule = (f"until the validation loss had not improved for {config.early_stopping_patience} epochs, at most "
+            f"{config.epochs}" if config.early_stopping_patience else f"{config.epochs} epochs")
+    return rule + (f", or {config.time_budget_s:g} s of training" if config.time_budget_s else "")
+
+
 def _train(name: str, arm: Arm, settings: Settings, out: Path) -> dict[str, Any]:
     config, notes = _train_config(name, arm, settings, out)
-    logger.info("%s, %s protocol: training for up to %g s", name, arm.name, settings.budget_s)
-    run = run_training(config, overwrite=True)
+    resume = (out / STATE_FILE).is_file()
+    logger.info("%s, %s protocol: %s training (%s)", name, arm.name, "resuming" if resume else "starting",
+                stop_rule(config))
+    run = run_training(config, resume=resume, overwrite=not resume)
     checkpoint = Path(run.best_checkpoint)
     if not checkpoint.is_file():
         raise DataError(f"training {name} produced no checkpoint at {checkpoint}")
-    return {"checkpoint": checkpoint, "run": out, "epochs": len(run.history), "stop_reason": run.stop_reason,
+    return {"checkpoint": checkpoint, "run": out, "epochs": len(run.history), "best_epoch": run.best_epoch,
+            "stop_reason": run.stop_reason, "stop_rule": stop_rule(config),
+            "train_seconds": round(sum(float(row.get("seconds") or 0) for row in run.history), 1),
             "train_images": int(run.metrics.get("n_train") or 0) or None,
             "imagenet_weights": bool(config.pretrained), "notes": notes}
 
 
 def run_arm(name: str, arm: Arm, settings: Settings, folder: Path, trained: dict[Path, dict]) -> dict[str, Any]:
-    """Train (unless an earlier arm trained on the same manifest: then its run serves both) and score one arm."""
+    """Train (unless an earlier arm trained on the same manifest: then its run serves both) and score one arm;
+    an arm already scored (its ``result.json``) is read back."""
+    saved = folder / ARM_FILE
+    if saved.is_file():
+        logger.info("%s, %s protocol: already scored (%s)", name, arm.name, saved)
+        return json.loads(saved.read_text(encoding="utf-8"))
     shared = arm.train_manifest in trained
     if not shared:
         trained[arm.train_manifest] = _train(name, arm, settings, folder / "run")
@@ -412,10 +435,20 @@ def run_arm(name: str, arm: Arm, settings: Settings, folder: Path, trained: dict
                      "scored differs")
     logger.info("%s, %s protocol: scoring", name, arm.name)
     figures = score_arm(arm, training["checkpoint"], settings, folder / "evaluation")
-    return {"protocol": arm.description, "leaks": leak_counts(arm.train_manifest, arm.score_manifest), **figures,
-            "run": str(training["run"]), "report": str(folder / "evaluation"), "epochs": training["epochs"],
-            "stop_reason": training["stop_reason"], "train_images": training["train_images"],
-            "imagenet_weights": training["imagenet_weights"], "notes": notes}
+    result = {"protocol": arm.description, "leaks": leak_counts(arm.train_manifest, arm.score_manifest), **figures,
+              "run": str(training["run"]), "report": str(folder / "evaluation"),
+              **{key: training[key] for key in ("epochs", "best_epoch", "stop_reason", "stop_rule", "train_seconds",
+                                                 "train_images", "imagenet_weights")},
+              "notes": notes}
+    write_json_atomic(saved, result)
+    return result
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """``data`` as JSON at ``path``, written whole or not at all."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 DATASETS = {
@@ -431,7 +464,8 @@ def _claimed(name: str) -> dict[str, str]:
 
 
 def _command(name: str, settings: Settings, output: Path) -> str:
-    return settings.command or f"bloodcell reproduce {name} --budget {settings.budget_s:g} --output {output}"
+    budget = f" --budget {settings.budget_s:g}" if settings.budget_s else ""
+    return settings.command or f"bloodcell reproduce {name}{budget} --output {output}"
 
 
 def reproduce_paper(name: str, output: Path, settings: Settings) -> dict[str, Any]:
@@ -450,17 +484,18 @@ def reproduce_paper(name: str, output: Path, settings: Settings) -> dict[str, An
         "protocol_source": PROTOCOLS[name].source, "claimed": _claimed(name),
         "ours_paper_protocol": results["paper"], "ours_honest": results["honest"],
         "budget_s": settings.budget_s, "seed": settings.seed, "copies_per_class": settings.copies_per_class,
+        "machine": machine(),
         "score_limit": settings.score_limit, "limit_val": settings.limit_val,
         "recipe_overrides": dict(settings.overrides),
         "command": _command(name, settings, output), "commit": git_commit(), "created": now(),
     }
-    (folder / RESULT_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json_atomic(folder / RESULT_FILE, record)
     (folder / "reproduction.md").write_text("\n".join([table(ROW_HEADER, [markdown_row(record)]), ""]), encoding="utf-8")
     return record
 
 
 ROW_HEADER = ["model", "paper", "data", "paper's claim", "ours, paper's protocol (95% CI)", "ours, honest (95% CI)",
-              "budget per protocol"]
+              "leak in the paper's protocol", "training (paper's / honest protocol)"]
 
 
 def _figure(result: dict[str, Any]) -> str:
@@ -474,8 +509,22 @@ def markdown_row(record: dict[str, Any]) -> list[str]:
     """One comparison row: the paper's claim beside our figures under its protocol and under the honest one."""
     claims = "; ".join(f"{figure}: {value}" for figure, value in record["claimed"].items()) or "not recorded"
     data = {"bccd4": "BCCD, 4 types (Kaggle-like copies)", "pbc": "PBC, 8 classes"}[record["data"]]
-    return [record["model"], record["paper"].split(":")[0], data, claims, _figure(record["ours_paper_protocol"]),
-            _figure(record["ours_honest"]), f"{record['budget_s']:g} s"]
+    paper, honest = record["ours_paper_protocol"], record["ours_honest"]
+    return [record["model"], record["paper"].split(":")[0], data, claims, _figure(paper), _figure(honest),
+            _leak(paper["leaks"]), " / ".join(_training(result) for result in (paper, honest))]
+
+
+def _leak(leaks: dict[str, int]) -> str:
+    n = leaks["scored_set_images"]
+    return (f"{leaks['scored_training_images']:,} of {n:,} scored images were trained on; "
+            f"{leaks['scored_from_training_sources']:,} share a source cell or duplicate group with training images")
+
+
+def _training(result: dict[str, Any]) -> str:
+    """Epochs run, why training ended and its time (older records: epochs and stop reason only)."""
+    seconds = result.get("train_seconds")
+    time = f", {seconds / 3600:.1f} h" if seconds and seconds >= 360 else f", {seconds:.0f} s" if seconds else ""
+    return f"{result['epochs']} epochs ({result['stop_reason'].replace('_', ' ')}{time})"
 
 
 def write_summary(output: Path) -> Path:
@@ -503,7 +552,8 @@ def paper_names(papers: str) -> list[str]:
 
 def check_settings(settings: Settings) -> None:
     """Refuse a bad budget, copy count, score limit or pretrained policy before any work."""
-    if not (isinstance(settings.budget_s, (int, float)) and math.isfinite(settings.budget_s) and settings.budget_s > 0):
+    budget = settings.budget_s
+    if budget is not None and not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
         raise ConfigError(f"--budget must be a positive number of seconds, got {settings.budget_s}")
     if settings.copies_per_class < 1:
         raise ConfigError(f"--copies-per-class must be at least 1, got {settings.copies_per_class}")

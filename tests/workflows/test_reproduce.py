@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from typer.testing import CliRunner
 
@@ -20,7 +20,8 @@ from bloodcell.cli import main as cli_main
 from bloodcell.cli.reproduce import reproduce as reproduce_command
 from bloodcell.data.manifest import ManifestRow, read_manifest, write_manifest
 from bloodcell.data.registry import PBC_CLASSES
-from bloodcell.errors import ConfigError, DataError
+from bloodcell.errors import ConfigError, DataError, WeightsUnavailableError
+from bloodcell.models.pretrained import load_weights_file
 from bloodcell.models.registry import _REGISTRY, register_model, registered_entries
 from bloodcell.provenance import file_sha256
 from bloodcell.train.config import resolve_config
@@ -250,10 +251,10 @@ def test_a_bad_paper_name_is_one_clear_error(tmp_path):
 
 
 def test_every_paper_model_has_a_protocol_and_a_readable_recipe():
-    papers = {e.name for e in registered_entries() if e.paper is not None}
+    papers = {e.name for e in registered_entries() if e.paper is not None} | set(rep.PIPELINES)
     assert papers == set(rep.PROTOCOLS) and rep.paper_names("all") == list(rep.PROTOCOLS)
     for name in papers:
-        assert resolve_config(rep.recipe_path(name)).model == name
+        assert resolve_config(rep.recipe_path(name)).model == rep.PIPELINES.get(name, (name,))[0]
     assert resolve_config(rep.recipe_path("khalil2022-vgg16")).resize == "squash"
 
 
@@ -262,17 +263,80 @@ def test_command_table_help_is_the_command_docstring():
                                               reproduce_command.__doc__.strip().splitlines()[0])
 
 
-def test_recipe_gets_the_budget_and_seed_and_missing_imagenet_weights_are_recorded_not_hidden(tmp_path, monkeypatch):
-    monkeypatch.setattr(rep, "pretrained_available", lambda name: False)
+def test_recipe_gets_the_budget_seed_and_imagenet_weights_file(tmp_path):
     arm = rep.Arm("paper", "words", tmp_path / "m.csv", tmp_path / "m.csv", "pbc", None, "pbc8", True)
     config, notes = rep._train_config("khalil2022-vgg16", arm, rep.Settings(budget_s=123, seed=4), tmp_path / "run")
     assert (config.model, config.resize, config.optimizer, config.input_size) == ("khalil2022-vgg16", "squash", "adam", 128)
     assert config.time_budget_s == 123 and config.seed == 4 and config.manifest == str(tmp_path / "m.csv")
-    assert config.pretrained is False and rep.MISSING_WEIGHTS in notes[0]
-    result = {"accuracy": {"estimate": 0.5, "low": 0.4, "high": 0.6}, "scored_images": 10, "notes": notes}
-    assert "no ImageNet weights" in rep._figure(result)
-    config, notes = rep._train_config("khalil2022-vgg16", arm, rep.Settings(pretrained="recipe"), tmp_path / "run")
-    assert config.pretrained is True and notes == []
+    assert config.pretrained is True and config.pretrained_weights is None
+    weights = tmp_path / "vgg16.safetensors"
+    weights.write_bytes(b"not checked here")
+    config, notes = rep._train_config("khalil2022-vgg16", arm, rep.Settings(imagenet_weights=weights), tmp_path / "run")
+    assert config.pretrained_weights == str(weights) and file_sha256(weights) in notes[0]
+    config, notes = rep._train_config("risodkar2024-cnn", arm, rep.Settings(imagenet_weights=weights), tmp_path / "run")
+    assert config.pretrained is False and config.pretrained_weights is None and notes == []
+
+
+def test_a_transfer_learning_paper_without_imagenet_weights_is_not_run_and_says_so(tmp_path, monkeypatch):
+    make_bccd(tmp_path / "data")
+    monkeypatch.setattr(rep, "pretrained_available", lambda name: False)
+    monkeypatch.setattr(rep, "run_training", lambda *a, **k: pytest.fail("a stand-in was trained from scratch"))
+    out = tmp_path / "out"
+    (record,) = rep.reproduce("khalil2022-vgg16", out, rep.Settings(data_root=tmp_path / "data"))
+    assert record["status"] == rep.NOT_RUN
+    reason = record["ours_paper_protocol"]["reason"]
+    assert "bloodcell reproduce khalil2022-vgg16 --pretrained recipe" in reason and "--imagenet-weights" in reason
+    row = (out / "reproductions.md").read_text()
+    assert row.count("not run: no ImageNet weights on this machine") == 2 and " % [" not in row
+    with pytest.raises(WeightsUnavailableError, match="cannot be had on this machine"):
+        rep.reproduce("khalil2022-vgg16", tmp_path / "strict", rep.Settings(data_root=tmp_path / "data",
+                                                                            pretrained="recipe"))
+
+
+TINY_PRETRAINED = "test-tiny-pretrained-net"
+BUILT_WITH: list = []
+
+if TINY_PRETRAINED not in _REGISTRY:
+    @register_model(TINY_PRETRAINED, input_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    def _tiny_pretrained(num_classes, pretrained=False, input_size=16, **kwargs):
+        """Tiny colour classifier that loads ImageNet-like weights from a file, as the transfer recipes do."""
+        BUILT_WITH.append(pretrained)
+        model = ColourNet(num_classes)
+        if pretrained and pretrained is not True:
+            load_weights_file(model, pretrained)
+        return model
+
+
+def test_a_transfer_learning_recipe_runs_from_a_local_imagenet_weights_file(tmp_path, monkeypatch):
+    make_bccd(tmp_path / "data")
+    monkeypatch.setattr(rep, "pretrained_available", lambda name: False)  # no download here: the file is used
+    source = ColourNet(1000)
+    weights = tmp_path / "imagenet.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(weights))
+    BUILT_WITH.clear()
+    settings = _settings(tmp_path, imagenet_weights=weights, pretrained="recipe",
+                         overrides={**FAST, "model": TINY_PRETRAINED, "pretrained": True})
+    (record,) = rep.reproduce("khalil2022-vgg16", tmp_path / "out", settings)
+    assert record["status"] == "done"
+    assert [p for p in BUILT_WITH if p] == [str(weights)] * 2  # each protocol's training (scoring loads checkpoints)
+    for key in ("ours_paper_protocol", "ours_honest"):
+        assert any(file_sha256(weights) in note for note in record[key]["notes"])
+        config = json.loads((tmp_path / "out" / record[key]["run"] / "config.json").read_text())
+        assert config["pretrained"] is True and config["pretrained_weights"] == str(weights)
+    with pytest.raises(ConfigError, match="ImageNet weights file not found"):
+        rep.reproduce("khalil2022-vgg16", tmp_path / "x", rep.Settings(imagenet_weights=tmp_path / "missing.pth"))
+
+
+def test_risodkars_classical_pipeline_is_reproduced_under_both_protocols(tmp_path):
+    make_bccd(tmp_path / "data")
+    (record,) = rep.reproduce("risodkar2024-svm", tmp_path / "out", _settings(tmp_path, overrides={"threads": 1}))
+    assert record["paper"].startswith("Risodkar et al., 2024") and record["recipe"] == "configs/papers/risodkar2024-svm.json"
+    paper, honest = record["ours_paper_protocol"], record["ours_honest"]
+    for result in (paper, honest):
+        _check_figure(result, tmp_path / "out")
+        assert result["epochs"] == 0
+    assert paper["leaks"]["scored_from_training_sources"] > 0 and honest["leaks"]["scored_from_training_sources"] == 0
+    assert "fitted once" in (tmp_path / "out" / "reproductions.md").read_text()
 
 
 def test_missing_data_is_refused_before_any_work(tmp_path):

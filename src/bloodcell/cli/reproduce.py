@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from bloodcell.workflows.reproduce import FROZEN_MANIFEST, PROTOCOLS, Settings
+from bloodcell.workflows.reproduce import FROZEN_MANIFEST, NOT_RUN, PROTOCOLS, Settings
 from bloodcell.workflows.reproduce import reproduce as run_reproduction
 
 
@@ -26,20 +26,23 @@ def reproduce(
     score_limit: Optional[int] = typer.Option(None, help="Score a stratified subset of this many images per scored set (for slow models)."),
     limit_val: Optional[int] = typer.Option(None, help="Validate each epoch on a stratified subset of this many images (for slow models)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for training (default: all cores)."),
+    imagenet_weights: Optional[Path] = typer.Option(None, help="A local .safetensors/.pth file of the ImageNet weights a transfer-learning recipe starts from (default: an offline package or timm's download)."),
     n_boot: int = typer.Option(1000, min=1, help="Bootstrap resamples for the 95% confidence intervals."),
 ) -> None:
     """Run a paper's experiment under its own protocol (leaks included) and an honest one; report both figures."""
     settings = Settings(budget_s=budget, seed=seed, data_root=data_root, pbc_manifest=manifest,
                         copies_per_class=copies_per_class, pretrained=pretrained, score_limit=score_limit,
-                        limit_val=limit_val, threads=threads, n_boot=n_boot,
+                        limit_val=limit_val, threads=threads, imagenet_weights=imagenet_weights, n_boot=n_boot,
                         command=" ".join(["bloodcell", *map(shlex.quote, sys.argv[1:])]))
     console = Console()
     for record in run_reproduction(paper, output, settings):
         claimed = "; ".join(f"{k}: {v}" for k, v in record["claimed"].items()) or "not recorded"
-        figures = [(label, record[key]["accuracy"]) for label, key in
-                   (("paper's protocol", "ours_paper_protocol"), ("honest protocol", "ours_honest"))]
         console.print(f"{record['model']}: claimed {claimed}", highlight=False)
-        for label, acc in figures:
+        if record.get("status") == NOT_RUN:
+            console.print(f"  not run: {record['ours_paper_protocol']['reason']}", highlight=False)
+            continue
+        for label, key in (("paper's protocol", "ours_paper_protocol"), ("honest protocol", "ours_honest")):
+            acc = record[key]["accuracy"]
             console.print(f"  ours, {label}: {100 * acc['estimate']:.1f} % "
                           f"[{100 * acc['low']:.1f}, {100 * acc['high']:.1f}]", highlight=False)
     console.print(f"summary: {output / 'reproductions.md'}", highlight=False)

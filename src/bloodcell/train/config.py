@@ -27,7 +27,8 @@ class TrainConfig:
     checkpoint path or bundled model name) gives the starting weights (over other classes: the
     backbone only), and the train splits of the ``extra_train`` manifests (each seen
     ``extra_repeat`` times per epoch) join the manifest's train split; validation stays on the
-    manifest's val split. ``resize`` is how images become the model's square input: ``crop`` (shorter
+    manifest's val split. ``pretrained_weights`` is a local file of the ImageNet weights ``pretrained`` loads
+    (instead of the offline package or timm's download). ``resize`` is how images become the model's square input: ``crop`` (shorter
     side, then a centre crop) or ``squash`` (both sides, the aspect ratio not kept).
     """
 
@@ -38,6 +39,7 @@ class TrainConfig:
     data_root: str | None = None
     out: str | None = None
     pretrained: bool = False
+    pretrained_weights: str | None = None
     input_size: int | None = None
     epochs: int = 30
     batch_size: int = 32
@@ -97,6 +99,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and int(value) < 1:
                 raise ConfigError(f"{name} must be at least 1 when given, got {value}")
+        if self.pretrained_weights and not self.pretrained:
+            raise ConfigError("pretrained_weights needs pretrained: true (they are the weights it loads)")
         if self.time_budget_s is not None and not self.time_budget_s > 0:
             raise ConfigError(f"time_budget_s must be positive when given, got {self.time_budget_s}")
 

@@ -45,7 +45,7 @@ from bloodcell.data.images import read_image
 from bloodcell.data.locate import dataset_root
 from bloodcell.data.manifest import Manifest, ManifestRow, read_manifest, write_manifest
 from bloodcell.data.split import assign_groups
-from bloodcell.errors import ConfigError, DataError, ImageError
+from bloodcell.errors import ConfigError, DataError, ImageError, WeightsUnavailableError
 from bloodcell.evaluation.scoring import load_scoring_model
 from bloodcell.framing import background_colour
 from bloodcell.log import get_logger
@@ -78,7 +78,10 @@ BCCD_RATIOS = (Fraction(7, 10), Fraction(1, 10), Fraction(2, 10))
 #: The frozen PBC manifest's ratios, kept for the random image-level split.
 PBC_RATIOS = (Fraction(70, 100), Fraction(15, 100), Fraction(15, 100))
 PRETRAINED_POLICIES = ("available", "recipe")
-MISSING_WEIGHTS = "NO IMAGENET WEIGHTS"
+NOT_RUN = "not run"
+#: Reproductions of a paper's pipeline by a registered model of another name: name -> (model, the paper
+#: model whose citation and protocol apply). Their recipes are ``configs/papers/NAME.json`` too.
+PIPELINES = {"risodkar2024-svm": ("sk/svm", "risodkar2024-cnn"), "risodkar2024-rf": ("sk/rf", "risodkar2024-cnn")}
 
 KAGGLE_PROTOCOL = (
     "Kaggle 'Blood Cell Images' (4 white-cell types: augmented copies of BCCD cells), the copies split at random "
@@ -117,6 +120,10 @@ PROTOCOLS: dict[str, Protocol] = {
         "the data and split are not recorded here: the printed summary's 4 outputs match the 4 white-cell types "
         "of Kaggle's 'Blood Cell Images', whose copies are split at random (its TRAIN/TEST folders); we read it "
         "so. " + KAGGLE_CHOICES),
+    **{name: Protocol("bccd4", "random-copies", KAGGLE_PROTOCOL,
+                      "Risodkar et al.'s classical pipeline (segmentation, handcrafted features, a scikit-learn "
+                      "classifier) on the data and split we read for their CNN (see risodkar2024-cnn). "
+                      + KAGGLE_CHOICES) for name in PIPELINES},
     "veena-resnet50": Protocol(
         "pbc", "random-images",
         "PBC (8 classes) split at random image by image into train/validation/test (70/15/15), PBC's exact and "
@@ -129,7 +136,8 @@ PROTOCOLS: dict[str, Protocol] = {
 @dataclass(frozen=True)
 class Settings:
     """What every reproduction shares. ``budget_s`` caps each protocol's training (``None``: the recipe's
-    end); ``overrides`` (Python API only: tests, quick looks) replace recipe options and are recorded;
+    end); ``imagenet_weights`` is a local file of the ImageNet weights a transfer-learning recipe starts
+    from (else the offline package or timm's download); ``overrides`` (Python API only: tests, quick looks) replace recipe options and are recorded;
     ``score_limit`` scores a stratified subset of each scored set and ``limit_val`` validates on one (both
     speed up slow models, e.g. asghar2023-cnn's 284 M parameters)."""
 
@@ -142,6 +150,7 @@ class Settings:
     score_limit: int | None = None
     limit_val: int | None = None
     threads: int | None = None
+    imagenet_weights: Path | None = None
     n_boot: int = 1000
     overrides: dict[str, Any] = field(default_factory=dict)
     command: str | None = None
@@ -348,30 +357,57 @@ def protocol_arms(name: str, settings: Settings, data_dir: Path) -> list[Arm]:
 # --------------------------------------------------------------------------------------------------
 
 
+def paper_info(name: str):
+    """The registry's paper record for reproduction ``name`` (a pipeline's: its paper model's)."""
+    return get_model_entry(PIPELINES[name][1] if name in PIPELINES else name).paper
+
+
 def recipe_path(name: str) -> Path:
     """The paper's recipe file (``configs/papers/NAME.json``) in the source tree."""
-    entry = get_model_entry(name)
-    if entry.paper is None or not entry.paper.recipe:
-        raise ConfigError(f"{name} has no paper recipe")
-    path = REPO / entry.paper.recipe
+    if name in PIPELINES:
+        relative = f"configs/papers/{name}.json"
+    else:
+        entry = get_model_entry(name)
+        if entry.paper is None or not entry.paper.recipe:
+            raise ConfigError(f"{name} has no paper recipe")
+        relative = entry.paper.recipe
+    path = REPO / relative
     if not path.is_file():
         raise ConfigError(f"{path}: the recipe of {name} is missing (reproduce runs from a source checkout)")
     return path
 
 
 def _train_config(name: str, arm: Arm, settings: Settings, out: Path) -> tuple[TrainConfig, list[str]]:
-    """The recipe with the arm's data, the budget and seed (and the test overrides); notes on ImageNet weights."""
+    """The recipe with the arm's data, the budget, seed and ImageNet weights file (and the test overrides);
+    notes on the ImageNet weights."""
+    weights = str(settings.imagenet_weights) if settings.imagenet_weights else None
     overrides = {"manifest": str(arm.train_manifest), "data_root": str(arm.data_root) if arm.data_root else None,
                  "dataset": arm.dataset, "taxonomy": arm.taxonomy, "out": str(out), "time_budget_s": settings.budget_s,
                  "seed": settings.seed, "threads": settings.threads, "limit_val": settings.limit_val,
                  **settings.overrides}
     config = resolve_config(recipe_path(name), overrides)
-    if config.pretrained and settings.pretrained == "available" and not pretrained_available(config.model):
-        note = (f"{MISSING_WEIGHTS}: ImageNet weights for {config.model} cannot be had on this machine, so it "
-                "was trained from random initialisation; not a faithful reproduction of the paper's transfer learning")
-        logger.warning("%s", note)
-        return replace(config, pretrained=False), [note]
-    return config, []
+    if not config.pretrained:
+        return config, []
+    if weights:
+        return replace(config, pretrained_weights=weights), [
+            f"ImageNet weights from {weights} (sha256 {file_sha256(weights)})"]
+    return config, [f"ImageNet weights for {config.model}: the offline package or timm's download"]
+
+
+def missing_weights(name: str, settings: Settings) -> str | None:
+    """Why paper ``name`` cannot be reproduced here (its recipe starts from ImageNet weights that cannot be had),
+    or None. ``--pretrained recipe`` makes that an error instead."""
+    config = resolve_config(recipe_path(name), settings.overrides)
+    if not config.pretrained or settings.imagenet_weights or pretrained_available(config.model):
+        return None
+    command = f"bloodcell reproduce {name} --pretrained recipe"
+    reason = (f"{name}'s recipe is transfer learning from ImageNet weights for {config.model}, which cannot be had "
+              f"on this machine; where timm can download them, run `{command}`, or pass a local file with "
+              f"`--imagenet-weights FILE`. A network trained from random weights instead would not be the paper's "
+              "experiment, so none is reported")
+    if settings.pretrained == "recipe":
+        raise WeightsUnavailableError(reason)
+    return reason
 
 
 def _relabel_leaky(evaluation, arm: Arm) -> None:
@@ -459,7 +495,9 @@ DATASETS = {
 
 
 def _claimed(name: str) -> dict[str, str]:
-    paper = get_model_entry(name).paper
+    if name in PIPELINES:
+        return {"accuracy": "not recorded here (see the paper)"}
+    paper = paper_info(name)
     return dict(paper.claims) if paper is not None else {}
 
 
@@ -469,16 +507,24 @@ def _command(name: str, settings: Settings, output: Path) -> str:
 
 
 def reproduce_paper(name: str, output: Path, settings: Settings) -> dict[str, Any]:
-    """Both protocols of paper model ``name`` under ``output/name``; writes and returns its record."""
+    """Both protocols of paper model ``name`` under ``output/name`` (or, when its ImageNet weights cannot be
+    had, a record that says so: ``status`` "not run"); writes and returns its record."""
     folder = output / name
-    arms = protocol_arms(name, settings, output / "data")
-    trained: dict[Path, dict] = {}
-    results = {arm.name: run_arm(name, arm, settings, folder / arm.name, trained) for arm in arms}
-    for result in results.values():  # relative to --output, so the folder can move
-        result["run"], result["report"] = (os.path.relpath(result[k], output) for k in ("run", "report"))
-    paper = get_model_entry(name).paper
+    folder.mkdir(parents=True, exist_ok=True)
+    reason = missing_weights(name, settings)
+    if reason is not None:
+        logger.warning("%s: not run: %s", name, reason)
+        results = {arm: {"status": NOT_RUN, "reason": reason} for arm in ("paper", "honest")}
+    else:
+        arms = protocol_arms(name, settings, output / "data")
+        trained: dict[Path, dict] = {}
+        results = {arm.name: run_arm(name, arm, settings, folder / arm.name, trained) for arm in arms}
+        for result in results.values():  # relative to --output, so the folder can move
+            result["run"], result["report"] = (os.path.relpath(result[k], output) for k in ("run", "report"))
+    paper = paper_info(name)
     record = {
-        "paper": paper.citation if paper else name, "model": name, "recipe": str(recipe_path(name).relative_to(REPO)),
+        "status": NOT_RUN if reason else "done", "model": name,
+        "paper": paper.citation if paper else name, "recipe": str(recipe_path(name).relative_to(REPO)),
         "recipe_sha256": file_sha256(recipe_path(name)), "data": PROTOCOLS[name].data,
         "dataset": DATASETS[PROTOCOLS[name].data],
         "protocol_source": PROTOCOLS[name].source, "claimed": _claimed(name),
@@ -499,10 +545,11 @@ ROW_HEADER = ["model", "paper", "data", "paper's claim", "ours, paper's protocol
 
 
 def _figure(result: dict[str, Any]) -> str:
+    if result.get("status") == NOT_RUN:
+        return "not run: no ImageNet weights on this machine"
     acc = result["accuracy"]
-    weights = " (random init: no ImageNet weights here)" if any(MISSING_WEIGHTS in n for n in result["notes"]) else ""
     return (f"{100 * acc['estimate']:.1f} % [{100 * acc['low']:.1f}, {100 * acc['high']:.1f}] "
-            f"on {result['scored_images']:,} images{weights}")
+            f"on {result['scored_images']:,} images")
 
 
 def markdown_row(record: dict[str, Any]) -> list[str]:
@@ -510,6 +557,9 @@ def markdown_row(record: dict[str, Any]) -> list[str]:
     claims = "; ".join(f"{figure}: {value}" for figure, value in record["claimed"].items()) or "not recorded"
     data = {"bccd4": "BCCD, 4 types (Kaggle-like copies)", "pbc": "PBC, 8 classes"}[record["data"]]
     paper, honest = record["ours_paper_protocol"], record["ours_honest"]
+    if record.get("status") == NOT_RUN:
+        return [record["model"], record["paper"].split(":")[0], data, claims, _figure(paper), _figure(honest),
+                "-", paper["reason"]]
     return [record["model"], record["paper"].split(":")[0], data, claims, _figure(paper), _figure(honest),
             _leak(paper["leaks"]), " / ".join(_training(result) for result in (paper, honest))]
 
@@ -522,6 +572,8 @@ def _leak(leaks: dict[str, int]) -> str:
 
 def _training(result: dict[str, Any]) -> str:
     """Epochs run, why training ended and its time (older records: epochs and stop reason only)."""
+    if not result["epochs"]:
+        return "fitted once (classical pipeline, hyperparameters chosen on validation)"
     seconds = result.get("train_seconds")
     time = f", {seconds / 3600:.1f} h" if seconds and seconds >= 360 else f", {seconds:.0f} s" if seconds else ""
     return f"{result['epochs']} epochs ({result['stop_reason'].replace('_', ' ')}{time})"
@@ -560,6 +612,8 @@ def check_settings(settings: Settings) -> None:
     for option, value in (("--score-limit", settings.score_limit), ("--limit-val", settings.limit_val)):
         if value is not None and value < 1:
             raise ConfigError(f"{option} must be at least 1 when given, got {value}")
+    if settings.imagenet_weights is not None and not Path(settings.imagenet_weights).is_file():
+        raise ConfigError(f"{settings.imagenet_weights}: ImageNet weights file not found (--imagenet-weights)")
     if settings.pretrained not in PRETRAINED_POLICIES:
         raise ConfigError(f"--pretrained must be one of {', '.join(PRETRAINED_POLICIES)}, got {settings.pretrained!r}")
 
@@ -585,7 +639,7 @@ def reproduce(papers: str, output: str | Path, settings: Settings | None = None)
     records = []
     for name in names:
         saved = output / name / RESULT_FILE
-        if saved.is_file():
+        if saved.is_file() and json.loads(saved.read_text(encoding="utf-8")).get("status") != NOT_RUN:
             logger.info("%s: reproduction exists in %s, skipped", name, saved.parent)
             records.append(json.loads(saved.read_text(encoding="utf-8")))
             continue

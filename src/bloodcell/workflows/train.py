@@ -279,7 +279,8 @@ def _run(config: TrainConfig, resume: bool, overwrite: bool, ctx: DistContext,
         return _train_classical(job, ctx)
     config = job.config
     seed_everything(config.seed)
-    model = create_model(config.model, num_classes=len(job.class_names), pretrained=config.pretrained,
+    pretrained = (config.pretrained_weights or True) if config.pretrained else False
+    model = create_model(config.model, num_classes=len(job.class_names), pretrained=pretrained,
                          class_names=job.class_names, input_size=config.input_size)
     model.data_config = replace(model.data_config, framing=config.framing, resize=config.resize)
     init_sha256 = init_weights(model, config, job.class_names, load=job.state is None) if config.init_from else None

@@ -214,6 +214,13 @@ def test_reproduce_bccd_paper_reports_both_protocols_side_by_side(tmp_path, monk
     assert "ours, paper's protocol (95% CI)" in summary and "ours, honest (95% CI)" in summary
     assert list((out / "data").iterdir()) == [out / "data" / "bccd4-seed0-30"]  # the data built stays under --output
 
+    result = CliRunner().invoke(cli_main.app, ["reproduce", "--report", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    page = (out / rep.REPORT_FILE).read_text()
+    assert "<table>" in page and page.count(" % [") >= 2 and "What we had to choose" in page
+    assert page.count("<img src='data:image/png;base64,") == 4  # two runs' curves, two confusion matrices
+    assert "Training curves (paper&#x27;s protocol)" in page and "Confusion matrix, row-normalised (honest protocol)" in page
+
     def refuse(*args, **kwargs):
         raise AssertionError("a finished reproduction was run again")
 
@@ -288,6 +295,8 @@ def test_a_transfer_learning_paper_without_imagenet_weights_is_not_run_and_says_
     assert "bloodcell reproduce khalil2022-vgg16 --pretrained recipe" in reason and "--imagenet-weights" in reason
     row = (out / "reproductions.md").read_text()
     assert row.count("not run: no ImageNet weights on this machine") == 2 and " % [" not in row
+    page = rep.write_report_page(out).read_text()
+    assert "Not reproduced: khalil2022-vgg16&#x27;s recipe is transfer learning" in page and "<img" not in page
     with pytest.raises(WeightsUnavailableError, match="cannot be had on this machine"):
         rep.reproduce("khalil2022-vgg16", tmp_path / "strict", rep.Settings(data_root=tmp_path / "data",
                                                                             pretrained="recipe"))
@@ -411,3 +420,10 @@ def test_a_resumed_run_that_stopped_early_trains_no_further(tmp_path):
     (tmp_path / "out" / "risodkar2024-cnn" / rep.RESULT_FILE).unlink()
     again = rep.reproduce("risodkar2024-cnn", tmp_path / "out", settings)[0]["ours_paper_protocol"]
     assert again["epochs"] == first["epochs"] and again["stop_reason"] == "early_stopping"
+
+
+def test_the_report_needs_finished_reproductions_and_a_run_needs_a_paper(tmp_path):
+    with pytest.raises(DataError, match="holds no finished reproduction"):
+        rep.write_report_page(tmp_path)
+    result = CliRunner().invoke(cli_main.app, ["reproduce", "--output", str(tmp_path / "out")])
+    assert isinstance(result.exception, ConfigError) and "name a paper model" in str(result.exception)

@@ -10,12 +10,13 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from bloodcell.workflows.reproduce import FROZEN_MANIFEST, NOT_RUN, PROTOCOLS, Settings
+from bloodcell.errors import ConfigError
+from bloodcell.workflows.reproduce import FROZEN_MANIFEST, NOT_RUN, PROTOCOLS, Settings, write_report_page
 from bloodcell.workflows.reproduce import reproduce as run_reproduction
 
 
 def reproduce(
-    paper: str = typer.Argument(..., help=f"A paper model ({', '.join(PROTOCOLS)}) or 'all'."),
+    paper: Optional[str] = typer.Argument(None, help=f"A paper model ({', '.join(PROTOCOLS)}) or 'all'; may be left out with --report."),
     budget: Optional[float] = typer.Option(None, help="Cap each protocol's training at this many seconds (default: train to the recipe's end; an interrupted run resumes from its last epoch)."),
     output: Path = typer.Option(Path("runs/reproduce"), "--output", "-o", help="Folder for the runs, reports, reproduction.json/.md and the data built (resumable)."),
     data_root: Optional[Path] = typer.Option(None, help="Datasets folder with pbc/ and bccd/ (default $BLOODCELL_DATA)."),
@@ -28,14 +29,17 @@ def reproduce(
     threads: Optional[int] = typer.Option(None, help="CPU threads for training (default: all cores)."),
     imagenet_weights: Optional[Path] = typer.Option(None, help="A local .safetensors/.pth file of the ImageNet weights a transfer-learning recipe starts from (default: an offline package or timm's download)."),
     n_boot: int = typer.Option(1000, min=1, help="Bootstrap resamples for the 95% confidence intervals."),
+    report: bool = typer.Option(False, "--report", help="Then write OUTPUT/report.html: the table, training curves, confusion matrices and, per paper, what could not be reproduced and why (alone: from the finished reproductions)."),
 ) -> None:
     """Run a paper's experiment under its own protocol (leaks included) and an honest one; report both figures."""
     settings = Settings(budget_s=budget, seed=seed, data_root=data_root, pbc_manifest=manifest,
                         copies_per_class=copies_per_class, pretrained=pretrained, score_limit=score_limit,
                         limit_val=limit_val, threads=threads, imagenet_weights=imagenet_weights, n_boot=n_boot,
                         command=" ".join(["bloodcell", *map(shlex.quote, sys.argv[1:])]))
+    if paper is None and not report:
+        raise ConfigError("name a paper model or 'all' (or pass --report to write the page of finished reproductions)")
     console = Console()
-    for record in run_reproduction(paper, output, settings):
+    for record in run_reproduction(paper, output, settings) if paper is not None else []:
         claimed = "; ".join(f"{k}: {v}" for k, v in record["claimed"].items()) or "not recorded"
         console.print(f"{record['model']}: claimed {claimed}", highlight=False)
         if record.get("status") == NOT_RUN:
@@ -45,4 +49,7 @@ def reproduce(
             acc = record[key]["accuracy"]
             console.print(f"  ours, {label}: {100 * acc['estimate']:.1f} % "
                           f"[{100 * acc['low']:.1f}, {100 * acc['high']:.1f}]", highlight=False)
-    console.print(f"summary: {output / 'reproductions.md'}", highlight=False)
+    if paper is not None:
+        console.print(f"summary: {output / 'reproductions.md'}", highlight=False)
+    if report:
+        console.print(f"report: {write_report_page(output)}", highlight=False)

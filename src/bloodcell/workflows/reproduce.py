@@ -54,6 +54,7 @@ from bloodcell.outputs import check_output_folder
 from bloodcell.progress import track
 from bloodcell.provenance import file_sha256, git_commit, machine, now
 from bloodcell.report.markdown import table
+from bloodcell.report.reproduction import PaperSection, render_reproduction_page
 from bloodcell.train.config import TrainConfig, resolve_config
 from bloodcell.train.run import STATE_FILE
 from bloodcell.workflows.benchmark import pretrained_available
@@ -589,6 +590,58 @@ def write_summary(output: Path) -> Path:
              table(ROW_HEADER, [markdown_row(r) for r in records]), ""]
     path = output / "reproductions.md"
     path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+REPORT_FILE = "report.html"
+
+
+def _read_image(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None
+
+
+def _paper_section(record: dict[str, Any], output: Path) -> PaperSection:
+    """One paper's part of the page: claim, both protocols, our choices, training, and its figures."""
+    paper, honest = record["ours_paper_protocol"], record["ours_honest"]
+    claims = "; ".join(f"{k}: {v}" for k, v in record["claimed"].items()) or "not recorded"
+    paragraphs = [f"{record['paper']}. Claimed: {claims}. Recipe: {record['recipe']}."]
+    if record.get("status") == NOT_RUN:
+        return PaperSection(record["model"], [*paragraphs, f"Not reproduced: {paper['reason']}."])
+    paragraphs += [
+        f"The paper's protocol ({_figure(paper)}): {paper['protocol']}. {_leak(paper['leaks'])}.",
+        f"The honest protocol ({_figure(honest)}): {honest['protocol']}.",
+        f"What we had to choose, or could not have (the paper is silent, or its data is not here): "
+        f"{record['protocol_source']}",
+        f"Training, each protocol: {paper.get('stop_rule', 'see its run')}; "
+        f"{' / '.join(_training(r) for r in (paper, honest))}; on {record.get('machine', {}).get('cpus', '?')} CPUs.",
+    ]
+    figures: dict[str, bytes] = {}
+    for label, result in (("paper's protocol", paper), ("honest protocol", honest)):
+        curves = _read_image(output / result["run"] / "curves.png")
+        if curves is not None and curves not in figures.values():
+            figures[f"Training curves ({label}{', the same run' if paper['run'] == honest['run'] else ''})"] = curves
+        confusion = _read_image(output / result["report"] / "figures" / "confusion_normalized.png")
+        if confusion is not None:
+            figures[f"Confusion matrix, row-normalised ({label})"] = confusion
+    return PaperSection(record["model"], paragraphs, figures)
+
+
+def write_report_page(output: str | Path) -> Path:
+    """``output/report.html``: the table, and per paper its protocols, choices, training curves and confusion
+    matrices, from every ``*/reproduction.json`` under ``output``."""
+    output = Path(output)
+    records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(output.glob(f"*/{RESULT_FILE}"))]
+    if not records:
+        raise DataError(f"{output} holds no finished reproduction (*/{RESULT_FILE}); run 'bloodcell reproduce' first")
+    intro = ["Accuracy with its bootstrap 95 % interval. The paper's protocol includes its leaks (copies of one cell "
+             "on both sides of the split, or training images scored); the honest one keeps copies of a cell in one "
+             "split and scores a held-out test split once, in full."]
+    page = render_reproduction_page(ROW_HEADER, [markdown_row(r) for r in records], intro,
+                                    [_paper_section(r, output) for r in records])
+    path = output / REPORT_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
     return path
 
 

@@ -27,6 +27,7 @@ def reproduce(
     score_limit: Optional[int] = typer.Option(None, help="Score a stratified subset of this many images per scored set (for slow models)."),
     limit_val: Optional[int] = typer.Option(None, help="Validate each epoch on a stratified subset of this many images (for slow models)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for training (default: all cores)."),
+    checkpoint_every: float = typer.Option(900.0, help="Also save each training's state within an epoch every so many seconds, so a stopped run loses at most that much."),
     imagenet_weights: Optional[Path] = typer.Option(None, help="A local .safetensors/.pth file of the ImageNet weights a transfer-learning recipe starts from (default: an offline package or timm's download)."),
     n_boot: int = typer.Option(1000, min=1, help="Bootstrap resamples for the 95% confidence intervals."),
     report: bool = typer.Option(False, "--report", help="Then write OUTPUT/report.html: the table, training curves, confusion matrices and, per paper, what could not be reproduced and why (alone: from the finished reproductions)."),
@@ -34,7 +35,8 @@ def reproduce(
     """Run a paper's experiment under its own protocol (leaks included) and an honest one; report both figures."""
     settings = Settings(budget_s=budget, seed=seed, data_root=data_root, pbc_manifest=manifest,
                         copies_per_class=copies_per_class, pretrained=pretrained, score_limit=score_limit,
-                        limit_val=limit_val, threads=threads, imagenet_weights=imagenet_weights, n_boot=n_boot,
+                        limit_val=limit_val, threads=threads, checkpoint_every_s=checkpoint_every,
+                        imagenet_weights=imagenet_weights, n_boot=n_boot,
                         command=" ".join(["bloodcell", *map(shlex.quote, sys.argv[1:])]))
     if paper is None and not report:
         raise ConfigError("name a paper model or 'all' (or pass --report to write the page of finished reproductions)")

@@ -28,7 +28,9 @@ class TrainConfig:
     backbone only), and the train splits of the ``extra_train`` manifests (each seen
     ``extra_repeat`` times per epoch) join the manifest's train split; validation stays on the
     manifest's val split. ``pretrained_weights`` is a local file of the ImageNet weights ``pretrained`` loads
-    (instead of the offline package or timm's download). ``resize`` is how images become the model's square input: ``crop`` (shorter
+    (instead of the offline package or timm's download). ``checkpoint_every_s`` also saves ``last.pt``
+    within an epoch, every so many seconds (single-process runs), for epochs too long to lose. ``resize``
+    is how images become the model's square input: ``crop`` (shorter
     side, then a centre crop) or ``squash`` (both sides, the aspect ratio not kept).
     """
 
@@ -66,6 +68,7 @@ class TrainConfig:
     limit_train: int | None = None
     limit_val: int | None = None
     time_budget_s: float | None = None
+    checkpoint_every_s: float | None = None
     ema: bool = False
     ema_decay: float = 0.999
     init_from: str | None = None
@@ -101,8 +104,10 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1 when given, got {value}")
         if self.pretrained_weights and not self.pretrained:
             raise ConfigError("pretrained_weights needs pretrained: true (they are the weights it loads)")
-        if self.time_budget_s is not None and not self.time_budget_s > 0:
-            raise ConfigError(f"time_budget_s must be positive when given, got {self.time_budget_s}")
+        for name in ("time_budget_s", "checkpoint_every_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be positive when given, got {value}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

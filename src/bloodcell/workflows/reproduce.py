@@ -22,7 +22,8 @@ reuses its run), ``OUT/<model>/reproduction.json`` and ``reproduction.md``, ``OU
 row per reproduced paper; the data sets built here (BCCD copies, re-split PBC manifests) go under
 ``OUT/data/``, never into the repository. Everything resumes: a paper whose ``reproduction.json`` exists is
 skipped, a protocol whose ``result.json`` exists is not scored again, and an interrupted training goes on
-from its last finished epoch (its ``run/last.pt``).
+from its ``run/last.pt``: the last finished epoch, or within an epoch, where it was at most
+``--checkpoint-every`` seconds before the stop.
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ PROTOCOLS: dict[str, Protocol] = {
 @dataclass(frozen=True)
 class Settings:
     """What every reproduction shares. ``budget_s`` caps each protocol's training (``None``: the recipe's
-    end); ``imagenet_weights`` is a local file of the ImageNet weights a transfer-learning recipe starts
+    end) and ``checkpoint_every_s`` saves its state within an epoch too (an epoch of asghar2023-cnn
+    takes over an hour here); ``imagenet_weights`` is a local file of the ImageNet weights a transfer-learning recipe starts
     from (else the offline package or timm's download); ``overrides`` (Python API only: tests, quick looks) replace recipe options and are recorded;
     ``score_limit`` scores a stratified subset of each scored set and ``limit_val`` validates on one (both
     speed up slow models, e.g. asghar2023-cnn's 284 M parameters)."""
@@ -151,6 +153,7 @@ class Settings:
     score_limit: int | None = None
     limit_val: int | None = None
     threads: int | None = None
+    checkpoint_every_s: float = 900.0
     imagenet_weights: Path | None = None
     n_boot: int = 1000
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -385,7 +388,7 @@ def _train_config(name: str, arm: Arm, settings: Settings, out: Path) -> tuple[T
     overrides = {"manifest": str(arm.train_manifest), "data_root": str(arm.data_root) if arm.data_root else None,
                  "dataset": arm.dataset, "taxonomy": arm.taxonomy, "out": str(out), "time_budget_s": settings.budget_s,
                  "seed": settings.seed, "threads": settings.threads, "limit_val": settings.limit_val,
-                 **settings.overrides}
+                 "checkpoint_every_s": settings.checkpoint_every_s, **settings.overrides}
     config = resolve_config(recipe_path(name), overrides)
     if not config.pretrained:
         return config, []
@@ -665,6 +668,8 @@ def check_settings(settings: Settings) -> None:
     for option, value in (("--score-limit", settings.score_limit), ("--limit-val", settings.limit_val)):
         if value is not None and value < 1:
             raise ConfigError(f"{option} must be at least 1 when given, got {value}")
+    if not settings.checkpoint_every_s > 0:
+        raise ConfigError(f"--checkpoint-every must be a positive number of seconds, got {settings.checkpoint_every_s}")
     if settings.imagenet_weights is not None and not Path(settings.imagenet_weights).is_file():
         raise ConfigError(f"{settings.imagenet_weights}: ImageNet weights file not found (--imagenet-weights)")
     if settings.pretrained not in PRETRAINED_POLICIES:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bloodcell import resources
 from bloodcell.data.bccd import TypedSmear, typed_smears
 from bloodcell.data.images import read_image
 from bloodcell.data.locate import dataset_root
@@ -57,8 +58,7 @@ from bloodcell.workflows.train import run_training
 
 logger = get_logger(__name__)
 
-REPO = Path(__file__).resolve().parents[3]
-FROZEN_MANIFEST = REPO / "manifests" / "pbc-seed0.csv"
+FROZEN_MANIFEST = resources.manifest_path("pbc-seed0")
 RESULT_FILE = "reproduction.json"
 PAPER_LABEL = "PAPER PROTOCOL — leaks included, not an honest test result"
 #: The four white-cell types of Kaggle's "Blood Cell Images" (BCCD's basophils are left out, as there).
@@ -342,14 +342,11 @@ def protocol_arms(name: str, settings: Settings, data_dir: Path) -> list[Arm]:
 
 
 def recipe_path(name: str) -> Path:
-    """The paper's recipe file (``configs/papers/NAME.json``) in the source tree."""
+    """The paper's recipe file (``configs/papers/NAME.json``), shipped with the package."""
     entry = get_model_entry(name)
     if entry.paper is None or not entry.paper.recipe:
         raise ConfigError(f"{name} has no paper recipe")
-    path = REPO / entry.paper.recipe
-    if not path.is_file():
-        raise ConfigError(f"{path}: the recipe of {name} is missing (reproduce runs from a source checkout)")
-    return path
+    return resources.recipe_path(name)
 
 
 def _train_config(name: str, arm: Arm, settings: Settings, out: Path) -> tuple[TrainConfig, list[str]]:
@@ -444,7 +441,7 @@ def reproduce_paper(name: str, output: Path, settings: Settings) -> dict[str, An
         result["run"], result["report"] = (os.path.relpath(result[k], output) for k in ("run", "report"))
     paper = get_model_entry(name).paper
     record = {
-        "paper": paper.citation if paper else name, "model": name, "recipe": str(recipe_path(name).relative_to(REPO)),
+        "paper": paper.citation if paper else name, "model": name, "recipe": resources.shipped_name(recipe_path(name)),
         "recipe_sha256": file_sha256(recipe_path(name)), "data": PROTOCOLS[name].data,
         "dataset": DATASETS[PROTOCOLS[name].data],
         "protocol_source": PROTOCOLS[name].source, "claimed": _claimed(name),

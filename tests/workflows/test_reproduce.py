@@ -193,7 +193,8 @@ def test_reproduce_bccd_paper_reports_both_protocols_side_by_side(tmp_path, monk
     (record,) = rep.reproduce("khalil2022-scratch", out, settings)
     saved = json.loads((out / "khalil2022-scratch" / rep.RESULT_FILE).read_text())
     assert saved == json.loads(json.dumps(record))
-    assert saved["claimed"] and saved["budget_s"] == 20.0 and saved["recipe"] == "bloodcell/resources/configs/papers/khalil2022-scratch.json"
+    assert saved["claimed"] and saved["budget_s"] == 20.0
+    assert saved["recipe"] == "bloodcell/resources/configs/papers/khalil2022-scratch.json"
     assert saved["command"].startswith("bloodcell reproduce khalil2022-scratch") and "commit" in saved
     paper, honest = saved["ours_paper_protocol"], saved["ours_honest"]
     for result in (paper, honest):

@@ -12,9 +12,6 @@ from pathlib import Path
 import pytest
 
 SOURCE = Path(__file__).resolve().parents[1]
-PACKAGE = SOURCE / "src" / "bloodcell"
-#: Files under the package that are not shipped: caches, and weights/*.json (git-ignored local files).
-NOT_SHIPPED = ("__pycache__", ".pyc")
 
 INSTALLED_CHECK = """
 import sys
@@ -34,14 +31,11 @@ print("ok")
 """
 
 
-def _shipped_in_source() -> set[str]:
-    files = set()
-    for path in PACKAGE.rglob("*"):
-        relative = path.relative_to(PACKAGE.parent).as_posix()
-        if path.is_file() and not any(part in relative for part in NOT_SHIPPED):
-            if not (path.parent.name == "weights" and path.suffix == ".json"):
-                files.add(relative)
-    return files
+def _tracked_package_files() -> set[str]:
+    """Every file of the package under version control (modules and data), as the wheel names them."""
+    listed = subprocess.run(["git", "ls-files", "src/bloodcell"], cwd=SOURCE, capture_output=True, text=True,
+                            check=True).stdout.split()
+    return {path.removeprefix("src/") for path in listed if (SOURCE / path).is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +43,7 @@ def wheel(tmp_path_factory) -> Path:
     """The wheel built by pip from a copy of the source (so no build/ folder is left in the checkout)."""
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"
-    shutil.copytree(PACKAGE.parent, source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(SOURCE / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(SOURCE / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
@@ -60,7 +54,7 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_the_wheel_holds_every_module_and_data_file(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = _shipped_in_source()
+    expected = _tracked_package_files()
     assert {"bloodcell/resources/manifests/pbc-seed0.csv", "bloodcell/resources/configs/papers/README.md",
             "bloodcell/resources/configs/banks/four-sources.json", "bloodcell/weights/pbc8.safetensors"} <= expected
     assert sorted(expected - names) == []

@@ -30,9 +30,9 @@ from bloodcell.evaluation.scoring import ScoringModel, load_scoring_model
 from bloodcell.log import get_logger
 from bloodcell.models import create_model, get_model_entry
 from bloodcell.provenance import file_sha256
-from bloodcell.resources import manifest_path
 from bloodcell.report.markdown import table
 from bloodcell.report.plots import comparison_chart
+from bloodcell.resources import manifest_path
 from bloodcell.train.config import TrainConfig
 from bloodcell.workflows.evaluate import evaluate, write_report
 from bloodcell.workflows.train import run_training

@@ -29,8 +29,8 @@ from bloodcell.errors import ConfigError, DataError
 from bloodcell.log import get_logger
 from bloodcell.models import create_model, get_model_entry
 from bloodcell.progress import track
-from bloodcell.resources import manifest_path
 from bloodcell.provenance import file_sha256
+from bloodcell.resources import manifest_path
 from bloodcell.train import distributed as dist_utils
 from bloodcell.train.classical import fit_classical
 from bloodcell.train.config import TrainConfig, save_config

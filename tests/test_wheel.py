@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
 SOURCE = Path(__file__).resolve().parents[1]
 
 INSTALLED_CHECK = """

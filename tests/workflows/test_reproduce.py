@@ -195,7 +195,8 @@ def test_reproduce_bccd_paper_reports_both_protocols_side_by_side(tmp_path, monk
     (record,) = rep.reproduce("khalil2022-scratch", out, settings)
     saved = json.loads((out / "khalil2022-scratch" / rep.RESULT_FILE).read_text())
     assert saved == json.loads(json.dumps(record))
-    assert saved["claimed"] and saved["budget_s"] == 20.0 and saved["recipe"] == "configs/papers/khalil2022-scratch.json"
+    assert saved["claimed"] and saved["budget_s"] == 20.0
+    assert saved["recipe"] == "bloodcell/resources/configs/papers/khalil2022-scratch.json"
     assert saved["command"].startswith("bloodcell reproduce khalil2022-scratch") and "commit" in saved
     paper, honest = saved["ours_paper_protocol"], saved["ours_honest"]
     for result in (paper, honest):
@@ -339,7 +340,7 @@ def test_a_transfer_learning_recipe_runs_from_a_local_imagenet_weights_file(tmp_
 def test_risodkars_classical_pipeline_is_reproduced_under_both_protocols(tmp_path):
     make_bccd(tmp_path / "data")
     (record,) = rep.reproduce("risodkar2024-svm", tmp_path / "out", _settings(tmp_path, overrides={"threads": 1}))
-    assert record["paper"].startswith("Risodkar et al., 2024") and record["recipe"] == "configs/papers/risodkar2024-svm.json"
+    assert record["paper"].startswith("Risodkar et al., 2024") and record["recipe"] == "bloodcell/resources/configs/papers/risodkar2024-svm.json"
     paper, honest = record["ours_paper_protocol"], record["ours_honest"]
     for result in (paper, honest):
         _check_figure(result, tmp_path / "out")

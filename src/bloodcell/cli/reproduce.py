@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 
 from bloodcell.errors import ConfigError
-from bloodcell.workflows.reproduce import FROZEN_MANIFEST, NOT_RUN, PROTOCOLS, Settings, write_report_page
+from bloodcell.resources import manifest_path
+from bloodcell.workflows.reproduce import NOT_RUN, PROTOCOLS, Settings, write_report_page
 from bloodcell.workflows.reproduce import reproduce as run_reproduction
 
 
@@ -20,7 +21,7 @@ def reproduce(
     budget: Optional[float] = typer.Option(None, help="Cap each protocol's training at this many seconds (default: train to the recipe's end; an interrupted run resumes from its last epoch)."),
     output: Path = typer.Option(Path("runs/reproduce"), "--output", "-o", help="Folder for the runs, reports, reproduction.json/.md and the data built (resumable)."),
     data_root: Optional[Path] = typer.Option(None, help="Datasets folder with pbc/ and bccd/ (default $BLOODCELL_DATA)."),
-    manifest: Path = typer.Option(FROZEN_MANIFEST, help="PBC's frozen, duplicate-aware split (the honest PBC protocol)."),
+    manifest: Path = typer.Option(Path("pbc-seed0"), help="PBC's frozen, duplicate-aware split (the honest PBC protocol)."),
     seed: int = typer.Option(0, help="Random seed of the data built, the splits and the training."),
     copies_per_class: int = typer.Option(1000, help="Images per white-cell type in the Kaggle-like BCCD set."),
     pretrained: str = typer.Option("available", help="ImageNet weights: 'available' (as the recipe says, where they can be had) or 'recipe' (fail without them)."),
@@ -33,7 +34,7 @@ def reproduce(
     report: bool = typer.Option(False, "--report", help="Then write OUTPUT/report.html: the table, training curves, confusion matrices and, per paper, what could not be reproduced and why (alone: from the finished reproductions)."),
 ) -> None:
     """Run a paper's experiment under its own protocol (leaks included) and an honest one; report both figures."""
-    settings = Settings(budget_s=budget, seed=seed, data_root=data_root, pbc_manifest=manifest,
+    settings = Settings(budget_s=budget, seed=seed, data_root=data_root, pbc_manifest=manifest_path(manifest),
                         copies_per_class=copies_per_class, pretrained=pretrained, score_limit=score_limit,
                         limit_val=limit_val, threads=threads, checkpoint_every_s=checkpoint_every,
                         imagenet_weights=imagenet_weights, n_boot=n_boot,

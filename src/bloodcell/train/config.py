@@ -10,6 +10,7 @@ from typing import Any
 import tomllib
 
 from bloodcell.errors import ConfigError
+from bloodcell.resources import config_path
 from bloodcell.train.run import SCHEDULES
 from bloodcell.transforms import AUGMENTATIONS, FRAMINGS, RESIZES
 
@@ -164,10 +165,8 @@ def _coerce(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Options from a ``.json`` or ``.toml`` file (a flat table of TrainConfig fields)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+    """Options from a ``.json`` or ``.toml`` file (a flat table of TrainConfig fields), or a shipped config's name."""
+    path = config_path(path)
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(path.read_text())

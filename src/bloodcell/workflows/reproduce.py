@@ -1,8 +1,8 @@
 """``bloodcell reproduce``: a paper's experiment on the closest data we have, under the paper's own protocol
 (leaks included) and under an honest one, side by side.
 
-Each paper model (``bloodcell models info NAME``) is trained with its recipe (``configs/papers/NAME.json``)
-to the recipe's end (the paper's epochs, or until validation stops improving where the paper is silent),
+Each paper model (``bloodcell models info NAME``) is trained with its recipe
+(``bloodcell/resources/configs/papers/NAME.json``) to the recipe's end (the paper's epochs, or until validation stops improving where the paper is silent),
 or for at most ``--budget`` seconds when given, with the same seed under two protocols, and each trained
 model is scored once:
 
@@ -15,7 +15,7 @@ model is scored once:
   PBC split at random image by image (duplicates ignored), our choice.
 - **the honest protocol**: copies of one cell never cross splits (BCCD: a split grouped by source cell,
   stratified, seeded, whose test cells are scored once each, unaugmented; PBC: the frozen, duplicate-aware
-  split ``manifests/pbc-seed0.csv``), and a held-out test split scored once.
+  split ``pbc-seed0``), and a held-out test split scored once.
 
 Output: ``OUT/<model>/{paper,honest}/{run,evaluation}`` (a protocol that trains exactly like the other one
 reuses its run), ``OUT/<model>/reproduction.json`` and ``reproduction.md``, ``OUT/reproductions.md`` with one
@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bloodcell import resources
 from bloodcell.data.bccd import TypedSmear, typed_smears
 from bloodcell.data.images import read_image
 from bloodcell.data.locate import dataset_root
@@ -64,8 +65,7 @@ from bloodcell.workflows.train import run_training
 
 logger = get_logger(__name__)
 
-REPO = Path(__file__).resolve().parents[3]
-FROZEN_MANIFEST = REPO / "manifests" / "pbc-seed0.csv"
+FROZEN_MANIFEST = resources.manifest_path("pbc-seed0")
 RESULT_FILE = "reproduction.json"
 ARM_FILE = "result.json"
 PAPER_LABEL = "PAPER PROTOCOL — leaks included, not an honest test result"
@@ -367,18 +367,12 @@ def paper_info(name: str):
 
 
 def recipe_path(name: str) -> Path:
-    """The paper's recipe file (``configs/papers/NAME.json``) in the source tree."""
-    if name in PIPELINES:
-        relative = f"configs/papers/{name}.json"
-    else:
+    """The paper's recipe file (``bloodcell/resources/configs/papers/NAME.json``), shipped with the package."""
+    if name not in PIPELINES:
         entry = get_model_entry(name)
         if entry.paper is None or not entry.paper.recipe:
             raise ConfigError(f"{name} has no paper recipe")
-        relative = entry.paper.recipe
-    path = REPO / relative
-    if not path.is_file():
-        raise ConfigError(f"{path}: the recipe of {name} is missing (reproduce runs from a source checkout)")
-    return path
+    return resources.recipe_path(name)
 
 
 def _train_config(name: str, arm: Arm, settings: Settings, out: Path) -> tuple[TrainConfig, list[str]]:
@@ -528,7 +522,7 @@ def reproduce_paper(name: str, output: Path, settings: Settings) -> dict[str, An
     paper = paper_info(name)
     record = {
         "status": NOT_RUN if reason else "done", "model": name,
-        "paper": paper.citation if paper else name, "recipe": str(recipe_path(name).relative_to(REPO)),
+        "paper": paper.citation if paper else name, "recipe": resources.shipped_name(recipe_path(name)),
         "recipe_sha256": file_sha256(recipe_path(name)), "data": PROTOCOLS[name].data,
         "dataset": DATASETS[PROTOCOLS[name].data],
         "protocol_source": PROTOCOLS[name].source, "claimed": _claimed(name),

@@ -428,3 +428,19 @@ def test_the_report_needs_finished_reproductions_and_a_run_needs_a_paper(tmp_pat
         rep.write_report_page(tmp_path)
     result = CliRunner().invoke(cli_main.app, ["reproduce", "--output", str(tmp_path / "out")])
     assert isinstance(result.exception, ConfigError) and "name a paper model" in str(result.exception)
+
+
+def test_reproduce_trains_on_the_threads_it_is_given(tmp_path, monkeypatch):
+    make_bccd(tmp_path / "data")
+    seen = []
+    real_fit = rep.run_training.__globals__["_run"]
+
+    def spy(config, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_fit(config, *args, **kwargs)
+
+    monkeypatch.setitem(rep.run_training.__globals__, "_run", spy)
+    before = torch.get_num_threads()
+    fast = {key: value for key, value in FAST.items() if key != "threads"}
+    rep.reproduce("risodkar2024-cnn", tmp_path / "out", _settings(tmp_path, threads=1, overrides=fast))
+    assert seen == [1, 1] and torch.get_num_threads() == before

@@ -305,16 +305,21 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     """Train ``config.model`` on the manifest's train split, validating every epoch; see the module doc.
 
     Without ``ctx`` the process joins the torchrun group when launched by torchrun (and leaves it
-    at the end). ``on_epoch(row)`` is called after each epoch's files are written.
+    at the end). Torch runs on ``config.threads`` threads (by default the cores shared by the processes
+    of this machine) for the run, and on as many as before after it. ``on_epoch(row)`` is called after each epoch's files are written.
     """
     own_ctx = ctx is None
     ctx = dist_utils.init_distributed() if own_ctx else ctx
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(dist_utils.threads_per_process(config.threads))
     try:
         result = _run(config, resume, overwrite, ctx, on_epoch)
     except BaseException:
         if own_ctx and ctx.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         raise
+    finally:
+        torch.set_num_threads(previous_threads)
     if own_ctx:
         dist_utils.cleanup(ctx)
     return result

@@ -492,6 +492,17 @@ DATASETS = {
 }
 
 
+def _citation(name: str) -> str:
+    paper = paper_info(name)
+    if paper is None:
+        return name
+    if name in PIPELINES:
+        classifier = {"sk/svm": "an SVM", "sk/rf": "a random forest"}[PIPELINES[name][0]]
+        return (f"{paper.citation.split(':')[0]}: the classical pipeline (segmentation, handcrafted features, "
+                f"{classifier})")
+    return paper.citation
+
+
 def _claimed(name: str) -> dict[str, str]:
     if name in PIPELINES:
         return {"accuracy": "not recorded here (see the paper)"}
@@ -519,10 +530,8 @@ def reproduce_paper(name: str, output: Path, settings: Settings) -> dict[str, An
         results = {arm.name: run_arm(name, arm, settings, folder / arm.name, trained) for arm in arms}
         for result in results.values():  # relative to --output, so the folder can move
             result["run"], result["report"] = (os.path.relpath(result[k], output) for k in ("run", "report"))
-    paper = paper_info(name)
     record = {
-        "status": NOT_RUN if reason else "done", "model": name,
-        "paper": paper.citation if paper else name, "recipe": resources.shipped_name(recipe_path(name)),
+        "status": NOT_RUN if reason else "done", "model": name, "paper": _citation(name), "recipe": resources.shipped_name(recipe_path(name)),
         "recipe_sha256": file_sha256(recipe_path(name)), "data": PROTOCOLS[name].data,
         "dataset": DATASETS[PROTOCOLS[name].data],
         "protocol_source": PROTOCOLS[name].source, "claimed": _claimed(name),
@@ -557,7 +566,7 @@ def markdown_row(record: dict[str, Any]) -> list[str]:
     paper, honest = record["ours_paper_protocol"], record["ours_honest"]
     if record.get("status") == NOT_RUN:
         return [record["model"], record["paper"].split(":")[0], data, claims, _figure(paper), _figure(honest),
-                "-", paper["reason"]]
+                "-", "not trained (why: below, or in its JSON)"]
     return [record["model"], record["paper"].split(":")[0], data, claims, _figure(paper), _figure(honest),
             _leak(paper["leaks"]), " / ".join(_training(result) for result in (paper, honest))]
 
@@ -609,8 +618,9 @@ def _paper_section(record: dict[str, Any], output: Path) -> PaperSection:
         f"The honest protocol ({_figure(honest)}): {honest['protocol']}.",
         f"What we had to choose, or could not have (the paper is silent, or its data is not here): "
         f"{record['protocol_source']}",
-        f"Training, each protocol: {paper.get('stop_rule', 'see its run')}; "
-        f"{' / '.join(_training(r) for r in (paper, honest))}; on {record.get('machine', {}).get('cpus', '?')} CPUs.",
+        f"Training (paper's / honest protocol): {' / '.join(_training(r) for r in (paper, honest))}"
+        + (f"; the recipe's rule: {paper['stop_rule']}" if paper["epochs"] and paper.get("stop_rule") else "")
+        + f"; on {record.get('machine', {}).get('cpus', '?')} CPUs.",
     ]
     figures: dict[str, bytes] = {}
     for label, result in (("paper's protocol", paper), ("honest protocol", honest)):

@@ -27,6 +27,7 @@ from bloodcell.data.images import read_image
 from bloodcell.errors import DataError, ImageError
 from bloodcell.outputs import check_output_folder
 from bloodcell.service.schemas import BoxState, Tally
+from bloodcell.smear import documents
 from bloodcell.smear.differential import write_report
 from bloodcell.smear.io import serialisable
 from bloodcell.smear.review import (
@@ -94,10 +95,9 @@ def read_counted(folder: str | Path) -> CountedSample:
     folder = Path(folder)
     path = folder / COUNTS if folder.is_dir() else folder
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: cannot read the counted sample ({getattr(exc, 'strerror', None) or exc}); "
-                        f"give the folder of one sample written by `bloodcell count`") from None
+        doc = documents.parse_json(documents.read_text(path, "counted sample", documents.MAX_JSON_BYTES), str(path))
+    except DataError as exc:
+        raise DataError(f"{exc}; give the folder of one sample written by `bloodcell count`") from None
     try:
         _CountedDoc.model_validate(doc)
     except ValidationError as exc:
@@ -127,8 +127,8 @@ def load_photos(counted: CountedSample, needed: set[str] | None = None) -> dict[
             photos[key] = read_image(path)
         except ImageError as exc:
             raise DataError(f"{path}: cannot read the photo again ({exc})") from None
-        entry.setdefault("width", photos[key].width)
-        entry.setdefault("height", photos[key].height)
+        documents.check_photo_boxes(entry, photos[key].width, photos[key].height, f"{COUNTS} photo {index + 1}")
+        entry["width"], entry["height"] = photos[key].width, photos[key].height  # the photo is the truth
     return photos
 
 
@@ -167,10 +167,7 @@ def apply_review(counts: str | Path, corrections: str | Path, out: str | Path,
             box.get("reviewed") for entry in counted.doc["images"] for box in entry.get("boxes", [])):
         raise DataError(f"{counts}: this sample is already reviewed; apply the corrections to the counts "
                         "`bloodcell count` wrote")
-    try:
-        text = Path(corrections).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{corrections}: cannot read the corrections ({getattr(exc, 'strerror', None) or exc})") from None
+    text = documents.read_text(corrections, "corrections", documents.MAX_CSV_BYTES)
     out = check_output_folder(out, "reviewed sample")
     photos = load_photos(counted)
     doc, decisions = apply_corrections(counted.doc, read_corrections(text), classes)

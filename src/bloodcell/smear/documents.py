@@ -97,7 +97,7 @@ def check_coordinates(box: Sequence[Any], where: str) -> tuple[float, float, flo
     if not all(math.isfinite(v) and abs(v) <= COORDINATE_LIMIT for v in (x1, y1, x2, y2)):
         raise DataError(f"{where}: box coordinates must be finite numbers within ±{COORDINATE_LIMIT:g}")
     if not (x2 > x1 and y2 > y1):
-        raise DataError(f"{where}: a box needs x2 > x1 and y2 > y1")
+        raise DataError(f"{where}: needs a box x1,y1,x2,y2 with x2 > x1 and y2 > y1")
     return x1, y1, x2, y2
 
 

@@ -18,7 +18,6 @@ from bloodcell.inference.files import (
     check_records_path,
     collect_inputs,
     file_sha256,
-    partial_path,
     read_records,
 )
 from bloodcell.inference.ood import UNFAMILIAR

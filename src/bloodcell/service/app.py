@@ -97,8 +97,8 @@ service keeps nothing between requests.
 Refusals are JSON `{"error": code, "message": sentence}` with a 4xx status: 400 empty file or
 a Host header the server does not answer to, 401 missing/wrong API key, 403 a state-changing
 request from another site's page, 408 body not received in time, 413 body, image pixels or
-decoding memory, pixels per request, file count, review boxes or answer size over the limit, 415 content that is not a JPEG/PNG/BMP/TIFF/WebP image
-(checked from the bytes, not the name), 422 corrupt image or invalid parameters, 503 queue
+decoding memory, pixels per request, file count, review boxes or answer size over the limit,
+415 content that is not a JPEG/PNG/BMP/TIFF/WebP image (checked from the bytes, not the name), 422 corrupt image or invalid parameters, 503 queue
 full (with `Retry-After`), 504 timeout.
 In a request with several files, unusable files get an `error` in their result item; the
 request fails only when no file is usable.

@@ -60,7 +60,7 @@ def test_a_non_utf8_name_is_written_escaped_and_no_row_is_lost(tmp_path, checkpo
     names = [row["path"].rsplit("/", 1)[-1] for row in _rows(out)]
     assert len(names) == 8 and "\\xe9t\\xe9.png" in names
     assert all(row["label"] for row in _rows(out))
-    assert "1 file name(s) are not valid UTF-8" in result.output
+    assert f"1 file name(s) are not valid UTF-8: {out} shows them" in result.output
 
 
 def test_the_table_shows_a_non_utf8_name(tmp_path, checkpoint):
@@ -68,6 +68,7 @@ def test_the_table_shows_a_non_utf8_name(tmp_path, checkpoint):
     result = _predict(checkpoint, folder)
     assert result.exit_code == 0, (result.output, result.exception)
     assert result.output.count("\\xe9") == 2  # the name, folded into the table
+    assert "1 file name(s) are not valid UTF-8: the table shows them" in result.output
 
 
 def test_heat_maps_of_long_and_non_utf8_names_are_all_written(tmp_path, checkpoint):

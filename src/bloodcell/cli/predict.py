@@ -29,7 +29,7 @@ from bloodcell.inference.predictor import (
 )
 from bloodcell.outputs import check_output_folder
 from bloodcell.progress import track
-from bloodcell.writing import name_text, output_name, write_failed
+from bloodcell.writing import is_escaped, name_text, output_name, write_failed
 
 SMEAR_HINTS = ("not a single blood cell", "white cells in this image")
 
@@ -98,9 +98,6 @@ def _classify(classifier: Classifier, inputs: Inputs, output: Path | None, resul
         for batch in batches:
             writer.write([{**r.to_record(), "sha256": file_sha256(r.path)} for r in batch])
             results += batch
-    if writer.escaped:
-        typer.echo(f"{writer.escaped} file name(s) are not valid UTF-8: {output} has them with \\xNN escapes for "
-                   "those bytes", err=True)
 
 
 def _interrupted(results: list[Prediction], kept: list[dict], output: Path | None, total: int) -> None:
@@ -126,6 +123,10 @@ def _summarise(results: list[Prediction], inputs, output: Path | None, kept: int
                f"referred{earlier})")
     for path, reason in inputs.problems:
         typer.echo(f"skipped {name_text(path)}: {reason}", err=True)
+    escaped = sum(is_escaped(str(r.path)) for r in results)
+    if escaped:
+        typer.echo(f"{escaped} file name(s) are not valid UTF-8: {output or 'the table'} shows them with \\xNN "
+                   "escapes for those bytes", err=True)
     if not_cells:
         typer.echo(f"{not_cells} image(s) do not look like a single blood cell (see their reason or note); for smear "
                    "photos use `bloodcell count` (counts and a differential)", err=True)

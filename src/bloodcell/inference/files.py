@@ -18,7 +18,7 @@ from typing import IO, Any
 from bloodcell.data.images import scan_folder
 from bloodcell.errors import ConfigError, DataError
 from bloodcell.outputs import check_output_file
-from bloodcell.writing import is_escaped, name_text, write_failed
+from bloodcell.writing import name_text, write_failed
 
 #: CSV/JSON fields of a prediction, in output order.
 RECORD_FIELDS = ("path", "label", "confidence", "referred", "top_k", "error", "reason", "note", "sha256")
@@ -78,7 +78,7 @@ class RecordWriter:
     so far, each whole), so the output is never half a file. A write that fails (a full disk) cuts the
     ``.part`` back to its whole records, leaves it there and raises :class:`OutputError` saying how many it
     keeps; so does a killed run. :func:`read_records` reads either back for a resumed run.
-    File names that are not valid UTF-8 are written with ``\\xNN`` escapes (``escaped`` counts them).
+    File names that are not valid UTF-8 are written with ``\\xNN`` escapes (:func:`~bloodcell.writing.name_text`).
     """
 
     def __init__(self, out: str | Path):
@@ -86,7 +86,6 @@ class RecordWriter:
         self.partial = partial_path(self.path)
         self.json = self.path.suffix.lower() == ".json"
         self.count = 0
-        self.escaped = 0
         self._complete = 0  # bytes of the .part holding whole records
         self._failed = False
         try:
@@ -110,9 +109,8 @@ class RecordWriter:
     def _write(self, records: list[dict[str, Any]]) -> None:
         for number, record in enumerate(records, start=self.count):
             row = {k: record.get(k) for k in RECORD_FIELDS}
-            if isinstance(row["path"], str) and is_escaped(row["path"]):
+            if isinstance(row["path"], str):
                 row["path"] = name_text(row["path"])
-                self.escaped += 1
             if self.json:
                 self._handle.write(("," if number else "") + "\n  " + json.dumps(row))
             else:

@@ -283,3 +283,17 @@ def test_ctrl_c_in_count_says_what_was_finished_and_resume_counts_only_the_rest(
     assert len(counted) == 2  # b and c only
     with (out / "samples.csv").open(newline="") as handle:
         assert [row["sample_id"] for row in csv.DictReader(handle)] == ["a", "b", "c"]
+
+
+def test_a_full_disk_anywhere_else_is_one_sentence(monkeypatch, capsys):
+    import bloodcell.cli.main as cli
+
+    def disk_full():
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/best.safetensors")
+
+    monkeypatch.setattr(cli, "app", disk_full)
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert "runs/x/best.safetensors: cannot write it (the disk is full)" in err and "Traceback" not in err

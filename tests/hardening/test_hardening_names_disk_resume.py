@@ -297,3 +297,25 @@ def test_a_full_disk_anywhere_else_is_one_sentence(monkeypatch, capsys):
     assert stop.value.code == 1
     err = capsys.readouterr().err
     assert "runs/x/best.safetensors: cannot write it (the disk is full)" in err and "Traceback" not in err
+
+
+def test_a_full_disk_while_writing_an_evaluation_keeps_each_file_whole(monkeypatch, tmp_path, checkpoint):
+    from bloodcell import writing
+    from bloodcell.workflows.evaluate import evaluate, write_report
+
+    for index, name in enumerate(["lymphocyte", "monocyte", "neutrophil"] * 2):
+        cell_png(tmp_path / "cells" / name / f"{index}.png", seed=index)
+    evaluation = evaluate(checkpoint, dataset="folder", data_root=tmp_path / "cells", n_boot=2)
+    real = os.replace
+
+    def disk_fills_at_the_html(source, target):
+        if str(target).endswith("report.html"):
+            _full_disk()
+        return real(source, target)
+
+    monkeypatch.setattr(writing.os, "replace", disk_fills_at_the_html)
+    out = tmp_path / "eval"
+    with pytest.raises(OutputError, match=r"report.html: cannot write it \(the disk is full\)"):
+        write_report(evaluation, out)
+    assert not (out / "report.html").exists() and not list(out.rglob("*.part"))
+    assert len(_rows(out / "predictions.csv")) == 6 and json.loads((out / "metrics.json").read_text())

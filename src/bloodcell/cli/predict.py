@@ -17,7 +17,7 @@ from bloodcell.inference.files import (
     RecordWriter,
     check_records_path,
     collect_inputs,
-    file_sha256,
+    input_sha256,
     read_records,
 )
 from bloodcell.inference.ood import UNFAMILIAR
@@ -76,7 +76,7 @@ def predict(
 
 def _resumable(inputs: Inputs, output: Path) -> list[dict]:
     """The earlier run's records of files unchanged since (by SHA-256); their paths leave ``inputs``."""
-    hashes = {name_text(str(p)): file_sha256(p) for p in inputs.paths}
+    hashes = {name_text(str(p)): input_sha256(p) for p in inputs.paths}
     kept = [r for r in read_records(output) if hashes.get(r["path"]) == r["sha256"]]
     done = {r["path"] for r in kept}
     inputs.paths = [p for p in inputs.paths if name_text(str(p)) not in done]
@@ -96,7 +96,7 @@ def _classify(classifier: Classifier, inputs: Inputs, output: Path | None, resul
     with RecordWriter(output) as writer:
         writer.write(kept + [{"path": path, "error": reason} for path, reason in inputs.problems])
         for batch in batches:
-            writer.write([{**r.to_record(), "sha256": file_sha256(r.path)} for r in batch])
+            writer.write([{**r.to_record(), "sha256": input_sha256(r.path)} for r in batch])
             results += batch
 
 

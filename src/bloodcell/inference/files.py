@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import hashlib
 import io
 import json
 import os
@@ -18,6 +17,7 @@ from typing import IO, Any
 from bloodcell.data.images import scan_folder
 from bloodcell.errors import ConfigError, DataError
 from bloodcell.outputs import check_output_file
+from bloodcell.provenance import file_sha256
 from bloodcell.writing import name_text, write_failed
 
 #: CSV/JSON fields of a prediction, in output order.
@@ -155,16 +155,12 @@ def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".part")
 
 
-def file_sha256(path: str | Path) -> str | None:
-    """The SHA-256 of a file's bytes (None when it cannot be read: its row says why)."""
-    digest = hashlib.sha256()
+def input_sha256(path: str | Path) -> str | None:
+    """The SHA-256 of an input file's bytes (None when it cannot be read: its row says why)."""
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return file_sha256(path)
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def read_records(out: str | Path) -> list[dict[str, Any]]:

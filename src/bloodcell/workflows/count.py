@@ -26,7 +26,7 @@ from bloodcell.data.boxes import SMEAR_LABELS
 from bloodcell.data.images import read_image, scan_folder
 from bloodcell.data.smears import labels_beside
 from bloodcell.errors import DataError, ImageError, OutputError
-from bloodcell.inference.files import Inputs, collect_inputs, file_sha256
+from bloodcell.inference.files import Inputs, collect_inputs, input_sha256
 from bloodcell.inference.predictor import DEFAULT_REFER_BELOW
 from bloodcell.metrics.detection import coco_ap50, evaluate_counts
 from bloodcell.outputs import check_output_folder
@@ -114,7 +114,7 @@ def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_
     used: set[str] = set()
     for photo in track(sample.photos, f"counting {sample.sample_id}", unit="photos"):
         try:
-            entry = {"path": name_text(str(photo)), "sha256": file_sha256(photo),
+            entry = {"path": name_text(str(photo)), "sha256": input_sha256(photo),
                      **count_image(read_image(photo), classifier, detector, refer_below, cell_size_px)}
         except ImageError as exc:
             errors.append({"path": name_text(str(photo)), "error": name_text(str(exc))})
@@ -147,7 +147,7 @@ def counted_before(sample: Sample, out: Path) -> dict[str, Any] | None:
     failed = {e.get("path") for e in doc["errors"] if isinstance(e, dict)}
     if set(hashes) | failed != set(wanted) | {name_text(p) for p, _ in sample.problems}:
         return None
-    if any(hashes[name] != file_sha256(wanted[name]) for name in hashes if name in wanted):
+    if any(hashes[name] != input_sha256(wanted[name]) for name in hashes if name in wanted):
         return None
     return doc
 

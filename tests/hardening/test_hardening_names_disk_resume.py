@@ -319,3 +319,34 @@ def test_a_full_disk_while_writing_an_evaluation_keeps_each_file_whole(monkeypat
         write_report(evaluation, out)
     assert not (out / "report.html").exists() and not list(out.rglob("*.part"))
     assert len(_rows(out / "predictions.csv")) == 6 and json.loads((out / "metrics.json").read_text())
+
+
+def test_resume_keeps_the_photos_an_interrupted_sample_had_counted(monkeypatch, tmp_path, checkpoint):
+    import bloodcell.workflows.count as workflow
+
+    photos = tmp_path / "S-17"
+    for index in range(4):
+        cell_png(photos / f"p{index}.png", seed=index, size=96)
+    real = workflow.count_image
+    counted = []
+
+    def stop_at_the_third(image, *args, **kwargs):
+        if len(counted) == 2:
+            raise KeyboardInterrupt
+        counted.append(image)
+        return real(image, *args, **kwargs)
+
+    monkeypatch.setattr(workflow, "count_image", stop_at_the_third)
+    out = tmp_path / "counts"
+    args = ["count", str(photos), "--output", str(out), "--detector", "classical", "--model", str(checkpoint)]
+    assert runner.invoke(app, args).exit_code == 130
+    assert not (out / "counts.json").exists() and len(list((out / "annotated").iterdir())) == 2
+    counted.clear()
+    monkeypatch.setattr(workflow, "count_image", lambda image, *a, **k: counted.append(image) or real(image, *a, **k))
+    resumed = runner.invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, (resumed.output, resumed.exception)
+    assert len(counted) == 2  # p2 and p3 only
+    doc = json.loads((out / "counts.json").read_text())
+    assert [Path(e["path"]).name for e in doc["images"]] == ["p0.png", "p1.png", "p2.png", "p3.png"]
+    assert sorted(p.name for p in (out / "annotated").iterdir()) == ["p0.png", "p1.png", "p2.png", "p3.png"]
+    assert not (out / workflow.PROGRESS).exists()

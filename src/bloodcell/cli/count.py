@@ -56,7 +56,8 @@ def count(
                              cell_size_px=cell_size_px, typing_unavailable=reason, resume=resume)
     except CountInterrupted as stop:
         typer.echo(f"interrupted: {stop.finished} of {stop.total} samples are finished in {output} "
-                   f"({SAMPLES_CSV}); rerun the same command with --resume to do the rest", err=True)
+                   f"({SAMPLES_CSV}); rerun the same command with --resume to do the rest (the photos already "
+                   "counted are kept)", err=True)
         raise typer.Exit(130) from None
     counted = sum(len(d["images"]) for d in docs)
     skipped = sum(len(d["errors"]) for d in docs)

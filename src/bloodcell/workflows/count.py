@@ -4,7 +4,8 @@ A folder of photos is one sample; a folder whose sub-folders hold photos is one 
 sub-folder (``SAMPLES/<sample id>/<photos>``); a CSV maps sample ids to photos. Each sample gets
 ``<output>/<sample id>/`` with ``annotated/*.png`` (written as each photo is counted),
 ``counts.json`` and ``report.md``; ``<output>/samples.csv`` has one row per sample. With one
-sample the files go straight into ``<output>``.
+sample the files go straight into ``<output>``. Every file is written whole or not at all; with
+``resume`` the samples and photos an interrupted run finished (unchanged since, by SHA-256) are kept.
 
 ``evaluate`` compares the counts with the labels beside the photos (VOC ``../Annotations/*.xml``
 or YOLO ``../labels/*.txt``), per source (TXL-PBC's ``sources.csv``) and over all: count
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +39,12 @@ from bloodcell.smear.documents import MAX_JSON_BYTES, parse_json, read_text
 from bloodcell.smear.io import serialisable
 from bloodcell.smear.review import safe_name
 from bloodcell.smear.typing import typing_summary
-from bloodcell.writing import atomic_file, name_text, output_name, save_image, write_text
+from bloodcell.writing import atomic_file, name_text, output_name, save_image, write_failed, write_text
 
 SAMPLES_CSV = "samples.csv"
 COUNTS = "counts.json"
+#: Photos counted so far (one JSON line each), until counts.json is written: what ``--resume`` keeps of a sample.
+PROGRESS = ".counts-progress.jsonl"
 
 
 @dataclass
@@ -105,24 +109,32 @@ def samples_from_csv(path: str | Path) -> list[Sample]:
 
 
 def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_below: float | None,
-                 cell_size_px: float | None, typing_unavailable: str | None) -> dict[str, Any]:
+                 cell_size_px: float | None, typing_unavailable: str | None, resume: bool = False) -> dict[str, Any]:
     """Count one sample's photos into ``out`` (annotated PNGs written photo by photo); returns counts.json.
 
-    Photo paths are written as text (:func:`~bloodcell.writing.name_text`) with each photo's SHA-256."""
+    Photo paths are written as text (:func:`~bloodcell.writing.name_text`) with each photo's SHA-256. Each
+    counted photo is also logged to :data:`PROGRESS` until counts.json is written; with ``resume`` the photos
+    logged by an interrupted run (unchanged, annotated PNG present) are kept, not counted again."""
     (out / "annotated").mkdir(parents=True, exist_ok=True)
     entries, errors = [], [{"path": name_text(p), "error": reason} for p, reason in sample.problems]
-    used: set[str] = set()
-    for photo in track(sample.photos, f"counting {sample.sample_id}", unit="photos"):
-        try:
-            entry = {"path": name_text(str(photo)), "sha256": input_sha256(photo),
-                     **count_image(read_image(photo), classifier, detector, refer_below, cell_size_px)}
-        except ImageError as exc:
-            errors.append({"path": name_text(str(photo)), "error": name_text(str(exc))})
-            continue
-        name = output_name(photo.stem, ".png", used)
-        save_image(entry.pop("annotated"), out / "annotated" / name)
-        entry["annotated_png"] = f"annotated/{name}"
-        entries.append(entry)
+    kept = _logged_photos(out, sample) if resume else {}
+    used = {Path(entry["annotated_png"]).name for entry in kept.values()}
+    with _progress_log(out, keep=resume) as log:
+        for photo in track(sample.photos, f"counting {sample.sample_id}", unit="photos"):
+            if name_text(str(photo)) in kept:
+                entries.append(kept[name_text(str(photo))])
+                continue
+            try:
+                entry = {"path": name_text(str(photo)), "sha256": input_sha256(photo),
+                         **count_image(read_image(photo), classifier, detector, refer_below, cell_size_px)}
+            except ImageError as exc:
+                errors.append({"path": name_text(str(photo)), "error": name_text(str(exc))})
+                continue
+            name = output_name(photo.stem, ".png", used)
+            save_image(entry.pop("annotated"), out / "annotated" / name)
+            entry["annotated_png"] = f"annotated/{name}"
+            entries.append(entry)
+            log(entry)
     sample_doc = sample_totals(entries, typing_unavailable if classifier is None else None)
     if classifier is not None:
         sample_doc["wbc_typing"] = typing_summary(classifier)
@@ -130,7 +142,46 @@ def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_
            "border_cells": BORDER_NOTE}
     write_report(doc, out / "report.md", sample.sample_id)
     write_text(out / COUNTS, json.dumps(serialisable(doc), indent=2) + "\n")  # last: it marks the sample done
+    (out / PROGRESS).unlink(missing_ok=True)
     return doc
+
+
+@contextmanager
+def _progress_log(out: Path, keep: bool) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A function appending one counted photo's entry (a JSON line) to ``out``/:data:`PROGRESS`, flushed at once."""
+    path = out / PROGRESS
+    try:
+        with path.open("a" if keep else "w", encoding="utf-8") as handle:
+            def log(entry: dict[str, Any]) -> None:
+                handle.write(json.dumps(entry) + "\n")
+                handle.flush()
+
+            yield log
+    except OSError as exc:
+        raise write_failed(path, exc, "the annotated photos finished are kept") from None
+
+
+def _logged_photos(out: Path, sample: Sample) -> dict[str, dict[str, Any]]:
+    """The entries an interrupted run logged for photos of ``sample`` unchanged since (by SHA-256) whose annotated
+    PNG is there, by path; a line cut short by a crash is left out."""
+    try:
+        lines = (out / PROGRESS).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    wanted = {name_text(str(photo)): photo for photo in sample.photos}
+    kept = {}
+    for line in lines:
+        try:
+            entry = parse_json(line, str(out / PROGRESS))
+        except DataError:
+            continue
+        if not isinstance(entry, dict) or entry.get("path") not in wanted:
+            continue
+        annotated = str(entry.get("annotated_png") or "")
+        if (annotated.startswith("annotated/") and "/" not in annotated[10:] and (out / annotated).is_file()
+                and entry.get("sha256") == input_sha256(wanted[entry["path"]])):
+            kept[entry["path"]] = entry
+    return kept
 
 
 def counted_before(sample: Sample, out: Path) -> dict[str, Any] | None:
@@ -225,7 +276,7 @@ def count_samples(samples: list[Sample], output: str | Path, classifier=None, *,
         try:
             doc = (counted_before(sample, folder) if resume else None) or count_sample(
                 sample, folder, classifier, detector=detector, refer_below=refer_below, cell_size_px=cell_size_px,
-                typing_unavailable=typing_unavailable)
+                typing_unavailable=typing_unavailable, resume=resume)
             rows.append(sample_row(doc))
             write_samples_csv(rows, output)  # after each sample, so finished samples survive a later failure
         except OutputError as exc:

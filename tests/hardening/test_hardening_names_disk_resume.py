@@ -249,35 +249,35 @@ def test_a_killed_predict_leaves_a_part_file_that_resume_reads(tmp_path):
     assert [r["path"] for r in read_records(out)] == ["a.png"]
 
 
-def test_ctrl_c_in_count_says_what_was_finished_and_resume_counts_only_the_rest(monkeypatch, tmp_path, checkpoint):
+def _counting(monkeypatch, stop_after: int | None = None) -> list:
+    """The photos ``count`` counts from now on (Ctrl-C once ``stop_after`` are counted)."""
     import bloodcell.workflows.count as workflow
 
-    samples = tmp_path / "samples"
-    for index, name in enumerate("abc"):
-        cell_png(samples / name / f"smear_{name}.png", seed=index, size=96)
-    real = workflow.count_image
-    counted = []
+    real, counted = getattr(workflow.count_image, "real", workflow.count_image), []
 
-    def stop_in_b(image, *args, **kwargs):
-        if len(counted) == 1:
+    def count(image, *args, **kwargs):
+        if len(counted) == stop_after:
             raise KeyboardInterrupt
         counted.append(image)
         return real(image, *args, **kwargs)
 
-    monkeypatch.setattr(workflow, "count_image", stop_in_b)
+    count.real = real
+    monkeypatch.setattr(workflow, "count_image", count)
+    return counted
+
+
+def test_ctrl_c_in_count_says_what_was_finished_and_resume_counts_only_the_rest(monkeypatch, tmp_path, checkpoint):
+    samples = tmp_path / "samples"
+    for index, name in enumerate("abc"):
+        cell_png(samples / name / f"smear_{name}.png", seed=index, size=96)
+    _counting(monkeypatch, stop_after=1)
     out = tmp_path / "counts"
     args = ["count", str(samples), "--output", str(out), "--detector", "classical", "--model", str(checkpoint)]
     result = runner.invoke(app, args)
     assert result.exit_code == 130
     assert f"interrupted: 1 of 3 samples are finished in {out} (samples.csv)" in result.output
     assert "--resume" in result.output
-
-    def count(image, *a, **k):
-        counted.append(image)
-        return real(image, *a, **k)
-
-    counted.clear()
-    monkeypatch.setattr(workflow, "count_image", count)
+    counted = _counting(monkeypatch)
     resumed = runner.invoke(app, [*args, "--resume"])
     assert resumed.exit_code == 0, (resumed.output, resumed.exception)
     assert len(counted) == 2  # b and c only
@@ -322,31 +322,21 @@ def test_a_full_disk_while_writing_an_evaluation_keeps_each_file_whole(monkeypat
 
 
 def test_resume_keeps_the_photos_an_interrupted_sample_had_counted(monkeypatch, tmp_path, checkpoint):
-    import bloodcell.workflows.count as workflow
+    from bloodcell.workflows.count import PROGRESS
 
     photos = tmp_path / "S-17"
     for index in range(4):
         cell_png(photos / f"p{index}.png", seed=index, size=96)
-    real = workflow.count_image
-    counted = []
-
-    def stop_at_the_third(image, *args, **kwargs):
-        if len(counted) == 2:
-            raise KeyboardInterrupt
-        counted.append(image)
-        return real(image, *args, **kwargs)
-
-    monkeypatch.setattr(workflow, "count_image", stop_at_the_third)
+    _counting(monkeypatch, stop_after=2)
     out = tmp_path / "counts"
     args = ["count", str(photos), "--output", str(out), "--detector", "classical", "--model", str(checkpoint)]
     assert runner.invoke(app, args).exit_code == 130
     assert not (out / "counts.json").exists() and len(list((out / "annotated").iterdir())) == 2
-    counted.clear()
-    monkeypatch.setattr(workflow, "count_image", lambda image, *a, **k: counted.append(image) or real(image, *a, **k))
+    counted = _counting(monkeypatch)
     resumed = runner.invoke(app, [*args, "--resume"])
     assert resumed.exit_code == 0, (resumed.output, resumed.exception)
     assert len(counted) == 2  # p2 and p3 only
     doc = json.loads((out / "counts.json").read_text())
     assert [Path(e["path"]).name for e in doc["images"]] == ["p0.png", "p1.png", "p2.png", "p3.png"]
     assert sorted(p.name for p in (out / "annotated").iterdir()) == ["p0.png", "p1.png", "p2.png", "p3.png"]
-    assert not (out / workflow.PROGRESS).exists()
+    assert not (out / PROGRESS).exists()

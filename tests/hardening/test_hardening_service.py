@@ -182,3 +182,23 @@ def test_8_bit_images_at_the_pixel_limit_stay_within_the_decoding_budget():
     assert decoding_bytes("RGB", side, side) <= limits.max_decoding_bytes
     assert decoding_bytes("L", side, side) <= limits.max_decoding_bytes
     assert decoding_bytes("I;16", side, side) > limits.max_decoding_bytes
+
+
+def test_count_and_classify_answers_are_bounded_by_the_response_budget(classifier, cell):
+    from bloodcell.service.app import create_app
+
+    def many_boxes(images, classifier=None, names=None, **options):
+        boxes = [{"label": "RBC", "x1": 1, "y1": 1, "x2": 9, "y2": 9, "score": 0.9}] * 2000
+        return {"images": [{"path": n, "counts": {"RBC": 2000, "WBC": 0, "Platelets": 0}, "wbc_types": {},
+                            "boxes": boxes} for n in names], "sample": {}}
+
+    app = create_app(ServiceSettings(limits=Limits(max_response_bytes=20_000)), classifier=classifier,
+                     count_smears=many_boxes, access_log=io.StringIO())
+    with TestClient(app, base_url="http://localhost") as client:
+        counted = client.post("/v1/count", files=[("files", ("s.png", cell, "image/png"))])
+        assert counted.status_code == 413 and counted.json()["error"] == "response_too_large", counted.text
+        assert "send fewer or smaller photos per request" in counted.json()["message"]
+        files = [("files", (f"c{i}.png", cell, "image/png")) for i in range(32)]
+        assert client.post("/v1/classify", files=files[:1]).status_code == 200
+        classified = client.post("/v1/classify", files=files, params={"explain": True})
+        assert classified.status_code == 413 and classified.json()["error"] == "response_too_large"

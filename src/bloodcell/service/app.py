@@ -26,7 +26,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from PIL import Image
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -479,11 +479,16 @@ def _review_request(data: bytes, limits: Limits) -> ReviewRequest:
 
 
 def _bounded_review(token: CancelToken, limits: Limits, *args: Any) -> Response:
-    """:func:`review_job` answered as JSON of at most ``limits.max_response_bytes`` (413 otherwise)."""
-    body = review_job(token, *args).model_dump_json().encode()
+    """:func:`review_job` answered within ``limits.max_response_bytes`` (serialised in the worker thread)."""
+    return _bounded_json(review_job(token, *args), limits, "review the sample in smaller parts")
+
+
+def _bounded_json(answer: BaseModel, limits: Limits, advice: str) -> Response:
+    """``answer`` as a JSON response of at most ``limits.max_response_bytes``; 413 with ``advice`` otherwise."""
+    body = answer.model_dump_json().encode()
     if len(body) > limits.max_response_bytes:
-        raise RequestRejected(413, "response_too_large", f"the answer would be {len(body) / 2**20:.0f} MB, more than "
-                              f"the {limits.max_response_bytes / 2**20:.0f} MB limit; review the sample in smaller parts")
+        raise RequestRejected(413, "response_too_large", f"the answer would be {len(body) / 2**20:.1f} MB, more than "
+                              f"the {limits.max_response_bytes / 2**20:.1f} MB limit; {advice}")
     return Response(body, media_type="application/json")
 
 
@@ -560,7 +565,8 @@ def _add_classify_route(app: FastAPIOffline) -> None:
         state.metrics.images.labels("/v1/classify").inc(len(results))
         for exc in refused.values():
             state.metrics.errors.labels("/v1/classify", exc.code).inc()
-        return ClassifyResponse(model=state.model_name, results=items)
+        return _bounded_json(ClassifyResponse(model=state.model_name, results=items), state.limits,
+                             "send fewer files per request")
 
 
 def _add_sample_routes(app: FastAPIOffline) -> None:
@@ -585,12 +591,12 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         state.metrics.images.labels("/v1/count").inc(len(counted.entries))
         sample_id = sample_id.strip() or "sample"
         entries = [counted.entries[i] for i in sorted(counted.entries)]
-        return CountResponse(
+        return _bounded_json(CountResponse(
             images=items, sample=counted.sample, sample_id=sample_id,
             report=count_report(entries, counted.sample, skipped, sample_id), review=counted.review,
             classes=list(state.classifier.class_names), refer_below=state.settings.refer_below,
             state=sample_state(counted.photos, counted.sample, skipped),
-        )
+        ), state.limits, "send fewer or smaller photos per request")
 
     @app.post("/v1/review", response_model=ReviewResponse, tags=["review"], responses=ERROR_RESPONSES)
     async def review(request: Request, review: ReviewPart, files: OptionalFiles = None) -> ReviewResponse:

@@ -34,7 +34,7 @@ class Limits:
     wait; more get 503 with ``Retry-After: retry_after_s``. Memory: ``max_decoding_bytes`` per image,
     estimated from its header as pixels times the bytes per pixel its decoding needs (16-bit images
     cost several times 8-bit ones); ``max_review_boxes`` boxes, corrections and missing cells in one
-    ``/v1/review`` request, whose answer may be at most ``max_response_bytes``.
+    ``/v1/review`` request; ``max_response_bytes`` per answer (413 beyond).
     """
 
     max_upload_bytes: int = 20 * 1024 * 1024

@@ -23,3 +23,7 @@ class ConfigError(BloodcellError):
 
 class WeightsUnavailableError(BloodcellError):
     """Pretrained weights cannot be obtained offline or online."""
+
+
+class OutputError(BloodcellError):
+    """An output cannot be written (a full disk, a lost folder); what was finished is kept."""

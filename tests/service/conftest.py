@@ -49,7 +49,8 @@ def make_client(tiny_classifier, access_log):
         fields = {name: kwargs.pop(name) for name in ("limits", "api_key", "refer_below") if name in kwargs}
         kwargs.setdefault("classifier", tiny_classifier)
         kwargs.setdefault("access_log", access_log)
-        client = TestClient(create_app(ServiceSettings(**fields), **kwargs), raise_server_exceptions=False)
+        client = TestClient(create_app(ServiceSettings(**fields), **kwargs), raise_server_exceptions=False,
+                            base_url="http://localhost")
         client.__enter__()
         clients.append(client)
         return client

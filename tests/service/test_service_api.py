@@ -209,7 +209,7 @@ def test_full_queue_answers_503_with_retry_after_and_recovers(tiny_classifier):
 
     async def scenario():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             running = asyncio.create_task(http.post("/v1/classify", files=files))
             await asyncio.to_thread(gated.entered.wait, 5)
             waiting = asyncio.create_task(http.post("/v1/classify", files=files))

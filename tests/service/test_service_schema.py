@@ -19,6 +19,7 @@ from service_helpers import save_tiny_checkpoint
 
 from bloodcell.inference.predictor import load
 from bloodcell.service.app import create_app
+from bloodcell.service.settings import ServiceSettings
 
 # schemathesis reads the schema when the module is collected, so the app is built here;
 # the checkpoint is loaded into memory and its temporary folder removed at once.
@@ -34,7 +35,9 @@ def _constant_counter(images, classifier=None, names=None, **options):
     }
 
 
-_app = create_app(classifier=_classifier, count_smears=_constant_counter, access_log=io.StringIO())
+# schemathesis's client names the host "testserver".
+_app = create_app(ServiceSettings(allowed_hosts=("testserver",)), classifier=_classifier,
+                  count_smears=_constant_counter, access_log=io.StringIO())
 schema = schemathesis.openapi.from_asgi("/openapi.json", _app)
 
 

@@ -13,7 +13,10 @@ from bloodcell.inference.predictor import DEFAULT_REFER_BELOW, load
 from bloodcell.outputs import check_output_folder
 from bloodcell.smear.detectors import resolve_detector
 from bloodcell.smear.learned_detector import check_cell_size
+from bloodcell.writing import is_escaped, write_text
 from bloodcell.workflows.count import (
+    SAMPLES_CSV,
+    CountInterrupted,
     count_samples,
     evaluate_against_labels,
     samples_from_csv,
@@ -31,6 +34,7 @@ def count(
     refer_below: float = typer.Option(DEFAULT_REFER_BELOW, "--refer-below", min=0.0, max=1.0, help="Refer white cells typed below this confidence."),
     evaluate: bool = typer.Option(False, "--evaluate", help="Compare with the labels beside the photos (VOC or YOLO) and write evaluation.json."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Folder of <photo stem>.xml (VOC) or .txt (YOLO) labels (default: ../Annotations or ../labels next to the images)."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the samples an interrupted or failed run already finished in --output (same photos, unchanged by SHA-256) and count only the rest."),
 ) -> None:
     """Count red cells, white cells and platelets on smear photos and report each sample's differential."""
     if (paths is None) == (samples is None):
@@ -47,8 +51,14 @@ def count(
         if model is not None:
             raise
         classifier, reason = None, str(exc)
-    docs = count_samples(groups, output, classifier, detector=detector, refer_below=refer_below,
-                         cell_size_px=cell_size_px, typing_unavailable=reason)
+    try:
+        docs = count_samples(groups, output, classifier, detector=detector, refer_below=refer_below,
+                             cell_size_px=cell_size_px, typing_unavailable=reason, resume=resume)
+    except CountInterrupted as stop:
+        typer.echo(f"interrupted: {stop.finished} of {stop.total} samples are finished in {output} "
+                   f"({SAMPLES_CSV}); rerun the same command with --resume to do the rest (the photos already "
+                   "counted are kept)", err=True)
+        raise typer.Exit(130) from None
     counted = sum(len(d["images"]) for d in docs)
     skipped = sum(len(d["errors"]) for d in docs)
     for doc in docs:
@@ -58,6 +68,10 @@ def count(
         for error in doc["errors"]:
             typer.echo(f"  skipped {error['path']}: {error['error']}", err=True)
     typer.echo(f"{counted} photos counted, {skipped} skipped -> {output}")
+    escaped = sum(is_escaped(str(photo)) for group in groups for photo in group.photos)
+    if escaped:
+        typer.echo(f"{escaped} photo name(s) are not valid UTF-8: the outputs have them with \\xNN escapes for "
+                   "those bytes", err=True)
     if reason:
         typer.echo(f"white-cell types unavailable: {reason}", err=True)
     if not counted:
@@ -69,7 +83,7 @@ def count(
 
 def _evaluate(entries: list[dict], labels: Path | None, output: Path) -> None:
     result = evaluate_against_labels(entries, labels)
-    (output / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text(output / "evaluation.json", json.dumps(result, indent=2) + "\n")
     for source, figures in result["sources"].items():
         for label in ("RBC", "WBC", "Platelets"):
             r = {k: "n/a" if v is None else f"{v:.3f}" for k, v in figures[label].items() if not isinstance(v, int)}

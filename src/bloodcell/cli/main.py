@@ -8,6 +8,7 @@ command module. A new command is one line in :data:`COMMANDS`; its target is a T
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 from collections.abc import Iterator, MutableMapping
@@ -167,7 +168,15 @@ def main() -> None:
     try:
         app()
     except BloodcellError as exc:
-        from rich.console import Console
+        _fail(str(exc))
+    except OSError as exc:  # a full disk where no output of ours was being written (a checkpoint, a cache)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        _fail(f"{exc.filename or 'an output'}: cannot write it (the disk is full); outputs already finished are kept")
 
-        Console(stderr=True).print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+
+def _fail(sentence: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]Error:[/] {sentence}", highlight=False, soft_wrap=True)
+    sys.exit(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +17,8 @@ from bloodcell.inference.files import (
     RecordWriter,
     check_records_path,
     collect_inputs,
+    input_sha256,
+    read_records,
 )
 from bloodcell.inference.ood import UNFAMILIAR
 from bloodcell.inference.predictor import (
@@ -26,6 +29,7 @@ from bloodcell.inference.predictor import (
 )
 from bloodcell.outputs import check_output_folder
 from bloodcell.progress import track
+from bloodcell.writing import is_escaped, name_text, output_name, write_failed
 
 SMEAR_HINTS = ("not a single blood cell", "white cells in this image")
 
@@ -41,12 +45,15 @@ def predict(
     engine: Engine = typer.Option(Engine.torch, "--engine", help="Inference engine."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per batch."),
     threads: int = typer.Option(2, "--threads", min=1, help="CPU threads: torch threads, or onnx batches run at once (one thread each)."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the results an interrupted or failed run already wrote to --output (files unchanged since, by SHA-256) and classify only the rest."),
 ) -> None:
     """Classify single-cell images; bad files become rows with an error, the rest go on."""
     if explain is not None and engine == "onnx":
         raise ConfigError("--explain needs the torch engine (LayerCAM uses gradients)")
     if output is not None:
         check_records_path(output)
+    if resume and output is None:
+        raise ConfigError("--resume needs --output (the results file to finish)")
     if explain is not None:
         check_output_folder(explain, "LayerCAM overlays")
     inputs = collect_inputs(paths)
@@ -55,39 +62,71 @@ def predict(
 
         torch.set_num_threads(threads)
     classifier = load(model, engine=engine.value, num_threads=threads)
-    results = _classify(classifier, inputs, output, top_k=top_k, refer_below=refer_below, tta=tta,
-                        batch_size=batch_size)
-    if explain is not None:
-        _write_explanations(classifier, results, explain)
-    _summarise(results, inputs, output)
-
-
-def _classify(classifier: Classifier, inputs: Inputs, output: Path | None, **options) -> list[Prediction]:
-    """Predictions of the inputs' paths; written to ``output`` batch by batch when given (after a row with the
-    error of each unusable folder entry), else printed as a table."""
+    kept = _resumable(inputs, output) if resume else []
     results: list[Prediction] = []
+    try:
+        _classify(classifier, inputs, output, results, kept, top_k=top_k, refer_below=refer_below, tta=tta,
+                  batch_size=batch_size)
+        if explain is not None:
+            _write_explanations(classifier, results, explain)
+    except KeyboardInterrupt:
+        _interrupted(results, kept, output, len(inputs.paths))
+    _summarise(results, inputs, output, len(kept))
+
+
+def _resumable(inputs: Inputs, output: Path) -> list[dict]:
+    """The earlier run's records of files unchanged since (by SHA-256); their paths leave ``inputs``."""
+    hashes = {name_text(str(p)): input_sha256(p) for p in inputs.paths}
+    kept = [r for r in read_records(output) if hashes.get(r["path"]) == r["sha256"]]
+    done = {r["path"] for r in kept}
+    inputs.paths = [p for p in inputs.paths if name_text(str(p)) not in done]
+    return kept
+
+
+def _classify(classifier: Classifier, inputs: Inputs, output: Path | None, results: list[Prediction],
+              kept: list[dict], **options) -> None:
+    """Predictions of the inputs' paths into ``results``; written to ``output`` batch by batch when given (after the
+    ``kept`` records of an earlier run and a row with the error of each unusable folder entry), else printed."""
     batches = classifier.predict_batches([str(p) for p in inputs.paths], progress=True, **options)
     if output is None:
         for batch in batches:
             results += batch
         _print_table([r.to_record() for r in results])
-        return results
+        return
     with RecordWriter(output) as writer:
-        writer.write([{"path": path, "error": reason} for path, reason in inputs.problems])
+        writer.write(kept + [{"path": path, "error": reason} for path, reason in inputs.problems])
         for batch in batches:
-            writer.write([r.to_record() for r in batch])
+            writer.write([{**r.to_record(), "sha256": input_sha256(r.path)} for r in batch])
             results += batch
-    return results
 
 
-def _summarise(results: list[Prediction], inputs, output: Path | None) -> None:
+def _interrupted(results: list[Prediction], kept: list[dict], output: Path | None, total: int) -> None:
+    """Ctrl-C: say what was written and how to finish; exit 130."""
+    if output is None:
+        typer.echo(f"interrupted after {len(results)} images; nothing was written (no --output)", err=True)
+    elif len(results) < total:
+        typer.echo(f"interrupted: {output} holds {len(kept) + len(results)} results, {total - len(results)} images "
+                   "are still to do; rerun the same command with --resume to finish", err=True)
+    else:
+        typer.echo(f"interrupted while making heat maps; all {len(kept) + len(results)} results are in {output}",
+                   err=True)
+    raise typer.Exit(130)
+
+
+def _summarise(results: list[Prediction], inputs, output: Path | None, kept: int = 0) -> None:
     """One line of totals; unusable folder entries and a smear-photo hint on stderr; exit 1 when nothing was read."""
     failed = sum(r.error is not None for r in results)
     referred = sum(bool(r.referred) for r in results)
     not_cells = sum(any(h in (r.reason or "") + (r.note or "") for h in SMEAR_HINTS) for r in results)
-    typer.echo(f"{len(results)} images{f' -> {output}' if output else ''} ({failed} unreadable, {referred} referred)")
+    earlier = f"; {kept} kept from the earlier run" if kept else ""
+    typer.echo(f"{len(results)} images{f' -> {output}' if output else ''} ({failed} unreadable, {referred} "
+               f"referred{earlier})")
     for path, reason in inputs.problems:
-        typer.echo(f"skipped {path}: {reason}", err=True)
+        typer.echo(f"skipped {name_text(path)}: {reason}", err=True)
+    escaped = sum(is_escaped(str(r.path)) for r in results)
+    if escaped:
+        typer.echo(f"{escaped} file name(s) are not valid UTF-8: {output or 'the table'} shows them with \\xNN "
+                   "escapes for those bytes", err=True)
     if not_cells:
         typer.echo(f"{not_cells} image(s) do not look like a single blood cell (see their reason or note); for smear "
                    "photos use `bloodcell count` (counts and a differential)", err=True)
@@ -96,21 +135,26 @@ def _summarise(results: list[Prediction], inputs, output: Path | None) -> None:
         typer.echo(f"{unfamiliar} image(s) look like cells of a lab unlike those this model learned from; adapt it "
                    "to your lab with a few labelled cells per class: `bloodcell adapt --cells DIR` (smear photos "
                    "with one white cell look alike: count those with `bloodcell count`)", err=True)
-    if failed == len(results):
+    if failed == len(results) and not kept:
         typer.echo("no image could be classified", err=True)
         raise typer.Exit(1)
 
 
 def _write_explanations(classifier: Classifier, results: list[Prediction], folder: Path) -> None:
+    """One heat map per classified image, named after it (escaped, shortened with a hash when too long); each
+    written whole or not at all, and a failed one stops the rest with one sentence saying how many were made."""
     used: set[str] = set()
+    done = 0
     for result in track([r for r in results if r.error is None], "LayerCAM", unit="images"):
-        stem = Path(result.path).stem
-        name, n = f"{stem}_gradcam.png", 1
-        while name in used:
-            n += 1
-            name = f"{stem}_{n}_gradcam.png"
-        used.add(name)
-        classifier.explain(result.path, folder / name, class_index=classifier.class_names.index(result.label))
+        path = folder / output_name(Path(result.path).stem, "_gradcam.png", used)
+        partial = path.with_name(f".{done}.gradcam.part.png")
+        try:
+            classifier.explain(result.path, partial, class_index=classifier.class_names.index(result.label))
+            os.replace(partial, path)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise write_failed(path, exc, f"the {done} heat maps made before are kept in {folder}") from None
+        done += 1
 
 
 def _print_table(records: list[dict]) -> None:
@@ -122,5 +166,5 @@ def _print_table(records: list[dict]) -> None:
         confidence = "" if r["confidence"] is None else f"{r['confidence']:.3f}"
         referred = "" if r["referred"] is None else ("yes" if r["referred"] else "no")
         style = "red" if r["error"] else ("yellow" if r["referred"] else None)
-        table.add_row(r["path"] or "", r["label"] or "", confidence, referred, r["top_k"].replace(";", " "), note, style=style)
+        table.add_row(name_text(r["path"] or ""), r["label"] or "", confidence, referred, r["top_k"].replace(";", " "), note, style=style)
     Console().print(table)

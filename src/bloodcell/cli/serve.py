@@ -18,6 +18,8 @@ from bloodcell.log import get_logger
 
 logger = get_logger(__name__)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: Bind addresses meaning every interface: not a name a client uses.
+WILDCARD = ("0.0.0.0", "::", "")
 
 
 def serve(
@@ -36,16 +38,19 @@ def serve(
     max_in_flight: int = typer.Option(1, "--max-in-flight", min=1, help="Inference jobs running at once (the service's concurrency; one process)."),
     max_waiting: int = typer.Option(16, "--max-waiting", min=0, help="Jobs allowed to wait; beyond that clients get 503 with Retry-After."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per inference job (torch.set_num_threads; onnx: concurrent batches)."),
+    allowed_host: Optional[list[str]] = typer.Option(None, "--allowed-host", help="A host name clients may use to reach the server (repeatable; *.lab.org for sub-domains, * for any); the bound address and localhost are always allowed."),
+    cors_origin: Optional[list[str]] = typer.Option(None, "--cors-origin", help="Another site whose pages may call the API, e.g. https://lims.lab.org (repeatable; default: only the service's own page)."),
 ) -> None:
     """Serve the HTTP API (/v1/classify, /v1/count, /docs, /metrics) and the web page at /.
 
     One process; concurrency comes from --max-in-flight jobs. To scale out, run several instances behind a reverse proxy (each loads the model and has its own /metrics).
 
-    Set BLOODCELL_API_KEY to require a key on /v1/* and /metrics.
+    Set BLOODCELL_API_KEY to require a key on /v1/* and /metrics. Requests must name the bound address, localhost or an --allowed-host; POSTs from other sites' pages are refused unless given with --cors-origin.
     """
     import uvicorn
 
     from bloodcell.service.app import create_app
+    from bloodcell.service.origins import LOCAL_HOSTS
     from bloodcell.service.settings import Limits, ServiceSettings
 
     limits = Limits(
@@ -59,13 +64,17 @@ def serve(
         max_waiting=max_waiting,
     )
     options = {"refer_below": refer_below}
-    settings = ServiceSettings(model=model, engine=engine.value, threads=threads, api_key=api_key or None, limits=limits, **options)
+    hosts = tuple(dict.fromkeys([*LOCAL_HOSTS, *([host] if host not in WILDCARD else []), *(allowed_host or [])]))
+    settings = ServiceSettings(model=model, engine=engine.value, threads=threads, api_key=api_key or None, limits=limits,
+                               allowed_hosts=hosts, cors_origins=tuple(cors_origin or ()), **options)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     if host not in LOOPBACK and settings.api_key is None:
         logger.warning("serving beyond loopback without BLOODCELL_API_KEY; anyone who can connect may use it")
+    if host in WILDCARD and not allowed_host:
+        logger.warning("listening on all interfaces: other machines must reach it by a name given with --allowed-host")
     # Built before uvicorn starts: a wrong --model or limit fails with one sentence.
     app = create_app(settings)
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", timeout_graceful_shutdown=10)

@@ -51,6 +51,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+#: Bytes per pixel :func:`to_rgb` holds at its peak, by Pillow mode: the decoded image and its working copies
+#: (16- and 32-bit images go through float64 arrays; transparent ones through RGBA composites).
+_DECODING_BYTES = {"1": 4, "L": 4, "P": 4, "RGB": 3, "YCbCr": 6, "LAB": 6, "HSV": 6, "CMYK": 7,
+                   "LA": 17, "PA": 17, "RGBA": 15, "RGBX": 7, "RGBa": 15, "La": 17,
+                   "I;16": 30, "I;16B": 30, "I;16L": 30, "I;16N": 30, "I": 32, "F": 32}
+
+
+def decoding_bytes(mode: str, width: int, height: int) -> int:
+    """Peak memory (bytes) of decoding a ``width`` x ``height`` image of Pillow ``mode`` into 8-bit RGB."""
+    return width * height * _DECODING_BYTES.get(mode, 32)
+
+
 def array_to_rgb(array: np.ndarray) -> Image.Image:
     """Convert an HxW, HxWx1, HxWx3 or HxWx4 array of any numeric dtype to RGB.
 

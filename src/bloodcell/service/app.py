@@ -26,13 +26,14 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from PIL import Image
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bloodcell._version import __version__
 from bloodcell.data.images import read_image
-from bloodcell.errors import ImageError
+from bloodcell.errors import DataError, ImageError
 from bloodcell.inference.predictor import DEFAULT_REFER_BELOW, load
 from bloodcell.log import get_logger
 from bloodcell.service.limits import (
@@ -44,6 +45,7 @@ from bloodcell.service.limits import (
     inspect_upload,
 )
 from bloodcell.service.observability import ObservabilityMiddleware, ServiceMetrics
+from bloodcell.service.origins import HostOriginMiddleware
 from bloodcell.service.review import (
     count_report,
     photo_id,
@@ -68,6 +70,7 @@ from bloodcell.service.schemas import (
     SmearImageResult,
 )
 from bloodcell.service.settings import Limits, ServiceSettings
+from bloodcell.smear import documents
 from bloodcell.smear.counting import count_smears as library_count_smears
 from bloodcell.smear.counting import sample_totals
 
@@ -91,25 +94,29 @@ marked reviewed, the corrections as CSV and as Label Studio tasks, and (when the
 too) the reviewed cells as a ZIP of `cells/<class>/*.png` for `bloodcell adapt --cells`. The
 service keeps nothing between requests.
 
-Refusals are JSON `{"error": code, "message": sentence}` with a 4xx status: 400 empty file,
-401 missing/wrong API key, 408 body not received in time, 413 body, image pixels, pixels per
-request or file count over the limit, 415 content that is not a JPEG/PNG/BMP/TIFF/WebP image
-(checked from the bytes, not the name), 422 corrupt image or invalid parameters, 503 queue
+Refusals are JSON `{"error": code, "message": sentence}` with a 4xx status: 400 empty file or
+a Host header the server does not answer to, 401 missing/wrong API key, 403 a state-changing
+request from another site's page, 408 body not received in time, 413 body, image pixels or
+decoding memory, pixels per request, file count, review boxes or answer size over the limit,
+415 content that is not a JPEG/PNG/BMP/TIFF/WebP image (checked from the bytes, not the name), 422 corrupt image or invalid parameters, 503 queue
 full (with `Retry-After`), 504 timeout.
 In a request with several files, unusable files get an `error` in their result item; the
 request fails only when no file is usable.
 
 When the server is started with an API key, `/v1/*` and `/metrics` need the key in
 `X-API-Key` or `Authorization: Bearer <key>`; `/health`, the page and the docs stay open.
+Requests must name an allowed host (default: the bound address and localhost) and, from a
+browser, come from the service's own page or an allowed CORS origin (default: none).
 """
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
-        400: "Empty file.",
+        400: "Empty file, or a Host header the server does not answer to.",
         401: "Missing or wrong API key.",
+        403: "A state-changing request from another site's page.",
         408: "The request body did not arrive in time.",
-        413: "Upload, image, pixels per request or file count over the limit.",
+        413: "Upload, image pixels or decoding memory, pixels per request, file count, review boxes or answer size over the limit.",
         415: "Not a supported image.",
         422: "Corrupt image or invalid parameters.",
         503: "Server busy; retry after Retry-After seconds.",
@@ -195,6 +202,10 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_upload_bytes, timeout_s=limits.body_timeout_s)
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    if settings.cors_origins:  # outside the key check: a browser's preflight carries no key
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key"])
+    app.add_middleware(HostOriginMiddleware, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, stream=access_log)
     return app
 
@@ -309,7 +320,7 @@ def _screen(uploads: list[tuple[str, bytes]], limits: Limits) -> tuple[list[tupl
     usable, refused, headers = [], {}, []
     for index, (name, data) in enumerate(uploads):
         try:
-            headers.append(inspect_upload(data, name, limits.max_pixels))
+            headers.append(inspect_upload(data, name, limits.max_pixels, limits.max_decoding_bytes))
             usable.append((index, name, data))
         except RequestRejected as exc:
             refused[index] = exc
@@ -446,12 +457,39 @@ def _validation_sentence(errors: list[dict[str, Any]], drop: tuple[str, ...] = (
     return "; ".join(parts)
 
 
-def _review_request(data: bytes) -> ReviewRequest:
-    """The ``review`` part as a :class:`ReviewRequest`; 422 with what is wrong otherwise."""
+def _review_request(data: bytes, limits: Limits) -> ReviewRequest:
+    """The ``review`` part as a :class:`ReviewRequest`, read by the CLI's rules (:mod:`bloodcell.smear.documents`);
+    413 over ``limits.max_review_boxes`` boxes, corrections and missing cells in all; 422 with what is wrong otherwise."""
     try:
-        return ReviewRequest.model_validate_json(data)
+        doc = documents.parse_json(data, "review", limits.max_upload_bytes)
+    except DataError as exc:
+        raise RequestRejected(422, "invalid_review", str(exc)) from None
+    if isinstance(doc, dict):
+        states = doc.get("states") if isinstance(doc.get("states"), list) else []
+        photos = [p for s in states if isinstance(s, dict) and isinstance(s.get("photos"), list) for p in s["photos"]]
+        extra = sum(len(doc[k]) for k in ("corrections", "missing") if isinstance(doc.get(k), list))
+        try:
+            documents.check_box_count(documents.count_boxes(photos) + extra, limits.max_review_boxes, "review")
+        except DataError as exc:
+            raise RequestRejected(413, "too_many_boxes", str(exc)) from None
+    try:
+        return ReviewRequest.model_validate(doc)
     except ValidationError as exc:
         raise RequestRejected(422, "invalid_review", "invalid review: " + _validation_sentence(exc.errors())) from None
+
+
+def _bounded_review(token: CancelToken, limits: Limits, *args: Any) -> Response:
+    """:func:`review_job` answered within ``limits.max_response_bytes`` (serialised in the worker thread)."""
+    return _bounded_json(review_job(token, *args), limits, "review the sample in smaller parts")
+
+
+def _bounded_json(answer: BaseModel, limits: Limits, advice: str) -> Response:
+    """``answer`` as a JSON response of at most ``limits.max_response_bytes``; 413 with ``advice`` otherwise."""
+    body = answer.model_dump_json().encode()
+    if len(body) > limits.max_response_bytes:
+        raise RequestRejected(413, "response_too_large", f"the answer would be {len(body) / 2**20:.1f} MB, more than "
+                              f"the {limits.max_response_bytes / 2**20:.1f} MB limit; {advice}")
+    return Response(body, media_type="application/json")
 
 
 def _add_routes(app: FastAPIOffline) -> None:
@@ -527,7 +565,8 @@ def _add_classify_route(app: FastAPIOffline) -> None:
         state.metrics.images.labels("/v1/classify").inc(len(results))
         for exc in refused.values():
             state.metrics.errors.labels("/v1/classify", exc.code).inc()
-        return ClassifyResponse(model=state.model_name, results=items)
+        return _bounded_json(ClassifyResponse(model=state.model_name, results=items), state.limits,
+                             "send fewer files per request")
 
 
 def _add_sample_routes(app: FastAPIOffline) -> None:
@@ -552,12 +591,12 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         state.metrics.images.labels("/v1/count").inc(len(counted.entries))
         sample_id = sample_id.strip() or "sample"
         entries = [counted.entries[i] for i in sorted(counted.entries)]
-        return CountResponse(
+        return _bounded_json(CountResponse(
             images=items, sample=counted.sample, sample_id=sample_id,
             report=count_report(entries, counted.sample, skipped, sample_id), review=counted.review,
             classes=list(state.classifier.class_names), refer_below=state.settings.refer_below,
             state=sample_state(counted.photos, counted.sample, skipped),
-        )
+        ), state.limits, "send fewer or smaller photos per request")
 
     @app.post("/v1/review", response_model=ReviewResponse, tags=["review"], responses=ERROR_RESPONSES)
     async def review(request: Request, review: ReviewPart, files: OptionalFiles = None) -> ReviewResponse:
@@ -572,7 +611,7 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         With `reviewed: false` and no corrections, the counts are only combined into one differential.
         """
         state = _state(request)
-        body = _review_request(await review.read())
+        body = _review_request(await review.read(), state.limits)
         uploads = await _read_uploads(files or [], state.limits)
         usable = _screen(uploads, state.limits)[0] if uploads else []
         max_pixels = state.limits.max_pixels
@@ -584,4 +623,5 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
                 return str(exc).replace("<bytes>", name)
 
         photos = [(name, data) for _, name, data in usable]
-        return await state.queue.run(review_job, body, list(state.classifier.class_names), photos, decode)
+        return await state.queue.run(_bounded_review, state.limits, body, list(state.classifier.class_names), photos,
+                                     decode)

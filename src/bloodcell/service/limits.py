@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bloodcell.data.images import decoding_bytes
 from bloodcell.service.settings import Limits
 
 __all__ = [
@@ -121,10 +122,16 @@ class ImageHeader:
     format: str
     width: int
     height: int
+    mode: str = "RGB"
 
     @property
     def pixels(self) -> int:
         return self.width * self.height
+
+    @property
+    def decoding_bytes(self) -> int:
+        """Peak memory of decoding it to 8-bit RGB (bytes per pixel by mode: a 16-bit image costs ten 8-bit ones)."""
+        return decoding_bytes(self.mode, self.width, self.height)
 
 
 _MAGIC = (
@@ -143,12 +150,12 @@ def sniff_format(data: bytes) -> str | None:
     return next((fmt for magic, fmt in _MAGIC if data.startswith(magic)), None)
 
 
-def inspect_upload(data: bytes, name: str, max_pixels: int) -> ImageHeader:
-    """Identify an upload from its bytes and check its pixel count before any decoding.
+def inspect_upload(data: bytes, name: str, max_pixels: int, max_decoding_bytes: int | None = None) -> ImageHeader:
+    """Identify an upload from its bytes and check its pixel count and decoding memory before any decoding.
 
     Raises ``RequestRejected``: 400 for an empty file, 415 for anything that is not a
     JPEG/PNG/BMP/TIFF/WebP image, 422 when the magic bytes name such a format but the header
-    is broken, 413 for more than ``max_pixels`` pixels.
+    is broken, 413 for more than ``max_pixels`` pixels or more than ``max_decoding_bytes`` to decode.
     """
     if not data:
         raise RequestRejected(400, "empty_file", f"{name}: file is empty (0 bytes)")
@@ -156,7 +163,7 @@ def inspect_upload(data: bytes, name: str, max_pixels: int) -> ImageHeader:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
-                header = ImageHeader(image.format or "?", *image.size)
+                header = ImageHeader(image.format or "?", *image.size, mode=image.mode)
     except Image.DecompressionBombError:
         raise RequestRejected(413, "image_too_large", f"{name}: image has too many pixels (limit {max_pixels})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
@@ -173,6 +180,14 @@ def inspect_upload(data: bytes, name: str, max_pixels: int) -> ImageHeader:
             413,
             "image_too_large",
             f"{name}: image is {header.width}x{header.height} pixels, more than the limit of {max_pixels}",
+        )
+    if max_decoding_bytes is not None and header.decoding_bytes > max_decoding_bytes:
+        raise RequestRejected(
+            413,
+            "image_too_large",
+            f"{name}: a {header.width}x{header.height} {header.mode} image needs about "
+            f"{header.decoding_bytes / 2**20:.0f} MB to decode, more than the limit of {max_decoding_bytes / 2**20:.0f} MB "
+            "(send it as an 8-bit image or smaller)",
         )
     if header.width == 0 or header.height == 0:
         raise RequestRejected(422, "corrupt_image", f"{name}: image has no pixels")

@@ -31,6 +31,7 @@ from bloodcell.service.schemas import (
     SampleState,
     TypingState,
 )
+from bloodcell.smear import documents
 from bloodcell.smear import review as logic
 
 logger = get_logger(__name__)
@@ -89,17 +90,12 @@ def count_report(entries: list[dict[str, Any]], sample: dict[str, Any], skipped:
     return SampleReport(**logic.sample_report(doc, sample_id))
 
 
-#: How far (in photo sizes) a box may reach beyond its photo's edges.
-EDGE_SLACK = 0.1
-
-
 def check_box(box: tuple[float, float, float, float] | list[float], width: int, height: int, where: str) -> None:
-    """422 unless ``box`` (x1, y1, x2, y2) has a positive size and lies on its photo (up to a small slack)."""
-    x1, y1, x2, y2 = box
-    slack_x, slack_y = EDGE_SLACK * width, EDGE_SLACK * height
-    if not (-slack_x <= x1 < x2 <= width + slack_x and -slack_y <= y1 < y2 <= height + slack_y):
-        raise RequestRejected(422, "invalid_review", f"{where}: the box {x1:g},{y1:g},{x2:g},{y2:g} is not on the "
-                              f"{width}x{height} photo")
+    """422 unless ``box`` (x1, y1, x2, y2) passes :func:`bloodcell.smear.documents.check_box` (the CLI's rule too)."""
+    try:
+        documents.check_box(box, width, height, where)
+    except DataError as exc:
+        raise RequestRejected(422, "invalid_review", str(exc)) from None
 
 
 def combine(states: list[SampleState]) -> tuple[dict[str, Any], SampleState]:
@@ -133,12 +129,9 @@ def _entry(photo: PhotoState) -> dict[str, Any]:
             "counts": dict(photo.counts), "wbc_types": dict(photo.wbc_types), "boxes": boxes, "referred": referred}
 
 
-def corrections_of(request: ReviewRequest, combined: SampleState) -> list[logic.Correction]:
-    """The request's corrections, then its missing cells, as the review logic takes them (numbered in that order)."""
-    sizes = {photo.photo_id: (photo.width, photo.height) for photo in combined.photos}
-    for number, cell in enumerate(request.missing, start=len(request.corrections) + 1):
-        if cell.photo_id in sizes:
-            check_box(cell.box, *sizes[cell.photo_id], f"correction {number}")
+def corrections_of(request: ReviewRequest) -> list[logic.Correction]:
+    """The request's corrections, then its missing cells, as the review logic takes them (numbered in that order;
+    the logic checks the missing cells' boxes against their photos)."""
     corrections = [logic.Correction(c.decision, item=c.item, label=c.label) for c in request.corrections]
     corrections += [logic.Correction("missing", photo=m.photo_id, box=tuple(m.box), label=m.label)
                     for m in request.missing]
@@ -151,7 +144,7 @@ def review_job(token: CancelToken, request: ReviewRequest, classes: list[str],
     at a time by ``decode(name, data)`` (an image, or an error sentence) only when they hold reviewed cells."""
     doc, combined = combine(request.states)
     try:
-        reviewed, decisions = logic.apply_corrections(doc, corrections_of(request, combined), classes,
+        reviewed, decisions = logic.apply_corrections(doc, corrections_of(request), classes,
                                                          reviewed=request.reviewed)
     except DataError as exc:
         raise RequestRejected(422, "invalid_review", str(exc)) from None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 
 from bloodcell.errors import ConfigError
 from bloodcell.inference.predictor import DEFAULT_REFER_BELOW, ENGINES
+from bloodcell.service.origins import LOCAL_HOSTS, check_origin_settings
 
 #: Limits that may be 0 (all others must be positive).
 _MAY_BE_ZERO = ("max_waiting",)
@@ -30,7 +31,10 @@ class Limits:
     files of one request. ``max_files`` per request. Time: ``body_timeout_s`` for the whole
     body to arrive (slow or stalled uploads get 408), ``timeout_s`` for a request to wait for
     and run its job (504). Concurrency: ``max_in_flight`` jobs run at once, ``max_waiting``
-    wait; more get 503 with ``Retry-After: retry_after_s``.
+    wait; more get 503 with ``Retry-After: retry_after_s``. Memory: ``max_decoding_bytes`` per image,
+    estimated from its header as pixels times the bytes per pixel its decoding needs (16-bit images
+    cost several times 8-bit ones); ``max_review_boxes`` boxes, corrections and missing cells in one
+    ``/v1/review`` request; ``max_response_bytes`` per answer (413 beyond).
     """
 
     max_upload_bytes: int = 20 * 1024 * 1024
@@ -42,6 +46,9 @@ class Limits:
     max_in_flight: int = 1
     max_waiting: int = 16
     retry_after_s: int = 2
+    max_decoding_bytes: int = 320 * 1024 * 1024
+    max_review_boxes: int = 20_000
+    max_response_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -61,7 +68,10 @@ class ServiceSettings:
     (``threads`` is the number of concurrent onnxruntime batches; torch's own thread count is
     set by the process owner, ``bloodcell serve --threads``). ``refer_below`` applies to
     ``/v1/classify`` and to the white cells typed by ``/v1/count``. ``api_key``, when set,
-    protects ``/v1/*`` and ``/metrics``.
+    protects ``/v1/*`` and ``/metrics``. ``allowed_hosts``: the Host header values (no port; ``*.lab.org``
+    matches sub-domains, ``*`` anything) a request may carry; ``bloodcell serve`` adds the bound address.
+    ``cors_origins``: other origins (``https://lims.lab.org``) whose pages may call the API; none by
+    default, so only pages the service serves itself may send it a POST.
     """
 
     model: str | None = None
@@ -70,8 +80,11 @@ class ServiceSettings:
     refer_below: float = DEFAULT_REFER_BELOW
     api_key: str | None = field(default=None, repr=False)
     limits: Limits = field(default_factory=Limits)
+    allowed_hosts: tuple[str, ...] = LOCAL_HOSTS
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        check_origin_settings(self.allowed_hosts, self.cors_origins)
         if self.engine not in ENGINES:
             raise ConfigError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.threads is not None and self.threads < 1:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bloodcell.writing import write_text
+
 #: Adult reference intervals of the differential, in percent of white cells.
 REFERENCE_INTERVALS = {"neutrophil": (50, 70), "lymphocyte": (20, 45), "monocyte": (2, 10),
                        "eosinophil": (1, 5), "basophil": (0, 1)}
@@ -121,6 +123,4 @@ def render_report(doc: dict[str, Any], sample_id: str = "sample") -> str:
 
 
 def write_report(doc: dict[str, Any], path: str | Path, sample_id: str = "sample") -> Path:
-    path = Path(path)
-    path.write_text(render_report(doc, sample_id))
-    return path
+    return write_text(path, render_report(doc, sample_id))  # whole or not at all

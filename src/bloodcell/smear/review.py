@@ -46,6 +46,7 @@ from bloodcell.smear.differential import (
     differential_rows,
     trust_note,
 )
+from bloodcell.smear.documents import check_box, check_coordinates, csv_rows
 
 #: White-cell boxes the detector scored below this are doubtful: a person checks them.
 DOUBTFUL_WBC_SCORE = 0.5
@@ -241,10 +242,12 @@ def _decide(entry: dict[str, Any], tally: _Tally, box_index: int, correction: Co
 
 def _add_missing(entry: dict[str, Any], tally: _Tally, correction: Correction, classes: list[str],
                  where: str) -> dict[str, Any]:
-    box_xyxy = correction.box
-    if box_xyxy is None or not all(math.isfinite(v) for v in box_xyxy) or not (
-            box_xyxy[2] > box_xyxy[0] and box_xyxy[3] > box_xyxy[1]):
+    if correction.box is None:
         raise DataError(f"{where}: a missing cell needs a box x1,y1,x2,y2 with x2 > x1 and y2 > y1")
+    if entry.get("width") and entry.get("height"):
+        box_xyxy = check_box(correction.box, entry["width"], entry["height"], where)
+    else:
+        box_xyxy = check_coordinates(correction.box, where)
     label = _check_label(correction.label, classes, where)
     box = {"label": "WBC", "score": None, **dict(zip(("x1", "y1", "x2", "y2"), (round(v, 1) for v in box_xyxy)))}
     _set_label(box, label)
@@ -445,12 +448,12 @@ def read_corrections(text: str) -> list[Correction]:
     Rows without a decision are undecided, unless they give a label: then the label decides (accept when it is
     the model's call, relabel otherwise). A ``missing`` row needs photo (number or file name), x1..y2 and label.
     """
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    if not reader.fieldnames or not {"decision", "label"} <= set(reader.fieldnames):
+    fields, rows = csv_rows(text, "the corrections CSV")
+    if not {"decision", "label"} <= set(fields):
         raise DataError("the corrections CSV needs the columns item, decision and label (and photo, x1, y1, x2, y2 "
                         "for missing cells)")
     corrections = []
-    for line, row in enumerate(reader, start=2):
+    for line, row in enumerate(rows, start=2):
         where = f"corrections CSV line {line}"
         decision, label = (row.get("decision") or "").strip().lower(), (row.get("label") or "").strip() or None
         if not decision and label:

@@ -4,7 +4,8 @@ A folder of photos is one sample; a folder whose sub-folders hold photos is one 
 sub-folder (``SAMPLES/<sample id>/<photos>``); a CSV maps sample ids to photos. Each sample gets
 ``<output>/<sample id>/`` with ``annotated/*.png`` (written as each photo is counted),
 ``counts.json`` and ``report.md``; ``<output>/samples.csv`` has one row per sample. With one
-sample the files go straight into ``<output>``.
+sample the files go straight into ``<output>``. Every file is written whole or not at all; with
+``resume`` the samples and photos an interrupted run finished (unchanged since, by SHA-256) are kept.
 
 ``evaluate`` compares the counts with the labels beside the photos (VOC ``../Annotations/*.xml``
 or YOLO ``../labels/*.txt``), per source (TXL-PBC's ``sources.csv``) and over all: count
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,19 +27,24 @@ from typing import Any
 from bloodcell.data.boxes import SMEAR_LABELS
 from bloodcell.data.images import read_image, scan_folder
 from bloodcell.data.smears import labels_beside
-from bloodcell.errors import DataError, ImageError
-from bloodcell.inference.files import Inputs, collect_inputs
+from bloodcell.errors import DataError, ImageError, OutputError
+from bloodcell.inference.files import Inputs, collect_inputs, input_sha256
 from bloodcell.inference.predictor import DEFAULT_REFER_BELOW
 from bloodcell.metrics.detection import coco_ap50, evaluate_counts
 from bloodcell.outputs import check_output_folder
 from bloodcell.progress import track
 from bloodcell.smear.counting import BORDER_NOTE, count_image, sample_totals
 from bloodcell.smear.differential import differential, write_report
+from bloodcell.smear.documents import MAX_JSON_BYTES, parse_json, read_text
 from bloodcell.smear.io import serialisable
 from bloodcell.smear.review import safe_name
 from bloodcell.smear.typing import typing_summary
+from bloodcell.writing import atomic_file, name_text, output_name, save_image, write_failed, write_text
 
 SAMPLES_CSV = "samples.csv"
+COUNTS = "counts.json"
+#: Photos counted so far (one JSON line each), until counts.json is written: what ``--resume`` keeps of a sample.
+PROGRESS = ".counts-progress.jsonl"
 
 
 @dataclass
@@ -57,7 +64,7 @@ def samples_from_folders(paths: Sequence[str | Path]) -> list[Sample]:
         samples = _sample_folders(Path(paths[0]))
         if samples:
             return samples
-        sample_id = Path(paths[0]).resolve().name or sample_id
+        sample_id = name_text(Path(paths[0]).resolve().name) or sample_id
     inputs: Inputs = collect_inputs(paths)
     return [Sample(sample_id, inputs.paths, inputs.problems)]
 
@@ -77,7 +84,7 @@ def _sample_folders(root: Path) -> list[Sample]:
         inputs = Inputs()
         inputs.add_folder(folder)
         empty = [] if inputs.paths or inputs.problems else [(str(folder), "no photos in this sample folder")]
-        samples.append(Sample(folder.name, inputs.paths, inputs.problems + empty))
+        samples.append(Sample(name_text(folder.name), inputs.paths, inputs.problems + empty))
     samples[0].problems[:0] = [(path, reason) for path, reason in scan.problems if Path(path).parent == root]
     return samples
 
@@ -102,39 +109,98 @@ def samples_from_csv(path: str | Path) -> list[Sample]:
 
 
 def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_below: float | None,
-                 cell_size_px: float | None, typing_unavailable: str | None) -> dict[str, Any]:
-    """Count one sample's photos into ``out`` (annotated PNGs written photo by photo); returns counts.json."""
+                 cell_size_px: float | None, typing_unavailable: str | None, resume: bool = False) -> dict[str, Any]:
+    """Count one sample's photos into ``out`` (annotated PNGs written photo by photo); returns counts.json.
+
+    Photo paths are written as text (:func:`~bloodcell.writing.name_text`) with each photo's SHA-256. Each
+    counted photo is also logged to :data:`PROGRESS` until counts.json is written; with ``resume`` the photos
+    logged by an interrupted run (unchanged, annotated PNG present) are kept, not counted again."""
     (out / "annotated").mkdir(parents=True, exist_ok=True)
-    entries, errors = [], [{"path": p, "error": reason} for p, reason in sample.problems]
-    used: set[str] = set()
-    for photo in track(sample.photos, f"counting {sample.sample_id}", unit="photos"):
-        try:
-            entry = {"path": str(photo), **count_image(read_image(photo), classifier, detector, refer_below,
-                                                       cell_size_px)}
-        except ImageError as exc:
-            errors.append({"path": str(photo), "error": str(exc)})
-            continue
-        entry["annotated_png"] = _save_annotated(entry.pop("annotated"), photo, out / "annotated", used)
-        entries.append(entry)
+    entries, errors = [], [{"path": name_text(p), "error": reason} for p, reason in sample.problems]
+    kept = _logged_photos(out, sample) if resume else {}
+    used = {Path(entry["annotated_png"]).name for entry in kept.values()}
+    with _progress_log(out, keep=resume) as log:
+        for photo in track(sample.photos, f"counting {sample.sample_id}", unit="photos"):
+            if name_text(str(photo)) in kept:
+                entries.append(kept[name_text(str(photo))])
+                continue
+            try:
+                entry = {"path": name_text(str(photo)), "sha256": input_sha256(photo),
+                         **count_image(read_image(photo), classifier, detector, refer_below, cell_size_px)}
+            except ImageError as exc:
+                errors.append({"path": name_text(str(photo)), "error": name_text(str(exc))})
+                continue
+            name = output_name(photo.stem, ".png", used)
+            save_image(entry.pop("annotated"), out / "annotated" / name)
+            entry["annotated_png"] = f"annotated/{name}"
+            entries.append(entry)
+            log(entry)
     sample_doc = sample_totals(entries, typing_unavailable if classifier is None else None)
     if classifier is not None:
         sample_doc["wbc_typing"] = typing_summary(classifier)
     doc = {"sample_id": sample.sample_id, "images": entries, "sample": sample_doc, "errors": errors,
            "border_cells": BORDER_NOTE}
-    (out / "counts.json").write_text(json.dumps(serialisable(doc), indent=2) + "\n")
     write_report(doc, out / "report.md", sample.sample_id)
+    write_text(out / COUNTS, json.dumps(serialisable(doc), indent=2) + "\n")  # last: it marks the sample done
+    (out / PROGRESS).unlink(missing_ok=True)
     return doc
 
 
-def _save_annotated(image, photo: Path, folder: Path, used: set[str]) -> str:
-    stem, n = photo.stem, 1
-    name = f"{stem}.png"
-    while name in used:
-        n += 1
-        name = f"{stem}_{n}.png"
-    used.add(name)
-    image.save(folder / name)
-    return f"annotated/{name}"
+@contextmanager
+def _progress_log(out: Path, keep: bool) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A function appending one counted photo's entry (a JSON line) to ``out``/:data:`PROGRESS`, flushed at once."""
+    path = out / PROGRESS
+    try:
+        with path.open("a" if keep else "w", encoding="utf-8") as handle:
+            def log(entry: dict[str, Any]) -> None:
+                handle.write(json.dumps(entry) + "\n")
+                handle.flush()
+
+            yield log
+    except OSError as exc:
+        raise write_failed(path, exc, "the annotated photos finished are kept") from None
+
+
+def _logged_photos(out: Path, sample: Sample) -> dict[str, dict[str, Any]]:
+    """The entries an interrupted run logged for photos of ``sample`` unchanged since (by SHA-256) whose annotated
+    PNG is there, by path; a line cut short by a crash is left out."""
+    try:
+        lines = (out / PROGRESS).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    wanted = {name_text(str(photo)): photo for photo in sample.photos}
+    kept = {}
+    for line in lines:
+        try:
+            entry = parse_json(line, str(out / PROGRESS))
+        except DataError:
+            continue
+        if not isinstance(entry, dict) or entry.get("path") not in wanted:
+            continue
+        annotated = str(entry.get("annotated_png") or "")
+        if (annotated.startswith("annotated/") and "/" not in annotated[10:] and (out / annotated).is_file()
+                and entry.get("sha256") == input_sha256(wanted[entry["path"]])):
+            kept[entry["path"]] = entry
+    return kept
+
+
+def counted_before(sample: Sample, out: Path) -> dict[str, Any] | None:
+    """The counts.json an earlier run finished in ``out`` for exactly this sample's photos, unchanged since
+    (by SHA-256); None when there is none or it differs."""
+    try:
+        doc = parse_json(read_text(out / COUNTS, "counts", MAX_JSON_BYTES), str(out / COUNTS))
+    except DataError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or not isinstance(doc.get("errors"), list):
+        return None
+    hashes = {e.get("path"): e.get("sha256") for e in doc["images"] if isinstance(e, dict)}
+    wanted = {name_text(str(photo)): photo for photo in sample.photos}
+    failed = {e.get("path") for e in doc["errors"] if isinstance(e, dict)}
+    if set(hashes) | failed != set(wanted) | {name_text(p) for p, _ in sample.problems}:
+        return None
+    if any(hashes[name] != input_sha256(wanted[name]) for name in hashes if name in wanted):
+        return None
+    return doc
 
 
 def sample_row(doc: dict[str, Any]) -> dict[str, Any]:
@@ -166,7 +232,7 @@ def _trust(sample: dict[str, Any]) -> str:
 def write_samples_csv(rows: list[dict[str, Any]], out: Path) -> Path:
     path = out / SAMPLES_CSV
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_file(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
@@ -186,20 +252,39 @@ def sample_folder_names(samples: list[Sample]) -> dict[str, str]:
     return names
 
 
+class CountInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`count_samples`: ``finished`` of ``total`` samples are written."""
+
+    def __init__(self, finished: int, total: int):
+        super().__init__(f"{finished} of {total} samples finished")
+        self.finished, self.total = finished, total
+
+
 def count_samples(samples: list[Sample], output: str | Path, classifier=None, *, detector: str = "learned",
                   refer_below: float | None = DEFAULT_REFER_BELOW, cell_size_px: float | None = None,
-                  typing_unavailable: str | None = None) -> list[dict[str, Any]]:
-    """Count every sample into ``output`` (a sub-folder per sample when there are several) and write samples.csv."""
+                  typing_unavailable: str | None = None, resume: bool = False) -> list[dict[str, Any]]:
+    """Count every sample into ``output`` (a sub-folder per sample when there are several) and write samples.csv.
+
+    With ``resume``, a sample whose counts.json an earlier run finished for the same photos (unchanged, by
+    SHA-256) is kept, not counted again. A write that fails raises OutputError saying how many samples are
+    finished; Ctrl-C raises :class:`CountInterrupted`."""
     folders = sample_folder_names(samples)
     output = check_output_folder(output, "counts")
     docs, rows = [], []
     for sample in samples:
         folder = output / folders[sample.sample_id] if len(samples) > 1 else output
-        doc = count_sample(sample, folder, classifier, detector=detector, refer_below=refer_below,
-                           cell_size_px=cell_size_px, typing_unavailable=typing_unavailable)
+        try:
+            doc = (counted_before(sample, folder) if resume else None) or count_sample(
+                sample, folder, classifier, detector=detector, refer_below=refer_below, cell_size_px=cell_size_px,
+                typing_unavailable=typing_unavailable, resume=resume)
+            rows.append(sample_row(doc))
+            write_samples_csv(rows, output)  # after each sample, so finished samples survive a later failure
+        except OutputError as exc:
+            raise OutputError(f"{exc}; {len(docs)} of {len(samples)} samples were finished before (rerun the same "
+                              "command with --resume to do the rest)") from None
+        except KeyboardInterrupt:
+            raise CountInterrupted(len(docs), len(samples)) from None
         docs.append(doc)
-        rows.append(sample_row(doc))
-        write_samples_csv(rows, output)  # after each sample, so finished samples survive a later failure
     return docs
 
 

@@ -24,6 +24,7 @@ from bloodcell.evaluation.label_map import read_label_map, resolve_label_map
 from bloodcell.evaluation.scoring import ScoringModel, load_scoring_model, score_paths
 from bloodcell.outputs import check_output_folder
 from bloodcell.report import evaluation_figures, render_html, render_markdown
+from bloodcell.writing import atomic_file, name_text, write_text
 
 
 def _default_taxonomy(model: ScoringModel) -> str:
@@ -84,21 +85,21 @@ def write_report(evaluation: Evaluation, out: str | Path) -> dict[str, Path]:
     out = check_output_folder(out)
     files = {"predictions": out / "predictions.csv", "metrics": out / "metrics.json",
              "markdown": out / "report.md", "html": out / "report.html"}
-    with files["predictions"].open("w", newline="", encoding="utf-8") as handle:
+    with atomic_file(files["predictions"]) as handle:  # each file whole or not at all
         fields = ["path", "dataset_label", "true", "predicted", "confidence", "correct"]
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(evaluation.predictions)
+        writer.writerows({**row, "path": name_text(str(row["path"]))} for row in evaluation.predictions)
     result = evaluation.result
-    files["metrics"].write_text(json.dumps(result, indent=2, allow_nan=False, ensure_ascii=False) + "\n",
-                                encoding="utf-8")
+    write_text(files["metrics"], json.dumps(result, indent=2, allow_nan=False, ensure_ascii=False) + "\n")
     figure_dir = out / "figures"
     figure_dir.mkdir(exist_ok=True)
     figures = evaluation_figures(result["metrics"])
     figure_files = {}
     for key, (title, png) in figures.items():
-        (figure_dir / f"{key}.png").write_bytes(png)
+        with atomic_file(figure_dir / f"{key}.png", "wb") as handle:
+            handle.write(png)
         figure_files[key] = (title, f"figures/{key}.png")
-    files["markdown"].write_text(render_markdown(result, figure_files), encoding="utf-8")
-    files["html"].write_text(render_html(result, figures, evaluation.gallery), encoding="utf-8")
+    write_text(files["markdown"], render_markdown(result, figure_files))
+    write_text(files["html"], render_html(result, figures, evaluation.gallery))
     return files

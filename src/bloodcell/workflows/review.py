@@ -27,6 +27,7 @@ from bloodcell.data.images import read_image
 from bloodcell.errors import DataError, ImageError
 from bloodcell.outputs import check_output_folder
 from bloodcell.service.schemas import BoxState, Tally
+from bloodcell.smear import documents
 from bloodcell.smear.differential import write_report
 from bloodcell.smear.io import serialisable
 from bloodcell.smear.review import (
@@ -43,6 +44,7 @@ from bloodcell.smear.review import (
     template_rows,
     to_csv,
 )
+from bloodcell.writing import name_from_text, save_image, write_text
 
 COUNTS = "counts.json"
 TEMPLATE_COLUMNS = CSV_COLUMNS[:-3] + ("top_3",) + CSV_COLUMNS[-3:]
@@ -94,10 +96,9 @@ def read_counted(folder: str | Path) -> CountedSample:
     folder = Path(folder)
     path = folder / COUNTS if folder.is_dir() else folder
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: cannot read the counted sample ({getattr(exc, 'strerror', None) or exc}); "
-                        f"give the folder of one sample written by `bloodcell count`") from None
+        doc = documents.parse_json(documents.read_text(path, "counted sample", documents.MAX_JSON_BYTES), str(path))
+    except DataError as exc:
+        raise DataError(f"{exc}; give the folder of one sample written by `bloodcell count`") from None
     try:
         _CountedDoc.model_validate(doc)
     except ValidationError as exc:
@@ -108,7 +109,7 @@ def read_counted(folder: str | Path) -> CountedSample:
 
 
 def _photo_path(counted: CountedSample, entry: dict[str, Any]) -> Path:
-    path = Path(entry.get("path", ""))
+    path = Path(name_from_text(entry.get("path", "")))  # a name that was not UTF-8 is written with \xNN escapes
     for candidate in (path, counted.folder / path, counted.folder / path.name):
         if candidate.is_file():
             return candidate
@@ -127,8 +128,8 @@ def load_photos(counted: CountedSample, needed: set[str] | None = None) -> dict[
             photos[key] = read_image(path)
         except ImageError as exc:
             raise DataError(f"{path}: cannot read the photo again ({exc})") from None
-        entry.setdefault("width", photos[key].width)
-        entry.setdefault("height", photos[key].height)
+        documents.check_photo_boxes(entry, photos[key].width, photos[key].height, f"{COUNTS} photo {index + 1}")
+        entry["width"], entry["height"] = photos[key].width, photos[key].height  # the photo is the truth
     return photos
 
 
@@ -141,10 +142,10 @@ def export_review(counts: str | Path, out: str | Path, classifier=None) -> list[
     items = review_items(counted.doc, photos, classifier)
     (out / "crops").mkdir(exist_ok=True)
     for item in items:
-        item.crop.save(out / "crops" / f"{item.id}.png")
+        save_image(item.crop, out / "crops" / f"{item.id}.png")
     rows = template_rows(items, counted.sample_id)
-    (out / "corrections.csv").write_text(to_csv(rows, TEMPLATE_COLUMNS), encoding="utf-8")
-    (out / "review.md").write_text(_review_markdown(counted.sample_id, rows), encoding="utf-8")
+    write_text(out / "corrections.csv", to_csv(rows, TEMPLATE_COLUMNS))
+    write_text(out / "review.md", _review_markdown(counted.sample_id, rows))
     return items
 
 
@@ -167,23 +168,20 @@ def apply_review(counts: str | Path, corrections: str | Path, out: str | Path,
             box.get("reviewed") for entry in counted.doc["images"] for box in entry.get("boxes", [])):
         raise DataError(f"{counts}: this sample is already reviewed; apply the corrections to the counts "
                         "`bloodcell count` wrote")
-    try:
-        text = Path(corrections).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{corrections}: cannot read the corrections ({getattr(exc, 'strerror', None) or exc})") from None
+    text = documents.read_text(corrections, "corrections", documents.MAX_CSV_BYTES)
     out = check_output_folder(out, "reviewed sample")
     photos = load_photos(counted)
     doc, decisions = apply_corrections(counted.doc, read_corrections(text), classes)
     cells = corrected_cells(doc, decisions, photos, counted.sample_id, classes)
     for relative, crop in cells:
         (out / "cells" / relative).parent.mkdir(parents=True, exist_ok=True)
-        crop.save(out / "cells" / relative)
-    (out / COUNTS).write_text(json.dumps(serialisable(doc), indent=2) + "\n", encoding="utf-8")
+        save_image(crop, out / "cells" / relative)
+    write_text(out / COUNTS, json.dumps(serialisable(doc), indent=2) + "\n")
     write_report(doc, out / "report.md", counted.sample_id)
-    (out / "corrections.csv").write_text(corrections_csv(decisions, counted.sample_id), encoding="utf-8")
+    write_text(out / "corrections.csv", corrections_csv(decisions, counted.sample_id))
     tasks = labelstudio_tasks(doc, counted.doc, counted.sample_id)
-    (out / "labelstudio.json").write_text(json.dumps(tasks, indent=2) + "\n", encoding="utf-8")
-    (out / "labelstudio-config.xml").write_text(labelstudio_config(classes), encoding="utf-8")
+    write_text(out / "labelstudio.json", json.dumps(tasks, indent=2) + "\n")
+    write_text(out / "labelstudio-config.xml", labelstudio_config(classes))
     per_class: dict[str, int] = {}
     for relative, _ in cells:
         per_class[relative.split("/")[0]] = per_class.get(relative.split("/")[0], 0) + 1

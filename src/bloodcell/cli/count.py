@@ -13,6 +13,8 @@ from bloodcell.inference.predictor import DEFAULT_REFER_BELOW, load
 from bloodcell.outputs import check_output_folder
 from bloodcell.smear.detectors import resolve_detector
 from bloodcell.smear.learned_detector import check_cell_size
+from bloodcell.store.components import system_account
+from bloodcell.store.database import open_store
 from bloodcell.workflows.count import (
     count_samples,
     evaluate_against_labels,
@@ -31,6 +33,7 @@ def count(
     refer_below: float = typer.Option(DEFAULT_REFER_BELOW, "--refer-below", min=0.0, max=1.0, help="Refer white cells typed below this confidence."),
     evaluate: bool = typer.Option(False, "--evaluate", help="Compare with the labels beside the photos (VOC or YOLO) and write evaluation.json."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Folder of <photo stem>.xml (VOC) or .txt (YOLO) labels (default: ../Annotations or ../labels next to the images)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Also keep each sample in this sample store (an SQLite file or a postgresql:// URL) for review, sign-off and export."),
 ) -> None:
     """Count red cells, white cells and platelets on smear photos and report each sample's differential."""
     if (paths is None) == (samples is None):
@@ -47,8 +50,9 @@ def count(
         if model is not None:
             raise
         classifier, reason = None, str(exc)
+    kept = open_store(store) if store else None
     docs = count_samples(groups, output, classifier, detector=detector, refer_below=refer_below,
-                         cell_size_px=cell_size_px, typing_unavailable=reason)
+                         cell_size_px=cell_size_px, typing_unavailable=reason, store=kept, actor=system_account())
     counted = sum(len(d["images"]) for d in docs)
     skipped = sum(len(d["errors"]) for d in docs)
     for doc in docs:
@@ -57,7 +61,7 @@ def count(
                    f"RBC {c['RBC']}, WBC {c['WBC']}, Platelets {c['Platelets']}")
         for error in doc["errors"]:
             typer.echo(f"  skipped {error['path']}: {error['error']}", err=True)
-    typer.echo(f"{counted} photos counted, {skipped} skipped -> {output}")
+    typer.echo(f"{counted} photos counted, {skipped} skipped -> {output}" + (f" and {kept.where}" if kept else ""))
     if reason:
         typer.echo(f"white-cell types unavailable: {reason}", err=True)
     if not counted:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,9 @@ from bloodcell.smear.differential import differential, write_report
 from bloodcell.smear.io import serialisable
 from bloodcell.smear.review import safe_name
 from bloodcell.smear.typing import typing_summary
+from bloodcell.store.components import classifier_used, detector_used
+from bloodcell.store.database import Store
+from bloodcell.store.samples import check_new, record_count
 
 SAMPLES_CSV = "samples.csv"
 
@@ -188,15 +192,25 @@ def sample_folder_names(samples: list[Sample]) -> dict[str, str]:
 
 def count_samples(samples: list[Sample], output: str | Path, classifier=None, *, detector: str = "learned",
                   refer_below: float | None = DEFAULT_REFER_BELOW, cell_size_px: float | None = None,
-                  typing_unavailable: str | None = None) -> list[dict[str, Any]]:
-    """Count every sample into ``output`` (a sub-folder per sample when there are several) and write samples.csv."""
+                  typing_unavailable: str | None = None, store: Store | None = None,
+                  actor: str = "") -> list[dict[str, Any]]:
+    """Count every sample into ``output`` (a sub-folder per sample when there are several) and write samples.csv;
+    with ``store``, also keep each sample there (recorded by ``actor``; sample ids already kept are refused first)."""
     folders = sample_folder_names(samples)
     output = check_output_folder(output, "counts")
+    if store is not None:
+        with store.session() as session:
+            check_new(session, [sample.sample_id for sample in samples])
     docs, rows = [], []
     for sample in samples:
         folder = output / folders[sample.sample_id] if len(samples) > 1 else output
+        started = time.perf_counter()
         doc = count_sample(sample, folder, classifier, detector=detector, refer_below=refer_below,
                            cell_size_px=cell_size_px, typing_unavailable=typing_unavailable)
+        if store is not None:
+            with store.session() as session:
+                record_count(session, store.photos, doc, actor, classifier=classifier_used(classifier),
+                             detector=detector_used(detector), seconds=time.perf_counter() - started)
         docs.append(doc)
         rows.append(sample_row(doc))
         write_samples_csv(rows, output)  # after each sample, so finished samples survive a later failure

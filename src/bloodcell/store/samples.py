@@ -34,8 +34,17 @@ def find(session: Session, sample_id: str) -> Sample:
     return sample
 
 
+def check_sample_id(sample_id: str) -> str:
+    """``sample_id`` if it can be kept: 1 to 200 characters, no control characters (ConfigError otherwise)."""
+    if not isinstance(sample_id, str) or not 0 < len(sample_id) <= 200 or not sample_id.isprintable():
+        raise ConfigError(f"the sample id {sample_id!r} cannot be kept: use 1 to 200 printable characters")
+    return sample_id
+
+
 def check_new(session: Session, sample_ids: list[str]) -> None:
-    """ConfigError when one of ``sample_ids`` is in the store already (checked before counting starts)."""
+    """ConfigError when one of ``sample_ids`` cannot be kept or is in the store already (checked before counting)."""
+    for sample_id in sample_ids:
+        check_sample_id(sample_id)
     taken = sorted(session.scalars(select(Sample.sample_id).where(Sample.sample_id.in_(sample_ids))))
     if taken:
         raise ConfigError(f"the store already holds sample {taken[0]!r}" + (f" (and {len(taken) - 1} more)" if

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from bloodcell.cli.signin import STDIN_HELP, STORE_HELP, USER_HELP, sign_in
+from bloodcell.cli.signin import FormatOption, PasswordStdinOption, StoreOption, UserOption, change_as
 from bloodcell.errors import ConfigError
 from bloodcell.store.audit import trail
 from bloodcell.store.database import open_store
@@ -18,7 +18,7 @@ from bloodcell.store.samples import summary
 
 app = typer.Typer(help="Samples kept in a store: list, show, audit trail, finish review, sign off, reopen, export.",
                   no_args_is_help=True)
-ID_HELP = "The sample id."
+SampleId = Annotated[str, typer.Argument(help="The sample id.")]
 FORMATS = ("table", "json")
 
 
@@ -30,8 +30,8 @@ def _format(value: str) -> str:
 
 @app.command("list")
 def list_(
-    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
-    format: str = typer.Option("table", "--format", help="table or json."),
+    store: StoreOption = None,
+    format: FormatOption = "table",
 ) -> None:
     """List the samples, newest first: id, status, white cells typed, photos, when counted."""
     _format(format)
@@ -49,9 +49,9 @@ def list_(
 
 @app.command("show")
 def show(
-    sample_id: str = typer.Argument(..., help=ID_HELP),
-    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
-    format: str = typer.Option("table", "--format", help="table or json."),
+    sample_id: SampleId,
+    store: StoreOption = None,
+    format: FormatOption = "table",
 ) -> None:
     """Show a sample: status, counts, differential, the models that counted it, who signed it."""
     _format(format)
@@ -71,9 +71,9 @@ def show(
 
 @app.command("audit")
 def audit(
-    sample_id: str = typer.Argument(..., help=ID_HELP),
-    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
-    format: str = typer.Option("table", "--format", help="table or json."),
+    sample_id: SampleId,
+    store: StoreOption = None,
+    format: FormatOption = "table",
 ) -> None:
     """Every change to a sample, oldest first: when, who, what, before and after."""
     _format(format)
@@ -94,59 +94,50 @@ def _entry(entry) -> dict[str, Any]:
 
 @app.command("finish")
 def finish(
-    sample_id: str = typer.Argument(..., help=ID_HELP),
-    user: str = typer.Option(..., "--user", help=USER_HELP),
-    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
-    password_stdin: bool = typer.Option(False, "--password-stdin", help=STDIN_HELP),
+    sample_id: SampleId,
+    user: UserOption,
+    store: StoreOption = None,
+    password_stdin: PasswordStdinOption = False,
 ) -> None:
     """Mark a sample's review done, ready for a supervisor's sign-off."""
-    kept = open_store(store)
-    by = sign_in(kept, user, password_stdin)
-    with kept.session() as session:
-        finish_review(session, sample_id, by)
+    by = change_as(store, user, password_stdin, lambda session, by: finish_review(session, sample_id, by))
     typer.echo(f"sample {sample_id} reviewed by {by.name}: ready for sign-off")
 
 
 @app.command("sign")
 def sign(
-    sample_id: str = typer.Argument(..., help=ID_HELP),
-    user: str = typer.Option(..., "--user", help=USER_HELP + " A supervisor."),
-    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
-    password_stdin: bool = typer.Option(False, "--password-stdin", help=STDIN_HELP),
+    sample_id: SampleId,
+    user: UserOption,
+    store: StoreOption = None,
+    password_stdin: PasswordStdinOption = False,
 ) -> None:
     """Sign a reviewed sample off (a supervisor); it is read-only until reopened."""
-    kept = open_store(store)
-    by = sign_in(kept, user, password_stdin)
-    with kept.session() as session:
-        sign_sample(session, sample_id, by)
+    by = change_as(store, user, password_stdin, lambda session, by: sign_sample(session, sample_id, by))
     typer.echo(f"sample {sample_id} signed by {by.name}")
 
 
 @app.command("reopen")
 def reopen(
-    sample_id: str = typer.Argument(..., help=ID_HELP),
+    sample_id: SampleId,
+    user: UserOption,
     reason: str = typer.Option(..., "--reason", help="Why the signed sample is reopened (kept in the audit trail)."),
-    user: str = typer.Option(..., "--user", help=USER_HELP + " A supervisor."),
-    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
-    password_stdin: bool = typer.Option(False, "--password-stdin", help=STDIN_HELP),
+    store: StoreOption = None,
+    password_stdin: PasswordStdinOption = False,
 ) -> None:
     """Reopen a signed sample for review (a supervisor, with a reason)."""
-    kept = open_store(store)
-    by = sign_in(kept, user, password_stdin)
-    with kept.session() as session:
-        reopen_sample(session, sample_id, by, reason)
+    by = change_as(store, user, password_stdin, lambda session, by: reopen_sample(session, sample_id, by, reason))
     typer.echo(f"sample {sample_id} reopened by {by.name}")
 
 
 @app.command("export")
 def export(
-    sample_id: str = typer.Argument(..., help=ID_HELP),
+    sample_id: SampleId,
     format: str = typer.Option(..., "--format", help=f"{' or '.join(EXPORTS)}: a CSV row with a percent and a count "
                                "column per cell type, or a FHIR R4 Bundle (DiagnosticReport + Observations)."),
     output: Path = typer.Option(..., "--output", "-o", help="The file to write (.csv or .json)."),
     wbc: Optional[float] = typer.Option(None, "--wbc", help="FHIR only: the blood's white-cell count in 10^9/L "
                                         "(from the analyser), to add absolute counts per type."),
-    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
+    store: StoreOption = None,
 ) -> None:
     """Export a sample for a laboratory information system: final when signed, preliminary otherwise."""
     with open_store(store).session() as session:

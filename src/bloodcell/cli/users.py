@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from bloodcell.errors import ConfigError
-from bloodcell.cli.signin import STDIN_HELP, STORE_HELP, read_password, sign_in
+from bloodcell.cli.signin import (STDIN_HELP, FormatOption, PasswordStdinOption, StoreOption, change_as, read_password,
+                                  sign_in)
 from bloodcell.store.database import open_store
 from bloodcell.store.models import ROLES
 from bloodcell.store.users import add_user, disable_user, list_users, user_count
@@ -21,7 +22,7 @@ ADMIN_HELP = "The admin adding the user (asked for their password); not needed f
 def add(
     name: str = typer.Argument(..., help="The new user's name."),
     role: str = typer.Option(..., "--role", help=f"One of {', '.join(ROLES)}."),
-    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
+    store: StoreOption = None,
     admin: Optional[str] = typer.Option(None, "--admin", help=ADMIN_HELP),
     password_stdin: bool = typer.Option(False, "--password-stdin", help=STDIN_HELP + " With --admin: the admin's "
                                         "password on the first line, the new user's on the second."),
@@ -41,8 +42,8 @@ def add(
 
 @app.command("list")
 def list_(
-    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
-    format: str = typer.Option("table", "--format", help="table or json."),
+    store: StoreOption = None,
+    format: FormatOption = "table",
 ) -> None:
     """List the users, their roles and whether they can sign in."""
     with open_store(store).session() as session:
@@ -61,12 +62,9 @@ def list_(
 def disable(
     name: str = typer.Argument(..., help="The user to disable (kept with their history, unable to sign in)."),
     admin: str = typer.Option(..., "--admin", help="The admin disabling the user (asked for their password)."),
-    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
-    password_stdin: bool = typer.Option(False, "--password-stdin", help=STDIN_HELP),
+    store: StoreOption = None,
+    password_stdin: PasswordStdinOption = False,
 ) -> None:
     """Disable a user."""
-    kept = open_store(store)
-    by = sign_in(kept, admin, password_stdin)
-    with kept.session() as session:
-        disable_user(session, name, by)
+    change_as(store, admin, password_stdin, lambda session, by: disable_user(session, name, by))
     typer.echo(f"disabled {name}")

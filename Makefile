@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export BLOODCELL_DATA ?= $(abspath ../shared/datasets)
 
-.PHONY: install demo test clean
+.PHONY: install demo test postgres clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: install
 test: install
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# A local PostgreSQL (Debian's package) for the sample store's tests: prints the URL to export as
+# BLOODCELL_TEST_POSTGRES_URL (needs root, as on CI).
+postgres:
+	@bash scripts/postgres-test.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -16,7 +16,7 @@ from bloodcell.store.exports import EXPORTS, write_export
 from bloodcell.store.samples import find, finish_review, list_samples, reopen as reopen_sample, sign as sign_sample
 from bloodcell.store.samples import summary
 
-app = typer.Typer(help="Samples kept in a store: list, show, audit trail, finish review, sign off, reopen, export.",
+app = typer.Typer(help="Samples kept in a store: list, show, audit trail, sign off, reopen, export (CSV, FHIR).",
                   no_args_is_help=True)
 SampleId = Annotated[str, typer.Argument(help="The sample id.")]
 FORMATS = ("table", "json")

@@ -198,3 +198,32 @@ def test_a_removed_cell_leaves_the_counts_and_an_added_one_joins_them(store, tmp
         counts, types = tallies(find(session, "S-001"))
         assert counts["WBC"] == 2 and types == {"lymphocyte": 1, "neutrophil": 1}
         assert session.scalar(select(Cell).where(Cell.origin == "reviewer")).cell_class == "lymphocyte"
+
+
+def test_a_count_that_fails_half_way_leaves_no_trace_in_the_database(store, tmp_path):
+    doc = counted_doc(tmp_path / "photos")
+    doc["images"].append({**doc["images"][0], "path": str(tmp_path / "photos" / "gone.png")})
+    with pytest.raises(FileNotFoundError), store.session() as session:
+        record_count(session, store.photos, doc, "tia")
+    with store.session() as session:
+        assert session.scalar(text("SELECT count(*) FROM samples")) == 0
+        assert session.scalar(text("SELECT count(*) FROM cells")) == 0
+        assert session.scalar(text("SELECT count(*) FROM audit")) == 0
+
+
+def test_a_full_disk_fails_the_count_in_one_sentence_and_keeps_the_store_consistent(store, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("bloodcell.store.photos.os.replace", full)
+    with pytest.raises(StoreError, match="cannot keep the photo .No space left on device.$"):
+        with store.session() as session:
+            record_count(session, store.photos, counted_doc(tmp_path / "photos"), "tia")
+    monkeypatch.undo()
+    assert not [p for p in store.photos.root.rglob("*") if p.is_file()]  # no half-written photo left
+    _record(store, tmp_path)  # the same sample goes in once there is room again
+    with store.session() as session:
+        assert find(session, "S-001").status == "counted"

@@ -44,6 +44,9 @@ class Store:
     photos: PhotoFolder
     where: str
 
+    def __post_init__(self) -> None:
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction: committed at the end, rolled back on any error; a stale write raises ConflictError."""
@@ -61,10 +64,6 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
-
-    @property
-    def _sessions(self) -> sessionmaker:
-        return sessionmaker(self.engine, expire_on_commit=False)
 
 
 def default_store() -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from bloodcell.data.boxes import SMEAR_LABELS
 from bloodcell.errors import ConfigError
@@ -240,4 +240,8 @@ def summary(sample: Sample) -> dict[str, Any]:
 
 
 def list_samples(session: Session) -> list[Sample]:
-    return list(session.scalars(select(Sample).order_by(Sample.created_at.desc(), Sample.id.desc())))
+    """Every sample, newest first, with its photos, cells and timings loaded in three more queries."""
+    query = (select(Sample).options(selectinload(Sample.photos), selectinload(Sample.cells),
+                                    selectinload(Sample.timings))
+             .order_by(Sample.created_at.desc(), Sample.id.desc()))
+    return list(session.scalars(query))

@@ -7,7 +7,7 @@ import csv
 import json
 
 import pytest
-from conftest import counted_doc
+from store_helpers import counted_doc
 from fhir.resources.R4B.bundle import Bundle
 
 from bloodcell.errors import ConfigError

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest import counted_doc
+from store_helpers import counted_doc
 from sqlalchemy import create_engine, inspect, text
 
 from bloodcell.errors import ConfigError

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import PASSWORDS, counted_doc
+from store_helpers import PASSWORDS, counted_doc
 from sqlalchemy import select, text
 
 from bloodcell.errors import ConfigError

@@ -36,6 +36,7 @@ def serve(
     max_in_flight: int = typer.Option(1, "--max-in-flight", min=1, help="Inference jobs running at once (the service's concurrency; one process)."),
     max_waiting: int = typer.Option(16, "--max-waiting", min=0, help="Jobs allowed to wait; beyond that clients get 503 with Retry-After."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per inference job (torch.set_num_threads; onnx: concurrent batches)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Serve this sample store too (an SQLite file or a postgresql:// URL): sign-in, /v1/samples, decisions, sign-off, exports."),
 ) -> None:
     """Serve the HTTP API (/v1/classify, /v1/count, /docs, /metrics) and the web page at /.
 
@@ -59,7 +60,8 @@ def serve(
         max_waiting=max_waiting,
     )
     options = {"refer_below": refer_below}
-    settings = ServiceSettings(model=model, engine=engine.value, threads=threads, api_key=api_key or None, limits=limits, **options)
+    settings = ServiceSettings(model=model, engine=engine.value, threads=threads, api_key=api_key or None, limits=limits,
+                               store=store, **options)
     if threads:
         import torch
 

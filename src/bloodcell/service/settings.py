@@ -61,7 +61,8 @@ class ServiceSettings:
     (``threads`` is the number of concurrent onnxruntime batches; torch's own thread count is
     set by the process owner, ``bloodcell serve --threads``). ``refer_below`` applies to
     ``/v1/classify`` and to the white cells typed by ``/v1/count``. ``api_key``, when set,
-    protects ``/v1/*`` and ``/metrics``.
+    protects ``/v1/*`` and ``/metrics``. ``store`` (an SQLite file or a postgresql:// URL) adds the
+    sample store's endpoints (``/v1/session``, ``/v1/samples``), which check their own callers.
     """
 
     model: str | None = None
@@ -70,6 +71,7 @@ class ServiceSettings:
     refer_below: float = DEFAULT_REFER_BELOW
     api_key: str | None = field(default=None, repr=False)
     limits: Limits = field(default_factory=Limits)
+    store: str | None = None
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

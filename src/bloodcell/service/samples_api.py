@@ -130,7 +130,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None) -> 
         with _http_errors(), store.session() as session:
             decide(session, sample_id, body.cell_id, body.action, person, cell_class=body.cell_class,
                    expected_version=body.version)
-        with store.session() as session:
+            session.flush()  # the new version, or 409 when another writer got there first
             return _with_cells(find(session, sample_id))
 
     @router.post("/samples/{sample_id}/sign")
@@ -138,7 +138,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None) -> 
         person = caller(request, change=True)
         with _http_errors(), store.session() as session:
             sign(session, sample_id, person, expected_version=body.version)
-        with store.session() as session:
+            session.flush()
             return summary(find(session, sample_id))
 
     @router.get("/samples/{sample_id}/export")

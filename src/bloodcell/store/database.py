@@ -106,8 +106,11 @@ def _open_sqlite(path: Path) -> Store:
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """Foreign keys enforced; write-ahead log (one fsync per commit, readers never blocked by the writer)."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = FULL")
     cursor.close()
 
 
@@ -121,23 +124,30 @@ def _check_sqlite_file(path: Path) -> None:
     if header != SQLITE_HEADER:
         raise StoreError(f"{path}: is not a bloodcell store (not an SQLite database); it was left unchanged")
     try:
-        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        # immutable: no lock, journal or shared-memory file is made beside a file that may not be ours
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
         try:
             connection.execute("PRAGMA quick_check").fetchall()
+            tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            revisions = ({row[0] for row in connection.execute("SELECT version_num FROM alembic_version")}
+                         if "alembic_version" in tables else set())
         finally:
             connection.close()
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: the store is damaged ({exc}); it was left unchanged: restore it from a "
                          "backup") from None
+    _check_is_store(tables - {"sqlite_sequence"}, revisions, str(path))
 
 
 def _prepared(engine: Engine, photos: PhotoFolder, where: str) -> Store:
     """Check the database is empty or a bloodcell store, then bring it to the current schema."""
     with _migrations() as config:
-        known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
         try:
             with engine.begin() as connection:
-                _check_is_store(connection, known, where)
+                tables = set(inspect(connection).get_table_names())
+                revisions = ({row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))}
+                             if "alembic_version" in tables else set())
+                _check_is_store(tables, revisions, where)
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except (DBAPIError, SQLAlchemyError) as exc:
@@ -149,14 +159,15 @@ def _prepared(engine: Engine, photos: PhotoFolder, where: str) -> Store:
     return Store(engine, photos, where)
 
 
-def _check_is_store(connection, known: set[str], where: str) -> None:
-    tables = set(inspect(connection).get_table_names())
+def _check_is_store(tables: set[str], revisions: set[str], where: str) -> None:
+    """StoreError unless the database is empty or a bloodcell store of a schema revision this version knows."""
     if not tables:
         return
     if "alembic_version" not in tables:
         raise StoreError(f"{where}: is not a bloodcell store (it holds other tables: "
                          f"{', '.join(sorted(tables)[:5])}); it was left unchanged")
-    revisions = {row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))}
+    with _migrations() as config:
+        known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
     unknown = revisions - known
     if unknown:
         raise StoreError(f"{where}: was made by a newer bloodcell or another program (schema revision "

@@ -34,6 +34,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image, ImageDraw
+from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from service_load import HOST, free_port, wait_ready  # noqa: E402
@@ -105,6 +106,11 @@ def reviewer(url: str, name: str, hot: list[str], decisions: int, seed: int, out
                     break
 
 
+def _redacted(argv: list[str]) -> list[str]:
+    """The arguments with any database password hidden (the command is kept in the result file)."""
+    return [make_url(a).render_as_string(hide_password=True) if "://" in a else a for a in argv]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default=None, help="postgresql:// URL of an empty database (default: a new SQLite file)")
@@ -168,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ms = np.array(out["latencies"]) * 1000
     server_errors = {str(k): v for k, v in out["statuses"].items() if k >= 500}
     result = {
-        "command": "python benchmarks/store_load.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/store_load.py " + shlex.join(_redacted(argv if argv is not None else sys.argv[1:])),
         "commit": git_commit(), "date": now(),
         "store": "postgresql" if "://" in spec else "sqlite",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),

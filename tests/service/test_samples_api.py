@@ -124,12 +124,11 @@ def test_sign_off_needs_a_supervisor_and_makes_the_sample_read_only(client_for):
     response = supervisor.post("/v1/samples/S-001/sign", headers={"X-CSRF-Token": csrf},
                                json={"version": sample["version"]})
     assert response.status_code == 409 and "only a reviewed sample can be signed" in response.json()["message"]
-    from bloodcell.store.samples import finish_review
-    from bloodcell.store.users import Person
-    store = open_store(client.app.state.service.settings.store)
-    with store.session() as session:
-        finish_review(session, "S-001", Person("tia", "technician"))
-    version = supervisor.get("/v1/samples/S-001").json()["version"]
+    tech_csrf = _sign_in(client, "tia")
+    response = client.post("/v1/samples/S-001/finish", headers={"X-CSRF-Token": tech_csrf},
+                           json={"version": sample["version"]})
+    assert response.status_code == 200 and response.json()["status"] == "reviewed"
+    version = response.json()["version"]
     response = supervisor.post("/v1/samples/S-001/sign", headers={"X-CSRF-Token": csrf}, json={"version": version})
     assert response.status_code == 200 and response.json()["status"] == "signed"
     cell = supervisor.get("/v1/samples/S-001").json()["cells"][3]["id"]
@@ -137,8 +136,29 @@ def test_sign_off_needs_a_supervisor_and_makes_the_sample_read_only(client_for):
     assert response.status_code == 409 and "is signed" in response.json()["message"]
     fhir = supervisor.get("/v1/samples/S-001/export?format=fhir").json()
     assert fhir["entry"][0]["resource"]["status"] == "final"
+    response = supervisor.post("/v1/samples/S-001/reopen", headers={"X-CSRF-Token": csrf},
+                               json={"version": version + 1, "reason": "a second look at the monocytes"})
+    assert response.status_code == 200 and response.json()["status"] == "in_review"
     audit = supervisor.get("/v1/samples/S-001/audit").json()
-    assert [e["action"] for e in audit] == ["count", "review_done", "sign"]
+    assert [(e["actor"], e["action"]) for e in audit] == [("tia", "count"), ("tia", "review_done"), ("sam", "sign"),
+                                                          ("sam", "reopen")]
+    assert audit[-1]["after"]["reason"] == "a second look at the monocytes"
+
+
+def test_a_missed_cell_is_added_and_counted(client_for):
+    client = client_for()
+    csrf = _sign_in(client, "tia")
+    before = client.get("/v1/samples/S-001").json()
+    response = client.post("/v1/samples/S-001/cells", headers={"X-CSRF-Token": csrf},
+                           json={"version": before["version"], "photo": 0, "box": [90, 60, 110, 80], "label": "WBC",
+                                 "cell_class": "eosinophil"})
+    assert response.status_code == 200, response.text
+    after = response.json()
+    assert after["wbc_types"]["eosinophil"] == 1 and after["counts"]["WBC"] == before["counts"]["WBC"] + 1
+    assert after["cells"][-1]["origin"] == "reviewer" and after["cells"][-1]["box"] == [90, 60, 110, 80]
+    response = client.post("/v1/samples/S-001/cells", headers={"X-CSRF-Token": csrf},
+                           json={"version": after["version"], "photo": 7, "box": [1, 1, 5, 5], "label": "Platelets"})
+    assert response.status_code == 404 and response.json()["message"] == "sample 'S-001' has no photo 7"
 
 
 def test_signing_out_ends_the_session(client_for):

@@ -5,18 +5,21 @@ CSRF token that every change must echo in ``X-CSRF-Token``; a machine sends the 
 instead and may read and export, but not decide or sign (those are made by a named person). Store
 errors become one sentence with their status: 401 not signed in, 403 role or CSRF token, 404 no such
 sample, 409 a stale write (the ``version`` sent is not the sample's) or a signed sample, 422 a bad value.
+Changes: ``decisions`` (confirm, relabel, remove a cell), ``cells`` (add a missed one), ``finish`` (review
+done), ``sign`` and ``reopen`` (a supervisor; reopening needs a reason).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from bloodcell.errors import ConfigError
 from bloodcell.service.limits import RequestRejected
@@ -24,7 +27,8 @@ from bloodcell.store.audit import trail
 from bloodcell.store.database import Store
 from bloodcell.store.errors import AuthError, ConflictError, NotFoundError, ReadOnlyError, RoleError
 from bloodcell.store.exports import fhir_bundle, sample_csv
-from bloodcell.store.samples import ACTIONS, decide, find, list_samples, sign, summary
+from bloodcell.store.samples import (ACTIONS, add_cell, decide, find, finish_review, list_samples, reopen, sign,
+                                     summary)
 from bloodcell.store.sessions import SESSION_HOURS, end_session, session_user, start_session
 from bloodcell.store.users import Person, authenticate
 
@@ -54,8 +58,19 @@ class DecisionRequest(BaseModel):
     version: int = Field(description="The sample's version the reviewer saw; a different one is refused with 409.")
 
 
-class SignRequest(BaseModel):
-    version: int = Field(description="The sample's version the supervisor saw; a different one is refused with 409.")
+class VersionRequest(BaseModel):
+    version: int = Field(description="The sample's version the user saw; a different one is refused with 409.")
+
+
+class ReopenRequest(VersionRequest):
+    reason: str = Field(min_length=1, max_length=2000, description="Why the signed sample is reopened (audited).")
+
+
+class AddCellRequest(VersionRequest):
+    photo: int = Field(ge=0, description="The photo's position in the sample.")
+    box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in the photo's pixels.")
+    label: Literal["RBC", "WBC", "Platelets"]
+    cell_class: str | None = Field(default=None, max_length=50, description="A white cell's class.")
 
 
 @contextmanager
@@ -133,13 +148,37 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None) -> 
             session.flush()  # the new version, or 409 when another writer got there first
             return _with_cells(find(session, sample_id))
 
-    @router.post("/samples/{sample_id}/sign")
-    def sign_off(sample_id: str, body: SignRequest, request: Request) -> dict[str, Any]:
+    @router.post("/samples/{sample_id}/cells")
+    def add_missed_cell(sample_id: str, body: AddCellRequest, request: Request) -> dict[str, Any]:
         person = caller(request, change=True)
         with _http_errors(), store.session() as session:
-            sign(session, sample_id, person, expected_version=body.version)
+            add_cell(session, sample_id, body.photo, body.box, body.label, person, cell_class=body.cell_class,
+                     expected_version=body.version)
+            session.flush()
+            return _with_cells(find(session, sample_id))
+
+    def status_change(sample_id: str, request: Request, change: Callable[[Session, Person], object]) -> dict[str, Any]:
+        """A signed-in person's ``change`` of a sample's status (CSRF-checked), then the sample's summary."""
+        person = caller(request, change=True)
+        with _http_errors(), store.session() as session:
+            change(session, person)
             session.flush()
             return summary(find(session, sample_id))
+
+    @router.post("/samples/{sample_id}/finish")
+    def finish(sample_id: str, body: VersionRequest, request: Request) -> dict[str, Any]:
+        return status_change(sample_id, request, lambda session, person: finish_review(
+            session, sample_id, person, expected_version=body.version))
+
+    @router.post("/samples/{sample_id}/sign")
+    def sign_off(sample_id: str, body: VersionRequest, request: Request) -> dict[str, Any]:
+        return status_change(sample_id, request, lambda session, person: sign(
+            session, sample_id, person, expected_version=body.version))
+
+    @router.post("/samples/{sample_id}/reopen")
+    def reopen_signed(sample_id: str, body: ReopenRequest, request: Request) -> dict[str, Any]:
+        return status_change(sample_id, request, lambda session, person: reopen(
+            session, sample_id, person, body.reason, expected_version=body.version))
 
     @router.get("/samples/{sample_id}/export")
     def export(sample_id: str, request: Request, format: Literal["csv", "fhir"] = "fhir",

@@ -11,6 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from store_helpers import counted_doc
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
 
 from bloodcell.errors import ConfigError
 from bloodcell.store.database import head_revision, open_store, upgrade_to
@@ -142,3 +143,26 @@ def test_a_sample_id_that_cannot_be_kept_is_refused_before_anything_is_written(s
         with store.session() as session:
             record_count(session, store.photos, counted_doc(tmp_path / "in", sample_id), "tia")
     assert not store.photos.root.exists()
+
+
+def test_a_postgresql_database_of_another_program_is_refused_unchanged(store_spec):
+    if "://" not in store_spec:
+        pytest.skip("PostgreSQL only")
+    engine = create_engine(store_spec.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE invoices (id integer PRIMARY KEY, total numeric)"))
+    with pytest.raises(StoreError, match=r"is not a bloodcell store \(it holds other tables: invoices\); it was left"):
+        open_store(store_spec)
+    with engine.connect() as connection:
+        assert set(inspect(connection).get_table_names()) == {"invoices"}
+    engine.dispose()
+
+
+def test_a_postgresql_server_that_refuses_the_password_is_one_sentence(store_spec):
+    if "://" not in store_spec:
+        pytest.skip("PostgreSQL only")
+    wrong = make_url(store_spec).set(password="not-the-password").render_as_string(hide_password=False)
+    with pytest.raises(StoreError) as error:
+        open_store(wrong)
+    message = str(error.value)
+    assert "cannot open the store" in message and "\n" not in message and "not-the-password" not in message

@@ -93,3 +93,11 @@ def test_an_export_is_written_whole_and_a_wrong_suffix_refused(kept, tmp_path):
         write_export(_sample(kept), "csv", tmp_path / "s.json")
     with pytest.raises(ConfigError, match="unknown export format"):
         write_export(_sample(kept), "hl7v2", tmp_path / "s.txt")
+
+
+def test_calls_kept_out_of_the_differential_have_a_count_and_no_percent(store, tmp_path):
+    with store.session() as session:
+        record_count(session, store.photos, counted_doc(tmp_path / "in", types={"neutrophil": 1, "platelet": 1}),
+                     "tia")
+    row = next(csv.DictReader(sample_csv(_sample(store)).splitlines()))
+    assert (row["neutrophil_percent"], row["platelet_percent"], row["platelet_count"]) == ("100.00", "", "1")

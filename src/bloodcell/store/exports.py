@@ -26,7 +26,7 @@ from fhir.resources.R4B.bundle import Bundle
 
 from bloodcell.errors import ConfigError
 from bloodcell.outputs import check_output_file
-from bloodcell.smear.differential import REFERENCE_INTERVALS, differential
+from bloodcell.smear.differential import NOT_WHITE_CELLS, REFERENCE_INTERVALS, differential
 from bloodcell.store.models import Sample
 from bloodcell.store.samples import tallies
 
@@ -69,7 +69,9 @@ def sample_csv(sample: Sample) -> str:
                            **{f"count_{label}": n for label, n in counts.items()},
                            "wbc_classified": sum(types.values())}
     for name in _types(types):
-        row[f"{name}_percent"] = f"{percent[name]:.2f}" if name in percent else ("0.00" if percent else "")
+        # calls kept out of the differential (platelet, erythroblast) and untyped samples have no percent
+        row[f"{name}_percent"] = (f"{percent[name]:.2f}" if name in percent else
+                                  "" if name in NOT_WHITE_CELLS or not percent else "0.00")
         row[f"{name}_count"] = types.get(name, 0)
     handle = io.StringIO()
     writer = csv.DictWriter(handle, fieldnames=list(row), lineterminator="\n")

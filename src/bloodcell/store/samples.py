@@ -18,7 +18,7 @@ from bloodcell.data.boxes import SMEAR_LABELS
 from bloodcell.errors import ConfigError
 from bloodcell.smear.differential import differential
 from bloodcell.store.audit import record
-from bloodcell.store.errors import ConflictError, NotFoundError, ReadOnlyError
+from bloodcell.store.errors import ConflictError, NotFoundError, ReadOnlyError, StoreError
 from bloodcell.store.models import Cell, Decision, Photo, Sample, Timing, utcnow
 from bloodcell.store.photos import PhotoFolder
 from bloodcell.store.users import Person
@@ -63,7 +63,7 @@ def record_count(session: Session, photos: PhotoFolder, doc: dict[str, Any], act
     session.add(sample)
     for position, entry in enumerate(doc["images"]):
         photo = Photo(sample=sample, position=position, name=Path(entry["path"]).name,
-                      sha256=photos.put(Path(entry["path"]).read_bytes()))
+                      sha256=photos.put(_photo_bytes(entry["path"])))
         session.add(photo)
         session.flush()
         reasons = {_box_key(r): r.get("reason") for r in entry.get("referred", [])}
@@ -79,6 +79,13 @@ def record_count(session: Session, photos: PhotoFolder, doc: dict[str, Any], act
            {"photos": len(doc["images"]), "counts": doc["sample"]["counts"], "wbc_types": doc["sample"]["wbc_types"],
             "skipped": [e["path"] for e in doc.get("errors", [])]}, sample)
     return sample
+
+
+def _photo_bytes(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read the photo to keep it ({exc.strerror or exc})") from None
 
 
 def _box_key(box: dict[str, Any]) -> tuple[float, float, float, float]:

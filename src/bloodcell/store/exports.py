@@ -6,8 +6,9 @@ counted in the photos, a bloodcell code: a count of cells on photos is not a con
 only when the white-cell concentration of the blood is given, one absolute count per type (LOINC
 [#/volume] codes, 10*9/L). A signed sample is ``final``, any other ``preliminary``. The resources are
 built and validated with fhir.resources' R4B models: R4B (4.3) left DiagnosticReport, Observation and
-Bundle as they are in R4 (4.0.1) apart from additions this export does not use; fhir.resources has
-no 4.0.1 package that runs on pydantic 2.
+Bundle as they are in R4 (4.0.1) apart from additions this export does not use. fhir.resources 6.1
+(the last release whose models are 4.0.1) is written for pydantic 1, which cannot sit beside the
+service's pydantic 2; 6.2 onwards and 8.x carry R4B.
 """
 
 from __future__ import annotations

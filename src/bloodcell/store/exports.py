@@ -5,8 +5,10 @@ differential entry (percent of white cells, LOINC "/100 leukocytes" codes), one 
 counted in the photos, a bloodcell code: a count of cells on photos is not a concentration), and,
 only when the white-cell concentration of the blood is given, one absolute count per type (LOINC
 [#/volume] codes, 10*9/L). A signed sample is ``final``, any other ``preliminary``. The resources are
-built and validated with fhir.resources' R4B models: R4B (4.3) left DiagnosticReport, Observation and
-Bundle as they are in R4 (4.0.1) apart from additions this export does not use. fhir.resources 6.1
+built and validated with fhir.resources' R4B (4.3) models; every element written here (DiagnosticReport
+identifier, status, category, code, effectiveDateTime, issued, result, resultsInterpreter, conclusion;
+Observation status, category, code, effectiveDateTime, valueQuantity, referenceRange; Bundle type,
+timestamp, entry) is an R4 (4.0.1) element of the same meaning. fhir.resources 6.1
 (the last release whose models are 4.0.1) is written for pydantic 1, which cannot sit beside the
 service's pydantic 2; 6.2 onwards and 8.x carry R4B.
 """

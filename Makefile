@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export BLOODCELL_DATA ?= $(abspath ../shared/datasets)
 
-.PHONY: install demo test wheel-check clean
+.PHONY: install demo test wheel-check postgres clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: install
 # The wheel, installed outside the repository, runs evaluate and reproduce --help from another folder.
 wheel-check: install
 	bash scripts/wheel-check.sh $(VENV)
+
+# A local PostgreSQL (Debian's package) for the sample store's tests: prints the URL to export as
+# BLOODCELL_TEST_POSTGRES_URL (needs root, as on CI).
+postgres:
+	@bash scripts/postgres-test.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -13,6 +13,8 @@ from bloodcell.inference.predictor import DEFAULT_REFER_BELOW, load
 from bloodcell.outputs import check_output_folder
 from bloodcell.smear.detectors import resolve_detector
 from bloodcell.smear.learned_detector import check_cell_size
+from bloodcell.store.components import system_account
+from bloodcell.store.database import open_store
 from bloodcell.writing import is_escaped, write_text
 from bloodcell.workflows.count import (
     SAMPLES_CSV,
@@ -35,6 +37,7 @@ def count(
     evaluate: bool = typer.Option(False, "--evaluate", help="Compare with the labels beside the photos (VOC or YOLO) and write evaluation.json."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Folder of <photo stem>.xml (VOC) or .txt (YOLO) labels (default: ../Annotations or ../labels next to the images)."),
     resume: bool = typer.Option(False, "--resume", help="Keep the samples an interrupted or failed run already finished in --output (same photos, unchanged by SHA-256) and count only the rest."),
+    store: Optional[str] = typer.Option(None, "--store", help="Also keep each sample in this sample store (an SQLite file or a postgresql:// URL) for review, sign-off and export."),
 ) -> None:
     """Count red cells, white cells and platelets on smear photos and report each sample's differential."""
     if (paths is None) == (samples is None):
@@ -51,9 +54,11 @@ def count(
         if model is not None:
             raise
         classifier, reason = None, str(exc)
+    kept = open_store(store) if store else None
     try:
         docs = count_samples(groups, output, classifier, detector=detector, refer_below=refer_below,
-                             cell_size_px=cell_size_px, typing_unavailable=reason, resume=resume)
+                             cell_size_px=cell_size_px, typing_unavailable=reason, resume=resume, store=kept,
+                             actor=system_account())
     except CountInterrupted as stop:
         typer.echo(f"interrupted: {stop.finished} of {stop.total} samples are finished in {output} "
                    f"({SAMPLES_CSV}); rerun the same command with --resume to do the rest (the photos already "
@@ -67,7 +72,7 @@ def count(
                    f"RBC {c['RBC']}, WBC {c['WBC']}, Platelets {c['Platelets']}")
         for error in doc["errors"]:
             typer.echo(f"  skipped {error['path']}: {error['error']}", err=True)
-    typer.echo(f"{counted} photos counted, {skipped} skipped -> {output}")
+    typer.echo(f"{counted} photos counted, {skipped} skipped -> {output}" + (f" and {kept.where}" if kept else ""))
     escaped = sum(is_escaped(str(photo)) for group in groups for photo in group.photos)
     if escaped:
         typer.echo(f"{escaped} photo name(s) are not valid UTF-8: the outputs have them with \\xNN escapes for "

@@ -40,6 +40,7 @@ def serve(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per inference job (torch.set_num_threads; onnx: concurrent batches)."),
     allowed_host: Optional[list[str]] = typer.Option(None, "--allowed-host", help="A host name clients may use to reach the server (repeatable; *.lab.org for sub-domains, * for any); the bound address and localhost are always allowed."),
     cors_origin: Optional[list[str]] = typer.Option(None, "--cors-origin", help="Another site whose pages may call the API, e.g. https://lims.lab.org (repeatable; default: only the service's own page)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Serve this sample store too (an SQLite file or a postgresql:// URL): sign-in, /v1/samples, decisions, sign-off, exports."),
 ) -> None:
     """Serve the HTTP API (/v1/classify, /v1/count, /docs, /metrics) and the web page at /.
 
@@ -66,7 +67,7 @@ def serve(
     options = {"refer_below": refer_below}
     hosts = tuple(dict.fromkeys([*LOCAL_HOSTS, *([host] if host not in WILDCARD else []), *(allowed_host or [])]))
     settings = ServiceSettings(model=model, engine=engine.value, threads=threads, api_key=api_key or None, limits=limits,
-                               allowed_hosts=hosts, cors_origins=tuple(cors_origin or ()), **options)
+                               allowed_hosts=hosts, cors_origins=tuple(cors_origin or ()), store=store, **options)
     if threads:
         import torch
 

@@ -69,16 +69,18 @@ from bloodcell.service.schemas import (
     ReviewResponse,
     SmearImageResult,
 )
+from bloodcell.service.samples_api import OWN_AUTH_PREFIXES, add_sample_store_routes
 from bloodcell.service.settings import Limits, ServiceSettings
 from bloodcell.smear import documents
 from bloodcell.smear.counting import count_smears as library_count_smears
 from bloodcell.smear.counting import sample_totals
+from bloodcell.store.database import open_store
 
 logger = get_logger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 #: Paths reachable without the API key: liveness, the page and its files, the API docs.
 OPEN_PATHS = ("/health", "/", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/favicon.ico")
-OPEN_PREFIXES = ("/static/", "/static-offline-docs/")
+OPEN_PREFIXES = ("/static/", "/static-offline-docs/", *OWN_AUTH_PREFIXES)
 PAGE_CSP = "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; object-src 'none'"
 
 DESCRIPTION = """\
@@ -199,6 +201,8 @@ def create_app(
     _add_routes(app)
     _add_classify_route(app)
     _add_sample_routes(app)
+    if settings.store:
+        add_sample_store_routes(app, open_store(settings.store), settings.api_key)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_upload_bytes, timeout_s=limits.body_timeout_s)
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)

@@ -72,6 +72,8 @@ class ServiceSettings:
     matches sub-domains, ``*`` anything) a request may carry; ``bloodcell serve`` adds the bound address.
     ``cors_origins``: other origins (``https://lims.lab.org``) whose pages may call the API; none by
     default, so only pages the service serves itself may send it a POST.
+    ``store`` (an SQLite file or a postgresql:// URL) adds the sample store's endpoints (``/v1/session``,
+    ``/v1/samples``), which check their own callers.
     """
 
     model: str | None = None
@@ -82,6 +84,7 @@ class ServiceSettings:
     limits: Limits = field(default_factory=Limits)
     allowed_hosts: tuple[str, ...] = LOCAL_HOSTS
     cors_origins: tuple[str, ...] = ()
+    store: str | None = None
 
     def __post_init__(self) -> None:
         check_origin_settings(self.allowed_hosts, self.cors_origins)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ from bloodcell.smear.documents import MAX_JSON_BYTES, parse_json, read_text
 from bloodcell.smear.io import serialisable
 from bloodcell.smear.review import safe_name
 from bloodcell.smear.typing import typing_summary
+from bloodcell.store.components import classifier_used, detector_used
+from bloodcell.store.database import Store
+from bloodcell.store.samples import check_new, kept_already, record_count
 from bloodcell.writing import atomic_file, name_text, output_name, save_image, write_failed, write_text
 
 SAMPLES_CSV = "samples.csv"
@@ -262,19 +266,31 @@ class CountInterrupted(KeyboardInterrupt):
 
 def count_samples(samples: list[Sample], output: str | Path, classifier=None, *, detector: str = "learned",
                   refer_below: float | None = DEFAULT_REFER_BELOW, cell_size_px: float | None = None,
-                  typing_unavailable: str | None = None, resume: bool = False) -> list[dict[str, Any]]:
-    """Count every sample into ``output`` (a sub-folder per sample when there are several) and write samples.csv.
+                  typing_unavailable: str | None = None, resume: bool = False, store: Store | None = None,
+                  actor: str = "") -> list[dict[str, Any]]:
+    """Count every sample into ``output`` (a sub-folder per sample when there are several) and write samples.csv;
+    with ``store``, also keep each sample there (recorded by ``actor``; sample ids already kept are refused first).
 
     With ``resume``, a sample whose counts.json an earlier run finished for the same photos (unchanged, by
-    SHA-256) is kept, not counted again. A write that fails raises OutputError saying how many samples are
-    finished; Ctrl-C raises :class:`CountInterrupted`."""
+    SHA-256) is kept, not counted again (and kept in ``store`` if it is not there yet). A write that fails raises
+    OutputError saying how many samples are finished; Ctrl-C raises :class:`CountInterrupted`."""
     folders = sample_folder_names(samples)
     output = check_output_folder(output, "counts")
+    folder_of = {sample.sample_id: output / folders[sample.sample_id] if len(samples) > 1 else output
+                 for sample in samples}
+    before = {sample.sample_id: doc for sample in samples
+              if resume and (doc := counted_before(sample, folder_of[sample.sample_id])) is not None}
+    kept: set[str] = set()
+    if store is not None:
+        with store.session() as session:
+            kept = kept_already(session, list(before))  # finished and kept by the interrupted run
+            check_new(session, [sample.sample_id for sample in samples if sample.sample_id not in kept])
     docs, rows = [], []
     for sample in samples:
-        folder = output / folders[sample.sample_id] if len(samples) > 1 else output
+        folder = folder_of[sample.sample_id]
+        started = time.perf_counter()
         try:
-            doc = (counted_before(sample, folder) if resume else None) or count_sample(
+            doc = before.get(sample.sample_id) or count_sample(
                 sample, folder, classifier, detector=detector, refer_below=refer_below, cell_size_px=cell_size_px,
                 typing_unavailable=typing_unavailable, resume=resume)
             rows.append(sample_row(doc))
@@ -284,6 +300,11 @@ def count_samples(samples: list[Sample], output: str | Path, classifier=None, *,
                               "command with --resume to do the rest)") from None
         except KeyboardInterrupt:
             raise CountInterrupted(len(docs), len(samples)) from None
+        if store is not None and sample.sample_id not in kept:
+            seconds = None if sample.sample_id in before else time.perf_counter() - started
+            with store.session() as session:
+                record_count(session, store.photos, doc, actor, classifier=classifier_used(classifier),
+                             detector=detector_used(detector), seconds=seconds)
         docs.append(doc)
     return docs
 

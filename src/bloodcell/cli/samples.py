@@ -1,0 +1,147 @@
+"""``bloodcell samples list|show|audit|finish|sign|reopen|export``: the samples kept in a store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from bloodcell.cli.signin import FormatOption, PasswordStdinOption, StoreOption, UserOption, change_as
+from bloodcell.errors import ConfigError
+from bloodcell.store.audit import trail
+from bloodcell.store.database import open_store
+from bloodcell.store.exports import EXPORTS, write_export
+from bloodcell.store.samples import find, finish_review, list_samples, reopen as reopen_sample, sign as sign_sample
+from bloodcell.store.samples import summary
+
+app = typer.Typer(help="Samples kept in a store: list, show, audit trail, sign off, reopen, export (CSV, FHIR).",
+                  no_args_is_help=True)
+SampleId = Annotated[str, typer.Argument(help="The sample id.")]
+FORMATS = ("table", "json")
+
+
+def _format(value: str) -> str:
+    if value not in FORMATS:
+        raise ConfigError(f"unknown --format {value!r}; choose one of {', '.join(FORMATS)}")
+    return value
+
+
+@app.command("list")
+def list_(
+    store: StoreOption = None,
+    format: FormatOption = "table",
+) -> None:
+    """List the samples, newest first: id, status, white cells typed, photos, when counted."""
+    _format(format)
+    with open_store(store).session() as session:
+        rows = [summary(sample) for sample in list_samples(session)]
+    if format == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        typer.echo(f"{row['sample_id']}\t{row['status']}\t{row['wbc_classified']} white cells typed\t"
+                   f"{len(row['photos'])} photos\t{row['created_at'][:19]}")
+    if not rows:
+        typer.echo("no samples yet: count some with `bloodcell count PHOTOS --output OUT --store STORE`")
+
+
+@app.command("show")
+def show(
+    sample_id: SampleId,
+    store: StoreOption = None,
+    format: FormatOption = "table",
+) -> None:
+    """Show a sample: status, counts, differential, the models that counted it, who signed it."""
+    _format(format)
+    with open_store(store).session() as session:
+        row = summary(find(session, sample_id))
+    if format == "json":
+        typer.echo(json.dumps(row, indent=2))
+        return
+    typer.echo(f"sample {row['sample_id']}: {row['status'].replace('_', ' ')} (version {row['version']})"
+               + (f", signed by {row['signed_by']}" if row["signed_by"] else ""))
+    typer.echo("counts: " + ", ".join(f"{k} {v}" for k, v in row["counts"].items()))
+    typer.echo("differential: " + (", ".join(f"{k} {v:.1f}% ({row['wbc_types'][k]})"
+                                             for k, v in row["differential_percent"].items()) or "no white cells typed"))
+    typer.echo(f"classifier: {row['classifier']['name']} {row['classifier']['sha256'] or ''}".rstrip())
+    typer.echo(f"detector: {row['detector']['name']} {row['detector']['sha256'] or ''}".rstrip())
+
+
+@app.command("audit")
+def audit(
+    sample_id: SampleId,
+    store: StoreOption = None,
+    format: FormatOption = "table",
+) -> None:
+    """Every change to a sample, oldest first: when, who, what, before and after."""
+    _format(format)
+    with open_store(store).session() as session:
+        entries = [_entry(e) for e in trail(session, find(session, sample_id))]
+    if format == "json":
+        typer.echo(json.dumps(entries, indent=2))
+        return
+    for e in entries:
+        typer.echo(f"{e['at'][:19]}\t{e['actor']}\t{e['action']}\t{e['target']}\t"
+                   f"{json.dumps(e['before'])} -> {json.dumps(e['after'])}")
+
+
+def _entry(entry) -> dict[str, Any]:
+    return {"at": entry.at.isoformat(), "actor": entry.actor, "action": entry.action, "target": entry.target,
+            "before": entry.before, "after": entry.after}
+
+
+@app.command("finish")
+def finish(
+    sample_id: SampleId,
+    user: UserOption,
+    store: StoreOption = None,
+    password_stdin: PasswordStdinOption = False,
+) -> None:
+    """Mark a sample's review done, ready for a supervisor's sign-off."""
+    by = change_as(store, user, password_stdin, lambda session, by: finish_review(session, sample_id, by))
+    typer.echo(f"sample {sample_id} reviewed by {by.name}: ready for sign-off")
+
+
+@app.command("sign")
+def sign(
+    sample_id: SampleId,
+    user: UserOption,
+    store: StoreOption = None,
+    password_stdin: PasswordStdinOption = False,
+) -> None:
+    """Sign a reviewed sample off (a supervisor); it is read-only until reopened."""
+    by = change_as(store, user, password_stdin, lambda session, by: sign_sample(session, sample_id, by))
+    typer.echo(f"sample {sample_id} signed by {by.name}")
+
+
+@app.command("reopen")
+def reopen(
+    sample_id: SampleId,
+    user: UserOption,
+    reason: str = typer.Option(..., "--reason", help="Why the signed sample is reopened (kept in the audit trail)."),
+    store: StoreOption = None,
+    password_stdin: PasswordStdinOption = False,
+) -> None:
+    """Reopen a signed sample for review (a supervisor, with a reason)."""
+    by = change_as(store, user, password_stdin, lambda session, by: reopen_sample(session, sample_id, by, reason))
+    typer.echo(f"sample {sample_id} reopened by {by.name}")
+
+
+@app.command("export")
+def export(
+    sample_id: SampleId,
+    format: str = typer.Option(..., "--format", help=f"{' or '.join(EXPORTS)}: a CSV row with a percent and a count "
+                               "column per cell type, or a FHIR R4 Bundle (DiagnosticReport + Observations)."),
+    output: Path = typer.Option(..., "--output", "-o", help="The file to write (.csv or .json)."),
+    wbc: Optional[float] = typer.Option(None, "--wbc", help="FHIR only: the blood's white-cell count in 10^9/L "
+                                        "(from the analyser), to add absolute counts per type."),
+    store: StoreOption = None,
+) -> None:
+    """Export a sample for a laboratory information system: final when signed, preliminary otherwise."""
+    with open_store(store).session() as session:
+        sample = find(session, sample_id)
+        path = write_export(sample, format, output, wbc)
+        status = sample.status
+    typer.echo(f"{format} export of sample {sample_id} ({'final' if status == 'signed' else 'preliminary'}) -> {path}")

@@ -1,0 +1,53 @@
+"""Passwords and sign-in for the store's commands: typed at a hidden prompt or read from stdin, never defaulted."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Annotated, Optional
+
+import typer
+from sqlalchemy.orm import Session
+
+from bloodcell.errors import ConfigError
+from bloodcell.store.database import Store, open_store
+from bloodcell.store.users import Person, authenticate
+
+STORE_HELP = ("The sample store: an SQLite file or a postgresql:// URL (default: $BLOODCELL_STORE, else store.sqlite "
+              "in your user data folder).")
+USER_HELP = "Your bloodcell user name (you are asked for your password)."
+STDIN_HELP = "Read the password from the first line of standard input instead of a prompt (for scripts)."
+
+#: The options every store command shares.
+StoreOption = Annotated[Optional[str], typer.Option("--store", help=STORE_HELP)]
+UserOption = Annotated[str, typer.Option("--user", help=USER_HELP)]
+PasswordStdinOption = Annotated[bool, typer.Option("--password-stdin", help=STDIN_HELP)]
+FormatOption = Annotated[str, typer.Option("--format", help="table or json.")]
+
+
+def read_password(from_stdin: bool, prompt: str, confirm: bool = False) -> str:
+    """The password from stdin's first line or a hidden prompt (typed twice when ``confirm``)."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise ConfigError("--password-stdin: standard input held no password")
+        return password
+    if not sys.stdin.isatty():
+        raise ConfigError("no terminal to ask for the password: pass it on standard input with --password-stdin")
+    return typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+
+
+def sign_in(store: Store, name: str, from_stdin: bool) -> Person:
+    """The user ``name`` after checking their password (AuthError in one sentence otherwise)."""
+    password = read_password(from_stdin, f"Password for {name}")
+    with store.session() as session:
+        return authenticate(session, name, password)
+
+
+def change_as(store: str | None, name: str, from_stdin: bool, change: Callable[[Session, Person], object]) -> Person:
+    """Sign ``name`` in to the store ``store`` and make ``change`` (session, user) in one transaction."""
+    kept = open_store(store)
+    by = sign_in(kept, name, from_stdin)
+    with kept.session() as session:
+        change(session, by)
+    return by

@@ -1,0 +1,212 @@
+"""The sample store over HTTP: sign-in, samples, cells, decisions, sign-off, audit trail and exports.
+
+A person signs in (``POST /v1/session``) and gets an HttpOnly, SameSite=Strict session cookie and a
+CSRF token that every change must echo in ``X-CSRF-Token``; a machine sends the service's API key
+instead and may read and export, but not decide or sign (those are made by a named person). Store
+errors become one sentence with their status: 401 not signed in, 403 role or CSRF token, 404 no such
+sample, 409 a stale write (the ``version`` sent is not the sample's) or a signed sample, 422 a bad value.
+Changes: ``decisions`` (confirm, relabel, remove a cell), ``cells`` (add a missed one), ``finish`` (review
+done), ``sign`` and ``reopen`` (a supervisor; reopening needs a reason).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from bloodcell.errors import ConfigError
+from bloodcell.service.limits import RequestRejected
+from bloodcell.store.audit import trail
+from bloodcell.store.database import Store
+from bloodcell.store.errors import AuthError, ConflictError, NotFoundError, ReadOnlyError, RoleError
+from bloodcell.store.exports import fhir_bundle, sample_csv
+from bloodcell.store.samples import (ACTIONS, add_cell, decide, find, finish_review, list_samples, reopen, sign,
+                                     summary)
+from bloodcell.store.sessions import SESSION_HOURS, end_session, session_user, start_session
+from bloodcell.store.users import Person, authenticate
+
+COOKIE = "bloodcell_session"
+CSRF_HEADER = "X-CSRF-Token"
+#: Paths that check their own callers (session or API key), so the service's API-key gate lets them through.
+OWN_AUTH_PREFIXES = ("/v1/session", "/v1/samples")
+_STATUS = ((AuthError, 401, "unauthorized"), (RoleError, 403, "forbidden"), (NotFoundError, 404, "not_found"),
+           (ConflictError, 409, "conflict"), (ReadOnlyError, 409, "read_only"), (ConfigError, 422, "invalid_request"))
+
+
+class SignIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=1000)
+
+
+class SignedIn(BaseModel):
+    name: str
+    role: str
+    csrf_token: str = Field(description=f"Send it back in the {CSRF_HEADER} header with every change.")
+
+
+class DecisionRequest(BaseModel):
+    cell_id: int
+    action: Literal[ACTIONS]  # type: ignore[valid-type]
+    cell_class: str | None = Field(default=None, max_length=50, description="The new class (relabel only).")
+    version: int = Field(description="The sample's version the reviewer saw; a different one is refused with 409.")
+
+
+class VersionRequest(BaseModel):
+    version: int = Field(description="The sample's version the user saw; a different one is refused with 409.")
+
+
+class ReopenRequest(VersionRequest):
+    reason: str = Field(min_length=1, max_length=2000, description="Why the signed sample is reopened (audited).")
+
+
+class AddCellRequest(VersionRequest):
+    photo: int = Field(ge=0, description="The photo's position in the sample.")
+    box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in the photo's pixels.")
+    label: Literal["RBC", "WBC", "Platelets"]
+    cell_class: str | None = Field(default=None, max_length=50, description="A white cell's class.")
+
+
+@contextmanager
+def _http_errors() -> Iterator[None]:
+    """Store errors as RequestRejected: the status of their kind and their one sentence."""
+    try:
+        yield
+    except tuple(kind for kind, _, _ in _STATUS) as exc:
+        status, code = next((s, c) for kind, s, c in _STATUS if isinstance(exc, kind))
+        raise RequestRejected(status, code, str(exc)) from None
+
+
+def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None) -> None:
+    """Mount the store's endpoints on ``app`` (the caller adds :data:`OWN_AUTH_PREFIXES` to its open paths)."""
+    router = APIRouter(prefix="/v1", tags=["samples"])
+
+    def caller(request: Request, change: bool = False) -> Person | None:
+        """The signed-in person (None: a machine with the API key); 401/403 for anyone else."""
+        token = request.cookies.get(COOKIE)
+        if token:
+            with _http_errors(), store.session() as session:
+                person, csrf = session_user(session, token)
+            if change and not hmac.compare_digest(request.headers.get(CSRF_HEADER, "").encode(), csrf.encode()):
+                raise RequestRejected(403, "csrf", f"a change needs the session's CSRF token in {CSRF_HEADER}")
+            return person
+        presented = request.headers.get("x-api-key") or _bearer(request)
+        if api_key and presented and hmac.compare_digest(presented.encode(), api_key.encode()):
+            if change:
+                raise RequestRejected(401, "unauthorized", "decisions and sign-off are made by a signed-in person, "
+                                      "not with the API key")
+            return None
+        raise RequestRejected(401, "unauthorized", "sign in (POST /v1/session) or send the API key")
+
+    @router.post("/session", response_model=SignedIn)
+    def sign_in(body: SignIn, request: Request, response: Response) -> SignedIn:
+        with _http_errors(), store.session() as session:
+            person = authenticate(session, body.name, body.password)
+            token, csrf = start_session(session, person)
+        response.set_cookie(COOKIE, token, max_age=int(SESSION_HOURS * 3600), httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https", path="/")
+        return SignedIn(name=person.name, role=person.role, csrf_token=csrf)
+
+    @router.delete("/session", status_code=204)
+    def sign_out(request: Request, response: Response) -> None:
+        caller(request, change=True)
+        with store.session() as session:
+            end_session(session, request.cookies.get(COOKIE, ""))
+        response.delete_cookie(COOKIE, path="/")
+
+    @router.get("/samples")
+    def samples(request: Request) -> list[dict[str, Any]]:
+        caller(request)
+        with store.session() as session:
+            return [summary(sample) for sample in list_samples(session)]
+
+    @router.get("/samples/{sample_id}")
+    def sample(sample_id: str, request: Request) -> dict[str, Any]:
+        caller(request)
+        with _http_errors(), store.session() as session:
+            return _with_cells(find(session, sample_id))
+
+    @router.get("/samples/{sample_id}/audit")
+    def audit(sample_id: str, request: Request) -> list[dict[str, Any]]:
+        caller(request)
+        with _http_errors(), store.session() as session:
+            return [{"at": e.at.isoformat(), "actor": e.actor, "action": e.action, "target": e.target,
+                     "before": e.before, "after": e.after} for e in trail(session, find(session, sample_id))]
+
+    @router.post("/samples/{sample_id}/decisions")
+    def decision(sample_id: str, body: DecisionRequest, request: Request) -> dict[str, Any]:
+        person = caller(request, change=True)
+        with _http_errors(), store.session() as session:
+            decide(session, sample_id, body.cell_id, body.action, person, cell_class=body.cell_class,
+                   expected_version=body.version)
+            session.flush()  # the new version, or 409 when another writer got there first
+            return _with_cells(find(session, sample_id))
+
+    @router.post("/samples/{sample_id}/cells")
+    def add_missed_cell(sample_id: str, body: AddCellRequest, request: Request) -> dict[str, Any]:
+        person = caller(request, change=True)
+        with _http_errors(), store.session() as session:
+            add_cell(session, sample_id, body.photo, body.box, body.label, person, cell_class=body.cell_class,
+                     expected_version=body.version)
+            session.flush()
+            return _with_cells(find(session, sample_id))
+
+    def status_change(sample_id: str, request: Request, change: Callable[[Session, Person], object]) -> dict[str, Any]:
+        """A signed-in person's ``change`` of a sample's status (CSRF-checked), then the sample's summary."""
+        person = caller(request, change=True)
+        with _http_errors(), store.session() as session:
+            change(session, person)
+            session.flush()
+            return summary(find(session, sample_id))
+
+    @router.post("/samples/{sample_id}/finish")
+    def finish(sample_id: str, body: VersionRequest, request: Request) -> dict[str, Any]:
+        return status_change(sample_id, request, lambda session, person: finish_review(
+            session, sample_id, person, expected_version=body.version))
+
+    @router.post("/samples/{sample_id}/sign")
+    def sign_off(sample_id: str, body: VersionRequest, request: Request) -> dict[str, Any]:
+        return status_change(sample_id, request, lambda session, person: sign(
+            session, sample_id, person, expected_version=body.version))
+
+    @router.post("/samples/{sample_id}/reopen")
+    def reopen_signed(sample_id: str, body: ReopenRequest, request: Request) -> dict[str, Any]:
+        return status_change(sample_id, request, lambda session, person: reopen(
+            session, sample_id, person, body.reason, expected_version=body.version))
+
+    @router.get("/samples/{sample_id}/export")
+    def export(sample_id: str, request: Request, format: Literal["csv", "fhir"] = "fhir",
+               wbc: float | None = None) -> Response:
+        caller(request)
+        with _http_errors(), store.session() as session:
+            kept = find(session, sample_id)
+            if format == "csv":
+                body, media, suffix = sample_csv(kept), "text/csv", "csv"
+            else:
+                body, media, suffix = json.dumps(fhir_bundle(kept, wbc)), "application/fhir+json", "json"
+        filename = "".join(c if c.isalnum() or c in "-_." else "_" for c in sample_id)
+        return Response(body, media_type=media,
+                        headers={"Content-Disposition": f'attachment; filename="{filename}.{suffix}"'})
+
+    app.include_router(router)
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _with_cells(sample) -> dict[str, Any]:
+    """A sample's summary with its cells (the review page's state, reloaded from the store)."""
+    positions = {photo.id: photo.position for photo in sample.photos}
+    cells = [{"id": c.id, "photo": positions[c.photo_pk], "label": c.label,
+              "box": [c.x1, c.y1, c.x2, c.y2], "class": c.cell_class, "confidence": c.confidence,
+              "referral_reason": c.referral_reason, "origin": c.origin, "removed": c.removed}
+             for c in sample.cells]
+    return {**summary(sample), "cells": cells}

@@ -1,0 +1,259 @@
+"""Samples in the store: record a counted sample, review its cells, finish, sign off and reopen, all audited.
+
+Every change goes through one function here, in the caller's transaction (``Store.session()``): it
+checks the user's role, refuses a change to a signed sample, refuses a stale write (the sample's
+``version`` differs from the one the writer read), appends the audit entry and bumps the version.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from bloodcell.data.boxes import SMEAR_LABELS
+from bloodcell.errors import ConfigError
+from bloodcell.smear.differential import differential
+from bloodcell.store.audit import record
+from bloodcell.store.errors import ConflictError, NotFoundError, ReadOnlyError, StoreError
+from bloodcell.store.models import Cell, Decision, Photo, Sample, Timing, utcnow
+from bloodcell.store.photos import PhotoFolder
+from bloodcell.store.users import Person
+
+#: A reviewer's decisions on one cell.
+ACTIONS = ("confirm", "relabel", "remove")
+
+
+def find(session: Session, sample_id: str) -> Sample:
+    sample = session.scalar(select(Sample).where(Sample.sample_id == sample_id))
+    if sample is None:
+        raise NotFoundError(f"no sample {sample_id!r} in the store")
+    return sample
+
+
+def check_sample_id(sample_id: str) -> str:
+    """``sample_id`` if it can be kept: 1 to 200 characters, no control characters (ConfigError otherwise)."""
+    if not isinstance(sample_id, str) or not 0 < len(sample_id) <= 200 or not sample_id.isprintable():
+        raise ConfigError(f"the sample id {sample_id!r} cannot be kept: use 1 to 200 printable characters")
+    return sample_id
+
+
+def kept_already(session: Session, sample_ids: list[str]) -> set[str]:
+    """Those of ``sample_ids`` the store holds."""
+    return set(session.scalars(select(Sample.sample_id).where(Sample.sample_id.in_(sample_ids)))) if sample_ids else set()
+
+
+def check_new(session: Session, sample_ids: list[str]) -> None:
+    """ConfigError when one of ``sample_ids`` cannot be kept or is in the store already (checked before counting)."""
+    for sample_id in sample_ids:
+        check_sample_id(sample_id)
+    taken = sorted(kept_already(session, sample_ids))
+    if taken:
+        raise ConfigError(f"the store already holds sample {taken[0]!r}" + (f" (and {len(taken) - 1} more)" if
+                          len(taken) > 1 else "") + ": give new counts new sample ids")
+
+
+def record_count(session: Session, photos: PhotoFolder, doc: dict[str, Any], actor: str, *, lab: str = "",
+                 classifier: tuple[str | None, str | None] = (None, None),
+                 detector: tuple[str | None, str | None] = (None, None), seconds: float | None = None) -> Sample:
+    """Keep a counted sample (a counts.json document): its photos, every box with its call, the models used."""
+    check_new(session, [doc["sample_id"]])
+    sample = Sample(sample_id=doc["sample_id"], lab=lab, status="counted", note="",
+                    classifier_name=classifier[0], classifier_sha256=classifier[1],
+                    detector_name=detector[0], detector_sha256=detector[1],
+                    typing_unavailable=doc["sample"].get("wbc_typing_unavailable"))
+    session.add(sample)
+    for position, entry in enumerate(doc["images"]):
+        photo = Photo(sample=sample, position=position, name=Path(entry["path"]).name,
+                      sha256=photos.put(_photo_bytes(entry["path"])))
+        session.add(photo)
+        session.flush()
+        reasons = {_box_key(r): r.get("reason") for r in entry.get("referred", [])}
+        session.add_all(Cell(sample=sample, photo_pk=photo.id, label=box["label"], x1=box["x1"], y1=box["y1"],
+                             x2=box["x2"], y2=box["y2"], score=box.get("score"), count=box.get("count", 1),
+                             cell_class=box.get("wbc_type"), confidence=box.get("confidence"),
+                             referral_reason=reasons.get(_box_key(box)), origin="detector", removed=False)
+                        for box in entry["boxes"])
+    if seconds is not None:
+        session.add(Timing(sample=sample, stage="count", seconds=round(seconds, 3)))
+    session.flush()
+    record(session, actor, "count", f"sample:{sample.sample_id}", None,
+           {"photos": len(doc["images"]), "counts": doc["sample"]["counts"], "wbc_types": doc["sample"]["wbc_types"],
+            "skipped": [e["path"] for e in doc.get("errors", [])]}, sample)
+    return sample
+
+
+def _photo_bytes(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read the photo to keep it ({exc.strerror or exc})") from None
+
+
+def _box_key(box: dict[str, Any]) -> tuple[float, float, float, float]:
+    return (box["x1"], box["y1"], box["x2"], box["y2"])
+
+
+def _writable(session: Session, sample_id: str, expected_version: int | None) -> Sample:
+    sample = find(session, sample_id)
+    if expected_version is not None and sample.version != expected_version:
+        raise ConflictError(f"sample {sample_id!r} is at version {sample.version}, not {expected_version}: someone "
+                            "changed it since you read it; reload it and make the change again")
+    if sample.status == "signed":
+        raise ReadOnlyError(f"sample {sample_id!r} is signed: a supervisor must reopen it, with a reason, first")
+    return sample
+
+
+def _touch(sample: Sample, status: str | None = None) -> None:
+    """Mark the sample changed (its version goes up when the transaction is flushed)."""
+    sample.updated_at = utcnow()
+    if status is not None:
+        sample.status = status
+    elif sample.status == "counted":
+        sample.status = "in_review"
+
+
+def _cell(session: Session, sample: Sample, cell_id: int) -> Cell:
+    cell = session.get(Cell, cell_id)
+    if cell is None or cell.sample_pk != sample.id:
+        raise NotFoundError(f"sample {sample.sample_id!r} has no cell {cell_id}")
+    return cell
+
+
+def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Person, *,
+           cell_class: str | None = None, expected_version: int | None = None) -> Decision:
+    """A reviewer confirms, relabels (``cell_class``) or removes one cell."""
+    by.require("review")
+    if action not in ACTIONS:
+        raise ConfigError(f"unknown decision {action!r}; choose one of {', '.join(ACTIONS)}")
+    if action == "relabel" and not cell_class:
+        raise ConfigError("a relabel needs the cell's new class")
+    sample = _writable(session, sample_id, expected_version)
+    cell = _cell(session, sample, cell_id)
+    if cell.removed:
+        raise ReadOnlyError(f"cell {cell_id} of sample {sample_id!r} was removed")
+    before = {"class": cell.cell_class, "removed": False}
+    if action == "relabel":
+        cell.cell_class = cell_class
+    elif action == "remove":
+        cell.removed = True
+    after = {"class": cell.cell_class, "removed": cell.removed}
+    decision = Decision(sample_pk=sample.id, cell_pk=cell.id, action=action, before_class=before["class"],
+                        after_class=after["class"], user=by.name)
+    session.add(decision)
+    _touch(sample)
+    record(session, by.name, {"confirm": "decision", "relabel": "relabel", "remove": "remove_box"}[action],
+           f"cell:{cell.id}", before, after, sample)
+    return decision
+
+
+def add_cell(session: Session, sample_id: str, photo_position: int, box: tuple[float, float, float, float],
+             label: str, by: Person, *, cell_class: str | None = None, expected_version: int | None = None) -> Cell:
+    """A reviewer adds a cell the detector missed (``label`` RBC, WBC or Platelets; a white cell's class)."""
+    by.require("review")
+    if label not in SMEAR_LABELS:
+        raise ConfigError(f"unknown cell label {label!r}; choose one of {', '.join(SMEAR_LABELS)}")
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not (0 <= x1 < x2 and 0 <= y1 < y2):
+        raise ConfigError(f"a box needs 0 <= x1 < x2 and 0 <= y1 < y2, got {box}")
+    sample = _writable(session, sample_id, expected_version)
+    photo = next((p for p in sample.photos if p.position == photo_position), None)
+    if photo is None:
+        raise NotFoundError(f"sample {sample_id!r} has no photo {photo_position}")
+    cell = Cell(sample=sample, photo_pk=photo.id, label=label, x1=x1, y1=y1, x2=x2, y2=y2, score=None, count=1,
+                cell_class=cell_class if label == "WBC" else None, confidence=None, origin="reviewer", removed=False)
+    session.add(cell)
+    session.flush()
+    session.add(Decision(sample_pk=sample.id, cell_pk=cell.id, action="add", before_class=None,
+                         after_class=cell.cell_class, user=by.name))
+    _touch(sample)
+    record(session, by.name, "add_box", f"cell:{cell.id}", None,
+           {"label": label, "class": cell.cell_class, "box": [x1, y1, x2, y2], "photo": photo_position}, sample)
+    return cell
+
+
+def finish_review(session: Session, sample_id: str, by: Person, expected_version: int | None = None) -> Sample:
+    """The review is done: the sample waits for a supervisor's sign-off."""
+    by.require("review")
+    sample = _writable(session, sample_id, expected_version)
+    if sample.status == "reviewed":
+        raise ReadOnlyError(f"sample {sample_id!r} is reviewed already")
+    before = sample.status
+    _touch(sample, "reviewed")
+    record(session, by.name, "review_done", f"sample:{sample_id}", {"status": before}, {"status": "reviewed"}, sample)
+    return sample
+
+
+def sign(session: Session, sample_id: str, by: Person, expected_version: int | None = None) -> Sample:
+    """A supervisor signs a reviewed sample off; it is read-only until reopened."""
+    by.require("sign")
+    sample = _writable(session, sample_id, expected_version)
+    if sample.status != "reviewed":
+        raise ReadOnlyError(f"sample {sample_id!r} is {sample.status.replace('_', ' ')}: only a reviewed sample can "
+                            "be signed")
+    _touch(sample, "signed")
+    sample.signed_by, sample.signed_at = by.name, sample.updated_at
+    record(session, by.name, "sign", f"sample:{sample_id}", {"status": "reviewed"}, {"status": "signed"}, sample)
+    return sample
+
+
+def reopen(session: Session, sample_id: str, by: Person, reason: str, expected_version: int | None = None) -> Sample:
+    """A supervisor reopens a signed sample for review, saying why."""
+    by.require("sign")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ConfigError("reopening a signed sample needs a reason")
+    sample = find(session, sample_id)
+    if expected_version is not None and sample.version != expected_version:
+        raise ConflictError(f"sample {sample_id!r} is at version {sample.version}, not {expected_version}: reload it")
+    if sample.status != "signed":
+        raise ReadOnlyError(f"sample {sample_id!r} is not signed, so there is nothing to reopen")
+    before = {"status": "signed", "signed_by": sample.signed_by}
+    _touch(sample, "in_review")
+    sample.signed_by, sample.signed_at = None, None
+    record(session, by.name, "reopen", f"sample:{sample_id}", before, {"status": "in_review", "reason": reason},
+           sample)
+    return sample
+
+
+def live_cells(sample: Sample) -> list[Cell]:
+    return [cell for cell in sample.cells if not cell.removed]
+
+
+def tallies(sample: Sample) -> tuple[dict[str, int], dict[str, int]]:
+    """The sample's cell counts per detector label and white cells per class, as reviewed so far."""
+    counts = dict.fromkeys(SMEAR_LABELS, 0)
+    types: Counter = Counter()
+    for cell in live_cells(sample):
+        counts[cell.label] = counts.get(cell.label, 0) + cell.count
+        if cell.label == "WBC" and cell.cell_class:
+            types[cell.cell_class] += 1
+    return counts, dict(sorted(types.items()))
+
+
+def summary(sample: Sample) -> dict[str, Any]:
+    """What ``samples show`` prints and the service returns: status, counts, differential, models, timings."""
+    counts, types = tallies(sample)
+    diff = differential(types)
+    return {"sample_id": sample.sample_id, "lab": sample.lab, "status": sample.status, "version": sample.version,
+            "note": sample.note, "created_at": sample.created_at.isoformat(), "updated_at": sample.updated_at.isoformat(),
+            "signed_by": sample.signed_by, "signed_at": sample.signed_at.isoformat() if sample.signed_at else None,
+            "photos": [{"position": p.position, "name": p.name, "sha256": p.sha256} for p in sample.photos],
+            "counts": counts, "wbc_types": types, "wbc_classified": sum(types.values()),
+            "differential_percent": {k: round(v, 2) for k, v in diff["percent"].items()},
+            "referred": sum(1 for c in live_cells(sample) if c.referral_reason),
+            "classifier": {"name": sample.classifier_name, "sha256": sample.classifier_sha256},
+            "detector": {"name": sample.detector_name, "sha256": sample.detector_sha256},
+            "typing_unavailable": sample.typing_unavailable,
+            "timings": {t.stage: t.seconds for t in sample.timings}}
+
+
+def list_samples(session: Session) -> list[Sample]:
+    """Every sample, newest first, with its photos, cells and timings loaded in three more queries."""
+    query = (select(Sample).options(selectinload(Sample.photos), selectinload(Sample.cells),
+                                    selectinload(Sample.timings))
+             .order_by(Sample.created_at.desc(), Sample.id.desc()))
+    return list(session.scalars(query))

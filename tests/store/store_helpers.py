@@ -1,0 +1,57 @@
+"""Store test data: a small photo and a counts.json document of one photo (shared by the store and service tests)."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image, ImageDraw
+from sqlalchemy import create_engine, text
+
+POSTGRES_ENV = "BLOODCELL_TEST_POSTGRES_URL"
+PASSWORDS = {"ada": "admin-password-1", "sam": "supervisor-pass-1", "tia": "technician-pass-1"}
+
+
+def photo_bytes(shade: int = 0) -> bytes:
+    image = Image.new("RGB", (128, 96), (200, 202, 205 - shade))
+    ImageDraw.Draw(image).ellipse([40, 30, 80, 70], fill=(110, 70, 190))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def counted_doc(folder, sample_id: str = "S-001", types: dict[str, int] | None = None) -> dict:
+    """A counts.json document of one photo: two red cells, white cells of ``types`` (one referred), one platelet."""
+    types = types if types is not None else {"neutrophil": 3, "lymphocyte": 1}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{abs(hash(sample_id)) % 10**8}.png"
+    path.write_bytes(photo_bytes(len(sample_id) % 50))
+    boxes = [{"label": "RBC", "score": 0.9, "x1": 1.0, "y1": 1.0, "x2": 9.0, "y2": 9.0},
+             {"label": "RBC", "score": 0.8, "x1": 11.0, "y1": 1.0, "x2": 19.0, "y2": 9.0, "count": 2},
+             {"label": "Platelets", "score": 0.7, "x1": 30.0, "y1": 1.0, "x2": 33.0, "y2": 4.0}]
+    x = 40.0
+    for name, n in types.items():
+        for _ in range(n):
+            boxes.append({"label": "WBC", "score": 0.95, "x1": x, "y1": 20.0, "x2": x + 10, "y2": 30.0,
+                          "wbc_type": name, "confidence": 0.9})
+            x += 12
+    referred = []
+    if len(boxes) > 3:
+        boxes[3].update(confidence=0.4, referred=True)
+        referred.append({**boxes[3], "reason": "confidence 0.40 below 0.60"})
+    wbc = sum(types.values())
+    return {"sample_id": sample_id, "images": [{"path": str(path), "boxes": boxes, "referred": referred,
+                                                "counts": {"RBC": 3, "WBC": wbc, "Platelets": 1},
+                                                "wbc_types": types}],
+            "sample": {"images": 1, "counts": {"RBC": 3, "WBC": wbc, "Platelets": 1}, "wbc_types": types,
+                       "wbc_classified": wbc, "wbc_referred": len(referred)},
+            "errors": []}
+
+
+def reset_postgres(url: str) -> None:
+    """An empty public schema (the test role owns the test database)."""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+        connection.execute(text("DROP FUNCTION IF EXISTS bloodcell_audit_append_only() CASCADE"))
+    engine.dispose()

@@ -88,7 +88,7 @@ def test_export_writes_the_referred_cells_and_a_template_and_apply_recomputes_th
     output = _run("apply", "--counts", counted, "--corrections", filled, "-o", done, "--model", tiny_model)
     assert output.startswith("Reviewed by a person: 3 boxes decided (1 accepted, 1 given another class, 1 marked "
                              "wrong); 1 missed cell added.")
-    assert f"bloodcell adapt --cells {done / 'cells'}" in output
+    assert f"bloodcell adapt {done / 'cells'}" in output
     report = (done / "report.md").read_text()
     assert report.startswith("# Differential report: S-17 (reviewed)\n\nReviewed by a person: 3 boxes decided")
     doc = json.loads((done / "counts.json").read_text())

@@ -8,17 +8,11 @@ from typing import Optional
 
 import typer
 
+from bloodcell.cli.choices import Engine
+from bloodcell.cli.options import EngineOption, Threads, Tta
 from bloodcell.errors import CheckpointError, ConfigError, WeightsUnavailableError
-from bloodcell.inference.predictor import DEFAULT_REFER_BELOW, load
+from bloodcell.inference.defaults import DEFAULT_REFER_BELOW
 from bloodcell.outputs import check_output_folder
-from bloodcell.smear.detectors import resolve_detector
-from bloodcell.smear.learned_detector import check_cell_size
-from bloodcell.workflows.count import (
-    count_samples,
-    evaluate_against_labels,
-    samples_from_csv,
-    samples_from_folders,
-)
 
 
 def count(
@@ -31,8 +25,16 @@ def count(
     refer_below: float = typer.Option(DEFAULT_REFER_BELOW, "--refer-below", min=0.0, max=1.0, help="Refer white cells typed below this confidence."),
     evaluate: bool = typer.Option(False, "--evaluate", help="Compare with the labels beside the photos (VOC or YOLO) and write evaluation.json."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Folder of <photo stem>.xml (VOC) or .txt (YOLO) labels (default: ../Annotations or ../labels next to the images)."),
+    engine: EngineOption = Engine.torch,
+    threads: Threads = 2,
+    tta: Tta = False,
 ) -> None:
     """Count red cells, white cells and platelets on smear photos and report each sample's differential."""
+    from bloodcell.inference.predictor import load
+    from bloodcell.smear.detectors import resolve_detector
+    from bloodcell.smear.learned_detector import check_cell_size
+    from bloodcell.workflows.count import count_samples, samples_from_csv, samples_from_folders
+
     if (paths is None) == (samples is None):
         raise ConfigError("give the smear photos either as PATHS or with --samples FILE.csv (not both)")
     check_cell_size(cell_size_px)
@@ -41,14 +43,18 @@ def count(
     check_output_folder(output, "counts")
     resolve_detector(detector)
     groups = samples_from_csv(samples) if samples is not None else samples_from_folders(paths)
+    if engine == Engine.torch:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
-        classifier, reason = load(model), None
+        classifier, reason = load(model, engine=engine.value, num_threads=threads), None
     except (WeightsUnavailableError, CheckpointError) as exc:
         if model is not None:
             raise
         classifier, reason = None, str(exc)
     docs = count_samples(groups, output, classifier, detector=detector, refer_below=refer_below,
-                         cell_size_px=cell_size_px, typing_unavailable=reason)
+                         cell_size_px=cell_size_px, typing_unavailable=reason, tta=tta)
     counted = sum(len(d["images"]) for d in docs)
     skipped = sum(len(d["errors"]) for d in docs)
     for doc in docs:
@@ -68,6 +74,8 @@ def count(
 
 
 def _evaluate(entries: list[dict], labels: Path | None, output: Path) -> None:
+    from bloodcell.workflows.count import evaluate_against_labels
+
     result = evaluate_against_labels(entries, labels)
     (output / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     for source, figures in result["sources"].items():

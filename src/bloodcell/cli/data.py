@@ -51,7 +51,7 @@ def fetch_command(
 @app.command("check")
 def check_command(
     name: str = typer.Argument(..., help="Dataset name."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write the full JSON report here."),
+    report: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the full JSON report here."),
     near_distance: int = typer.Option(4, "--near-distance", help="pHash Hamming distance for near-duplicates (-1: exact only)."),
     blur_z: float = typer.Option(-3.5, "--blur-z", help="Robust z-score of log focus (per class) below which images are blurry."),
     data_root: Optional[Path] = DATA_ROOT,

@@ -102,7 +102,7 @@ def samples_from_csv(path: str | Path) -> list[Sample]:
 
 
 def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_below: float | None,
-                 cell_size_px: float | None, typing_unavailable: str | None) -> dict[str, Any]:
+                 cell_size_px: float | None, typing_unavailable: str | None, tta: bool = False) -> dict[str, Any]:
     """Count one sample's photos into ``out`` (annotated PNGs written photo by photo); returns counts.json."""
     (out / "annotated").mkdir(parents=True, exist_ok=True)
     entries, errors = [], [{"path": p, "error": reason} for p, reason in sample.problems]
@@ -110,7 +110,7 @@ def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_
     for photo in track(sample.photos, f"counting {sample.sample_id}", unit="photos"):
         try:
             entry = {"path": str(photo), **count_image(read_image(photo), classifier, detector, refer_below,
-                                                       cell_size_px)}
+                                                       cell_size_px, tta=tta)}
         except ImageError as exc:
             errors.append({"path": str(photo), "error": str(exc)})
             continue
@@ -188,15 +188,16 @@ def sample_folder_names(samples: list[Sample]) -> dict[str, str]:
 
 def count_samples(samples: list[Sample], output: str | Path, classifier=None, *, detector: str = "learned",
                   refer_below: float | None = DEFAULT_REFER_BELOW, cell_size_px: float | None = None,
-                  typing_unavailable: str | None = None) -> list[dict[str, Any]]:
-    """Count every sample into ``output`` (a sub-folder per sample when there are several) and write samples.csv."""
+                  typing_unavailable: str | None = None, tta: bool = False) -> list[dict[str, Any]]:
+    """Count every sample into ``output`` (a sub-folder per sample when there are several) and write samples.csv;
+    ``tta`` types the white cells over the 8 dihedral views."""
     folders = sample_folder_names(samples)
     output = check_output_folder(output, "counts")
     docs, rows = [], []
     for sample in samples:
         folder = output / folders[sample.sample_id] if len(samples) > 1 else output
         doc = count_sample(sample, folder, classifier, detector=detector, refer_below=refer_below,
-                           cell_size_px=cell_size_px, typing_unavailable=typing_unavailable)
+                           cell_size_px=cell_size_px, typing_unavailable=typing_unavailable, tta=tta)
         docs.append(doc)
         rows.append(sample_row(doc))
         write_samples_csv(rows, output)  # after each sample, so finished samples survive a later failure

@@ -160,7 +160,7 @@ def _check_required(config: TrainConfig) -> None:
     if not Path(config.manifest).is_file():
         raise DataError(f"{config.manifest}: manifest file not found")
     if not config.out:
-        raise ConfigError("no output folder given; pass --out DIR")
+        raise ConfigError("no output folder given; pass --output DIR")
 
 
 def _check_resume(state: dict, job: _Job) -> None:

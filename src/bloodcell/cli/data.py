@@ -12,7 +12,8 @@ from rich.table import Table
 
 from bloodcell.cli.choices import CropSet, Taxonomy
 
-app = typer.Typer(help="Datasets: registry, download, integrity checks, frozen splits, statistics.", no_args_is_help=True)
+app = typer.Typer(help="Datasets: registry, download, integrity checks, frozen splits, statistics.", no_args_is_help=True,
+                  rich_markup_mode=None)
 console = Console()
 
 DATA_ROOT = typer.Option(None, "--data-root", help="Folder holding the datasets (default: $BLOODCELL_DATA, then the user cache).")

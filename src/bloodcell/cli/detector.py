@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Learned smear cell detector (CenterNet on EfficientNet-Lite0).", no_args_is_help=True)
+app = typer.Typer(help="Learned smear cell detector (CenterNet on EfficientNet-Lite0).", no_args_is_help=True,
+                  rich_markup_mode=None)
 
 
 def _pair(text: Optional[str]) -> tuple[float, float] | None:

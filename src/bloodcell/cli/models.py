@@ -19,7 +19,7 @@ from bloodcell.weights import BUNDLED
 if TYPE_CHECKING:
     from bloodcell.models.registry import ModelEntry
 
-app = typer.Typer(help="List and describe the registered models.", no_args_is_help=True)
+app = typer.Typer(help="List and describe the registered models.", no_args_is_help=True, rich_markup_mode=None)
 console = Console()
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 app = typer.Typer(help="Review a counted sample's referred cells; recompute its differential with the corrections.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, rich_markup_mode=None)
 
 COUNTS_HELP = "Folder of one counted sample (holding counts.json), e.g. OUTPUT/<sample id> of `bloodcell count`."
 MODEL_HELP = "The model that typed the white cells (as given to `bloodcell count --model`; default: the bundled one)."

@@ -77,7 +77,9 @@ def undeprecate(ctx: _click.Context, command: _click.Command, args: list[str]) -
         if arg == "--":
             return rewritten + args[index:]
         old, equals, value = arg.partition("=")
-        if DEPRECATED_OPTIONS.get(old) in options:
+        if old in options:  # the command's own option (reproduce's --report is its HTML page)
+            rewritten.append(arg)
+        elif DEPRECATED_OPTIONS.get(old) in options:
             new = DEPRECATED_OPTIONS[old]
             typer.echo(f"note: {old} is deprecated; use {new} (or -o)", err=True)
             rewritten.append(new + equals + value)

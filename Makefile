@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export BLOODCELL_DATA ?= $(abspath ../shared/datasets)
 
-.PHONY: install demo test clean
+.PHONY: install demo test wheel-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: install
 test: install
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# The wheel, installed outside the repository, runs evaluate and reproduce --help from another folder.
+wheel-check: install
+	bash scripts/wheel-check.sh $(VENV)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -168,9 +168,8 @@ def pbc_reference(data_root, per_class: int = 4) -> np.ndarray:
     from bloodcell.data.locate import manifest_images_root
     from bloodcell.data.manifest import read_manifest
 
-    manifest_path = ROOT / "manifests" / "pbc-seed0.csv"
-    root = manifest_images_root(manifest_path, "pbc", data_root)
-    rows = read_manifest(manifest_path).rows_for("train")
+    root = manifest_images_root("pbc-seed0", "pbc", data_root)
+    rows = read_manifest("pbc-seed0").rows_for("train")
     picked = [row for label in sorted({r.label for r in rows}) for row in [r for r in rows if r.label == label][:per_class]]
     tiles = [np.asarray(read_image(root / row.path).convert("RGB").resize((128, 128))) for row in picked]
     return np.concatenate([np.concatenate(tiles[i:i + per_class], axis=1) for i in range(0, len(tiles), per_class)])

@@ -6,7 +6,7 @@ centre-cropped to 128 px as the trainer does. Feature extraction is timed serial
 (n_jobs=1) and with joblib workers; sk/svm is then fitted on the train features and scored
 on the val features. The accuracy is only an indication (one small split, no tuning).
 
-    python benchmarks/classical_pbc.py [--manifest manifests/pbc-seed0.csv] [--train 1500] [--eval 500] [--jobs 2]
+    python benchmarks/classical_pbc.py [--manifest pbc-seed0] [--train 1500] [--eval 500] [--jobs 2]
 
 Writes benchmarks/results/classical_pbc.json with the command, the git commit and the load average.
 """
@@ -53,7 +53,7 @@ def _subset(manifest, split: str, limit: int, class_names: list[str]):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", default=str(ROOT / "manifests" / "pbc-seed0.csv"))
+    parser.add_argument("--manifest", default="pbc-seed0")
     parser.add_argument("--data-root", default=None, help="PBC folder (default: located from BLOODCELL_DATA)")
     parser.add_argument("--train", type=int, default=1500)
     parser.add_argument("--eval", type=int, default=500)

@@ -5,7 +5,7 @@
     python benchmarks/count_eval.py --set loso --held-out raabin --detector runs/det-loso-raabin/best.safetensors
 
 * ``txl-val``: TXL-PBC's val subset, per source (bccd, pbc, raabin, kaggle-bcd) and over all.
-* ``cbc-test``: the 45 held-out smears of manifests/cbc-seed0.csv; ``--labels cbc`` scores against
+* ``cbc-test``: the 45 held-out smears of the frozen manifest cbc-seed0; ``--labels cbc`` scores against
   CBC's own (incomplete) boxes, the published comparison; ``--labels txl`` against TXL-PBC's complete
   boxes of the same photos, for the smears TXL-PBC has.
 * ``loso``: every TXL-PBC field (train and val) of the held-out source(s), for a detector trained
@@ -45,10 +45,10 @@ def photos_of(args):
     if args.set == "loso":
         held = set(args.held_out.split(","))
         return [p for p in smear_images("txl", args.data_root) if p.source in held], f"TXL-PBC fields of {sorted(held)}"
-    test = set(read_smear_manifest(REPO / "manifests" / "cbc-seed0.csv").ids("test"))
+    test = set(read_smear_manifest("cbc-seed0").ids("test"))
     if args.labels == "cbc":
         return [p for p in smear_images("cbc", args.data_root, "Training") if p.image_id in test], "CBC's own boxes"
-    group = {r.image_id: r.group for r in read_smear_manifest(REPO / "manifests" / "txl-detector.csv").rows}
+    group = {r.image_id: r.group for r in read_smear_manifest("txl-detector").rows}
     fields = [p for p in smear_images("txl", args.data_root) if p.source == "bccd" and group.get(p.image_id) in test]
     return fields, "TXL-PBC's complete boxes of the CBC test photos it has"
 

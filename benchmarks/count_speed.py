@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from bloodcell.provenance import git_commit, machine, now
 
     torch.set_num_threads(args.threads)
-    test = set(read_smear_manifest(REPO / "manifests" / "cbc-seed0.csv").ids("test"))
+    test = set(read_smear_manifest("cbc-seed0").ids("test"))
     photos = [read_image(p.path) for p in smear_images("cbc", args.data_root, "Training") if p.image_id in test]
     photos = photos[:args.photos]
     classifier = load(args.model, num_threads=args.threads)

@@ -142,7 +142,7 @@ def main() -> None:
                 from bloodcell.inference.onnx import export_onnx
                 from bloodcell.workflows.calibrate import int8_calibration_batches
 
-                batches = int8_calibration_batches(bundled, ROOT / "manifests" / "pbc-seed0.csv")
+                batches = int8_calibration_batches(bundled, "pbc-seed0")
                 int8 = export_onnx(bundled, Path(tmp) / "pbc8-int8.onnx", int8=True, calibration=batches)
                 run = {"model": label, **_time(int8, "onnx", files, args.threads, args.batch_size, args.repeats),
                        "engine": "onnx int8 (static QDQ)"}

@@ -9,7 +9,7 @@ plain and with TTA, and (4) white cells cropped from BCCD smears (another micros
 with 1.3x and 2x the box as context. Labels are the model's: pbc8's classes or pbc11's finer ones;
 a pbc11 model is not scored on BCCD, whose types are pbc8 classes.
 
-    python benchmarks/robustness.py --model CKPT --manifest manifests/pbc-seed0.csv [--limit 800]
+    python benchmarks/robustness.py --model CKPT --manifest pbc-seed0 [--limit 800]
         [--out benchmarks/results/robustness-NAME.json] [--threads 1]
 
 Data comes from ``BLOODCELL_DATA`` (or --data-root). Writes the JSON with the command, the

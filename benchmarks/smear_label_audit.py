@@ -56,7 +56,7 @@ def summarise(rows: list[dict]) -> dict:
 def main() -> None:
     os.environ.setdefault("BLOODCELL_NO_PROGRESS", "1")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", default=str(REPO / "manifests" / "cbc-seed0.csv"))
+    parser.add_argument("--manifest", default="cbc-seed0")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "smear_label_audit.json"))
     args = parser.parse_args()

@@ -7,7 +7,7 @@ optimizer step, augmentation and data loading; validation excluded). Models at t
 sizes: efficientnet_lite0@128 (pretrained), resnet18@64, asghar2023-cnn@100; for
 efficientnet_lite0 it also compares DataLoader workers 0/1 and channels-last on/off.
 
-    python benchmarks/train_speed.py [--manifest manifests/pbc-seed0.csv] [--images 256] [--threads 1]
+    python benchmarks/train_speed.py [--manifest pbc-seed0] [--images 256] [--threads 1]
 
 Writes benchmarks/results/train_speed.json with the command, the git commit and the load average.
 """
@@ -78,7 +78,7 @@ def _run(case: dict, args, work: Path, index: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", type=Path, default=ROOT / "manifests" / "pbc-seed0.csv")
+    parser.add_argument("--manifest", type=Path, default=Path("pbc-seed0"))
     parser.add_argument("--images", type=int, default=256, help="training images per epoch (stratified subset)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)

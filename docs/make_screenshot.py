@@ -21,8 +21,8 @@ from playwright.sync_api import sync_playwright
 from bloodcell.data.smears import smear_images
 from bloodcell.service.app import create_app
 
-#: Held-out photos, one white cell each: CBC test split (manifests/cbc-seed0.csv), not in the detector's
-#: training or validation fields either (manifests/txl-detector.csv).
+#: Held-out photos, one white cell each: CBC test split (frozen manifest cbc-seed0), not in the detector's
+#: training or validation fields either (frozen manifest txl-detector).
 PHOTOS = ("BloodImage_00218", "BloodImage_00269")
 SAMPLE_ID = "S-2026-0117"
 OUTPUT = Path(__file__).with_name("screenshot-review.png")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -12,9 +10,10 @@ from bloodcell.data.dataset import ManifestDataset
 from bloodcell.data.inventory import inventory
 from bloodcell.data.manifest import read_manifest
 from bloodcell.data.smears import smear_images
+from bloodcell.resources import manifest_path
 
 pytestmark = pytest.mark.realdata
-MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "pbc-seed0.csv"
+MANIFEST = manifest_path("pbc-seed0")
 
 
 def test_real_pbc_inventory_finds_the_ds_file(real_data_root):
@@ -29,8 +28,6 @@ def test_real_pbc_inventory_finds_the_ds_file(real_data_root):
 
 
 def test_frozen_manifest_dataset_on_real_images(real_data_root, tmp_path):
-    if not MANIFEST.is_file():
-        pytest.skip("manifests/pbc-seed0.csv not generated")
     manifest = read_manifest(MANIFEST)
     assert manifest.dataset == "pbc" and "neutrophil/.DS_169665.jpg" not in {r.path for r in manifest.rows}
     ds = ManifestDataset(manifest, "val", root=real_data_root / "pbc", cache_dir=tmp_path, cache_size=64, limit=80)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from bloodcell.data.manifest import read_manifest
 from bloodcell.data.taxonomy import get_taxonomy
 from bloodcell.inference.predictor import load
+from bloodcell.resources import manifest_path
 from bloodcell.weights import WEIGHTS_DIR
 
-MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "pbc-seed0.csv"
+MANIFEST = manifest_path("pbc-seed0")
 
 
 @pytest.mark.parametrize("name, floor", [("pbc8", 0.9), ("pbc11", 0.75)])

@@ -92,7 +92,7 @@ def test_bundled_int8_loses_at_most_2_accuracy_points(real_data_root, tmp_path):
     from bloodcell.weights import WEIGHTS_DIR
 
     bundled = WEIGHTS_DIR / "pbc8.safetensors"
-    manifest = Path(__file__).resolve().parents[2] / "manifests" / "pbc-seed0.csv"
+    manifest = "pbc-seed0"
     if not bundled.is_file():
         pytest.skip("bundled model bloodcell/weights/pbc8.safetensors not trained yet")
     fp32 = load(bundled)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from bloodcell.models import list_models
-from bloodcell.models.catalog import CATALOG, CATALOG_CLASSES, normalisation_label, paper_models
+from bloodcell.models.catalog import CATALOG, CATALOG_CLASSES, PAPER_EXPERIMENTS, normalisation_label
 
 
 def _registered_by_bloodcell():
@@ -38,7 +38,8 @@ def test_every_catalog_line_matches_its_registry_entry():
         assert line.params == sum(p.numel() for p in model.parameters()), line.name
 
 
-def test_paper_models_are_the_ones_reproduce_runs():
+def test_the_papers_experiments_are_the_ones_reproduce_runs():
     from bloodcell.workflows.reproduce import PROTOCOLS
 
-    assert sorted(paper_models()) == sorted(PROTOCOLS)
+    assert PAPER_EXPERIMENTS == tuple(PROTOCOLS)
+    assert {entry.name for entry in CATALOG if "paper" in entry.tags} <= set(PAPER_EXPERIMENTS)

@@ -7,7 +7,6 @@ back from the code, so a change to an architecture fails here.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,9 +18,9 @@ from bloodcell.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoin
 from bloodcell.errors import ConfigError
 from bloodcell.models import create_model, get_model_entry
 from bloodcell.models.papers import keras_param_counts
+from bloodcell.resources import RECIPES, ROOT, recipe_path
 from bloodcell.train.config import resolve_config
 
-REPO = Path(__file__).resolve().parents[2]
 PAPERS = {"khalil2022-vgg16": 128, "khalil2022-scratch": 128, "asghar2023-cnn": 100, "risodkar2024-cnn": 102, "veena-resnet50": 224}
 # asghar2023-cnn has 284 M parameters (stride-1 pooling): random init on CPU takes seconds and
 # 1.1 GB, so its shape checks at the paper's input size run on the meta device.
@@ -229,16 +228,17 @@ def test_every_paper_entry_documents_its_source_and_recipe(name):
     paper = entry.paper
     assert paper is not None and paper.citation and paper.input_note and paper.claims
     assert len(paper.choices) >= 3 and all(choice.strip() for choice in paper.choices)
-    path = REPO / paper.recipe
-    config = resolve_config(path, {})
+    path = recipe_path(name)
+    assert path == ROOT.parents[1] / paper.recipe
+    config = resolve_config(name, {})
     assert config.model == name and config.input_size == entry.data_config.input_size
     assert config.pretrained == (name in ("khalil2022-vgg16", "veena-resnet50"))
-    assert name in (REPO / "configs" / "papers" / "README.md").read_text()
+    assert name in (RECIPES / "README.md").read_text()
     assert json.loads(path.read_text())["model"] == name
 
 
 def test_khalil_recipe_is_the_papers():
-    config = resolve_config(REPO / "configs" / "papers" / "khalil2022-vgg16.json", {})
+    config = resolve_config(RECIPES / "khalil2022-vgg16.json", {})
     assert (config.optimizer, config.lr, config.epochs, config.augment) == ("adam", 1e-3, 40, "literature")
 
 
@@ -256,7 +256,7 @@ def test_models_info_shows_the_printed_count_and_the_choices():
     flat = " ".join(result.output.split())  # rich wraps long lines
     assert "printed parameters (4 classes): 15,244,356 (7,608,580 trainable)" in flat
     assert "counted as Keras does: 15,244,356 (7,608,580 trainable); PyTorch parameters 15,243,844" in flat
-    assert "82 %" in flat and "Khalil et al., 2022" in flat and "configs/papers/khalil2022-vgg16.json" in flat
+    assert "82 %" in flat and "Khalil et al., 2022" in flat and "bloodcell/resources/configs/papers/khalil2022-vgg16.json" in flat
     for choice in get_model_entry("khalil2022-vgg16").paper.choices:
         assert " ".join(choice.split()) in flat
     assert "block 5 was removed" in flat

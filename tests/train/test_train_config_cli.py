@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from train_fixtures import TINY_MODEL
 from typer.testing import CliRunner
 
 from bloodcell.errors import ConfigError
+from bloodcell.resources import CONFIGS, manifest_path, style_bank_path
 from bloodcell.train.config import TrainConfig, read_config_file, resolve_config
 
 
@@ -85,8 +85,10 @@ def test_cli_train_saves_the_resolved_config_and_reports_user_errors(synthetic_r
     assert "manifest" in str(missing.exception) and "not found" in str(missing.exception)
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.json")),
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.json")),
                          ids=lambda path: path.name)
 def test_every_shipped_config_resolves(path):
     config = resolve_config(path, {})
     assert config.model and config.manifest and config.epochs > 0
+    assert manifest_path(config.manifest).is_file()  # the files it names are shipped too, found by name
+    assert config.style_bank is None or style_bank_path(config.style_bank).is_file()

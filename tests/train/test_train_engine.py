@@ -106,6 +106,40 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(base_config, tmp
     assert not torch.equal(a["7.weight"], final["model"]["7.weight"])
 
 
+def test_an_epoch_interrupted_in_the_middle_resumes_where_it_stopped(base_config, tmp_path, monkeypatch):
+    config = replace(base_config, epochs=2, schedule="cosine", augment="flips", ema=True, ema_decay=0.9,
+                     checkpoint_every_s=1e-9)  # saves after every batch
+    full = run_training(replace(config, out=str(tmp_path / "full")))
+    real_save = engine.save_state
+
+    def killed_after_three_batches_of_epoch_2(path, state):
+        real_save(path, state)
+        if state["partial"] and state["partial"]["epoch"] == 1 and state["partial"]["batches"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "save_state", killed_after_three_batches_of_epoch_2)
+    interrupted = replace(config, out=str(tmp_path / "interrupted"))
+    with pytest.raises(KeyboardInterrupt):
+        run_training(interrupted)
+    monkeypatch.setattr(engine, "save_state", real_save)
+    state = torch.load(tmp_path / "interrupted" / STATE_FILE, weights_only=True)
+    assert state["epoch"] == 1 and state["partial"]["batches"] == 3
+
+    trained = []
+    resumed = run_training(interrupted, resume=True, on_epoch=lambda row: trained.append(row["epoch"]))
+    assert trained == [2] and [row["epoch"] for row in resumed.history] == [1, 2]
+    for key in ("train_loss", "train_acc", "val_loss", "lr"):
+        assert [row[key] for row in resumed.history] == pytest.approx([row[key] for row in full.history]), key
+    a, b = load_file(full.best_checkpoint), load_file(resumed.best_checkpoint)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.load(tmp_path / "interrupted" / STATE_FILE, weights_only=True)["partial"] is None
+
+
+def test_checkpoint_every_s_must_be_positive(base_config):
+    with pytest.raises(ConfigError, match="checkpoint_every_s must be positive"):
+        replace(base_config, checkpoint_every_s=0)
+
+
 def test_resume_refuses_another_taxonomy_and_missing_state(base_config):
     config = replace(base_config, epochs=1)
     run_training(config)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from safetensors.torch import load_file, save_file
 from torch import nn
 from typer.testing import CliRunner
 
@@ -19,7 +20,8 @@ from bloodcell.cli import main as cli_main
 from bloodcell.cli.reproduce import reproduce as reproduce_command
 from bloodcell.data.manifest import ManifestRow, read_manifest, write_manifest
 from bloodcell.data.registry import PBC_CLASSES
-from bloodcell.errors import ConfigError, DataError
+from bloodcell.errors import ConfigError, DataError, WeightsUnavailableError
+from bloodcell.models.pretrained import load_weights_file
 from bloodcell.models.registry import _REGISTRY, register_model, registered_entries
 from bloodcell.provenance import file_sha256
 from bloodcell.train.config import resolve_config
@@ -193,7 +195,8 @@ def test_reproduce_bccd_paper_reports_both_protocols_side_by_side(tmp_path, monk
     (record,) = rep.reproduce("khalil2022-scratch", out, settings)
     saved = json.loads((out / "khalil2022-scratch" / rep.RESULT_FILE).read_text())
     assert saved == json.loads(json.dumps(record))
-    assert saved["claimed"] and saved["budget_s"] == 20.0 and saved["recipe"] == "configs/papers/khalil2022-scratch.json"
+    assert saved["claimed"] and saved["budget_s"] == 20.0
+    assert saved["recipe"] == "bloodcell/resources/configs/papers/khalil2022-scratch.json"
     assert saved["command"].startswith("bloodcell reproduce khalil2022-scratch") and "commit" in saved
     paper, honest = saved["ours_paper_protocol"], saved["ours_honest"]
     for result in (paper, honest):
@@ -211,6 +214,13 @@ def test_reproduce_bccd_paper_reports_both_protocols_side_by_side(tmp_path, monk
     summary = (out / "reproductions.md").read_text()
     assert "ours, paper's protocol (95% CI)" in summary and "ours, honest (95% CI)" in summary
     assert list((out / "data").iterdir()) == [out / "data" / "bccd4-seed0-30"]  # the data built stays under --output
+
+    result = CliRunner().invoke(cli_main.app, ["reproduce", "--report", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    page = (out / rep.REPORT_FILE).read_text()
+    assert "<table>" in page and page.count(" % [") >= 2 and "What we had to choose" in page
+    assert page.count("<img src='data:image/png;base64,") == 4  # two runs' curves, two confusion matrices
+    assert "Training curves (paper&#x27;s protocol)" in page and "Confusion matrix, row-normalised (honest protocol)" in page
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished reproduction was run again")
@@ -249,10 +259,10 @@ def test_a_bad_paper_name_is_one_clear_error(tmp_path):
 
 
 def test_every_paper_model_has_a_protocol_and_a_readable_recipe():
-    papers = {e.name for e in registered_entries() if e.paper is not None}
+    papers = {e.name for e in registered_entries() if e.paper is not None} | set(rep.PIPELINES)
     assert papers == set(rep.PROTOCOLS) and rep.paper_names("all") == list(rep.PROTOCOLS)
     for name in papers:
-        assert resolve_config(rep.recipe_path(name)).model == name
+        assert resolve_config(rep.recipe_path(name)).model == rep.PIPELINES.get(name, (name,))[0]
     assert resolve_config(rep.recipe_path("khalil2022-vgg16")).resize == "squash"
 
 
@@ -261,17 +271,82 @@ def test_command_table_help_is_the_command_docstring():
                                               reproduce_command.__doc__.strip().splitlines()[0])
 
 
-def test_recipe_gets_the_budget_and_seed_and_missing_imagenet_weights_are_recorded_not_hidden(tmp_path, monkeypatch):
-    monkeypatch.setattr(rep, "pretrained_available", lambda name: False)
+def test_recipe_gets_the_budget_seed_and_imagenet_weights_file(tmp_path):
     arm = rep.Arm("paper", "words", tmp_path / "m.csv", tmp_path / "m.csv", "pbc", None, "pbc8", True)
     config, notes = rep._train_config("khalil2022-vgg16", arm, rep.Settings(budget_s=123, seed=4), tmp_path / "run")
     assert (config.model, config.resize, config.optimizer, config.input_size) == ("khalil2022-vgg16", "squash", "adam", 128)
     assert config.time_budget_s == 123 and config.seed == 4 and config.manifest == str(tmp_path / "m.csv")
-    assert config.pretrained is False and rep.MISSING_WEIGHTS in notes[0]
-    result = {"accuracy": {"estimate": 0.5, "low": 0.4, "high": 0.6}, "scored_images": 10, "notes": notes}
-    assert "no ImageNet weights" in rep._figure(result)
-    config, notes = rep._train_config("khalil2022-vgg16", arm, rep.Settings(pretrained="recipe"), tmp_path / "run")
-    assert config.pretrained is True and notes == []
+    assert config.pretrained is True and config.pretrained_weights is None
+    weights = tmp_path / "vgg16.safetensors"
+    weights.write_bytes(b"not checked here")
+    config, notes = rep._train_config("khalil2022-vgg16", arm, rep.Settings(imagenet_weights=weights), tmp_path / "run")
+    assert config.pretrained_weights == str(weights) and file_sha256(weights) in notes[0]
+    config, notes = rep._train_config("risodkar2024-cnn", arm, rep.Settings(imagenet_weights=weights), tmp_path / "run")
+    assert config.pretrained is False and config.pretrained_weights is None and notes == []
+
+
+def test_a_transfer_learning_paper_without_imagenet_weights_is_not_run_and_says_so(tmp_path, monkeypatch):
+    make_bccd(tmp_path / "data")
+    monkeypatch.setattr(rep, "pretrained_available", lambda name: False)
+    monkeypatch.setattr(rep, "run_training", lambda *a, **k: pytest.fail("a stand-in was trained from scratch"))
+    out = tmp_path / "out"
+    (record,) = rep.reproduce("khalil2022-vgg16", out, rep.Settings(data_root=tmp_path / "data"))
+    assert record["status"] == rep.NOT_RUN
+    reason = record["ours_paper_protocol"]["reason"]
+    assert "bloodcell reproduce khalil2022-vgg16 --pretrained recipe" in reason and "--imagenet-weights" in reason
+    row = (out / "reproductions.md").read_text()
+    assert row.count("not run: no ImageNet weights on this machine") == 2 and " % [" not in row
+    page = rep.write_report_page(out).read_text()
+    assert "Not reproduced: khalil2022-vgg16&#x27;s recipe is transfer learning" in page and "<img" not in page
+    with pytest.raises(WeightsUnavailableError, match="cannot be had on this machine"):
+        rep.reproduce("khalil2022-vgg16", tmp_path / "strict", rep.Settings(data_root=tmp_path / "data",
+                                                                            pretrained="recipe"))
+
+
+TINY_PRETRAINED = "test-tiny-pretrained-net"
+BUILT_WITH: list = []
+
+if TINY_PRETRAINED not in _REGISTRY:
+    @register_model(TINY_PRETRAINED, input_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    def _tiny_pretrained(num_classes, pretrained=False, input_size=16, **kwargs):
+        """Tiny colour classifier that loads ImageNet-like weights from a file, as the transfer recipes do."""
+        BUILT_WITH.append(pretrained)
+        model = ColourNet(num_classes)
+        if pretrained and pretrained is not True:
+            load_weights_file(model, pretrained)
+        return model
+
+
+def test_a_transfer_learning_recipe_runs_from_a_local_imagenet_weights_file(tmp_path, monkeypatch):
+    make_bccd(tmp_path / "data")
+    monkeypatch.setattr(rep, "pretrained_available", lambda name: False)  # no download here: the file is used
+    source = ColourNet(1000)
+    weights = tmp_path / "imagenet.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(weights))
+    BUILT_WITH.clear()
+    settings = _settings(tmp_path, imagenet_weights=weights, pretrained="recipe",
+                         overrides={**FAST, "model": TINY_PRETRAINED, "pretrained": True})
+    (record,) = rep.reproduce("khalil2022-vgg16", tmp_path / "out", settings)
+    assert record["status"] == "done"
+    assert [p for p in BUILT_WITH if p] == [str(weights)] * 2  # each protocol's training (scoring loads checkpoints)
+    for key in ("ours_paper_protocol", "ours_honest"):
+        assert any(file_sha256(weights) in note for note in record[key]["notes"])
+        config = json.loads((tmp_path / "out" / record[key]["run"] / "config.json").read_text())
+        assert config["pretrained"] is True and config["pretrained_weights"] == str(weights)
+    with pytest.raises(ConfigError, match="ImageNet weights file not found"):
+        rep.reproduce("khalil2022-vgg16", tmp_path / "x", rep.Settings(imagenet_weights=tmp_path / "missing.pth"))
+
+
+def test_risodkars_classical_pipeline_is_reproduced_under_both_protocols(tmp_path):
+    make_bccd(tmp_path / "data")
+    (record,) = rep.reproduce("risodkar2024-svm", tmp_path / "out", _settings(tmp_path, overrides={"threads": 1}))
+    assert record["paper"].startswith("Risodkar et al., 2024") and record["recipe"] == "bloodcell/resources/configs/papers/risodkar2024-svm.json"
+    paper, honest = record["ours_paper_protocol"], record["ours_honest"]
+    for result in (paper, honest):
+        _check_figure(result, tmp_path / "out")
+        assert result["epochs"] == 0
+    assert paper["leaks"]["scored_from_training_sources"] > 0 and honest["leaks"]["scored_from_training_sources"] == 0
+    assert "fitted once" in (tmp_path / "out" / "reproductions.md").read_text()
 
 
 def test_missing_data_is_refused_before_any_work(tmp_path):
@@ -283,3 +358,73 @@ def test_missing_data_is_refused_before_any_work(tmp_path):
     with pytest.raises(DataError, match="missing.csv: PBC manifest not found"):
         rep.reproduce("all", tmp_path / "out", settings)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_reproduction_resumes_from_its_last_epoch_and_matches_an_uninterrupted_one(tmp_path, monkeypatch):
+    make_bccd(tmp_path / "data")
+    settings = _settings(tmp_path, budget_s=None, overrides={**FAST, "epochs": 3})
+    whole = rep.reproduce("risodkar2024-cnn", tmp_path / "whole", settings)[0]
+
+    real_training = rep.run_training
+    calls = []
+
+    def stopped_after_two_epochs(config, **kwargs):
+        calls.append(kwargs)
+
+        def stop(row):
+            if row["epoch"] == 2:
+                raise KeyboardInterrupt
+        return real_training(config, on_epoch=stop, **kwargs)
+
+    monkeypatch.setattr(rep, "run_training", stopped_after_two_epochs)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        rep.reproduce("risodkar2024-cnn", out, settings)
+    run = out / "risodkar2024-cnn" / "paper" / "run"
+    assert (run / "last.pt").is_file() and not (out / "risodkar2024-cnn" / rep.RESULT_FILE).exists()
+    assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 2
+
+    resumed_epochs = []
+
+    def resumed(config, **kwargs):
+        calls.append(kwargs)
+        return real_training(config, on_epoch=lambda row: resumed_epochs.append(row["epoch"]), **kwargs)
+
+    monkeypatch.setattr(rep, "run_training", resumed)
+    record = rep.reproduce("risodkar2024-cnn", out, settings)[0]
+    assert calls[1] == {"resume": True, "overwrite": False} and resumed_epochs[0] == 3  # epochs 1-2 not redone
+    for protocol in ("ours_paper_protocol", "ours_honest"):
+        mine, reference = record[protocol], whole[protocol]
+        assert mine["epochs"] == reference["epochs"] == 3 and mine["stop_reason"] == "completed"
+        assert mine["accuracy"] == reference["accuracy"] and mine["macro_f1"] == reference["macro_f1"]
+        assert mine["stop_rule"] == "until the validation loss had not improved for 5 epochs, at most 3"
+        resumed_weights = load_file(out / mine["run"] / "best.safetensors")
+        whole_weights = load_file(tmp_path / "whole" / reference["run"] / "best.safetensors")
+        assert resumed_weights.keys() == whole_weights.keys()
+        assert all(torch.equal(resumed_weights[k], whole_weights[k]) for k in whole_weights)
+
+    # a scored protocol is read back, not scored again
+    (out / "risodkar2024-cnn" / rep.RESULT_FILE).unlink()
+    monkeypatch.setattr(rep, "score_arm", lambda *a, **k: pytest.fail("a scored protocol was scored again"))
+    assert rep.reproduce("risodkar2024-cnn", out, settings)[0]["ours_honest"] == record["ours_honest"]
+
+
+def test_a_resumed_run_that_stopped_early_trains_no_further(tmp_path):
+    make_bccd(tmp_path / "data")
+    settings = _settings(tmp_path, budget_s=None, overrides={**FAST, "epochs": 30, "early_stopping_patience": 1,
+                                                             "lr": 10.0})
+    first = rep.reproduce("risodkar2024-cnn", tmp_path / "out", settings)[0]["ours_paper_protocol"]
+    assert first["stop_reason"] == "early_stopping" and first["epochs"] < 30
+    assert first["stop_rule"] == "until the validation loss had not improved for 1 epochs, at most 30"
+    for path in (tmp_path / "out").glob(f"risodkar2024-cnn/*/{rep.ARM_FILE}"):
+        path.unlink()
+    (tmp_path / "out" / "risodkar2024-cnn" / rep.RESULT_FILE).unlink()
+    again = rep.reproduce("risodkar2024-cnn", tmp_path / "out", settings)[0]["ours_paper_protocol"]
+    assert again["epochs"] == first["epochs"] and again["stop_reason"] == "early_stopping"
+
+
+def test_the_report_needs_finished_reproductions_and_a_run_needs_a_paper(tmp_path):
+    with pytest.raises(DataError, match="holds no finished reproduction"):
+        rep.write_report_page(tmp_path)
+    result = CliRunner().invoke(cli_main.app, ["reproduce", "--output", str(tmp_path / "out")])
+    assert isinstance(result.exception, ConfigError) and "name a paper model" in str(result.exception)

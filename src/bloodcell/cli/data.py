@@ -142,7 +142,7 @@ def crops(
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the crops (outside the repository)."),
     dataset: CropSet = typer.Option(CropSet.bccd, help="bccd: typed white cells as <type>/<id>_<k>.png with a train/test manifest.csv; txl: untyped white cells as <source>/<field>_<k>.png."),
     sources: str = typer.Option("raabin", help="For txl: comma-separated sources (bccd, pbc, raabin, kaggle-bcd)."),
-    detector_manifest: Path = typer.Option(Path("manifests/txl-detector.csv"), help="For txl: the manifest whose groups name the BCCD photo each field shows."),
+    detector_manifest: Path = typer.Option(Path("txl-detector"), help="For txl: the manifest whose groups name the BCCD photo each field shows."),
     data_root: Optional[Path] = DATA_ROOT,
     seed: int = typer.Option(0, help="Seed of the train/held-out split of the smears (as in the BCCD typing benchmark)."),
 ) -> None:
@@ -165,7 +165,7 @@ def crops(
 def style_bank(
     sources: str = typer.Option(..., "--sources", help="Comma-separated TXL-PBC sources whose white cells give the colours (bccd, pbc, raabin, kaggle-bcd)."),
     output: Path = typer.Option(..., "--output", "-o", help="Style bank JSON to write (for a training config's style_bank)."),
-    detector_manifest: Path = typer.Option(Path("manifests/txl-detector.csv"), "--detector-manifest", help="The TXL manifest whose groups name the BCCD photo each field shows."),
+    detector_manifest: Path = typer.Option(Path("txl-detector"), "--detector-manifest", help="The TXL manifest whose groups name the BCCD photo each field shows."),
     data_root: Optional[Path] = DATA_ROOT,
 ) -> None:
     """Colour statistics of other labs' white cells, for the multilab augmentation's style transfer."""

@@ -29,7 +29,7 @@ def _names(text: Optional[str]) -> tuple[str, ...] | None:
 
 @app.command("train")
 def train(
-    manifest: Path = typer.Option(..., help="image_id,split CSV (e.g. manifests/cbc-seed0.csv); train on 'train', select on 'val'."),
+    manifest: Path = typer.Option(..., help="image_id,split CSV or a frozen manifest's name (e.g. cbc-seed0); train on 'train', select on 'val'."),
     out: Path = typer.Option(..., "--output", "-o", help="Run folder: config.json, metrics.csv, last.pt, best.safetensors."),
     data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
     dataset: Optional[str] = typer.Option(None, help="Smear dataset name: cbc (default), bccd or txl."),
@@ -86,7 +86,7 @@ def train(
 
 @app.command("split")
 def split(
-    out: Path = typer.Option(..., "--output", "-o", help="image_id,split CSV to write (e.g. manifests/cbc-seed0.csv)."),
+    out: Path = typer.Option(..., "--output", "-o", help="image_id,split CSV to write (e.g. cbc-seed0.csv)."),
     data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
     dataset: str = typer.Option("cbc", help="VOC smear dataset name."),
     subset: str = typer.Option("Training", help="Subset folder of the dataset whose annotated smears are split."),
@@ -103,8 +103,8 @@ def split(
 
 @app.command("split-txl")
 def split_txl(
-    out: Path = typer.Option(Path("manifests/txl-detector.csv"), "--output", "-o", help="Smear manifest to write."),
-    cbc_manifest: Path = typer.Option(Path("manifests/cbc-seed0.csv"), help="The CBC split whose test smears' copies are kept out of training."),
+    out: Path = typer.Option(Path("txl-detector.csv"), "--output", "-o", help="Smear manifest to write."),
+    cbc_manifest: Path = typer.Option(Path("cbc-seed0"), help="The CBC split whose test smears' copies are kept out of training."),
     data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
 ) -> None:
     """Freeze the detector's TXL-PBC split: its own train/val subsets, copies of held-out photos excluded."""

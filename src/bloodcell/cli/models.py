@@ -78,7 +78,8 @@ def _paper_lines(entry: ModelEntry) -> list[str]:
         lines.append("choices where the paper is silent or contradicts itself:")
         lines += [f"  - {escape(choice)}" for choice in paper.choices]
     if paper.recipe:
-        lines.append(f"training recipe: {escape(paper.recipe)} (see configs/papers/README.md)")
+        lines.append(f"training recipe: {escape(paper.recipe)} (bloodcell train --config {escape(entry.name)}; "
+                     "notes in the README.md beside it)")
     return lines
 
 

@@ -66,7 +66,7 @@ def manifest_items(manifest_path: str | Path, split: str, taxonomy: str, data_ro
         notes.append("WARNING: " + message)
     names = ds.class_names
     return EvalItems(ds.paths, [names[t] for t in ds.targets], names, manifest.dataset, split, ds.taxonomy.name,
-                     Path(manifest_path), manifest.sha256, root, notes,
+                     manifest.path, manifest.sha256, root, notes,
                      skipped=[(str(root / p), reason) for p, reason in ds.skipped], left_out=left_out)
 
 

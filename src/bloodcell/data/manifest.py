@@ -14,6 +14,7 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 from bloodcell.errors import DataError
+from bloodcell.resources import manifest_path
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ("dataset", "path", "label", "fine_label", "split", "sha256", "group")
@@ -68,8 +69,8 @@ def write_manifest(path: str | Path, dataset: str, rows: list[ManifestRow]) -> M
 
 
 def read_manifest(path: str | Path) -> Manifest:
-    """Read and validate a manifest CSV; raises ``DataError`` naming the problem."""
-    path = Path(path)
+    """Read and validate a manifest CSV (a path or a frozen manifest's name); raises ``DataError`` naming the problem."""
+    path = manifest_path(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bloodcell.errors import DataError
+from bloodcell.resources import manifest_path
 
 SPLITS = ("train", "val", "test", "excluded")
 REQUIRED = ("image_id", "split")
@@ -83,8 +84,8 @@ def write_smear_manifest(rows: list[SmearRow], path: str | Path, columns: tuple[
 
 
 def read_smear_manifest(path: str | Path) -> SmearManifest:
-    """Read and check a smear manifest; raises ``DataError`` naming the problem."""
-    path = Path(path)
+    """Read and check a smear manifest (a path or a frozen manifest's name); raises ``DataError`` naming the problem."""
+    path = manifest_path(path)
     try:
         data = path.read_bytes()
         text = data.decode("utf-8-sig")  # a byte-order mark (a spreadsheet's export) is not part of the first column

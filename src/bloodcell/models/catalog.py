@@ -90,7 +90,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
     _timm("vgg19", 224, 139_603_016, "literature"),
 )
 
-
-def paper_models() -> list[str]:
-    """Names of the paper reproductions (``bloodcell reproduce`` runs them)."""
-    return [entry.name for entry in CATALOG if "paper" in entry.tags]
+#: The papers' experiments ``bloodcell reproduce`` runs, in its order: the registered paper models and
+#: Risodkar et al.'s classical pipelines (checked against ``workflows.reproduce.PROTOCOLS`` by a test).
+PAPER_EXPERIMENTS = ("khalil2022-vgg16", "khalil2022-scratch", "asghar2023-cnn", "risodkar2024-cnn",
+                     "risodkar2024-svm", "risodkar2024-rf", "veena-resnet50")

@@ -5,8 +5,8 @@ parameter counts are reproduced exactly (``tests/models/test_paper_models.py`` c
 even where the prose says otherwise. Each builder's docstring states what its paper
 specified and what was chosen where the paper is silent or contradicts itself; the same
 facts are kept as a :class:`~bloodcell.models.registry.PaperInfo` on the registry entry and
-printed by ``bloodcell models info NAME``. The papers' training recipes are in
-``configs/papers/`` (with ``configs/papers/README.md`` for what ``TrainConfig`` cannot express).
+printed by ``bloodcell models info NAME``. The papers' training recipes are shipped in
+``bloodcell/resources/configs/papers/`` (with its ``README.md`` for what ``TrainConfig`` cannot express).
 
 All models output logits: the papers' final softmax is applied by the loss (cross-entropy)
 and by the predictor, never inside the model. Freezing happens in the builder, so a
@@ -69,7 +69,7 @@ def _out_side(side: int, kernel: int, stride: int = 1) -> int:
 
 
 def _recipe(name: str) -> str:
-    return f"configs/papers/{name}.json"
+    return f"bloodcell/resources/configs/papers/{name}.json"
 
 
 # --------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ class PaperInfo:
     ``printed_params`` / ``printed_trainable_params`` are the counts of the paper's printed
     model summary for ``printed_num_classes`` outputs (``None`` where the paper prints none);
     ``input_note`` says where the input size comes from; ``choices`` lists every decision made
-    where the paper is silent or contradicts itself; ``recipe`` names the training-recipe file.
+    where the paper is silent or contradicts itself; ``recipe`` names the training-recipe file as shipped
+    in the package (``bloodcell/resources/configs/papers/NAME.json``).
     """
 
     citation: str

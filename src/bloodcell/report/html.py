@@ -9,7 +9,7 @@ from typing import Any
 
 from bloodcell.report import summary
 
-_STYLE = """
+STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
 th{background:#f2f2f2}.banner{background:#b00020;color:#fff;padding:.7em 1em;font-weight:bold;font-size:1.2em}
@@ -25,7 +25,7 @@ def data_uri(image: bytes) -> str:
     return f"data:{mime};base64," + base64.b64encode(image).decode("ascii")
 
 
-def _table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -> str:
+def html_table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -> str:
     head = "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>" if header else ""
     body = "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table>{head}{body}</table>"
@@ -47,19 +47,19 @@ def render_html(
     banner_class = "banner test" if result["is_test_result"] else "banner"
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{escape(result['title'])} ({label})</title><style>{_STYLE}</style></head><body>",
+        f"<title>{escape(result['title'])} ({label})</title><style>{STYLE}</style></head><body>",
         f"<div class='{banner_class}'>{label}</div>",
         f"<h1>{escape(result['title'])}</h1>",
-        "<h2>What was evaluated</h2>", _table(summary.provenance_rows(result)), _table(summary.count_rows(result)),
-        f"<h2>Headline metrics <small>({label})</small></h2>", _table(summary.headline_rows(result), ["metric", "value"]),
-        "<h2>Per class</h2>", _table(summary.per_class_table(m)[1], summary.per_class_table(m)[0]),
-        "<h2>Selective prediction</h2>", _table(summary.selective_table(m)[1], summary.selective_table(m)[0]),
+        "<h2>What was evaluated</h2>", html_table(summary.provenance_rows(result)), html_table(summary.count_rows(result)),
+        f"<h2>Headline metrics <small>({label})</small></h2>", html_table(summary.headline_rows(result), ["metric", "value"]),
+        "<h2>Per class</h2>", html_table(summary.per_class_table(m)[1], summary.per_class_table(m)[0]),
+        "<h2>Selective prediction</h2>", html_table(summary.selective_table(m)[1], summary.selective_table(m)[0]),
         f"<p><em>{escape(m['selective']['note'])}.</em></p>",
     ]
     unmapped = summary.unmapped_rows(result)
     if unmapped:
         parts += ["<h2>Classes the model does not know (not scored)</h2>",
-                  _table(unmapped, ["dataset class", "images", "model predicted"])]
+                  html_table(unmapped, ["dataset class", "images", "model predicted"])]
     notes = list(m["notes"]) + list(result.get("notes", []))
     if notes:
         parts += ["<h2>Notes</h2><ul>"] + [f"<li>{escape(n)}</li>" for n in notes] + ["</ul>"]
@@ -79,6 +79,6 @@ def render_html(
     parts.append("</div>")
     skipped = result.get("skipped") or []
     parts.append(f"<h2>Skipped files ({len(skipped)})</h2>")
-    parts.append(_table([[s["path"], s["reason"]] for s in skipped], ["file", "reason"]) if skipped else "<p>None.</p>")
+    parts.append(html_table([[s["path"], s["reason"]] for s in skipped], ["file", "reason"]) if skipped else "<p>None.</p>")
     parts.append(f"<footer><p>{label}</p></footer></body></html>")
     return "\n".join(parts)

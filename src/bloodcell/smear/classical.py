@@ -1,6 +1,6 @@
 """Classical smear detector: colour thresholds, distance transform and watershed.
 
-Tuned on the train split of CBC (640x480 photos, manifests/cbc-seed0.csv); the pixel sizes
+Tuned on the train split of CBC (640x480 photos, frozen manifest cbc-seed0); the pixel sizes
 below assume that magnification. Larger photos are first downscaled so that their longest
 side is at most ``MAX_SIDE`` and the boxes are mapped back to the original pixels.
 

@@ -10,6 +10,7 @@ from typing import Any
 import tomllib
 
 from bloodcell.errors import ConfigError
+from bloodcell.resources import config_path
 from bloodcell.train.run import SCHEDULES
 from bloodcell.transforms import AUGMENTATIONS, FRAMINGS, RESIZES
 
@@ -27,7 +28,10 @@ class TrainConfig:
     checkpoint path or bundled model name) gives the starting weights (over other classes: the
     backbone only), and the train splits of the ``extra_train`` manifests (each seen
     ``extra_repeat`` times per epoch) join the manifest's train split; validation stays on the
-    manifest's val split. ``resize`` is how images become the model's square input: ``crop`` (shorter
+    manifest's val split. ``pretrained_weights`` is a local file of the ImageNet weights ``pretrained`` loads
+    (instead of the offline package or timm's download). ``checkpoint_every_s`` also saves ``last.pt``
+    within an epoch, every so many seconds (single-process runs), for epochs too long to lose. ``resize``
+    is how images become the model's square input: ``crop`` (shorter
     side, then a centre crop) or ``squash`` (both sides, the aspect ratio not kept).
     """
 
@@ -38,6 +42,7 @@ class TrainConfig:
     data_root: str | None = None
     out: str | None = None
     pretrained: bool = False
+    pretrained_weights: str | None = None
     input_size: int | None = None
     epochs: int = 30
     batch_size: int = 32
@@ -64,6 +69,7 @@ class TrainConfig:
     limit_train: int | None = None
     limit_val: int | None = None
     time_budget_s: float | None = None
+    checkpoint_every_s: float | None = None
     ema: bool = False
     ema_decay: float = 0.999
     init_from: str | None = None
@@ -97,8 +103,12 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and int(value) < 1:
                 raise ConfigError(f"{name} must be at least 1 when given, got {value}")
-        if self.time_budget_s is not None and not self.time_budget_s > 0:
-            raise ConfigError(f"time_budget_s must be positive when given, got {self.time_budget_s}")
+        if self.pretrained_weights and not self.pretrained:
+            raise ConfigError("pretrained_weights needs pretrained: true (they are the weights it loads)")
+        for name in ("time_budget_s", "checkpoint_every_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be positive when given, got {value}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,10 +165,8 @@ def _coerce(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Options from a ``.json`` or ``.toml`` file (a flat table of TrainConfig fields)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+    """Options from a ``.json`` or ``.toml`` file (a flat table of TrainConfig fields), or a shipped config's name."""
+    path = config_path(path)
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(path.read_text())

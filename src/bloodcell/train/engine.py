@@ -2,7 +2,8 @@
 
 ``train_one_epoch`` and ``evaluate`` do one pass each; ``fit`` trains a model on the training and
 validation data it is given, into a run folder the caller prepared (:mod:`bloodcell.train.run`):
-``metrics.csv``, ``curves.png``, ``last.pt`` (the resumable state, rewritten every epoch) and
+``metrics.csv``, ``curves.png``, ``last.pt`` (the resumable state, rewritten every epoch and, with
+``checkpoint_every_s``, within an epoch too, so a slow epoch resumes where it was stopped) and
 ``best.safetensors`` (the checkpoint of the epoch with the lowest validation loss, with the
 temperature fitted on its validation logits). Validation scores the model through the
 predictor's one scoring path (:meth:`bloodcell.inference.predictor.Classifier.score`) on the
@@ -147,18 +148,32 @@ def _tracked(loader, description: str, ctx: DistContext, total: int):
 
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
                     ctx: DistContext, *, ema=None, channels_last: bool = False, deadline: float | None = None,
-                    description: str = "train", first_step: int = 0) -> dict[str, Any]:
+                    description: str = "train", first_step: int = 0, resume: dict[str, Any] | None = None,
+                    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+                    checkpoint_every_s: float | None = None) -> dict[str, Any]:
     """One pass over ``loader``; stops early (``stopped=True``) once ``deadline`` (monotonic) passes.
 
-    ``first_step`` (optimizer steps taken before this epoch) drives the EMA warmup.
+    ``first_step`` (optimizer steps taken before this epoch) drives the EMA warmup. Every
+    ``checkpoint_every_s`` seconds, ``checkpoint(partial)`` is given where the epoch stands (batches
+    done, sums so far, seconds, RNG states); ``resume`` (such a ``partial``) continues an interrupted
+    epoch: its batches are drawn again (same order and augmentation, not trained on), then the RNG
+    states are restored, so the epoch ends as it would have without the interruption.
 
     Returns loss and accuracy summed over all ranks, images seen, seconds and images/s.
     """
     start = time.perf_counter()
-    loss_sum = correct = seen = 0.0
+    done = resume or {"batches": 0, "loss_sum": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0}
+    loss_sum, correct, seen = done["loss_sum"], done["correct"], done["seen"]
     stopped = False
     total = min(len(loader.sampler), len(loader) * (loader.batch_size or 1))
-    for step, (images, targets) in enumerate(_tracked(loader, description, ctx, total), start=first_step + 1):
+    batches = iter(loader)
+    for _ in range(done["batches"]):
+        next(batches)
+    if resume is not None:
+        set_rng_state(resume["rng"])
+    saved = time.monotonic()
+    first = first_step + done["batches"] + 1
+    for step, (images, targets) in enumerate(_tracked(batches, description, ctx, total - int(seen)), start=first):
         images, targets = _to_device(images, targets, ctx, channels_last)
         logits = model(images)
         loss = criterion(logits, targets)
@@ -174,10 +189,14 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
         loss_sum += loss.item() * n
         correct += (logits.argmax(1) == targets).sum().item()
         seen += n
+        if checkpoint is not None and time.monotonic() - saved > checkpoint_every_s:
+            checkpoint({"batches": step - first_step, "loss_sum": loss_sum, "correct": correct, "seen": seen,
+                        "seconds": done["seconds"] + time.perf_counter() - start, "rng": rng_state()})
+            saved = time.monotonic()
         if deadline is not None and dist_utils.any_rank(ctx, time.monotonic() > deadline):
             stopped = True
             break
-    seconds = time.perf_counter() - start
+    seconds = done["seconds"] + time.perf_counter() - start
     loss_sum, correct, seen = dist_utils.all_reduce_sum(ctx, [loss_sum, correct, seen])
     return {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1), "images": int(seen), "seconds": seconds,
             "images_per_s": seen / seconds if seconds > 0 else 0.0, "stopped": stopped}
@@ -269,9 +288,11 @@ def _restore(parts: _Parts, state: dict[str, Any]) -> _Progress:
     return _Progress(state["history"], state["best"], state["bad_epochs"], state["epoch"])
 
 
-def _train_epoch(parts: _Parts, config: TrainConfig, ctx: DistContext, epoch: int,
-                 deadline: float | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Train and validate one epoch: (metrics.csv row, validation result, training figures)."""
+def _train_epoch(parts: _Parts, config: TrainConfig, ctx: DistContext, epoch: int, deadline: float | None,
+                 resume: dict[str, Any] | None = None, checkpoint: Callable[[dict[str, Any]], None] | None = None,
+                 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Train and validate one epoch (or what is left of an interrupted one, ``resume``): (metrics.csv row,
+    validation result, training figures); ``checkpoint`` saves the epoch's progress (see train_one_epoch)."""
     parts.sampler.set_epoch(epoch)
     torch.manual_seed(_epoch_seed(config.seed, epoch, ctx.rank))
     frozen = epoch < config.freeze_epochs
@@ -279,10 +300,12 @@ def _train_epoch(parts: _Parts, config: TrainConfig, ctx: DistContext, epoch: in
         set_backbone_frozen(parts.model, parts.head, parts.trainable, frozen)
     _set_train_mode(parts.net, parts.head, frozen)
     label = f"epoch {epoch + 1}/{config.epochs}"
-    lr = parts.optimizer.param_groups[0]["lr"]  # at the epoch's first step
+    lr = resume["lr"] if resume else parts.optimizer.param_groups[0]["lr"]  # at the epoch's first step
+    save = (lambda partial: checkpoint({**partial, "epoch": epoch, "lr": lr})) if checkpoint else None
     stats = train_one_epoch(parts.net, parts.loader, parts.criterion, parts.optimizer, parts.scheduler, ctx,
                             ema=parts.ema, channels_last=config.channels_last, deadline=deadline,
-                            description=f"{label} train", first_step=epoch * len(parts.loader))
+                            description=f"{label} train", first_step=epoch * len(parts.loader), resume=resume,
+                            checkpoint=save, checkpoint_every_s=config.checkpoint_every_s)
     val = evaluate(parts.classifier, parts.val_loader, ctx, description=f"{label} validate")
     row = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_acc": stats["acc"], "val_loss": val["loss"],
            "val_acc": val["acc"], "lr": lr, "seconds": stats["seconds"], "images_per_s": stats["images_per_s"],
@@ -308,13 +331,16 @@ def _save_best(run_dir: Path, model: nn.Module, config: TrainConfig, row: dict, 
     return {"val_loss": row["val_loss"], "epoch": row["epoch"], "metrics": metrics, "temperature": temperature}
 
 
-def _state(parts: _Parts, config: TrainConfig, progress: _Progress, provenance: dict) -> dict[str, Any]:
+def _state(parts: _Parts, config: TrainConfig, progress: _Progress, provenance: dict,
+           partial: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``last.pt`` holds; ``partial``: how far the unfinished epoch went (None between epochs)."""
     return {
         "format": STATE_FORMAT, "config": config.to_dict(), "class_names": list(parts.model.data_config.class_names),
         "manifest_sha256": provenance.get("manifest_sha256"), "epoch": progress.epoch,
         "model": unwrap(parts.model).state_dict(), "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.scheduler.state_dict(), "ema": parts.ema.state_dict() if parts.ema is not None else None,
         "history": progress.history, "best": progress.best, "bad_epochs": progress.bad_epochs, "rng": rng_state(),
+        "partial": partial,
     }
 
 
@@ -334,6 +360,10 @@ def _record_epoch(run_dir: Path, parts: _Parts, config: TrainConfig, progress: _
         save_state(run_dir / STATE_FILE, _state(parts, config, progress, provenance))
 
 
+def _stopped_early(config: TrainConfig, progress: _Progress) -> bool:
+    return bool(config.early_stopping_patience) and progress.bad_epochs >= config.early_stopping_patience
+
+
 def fit(model: nn.Module, config: TrainConfig, train_data: SplitData, val_data: SplitData, run_dir: Path,
         ctx: DistContext | None = None, *, state: dict[str, Any] | None = None, provenance: dict | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
@@ -346,17 +376,31 @@ def fit(model: nn.Module, config: TrainConfig, train_data: SplitData, val_data: 
     exception it raises ends the run).
     """
     ctx, provenance = ctx or DistContext(), dict(provenance or {})
+    if config.checkpoint_every_s and ctx.enabled:
+        raise ConfigError("checkpoint_every_s saves within an epoch in single-process runs only; "
+                          "leave it out under torchrun")
     parts = _build_parts(model, config, train_data, val_data, ctx)
     progress = _restore(parts, state) if state is not None else _Progress()
+    partial = state.get("partial") if state is not None else None
     if state is not None:
-        _info(ctx, "resuming %s after epoch %d", run_dir, progress.epoch)
+        within = f" and {partial['batches']} batches of epoch {partial['epoch'] + 1}" if partial else ""
+        _info(ctx, "resuming %s after epoch %d%s", run_dir, progress.epoch, within)
+
+    def save_partial(partial: dict[str, Any]) -> None:
+        if ctx.is_main:
+            save_state(run_dir / STATE_FILE, _state(parts, config, progress, provenance, partial))
+
     deadline = time.monotonic() + config.time_budget_s if config.time_budget_s else None
     stop_reason, start = "completed", progress.epoch
+    if _stopped_early(config, progress):  # a resumed run that had already stopped early stays stopped
+        stop_reason, start = "early_stopping", config.epochs
     for epoch in range(start, config.epochs):
         if epoch > start and deadline is not None and dist_utils.any_rank(ctx, time.monotonic() > deadline):
             stop_reason = "time_budget"
             break
-        row, val, stats = _train_epoch(parts, config, ctx, epoch, deadline)
+        resume = partial if partial is not None and partial["epoch"] == epoch else None
+        row, val, stats = _train_epoch(parts, config, ctx, epoch, deadline, resume,
+                                       save_partial if config.checkpoint_every_s else None)
         _record_epoch(run_dir, parts, config, progress, row, val, len(train_data.targets), provenance, ctx)
         _info(ctx, "epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f | %.1f img/s%s", epoch + 1,
               config.epochs, stats["loss"], stats["acc"], val["loss"], val["acc"], stats["images_per_s"],
@@ -366,7 +410,7 @@ def fit(model: nn.Module, config: TrainConfig, train_data: SplitData, val_data: 
         if stats["stopped"]:
             stop_reason = "time_budget"
             break
-        if config.early_stopping_patience and progress.bad_epochs >= config.early_stopping_patience:
+        if _stopped_early(config, progress):
             stop_reason = "early_stopping"
             _info(ctx, "early stopping: no better validation loss for %d epochs", progress.bad_epochs)
             break

@@ -8,11 +8,12 @@ may have a model card (``<name>.md``) that ``bloodcell models info NAME`` shows.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 from bloodcell.errors import CheckpointError, WeightsUnavailableError
 
-WEIGHTS_DIR = Path(__file__).resolve().parent
+WEIGHTS_DIR = Path(str(files(__name__)))
 #: Model file suffixes accepted as paths.
 MODEL_SUFFIXES = (".safetensors", ".onnx")
 

@@ -32,6 +32,7 @@ from bloodcell.models import create_model, get_model_entry
 from bloodcell.provenance import file_sha256
 from bloodcell.report.markdown import table
 from bloodcell.report.plots import comparison_chart
+from bloodcell.resources import manifest_path
 from bloodcell.train.config import TrainConfig
 from bloodcell.workflows.evaluate import evaluate, write_report
 from bloodcell.workflows.train import run_training
@@ -205,9 +206,7 @@ def run_benchmark(models: Sequence[str], *, manifest: str | Path, out: str | Pat
         raise ConfigError("a model is listed twice in --models")
     if not budget_s > 0:
         raise ConfigError(f"--budget must be a positive number of seconds, got {budget_s}")
-    manifest, out = Path(manifest), Path(out)
-    if not manifest.is_file():
-        raise DataError(f"{manifest}: manifest file not found")
+    given, manifest, out = str(manifest), manifest_path(manifest), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in models:
@@ -230,7 +229,7 @@ def run_benchmark(models: Sequence[str], *, manifest: str | Path, out: str | Pat
                                    n_boot=n_boot, seed=seed))
     protocol = {
         "pretrained": (extra or {}).get("pretrained", "none"),
-        "manifest": str(manifest), "manifest_sha256": file_sha256(manifest), "dataset": dataset, "taxonomy": taxonomy,
+        "manifest": given, "manifest_sha256": file_sha256(manifest), "dataset": dataset, "taxonomy": taxonomy,
         "budget_s": budget_s, "epochs_max": epochs_max, "limit_train": limit_train, "limit_val": limit_val,
         "score_limit": score_limit, "seed": seed, "augment": augment,
         "batch_size": batch_size, "speed_images": speed_images, "speed_threads": threads,

@@ -15,11 +15,12 @@ from bloodcell.data.stats import class_counts, write_stats_png
 from bloodcell.errors import BloodcellError, DataError
 from bloodcell.inference.files import collect_inputs, write_records
 from bloodcell.inference.predictor import load
+from bloodcell.resources import manifest_path
 from bloodcell.workflows.evaluate import evaluate, write_report
 from bloodcell.workflows.robustness import originals_of_split
 
-#: The frozen split every committed figure uses (repository checkout only).
-FROZEN_MANIFEST = Path(__file__).resolve().parents[3] / "manifests" / "pbc-seed0.csv"
+#: The frozen split every committed figure uses (shipped with the package).
+FROZEN_MANIFEST = manifest_path("pbc-seed0")
 
 
 @dataclass
@@ -35,6 +36,7 @@ def run_demo(out: str | Path, data_root: str | Path | None = None, manifest: str
              limit: int | None = None) -> DemoResult:
     """Run every step; a step that cannot run (e.g. no bundled model) is reported, not fatal."""
     out = Path(out)
+    frozen = manifest_path(manifest or FROZEN_MANIFEST)
     out.mkdir(parents=True, exist_ok=True)
     result = DemoResult(out=out)
     root = dataset_root("pbc", data_root)
@@ -48,15 +50,11 @@ def run_demo(out: str | Path, data_root: str | Path | None = None, manifest: str
 
     split = make_split("pbc", out / "split.csv", ratios="0.7,0.15,0.15", seed=0, data_root=data_root)
     result.outputs["split manifest"] = out / "split.csv"
-    frozen = Path(manifest) if manifest else FROZEN_MANIFEST
-    if frozen.is_file():
-        same = split.manifest.sha256 == read_manifest(frozen).sha256
-        result.findings.append(
-            f"split: {'identical to' if same else 'DIFFERENT from'} the frozen manifest {frozen.name}"
-            + ("" if same else " (this copy of PBC differs from the one the manifest was made on)")
-        )
-    else:
-        frozen = out / "split.csv"
+    same = split.manifest.sha256 == read_manifest(frozen).sha256
+    result.findings.append(
+        f"split: {'identical to' if same else 'DIFFERENT from'} the frozen manifest {frozen.name}"
+        + ("" if same else " (this copy of PBC differs from the one the manifest was made on)")
+    )
 
     _, counts, samples = class_counts("pbc", data_root, frozen)
     result.outputs["class balance and samples"] = write_stats_png(root, counts, samples, out / "stats.png", "PBC")

@@ -37,6 +37,7 @@ from bloodcell.log import get_logger
 from bloodcell.models.centernet import input_shape
 from bloodcell.progress import track
 from bloodcell.provenance import file_sha256
+from bloodcell.resources import manifest_path
 from bloodcell.train.detector import (
     RESUMABLE,
     RUN_FILES,
@@ -143,7 +144,7 @@ def train_detector(config: DetectorTrainConfig, resume: bool = False, overwrite:
     """Run (or continue) a detector training into ``config.out``; returns the best epoch's row and checkpoint path."""
     out = Path(config.out)
     check_run_dir(out, RUN_FILES, resume=resume, overwrite=overwrite)
-    manifest_sha256 = file_sha256(config.manifest)
+    manifest_sha256 = file_sha256(manifest_path(config.manifest))
     state = None
     if resume:
         state = load_state(out / STATE_FILE, STATE_FORMAT)

@@ -1,8 +1,10 @@
 """``bloodcell reproduce``: a paper's experiment on the closest data we have, under the paper's own protocol
 (leaks included) and under an honest one, side by side.
 
-Each paper model (``bloodcell models info NAME``) is trained with its recipe (``configs/papers/NAME.json``)
-for the same wall-clock budget and seed under two protocols, and each trained model is scored once:
+Each paper model (``bloodcell models info NAME``) is trained with its recipe
+(``bloodcell/resources/configs/papers/NAME.json``) to the recipe's end (the paper's epochs, or until validation stops improving where the paper is silent),
+or for at most ``--budget`` seconds when given, with the same seed under two protocols, and each trained
+model is scored once:
 
 - **the paper's protocol** (:data:`PROTOCOLS` says what each paper did and where we had to choose):
   Khalil et al. (and, in our reading, Risodkar et al.) classify the four white-cell types of Kaggle's "Blood
@@ -13,12 +15,15 @@ for the same wall-clock budget and seed under two protocols, and each trained mo
   PBC split at random image by image (duplicates ignored), our choice.
 - **the honest protocol**: copies of one cell never cross splits (BCCD: a split grouped by source cell,
   stratified, seeded, whose test cells are scored once each, unaugmented; PBC: the frozen, duplicate-aware
-  split ``manifests/pbc-seed0.csv``), and a held-out test split scored once.
+  split ``pbc-seed0``), and a held-out test split scored once.
 
 Output: ``OUT/<model>/{paper,honest}/{run,evaluation}`` (a protocol that trains exactly like the other one
 reuses its run), ``OUT/<model>/reproduction.json`` and ``reproduction.md``, ``OUT/reproductions.md`` with one
 row per reproduced paper; the data sets built here (BCCD copies, re-split PBC manifests) go under
-``OUT/data/``, never into the repository. A paper whose ``reproduction.json`` exists is skipped (resumable).
+``OUT/data/``, never into the repository. Everything resumes: a paper whose ``reproduction.json`` exists is
+skipped, a protocol whose ``result.json`` exists is not scored again, and an interrupted training goes on
+from its ``run/last.pt``: the last finished epoch, or within an epoch, where it was at most
+``--checkpoint-every`` seconds before the stop.
 """
 
 from __future__ import annotations
@@ -36,30 +41,33 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bloodcell import resources
 from bloodcell.data.bccd import TypedSmear, typed_smears
 from bloodcell.data.images import read_image
 from bloodcell.data.locate import dataset_root
 from bloodcell.data.manifest import Manifest, ManifestRow, read_manifest, write_manifest
 from bloodcell.data.split import assign_groups
-from bloodcell.errors import ConfigError, DataError, ImageError
+from bloodcell.errors import ConfigError, DataError, ImageError, WeightsUnavailableError
 from bloodcell.evaluation.scoring import load_scoring_model
 from bloodcell.framing import background_colour
 from bloodcell.log import get_logger
 from bloodcell.models import get_model_entry
 from bloodcell.outputs import check_output_folder
 from bloodcell.progress import track
-from bloodcell.provenance import file_sha256, git_commit, now
+from bloodcell.provenance import file_sha256, git_commit, machine, now
 from bloodcell.report.markdown import table
+from bloodcell.report.reproduction import PaperSection, render_reproduction_page
 from bloodcell.train.config import TrainConfig, resolve_config
+from bloodcell.train.run import STATE_FILE
 from bloodcell.workflows.benchmark import pretrained_available
 from bloodcell.workflows.evaluate import evaluate, write_report
 from bloodcell.workflows.train import run_training
 
 logger = get_logger(__name__)
 
-REPO = Path(__file__).resolve().parents[3]
-FROZEN_MANIFEST = REPO / "manifests" / "pbc-seed0.csv"
+FROZEN_MANIFEST = resources.manifest_path("pbc-seed0")
 RESULT_FILE = "reproduction.json"
+ARM_FILE = "result.json"
 PAPER_LABEL = "PAPER PROTOCOL — leaks included, not an honest test result"
 #: The four white-cell types of Kaggle's "Blood Cell Images" (BCCD's basophils are left out, as there).
 BCCD4 = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
@@ -72,7 +80,10 @@ BCCD_RATIOS = (Fraction(7, 10), Fraction(1, 10), Fraction(2, 10))
 #: The frozen PBC manifest's ratios, kept for the random image-level split.
 PBC_RATIOS = (Fraction(70, 100), Fraction(15, 100), Fraction(15, 100))
 PRETRAINED_POLICIES = ("available", "recipe")
-MISSING_WEIGHTS = "NO IMAGENET WEIGHTS"
+NOT_RUN = "not run"
+#: Reproductions of a paper's pipeline by a registered model of another name: name -> (model, the paper
+#: model whose citation and protocol apply). Their recipes are ``configs/papers/NAME.json`` too.
+PIPELINES = {"risodkar2024-svm": ("sk/svm", "risodkar2024-cnn"), "risodkar2024-rf": ("sk/rf", "risodkar2024-cnn")}
 
 KAGGLE_PROTOCOL = (
     "Kaggle 'Blood Cell Images' (4 white-cell types: augmented copies of BCCD cells), the copies split at random "
@@ -111,6 +122,10 @@ PROTOCOLS: dict[str, Protocol] = {
         "the data and split are not recorded here: the printed summary's 4 outputs match the 4 white-cell types "
         "of Kaggle's 'Blood Cell Images', whose copies are split at random (its TRAIN/TEST folders); we read it "
         "so. " + KAGGLE_CHOICES),
+    **{name: Protocol("bccd4", "random-copies", KAGGLE_PROTOCOL,
+                      "Risodkar et al.'s classical pipeline (segmentation, handcrafted features, a scikit-learn "
+                      "classifier) on the data and split we read for their CNN (see risodkar2024-cnn). "
+                      + KAGGLE_CHOICES) for name in PIPELINES},
     "veena-resnet50": Protocol(
         "pbc", "random-images",
         "PBC (8 classes) split at random image by image into train/validation/test (70/15/15), PBC's exact and "
@@ -122,11 +137,14 @@ PROTOCOLS: dict[str, Protocol] = {
 
 @dataclass(frozen=True)
 class Settings:
-    """What every reproduction shares. ``overrides`` (Python API only: tests, quick looks) replace recipe
-    options and are recorded; ``score_limit`` scores a stratified subset of each scored set and ``limit_val``
-    validates on one (both speed up slow models, e.g. asghar2023-cnn's 284 M parameters)."""
+    """What every reproduction shares. ``budget_s`` caps each protocol's training (``None``: the recipe's
+    end) and ``checkpoint_every_s`` saves its state within an epoch too (an epoch of asghar2023-cnn
+    takes over an hour here); ``imagenet_weights`` is a local file of the ImageNet weights a transfer-learning recipe starts
+    from (else the offline package or timm's download); ``overrides`` (Python API only: tests, quick looks) replace recipe options and are recorded;
+    ``score_limit`` scores a stratified subset of each scored set and ``limit_val`` validates on one (both
+    speed up slow models, e.g. asghar2023-cnn's 284 M parameters)."""
 
-    budget_s: float = 600.0
+    budget_s: float | None = None
     seed: int = 0
     data_root: Path | None = None
     pbc_manifest: Path = FROZEN_MANIFEST
@@ -135,6 +153,8 @@ class Settings:
     score_limit: int | None = None
     limit_val: int | None = None
     threads: int | None = None
+    checkpoint_every_s: float = 900.0
+    imagenet_weights: Path | None = None
     n_boot: int = 1000
     overrides: dict[str, Any] = field(default_factory=dict)
     command: str | None = None
@@ -341,30 +361,51 @@ def protocol_arms(name: str, settings: Settings, data_dir: Path) -> list[Arm]:
 # --------------------------------------------------------------------------------------------------
 
 
+def paper_info(name: str):
+    """The registry's paper record for reproduction ``name`` (a pipeline's: its paper model's)."""
+    return get_model_entry(PIPELINES[name][1] if name in PIPELINES else name).paper
+
+
 def recipe_path(name: str) -> Path:
-    """The paper's recipe file (``configs/papers/NAME.json``) in the source tree."""
-    entry = get_model_entry(name)
-    if entry.paper is None or not entry.paper.recipe:
-        raise ConfigError(f"{name} has no paper recipe")
-    path = REPO / entry.paper.recipe
-    if not path.is_file():
-        raise ConfigError(f"{path}: the recipe of {name} is missing (reproduce runs from a source checkout)")
-    return path
+    """The paper's recipe file (``bloodcell/resources/configs/papers/NAME.json``), shipped with the package."""
+    if name not in PIPELINES:
+        entry = get_model_entry(name)
+        if entry.paper is None or not entry.paper.recipe:
+            raise ConfigError(f"{name} has no paper recipe")
+    return resources.recipe_path(name)
 
 
 def _train_config(name: str, arm: Arm, settings: Settings, out: Path) -> tuple[TrainConfig, list[str]]:
-    """The recipe with the arm's data, the budget and seed (and the test overrides); notes on ImageNet weights."""
+    """The recipe with the arm's data, the budget, seed and ImageNet weights file (and the test overrides);
+    notes on the ImageNet weights."""
+    weights = str(settings.imagenet_weights) if settings.imagenet_weights else None
     overrides = {"manifest": str(arm.train_manifest), "data_root": str(arm.data_root) if arm.data_root else None,
                  "dataset": arm.dataset, "taxonomy": arm.taxonomy, "out": str(out), "time_budget_s": settings.budget_s,
                  "seed": settings.seed, "threads": settings.threads, "limit_val": settings.limit_val,
-                 **settings.overrides}
+                 "checkpoint_every_s": settings.checkpoint_every_s, **settings.overrides}
     config = resolve_config(recipe_path(name), overrides)
-    if config.pretrained and settings.pretrained == "available" and not pretrained_available(config.model):
-        note = (f"{MISSING_WEIGHTS}: ImageNet weights for {config.model} cannot be had on this machine, so it "
-                "was trained from random initialisation; not a faithful reproduction of the paper's transfer learning")
-        logger.warning("%s", note)
-        return replace(config, pretrained=False), [note]
-    return config, []
+    if not config.pretrained:
+        return config, []
+    if weights:
+        return replace(config, pretrained_weights=weights), [
+            f"ImageNet weights from {weights} (sha256 {file_sha256(weights)})"]
+    return config, [f"ImageNet weights for {config.model}: the offline package or timm's download"]
+
+
+def missing_weights(name: str, settings: Settings) -> str | None:
+    """Why paper ``name`` cannot be reproduced here (its recipe starts from ImageNet weights that cannot be had),
+    or None. ``--pretrained recipe`` makes that an error instead."""
+    config = resolve_config(recipe_path(name), settings.overrides)
+    if not config.pretrained or settings.imagenet_weights or pretrained_available(config.model):
+        return None
+    command = f"bloodcell reproduce {name} --pretrained recipe"
+    reason = (f"{name}'s recipe is transfer learning from ImageNet weights for {config.model}, which cannot be had "
+              f"on this machine; where timm can download them, run `{command}`, or pass a local file with "
+              f"`--imagenet-weights FILE`. A network trained from random weights instead would not be the paper's "
+              "experiment, so none is reported")
+    if settings.pretrained == "recipe":
+        raise WeightsUnavailableError(reason)
+    return reason
 
 
 def _relabel_leaky(evaluation, arm: Arm) -> None:
@@ -388,20 +429,36 @@ def score_arm(arm: Arm, checkpoint: Path, settings: Settings, out: Path) -> dict
     return {**figures, "scored_images": evaluation.result["counts"]["scored"], "label": evaluation.result["label"]}
 
 
+def stop_rule(config: TrainConfig) -> str:
+    """When the recipe's training ends, in words."""
+    rule = (f"until the validation loss had not improved for {config.early_stopping_patience} epochs, at most "
+            f"{config.epochs}" if config.early_stopping_patience else f"{config.epochs} epochs")
+    return rule + (f", or {config.time_budget_s:g} s of training" if config.time_budget_s else "")
+
+
 def _train(name: str, arm: Arm, settings: Settings, out: Path) -> dict[str, Any]:
     config, notes = _train_config(name, arm, settings, out)
-    logger.info("%s, %s protocol: training for up to %g s", name, arm.name, settings.budget_s)
-    run = run_training(config, overwrite=True)
+    resume = (out / STATE_FILE).is_file()
+    logger.info("%s, %s protocol: %s training (%s)", name, arm.name, "resuming" if resume else "starting",
+                stop_rule(config))
+    run = run_training(config, resume=resume, overwrite=not resume)
     checkpoint = Path(run.best_checkpoint)
     if not checkpoint.is_file():
         raise DataError(f"training {name} produced no checkpoint at {checkpoint}")
-    return {"checkpoint": checkpoint, "run": out, "epochs": len(run.history), "stop_reason": run.stop_reason,
+    return {"checkpoint": checkpoint, "run": out, "epochs": len(run.history), "best_epoch": run.best_epoch,
+            "stop_reason": run.stop_reason, "stop_rule": stop_rule(config),
+            "train_seconds": round(sum(float(row.get("seconds") or 0) for row in run.history), 1),
             "train_images": int(run.metrics.get("n_train") or 0) or None,
             "imagenet_weights": bool(config.pretrained), "notes": notes}
 
 
 def run_arm(name: str, arm: Arm, settings: Settings, folder: Path, trained: dict[Path, dict]) -> dict[str, Any]:
-    """Train (unless an earlier arm trained on the same manifest: then its run serves both) and score one arm."""
+    """Train (unless an earlier arm trained on the same manifest: then its run serves both) and score one arm;
+    an arm already scored (its ``result.json``) is read back."""
+    saved = folder / ARM_FILE
+    if saved.is_file():
+        logger.info("%s, %s protocol: already scored (%s)", name, arm.name, saved)
+        return json.loads(saved.read_text(encoding="utf-8"))
     shared = arm.train_manifest in trained
     if not shared:
         trained[arm.train_manifest] = _train(name, arm, settings, folder / "run")
@@ -412,10 +469,20 @@ def run_arm(name: str, arm: Arm, settings: Settings, folder: Path, trained: dict
                      "scored differs")
     logger.info("%s, %s protocol: scoring", name, arm.name)
     figures = score_arm(arm, training["checkpoint"], settings, folder / "evaluation")
-    return {"protocol": arm.description, "leaks": leak_counts(arm.train_manifest, arm.score_manifest), **figures,
-            "run": str(training["run"]), "report": str(folder / "evaluation"), "epochs": training["epochs"],
-            "stop_reason": training["stop_reason"], "train_images": training["train_images"],
-            "imagenet_weights": training["imagenet_weights"], "notes": notes}
+    result = {"protocol": arm.description, "leaks": leak_counts(arm.train_manifest, arm.score_manifest), **figures,
+              "run": str(training["run"]), "report": str(folder / "evaluation"),
+              **{key: training[key] for key in ("epochs", "best_epoch", "stop_reason", "stop_rule", "train_seconds",
+                                                 "train_images", "imagenet_weights")},
+              "notes": notes}
+    write_json_atomic(saved, result)
+    return result
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """``data`` as JSON at ``path``, written whole or not at all."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 DATASETS = {
@@ -426,56 +493,88 @@ DATASETS = {
 
 
 def _claimed(name: str) -> dict[str, str]:
-    paper = get_model_entry(name).paper
+    if name in PIPELINES:
+        return {"accuracy": "not recorded here (see the paper)"}
+    paper = paper_info(name)
     return dict(paper.claims) if paper is not None else {}
 
 
 def _command(name: str, settings: Settings, output: Path) -> str:
-    return settings.command or f"bloodcell reproduce {name} --budget {settings.budget_s:g} --output {output}"
+    budget = f" --budget {settings.budget_s:g}" if settings.budget_s else ""
+    return settings.command or f"bloodcell reproduce {name}{budget} --output {output}"
 
 
 def reproduce_paper(name: str, output: Path, settings: Settings) -> dict[str, Any]:
-    """Both protocols of paper model ``name`` under ``output/name``; writes and returns its record."""
+    """Both protocols of paper model ``name`` under ``output/name`` (or, when its ImageNet weights cannot be
+    had, a record that says so: ``status`` "not run"); writes and returns its record."""
     folder = output / name
-    arms = protocol_arms(name, settings, output / "data")
-    trained: dict[Path, dict] = {}
-    results = {arm.name: run_arm(name, arm, settings, folder / arm.name, trained) for arm in arms}
-    for result in results.values():  # relative to --output, so the folder can move
-        result["run"], result["report"] = (os.path.relpath(result[k], output) for k in ("run", "report"))
-    paper = get_model_entry(name).paper
+    folder.mkdir(parents=True, exist_ok=True)
+    reason = missing_weights(name, settings)
+    if reason is not None:
+        logger.warning("%s: not run: %s", name, reason)
+        results = {arm: {"status": NOT_RUN, "reason": reason} for arm in ("paper", "honest")}
+    else:
+        arms = protocol_arms(name, settings, output / "data")
+        trained: dict[Path, dict] = {}
+        results = {arm.name: run_arm(name, arm, settings, folder / arm.name, trained) for arm in arms}
+        for result in results.values():  # relative to --output, so the folder can move
+            result["run"], result["report"] = (os.path.relpath(result[k], output) for k in ("run", "report"))
+    paper = paper_info(name)
     record = {
-        "paper": paper.citation if paper else name, "model": name, "recipe": str(recipe_path(name).relative_to(REPO)),
+        "status": NOT_RUN if reason else "done", "model": name,
+        "paper": paper.citation if paper else name, "recipe": resources.shipped_name(recipe_path(name)),
         "recipe_sha256": file_sha256(recipe_path(name)), "data": PROTOCOLS[name].data,
         "dataset": DATASETS[PROTOCOLS[name].data],
         "protocol_source": PROTOCOLS[name].source, "claimed": _claimed(name),
         "ours_paper_protocol": results["paper"], "ours_honest": results["honest"],
         "budget_s": settings.budget_s, "seed": settings.seed, "copies_per_class": settings.copies_per_class,
+        "machine": machine(),
         "score_limit": settings.score_limit, "limit_val": settings.limit_val,
         "recipe_overrides": dict(settings.overrides),
         "command": _command(name, settings, output), "commit": git_commit(), "created": now(),
     }
-    (folder / RESULT_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json_atomic(folder / RESULT_FILE, record)
     (folder / "reproduction.md").write_text("\n".join([table(ROW_HEADER, [markdown_row(record)]), ""]), encoding="utf-8")
     return record
 
 
 ROW_HEADER = ["model", "paper", "data", "paper's claim", "ours, paper's protocol (95% CI)", "ours, honest (95% CI)",
-              "budget per protocol"]
+              "leak in the paper's protocol", "training (paper's / honest protocol)"]
 
 
 def _figure(result: dict[str, Any]) -> str:
+    if result.get("status") == NOT_RUN:
+        return "not run: no ImageNet weights on this machine"
     acc = result["accuracy"]
-    weights = " (random init: no ImageNet weights here)" if any(MISSING_WEIGHTS in n for n in result["notes"]) else ""
     return (f"{100 * acc['estimate']:.1f} % [{100 * acc['low']:.1f}, {100 * acc['high']:.1f}] "
-            f"on {result['scored_images']:,} images{weights}")
+            f"on {result['scored_images']:,} images")
 
 
 def markdown_row(record: dict[str, Any]) -> list[str]:
     """One comparison row: the paper's claim beside our figures under its protocol and under the honest one."""
     claims = "; ".join(f"{figure}: {value}" for figure, value in record["claimed"].items()) or "not recorded"
     data = {"bccd4": "BCCD, 4 types (Kaggle-like copies)", "pbc": "PBC, 8 classes"}[record["data"]]
-    return [record["model"], record["paper"].split(":")[0], data, claims, _figure(record["ours_paper_protocol"]),
-            _figure(record["ours_honest"]), f"{record['budget_s']:g} s"]
+    paper, honest = record["ours_paper_protocol"], record["ours_honest"]
+    if record.get("status") == NOT_RUN:
+        return [record["model"], record["paper"].split(":")[0], data, claims, _figure(paper), _figure(honest),
+                "-", paper["reason"]]
+    return [record["model"], record["paper"].split(":")[0], data, claims, _figure(paper), _figure(honest),
+            _leak(paper["leaks"]), " / ".join(_training(result) for result in (paper, honest))]
+
+
+def _leak(leaks: dict[str, int]) -> str:
+    n = leaks["scored_set_images"]
+    return (f"{leaks['scored_training_images']:,} of {n:,} scored images were trained on; "
+            f"{leaks['scored_from_training_sources']:,} share a source cell or duplicate group with training images")
+
+
+def _training(result: dict[str, Any]) -> str:
+    """Epochs run, why training ended and its time (older records: epochs and stop reason only)."""
+    if not result["epochs"]:
+        return "fitted once (classical pipeline, hyperparameters chosen on validation)"
+    seconds = result.get("train_seconds")
+    time = f", {seconds / 3600:.1f} h" if seconds and seconds >= 360 else f", {seconds:.0f} s" if seconds else ""
+    return f"{result['epochs']} epochs ({result['stop_reason'].replace('_', ' ')}{time})"
 
 
 def write_summary(output: Path) -> Path:
@@ -491,6 +590,58 @@ def write_summary(output: Path) -> Path:
     return path
 
 
+REPORT_FILE = "report.html"
+
+
+def _read_image(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None
+
+
+def _paper_section(record: dict[str, Any], output: Path) -> PaperSection:
+    """One paper's part of the page: claim, both protocols, our choices, training, and its figures."""
+    paper, honest = record["ours_paper_protocol"], record["ours_honest"]
+    claims = "; ".join(f"{k}: {v}" for k, v in record["claimed"].items()) or "not recorded"
+    paragraphs = [f"{record['paper']}. Claimed: {claims}. Recipe: {record['recipe']}."]
+    if record.get("status") == NOT_RUN:
+        return PaperSection(record["model"], [*paragraphs, f"Not reproduced: {paper['reason']}."])
+    paragraphs += [
+        f"The paper's protocol ({_figure(paper)}): {paper['protocol']}. {_leak(paper['leaks'])}.",
+        f"The honest protocol ({_figure(honest)}): {honest['protocol']}.",
+        f"What we had to choose, or could not have (the paper is silent, or its data is not here): "
+        f"{record['protocol_source']}",
+        f"Training, each protocol: {paper.get('stop_rule', 'see its run')}; "
+        f"{' / '.join(_training(r) for r in (paper, honest))}; on {record.get('machine', {}).get('cpus', '?')} CPUs.",
+    ]
+    figures: dict[str, bytes] = {}
+    for label, result in (("paper's protocol", paper), ("honest protocol", honest)):
+        curves = _read_image(output / result["run"] / "curves.png")
+        if curves is not None and curves not in figures.values():
+            figures[f"Training curves ({label}{', the same run' if paper['run'] == honest['run'] else ''})"] = curves
+        confusion = _read_image(output / result["report"] / "figures" / "confusion_normalized.png")
+        if confusion is not None:
+            figures[f"Confusion matrix, row-normalised ({label})"] = confusion
+    return PaperSection(record["model"], paragraphs, figures)
+
+
+def write_report_page(output: str | Path) -> Path:
+    """``output/report.html``: the table, and per paper its protocols, choices, training curves and confusion
+    matrices, from every ``*/reproduction.json`` under ``output``."""
+    output = Path(output)
+    records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(output.glob(f"*/{RESULT_FILE}"))]
+    if not records:
+        raise DataError(f"{output} holds no finished reproduction (*/{RESULT_FILE}); run 'bloodcell reproduce' first")
+    intro = ["Accuracy with its bootstrap 95 % interval. The paper's protocol includes its leaks (copies of one cell "
+             "on both sides of the split, or training images scored); the honest one keeps copies of a cell in one "
+             "split and scores a held-out test split once, in full."]
+    page = render_reproduction_page(ROW_HEADER, [markdown_row(r) for r in records], intro,
+                                    [_paper_section(r, output) for r in records])
+    path = output / REPORT_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def paper_names(papers: str) -> list[str]:
     """``all`` or one paper model name, as a list; ConfigError naming the choices otherwise."""
     papers = papers.strip()
@@ -503,13 +654,18 @@ def paper_names(papers: str) -> list[str]:
 
 def check_settings(settings: Settings) -> None:
     """Refuse a bad budget, copy count, score limit or pretrained policy before any work."""
-    if not (isinstance(settings.budget_s, (int, float)) and math.isfinite(settings.budget_s) and settings.budget_s > 0):
+    budget = settings.budget_s
+    if budget is not None and not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
         raise ConfigError(f"--budget must be a positive number of seconds, got {settings.budget_s}")
     if settings.copies_per_class < 1:
         raise ConfigError(f"--copies-per-class must be at least 1, got {settings.copies_per_class}")
     for option, value in (("--score-limit", settings.score_limit), ("--limit-val", settings.limit_val)):
         if value is not None and value < 1:
             raise ConfigError(f"{option} must be at least 1 when given, got {value}")
+    if not settings.checkpoint_every_s > 0:
+        raise ConfigError(f"--checkpoint-every must be a positive number of seconds, got {settings.checkpoint_every_s}")
+    if settings.imagenet_weights is not None and not Path(settings.imagenet_weights).is_file():
+        raise ConfigError(f"{settings.imagenet_weights}: ImageNet weights file not found (--imagenet-weights)")
     if settings.pretrained not in PRETRAINED_POLICIES:
         raise ConfigError(f"--pretrained must be one of {', '.join(PRETRAINED_POLICIES)}, got {settings.pretrained!r}")
 
@@ -535,7 +691,7 @@ def reproduce(papers: str, output: str | Path, settings: Settings | None = None)
     records = []
     for name in names:
         saved = output / name / RESULT_FILE
-        if saved.is_file():
+        if saved.is_file() and json.loads(saved.read_text(encoding="utf-8")).get("status") != NOT_RUN:
             logger.info("%s: reproduction exists in %s, skipped", name, saved.parent)
             records.append(json.loads(saved.read_text(encoding="utf-8")))
             continue

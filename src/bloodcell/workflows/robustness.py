@@ -102,7 +102,7 @@ def run_robustness(checkpoint: str | Path, manifest: str | Path, *, limit: int |
     result: dict[str, Any] = {
         "checkpoint": path.name, "checkpoint_sha256": file_sha256(path),
         "model_name": classifier.model.model_name if classifier.model is not None else None,
-        "class_names": classifier.class_names, "manifest": Path(manifest).name,
+        "class_names": classifier.class_names, "manifest": items.manifest.name,
         "manifest_sha256": items.manifest_sha256, "limit": limit, "git_commit": git_commit(),
         "bloodcell_version": __version__, "date": now(), "split": split,
         f"{split}_split": scored["sections"], f"{split}_skipped": [*items.skipped, *scored["skipped"]],

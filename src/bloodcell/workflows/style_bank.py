@@ -21,6 +21,7 @@ from bloodcell.data.images import read_image
 from bloodcell.errors import ConfigError, DataError, ImageError
 from bloodcell.framing import crop_around, frame_cell
 from bloodcell.progress import track
+from bloodcell.resources import style_bank_path
 from bloodcell.transforms import lab_style
 from bloodcell.workflows.cells import txl_fields_outside_bccd_test
 
@@ -54,7 +55,7 @@ def build_style_bank(sources: list[str], out: str | Path, detector_manifest: str
 def read_style_bank(path: str | Path) -> np.ndarray:
     """The (K, 6) style rows of a bank file; DataError when it is not one."""
     try:
-        bank = json.loads(Path(path).read_text())
+        bank = json.loads(style_bank_path(path).read_text())
         styles = np.asarray(bank["styles"], dtype=np.float32)
         if bank.get("format") != FORMAT or styles.ndim != 2 or styles.shape[1] != 6 or not np.isfinite(styles).all():
             raise ValueError("not a style bank")

@@ -30,6 +30,7 @@ from bloodcell.log import get_logger
 from bloodcell.models import create_model, get_model_entry
 from bloodcell.progress import track
 from bloodcell.provenance import file_sha256
+from bloodcell.resources import manifest_path
 from bloodcell.train import distributed as dist_utils
 from bloodcell.train.classical import fit_classical
 from bloodcell.train.config import TrainConfig, save_config
@@ -157,8 +158,7 @@ class _Job:
 def _check_required(config: TrainConfig) -> None:
     if not config.manifest:
         raise ConfigError("no manifest given; pass --manifest FILE (see 'bloodcell data split')")
-    if not Path(config.manifest).is_file():
-        raise DataError(f"{config.manifest}: manifest file not found")
+    manifest_path(config.manifest)  # a path or a frozen manifest's name, refused here before any work
     if not config.out:
         raise ConfigError("no output folder given; pass --output DIR")
 
@@ -279,7 +279,8 @@ def _run(config: TrainConfig, resume: bool, overwrite: bool, ctx: DistContext,
         return _train_classical(job, ctx)
     config = job.config
     seed_everything(config.seed)
-    model = create_model(config.model, num_classes=len(job.class_names), pretrained=config.pretrained,
+    pretrained = (config.pretrained_weights or True) if config.pretrained else False
+    model = create_model(config.model, num_classes=len(job.class_names), pretrained=pretrained,
                          class_names=job.class_names, input_size=config.input_size)
     model.data_config = replace(model.data_config, framing=config.framing, resize=config.resize)
     init_sha256 = init_weights(model, config, job.class_names, load=job.state is None) if config.init_from else None

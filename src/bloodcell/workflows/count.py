@@ -113,7 +113,8 @@ def samples_from_csv(path: str | Path) -> list[Sample]:
 
 
 def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_below: float | None,
-                 cell_size_px: float | None, typing_unavailable: str | None, resume: bool = False) -> dict[str, Any]:
+                 cell_size_px: float | None, typing_unavailable: str | None, resume: bool = False,
+                 tta: bool = False) -> dict[str, Any]:
     """Count one sample's photos into ``out`` (annotated PNGs written photo by photo); returns counts.json.
 
     Photo paths are written as text (:func:`~bloodcell.writing.name_text`) with each photo's SHA-256. Each
@@ -130,7 +131,7 @@ def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_
                 continue
             try:
                 entry = {"path": name_text(str(photo)), "sha256": input_sha256(photo),
-                         **count_image(read_image(photo), classifier, detector, refer_below, cell_size_px)}
+                         **count_image(read_image(photo), classifier, detector, refer_below, cell_size_px, tta=tta)}
             except ImageError as exc:
                 errors.append({"path": name_text(str(photo)), "error": name_text(str(exc))})
                 continue
@@ -267,13 +268,14 @@ class CountInterrupted(KeyboardInterrupt):
 def count_samples(samples: list[Sample], output: str | Path, classifier=None, *, detector: str = "learned",
                   refer_below: float | None = DEFAULT_REFER_BELOW, cell_size_px: float | None = None,
                   typing_unavailable: str | None = None, resume: bool = False, store: Store | None = None,
-                  actor: str = "") -> list[dict[str, Any]]:
+                  actor: str = "", tta: bool = False) -> list[dict[str, Any]]:
     """Count every sample into ``output`` (a sub-folder per sample when there are several) and write samples.csv;
     with ``store``, also keep each sample there (recorded by ``actor``; sample ids already kept are refused first).
 
     With ``resume``, a sample whose counts.json an earlier run finished for the same photos (unchanged, by
     SHA-256) is kept, not counted again (and kept in ``store`` if it is not there yet). A write that fails raises
-    OutputError saying how many samples are finished; Ctrl-C raises :class:`CountInterrupted`."""
+    OutputError saying how many samples are finished; Ctrl-C raises :class:`CountInterrupted`. ``tta`` types the
+    white cells over the 8 dihedral views."""
     folders = sample_folder_names(samples)
     output = check_output_folder(output, "counts")
     folder_of = {sample.sample_id: output / folders[sample.sample_id] if len(samples) > 1 else output
@@ -292,7 +294,7 @@ def count_samples(samples: list[Sample], output: str | Path, classifier=None, *,
         try:
             doc = before.get(sample.sample_id) or count_sample(
                 sample, folder, classifier, detector=detector, refer_below=refer_below, cell_size_px=cell_size_px,
-                typing_unavailable=typing_unavailable, resume=resume)
+                typing_unavailable=typing_unavailable, resume=resume, tta=tta)
             rows.append(sample_row(doc))
             write_samples_csv(rows, output)  # after each sample, so finished samples survive a later failure
         except OutputError as exc:

@@ -38,6 +38,7 @@ from bloodcell.errors import CheckpointError, ConfigError
 from bloodcell.models import create_model, get_model_entry
 from bloodcell.transforms import DataConfig
 from bloodcell.weights import resolve
+from bloodcell.writing import write_json
 
 FORMAT = "bloodcell-checkpoint/1"
 #: Largest square input a checkpoint may ask for (a 1024x1024 batch of 32 is already 400 MB of floats).
@@ -237,7 +238,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: CheckpointMe
     save_file(state, str(tmp), metadata={"format": FORMAT, "bloodcell": json.dumps(doc, allow_nan=False)})
     os.chmod(tmp, 0o644)  # safetensors writes 0600; a checkpoint is as readable as the rest of the run
     tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    write_json(path.with_suffix(".json"), doc)
     return path
 
 
@@ -245,12 +246,13 @@ _STANDARD_KEYS = {"format", "model_name", "num_classes", "class_names", "data_co
                   "metrics", "temperature", "bloodcell_version", "created"}
 
 
-def update_metadata(path: str | Path, **extra: Any) -> Path:
-    """Rewrite the checkpoint at ``path`` in place with ``extra`` keys added to (or replacing) its metadata."""
+def update_metadata(path: str | Path, to: str | Path | None = None, **extra: Any) -> Path:
+    """Rewrite the checkpoint at ``path`` (in place, or as ``to``) with ``extra`` keys added to (or replacing)
+    its metadata, whole or not at all."""
     checkpoint = load_checkpoint(path)
     meta = checkpoint.meta
     kept = {k: v for k, v in meta.items() if k not in _STANDARD_KEYS}
-    return save_checkpoint(path, checkpoint.model, CheckpointMeta(
+    return save_checkpoint(path if to is None else to, checkpoint.model, CheckpointMeta(
         model_name=meta["model_name"], data_config=checkpoint.data_config, model_kwargs=meta.get("model_kwargs", {}),
         train_config=meta.get("train_config", {}), metrics=meta.get("metrics", {}),
         temperature=float(meta.get("temperature", 1.0)), extra={**kept, **extra}))

@@ -28,6 +28,7 @@ import torch
 
 from bloodcell.errors import CheckpointError, ConfigError
 from bloodcell.log import get_logger
+from bloodcell.writing import atomic_file
 
 STATE_FILE = "last.pt"
 BEST_FILE = "best.safetensors"
@@ -124,10 +125,10 @@ def _fmt(value: Any) -> Any:
 
 
 def write_metrics_csv(history: list[dict], path: str | Path, columns: Sequence[str] | None = None) -> Path:
-    """One row per epoch; ``columns`` (default: every key, in order of appearance) in that order."""
+    """One row per epoch; ``columns`` (default: every key, in order of appearance) in that order; whole or not at all."""
     path = Path(path)
     columns = list(columns) if columns is not None else list(dict.fromkeys(k for row in history for k in row))
-    with open(path, "w", newline="") as handle:
+    with atomic_file(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in history:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import struct
-import zlib
 
 import pytest
 from fastapi.testclient import TestClient
-from hardening_helpers import cell_png, save_tiny
+from hardening_helpers import cell_png, png16, save_tiny
 from typer.testing import CliRunner
 
 from bloodcell.service.settings import Limits, ServiceSettings
@@ -148,23 +146,10 @@ def test_review_needs_the_key_when_one_is_set(make):
     assert _review(client, {"states": [_state(1)], "reviewed": False}, **{"X-API-Key": "secret"}).status_code == 200
 
 
-def _png16(width: int, height: int) -> bytes:
-    """A valid 16-bit greyscale PNG of zeros, compressed row by row (a few hundred KB for 40 megapixels)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    packer, row, body = zlib.compressobj(9), b"\x00" * (1 + 2 * width), []
-    for _ in range(height):
-        body.append(packer.compress(row))
-    body.append(packer.flush())
-    header = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(body)) + chunk(b"IEND", b"")
-
-
 def test_a_16_bit_40_megapixel_png_is_refused_before_it_is_decoded(make, monkeypatch):
     import bloodcell.service.app as service_app
 
-    data = _png16(6400, 6250)  # exactly the 40-megapixel limit
+    data = png16(6400, 6250)  # exactly the 40-megapixel limit
     assert len(data) < 1_000_000
     monkeypatch.setattr(service_app, "read_image", lambda *a, **k: pytest.fail("decoded"))
     answer = make().post("/v1/count", files=[("files", ("deep.png", data, "image/png"))])

@@ -109,6 +109,26 @@ def test_serve_allows_the_bound_address_and_given_hosts_and_origins(monkeypatch)
     assert bad.exit_code == 1 and "scheme://host" in str(bad.exception)
 
 
+def test_serve_sets_the_decoding_review_and_response_budgets(monkeypatch):
+    import uvicorn
+
+    import bloodcell.service.app as service_app
+    from bloodcell.cli.main import app
+
+    built = []
+    monkeypatch.setattr(service_app, "create_app", lambda settings, **kw: built.append(settings))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    env = {k: v for k, v in os.environ.items() if k != "BLOODCELL_API_KEY"}
+    result = CliRunner().invoke(app, ["serve", "--max-decoding-mb", "100", "--max-review-boxes", "500",
+                                      "--max-response-mb", "2.5"], env={**env, "BLOODCELL_API_KEY": ""})
+    assert result.exit_code == 0, result.output
+    limits = built[0].limits
+    assert (limits.max_decoding_bytes, limits.max_review_boxes, limits.max_response_bytes) == (
+        100 * 2**20, 500, int(2.5 * 2**20))
+    zero = CliRunner().invoke(app, ["serve", "--max-review-boxes", "0"], env={**env, "BLOODCELL_API_KEY": ""})
+    assert zero.exit_code == 2 and "--max-review-boxes" in zero.output
+
+
 def _state(boxes: int, width: int = 640, height: int = 480) -> dict:
     box = {"label": "RBC", "x1": 1.0, "y1": 1.0, "x2": 20.0, "y2": 20.0, "score": 0.9}
     photo = {"photo_id": PHOTO_ID, "filename": "a.png", "width": width, "height": height,

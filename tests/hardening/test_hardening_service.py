@@ -90,7 +90,9 @@ def test_a_cors_origin_may_call_the_api_with_its_key(make, cell):
     assert _classify(client, cell, Origin="https://other.example", **{"X-API-Key": "k"}).status_code == 403
 
 
-def test_serve_allows_the_bound_address_and_given_hosts_and_origins(monkeypatch):
+@pytest.fixture()
+def serve(monkeypatch):
+    """``serve(*flags)``: run ``bloodcell serve`` without serving; (its result, the settings it built or None)."""
     import uvicorn
 
     import bloodcell.service.app as service_app
@@ -100,32 +102,30 @@ def test_serve_allows_the_bound_address_and_given_hosts_and_origins(monkeypatch)
     monkeypatch.setattr(service_app, "create_app", lambda settings, **kw: built.append(settings))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
     env = {k: v for k, v in os.environ.items() if k != "BLOODCELL_API_KEY"}
-    result = CliRunner().invoke(app, ["serve", "--host", "10.0.0.7", "--allowed-host", "lab-pc.local",
-                                      "--cors-origin", "https://lims.lab.org"], env={**env, "BLOODCELL_API_KEY": "k"})
+
+    def run(*flags, key="k"):
+        built.clear()
+        result = CliRunner().invoke(app, ["serve", *flags], env={**env, "BLOODCELL_API_KEY": key})
+        return result, (built[0] if built else None)
+    return run
+
+
+def test_serve_allows_the_bound_address_and_given_hosts_and_origins(serve):
+    result, settings = serve("--host", "10.0.0.7", "--allowed-host", "lab-pc.local", "--cors-origin", "https://lims.lab.org")
     assert result.exit_code == 0, result.output
-    assert built[0].allowed_hosts == ("localhost", "127.0.0.1", "::1", "10.0.0.7", "lab-pc.local")
-    assert built[0].cors_origins == ("https://lims.lab.org",)
-    bad = CliRunner().invoke(app, ["serve", "--cors-origin", "lims.lab.org"], env={**env, "BLOODCELL_API_KEY": "k"})
+    assert settings.allowed_hosts == ("localhost", "127.0.0.1", "::1", "10.0.0.7", "lab-pc.local")
+    assert settings.cors_origins == ("https://lims.lab.org",)
+    bad, _ = serve("--cors-origin", "lims.lab.org")
     assert bad.exit_code == 1 and "scheme://host" in str(bad.exception)
 
 
-def test_serve_sets_the_decoding_review_and_response_budgets(monkeypatch):
-    import uvicorn
-
-    import bloodcell.service.app as service_app
-    from bloodcell.cli.main import app
-
-    built = []
-    monkeypatch.setattr(service_app, "create_app", lambda settings, **kw: built.append(settings))
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
-    env = {k: v for k, v in os.environ.items() if k != "BLOODCELL_API_KEY"}
-    result = CliRunner().invoke(app, ["serve", "--max-decoding-mb", "100", "--max-review-boxes", "500",
-                                      "--max-response-mb", "2.5"], env={**env, "BLOODCELL_API_KEY": ""})
+def test_serve_sets_the_decoding_review_and_response_budgets(serve):
+    result, settings = serve("--max-decoding-mb", "100", "--max-review-boxes", "500", "--max-response-mb", "2.5", key="")
     assert result.exit_code == 0, result.output
-    limits = built[0].limits
+    limits = settings.limits
     assert (limits.max_decoding_bytes, limits.max_review_boxes, limits.max_response_bytes) == (
         100 * 2**20, 500, int(2.5 * 2**20))
-    zero = CliRunner().invoke(app, ["serve", "--max-review-boxes", "0"], env={**env, "BLOODCELL_API_KEY": ""})
+    zero, _ = serve("--max-review-boxes", "0", key="")
     assert zero.exit_code == 2 and "--max-review-boxes" in zero.output
 
 

@@ -69,6 +69,11 @@ def write_failed(path: Path, exc: OSError, kept: str = "") -> OutputError:
                        + (kept or "nothing was written there"))
 
 
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary file :func:`atomic_file` leaves only when its process is killed."""
+    return name.startswith(".") and name.endswith(".part")
+
+
 @contextmanager
 def atomic_file(path: str | Path, mode: str = "w", **open_args: Any) -> Iterator[IO]:
     """A handle on a temporary file beside ``path`` that replaces ``path`` when the block ends without error.

@@ -122,3 +122,73 @@ def test_an_onnx_export_on_a_full_disk_leaves_no_model_file(tmp_path, disk_full_
     with pytest.raises(OutputError, match=f"tiny.onnx: {FULL}"):
         export_onnx(checkpoint, out / "tiny.onnx")
     _only(out)
+
+
+def _fills_on_write(monkeypatch, name: str) -> None:
+    """Writing a file whose name starts with ``name`` fails with ENOSPC after half its bytes (a real full disk)."""
+    import builtins
+
+    real_open = builtins.open
+
+    class Filling:
+        def __init__(self, handle):
+            self._handle = handle
+
+        def write(self, data):
+            self._handle.write(bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, attr):
+            return getattr(self._handle, attr)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._handle.close()
+
+    def filling_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        if "w" in mode and os.path.basename(os.fspath(file)).lstrip(".").startswith(name):
+            return Filling(handle)
+        return handle
+
+    monkeypatch.setattr(builtins, "open", filling_open)
+    import io
+    monkeypatch.setattr(io, "open", filling_open)
+
+
+def test_a_full_disk_while_saving_the_training_state_keeps_the_previous_one(tmp_path, monkeypatch):
+    import torch
+
+    from bloodcell.train.run import STATE_FILE, load_state, save_state
+
+    save_state(tmp_path / STATE_FILE, {"format": "test/1", "epoch": 1, "w": torch.ones(1000)})
+    _fills_on_write(monkeypatch, STATE_FILE)
+    with pytest.raises(OutputError, match=f"{STATE_FILE}: {FULL}"):
+        save_state(tmp_path / STATE_FILE, {"format": "test/1", "epoch": 2, "w": torch.ones(1000)})
+    monkeypatch.undo()
+    assert load_state(tmp_path / STATE_FILE, "test/1")["epoch"] == 1
+    _only(tmp_path, STATE_FILE)
+
+
+def test_a_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    from bloodcell.checkpoint import load_checkpoint
+
+    path = save_tiny(tmp_path / "best.safetensors", note="first")
+    _fills_on_write(monkeypatch, "best.safetensors")
+    with pytest.raises(OutputError, match=f"best.safetensors: {FULL}"):
+        save_tiny(path, note="second")
+    monkeypatch.undo()
+    assert load_checkpoint(path).meta["note"] == "first"
+    _only(tmp_path, "best.safetensors", "best.json")
+
+
+def test_a_temporary_file_left_by_a_killed_write_does_not_block_a_fresh_run(tmp_path):
+    from bloodcell.train.run import check_run_dir, clear_run_files
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / ".metrics.0123abcd.part").write_text("epoch,tra")
+    check_run_dir(tmp_path, ("config.json", "metrics.csv"), resume=False, overwrite=False)
+    clear_run_files(tmp_path, ("config.json", "metrics.csv"))
+    _only(tmp_path)

@@ -192,3 +192,29 @@ def test_a_temporary_file_left_by_a_killed_write_does_not_block_a_fresh_run(tmp_
     check_run_dir(tmp_path, ("config.json", "metrics.csv"), resume=False, overwrite=False)
     clear_run_files(tmp_path, ("config.json", "metrics.csv"))
     _only(tmp_path)
+
+
+def test_calibrate_ood_writes_the_guarded_copy_whole_and_leaves_the_model_alone(tmp_path, disk_full_at):
+    from bloodcell.checkpoint import load_checkpoint
+
+    for index in range(30):
+        cell_png(tmp_path / "cells" / CLASSES[index % 3] / f"{index}.png", seed=index)
+    cells = str(tmp_path / "cells")
+    assert runner.invoke(app, ["data", "split", "folder", "--data-root", cells, "--output", str(tmp_path / "m.csv"),
+                               "--ratios", "0.4,0.6,0"]).exit_code == 0
+    model = save_tiny(tmp_path / "tiny.safetensors")
+    before = model.read_bytes()
+    out = tmp_path / "guarded"
+    out.mkdir()
+    args = ["calibrate-ood", "--model", str(model), "--manifest", str(tmp_path / "m.csv"), "--data-root", cells,
+            "--limit", "10", "--output", str(out / "g.safetensors")]
+    assert runner.invoke(app, args).exit_code == 0
+    assert "ood" in load_checkpoint(out / "g.safetensors").meta and model.read_bytes() == before
+    (out / "g.safetensors").unlink()
+    (out / "g.json").unlink()
+    disk_full_at("g.safetensors")
+    result = runner.invoke(app, args)
+    assert isinstance(result.exception, OutputError) and "g.safetensors: cannot write it (the disk is full)" in str(
+        result.exception)
+    _only(out)
+    assert model.read_bytes() == before

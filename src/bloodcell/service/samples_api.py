@@ -137,8 +137,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
     def samples(request: Request) -> list[dict[str, Any]]:
         caller(request)
         with store.session() as session:
-            counted_by = dict(session.execute(select(AuditEntry.sample_pk, AuditEntry.actor)
-                                              .where(AuditEntry.action == "count")).all())
+            counted_by = _counted_by(session)
             return [{**summary(sample), "counted_by": counted_by.get(sample.id)} for sample in list_samples(session)]
 
     @router.get("/samples/{sample_id}")
@@ -230,6 +229,14 @@ def _bearer(request: Request) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+def _counted_by(session: Session, sample_pk: int | None = None) -> dict[int, str]:
+    """Who counted each sample (or only ``sample_pk``), from the audit trail: {sample's key: actor}."""
+    query = select(AuditEntry.sample_pk, AuditEntry.actor).where(AuditEntry.action == "count")
+    if sample_pk is not None:
+        query = query.where(AuditEntry.sample_pk == sample_pk)
+    return dict(session.execute(query).all())
+
+
 def _with_cells(session: Session, sample, classes: list[str]) -> dict[str, Any]:
     """A sample's summary with its cells, each with its last decision (the review page's state, reloaded from the
     store), and the classes a cell may be relabelled to."""
@@ -241,4 +248,5 @@ def _with_cells(session: Session, sample, classes: list[str]) -> dict[str, Any]:
               "referral_reason": c.referral_reason, "origin": c.origin, "removed": c.removed,
               "decision": last.get(c.id)}
              for c in sample.cells]
-    return {**summary(sample), "cells": cells, "classes": classes}
+    return {**summary(sample), "counted_by": _counted_by(session, sample.id).get(sample.id), "cells": cells,
+            "classes": classes}

@@ -5,12 +5,13 @@
 "use strict";
 
 const STATUS_WORDS = {
-  counted: "counted, not reviewed",
+  counted: "not reviewed",
   in_review: "in review",
-  reviewed: "reviewed, waits for sign-off",
+  reviewed: "awaiting sign-off",
   signed: "signed",
 };
 const MAY = { technician: ["review"], supervisor: ["review", "sign"], admin: [] };
+const FULL_DIFFERENTIAL = 100; // white cells a manual differential is read from
 const CROP_PX = 160; // a white cell's crop on the page, in CSS pixels
 const store = { user: null, csrf: null, sample: null, photos: new Map() };
 
@@ -93,8 +94,12 @@ async function signOut() {
 
 // ---- the sample list ----
 
+// A moment in local time, unambiguous in every locale: 2026-12-06 22:08.
 function when(iso) {
-  return iso ? new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" }) : "";
+  if (!iso) return "";
+  const t = new Date(iso);
+  const two = (n) => String(n).padStart(2, "0");
+  return `${t.getFullYear()}-${two(t.getMonth() + 1)}-${two(t.getDate())} ${two(t.getHours())}:${two(t.getMinutes())}`;
 }
 
 function badge(status) { return el("span", { class: `badge status-${status}`, text: STATUS_WORDS[status] || status }); }
@@ -108,13 +113,15 @@ function cellOf(label, ...children) {
 function listRow(sample) {
   const open = el("button", { type: "button", class: "link open-sample", text: sample.sample_id });
   open.addEventListener("click", () => openSample(sample.sample_id));
-  const who = [sample.counted_by ? `counted by ${sample.counted_by}` : "", sample.signed_by ? `signed by ${sample.signed_by}` : ""];
+  const who = cellOf("Who");
+  if (sample.counted_by) who.append(el("span", { text: `counted by ${sample.counted_by}` }));
+  if (sample.signed_by) who.append(el("span", { text: `signed by ${sample.signed_by}` }));
   return el("tr", { "data-sample-id": sample.sample_id },
     cellOf("Sample", open), cellOf("Status", badge(sample.status)),
     cellOf("White cells", String(sample.counts.WBC ?? 0)), cellOf("Red cells", String(sample.counts.RBC ?? 0)),
     cellOf("Platelets", String(sample.counts.Platelets ?? 0)),
     cellOf("To review", String(sample.referred)),
-    cellOf("Counted", when(sample.created_at)), cellOf("Who", who.filter(Boolean).join("; ")));
+    cellOf("Counted", when(sample.created_at)), who);
 }
 
 async function showList() {
@@ -130,7 +137,7 @@ async function showList() {
   const list = el("table", { class: "sample-list" }, el("caption", { text: `${plural(kept.length, "sample", "samples")}, newest first` }),
     el("thead", {}, head), el("tbody", {}, ...kept.map(listRow)));
   $("sample-list").replaceChildren(kept.length ? list
-    : el("p", { class: "hint", text: "No samples are kept yet: samples appear here once they are counted into the store." }));
+    : el("p", { class: "hint", text: "No samples are kept yet." }));
 }
 
 // ---- one sample ----
@@ -216,7 +223,7 @@ function cellCard(cell, editable) {
     el("p", { class: "call", text: `${cell.class || "not typed"}${cell.origin === "reviewer" ? "" : confidence}` }),
     el("p", { class: "state", text: decisionWords(cell) }));
   if (editable) {
-    const confirm = el("button", { type: "button", class: "secondary confirm", text: "Correct" });
+    const confirm = el("button", { type: "button", class: "secondary confirm", text: "Agree" });
     confirm.addEventListener("click", () => decide(cell, "confirm"));
     const relabel = el("select", { class: "relabel", "aria-label": `change cell ${cell.id} to` },
       el("option", { value: "", text: "Change to…" }),
@@ -259,7 +266,10 @@ function sampleTables(sample) {
     : table(`White-cell differential (${plural(sample.wbc_classified, "cell", "cells")})`,
       [["Type", "type"], ["Count", "count", true], ["Percent", "percent", true]],
       types.map(([type, count]) => ({ type, count: String(count), percent: `${(sample.differential_percent[type] ?? 0).toFixed(1)}%` })));
-  return el("div", { class: "sample-tables" }, counts, differential);
+  const few = !sample.typing_unavailable && sample.wbc_classified < FULL_DIFFERENTIAL
+    ? el("p", { class: "caution", text: `Only ${plural(sample.wbc_classified, "white cell was", "white cells were")} typed: `
+      + `a differential is usually read from ${FULL_DIFFERENTIAL}, so these percentages are rough.` }) : "";
+  return el("div", {}, el("div", { class: "sample-tables" }, counts, differential), few);
 }
 
 function renderKept() {
@@ -267,7 +277,7 @@ function renderKept() {
   const editable = sample.status !== "signed" && may("review");
   const back = el("button", { type: "button", class: "link", text: "← All samples" });
   back.addEventListener("click", closeSample);
-  const made = [`Counted ${when(sample.created_at)}`];
+  const made = [`Counted ${when(sample.created_at)}${sample.counted_by ? ` by ${sample.counted_by}` : ""}`];
   if (sample.signed_by) made.push(`signed by ${sample.signed_by} on ${when(sample.signed_at)}`);
   const actions = el("div", { class: "export-buttons" });
   if (editable && sample.status !== "reviewed") actions.append(statusAction("Review finished", "/finish", "finish"));

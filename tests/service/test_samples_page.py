@@ -1,7 +1,7 @@
 """The lab's samples on the web page, in Debian's headless Chromium (Playwright) against a live server on a store.
 
 A technician signs in (after a wrong password), opens a counted sample, decides a cell, reloads and finds the
-decision kept, finishes the review; a supervisor signs it off and downloads the FHIR report (final). The sample
+decision kept, is told in one sentence when someone else changed the sample meanwhile, finishes the review; a supervisor signs it off and downloads the FHIR report (final). The sample
 list fits a phone's 390-px screen.
 """
 
@@ -88,6 +88,19 @@ def test_a_sample_is_reviewed_across_a_reload_signed_off_and_exported(store_serv
     assert decided.locator(".state").inner_text().startswith("Changed by tia")
     assert "by tia" not in page.locator(f"article.cell-card[data-cell='{other}'] .state").inner_text()
     assert "eosinophil" in page.locator(".sample-tables").inner_text()
+
+    # someone else (the same account at another workstation) changes the sample: the page's next write is refused
+    behind = page.request.get(store_server.url + "/v1/samples/S-17").json()
+    changed = page.request.post(store_server.url + "/v1/samples/S-17/decisions", data={
+        "cell_id": int(cell), "action": "relabel", "cell_class": "basophil", "version": behind["version"]},
+        headers={"X-CSRF-Token": page.request.get(store_server.url + "/v1/session").json()["csrf_token"]})
+    assert changed.ok
+    page.locator(f"article.cell-card[data-cell='{other}'] button.confirm").click()
+    expect(page.locator("#store-message .error")).to_have_text(
+        "Someone else changed this sample since you opened it, so it was reloaded with their changes: please check "
+        "the cell and decide again.")
+    assert decided.locator(".call").inner_text().startswith("basophil")  # reloaded with the other change
+    assert "by tia" not in page.locator(f"article.cell-card[data-cell='{other}'] .state").inner_text()
     assert page.locator("article.sample.kept .badge").inner_text() == "in review"
     page.click("button.finish")
     expect(page.locator("article.sample.kept .badge")).to_have_text("awaiting sign-off")

@@ -1,7 +1,8 @@
 """The lab's samples on the web page, in Debian's headless Chromium (Playwright) against a live server on a store.
 
 A technician signs in (after a wrong password), opens a counted sample, decides a cell, reloads and finds the
-decision kept, is told in one sentence when someone else changed the sample meanwhile, finishes the review; a supervisor signs it off and downloads the FHIR report (final). The sample
+decision kept, is told in one sentence when someone else changed the sample meanwhile, finishes the review, and is asked to sign
+in again when the session ends; a supervisor signs it off and downloads the FHIR report (final). The sample
 list fits a phone's 390-px screen.
 """
 
@@ -106,7 +107,10 @@ def test_a_sample_is_reviewed_across_a_reload_signed_off_and_exported(store_serv
     expect(page.locator("article.sample.kept .badge")).to_have_text("awaiting sign-off")
     assert page.locator("button.sign").count() == 0  # a technician does not sign off
 
-    page.click("#sign-out")
+    csrf = page.request.get(store_server.url + "/v1/session").json()["csrf_token"]
+    assert page.request.delete(store_server.url + "/v1/session", headers={"X-CSRF-Token": csrf}).ok  # session over
+    page.get_by_role("button", name="← All samples").click()
+    expect(page.locator("#store-message .error")).to_have_text("Your session has ended: please sign in again.")
     _sign_in(page, "sam", PASSWORDS["sam"])
     page.locator("tr[data-sample-id='S-17'] button.open-sample").click()
     page.click("button.sign")
@@ -124,3 +128,6 @@ def test_a_sample_is_reviewed_across_a_reload_signed_off_and_exported(store_serv
     page.locator("tr[data-sample-id='S-17']").wait_for()
     assert "signed by sam" in page.locator("tr[data-sample-id='S-17']").inner_text()
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.click("#sign-out")
+    expect(page.locator("#sign-in")).to_be_visible()
+    assert page.request.get(store_server.url + "/v1/session").status == 401

@@ -1,9 +1,9 @@
 """The lab's samples on the web page, in Debian's headless Chromium (Playwright) against a live server on a store.
 
 A technician signs in (after a wrong password), opens a counted sample, decides a cell, reloads and finds the
-decision kept, is told in one sentence when someone else changed the sample meanwhile, finishes the review, and is asked to sign
-in again when the session ends; a supervisor signs it off and downloads the FHIR report (final). The sample
-list fits a phone's 390-px screen.
+decision kept, is told in one sentence when someone else changed the sample meanwhile, finishes the review and
+is asked to sign in again when the session ends; a supervisor signs it off, downloads the FHIR report (final)
+and reopens it with a reason. The sample list fits a phone's 390-px screen.
 """
 
 from __future__ import annotations
@@ -122,11 +122,17 @@ def test_a_sample_is_reviewed_across_a_reload_signed_off_and_exported(store_serv
     assert bundle["resourceType"] == "Bundle"
     report = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
     assert report["status"] == "final"
+    page.click("button.reopen")  # without a reason
+    expect(page.locator("#store-message .error")).to_have_text(
+        "Write why the sample is reopened first: the reason is kept with the sample.")
+    page.fill("input.reopen-reason", "recount the eosinophils")
+    page.click("button.reopen")
+    expect(page.locator("article.sample.kept .badge")).to_have_text("in review")
 
     page.set_viewport_size({"width": 390, "height": 844})
     page.get_by_role("button", name="← All samples").click()
     page.locator("tr[data-sample-id='S-17']").wait_for()
-    assert "signed by sam" in page.locator("tr[data-sample-id='S-17']").inner_text()
+    assert "in review" in page.locator("tr[data-sample-id='S-17']").inner_text()
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.click("#sign-out")
     expect(page.locator("#sign-in")).to_be_visible()

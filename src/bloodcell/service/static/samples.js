@@ -242,12 +242,19 @@ function exportLink(format, text) {
     download: "", text });
 }
 
-function statusAction(text, path, className) {
+// A button that changes the sample's status; ``fields`` adds to the request (e.g. a reopening's reason), or
+// returns the sentence that says what is missing.
+function statusAction(text, path, className, fields = () => ({})) {
   const button = el("button", { type: "button", class: className, text });
   button.addEventListener("click", async () => {
     const sample = store.sample;
+    const extra = fields();
+    if (typeof extra === "string") {
+      storeMessage(extra);
+      return;
+    }
     try {
-      await api("POST", sampleUrl(sample.sample_id, path), { version: sample.version });
+      await api("POST", sampleUrl(sample.sample_id, path), { version: sample.version, ...extra });
       await openSample(sample.sample_id);
     } catch (err) {
       if (err.status === 409) await openSample(sample.sample_id);
@@ -282,12 +289,21 @@ function renderKept() {
   const actions = el("div", { class: "export-buttons" });
   if (editable && sample.status !== "reviewed") actions.append(statusAction("Review finished", "/finish", "finish"));
   if (sample.status === "reviewed" && may("sign")) actions.append(statusAction("Sign off", "/sign", "sign"));
+  if (sample.status === "signed" && may("sign")) {
+    const reason = el("input", { type: "text", class: "reopen-reason", maxlength: "2000", "aria-label": "why it is reopened",
+      placeholder: "why it is reopened" });
+    actions.append(reason, statusAction("Reopen", "/reopen", "secondary reopen",
+      () => (reason.value.trim() ? { reason: reason.value.trim() }
+        : "Write why the sample is reopened first: the reason is kept with the sample.")));
+  }
   actions.append(exportLink("fhir", "Download FHIR"), exportLink("csv", "Download CSV"));
 
   const whites = sample.cells.filter((c) => c.label === "WBC" && !c.removed);
   whites.sort((a, b) => Number(Boolean(b.referral_reason && !b.decision)) - Number(Boolean(a.referral_reason && !a.decision)));
   const left = whites.filter((c) => !c.decision).length;
-  const note = sample.status === "signed" ? "This sample is signed: a supervisor must reopen it before anything changes."
+  const signed = may("sign") ? "This sample is signed and read-only: reopen it, saying why, to change anything."
+    : "This sample is signed and read-only: only a supervisor can reopen it.";
+  const note = sample.status === "signed" ? signed
     : editable ? `${plural(left, "white cell is", "white cells are")} not yet checked; cells that need a decision come first. Each decision is saved as you make it.`
       : "You can read this sample; reviewing is for technicians and supervisors.";
   $("sample-view").replaceChildren(el("article", { class: "sample kept", "data-sample-id": sample.sample_id },

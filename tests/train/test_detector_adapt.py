@@ -22,7 +22,7 @@ from bloodcell.smear.counting import count_image
 from bloodcell.smear.learned_detector import load_detector
 from bloodcell.train.detector_adapt import AdaptOptions
 from bloodcell.workflows import detector_adapt
-from bloodcell.workflows.detector_adapt import adapt_detector, fold_of
+from bloodcell.workflows.detector_adapt import adapt_detector, fold_of, worse_than_original
 
 FAST = AdaptOptions(epochs=1, batch_size=4, crop=64, freeze_blocks=3)
 
@@ -124,7 +124,8 @@ def test_thresholds_are_never_chosen_on_photos_the_model_was_tuned_on(base, tmp_
 def test_adapted_checkpoint_describes_itself_and_counts(base, tmp_path):
     lab = _lab(tmp_path / "lab", 4)
     out = tmp_path / "adapted.safetensors"
-    result = adapt_detector(lab, out, lab="St Elsewhere haematology", detector=base, folds=2, options=FAST)
+    result = adapt_detector(lab, out, lab="St Elsewhere haematology", detector=base, folds=2, options=FAST,
+                            keep_if_worse=False)
     meta = json.loads(out.with_suffix(".json").read_text())
     adapted = meta["detector"]["adapted"]
     assert meta["model_name"] == "centernet-lite0" and meta["model_kwargs"] == {"shared_head": True}
@@ -150,11 +151,12 @@ def test_adapted_checkpoint_describes_itself_and_counts(base, tmp_path):
 def test_a_class_the_lab_does_not_label_keeps_the_original_behaviour(base, tmp_path):
     out = tmp_path / "no-platelets.safetensors"
     adapt_detector(_lab(tmp_path / "lab", 4, platelets=False), out, lab="Lab B", detector=base, folds=2,
-                   options=AdaptOptions(epochs=1, batch_size=4, crop=64, lr=5e-3))
+                   options=AdaptOptions(epochs=1, batch_size=4, crop=64, lr=5e-3), keep_if_worse=False)
     checkpoint = load_checkpoint(out)
     assert isinstance(checkpoint.model, KeptClassesCenterNet) and checkpoint.model.kept == (2,)
     meta = checkpoint.meta["detector"]
     assert meta["adapted"]["kept_classes"] == ["Platelets"] and meta["thresholds"]["Platelets"] == 0.12
+    assert meta["adapted"]["kept_because"] == {"Platelets": "no labelled example among the photos"}
     original, adapted = load_detector(base), load_detector(out)
     photo = Image.fromarray(np.asarray(draw_smear(9)[0].resize((320, 240))))
     before, after = original.detect_resized(photo, [0.05] * 3), adapted.detect_resized(photo, [0.05] * 3)
@@ -165,6 +167,15 @@ def test_a_class_the_lab_does_not_label_keeps_the_original_behaviour(base, tmp_p
         assert not torch.equal(adapted.model.adapted(x)["heatmap"][:, 0], original.model(x)["heatmap"][:, 0])
     with pytest.raises(CheckpointError, match="only a plain CenterNet"):
         adapt_detector(tmp_path / "lab", tmp_path / "again.safetensors", lab="Lab B", detector=out, options=FAST)
+
+
+def test_a_class_adapting_makes_worse_is_kept_from_the_original():
+    def figures(rbc, wbc, platelets):
+        return {label: {"count_accuracy": value} for label, value in zip(LABELS, (rbc, wbc, platelets))}
+
+    validated = {"figures": figures(0.98, 0.72, None), "original": figures(0.96, 1.0, 0.8)}
+    worse = worse_than_original(validated, kept=["Platelets"])
+    assert list(worse) == ["WBC"] and "72.0 % below the original's 100.0 %" in worse["WBC"]
 
 
 def test_kept_classes_are_validated():
@@ -181,7 +192,7 @@ def test_adapt_command_reports_skipped_photos_and_refuses_too_few(base, tmp_path
     draw_smear(7)[0].save(lab / "unlabelled.png")
     out = tmp_path / "adapted.safetensors"
     args = ["detector", "adapt", str(lab), "-o", str(out), "--lab", "Lab C", "--detector", str(base), "--folds", "2",
-            "--epochs", "1", "--threads", "1"]
+            "--epochs", "1", "--threads", "1", "--adapt-all"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, f"{result.output} {result.exception!r}"
     assert "skipped" in result.output and "unlabelled.png: " in result.output and "no labels beside it" in result.output

@@ -127,6 +127,7 @@ def adapt(
     lr: float = typer.Option(5e-4, "--lr", help="Peak AdamW learning rate of the fine-tuning."),
     freeze_blocks: int = typer.Option(3, "--freeze-blocks", min=0, max=7, help="Early backbone blocks kept frozen (0-7)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (folds and augmentation)."),
+    keep_if_worse: bool = typer.Option(True, "--keep-if-worse/--adapt-all", help="A class whose cross-validated count accuracy adapting lowers keeps the original detector's network and threshold."),
     threads: int = typer.Option(2, "--threads", min=1, help="Torch threads."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output."),
 ) -> None:
@@ -138,14 +139,14 @@ def adapt(
 
     torch.set_num_threads(threads)
     options = AdaptOptions(epochs=epochs, lr=lr, freeze_blocks=freeze_blocks, seed=seed)
-    result = adapt_detector(photos, output, lab=lab, detector=detector, folds=folds, options=options, overwrite=overwrite)
+    result = adapt_detector(photos, output, lab=lab, detector=detector, folds=folds, options=options,
+                            keep_if_worse=keep_if_worse, overwrite=overwrite)
     for skipped in result["skipped"]:
         typer.echo(f"skipped {skipped['path']}: {skipped['reason']}")
-    if result["kept_classes"]:
-        typer.echo(f"no labelled {', '.join(result['kept_classes'])} among the photos: kept as the original detector has them")
     typer.echo(f"{len(result['photos'])} photos, {result['folds']}-fold cross-validated (adapted / original detector):")
     for label, figures in result["cross_validated"].items():
-        if label in result["kept_classes"]:
+        if label in result["kept_because"]:
+            typer.echo(f"  {label}: kept as the original detector has it ({result['kept_because'][label]})")
             continue
         before = result["original_on_these_photos"][label]
         typer.echo(f"  {label}: count accuracy {_percent(figures['count_accuracy'])} / {_percent(before['count_accuracy'])}, "

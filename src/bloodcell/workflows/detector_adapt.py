@@ -10,8 +10,9 @@ was tuned on), and the final detector is fine-tuned on every photo and given tho
 
 The cross-validated figures: AP@0.5 of the out-of-fold detections, and count accuracy with each
 fold counted at thresholds chosen on the other folds' detections alone, beside the original
-detector's figures on the same photos. A class no photo labels keeps the original detector's
-network and threshold (:mod:`bloodcell.models.centernet_kept`). The adapted checkpoint records
+detector's figures on the same photos. A class no photo labels, or whose cross-validated count
+accuracy is below the original's on the same photos, keeps the original detector's network and
+threshold (:mod:`bloodcell.models.centernet_kept`). The adapted checkpoint records
 its lab, its photos (names, sha256), the original it was adapted from, the options and figures.
 """
 
@@ -139,6 +140,18 @@ def cross_validate(base: LearnedDetector, samples: Sequence[Sample], folds: Sequ
             "original": photo_figures(_detect_all(base, samples), samples, [original] * len(samples))}
 
 
+def worse_than_original(validated: dict[str, Any], kept: Sequence[str]) -> dict[str, str]:
+    """The labelled classes whose cross-validated count accuracy is below the original detector's on the same
+    photos (at its own thresholds), with the reason: adapting would make them worse, so the original keeps them."""
+    worse = {}
+    for label in LABELS:
+        adapted, original = validated["figures"][label]["count_accuracy"], validated["original"][label]["count_accuracy"]
+        if label not in kept and adapted is not None and original is not None and adapted < original:
+            worse[label] = (f"cross-validated count accuracy {100 * adapted:.1f} % below the original's "
+                            f"{100 * original:.1f} % on the same photos")
+    return worse
+
+
 def _final_model(base_model: CenterNet, tuned: CenterNet, kept: Sequence[str], shared_head: bool):
     """(model to save, its registry name, model kwargs): the tuned network, beside the original when classes are kept."""
     kwargs = {"shared_head": True} if shared_head else {}
@@ -170,8 +183,10 @@ def _base(detector: str | Path) -> tuple[Path, dict[str, Any], LearnedDetector]:
 
 
 def adapt_detector(photos: str | Path, output: str | Path, *, lab: str, detector: str | Path = "smear-detector",
-                   folds: int = 3, options: AdaptOptions = AdaptOptions(), overwrite: bool = False) -> dict[str, Any]:
-    """Fine-tune ``detector`` on the reviewed photos in ``photos`` and write the adapted checkpoint to ``output``."""
+                   folds: int = 3, options: AdaptOptions = AdaptOptions(), keep_if_worse: bool = True,
+                   overwrite: bool = False) -> dict[str, Any]:
+    """Fine-tune ``detector`` on the reviewed photos in ``photos`` and write the adapted checkpoint to ``output``;
+    ``keep_if_worse``: a class that adapting made worse in cross-validation keeps the original's network."""
     started = time.monotonic()
     photos, output = Path(photos), Path(output)
     _check_output(output, overwrite)
@@ -197,6 +212,15 @@ def adapt_detector(photos: str | Path, output: str | Path, *, lab: str, detector
     assignment = fold_of(len(samples), min(folds, len(samples)), options.seed)
     plain = [s.sample for s in samples]
     validated = cross_validate(base, plain, assignment, kept, options)
+    reasons = {label: "no labelled example among the photos" for label in kept}
+    if keep_if_worse:
+        reasons.update(worse_than_original(validated, kept))
+    kept = [label for label in LABELS if label in reasons]
+    if len(kept) == len(LABELS):
+        raise DataError(f"{photos}: adapting did not beat the original detector on any class in cross-validation "
+                        f"({'; '.join(f'{k}: {v}' for k, v in reasons.items())}); keep using the original")
+    thresholds = {label: base.settings.thresholds[label] if label in kept else validated["thresholds"][label]
+                  for label in LABELS}
     tuned = fine_tune(base.model, plain, options)
     shared_head = bool(base_meta.get("model_kwargs", {}).get("shared_head"))
     model, model_name, kwargs = _final_model(base.model, tuned, kept, shared_head)
@@ -208,11 +232,11 @@ def adapt_detector(photos: str | Path, output: str | Path, *, lab: str, detector
         "photos": [{"name": str(s.photo.path.relative_to(photos)), "sha256": s.photo.sha256, "scale_from": s.scale_from,
                     "fold": f} for s, f in zip(samples, assignment)],
         "skipped": [{"path": p, "reason": r} for p, r in skipped],
-        "kept_classes": kept, "folds": max(assignment) + 1, "options": options.to_dict(),
+        "kept_classes": kept, "kept_because": reasons, "folds": max(assignment) + 1, "options": options.to_dict(),
         "cross_validated": validated["figures"], "original_on_these_photos": validated["original"],
         "seconds": round(seconds, 1),
     }
-    section = {**base.settings.model_dump(), "thresholds": validated["thresholds"],
+    section = {**base.settings.model_dump(), "thresholds": thresholds,
                "thresholds_chosen_on": f"{adapted['folds']}-fold cross-validation on the lab's photos",
                "adapted": adapted}
     meta = CheckpointMeta(model_name=model_name, data_config=base.model.data_config, model_kwargs=kwargs,

@@ -202,3 +202,32 @@ def test_adapt_command_reports_skipped_photos_and_refuses_too_few(base, tmp_path
     refused = CliRunner().invoke(app, [*args[:2], str(one), "-o", str(tmp_path / "x.safetensors"), *args[5:]])
     assert refused.exit_code != 0 and "adapting needs at least 2" in str(refused.exception)
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_the_service_counts_with_the_detector_it_is_given(base, tmp_path, monkeypatch):
+    import io
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from bloodcell.service import app as service_app
+    from bloodcell.service.settings import ServiceSettings
+
+    calls = []
+
+    def counter(images, classifier=None, names=None, refer_below=None, **options):
+        calls.append(options)
+        return {"images": [{"path": n, "counts": dict.fromkeys(LABELS, 0), "wbc_types": {}, "boxes": [],
+                            "annotated": Image.new("RGB", (8, 8))} for n in names], "sample": {"counts": {}}}
+
+    monkeypatch.setattr(service_app, "library_count_smears", counter)
+    photo = io.BytesIO()
+    draw_smear(0)[0].save(photo, format="PNG")
+    classifier = SimpleNamespace(class_names=["neutrophil", "lymphocyte"], source="tiny")
+    app = service_app.create_app(ServiceSettings(detector=str(base)), classifier=classifier, access_log=io.StringIO())
+    with TestClient(app) as client:
+        response = client.post("/v1/count", files=[("files", ("smear.png", photo.getvalue(), "image/png"))])
+    assert response.status_code == 200, response.text
+    assert calls == [{"detector": str(base)}]
+    with pytest.raises(CheckpointError, match="no such model file"):
+        service_app.create_app(ServiceSettings(detector=str(tmp_path / "missing.safetensors")), classifier=classifier)

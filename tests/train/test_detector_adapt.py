@@ -25,14 +25,7 @@ from bloodcell.workflows import detector_adapt
 from bloodcell.workflows.detector_adapt import adapt_detector, fold_of, worse_than_original
 
 FAST = AdaptOptions(epochs=1, batch_size=4, crop=64, freeze_blocks=3)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from bloodcell.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from bloodcell.data.boxes import SMEAR_LABELS as LABELS
+from bloodcell.data.boxes import Box
 from bloodcell.data.lab_photos import read_lab_photos
 from bloodcell.errors import CheckpointError, ConfigError, DataError
 from bloodcell.models import create_model
@@ -224,3 +225,13 @@ def test_the_service_counts_with_the_detector_it_is_given(base, tmp_path, monkey
     assert calls == [{"detector": str(base)}]
     with pytest.raises(CheckpointError, match="no such model file"):
         service_app.create_app(ServiceSettings(detector=str(tmp_path / "missing.safetensors")), classifier=classifier)
+
+
+def test_among_equally_good_thresholds_the_middle_one_is_chosen():
+    from bloodcell.train.detector import Sample
+
+    samples = [Sample(f"p{i}", np.zeros((8, 8, 3), np.uint8), np.array([[0, 0, 8, 8]], np.float32), np.array([1]))
+               for i in range(2)]
+    detections = [[Box("WBC", 0, 0, 8, 8, 0.9), Box("WBC", 20, 20, 28, 28, 0.3)], [Box("WBC", 0, 0, 8, 8, 0.5)]]
+    chosen = detector_adapt._chosen(detections, samples, ["Platelets"], {"RBC": 0.4, "WBC": 0.4, "Platelets": 0.33})
+    assert 0.4 <= chosen["WBC"] <= 0.425 and chosen["Platelets"] == 0.33  # 0.325-0.5 all count right: the middle

@@ -114,9 +114,15 @@ def photo_figures(detections: Sequence[list[Box]], samples: Sequence[Sample],
 
 def _chosen(detections: Sequence[list[Box]], samples: Sequence[Sample], kept: Sequence[str],
             original: dict[str, float]) -> dict[str, float]:
-    """Per-class thresholds chosen on these detections; the kept classes keep the original's."""
-    chosen = select_thresholds(detections, samples, "count")
-    return {label: original[label] if label in kept else chosen[label]["threshold"] for label in LABELS}
+    """Per class, the threshold of lowest mean per-photo count error on these detections; among equally good
+    ones (a few photos often leave a wide range) the middle one. The kept classes keep the original's."""
+    rows = {t: select_thresholds(detections, samples, "count", [t]) for t in CANDIDATE_THRESHOLDS}
+    chosen = {}
+    for label in LABELS:
+        best = min(row[label]["mae"] for row in rows.values())
+        tied = [t for t, row in rows.items() if row[label]["mae"] <= best + 1e-12]
+        chosen[label] = original[label] if label in kept else tied[len(tied) // 2]
+    return chosen
 
 
 def cross_validate(base: LearnedDetector, samples: Sequence[Sample], folds: Sequence[int], kept: Sequence[str],

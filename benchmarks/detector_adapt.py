@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from bloodcell.weights import DEFAULT_DETECTOR, resolve
 
     torch.set_num_threads(args.threads)
+    commit = git_commit()  # the code this run imports, before any later commit
     args.data_root = dataset_root("txl", args.data_root)
     starts = dict(spec.split("=", 1) for spec in args.start)
     photos = smear_images("txl", args.data_root)
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                                             for side in ("start", "adapted")}, f"{run['adapt_seconds']:.0f} s")
     result = {"command": shlex.join(["python", "benchmarks/detector_adapt.py",
                                      *(argv if argv is not None else sys.argv[1:])]),
-              "commit": git_commit(), "date": now(), "machine": machine(), "threads": args.threads,
+              "commit": commit, "date": now(), "machine": machine(), "threads": args.threads,
               "note": ("sources without --start begin from the bundled detector, trained on their train fields: "
                        "adaptation to a known lab, counted on its val fields; leave-one-source-out detector files "
                        "were not available"),

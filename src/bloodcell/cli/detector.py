@@ -127,7 +127,7 @@ def adapt(
     lr: float = typer.Option(5e-4, "--lr", help="Peak AdamW learning rate of the fine-tuning."),
     freeze_blocks: int = typer.Option(3, "--freeze-blocks", min=0, max=7, help="Early backbone blocks kept frozen (0-7)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (folds and augmentation)."),
-    keep_if_worse: bool = typer.Option(True, "--keep-if-worse/--adapt-all", help="A class whose cross-validated count accuracy adapting lowers keeps the original detector's network and threshold."),
+    keep_if_worse: bool = typer.Option(True, "--keep-if-worse/--adapt-all", help="A class whose cross-validated count accuracy adapting does not raise keeps the original detector's network and threshold."),
     threads: int = typer.Option(2, "--threads", min=1, help="Torch threads."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output."),
 ) -> None:

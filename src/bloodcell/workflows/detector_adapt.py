@@ -147,13 +147,13 @@ def cross_validate(base: LearnedDetector, samples: Sequence[Sample], folds: Sequ
 
 
 def worse_than_original(validated: dict[str, Any], kept: Sequence[str]) -> dict[str, str]:
-    """The labelled classes whose cross-validated count accuracy is below the original detector's on the same
-    photos (at its own thresholds), with the reason: adapting would make them worse, so the original keeps them."""
+    """The labelled classes whose cross-validated count accuracy is not above the original detector's on the same
+    photos (at its own thresholds), with the reason: adapting would not help them, so the original keeps them."""
     worse = {}
     for label in LABELS:
         adapted, original = validated["figures"][label]["count_accuracy"], validated["original"][label]["count_accuracy"]
-        if label not in kept and adapted is not None and original is not None and adapted < original:
-            worse[label] = (f"cross-validated count accuracy {100 * adapted:.1f} % below the original's "
+        if label not in kept and adapted is not None and original is not None and adapted <= original:
+            worse[label] = (f"cross-validated count accuracy {100 * adapted:.1f} %, not above the original's "
                             f"{100 * original:.1f} % on the same photos")
     return worse
 
@@ -192,7 +192,7 @@ def adapt_detector(photos: str | Path, output: str | Path, *, lab: str, detector
                    folds: int = 3, options: AdaptOptions = AdaptOptions(), keep_if_worse: bool = True,
                    overwrite: bool = False) -> dict[str, Any]:
     """Fine-tune ``detector`` on the reviewed photos in ``photos`` and write the adapted checkpoint to ``output``;
-    ``keep_if_worse``: a class that adapting made worse in cross-validation keeps the original's network."""
+    ``keep_if_worse``: a class that adapting did not improve in cross-validation keeps the original's network."""
     started = time.monotonic()
     photos, output = Path(photos), Path(output)
     _check_output(output, overwrite)

@@ -77,6 +77,7 @@ def test_serve_resolves_its_settings_once_from_flags_and_the_api_key_variable(mo
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.append((app, kw)))
     monkeypatch.setattr(torch, "set_num_threads", threads.append)
     flags = ["serve", "--model", "pbc11", "--engine", "onnx", "--refer-below", "0.3", "--threads", "3", "--port", "8123",
+             "--detector", "classical",
              "--max-in-flight", "2", "--max-waiting", "5", "--timeout", "7", "--body-timeout", "4",
              "--max-upload-mb", "1", "--max-files", "6", "--max-megapixels", "2", "--max-request-megapixels", "5"]
     result = CliRunner().invoke(app, flags, env={"BLOODCELL_API_KEY": "k3y"})
@@ -84,7 +85,7 @@ def test_serve_resolves_its_settings_once_from_flags_and_the_api_key_variable(mo
     (settings, kwargs), = built
     assert kwargs == {}
     assert (settings.model, settings.engine, settings.threads, settings.refer_below) == ("pbc11", "onnx", 3, 0.3)
-    assert settings.api_key == "k3y"
+    assert settings.api_key == "k3y" and settings.detector == "classical"
     assert settings.limits == Limits(max_upload_bytes=1024 * 1024, max_pixels=2_000_000, max_request_pixels=5_000_000,
                                      max_files=6, body_timeout_s=4.0, timeout_s=7.0, max_in_flight=2, max_waiting=5)
     assert threads == [3]

@@ -39,3 +39,14 @@ def bloodcell_log(caplog):
     yield caplog
     logger.removeHandler(caplog.handler)
     logger.setLevel(level)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test, restored after it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

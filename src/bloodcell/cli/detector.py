@@ -1,4 +1,5 @@
-"""``bloodcell detector train|split|split-txl``: freeze a smear split, train the CenterNet smear detector on it."""
+"""``bloodcell detector train|split|split-txl|adapt``: freeze a smear split, train the CenterNet smear detector on it,
+adapt it to a lab from its reviewed photos."""
 
 from __future__ import annotations
 
@@ -114,3 +115,49 @@ def split_txl(
     typer.echo(", ".join(f"{key} {n}" for key, n in result["counts"].items()))
     typer.echo(f"{result['unmatched_copies']} BCCD-source fields matched no BCCD photo -> {result['manifest']} "
                f"(sha256 {result['sha256'][:16]}...)")
+
+
+@app.command("adapt")
+def adapt(
+    photos: Path = typer.Argument(..., help="Folder of a lab's reviewed photos, each with VOC <name>.xml or YOLO <name>.txt labels beside it (classes RBC, WBC, Platelets)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Adapted detector checkpoint to write (.safetensors)."),
+    lab: str = typer.Option(..., "--lab", help="Name of the lab whose photos these are (recorded in the checkpoint)."),
+    detector: str = typer.Option("smear-detector", "--detector", help="Detector to start from: the bundled smear-detector or a checkpoint file."),
+    folds: int = typer.Option(3, "--folds", min=2, help="Cross-validation folds over the photos for choosing the score thresholds."),
+    epochs: int = typer.Option(20, "--epochs", min=1, help="Fine-tuning passes over the photos."),
+    lr: float = typer.Option(5e-4, "--lr", help="Peak AdamW learning rate of the fine-tuning."),
+    freeze_blocks: int = typer.Option(3, "--freeze-blocks", min=0, max=7, help="Early backbone blocks kept frozen (0-7)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (folds and augmentation)."),
+    keep_if_worse: bool = typer.Option(True, "--keep-if-worse/--adapt-all", help="A class whose cross-validated count accuracy adapting does not raise keeps the original detector's network and threshold."),
+    threads: int = typer.Option(2, "--threads", min=1, help="Torch threads."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output."),
+) -> None:
+    """Fine-tune the smear detector on a lab's reviewed photos; score thresholds chosen by cross-validation."""
+    import torch
+
+    from bloodcell.train.detector_adapt import AdaptOptions
+    from bloodcell.workflows.detector_adapt import adapt_detector
+
+    torch.set_num_threads(threads)
+    options = AdaptOptions(epochs=epochs, lr=lr, freeze_blocks=freeze_blocks, seed=seed)
+    result = adapt_detector(photos, output, lab=lab, detector=detector, folds=folds, options=options,
+                            keep_if_worse=keep_if_worse, overwrite=overwrite)
+    for skipped in result["skipped"]:
+        typer.echo(f"skipped {skipped['path']}: {skipped['reason']}")
+    typer.echo(f"{len(result['photos'])} photos, {result['folds']}-fold cross-validated (adapted / original detector):")
+    for label, figures in result["cross_validated"].items():
+        if label in result["kept_because"]:
+            typer.echo(f"  {label}: kept as the original detector has it ({result['kept_because'][label]})")
+            continue
+        before = result["original_on_these_photos"][label]
+        typer.echo(f"  {label}: count accuracy {_percent(figures['count_accuracy'])} / {_percent(before['count_accuracy'])}, "
+                   f"AP@0.5 {_fraction(figures['ap50'])} / {_fraction(before['ap50'])}")
+    typer.echo(f"{result['seconds']:.0f} s -> {result['checkpoint']}")
+
+
+def _percent(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def _fraction(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

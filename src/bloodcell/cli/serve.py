@@ -45,6 +45,7 @@ def serve(
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name (pbc8, pbc11) or a .safetensors/.onnx file; default: the bundled model."),
     engine: EngineOption = Engine.torch,
+    detector: str = typer.Option("learned", "--detector", help="Smear detector of /v1/count: learned (the bundled one), classical, or a detector checkpoint such as one written by 'bloodcell detector adapt'."),
     refer_below: float = typer.Option(DEFAULT_REFER_BELOW, "--refer-below", min=0.0, max=1.0, help="Refer cells (classified, and white cells typed on smears) whose confidence is below this probability."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="BLOODCELL_API_KEY", show_envvar=True, help="Require this key on /v1/* and /metrics. Prefer the environment variable: a command line is visible to other users."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001, help="Largest request body accepted (MB)."),
@@ -89,7 +90,7 @@ def serve(
         max_review_boxes=max_review_boxes,
         max_response_bytes=int(max_response_mb * 1024 * 1024),
     )
-    options = {"refer_below": refer_below}
+    options = {"refer_below": refer_below, "detector": detector}
     hosts = tuple(dict.fromkeys([*LOCAL_HOSTS, *([host] if host not in WILDCARD else []), *(allowed_host or [])]))
     settings = ServiceSettings(model=model, engine=engine.value, threads=threads, api_key=api_key or None, limits=limits,
                                allowed_hosts=hosts, cors_origins=tuple(cors_origin or ()), store=store, **options)

@@ -56,6 +56,9 @@ CATALOG: tuple[CatalogEntry, ...] = (
                  ("paper",)),
     CatalogEntry("centernet-lite0", "detector", 384, IMAGENET, None,
                  "CenterNet-style smear cell detector (EfficientNet-Lite0, output stride 4)", _DETECTOR_TAGS),
+    CatalogEntry("centernet-lite0-kept", "detector", 384, IMAGENET, None,
+                 "An adapted smear detector whose unlabelled classes stay the original's (built from a checkpoint "
+                 "only)", (*_DETECTOR_TAGS, "adapted")),
     _timm("convnext", 128, 3_377_088, "small", "convnext_atto"),
     _timm("densenet201", 224, 18_108_296, "literature"),
     _timm("efficientnet_lite0", 128, 3_381_256, "small"),

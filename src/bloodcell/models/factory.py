@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bloodcell.errors import ConfigError
-from bloodcell.models import backbones, centernet, classical, fcos, papers  # noqa: F401  (they register their entries)
+from bloodcell.models import backbones, centernet, centernet_kept, classical, fcos, papers  # noqa: F401  (they register their entries)
 from bloodcell.models.backbones import timm_entry
 from bloodcell.models.registry import ModelEntry, registered, registered_entries
 

@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bloodcell._version import __version__
 from bloodcell.data.images import read_image
 from bloodcell.errors import DataError, ImageError
-from bloodcell.inference.predictor import DEFAULT_REFER_BELOW, load
+from bloodcell.inference.predictor import load
 from bloodcell.log import get_logger
 from bloodcell.service.limits import (
     BodyLimitMiddleware,
@@ -75,6 +75,7 @@ from bloodcell.smear import documents
 from bloodcell.smear.counting import count_smears as library_count_smears
 from bloodcell.smear.counting import sample_totals
 from bloodcell.store.database import open_store
+from bloodcell.smear.detectors import resolve_detector
 
 logger = get_logger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -169,7 +170,9 @@ def create_app(
     if classifier is None:
         classifier = load(settings.model, engine=settings.engine, num_threads=settings.threads)
     if count_smears is None:
-        count_images = _default_smear_counter(classifier, refer_below=settings.refer_below)
+        resolve_detector(settings.detector)  # a wrong --detector fails now, in one sentence
+        count_images = bind_smear_counter(library_count_smears, classifier, settings.refer_below,
+                                          detector=settings.detector)
     else:
         count_images = bind_smear_counter(count_smears, classifier, settings.refer_below)
     metrics = ServiceMetrics()
@@ -227,11 +230,6 @@ def bind_smear_counter(count_smears: Callable[..., dict[str, Any]], classifier: 
         return count_smears(images, classifier=classifier, names=names, refer_below=refer_below, **options)
 
     return count
-
-
-def _default_smear_counter(classifier: Any, refer_below: float = DEFAULT_REFER_BELOW) -> SmearCounter:
-    """The library's smear counter (its default detector) bound to ``classifier``."""
-    return bind_smear_counter(library_count_smears, classifier, refer_below)
 
 
 class ApiKeyMiddleware:

@@ -67,7 +67,9 @@ class ServiceSettings:
     bundled default); ``engine`` and ``threads`` go to :func:`bloodcell.inference.predictor.load`
     (``threads`` is the number of concurrent onnxruntime batches; torch's own thread count is
     set by the process owner, ``bloodcell serve --threads``). ``refer_below`` applies to
-    ``/v1/classify`` and to the white cells typed by ``/v1/count``. ``api_key``, when set,
+    ``/v1/classify`` and to the white cells typed by ``/v1/count``. ``detector`` is the smear detector of
+    ``/v1/count`` (``learned``, ``classical`` or a detector checkpoint, e.g. one written by ``bloodcell detector
+    adapt``). ``api_key``, when set,
     protects ``/v1/*`` and ``/metrics``. ``allowed_hosts``: the Host header values (no port; ``*.lab.org``
     matches sub-domains, ``*`` anything) a request may carry; ``bloodcell serve`` adds the bound address.
     ``cors_origins``: other origins (``https://lims.lab.org``) whose pages may call the API; none by
@@ -80,6 +82,7 @@ class ServiceSettings:
     engine: str = "torch"
     threads: int | None = None
     refer_below: float = DEFAULT_REFER_BELOW
+    detector: str = "learned"
     api_key: str | None = field(default=None, repr=False)
     limits: Limits = field(default_factory=Limits)
     allowed_hosts: tuple[str, ...] = LOCAL_HOSTS

@@ -82,7 +82,7 @@ class DetectorTrainConfig:
     architecture: str = MODEL_NAME
 
     def __post_init__(self) -> None:
-        architectures = [entry.name for entry in list_models() if entry.kind == "detector"]
+        architectures = [entry.name for entry in list_models() if entry.kind == "detector" and "adapted" not in entry.tags]
         if self.architecture not in architectures:
             raise ConfigError(f"unknown detector architecture {self.architecture!r}; choose one of {', '.join(architectures)}")
         self.scale_range = tuple(float(v) for v in self.scale_range)

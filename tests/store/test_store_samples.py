@@ -202,7 +202,7 @@ def test_a_removed_cell_leaves_the_counts_and_an_added_one_joins_them(store, tmp
 
 def test_a_count_that_fails_half_way_leaves_no_trace_in_the_database(store, tmp_path):
     doc = counted_doc(tmp_path / "photos")
-    doc["images"].append({**doc["images"][0], "path": str(tmp_path / "photos" / "gone.png")})
+    doc.images.append(doc.images[0].model_copy(update={"path": str(tmp_path / "photos" / "gone.png")}))
     with pytest.raises(StoreError, match="gone.png: cannot read the photo to keep it"), store.session() as session:
         record_count(session, store.photos, doc, "tia")
     with store.session() as session:

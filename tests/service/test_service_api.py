@@ -513,3 +513,21 @@ def test_settings_reject_bad_values():
         ServiceSettings(refer_below=1.5)
     assert ServiceSettings().refer_below == DEFAULT_REFER_BELOW and ServiceSettings(api_key="").api_key is None
     assert "s3cret" not in repr(ServiceSettings(api_key="s3cret"))
+
+
+def test_one_count_answer_has_one_count_of_referred_cells(make_client):
+    """Issue 25: a white cell the detector doubts (score under 0.5) but the classifier types surely was in the
+    report's ``referred`` (and the review list) but not in the sample's ``wbc_referred``."""
+
+    def doubtful_cell(image, classifier=None, refer_below=None, **options):
+        box = {"label": "WBC", "score": 0.3, "x1": 10.0, "y1": 10.0, "x2": 50.0, "y2": 50.0,
+               "wbc_type": "neutrophil", "confidence": 0.99}
+        return {"counts": {"RBC": 0, "WBC": 1, "Platelets": 0}, "wbc_types": {"neutrophil": 1}, "boxes": [box],
+                "referred": []}
+
+    client = make_client(count_image=doubtful_cell)
+    response = client.post("/v1/count", files=_files(("smear.png", cell_png(size=64), "image/png")))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert len(body["review"]) == 1 and "not sure" in body["review"][0]["reason"]
+    assert body["sample"]["wbc_referred"] == body["report"]["referred"] == 1

@@ -19,8 +19,11 @@ from bloodcell.metrics.detection import (
     match,
 )
 from bloodcell.smear.classical import count_detections, detect_cells
-from bloodcell.smear.counting import annotate, count_smears
+from bloodcell.smear.counter import SmearCounter
+from bloodcell.smear.counting import annotate, count_photos, count_smears
 from bloodcell.smear.differential import differential, render_report
+from bloodcell.smear.review import sample_report
+from bloodcell.smear.schema import SampleResult
 from bloodcell.workflows.count import Sample, count_sample
 
 BG, PINK, PURPLE = (200, 202, 205), (205, 150, 140), (110, 70, 190)
@@ -82,6 +85,36 @@ def test_schema_bad_files_and_outputs(tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     assert report.count("Skipped files") == 1
     assert "cells cut by the photo's border included" in report
+
+
+def test_counts_json_keeps_its_keys_in_order_and_reads_back_as_the_same_sample(tmp_path):
+    good = tmp_path / "good.png"
+    _smear().save(good)
+    result = count_sample(Sample("S-1", [good]), tmp_path / "out", None, detector="classical", refer_below=0.6,
+                          cell_size_px=None, typing_unavailable="no model")
+    saved = json.loads((tmp_path / "out" / "counts.json").read_text())
+    assert list(saved) == ["sample_id", "images", "sample", "errors", "border_cells"]
+    assert list(saved["images"][0]) == ["path", "sha256", "counts", "wbc_types", "boxes", "referred", "cell_size",
+                                        "annotated_png"]
+    assert list(saved["sample"]) == ["images", "counts", "wbc_types", "wbc_classified", "wbc_referred",
+                                     "wbc_typing_unavailable"]
+    assert result.document() == saved == SampleResult.model_validate(saved).document()
+
+
+def test_unnamed_photos_are_numbered_from_one_by_every_counter():
+    photos = [_smear(), _smear(wbc=2)]
+    assert [p.path for p in count_smears(photos, detector="classical").images] == ["image-1", "image-2"]
+    counted = SmearCounter(detector="classical").count(photos)
+    assert [e["path"] for e in counted.doc["images"]] == ["image-1", "image-2"]
+
+
+def test_a_doubtful_white_cell_is_one_referred_cell_everywhere():
+    """Issue 25: the sample's wbc_referred and the report's referred are one count (classifier or detector doubt)."""
+    box = {"label": "WBC", "score": 0.3, "x1": 1.0, "y1": 1.0, "x2": 9.0, "y2": 9.0, "wbc_type": "neutrophil",
+           "confidence": 0.99}
+    result = count_photos([_smear()], lambda image: {"counts": {"WBC": 1}, "wbc_types": {"neutrophil": 1},
+                                                     "boxes": [box]})
+    assert result.sample.wbc_referred == sample_report(result.document(), "S")["referred"] == 1
 
 
 def test_rbc_only_smear_has_no_wbc_and_warns():

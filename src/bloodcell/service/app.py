@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bloodcell._version import __version__
 from bloodcell.data.images import read_image
 from bloodcell.errors import DataError, ImageError
-from bloodcell.inference.predictor import DEFAULT_REFER_BELOW, load
+from bloodcell.inference.predictor import load
 from bloodcell.log import get_logger
 from bloodcell.service.limits import (
     BodyLimitMiddleware,

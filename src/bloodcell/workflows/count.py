@@ -36,7 +36,6 @@ from bloodcell.inference.files import Inputs, collect_inputs, input_sha256
 from bloodcell.inference.predictor import DEFAULT_REFER_BELOW
 from bloodcell.metrics.detection import coco_ap50, evaluate_counts
 from bloodcell.outputs import check_output_folder
-from bloodcell.progress import track
 from bloodcell.smear.counting import BORDER_NOTE, count_image, count_photos
 from bloodcell.smear.differential import differential, write_report
 from bloodcell.smear.documents import MAX_JSON_BYTES, parse_json, read_text

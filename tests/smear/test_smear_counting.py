@@ -115,6 +115,7 @@ def test_a_doubtful_white_cell_is_one_referred_cell_everywhere():
     result = count_photos([_smear()], lambda image: {"counts": {"WBC": 1}, "wbc_types": {"neutrophil": 1},
                                                      "boxes": [box]})
     assert result.sample.wbc_referred == sample_report(result.document(), "S")["referred"] == 1
+    assert "| neutrophil | the detector is not sure this is a white cell (score 0.30) |" in render_report(result.document())
 
 
 def test_rbc_only_smear_has_no_wbc_and_warns():

@@ -35,8 +35,12 @@ def _probe(*args: str) -> tuple[str, int, list[str]]:
     return output + done.stderr, result["code"], result["modules"]
 
 
+#: The shell and the shared option declarations (light: no heavy import), which are not commands.
+SHELL = ("bloodcell.cli.main", "bloodcell.cli.options", "bloodcell.cli.choices")
+
+
 def _command_modules(modules: list[str]) -> list[str]:
-    return [m for m in modules if m.startswith("bloodcell.cli.") and m != "bloodcell.cli.main"]
+    return [m for m in modules if m.startswith("bloodcell.cli.") and m not in SHELL]
 
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"], []], ids=["version", "help", "no-args"])

@@ -67,7 +67,7 @@ def test_check_reports_every_defect(bad_tree):
 def test_check_cli_writes_json_and_changes_nothing(bad_tree, tmp_path):
     before = sorted((p.name, p.stat().st_size) for p in bad_tree.rglob("*") if p.is_file())
     out = tmp_path / "r" / "check.json"
-    result = runner.invoke(app, ["check", "pbc", "--data-root", str(bad_tree), "--report", str(out) ])
+    result = runner.invoke(app, ["check", "pbc", "--data-root", str(bad_tree), "--output", str(out) ])
     assert result.exit_code == 0, result.output
     assert "unreadable" in result.output
     report = json.loads(out.read_text())

@@ -63,7 +63,8 @@ def test_a_non_utf8_name_is_written_escaped_and_no_row_is_lost(tmp_path, checkpo
     assert f"1 file name(s) are not valid UTF-8: {out} shows them" in result.output
 
 
-def test_the_table_shows_a_non_utf8_name(tmp_path, checkpoint):
+def test_the_table_shows_a_non_utf8_name(tmp_path, checkpoint, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # a table wide enough not to fold the name
     folder = _cells(tmp_path / "cells", [LATIN1, "a.png"])
     result = _predict(checkpoint, folder)
     assert result.exit_code == 0, (result.output, result.exception)

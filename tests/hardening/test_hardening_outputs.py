@@ -50,11 +50,9 @@ def _refused(result, *words):
 
 @pytest.mark.parametrize("where", ["a folder named X.csv", "under a file", "a folder named X.json"])
 def test_predict_output_is_checked_before_the_model_is_loaded(monkeypatch, tmp_path, blocker, image, where):
-    import bloodcell.cli.predict as cli_predict
     from bloodcell.inference import predictor
 
-    _forbid(monkeypatch, cli_predict, "load")
-    _forbid(monkeypatch, predictor, "read_image")
+    _forbid(monkeypatch, predictor, "load", "read_image")
     out = {"a folder named X.csv": tmp_path / "X.csv", "under a file": blocker / "out.csv",
            "a folder named X.json": tmp_path / "X.json"}[where]
     if where.startswith("a folder"):
@@ -64,34 +62,38 @@ def test_predict_output_is_checked_before_the_model_is_loaded(monkeypatch, tmp_p
 
 
 def test_predict_explain_folder_is_checked_before_the_model_is_loaded(monkeypatch, blocker, image):
-    import bloodcell.cli.predict as cli_predict
+    from bloodcell.inference import predictor
 
-    _forbid(monkeypatch, cli_predict, "load")
+    _forbid(monkeypatch, predictor, "load")
     _refused(runner.invoke(app, ["predict", str(image), "--explain", str(blocker / "cams")]), "LayerCAM")
     _refused(runner.invoke(app, ["predict", str(image), "--explain", str(blocker)]), "is a file")
 
 
 def test_count_output_is_checked_before_any_photo_is_read(monkeypatch, blocker, image):
-    import bloodcell.cli.count as cli_count
+    import bloodcell.workflows.count as workflow
+    from bloodcell.inference import predictor
 
-    _forbid(monkeypatch, cli_count, "load", "count_samples", "samples_from_folders")
+    _forbid(monkeypatch, predictor, "load")
+    _forbid(monkeypatch, workflow, "count_samples", "samples_from_folders")
     _refused(runner.invoke(app, ["count", str(image), "--output", str(blocker / "counts"),
                                  "--detector", "classical"]), "counts")
     _refused(runner.invoke(app, ["count", str(image), "--output", str(blocker), "--detector", "classical"]), "is a file")
 
 
 def test_evaluate_output_is_checked_before_anything_is_scored(monkeypatch, blocker, tmp_path):
-    import bloodcell.cli.evaluate as cli_evaluate
+    import bloodcell.workflows.evaluate as workflow
 
-    _forbid(monkeypatch, cli_evaluate, "run_evaluation")
+    _forbid(monkeypatch, workflow, "evaluate")
     _refused(runner.invoke(app, ["evaluate", "--output", str(blocker / "report"), "--dataset", "folder",
                                  "--data-root", str(tmp_path)]), "evaluation report")
 
 
 def test_export_output_is_checked_before_the_model_is_loaded(monkeypatch, blocker):
-    import bloodcell.cli.export as cli_export
+    import bloodcell.inference.onnx as onnx
+    import bloodcell.workflows.calibrate as calibrate
 
-    _forbid(monkeypatch, cli_export, "export_onnx", "int8_calibration_batches")
+    _forbid(monkeypatch, onnx, "export_onnx")
+    _forbid(monkeypatch, calibrate, "int8_calibration_batches")
     _refused(runner.invoke(app, ["export", "--output", str(blocker / "model.onnx")]), "ONNX model")
 
 

@@ -110,3 +110,31 @@ def test_predict_refuses_an_unknown_output_extension_before_loading_a_model(runn
                                  "--output", str(out)])
     assert isinstance(result.exception, ConfigError) and ".csv or .json" in str(result.exception)
     assert not out.exists()
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels, with almost no data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [9_000, 20_000], ids=["over-our-limit", "over-pillows-bomb-limit"])
+def test_an_over_large_image_is_refused_in_our_words(runner, trained_checkpoint, tmp_path, side):
+    from bloodcell.data.images import MAX_PIXELS
+
+    big = tmp_path / "big.png"
+    big.write_bytes(_png_claiming(side, side))
+    out = tmp_path / "preds.csv"
+    result = runner.invoke(app, ["predict", str(big), "--model", str(trained_checkpoint), "-o", str(out)])
+    assert result.exit_code == 1
+    [row] = list(csv.DictReader(out.open()))
+    expected = (f"{big}: image is {side}x{side} pixels, more than the limit of {MAX_PIXELS}" if side == 9_000
+                else f"{big}: image has too many pixels (limit {MAX_PIXELS})")
+    assert row["error"] == expected
+    assert "decompression" not in result.output.lower()

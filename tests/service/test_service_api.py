@@ -515,6 +515,46 @@ def test_settings_reject_bad_values():
     assert "s3cret" not in repr(ServiceSettings(api_key="s3cret"))
 
 
+def test_classify_options_as_form_fields_named_as_the_cli_options(client):
+    # `curl -F explain=true -F top_k=2 -F files=@cell.png`: the form fields are honoured, as the query parameters are
+    response = client.post("/v1/classify", files=_files(_good()), data={"explain": "true", "top_k": "2", "tta": "true"})
+    assert response.status_code == 200, response.text
+    result = response.json()["results"][0]
+    assert len(result["top_k"]) == 2 and result["gradcam_png"]
+    plain = client.post("/v1/classify", files=_files(_good())).json()["results"][0]
+    assert len(plain["top_k"]) == 3 and plain["gradcam_png"] is None
+
+
+@pytest.mark.parametrize(("route", "fields", "unknown"), [
+    ("/v1/classify", {"explian": "true"}, "'explian'"),
+    ("/v1/classify", {"top-k": "2", "refer_below": "0.9"}, "'refer_below', 'top-k'"),
+    ("/v1/count", {"sampleid": "S-17"}, "'sampleid'"),
+])
+def test_an_unknown_form_field_is_refused_with_one_sentence(client, route, fields, unknown):
+    response = client.post(route, files=_files(_good()), data=fields)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "unknown_field"
+    assert body["message"].startswith(f"unknown form field{'s' if ',' in unknown else ''} {unknown}; this endpoint takes files")
+    assert "\n" not in body["message"]
+
+
+def test_an_over_large_image_has_the_same_sentence_in_the_service_and_the_cli(client, tmp_path):
+    from bloodcell.data.images import read_image
+    from bloodcell.errors import ImageError
+
+    data = _png_claiming(20_000, 20_000)  # 400 megapixels: past Pillow's own decompression-bomb limit
+    answer = client.post("/v1/classify", files=_files(("big.png", data, "image/png"))).json()
+    path = tmp_path / "big.png"
+    path.write_bytes(data)
+    with pytest.raises(ImageError) as raised:
+        read_image(path, max_pixels=40_000_000)
+    assert "decompression" not in str(raised.value).lower() and "DOS" not in str(raised.value)
+    service_message = answer["results"][0]["error"] if "results" in answer else answer["message"]
+    assert service_message == "big.png: image has too many pixels (limit 40000000)"
+    assert str(raised.value) == f"{path}: image has too many pixels (limit 40000000)"
+
+
 def test_one_count_answer_has_one_count_of_referred_cells(make_client):
     """Issue 25: a white cell the detector doubts (score under 0.5) but the classifier types surely was in the
     report's ``referred`` (and the review list) but not in the sample's ``wbc_referred``."""

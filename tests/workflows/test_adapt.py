@@ -78,12 +78,12 @@ def test_refusals_are_one_sentence(model, tmp_path, per_class, message):
 def test_cli_prints_the_cross_validated_accuracy_and_refuses_an_empty_folder(model, tmp_path):
     cells = _cells(tmp_path / "lab", dict.fromkeys(LAB_CLASSES, 6))
     out = tmp_path / "lab.safetensors"
-    result = CliRunner().invoke(app, ["adapt", "--model", str(model), "--cells", str(cells), "-o", str(out)])
+    result = CliRunner().invoke(app, ["adapt", str(cells), "--model", str(model), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "cross-validation" in result.output and "before adapting" in result.output and out.is_file()
     assert "no cells given for basophil, erythroblast, ig, monocyte, platelet" in result.output
     (tmp_path / "empty").mkdir()
-    refused = CliRunner().invoke(app, ["adapt", "--model", str(model), "--cells", str(tmp_path / "empty"), "-o",
+    refused = CliRunner().invoke(app, ["adapt", str(tmp_path / "empty"), "--model", str(model), "-o",
                                        str(tmp_path / "x.safetensors")])
     assert isinstance(refused.exception, DataError) and "no readable cell image" in str(refused.exception)
 

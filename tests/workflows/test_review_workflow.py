@@ -66,7 +66,7 @@ def _run(*args):
 
 def test_export_writes_the_referred_cells_and_a_template_and_apply_recomputes_the_sample(counted, tiny_model, tmp_path):
     review = tmp_path / "review"
-    output = _run("export", "--counts", counted, "-o", review, "--model", tiny_model)
+    output = _run("export", counted, "-o", review, "--model", tiny_model)
     assert output.startswith("3 cells to review") and "bloodcell review apply" in output
     rows = list(csv.DictReader((review / "corrections.csv").open()))
     assert [r["item"] for r in rows] == [f"1-{_wbc_box(counted, 1, 0)}", f"1-{_wbc_box(counted, 1, 1)}",
@@ -85,10 +85,10 @@ def test_export_writes_the_referred_cells_and_a_template_and_apply_recomputes_th
         writer.writeheader()
         writer.writerows(rows)
     done = tmp_path / "reviewed"
-    output = _run("apply", "--counts", counted, "--corrections", filled, "-o", done, "--model", tiny_model)
+    output = _run("apply", counted, "--corrections", filled, "-o", done, "--model", tiny_model)
     assert output.startswith("Reviewed by a person: 3 boxes decided (1 accepted, 1 given another class, 1 marked "
                              "wrong); 1 missed cell added.")
-    assert f"bloodcell adapt --cells {done / 'cells'}" in output
+    assert f"bloodcell adapt {done / 'cells'}" in output
     report = (done / "report.md").read_text()
     assert report.startswith("# Differential report: S-17 (reviewed)\n\nReviewed by a person: 3 boxes decided")
     doc = json.loads((done / "counts.json").read_text())
@@ -105,7 +105,7 @@ def test_export_writes_the_referred_cells_and_a_template_and_apply_recomputes_th
     assert sorted(cells.labels) == sorted(["lymphocyte", rows[1]["model_label"], "eosinophil"])
     assert all(label in PBC8 for label in cells.labels)
 
-    again = CliRunner().invoke(app, ["review", "apply", "--counts", str(done), "--corrections", str(done / "corrections.csv"),
+    again = CliRunner().invoke(app, ["review", "apply", str(done), "--corrections", str(done / "corrections.csv"),
                                      "-o", str(tmp_path / "twice"), "--model", str(tiny_model)])
     assert isinstance(again.exception, DataError) and "already reviewed" in str(again.exception)
 
@@ -119,11 +119,11 @@ def _wbc_box(counted, photo: int, n: int) -> int:
 def test_apply_refuses_a_bad_corrections_file_with_one_sentence(counted, tiny_model, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("item,decision,label\n1-99,relabel,lymphocyte\n")
-    result = CliRunner().invoke(app, ["review", "apply", "--counts", str(counted), "--corrections", str(bad),
+    result = CliRunner().invoke(app, ["review", "apply", str(counted), "--corrections", str(bad),
                                       "-o", str(tmp_path / "out"), "--model", str(tiny_model)])
     assert isinstance(result.exception, DataError)
     assert str(result.exception).startswith("correction 1: no box '1-99' in this sample")
-    missing = CliRunner().invoke(app, ["review", "export", "--counts", str(tmp_path), "-o", str(tmp_path / "r")])
+    missing = CliRunner().invoke(app, ["review", "export", str(tmp_path), "-o", str(tmp_path / "r")])
     assert isinstance(missing.exception, DataError) and "give the folder of one sample" in str(missing.exception)
 
 
@@ -140,7 +140,7 @@ def test_a_tampered_counts_json_is_one_sentence_naming_the_field(counted, tmp_pa
     doc = json.loads((sample / "counts.json").read_text())
     tamper(doc)
     (sample / "counts.json").write_text(json.dumps(doc))
-    result = CliRunner().invoke(app, ["review", "export", "--counts", str(sample), "-o", str(tmp_path / "r")])
+    result = CliRunner().invoke(app, ["review", "export", str(sample), "-o", str(tmp_path / "r")])
     assert isinstance(result.exception, DataError)
     assert "not a counts.json written by `bloodcell count`" in str(result.exception) and where in str(result.exception)
 

@@ -7,17 +7,17 @@ from pathlib import Path
 import typer
 
 from bloodcell.outputs import check_output_file
-from bloodcell.workflows.adapt import ENOUGH_CELLS, MIN_CELLS
-from bloodcell.workflows.adapt import adapt as run_adapt
 
 
 def adapt(
-    cells: Path = typer.Option(..., "--cells", help=f"Folder of your lab's labelled cells: CELLS/<class>/<images>, {MIN_CELLS}-{ENOUGH_CELLS} per class; classes may be a subset of the model's."),
+    cells: Path = typer.Argument(..., help="Folder of your lab's labelled cells: CELLS/<class>/<images>, a few per class (it says when there are too few); classes may be a subset of the model's."),
     output: Path = typer.Option(..., "--output", "-o", help="Adapted checkpoint to write (.safetensors); use it with --model."),
     model: str = typer.Option("pbc8", "--model", "-m", help="Bundled model name or .safetensors checkpoint to adapt."),
     seed: int = typer.Option(0, help="Seed of the cross-validation folds."),
 ) -> None:
     """Adapt a model to your lab from a few labelled cells, and say how well it then does there."""
+    from bloodcell.workflows.adapt import adapt as run_adapt
+
     check_output_file(output, (".safetensors",), "adapted checkpoint")
     result = run_adapt(model, cells, output, seed=seed)
     fit = result.fit

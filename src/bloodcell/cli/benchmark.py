@@ -11,7 +11,6 @@ from rich.console import Console
 from bloodcell.cli.choices import Augment
 from bloodcell.errors import ConfigError
 from bloodcell.outputs import check_output_folder
-from bloodcell.workflows.benchmark import PRETRAINED_POLICIES, run_benchmark
 
 
 def benchmark(
@@ -37,6 +36,8 @@ def benchmark(
     n_boot: int = typer.Option(1000, min=1, help="Bootstrap resamples for the 95% confidence intervals."),
 ) -> None:
     """Train and evaluate several models with one protocol; write a comparison table and chart."""
+    from bloodcell.workflows.benchmark import PRETRAINED_POLICIES, run_benchmark
+
     if pretrained not in PRETRAINED_POLICIES:
         raise ConfigError(f"--pretrained must be one of {', '.join(PRETRAINED_POLICIES)}, got {pretrained!r}")
     check_output_folder(output, "benchmark results")

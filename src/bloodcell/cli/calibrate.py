@@ -12,7 +12,6 @@ from rich.console import Console
 from bloodcell.errors import ConfigError
 from bloodcell.outputs import check_output_file
 from bloodcell.weights import BUNDLED, resolve
-from bloodcell.workflows.calibrate import calibrate_ood as fit_and_store
 
 console = Console()
 
@@ -29,6 +28,8 @@ def calibrate_ood(
     pass_rate: float = typer.Option(0.99, help="Fraction of in-distribution images the guard must let through."),
 ) -> None:
     """Fit the guard that refers non-cell inputs (smears, photos, blanks) to a human; store it in the checkpoint."""
+    from bloodcell.workflows.calibrate import calibrate_ood as fit_and_store
+
     if not 0.5 < pass_rate < 1.0:
         raise ConfigError(f"--pass-rate must be between 0.5 and 1, got {pass_rate}")
     source = resolve(model)

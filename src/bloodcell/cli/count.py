@@ -9,21 +9,11 @@ from typing import Optional
 import typer
 
 from bloodcell.errors import CheckpointError, ConfigError, WeightsUnavailableError
-from bloodcell.inference.predictor import DEFAULT_REFER_BELOW, load
+from bloodcell.cli.choices import Engine
+from bloodcell.cli.options import EngineOption, Threads, Tta
+from bloodcell.inference.defaults import DEFAULT_REFER_BELOW
 from bloodcell.outputs import check_output_folder
-from bloodcell.smear.detectors import resolve_detector
-from bloodcell.smear.learned_detector import check_cell_size
-from bloodcell.store.components import system_account
-from bloodcell.store.database import open_store
 from bloodcell.writing import is_escaped, write_text
-from bloodcell.workflows.count import (
-    SAMPLES_CSV,
-    CountInterrupted,
-    count_samples,
-    evaluate_against_labels,
-    samples_from_csv,
-    samples_from_folders,
-)
 
 
 def count(
@@ -38,8 +28,24 @@ def count(
     labels: Optional[Path] = typer.Option(None, "--labels", help="Folder of <photo stem>.xml (VOC) or .txt (YOLO) labels (default: ../Annotations or ../labels next to the images)."),
     resume: bool = typer.Option(False, "--resume", help="Keep the samples an interrupted or failed run already finished in --output (same photos, unchanged by SHA-256) and count only the rest."),
     store: Optional[str] = typer.Option(None, "--store", help="Also keep each sample in this sample store (an SQLite file or a postgresql:// URL) for review, sign-off and export."),
+    engine: EngineOption = Engine.torch,
+    threads: Threads = 2,
+    tta: Tta = False,
 ) -> None:
     """Count red cells, white cells and platelets on smear photos and report each sample's differential."""
+    from bloodcell.inference.predictor import load
+    from bloodcell.smear.detectors import resolve_detector
+    from bloodcell.smear.learned_detector import check_cell_size
+    from bloodcell.store.components import system_account
+    from bloodcell.store.database import open_store
+    from bloodcell.workflows.count import (
+        SAMPLES_CSV,
+        CountInterrupted,
+        count_samples,
+        samples_from_csv,
+        samples_from_folders,
+    )
+
     if (paths is None) == (samples is None):
         raise ConfigError("give the smear photos either as PATHS or with --samples FILE.csv (not both)")
     check_cell_size(cell_size_px)
@@ -48,8 +54,12 @@ def count(
     check_output_folder(output, "counts")
     resolve_detector(detector)
     groups = samples_from_csv(samples) if samples is not None else samples_from_folders(paths)
+    if engine == Engine.torch:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
-        classifier, reason = load(model), None
+        classifier, reason = load(model, engine=engine.value, num_threads=threads), None
     except (WeightsUnavailableError, CheckpointError) as exc:
         if model is not None:
             raise
@@ -58,7 +68,7 @@ def count(
     try:
         docs = count_samples(groups, output, classifier, detector=detector, refer_below=refer_below,
                              cell_size_px=cell_size_px, typing_unavailable=reason, resume=resume, store=kept,
-                             actor=system_account())
+                             actor=system_account(), tta=tta)
     except CountInterrupted as stop:
         typer.echo(f"interrupted: {stop.finished} of {stop.total} samples are finished in {output} "
                    f"({SAMPLES_CSV}); rerun the same command with --resume to do the rest (the photos already "
@@ -87,6 +97,8 @@ def count(
 
 
 def _evaluate(entries: list[dict], labels: Path | None, output: Path) -> None:
+    from bloodcell.workflows.count import evaluate_against_labels
+
     result = evaluate_against_labels(entries, labels)
     write_text(output / "evaluation.json", json.dumps(result, indent=2) + "\n")
     for source, figures in result["sources"].items():

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from bloodcell.cli.choices import CropSet, Taxonomy
 
-app = typer.Typer(help="Datasets: registry, download, integrity checks, frozen splits, statistics.", no_args_is_help=True)
+app = typer.Typer(help="Datasets: registry, download, integrity checks, frozen splits, statistics.", no_args_is_help=True,
+                  rich_markup_mode=None)
 console = Console()
 
 DATA_ROOT = typer.Option(None, "--data-root", help="Folder holding the datasets (default: $BLOODCELL_DATA, then the user cache).")
@@ -51,7 +52,7 @@ def fetch_command(
 @app.command("check")
 def check_command(
     name: str = typer.Argument(..., help="Dataset name."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write the full JSON report here."),
+    report: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the full JSON report here."),
     near_distance: int = typer.Option(4, "--near-distance", help="pHash Hamming distance for near-duplicates (-1: exact only)."),
     blur_z: float = typer.Option(-3.5, "--blur-z", help="Robust z-score of log focus (per class) below which images are blurry."),
     data_root: Optional[Path] = DATA_ROOT,

@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 
 from bloodcell.outputs import check_output_folder
-from bloodcell.workflows.demo import run_demo
 
 console = Console()
 
@@ -20,6 +19,8 @@ def demo(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate on a stratified subset of the test split."),
 ) -> None:
     """Check, split and summarise PBC; evaluate the bundled model on the test split; classify a few cells."""
+    from bloodcell.workflows.demo import run_demo
+
     check_output_folder(output, "demo outputs")
     result = run_demo(output, data_root=data_root, limit=limit)
     for finding in result.findings:

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Learned smear cell detector (CenterNet on EfficientNet-Lite0).", no_args_is_help=True)
+app = typer.Typer(help="Learned smear cell detector (CenterNet on EfficientNet-Lite0).", no_args_is_help=True,
+                  rich_markup_mode=None)
 
 
 def _pair(text: Optional[str]) -> tuple[float, float] | None:
@@ -29,7 +30,7 @@ def _names(text: Optional[str]) -> tuple[str, ...] | None:
 @app.command("train")
 def train(
     manifest: Path = typer.Option(..., help="image_id,split CSV or a frozen manifest's name (e.g. cbc-seed0); train on 'train', select on 'val'."),
-    out: Path = typer.Option(..., help="Run folder: config.json, metrics.csv, last.pt, best.safetensors."),
+    out: Path = typer.Option(..., "--output", "-o", help="Run folder: config.json, metrics.csv, last.pt, best.safetensors."),
     data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
     dataset: Optional[str] = typer.Option(None, help="Smear dataset name: cbc (default), bccd or txl."),
     subset: Optional[str] = typer.Option(None, help="Subset folder of a VOC dataset (default Training)."),
@@ -51,8 +52,8 @@ def train(
     limit_train: Optional[int] = typer.Option(None, help="Use only the first N train smears (smoke runs)."),
     limit_val: Optional[int] = typer.Option(None, help="Use only the first N val smears (smoke runs)."),
     time_budget_s: Optional[float] = typer.Option(None, "--time-budget", help="Stop cleanly after the epoch that passes this many seconds."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start again in an existing --out (removes its run files)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last.pt."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start again in an existing --output (removes its run files)."),
 ) -> None:
     """Train the smear detector on a manifest's train split; thresholds and best epoch chosen on val."""
     import torch
@@ -85,7 +86,7 @@ def train(
 
 @app.command("split")
 def split(
-    out: Path = typer.Option(..., help="image_id,split CSV to write (e.g. cbc-seed0.csv)."),
+    out: Path = typer.Option(..., "--output", "-o", help="image_id,split CSV to write (e.g. cbc-seed0.csv)."),
     data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
     dataset: str = typer.Option("cbc", help="VOC smear dataset name."),
     subset: str = typer.Option("Training", help="Subset folder of the dataset whose annotated smears are split."),
@@ -102,7 +103,7 @@ def split(
 
 @app.command("split-txl")
 def split_txl(
-    out: Path = typer.Option(Path("txl-detector.csv"), help="Smear manifest to write."),
+    out: Path = typer.Option(Path("txl-detector.csv"), "--output", "-o", help="Smear manifest to write."),
     cbc_manifest: Path = typer.Option(Path("cbc-seed0"), help="The CBC split whose test smears' copies are kept out of training."),
     data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
 ) -> None:

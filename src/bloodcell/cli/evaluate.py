@@ -9,10 +9,8 @@ import typer
 from rich.console import Console
 
 from bloodcell.cli.choices import Split, Taxonomy
+from bloodcell.cli.options import Tta
 from bloodcell.outputs import check_output_folder
-from bloodcell.report.summary import headline_rows
-from bloodcell.workflows.evaluate import evaluate as run_evaluation
-from bloodcell.workflows.evaluate import write_report
 
 
 def evaluate(
@@ -24,7 +22,7 @@ def evaluate(
     taxonomy: Optional[Taxonomy] = typer.Option(None, help="Class taxonomy (default: the checkpoint's)."),
     data_root: Optional[Path] = typer.Option(None, help="Datasets folder (default $BLOODCELL_DATA), or the folder dataset itself."),
     label_map: Optional[Path] = typer.Option(None, help="JSON or CSV mapping dataset classes onto the model's classes."),
-    tta: bool = typer.Option(False, "--tta", help="Average over the 8 flips/rotations of each image."),
+    tta: Tta = False,
     limit: Optional[int] = typer.Option(None, help="Score a stratified subset of this many images (quick look, not a result)."),
     allow_non_test: bool = typer.Option(False, "--allow-non-test", help="Allow --split val; the report is labelled VALIDATION."),
     ignore_changed_files: bool = typer.Option(False, "--ignore-changed-files", help="Score files whose sha256 no longer matches the manifest (listed in the report)."),
@@ -32,6 +30,10 @@ def evaluate(
     n_boot: int = typer.Option(1000, min=1, help="Bootstrap resamples for the 95% confidence intervals."),
 ) -> None:
     """Score a model and write metrics, a Markdown summary and a self-contained HTML report."""
+    from bloodcell.report.summary import headline_rows
+    from bloodcell.workflows.evaluate import evaluate as run_evaluation
+    from bloodcell.workflows.evaluate import write_report
+
     check_output_folder(output, "evaluation report")
     evaluation = run_evaluation(
         model, dataset=dataset, manifest=manifest, split=split.value, taxonomy=taxonomy.value if taxonomy else None, data_root=data_root,

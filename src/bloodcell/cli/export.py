@@ -9,9 +9,7 @@ import typer
 
 from bloodcell.cli.choices import ExportFormat
 from bloodcell.errors import ConfigError
-from bloodcell.inference.onnx import export_onnx
 from bloodcell.outputs import check_output_file
-from bloodcell.workflows.calibrate import int8_calibration_batches
 
 
 def export(
@@ -24,6 +22,9 @@ def export(
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Datasets folder of the calibration manifest (default $BLOODCELL_DATA)."),
 ) -> None:
     """Export a checkpoint to ONNX with class names, data config, temperature and OOD guard in its metadata."""
+    from bloodcell.inference.onnx import export_onnx
+    from bloodcell.workflows.calibrate import int8_calibration_batches
+
     if calibration_manifest is not None and not int8:
         raise ConfigError("--calibration-manifest only applies to --int8 export")
     check_output_file(output, (".onnx",), "ONNX model")

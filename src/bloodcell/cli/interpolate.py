@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 
 from bloodcell.outputs import check_output_file
-from bloodcell.workflows.interpolate import interpolate_checkpoints
 
 console = Console()
 
@@ -23,6 +22,8 @@ def interpolate(
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Datasets folder (default $BLOODCELL_DATA)."),
 ) -> None:
     """Write (1 - ALPHA) * BASE + ALPHA * TUNED with a temperature fitted on the validation split."""
+    from bloodcell.workflows.interpolate import interpolate_checkpoints
+
     check_output_file(output, (".safetensors",), "mixed checkpoint")
     path, metrics = interpolate_checkpoints(base, tuned, alpha, output, manifest=manifest, data_root=data_root)
     console.print(f"{path}: val accuracy {metrics['val_acc']:.4f}, calibrated NLL {metrics['val_nll_calibrated']:.4f} "

@@ -2,8 +2,11 @@
 
 Every command lives in its own module and is imported only when it runs (or shows its own
 ``--help``): ``bloodcell --help`` and ``bloodcell --version`` import neither torch nor any
-command module. A new command is one line in :data:`COMMANDS`; its target is a Typer sub-app
-(a command group) or a function (one command).
+command module, and a command module imports its heavy libraries only inside the function that
+does the work, so every ``--help`` and usage error is answered at once. A new command is one
+line in :data:`COMMANDS`; its target is a Typer sub-app (a command group) or a function (one command).
+Help is plain text (no Rich renderer to import; flags shown as flags). Old option spellings
+(:data:`~bloodcell.cli.options.DEPRECATED_OPTIONS`) are rewritten here, with a note on stderr.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from typing import Any
 
 import typer
 from typer import _click
-from typer.core import DEFAULT_MARKUP_MODE, TyperCommand, TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 from typer.main import get_command_from_info, get_group
 from typer.models import CommandInfo
 
 from bloodcell._version import __version__
+from bloodcell.cli.options import DEPRECATED_INPUTS, DEPRECATED_OPTIONS
 from bloodcell.errors import BloodcellError
 
 #: name -> ("module:attribute", one-line help shown by ``bloodcell --help``), in help order.
@@ -58,10 +62,37 @@ def load_command(name: str) -> _click.Command:
         command = get_command_from_info(
             CommandInfo(name=name, callback=obj),
             pretty_exceptions_short=True,
-            rich_markup_mode=DEFAULT_MARKUP_MODE,
+            rich_markup_mode=None,
         )
     command.name = name
     return command
+
+
+def undeprecate(ctx: _click.Context, command: _click.Command, args: list[str]) -> list[str]:
+    """``args`` of ``command`` with the old spellings of its options replaced (a note on stderr for each):
+    ``--out``/``--report`` become ``--output``; ``--cells DIR``/``--counts DIR`` become the positional DIR."""
+    if isinstance(command, TyperGroup) and args and not args[0].startswith("-"):
+        command = command.get_command(ctx, args[0]) or command
+    options = {name for param in command.params for name in param.opts}
+    arguments = {param.name for param in command.params if isinstance(param, TyperArgument)}
+    rewritten: list[str] = []
+    for index, arg in enumerate(args):
+        if arg == "--":
+            return rewritten + args[index:]
+        old, equals, value = arg.partition("=")
+        if old in options:  # the command's own option (reproduce's --report is its HTML page)
+            rewritten.append(arg)
+        elif DEPRECATED_OPTIONS.get(old) in options:
+            new = DEPRECATED_OPTIONS[old]
+            typer.echo(f"note: {old} is deprecated; use {new} (or -o)", err=True)
+            rewritten.append(new + equals + value)
+        elif DEPRECATED_INPUTS.get(old) in arguments:
+            typer.echo(f"note: {old} is deprecated; give {DEPRECATED_INPUTS[old].upper()} without it", err=True)
+            if equals:
+                rewritten.append(value)
+        else:
+            rewritten.append(arg)
+    return rewritten
 
 
 class _Placeholder(TyperCommand):
@@ -129,6 +160,14 @@ class LazyGroup(TyperGroup):
         if self._listing:
             return self.commands.placeholder(cmd_name)
         return self.commands[cmd_name]
+
+    def resolve_command(
+        self, ctx: _click.Context, args: list[str]
+    ) -> tuple[str | None, _click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            rest = undeprecate(ctx, command, rest)
+        return name, command, rest
 
     def format_help(self, ctx: _click.Context, formatter: _click.HelpFormatter) -> None:
         self._listing = True

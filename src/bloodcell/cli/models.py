@@ -1,52 +1,51 @@
-"""``bloodcell models``: list the model registry and describe one entry."""
+"""``bloodcell models``: list the model registry and describe one entry.
+
+``list`` reads the registry's plain-data catalog (no torch); ``info`` and ``list --num-classes N``
+(N other than 8) build models on the meta device.
+"""
 
 from __future__ import annotations
 
-import inspect
-from functools import partial
+from typing import TYPE_CHECKING
 
-import timm
-import torch
 import typer
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
-from bloodcell.checkpoint import read_checkpoint_meta
-from bloodcell.models import get_model_entry, list_models
-from bloodcell.models.papers import keras_param_counts
-from bloodcell.models.registry import ModelEntry
-from bloodcell.transforms import IMAGENET_MEAN, IMAGENET_STD, DataConfig
+from bloodcell.models.catalog import CATALOG, CATALOG_CLASSES
 from bloodcell.weights import BUNDLED
 
-app = typer.Typer(help="List and describe the registered models.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from bloodcell.models.registry import ModelEntry
+
+app = typer.Typer(help="List and describe the registered models.", no_args_is_help=True, rich_markup_mode=None)
 console = Console()
 
 
-def _normalisation(config: DataConfig) -> str:
-    if (config.mean, config.std) == (IMAGENET_MEAN, IMAGENET_STD):
-        return "ImageNet"
-    if config.mean == (0.0, 0.0, 0.0) and config.std == (1.0, 1.0, 1.0):
-        return "1/255"
-    return f"mean {config.mean[0]:g} std {config.std[0]:g}"
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.2f}M"
 
 
-def _params(name: str, num_classes: int = 8) -> str:
+def _params(name: str, num_classes: int = CATALOG_CLASSES) -> str:
     """Parameter count of ``name``, built on the meta device (no memory, no weights, fast)."""
-    entry = get_model_entry(name)
-    with torch.device("meta"):
-        model = entry.builder(num_classes=num_classes, pretrained=False, input_size=entry.data_config.input_size)
-    return f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"
+    from bloodcell.models import get_model_entry
+
+    model = _build_on_meta(get_model_entry(name), num_classes)
+    return _millions(sum(p.numel() for p in model.parameters()))
 
 
 def _build_on_meta(entry: ModelEntry, num_classes: int):
+    import torch
+
     with torch.device("meta"):
         return entry.builder(num_classes=num_classes, pretrained=False, input_size=entry.data_config.input_size)
 
 
 def _paper_lines(entry: ModelEntry) -> list[str]:
     """The paper block of ``models info``: citation, claims, printed vs built parameters, choices."""
+    from bloodcell.models.papers import keras_param_counts
+
     paper = entry.paper
     size = entry.data_config.input_size
     lines = ["[bold]paper[/]", f"citation: {escape(paper.citation)}"]
@@ -89,22 +88,27 @@ def list_command(
     all_timm: str = typer.Option(
         None, "--all-timm", metavar="PATTERN", help="Also list timm model names matching PATTERN (e.g. 'efficientnet*')."
     ),
-    num_classes: int = typer.Option(8, help="Classes used to count head parameters."),
+    num_classes: int = typer.Option(CATALOG_CLASSES, min=2, help="Classes used to count head parameters."),
 ) -> None:
     """Registered models with parameter counts, input sizes and normalisation."""
     table = Table(title="bloodcell models")
     table.add_column("name", no_wrap=True)
     for column in ("kind", "params", "input", "normalisation", "description"):
         table.add_column(column, overflow="fold")
-    for entry in list_models():
-        config = entry.data_config
-        params = _params(entry.name, num_classes) if entry.kind == "torch" else "-"
+    for entry in CATALOG:
+        torch_model = entry.kind == "torch"
+        if not torch_model:
+            params = "-"
+        elif num_classes == CATALOG_CLASSES:
+            params = _millions(entry.params)
+        else:
+            params = _params(entry.name, num_classes)
         table.add_row(
             entry.name,
             entry.kind,
             params,
-            f"{config.input_size}" if entry.kind == "torch" else "-",
-            _normalisation(config) if entry.kind == "torch" else "-",
+            f"{entry.input_size}" if torch_model else "-",
+            entry.normalisation if torch_model else "-",
             entry.description,
         )
     console.print(table)
@@ -115,6 +119,8 @@ def list_command(
         bundled.add_row(model.name, model.kind, "yes" if model.path.is_file() else "no", model.description)
     console.print(bundled)
     if all_timm:
+        import timm
+
         names = timm.list_models(all_timm)
         console.print(f"{len(names)} timm models match {all_timm!r} (usable by name):")
         console.print(", ".join(names) or "none")
@@ -122,6 +128,10 @@ def list_command(
 
 def _bundled_info(name: str) -> None:
     """A bundled model's card (or, without one, what its checkpoint says of itself)."""
+    from rich.markdown import Markdown
+
+    from bloodcell.checkpoint import read_checkpoint_meta
+
     model = BUNDLED[name]
     console.print(f"[bold]{name}[/] (bundled {model.kind}: {model.description})")
     if model.card.is_file():
@@ -135,6 +145,11 @@ def _bundled_info(name: str) -> None:
 @app.command("info")
 def info_command(name: str = typer.Argument(..., help="A bundled model (pbc8, pbc11, smear-detector), a registered or a timm model name.")) -> None:
     """A bundled model's card, or the data config, parameter count and documentation of an architecture."""
+    import inspect
+    from functools import partial
+
+    from bloodcell.models import get_model_entry
+
     if name in BUNDLED:
         _bundled_info(name)
         return

@@ -4,50 +4,42 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from bloodcell.cli.choices import Engine
+from bloodcell.cli.options import EngineOption, ModelName, ReferBelow, Threads, Tta, output_option
 from bloodcell.errors import ConfigError
-from bloodcell.inference.files import (
-    Inputs,
-    RecordWriter,
-    check_records_path,
-    collect_inputs,
-    input_sha256,
-    read_records,
-)
-from bloodcell.inference.ood import UNFAMILIAR
-from bloodcell.inference.predictor import (
-    DEFAULT_REFER_BELOW,
-    Classifier,
-    Prediction,
-    load,
-)
+from bloodcell.inference.defaults import DEFAULT_REFER_BELOW
 from bloodcell.outputs import check_output_folder
 from bloodcell.progress import track
 from bloodcell.writing import is_escaped, name_text, output_name, write_failed
+
+if TYPE_CHECKING:
+    from bloodcell.inference.files import Inputs
+    from bloodcell.inference.predictor import Classifier, Prediction
 
 SMEAR_HINTS = ("not a single blood cell", "white cells in this image")
 
 
 def predict(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name (pbc8, pbc11) or a .safetensors/.onnx file; default: pbc8."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results to FILE.csv or FILE.json (as they come) instead of printing a table."),
+    model: ModelName = None,
+    output: Annotated[Optional[Path], output_option("Write results to FILE.csv or FILE.json (as they come) instead of printing a table.")] = None,
     top_k: int = typer.Option(3, "--top-k", min=1, help="Number of most probable classes to report."),
-    refer_below: float = typer.Option(DEFAULT_REFER_BELOW, "--refer-below", min=0.0, max=1.0, help="Refer images whose confidence is below this probability (0 refers none)."),
-    tta: bool = typer.Option(False, "--tta", help="Average over the 8 flips/rotations by 90 degrees."),
+    refer_below: ReferBelow = DEFAULT_REFER_BELOW,
+    tta: Tta = False,
     explain: Optional[Path] = typer.Option(None, "--explain", help="Write a LayerCAM heat-map overlay PNG per image into this folder (where the score is most sensitive)."),
-    engine: Engine = typer.Option(Engine.torch, "--engine", help="Inference engine."),
+    engine: EngineOption = Engine.torch,
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per batch."),
-    threads: int = typer.Option(2, "--threads", min=1, help="CPU threads: torch threads, or onnx batches run at once (one thread each)."),
+    threads: Threads = 2,
     resume: bool = typer.Option(False, "--resume", help="Keep the results an interrupted or failed run already wrote to --output (files unchanged since, by SHA-256) and classify only the rest."),
 ) -> None:
     """Classify single-cell images; bad files become rows with an error, the rest go on."""
+    from bloodcell.inference.files import check_records_path, collect_inputs
+    from bloodcell.inference.predictor import load
+
     if explain is not None and engine == "onnx":
         raise ConfigError("--explain needs the torch engine (LayerCAM uses gradients)")
     if output is not None:
@@ -76,6 +68,8 @@ def predict(
 
 def _resumable(inputs: Inputs, output: Path) -> list[dict]:
     """The earlier run's records of files unchanged since (by SHA-256); their paths leave ``inputs``."""
+    from bloodcell.inference.files import input_sha256, read_records
+
     hashes = {name_text(str(p)): input_sha256(p) for p in inputs.paths}
     kept = [r for r in read_records(output) if hashes.get(r["path"]) == r["sha256"]]
     done = {r["path"] for r in kept}
@@ -87,6 +81,8 @@ def _classify(classifier: Classifier, inputs: Inputs, output: Path | None, resul
               kept: list[dict], **options) -> None:
     """Predictions of the inputs' paths into ``results``; written to ``output`` batch by batch when given (after the
     ``kept`` records of an earlier run and a row with the error of each unusable folder entry), else printed."""
+    from bloodcell.inference.files import RecordWriter, input_sha256
+
     batches = classifier.predict_batches([str(p) for p in inputs.paths], progress=True, **options)
     if output is None:
         for batch in batches:
@@ -115,6 +111,8 @@ def _interrupted(results: list[Prediction], kept: list[dict], output: Path | Non
 
 def _summarise(results: list[Prediction], inputs, output: Path | None, kept: int = 0) -> None:
     """One line of totals; unusable folder entries and a smear-photo hint on stderr; exit 1 when nothing was read."""
+    from bloodcell.inference.ood import UNFAMILIAR
+
     failed = sum(r.error is not None for r in results)
     referred = sum(bool(r.referred) for r in results)
     not_cells = sum(any(h in (r.reason or "") + (r.note or "") for h in SMEAR_HINTS) for r in results)
@@ -133,7 +131,7 @@ def _summarise(results: list[Prediction], inputs, output: Path | None, kept: int
     unfamiliar = sum((r.reason or "").startswith(UNFAMILIAR) for r in results)
     if unfamiliar:
         typer.echo(f"{unfamiliar} image(s) look like cells of a lab unlike those this model learned from; adapt it "
-                   "to your lab with a few labelled cells per class: `bloodcell adapt --cells DIR` (smear photos "
+                   "to your lab with a few labelled cells per class: `bloodcell adapt DIR -o adapted.safetensors` (smear photos "
                    "with one white cell look alike: count those with `bloodcell count`)", err=True)
     if failed == len(results) and not kept:
         typer.echo("no image could be classified", err=True)
@@ -158,6 +156,9 @@ def _write_explanations(classifier: Classifier, results: list[Prediction], folde
 
 
 def _print_table(records: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(show_lines=False)
     for column in ("path", "label", "confidence", "referred", "top_k", "error / reason"):
         table.add_column(column, overflow="fold")

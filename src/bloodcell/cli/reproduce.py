@@ -11,13 +11,11 @@ import typer
 from rich.console import Console
 
 from bloodcell.errors import ConfigError
-from bloodcell.resources import manifest_path
-from bloodcell.workflows.reproduce import NOT_RUN, PROTOCOLS, Settings, write_report_page
-from bloodcell.workflows.reproduce import reproduce as run_reproduction
+from bloodcell.models.catalog import PAPER_EXPERIMENTS
 
 
 def reproduce(
-    paper: Optional[str] = typer.Argument(None, help=f"A paper model ({', '.join(PROTOCOLS)}) or 'all'; may be left out with --report."),
+    paper: Optional[str] = typer.Argument(None, help=f"A paper model ({', '.join(PAPER_EXPERIMENTS)}) or 'all'; may be left out with --report."),
     budget: Optional[float] = typer.Option(None, help="Cap each protocol's training at this many seconds (default: train to the recipe's end; an interrupted run resumes from its last epoch)."),
     output: Path = typer.Option(Path("runs/reproduce"), "--output", "-o", help="Folder for the runs, reports, reproduction.json/.md and the data built (resumable)."),
     data_root: Optional[Path] = typer.Option(None, help="Datasets folder with pbc/ and bccd/ (default $BLOODCELL_DATA)."),
@@ -34,13 +32,18 @@ def reproduce(
     report: bool = typer.Option(False, "--report", help="Then write OUTPUT/report.html: the table, training curves, confusion matrices and, per paper, what could not be reproduced and why (alone: from the finished reproductions)."),
 ) -> None:
     """Run a paper's experiment under its own protocol (leaks included) and an honest one; report both figures."""
+    if paper is None and not report:
+        raise ConfigError("name a paper model or 'all' (or pass --report to write the page of finished reproductions)")
+
+    from bloodcell.resources import manifest_path
+    from bloodcell.workflows.reproduce import NOT_RUN, Settings, write_report_page
+    from bloodcell.workflows.reproduce import reproduce as run_reproduction
+
     settings = Settings(budget_s=budget, seed=seed, data_root=data_root, pbc_manifest=manifest_path(manifest),
                         copies_per_class=copies_per_class, pretrained=pretrained, score_limit=score_limit,
                         limit_val=limit_val, threads=threads, checkpoint_every_s=checkpoint_every,
                         imagenet_weights=imagenet_weights, n_boot=n_boot,
                         command=" ".join(["bloodcell", *map(shlex.quote, sys.argv[1:])]))
-    if paper is None and not report:
-        raise ConfigError("name a paper model or 'all' (or pass --report to write the page of finished reproductions)")
     console = Console()
     for record in run_reproduction(paper, output, settings) if paper is not None else []:
         claimed = "; ".join(f"{k}: {v}" for k, v in record["claimed"].items()) or "not recorded"

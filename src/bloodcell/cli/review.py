@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 app = typer.Typer(help="Review a counted sample's referred cells; recompute its differential with the corrections.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, rich_markup_mode=None)
 
 COUNTS_HELP = "Folder of one counted sample (holding counts.json), e.g. OUTPUT/<sample id> of `bloodcell count`."
 MODEL_HELP = "The model that typed the white cells (as given to `bloodcell count --model`; default: the bundled one)."
@@ -16,7 +16,7 @@ MODEL_HELP = "The model that typed the white cells (as given to `bloodcell count
 
 @app.command("export")
 def export(
-    counts: Path = typer.Option(..., "--counts", help=COUNTS_HELP),
+    counts: Path = typer.Argument(..., help=COUNTS_HELP),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for crops/<item>.png, corrections.csv (to fill in) and review.md."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
 ) -> None:
@@ -28,15 +28,15 @@ def export(
     typer.echo(f"{len(items)} cells to review -> {output}")
     if items:
         typer.echo(f"fill in decision (accept, relabel, wrong; missing for a missed cell) and label in "
-                   f"{output / 'corrections.csv'}, then: bloodcell review apply --counts {counts} "
+                   f"{output / 'corrections.csv'}, then: bloodcell review apply {counts} "
                    f"--corrections {output / 'corrections.csv'} -o REVIEWED")
 
 
 @app.command("apply")
 def apply(
-    counts: Path = typer.Option(..., "--counts", help=COUNTS_HELP),
+    counts: Path = typer.Argument(..., help=COUNTS_HELP),
     corrections: Path = typer.Option(..., "--corrections", help="The corrections CSV of `bloodcell review export`, filled in."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder for the reviewed counts.json, report.md, corrections.csv, labelstudio.json and cells/<class>/ (a `bloodcell adapt --cells` folder)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the reviewed counts.json, report.md, corrections.csv, labelstudio.json and cells/<class>/ (a `bloodcell adapt` folder)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Its classes are the ones a reviewer may give."),
 ) -> None:
     """Apply a reviewer's corrections to a counted sample: recompute its differential, save the corrections and cells."""
@@ -51,4 +51,4 @@ def apply(
     typer.echo(f"reviewed sample -> {output} (report.md, counts.json, corrections.csv, labelstudio.json); "
                f"reviewed cells: {cells}")
     if result.cells:
-        typer.echo(f"adapt the model to your lab with: bloodcell adapt --cells {output / 'cells'} -o adapted.safetensors")
+        typer.echo(f"adapt the model to your lab with: bloodcell adapt {output / 'cells'} -o adapted.safetensors")

@@ -8,12 +8,16 @@ to scale out, run several instances (each on its own port, or host) behind a rev
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Optional
 
 import typer
 
 from bloodcell.cli.choices import Engine
-from bloodcell.inference.predictor import DEFAULT_REFER_BELOW
+from bloodcell.cli.options import EngineOption
+from bloodcell.errors import ConfigError
+from bloodcell.inference.defaults import DEFAULT_REFER_BELOW
 from bloodcell.log import get_logger
 
 logger = get_logger(__name__)
@@ -22,11 +26,25 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 WILDCARD = ("0.0.0.0", "::", "")
 
 
+def check_port(host: str, port: int) -> None:
+    """ConfigError (one sentence) when ``host:port`` cannot be listened on, checked before the model loads."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is already in use; stop what listens there "
+                                  "or choose another port with --port") from None
+            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+
+
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 exposes the service to the network)."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name (pbc8, pbc11) or a .safetensors/.onnx file; default: the bundled model."),
-    engine: Engine = typer.Option(Engine.torch, "--engine", help="Inference engine."),
+    engine: EngineOption = Engine.torch,
     refer_below: float = typer.Option(DEFAULT_REFER_BELOW, "--refer-below", min=0.0, max=1.0, help="Refer cells (classified, and white cells typed on smears) whose confidence is below this probability."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="BLOODCELL_API_KEY", show_envvar=True, help="Require this key on /v1/* and /metrics. Prefer the environment variable: a command line is visible to other users."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001, help="Largest request body accepted (MB)."),
@@ -48,6 +66,7 @@ def serve(
 
     Set BLOODCELL_API_KEY to require a key on /v1/* and /metrics. Requests must name the bound address, localhost or an --allowed-host; POSTs from other sites' pages are refused unless given with --cors-origin.
     """
+    check_port(host, port)
     import uvicorn
 
     from bloodcell.service.app import create_app

@@ -14,7 +14,7 @@ from bloodcell.errors import ConfigError
 def _resumed_base(out: Optional[Path]) -> dict | None:
     """The saved config.json of the run being resumed (the base layer instead of the defaults)."""
     if out is None:
-        raise ConfigError("--resume needs --out DIR pointing at the run to continue")
+        raise ConfigError("--resume needs --output DIR pointing at the run to continue")
     path = out / "config.json"
     if not path.is_file():
         raise ConfigError(f"{out} holds no config.json to resume from; start a new run without --resume")
@@ -27,10 +27,10 @@ def train(
     taxonomy: Optional[str] = typer.Option(None, help="Class taxonomy: pbc8, pbc11 or labels (the manifest's own labels)."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV with the frozen train/val/test split."),
     data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
-    out: Optional[Path] = typer.Option(None, help="Run folder for checkpoints, metrics and curves."),
+    out: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder for checkpoints, metrics and curves."),
     config: Optional[Path] = typer.Option(None, help="JSON or TOML file of training options (flags override it)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start again in an existing --out (removes its run files)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last.pt."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start again in an existing --output (removes its run files)."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from pretrained weights."),
     input_size: Optional[int] = typer.Option(None, help="Input size overriding the model's own."),
     epochs: Optional[int] = typer.Option(None, help="Number of epochs."),

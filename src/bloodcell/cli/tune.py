@@ -22,7 +22,7 @@ def _sizes(text: Optional[str]) -> tuple[int, ...] | None:
 def tune(
     model: Optional[str] = typer.Option(None, help="Registered or timm model name."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV (trials use its train and validation splits)."),
-    out: Path = typer.Option(..., help="Folder for trials.csv, best_config.json and the trial runs."),
+    out: Path = typer.Option(..., "--output", "-o", help="Folder for trials.csv, best_config.json and the trial runs."),
     trials: int = typer.Option(20, help="Number of Optuna trials."),
     epochs: Optional[int] = typer.Option(None, help="Epochs per trial."),
     config: Optional[Path] = typer.Option(None, help="JSON or TOML base training options."),
@@ -38,7 +38,7 @@ def tune(
     cache_dir: Optional[Path] = typer.Option(None, help="Folder of the decoded-image cache."),
     seed: Optional[int] = typer.Option(None, help="Seed of the sampler and of every trial."),
     timeout: Optional[float] = typer.Option(None, help="Stop starting new trials after this many seconds."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Tune again into an existing --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Tune again into an existing --output."),
 ) -> None:
     """Search hyperparameters on the validation split; writes best_config.json for 'bloodcell train --config'."""
     import torch

@@ -31,6 +31,13 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ImageSource = Union[str, Path, bytes, Image.Image, np.ndarray]
 
 
+def too_many_pixels(name: str, limit: int, width: int | None = None, height: int | None = None) -> str:
+    """The one sentence, in the CLI and the service, for an image over the pixel limit."""
+    if width is None or height is None:
+        return f"{name}: image has too many pixels (limit {limit})"
+    return f"{name}: image is {width}x{height} pixels, more than the limit of {limit}"
+
+
 def _name(source: ImageSource) -> str:
     if isinstance(source, (str, Path)):
         return str(source)
@@ -105,11 +112,11 @@ def read_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
     """
     if isinstance(source, np.ndarray):
         if source.ndim >= 2 and source.shape[0] * source.shape[1] > max_pixels:
-            raise ImageError(f"{_name(source)}: image too large ({source.shape[1]}x{source.shape[0]} pixels, limit {max_pixels})")
+            raise ImageError(too_many_pixels(_name(source), max_pixels, source.shape[1], source.shape[0]))
         return array_to_rgb(source)
     if isinstance(source, Image.Image):
         if source.width * source.height > max_pixels:
-            raise ImageError(f"{_name(source)}: image too large ({source.width}x{source.height} pixels, limit {max_pixels})")
+            raise ImageError(too_many_pixels(_name(source), max_pixels, source.width, source.height))
         return to_rgb(source)
     name = _name(source)
     if isinstance(source, (str, Path)):
@@ -153,19 +160,19 @@ def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
         raise ImageError(f"{name}: file is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels is the limit
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageError(f"{name}: image too large ({width}x{height} pixels, limit {max_pixels})")
+                raise ImageError(too_many_pixels(name, max_pixels, width, height))
             if width == 0 or height == 0:
                 raise ImageError(f"{name}: image has no pixels")
             image.load()
             image = ImageOps.exif_transpose(image)
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{name}: image too large (decompression bomb guard: {exc})") from exc
+    except Image.DecompressionBombError:
+        raise ImageError(too_many_pixels(name, max_pixels)) from None
     except UnidentifiedImageError as exc:
         raise ImageError(f"{name}: not an image file (format not recognised)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

@@ -43,8 +43,14 @@ class Inputs:
 
 def collect_inputs(inputs: Sequence[str | Path]) -> Inputs:
     """Files as given (even with unusual extensions), folders searched recursively, and glob patterns
-    (``**`` allowed). Order is kept; duplicates are dropped. A missing file is kept, so that it is
-    reported as an error row; folder entries that cannot be used are listed in ``problems``."""
+    (``**`` allowed). Order is kept; duplicates are dropped. A missing file among others is kept, so that
+    it is reported as an error row; folder entries that cannot be used are listed in ``problems``.
+    ConfigError (one sentence) when nothing given exists, or nothing given holds an image."""
+    missing = [str(raw) for raw in inputs if not _exists(Path(str(raw))) and not glob.has_magic(str(raw))]
+    if missing and len(missing) == len(inputs):
+        names = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise ConfigError(f"{names}: no such file or folder" if len(missing) == 1
+                          else f"none of the paths given exists ({names})")
     found = Inputs()
     for raw in inputs:
         text = str(raw)
@@ -61,8 +67,12 @@ def collect_inputs(inputs: Sequence[str | Path]) -> Inputs:
             found.paths.append(path)
     found.paths = list(dict.fromkeys(found.paths))
     if not found.paths and not found.problems:
-        raise ConfigError("no image files found in the given paths")
+        raise ConfigError(f"no image files found in {', '.join(map(str, inputs))}")
     return found
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
 
 
 def check_records_path(out: str | Path) -> Path:

@@ -162,7 +162,7 @@ UNFAMILIAR = "unfamiliar lab"
 #: The referral reason of a stained cell unlike the cells of every lab the guard knows.
 UNFAMILIAR_REFERRAL = (f"{UNFAMILIAR}: a stained cell, but unlike the cells of every lab this model knows (stain, "
                        "camera or magnification; colour statistics {ratio:.1f}x the limit), so its answer would be a "
-                       "guess; adapt it to your lab with `bloodcell adapt --cells DIR` (for a smear photo with one "
+                       "guess; adapt it to your lab with `bloodcell adapt DIR` (for a smear photo with one "
                        "white cell, use `bloodcell count`)")
 
 
@@ -174,7 +174,7 @@ def one_stained_cell(pixels: np.ndarray) -> bool:
 
 #: The note of a cell that looks like a stained blood cell, but not like those of the model's own labs.
 UNFAMILIAR_NOTE = (f"{UNFAMILIAR}: stain or camera unlike those of the labs this model learned from, so its accuracy "
-                   "here is unknown; adapt it to your lab with `bloodcell adapt --cells DIR`")
+                   "here is unknown; adapt it to your lab with `bloodcell adapt DIR`")
 
 
 @dataclass

@@ -28,6 +28,7 @@ from bloodcell.data.images import ImageSource, read_image
 from bloodcell.errors import CheckpointError, ConfigError, ImageError
 from bloodcell.framing import count_cells, frame_box, search_cells
 from bloodcell.inference.backends import TorchBackend
+from bloodcell.inference.defaults import DEFAULT_REFER_BELOW, ENGINES  # noqa: F401  (also imported from here)
 from bloodcell.inference.explain import save_gradcam_overlay
 from bloodcell.inference.onnx import (
     OnnxBackend,
@@ -42,9 +43,6 @@ from bloodcell.progress import track
 from bloodcell.transforms import DataConfig, create_pixel_transform, normalize_batch
 from bloodcell.weights import resolve
 
-ENGINES = ("torch", "onnx")
-#: The one default referral threshold of the CLI, the service, the page and the smear counter.
-DEFAULT_REFER_BELOW = 0.6
 #: The note of an image that shows several white cells (a field or a smear photo, not a single-cell image).
 SEVERAL_CELLS_NOTE = ("{} white cells in this image: the one nearest the centre was classified; count smear photos "
                       "with `bloodcell count`")

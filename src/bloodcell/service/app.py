@@ -96,7 +96,7 @@ how much to trust the typing) and `review` lists the white cells meant for a per
 doubtful), each with its crop and top 3 classes. `POST /v1/review` combines the `state` of one or
 more counts of a sample, applies a reviewer's corrections, and answers the recomputed report
 marked reviewed, the corrections as CSV and as Label Studio tasks, and (when the photos are sent
-too) the reviewed cells as a ZIP of `cells/<class>/*.png` for `bloodcell adapt --cells`. The
+too) the reviewed cells as a ZIP of `cells/<class>/*.png` for `bloodcell adapt`. The
 service keeps nothing between requests.
 
 Refusals are JSON `{"error": code, "message": sentence}` with a 4xx status: 400 empty file or
@@ -288,10 +288,24 @@ def _state(request: Request) -> ServiceState:
     return request.app.state.service
 
 
+TOP_K_HELP = "Number of most probable classes to return (the CLI's --top-k)."
+TTA_HELP = "Average over 8 rotated/flipped views (the CLI's --tta)."
+EXPLAIN_HELP = ("Add a LayerCAM heat map (base64 PNG) to each result: where the model's score is most sensitive; "
+                "not the reason for the class (the CLI's --explain).")
+CLASSIFY_FIELDS = ("files", "top_k", "tta", "explain")
 UploadFiles = Annotated[list[UploadFile], File(min_length=1, description="One or more image files (multipart field `files`).")]
 OptionalFiles = Annotated[list[UploadFile] | None, File(description="The sample's photos that hold reviewed cells (optional).")]
 SampleId = Annotated[str, Form(min_length=1, max_length=64, description="The sample these photos belong to (shown in the report).")]
 ReviewPart = Annotated[UploadFile, File(description="The review as JSON (see the endpoint's description).")]
+
+
+async def _refuse_unknown_fields(request: Request, known: tuple[str, ...]) -> None:
+    """422 naming the form fields this endpoint does not take (a misspelt option is never silently ignored)."""
+    unknown = sorted(set((await request.form()).keys()) - set(known))
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        raise RequestRejected(422, "unknown_field", f"unknown form field{'s' if len(unknown) > 1 else ''} {names}; "
+                                                    f"this endpoint takes {', '.join(known)}")
 
 
 async def _read_uploads(files: list[UploadFile], limits: Limits) -> list[tuple[str, bytes]]:
@@ -522,13 +536,21 @@ def _add_classify_route(app: FastAPIOffline) -> None:
     async def classify(
         request: Request,
         files: UploadFiles,
-        top_k: Annotated[int, Query(ge=1, le=20, description="Number of most probable classes to return.")] = 3,
-        tta: Annotated[bool, Query(description="Average over 8 rotated/flipped views.")] = False,
-        explain: Annotated[bool, Query(description=(
-            "Add a LayerCAM heat map (base64 PNG) to each result: where the model's score is most sensitive; "
-            "not the reason for the class."))] = False,
+        top_k: Annotated[int | None, Form(ge=1, le=20, description=TOP_K_HELP)] = None,
+        tta: Annotated[bool | None, Form(description=TTA_HELP)] = None,
+        explain: Annotated[bool | None, Form(description=EXPLAIN_HELP)] = None,
+        top_k_query: Annotated[int, Query(alias="top_k", ge=1, le=20, description=TOP_K_HELP)] = 3,
+        tta_query: Annotated[bool, Query(alias="tta", description=TTA_HELP)] = False,
+        explain_query: Annotated[bool, Query(alias="explain", description=EXPLAIN_HELP)] = False,
     ) -> ClassifyResponse:
-        """Classify single-cell images: label, calibrated confidence, top-k, referral flag."""
+        """Classify single-cell images: label, calibrated confidence, top-k, referral flag.
+
+        The options are the CLI's (`--top-k`, `--tta`, `--explain`), as form fields `top_k`, `tta` and
+        `explain` or as query parameters; a form field of another name is refused (422)."""
+        await _refuse_unknown_fields(request, CLASSIFY_FIELDS)
+        top_k = top_k_query if top_k is None else top_k
+        tta = tta_query if tta is None else tta
+        explain = explain_query if explain is None else explain
         state = _state(request)
         uploads = await _read_uploads(files, state.limits)
         usable, refused = _screen(uploads, state.limits)
@@ -564,6 +586,7 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
     async def count(request: Request, files: UploadFiles, sample_id: SampleId = "sample") -> CountResponse:
         """Count RBC, WBC and platelets on the smear photos of one sample: its differential in plain words,
         and the white cells meant for a person (with crops and top 3) for review."""
+        await _refuse_unknown_fields(request, ("files", "sample_id"))
         state = _state(request)
         uploads = await _read_uploads(files, state.limits)
         usable, refused = _screen(uploads, state.limits)
@@ -593,6 +616,7 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         matched by content; with them the answer has the reviewed cells as a ZIP for `bloodcell adapt`.
         With `reviewed: false` and no corrections, the counts are only combined into one differential.
         """
+        await _refuse_unknown_fields(request, ("review", "files"))
         state = _state(request)
         body = _review_request(await review.read(), state.limits)
         uploads = await _read_uploads(files or [], state.limits)

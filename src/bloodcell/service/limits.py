@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bloodcell.data.images import decoding_bytes
+from bloodcell.data.images import decoding_bytes, too_many_pixels
 from bloodcell.service.settings import Limits
 
 __all__ = [
@@ -165,7 +165,7 @@ def inspect_upload(data: bytes, name: str, max_pixels: int, max_decoding_bytes: 
             with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
                 header = ImageHeader(image.format or "?", *image.size, mode=image.mode)
     except Image.DecompressionBombError:
-        raise RequestRejected(413, "image_too_large", f"{name}: image has too many pixels (limit {max_pixels})") from None
+        raise RequestRejected(413, "image_too_large", too_many_pixels(name, max_pixels)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
         claimed = sniff_format(data)
         if claimed is not None:
@@ -179,7 +179,7 @@ def inspect_upload(data: bytes, name: str, max_pixels: int, max_decoding_bytes: 
         raise RequestRejected(
             413,
             "image_too_large",
-            f"{name}: image is {header.width}x{header.height} pixels, more than the limit of {max_pixels}",
+            too_many_pixels(name, max_pixels, header.width, header.height),
         )
     if max_decoding_bytes is not None and header.decoding_bytes > max_decoding_bytes:
         raise RequestRejected(

@@ -181,7 +181,7 @@ class ReviewResponse(BaseModel):
     labelstudio_config: str = Field(description="The Label Studio labelling config for those tasks.")
     cells: dict[str, int] = Field(default_factory=dict, description="Reviewed cells per class in cells_zip.")
     cells_zip: str | None = Field(None, description=(
-        "Base64 ZIP of cells/<class>/<name>.png, the reviewed cells (a `bloodcell adapt --cells` folder); "
+        "Base64 ZIP of cells/<class>/<name>.png, the reviewed cells (a `bloodcell adapt` folder); "
         "only when the photos were sent."))
     cells_note: str | None = Field(None, description="Why there are no cells, when there are none.")
 

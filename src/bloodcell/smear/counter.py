@@ -85,7 +85,7 @@ class SampleCount:
         return labelstudio_tasks(self.doc, self.original or self.doc, self.sample_id)
 
     def cells(self) -> list[tuple[str, Image.Image]]:
-        """The reviewed cells as (``<class>/<name>.png``, image): a ``bloodcell adapt --cells`` folder's contents."""
+        """The reviewed cells as (``<class>/<name>.png``, image): a ``bloodcell adapt`` folder's contents."""
         return corrected_cells(self.doc, self.decisions, self.photos, self.sample_id, self.classes)
 
 

@@ -83,7 +83,7 @@ def _box_record(d: Box) -> dict[str, Any]:
 
 
 def _classify(classifier, image: Image.Image, boxes: list[dict[str, Any]],
-              refer_below: float | None) -> list[dict[str, Any]]:
+              refer_below: float | None, tta: bool = False) -> list[dict[str, Any]]:
     """Classify each WBC box's crop; fills wbc_type/confidence/referred; returns the referred cells."""
     wbcs = [b for b in boxes if b["label"] == "WBC"]
     if not wbcs:
@@ -92,7 +92,7 @@ def _classify(classifier, image: Image.Image, boxes: list[dict[str, Any]],
     crops = [crop_around(image, (b["x1"], b["y1"], b["x2"], b["y2"]), fill=fill) for b in wbcs]
     referred = []
     # the detector already says these are white cells: only low confidence refers them (no "is it a cell" guard)
-    for box, pred in zip(wbcs, classifier.predict(crops, top_k=1, refer_below=refer_below, guard=False)):
+    for box, pred in zip(wbcs, classifier.predict(crops, top_k=1, refer_below=refer_below, tta=tta, guard=False)):
         if pred.error is not None:
             box["wbc_type"], box["confidence"] = None, None
             continue
@@ -104,9 +104,11 @@ def _classify(classifier, image: Image.Image, boxes: list[dict[str, Any]],
 
 
 def count_image(image: Image.Image, classifier=None, detector: str = "learned",
-                refer_below: float | None = DEFAULT_REFER_BELOW, cell_size_px: float | None = None) -> dict[str, Any]:
+                refer_below: float | None = DEFAULT_REFER_BELOW, cell_size_px: float | None = None,
+                *, tta: bool = False) -> dict[str, Any]:
     """Counts, WBC types and boxes of one decoded smear photo (plus ``annotated``, ``referred`` and the
-    red-cell size the photo was read at). ImageError for a photo too small to show a smear."""
+    red-cell size the photo was read at; ``tta``: white cells typed over the 8 dihedral views).
+    ImageError for a photo too small to show a smear."""
     if min(image.size) < MIN_SMEAR_SIDE:
         raise ImageError(f"a {image.width}x{image.height} image is too small to be a smear photo "
                          f"(at least {MIN_SMEAR_SIDE} pixels a side)")
@@ -116,7 +118,7 @@ def count_image(image: Image.Image, classifier=None, detector: str = "learned",
     else:
         detections, size = detect(image, cell_size_px), None
     boxes = [_box_record(d) for d in detections]
-    referred = _classify(classifier, image, boxes, refer_below) if classifier is not None else []
+    referred = _classify(classifier, image, boxes, refer_below, tta) if classifier is not None else []
     types = Counter(b["wbc_type"] for b in boxes if b.get("wbc_type"))
     return {"counts": count_detections(detections), "wbc_types": dict(sorted(types.items())), "boxes": boxes,
             "referred": referred, "annotated": annotate(image, boxes),

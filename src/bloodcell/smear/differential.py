@@ -50,7 +50,7 @@ def trust_note(typing: dict[str, Any]) -> str:
         return ("How well this classifier types white cells in smear photos has not been measured. A classifier "
                 "trained on PBC single-cell images alone typed only about 40% of the white cells of BCCD smears "
                 "(another microscope and stain) correctly, so do not use these percentages without review; adapt "
-                "it to your lab with a few labelled cells (`bloodcell adapt --cells DIR`).")
+                "it to your lab with a few labelled cells (`bloodcell adapt DIR`).")
     who = "the cell classifier" + (f" adapted to {typing['adapted_to']}" if typing.get("adapted_to") else "")
     fitted = f" ({typing['fitted_on']})" if typing.get("fitted_on") else ""
     return (f"White cells were typed by {who}{fitted}, which named the main white cell of {accuracy:.0%} of "

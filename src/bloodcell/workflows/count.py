@@ -115,7 +115,8 @@ def samples_from_csv(path: str | Path) -> list[Sample]:
 
 
 def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_below: float | None,
-                 cell_size_px: float | None, typing_unavailable: str | None, resume: bool = False) -> SampleResult:
+                 cell_size_px: float | None, typing_unavailable: str | None, resume: bool = False,
+                 tta: bool = False) -> SampleResult:
     """Count one sample's photos into ``out`` (annotated PNGs written photo by photo) with the one counting loop;
     writes counts.json and report.md and returns the counted sample.
 
@@ -135,8 +136,9 @@ def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_
             log(photo.entry())
 
         result = count_photos(sample.photos, partial(count_image, classifier=classifier, detector=detector,
-                                                     refer_below=refer_below, cell_size_px=cell_size_px),
-                              sample_id=sample.sample_id, names=[name_text(str(p)) for p in sample.photos], kept=kept, on_photo=save,
+                                                     refer_below=refer_below, cell_size_px=cell_size_px, tta=tta),
+                              sample_id=sample.sample_id, names=[name_text(str(p)) for p in sample.photos], kept=kept,
+                              on_photo=save,
                               typing=typing_summary(classifier) if classifier is not None else None,
                               typing_unavailable=typing_unavailable, progress=f"counting {sample.sample_id}")
     result.errors[:0] = [CountError(path=name_text(p), error=reason) for p, reason in sample.problems]
@@ -262,14 +264,15 @@ class CountInterrupted(KeyboardInterrupt):
 def count_samples(samples: list[Sample], output: str | Path, classifier=None, *, detector: str = "learned",
                   refer_below: float | None = DEFAULT_REFER_BELOW, cell_size_px: float | None = None,
                   typing_unavailable: str | None = None, resume: bool = False, store: Store | None = None,
-                  actor: str = "") -> list[dict[str, Any]]:
+                  actor: str = "", tta: bool = False) -> list[dict[str, Any]]:
     """Count every sample into ``output`` (a sub-folder per sample when there are several) and write samples.csv;
     returns each sample's counts.json document;
     with ``store``, also keep each sample there (recorded by ``actor``; sample ids already kept are refused first).
 
     With ``resume``, a sample whose counts.json an earlier run finished for the same photos (unchanged, by
     SHA-256) is kept, not counted again (and kept in ``store`` if it is not there yet). A write that fails raises
-    OutputError saying how many samples are finished; Ctrl-C raises :class:`CountInterrupted`."""
+    OutputError saying how many samples are finished; Ctrl-C raises :class:`CountInterrupted`. ``tta`` types the
+    white cells over the 8 dihedral views."""
     folders = sample_folder_names(samples)
     output = check_output_folder(output, "counts")
     folder_of = {sample.sample_id: output / folders[sample.sample_id] if len(samples) > 1 else output
@@ -288,7 +291,7 @@ def count_samples(samples: list[Sample], output: str | Path, classifier=None, *,
         try:
             result = before.get(sample.sample_id) or count_sample(
                 sample, folder, classifier, detector=detector, refer_below=refer_below, cell_size_px=cell_size_px,
-                typing_unavailable=typing_unavailable, resume=resume)
+                typing_unavailable=typing_unavailable, resume=resume, tta=tta)
             rows.append(sample_row(result))
             write_samples_csv(rows, output)  # after each sample, so finished samples survive a later failure
         except OutputError as exc:

@@ -9,7 +9,7 @@ with their crops, top 3 classes and reasons).
 ``apply_review`` reads the filled-in CSV and writes the reviewed sample: ``counts.json`` and
 ``report.md`` (marked reviewed), ``corrections.csv`` (the decisions), ``labelstudio.json`` and
 ``labelstudio-config.xml`` (Label Studio import), and ``cells/<class>/<crop>.png``, the reviewed
-cells as a ``bloodcell adapt --cells`` folder. The logic is :mod:`bloodcell.smear.review`'s, shared
+cells as a ``bloodcell adapt`` folder. The logic is :mod:`bloodcell.smear.review`'s, shared
 with the web service; here are only the files.
 """
 

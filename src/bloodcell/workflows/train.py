@@ -160,7 +160,7 @@ def _check_required(config: TrainConfig) -> None:
         raise ConfigError("no manifest given; pass --manifest FILE (see 'bloodcell data split')")
     manifest_path(config.manifest)  # a path or a frozen manifest's name, refused here before any work
     if not config.out:
-        raise ConfigError("no output folder given; pass --out DIR")
+        raise ConfigError("no output folder given; pass --output DIR")
 
 
 def _check_resume(state: dict, job: _Job) -> None:

@@ -5,7 +5,7 @@ Each trial is a short training run (:func:`bloodcell.workflows.train.run_trainin
 size; its validation loss is reported every epoch so the median pruner can stop poor trials
 early. The TPE sampler is seeded with the base
 config's seed. Writes ``trials.csv`` and ``best_config.json`` (usable as
-``bloodcell train --config``; pass ``--out`` and ``--epochs`` for the real run).
+``bloodcell train --config``; pass ``--output`` and ``--epochs`` for the real run).
 """
 
 from __future__ import annotations

@@ -395,7 +395,7 @@ function renderExports(sample) {
   }
   box.append(buttons);
   const counts = Object.entries(body.cells).map(([label, n]) => `${label} ${n}`).join(", ");
-  if (counts) box.append(el("p", { class: "hint", text: `Reviewed cells: ${counts}. Unzip them into one folder for all samples and adapt the model to your lab with: bloodcell adapt --cells FOLDER/cells` }));
+  if (counts) box.append(el("p", { class: "hint", text: `Reviewed cells: ${counts}. Unzip them into one folder for all samples and adapt the model to your lab with: bloodcell adapt FOLDER/cells` }));
   if (body.cells_note) box.append(el("p", { class: "hint", text: body.cells_note }));
   return box;
 }

@@ -8,7 +8,6 @@ carries its annotated image (never serialised).
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
@@ -26,6 +25,7 @@ from bloodcell.progress import track
 from bloodcell.smear.classical import count_detections
 from bloodcell.smear.detectors import resolve_detector
 from bloodcell.smear.learned_detector import check_cell_size
+from bloodcell.smear.referral import review_targets
 from bloodcell.smear.schema import CountError, PhotoCount, SampleResult, SampleTotals
 from bloodcell.smear.typing import typing_summary
 from bloodcell.writing import name_text
@@ -123,46 +123,6 @@ def count_image(image: Image.Image, classifier=None, detector: str = "learned",
     return {"counts": count_detections(detections), "wbc_types": dict(sorted(types.items())), "boxes": boxes,
             "referred": referred, "annotated": annotate(image, boxes),
             "cell_size": None if size is None else {"red_cell_px": round(size.pixels, 1), "from": size.method}}
-
-
-#: White-cell boxes the detector scored below this are doubtful: a person checks them.
-DOUBTFUL_WBC_SCORE = 0.5
-
-
-def has_box_xyxy(box: dict[str, Any]) -> bool:
-    return all(isinstance(box.get(k), (int, float)) and math.isfinite(box[k]) for k in ("x1", "y1", "x2", "y2"))
-
-
-def box_xyxy(box: dict[str, Any]) -> tuple[float, float, float, float]:
-    return float(box["x1"]), float(box["y1"]), float(box["x2"]), float(box["y2"])
-
-
-def referred_reasons(entry: dict[str, Any]) -> dict[int, str]:
-    """Box index -> the classifier's reason, for the white cells of a photo it referred."""
-    listed = {box_xyxy(r): r.get("reason") for r in entry.get("referred", []) if has_box_xyxy(r)}
-    reasons = {}
-    for index, box in enumerate(entry.get("boxes", [])):
-        if box.get("label") == "WBC" and has_box_xyxy(box) and not box.get("reviewed") and (
-                box.get("referred") or box_xyxy(box) in listed):
-            reasons[index] = listed.get(box_xyxy(box)) or "referred by the classifier"
-    return reasons
-
-
-def review_targets(entry: dict[str, Any]) -> list[tuple[int, str]]:
-    """(box index, reason) of each white-cell box of a photo meant for a person (referred by the classifier, or
-    doubtful as a detection), in box order: the one count of referred cells."""
-    referred = referred_reasons(entry)
-    targets = []
-    for index, box in enumerate(entry.get("boxes", [])):
-        if box.get("label") != "WBC" or not has_box_xyxy(box) or box.get("reviewed"):
-            continue
-        reasons = [referred[index]] if index in referred else []
-        score = box.get("score")
-        if isinstance(score, (int, float)) and score < DOUBTFUL_WBC_SCORE:
-            reasons.append(f"the detector is not sure this is a white cell (score {score:.2f})")
-        if reasons:
-            targets.append((index, "; ".join(reasons)))
-    return targets
 
 
 def sample_totals(entries: Sequence[dict[str, Any]], typing_unavailable: str | None = None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bloodcell.smear.counting import review_targets
+from bloodcell.smear.referral import review_targets
 from bloodcell.writing import write_text
 
 #: Adult reference intervals of the differential, in percent of white cells.

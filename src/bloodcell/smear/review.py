@@ -6,7 +6,7 @@ see :class:`bloodcell.smear.schema.SampleResult`).
 
 *Review items* are the white cells meant for a person: those the classifier referred (typed below
 the referral threshold) and the doubtful white-cell boxes (detector score below
-:data:`~bloodcell.smear.counting.DOUBTFUL_WBC_SCORE`). Each box of a sample has an id ``"<photo>-<box>"``: the photo's key (its
+:data:`~bloodcell.smear.referral.DOUBTFUL_WBC_SCORE`). Each box of a sample has an id ``"<photo>-<box>"``: the photo's key (its
 ``photo_id`` when it has one, else its number in the sample, from 1) and the box's number in that
 photo (from 1).
 
@@ -39,13 +39,7 @@ from PIL import Image
 from bloodcell.data.boxes import SMEAR_LABELS
 from bloodcell.errors import DataError
 from bloodcell.framing import crop_around
-from bloodcell.smear.counting import (
-    box_xyxy,
-    has_box_xyxy,
-    referred_reasons,
-    review_targets,
-    sample_totals,
-)
+from bloodcell.smear.counting import sample_totals
 from bloodcell.smear.differential import (
     differential,
     differential_notes,
@@ -53,6 +47,7 @@ from bloodcell.smear.differential import (
     trust_note,
 )
 from bloodcell.smear.documents import check_box, check_coordinates, csv_rows
+from bloodcell.smear.referral import box_xyxy, has_box_xyxy, referred_reasons, review_targets
 
 #: Classes shown for each review item.
 TOP_K = 3

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from bloodcell.data.boxes import SMEAR_LABELS
 from bloodcell.errors import ConfigError
-from bloodcell.smear.counting import review_targets
+from bloodcell.smear.referral import review_targets
 from bloodcell.smear.differential import differential
 from bloodcell.smear.schema import SampleResult
 from bloodcell.store.audit import record

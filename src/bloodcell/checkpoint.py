@@ -15,7 +15,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,13 +30,15 @@ from pydantic import (
     model_validator,
 )
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from bloodcell._version import __version__
 from bloodcell.errors import CheckpointError, ConfigError
 from bloodcell.models import create_model, get_model_entry
 from bloodcell.transforms import DataConfig
 from bloodcell.weights import resolve
+from bloodcell.writing import write_failed, write_json
 
 FORMAT = "bloodcell-checkpoint/1"
 #: Largest square input a checkpoint may ask for (a 1024x1024 batch of 32 is already 400 MB of floats).
@@ -233,11 +234,15 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: CheckpointMe
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     doc = _json_safe(meta.to_dict())
+    data = safetensors_bytes(state, metadata={"format": FORMAT, "bloodcell": json.dumps(doc, allow_nan=False)})
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT, "bloodcell": json.dumps(doc, allow_nan=False)})
-    os.chmod(tmp, 0o644)  # safetensors writes 0600; a checkpoint is as readable as the rest of the run
-    tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    try:  # written through Python, so that a full disk is an OSError: one sentence, no half file left
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_failed(path, exc) from None
+    write_json(path.with_suffix(".json"), doc)
     return path
 
 
@@ -245,12 +250,13 @@ _STANDARD_KEYS = {"format", "model_name", "num_classes", "class_names", "data_co
                   "metrics", "temperature", "bloodcell_version", "created"}
 
 
-def update_metadata(path: str | Path, **extra: Any) -> Path:
-    """Rewrite the checkpoint at ``path`` in place with ``extra`` keys added to (or replacing) its metadata."""
+def update_metadata(path: str | Path, to: str | Path | None = None, **extra: Any) -> Path:
+    """Rewrite the checkpoint at ``path`` (in place, or as ``to``) with ``extra`` keys added to (or replacing)
+    its metadata, whole or not at all."""
     checkpoint = load_checkpoint(path)
     meta = checkpoint.meta
     kept = {k: v for k, v in meta.items() if k not in _STANDARD_KEYS}
-    return save_checkpoint(path, checkpoint.model, CheckpointMeta(
+    return save_checkpoint(path if to is None else to, checkpoint.model, CheckpointMeta(
         model_name=meta["model_name"], data_config=checkpoint.data_config, model_kwargs=meta.get("model_kwargs", {}),
         train_config=meta.get("train_config", {}), metrics=meta.get("metrics", {}),
         temperature=float(meta.get("temperature", 1.0)), extra={**kept, **extra}))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -68,6 +69,11 @@ def write_failed(path: Path, exc: OSError, kept: str = "") -> OutputError:
                        + (kept or "nothing was written there"))
 
 
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary file :func:`atomic_file` leaves only when its process is killed."""
+    return name.startswith(".") and name.endswith(".part")
+
+
 @contextmanager
 def atomic_file(path: str | Path, mode: str = "w", **open_args: Any) -> Iterator[IO]:
     """A handle on a temporary file beside ``path`` that replaces ``path`` when the block ends without error.
@@ -102,10 +108,29 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def save_image(image, path: str | Path, format: str = "PNG") -> Path:
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` whole or not at all."""
+    with atomic_file(path, "wb") as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def write_json(path: str | Path, data: Any, **dumps_args: Any) -> Path:
+    """Write ``data`` as indented JSON (one trailing newline) to ``path`` whole or not at all."""
+    return write_text(path, json.dumps(data, **{"indent": 2, **dumps_args}) + "\n")
+
+
+def save_figure(figure, path: str | Path, **savefig_args: Any) -> Path:
+    """Save a Matplotlib figure as a PNG at ``path`` whole or not at all."""
+    with atomic_file(path, "wb") as handle:
+        figure.savefig(handle, format="png", **savefig_args)
+    return Path(path)
+
+
+def save_image(image, path: str | Path, format: str = "PNG", **save_args: Any) -> Path:
     """Save a PIL image to ``path`` whole or not at all."""
     with atomic_file(path, "wb") as handle:
-        image.save(handle, format=format)
+        image.save(handle, format=format, **save_args)
     return Path(path)
 
 

@@ -65,3 +65,50 @@ def test_a_broken_sources_csv_is_one_sentence(tmp_path):
     (tmp_path / "sources.csv").write_bytes(b"file,source\n\xff\xfe\x00broken\n")
     with pytest.raises(DataError, match="cannot read the sources file"):
         read_sources(tmp_path)
+
+
+# -- decoding memory is budgeted by bytes per pixel in the CLI too (issue 30) ----------------------------------
+
+@pytest.fixture()
+def deep_png(tmp_path, monkeypatch):
+    """A 16-bit 40-megapixel PNG of under 1 MB; decoding it (about 1.2 GB) fails the test."""
+    from hardening_helpers import png16
+    from PIL import ImageFile
+
+    path = tmp_path / "deep.png"
+    path.write_bytes(png16(6400, 6250))
+    assert path.stat().st_size < 1_000_000
+    real = ImageFile.ImageFile.load
+
+    def load(self):
+        if self.size == (6400, 6250):
+            pytest.fail("the 16-bit 40-megapixel PNG was decoded")
+        return real(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    return path
+
+
+def test_a_16_bit_40_megapixel_png_is_refused_before_decoding(deep_png):
+    from bloodcell.errors import ImageError
+
+    with pytest.raises(ImageError) as refused:
+        read_image(deep_png)
+    message = str(refused.value)
+    assert message.startswith(f"{deep_png}: a 6400x6250 I;16 image needs about 1144 MB to decode, more than the "
+                              "limit of 1024 MB") and message.count(". ") == 0
+
+
+def test_predict_refuses_a_16_bit_40_megapixel_png_in_one_sentence_and_classifies_the_rest(tmp_path, deep_png):
+    from hardening_helpers import cell_png
+
+    cell_png(deep_png.parent / "cell.png")
+    checkpoint = save_tiny(tmp_path / "tiny.safetensors")
+    result = CliRunner().invoke(app, ["predict", str(deep_png.parent), "--model", str(checkpoint),
+                                      "--output", str(tmp_path / "out.json")])
+    assert result.exit_code == 0 and "(1 unreadable" in result.output, result.output
+    cell, deep = json.loads((tmp_path / "out.json").read_text())
+    assert cell["label"] and cell["error"] is None and deep["label"] is None
+    assert deep["error"] == (f"{deep_png}: a 6400x6250 I;16 image needs about 1144 MB to decode, more than the limit "
+                             "of 1024 MB (convert it to an 8-bit image or a smaller one)")
+

@@ -63,12 +63,11 @@ def test_a_non_utf8_name_is_written_escaped_and_no_row_is_lost(tmp_path, checkpo
     assert f"1 file name(s) are not valid UTF-8: {out} shows them" in result.output
 
 
-def test_the_table_shows_a_non_utf8_name(tmp_path, checkpoint, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "400")  # a table wide enough not to fold the name
+def test_the_table_shows_a_non_utf8_name(tmp_path, checkpoint):
     folder = _cells(tmp_path / "cells", [LATIN1, "a.png"])
-    result = _predict(checkpoint, folder)
+    result = runner.invoke(app, ["predict", str(folder), "--model", str(checkpoint)], env={"COLUMNS": "400"})
     assert result.exit_code == 0, (result.output, result.exception)
-    assert result.output.count("\\xe9") == 2  # the name, folded into the table
+    assert result.output.count("\\xe9") == 2  # the name in the table (wide enough not to fold it)
     assert "1 file name(s) are not valid UTF-8: the table shows them" in result.output
 
 
@@ -341,3 +340,34 @@ def test_resume_keeps_the_photos_an_interrupted_sample_had_counted(monkeypatch, 
     assert [Path(e["path"]).name for e in doc["images"]] == ["p0.png", "p1.png", "p2.png", "p3.png"]
     assert sorted(p.name for p in (out / "annotated").iterdir()) == ["p0.png", "p1.png", "p2.png", "p3.png"]
     assert not (out / PROGRESS).exists()
+
+
+@pytest.mark.parametrize("sample_ids", [(os.fsdecode(b"\xe9chantillon-\xe9t\xe9"), "échantillon-été"),
+                                        ("S" * 300 + "-a", "S" * 300 + "-b")])
+def test_the_cells_zip_names_non_utf8_and_long_sample_ids_as_other_outputs_do(sample_ids):
+    import base64
+    import io
+    import zipfile
+
+    from bloodcell.service.review import _zip
+    from bloodcell.smear.review import Correction, apply_corrections, corrected_cells
+
+    box = {"label": "WBC", "score": 0.9, "x1": 40.0, "y1": 40.0, "x2": 90.0, "y2": 90.0, "wbc_type": "monocyte",
+           "confidence": 0.4, "referred": True}
+    photo = {"path": "a.png", "width": 160, "height": 120, "boxes": [box], "counts": {"RBC": 0, "WBC": 1, "Platelets": 0},
+             "wbc_types": {"monocyte": 1}, "referred": [{**box, "reason": "low confidence"}]}
+    doc = {"images": [photo], "sample": {"images": 1, "counts": {"RBC": 0, "WBC": 1, "Platelets": 0},
+                                         "wbc_types": {"monocyte": 1}}}
+    reviewed, decisions = apply_corrections(doc, [Correction("accept", item="1-1")], ["lymphocyte", "monocyte"])
+    crops = {"1": Image.new("RGB", (160, 120), (225, 205, 210))}
+    cells = [cell for sample_id in sample_ids
+             for cell in corrected_cells(reviewed, decisions, crops, sample_id, ["lymphocyte", "monocyte"])]
+    archive = zipfile.ZipFile(io.BytesIO(base64.b64decode(_zip(cells))))
+    names = archive.namelist()
+    assert len(names) == 2 and len(set(names)) == 2  # two samples' cells never share a name
+    for name in names:
+        assert name.startswith("cells/monocyte/") and name.endswith("_box1.png" if len(name) < 100 else ".png")
+        assert len(name.rpartition("/")[2].encode("utf-8")) <= 255
+    if "été" in sample_ids[1]:
+        assert sorted(names) == ["cells/monocyte/\\xe9chantillon-\\xe9t\\xe9_photo1_box1.png",
+                                 "cells/monocyte/échantillon-été_photo1_box1.png"]

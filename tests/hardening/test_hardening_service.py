@@ -5,12 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import struct
-import zlib
 
 import pytest
 from fastapi.testclient import TestClient
-from hardening_helpers import cell_png, save_tiny
+from hardening_helpers import cell_png, png16, save_tiny
 from typer.testing import CliRunner
 
 from bloodcell.service.settings import Limits, ServiceSettings
@@ -92,7 +90,9 @@ def test_a_cors_origin_may_call_the_api_with_its_key(make, cell):
     assert _classify(client, cell, Origin="https://other.example", **{"X-API-Key": "k"}).status_code == 403
 
 
-def test_serve_allows_the_bound_address_and_given_hosts_and_origins(monkeypatch):
+@pytest.fixture()
+def serve(monkeypatch):
+    """``serve(*flags)``: run ``bloodcell serve`` without serving; (its result, the settings it built or None)."""
     import uvicorn
 
     import bloodcell.service.app as service_app
@@ -103,13 +103,31 @@ def test_serve_allows_the_bound_address_and_given_hosts_and_origins(monkeypatch)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
     monkeypatch.setattr("bloodcell.cli.serve.check_port", lambda host, port: None)  # 10.0.0.7 is not this machine's
     env = {k: v for k, v in os.environ.items() if k != "BLOODCELL_API_KEY"}
-    result = CliRunner().invoke(app, ["serve", "--host", "10.0.0.7", "--allowed-host", "lab-pc.local",
-                                      "--cors-origin", "https://lims.lab.org"], env={**env, "BLOODCELL_API_KEY": "k"})
+
+    def run(*flags, key="k"):
+        built.clear()
+        result = CliRunner().invoke(app, ["serve", *flags], env={**env, "BLOODCELL_API_KEY": key})
+        return result, (built[0] if built else None)
+    return run
+
+
+def test_serve_allows_the_bound_address_and_given_hosts_and_origins(serve):
+    result, settings = serve("--host", "10.0.0.7", "--allowed-host", "lab-pc.local", "--cors-origin", "https://lims.lab.org")
     assert result.exit_code == 0, result.output
-    assert built[0].allowed_hosts == ("localhost", "127.0.0.1", "::1", "10.0.0.7", "lab-pc.local")
-    assert built[0].cors_origins == ("https://lims.lab.org",)
-    bad = CliRunner().invoke(app, ["serve", "--cors-origin", "lims.lab.org"], env={**env, "BLOODCELL_API_KEY": "k"})
+    assert settings.allowed_hosts == ("localhost", "127.0.0.1", "::1", "10.0.0.7", "lab-pc.local")
+    assert settings.cors_origins == ("https://lims.lab.org",)
+    bad, _ = serve("--cors-origin", "lims.lab.org")
     assert bad.exit_code == 1 and "scheme://host" in str(bad.exception)
+
+
+def test_serve_sets_the_decoding_review_and_response_budgets(serve):
+    result, settings = serve("--max-decoding-mb", "100", "--max-review-boxes", "500", "--max-response-mb", "2.5", key="")
+    assert result.exit_code == 0, result.output
+    limits = settings.limits
+    assert (limits.max_decoding_bytes, limits.max_review_boxes, limits.max_response_bytes) == (
+        100 * 2**20, 500, int(2.5 * 2**20))
+    zero, _ = serve("--max-review-boxes", "0", key="")
+    assert zero.exit_code == 2 and "--max-review-boxes" in zero.output
 
 
 def _state(boxes: int, width: int = 640, height: int = 480) -> dict:
@@ -149,23 +167,10 @@ def test_review_needs_the_key_when_one_is_set(make):
     assert _review(client, {"states": [_state(1)], "reviewed": False}, **{"X-API-Key": "secret"}).status_code == 200
 
 
-def _png16(width: int, height: int) -> bytes:
-    """A valid 16-bit greyscale PNG of zeros, compressed row by row (a few hundred KB for 40 megapixels)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    packer, row, body = zlib.compressobj(9), b"\x00" * (1 + 2 * width), []
-    for _ in range(height):
-        body.append(packer.compress(row))
-    body.append(packer.flush())
-    header = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(body)) + chunk(b"IEND", b"")
-
-
 def test_a_16_bit_40_megapixel_png_is_refused_before_it_is_decoded(make, monkeypatch):
     import bloodcell.service.app as service_app
 
-    data = _png16(6400, 6250)  # exactly the 40-megapixel limit
+    data = png16(6400, 6250)  # exactly the 40-megapixel limit
     assert len(data) < 1_000_000
     monkeypatch.setattr(service_app, "read_image", lambda *a, **k: pytest.fail("decoded"))
     answer = make().post("/v1/count", files=[("files", ("deep.png", data, "image/png"))])

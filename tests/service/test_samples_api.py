@@ -48,7 +48,7 @@ def client_for(store_path, tiny_classifier):
 
     def make() -> TestClient:
         app = create_app(ServiceSettings(store=str(store_path), api_key=KEY), classifier=tiny_classifier)
-        client = TestClient(app, raise_server_exceptions=False)
+        client = TestClient(app, raise_server_exceptions=False, base_url="http://localhost")  # an allowed host
         clients.append(client)
         return client
 
@@ -176,3 +176,21 @@ def test_an_unknown_sample_is_404(client_for):
     _sign_in(client, "tia")
     response = client.get("/v1/samples/NOPE")
     assert response.status_code == 404 and response.json()["message"] == "no sample 'NOPE' in the store"
+
+
+def test_a_reloaded_page_reads_its_session_the_photos_and_each_cells_last_decision(client_for):
+    page = client_for()
+    assert page.get("/v1/session").status_code == 401
+    csrf = _sign_in(page, "tia")
+    again = page.get("/v1/session").json()
+    assert again == {"name": "tia", "role": "technician", "csrf_token": csrf}
+    sample = page.get("/v1/samples/S-001").json()
+    assert sample["counted_by"] == "tia" and sample["classes"] and all(c["decision"] is None for c in sample["cells"])
+    wbc = next(c["id"] for c in sample["cells"] if c["label"] == "WBC")
+    decided = _decide(page, csrf, wbc, sample["version"], action="confirm").json()
+    assert next(c for c in decided["cells"] if c["id"] == wbc)["decision"]["action"] == "confirm"
+    assert page.get("/v1/samples").json()[0]["counted_by"] == "tia"
+    photo = page.get("/v1/samples/S-001/photos/0")
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/png" and photo.content[:4] == b"\x89PNG"
+    assert page.get("/v1/samples/S-001/photos/1").status_code == 404
+    assert client_for().get("/v1/samples/S-001/photos/0").status_code == 401

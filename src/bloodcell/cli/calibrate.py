@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -37,17 +36,8 @@ def calibrate_ood(
         raise ConfigError(f"{model} is a bundled model; pass --output FILE.safetensors for the calibrated copy")
     if source.suffix != ".safetensors":
         raise ConfigError(f"{source}: the guard is stored in a .safetensors checkpoint")
-    target = source
-    copied = output is not None and not (output.exists() and output.resolve() == source.resolve())
-    if copied:
-        target = check_output_file(output, (".safetensors",), "calibrated checkpoint")
-        shutil.copyfile(source, target)
-    try:
-        params = fit_and_store(target, manifest, split, extra=extra or (), unfamiliar=unfamiliar or (),
-                               data_root=data_root, limit=limit, pass_rate=pass_rate)
-    except BaseException:
-        if copied:
-            target.unlink(missing_ok=True)  # no uncalibrated copy left behind under the calibrated name
-        raise
+    target = source if output is None else check_output_file(output, (".safetensors",), "calibrated checkpoint")
+    params = fit_and_store(source, manifest, split, extra=extra or (), unfamiliar=unfamiliar or (),
+                           data_root=data_root, limit=limit, pass_rate=pass_rate, output=target)
     sources = f"{split} images" + "".join(f" + train images of {path}" for path in extra or ())
     console.print(f"guard fitted on {params['num_images']} {sources} and stored in {target}", highlight=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -59,6 +58,7 @@ def check_command(
 ) -> None:
     """Report unreadable, truncated, unusual, duplicate and blurry images (changes nothing)."""
     from bloodcell.data.check import check_dataset
+    from bloodcell.writing import write_json
 
     result = check_dataset(name, data_root, near_distance=near_distance, blur_z=blur_z)
     _warn(result["warnings"])
@@ -73,7 +73,7 @@ def check_command(
     console.print(table)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        write_json(report, result, indent=1)
         console.print(f"report written to {report}")
 
 
@@ -121,6 +121,7 @@ def stats_command(
 ) -> None:
     """Class counts (per split with --manifest) and a PNG with class balance and sample images."""
     from bloodcell.data.stats import class_counts, write_stats_png
+    from bloodcell.writing import write_json
 
     root, counts, samples = class_counts(name, data_root, manifest)
     columns = list(next(iter(counts.values())).keys())
@@ -132,7 +133,7 @@ def stats_command(
         table.add_row(cls, *(str(per[c]) for c in columns))
     console.print(table)
     output.mkdir(parents=True, exist_ok=True)
-    (output / "counts.json").write_text(json.dumps(counts, indent=1) + "\n", encoding="utf-8")
+    write_json(output / "counts.json", counts, indent=1)
     png = write_stats_png(root, counts, samples, output / "stats.png", f"{name}: class balance")
     console.print(f"wrote {output / 'counts.json'} and {png}")
 

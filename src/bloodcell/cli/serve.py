@@ -51,6 +51,9 @@ def serve(
     max_files: int = typer.Option(32, "--max-files", min=1, help="Most files in one request."),
     max_megapixels: float = typer.Option(40.0, "--max-megapixels", min=0.001, help="Largest image accepted (million pixels, from its header)."),
     max_request_megapixels: float = typer.Option(64.0, "--max-request-megapixels", min=0.001, help="Most pixels one request may decode, summed over its images (million pixels)."),
+    max_decoding_mb: float = typer.Option(320.0, "--max-decoding-mb", min=0.001, help="Most memory decoding one image may take (MB, from its header: pixels times bytes per pixel, so 16-bit images count more)."),
+    max_review_boxes: int = typer.Option(20_000, "--max-review-boxes", min=1, help="Most boxes, corrections and missing cells in one /v1/review request."),
+    max_response_mb: float = typer.Option(64.0, "--max-response-mb", min=0.001, help="Largest answer sent (MB); a larger one gets a 413 saying what to ask for instead."),
     body_timeout: float = typer.Option(30.0, "--body-timeout", min=0.1, help="Seconds for a whole request body to arrive before a 408 (stops stalled and trickling uploads)."),
     timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds a request may wait and run before a 504 (its job is then stopped after its current step)."),
     max_in_flight: int = typer.Option(1, "--max-in-flight", min=1, help="Inference jobs running at once (the service's concurrency; one process)."),
@@ -82,6 +85,9 @@ def serve(
         timeout_s=timeout,
         max_in_flight=max_in_flight,
         max_waiting=max_waiting,
+        max_decoding_bytes=int(max_decoding_mb * 1024 * 1024),
+        max_review_boxes=max_review_boxes,
+        max_response_bytes=int(max_response_mb * 1024 * 1024),
     )
     options = {"refer_below": refer_below}
     hosts = tuple(dict.fromkeys([*LOCAL_HOSTS, *([host] if host not in WILDCARD else []), *(allowed_host or [])]))

@@ -25,6 +25,9 @@ from bloodcell.errors import DataError, ImageError
 MAX_PIXELS = 64_000_000
 #: Largest image file read (bytes): an uncompressed 64-megapixel RGB image is about 200 MB.
 MAX_FILE_BYTES = 512 * 1024 * 1024
+#: Default upper bound on the memory of decoding one image (bytes, :func:`decoding_bytes`): an 8-bit RGB or
+#: RGBA image of :data:`MAX_PIXELS` fits (192 or 960 MB); a 16-bit 40-megapixel one (about 1.2 GB) does not.
+MAX_DECODING_BYTES = 1024 * 1024 * 1024
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -70,6 +73,16 @@ def decoding_bytes(mode: str, width: int, height: int) -> int:
     return width * height * _DECODING_BYTES.get(mode, 32)
 
 
+def decoding_refusal(name: str, mode: str, width: int, height: int, max_bytes: int) -> str | None:
+    """The one sentence refusing to decode ``name``, a ``width`` x ``height`` image of Pillow ``mode``, when it
+    needs more than ``max_bytes`` (:func:`decoding_bytes`); None when it fits. The CLI and the service share it."""
+    needed = decoding_bytes(mode, width, height)
+    if needed <= max_bytes:
+        return None
+    return (f"{name}: a {width}x{height} {mode} image needs about {needed / 2**20:.0f} MB to decode, more than the "
+            f"limit of {max_bytes / 2**20:.0f} MB (convert it to an 8-bit image or a smaller one)")
+
+
 def array_to_rgb(array: np.ndarray) -> Image.Image:
     """Convert an HxW, HxWx1, HxWx3 or HxWx4 array of any numeric dtype to RGB.
 
@@ -105,10 +118,12 @@ def array_to_rgb(array: np.ndarray) -> Image.Image:
     return Image.fromarray(arr, mode="RGB")
 
 
-def read_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def read_image(source: ImageSource, max_pixels: int = MAX_PIXELS,
+               max_decoding_bytes: int = MAX_DECODING_BYTES) -> Image.Image:
     """Decode ``source`` (path, bytes, PIL image or array) into a fully loaded RGB image.
 
-    Raises ``ImageError`` with one sentence naming the input for anything unusable.
+    Raises ``ImageError`` with one sentence naming the input for anything unusable, or for encoded input whose
+    header says it has more than ``max_pixels`` pixels or needs more than ``max_decoding_bytes`` to decode.
     """
     if isinstance(source, np.ndarray):
         if source.ndim >= 2 and source.shape[0] * source.shape[1] > max_pixels:
@@ -125,7 +140,7 @@ def read_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
         data = bytes(source)
     else:
         raise ImageError(f"{name}: unsupported input type {type(source).__name__}")
-    return decode_bytes(data, name=name, max_pixels=max_pixels)
+    return decode_bytes(data, name=name, max_pixels=max_pixels, max_decoding_bytes=max_decoding_bytes)
 
 
 def _read_file(path: Path, name: str) -> bytes:
@@ -151,8 +166,10 @@ def _read_file(path: Path, name: str) -> bytes:
         raise ImageError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
 
 
-def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode encoded image bytes strictly and upright (EXIF orientation applied).
+def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS,
+                 max_decoding_bytes: int = MAX_DECODING_BYTES) -> Image.Image:
+    """Decode encoded image bytes strictly and upright (EXIF orientation applied), refusing before decoding an
+    image over ``max_pixels`` or ``max_decoding_bytes`` (:func:`decoding_refusal`).
 
     Pillow's default refuses truncated files; bloodcell never changes that process-wide flag.
     """
@@ -167,6 +184,9 @@ def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
                 raise ImageError(too_many_pixels(name, max_pixels, width, height))
             if width == 0 or height == 0:
                 raise ImageError(f"{name}: image has no pixels")
+            refusal = decoding_refusal(name, image.mode, width, height, max_decoding_bytes)
+            if refusal is not None:
+                raise ImageError(refusal)
             image.load()
             image = ImageOps.exif_transpose(image)
     except ImageError:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bloodcell.errors import DataError
 from bloodcell.resources import manifest_path
+from bloodcell.writing import write_bytes
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ("dataset", "path", "label", "fine_label", "split", "sha256", "group")
@@ -62,9 +63,7 @@ def write_manifest(path: str | Path, dataset: str, rows: list[ManifestRow]) -> M
     path = Path(path)
     data = manifest_bytes(dataset, rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_bytes(path, data)
     return Manifest(tuple(sorted(rows, key=lambda r: r.path)), dataset, hashlib.sha256(data).hexdigest(), path)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from bloodcell.errors import DataError
 from bloodcell.resources import manifest_path
+from bloodcell.writing import write_bytes
 
 SPLITS = ("train", "val", "test", "excluded")
 REQUIRED = ("image_id", "split")
@@ -77,9 +78,7 @@ def write_smear_manifest(rows: list[SmearRow], path: str | Path, columns: tuple[
         writer.writerow([values[i] for i in index])
     data = buffer.getvalue().encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_bytes(path, data)
     return SmearManifest(tuple(sorted(rows, key=lambda r: r.image_id)), hashlib.sha256(data).hexdigest(), path)
 
 

@@ -12,6 +12,7 @@ from bloodcell.data.locate import find_dataset_root
 from bloodcell.data.manifest import SPLITS, read_manifest
 from bloodcell.data.registry import list_datasets
 from bloodcell.errors import ImageError
+from bloodcell.writing import save_figure
 
 SAMPLES_PER_CLASS = 6
 
@@ -69,8 +70,7 @@ def write_stats_png(root: Path, counts: dict[str, dict[str, int]], samples: dict
                 ax.set_title(cls, loc="left", fontsize=9)
     fig.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=80)
-    return output
+    return save_figure(fig, output, dpi=80)
 
 
 def registry_status(data_root: str | Path | None = None) -> list[dict]:

@@ -49,6 +49,7 @@ from PIL import Image
 from torch import nn
 
 from bloodcell.transforms import DataConfig, denormalize
+from bloodcell.writing import save_image
 
 #: The target layer is the deepest stage whose map is at least input side / TARGET_STRIDE.
 TARGET_STRIDE = 4
@@ -161,5 +162,4 @@ def save_gradcam_overlay(model: nn.Module, batch: np.ndarray, data_config: DataC
     seen = denormalize(torch.from_numpy(batch[0]), data_config).permute(1, 2, 0).numpy()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    overlay(heatmap, np.uint8(np.round(seen * 255))).save(out_path, format="PNG")
-    return out_path
+    return save_image(overlay(heatmap, np.uint8(np.round(seen * 255))), out_path)

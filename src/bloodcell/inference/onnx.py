@@ -34,6 +34,7 @@ from bloodcell.checkpoint import MetaSchema, load_checkpoint, refuse_json_consta
 from bloodcell.errors import CheckpointError, ConfigError
 from bloodcell.inference.backends import LogitsAndFeatures
 from bloodcell.provenance import file_sha256
+from bloodcell.writing import write_bytes
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -92,8 +93,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False,
     fp32 = export_bytes(loaded.model, loaded.data_config.input_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not int8:
-        onnx.save(_with_metadata(fp32, document), str(out))
-        return out
+        return write_bytes(out, _with_metadata(fp32, document).SerializeToString())
     with tempfile.TemporaryDirectory() as tmp:
         raw, source, quantized = Path(tmp) / "raw.onnx", Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         raw.write_bytes(fp32)
@@ -112,8 +112,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False,
             quantize_static(str(source), str(quantized), _CalibrationReader(list(calibration)),
                             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
                             weight_type=QuantType.QInt8)
-        onnx.save(_with_metadata(quantized.read_bytes(), document), str(out))
-    return out
+        return write_bytes(out, _with_metadata(quantized.read_bytes(), document).SerializeToString())
 
 
 class _CalibrationReader:

@@ -201,7 +201,7 @@ def create_app(
     _add_classify_route(app)
     _add_sample_routes(app)
     if settings.store:
-        add_sample_store_routes(app, open_store(settings.store), settings.api_key)
+        add_sample_store_routes(app, open_store(settings.store), settings.api_key, list(classifier.class_names))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_upload_bytes, timeout_s=limits.body_timeout_s)
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)

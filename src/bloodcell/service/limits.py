@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bloodcell.data.images import decoding_bytes, too_many_pixels
+from bloodcell.data.images import decoding_bytes, decoding_refusal, too_many_pixels
 from bloodcell.service.settings import Limits
 
 __all__ = [
@@ -181,14 +181,10 @@ def inspect_upload(data: bytes, name: str, max_pixels: int, max_decoding_bytes: 
             "image_too_large",
             too_many_pixels(name, max_pixels, header.width, header.height),
         )
-    if max_decoding_bytes is not None and header.decoding_bytes > max_decoding_bytes:
-        raise RequestRejected(
-            413,
-            "image_too_large",
-            f"{name}: a {header.width}x{header.height} {header.mode} image needs about "
-            f"{header.decoding_bytes / 2**20:.0f} MB to decode, more than the limit of {max_decoding_bytes / 2**20:.0f} MB "
-            "(send it as an 8-bit image or smaller)",
-        )
+    refusal = None if max_decoding_bytes is None else decoding_refusal(name, header.mode, header.width,
+                                                                       header.height, max_decoding_bytes)
+    if refusal is not None:
+        raise RequestRejected(413, "image_too_large", refusal)
     if header.width == 0 or header.height == 0:
         raise RequestRejected(422, "corrupt_image", f"{name}: image has no pixels")
     return header

@@ -6,19 +6,23 @@ instead and may read and export, but not decide or sign (those are made by a nam
 errors become one sentence with their status: 401 not signed in, 403 role or CSRF token, 404 no such
 sample, 409 a stale write (the ``version`` sent is not the sample's) or a signed sample, 422 a bad value.
 Changes: ``decisions`` (confirm, relabel, remove a cell), ``cells`` (add a missed one), ``finish`` (review
-done), ``sign`` and ``reopen`` (a supervisor; reopening needs a reason).
+done), ``sign`` and ``reopen`` (a supervisor; reopening needs a reason). The web page reads back who is signed
+in (``GET /v1/session``, with the CSRF token, so a reload resumes), each cell's last decision and the photos.
 """
 
 from __future__ import annotations
 
 import hmac
+import io
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from PIL import Image
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bloodcell.errors import ConfigError
@@ -27,6 +31,7 @@ from bloodcell.store.audit import trail
 from bloodcell.store.database import Store
 from bloodcell.store.errors import AuthError, ConflictError, NotFoundError, ReadOnlyError, RoleError
 from bloodcell.store.exports import fhir_bundle, sample_csv
+from bloodcell.store.models import AuditEntry, Decision
 from bloodcell.store.samples import (ACTIONS, add_cell, decide, find, finish_review, list_samples, reopen, sign,
                                      summary)
 from bloodcell.store.sessions import SESSION_HOURS, end_session, session_user, start_session
@@ -83,8 +88,9 @@ def _http_errors() -> Iterator[None]:
         raise RequestRejected(status, code, str(exc)) from None
 
 
-def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None) -> None:
-    """Mount the store's endpoints on ``app`` (the caller adds :data:`OWN_AUTH_PREFIXES` to its open paths)."""
+def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, classes: list[str]) -> None:
+    """Mount the store's endpoints on ``app`` (the caller adds :data:`OWN_AUTH_PREFIXES` to its open paths);
+    ``classes``: the white-cell classes a reviewer may relabel a cell to."""
     router = APIRouter(prefix="/v1", tags=["samples"])
 
     def caller(request: Request, change: bool = False) -> Person | None:
@@ -113,6 +119,13 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None) -> 
                             secure=request.url.scheme == "https", path="/")
         return SignedIn(name=person.name, role=person.role, csrf_token=csrf)
 
+    @router.get("/session", response_model=SignedIn)
+    def signed_in(request: Request) -> SignedIn:
+        """Who this browser's session cookie signs in, with its CSRF token (a reloaded page resumes with it)."""
+        with _http_errors(), store.session() as session:
+            person, csrf = session_user(session, request.cookies.get(COOKIE, ""))
+        return SignedIn(name=person.name, role=person.role, csrf_token=csrf)
+
     @router.delete("/session", status_code=204)
     def sign_out(request: Request, response: Response) -> None:
         caller(request, change=True)
@@ -124,13 +137,27 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None) -> 
     def samples(request: Request) -> list[dict[str, Any]]:
         caller(request)
         with store.session() as session:
-            return [summary(sample) for sample in list_samples(session)]
+            counted_by = _counted_by(session)
+            return [{**summary(sample), "counted_by": counted_by.get(sample.id)} for sample in list_samples(session)]
 
     @router.get("/samples/{sample_id}")
     def sample(sample_id: str, request: Request) -> dict[str, Any]:
         caller(request)
         with _http_errors(), store.session() as session:
-            return _with_cells(find(session, sample_id))
+            return _with_cells(session, find(session, sample_id), classes)
+
+    @router.get("/samples/{sample_id}/photos/{position}")
+    def photo(sample_id: str, position: int, request: Request) -> Response:
+        """A photo of the sample as it was counted (the page cuts its white cells from it)."""
+        caller(request)
+        with _http_errors(), store.session() as session:
+            kept = next((p for p in find(session, sample_id).photos if p.position == position), None)
+            if kept is None:
+                raise NotFoundError(f"sample {sample_id!r} has no photo {position}")
+            data = store.photos.get(kept.sha256)
+        with Image.open(io.BytesIO(data)) as image:  # kept only after it was decoded and counted
+            media = Image.MIME.get(image.format or "", "application/octet-stream")
+        return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=86400"})
 
     @router.get("/samples/{sample_id}/audit")
     def audit(sample_id: str, request: Request) -> list[dict[str, Any]]:
@@ -146,7 +173,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None) -> 
             decide(session, sample_id, body.cell_id, body.action, person, cell_class=body.cell_class,
                    expected_version=body.version)
             session.flush()  # the new version, or 409 when another writer got there first
-            return _with_cells(find(session, sample_id))
+            return _with_cells(session, find(session, sample_id), classes)
 
     @router.post("/samples/{sample_id}/cells")
     def add_missed_cell(sample_id: str, body: AddCellRequest, request: Request) -> dict[str, Any]:
@@ -155,7 +182,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None) -> 
             add_cell(session, sample_id, body.photo, body.box, body.label, person, cell_class=body.cell_class,
                      expected_version=body.version)
             session.flush()
-            return _with_cells(find(session, sample_id))
+            return _with_cells(session, find(session, sample_id), classes)
 
     def status_change(sample_id: str, request: Request, change: Callable[[Session, Person], object]) -> dict[str, Any]:
         """A signed-in person's ``change`` of a sample's status (CSRF-checked), then the sample's summary."""
@@ -202,11 +229,24 @@ def _bearer(request: Request) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def _with_cells(sample) -> dict[str, Any]:
-    """A sample's summary with its cells (the review page's state, reloaded from the store)."""
+def _counted_by(session: Session, sample_pk: int | None = None) -> dict[int, str]:
+    """Who counted each sample (or only ``sample_pk``), from the audit trail: {sample's key: actor}."""
+    query = select(AuditEntry.sample_pk, AuditEntry.actor).where(AuditEntry.action == "count")
+    if sample_pk is not None:
+        query = query.where(AuditEntry.sample_pk == sample_pk)
+    return dict(session.execute(query).all())
+
+
+def _with_cells(session: Session, sample, classes: list[str]) -> dict[str, Any]:
+    """A sample's summary with its cells, each with its last decision (the review page's state, reloaded from the
+    store), and the classes a cell may be relabelled to."""
     positions = {photo.id: photo.position for photo in sample.photos}
+    last = {d.cell_pk: {"action": d.action, "by": d.user, "at": d.at.isoformat()} for d in session.scalars(
+        select(Decision).where(Decision.sample_pk == sample.id).order_by(Decision.id))}
     cells = [{"id": c.id, "photo": positions[c.photo_pk], "label": c.label,
               "box": [c.x1, c.y1, c.x2, c.y2], "class": c.cell_class, "confidence": c.confidence,
-              "referral_reason": c.referral_reason, "origin": c.origin, "removed": c.removed}
+              "referral_reason": c.referral_reason, "origin": c.origin, "removed": c.removed,
+              "decision": last.get(c.id)}
              for c in sample.cells]
-    return {**summary(sample), "cells": cells}
+    return {**summary(sample), "counted_by": _counted_by(session, sample.id).get(sample.id), "cells": cells,
+            "classes": classes}

@@ -48,6 +48,7 @@ from bloodcell.smear.differential import (
 )
 from bloodcell.smear.documents import check_box, check_coordinates, csv_rows
 from bloodcell.smear.referral import box_xyxy, has_box_xyxy, referred_reasons, review_targets
+from bloodcell.writing import output_name
 
 #: Classes shown for each review item.
 TOP_K = 3
@@ -473,11 +474,20 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "sample"
 
 
+def cell_file_name(sample_id: str, photo_number: int, box_number: str) -> str:
+    """A reviewed cell's file name, as other outputs name files: the sample id (letters of any script kept, path
+    separators and other punctuation as ``_``, bytes that are not UTF-8 as ``\\xNN``), its photo and box, and a
+    hash instead of the end when it would be too long (:func:`bloodcell.writing.output_name`)."""
+    stem = re.sub(r"[^\w.\udc80-\udcff-]+", "_", sample_id).strip("._") or "sample"
+    return output_name(f"{stem}_photo{photo_number}_box{box_number}", ".png")
+
+
 def corrected_cells(reviewed: dict[str, Any], decisions: list[Decision], images: dict[str, Image.Image],
                     sample_id: str, classes: list[str] | tuple[str, ...]) -> list[tuple[str, Image.Image]]:
     """The reviewed white cells as (``<class>/<name>.png``, crop): accepted, relabelled and added cells whose
     class is one of the model's ``classes``, cut from their photo (``images`` by photo key) as the counter cuts them.
-    Names are unique across samples (sample id, photo and box), so several reviews can share one folder.
+    Names are unique across samples (sample id, photo and box: :func:`cell_file_name`), so several reviews can
+    share one folder.
     Boxes longer than :data:`MAX_CELL_SIDE` of the photo's shorter side are left out."""
     cells = []
     for decision in decisions:
@@ -489,6 +499,6 @@ def corrected_cells(reviewed: dict[str, Any], decisions: list[Decision], images:
         if image is None or max(x2 - x1, y2 - y1) > MAX_CELL_SIDE * min(image.size):
             continue
         box_number = decision.item.rpartition("-")[2]
-        name = f"{safe_name(sample_id)}_photo{decision.photo_number}_box{box_number}.png"
+        name = cell_file_name(sample_id, decision.photo_number, box_number)
         cells.append((f"{decision.label}/{name}", crop_around(image, decision.box)))
     return cells

@@ -13,6 +13,7 @@ from bloodcell.errors import ConfigError
 from bloodcell.resources import config_path
 from bloodcell.train.run import SCHEDULES
 from bloodcell.transforms import AUGMENTATIONS, FRAMINGS, RESIZES
+from bloodcell.writing import write_json
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 
@@ -193,6 +194,4 @@ def resolve_config(config_file: str | Path | None = None, overrides: dict[str, A
 
 def save_config(config: TrainConfig, path: str | Path) -> Path:
     """Write the resolved config as JSON (loadable again with ``--config``)."""
-    path = Path(path)
-    path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    return path
+    return write_json(path, config.to_dict())

@@ -14,7 +14,6 @@ holds ``config.json``, ``metrics.csv``, ``last.pt`` (resumable state) and ``best
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -43,6 +42,7 @@ from bloodcell.train.run import (
     save_state,
     write_metrics_csv,
 )
+from bloodcell.writing import write_json
 
 STATE_FORMAT = "bloodcell-detector-state/1"
 RUN_FILES = ("config.json", "metrics.csv", STATE_FILE, BEST_FILE, "best.json")
@@ -360,7 +360,7 @@ def fit_detector(config: DetectorTrainConfig, train: Sequence[Sample], val: Sequ
     epoch's row and checkpoint path. ``manifest_sha256`` identifies the split in the checkpoint and state."""
     run_dir = Path(run_dir)
     parts = _build(config, len(train), state)
-    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    write_json(run_dir / "config.json", config.to_dict())
     mean, std = parts.model.data_config.mean, parts.model.data_config.std
     started = time.monotonic()
     for epoch in range(parts.start_epoch, config.epochs + 1):

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from bloodcell.writing import save_figure
+
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
 
 
@@ -21,5 +23,4 @@ def plot_curves(history: list[dict], path: str | Path) -> Path:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -28,6 +28,7 @@ import torch
 
 from bloodcell.errors import CheckpointError, ConfigError
 from bloodcell.log import get_logger
+from bloodcell.writing import atomic_file, is_temporary, write_failed
 
 STATE_FILE = "last.pt"
 BEST_FILE = "best.safetensors"
@@ -51,7 +52,7 @@ def check_run_dir(run_dir: Path, run_files: Sequence[str], *, resume: bool, over
     if resume:
         if (run_dir / STATE_FILE).is_file():
             return
-        if any(name in run_files or name in TEMP_FILES for name in present):
+        if any(name in run_files or _temporary(name) for name in present):
             raise ConfigError(f"{run_dir} holds no complete {STATE_FILE} to resume from (its first epoch did not "
                               "finish); start it again without --resume: its run files are then replaced")
         raise ConfigError(f"{run_dir} holds no {STATE_FILE} to resume from; start a new run without --resume")
@@ -65,7 +66,7 @@ def check_run_dir(run_dir: Path, run_files: Sequence[str], *, resume: bool, over
     finished = [name for name in RESULT_FILES if name in present]
     if finished:
         raise ConfigError(f"{run_dir} already holds a finished run ({finished[0]}); pass --overwrite to start again")
-    others = [name for name in present if name not in run_files and name not in TEMP_FILES]
+    others = [name for name in present if name not in run_files and not _temporary(name)]
     if others:
         raise ConfigError(f"{run_dir} already exists and is not empty (e.g. {others[0]}); choose another folder, "
                           "or pass --overwrite to start again there (only the run's own files are removed)")
@@ -76,9 +77,14 @@ def clear_run_files(run_dir: Path, run_files: Sequence[str]) -> Path:
     """Create ``run_dir`` and remove the run's own files (and temporary files) from it; nothing else."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name in (*run_files, *TEMP_FILES):
+    for name in (*run_files, *(p.name for p in run_dir.iterdir() if _temporary(p.name))):
         (run_dir / name).unlink(missing_ok=True)
     return run_dir
+
+
+def _temporary(name: str) -> bool:
+    """A file an interrupted write left: ``last.pt.tmp``, a checkpoint's or another output's temporary file."""
+    return name in TEMP_FILES or is_temporary(name)
 
 
 # ---- the learning-rate schedule --------------------------------------------------------
@@ -124,10 +130,10 @@ def _fmt(value: Any) -> Any:
 
 
 def write_metrics_csv(history: list[dict], path: str | Path, columns: Sequence[str] | None = None) -> Path:
-    """One row per epoch; ``columns`` (default: every key, in order of appearance) in that order."""
+    """One row per epoch; ``columns`` (default: every key, in order of appearance) in that order; whole or not at all."""
     path = Path(path)
     columns = list(columns) if columns is not None else list(dict.fromkeys(k for row in history for k in row))
-    with open(path, "w", newline="") as handle:
+    with atomic_file(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in history:
@@ -136,11 +142,17 @@ def write_metrics_csv(history: list[dict], path: str | Path, columns: Sequence[s
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write the resumable state atomically: ``<path>.tmp`` first, then renamed over ``path``."""
+    """Write the resumable state atomically: ``<path>.tmp`` first, then renamed over ``path`` (a full disk is
+    one sentence, and the previous state stays)."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as handle:  # through Python, so that a failed write is an OSError
+            torch.save(state, handle)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_failed(path, exc) from None
     return path
 
 

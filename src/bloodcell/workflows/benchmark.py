@@ -36,6 +36,7 @@ from bloodcell.resources import manifest_path
 from bloodcell.train.config import TrainConfig
 from bloodcell.workflows.evaluate import evaluate, write_report
 from bloodcell.workflows.train import run_training
+from bloodcell.writing import atomic_file, write_bytes, write_json, write_text
 
 logger = get_logger(__name__)
 
@@ -146,7 +147,7 @@ def benchmark_one(model_name: str, out: Path, *, manifest: Path, dataset: str, t
         "checkpoint": str(checkpoint),
     }
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / RESULT_FILE).write_text(json.dumps({"row": row, "config": config.to_dict()}, indent=2) + "\n")
+    write_json(folder / RESULT_FILE, {"row": row, "config": config.to_dict()})
     return row
 
 
@@ -187,7 +188,7 @@ def checkpoint_row(checkpoint: str | Path, out: Path, *, manifest: Path, dataset
         "checkpoint": str(checkpoint),
     }
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / RESULT_FILE).write_text(json.dumps({"row": row, "train_config": train_config}, indent=2) + "\n")
+    write_json(folder / RESULT_FILE, {"row": row, "train_config": train_config})
     return row
 
 
@@ -251,7 +252,7 @@ def _ci(row: dict[str, Any], key: str, pct: bool = True) -> str:
 def write_comparison(rows: list[dict[str, Any]], protocol: dict[str, Any], out: Path) -> dict[str, Path]:
     """``comparison.csv``, ``comparison.md`` and ``comparison.png`` (accuracy with 95% CI)."""
     files = {"csv": out / "comparison.csv", "markdown": out / "comparison.md", "png": out / "comparison.png"}
-    with files["csv"].open("w", newline="") as handle:
+    with atomic_file(files["csv"]) as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -274,7 +275,7 @@ def write_comparison(rows: list[dict[str, Any]], protocol: dict[str, Any], out: 
         f"{protocol['speed_threads']} threads, on {protocol['machine']}.", "",
         table(header, body), "", "![accuracy with 95% CI](comparison.png)", "",
     ]
-    files["markdown"].write_text("\n".join(lines), encoding="utf-8")
-    files["png"].write_bytes(comparison_chart(rows))
-    (out / "protocol.json").write_text(json.dumps(protocol, indent=2) + "\n")
+    write_text(files["markdown"], "\n".join(lines))
+    write_bytes(files["png"], comparison_chart(rows))
+    write_json(out / "protocol.json", protocol)
     return files

@@ -59,11 +59,12 @@ def _calibration_set(classifier: Classifier, paths: Sequence[Path], name: str,
 def calibrate_ood(checkpoint: str | Path, manifest: str | Path, split: str = "val", *,
                   extra: Sequence[str | Path] = (), unfamiliar: Sequence[str | Path] = (),
                   data_root: str | Path | None = None, limit: int | None = 2000,
-                  pass_rate: float = 0.99, batch_size: int = 32, seed: int = 0) -> dict[str, Any]:
+                  pass_rate: float = 0.99, batch_size: int = 32, seed: int = 0,
+                  output: str | Path | None = None) -> dict[str, Any]:
     """Fit the guard on ``split`` of ``manifest`` (+ the train split of each ``extra`` manifest: other labs
     the model learned from) and on the cell images of each ``unfamiliar`` folder (other labs' stained cells
     the model did not learn from: they pass with the unfamiliar-lab note), and store it in the checkpoint
-    file (rewritten in place); returns the fitted parameters."""
+    file (rewritten in place, or written as ``output``: whole or not at all); returns the fitted parameters."""
     if split == "test":
         raise ConfigError("the guard is calibrated on the validation split; the test split is kept for evaluation")
     loaded = load_checkpoint(checkpoint)
@@ -96,7 +97,7 @@ def calibrate_ood(checkpoint: str | Path, manifest: str | Path, split: str = "va
     params = guard.to_dict()
     params.update(split=split, manifest_sha256=main.sha256,
                   extra_sha256={Path(str(d.path)).name: d.sha256 for d, _, _ in sources[1:]})
-    update_metadata(loaded.path, ood=params)
+    update_metadata(loaded.path, output, ood=params)
     return params
 
 

@@ -18,6 +18,7 @@ from bloodcell.framing import CONTEXT, crop_around
 from bloodcell.outputs import check_output_folder
 from bloodcell.progress import track
 from bloodcell.provenance import file_sha256
+from bloodcell.writing import save_image
 
 SELECTIONS = ("all", "held_out", "train")
 
@@ -80,7 +81,7 @@ def _export_smear(smear: TypedSmear, out: Path, split: str) -> list[ManifestRow]
     rows = []
     for k, box in enumerate(smear.boxes):
         relative = f"{smear.wbc_type}/{smear.image_id}_{k}.png"
-        crop_around(image, box.xyxy).save(out / relative)
+        save_image(crop_around(image, box.xyxy), out / relative)
         rows.append(ManifestRow(relative, smear.wbc_type, "", split, file_sha256(out / relative), smear.image_id))
     return rows
 
@@ -129,6 +130,6 @@ def export_txl_crops(out: str | Path, sources: list[str], detector_manifest: str
         image = read_image(photo.path)
         (out / photo.source).mkdir(exist_ok=True)
         for k, box in enumerate(boxes):
-            crop_around(image, box.xyxy, context).save(out / photo.source / f"{photo.image_id}_{k}.png")
+            save_image(crop_around(image, box.xyxy, context), out / photo.source / f"{photo.image_id}_{k}.png")
             counts[photo.source] = counts.get(photo.source, 0) + 1
     return counts

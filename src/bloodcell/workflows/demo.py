@@ -3,7 +3,6 @@ the frozen test split, and classify a few untouched original images."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from bloodcell.inference.predictor import load
 from bloodcell.resources import manifest_path
 from bloodcell.workflows.evaluate import evaluate, write_report
 from bloodcell.workflows.robustness import originals_of_split
+from bloodcell.writing import write_json
 
 #: The frozen split every committed figure uses (shipped with the package).
 FROZEN_MANIFEST = manifest_path("pbc-seed0")
@@ -96,5 +96,4 @@ def _classify_originals(out: Path, manifest: Path, data_root, findings: list[str
 
 
 def _write_json(path: Path, data) -> Path:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    return path
+    return write_json(path, data, default=str)

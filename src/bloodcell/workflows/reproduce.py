@@ -62,6 +62,7 @@ from bloodcell.train.run import STATE_FILE
 from bloodcell.workflows.benchmark import pretrained_available
 from bloodcell.workflows.evaluate import evaluate, write_report
 from bloodcell.workflows.train import run_training
+from bloodcell.writing import write_json, write_text
 
 logger = get_logger(__name__)
 
@@ -474,15 +475,8 @@ def run_arm(name: str, arm: Arm, settings: Settings, folder: Path, trained: dict
               **{key: training[key] for key in ("epochs", "best_epoch", "stop_reason", "stop_rule", "train_seconds",
                                                  "train_images", "imagenet_weights")},
               "notes": notes}
-    write_json_atomic(saved, result)
+    write_json(saved, result, ensure_ascii=False)
     return result
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """``data`` as JSON at ``path``, written whole or not at all."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 DATASETS = {
@@ -542,8 +536,8 @@ def reproduce_paper(name: str, output: Path, settings: Settings) -> dict[str, An
         "recipe_overrides": dict(settings.overrides),
         "command": _command(name, settings, output), "commit": git_commit(), "created": now(),
     }
-    write_json_atomic(folder / RESULT_FILE, record)
-    (folder / "reproduction.md").write_text("\n".join([table(ROW_HEADER, [markdown_row(record)]), ""]), encoding="utf-8")
+    write_json(folder / RESULT_FILE, record, ensure_ascii=False)
+    write_text(folder / "reproduction.md", "\n".join([table(ROW_HEADER, [markdown_row(record)]), ""]))
     return record
 
 
@@ -594,9 +588,7 @@ def write_summary(output: Path) -> Path:
               "cell on both sides of the split, or training images scored); the honest one keeps copies of a cell "
               "in one split and scores a held-out test split once. Details: `*/reproduction.json`."), "",
              table(ROW_HEADER, [markdown_row(r) for r in records]), ""]
-    path = output / "reproductions.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return write_text(output / "reproductions.md", "\n".join(lines))
 
 
 REPORT_FILE = "report.html"
@@ -645,11 +637,7 @@ def write_report_page(output: str | Path) -> Path:
              "split and scores a held-out test split once, in full."]
     page = render_reproduction_page(ROW_HEADER, [markdown_row(r) for r in records], intro,
                                     [_paper_section(r, output) for r in records])
-    path = output / REPORT_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(output / REPORT_FILE, page)
 
 
 def paper_names(papers: str) -> list[str]:

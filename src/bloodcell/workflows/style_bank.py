@@ -24,6 +24,7 @@ from bloodcell.progress import track
 from bloodcell.resources import style_bank_path
 from bloodcell.transforms import lab_style
 from bloodcell.workflows.cells import txl_fields_outside_bccd_test
+from bloodcell.writing import write_text
 
 FORMAT = "bloodcell-style-bank/1"
 #: Context of the crop taken around a white-cell box before it is framed.
@@ -48,7 +49,7 @@ def build_style_bank(sources: list[str], out: str | Path, detector_manifest: str
     if not styles:
         raise DataError(f"no white cell found in the TXL fields of {', '.join(sources)}")
     bank = {"format": FORMAT, "command": command, "sources": sorted(sources), "cells": len(styles), "styles": styles}
-    Path(out).write_text(json.dumps(bank) + "\n")
+    write_text(out, json.dumps(bank) + "\n")
     return bank
 
 

@@ -11,7 +11,6 @@ config's seed. Writes ``trials.csv`` and ``best_config.json`` (usable as
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from bloodcell.train.config import TrainConfig
 from bloodcell.train.distributed import DistContext, launched_by_torchrun
 from bloodcell.transforms import AUGMENTATIONS
 from bloodcell.workflows.train import run_training
+from bloodcell.writing import atomic_file, write_json
 
 LR_RANGE = (1e-4, 1e-2)
 WEIGHT_DECAY_RANGE = (1e-5, 1e-1)
@@ -127,14 +127,14 @@ def tune(
     best_config = replace(_trial_config(optuna.trial.FixedTrial(best.params, best.number), base, out, sizes, augments),
                           out=None)
     best_path = out / "best_config.json"
-    best_path.write_text(json.dumps(best_config.to_dict(), indent=2) + "\n")
+    write_json(best_path, best_config.to_dict())
     return TuneResult(best_config, float(best.value), best.number, trials_csv, best_path)
 
 
 def write_trials_csv(study, path: Path) -> Path:
     """One row per trial: number, state, validation loss and accuracy, seconds, parameters."""
     names = ("lr", "weight_decay", "augment", "input_size")
-    with open(path, "w", newline="") as handle:
+    with atomic_file(path) as handle:
         writer = csv.writer(handle)
         writer.writerow(("trial", "state", "val_loss", "val_acc", "epochs", "seconds", *names))
         for t in study.trials:

@@ -17,6 +17,7 @@ from sklearn.tree._tree import Tree
 from bloodcell.errors import CheckpointError
 from bloodcell.models.classical.features import CellFeatureExtractor
 from bloodcell.transforms import DataConfig
+from bloodcell.writing import write_bytes
 
 #: Types beyond skops' defaults that a bloodcell classical checkpoint may contain.
 TRUSTED_TYPES = tuple(f"{cls.__module__}.{cls.__qualname__}" for cls in (
@@ -38,8 +39,7 @@ def save_classical(path: str | Path, pipeline: Pipeline, meta: dict[str, Any]) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta_json = json.dumps(meta, default=_json_default, sort_keys=True)
-    sio.dump({"pipeline": pipeline, "meta_json": meta_json}, path)
-    return path
+    return write_bytes(path, sio.dumps({"pipeline": pipeline, "meta_json": meta_json}))
 
 
 def load_classical(path: str | Path) -> tuple[Pipeline, dict[str, Any]]:

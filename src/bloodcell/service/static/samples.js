@@ -1,0 +1,339 @@
+// bloodcell web page: the lab's samples kept in the store (shown only when the server has one). A person signs in
+// (the session is an HttpOnly cookie; its CSRF token lives only in this page's memory and is read back after a
+// reload), sees the sample list, opens a sample and decides each white cell as it goes: every decision is saved
+// in the store at once, so a reload resumes where the reviewer was. Uses el() and $() from app.js.
+"use strict";
+
+const STATUS_WORDS = {
+  counted: "not reviewed",
+  in_review: "in review",
+  reviewed: "awaiting sign-off",
+  signed: "signed",
+};
+const MAY = { technician: ["review"], supervisor: ["review", "sign"], admin: [] };
+const FULL_DIFFERENTIAL = 100; // white cells a manual differential is read from
+const CROP_PX = 160; // a white cell's crop on the page, in CSS pixels
+const store = { user: null, csrf: null, sample: null, photos: new Map() };
+
+class StoreError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+function may(permission) { return Boolean(store.user && MAY[store.user.role]?.includes(permission)); }
+
+function storeMessage(text) { $("store-message").replaceChildren(text ? el("p", { class: "error", text }) : ""); }
+
+function sampleUrl(id, rest = "") { return `/v1/samples/${encodeURIComponent(id)}${rest}`; }
+
+async function api(method, url, body) {
+  const init = { method, headers: {}, credentials: "same-origin" };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  if (method !== "GET" && store.csrf) init.headers["X-CSRF-Token"] = store.csrf;
+  let response;
+  try {
+    response = await fetch(url, init);
+  } catch (err) {
+    throw new StoreError(0, `The server could not be reached (${err.message}).`);
+  }
+  let answer = null;
+  try { answer = await response.json(); } catch (_) { answer = null; }
+  if (!response.ok) throw new StoreError(response.status, answer?.message || `The server answered ${response.status}.`);
+  return answer;
+}
+
+function sentence(text) { return text ? `${text[0].toUpperCase()}${text.slice(1)}${/[.!?]$/.test(text) ? "" : "."}` : ""; }
+
+// One sentence for a refused request; a lost session shows the sign-in form again.
+function refusal(err, signingIn = false) {
+  if (err.status === 401 && !signingIn) {
+    signedOut();
+    storeMessage("Your session has ended: please sign in again.");
+  } else {
+    storeMessage(sentence(err.message));
+  }
+}
+
+// ---- signing in and out ----
+
+function signedIn(user) {
+  store.user = { name: user.name, role: user.role };
+  store.csrf = user.csrf_token;
+  $("sign-in").hidden = true;
+  $("signed-in").hidden = false;
+  $("who").textContent = `Signed in as ${user.name} (${user.role}).`;
+}
+
+function signedOut() {
+  Object.assign(store, { user: null, csrf: null, sample: null });
+  $("sign-in").hidden = false;
+  $("signed-in").hidden = true;
+  $("sample-list").replaceChildren();
+  $("sample-view").replaceChildren();
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  storeMessage("");
+  try {
+    signedIn(await api("POST", "/v1/session", { name: $("user-name").value.trim(), password: $("password").value }));
+    $("password").value = "";
+    await showList();
+  } catch (err) {
+    refusal(err, true);
+  }
+}
+
+async function signOut() {
+  try { await api("DELETE", "/v1/session"); } catch (_) { /* signed out either way */ }
+  signedOut();
+  history.replaceState(null, "", location.pathname);
+}
+
+// ---- the sample list ----
+
+// A moment in local time, unambiguous in every locale: 2026-12-06 22:08.
+function when(iso) {
+  if (!iso) return "";
+  const t = new Date(iso);
+  const two = (n) => String(n).padStart(2, "0");
+  return `${t.getFullYear()}-${two(t.getMonth() + 1)}-${two(t.getDate())} ${two(t.getHours())}:${two(t.getMinutes())}`;
+}
+
+function badge(status) { return el("span", { class: `badge status-${status}`, text: STATUS_WORDS[status] || status }); }
+
+function cellOf(label, ...children) {
+  const td = el("td", { "data-label": label });
+  for (const child of children) td.append(child);
+  return td;
+}
+
+function listRow(sample) {
+  const open = el("button", { type: "button", class: "link open-sample", text: sample.sample_id });
+  open.addEventListener("click", () => openSample(sample.sample_id));
+  const who = cellOf("Who");
+  if (sample.counted_by) who.append(el("span", { text: `counted by ${sample.counted_by}` }));
+  if (sample.signed_by) who.append(el("span", { text: `signed by ${sample.signed_by}` }));
+  return el("tr", { "data-sample-id": sample.sample_id },
+    cellOf("Sample", open), cellOf("Status", badge(sample.status)),
+    cellOf("White cells", String(sample.counts.WBC ?? 0)), cellOf("Red cells", String(sample.counts.RBC ?? 0)),
+    cellOf("Platelets", String(sample.counts.Platelets ?? 0)),
+    cellOf("To review", String(sample.referred)),
+    cellOf("Counted", when(sample.created_at)), who);
+}
+
+async function showList() {
+  let kept;
+  try {
+    kept = await api("GET", "/v1/samples");
+  } catch (err) {
+    refusal(err);
+    return;
+  }
+  const head = el("tr", {}, ...["Sample", "Status", "White cells", "Red cells", "Platelets", "To review", "Counted", "Who"]
+    .map((title) => el("th", { text: title })));
+  const list = el("table", { class: "sample-list" }, el("caption", { text: `${plural(kept.length, "sample", "samples")}, newest first` }),
+    el("thead", {}, head), el("tbody", {}, ...kept.map(listRow)));
+  $("sample-list").replaceChildren(kept.length ? list
+    : el("p", { class: "hint", text: "No samples are kept yet." }));
+}
+
+// ---- one sample ----
+
+async function openSample(id) {
+  storeMessage("");
+  try {
+    store.sample = await api("GET", sampleUrl(id));
+  } catch (err) {
+    refusal(err);
+    return;
+  }
+  history.replaceState(null, "", `#sample=${encodeURIComponent(id)}`);
+  renderKept();
+}
+
+function closeSample() {
+  store.sample = null;
+  $("sample-view").replaceChildren();
+  history.replaceState(null, "", location.pathname);
+  showList();
+}
+
+function photoImage(position) {
+  const key = `${store.sample.sample_id}/${position}`;
+  if (!store.photos.has(key)) {
+    store.photos.set(key, new Promise((resolve, reject) => {
+      const image = new Image();
+      image.onload = () => resolve(image);
+      image.onerror = () => reject(new Error("photo not readable"));
+      image.src = sampleUrl(store.sample.sample_id, `/photos/${position}`);
+    }));
+  }
+  return store.photos.get(key);
+}
+
+// The cell cut from its photo: a square around its box with a margin, drawn at the screen's resolution.
+function crop(cell) {
+  const scale = window.devicePixelRatio || 1;
+  const canvas = el("canvas", { width: CROP_PX * scale, height: CROP_PX * scale, class: "crop", role: "img",
+    "aria-label": `white cell ${cell.id}` });
+  const [x1, y1, x2, y2] = cell.box;
+  const side = 1.4 * Math.max(x2 - x1, y2 - y1);
+  photoImage(cell.photo).then((image) => {
+    const context = canvas.getContext("2d");
+    context.fillStyle = "#eee";
+    context.fillRect(0, 0, canvas.width, canvas.height);
+    context.drawImage(image, (x1 + x2 - side) / 2, (y1 + y2 - side) / 2, side, side, 0, 0, canvas.width, canvas.height);
+  }).catch(() => canvas.replaceWith(el("p", { class: "hint", text: "The photo of this cell could not be shown." })));
+  return canvas;
+}
+
+const DONE_WORDS = { confirm: "confirmed", relabel: "changed", remove: "removed (not a white cell)", add: "added" };
+
+function decisionWords(cell) {
+  if (!cell.decision) return cell.referral_reason ? `Needs a decision: ${cell.referral_reason}.` : "Not yet checked.";
+  return `${sentence(DONE_WORDS[cell.decision.action] || cell.decision.action).slice(0, -1)} by ${cell.decision.by}, ${when(cell.decision.at)}.`;
+}
+
+async function decide(cell, action, cellClass = null) {
+  const sample = store.sample;
+  try {
+    store.sample = await api("POST", sampleUrl(sample.sample_id, "/decisions"),
+      { cell_id: cell.id, action, cell_class: cellClass, version: sample.version });
+    storeMessage("");
+    renderKept();
+  } catch (err) {
+    if (err.status === 409 && !err.message.includes("signed")) {
+      await openSample(sample.sample_id);
+      storeMessage("Someone else changed this sample since you opened it, so it was reloaded with their changes: "
+        + "please check the cell and decide again.");
+    } else {
+      refusal(err);
+    }
+  }
+}
+
+function cellCard(cell, editable) {
+  const card = el("article", { class: `cell-card${cell.referral_reason ? " referred" : ""}${cell.decision ? " decided" : ""}`,
+    "data-cell": String(cell.id) });
+  const confidence = cell.confidence == null ? "" : ` (${Math.round(100 * cell.confidence)}% sure)`;
+  const about = el("div", { class: "about" },
+    el("p", { class: "call", text: `${cell.class || "not typed"}${cell.origin === "reviewer" ? "" : confidence}` }),
+    el("p", { class: "state", text: decisionWords(cell) }));
+  if (editable) {
+    const confirm = el("button", { type: "button", class: "secondary confirm", text: "Agree" });
+    confirm.addEventListener("click", () => decide(cell, "confirm"));
+    const relabel = el("select", { class: "relabel", "aria-label": `change cell ${cell.id} to` },
+      el("option", { value: "", text: "Change to…" }),
+      ...store.sample.classes.filter((c) => c !== cell.class).map((c) => el("option", { value: c, text: c })));
+    relabel.addEventListener("change", () => { if (relabel.value) decide(cell, "relabel", relabel.value); });
+    const remove = el("button", { type: "button", class: "link remove", text: "Not a white cell" });
+    remove.addEventListener("click", () => decide(cell, "remove"));
+    about.append(el("div", { class: "cell-tools" }, confirm, relabel, remove));
+  }
+  card.append(crop(cell), about);
+  return card;
+}
+
+function exportLink(format, text) {
+  return el("a", { class: "button secondary", href: sampleUrl(store.sample.sample_id, `/export?format=${format}`),
+    download: "", text });
+}
+
+// A button that changes the sample's status; ``fields`` adds to the request (e.g. a reopening's reason), or
+// returns the sentence that says what is missing.
+function statusAction(text, path, className, fields = () => ({})) {
+  const button = el("button", { type: "button", class: className, text });
+  button.addEventListener("click", async () => {
+    const sample = store.sample;
+    const extra = fields();
+    if (typeof extra === "string") {
+      storeMessage(extra);
+      return;
+    }
+    try {
+      await api("POST", sampleUrl(sample.sample_id, path), { version: sample.version, ...extra });
+      await openSample(sample.sample_id);
+    } catch (err) {
+      if (err.status === 409) await openSample(sample.sample_id);
+      refusal(err);
+    }
+  });
+  return button;
+}
+
+function sampleTables(sample) {
+  const counts = table("Cells counted", [["Cell", "cell"], ["Count", "count", true]],
+    [["White cells", "WBC"], ["Red cells", "RBC"], ["Platelets", "Platelets"]]
+      .map(([cell, key]) => ({ cell, count: String(sample.counts[key] ?? 0) })));
+  const types = Object.entries(sample.wbc_types);
+  const differential = sample.typing_unavailable ? el("p", { class: "message", text: sample.typing_unavailable })
+    : table(`White-cell differential (${plural(sample.wbc_classified, "cell", "cells")})`,
+      [["Type", "type"], ["Count", "count", true], ["Percent", "percent", true]],
+      types.map(([type, count]) => ({ type, count: String(count), percent: `${(sample.differential_percent[type] ?? 0).toFixed(1)}%` })));
+  const few = !sample.typing_unavailable && sample.wbc_classified < FULL_DIFFERENTIAL
+    ? el("p", { class: "caution", text: `Only ${plural(sample.wbc_classified, "white cell was", "white cells were")} typed: `
+      + `a differential is usually read from ${FULL_DIFFERENTIAL}, so these percentages are rough.` }) : "";
+  return el("div", {}, el("div", { class: "sample-tables" }, counts, differential), few);
+}
+
+function renderKept() {
+  const sample = store.sample;
+  const editable = sample.status !== "signed" && may("review");
+  const back = el("button", { type: "button", class: "link", text: "← All samples" });
+  back.addEventListener("click", closeSample);
+  const made = [`Counted ${when(sample.created_at)}${sample.counted_by ? ` by ${sample.counted_by}` : ""}`];
+  if (sample.signed_by) made.push(`signed by ${sample.signed_by} on ${when(sample.signed_at)}`);
+  const actions = el("div", { class: "export-buttons" });
+  if (editable && sample.status !== "reviewed") actions.append(statusAction("Review finished", "/finish", "finish"));
+  if (sample.status === "reviewed" && may("sign")) actions.append(statusAction("Sign off", "/sign", "sign"));
+  if (sample.status === "signed" && may("sign")) {
+    const reason = el("input", { type: "text", class: "reopen-reason", maxlength: "2000", "aria-label": "why it is reopened",
+      placeholder: "why it is reopened" });
+    actions.append(reason, statusAction("Reopen", "/reopen", "secondary reopen",
+      () => (reason.value.trim() ? { reason: reason.value.trim() }
+        : "Write why the sample is reopened first: the reason is kept with the sample.")));
+  }
+  actions.append(exportLink("fhir", "Download FHIR"), exportLink("csv", "Download CSV"));
+
+  const whites = sample.cells.filter((c) => c.label === "WBC" && !c.removed);
+  whites.sort((a, b) => Number(Boolean(b.referral_reason && !b.decision)) - Number(Boolean(a.referral_reason && !a.decision)));
+  const left = whites.filter((c) => !c.decision).length;
+  const signed = may("sign") ? "This sample is signed and read-only: reopen it, saying why, to change anything."
+    : "This sample is signed and read-only: only a supervisor can reopen it.";
+  const note = sample.status === "signed" ? signed
+    : editable ? `${plural(left, "white cell is", "white cells are")} not yet checked; cells that need a decision come first. Each decision is saved as you make it.`
+      : "You can read this sample; reviewing is for technicians and supervisors.";
+  $("sample-view").replaceChildren(el("article", { class: "sample kept", "data-sample-id": sample.sample_id },
+    back,
+    el("h3", {}, el("span", { text: `Sample ${sample.sample_id}` }), badge(sample.status)),
+    el("p", { class: "made", text: `${made.join("; ")}.` }),
+    sampleTables(sample), actions,
+    el("h4", { text: `White cells (${whites.length})` }), el("p", { class: "hint", text: note }),
+    el("div", { class: "cell-gallery" }, ...whites.map((cell) => cellCard(cell, editable)))));
+  $("sample-list").replaceChildren();
+}
+
+// ---- start: shown only when the server keeps samples ----
+
+async function initStore() {
+  let answer;
+  try {
+    answer = await fetch("/v1/session", { credentials: "same-origin" });
+  } catch (_) {
+    return;
+  }
+  if (answer.status === 404) return; // no store on this server
+  $("store").hidden = false;
+  $("sign-in").addEventListener("submit", signIn);
+  $("sign-out").addEventListener("click", signOut);
+  if (!answer.ok) return; // not signed in yet
+  signedIn(await answer.json());
+  const opened = new URLSearchParams(location.hash.slice(1)).get("sample");
+  if (opened) await openSample(opened);
+  else await showList();
+}
+
+document.addEventListener("DOMContentLoaded", initStore);

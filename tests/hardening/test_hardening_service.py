@@ -193,13 +193,12 @@ def test_8_bit_images_at_the_pixel_limit_stay_within_the_decoding_budget():
 def test_count_and_classify_answers_are_bounded_by_the_response_budget(classifier, cell):
     from bloodcell.service.app import create_app
 
-    def many_boxes(images, classifier=None, names=None, **options):
+    def many_boxes(image, classifier=None, **options):
         boxes = [{"label": "RBC", "x1": 1, "y1": 1, "x2": 9, "y2": 9, "score": 0.9}] * 2000
-        return {"images": [{"path": n, "counts": {"RBC": 2000, "WBC": 0, "Platelets": 0}, "wbc_types": {},
-                            "boxes": boxes} for n in names], "sample": {}}
+        return {"counts": {"RBC": 2000, "WBC": 0, "Platelets": 0}, "wbc_types": {}, "boxes": boxes}
 
     app = create_app(ServiceSettings(limits=Limits(max_response_bytes=20_000)), classifier=classifier,
-                     count_smears=many_boxes, access_log=io.StringIO())
+                     count_image=many_boxes, access_log=io.StringIO())
     with TestClient(app, base_url="http://localhost") as client:
         counted = client.post("/v1/count", files=[("files", ("s.png", cell, "image/png"))])
         assert counted.status_code == 413 and counted.json()["error"] == "response_too_large", counted.text

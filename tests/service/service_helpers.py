@@ -120,8 +120,8 @@ def smear_png(wbc: int = 1, shade: int = 0, size: tuple[int, int] = (640, 480)) 
     return buffer.getvalue()
 
 
-def classical_counter(images, **options):
-    """The real smear counter on the classical detector (fast, no detector weights needed)."""
-    from bloodcell.smear.counting import count_smears
+def classical_counter(image, **options):
+    """The real photo counter on the classical detector (fast, no detector weights needed)."""
+    from bloodcell.smear.counting import count_image
 
-    return count_smears(images, detector="classical", **options)
+    return count_image(image, detector="classical", **options)

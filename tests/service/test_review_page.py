@@ -29,7 +29,7 @@ pytestmark = BROWSER_TESTS
 def review_server(tiny_classifier):
     from bloodcell.service.app import create_app
 
-    app = create_app(classifier=tiny_classifier, count_smears=classical_counter, access_log=io.StringIO())
+    app = create_app(classifier=tiny_classifier, count_image=classical_counter, access_log=io.StringIO())
     with LiveServer(app) as server:
         yield server
 

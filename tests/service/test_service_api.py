@@ -282,22 +282,16 @@ def test_docs_and_page_need_no_cdn(client):
 def test_count_returns_counts_json_structure_with_annotated_png(make_client):
     calls = []
 
-    def fake_counter(images, classifier=None, names=None, refer_below=None, **options):
-        calls.append((len(images), names))
-        return {
-            "images": [
-                {"path": n, "counts": {"RBC": 10, "WBC": 1, "Platelets": 3}, "wbc_types": {"neutrophil": 1},
-                 "boxes": [{"x1": 1, "y1": 2, "x2": 5, "y2": 6, "label": "WBC"}], "annotated": Image.new("RGB", (8, 8))}
-                for n in names
-            ],
-            "sample": {"counts": {"RBC": 10 * len(names)}},
-        }
+    def fake_counter(image, classifier=None, refer_below=None, **options):
+        calls.append(image.size)
+        return {"counts": {"RBC": 10, "WBC": 1, "Platelets": 3}, "wbc_types": {"neutrophil": 1},
+                "boxes": [{"x1": 1, "y1": 2, "x2": 5, "y2": 6, "label": "WBC"}], "annotated": Image.new("RGB", (8, 8))}
 
-    client = make_client(count_smears=fake_counter)
+    client = make_client(count_image=fake_counter)
     response = client.post("/v1/count", files=_files(("smear.png", cell_png(size=64), "image/png"), ("bad.png", b"", "image/png")))
     assert response.status_code == 200
     good, bad = response.json()["images"]
-    assert calls == [(1, ["smear.png"])]
+    assert calls == [(64, 64)]
     assert good["counts"] == {"RBC": 10, "WBC": 1, "Platelets": 3} and good["wbc_types"] == {"neutrophil": 1}
     assert Image.open(io.BytesIO(base64.b64decode(good["annotated_png"]))).size == (8, 8)
     assert bad["error"] and "empty" in bad["error"]
@@ -308,41 +302,37 @@ def test_count_returns_counts_json_structure_with_annotated_png(make_client):
 
 
 def _referring_counter(calls):
-    """A stand-in for ``bloodcell.smear.counting.count_smears``: one WBC box per photo, typed and referred like it."""
+    """A stand-in for ``bloodcell.smear.counting.count_image``: one WBC box per photo, typed and referred like it."""
 
-    def count_smears(images, classifier=None, names=None, refer_below=None, **options):
-        calls.append({"refer_below": refer_below, "names": list(names), **options})
-        entries = []
-        for image, name in zip(images, names):
-            pred = classifier.predict([image], top_k=1, refer_below=refer_below)[0]
-            box = {"label": "WBC", "x1": 0, "y1": 0, "x2": image.width, "y2": image.height,
-                   "wbc_type": pred.label, "confidence": pred.confidence}
-            if pred.referred:
-                box["referred"] = True
-            entries.append({"path": name, "counts": {"RBC": 0, "WBC": 1, "Platelets": 0}, "wbc_types": {pred.label: 1},
-                            "boxes": [box], "referred": [box] if pred.referred else []})
-        return {"images": entries, "sample": {"wbc_typing": "stub"}, "errors": []}
+    def count_image(image, classifier=None, refer_below=None, **options):
+        calls.append({"refer_below": refer_below, **options})
+        pred = classifier.predict([image], top_k=1, refer_below=refer_below)[0]
+        box = {"label": "WBC", "x1": 0, "y1": 0, "x2": image.width, "y2": image.height,
+               "wbc_type": pred.label, "confidence": pred.confidence}
+        if pred.referred:
+            box["referred"] = True
+        return {"counts": {"RBC": 0, "WBC": 1, "Platelets": 0}, "wbc_types": {pred.label: 1},
+                "boxes": [box], "referred": [box] if pred.referred else []}
 
-    return count_smears
+    return count_image
 
 
 @pytest.mark.parametrize("refer_below", [None, 0.0, 0.99])
 def test_count_refers_white_cells_below_the_served_threshold(make_client, refer_below):
     calls = []
     settings = {} if refer_below is None else {"refer_below": refer_below}
-    client = make_client(count_smears=_referring_counter(calls), **settings)
+    client = make_client(count_image=_referring_counter(calls), **settings)
     photos = _files(("a.png", cell_png(seed=1, size=64), "image/png"), ("b.png", cell_png(seed=2, size=64), "image/png"))
     response = client.post("/v1/count", files=photos)
     assert response.status_code == 200, response.text
     threshold = DEFAULT_REFER_BELOW if refer_below is None else refer_below
     assert [call["refer_below"] for call in calls] == [threshold, threshold]
-    assert [call["names"] for call in calls] == [["a.png"], ["b.png"]]  # one photo per call: stoppable between photos
     boxes = [image["boxes"][0] for image in response.json()["images"]]
     # an untrained 4-class model is never 99 % sure, and always more than 0 % sure
     expected = threshold > max(box["confidence"] for box in boxes)
     assert all(box.get("referred", False) is expected for box in boxes)
     sample = response.json()["sample"]
-    assert sample["images"] == 2 and sample["counts"]["WBC"] == 2 and sample["wbc_typing"] == "stub"
+    assert sample["images"] == 2 and sample["counts"]["WBC"] == 2 and "typer" in sample["wbc_typing"]
     assert sample["wbc_referred"] == (2 if expected else 0)
 
 
@@ -371,7 +361,7 @@ def test_many_large_images_in_one_request_are_refused_before_any_decoding(make_c
     assert len(flat) < 200_000  # 16 Mpx each, under the per-image limit; 8 of them are 128 Mpx in all
     counting = _CountingClassifier(tiny_classifier)
     counted = []
-    client = make_client(classifier=counting, count_smears=lambda images, **kw: counted.append(images))
+    client = make_client(classifier=counting, count_image=lambda image, **kw: counted.append(image))
     files = _files(*[(f"flat{i}.png", flat, "image/png") for i in range(8)])
     for path in ("/v1/classify", "/v1/count"):
         start = time.monotonic()
@@ -563,3 +553,21 @@ def test_an_over_large_image_has_the_same_sentence_in_the_service_and_the_cli(cl
     service_message = answer["results"][0]["error"] if "results" in answer else answer["message"]
     assert service_message == "big.png: image has too many pixels (limit 40000000)"
     assert str(raised.value) == f"{path}: image has too many pixels (limit 40000000)"
+
+
+def test_one_count_answer_has_one_count_of_referred_cells(make_client):
+    """Issue 25: a white cell the detector doubts (score under 0.5) but the classifier types surely was in the
+    report's ``referred`` (and the review list) but not in the sample's ``wbc_referred``."""
+
+    def doubtful_cell(image, classifier=None, refer_below=None, **options):
+        box = {"label": "WBC", "score": 0.3, "x1": 10.0, "y1": 10.0, "x2": 50.0, "y2": 50.0,
+               "wbc_type": "neutrophil", "confidence": 0.99}
+        return {"counts": {"RBC": 0, "WBC": 1, "Platelets": 0}, "wbc_types": {"neutrophil": 1}, "boxes": [box],
+                "referred": []}
+
+    client = make_client(count_image=doubtful_cell)
+    response = client.post("/v1/count", files=_files(("smear.png", cell_png(size=64), "image/png")))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert len(body["review"]) == 1 and "not sure" in body["review"][0]["reason"]
+    assert body["sample"]["wbc_referred"] == body["report"]["referred"] == 1

@@ -19,22 +19,16 @@ from bloodcell.inference.predictor import DEFAULT_REFER_BELOW
 pytestmark = BROWSER_TESTS
 
 
-def _fake_counter(images, classifier=None, names=None, **options):
-    return {
-        "images": [
-            {"path": name, "counts": {"RBC": 120, "WBC": 2, "Platelets": 9}, "wbc_types": {"neutrophil": 2},
-             "boxes": [], "annotated": Image.new("RGB", (image.width // 4, image.height // 4), (200, 30, 30))}
-            for image, name in zip(images, names)
-        ],
-        "sample": {},
-    }
+def _fake_counter(image, classifier=None, **options):
+    return {"counts": {"RBC": 120, "WBC": 2, "Platelets": 9}, "wbc_types": {"neutrophil": 2},
+            "boxes": [], "annotated": Image.new("RGB", (image.width // 4, image.height // 4), (200, 30, 30))}
 
 
 @pytest.fixture()
 def page_server(tiny_classifier):
     from bloodcell.service.app import create_app
 
-    app = create_app(classifier=tiny_classifier, count_smears=_fake_counter, access_log=io.StringIO())
+    app = create_app(classifier=tiny_classifier, count_image=_fake_counter, access_log=io.StringIO())
     with LiveServer(app) as server:
         yield server
 

@@ -18,7 +18,7 @@ from bloodcell.inference.predictor import DEFAULT_REFER_BELOW
 
 @pytest.fixture()
 def smear_client(make_client):
-    return make_client(count_smears=classical_counter)
+    return make_client(count_image=classical_counter)
 
 
 def _count(client, *photos, sample_id="S-17"):

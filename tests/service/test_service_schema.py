@@ -27,17 +27,14 @@ with tempfile.TemporaryDirectory(prefix="bloodcell-schema-test-") as _folder:
     _classifier = load(save_tiny_checkpoint(Path(_folder) / "tiny.safetensors"))
 
 
-def _constant_counter(images, classifier=None, names=None, **options):
-    """Stands in for the smear counter: this test is about the HTTP layer, not about counting."""
-    return {
-        "images": [{"path": n, "counts": {"RBC": 1, "WBC": 0, "Platelets": 0}, "wbc_types": {}, "boxes": []} for n in names],
-        "sample": {"counts": {"RBC": len(names), "WBC": 0, "Platelets": 0}},
-    }
+def _constant_counter(image, classifier=None, **options):
+    """Stands in for the photo counter: this test is about the HTTP layer, not about counting."""
+    return {"counts": {"RBC": 1, "WBC": 0, "Platelets": 0}, "wbc_types": {}, "boxes": []}
 
 
 # schemathesis's client names the host "testserver".
 _app = create_app(ServiceSettings(allowed_hosts=("testserver",)), classifier=_classifier,
-                  count_smears=_constant_counter, access_log=io.StringIO())
+                  count_image=_constant_counter, access_log=io.StringIO())
 schema = schemathesis.openapi.from_asgi("/openapi.json", _app)
 
 

@@ -19,8 +19,11 @@ from bloodcell.metrics.detection import (
     match,
 )
 from bloodcell.smear.classical import count_detections, detect_cells
-from bloodcell.smear.counting import annotate, count_smears
+from bloodcell.smear.counter import SmearCounter
+from bloodcell.smear.counting import annotate, count_photos, count_smears
 from bloodcell.smear.differential import differential, render_report
+from bloodcell.smear.review import sample_report
+from bloodcell.smear.schema import SampleResult
 from bloodcell.workflows.count import Sample, count_sample
 
 BG, PINK, PURPLE = (200, 202, 205), (205, 150, 140), (110, 70, 190)
@@ -52,7 +55,7 @@ def test_synthetic_cells_are_counted():
 
 @pytest.mark.parametrize("detector", ["classical", "learned"])
 def test_blank_smear_counts_zero(detector):
-    doc = count_smears([Image.new("RGB", (640, 480), BG)], detector=detector)
+    doc = count_smears([Image.new("RGB", (640, 480), BG)], detector=detector).document()
     assert doc["images"][0]["counts"] == {"RBC": 0, "WBC": 0, "Platelets": 0}
     assert doc["images"][0]["boxes"] == []
 
@@ -64,7 +67,7 @@ def test_schema_bad_files_and_outputs(tmp_path):
     truncated = tmp_path / "trunc.jpg"
     _smear().save(tmp_path / "full.jpg")
     truncated.write_bytes((tmp_path / "full.jpg").read_bytes()[:2000])
-    doc = count_smears([str(good), str(tmp_path / "notes.jpg"), str(truncated)], detector="classical")
+    doc = count_smears([str(good), str(tmp_path / "notes.jpg"), str(truncated)], detector="classical").document()
     assert [e["path"] for e in doc["images"]] == [str(good)]
     assert {e["path"] for e in doc["errors"]} == {str(tmp_path / "notes.jpg"), str(truncated)}
     count_sample(Sample("sample", [good, tmp_path / "notes.jpg", truncated]), tmp_path / "out", None,
@@ -84,8 +87,39 @@ def test_schema_bad_files_and_outputs(tmp_path):
     assert "cells cut by the photo's border included" in report
 
 
+def test_counts_json_keeps_its_keys_in_order_and_reads_back_as_the_same_sample(tmp_path):
+    good = tmp_path / "good.png"
+    _smear().save(good)
+    result = count_sample(Sample("S-1", [good]), tmp_path / "out", None, detector="classical", refer_below=0.6,
+                          cell_size_px=None, typing_unavailable="no model")
+    saved = json.loads((tmp_path / "out" / "counts.json").read_text())
+    assert list(saved) == ["sample_id", "images", "sample", "errors", "border_cells"]
+    assert list(saved["images"][0]) == ["path", "sha256", "counts", "wbc_types", "boxes", "referred", "cell_size",
+                                        "annotated_png"]
+    assert list(saved["sample"]) == ["images", "counts", "wbc_types", "wbc_classified", "wbc_referred",
+                                     "wbc_typing_unavailable"]
+    assert result.document() == saved == SampleResult.model_validate(saved).document()
+
+
+def test_unnamed_photos_are_numbered_from_one_by_every_counter():
+    photos = [_smear(), _smear(wbc=2)]
+    assert [p.path for p in count_smears(photos, detector="classical").images] == ["image-1", "image-2"]
+    counted = SmearCounter(detector="classical").count(photos)
+    assert [e["path"] for e in counted.doc["images"]] == ["image-1", "image-2"]
+
+
+def test_a_doubtful_white_cell_is_one_referred_cell_everywhere():
+    """Issue 25: the sample's wbc_referred and the report's referred are one count (classifier or detector doubt)."""
+    box = {"label": "WBC", "score": 0.3, "x1": 1.0, "y1": 1.0, "x2": 9.0, "y2": 9.0, "wbc_type": "neutrophil",
+           "confidence": 0.99}
+    result = count_photos([_smear()], lambda image: {"counts": {"WBC": 1}, "wbc_types": {"neutrophil": 1},
+                                                     "boxes": [box]})
+    assert result.sample.wbc_referred == sample_report(result.document(), "S")["referred"] == 1
+    assert "| neutrophil | the detector is not sure this is a white cell (score 0.30) |" in render_report(result.document())
+
+
 def test_rbc_only_smear_has_no_wbc_and_warns():
-    doc = count_smears([_smear(rbc=10, wbc=0, platelets=0)], detector="classical")
+    doc = count_smears([_smear(rbc=10, wbc=0, platelets=0)], detector="classical").document()
     assert doc["sample"]["counts"]["WBC"] == 0
     report = render_report(doc)
     assert "White-cell types unavailable" in report
@@ -152,10 +186,11 @@ def tiny_classifier(tmp_path_factory):
 
 
 def test_counting_with_a_classifier_types_every_detected_white_cell(tiny_classifier):
-    doc = count_smears([_smear(), _smear(wbc=2)], classifier=tiny_classifier, names=["a.png", "b.png"],
+    result = count_smears([_smear(), _smear(wbc=2)], classifier=tiny_classifier, names=["a.png", "b.png"],
                        detector="classical", refer_below=0.99)
+    doc = result.document()
     assert [e["path"] for e in doc["images"]] == ["a.png", "b.png"]
-    assert isinstance(doc["images"][0]["annotated"], Image.Image)
+    assert isinstance(result.images[0].annotated, Image.Image) and "annotated" not in doc["images"][0]
     wbc = [b for b in doc["images"][1]["boxes"] if b["label"] == "WBC"]
     assert len(wbc) == 2 and all(b["wbc_type"] in PBC8 and 0 < b["confidence"] <= 1 for b in wbc)
     assert sum(doc["sample"]["wbc_types"].values()) == doc["sample"]["counts"]["WBC"] == 3
@@ -184,7 +219,7 @@ def test_real_cbc_smoke(real_data_root):
 
     folder = real_data_root / "cbc" / "Training"
     images = sorted((folder / "Images").glob("*.jpg"))[:3]
-    doc = count_smears([str(p) for p in images])
+    doc = count_smears([str(p) for p in images]).document()
     assert len(doc["images"]) == 3 and not doc["errors"]
     for path, entry in zip(images, doc["images"]):
         truth = [b for b in parse_voc(folder / "Annotations" / f"{path.stem}.xml").boxes if b.label == "WBC"]
@@ -255,7 +290,7 @@ def test_typing_record_measures_held_out_bccd_cells_and_the_report_quotes_it(tin
     assert file_sha256(checkpoint) != file_sha256(tiny_classifier.source)  # the record is in the file
     classifier = load(checkpoint, num_threads=1)
     assert typing_summary(classifier)["held_out_smears"] == 2
-    assert "of 2 held-out smears" in render_report(count_smears([_smear()], classifier=classifier, detector="classical"))
+    assert "of 2 held-out smears" in render_report(count_smears([_smear()], classifier=classifier, detector="classical").document())
 
 
 def test_counting_skips_the_single_cell_guard_for_detected_white_cells(tiny_classifier):
@@ -268,7 +303,7 @@ def test_counting_skips_the_single_cell_guard_for_detected_white_cells(tiny_clas
     guarded = copy.copy(tiny_classifier)
     guarded.guard = fit_guard(tiny_classifier.pixels(cells), tiny_classifier.features(cells), pass_rate=0.9)
     smear = _smear()
-    doc = count_smears([smear], classifier=guarded, detector="classical")
+    doc = count_smears([smear], classifier=guarded, detector="classical").document()
     box = next(b for b in doc["images"][0]["boxes"] if b["label"] == "WBC")
     alone = guarded.predict(crop_around(smear, (box["x1"], box["y1"], box["x2"], box["y2"])))
     assert alone.reason.startswith("not a single blood cell")  # unlike the noisy "cells" the guard saw

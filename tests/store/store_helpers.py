@@ -7,6 +7,8 @@ import io
 from PIL import Image, ImageDraw
 from sqlalchemy import create_engine, text
 
+from bloodcell.smear.schema import SampleResult
+
 POSTGRES_ENV = "BLOODCELL_TEST_POSTGRES_URL"
 PASSWORDS = {"ada": "admin-password-1", "sam": "supervisor-pass-1", "tia": "technician-pass-1"}
 
@@ -19,8 +21,9 @@ def photo_bytes(shade: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def counted_doc(folder, sample_id: str = "S-001", types: dict[str, int] | None = None) -> dict:
-    """A counts.json document of one photo: two red cells, white cells of ``types`` (one referred), one platelet."""
+def counted_doc(folder, sample_id: str = "S-001", types: dict[str, int] | None = None) -> SampleResult:
+    """A counted sample (read from its counts.json document) of one photo: two red cells, white cells of ``types``
+    (one referred), one platelet."""
     types = types if types is not None else {"neutrophil": 3, "lymphocyte": 1}
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{abs(hash(sample_id)) % 10**8}.png"
@@ -39,12 +42,12 @@ def counted_doc(folder, sample_id: str = "S-001", types: dict[str, int] | None =
         boxes[3].update(confidence=0.4, referred=True)
         referred.append({**boxes[3], "reason": "confidence 0.40 below 0.60"})
     wbc = sum(types.values())
-    return {"sample_id": sample_id, "images": [{"path": str(path), "boxes": boxes, "referred": referred,
+    return SampleResult.model_validate({"sample_id": sample_id, "images": [{"path": str(path), "boxes": boxes, "referred": referred,
                                                 "counts": {"RBC": 3, "WBC": wbc, "Platelets": 1},
                                                 "wbc_types": types}],
             "sample": {"images": 1, "counts": {"RBC": 3, "WBC": wbc, "Platelets": 1}, "wbc_types": types,
                        "wbc_classified": wbc, "wbc_referred": len(referred)},
-            "errors": []}
+            "errors": []})
 
 
 def reset_postgres(url: str) -> None:

@@ -7,6 +7,7 @@ from store_helpers import PASSWORDS, counted_doc
 from sqlalchemy import select, text
 
 from bloodcell.errors import ConfigError
+from bloodcell.smear.referral import review_targets
 from bloodcell.store.audit import trail
 from bloodcell.store.errors import AuthError, ConflictError, ReadOnlyError, RoleError, StoreError
 from bloodcell.store.models import AuditEntry, Cell
@@ -202,7 +203,7 @@ def test_a_removed_cell_leaves_the_counts_and_an_added_one_joins_them(store, tmp
 
 def test_a_count_that_fails_half_way_leaves_no_trace_in_the_database(store, tmp_path):
     doc = counted_doc(tmp_path / "photos")
-    doc["images"].append({**doc["images"][0], "path": str(tmp_path / "photos" / "gone.png")})
+    doc.images.append(doc.images[0].model_copy(update={"path": str(tmp_path / "photos" / "gone.png")}))
     with pytest.raises(StoreError, match="gone.png: cannot read the photo to keep it"), store.session() as session:
         record_count(session, store.photos, doc, "tia")
     with store.session() as session:
@@ -227,3 +228,14 @@ def test_a_full_disk_fails_the_count_in_one_sentence_and_keeps_the_store_consist
     _record(store, tmp_path)  # the same sample goes in once there is room again
     with store.session() as session:
         assert find(session, "S-001").status == "counted"
+
+
+def test_the_store_keeps_the_same_referred_cells_the_count_reported(store, tmp_path):
+    """Issue 25's one count of referred cells: a white cell the detector doubts is referred in the store too."""
+    result = counted_doc(tmp_path / "photos")
+    result.images[0].boxes[4].score = 0.3  # a confident neutrophil call on a doubtful detection
+    result.sample.wbc_referred = len(review_targets(result.images[0].entry()))
+    with store.session() as session:
+        record_count(session, store.photos, result, "tia")
+        kept = summary(find(session, "S-001"))
+    assert kept["referred"] == result.sample.wbc_referred == 2

@@ -208,14 +208,15 @@ def test_the_service_counts_with_the_detector_it_is_given(base, tmp_path, monkey
     from bloodcell.service import app as service_app
     from bloodcell.service.settings import ServiceSettings
 
+    from bloodcell.smear.counting import count_image
+
     calls = []
 
-    def counter(images, classifier=None, names=None, refer_below=None, **options):
-        calls.append(options)
-        return {"images": [{"path": n, "counts": dict.fromkeys(LABELS, 0), "wbc_types": {}, "boxes": [],
-                            "annotated": Image.new("RGB", (8, 8))} for n in names], "sample": {"counts": {}}}
+    def counter(image, classifier=None, detector="learned", refer_below=None, **options):
+        calls.append(detector)
+        return count_image(image, None, "classical", refer_below, **options)  # the real loop, without weights
 
-    monkeypatch.setattr(service_app, "library_count_smears", counter)
+    monkeypatch.setattr(service_app, "library_count_image", counter)
     photo = io.BytesIO()
     draw_smear(0)[0].save(photo, format="PNG")
     classifier = SimpleNamespace(class_names=["neutrophil", "lymphocyte"], source="tiny")
@@ -223,7 +224,7 @@ def test_the_service_counts_with_the_detector_it_is_given(base, tmp_path, monkey
     with TestClient(app, base_url="http://localhost") as client:
         response = client.post("/v1/count", files=[("files", ("smear.png", photo.getvalue(), "image/png"))])
     assert response.status_code == 200, response.text
-    assert calls == [{"detector": str(base)}]
+    assert calls == [str(base)]
     with pytest.raises(CheckpointError, match="no such model file"):
         service_app.create_app(ServiceSettings(detector=str(tmp_path / "missing.safetensors")), classifier=classifier)
 

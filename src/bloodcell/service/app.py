@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
@@ -72,8 +73,10 @@ from bloodcell.service.schemas import (
 from bloodcell.service.samples_api import OWN_AUTH_PREFIXES, add_sample_store_routes
 from bloodcell.service.settings import Limits, ServiceSettings
 from bloodcell.smear import documents
-from bloodcell.smear.counting import count_smears as library_count_smears
-from bloodcell.smear.counting import sample_totals
+from bloodcell.smear.counting import PhotoCounter, count_photos
+from bloodcell.smear.counting import count_image as library_count_image
+from bloodcell.smear.schema import PhotoCount
+from bloodcell.smear.typing import typing_summary
 from bloodcell.store.database import open_store
 from bloodcell.smear.detectors import resolve_detector
 
@@ -128,8 +131,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-#: A smear counter bound to the service's classifier and referral threshold: (images, names) -> counts document.
-SmearCounter = Callable[[list[Image.Image], list[str]], dict[str, Any]]
 #: Images per predictor call in a classify job; an abandoned job stops between two batches.
 JOB_BATCH = 8
 
@@ -143,7 +144,7 @@ class ServiceState:
     model_name: str
     queue: WorkQueue
     metrics: ServiceMetrics
-    count_images: SmearCounter
+    count_photo: PhotoCounter
 
     @property
     def limits(self) -> Limits:
@@ -154,27 +155,28 @@ def create_app(
     settings: ServiceSettings | None = None,
     *,
     classifier: Any = None,
-    count_smears: Callable[..., dict[str, Any]] | None = None,
+    count_image: Callable[..., dict[str, Any]] | None = None,
     access_log: TextIO | None = None,
 ) -> FastAPIOffline:
     """Build the app from ``settings`` (default: :class:`ServiceSettings` defaults).
 
     ``classifier`` defaults to ``load(settings.model, engine=settings.engine,
-    num_threads=settings.threads)``. ``count_smears`` has the signature of
-    :func:`bloodcell.smear.counting.count_smears` (default: that function) and is called as
-    ``count_smears(images, classifier=..., names=..., refer_below=settings.refer_below)``.
+    num_threads=settings.threads)``. ``count_image`` counts one photo for the counting loop
+    (:func:`bloodcell.smear.counting.count_photos`): it has the signature of
+    :func:`bloodcell.smear.counting.count_image` (default: that function, with its default detector) and is
+    called as ``count_image(image, classifier=..., refer_below=settings.refer_below)``.
     ``access_log`` is where JSON access lines go (default stderr).
     """
     settings = settings or ServiceSettings()
     limits = settings.limits
     if classifier is None:
         classifier = load(settings.model, engine=settings.engine, num_threads=settings.threads)
-    if count_smears is None:
+    if count_image is None:
         resolve_detector(settings.detector)  # a wrong --detector fails now, in one sentence
-        count_images = bind_smear_counter(library_count_smears, classifier, settings.refer_below,
-                                          detector=settings.detector)
+        count_photo = partial(library_count_image, classifier=classifier, refer_below=settings.refer_below,
+                              detector=settings.detector)
     else:
-        count_images = bind_smear_counter(count_smears, classifier, settings.refer_below)
+        count_photo = partial(count_image, classifier=classifier, refer_below=settings.refer_below)
     metrics = ServiceMetrics()
     executor = ThreadPoolExecutor(max_workers=WorkQueue.threads_needed(limits), thread_name_prefix="bloodcell-infer")
 
@@ -198,7 +200,7 @@ def create_app(
         model_name=_model_name(classifier, settings.model),
         queue=WorkQueue(limits, executor, on_change=metrics.set_queue),
         metrics=metrics,
-        count_images=count_images,
+        count_photo=count_photo,
     )
     _add_error_handlers(app)
     _add_routes(app)
@@ -220,16 +222,6 @@ def create_app(
 def _model_name(classifier: Any, model: str | Path | None) -> str:
     source = getattr(classifier, "source", None) or (str(model) if model else "model")
     return Path(source).stem
-
-
-def bind_smear_counter(count_smears: Callable[..., dict[str, Any]], classifier: Any, refer_below: float,
-                       **options: Any) -> SmearCounter:
-    """``count_smears`` (the signature of :func:`bloodcell.smear.counting.count_smears`) bound to a classifier and threshold."""
-
-    def count(images: list[Image.Image], names: list[str]) -> dict[str, Any]:
-        return count_smears(images, classifier=classifier, names=names, refer_below=refer_below, **options)
-
-    return count
 
 
 class ApiKeyMiddleware:
@@ -409,42 +401,37 @@ class _Counted:
 
 
 def _count_job(token: CancelToken, state: ServiceState, usable) -> _Counted:
-    """Decode and count in a worker thread, one photo per counter call (an abandoned job stops between photos);
+    """Decode, then count with the one counting loop in a worker thread (an abandoned job stops between photos);
     each counted photo gets its id, its review items (crops, top 3) and its review state."""
     ids = {index: photo_id(data) for index, _, data in usable}
     decoded, errors = _decode(token, usable, state.limits.max_pixels)
-    counted = _Counted({}, errors, {}, [], [])
-    docs, seen = [], set()
+    todo, seen = [], set()
     for index, name, image in decoded:
-        token.check()
         if ids[index] in seen:
             errors[index] = f"{name}: the same photo was sent twice in this request; it is counted once"
             continue
         seen.add(ids[index])
-        doc = state.count_images([image], [name])
-        docs.append(doc)
-        if not doc.get("images"):
-            errors[index] = next((e["error"] for e in doc.get("errors", [])), f"{name}: could not be counted")
-            continue
-        entry = {**doc["images"][0], "photo_id": ids[index], "width": image.width, "height": image.height}
-        annotated = entry.pop("annotated", None)  # PNG-encoded here, off the event loop
-        entry["annotated_png"] = png_base64(annotated) if isinstance(annotated, Image.Image) else None
+        todo.append((index, name, image))
+    counted = _Counted({}, errors, {}, [], [])
+
+    def photo_done(position: int, photo: PhotoCount, image: Image.Image) -> None:
+        index = todo[position][0]
+        photo.photo_id, photo.width, photo.height = ids[index], image.width, image.height
+        if photo.annotated is not None:  # PNG-encoded here, off the event loop
+            photo.annotated_png, photo.annotated = png_base64(photo.annotated), None
+        entry = photo.entry()
         counted.review += review_of_photo(entry, image, state.classifier)
         counted.photos.append(photo_state(entry))
         counted.entries[index] = entry
-    counted.sample = _sample_totals(docs)
+        token.check()
+
+    token.check()
+    result = count_photos([image for _, _, image in todo], state.count_photo, names=[name for _, name, _ in todo],
+                          typing=typing_summary(state.classifier), on_photo=photo_done)
+    missed = [index for index, _, _ in todo if index not in counted.entries]
+    errors.update({index: error.error for index, error in zip(missed, result.errors)})
+    counted.sample = result.sample.model_dump(mode="json", exclude_unset=True) if result.images else {}
     return counted
-
-
-def _sample_totals(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The sample block over all counted photos of the request: the totals, and what the counter says
-    about its classifier (typing model, ...; the same in each per-photo document)."""
-    if not docs:
-        return {}
-    entries = [{"counts": {}, "wbc_types": {}, **entry} for doc in docs for entry in doc.get("images", [])]
-    sample = dict(docs[0].get("sample", {}))
-    sample.update(sample_totals(entries, sample.get("wbc_typing_unavailable")))
-    return sample
 
 
 def _smear_results(uploads: list[tuple[str, bytes]], counted: _Counted,
@@ -457,7 +444,7 @@ def _smear_results(uploads: list[tuple[str, bytes]], counted: _Counted,
             items.append(SmearImageResult(
                 filename=name, photo_id=entry["photo_id"], width=entry["width"], height=entry["height"],
                 counts=entry.get("counts", {}), wbc_types=entry.get("wbc_types", {}), boxes=entry.get("boxes", []),
-                annotated_png=entry["annotated_png"]))
+                annotated_png=entry.get("annotated_png")))
         else:
             message = refused[index].message if index in refused else counted.errors[index]
             items.append(SmearImageResult(filename=name, error=message))

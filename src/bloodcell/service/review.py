@@ -29,10 +29,10 @@ from bloodcell.service.schemas import (
     ReviewResponse,
     SampleReport,
     SampleState,
-    TypingState,
 )
 from bloodcell.smear import documents
 from bloodcell.smear import review as logic
+from bloodcell.smear.schema import Typing
 
 logger = get_logger(__name__)
 
@@ -76,7 +76,7 @@ def sample_state(photos: list[PhotoState | None], sample: dict[str, Any], skippe
         return None
     typing = sample.get("wbc_typing")
     try:
-        typing_state = TypingState.model_validate(typing) if isinstance(typing, dict) else None
+        typing_state = Typing.model_validate(typing) if isinstance(typing, dict) else None
     except ValidationError:
         typing_state = None
     return SampleState(photos=photos, typing=typing_state, typing_unavailable=sample.get("wbc_typing_unavailable"),

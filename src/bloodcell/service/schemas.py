@@ -1,17 +1,15 @@
-"""Response models of the HTTP API (they also document it in the OpenAPI schema)."""
+"""Response models of the HTTP API (they also document it in the OpenAPI schema).
+
+The counted photo's parts (boxes, tallies, typing) are the counts.json schema of :mod:`bloodcell.smear.schema`.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: Bounds of a coordinate in a review state: far beyond any accepted photo, and safe to compute with.
-COORDINATE = {"ge": -1e7, "le": 1e7, "allow_inf_nan": False}
-PROBABILITY = {"ge": 0.0, "le": 1.0, "allow_inf_nan": False}
-SHORT = {"max_length": 64}
-Coordinate = Annotated[float, Field(**COORDINATE)]
-Tally = dict[Annotated[str, Field(max_length=64)], Annotated[int, Field(ge=0, le=10_000_000)]]
+from bloodcell.smear.schema import Box, Coordinate, Tally, Typing
 
 
 class ErrorResponse(BaseModel):
@@ -108,23 +106,6 @@ class ReviewItem(BaseModel):
     crop_png: str | None = Field(None, description="Base64 PNG of the cell as the classifier saw it.")
 
 
-class BoxState(BaseModel):
-    """A detected (or reviewer-added) cell box of a review state."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    label: str = Field(**SHORT)
-    x1: float = Field(**COORDINATE)
-    y1: float = Field(**COORDINATE)
-    x2: float = Field(**COORDINATE)
-    y2: float = Field(**COORDINATE)
-    score: float | None = Field(None, **PROBABILITY)
-    count: int = Field(1, ge=1, le=10_000)
-    wbc_type: str | None = Field(None, **SHORT)
-    confidence: float | None = Field(None, **PROBABILITY)
-    referred: bool | None = None
-
-
 class ReferredState(BaseModel):
     box: int = Field(ge=0, description="Index of the box in the photo's boxes.")
     reason: str = Field(max_length=500)
@@ -139,25 +120,15 @@ class PhotoState(BaseModel):
     height: int = Field(ge=1, le=1_000_000)
     counts: Tally = Field(max_length=16)
     wbc_types: Tally = Field(max_length=64)
-    boxes: list[BoxState] = Field(max_length=50_000)
+    boxes: list[Box] = Field(max_length=50_000)
     referred: list[ReferredState] = Field(default_factory=list, max_length=10_000)
-
-
-class TypingState(BaseModel):
-    """What typed the white cells and how well it typed another lab's held-out smears."""
-
-    typer: str | None = Field(None, max_length=255)
-    fitted_on: str | None = Field(None, max_length=500)
-    held_out_smears: int | None = Field(None, ge=0)
-    held_out_accuracy: float | None = Field(None, **PROBABILITY)
-    adapted_to: str | None = Field(None, max_length=255)
 
 
 class SampleState(BaseModel):
     """What /v1/review needs of counted photos: send back the ``state`` of each /v1/count response unchanged."""
 
     photos: list[PhotoState] = Field(max_length=1024)
-    typing: TypingState | None = None
+    typing: Typing | None = None
     typing_unavailable: str | None = Field(None, max_length=500)
     skipped: list[str] = Field(default_factory=list, max_length=1024)
 

@@ -24,10 +24,9 @@ from typing import Any
 
 from PIL import Image
 
-from bloodcell.data.images import ImageSource, read_image
-from bloodcell.errors import ImageError
+from bloodcell.data.images import ImageSource
 from bloodcell.inference.predictor import DEFAULT_REFER_BELOW, load
-from bloodcell.smear.counting import count_image, sample_totals
+from bloodcell.smear.counting import NO_CLASSIFIER, count_image, count_photos
 from bloodcell.smear.detectors import resolve_detector
 from bloodcell.smear.differential import render_report
 from bloodcell.smear.learned_detector import check_cell_size
@@ -42,6 +41,7 @@ from bloodcell.smear.review import (
     review_items,
     sample_report,
 )
+from bloodcell.smear.schema import PhotoCount
 from bloodcell.smear.typing import typing_summary
 
 
@@ -99,27 +99,23 @@ class SmearCounter:
         self.classifier, self.detector = classifier, detector
         self.refer_below, self.cell_size_px = refer_below, cell_size_px
 
+    def count_photo(self, image: Image.Image) -> dict[str, Any]:
+        """Counts, white-cell types, boxes and annotated image of one decoded photo (:func:`count_image`)."""
+        return count_image(image, self.classifier, self.detector, self.refer_below, self.cell_size_px)
+
     def count(self, images: Sequence[ImageSource], sample_id: str = "sample",
               names: Sequence[str] | None = None) -> SampleCount:
         """Count the photos of one sample (paths, bytes, PIL images or arrays); unusable ones go to ``errors``."""
-        entries, errors, photos = [], [], {}
-        for index, source in enumerate(images):
-            name = names[index] if names is not None else (
-                str(source) if isinstance(source, (str, Path)) else f"image-{index + 1}")
-            try:
-                image = read_image(source)
-                entry = {"path": name, **count_image(image, self.classifier, self.detector, self.refer_below,
-                                                     self.cell_size_px), "width": image.width, "height": image.height}
-            except ImageError as exc:
-                errors.append({"path": name, "error": str(exc) if str(exc).startswith(name) else f"{name}: {exc}"})
-                continue
-            entries.append(entry)
-            photos[str(len(entries))] = image
-        sample = sample_totals(entries, None if self.classifier is not None else "no cell classifier loaded")
-        if self.classifier is not None:
-            sample["wbc_typing"] = typing_summary(self.classifier)
-        doc = {"sample_id": sample_id, "images": entries, "sample": sample, "errors": errors}
-        return SampleCount(sample_id, doc, photos, self.classifier)
+        photos: dict[str, Image.Image] = {}
+
+        def keep(_index: int, photo: PhotoCount, image: Image.Image) -> None:
+            photo.width, photo.height = image.width, image.height
+            photos[str(len(photos) + 1)] = image
+
+        result = count_photos(images, self.count_photo, sample_id=sample_id, names=names,
+                              typing=typing_summary(self.classifier) if self.classifier is not None else None,
+                              typing_unavailable=NO_CLASSIFIER, on_photo=keep)
+        return SampleCount(sample_id, result.document(), photos, self.classifier)
 
 
 def load_counter(model: str | Path | None = None, detector: str = "learned",

@@ -1,16 +1,18 @@
-"""Smear photo -> counts, white-cell types and annotated image (the counts.json structure).
+"""Smear photo -> counts, white-cell types and annotated image; a sample's photos -> one :class:`SampleResult`.
 
-``count_image`` counts one decoded photo and ``count_smears`` a sample's photos (the web service's
-default counter); ``bloodcell count`` (:mod:`bloodcell.workflows.count`) calls ``count_image`` photo
-by photo. Nothing is written to disk; each image entry carries its annotated photo under
-``"annotated"`` (a PIL image, dropped when serialising).
+``count_image`` counts one decoded photo; ``count_photos`` is the one loop over a sample's photos, used by
+``bloodcell count`` (:mod:`bloodcell.workflows.count`), the web service's ``/v1/count``, :class:`SmearCounter`
+(:mod:`bloodcell.smear.counter`) and ``count_smears``. Nothing is written to disk here; each counted photo
+carries its annotated image (never serialised).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -23,7 +25,10 @@ from bloodcell.progress import track
 from bloodcell.smear.classical import count_detections
 from bloodcell.smear.detectors import resolve_detector
 from bloodcell.smear.learned_detector import check_cell_size
+from bloodcell.smear.referral import review_targets
+from bloodcell.smear.schema import CountError, PhotoCount, SampleResult, SampleTotals
 from bloodcell.smear.typing import typing_summary
+from bloodcell.writing import name_text
 
 COLOURS = {"RBC": (220, 30, 30), "WBC": (30, 60, 230), "Platelets": (20, 170, 60)}
 #: Smallest side of a photo that can show a smear (a few red cells).
@@ -121,7 +126,8 @@ def count_image(image: Image.Image, classifier=None, detector: str = "learned",
 
 
 def sample_totals(entries: Sequence[dict[str, Any]], typing_unavailable: str | None = None) -> dict[str, Any]:
-    """Totals over the images of one sample: counts, wbc_types, classified and referred cells."""
+    """Totals over the images of one sample: counts, wbc_types, classified cells and the cells meant for a person
+    (:func:`review_targets`)."""
     counts = dict.fromkeys(SMEAR_LABELS, 0)
     types: Counter = Counter()
     referred = 0
@@ -129,7 +135,7 @@ def sample_totals(entries: Sequence[dict[str, Any]], typing_unavailable: str | N
         for label, n in entry["counts"].items():
             counts[label] = counts.get(label, 0) + n
         types.update(entry["wbc_types"])
-        referred += len(entry.get("referred", []))
+        referred += len(review_targets(entry))
     sample = {"images": len(entries), "counts": counts, "wbc_types": dict(sorted(types.items())),
               "wbc_classified": sum(types.values()), "wbc_referred": referred}
     if typing_unavailable:
@@ -140,39 +146,75 @@ def sample_totals(entries: Sequence[dict[str, Any]], typing_unavailable: str | N
 #: How border cells are counted (kept with every counts.json and report).
 BORDER_NOTE = ("Every visible cell is counted, cells cut by the photo's border included, as in the TXL-PBC labels "
                "the counter is measured against.")
+#: Why white cells are not typed when no classifier is given.
+NO_CLASSIFIER = "no cell classifier loaded"
+
+#: Counts one decoded photo: the :func:`count_image` dict (counts, wbc_types, boxes, referred, annotated, cell_size).
+PhotoCounter = Callable[[Image.Image], dict[str, Any]]
+
+
+def photo_name(source: ImageSource, index: int) -> str:
+    """How a photo is named in a sample: its path, else ``image-<n>`` numbered from 1 in the sample."""
+    return str(source) if isinstance(source, (str, Path)) else f"image-{index + 1}"
+
+
+def count_photos(sources: Sequence[ImageSource], count_photo: PhotoCounter, *, sample_id: str = "sample",
+                 names: Sequence[str] | None = None, typing: dict[str, Any] | None = None,
+                 typing_unavailable: str | None = None, kept: Mapping[str, PhotoCount] | None = None,
+                 on_photo: Callable[[int, PhotoCount, Image.Image], None] | None = None,
+                 progress: str | None = None) -> SampleResult:
+    """The one counting loop: count a sample's photos (paths, bytes, PIL images or arrays) in input order.
+
+    Each photo is named by ``names`` (default :func:`photo_name`); a photo named in ``kept`` (counted by an
+    interrupted run) is taken as it is. ``on_photo(index, photo, image)`` is called after the ``index``-th photo is counted (to
+    save its annotated image, log it, or stop the job). A photo that cannot be read or counted (ImageError)
+    goes to ``errors`` with one sentence naming it. ``typing`` (:func:`typing_summary`) or
+    ``typing_unavailable`` says what typed the white cells; ``progress`` labels a progress bar.
+    """
+    if names is not None and len(names) != len(sources):
+        raise ConfigError(f"names has {len(names)} entries for {len(sources)} images")
+    items: Iterable[tuple[int, ImageSource]] = enumerate(sources)
+    if progress:
+        items = track(list(items), progress, total=len(sources), unit="photos")
+    photos, errors = [], []
+    for index, source in items:
+        name = names[index] if names is not None else photo_name(source, index)
+        if kept and name in kept:
+            photos.append(kept[name])
+            continue
+        try:
+            image = read_image(source)
+            photo = PhotoCount.model_validate({**count_photo(image), "path": name})
+            if on_photo is not None:
+                on_photo(index, photo, image)
+        except ImageError as exc:
+            message = name_text(str(exc))
+            errors.append(CountError(path=name, error=message if message.startswith(name) else f"{name}: {message}"))
+            continue
+        photos.append(photo)
+    totals = sample_totals([p.entry() for p in photos], typing_unavailable if typing is None else None)
+    if typing is not None:
+        totals["wbc_typing"] = typing
+    return SampleResult(sample_id=sample_id, images=photos, sample=SampleTotals(**totals), errors=errors,
+                        border_cells=BORDER_NOTE)
 
 
 def count_smears(images: Sequence[ImageSource], classifier=None, names: list[str] | None = None,
                  detector: str = "learned", refer_below: float | None = DEFAULT_REFER_BELOW,
                  cell_size_px: float | None = None, typing_unavailable: str | None = None,
-                 progress: bool = False) -> dict[str, Any]:
-    """Count cells on smear photos (paths, bytes, PIL images or arrays), in input order.
+                 progress: bool = False, sample_id: str = "sample") -> SampleResult:
+    """Count cells on smear photos (paths, bytes, PIL images or arrays) with :func:`count_photos`.
 
-    Returns ``{"images": [{"path", "counts", "wbc_types", "boxes", "referred", "annotated", "cell_size"}],
-    "sample": {...}, "errors": [{"path", "error"}]}``; unreadable images go to ``errors``.
     Without ``classifier`` the white cells are counted but not typed; ``typing_unavailable``
     (default "no cell classifier loaded") says why in ``sample``. ``detector`` is ``learned``
     (the bundled detector, default), ``classical`` or a detector checkpoint path;
     ``cell_size_px`` (the typical red-cell diameter in pixels) overrides the per-photo estimate.
     """
-    if names is not None and len(names) != len(images):
-        raise ConfigError(f"names has {len(names)} entries for {len(images)} images")
     check_cell_size(cell_size_px)
     resolve_detector(detector)  # a bad detector name or checkpoint fails before any image is read
-    items = list(enumerate(images))
-    if progress:
-        items = track(items, "counting smears", total=len(images), unit="photos")
-    entries, errors = [], []
-    for index, source in items:
-        name = names[index] if names is not None else (str(source) if isinstance(source, (str, Path)) else f"image-{index}")
-        try:
-            entries.append({"path": name, **count_image(read_image(source), classifier, detector, refer_below,
-                                                        cell_size_px)})
-        except ImageError as exc:
-            errors.append({"path": name, "error": str(exc) if str(exc).startswith(name) else f"{name}: {exc}"})
-    if classifier is None and typing_unavailable is None:
-        typing_unavailable = "no cell classifier loaded"
-    sample = sample_totals(entries, typing_unavailable)
-    if classifier is not None:
-        sample["wbc_typing"] = typing_summary(classifier)
-    return {"images": entries, "sample": sample, "errors": errors, "border_cells": BORDER_NOTE}
+    return count_photos(images, partial(count_image, classifier=classifier, detector=detector, refer_below=refer_below,
+                                        cell_size_px=cell_size_px),
+                        sample_id=sample_id, names=names,
+                        typing=typing_summary(classifier) if classifier is not None else None,
+                        typing_unavailable=typing_unavailable or NO_CLASSIFIER,
+                        progress="counting smears" if progress else None)

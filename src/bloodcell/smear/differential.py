@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bloodcell.smear.referral import review_targets
 from bloodcell.writing import write_text
 
 #: Adult reference intervals of the differential, in percent of white cells.
@@ -111,11 +112,11 @@ def render_report(doc: dict[str, Any], sample_id: str = "sample") -> str:
     lines += [_markdown_note(note) for note in notes]
     if sample.get("wbc_typing"):
         lines += ["", "## How much to trust this differential", "", trust_note(sample["wbc_typing"])]
-    referred = [(e["path"], r) for e in doc["images"] for r in e.get("referred", [])]
+    referred = [(e["path"], e["boxes"][b], reason) for e in doc["images"] for b, reason in review_targets(e)]
     if referred:
         lines += ["", "## White cells referred for review", "", "| image | box | call | reason |", "|---|---|---|---|"]
-        lines += [f"| {p} | {r['x1']:.0f},{r['y1']:.0f},{r['x2']:.0f},{r['y2']:.0f} | {r.get('wbc_type')} | {r['reason']} |"
-                  for p, r in referred]
+        lines += [f"| {p} | {r['x1']:.0f},{r['y1']:.0f},{r['x2']:.0f},{r['y2']:.0f} | {r.get('wbc_type')} | {reason} |"
+                  for p, r, reason in referred]
     if doc.get("errors"):
         lines += ["", "## Skipped files", ""] + [f"- {e['error'] if e['error'].startswith(e['path']) else e['path'] + ': ' + e['error']}"
                                                  for e in doc["errors"]]

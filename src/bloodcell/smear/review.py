@@ -2,11 +2,11 @@
 
 One implementation for the web service and the ``bloodcell review`` command; nothing here touches
 the disk. A sample is a counts.json document (``{"images": [...], "sample": {...}, "errors": [...]}``,
-see :func:`bloodcell.smear.counting.count_smears`).
+see :class:`bloodcell.smear.schema.SampleResult`).
 
 *Review items* are the white cells meant for a person: those the classifier referred (typed below
 the referral threshold) and the doubtful white-cell boxes (detector score below
-:data:`DOUBTFUL_WBC_SCORE`). Each box of a sample has an id ``"<photo>-<box>"``: the photo's key (its
+:data:`~bloodcell.smear.referral.DOUBTFUL_WBC_SCORE`). Each box of a sample has an id ``"<photo>-<box>"``: the photo's key (its
 ``photo_id`` when it has one, else its number in the sample, from 1) and the box's number in that
 photo (from 1).
 
@@ -47,10 +47,9 @@ from bloodcell.smear.differential import (
     trust_note,
 )
 from bloodcell.smear.documents import check_box, check_coordinates, csv_rows
+from bloodcell.smear.referral import box_xyxy, has_box_xyxy, referred_reasons, review_targets
 from bloodcell.writing import output_name
 
-#: White-cell boxes the detector scored below this are doubtful: a person checks them.
-DOUBTFUL_WBC_SCORE = 0.5
 #: Classes shown for each review item.
 TOP_K = 3
 DECISIONS = ("accept", "relabel", "wrong", "missing")
@@ -81,7 +80,7 @@ class ReviewItem:
 
     @property
     def xyxy(self) -> tuple[float, float, float, float]:
-        return _xyxy(self.box)
+        return box_xyxy(self.box)
 
 
 @dataclass
@@ -119,44 +118,9 @@ def item_id(photo: str, box_index: int) -> str:
     return f"{photo}-{box_index + 1}"
 
 
-def _has_xyxy(box: dict[str, Any]) -> bool:
-    return all(isinstance(box.get(k), (int, float)) and math.isfinite(box[k]) for k in ("x1", "y1", "x2", "y2"))
-
-
-def _xyxy(box: dict[str, Any]) -> tuple[float, float, float, float]:
-    return float(box["x1"]), float(box["y1"]), float(box["x2"]), float(box["y2"])
-
-
 def _call(box: dict[str, Any]) -> str | None:
     """What the box says the cell is: its white-cell type, else its smear label."""
     return box.get("wbc_type") or box.get("label")
-
-
-def referred_reasons(entry: dict[str, Any]) -> dict[int, str]:
-    """Box index -> the classifier's reason, for the white cells of a photo it referred."""
-    listed = {_xyxy(r): r.get("reason") for r in entry.get("referred", []) if _has_xyxy(r)}
-    reasons = {}
-    for index, box in enumerate(entry.get("boxes", [])):
-        if box.get("label") == "WBC" and _has_xyxy(box) and not box.get("reviewed") and (
-                box.get("referred") or _xyxy(box) in listed):
-            reasons[index] = listed.get(_xyxy(box)) or "referred by the classifier"
-    return reasons
-
-
-def review_targets(entry: dict[str, Any]) -> list[tuple[int, str]]:
-    """(box index, reason) of each white-cell box of a photo meant for a person, in box order."""
-    referred = referred_reasons(entry)
-    targets = []
-    for index, box in enumerate(entry.get("boxes", [])):
-        if box.get("label") != "WBC" or not _has_xyxy(box) or box.get("reviewed"):
-            continue
-        reasons = [referred[index]] if index in referred else []
-        score = box.get("score")
-        if isinstance(score, (int, float)) and score < DOUBTFUL_WBC_SCORE:
-            reasons.append(f"the detector is not sure this is a white cell (score {score:.2f})")
-        if reasons:
-            targets.append((index, "; ".join(reasons)))
-    return targets
 
 
 def review_items(doc: dict[str, Any], images: dict[str, Image.Image] | None = None, classifier=None,
@@ -168,7 +132,7 @@ def review_items(doc: dict[str, Any], images: dict[str, Image.Image] | None = No
         photo, image = photo_key(entry, index), (images or {}).get(photo_key(entry, index))
         for box_index, reason in review_targets(entry):
             box = entry["boxes"][box_index]
-            crop = crop_around(image, _xyxy(box)) if image is not None else None
+            crop = crop_around(image, box_xyxy(box)) if image is not None else None
             items.append(ReviewItem(item_id(photo, box_index), photo, index + 1, entry.get("path", ""), box, reason,
                                     crop=crop))
     with_crops = [item for item in items if item.crop is not None]
@@ -246,11 +210,11 @@ def _add_missing(entry: dict[str, Any], tally: _Tally, correction: Correction, c
     if correction.box is None:
         raise DataError(f"{where}: a missing cell needs a box x1,y1,x2,y2 with x2 > x1 and y2 > y1")
     if entry.get("width") and entry.get("height"):
-        box_xyxy = check_box(correction.box, entry["width"], entry["height"], where)
+        corners = check_box(correction.box, entry["width"], entry["height"], where)
     else:
-        box_xyxy = check_coordinates(correction.box, where)
+        corners = check_coordinates(correction.box, where)
     label = _check_label(correction.label, classes, where)
-    box = {"label": "WBC", "score": None, **dict(zip(("x1", "y1", "x2", "y2"), (round(v, 1) for v in box_xyxy)))}
+    box = {"label": "WBC", "score": None, **dict(zip(("x1", "y1", "x2", "y2"), (round(v, 1) for v in corners)))}
     _set_label(box, label)
     box["reviewed"] = "added"
     entry["boxes"].append(box)
@@ -317,7 +281,7 @@ def apply_corrections(doc: dict[str, Any], corrections: list[Correction], classe
             before, label = _decide(new["images"][index], tallies[index], box_index, correction, classes, where)
         item = item_id(photo_key(new["images"][index], index), box_index)
         decisions.append(Decision(index + 1, new["images"][index].get("path", ""), item,
-                                  _xyxy(new["images"][index]["boxes"][box_index]),
+                                  box_xyxy(new["images"][index]["boxes"][box_index]),
                                   _call(before) if before else None, (before or {}).get("confidence"),
                                   targets.get(item, ""), correction.decision, label))
     _finish(new, tallies, targets, {d.item for d in decisions}, decisions, reviewed)
@@ -470,7 +434,7 @@ def read_corrections(text: str) -> list[Correction]:
 
 
 def _ls_region(box: dict[str, Any], region_id: str, width: int, height: int) -> dict[str, Any]:
-    x1, y1, x2, y2 = _xyxy(box)
+    x1, y1, x2, y2 = box_xyxy(box)
     return {"id": region_id, "type": "rectanglelabels", "from_name": "label", "to_name": "image",
             "original_width": width, "original_height": height, "image_rotation": 0,
             "value": {"x": 100 * x1 / width, "y": 100 * y1 / height, "width": 100 * (x2 - x1) / width,
@@ -487,8 +451,8 @@ def labelstudio_tasks(reviewed: dict[str, Any], original: dict[str, Any], sample
         if not width or not height:
             continue
         photo = photo_key(entry, index)
-        kept = [(b, box) for b, box in enumerate(entry["boxes"]) if box.get("reviewed") != "wrong" and _has_xyxy(box)]
-        counted = [(b, box) for b, box in enumerate(before["boxes"]) if _has_xyxy(box)]
+        kept = [(b, box) for b, box in enumerate(entry["boxes"]) if box.get("reviewed") != "wrong" and has_box_xyxy(box)]
+        counted = [(b, box) for b, box in enumerate(before["boxes"]) if has_box_xyxy(box)]
         tasks.append({
             "data": {"image": _basename(entry.get("path", "")), "sample_id": sample_id, "photo": index + 1},
             "annotations": [{"result": [_ls_region(box, item_id(photo, b), width, height) for b, box in kept]}],

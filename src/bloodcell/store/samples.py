@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from bloodcell.data.boxes import SMEAR_LABELS
 from bloodcell.errors import ConfigError
+from bloodcell.smear.referral import review_targets
 from bloodcell.smear.differential import differential
+from bloodcell.smear.schema import SampleResult
 from bloodcell.store.audit import record
 from bloodcell.store.errors import ConflictError, NotFoundError, ReadOnlyError, StoreError
 from bloodcell.store.models import Cell, Decision, Photo, Sample, Timing, utcnow
@@ -56,33 +58,35 @@ def check_new(session: Session, sample_ids: list[str]) -> None:
                           len(taken) > 1 else "") + ": give new counts new sample ids")
 
 
-def record_count(session: Session, photos: PhotoFolder, doc: dict[str, Any], actor: str, *, lab: str = "",
+def record_count(session: Session, photos: PhotoFolder, result: SampleResult, actor: str, *, lab: str = "",
                  classifier: tuple[str | None, str | None] = (None, None),
                  detector: tuple[str | None, str | None] = (None, None), seconds: float | None = None) -> Sample:
-    """Keep a counted sample (a counts.json document): its photos, every box with its call, the models used."""
-    check_new(session, [doc["sample_id"]])
-    sample = Sample(sample_id=doc["sample_id"], lab=lab, status="counted", note="",
+    """Keep a counted sample (the counting loop's result): its photos, every box with its call and, for the cells
+    meant for a person, why (the sample's ``wbc_referred``), and the models used."""
+    check_new(session, [result.sample_id])
+    sample = Sample(sample_id=result.sample_id, lab=lab, status="counted", note="",
                     classifier_name=classifier[0], classifier_sha256=classifier[1],
                     detector_name=detector[0], detector_sha256=detector[1],
-                    typing_unavailable=doc["sample"].get("wbc_typing_unavailable"))
+                    typing_unavailable=result.sample.wbc_typing_unavailable)
     session.add(sample)
-    for position, entry in enumerate(doc["images"]):
-        photo = Photo(sample=sample, position=position, name=Path(entry["path"]).name,
-                      sha256=photos.put(_photo_bytes(entry["path"])))
+    for position, counted in enumerate(result.images):
+        entry = counted.entry()
+        photo = Photo(sample=sample, position=position, name=Path(counted.path).name,
+                      sha256=photos.put(_photo_bytes(counted.path)))
         session.add(photo)
         session.flush()
-        reasons = {_box_key(r): r.get("reason") for r in entry.get("referred", [])}
-        session.add_all(Cell(sample=sample, photo_pk=photo.id, label=box["label"], x1=box["x1"], y1=box["y1"],
-                             x2=box["x2"], y2=box["y2"], score=box.get("score"), count=box.get("count", 1),
-                             cell_class=box.get("wbc_type"), confidence=box.get("confidence"),
-                             referral_reason=reasons.get(_box_key(box)), origin="detector", removed=False)
-                        for box in entry["boxes"])
+        reasons = dict(review_targets(entry))
+        session.add_all(Cell(sample=sample, photo_pk=photo.id, label=box.label, x1=box.x1, y1=box.y1,
+                             x2=box.x2, y2=box.y2, score=box.score, count=box.count,
+                             cell_class=box.wbc_type, confidence=box.confidence,
+                             referral_reason=reasons.get(index), origin="detector", removed=False)
+                        for index, box in enumerate(counted.boxes))
     if seconds is not None:
         session.add(Timing(sample=sample, stage="count", seconds=round(seconds, 3)))
     session.flush()
     record(session, actor, "count", f"sample:{sample.sample_id}", None,
-           {"photos": len(doc["images"]), "counts": doc["sample"]["counts"], "wbc_types": doc["sample"]["wbc_types"],
-            "skipped": [e["path"] for e in doc.get("errors", [])]}, sample)
+           {"photos": len(result.images), "counts": result.sample.counts, "wbc_types": result.sample.wbc_types,
+            "skipped": [e.path for e in result.errors]}, sample)
     return sample
 
 
@@ -91,10 +95,6 @@ def _photo_bytes(path: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise StoreError(f"{path}: cannot read the photo to keep it ({exc.strerror or exc})") from None
-
-
-def _box_key(box: dict[str, Any]) -> tuple[float, float, float, float]:
-    return (box["x1"], box["y1"], box["x2"], box["y2"])
 
 
 def _writable(session: Session, sample_id: str, expected_version: int | None) -> Sample:

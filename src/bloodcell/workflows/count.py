@@ -22,22 +22,24 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from bloodcell.data.boxes import SMEAR_LABELS
-from bloodcell.data.images import read_image, scan_folder
+from bloodcell.data.images import scan_folder
 from bloodcell.data.smears import labels_beside
-from bloodcell.errors import DataError, ImageError, OutputError
+from bloodcell.errors import DataError, OutputError
 from bloodcell.inference.files import Inputs, collect_inputs, input_sha256
 from bloodcell.inference.predictor import DEFAULT_REFER_BELOW
 from bloodcell.metrics.detection import coco_ap50, evaluate_counts
 from bloodcell.outputs import check_output_folder
-from bloodcell.progress import track
-from bloodcell.smear.counting import BORDER_NOTE, count_image, sample_totals
+from bloodcell.smear.counting import BORDER_NOTE, count_image, count_photos
 from bloodcell.smear.differential import differential, write_report
 from bloodcell.smear.documents import MAX_JSON_BYTES, parse_json, read_text
-from bloodcell.smear.io import serialisable
+from bloodcell.smear.schema import CountError, PhotoCount, SampleResult, SampleTotals
 from bloodcell.smear.review import safe_name
 from bloodcell.smear.typing import typing_summary
 from bloodcell.store.components import classifier_used, detector_used
@@ -114,41 +116,37 @@ def samples_from_csv(path: str | Path) -> list[Sample]:
 
 def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_below: float | None,
                  cell_size_px: float | None, typing_unavailable: str | None, resume: bool = False,
-                 tta: bool = False) -> dict[str, Any]:
-    """Count one sample's photos into ``out`` (annotated PNGs written photo by photo); returns counts.json.
+                 tta: bool = False) -> SampleResult:
+    """Count one sample's photos into ``out`` (annotated PNGs written photo by photo) with the one counting loop;
+    writes counts.json and report.md and returns the counted sample.
 
     Photo paths are written as text (:func:`~bloodcell.writing.name_text`) with each photo's SHA-256. Each
     counted photo is also logged to :data:`PROGRESS` until counts.json is written; with ``resume`` the photos
     logged by an interrupted run (unchanged, annotated PNG present) are kept, not counted again."""
     (out / "annotated").mkdir(parents=True, exist_ok=True)
-    entries, errors = [], [{"path": name_text(p), "error": reason} for p, reason in sample.problems]
     kept = _logged_photos(out, sample) if resume else {}
-    used = {Path(entry["annotated_png"]).name for entry in kept.values()}
+    used = {Path(photo.annotated_png or "").name for photo in kept.values()}
+    files = {name_text(str(photo)): photo for photo in sample.photos}
     with _progress_log(out, keep=resume) as log:
-        for photo in track(sample.photos, f"counting {sample.sample_id}", unit="photos"):
-            if name_text(str(photo)) in kept:
-                entries.append(kept[name_text(str(photo))])
-                continue
-            try:
-                entry = {"path": name_text(str(photo)), "sha256": input_sha256(photo),
-                         **count_image(read_image(photo), classifier, detector, refer_below, cell_size_px, tta=tta)}
-            except ImageError as exc:
-                errors.append({"path": name_text(str(photo)), "error": name_text(str(exc))})
-                continue
-            name = output_name(photo.stem, ".png", used)
-            save_image(entry.pop("annotated"), out / "annotated" / name)
-            entry["annotated_png"] = f"annotated/{name}"
-            entries.append(entry)
-            log(entry)
-    sample_doc = sample_totals(entries, typing_unavailable if classifier is None else None)
-    if classifier is not None:
-        sample_doc["wbc_typing"] = typing_summary(classifier)
-    doc = {"sample_id": sample.sample_id, "images": entries, "sample": sample_doc, "errors": errors,
-           "border_cells": BORDER_NOTE}
+        def save(_index: int, photo: PhotoCount, _image) -> None:
+            photo.sha256 = input_sha256(files[photo.path])
+            name = output_name(files[photo.path].stem, ".png", used)
+            save_image(photo.annotated, out / "annotated" / name)
+            photo.annotated, photo.annotated_png = None, f"annotated/{name}"
+            log(photo.entry())
+
+        result = count_photos(sample.photos, partial(count_image, classifier=classifier, detector=detector,
+                                                     refer_below=refer_below, cell_size_px=cell_size_px, tta=tta),
+                              sample_id=sample.sample_id, names=[name_text(str(p)) for p in sample.photos], kept=kept,
+                              on_photo=save,
+                              typing=typing_summary(classifier) if classifier is not None else None,
+                              typing_unavailable=typing_unavailable, progress=f"counting {sample.sample_id}")
+    result.errors[:0] = [CountError(path=name_text(p), error=reason) for p, reason in sample.problems]
+    doc = result.document()
     write_report(doc, out / "report.md", sample.sample_id)
-    write_text(out / COUNTS, json.dumps(serialisable(doc), indent=2) + "\n")  # last: it marks the sample done
+    write_text(out / COUNTS, json.dumps(doc, indent=2) + "\n")  # last: it marks the sample done
     (out / PROGRESS).unlink(missing_ok=True)
-    return doc
+    return result
 
 
 @contextmanager
@@ -166,7 +164,7 @@ def _progress_log(out: Path, keep: bool) -> Iterator[Callable[[dict[str, Any]], 
         raise write_failed(path, exc, "the annotated photos finished are kept") from None
 
 
-def _logged_photos(out: Path, sample: Sample) -> dict[str, dict[str, Any]]:
+def _logged_photos(out: Path, sample: Sample) -> dict[str, PhotoCount]:
     """The entries an interrupted run logged for photos of ``sample`` unchanged since (by SHA-256) whose annotated
     PNG is there, by path; a line cut short by a crash is left out."""
     try:
@@ -177,60 +175,58 @@ def _logged_photos(out: Path, sample: Sample) -> dict[str, dict[str, Any]]:
     kept = {}
     for line in lines:
         try:
-            entry = parse_json(line, str(out / PROGRESS))
-        except DataError:
+            entry = PhotoCount.model_validate(parse_json(line, str(out / PROGRESS)))
+        except (DataError, ValidationError):
             continue
-        if not isinstance(entry, dict) or entry.get("path") not in wanted:
+        if entry.path not in wanted:
             continue
-        annotated = str(entry.get("annotated_png") or "")
+        annotated = entry.annotated_png or ""
         if (annotated.startswith("annotated/") and "/" not in annotated[10:] and (out / annotated).is_file()
-                and entry.get("sha256") == input_sha256(wanted[entry["path"]])):
-            kept[entry["path"]] = entry
+                and entry.sha256 == input_sha256(wanted[entry.path])):
+            kept[entry.path] = entry
     return kept
 
 
-def counted_before(sample: Sample, out: Path) -> dict[str, Any] | None:
-    """The counts.json an earlier run finished in ``out`` for exactly this sample's photos, unchanged since
-    (by SHA-256); None when there is none or it differs."""
+def counted_before(sample: Sample, out: Path) -> SampleResult | None:
+    """The counted sample an earlier run finished in ``out`` (its counts.json, validated) for exactly this sample's
+    photos, unchanged since (by SHA-256); None when there is none or it differs."""
     try:
-        doc = parse_json(read_text(out / COUNTS, "counts", MAX_JSON_BYTES), str(out / COUNTS))
-    except DataError:
+        result = SampleResult.model_validate(parse_json(read_text(out / COUNTS, "counts", MAX_JSON_BYTES),
+                                                        str(out / COUNTS)))
+    except (DataError, ValidationError):
         return None
-    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or not isinstance(doc.get("errors"), list):
-        return None
-    hashes = {e.get("path"): e.get("sha256") for e in doc["images"] if isinstance(e, dict)}
+    hashes = {photo.path: photo.sha256 for photo in result.images}
     wanted = {name_text(str(photo)): photo for photo in sample.photos}
-    failed = {e.get("path") for e in doc["errors"] if isinstance(e, dict)}
+    failed = {error.path for error in result.errors}
     if set(hashes) | failed != set(wanted) | {name_text(p) for p, _ in sample.problems}:
         return None
     if any(hashes[name] != input_sha256(wanted[name]) for name in hashes if name in wanted):
         return None
-    return doc
+    return result
 
 
-def sample_row(doc: dict[str, Any]) -> dict[str, Any]:
+def sample_row(result: SampleResult) -> dict[str, Any]:
     """The samples.csv row of one counted sample."""
-    sample = doc["sample"]
-    diff = differential(sample["wbc_types"])
-    row = {"sample_id": doc["sample_id"], "photos": sample["images"], "skipped": len(doc["errors"]),
-           **{f"count_{k}": v for k, v in sample["counts"].items()},
-           "wbc_classified": sample["wbc_classified"], "wbc_referred": sample["wbc_referred"],
+    sample = result.sample
+    diff = differential(sample.wbc_types)
+    row = {"sample_id": result.sample_id, "photos": sample.images, "skipped": len(result.errors),
+           **{f"count_{k}": v for k, v in sample.counts.items()},
+           "wbc_classified": sample.wbc_classified, "wbc_referred": sample.wbc_referred,
            "differential": "; ".join(f"{k} {v:.1f}%" for k, v in diff["percent"].items()),
            "flags": "; ".join(f"{k} {v}" for k, v in diff["flags"].items()),
            "trust": _trust(sample)}
     return row
 
 
-def _trust(sample: dict[str, Any]) -> str:
-    typing = sample.get("wbc_typing") or {}
-    accuracy = typing.get("held_out_accuracy")
-    parts = [f"{sample['wbc_classified']} white cells typed"]
+def _trust(sample: SampleTotals) -> str:
+    accuracy = sample.wbc_typing.held_out_accuracy if sample.wbc_typing is not None else None
+    parts = [f"{sample.wbc_classified} white cells typed"]
     if accuracy is not None:
         parts.append(f"typing right on {accuracy:.0%} of another lab's held-out cells")
-    if sample["wbc_classified"] < 100:
+    if sample.wbc_classified < 100:
         parts.append("under 100 cells: percentages imprecise")
-    if sample.get("wbc_typing_unavailable"):
-        parts = [f"white cells not typed: {sample['wbc_typing_unavailable']}"]
+    if sample.wbc_typing_unavailable:
+        parts = [f"white cells not typed: {sample.wbc_typing_unavailable}"]
     return "; ".join(parts)
 
 
@@ -270,6 +266,7 @@ def count_samples(samples: list[Sample], output: str | Path, classifier=None, *,
                   typing_unavailable: str | None = None, resume: bool = False, store: Store | None = None,
                   actor: str = "", tta: bool = False) -> list[dict[str, Any]]:
     """Count every sample into ``output`` (a sub-folder per sample when there are several) and write samples.csv;
+    returns each sample's counts.json document;
     with ``store``, also keep each sample there (recorded by ``actor``; sample ids already kept are refused first).
 
     With ``resume``, a sample whose counts.json an earlier run finished for the same photos (unchanged, by
@@ -280,8 +277,8 @@ def count_samples(samples: list[Sample], output: str | Path, classifier=None, *,
     output = check_output_folder(output, "counts")
     folder_of = {sample.sample_id: output / folders[sample.sample_id] if len(samples) > 1 else output
                  for sample in samples}
-    before = {sample.sample_id: doc for sample in samples
-              if resume and (doc := counted_before(sample, folder_of[sample.sample_id])) is not None}
+    before = {sample.sample_id: result for sample in samples
+              if resume and (result := counted_before(sample, folder_of[sample.sample_id])) is not None}
     kept: set[str] = set()
     if store is not None:
         with store.session() as session:
@@ -292,10 +289,10 @@ def count_samples(samples: list[Sample], output: str | Path, classifier=None, *,
         folder = folder_of[sample.sample_id]
         started = time.perf_counter()
         try:
-            doc = before.get(sample.sample_id) or count_sample(
+            result = before.get(sample.sample_id) or count_sample(
                 sample, folder, classifier, detector=detector, refer_below=refer_below, cell_size_px=cell_size_px,
                 typing_unavailable=typing_unavailable, resume=resume, tta=tta)
-            rows.append(sample_row(doc))
+            rows.append(sample_row(result))
             write_samples_csv(rows, output)  # after each sample, so finished samples survive a later failure
         except OutputError as exc:
             raise OutputError(f"{exc}; {len(docs)} of {len(samples)} samples were finished before (rerun the same "
@@ -305,9 +302,9 @@ def count_samples(samples: list[Sample], output: str | Path, classifier=None, *,
         if store is not None and sample.sample_id not in kept:
             seconds = None if sample.sample_id in before else time.perf_counter() - started
             with store.session() as session:
-                record_count(session, store.photos, doc, actor, classifier=classifier_used(classifier),
+                record_count(session, store.photos, result, actor, classifier=classifier_used(classifier),
                              detector=detector_used(detector), seconds=seconds)
-        docs.append(doc)
+        docs.append(result.document())
     return docs
 
 

@@ -26,10 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bloodcell.data.images import read_image
 from bloodcell.errors import DataError, ImageError
 from bloodcell.outputs import check_output_folder
-from bloodcell.service.schemas import BoxState, Tally
 from bloodcell.smear import documents
 from bloodcell.smear.differential import write_report
 from bloodcell.smear.io import serialisable
+from bloodcell.smear.schema import Box, Tally
 from bloodcell.smear.review import (
     CSV_COLUMNS,
     ReviewItem,
@@ -60,7 +60,7 @@ class _CountedPhoto(BaseModel):
 
     path: str = Field(max_length=4096)
     photo_id: str | None = Field(None, pattern=r"^[0-9a-f]{16}$")  # names the crops' files
-    boxes: list[BoxState] = Field(default_factory=list, max_length=50_000)
+    boxes: list[Box] = Field(default_factory=list, max_length=50_000)
     counts: Tally = Field(default_factory=dict)
     wbc_types: Tally = Field(default_factory=dict)
     referred: list[dict[str, Any]] = Field(default_factory=list, max_length=10_000)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from bloodcell.cli import main as cli_main
 from bloodcell.cli.options import DEPRECATED_INPUTS, DEPRECATED_OPTIONS, SCORING_COMMANDS
 
-HEAVY = ("torch", "timm", "sklearn", "onnx", "onnxruntime", "cv2")
+HEAVY = ("torch", "timm", "sklearn", "onnx", "onnxruntime", "cv2", "sqlalchemy", "alembic", "fhir")
 IMPORTED = """
 import importlib, json, sys
 importlib.import_module(sys.argv[1])

@@ -10,11 +10,7 @@ import typer
 
 from bloodcell.cli.signin import FormatOption, PasswordStdinOption, StoreOption, UserOption, change_as
 from bloodcell.errors import ConfigError
-from bloodcell.store.audit import trail
-from bloodcell.store.database import open_store
-from bloodcell.store.exports import EXPORTS, write_export
-from bloodcell.store.samples import find, finish_review, list_samples, reopen as reopen_sample, sign as sign_sample
-from bloodcell.store.samples import summary
+from bloodcell.store.vocabulary import EXPORTS
 
 app = typer.Typer(help="Samples kept in a store: list, show, audit trail, sign off, reopen, export (CSV, FHIR).",
                   no_args_is_help=True)
@@ -34,6 +30,9 @@ def list_(
     format: FormatOption = "table",
 ) -> None:
     """List the samples, newest first: id, status, white cells typed, photos, when counted."""
+    from bloodcell.store.database import open_store
+    from bloodcell.store.samples import list_samples, summary
+
     _format(format)
     with open_store(store).session() as session:
         rows = [summary(sample) for sample in list_samples(session)]
@@ -54,6 +53,9 @@ def show(
     format: FormatOption = "table",
 ) -> None:
     """Show a sample: status, counts, differential, the models that counted it, who signed it."""
+    from bloodcell.store.database import open_store
+    from bloodcell.store.samples import find, summary
+
     _format(format)
     with open_store(store).session() as session:
         row = summary(find(session, sample_id))
@@ -76,6 +78,10 @@ def audit(
     format: FormatOption = "table",
 ) -> None:
     """Every change to a sample, oldest first: when, who, what, before and after."""
+    from bloodcell.store.audit import trail
+    from bloodcell.store.database import open_store
+    from bloodcell.store.samples import find
+
     _format(format)
     with open_store(store).session() as session:
         entries = [_entry(e) for e in trail(session, find(session, sample_id))]
@@ -100,6 +106,8 @@ def finish(
     password_stdin: PasswordStdinOption = False,
 ) -> None:
     """Mark a sample's review done, ready for a supervisor's sign-off."""
+    from bloodcell.store.samples import finish_review
+
     by = change_as(store, user, password_stdin, lambda session, by: finish_review(session, sample_id, by))
     typer.echo(f"sample {sample_id} reviewed by {by.name}: ready for sign-off")
 
@@ -112,6 +120,8 @@ def sign(
     password_stdin: PasswordStdinOption = False,
 ) -> None:
     """Sign a reviewed sample off (a supervisor); it is read-only until reopened."""
+    from bloodcell.store.samples import sign as sign_sample
+
     by = change_as(store, user, password_stdin, lambda session, by: sign_sample(session, sample_id, by))
     typer.echo(f"sample {sample_id} signed by {by.name}")
 
@@ -125,6 +135,8 @@ def reopen(
     password_stdin: PasswordStdinOption = False,
 ) -> None:
     """Reopen a signed sample for review (a supervisor, with a reason)."""
+    from bloodcell.store.samples import reopen as reopen_sample
+
     by = change_as(store, user, password_stdin, lambda session, by: reopen_sample(session, sample_id, by, reason))
     typer.echo(f"sample {sample_id} reopened by {by.name}")
 
@@ -140,6 +152,10 @@ def export(
     store: StoreOption = None,
 ) -> None:
     """Export a sample for a laboratory information system: final when signed, preliminary otherwise."""
+    from bloodcell.store.database import open_store
+    from bloodcell.store.exports import write_export
+    from bloodcell.store.samples import find
+
     with open_store(store).session() as session:
         sample = find(session, sample_id)
         path = write_export(sample, format, output, wbc)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from sqlalchemy.orm import Session
 
 from bloodcell.errors import ConfigError
-from bloodcell.store.database import Store, open_store
-from bloodcell.store.users import Person, authenticate
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from bloodcell.store.database import Store
+    from bloodcell.store.users import Person
 
 STORE_HELP = ("The sample store: an SQLite file or a postgresql:// URL (default: $BLOODCELL_STORE, else store.sqlite "
               "in your user data folder).")
@@ -39,6 +42,8 @@ def read_password(from_stdin: bool, prompt: str, confirm: bool = False) -> str:
 
 def sign_in(store: Store, name: str, from_stdin: bool) -> Person:
     """The user ``name`` after checking their password (AuthError in one sentence otherwise)."""
+    from bloodcell.store.users import authenticate
+
     password = read_password(from_stdin, f"Password for {name}")
     with store.session() as session:
         return authenticate(session, name, password)
@@ -46,6 +51,8 @@ def sign_in(store: Store, name: str, from_stdin: bool) -> Person:
 
 def change_as(store: str | None, name: str, from_stdin: bool, change: Callable[[Session, Person], object]) -> Person:
     """Sign ``name`` in to the store ``store`` and make ``change`` (session, user) in one transaction."""
+    from bloodcell.store.database import open_store
+
     kept = open_store(store)
     by = sign_in(kept, name, from_stdin)
     with kept.session() as session:

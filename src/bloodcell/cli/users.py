@@ -10,9 +10,7 @@ import typer
 from bloodcell.errors import ConfigError
 from bloodcell.cli.signin import (STDIN_HELP, FormatOption, PasswordStdinOption, StoreOption, change_as, read_password,
                                   sign_in)
-from bloodcell.store.database import open_store
-from bloodcell.store.models import ROLES
-from bloodcell.store.users import add_user, disable_user, list_users, user_count
+from bloodcell.store.vocabulary import ROLES
 
 app = typer.Typer(help="Users of a sample store and their roles (technician, supervisor, admin).", no_args_is_help=True)
 ADMIN_HELP = "The admin adding the user (asked for their password); not needed for a store's first user, an admin."
@@ -28,6 +26,9 @@ def add(
                                         "password on the first line, the new user's on the second."),
 ) -> None:
     """Add a user; their password is asked for (twice) or read from stdin; there is no default password."""
+    from bloodcell.store.database import open_store
+    from bloodcell.store.users import add_user, user_count
+
     kept = open_store(store)
     with kept.session() as session:
         first = user_count(session) == 0
@@ -46,6 +47,9 @@ def list_(
     format: FormatOption = "table",
 ) -> None:
     """List the users, their roles and whether they can sign in."""
+    from bloodcell.store.database import open_store
+    from bloodcell.store.users import list_users
+
     with open_store(store).session() as session:
         users = [{"name": u.name, "role": u.role, "active": u.active, "created_at": u.created_at.isoformat()}
                  for u in list_users(session)]
@@ -66,5 +70,7 @@ def disable(
     password_stdin: PasswordStdinOption = False,
 ) -> None:
     """Disable a user."""
+    from bloodcell.store.users import disable_user
+
     change_as(store, admin, password_stdin, lambda session, by: disable_user(session, name, by))
     typer.echo(f"disabled {name}")

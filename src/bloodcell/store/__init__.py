@@ -1,5 +1,4 @@
-"""The lab's sample store: samples, photos, cells, decisions, users and the audit trail (SQLite or PostgreSQL)."""
+"""The lab's sample store: samples, photos, cells, decisions, users and the audit trail (SQLite or PostgreSQL).
 
-from bloodcell.store.database import Store, open_store
-
-__all__ = ["Store", "open_store"]
+``bloodcell.store.database.open_store`` opens one; the package itself imports nothing heavy, so commands can
+show their help without SQLAlchemy."""

@@ -31,6 +31,7 @@ from bloodcell.errors import ConfigError
 from bloodcell.outputs import check_output_file
 from bloodcell.smear.differential import NOT_WHITE_CELLS, REFERENCE_INTERVALS, differential
 from bloodcell.store.models import Sample
+from bloodcell.store.vocabulary import EXPORTS
 from bloodcell.store.samples import tallies
 
 LOINC = "http://loinc.org"
@@ -171,4 +172,3 @@ def write_export(sample: Sample, kind: str, path: str | Path, wbc_per_nl: float 
 
 
 #: Export formats and the file suffixes each accepts.
-EXPORTS = {"csv": (".csv",), "fhir": (".json",)}

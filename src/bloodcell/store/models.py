@@ -14,7 +14,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 #: A sample's life: counted -> in_review (a first decision) -> reviewed -> signed (-> in_review when reopened).
 STATUSES = ("counted", "in_review", "reviewed", "signed")
-ROLES = ("technician", "supervisor", "admin")
 
 
 def utcnow() -> datetime:

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from bloodcell.errors import ConfigError
 from bloodcell.store.audit import record
 from bloodcell.store.errors import AuthError, NotFoundError, RoleError
-from bloodcell.store.models import ROLES, User
+from bloodcell.store.models import User
+from bloodcell.store.vocabulary import ROLES
 
 MIN_PASSWORD = 10
 #: What each role may do.

@@ -38,17 +38,19 @@ site="$("$work/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("
 mkdir "$work/elsewhere"
 cd "$work/elsewhere"
 unset PYTHONPATH
-"$work/venv/bin/python" - "$site" "$repo" <<'EOF'
+"$work/venv/bin/python" - "$site" "$repo" "$(cat "$site/bloodcell-dependencies.pth")" <<'EOF'
 import sys
 from pathlib import Path
 
 import bloodcell
 
-site, repo = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
+site, repo, deps = (Path(arg).resolve() for arg in sys.argv[1:4])
 assert Path(bloodcell.__file__).resolve().is_relative_to(site), f"bloodcell imported from {bloodcell.__file__}"
 others = [p for p in sys.path if p and (Path(p) / "bloodcell").is_dir() and Path(p).resolve() != site]
 assert not others, f"another bloodcell is on sys.path: {others}"
-assert not any(Path(p).resolve().is_relative_to(repo) for p in sys.path if p), "the source tree is on sys.path"
+# the base environment may live inside the repository (.venv): only its site-packages may be on the path
+inside = [p for p in sys.path if p and Path(p).resolve().is_relative_to(repo) and Path(p).resolve() != deps]
+assert not inside, f"the source tree is on sys.path: {inside}"
 EOF
 
 step "bloodcell evaluate --model pbc8 --manifest pbc-seed0 --limit 16 (from $PWD)"

@@ -60,10 +60,7 @@ def train(
     extra_repeat: Optional[int] = typer.Option(None, help="Times each extra training image is seen per epoch (default 1)."),
 ) -> None:
     """Train a model on a manifest's train split, validating on its validation split every epoch."""
-    import torch
-
     from bloodcell.train.config import resolve_config
-    from bloodcell.train.distributed import threads_per_process
     from bloodcell.workflows.train import run_training
 
     overrides = {
@@ -80,7 +77,6 @@ def train(
     overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
     base = _resumed_base(out) if resume else None
     resolved = resolve_config(config, overrides, base=base)
-    torch.set_num_threads(threads_per_process(resolved.threads))
     result = run_training(resolved, resume=resume, overwrite=overwrite)
     if result.rank == 0:
         metrics = result.metrics

@@ -41,10 +41,7 @@ def tune(
     overwrite: bool = typer.Option(False, "--overwrite", help="Tune again into an existing --output."),
 ) -> None:
     """Search hyperparameters on the validation split; writes best_config.json for 'bloodcell train --config'."""
-    import torch
-
     from bloodcell.train.config import resolve_config
-    from bloodcell.train.distributed import threads_per_process
     from bloodcell.workflows.tune import tune as run_tune
 
     overrides = {
@@ -54,6 +51,5 @@ def tune(
     }
     overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
     base = resolve_config(config, overrides)
-    torch.set_num_threads(threads_per_process(base.threads))
     result = run_tune(base, trials, out, input_sizes=_sizes(input_sizes), timeout_s=timeout, overwrite=overwrite)
     typer.echo(f"best trial {result.best_trial}: val loss {result.best_val_loss:.4f} -> {result.best_config_path}")

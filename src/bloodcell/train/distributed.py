@@ -96,7 +96,7 @@ def shard_indices(indices: list[int], ctx: DistContext) -> list[int]:
 
 def threads_per_process(threads: int | None = None) -> int:
     """Torch threads for this process: ``threads`` when given, else the cores shared by the processes
-    of this machine (``LOCAL_WORLD_SIZE`` under torchrun). The caller (the CLI) sets it once."""
+    of this machine (``LOCAL_WORLD_SIZE`` under torchrun); ``run_training`` sets it for each run."""
     if threads:
         return int(threads)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if launched_by_torchrun() else 1

@@ -64,7 +64,7 @@ def _sign_in(client: TestClient, name: str) -> str:
     return response.json()["csrf_token"]
 
 
-def _decide(client, csrf, cell_id, version, action="relabel", cell_class="monocyte"):
+def _decide(client, csrf, cell_id, version, action="relabel", cell_class="lymphocyte"):
     return client.post("/v1/samples/S-001/decisions", headers={"X-CSRF-Token": csrf},
                        json={"cell_id": cell_id, "action": action, "cell_class": cell_class, "version": version})
 
@@ -87,7 +87,7 @@ def test_decisions_are_kept_across_a_reload_and_a_stale_one_is_409(client_for):
     reloaded = client_for()  # another service process on the same store, the same browser cookie
     reloaded.cookies.update(page.cookies)
     again = reloaded.get("/v1/samples/S-001").json()
-    assert next(c for c in again["cells"] if c["id"] == wbc[0])["class"] == "monocyte"
+    assert next(c for c in again["cells"] if c["id"] == wbc[0])["class"] == "lymphocyte"
     assert again["status"] == "in_review"
     stale = _decide(reloaded, csrf, wbc[1], sample["version"], cell_class="basophil")
     assert stale.status_code == 409 and "someone changed it since you read it" in stale.json()["message"]

@@ -142,6 +142,7 @@ class CountResponse(BaseModel):
     classes: list[str] = Field(default_factory=list, description="Classes a reviewer may give a white cell.")
     refer_below: float = Field(description="The server's referral threshold: white cells typed below it are referred.")
     state: SampleState | None = Field(None, description="Send back to /v1/review (with other counts of the sample).")
+    stored_sample: str | None = Field(None, description="The sample kept in the store (signed in only).")
 
 
 class Correction(BaseModel):

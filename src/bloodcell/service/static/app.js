@@ -35,8 +35,12 @@ function percent(value) { return `${(100 * value).toFixed(1)}%`; }
 
 function headers() {
   const key = $("api-key").value.trim();
-  return key ? { "X-API-Key": key } : {};
+  const sent = key ? { "X-API-Key": key } : {};
+  if (signedInToStore()) sent["X-CSRF-Token"] = store.csrf; // samples.js: the signed-in session's token
+  return sent;
 }
+
+function signedInToStore() { return typeof store !== "undefined" && Boolean(store.user && store.csrf); }
 
 function mode() { return document.querySelector("input[name=mode]:checked").value; }
 
@@ -200,6 +204,10 @@ function addCounted(sample, body, chunk) {
 }
 
 async function count(files) {
+  if (signedInToStore()) {
+    await countIntoStore(files); // gallery.js: kept in the lab's store and opened for review
+    return;
+  }
   const sample = sampleFor(sampleId());
   for (let start = 0; start < files.length; start += MAX_FILES_PER_REQUEST) {
     const chunk = files.slice(start, start + MAX_FILES_PER_REQUEST);
@@ -214,7 +222,10 @@ async function count(files) {
       showError(chunk.length === 1 ? `${chunk[0].name}: ${err.message}` : err.message);
     }
   }
-  if (sample.photos.length) renderSample(sample);
+  if (sample.photos.length) {
+    renderSample(sample);
+    sample.node.scrollIntoView({ block: "start" });
+  }
 }
 
 // ---- samples: review ----
@@ -395,7 +406,7 @@ function renderExports(sample) {
   }
   box.append(buttons);
   const counts = Object.entries(body.cells).map(([label, n]) => `${label} ${n}`).join(", ");
-  if (counts) box.append(el("p", { class: "hint", text: `Reviewed cells: ${counts}. Unzip them into one folder for all samples and adapt the model to your lab with: bloodcell adapt FOLDER/cells` }));
+  if (counts) box.append(el("p", { class: "hint", text: `Reviewed cells: ${counts}. Download them and keep them with your other reviewed samples: a supervisor can use them to adapt the model to your lab.` }));
   if (body.cells_note) box.append(el("p", { class: "hint", text: body.cells_note }));
   return box;
 }
@@ -516,7 +527,11 @@ async function handle(fileList) {
   const cells = [];
   const smears = [];
   for (const file of files) ((await kindOf(file)) === "smear" ? smears : cells).push(file);
-  if (cells.length) await classify(cells);
+  if (cells.length) {
+    const before = $("cell-results").children.length;
+    await classify(cells);
+    $("cell-results").children[before]?.scrollIntoView({ block: "start" });
+  }
   if (smears.length) await count(smears);
   setStatus(`Done: ${plural(files.length, "file", "files")}.`);
   $("download-csv").disabled = rows.length === 0;

@@ -170,7 +170,8 @@ function tile(cell, groups, editable) {
   const node = el("article", { class: `tile cell-card${flagged(cell) ? " referred" : ""}${cell.decision ? " decided" : ""}`,
     "data-cell": String(cell.id), tabindex: "-1", role: "option", "aria-selected": "false", draggable: String(editable) });
   const confidence = cell.confidence == null || cell.origin === "reviewer" ? "" : ` (${Math.round(100 * cell.confidence)}% sure)`;
-  const image = el("img", { class: "crop", src: cropUrl(cell), alt: `cell ${cell.id}`, loading: "lazy", width: "200", height: "200" });
+  const image = el("img", { class: "crop", src: cropUrl(cell), alt: `cell ${cell.id}`, loading: "lazy", width: "200", height: "200",
+    draggable: "false" });
   image.addEventListener("dblclick", () => zoom(cell));
   node.append(image, el("p", { class: "call", text: `${cell.class || (cell.label === "WBC" ? "not typed" : BOX_NAMES[cell.label])}${confidence}` }),
     el("p", { class: "state", text: decisionWords(cell) }));

@@ -5,7 +5,6 @@ and photos counted by a signed-in person kept in the store under the sample id t
 from __future__ import annotations
 
 import io
-import os
 import sys
 from pathlib import Path
 
@@ -13,36 +12,17 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from service_helpers import smear_png
+from test_samples_api import store_path  # noqa: F401  (the store: three users and sample S-001, SQLite and PostgreSQL)
 
 from bloodcell.service.app import create_app
 from bloodcell.service.settings import ServiceSettings
 from bloodcell.store.audit import trail
 from bloodcell.store.database import open_store
 from bloodcell.store.models import AuditEntry
-from bloodcell.store.samples import find, record_count
-from bloodcell.store.users import add_user
+from bloodcell.store.samples import find
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
-from store_helpers import PASSWORDS, POSTGRES_ENV, counted_doc, reset_postgres  # noqa: E402
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_path(request, tmp_path, monkeypatch):
-    """A store with three users and one counted sample S-001 (4 white cells, one referred)."""
-    monkeypatch.setenv("BLOODCELL_PHOTOS", str(tmp_path / "pg-photos"))
-    path = tmp_path / "lab.sqlite"
-    if request.param == "postgresql":
-        if not os.environ.get(POSTGRES_ENV):
-            pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV} (scripts/postgres-test.sh prints one)")
-        path = os.environ[POSTGRES_ENV]
-        reset_postgres(path)
-    store = open_store(path)
-    with store.session() as session:
-        ada = add_user(session, "ada", "admin", PASSWORDS["ada"], None)
-        add_user(session, "tia", "technician", PASSWORDS["tia"], ada)
-        record_count(session, store.photos, counted_doc(tmp_path / "in"), "tia")
-    store.close()
-    return path
+from store_helpers import PASSWORDS  # noqa: E402
 
 
 @pytest.fixture()

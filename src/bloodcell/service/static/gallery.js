@@ -203,10 +203,11 @@ function groupSection(group, cells, groups, editable) {
   const bin = group.name === PLATELET_BIN || group.name === SMUDGE_BIN;
   const title = el("h5", {}, group.key ? el("kbd", { text: group.key }) : "", el("span", { text: ` ${group.name} ` }),
     el("span", { class: "count", text: `(${cells.length})` }));
-  const tiles = el("div", { class: "tiles", role: "listbox", "aria-label": group.name });
-  tiles.append(...cells.map((cell) => tile(cell, groups, editable)));
-  if (!cells.length) tiles.append(el("p", { class: "hint empty", text: editable && group.key ? `Press ${group.key} or drop a cell here.` : "None." }));
-  const section = el("section", { class: `group${bin ? " bin" : ""}`, "data-group": group.name }, title, tiles);
+  const section = el("section", { class: `group${bin ? " bin" : ""}${cells.length ? "" : " empty"}`, "data-group": group.name }, title);
+  if (cells.length) {
+    section.append(el("div", { class: "tiles", role: "listbox", "aria-label": group.name },
+      ...cells.map((cell) => tile(cell, groups, editable))));
+  }
   if (editable) {
     section.addEventListener("dragover", (event) => { event.preventDefault(); section.classList.add("dropping"); });
     section.addEventListener("dragleave", () => section.classList.remove("dropping"));
@@ -256,15 +257,20 @@ function galleryView(sample, editable) {
   const members = membersOf(sample);
   const keys = groups.filter((g) => g.key).map((g) => `${g.key} ${g.name}`).join(", ");
   const help = editable
-    ? `Click a cell or use the arrow keys to select it; press a number to move it to that group (${keys}), Enter to agree, `
-      + "z to take your last change back, f to see it at full resolution; or drag it to another group. Flagged cells come first; each decision is saved as you make it."
-    : "Double-click a cell (or select it and press f) to see it at full resolution.";
+    ? [`Keyboard: arrows select a cell; a number moves it to that group (${keys}); Enter agrees; z takes your last `
+      + "change back; f shows it at full resolution. Or drag a cell to another group.",
+    "Flagged cells come first. Use \"Change to…\" under a cell to move it. Each decision is saved as you make it."]
+    : ["Double-click a cell (or select it and press f) to see it at full resolution.", ""];
+  const shown = groups.filter((g) => members.get(g.name).length || g.key);
+  const empty = shown.filter((g) => !members.get(g.name).length);
   const gallery = el("div", { class: "gallery", tabindex: "0", "aria-label": "white cells by class" },
-    ...groups.filter((g) => members.get(g.name).length || g.key)
-      .map((g) => groupSection(g, members.get(g.name), groups, editable)));
+    empty.length ? el("div", { class: "empty-groups" }, el("span", { class: "hint", text: "No cells yet:" }),
+      ...empty.map((g) => groupSection(g, [], groups, editable))) : "",
+    ...shown.filter((g) => members.get(g.name).length).map((g) => groupSection(g, members.get(g.name), groups, editable)));
   gallery.addEventListener("keydown", (event) => onKey(event, groups, editable));
   return el("section", { class: "review-gallery" }, el("h4", { text: "White cells by class" }), progress(sample, members),
-    el("p", { class: "hint keys", text: help }), gallery);
+    el("p", { class: "hint keys" }, el("span", { class: "keyboard-help", text: help[0] }), " ", el("span", { text: help[1] })),
+    gallery);
 }
 
 // ---- the photos: boxes, the red-cell layer, moving and resizing a box, adding a missed cell ----

@@ -19,6 +19,9 @@ from service_helpers import BROWSER_TESTS, LiveServer, smear_png
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
 from store_helpers import PASSWORDS, counted_doc  # noqa: E402
 
+from bloodcell.inference.ood import UNFAMILIAR_NOTE, UNFAMILIAR_REFERRAL  # noqa: E402
+from bloodcell.inference.predictor import SEVERAL_CELLS_NOTE  # noqa: E402
+
 pytestmark = BROWSER_TESTS
 
 #: Elements wider than the viewport (their tag, class and width), measured in the page.
@@ -183,7 +186,7 @@ def test_photos_counted_on_the_page_are_kept_and_a_photo_taken_joins_the_open_sa
     assert page.request.get(url + "/v1/samples/S-2026-0117/audit").json()[-1]["action"] == "add_photos"
 
 
-def test_nothing_is_wider_than_a_390_px_phone(gallery_server, browser_page, tmp_path):
+def test_nothing_is_wider_than_a_390_px_phone_and_the_page_names_no_commands(gallery_server, browser_page, tmp_path):
     page, url = browser_page, gallery_server.url
     page.set_viewport_size({"width": 390, "height": 844})
     (tmp_path / "field.png").write_bytes(smear_png(wbc=2))
@@ -193,6 +196,9 @@ def test_nothing_is_wider_than_a_390_px_phone(gallery_server, browser_page, tmp_
     page.locator("#smear-results .report table").first.wait_for()
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert page.evaluate(OVERFLOW_JS) == [], page.evaluate(OVERFLOW_JS)
+    assert not re.search(r"bloodcell [a-z]", page.locator("main").inner_text())  # no command lines on the page
+    for server_words in (UNFAMILIAR_REFERRAL.format(ratio=3.2), UNFAMILIAR_NOTE, SEVERAL_CELLS_NOTE.format(3)):
+        assert "bloodcell" not in page.evaluate("pageWords", server_words)
     top = page.locator("#smear-results article.sample").bounding_box()["y"]
     assert -2 <= top < 844  # the results were scrolled into view
     _sign_in(page, url)

@@ -124,9 +124,26 @@ function renderCell(result, file) {
   fill.style.width = percent(result.confidence);
   bar.append(fill);
   card.append(bar, el("p", { class: "confidence", text: `confidence ${percent(result.confidence)}` }));
-  if (result.referred) card.append(el("p", { class: "flag", text: `Refer to a person: ${result.reason || "flagged"}` }));
+  if (result.referred) card.append(el("p", { class: "flag", text: `Refer to a person: ${pageWords(result.reason) || "flagged"}` }));
+  if (result.note && result.note !== result.reason) card.append(el("p", { class: "note", text: pageWords(result.note) }));
   card.append(topList(result.top_k));
   return card;
+}
+
+// The server's referral reasons and notes name command-line steps; a person at this page gets what to do here.
+function pageWords(text) {
+  if (!text) return text;
+  if (text.startsWith("unfamiliar lab")) {
+    return "unfamiliar lab: this cell's stain, camera or magnification is unlike those of the labs this model learned "
+      + "from, so its call is a guess. Check it yourself. If your photos are smear fields, choose \"smear photos\" above and "
+      + "send them again; to make the model fit your lab, keep the cells you reviewed: a supervisor can adapt it later.";
+  }
+  const several = /^(\d+) white cells in this image/.exec(text);
+  if (several) {
+    return `${several[1]} white cells in this image: the one nearest the centre was classified. To count them all, `
+      + "choose \"smear photos\" above and send the image again.";
+  }
+  return text.replace(/`bloodcell [^`]*`/g, "a supervisor's tools");
 }
 
 function topList(topK) {

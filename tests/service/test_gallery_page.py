@@ -105,6 +105,7 @@ def test_keyboard_and_drag_reclassify_undo_and_a_reload_keeps_decisions_and_sele
     assert audit[-1]["after"] == {"label": "WBC", "class": "neutrophil", "removed": False, "undo": True}
 
     page.set_viewport_size({"width": 1280, "height": 2400})  # the cell and its new group on one screen to drag
+    page.evaluate("document.querySelector('.review-gallery').scrollIntoView({block: 'start'})")
     lymphocyte = page.locator(".group[data-group='lymphocyte'] .tile").first
     lymph_id = int(lymphocyte.get_attribute("data-cell"))
     lymphocyte.drag_to(page.locator(".group[data-group='platelet (not a white cell)']"))

@@ -18,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from make_samples_screenshot import PASSWORD, signed_in_page
 from make_screenshot import CHROMIUM_ARGS, serve
 from playwright.sync_api import sync_playwright
 
@@ -32,7 +33,6 @@ from bloodcell.store.users import Person, add_user
 DOCS = Path(__file__).parent
 SAMPLE, PHOTOS = "S-2026-1207", 8
 TECHNICIAN = Person("tia.n", "technician")
-PASSWORD = "a-screenshot-password"  # a throwaway store in a temporary folder
 #: Every crop on the screen is loaded (they load lazily, as they scroll into view).
 SHOWN_CROPS_LOADED = """() => Array.from(document.querySelectorAll('img.crop'))
   .filter((image) => image.getBoundingClientRect().top < innerHeight)
@@ -73,11 +73,7 @@ def main() -> None:
                 browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
                 for output, width, height in ((DOCS / "screenshot-gallery.png", 1280, 800),
                                               (DOCS / "screenshot-phone.png", 390, 844)):
-                    page = browser.new_page(viewport={"width": width, "height": height})
-                    page.goto(url + "/")
-                    page.fill("#user-name", TECHNICIAN.name)
-                    page.fill("#password", PASSWORD)
-                    page.click("#sign-in button[type=submit]")
+                    page = signed_in_page(browser, url, TECHNICIAN.name, (width, height))
                     page.locator(f"tr[data-sample-id='{SAMPLE}'] button.open-sample").click()
                     page.locator(".gallery .tile").first.wait_for()
                     page.locator(".gallery .tile").nth(1).locator("img.crop").click()

@@ -12,7 +12,6 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from service_helpers import smear_png
-from test_samples_api import store_path  # noqa: F401  (the store: three users and sample S-001, SQLite and PostgreSQL)
 
 from bloodcell.service.app import create_app
 from bloodcell.service.settings import ServiceSettings

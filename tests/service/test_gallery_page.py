@@ -122,6 +122,12 @@ def test_keyboard_and_drag_reclassify_undo_and_a_reload_keeps_decisions_and_sele
     assert page.locator(f".group[data-group='platelet (not a white cell)'] .tile[data-cell='{lymph_id}']").count() == 1
     assert page.locator(".tile.selected").get_attribute("data-cell") == selected
     assert page.locator(".progress .target").inner_text().startswith("3 of 100 white cells counted")
+    page.keyboard.press("f")  # the selected cell at the photo's own resolution
+    expect(page.locator("#zoom")).to_be_visible()
+    page.wait_for_function("document.querySelector('#zoom-image').naturalWidth > 0")
+    assert page.evaluate("document.querySelector('#zoom-image').naturalWidth") == 30  # 3 x the 10-px box, not scaled
+    page.keyboard.press("Escape")
+    expect(page.locator("#zoom")).to_be_hidden()
 
 
 def test_a_box_is_moved_on_the_photo_and_a_missed_cell_added(gallery_server, browser_page):

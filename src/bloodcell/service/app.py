@@ -99,8 +99,9 @@ how much to trust the typing) and `review` lists the white cells meant for a per
 doubtful), each with its crop and top 3 classes. `POST /v1/review` combines the `state` of one or
 more counts of a sample, applies a reviewer's corrections, and answers the recomputed report
 marked reviewed, the corrections as CSV and as Label Studio tasks, and (when the photos are sent
-too) the reviewed cells as a ZIP of `cells/<class>/*.png` for `bloodcell adapt`. The
-service keeps nothing between requests.
+too) the reviewed cells as a ZIP of `cells/<class>/*.png` for `bloodcell adapt`. Without a
+sample store the service keeps nothing between requests; with one (`serve --store`), the photos a
+signed-in person counts are kept as a sample (`sample_id`, or `add_to_sample`) for the gallery review.
 
 Refusals are JSON `{"error": code, "message": sentence}` with a 4xx status: 400 empty file or
 a Host header the server does not answer to, 401 missing/wrong API key, 403 a state-changing

@@ -309,8 +309,9 @@ function dragging(overlay, image, target, onDrag, onDone) {
 const rounded = (box) => box.map((v) => Math.round(v * 10) / 10);
 
 function editableBox(cell, overlay, image) {
-  const node = el("div", { class: `box ${cell.label.toLowerCase()} editable`, "data-cell": String(cell.id),
-    title: `${cell.class || BOX_NAMES[cell.label]}: drag to move, drag the corner to resize` });
+  const call = cell.class || BOX_NAMES[cell.label];
+  const node = el("div", { class: `box ${cell.label.toLowerCase()} editable`, "data-cell": String(cell.id), "data-call": call,
+    title: `${call}: drag to move, drag the corner to resize` });
   const handle = el("span", { class: "handle", title: "drag to resize" });
   node.append(handle);
   const show = (box) => placeBox(node, box, image.naturalWidth, image.naturalHeight);
@@ -360,7 +361,8 @@ function photoView(sample, position, editable) {
     for (const cell of sample.cells.filter((c) => c.photo === position && !c.removed)) {
       if (editable && cell.label !== "RBC") overlay.append(editableBox(cell, overlay, image));
       else {
-        const node = el("div", { class: `box ${cell.label.toLowerCase()}`, "data-cell": String(cell.id) });
+        const node = el("div", { class: `box ${cell.label.toLowerCase()}`, "data-cell": String(cell.id),
+          "data-call": cell.class || BOX_NAMES[cell.label] });
         placeBox(node, cell.box, image.naturalWidth, image.naturalHeight);
         overlay.append(node);
       }

@@ -454,4 +454,24 @@ function restoreSelection() {
   select(ids.includes(wanted) ? wanted : ids[0], Boolean(wanted) && ids.includes(wanted));
 }
 
-function forgetReview() { Object.assign(review, { selected: null, undo: [], adding: false }); }
+function forgetReview() { Object.assign(review, { selected: null, undo: [], undoOf: null, adding: false }); }
+
+const UNDOABLE = { decision: "confirm", relabel: "relabel", remove_box: "remove", move_box: "move" };
+
+// The signed-in person's changes to the sample that z can still take back, from its audit trail (so a reload
+// keeps them): their decisions in order, each undo taking back the latest one.
+async function restoreUndo(id) {
+  review.undo = [];
+  review.undoOf = id;
+  let entries;
+  try {
+    entries = await api("GET", sampleUrl(id, "/audit"));
+  } catch (_) {
+    return; // the stack stays empty: z says there is nothing to take back
+  }
+  for (const entry of entries) {
+    if (entry.actor !== store.user?.name || !UNDOABLE[entry.action] || !entry.target.startsWith("cell:")) continue;
+    if (entry.after?.undo) review.undo.pop();
+    else review.undo.push({ cellId: Number(entry.target.slice(5)), action: UNDOABLE[entry.action], before: entry.before });
+  }
+}

@@ -154,6 +154,7 @@ async function openSample(id) {
   const same = new URLSearchParams(location.hash.slice(1)).get("sample") === id;
   history.replaceState(null, "", `#sample=${encodeURIComponent(id)}${same && cell ? `&cell=${encodeURIComponent(cell)}` : ""}`);
   if (!same) forgetReview();
+  if (review.undoOf !== id) await restoreUndo(id);
   renderKept();
 }
 

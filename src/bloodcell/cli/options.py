@@ -20,7 +20,7 @@ DEPRECATED_OPTIONS = {"--out": "--output", "--report": "--output"}
 #: Old options that named what is now a command's positional input: old option -> argument name.
 DEPRECATED_INPUTS = {"--cells": "cells", "--counts": "counts"}
 #: Commands that score cells: each takes --engine, --threads and --tta.
-SCORING_COMMANDS = ("predict", "count")
+SCORING_COMMANDS = ("predict", "count", "evaluate")
 
 
 def output_option(help: str) -> typer.models.OptionInfo:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from bloodcell.cli.choices import Engine, Split, Taxonomy
-from bloodcell.cli.options import EngineOption, Threads, Tta
+from bloodcell.cli.options import EngineOption, Threads, Tta, data_root_option
 from bloodcell.outputs import check_output_folder
 
 
@@ -20,7 +20,7 @@ def evaluate(
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV with the frozen split (not for --dataset folder)."),
     split: Split = typer.Option(Split.test, help="Split to score (val needs --allow-non-test; train is never scored)."),
     taxonomy: Optional[Taxonomy] = typer.Option(None, help="Class taxonomy (default: the checkpoint's)."),
-    data_root: Optional[Path] = typer.Option(None, help="Datasets folder (default $BLOODCELL_DATA), or the folder dataset itself."),
+    data_root: Annotated[Optional[Path], data_root_option("Datasets folder (default $BLOODCELL_DATA), or the folder dataset itself.")] = None,
     label_map: Optional[Path] = typer.Option(None, help="JSON or CSV mapping dataset classes onto the model's classes."),
     tta: Tta = False,
     engine: EngineOption = Engine.torch,

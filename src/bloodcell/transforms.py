@@ -11,7 +11,7 @@ aspect ratio not kept, as Keras' and OpenCV's plain resize do (a PIL image is fi
 augmentations then run at that small size (cheap on CPU). All randomness comes from torch's
 generator, so ``torch.manual_seed`` makes a pipeline reproducible.
 
-Augmentations (``list_augmentations()``):
+Augmentations (:data:`AUGMENTATIONS`):
 
 - ``none``: the evaluation pipeline.
 - ``flips``: random horizontal/vertical flips and a random multiple of 90 degrees.
@@ -114,11 +114,6 @@ _INTERPOLATIONS = {
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
 }
-
-
-def list_augmentations() -> tuple[str, ...]:
-    """The accepted ``augment`` names."""
-    return AUGMENTATIONS
 
 
 def _uniform(low: float, high: float) -> float:

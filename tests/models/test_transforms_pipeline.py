@@ -14,12 +14,12 @@ from bloodcell.data.manifest import ManifestRow, write_manifest
 from bloodcell.errors import ConfigError, ImageError
 from bloodcell.train.config import TrainConfig
 from bloodcell.transforms import (
+    AUGMENTATIONS,
     DataConfig,
     create_pixel_transform,
     create_transform,
     denormalize,
     finish_pixels,
-    list_augmentations,
     normalize_batch,
     stage_image,
     staging_size,
@@ -43,7 +43,7 @@ def cell_image(height: int = 363, width: int = 360, radius_fraction: float = 0.3
 
 
 def test_augmentation_names():
-    assert list_augmentations() == ("none", "flips", "literature", "strong", "balanced", "multilab")
+    assert AUGMENTATIONS == ("none", "flips", "literature", "strong", "balanced", "multilab")
 
 
 @pytest.mark.parametrize("augment", ["none", "flips", "literature", "strong", "balanced"])

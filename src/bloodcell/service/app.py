@@ -33,6 +33,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bloodcell._version import __version__
+from bloodcell.data.cell_types import reviewer_classes, white_cell_types
 from bloodcell.data.images import read_image
 from bloodcell.errors import DataError, ImageError
 from bloodcell.inference.predictor import load
@@ -207,7 +208,8 @@ def create_app(
     _add_classify_route(app)
     _add_sample_routes(app)
     if settings.store:
-        add_sample_store_routes(app, open_store(settings.store), settings.api_key, list(classifier.class_names))
+        add_sample_store_routes(app, open_store(settings.store), settings.api_key,
+                                reviewer_classes(classifier.class_names))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_upload_bytes, timeout_s=limits.body_timeout_s)
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
@@ -606,7 +608,7 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         return _bounded_json(CountResponse(
             images=items, sample=counted.sample, sample_id=sample_id,
             report=count_report(entries, counted.sample, skipped, sample_id), review=counted.review,
-            classes=list(state.classifier.class_names), refer_below=state.settings.refer_below,
+            classes=white_cell_types(state.classifier.class_names), refer_below=state.settings.refer_below,
             state=sample_state(counted.photos, counted.sample, skipped),
         ), state.limits, "send fewer or smaller photos per request")
 

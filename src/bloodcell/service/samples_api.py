@@ -171,7 +171,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
         person = caller(request, change=True)
         with _http_errors(), store.session() as session:
             decide(session, sample_id, body.cell_id, body.action, person, cell_class=body.cell_class,
-                   expected_version=body.version)
+                   expected_version=body.version, classes=classes)
             session.flush()  # the new version, or 409 when another writer got there first
             return _with_cells(session, find(session, sample_id), classes)
 
@@ -180,7 +180,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
         person = caller(request, change=True)
         with _http_errors(), store.session() as session:
             add_cell(session, sample_id, body.photo, body.box, body.label, person, cell_class=body.cell_class,
-                     expected_version=body.version)
+                     expected_version=body.version, classes=classes)
             session.flush()
             return _with_cells(session, find(session, sample_id), classes)
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from bloodcell.data.boxes import SMEAR_LABELS
+from bloodcell.data.cell_types import SMEAR_LABELS, cell_type
 from bloodcell.errors import ConfigError
 from bloodcell.smear.referral import review_targets
 from bloodcell.smear.differential import differential
@@ -123,24 +123,40 @@ def _cell(session: Session, sample: Sample, cell_id: int) -> Cell:
     return cell
 
 
+def _class_name(name: str, classes: list[str] | tuple[str, ...] | None) -> str:
+    """The vocabulary's name of a reviewer's class (any case or alias); with ``classes`` it must be one of them or a
+    detector class."""
+    known = cell_type(name, classes if classes is not None else [name])
+    if known is None:
+        raise ConfigError(f"unknown cell class {name!r}; choose one of {', '.join([*(classes or []), *SMEAR_LABELS])}")
+    return known
+
+
 def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Person, *,
-           cell_class: str | None = None, expected_version: int | None = None) -> Decision:
-    """A reviewer confirms, relabels (``cell_class``) or removes one cell."""
+           cell_class: str | None = None, expected_version: int | None = None,
+           classes: list[str] | tuple[str, ...] | None = None) -> Decision:
+    """A reviewer confirms, relabels (``cell_class``: a white-cell type, or RBC, WBC, Platelets in any spelling of
+    :mod:`bloodcell.data.cell_types`, checked against ``classes`` when given) or removes one cell."""
     by.require("review")
     if action not in ACTIONS:
         raise ConfigError(f"unknown decision {action!r}; choose one of {', '.join(ACTIONS)}")
     if action == "relabel" and not cell_class:
         raise ConfigError("a relabel needs the cell's new class")
+    new_class = _class_name(cell_class, classes) if action == "relabel" else None
     sample = _writable(session, sample_id, expected_version)
     cell = _cell(session, sample, cell_id)
     if cell.removed:
         raise ReadOnlyError(f"cell {cell_id} of sample {sample_id!r} was removed")
     before = {"class": cell.cell_class, "removed": False}
+    old_label = cell.label
     if action == "relabel":
-        cell.cell_class = cell_class
+        # a detector class (a platelet, a red cell, an untyped white cell) moves the box; a type makes it a white cell
+        cell.label, cell.cell_class = (new_class, None) if new_class in SMEAR_LABELS else ("WBC", new_class)
     elif action == "remove":
         cell.removed = True
     after = {"class": cell.cell_class, "removed": cell.removed}
+    if cell.label != old_label:
+        before["label"], after["label"] = old_label, cell.label
     decision = Decision(sample_pk=sample.id, cell_pk=cell.id, action=action, before_class=before["class"],
                         after_class=after["class"], user=by.name)
     session.add(decision)
@@ -151,11 +167,17 @@ def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Pers
 
 
 def add_cell(session: Session, sample_id: str, photo_position: int, box: tuple[float, float, float, float],
-             label: str, by: Person, *, cell_class: str | None = None, expected_version: int | None = None) -> Cell:
-    """A reviewer adds a cell the detector missed (``label`` RBC, WBC or Platelets; a white cell's class)."""
+             label: str, by: Person, *, cell_class: str | None = None, expected_version: int | None = None,
+             classes: list[str] | tuple[str, ...] | None = None) -> Cell:
+    """A reviewer adds a cell the detector missed (``label`` RBC, WBC or Platelets; a white cell's class, checked
+    against ``classes`` when given; both in any spelling of :mod:`bloodcell.data.cell_types`)."""
     by.require("review")
+    label = cell_type(label) or label
     if label not in SMEAR_LABELS:
         raise ConfigError(f"unknown cell label {label!r}; choose one of {', '.join(SMEAR_LABELS)}")
+    if cell_class:
+        cell_class = _class_name(cell_class, classes)
+        label, cell_class = (cell_class, None) if cell_class in SMEAR_LABELS else ("WBC", cell_class)
     x1, y1, x2, y2 = (float(v) for v in box)
     if not (0 <= x1 < x2 and 0 <= y1 < y2):
         raise ConfigError(f"a box needs 0 <= x1 < x2 and 0 <= y1 < y2, got {box}")

@@ -20,18 +20,21 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import HTMLResponse
 from PIL import Image
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bloodcell.errors import ConfigError
+from bloodcell.report.sample_report import render_html
 from bloodcell.service.limits import RequestRejected
 from bloodcell.store.audit import trail
 from bloodcell.store.database import Store
 from bloodcell.store.errors import AuthError, ConflictError, NotFoundError, ReadOnlyError, RoleError
 from bloodcell.store.exports import fhir_bundle, sample_csv
 from bloodcell.store.models import AuditEntry, Decision
+from bloodcell.store.report import report_data
 from bloodcell.store.samples import (ACTIONS, add_cell, decide, find, finish_review, list_samples, reopen, sign,
                                      summary)
 from bloodcell.store.sessions import SESSION_HOURS, end_session, session_user, start_session
@@ -221,7 +224,20 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
         return Response(body, media_type=media,
                         headers={"Content-Disposition": f'attachment; filename="{filename}.{suffix}"'})
 
+    @router.get("/samples/{sample_id}/report", response_class=HTMLResponse)
+    def printable_report(sample_id: str, request: Request, wbc: float | None = None) -> HTMLResponse:
+        """The sample's printable report (HTML with a print stylesheet; print it from the browser to PDF).
+        ``wbc``: the blood's white-cell concentration in 10^9/L, for absolute counts."""
+        caller(request)
+        with _http_errors(), store.session() as session:
+            page = render_html(report_data(session, find(session, sample_id), store.photos, wbc))
+        return HTMLResponse(page, headers={"Cache-Control": "no-store", "Content-Security-Policy": REPORT_CSP})
+
     app.include_router(router)
+
+
+#: The report page loads nothing: its style is inline and its photos are data URIs.
+REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
 
 def _bearer(request: Request) -> str:

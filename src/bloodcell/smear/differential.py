@@ -23,6 +23,19 @@ from bloodcell.writing import write_text
 #: Adult reference intervals of the differential, in percent of white cells.
 REFERENCE_INTERVALS = {"neutrophil": (50, 70), "lymphocyte": (20, 45), "monocyte": (2, 10),
                        "eosinophil": (1, 5), "basophil": (0, 1)}
+#: Adult reference intervals of the absolute counts, 10^9/L (Dacie and Lewis Practical Haematology, 12th ed., 2017,
+#: "Reference ranges and normal values", adults).
+ABSOLUTE_INTERVALS = {"neutrophil": (2.0, 7.0), "lymphocyte": (1.0, 3.0), "monocyte": (0.2, 1.0),
+                      "eosinophil": (0.02, 0.5), "basophil": (0.02, 0.1)}
+#: Where the intervals and the flag rule come from (printed under the sample report).
+SOURCES = (
+    "Percent reference intervals: bloodcell's adult defaults (smear/differential.py); they are not a validated "
+    "source: a laboratory's own intervals take precedence.",
+    "Absolute reference intervals (adults): Bain BJ, Bates I, Laffan MA (eds.), Dacie and Lewis Practical "
+    "Haematology, 12th ed., Elsevier 2017, chapter 'Reference ranges and normal values'.",
+    "Flags: the exact binomial 95% interval of a proportion (Clopper CJ, Pearson ES, Biometrika 1934;26:404-413), as "
+    "tabulated for differential counts by Rümke CL, Triangle 1960;4:154-158, and in CLSI H20-A2 (2007).",
+)
 #: Confidence of the interval of a counted percentage a flag needs (Rümke's tables give 95 %).
 FLAG_CONFIDENCE = 0.95
 #: Beyond this many white cells :func:`cells_needed` stops looking (a manual differential counts 100 to 400).

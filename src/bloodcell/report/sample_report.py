@@ -139,8 +139,8 @@ def _differential(data: SampleReportData) -> str:
     absolute = data.wbc_per_nl is not None
     head = ("<tr><th>White-cell type</th><th class='num'>n</th><th class='num'>%</th><th class='num'>95% interval</th>"
             "<th class='num'>Reference %</th>"
-            + ("<th class='num'>&times;10<sup>9</sup>/L</th><th class='num'>Reference &times;10<sup>9</sup>/L</th>"
-               if absolute else "") + "<th>Flag</th></tr>")
+            + ("<th class='num'>Absolute &times;10<sup>9</sup>/L</th>"
+               "<th class='num'>Reference &times;10<sup>9</sup>/L</th>" if absolute else "") + "<th>Flag</th></tr>")
     rows = []
     for line in data.lines:
         cells = (f"<td>{_e(line.type)}</td><td class='num'>{line.count}</td><td class='num'>{line.percent:.1f}</td>"

@@ -76,7 +76,7 @@ from bloodcell.service.schemas import (
 from bloodcell.service.samples_api import OWN_AUTH_PREFIXES, add_sample_store_routes
 from bloodcell.service.settings import Limits, ServiceSettings
 from bloodcell.smear import documents
-from bloodcell.smear.counting import PhotoCounter, count_photos
+from bloodcell.smear.counting import MIN_SMEAR_SIDE, PhotoCounter, count_photos
 from bloodcell.smear.counting import count_image as library_count_image
 from bloodcell.smear.photo_kind import photo_kind, too_small
 from bloodcell.smear.schema import PhotoCount
@@ -446,6 +446,8 @@ def _kind_job(token: CancelToken, state: ServiceState, usable) -> tuple[dict[int
     for index, name, image in decoded:
         token.check()
         try:
+            if min(image.size) < MIN_SMEAR_SIDE:
+                raise ImageError("too small for the detector")
             found = state.count_photo(image, classifier=None)
             kind = photo_kind(found["counts"], found["boxes"], image.width, image.height)
         except ImageError:  # too small for the detector

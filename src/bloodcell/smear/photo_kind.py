@@ -22,7 +22,7 @@ from bloodcell.data.cell_types import SMEAR_LABELS
 #: A single cell's centre lies within this fraction of the photo's side from the photo's centre.
 CENTRE = 0.2
 #: Red cells alone: a field when the detector finds at least this many.
-MIN_FIELD_CELLS = 3
+MIN_FIELD_CELLS = 2
 KINDS = ("cell", "smear")
 SWITCH = {"cell": "choose 'smear photos' to count it as a smear field instead",
           "smear": "choose 'single cells' to classify it as one cell instead"}

@@ -59,7 +59,9 @@ async function sortByKind(files) {
     try {
       results = (await post("/v1/kind", chunk)).results;
     } catch (err) {
-      showError(`auto mode could not decide (${err.message}); the images are classified as single cells`);
+      // none of them could be read, or the server is away: classifying them says why, file by file
+      showNote(`Auto mode could not look at ${plural(chunk.length, "image", "images")} (${err.message}); `
+        + "they were sent as single cells.");
       cells.push(...chunk);
       continue;
     }

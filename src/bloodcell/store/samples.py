@@ -124,12 +124,12 @@ def _cell(session: Session, sample: Sample, cell_id: int) -> Cell:
 
 
 def _class_name(name: str, classes: list[str] | tuple[str, ...] | None) -> str:
-    """The vocabulary's name of a reviewer's class (any case or alias); with ``classes`` it must be one of them or a
-    detector class."""
-    known = cell_type(name, classes if classes is not None else [name])
-    if known is None:
-        raise ConfigError(f"unknown cell class {name!r}; choose one of {', '.join([*(classes or []), *SMEAR_LABELS])}")
-    return known
+    """The vocabulary's name of a reviewer's class: a detector class or one of ``classes`` in any case or alias
+    (``PLT``, ``Lymphocytes``); another name (a type the classifier does not know) is kept as given."""
+    name = name.strip()
+    if not name:
+        raise ConfigError("a cell class cannot be empty")
+    return cell_type(name, classes or []) or name
 
 
 def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Person, *,

@@ -18,16 +18,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from make_samples_screenshot import SUPERVISOR, TECHNICIAN, count_into_store
+
 from bloodcell.data.smear_manifest import read_smear_manifest
 from bloodcell.data.smears import smear_images
 from bloodcell.store.database import open_store
 from bloodcell.store.samples import decide, find, finish_review, sign
-from bloodcell.store.users import Person, add_user
 
 OUTPUT = Path(__file__).with_name("screenshot-report.png")
 SAMPLE, PHOTOS = "S-2026-1207", 12
-TECHNICIAN, SUPERVISOR = Person("tia.n", "technician"), Person("dr.marsh", "supervisor")
-PASSWORD = "a-screenshot-password"  # a throwaway store in a temporary folder
 
 
 def signed_sample(root: Path) -> Path:
@@ -38,15 +37,7 @@ def signed_sample(root: Path) -> Path:
     folder.mkdir(parents=True)
     for path in photos[:PHOTOS]:
         shutil.copy(path, folder / Path(path).name)
-    path = root / "lab.sqlite"
-    store = open_store(path)
-    with store.session() as session:
-        admin = add_user(session, "ada", "admin", PASSWORD, None)
-        for person in (TECHNICIAN, SUPERVISOR):
-            add_user(session, person.name, person.role, PASSWORD, admin)
-    store.close()
-    subprocess.run([sys.executable, "-m", "bloodcell", "count", str(root / "photos"), "--output", str(root / "out"),
-                    "--store", str(path)], check=True, capture_output=True)
+    path = count_into_store(root)
     store = open_store(path)
     with store.session() as session:
         for cell in [c for c in find(session, SAMPLE).cells if c.referral_reason]:

@@ -99,7 +99,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-sp
 tr.high td, tr.low td { font-weight: bold; }
 td.flag-high, td.flag-low { color: #b00020; }
 td.flag-none { color: #444; font-size: 7.5pt; font-weight: normal; }
-table.differential th:last-child { width: 34mm; }
+table.differential th:last-child { width: 44mm; }
 .counts { width: auto; min-width: 45%; }
 .small { font-size: 8pt; color: #333; }
 ul.notes { margin: 2px 0 0 0; padding-left: 16px; }
@@ -137,10 +137,10 @@ def _differential(data: SampleReportData) -> str:
     if data.typing_unavailable:
         return f"<p>White-cell types are unavailable: {_e(data.typing_unavailable)}</p>"
     absolute = data.wbc_per_nl is not None
-    head = ("<tr><th>White-cell type</th><th class='num'>n</th><th class='num'>%</th><th class='num'>95% interval</th>"
-            "<th class='num'>Reference %</th>"
-            + ("<th class='num'>Absolute &times;10<sup>9</sup>/L</th>"
-               "<th class='num'>Reference &times;10<sup>9</sup>/L</th>" if absolute else "") + "<th>Flag</th></tr>")
+    head = ("<tr><th>White-cell type</th><th class='num'>n</th><th class='num'>%</th><th class='num'>95%<br>interval</th>"
+            "<th class='num'>Reference<br>%</th>"
+            + ("<th class='num'>Absolute<br>&times;10<sup>9</sup>/L</th>"
+               "<th class='num'>Reference<br>&times;10<sup>9</sup>/L</th>" if absolute else "") + "<th>Flag</th></tr>")
     rows = []
     for line in data.lines:
         cells = (f"<td>{_e(line.type)}</td><td class='num'>{line.count}</td><td class='num'>{line.percent:.1f}</td>"

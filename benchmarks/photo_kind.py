@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         if not right:
             misses.append({"group": group, "image": name, "reason": kind.reason})
     total = [sum(v[0] for v in groups.values()), sum(v[1] for v in groups.values())]
-    result = {"command": shlex.join(["python", "benchmarks/photo_kind.py", *(argv if argv is not None else sys.argv[1:])]),
+    command = ["python", "benchmarks/photo_kind.py", *(argv if argv is not None else sys.argv[1:])]
+    result = {"command": shlex.join(command),
               "commit": git_commit(), "date": now(), "machine": machine(), "detector": "learned (bundled)",
               "right": {g: f"{a}/{n}" for g, (a, n) in groups.items()}, "total": f"{total[0]}/{total[1]}",
               "misses": misses}

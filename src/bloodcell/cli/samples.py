@@ -17,8 +17,9 @@ app = typer.Typer(help="Samples kept in a store: list, show, audit trail, sign o
                   no_args_is_help=True)
 SampleId = Annotated[str, typer.Argument(help="The sample id.")]
 FORMATS = ("table", "json")
-WbcOption = Annotated[Optional[float], typer.Option("--wbc", help="The blood's white-cell concentration in 10^9/L (from "
-                                                    "the analyser), to add absolute counts per type (FHIR, report).")]
+WbcOption = Annotated[Optional[float], typer.Option(
+    "--wbc", help="The blood's white-cell concentration in 10^9/L (from the analyser), to add absolute counts per "
+    "type (FHIR, report).")]
 
 
 def _format(value: str) -> str:
@@ -168,7 +169,8 @@ def export(
 @app.command("report")
 def report(
     sample_id: SampleId,
-    output: Path = typer.Option(..., "--output", "-o", help="The file to write: .pdf (printed with WeasyPrint) or .html."),
+    output: Path = typer.Option(..., "--output", "-o",
+                                help="The file to write: .pdf (printed with WeasyPrint) or .html."),
     wbc: WbcOption = None,
     store: StoreOption = None,
 ) -> None:

@@ -137,8 +137,8 @@ def _differential(data: SampleReportData) -> str:
     if data.typing_unavailable:
         return f"<p>White-cell types are unavailable: {_e(data.typing_unavailable)}</p>"
     absolute = data.wbc_per_nl is not None
-    head = ("<tr><th>White-cell type</th><th class='num'>n</th><th class='num'>%</th><th class='num'>95%<br>interval</th>"
-            "<th class='num'>Reference<br>%</th>"
+    head = ("<tr><th>White-cell type</th><th class='num'>n</th><th class='num'>%</th>"
+            "<th class='num'>95%<br>interval</th><th class='num'>Reference<br>%</th>"
             + ("<th class='num'>Absolute<br>&times;10<sup>9</sup>/L</th>"
                "<th class='num'>Reference<br>&times;10<sup>9</sup>/L</th>" if absolute else "") + "<th>Flag</th></tr>")
     rows = []

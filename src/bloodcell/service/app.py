@@ -643,8 +643,10 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         uploads = await _read_uploads(files, state.limits)
         usable, refused = _screen(uploads, state.limits)
         results, errors = await state.queue.run(_kind_job, state, usable)
-        return PhotoKindResponse(results=[results[i] if i in results else PhotoKindResult(
-            filename=name, error=refused[i].message if i in refused else errors[i]) for i, (name, _) in enumerate(uploads)])
+        return PhotoKindResponse(results=[
+            results[i] if i in results else PhotoKindResult(filename=name, error=refused[i].message if i in refused
+                                                             else errors[i])
+            for i, (name, _) in enumerate(uploads)])
 
     @app.post("/v1/review", response_model=ReviewResponse, tags=["review"], responses=ERROR_RESPONSES)
     async def review(request: Request, review: ReviewPart, files: OptionalFiles = None) -> ReviewResponse:

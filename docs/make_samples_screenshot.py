@@ -36,15 +36,9 @@ TECHNICIAN, SUPERVISOR = Person("tia.n", "technician"), Person("dr.marsh", "supe
 PASSWORD = "a-screenshot-password"  # a throwaway store in a temporary folder
 
 
-def lab_store(root: Path) -> Path:
-    """A store with five counted samples in every state of review."""
-    test = set(read_smear_manifest("cbc-seed0").ids("test"))
-    photos = [p.path for p in smear_images("cbc", os.environ["BLOODCELL_DATA"], "Training") if p.image_id in test]
-    for number, n in enumerate(PHOTOS_PER_SAMPLE, start=1201):
-        folder = root / "photos" / f"S-2026-{number}"
-        folder.mkdir(parents=True)
-        for path in (photos.pop(0) for _ in range(n)):
-            shutil.copy(path, folder / Path(path).name)
+def count_into_store(root: Path) -> Path:
+    """A new store ``root/lab.sqlite`` with an admin, the technician and the supervisor, and the sample folders under
+    ``root/photos`` counted into it by the technician's account (``bloodcell count --store``)."""
     path = root / "lab.sqlite"
     store = open_store(path)
     with store.session() as session:
@@ -55,6 +49,19 @@ def lab_store(root: Path) -> Path:
     counting = {**os.environ, "LOGNAME": TECHNICIAN.name, "USER": TECHNICIAN.name}  # the counting station's account
     subprocess.run([sys.executable, "-m", "bloodcell", "count", str(root / "photos"), "--output",
                     str(root / "out"), "--store", str(path)], check=True, env=counting, capture_output=True)
+    return path
+
+
+def lab_store(root: Path) -> Path:
+    """A store with five counted samples in every state of review."""
+    test = set(read_smear_manifest("cbc-seed0").ids("test"))
+    photos = [p.path for p in smear_images("cbc", os.environ["BLOODCELL_DATA"], "Training") if p.image_id in test]
+    for number, n in enumerate(PHOTOS_PER_SAMPLE, start=1201):
+        folder = root / "photos" / f"S-2026-{number}"
+        folder.mkdir(parents=True)
+        for path in (photos.pop(0) for _ in range(n)):
+            shutil.copy(path, folder / Path(path).name)
+    path = count_into_store(root)
     store = open_store(path)
     with store.session() as session:
         for sample_id in ("S-2026-1201", "S-2026-1202", "S-2026-1203"):

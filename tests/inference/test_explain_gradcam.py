@@ -10,6 +10,8 @@ from PIL import Image
 from torch import nn
 
 from bloodcell.inference.explain import (
+    GAP,
+    KEY_HEIGHT,
     find_target_layer,
     gradcam,
     overlay,
@@ -102,7 +104,7 @@ def test_paper_model_overlay(tmp_path, one_thread):
     heat, index = gradcam(model, batch)
     assert heat.shape == (size, size) and heat.max() == 1.0 and 0 <= index < 4
     out = save_gradcam_overlay(model, batch, model.data_config, tmp_path / "paper.png", class_index=2)
-    assert Image.open(out).size == (size, size)
+    assert Image.open(out).size == (2 * size + GAP, size + GAP + KEY_HEIGHT)  # the input, the heat, a key
 
 
 def test_overlay_leaves_cold_pixels_untouched():

@@ -138,3 +138,8 @@ def test_the_same_photo_twice_in_one_count_is_counted_once(smear_client):
     body = _count(smear_client, ("a.png", photo), ("copy.png", photo))
     assert body["images"][1]["error"] == "copy.png: the same photo was sent twice in this request; it is counted once"
     assert body["report"]["photos"] == 1 and body["report"]["skipped"] == 1
+
+
+def test_one_count_of_referred_cells_in_the_sample_and_the_report(smear_client):
+    body = _count(smear_client, ("a.png", smear_png(wbc=2)), ("b.png", smear_png(wbc=1, shade=3)))
+    assert body["sample"]["wbc_referred"] == body["report"]["referred"] == len(body["review"]) == 3

@@ -201,11 +201,13 @@ def test_the_sample_report_is_plain_sentences_with_reference_intervals_and_flags
     assert report["counts"] == [{"cell": "Red cells", "count": 3}, {"cell": "White cells", "count": 4},
                                 {"cell": "Platelets", "count": 1}]
     rows = {row["type"]: row for row in report["differential"]}
-    assert rows["monocyte"] == {"type": "monocyte", "count": 1, "percent": 25.0, "reference": "2-10%",
-                                "flag": "above the reference interval"}
-    assert rows["basophil"]["flag"] == "" and rows["eosinophil"]["flag"] == "below the reference interval"
-    assert report["notes"] == [("Warning: only 4 white cells classified (a manual differential counts 100): "
-                                "percentages are imprecise.")]
+    # 4 white cells support no flag (the 95% interval of 1 in 4 is 0.6-80.6%): the notes say how many are needed
+    assert rows["monocyte"] == {"type": "monocyte", "count": 1, "percent": 25.0, "reference": "2-10%", "flag": ""}
+    assert rows["basophil"]["flag"] == "" and rows["eosinophil"]["flag"] == ""
+    assert report["notes"][-1] == ("Warning: only 4 white cells classified (a manual differential counts 100): "
+                                   "percentages are imprecise.")
+    assert any(n.startswith("Not flagged: monocyte is above its reference interval, but with 4 white cells")
+               for n in report["notes"])
     assert "has not been measured" in report["trust"] and "`" not in report["trust"]
     assert report["reviewed"] is False and report["referred"] == 2 and report["photos"] == 2  # referred + doubtful
     reviewed, _ = apply_corrections(doc, CORRECTIONS, PBC8)

@@ -129,10 +129,15 @@ def test_rbc_only_smear_has_no_wbc_and_warns():
 def test_differential_flags_hand_made_case():
     diff = differential({"neutrophil": 40, "lymphocyte": 30, "monocyte": 12, "eosinophil": 3, "basophil": 0, "ig": 15})
     assert diff["percent"]["neutrophil"] == pytest.approx(40.0)
-    assert diff["flags"] == {"neutrophil": "low", "monocyte": "high"}
+    # outside the intervals, but 100 cells cannot show it (40 of 100: 95% interval 30.3-50.3 %, reaching 50 %)
+    assert diff["flags"] == {} and {k: v["direction"] for k, v in diff["unsupported"].items()} == {
+        "neutrophil": "low", "monocyte": "high"}
     assert diff["notable"] == {"ig": 15}
     assert diff["warnings"] == []
-    assert differential({"neutrophil": 5})["flags"]["neutrophil"] == "high"
+    large = differential({"neutrophil": 400, "lymphocyte": 300, "monocyte": 160, "eosinophil": 30, "ig": 150})
+    assert large["flags"] == {"neutrophil": "low", "monocyte": "high"}  # 400 of 1040, 160 of 1040
+    assert differential({"neutrophil": 5})["flags"] == {} and differential({"neutrophil": 20})["flags"] == {
+        "neutrophil": "high", "lymphocyte": "low"}
 
 
 def test_differential_keeps_non_white_calls_out_of_percentages():

@@ -1,4 +1,4 @@
-"""``bloodcell samples list|show|audit|finish|sign|reopen|export``: the samples kept in a store."""
+"""``bloodcell samples list|show|audit|finish|sign|reopen|export|report``: the samples kept in a store."""
 
 from __future__ import annotations
 
@@ -12,10 +12,14 @@ from bloodcell.cli.signin import FormatOption, PasswordStdinOption, StoreOption,
 from bloodcell.errors import ConfigError
 from bloodcell.store.vocabulary import EXPORTS
 
-app = typer.Typer(help="Samples kept in a store: list, show, audit trail, sign off, reopen, export (CSV, FHIR).",
+app = typer.Typer(help="Samples kept in a store: list, show, audit trail, sign off, reopen, export (CSV, FHIR), "
+                       "printable report (PDF, HTML).",
                   no_args_is_help=True)
 SampleId = Annotated[str, typer.Argument(help="The sample id.")]
 FORMATS = ("table", "json")
+WbcOption = Annotated[Optional[float], typer.Option(
+    "--wbc", help="The blood's white-cell concentration in 10^9/L (from the analyser), to add absolute counts per "
+    "type (FHIR, report).")]
 
 
 def _format(value: str) -> str:
@@ -147,8 +151,7 @@ def export(
     format: str = typer.Option(..., "--format", help=f"{' or '.join(EXPORTS)}: a CSV row with a percent and a count "
                                "column per cell type, or a FHIR R4 Bundle (DiagnosticReport + Observations)."),
     output: Path = typer.Option(..., "--output", "-o", help="The file to write (.csv or .json)."),
-    wbc: Optional[float] = typer.Option(None, "--wbc", help="FHIR only: the blood's white-cell count in 10^9/L "
-                                        "(from the analyser), to add absolute counts per type."),
+    wbc: WbcOption = None,
     store: StoreOption = None,
 ) -> None:
     """Export a sample for a laboratory information system: final when signed, preliminary otherwise."""
@@ -161,3 +164,19 @@ def export(
         path = write_export(sample, format, output, wbc)
         status = sample.status
     typer.echo(f"{format} export of sample {sample_id} ({'final' if status == 'signed' else 'preliminary'}) -> {path}")
+
+
+@app.command("report")
+def report(
+    sample_id: SampleId,
+    output: Path = typer.Option(..., "--output", "-o",
+                                help="The file to write: .pdf (printed with WeasyPrint) or .html."),
+    wbc: WbcOption = None,
+    store: StoreOption = None,
+) -> None:
+    """A sample's printable report: counts, differential with 95% intervals and reference intervals, flags where
+    enough cells were counted, reviewers and sign-off, models, annotated photos. For research use only."""
+    from bloodcell.workflows.sample_report import write_sample_report
+
+    path = write_sample_report(store, sample_id, output, wbc)
+    typer.echo(f"report of sample {sample_id} -> {path}")

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-#: The smear classes, in the detector's output order.
-SMEAR_LABELS = ("RBC", "WBC", "Platelets")
-#: Spellings of the smear classes in published annotations (VOC names, YOLO classes.txt).
-LABEL_ALIASES = {"rbc": "RBC", "wbc": "WBC", "platelets": "Platelets", "platelet": "Platelets"}
+from bloodcell.data.cell_types import SMEAR_LABELS, cell_type
+
+__all__ = ["SMEAR_LABELS", "Annotation", "Box", "canonical_label", "clip_box"]
 
 
 def canonical_label(name: str) -> str:
-    """``name`` under its canonical spelling (``" wbc"`` -> ``"WBC"``); unknown names are kept, stripped."""
-    raw = name.strip()
-    return LABEL_ALIASES.get(raw.lower(), raw)
+    """``name`` under its canonical spelling (``" wbc"`` -> ``"WBC"``, see :mod:`bloodcell.data.cell_types`);
+    unknown names are kept, stripped."""
+    return cell_type(name) or name.strip()
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,13 @@ uniform map scores 0.09) and how often the hottest pixel lies on the cell:
   a neutrophil).
 
 The map is smoothed with a Gaussian of one feature-map cell (4 px at stride 4) so that it
-reads as regions rather than speckle, and normalised to [0, 1]. The overlay keeps the cell's
-own colours: the colour map is blended in with an opacity that grows with the heat, so cold
-areas are the untouched image and hot areas are orange-yellow (``inferno``), and a thin white
-line outlines the region above half the maximum.
+reads as regions rather than speckle, and normalised to [0, 1]. The picture people see
+(:func:`explanation`) is drawn at the crop's own resolution, not the model's 128 px: the map is
+resized (bicubic) onto the part of the original image the model saw (its framing, then the
+centre square or the whole image squashed, as the model's data config says), and shown beside
+that image untouched, with a colour key. The overlay keeps the cell's own colours: the colour map
+(``turbo``: blue, green, yellow, red) is blended in with an opacity that grows with the heat, so
+cold areas are the untouched image and the hottest are red; no contour lines.
 
 Limits: heat on the cell is necessary, not sufficient (a model-free blue-minus-green stain map
 puts 0.80 of its weight in the mask). The map says which parts of the cell the class score is
@@ -40,12 +43,13 @@ classes are much alike (correlation 0.72), so it is a pointer, not the reason fo
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from bloodcell.transforms import DataConfig, denormalize
@@ -54,11 +58,13 @@ from bloodcell.writing import save_image
 #: The target layer is the deepest stage whose map is at least input side / TARGET_STRIDE.
 TARGET_STRIDE = 4
 #: Opacity of the colour map where the heat is 1 (it falls to 0 with the heat).
-OVERLAY_ALPHA = 0.6
+OVERLAY_ALPHA = 0.55
 #: Heat below this fraction of the maximum is not coloured at all.
 OVERLAY_FLOOR = 0.15
-#: A thin white line outlines the region hotter than this fraction of the maximum.
-OVERLAY_CONTOUR = 0.5
+#: The colour map of the heat (OpenCV's turbo: blue, green, yellow, red).
+COLOUR_MAP = cv2.COLORMAP_TURBO
+#: Height of the colour key under the pictures, and the gap between them, in pixels at 256 px width.
+KEY_HEIGHT, GAP = 14, 6
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
@@ -136,30 +142,65 @@ def gradcam(model: nn.Module, batch: np.ndarray, class_index: int | None = None)
     return (heat / peak if peak > 0 else heat), index
 
 
-def overlay(heatmap: np.ndarray, image: np.ndarray, alpha: float = OVERLAY_ALPHA, floor: float = OVERLAY_FLOOR,
-            contour: float | None = OVERLAY_CONTOUR) -> Image.Image:
-    """Blend an ``inferno``-coloured ``heatmap`` (H, W in [0, 1]) onto an RGB uint8 ``image`` (H, W, 3).
+def _colours(heat: np.ndarray) -> np.ndarray:
+    return cv2.applyColorMap(np.uint8(np.round(heat * 255)), COLOUR_MAP)[..., ::-1]
+
+
+def overlay(heatmap: np.ndarray, image: np.ndarray, alpha: float = OVERLAY_ALPHA,
+            floor: float = OVERLAY_FLOOR) -> Image.Image:
+    """Blend the :data:`COLOUR_MAP` colours of ``heatmap`` (H, W in [0, 1]) onto an RGB uint8 ``image`` (H, W, 3).
 
     The colour's opacity rises from 0 at ``floor`` to ``alpha`` at the maximum, so the cell stays
-    visible in its own colours where the map is cold; a thin white line outlines the region above
-    ``contour`` (None: no line).
+    visible in its own colours where the map is cold.
     """
     heat = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
-    colours = cv2.applyColorMap(np.uint8(np.round(heat * 255)), cv2.COLORMAP_INFERNO)[..., ::-1]
     weight = alpha * np.clip((heat - floor) / (1.0 - floor), 0.0, 1.0)[..., None]
-    blended = (1 - weight) * image.astype(np.float32) + weight * colours.astype(np.float32)
-    blended = np.ascontiguousarray(np.clip(blended, 0, 255).round().astype(np.uint8))
-    if contour is not None:
-        outlines, _ = cv2.findContours((heat >= contour).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(blended, outlines, -1, (255, 255, 255), 1)
-    return Image.fromarray(blended)
+    blended = (1 - weight) * image.astype(np.float32) + weight * _colours(heat).astype(np.float32)
+    return Image.fromarray(np.ascontiguousarray(np.clip(blended, 0, 255).round().astype(np.uint8)))
+
+
+def seen_region(image: Image.Image, data_config: DataConfig) -> Image.Image:
+    """The part of ``image`` the model saw, at the image's own resolution: framed as the model frames, then the
+    centre square (``resize`` "crop") or all of it (squashed by the model), and at least the model's input size."""
+    framed = data_config.prepare(image.convert("RGB"))
+    if data_config.resize == "crop":
+        side = min(framed.size)
+        left, top = (framed.width - side) // 2, (framed.height - side) // 2
+        framed = framed.crop((left, top, left + side, top + side))
+    scale = data_config.input_size / min(framed.size)
+    if scale > 1:  # never smaller than what the model saw
+        framed = framed.resize((round(framed.width * scale), round(framed.height * scale)), Image.Resampling.BICUBIC)
+    return framed
+
+
+def explanation(heatmap: np.ndarray, image: Image.Image, data_config: DataConfig) -> Image.Image:
+    """The picture of a heat map for people: the region the model saw as it is, beside it the same with the heat
+    blended in (:func:`overlay`), at the image's own resolution, and a colour key underneath (cold to hot)."""
+    seen = seen_region(image, data_config)
+    heat = cv2.resize(np.asarray(heatmap, np.float32), seen.size, interpolation=cv2.INTER_CUBIC)
+    blended = overlay(np.clip(heat, 0.0, 1.0), np.asarray(seen))
+    unit = max(1, round(seen.width / 256))
+    gap, key = GAP * unit, KEY_HEIGHT * unit
+    canvas = Image.new("RGB", (2 * seen.width + gap, seen.height + gap + key), (255, 255, 255))
+    canvas.paste(seen, (0, 0))
+    canvas.paste(blended, (seen.width + gap, 0))
+    ramp = np.linspace(OVERLAY_FLOOR, 1.0, seen.width, dtype=np.float32)[None, :].repeat(key, axis=0)
+    canvas.paste(Image.fromarray(np.ascontiguousarray(_colours(ramp))), (seen.width + gap, seen.height + gap))
+    ImageDraw.Draw(canvas).text((4 * unit, seen.height + gap), "heat: less  ->  more sensitive", fill=(0, 0, 0),
+                                font=ImageFont.load_default(size=10 * unit))
+    return canvas
 
 
 def save_gradcam_overlay(model: nn.Module, batch: np.ndarray, data_config: DataConfig, out_path: str | Path,
-                         class_index: int | None = None) -> Path:
-    """Compute the class activation map of the first image of a preprocessed batch and save the overlay PNG."""
+                         class_index: int | None = None, image: Image.Image | None = None) -> Path:
+    """Compute the class activation map of the first image of a preprocessed batch and save its picture
+    (:func:`explanation`) as PNG: of ``image`` (the decoded image the batch was made from) at its own resolution,
+    or of the batch's pixels when it is not given."""
     heatmap, _ = gradcam(model, batch, class_index)
-    seen = denormalize(torch.from_numpy(batch[0]), data_config).permute(1, 2, 0).numpy()
+    if image is None:
+        seen = denormalize(torch.from_numpy(batch[0]), data_config).permute(1, 2, 0).numpy()
+        image = Image.fromarray(np.uint8(np.round(seen * 255)))
+        data_config = replace(data_config, framing="none")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    return save_image(overlay(heatmap, np.uint8(np.round(seen * 255))), out_path)
+    return save_image(explanation(heatmap, image, data_config), out_path)

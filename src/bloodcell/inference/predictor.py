@@ -289,9 +289,10 @@ class Classifier:
         """Write a LayerCAM heat-map overlay PNG for ``image`` (torch engine only); returns the path."""
         if self.model is None:
             raise ConfigError("LayerCAM needs the torch engine (load the .safetensors checkpoint, not an ONNX file)")
-        batch = self.preprocess([read_image(image)])
+        decoded = read_image(image)
+        batch = self.preprocess([decoded])
         with self._lock:
-            return save_gradcam_overlay(self.model, batch, self.data_config, out_path, class_index)
+            return save_gradcam_overlay(self.model, batch, self.data_config, out_path, class_index, image=decoded)
 
 
 def load(name_or_path: str | Path | None = None, engine: str = "torch", num_threads: int | None = None) -> Classifier:

@@ -34,6 +34,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bloodcell._version import __version__
+from bloodcell.data.cell_types import reviewer_classes, white_cell_types
 from bloodcell.data.images import read_image
 from bloodcell.errors import DataError, ImageError
 from bloodcell.inference.predictor import load
@@ -66,6 +67,8 @@ from bloodcell.service.schemas import (
     HealthResponse,
     ModelInfo,
     ModelsResponse,
+    PhotoKindResponse,
+    PhotoKindResult,
     ReviewItem,
     ReviewRequest,
     ReviewResponse,
@@ -75,8 +78,9 @@ from bloodcell.service.gallery_api import add_gallery_routes, check_keepable, ke
 from bloodcell.service.samples_api import COOKIE, OWN_AUTH_PREFIXES, add_sample_store_routes, signed_in_caller
 from bloodcell.service.settings import Limits, ServiceSettings
 from bloodcell.smear import documents
-from bloodcell.smear.counting import PhotoCounter, count_photos
+from bloodcell.smear.counting import MIN_SMEAR_SIDE, PhotoCounter, count_photos
 from bloodcell.smear.counting import count_image as library_count_image
+from bloodcell.smear.photo_kind import photo_kind, too_small
 from bloodcell.smear.schema import PhotoCount, SampleResult
 from bloodcell.smear.typing import typing_summary
 from bloodcell.store.database import Store, open_store
@@ -212,7 +216,7 @@ def create_app(
     _add_sample_routes(app)
     if settings.store:
         store = app.state.service.store = open_store(settings.store)
-        add_sample_store_routes(app, store, settings.api_key, list(classifier.class_names))
+        add_sample_store_routes(app, store, settings.api_key, reviewer_classes(classifier.class_names))
         add_gallery_routes(app, store, settings.api_key)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_upload_bytes, timeout_s=limits.body_timeout_s)
@@ -444,6 +448,23 @@ def _count_job(token: CancelToken, state: ServiceState, usable, sample_id: str =
     return counted
 
 
+def _kind_job(token: CancelToken, state: ServiceState, usable) -> tuple[dict[int, PhotoKindResult], dict[int, str]]:
+    """Decode, then run the detector alone on each photo and decide single cell or smear field (no classifier)."""
+    decoded, errors = _decode(token, usable, state.limits.max_pixels)
+    results = {}
+    for index, name, image in decoded:
+        token.check()
+        try:
+            if min(image.size) < MIN_SMEAR_SIDE:
+                raise ImageError("too small for the detector")
+            found = state.count_photo(image, classifier=None)
+            kind = photo_kind(found["counts"], found["boxes"], image.width, image.height)
+        except ImageError:  # too small for the detector
+            kind = too_small(image.width, image.height)
+        results[index] = PhotoKindResult(filename=name, kind=kind.kind, reason=kind.reason, cells=kind.cells)
+    return results, errors
+
+
 def _smear_results(uploads: list[tuple[str, bytes]], counted: _Counted,
                    refused: dict[int, RequestRejected]) -> tuple[list[SmearImageResult], list[str]]:
     """One result per upload, in upload order, and the sentences of those not counted."""
@@ -634,10 +655,26 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         return _bounded_json(CountResponse(
             images=items, sample=counted.sample, sample_id=sample_id,
             report=count_report(entries, counted.sample, skipped, sample_id), review=counted.review,
-            classes=list(state.classifier.class_names), refer_below=state.settings.refer_below,
+            classes=white_cell_types(state.classifier.class_names), refer_below=state.settings.refer_below,
             state=sample_state(counted.photos, counted.sample, skipped),
             stored_sample=sample_id if person is not None else None,
         ), state.limits, "send fewer or smaller photos per request")
+
+    @app.post("/v1/kind", response_model=PhotoKindResponse, tags=["count"], responses=ERROR_RESPONSES)
+    async def kind(request: Request, files: UploadFiles) -> PhotoKindResponse:
+        """The page's "auto" mode: is each photo a single cell or a smear field? Decided by the cells the detector
+        finds (one white cell, or one platelet, in the middle: a single cell; several white cells, a white cell
+        off the middle, or a field of red cells: a smear field), never by the photo's size; each answer says why
+        and how to switch."""
+        await _refuse_unknown_fields(request, ("files",))
+        state = _state(request)
+        uploads = await _read_uploads(files, state.limits)
+        usable, refused = _screen(uploads, state.limits)
+        results, errors = await state.queue.run(_kind_job, state, usable)
+        return PhotoKindResponse(results=[
+            results[i] if i in results else PhotoKindResult(filename=name, error=refused[i].message if i in refused
+                                                             else errors[i])
+            for i, (name, _) in enumerate(uploads)])
 
     @app.post("/v1/review", response_model=ReviewResponse, tags=["review"], responses=ERROR_RESPONSES)
     async def review(request: Request, review: ReviewPart, files: OptionalFiles = None) -> ReviewResponse:

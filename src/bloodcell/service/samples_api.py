@@ -20,12 +20,15 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import HTMLResponse
 from PIL import Image
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bloodcell.data.cell_types import cell_type
 from bloodcell.errors import ConfigError
+from bloodcell.report.sample_report import render_html
 from bloodcell.service.limits import RequestRejected
 from bloodcell.store.audit import trail
 from bloodcell.store.database import Store
@@ -33,6 +36,7 @@ from bloodcell.store.errors import AuthError, ConflictError, NotFoundError, Read
 from bloodcell.store.exports import fhir_bundle, sample_csv
 from bloodcell.store.lab_settings import lab_settings
 from bloodcell.store.models import AuditEntry, Decision
+from bloodcell.store.report import report_data
 from bloodcell.store.samples import (ACTIONS, add_cell, decide, find, finish_review, list_samples, reopen, sign,
                                      summary)
 from bloodcell.store.sessions import SESSION_HOURS, end_session, session_user, start_session
@@ -159,12 +163,12 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
     @router.post("/samples/{sample_id}/decisions")
     def decision(sample_id: str, body: DecisionRequest, request: Request) -> dict[str, Any]:
         person = caller(request, change=True)
-        if body.action == "relabel" and body.cell_class not in classes:
-            raise RequestRejected(422, "invalid_request", f"{body.cell_class!r} is not a white-cell class here; choose "
+        if body.action == "relabel" and cell_type(body.cell_class, classes) is None:
+            raise RequestRejected(422, "invalid_request", f"{body.cell_class!r} is not a class here; choose "
                                   f"one of {', '.join(classes)}")
         with http_errors(), store.session() as session:
             decide(session, sample_id, body.cell_id, body.action, person, cell_class=body.cell_class, box=body.box,
-                   undo=body.undo, expected_version=body.version)
+                   undo=body.undo, expected_version=body.version, classes=classes)
             session.flush()  # the new version, or 409 when another writer got there first
             return _with_cells(session, find(session, sample_id), classes)
 
@@ -173,7 +177,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
         person = caller(request, change=True)
         with http_errors(), store.session() as session:
             add_cell(session, sample_id, body.photo, body.box, body.label, person, cell_class=body.cell_class,
-                     expected_version=body.version)
+                     expected_version=body.version, classes=classes)
             session.flush()
             return _with_cells(session, find(session, sample_id), classes)
 
@@ -214,7 +218,20 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
         return Response(body, media_type=media,
                         headers={"Content-Disposition": f'attachment; filename="{filename}.{suffix}"'})
 
+    @router.get("/samples/{sample_id}/report", response_class=HTMLResponse)
+    def printable_report(sample_id: str, request: Request, wbc: float | None = None) -> HTMLResponse:
+        """The sample's printable report (HTML with a print stylesheet; print it from the browser to PDF).
+        ``wbc``: the blood's white-cell concentration in 10^9/L, for absolute counts."""
+        caller(request)
+        with http_errors(), store.session() as session:
+            page = render_html(report_data(session, find(session, sample_id), store.photos, wbc))
+        return HTMLResponse(page, headers={"Cache-Control": "no-store", "Content-Security-Policy": REPORT_CSP})
+
     app.include_router(router)
+
+
+#: The report page loads nothing: its style is inline and its photos are data URIs.
+REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
 
 def signed_in_caller(store: Store, api_key: str | None, request: Request, change: bool = False) -> Person | None:

@@ -61,6 +61,20 @@ class SmearImageResult(BaseModel):
     annotated_png: str | None = Field(None, description="Base64 PNG of the photo with the detections drawn.")
 
 
+class PhotoKindResult(BaseModel):
+    """What one photo was taken for in "auto" mode, decided by the cells the detector finds on it."""
+
+    filename: str
+    kind: str | None = Field(None, description="'cell' (classify it as one cell) or 'smear' (count it as a field).")
+    reason: str | None = Field(None, description="Why, and how to switch, in one sentence.")
+    cells: dict[str, int] = Field(default_factory=dict, description="Cells the detector found, per class.")
+    error: str | None = None
+
+
+class PhotoKindResponse(BaseModel):
+    results: list[PhotoKindResult]
+
+
 class CountRow(BaseModel):
     cell: str
     count: int

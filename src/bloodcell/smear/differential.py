@@ -1,9 +1,21 @@
-"""White-cell differential of a sample: percentages, adult reference intervals, flags, report.md."""
+"""White-cell differential of a sample: percentages, adult reference intervals, flags, report.md.
+
+A percentage counted on few cells is imprecise: with n cells the 95 % interval of a proportion is the
+exact binomial (Clopper-Pearson) interval, the one Rümke's tables give for differential counts
+(Rümke CL, "Variability of results in differential cell counts on blood smears", Triangle 1960;4:154-158;
+reproduced in CLSI H20-A2, "Reference leukocyte (WBC) differential count (proportional)", 2007). A type is
+flagged low or high only when that whole interval lies outside the reference interval; otherwise the
+differential says how many cells would be needed to tell, were the proportion to stay the same
+(:func:`cells_needed`). With 2 white cells nothing is flagged; 0 eosinophils among 100 is no flag either.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from scipy.special import betaincinv
 
 from bloodcell.smear.referral import review_targets
 from bloodcell.writing import write_text
@@ -11,6 +23,23 @@ from bloodcell.writing import write_text
 #: Adult reference intervals of the differential, in percent of white cells.
 REFERENCE_INTERVALS = {"neutrophil": (50, 70), "lymphocyte": (20, 45), "monocyte": (2, 10),
                        "eosinophil": (1, 5), "basophil": (0, 1)}
+#: Adult reference intervals of the absolute counts, 10^9/L (Dacie and Lewis Practical Haematology, 12th ed., 2017,
+#: "Reference ranges and normal values", adults).
+ABSOLUTE_INTERVALS = {"neutrophil": (2.0, 7.0), "lymphocyte": (1.0, 3.0), "monocyte": (0.2, 1.0),
+                      "eosinophil": (0.02, 0.5), "basophil": (0.02, 0.1)}
+#: Where the intervals and the flag rule come from (printed under the sample report).
+SOURCES = (
+    "Percent reference intervals: bloodcell's adult defaults (smear/differential.py); they are not a validated "
+    "source: a laboratory's own intervals take precedence.",
+    "Absolute reference intervals (adults): Bain BJ, Bates I, Laffan MA (eds.), Dacie and Lewis Practical "
+    "Haematology, 12th ed., Elsevier 2017, chapter 'Reference ranges and normal values'.",
+    "Flags: the exact binomial 95% interval of a proportion (Clopper CJ, Pearson ES, Biometrika 1934;26:404-413), as "
+    "tabulated for differential counts by Rümke CL, Triangle 1960;4:154-158, and in CLSI H20-A2 (2007).",
+)
+#: Confidence of the interval of a counted percentage a flag needs (Rümke's tables give 95 %).
+FLAG_CONFIDENCE = 0.95
+#: Beyond this many white cells :func:`cells_needed` stops looking (a manual differential counts 100 to 400).
+MAX_CELLS_NEEDED = 10_000
 NOTABLE = ("ig", "erythroblast")
 #: Classifier calls on a detected white-cell box that are not white cells: reported, kept out of the percentages
 #: (nucleated red cells are counted per 100 white cells, not inside the differential).
@@ -26,21 +55,54 @@ def differential(wbc_types: dict[str, int]) -> dict[str, Any]:
     white = {k: n for k, n in wbc_types.items() if k not in NOT_WHITE_CELLS}
     total = sum(white.values())
     percent = {k: 100.0 * n / total for k, n in sorted(white.items())} if total else {}
-    flags = {}
+    flags, unsupported = {}, {}
     for name, (low, high) in REFERENCE_INTERVALS.items():
         value = percent.get(name, 0.0)
-        if total and value < low:
-            flags[name] = "low"
-        elif total and value > high:
-            flags[name] = "high"
+        direction = "low" if total and value < low else "high" if total and value > high else None
+        if direction is None:
+            continue
+        interval = percent_interval(white.get(name, 0), total)
+        if interval[1] < low or interval[0] > high:
+            flags[name] = direction
+        else:
+            unsupported[name] = {"direction": direction, "interval": interval,
+                                 "needed": cells_needed(value / 100, low, high, direction, more_than=total)}
     warnings = []
     if total < MANUAL_DIFFERENTIAL:
         warnings.append(f"only {total} white cells classified (a manual differential counts {MANUAL_DIFFERENTIAL}): "
                         "percentages are imprecise")
     notable = {k: wbc_types[k] for k in NOTABLE if wbc_types.get(k)}
     not_white = {k: wbc_types[k] for k in NOT_WHITE_CELLS if wbc_types.get(k)}
-    return {"classified": total, "percent": percent, "flags": flags, "notable": notable,
-            "not_white_cells": not_white, "warnings": warnings}
+    return {"classified": total, "percent": percent, "flags": flags, "unsupported": unsupported,
+            "notable": notable, "not_white_cells": not_white, "warnings": warnings}
+
+
+def percent_interval(count: int, total: int, confidence: float = FLAG_CONFIDENCE) -> tuple[float, float]:
+    """The exact binomial (Clopper-Pearson) interval, in percent, of ``count`` cells of one type among ``total``."""
+    if total <= 0:
+        return 0.0, 100.0
+    tail = (1 - confidence) / 2
+    low = 0.0 if count == 0 else float(betaincinv(count, total - count + 1, tail))
+    high = 1.0 if count == total else float(betaincinv(count + 1, total - count, 1 - tail))
+    return 100 * low, 100 * high
+
+
+def cells_needed(fraction: float, low: float, high: float, direction: str, confidence: float = FLAG_CONFIDENCE,
+                 more_than: int = 0) -> int | None:
+    """The fewest white cells (more than ``more_than``) at which a type seen at ``fraction`` would have its whole
+    interval below ``low`` (``direction`` "low") or above ``high`` (percent); None beyond :data:`MAX_CELLS_NEEDED`."""
+    n = np.arange(more_than + 1, MAX_CELLS_NEEDED + 1)
+    if not n.size:
+        return None
+    k = np.clip(np.round(fraction * n), 0, n)
+    tail = (1 - confidence) / 2
+    if direction == "low":
+        upper = np.where(k >= n, 1.0, betaincinv(k + 1, np.maximum(n - k, 1), 1 - tail))
+        ok = 100 * upper < low
+    else:
+        lower = np.where(k <= 0, 0.0, betaincinv(np.maximum(k, 1), n - k + 1, tail))
+        ok = 100 * lower > high
+    return int(n[np.argmax(ok)]) if ok.any() else None
 
 
 #: What to do about an unmeasured classifier, for a command-line user (report.md) and for a person at the web page.
@@ -85,13 +147,24 @@ def differential_notes(diff: dict[str, Any]) -> list[str]:
     notes = [f"{n} detected white-cell box(es) classified as {name} (not counted in the percentages)."
              for name, n in diff["not_white_cells"].items()]
     notes += [f"Notable: {n} cell(s) called {name}; review the smear." for name, n in diff["notable"].items()]
+    notes += [unsupported_note(name, entry, diff["classified"]) for name, entry in diff.get("unsupported", {}).items()]
     notes += [f"Warning: {warning}." for warning in diff["warnings"]]
     return notes
 
 
+def unsupported_note(name: str, entry: dict[str, Any], total: int) -> str:
+    """Why a type outside its reference interval is not flagged: the interval of its percentage, and the cells needed."""
+    low, high = entry["interval"]
+    needed = (f"about {entry['needed']} white cells would be needed to flag it, were the proportion to stay the same"
+              if entry["needed"] else f"no count up to {MAX_CELLS_NEEDED} white cells could flag it")
+    return (f"Not flagged: {name} is {'below' if entry['direction'] == 'low' else 'above'} its reference interval, "
+            f"but with {total} white cell{'s' if total != 1 else ''} its 95% interval is {low:.1f}-{high:.1f}%, "
+            f"which reaches the reference interval; {needed}.")
+
+
 def _markdown_note(note: str) -> str:
     label, sep, rest = note.partition(": ")
-    return f"- **{label}**: {rest}" if sep and label in ("Notable", "Warning") else f"- {note}"
+    return f"- **{label}**: {rest}" if sep and label in ("Notable", "Warning", "Not flagged") else f"- {note}"
 
 
 def render_report(doc: dict[str, Any], sample_id: str = "sample") -> str:

@@ -36,7 +36,7 @@ from typing import Any
 
 from PIL import Image
 
-from bloodcell.data.boxes import SMEAR_LABELS
+from bloodcell.data.cell_types import SMEAR_LABELS, cell_type, reviewer_classes
 from bloodcell.errors import DataError
 from bloodcell.framing import crop_around
 from bloodcell.smear.counting import sample_totals
@@ -145,16 +145,19 @@ def review_items(doc: dict[str, Any], images: dict[str, Image.Image] | None = No
 
 
 def valid_labels(classes: list[str] | tuple[str, ...]) -> list[str]:
-    """Classes a reviewer may give: the model's classes, then RBC, WBC (untyped) and Platelets."""
-    return list(classes) + [label for label in SMEAR_LABELS if label not in classes]
+    """Classes a reviewer may give, once each: the model's white-cell classes, then RBC, WBC (untyped) and
+    Platelets (:func:`bloodcell.data.cell_types.reviewer_classes`)."""
+    return reviewer_classes(classes)
 
 
 def _check_label(label: str | None, classes: list[str], where: str) -> str:
-    allowed = valid_labels(classes)
-    if not label or label not in allowed:
+    """The vocabulary's name of the reviewer's ``label`` (any case or alias: ``platelet``, ``PLT``, ``red cell``)."""
+    name = cell_type(label, valid_labels(classes))
+    if name is None:
         given = f"'{label}'" if label else "no class"
-        raise DataError(f"{where}: {given} is not a class the reviewer can give (one of {', '.join(allowed)})")
-    return label
+        raise DataError(f"{where}: {given} is not a class the reviewer can give (one of "
+                        f"{', '.join(valid_labels(classes))}; any case, or PLT, red cell, white cell)")
+    return name
 
 
 class _Tally:
@@ -424,7 +427,10 @@ def read_corrections(text: str) -> list[Correction]:
         where = f"corrections CSV line {line}"
         decision, label = (row.get("decision") or "").strip().lower(), (row.get("label") or "").strip() or None
         if not decision and label:
-            decision = "accept" if label == (row.get("model_label") or "").strip() else "relabel"
+            model_label = (row.get("model_label") or "").strip()
+            same = cell_type(label, [model_label]) not in (None, "") and \
+                cell_type(label, [model_label]) == cell_type(model_label, [model_label])
+            decision = "accept" if same else "relabel"
         if not decision:
             continue
         if decision == "missing":

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from bloodcell.data.boxes import SMEAR_LABELS
+from bloodcell.data.cell_types import SMEAR_LABELS, cell_type
 from bloodcell.errors import ConfigError
 from bloodcell.smear.referral import review_targets
 from bloodcell.smear.differential import differential
@@ -154,16 +154,28 @@ def _cell(session: Session, sample: Sample, cell_id: int) -> Cell:
     return cell
 
 
+def _class_name(name: str, classes: list[str] | tuple[str, ...] | None) -> str:
+    """The vocabulary's name of a reviewer's class: a detector class or one of ``classes`` in any case or alias
+    (``PLT``, ``Lymphocytes``); another name (a type the classifier does not know) is kept as given."""
+    name = name.strip()
+    if not name:
+        raise ConfigError("a cell class cannot be empty")
+    return cell_type(name, classes or []) or name
+
+
 def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Person, *,
            cell_class: str | None = None, box: Sequence[float] | None = None, undo: bool = False,
-           expected_version: int | None = None) -> Decision:
-    """A reviewer decides one cell (:data:`ACTIONS`): ``cell_class`` for relabel, ``box`` for move; ``undo`` marks
-    a decision that takes back the reviewer's previous one (it is a new decision: nothing is deleted)."""
+           expected_version: int | None = None, classes: list[str] | tuple[str, ...] | None = None) -> Decision:
+    """A reviewer decides one cell (:data:`ACTIONS`): ``cell_class`` for relabel (a white-cell type, or RBC, WBC,
+    Platelets in any spelling of :mod:`bloodcell.data.cell_types`, checked against ``classes`` when given), ``box``
+    for move; ``undo`` marks a decision that takes back the reviewer's previous one (it is a new decision: nothing
+    is deleted)."""
     by.require("review")
     if action not in ACTIONS:
         raise ConfigError(f"unknown decision {action!r}; choose one of {', '.join(ACTIONS)}")
     if action == "relabel" and not cell_class:
         raise ConfigError("a relabel needs the cell's new class")
+    new_class = _class_name(cell_class, classes) if action == "relabel" else None
     if action == "move":
         box = _checked_box(box)
     sample = writable(session, sample_id, expected_version)
@@ -172,7 +184,9 @@ def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Pers
         raise ReadOnlyError(f"cell {cell_id} of sample {sample_id!r} was removed: put it back in a class first")
     before = _cell_state(cell)
     if action == "relabel":
-        cell.label, cell.cell_class, cell.removed = "WBC", cell_class, False
+        # a detector class (a platelet, a red cell, an untyped white cell) moves the box; a type makes it a white cell
+        cell.label, cell.cell_class = (new_class, None) if new_class in SMEAR_LABELS else ("WBC", new_class)
+        cell.removed = False
     elif action == "platelet":
         cell.label, cell.cell_class, cell.removed = "Platelets", None, False
     elif action == "remove":
@@ -209,11 +223,17 @@ def _checked_box(box: Sequence[float] | None) -> tuple[float, float, float, floa
 
 
 def add_cell(session: Session, sample_id: str, photo_position: int, box: tuple[float, float, float, float],
-             label: str, by: Person, *, cell_class: str | None = None, expected_version: int | None = None) -> Cell:
-    """A reviewer adds a cell the detector missed (``label`` RBC, WBC or Platelets; a white cell's class)."""
+             label: str, by: Person, *, cell_class: str | None = None, expected_version: int | None = None,
+             classes: list[str] | tuple[str, ...] | None = None) -> Cell:
+    """A reviewer adds a cell the detector missed (``label`` RBC, WBC or Platelets; a white cell's class, checked
+    against ``classes`` when given; both in any spelling of :mod:`bloodcell.data.cell_types`)."""
     by.require("review")
+    label = cell_type(label) or label
     if label not in SMEAR_LABELS:
         raise ConfigError(f"unknown cell label {label!r}; choose one of {', '.join(SMEAR_LABELS)}")
+    if cell_class:
+        cell_class = _class_name(cell_class, classes)
+        label, cell_class = (cell_class, None) if cell_class in SMEAR_LABELS else ("WBC", cell_class)
     x1, y1, x2, y2 = _checked_box(box)
     sample = writable(session, sample_id, expected_version)
     photo = next((p for p in sample.photos if p.position == photo_position), None)

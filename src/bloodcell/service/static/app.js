@@ -3,7 +3,6 @@
 // (/v1/review). No framework, no build step; every text from the server or a file name goes through textContent.
 "use strict";
 
-const SMEAR_MIN_WIDTH = 500; // auto mode: images at least this wide are smear photos
 const MAX_FILES_PER_REQUEST = 32; // the server's default per-request limit
 const SMEAR_LABELS = ["RBC", "WBC", "Platelets"];
 const BOX_NAMES = { RBC: "red cell", WBC: "white cell", Platelets: "platelet" };
@@ -46,22 +45,48 @@ function mode() { return document.querySelector("input[name=mode]:checked").valu
 
 function sampleId() { return $("sample-id").value.trim() || "sample"; }
 
-async function imageWidth(file) {
-  try {
-    const bitmap = await createImageBitmap(file);
-    const width = bitmap.width;
-    bitmap.close();
-    return width;
-  } catch (_) {
-    return null; // the browser cannot decode it (e.g. TIFF): let the server decide
+function showNote(text) { $("kind-notes").append(el("li", { text })); }
+
+// auto mode: the server's detector decides each photo by the cells it finds (/v1/kind), never by its size
+async function sortByKind(files) {
+  const cells = [];
+  const smears = [];
+  const chosen = mode();
+  if (chosen !== "auto") {
+    (chosen === "smear" ? smears : cells).push(...files);
+    return { cells, smears };
   }
+  setStatus(`Looking at what ${plural(files.length, "image holds", "images hold")}...`);
+  for (let start = 0; start < files.length; start += MAX_FILES_PER_REQUEST) {
+    const chunk = files.slice(start, start + MAX_FILES_PER_REQUEST);
+    let results;
+    try {
+      results = (await post("/v1/kind", chunk)).results;
+    } catch (err) {
+      // none of them could be read, or the server is away: classifying them says why, file by file
+      showNote(`Auto mode could not look at ${plural(chunk.length, "image", "images")} (${err.message}); `
+        + "they were sent as single cells.");
+      cells.push(...chunk);
+      continue;
+    }
+    chunk.forEach((file, i) => {
+      const result = results[i];
+      if (result.kind === "smear") smears.push(file); else cells.push(file); // an unreadable one: classify reports it
+      if (result.reason) showNote(`${file.name}: ${result.reason}.`);
+    });
+  }
+  return { cells, smears };
 }
 
-async function kindOf(file) {
-  const chosen = mode();
-  if (chosen !== "auto") return chosen;
-  const width = await imageWidth(file);
-  return width !== null && width >= SMEAR_MIN_WIDTH ? "smear" : "cell";
+function sayWhereTheSampleIdGoes(cells, smears) {
+  const typed = $("sample-id").value.trim();
+  if (!typed || !cells.length) return;
+  showNote(smears.length
+    ? `Sample ${typed} holds the ${plural(smears.length, "smear photo", "smear photos")}; the `
+      + `${plural(cells.length, "single-cell image", "single-cell images")} ${cells.length === 1 ? "is" : "are"} `
+      + "classified on its own, outside the sample."
+    : `The sample id ${typed} is not used: ${plural(cells.length, "image was", "images were")} classified as single `
+      + "cells, which belong to no sample. Choose 'smear photos' to count them as the sample's fields.");
 }
 
 async function send(url, form) {
@@ -541,9 +566,9 @@ async function handle(fileList) {
   const files = Array.from(fileList);
   if (!files.length) return;
   $("errors").replaceChildren();
-  const cells = [];
-  const smears = [];
-  for (const file of files) ((await kindOf(file)) === "smear" ? smears : cells).push(file);
+  $("kind-notes").replaceChildren();
+  const { cells, smears } = await sortByKind(files);
+  sayWhereTheSampleIdGoes(cells, smears);
   if (cells.length) {
     const before = $("cell-results").children.length;
     await classify(cells);
@@ -574,6 +599,7 @@ function clearAll() {
   $("cell-results").replaceChildren();
   $("smear-results").replaceChildren();
   $("errors").replaceChildren();
+  $("kind-notes").replaceChildren();
   setStatus("");
   $("download-csv").disabled = true;
   $("clear").disabled = true;

@@ -8,7 +8,7 @@
 "use strict";
 
 const TILE_CROP_PX = 400; // crop size asked of the server (shown at 200 CSS px: sharp on a 2x screen)
-const NOT_WHITE = ["platelet"]; // classifier classes shown in a bin, not as a white-cell group
+const NOT_WHITE = ["platelet", "RBC", "WBC", "Platelets"]; // classes shown in a bin or not at all, not as a white-cell group
 const PLATELET_BIN = "platelet (not a white cell)";
 const SMUDGE_BIN = "smudge / not a cell";
 const review = { selected: null, undo: [], showRed: false, adding: false, addAs: "" };

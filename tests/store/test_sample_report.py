@@ -1,0 +1,106 @@
+"""The printable sample report: counts, differential with 95% intervals, reference intervals and absolute counts,
+flags only where the count supports them, reviewers and sign-off, models, annotated photos, "for research use";
+checked in the HTML and in the PDF's text (pdftotext), from the store, the CLI and the service."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from store_helpers import counted_doc
+from typer.testing import CliRunner
+
+from bloodcell.cli.main import app
+from bloodcell.errors import ConfigError
+from bloodcell.report.sample_report import render_html
+from bloodcell.store.report import report_data
+from bloodcell.store.samples import decide, find, finish_review, record_count, sign
+from bloodcell.workflows.sample_report import write_sample_report
+
+TYPES = {"neutrophil": 90, "lymphocyte": 8, "monocyte": 2}
+SHA = "ab" * 32
+
+
+def kept_sample(store, people, folder: Path) -> None:
+    """S-001: 100 white cells typed (90 neutrophils, 8 lymphocytes, 2 monocytes), one referred cell confirmed by
+    tia, the review finished by tia and signed by sam."""
+    with store.session() as session:
+        record_count(session, store.photos, counted_doc(folder, types=TYPES), "tia",
+                     classifier=("pbc8.safetensors", SHA), detector=("learned-detector", "cd" * 32))
+        referred = next(c for c in find(session, "S-001").cells if c.referral_reason)
+        decide(session, "S-001", referred.id, "confirm", people["tia"])
+        finish_review(session, "S-001", people["tia"])
+        sign(session, "S-001", people["sam"])
+
+
+@pytest.fixture()
+def kept(store, people, tmp_path):
+    kept_sample(store, people, tmp_path / "in")
+    return store
+
+
+def _data(store, wbc=None):
+    with store.session() as session:
+        return report_data(session, find(session, "S-001"), store.photos, wbc)
+
+
+def test_the_numbers_flags_and_needed_cells(kept):
+    lines = {line.type: line for line in _data(kept, wbc=10.0).lines}
+    assert lines["neutrophil"].percent == 90.0 and lines["neutrophil"].flag == "high"
+    assert lines["neutrophil"].interval == pytest.approx((82.4, 95.1), abs=0.05)  # Clopper-Pearson, 90 of 100
+    assert lines["lymphocyte"].flag == "low" and lines["monocyte"].flag == ""
+    assert lines["eosinophil"].flag == "" and lines["eosinophil"].needed == 368  # 0 of 100 cannot show < 1 %
+    assert lines["neutrophil"].absolute == pytest.approx(9.0) and lines["neutrophil"].absolute_flag == "high"
+    assert lines["lymphocyte"].absolute == pytest.approx(0.8) and lines["lymphocyte"].absolute_flag == ""
+    assert _data(kept).lines[0].absolute is None
+
+
+def test_the_html_says_who_reviewed_and_signed_and_which_models(kept):
+    html = render_html(_data(kept, wbc=10.0))
+    row = re.search(r"<tr class='high' data-type='neutrophil'>(.*?)</tr>", html).group(1)
+    assert "<td class='num'>90</td><td class='num'>90.0</td><td class='num'>82.4&ndash;95.1</td>" in row
+    assert "50-70%" in row and "9.00 <strong>HIGH</strong>" in row and '<td class="flag-high">HIGH</td>' in row
+    assert "below reference, not flagged: needs 368 cells" in html
+    assert "<dt>Reviewed by</dt><dd>tia</dd>" in html and re.search(r"<dt>Signed off</dt><dd>by sam, 20\d\d-", html)
+    assert "0 cell(s) still referred" in html and SHA in html and "learned-detector" in html
+    assert "For research use only: not validated for diagnosis." in html and "Dacie and Lewis" in html
+    assert html.count("<img src='data:image/jpeg;base64,") == 1
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext (Debian poppler-utils) is not installed")
+def test_the_pdf_holds_the_same_numbers(kept, store_spec, tmp_path):
+    path = write_sample_report(store_spec, "S-001", tmp_path / "report.pdf", wbc_per_nl=10.0)
+    assert path.read_bytes()[:5] == b"%PDF-"
+    text = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    neutrophil = next(line for line in text.splitlines() if line.strip().startswith("neutrophil"))
+    assert re.search(r"neutrophil\s+90\s+90\.0\s+82\.4.95\.1\s+50-70%\s+9\.00 HIGH\s+2-7\s+HIGH", neutrophil), neutrophil
+    lymphocyte = next(line for line in text.splitlines() if line.strip().startswith("lymphocyte"))
+    assert re.search(r"lymphocyte\s+8\s+8\.0\s+3\.5.15\.2\s+20-45%\s+0\.80\s+1-3\s+LOW", lymphocyte), lymphocyte
+    flat = " ".join(text.split())
+    assert "below reference, not flagged: needs 368 cells" in flat
+    assert "For research use only: not validated for diagnosis" in text
+    assert re.search(r"Signed off\s+by sam", text) and SHA[:40] in text.replace("\n", "")
+    images = subprocess.run(["pdfimages", "-list", str(path)], capture_output=True, text=True).stdout
+    assert len(images.splitlines()) == 3  # header, rule, the one annotated photo
+
+
+def test_the_cli_writes_html_and_refuses_bad_requests_in_one_sentence(kept, store_spec, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["samples", "report", "S-001", "--store", store_spec, "--output",
+                                 str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert "data-type='neutrophil'" in (tmp_path / "r.html").read_text()
+    for args, message in ((["S-001", "--output", str(tmp_path / "r.txt")], "must end in .pdf or .html or .htm"),
+                          (["S-404", "--output", str(tmp_path / "r.pdf")], "no sample 'S-404'"),
+                          (["S-001", "--output", str(tmp_path / "r.pdf"), "--wbc", "-3"], "not plausible")):
+        result = runner.invoke(app, ["samples", "report", *args, "--store", store_spec])
+        assert result.exit_code != 0 and message in str(result.exception)  # main() prints it as one sentence
+    assert not (tmp_path / "r.pdf").exists()
+
+
+def test_an_implausible_concentration_is_refused(kept):
+    with pytest.raises(ConfigError, match="not plausible"):
+        _data(kept, wbc=5000)

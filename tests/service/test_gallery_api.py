@@ -96,7 +96,7 @@ def test_bins_a_moved_box_and_an_undo_are_new_audited_decisions(client, store_pa
     assert decide({"cell_id": first, "action": "move", "box": [38, 18, 54, 32]})["box"] == [38, 18, 54, 32]
     unknown = client.post("/v1/samples/S-001/decisions", headers=tia, json={
         "cell_id": first, "action": "relabel", "cell_class": "monocyte", "version": sample["version"]})
-    assert unknown.status_code == 422 and "not a white-cell class here" in unknown.json()["message"]
+    assert unknown.status_code == 422 and "is not a class here" in unknown.json()["message"]
     bad_box = client.post("/v1/samples/S-001/decisions", headers=tia, json={
         "cell_id": first, "action": "move", "box": [50, 18, 40, 32], "version": sample["version"]})
     assert bad_box.status_code == 422

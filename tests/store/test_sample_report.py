@@ -87,6 +87,20 @@ def test_the_pdf_holds_the_same_numbers(kept, store_spec, tmp_path):
     assert len(images.splitlines()) == 3  # header, rule, the one annotated photo
 
 
+def test_printing_a_pdf_leaves_cut_images_refused(tmp_path):
+    """Importing WeasyPrint makes Pillow accept truncated images process-wide; a cut upload must stay refused."""
+    from PIL import Image, ImageFile
+
+    from bloodcell.report.sample_report import write_pdf
+
+    write_pdf("<p>report</p>", tmp_path / "r.pdf")
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    Image.new("RGB", (64, 64), (200, 80, 90)).save(tmp_path / "full.jpg")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "full.jpg").read_bytes()[:400])
+    with pytest.raises(OSError), Image.open(tmp_path / "cut.jpg") as image:
+        image.load()
+
+
 def test_the_cli_writes_html_and_refuses_bad_requests_in_one_sentence(kept, store_spec, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["samples", "report", "S-001", "--store", store_spec, "--output",

@@ -214,9 +214,15 @@ def render_html(data: SampleReportData) -> str:
 
 def write_pdf(html: str, path: str | Path) -> Path:
     """Print ``html`` to a PDF file with WeasyPrint, whole or not at all."""
+    from PIL import ImageFile
+
+    strict = ImageFile.LOAD_TRUNCATED_IMAGES
     try:
         from weasyprint import HTML
     except OSError as exc:  # WeasyPrint loads Pango when imported
         raise ConfigError(f"PDF reports need Pango (Debian: apt-get install libpango-1.0-0 libpangoft2-1.0-0): {exc}"
                           ) from None
+    finally:
+        # importing WeasyPrint makes Pillow accept truncated images everywhere: a cut upload must stay refused
+        ImageFile.LOAD_TRUNCATED_IMAGES = strict
     return write_bytes(path, HTML(string=html).write_pdf())

@@ -91,3 +91,5 @@ def test_page_counts_a_smear_photo_in_auto_mode_and_says_the_servers_threshold(p
     assert neutrophil.get_attribute("class") == "flagged"
     text = sample.inner_text()
     assert "How much to trust this differential" in text and "wbc_" not in text and "{" not in text
+    assert "Counted by the detector smear-detector." in text  # which detector counted, on the sample
+    assert "detector: smear-detector" in page.locator("#model-name").inner_text()

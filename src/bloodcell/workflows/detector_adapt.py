@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from PIL import Image
@@ -47,6 +47,9 @@ from bloodcell.train.detector_adapt import AdaptOptions, fine_tune
 from bloodcell.weights import resolve
 from bloodcell.workflows.detector import red_cell_size
 from bloodcell.workflows.reviewed_photos import ReviewedPhotos, from_folder, from_store, record_use
+
+if TYPE_CHECKING:
+    from bloodcell.store.database import Store
 
 ADAPTED_FORMAT = "bloodcell-adapted-detector/1"
 LOW = [min(CANDIDATE_THRESHOLDS)] * len(LABELS)
@@ -198,7 +201,7 @@ def _lab_name(lab: str) -> str:
     return lab
 
 
-def adapt_from_store(store: Any, output: str | Path, *, lab: str, actor: str, **options: Any) -> dict[str, Any]:
+def adapt_from_store(store: Store, output: str | Path, *, lab: str, actor: str, **options: Any) -> dict[str, Any]:
     """:func:`adapt_detector` on the reviewed and signed samples of ``lab`` in ``store``; each sample used keeps
     an ``adapt_detector`` entry (by ``actor``) in its audit trail."""
     lab = _lab_name(lab)

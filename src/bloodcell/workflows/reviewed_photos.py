@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bloodcell.data.boxes import SMEAR_LABELS, Annotation, clip_box
 from bloodcell.data.images import oriented_size
@@ -26,7 +26,10 @@ from bloodcell.errors import DataError, ImageError
 from bloodcell.provenance import file_sha256
 from bloodcell.smear import documents
 from bloodcell.smear.referral import box_xyxy, has_box_xyxy
-from bloodcell.workflows.review import COUNTS, read_counted, photo_path
+from bloodcell.workflows.review import COUNTS, photo_path, read_counted
+
+if TYPE_CHECKING:
+    from bloodcell.store.database import Store
 
 Cell = tuple[str, float, float, float, float]
 
@@ -82,8 +85,8 @@ def from_folder(folder: str | Path) -> ReviewedPhotos:
     return ReviewedPhotos(photos, skipped, str(folder))
 
 
-def from_store(store: Any, lab: str) -> ReviewedPhotos:
-    """The photos of ``lab``'s reviewed and signed samples in ``store`` (a :class:`bloodcell.store.database.Store`)."""
+def from_store(store: Store, lab: str) -> ReviewedPhotos:
+    """The photos of ``lab``'s reviewed and signed samples in ``store``."""
     from bloodcell.store.adaptation import reviewed_photos
 
     with store.session() as session:
@@ -105,7 +108,7 @@ def from_store(store: Any, lab: str) -> ReviewedPhotos:
     return ReviewedPhotos(photos, skipped, f"lab {lab!r} in {store.where}", samples)
 
 
-def record_use(store: Any, reviewed: ReviewedPhotos, actor: str, detector: dict[str, Any]) -> None:
+def record_use(store: Store, reviewed: ReviewedPhotos, actor: str, detector: dict[str, Any]) -> None:
     """Keep in the audit trail of each store sample used that it adapted ``detector`` (name, sha256, lab, ...)."""
     from bloodcell.store.adaptation import record_adaptation
 

@@ -10,6 +10,11 @@ model with a calibrated guard, end to end without it. Each figure is the median 
 ``--repeats`` passes.
 
     python benchmarks/predict_speed.py [--images 512] [--threads 2] [--batch-size 32] [--repeats 3]
+        [--engines torch onnx int8] [--models pbc8 resnet50 vgg16]
+
+``--engines``/``--models`` time a part (on a busy machine: ``--engines onnx --models pbc8 resnet50`` gives the
+ratio that matters, ONNX end to end against ResNet50 in the same run). The load average before and after
+and the process's nice value are recorded, since other work on the machine slows every figure.
 
 Writes benchmarks/results/predict_speed.json with the command and the git commit.
 """
@@ -115,7 +120,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per figure; the median is reported")
+    parser.add_argument("--engines", nargs="+", choices=("torch", "onnx", "int8"), default=["torch", "onnx", "int8"],
+                        help="engines to time (int8: the bundled model's static int8 ONNX export)")
+    parser.add_argument("--models", nargs="+", choices=("pbc8", "resnet50", "vgg16"),
+                        default=["pbc8", "resnet50", "vgg16"])
     args = parser.parse_args()
+    load_before = [round(v, 2) for v in os.getloadavg()]
 
     import torch
 
@@ -129,16 +139,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         models = []
         bundled = WEIGHTS_DIR / "pbc8.safetensors"
-        if bundled.is_file():
+        if bundled.is_file() and "pbc8" in args.models:
             models.append(("pbc8 (bundled)", bundled))
-        models.append(("resnet50 (timm, 224, random init)", _random_checkpoint("resnet50", Path(tmp), 224)))
-        models.append(("khalil2022-vgg16 (random init)", _random_checkpoint("khalil2022-vgg16", Path(tmp), None)))
+        if "resnet50" in args.models:
+            models.append(("resnet50 (timm, 224, random init)", _random_checkpoint("resnet50", Path(tmp), 224)))
+        if "vgg16" in args.models:
+            models.append(("khalil2022-vgg16 (random init)", _random_checkpoint("khalil2022-vgg16", Path(tmp), None)))
         for label, checkpoint in models:
-            for engine in ("torch", "onnx"):
+            for engine in [e for e in ("torch", "onnx") if e in args.engines]:
                 run = {"model": label, **_time(checkpoint, engine, files, args.threads, args.batch_size, args.repeats)}
                 print(json.dumps(run))
                 runs.append(run)
-            if checkpoint == bundled:
+            if checkpoint == bundled and "int8" in args.engines:
                 from bloodcell.inference.onnx import export_onnx
                 from bloodcell.workflows.calibrate import int8_calibration_batches
 
@@ -152,7 +164,9 @@ def main() -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "commit": git_commit() or "unknown",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
-                    "torch": torch.__version__},
+                    "torch": torch.__version__, "nice": os.nice(0),
+                    "load_average_1_5_15_min": {"before": load_before,
+                                                "after": [round(v, 2) for v in os.getloadavg()]}},
         "batch_size": args.batch_size,
         "repeats": args.repeats,
         "runs": runs,

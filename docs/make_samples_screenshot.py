@@ -69,6 +69,17 @@ def lab_store(root: Path) -> Path:
     return path
 
 
+def signed_in_page(browser, url: str, name: str, size: tuple[int, int]):
+    """A page of ``size`` (width, height) on which ``name`` signed in and the sample list is shown."""
+    page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+    page.goto(url + "/")
+    page.fill("#user-name", name)
+    page.fill("#password", PASSWORD)
+    page.click("#sign-in button[type=submit]")
+    page.locator("table.sample-list tbody tr").first.wait_for()
+    return page
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         app = create_app(ServiceSettings(store=str(lab_store(Path(folder)))), access_log=io.StringIO())
@@ -79,12 +90,7 @@ def main() -> None:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
                 for output, width, height in sizes:
-                    page = browser.new_page(viewport={"width": width, "height": height})
-                    page.goto(url + "/")
-                    page.fill("#user-name", SUPERVISOR.name)
-                    page.fill("#password", PASSWORD)
-                    page.click("#sign-in button[type=submit]")
-                    page.locator("table.sample-list tbody tr").first.wait_for()
+                    page = signed_in_page(browser, url, SUPERVISOR.name, (width, height))
                     page.locator("#store").scroll_into_view_if_needed()
                     page.screenshot(path=str(output))
                     print(f"{output}: {width}x{height}")

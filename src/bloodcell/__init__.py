@@ -25,14 +25,14 @@ _LAZY = {
     "Prediction": ("bloodcell.inference.predictor", "Prediction"),
     "create_model": ("bloodcell.models.factory", "create_model"),
     "list_models": ("bloodcell.models.factory", "list_models"),
-    "load_counter": ("bloodcell.smear.counter", "load_counter"),
+    "load_counter": ("bloodcell.smear.sample_counter", "load_counter"),
     "adapt": ("bloodcell.workflows.adapt", "adapt"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from bloodcell.inference.predictor import Classifier, Prediction, load
     from bloodcell.models import create_model, list_models
-    from bloodcell.smear.counter import load_counter
+    from bloodcell.smear.sample_counter import load_counter
     from bloodcell.workflows.adapt import adapt
 
 

@@ -11,7 +11,7 @@ aspect ratio not kept, as Keras' and OpenCV's plain resize do (a PIL image is fi
 augmentations then run at that small size (cheap on CPU). All randomness comes from torch's
 generator, so ``torch.manual_seed`` makes a pipeline reproducible.
 
-Augmentations (``list_augmentations()``):
+Augmentations (:data:`AUGMENTATIONS`):
 
 - ``none``: the evaluation pipeline.
 - ``flips``: random horizontal/vertical flips and a random multiple of 90 degrees.
@@ -114,11 +114,6 @@ _INTERPOLATIONS = {
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
 }
-
-
-def list_augmentations() -> tuple[str, ...]:
-    """The accepted ``augment`` names."""
-    return AUGMENTATIONS
 
 
 def _uniform(low: float, high: float) -> float:
@@ -347,11 +342,33 @@ def create_pixel_transform(data_config: DataConfig) -> v2.Compose:
     return v2.Compose(_pixel_steps(data_config) + [v2.ToPureTensor()])
 
 
+def stage_image(image: Image.Image, data_config: DataConfig) -> np.ndarray:
+    """A decoded image as the uint8 HWC square of :func:`staging_size` that :func:`create_pixel_transform` resizes
+    last (framed as ``data_config`` says); :func:`finish_pixels` makes a batch of them the model's input pixels."""
+    image = image.convert("RGB") if image.mode != "RGB" else image
+    return np.asarray(resize_square(data_config.prepare(image), staging_size(data_config.input_size), data_config.resize))
+
+
+def finish_pixels(staged: np.ndarray, data_config: DataConfig) -> np.ndarray:
+    """uint8 NHWC images from :func:`stage_image` to uint8 NCHW model-input pixels, the final resize and crop
+    done once for the whole batch: the same pixels as :func:`create_pixel_transform` gives image by image."""
+    steps = _pixel_steps(data_config)[1:]  # the resize and crop after staging
+    batch = torch.from_numpy(np.ascontiguousarray(staged)).permute(0, 3, 1, 2)
+    for step in steps:
+        batch = step(batch)
+    return batch.contiguous().numpy()
+
+
 def normalize_batch(pixels: np.ndarray, data_config: DataConfig) -> np.ndarray:
-    """uint8 NCHW pixels to the normalised float32 batch (as ``create_transform``'s last steps), vectorised."""
+    """uint8 NCHW pixels to the normalised float32 batch (as ``create_transform``'s last steps), vectorised
+    (in place on one float copy: the same operations in the same order, without temporaries)."""
     mean = np.asarray(data_config.mean, dtype=np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(data_config.std, dtype=np.float32).reshape(1, 3, 1, 1)
-    return (pixels.astype(np.float32) * np.float32(1.0 / 255.0) - mean) / std
+    batch = pixels.astype(np.float32)
+    batch *= np.float32(1.0 / 255.0)
+    batch -= mean
+    batch /= std
+    return batch
 
 
 def denormalize(tensor: torch.Tensor, data_config: DataConfig) -> torch.Tensor:

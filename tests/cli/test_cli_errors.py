@@ -40,7 +40,7 @@ def test_an_input_without_images_is_one_sentence(command, tmp_path):
 
 
 def test_a_missing_file_among_others_is_still_a_row(tmp_path):
-    from bloodcell.inference.files import collect_inputs
+    from bloodcell.data.inputs import collect_inputs
 
     (tmp_path / "cell.png").write_bytes(b"not really")
     inputs = collect_inputs([tmp_path / "cell.png", tmp_path / "gone.png"])

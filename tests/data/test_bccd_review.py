@@ -47,7 +47,7 @@ def test_a_missing_or_binary_review_is_refused(tmp_path):
         read_type_review(tmp_path / "none.csv")
     path = tmp_path / "binary.csv"
     path.write_bytes(b"\xff\xfe\x00\x81" * 20)
-    with pytest.raises(DataError, match="not a readable CSV"):
+    with pytest.raises(DataError, match="cannot read the label review file \(it is not UTF-8 text\)"):
         read_type_review(path)
 
 

@@ -1,58 +1,13 @@
-"""BloodMNIST .npz loading and VOC XML parsing (quirks and malformed files)."""
+"""VOC XML and YOLO parsing (quirks and malformed files)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import torch
 
-from bloodcell.data.bloodmnist import BloodMNISTDataset, load_bloodmnist, npz_filename
-from bloodcell.data.locate import dataset_root
 from bloodcell.data.smears import labels_beside, smear_images
 from bloodcell.data.voc import parse_voc
 from bloodcell.data.yolo import parse_yolo, read_classes
-from bloodcell.errors import ConfigError, DataError
-
-
-def _write_npz(path, size=28, n=(5, 2, 3)):
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, count in zip(("train", "val", "test"), n):
-        arrays[f"{split}_images"] = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
-        arrays[f"{split}_labels"] = rng.integers(0, 8, (count, 1))
-    np.savez(path, **arrays)
-    return arrays
-
-
-def test_bloodmnist_loads_each_size_and_split(tmp_path):
-    folder = tmp_path / "bloodmnist"
-    folder.mkdir()
-    arrays = _write_npz(folder / "bloodmnist.npz")
-    _write_npz(folder / "bloodmnist_64.npz", size=64)
-    assert dataset_root("bloodmnist", tmp_path) == folder
-    ds = BloodMNISTDataset("val", size=28, data_root=tmp_path)
-    assert len(ds) == 2 and ds.class_names[3] == "ig"
-    image, label = ds[1]
-    assert image.dtype == torch.uint8 and image.shape == (3, 28, 28)
-    assert label == int(arrays["val_labels"][1, 0])
-    assert torch.equal(image.permute(1, 2, 0), torch.from_numpy(arrays["val_images"][1]))
-    assert BloodMNISTDataset("test", size=64, root=folder)[0][0].shape == (3, 64, 64)
-    with pytest.raises(DataError, match="not found"):
-        BloodMNISTDataset("train", size=128, root=folder)
-    with pytest.raises(ConfigError, match="size"):
-        npz_filename(100)
-
-
-def test_bloodmnist_bad_files(tmp_path):
-    np.savez(tmp_path / "bad.npz", train_images=np.zeros((2, 28, 28, 3), np.uint8))
-    with pytest.raises(DataError, match="lacks train_labels"):
-        load_bloodmnist(tmp_path / "bad.npz", "train")
-    np.savez(tmp_path / "labels.npz", train_images=np.zeros((2, 28, 28, 3), np.uint8), train_labels=np.array([[0], [9]]))
-    with pytest.raises(DataError, match="labels outside"):
-        load_bloodmnist(tmp_path / "labels.npz", "train")
-    (tmp_path / "junk.npz").write_bytes(b"junk")
-    with pytest.raises(DataError, match="not a readable"):
-        load_bloodmnist(tmp_path / "junk.npz", "train")
+from bloodcell.errors import DataError
 
 
 VOC = b"""<annotation><filename>BloodImage_00001.jpg</filename>

@@ -59,7 +59,7 @@ def test_import_creates_and_downloads_nothing(tmp_path):
     env = {**os.environ, "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"), "BLOODCELL_DATA": ""}
     code = (
         "import bloodcell.data.registry, bloodcell.data.locate, bloodcell.data.fetch, bloodcell.data.split, "
-        "bloodcell.data.check, bloodcell.data.dataset, bloodcell.data.voc, bloodcell.data.bloodmnist, bloodcell.cli.data"
+        "bloodcell.data.check, bloodcell.data.dataset, bloodcell.data.voc, bloodcell.cli.data"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == []

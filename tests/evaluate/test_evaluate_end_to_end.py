@@ -108,3 +108,19 @@ def test_cli_evaluate_and_refusal(setup, tmp_path):
     refused = runner.invoke(app, args + ["--output", str(tmp_path / "val"), "--split", "val"])
     assert refused.exit_code != 0 and isinstance(refused.exception, ConfigError)
     assert not (tmp_path / "val" / "metrics.json").exists()
+
+
+def test_the_onnx_engine_scores_as_torch_does(setup, tmp_path):
+    root, manifest, good, _ = setup
+    torch_run = evaluate(good, dataset="pbc", manifest=manifest, data_root=root, n_boot=20)
+    onnx_run = evaluate(good, dataset="pbc", manifest=manifest, data_root=root, n_boot=20, engine="onnx", threads=2)
+    assert onnx_run.result["provenance"]["engine"] == "onnx" and torch_run.result["provenance"]["engine"] == "torch"
+    assert [r["predicted"] for r in onnx_run.predictions] == [r["predicted"] for r in torch_run.predictions]
+    assert [r["path"] for r in onnx_run.predictions] == [r["path"] for r in torch_run.predictions]
+    assert onnx_run.result["counts"] == torch_run.result["counts"]
+    from bloodcell.cli.main import app
+    args = ["evaluate", "--model", str(good), "--manifest", str(manifest), "--data-root", str(root), "--n-boot", "20",
+            "--engine", "onnx", "--threads", "1", "--tta", "-o", str(tmp_path / "onnx")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "onnx" / "metrics.json").read_text())["provenance"]["tta"] is True

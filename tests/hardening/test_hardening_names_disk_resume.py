@@ -120,7 +120,7 @@ def test_output_names_are_shortened_with_a_hash_and_kept_apart():
 @pytest.mark.parametrize("suffix", [".csv", ".json"])
 def test_a_full_disk_keeps_the_finished_results_says_so_and_resume_finishes(monkeypatch, tmp_path, checkpoint,
                                                                             suffix):
-    from bloodcell.inference import files
+    from bloodcell.inference import records as files
     from bloodcell.inference.predictor import Classifier
 
     folder = _cells(tmp_path / "cells", ["a_0.png", "a_1.png", "b_0.png", "b_1.png", "c_0.png", "c_1.png"])
@@ -241,7 +241,7 @@ def test_ctrl_c_in_predict_says_what_was_written_and_resume_finishes(monkeypatch
 
 
 def test_a_killed_predict_leaves_a_part_file_that_resume_reads(tmp_path):
-    from bloodcell.inference.files import partial_path, read_records
+    from bloodcell.inference.records import partial_path, read_records
 
     out = tmp_path / "p.json"
     good = json.dumps({"path": "a.png", "label": "x", "sha256": "0" * 64})

@@ -10,7 +10,7 @@ import pytest
 from inference_synthetic import CLASSES, synthetic_cells
 from PIL import Image, ImageDraw, ImageFilter
 
-from bloodcell.inference.ood import OODGuard, fit_guard
+from bloodcell.inference.ood import OODGuard, _small_planes, fit_guard
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +171,14 @@ def test_calibrate_ood_rewrites_checkpoint_and_predict_refers(trained_checkpoint
         rows = {row["path"].rsplit("/", 1)[-1]: row for row in csv.DictReader(handle)}
     assert "4 white cells in this image" in rows["field.png"]["note"]
     assert not rows["field.png"]["reason"].startswith("unfamiliar lab")  # a field is counted, not adapted to
+
+
+@pytest.mark.parametrize("side", [64, 128, 224, 100])
+def test_the_statistics_see_pillow_s_box_average_of_the_model_input(side):
+    pixels = np.random.default_rng(side).integers(0, 256, (3, 3, side, side), dtype=np.uint8)
+    factor = max(1, side // 32)
+    expected = np.asarray([[np.asarray(Image.fromarray(p).reduce(factor)) for p in image] for image in pixels],
+                          dtype=np.float32)
+    planes, shape = _small_planes(pixels)
+    assert shape == expected.shape[2:]
+    np.testing.assert_array_equal(planes, expected.reshape(3, 3, -1) / np.float32(255.0))

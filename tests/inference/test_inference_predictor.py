@@ -120,6 +120,7 @@ def test_cell_framed_model_searches_each_image_once_and_frames_it_as_its_pixels_
 
     from bloodcell import framing
     from bloodcell.inference.predictor import SEVERAL_CELLS_NOTE, Classifier
+    from bloodcell.transforms import finish_pixels
 
     framed = Classifier(classifier.backend, classifier.class_names,
                         replace(classifier.data_config, framing="cell"), classifier.temperature)
@@ -132,6 +133,7 @@ def test_cell_framed_model_searches_each_image_once_and_frames_it_as_its_pixels_
     assert results[0].note is None and results[1].note == SEVERAL_CELLS_NOTE.format(2)
     for image in (lone, pair):
         for single_cell in (False, True):
-            pixels, _ = framed._decode(image, single_cell)
+            staged, _ = framed._decode(image, single_cell)
+            pixels = finish_pixels(staged[None], framed.data_config)[0]
             assert np.array_equal(pixels, framed.pixels([image])[0])  # as DataConfig.prepare frames it
     assert not np.array_equal(framed.pixels([lone]), classifier.pixels([lone]))  # the framing did crop

@@ -14,12 +14,14 @@ from bloodcell.data.manifest import ManifestRow, write_manifest
 from bloodcell.errors import ConfigError, ImageError
 from bloodcell.train.config import TrainConfig
 from bloodcell.transforms import (
+    AUGMENTATIONS,
     DataConfig,
     create_pixel_transform,
     create_transform,
     denormalize,
-    list_augmentations,
+    finish_pixels,
     normalize_batch,
+    stage_image,
     staging_size,
 )
 
@@ -41,7 +43,7 @@ def cell_image(height: int = 363, width: int = 360, radius_fraction: float = 0.3
 
 
 def test_augmentation_names():
-    assert list_augmentations() == ("none", "flips", "literature", "strong", "balanced", "multilab")
+    assert AUGMENTATIONS == ("none", "flips", "literature", "strong", "balanced", "multilab")
 
 
 @pytest.mark.parametrize("augment", ["none", "flips", "literature", "strong", "balanced"])
@@ -71,6 +73,18 @@ def test_pixels_then_batch_normalisation_equal_the_evaluation_transform():
     assert pixels.dtype == np.uint8 and pixels.shape == (2, 3, 96, 96)
     expected = np.stack([create_transform(config, is_training=False)(im).numpy() for im in images])
     np.testing.assert_array_equal(normalize_batch(pixels, config), expected)
+
+
+@pytest.mark.parametrize("config", [DataConfig(128, interpolation="bicubic"), DataConfig(96, resize="squash"),
+                                    DataConfig(64, framing="cell")])
+def test_batched_staging_and_finishing_give_the_pixel_transform_s_pixels(config):
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((363, 360), (120, 200))]
+    images.append(Image.fromarray(cell_image().permute(1, 2, 0).numpy()))
+    expected = np.stack([create_pixel_transform(config)(im).numpy() for im in images])
+    staged = np.stack([stage_image(im, config) for im in images])
+    assert staged.shape == (3, staging_size(config.input_size), staging_size(config.input_size), 3)
+    np.testing.assert_array_equal(finish_pixels(staged, config), expected)
 
 
 def test_pil_and_tensor_inputs_agree_and_eval_ignores_augment():

@@ -3,7 +3,6 @@ export only), decisions kept across reloads, stale writes refused with 409, sign
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -12,34 +11,11 @@ from fastapi.testclient import TestClient
 
 from bloodcell.service.app import create_app
 from bloodcell.service.settings import ServiceSettings
-from bloodcell.store.database import open_store
-from bloodcell.store.samples import record_count
-from bloodcell.store.users import add_user
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
-from store_helpers import PASSWORDS, POSTGRES_ENV, counted_doc, reset_postgres  # noqa: E402
+from store_helpers import PASSWORDS  # noqa: E402
 
 KEY = "machine-key-for-tests"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_path(request, tmp_path, monkeypatch):
-    """A store with three users and one counted sample: an SQLite file, or the test PostgreSQL when configured."""
-    monkeypatch.setenv("BLOODCELL_PHOTOS", str(tmp_path / "pg-photos"))
-    path = tmp_path / "lab.sqlite"
-    if request.param == "postgresql":
-        if not os.environ.get(POSTGRES_ENV):
-            pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV} (scripts/postgres-test.sh prints one)")
-        path = os.environ[POSTGRES_ENV]
-        reset_postgres(path)
-    store = open_store(path)
-    with store.session() as session:
-        ada = add_user(session, "ada", "admin", PASSWORDS["ada"], None)
-        add_user(session, "sam", "supervisor", PASSWORDS["sam"], ada)
-        add_user(session, "tia", "technician", PASSWORDS["tia"], ada)
-        record_count(session, store.photos, counted_doc(tmp_path / "in"), "tia")
-    store.close()
-    return path
 
 
 @pytest.fixture()
@@ -64,7 +40,7 @@ def _sign_in(client: TestClient, name: str) -> str:
     return response.json()["csrf_token"]
 
 
-def _decide(client, csrf, cell_id, version, action="relabel", cell_class="monocyte"):
+def _decide(client, csrf, cell_id, version, action="relabel", cell_class="lymphocyte"):
     return client.post("/v1/samples/S-001/decisions", headers={"X-CSRF-Token": csrf},
                        json={"cell_id": cell_id, "action": action, "cell_class": cell_class, "version": version})
 
@@ -87,7 +63,7 @@ def test_decisions_are_kept_across_a_reload_and_a_stale_one_is_409(client_for):
     reloaded = client_for()  # another service process on the same store, the same browser cookie
     reloaded.cookies.update(page.cookies)
     again = reloaded.get("/v1/samples/S-001").json()
-    assert next(c for c in again["cells"] if c["id"] == wbc[0])["class"] == "monocyte"
+    assert next(c for c in again["cells"] if c["id"] == wbc[0])["class"] == "lymphocyte"
     assert again["status"] == "in_review"
     stale = _decide(reloaded, csrf, wbc[1], sample["version"], cell_class="basophil")
     assert stale.status_code == 409 and "someone changed it since you read it" in stale.json()["message"]

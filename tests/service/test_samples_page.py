@@ -76,7 +76,7 @@ def test_a_sample_is_reviewed_across_a_reload_signed_off_and_exported(store_serv
     cards = page.locator("article.cell-card")
     cards.first.wait_for()
     assert cards.count() == 2 and page.locator("article.sample.kept .badge").inner_text() == "not reviewed"
-    assert cards.first.locator("canvas.crop").evaluate("c => c.width") >= 160
+    assert cards.first.locator("img.crop").bounding_box()["width"] >= 200
     cell = cards.first.get_attribute("data-cell")
     other = cards.nth(1).get_attribute("data-cell")
     cards.first.locator("select.relabel").select_option("eosinophil")

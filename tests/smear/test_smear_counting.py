@@ -19,7 +19,7 @@ from bloodcell.metrics.detection import (
     match,
 )
 from bloodcell.smear.classical import count_detections, detect_cells
-from bloodcell.smear.counter import SmearCounter
+from bloodcell.smear.sample_counter import SmearCounter
 from bloodcell.smear.counting import annotate, count_photos, count_smears
 from bloodcell.smear.differential import differential, render_report
 from bloodcell.smear.review import sample_report

@@ -165,8 +165,8 @@ def test_every_change_is_audited_with_who_before_and_after(store, tmp_path, peop
         ("tia", "count"), ("tia", "decision"), ("tia", "relabel"), ("tia", "remove_box"), ("tia", "add_box"),
         ("tia", "review_done"), ("sam", "sign"), ("sam", "reopen")]
     assert entries[2].target == f"cell:{second}"
-    assert (entries[2].before, entries[2].after) == ({"class": "neutrophil", "removed": False},
-                                                     {"class": "monocyte", "removed": False})
+    assert (entries[2].before, entries[2].after) == ({"label": "WBC", "class": "neutrophil", "removed": False},
+                                                     {"label": "WBC", "class": "monocyte", "removed": False})
     assert entries[4].after["class"] == "eosinophil" and entries[4].target == f"cell:{added.id}"
     assert all(e.at is not None for e in entries)
 

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from bloodcell.cli.choices import Augment
+from bloodcell.cli.options import DataRoot
 from bloodcell.errors import ConfigError
 from bloodcell.outputs import check_output_folder
 
@@ -20,7 +21,7 @@ def benchmark(
     output: Path = typer.Option(..., "--output", "-o", help="Folder for per-model results and comparison.csv/.md/.png (resumable)."),
     dataset: str = typer.Option("pbc", help="Dataset of the manifest."),
     taxonomy: str = typer.Option("pbc8", help="pbc8 or pbc11."),
-    data_root: Optional[Path] = typer.Option(None, help="Datasets folder (default $BLOODCELL_DATA)."),
+    data_root: DataRoot = None,
     epochs_max: Optional[int] = typer.Option(None, help="Stop after this many epochs even if budget remains."),
     limit_train: Optional[int] = typer.Option(None, help="Train every model on the same stratified subset of this size."),
     limit_val: Optional[int] = typer.Option(None, min=1, help="Select each model's epoch on a stratified subset of the validation split of this size (for slow models; recorded per row)."),

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from bloodcell.cli.options import DataRoot
 from bloodcell.errors import ConfigError
 from bloodcell.outputs import check_output_file
 from bloodcell.weights import BUNDLED, resolve
@@ -22,7 +23,7 @@ def calibrate_ood(
     split: str = typer.Option("val", help="Split to calibrate on (never the test split)."),
     extra: Optional[list[Path]] = typer.Option(None, help="Another lab's manifest (e.g. from `bloodcell data crops`) whose train split joins calibration, so its cells pass the guard (repeatable)."),
     unfamiliar: Optional[list[Path]] = typer.Option(None, help="A folder of another lab's cell images the model did not learn from: its cells will pass with an 'unfamiliar lab' note instead of being referred (as an unfamiliar lab's) (repeatable)."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Datasets folder (default $BLOODCELL_DATA)."),
+    data_root: DataRoot = None,
     limit: int = typer.Option(2000, min=10, help="At most this many images per source (a seeded sample)."),
     pass_rate: float = typer.Option(0.99, help="Fraction of in-distribution images the guard must let through."),
 ) -> None:

@@ -10,19 +10,19 @@ from rich.console import Console
 from rich.table import Table
 
 from bloodcell.cli.choices import CropSet, Taxonomy
+from bloodcell.cli.options import DataRoot
 
 app = typer.Typer(help="Datasets: registry, download, integrity checks, frozen splits, statistics.", no_args_is_help=True,
                   rich_markup_mode=None)
 console = Console()
 
-DATA_ROOT = typer.Option(None, "--data-root", help="Folder holding the datasets (default: $BLOODCELL_DATA, then the user cache).")
 def _warn(messages: list[str]) -> None:
     for message in messages:
         console.print(f"[yellow]Warning:[/] {message}", highlight=False)
 
 
 @app.command("list")
-def list_command(data_root: Optional[Path] = DATA_ROOT) -> None:
+def list_command(data_root: DataRoot = None) -> None:
     """Show the registry: classes, expected images, whether found locally, license."""
     from bloodcell.data.stats import registry_status
 
@@ -39,7 +39,7 @@ def list_command(data_root: Optional[Path] = DATA_ROOT) -> None:
 def fetch_command(
     name: str = typer.Argument(..., help="Dataset name (see `bloodcell data list`)."),
     size: list[str] = typer.Option([], "--size", help="BloodMNIST sizes to fetch (28, 64, 128, 224); default 28."),
-    data_root: Optional[Path] = DATA_ROOT,
+    data_root: DataRoot = None,
 ) -> None:
     """Download, verify (checksum) and extract a dataset; resumes partial downloads."""
     from bloodcell.data.fetch import fetch_dataset
@@ -54,7 +54,7 @@ def check_command(
     report: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the full JSON report here."),
     near_distance: int = typer.Option(4, "--near-distance", help="pHash Hamming distance for near-duplicates (-1: exact only)."),
     blur_z: float = typer.Option(-3.5, "--blur-z", help="Robust z-score of log focus (per class) below which images are blurry."),
-    data_root: Optional[Path] = DATA_ROOT,
+    data_root: DataRoot = None,
 ) -> None:
     """Report unreadable, truncated, unusual, duplicate and blurry images (changes nothing)."""
     from bloodcell.data.check import check_dataset
@@ -87,7 +87,7 @@ def split_command(
     metadata: Optional[Path] = typer.Option(None, "--metadata", help="CSV with a 'path' column and group columns."),
     taxonomy: Optional[Taxonomy] = typer.Option(None, "--taxonomy", help="Class taxonomy (stratification labels)."),
     near_distance: int = typer.Option(4, "--near-distance", help="pHash distance merged as near-duplicates (-1: exact only)."),
-    data_root: Optional[Path] = DATA_ROOT,
+    data_root: DataRoot = None,
 ) -> None:
     """Write a stratified, duplicate-aware, reproducible train/val/test manifest."""
     from bloodcell.data.split import make_split
@@ -117,7 +117,7 @@ def stats_command(
     name: str = typer.Argument(..., help="Dataset name."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for counts.json and stats.png."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Count per split of this manifest."),
-    data_root: Optional[Path] = DATA_ROOT,
+    data_root: DataRoot = None,
 ) -> None:
     """Class counts (per split with --manifest) and a PNG with class balance and sample images."""
     from bloodcell.data.stats import class_counts, write_stats_png
@@ -144,7 +144,7 @@ def crops(
     dataset: CropSet = typer.Option(CropSet.bccd, help="bccd: typed white cells as <type>/<id>_<k>.png with a train/test manifest.csv; txl: untyped white cells as <source>/<field>_<k>.png."),
     sources: str = typer.Option("raabin", help="For txl: comma-separated sources (bccd, pbc, raabin, kaggle-bcd)."),
     detector_manifest: Path = typer.Option(Path("txl-detector"), help="For txl: the manifest whose groups name the BCCD photo each field shows."),
-    data_root: Optional[Path] = DATA_ROOT,
+    data_root: DataRoot = None,
     seed: int = typer.Option(0, help="Seed of the train/held-out split of the smears (as in the BCCD typing benchmark)."),
 ) -> None:
     """White-cell crops of another lab: BCCD's typed cells (for fine-tuning) or TXL-PBC's untyped ones (for the guard)."""
@@ -167,7 +167,7 @@ def style_bank(
     sources: str = typer.Option(..., "--sources", help="Comma-separated TXL-PBC sources whose white cells give the colours (bccd, pbc, raabin, kaggle-bcd)."),
     output: Path = typer.Option(..., "--output", "-o", help="Style bank JSON to write (for a training config's style_bank)."),
     detector_manifest: Path = typer.Option(Path("txl-detector"), "--detector-manifest", help="The TXL manifest whose groups name the BCCD photo each field shows."),
-    data_root: Optional[Path] = DATA_ROOT,
+    data_root: DataRoot = None,
 ) -> None:
     """Colour statistics of other labs' white cells, for the multilab augmentation's style transfer."""
     import shlex

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from bloodcell.cli.options import DataRoot
 from bloodcell.outputs import check_output_folder
 
 console = Console()
@@ -15,7 +16,7 @@ console = Console()
 
 def demo(
     output: Path = typer.Option(Path("outputs/demo"), "--output", "-o", help="Folder for every output of the demo."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Datasets folder (default $BLOODCELL_DATA)."),
+    data_root: DataRoot = None,
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate on a stratified subset of the test split."),
 ) -> None:
     """Check, split and summarise PBC; evaluate the bundled model on the test split; classify a few cells."""

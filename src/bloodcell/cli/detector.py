@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from bloodcell.cli.options import DataRoot
+
 app = typer.Typer(help="Learned smear cell detector (CenterNet on EfficientNet-Lite0).", no_args_is_help=True,
                   rich_markup_mode=None)
 
@@ -32,7 +34,7 @@ def _names(text: Optional[str]) -> tuple[str, ...] | None:
 def train(
     manifest: Path = typer.Option(..., help="image_id,split CSV or a frozen manifest's name (e.g. cbc-seed0); train on 'train', select on 'val'."),
     out: Path = typer.Option(..., "--output", "-o", help="Run folder: config.json, metrics.csv, last.pt, best.safetensors."),
-    data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
+    data_root: DataRoot = None,
     dataset: Optional[str] = typer.Option(None, help="Smear dataset name: cbc (default), bccd or txl."),
     subset: Optional[str] = typer.Option(None, help="Subset folder of a VOC dataset (default Training)."),
     epochs: Optional[int] = typer.Option(None, help="Number of epochs (default 60)."),
@@ -88,7 +90,7 @@ def train(
 @app.command("split")
 def split(
     out: Path = typer.Option(..., "--output", "-o", help="image_id,split CSV to write (e.g. cbc-seed0.csv)."),
-    data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
+    data_root: DataRoot = None,
     dataset: str = typer.Option("cbc", help="VOC smear dataset name."),
     subset: str = typer.Option("Training", help="Subset folder of the dataset whose annotated smears are split."),
     seed: int = typer.Option(0, help="Random seed."),
@@ -106,7 +108,7 @@ def split(
 def split_txl(
     out: Path = typer.Option(Path("txl-detector.csv"), "--output", "-o", help="Smear manifest to write."),
     cbc_manifest: Path = typer.Option(Path("cbc-seed0"), help="The CBC split whose test smears' copies are kept out of training."),
-    data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
+    data_root: DataRoot = None,
 ) -> None:
     """Freeze the detector's TXL-PBC split: its own train/val subsets, copies of held-out photos excluded."""
     from bloodcell.workflows.detector_split import txl_detector_split

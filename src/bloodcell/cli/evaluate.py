@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
-from bloodcell.cli.choices import Split, Taxonomy
-from bloodcell.cli.options import Tta
+from bloodcell.cli.choices import Engine, Split, Taxonomy
+from bloodcell.cli.options import EngineOption, Threads, Tta, data_root_option
 from bloodcell.outputs import check_output_folder
 
 
@@ -20,9 +20,11 @@ def evaluate(
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV with the frozen split (not for --dataset folder)."),
     split: Split = typer.Option(Split.test, help="Split to score (val needs --allow-non-test; train is never scored)."),
     taxonomy: Optional[Taxonomy] = typer.Option(None, help="Class taxonomy (default: the checkpoint's)."),
-    data_root: Optional[Path] = typer.Option(None, help="Datasets folder (default $BLOODCELL_DATA), or the folder dataset itself."),
+    data_root: Annotated[Optional[Path], data_root_option("Datasets folder (default $BLOODCELL_DATA), or the folder dataset itself.")] = None,
     label_map: Optional[Path] = typer.Option(None, help="JSON or CSV mapping dataset classes onto the model's classes."),
     tta: Tta = False,
+    engine: EngineOption = Engine.torch,
+    threads: Threads = 2,
     limit: Optional[int] = typer.Option(None, help="Score a stratified subset of this many images (quick look, not a result)."),
     allow_non_test: bool = typer.Option(False, "--allow-non-test", help="Allow --split val; the report is labelled VALIDATION."),
     ignore_changed_files: bool = typer.Option(False, "--ignore-changed-files", help="Score files whose sha256 no longer matches the manifest (listed in the report)."),
@@ -35,10 +37,14 @@ def evaluate(
     from bloodcell.workflows.evaluate import write_report
 
     check_output_folder(output, "evaluation report")
+    if engine == Engine.torch:
+        import torch
+
+        torch.set_num_threads(threads)
     evaluation = run_evaluation(
         model, dataset=dataset, manifest=manifest, split=split.value, taxonomy=taxonomy.value if taxonomy else None, data_root=data_root,
         label_map=label_map, tta=tta, limit=limit, allow_non_test=allow_non_test, batch_size=batch_size, n_boot=n_boot,
-        check_files=not ignore_changed_files,
+        check_files=not ignore_changed_files, engine=engine.value, threads=threads,
     )
     files = write_report(evaluation, output)
     result = evaluation.result

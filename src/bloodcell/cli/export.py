@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 from bloodcell.cli.choices import ExportFormat
+from bloodcell.cli.options import data_root_option
 from bloodcell.errors import ConfigError
 from bloodcell.outputs import check_output_file
 
@@ -19,7 +20,7 @@ def export(
     int8: bool = typer.Option(False, "--int8", help="Quantize to int8 (dynamic, or static QDQ with --calibration-manifest)."),
     calibration_manifest: Optional[Path] = typer.Option(None, "--calibration-manifest", help="Manifest whose validation images calibrate static int8 quantization."),
     calibration_limit: int = typer.Option(200, "--calibration-limit", min=1, help="Validation images used for int8 calibration."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Datasets folder of the calibration manifest (default $BLOODCELL_DATA)."),
+    data_root: Annotated[Optional[Path], data_root_option("Datasets folder of the calibration manifest (default $BLOODCELL_DATA).")] = None,
 ) -> None:
     """Export a checkpoint to ONNX with class names, data config, temperature and OOD guard in its metadata."""
     from bloodcell.inference.onnx import export_onnx

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 
+from bloodcell.cli.options import DataRoot
 from bloodcell.outputs import check_output_file
 
 console = Console()
@@ -19,7 +19,7 @@ def interpolate(
     alpha: float = typer.Option(..., help="Weight of TUNED: 0 gives BASE, 1 gives TUNED."),
     manifest: Path = typer.Option(..., help="The manifest both stages were trained with; its val split fits the temperature."),
     output: Path = typer.Option(..., "--output", "-o", help="Checkpoint to write (.safetensors)."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Datasets folder (default $BLOODCELL_DATA)."),
+    data_root: DataRoot = None,
 ) -> None:
     """Write (1 - ALPHA) * BASE + ALPHA * TUNED with a temperature fitted on the validation split."""
     from bloodcell.workflows.interpolate import interpolate_checkpoints

@@ -20,7 +20,7 @@ DEPRECATED_OPTIONS = {"--out": "--output", "--report": "--output"}
 #: Old options that named what is now a command's positional input: old option -> argument name.
 DEPRECATED_INPUTS = {"--cells": "cells", "--counts": "counts"}
 #: Commands that score cells: each takes --engine, --threads and --tta.
-SCORING_COMMANDS = ("predict", "count")
+SCORING_COMMANDS = ("predict", "count", "evaluate")
 
 
 def output_option(help: str) -> typer.models.OptionInfo:
@@ -37,4 +37,9 @@ Tta = Annotated[bool, typer.Option("--tta", help="Average over the 8 flips/rotat
 ReferBelow = Annotated[float, typer.Option(
     "--refer-below", min=0.0, max=1.0, help="Refer cells whose confidence is below this probability (0 refers none).")]
 DataRoot = Annotated[Optional[Path], typer.Option(
-    "--data-root", help="Folder holding the datasets (default: $BLOODCELL_DATA).")]
+    "--data-root", help="Folder holding the datasets (default: $BLOODCELL_DATA, then the user cache).")]
+
+
+def data_root_option(help: str) -> typer.models.OptionInfo:
+    """The ``--data-root`` option with a command's own ``help`` (:data:`DataRoot` says the usual)."""
+    return typer.Option("--data-root", help=help)

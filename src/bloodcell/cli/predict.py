@@ -17,7 +17,7 @@ from bloodcell.progress import track
 from bloodcell.writing import is_escaped, name_text, output_name, write_failed
 
 if TYPE_CHECKING:
-    from bloodcell.inference.files import Inputs
+    from bloodcell.data.inputs import Inputs
     from bloodcell.inference.predictor import Classifier, Prediction
 
 SMEAR_HINTS = ("not a single blood cell", "white cells in this image")
@@ -37,7 +37,8 @@ def predict(
     resume: bool = typer.Option(False, "--resume", help="Keep the results an interrupted or failed run already wrote to --output (files unchanged since, by SHA-256) and classify only the rest."),
 ) -> None:
     """Classify single-cell images; bad files become rows with an error, the rest go on."""
-    from bloodcell.inference.files import check_records_path, collect_inputs
+    from bloodcell.data.inputs import collect_inputs
+    from bloodcell.inference.records import check_records_path
     from bloodcell.inference.predictor import load
 
     if explain is not None and engine == "onnx":
@@ -68,7 +69,8 @@ def predict(
 
 def _resumable(inputs: Inputs, output: Path) -> list[dict]:
     """The earlier run's records of files unchanged since (by SHA-256); their paths leave ``inputs``."""
-    from bloodcell.inference.files import input_sha256, read_records
+    from bloodcell.data.inputs import input_sha256
+    from bloodcell.inference.records import read_records
 
     hashes = {name_text(str(p)): input_sha256(p) for p in inputs.paths}
     kept = [r for r in read_records(output) if hashes.get(r["path"]) == r["sha256"]]
@@ -81,7 +83,8 @@ def _classify(classifier: Classifier, inputs: Inputs, output: Path | None, resul
               kept: list[dict], **options) -> None:
     """Predictions of the inputs' paths into ``results``; written to ``output`` batch by batch when given (after the
     ``kept`` records of an earlier run and a row with the error of each unusable folder entry), else printed."""
-    from bloodcell.inference.files import RecordWriter, input_sha256
+    from bloodcell.data.inputs import input_sha256
+    from bloodcell.inference.records import RecordWriter
 
     batches = classifier.predict_batches([str(p) for p in inputs.paths], progress=True, **options)
     if output is None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
+from bloodcell.cli.options import data_root_option
 from bloodcell.errors import ConfigError
 from bloodcell.models.catalog import PAPER_EXPERIMENTS
 
@@ -18,7 +19,7 @@ def reproduce(
     paper: Optional[str] = typer.Argument(None, help=f"A paper model ({', '.join(PAPER_EXPERIMENTS)}) or 'all'; may be left out with --report."),
     budget: Optional[float] = typer.Option(None, help="Cap each protocol's training at this many seconds (default: train to the recipe's end; an interrupted run resumes from its last epoch)."),
     output: Path = typer.Option(Path("runs/reproduce"), "--output", "-o", help="Folder for the runs, reports, reproduction.json/.md and the data built (resumable)."),
-    data_root: Optional[Path] = typer.Option(None, help="Datasets folder with pbc/ and bccd/ (default $BLOODCELL_DATA)."),
+    data_root: Annotated[Optional[Path], data_root_option("Datasets folder with pbc/ and bccd/ (default $BLOODCELL_DATA).")] = None,
     manifest: Path = typer.Option(Path("pbc-seed0"), help="PBC's frozen, duplicate-aware split (the honest PBC protocol)."),
     seed: int = typer.Option(0, help="Random seed of the data built, the splits and the training."),
     copies_per_class: int = typer.Option(1000, help="Images per white-cell type in the Kaggle-like BCCD set."),

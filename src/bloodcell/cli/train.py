@@ -8,7 +8,12 @@ from typing import Optional
 
 import typer
 
+from bloodcell.cli.options import DataRoot
 from bloodcell.errors import ConfigError
+
+
+#: Options of the command that are not training options.
+_NOT_CONFIG = ("config", "resume", "overwrite")
 
 
 def _resumed_base(out: Optional[Path]) -> dict | None:
@@ -26,7 +31,7 @@ def train(
     dataset: Optional[str] = typer.Option(None, help="Dataset name, e.g. pbc."),
     taxonomy: Optional[str] = typer.Option(None, help="Class taxonomy: pbc8, pbc11 or labels (the manifest's own labels)."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV with the frozen train/val/test split."),
-    data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
+    data_root: DataRoot = None,
     out: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder for checkpoints, metrics and curves."),
     config: Optional[Path] = typer.Option(None, help="JSON or TOML file of training options (flags override it)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last.pt."),
@@ -60,21 +65,12 @@ def train(
     extra_repeat: Optional[int] = typer.Option(None, help="Times each extra training image is seen per epoch (default 1)."),
 ) -> None:
     """Train a model on a manifest's train split, validating on its validation split every epoch."""
+    flags = dict(locals())  # first: the options by name, which are TrainConfig's field names (typed once, above)
     from bloodcell.train.config import resolve_config
     from bloodcell.workflows.train import run_training
 
-    overrides = {
-        "model": model, "dataset": dataset, "taxonomy": taxonomy, "manifest": manifest, "data_root": data_root,
-        "out": out, "pretrained": pretrained, "input_size": input_size, "epochs": epochs, "batch_size": batch_size,
-        "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "schedule": schedule,
-        "warmup_epochs": warmup_epochs, "label_smoothing": label_smoothing, "class_weights": class_weights,
-        "augment": augment, "freeze_epochs": freeze_epochs, "early_stopping_patience": early_stopping_patience,
-        "seed": seed, "threads": threads, "workers": workers, "cache": cache, "cache_dir": cache_dir,
-        "channels_last": channels_last, "limit_train": limit_train, "limit_val": limit_val,
-        "time_budget_s": time_budget_s, "ema": ema, "init_from": init_from,
-        "extra_train": [str(p) for p in extra_train] if extra_train else None, "extra_repeat": extra_repeat,
-    }
-    overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
+    overrides = {k: [str(p) for p in v] or None if isinstance(v, (list, tuple)) else str(v) if isinstance(v, Path) else v
+                 for k, v in flags.items() if k not in _NOT_CONFIG}
     base = _resumed_base(out) if resume else None
     resolved = resolve_config(config, overrides, base=base)
     result = run_training(resolved, resume=resume, overwrite=overwrite)

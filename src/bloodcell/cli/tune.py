@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from bloodcell.cli.options import DataRoot
+
 
 def _sizes(text: Optional[str]) -> tuple[int, ...] | None:
     from bloodcell.errors import ConfigError
@@ -27,7 +29,7 @@ def tune(
     epochs: Optional[int] = typer.Option(None, help="Epochs per trial."),
     config: Optional[Path] = typer.Option(None, help="JSON or TOML base training options."),
     taxonomy: Optional[str] = typer.Option(None, help="Class taxonomy: pbc8, pbc11 or labels (the manifest's own labels)."),
-    data_root: Optional[Path] = typer.Option(None, help="Folder holding the datasets (default $BLOODCELL_DATA)."),
+    data_root: DataRoot = None,
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start trials from pretrained weights."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size."),
     input_sizes: Optional[str] = typer.Option(None, help="Comma-separated input sizes to try (default: 0.75x, 1x, 1.25x the model's)."),

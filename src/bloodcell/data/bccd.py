@@ -9,7 +9,6 @@ each main cell (:func:`read_type_review`, ``image_id,label,reviewed_as``) says w
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from bloodcell.data.boxes import Box
 from bloodcell.data.locate import dataset_root
+from bloodcell.data.tables import read_csv
 from bloodcell.data.voc import parse_voc
 from bloodcell.errors import DataError
 
@@ -38,26 +38,10 @@ class TypedSmear:
         return self.boxes[0]
 
 
-def _csv_rows(path: str | Path, columns: tuple[str, ...], what: str) -> list[dict[str, str | None]]:
-    """The rows of a CSV file that has ``columns``; DataError (one sentence) when it is missing, unreadable or
-    lacks one of them."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: {what} not found")
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if not reader.fieldnames or not set(columns) <= set(reader.fieldnames):
-                raise DataError(f"{path}: expected the columns {', '.join(columns[:-1])} and {columns[-1]}")
-            return list(reader)
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
-
-
 def read_wbc_labels(path: str | Path) -> list[tuple[str, str]]:
     """``(image_id, wbc_type)`` rows of a BCCD ``wbc_labels.csv``."""
     return [(row["image_id"].strip(), (row["wbc_type"] or "").strip().lower())
-            for row in _csv_rows(path, ("image_id", "wbc_type"), "WBC label file") if row["image_id"]]
+            for row in read_csv(path, "WBC label file", ("image_id", "wbc_type"))[1] if row["image_id"]]
 
 
 #: ``reviewed_as`` of a cell whose type a reviewer could not tell from the image.
@@ -68,7 +52,7 @@ def read_type_review(path: str | Path) -> dict[str, tuple[str, str]]:
     """``{image_id: (label, reviewed_as)}`` of a review of BCCD's white-cell types: ``reviewed_as`` is the type
     the reviewer sees (the label itself when it is confirmed) or :data:`UNCLEAR`."""
     review: dict[str, tuple[str, str]] = {}
-    for line, row in enumerate(_csv_rows(path, ("image_id", "label", "reviewed_as"), "label review file"), start=2):
+    for line, row in enumerate(read_csv(path, "label review file", ("image_id", "label", "reviewed_as"))[1], start=2):
         image_id, label, seen = (str(row[k] or "").strip() for k in ("image_id", "label", "reviewed_as"))
         if label not in BCCD_TYPES or seen not in (*BCCD_TYPES, UNCLEAR):
             raise DataError(f"{path}, line {line}: label {label!r} and reviewed_as {seen!r} must be BCCD "

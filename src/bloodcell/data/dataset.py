@@ -48,13 +48,19 @@ def resize_square(image: Image.Image, size: int, resize: str = "crop") -> Image.
     return image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
 
 
-def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to ``size`` (bilinear, antialiased), then centre-crop ``size x size``."""
+def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+    """``image`` with its shorter side resized to ``size`` (bilinear, antialiased): the whole image, before
+    :func:`resize_center_crop` crops it (which leaves an image already this size as it is)."""
     width, height = image.size
     scale = size / min(width, height)
     new = (max(size, round(width * scale)), max(size, round(height * scale)))
-    if new != image.size:
-        image = image.resize(new, Image.Resampling.BILINEAR, reducing_gap=None)
+    return image if new == image.size else image.resize(new, Image.Resampling.BILINEAR, reducing_gap=None)
+
+
+def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to ``size`` (bilinear, antialiased), then centre-crop ``size x size``."""
+    image = resize_shorter_side(image, size)
+    new = image.size
     left, top = (new[0] - size) // 2, (new[1] - size) // 2
     return image.crop((left, top, left + size, top + size))
 

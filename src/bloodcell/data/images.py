@@ -225,6 +225,20 @@ def image_files(folder: str | Path) -> list[Path]:
     return scan_folder(folder).images
 
 
+def class_folders(root: str | Path) -> list[Path]:
+    """The visible sub-folders of ``root``, sorted: the classes of a ``root/<class>/<image>`` folder."""
+    return sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def class_folder_images(root: str | Path) -> list[tuple[Path, str]]:
+    """Every image under ``root/<class>/`` (:func:`image_files`) with its class, the sub-folder's name, class by
+    class; DataError when ``root`` is not a folder. The one reader of ``root/<class>/<image>`` folders."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found (expected {root}/<class>/<image>)")
+    return [(path, folder.name) for folder in class_folders(root) for path in image_files(folder)]
+
+
 #: Extensions of image formats people send that bloodcell does not read (reported, never silently dropped).
 UNSUPPORTED_IMAGE_EXTENSIONS = (".gif", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".svg", ".dcm", ".dng", ".cr2",
                                 ".nef", ".raw", ".psd", ".ico", ".jxl", ".czi", ".ndpi", ".svs", ".vsi")

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bloodcell.data.images import IMAGE_EXTENSIONS
+from bloodcell.data.images import IMAGE_EXTENSIONS, class_folders
 from bloodcell.data.locate import dataset_root
 from bloodcell.data.registry import PBC_CLASSES, DatasetInfo, get_dataset
 from bloodcell.data.taxonomy import pbc_fine_label
@@ -50,11 +50,9 @@ class Inventory:
 def _class_dirs(root: Path) -> list[tuple[str, Path]]:
     """(subset, class folder) pairs; subset folders (TRAIN/TEST...) add one level."""
     pairs = []
-    for child in sorted(root.iterdir()):
-        if not child.is_dir() or child.name.startswith("."):
-            continue
+    for child in class_folders(root):
         if child.name.lower() in SUBSET_NAMES:
-            pairs += [(child.name, sub) for sub in sorted(child.iterdir()) if sub.is_dir() and not sub.name.startswith(".")]
+            pairs += [(child.name, sub) for sub in class_folders(child)]
         else:
             pairs.append(("", child))
     return pairs

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bloodcell.data.dataset import ManifestDataset, stratified_subset
-from bloodcell.data.images import image_files
+from bloodcell.data.images import class_folder_images
 from bloodcell.data.locate import dataset_root
 from bloodcell.data.manifest import read_manifest
 from bloodcell.data.registry import PBC_CLASSES
@@ -103,14 +103,8 @@ def folder_items(root: str | Path | None, limit: int | None = None) -> EvalItems
     if root is None:
         raise ConfigError("a folder dataset needs --data-root DIR (a root/<class>/<image> folder)")
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: folder not found")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    paths, labels = [], []
-    for name in classes:
-        for path in image_files(root / name):
-            paths.append(path)
-            labels.append(name)
+    found = class_folder_images(root)
+    paths, labels = [path for path, _ in found], [label for _, label in found]
     if not paths:
         raise DataError(f"{root}: no images found in root/<class>/<image> layout")
     present = sorted(set(labels))

@@ -13,12 +13,15 @@ import io
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
+from bloodcell.data.tables import csv_file_bytes, csv_from_bytes
 from bloodcell.errors import DataError
 from bloodcell.resources import manifest_path
 from bloodcell.writing import write_bytes
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ("dataset", "path", "label", "fine_label", "split", "sha256", "group")
+#: Largest manifest read (PBC's 14,501 rows are about 2 MB).
+MAX_MANIFEST_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -70,24 +73,8 @@ def write_manifest(path: str | Path, dataset: str, rows: list[ManifestRow]) -> M
 def read_manifest(path: str | Path) -> Manifest:
     """Read and validate a manifest CSV (a path or a frozen manifest's name); raises ``DataError`` naming the problem."""
     path = manifest_path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"manifest {path} not found") from None
-    except OSError as exc:
-        raise DataError(f"manifest {path} cannot be read ({exc.strerror or exc})") from exc
-    try:
-        text = data.decode("utf-8-sig")  # a byte-order mark (a spreadsheet's export) is not part of the first column
-    except UnicodeDecodeError:
-        raise DataError(f"manifest {path} is not UTF-8 text") from None
-    try:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        records = list(reader)
-    except csv.Error as exc:
-        raise DataError(f"manifest {path} is not a valid CSV file ({exc})") from None
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or ())]
-    if missing:
-        raise DataError(f"manifest {path} lacks column(s) {', '.join(missing)} (expected {','.join(COLUMNS)})")
+    data = csv_file_bytes(path, "manifest", MAX_MANIFEST_BYTES)
+    _, records = csv_from_bytes(data, path, "manifest", COLUMNS)
     rows, datasets, kept, duplicates = [], set(), {}, []
     names = [f.name for f in fields(ManifestRow)]
     for line, record in enumerate(records, start=2):

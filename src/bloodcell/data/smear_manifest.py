@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bloodcell.data.manifest import MAX_MANIFEST_BYTES
+from bloodcell.data.tables import csv_file_bytes, csv_from_bytes
 from bloodcell.errors import DataError
 from bloodcell.resources import manifest_path
 from bloodcell.writing import write_bytes
@@ -85,20 +87,10 @@ def write_smear_manifest(rows: list[SmearRow], path: str | Path, columns: tuple[
 def read_smear_manifest(path: str | Path) -> SmearManifest:
     """Read and check a smear manifest (a path or a frozen manifest's name); raises ``DataError`` naming the problem."""
     path = manifest_path(path)
-    try:
-        data = path.read_bytes()
-        text = data.decode("utf-8-sig")  # a byte-order mark (a spreadsheet's export) is not part of the first column
-    except FileNotFoundError:
-        raise DataError(f"{path}: smear manifest not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: smear manifest cannot be read ({exc})") from None
-    try:
-        records = list(csv.DictReader(io.StringIO(text, newline="")))
-    except csv.Error as exc:
-        raise DataError(f"{path}: malformed CSV ({exc})") from None
-    header = set(records[0]) if records else set()
-    if not records or not set(REQUIRED) <= header:
-        raise DataError(f"{path}: expected at least the columns {','.join(REQUIRED)}")
+    data = csv_file_bytes(path, "smear manifest", MAX_MANIFEST_BYTES)
+    _, records = csv_from_bytes(data, path, "smear manifest", REQUIRED)
+    if not records:
+        raise DataError(f"{path}: the smear manifest lists no smear")
     rows, seen = [], set()
     for line, record in enumerate(records, start=2):
         row = SmearRow(**{name: (record.get(name) or "").strip() for name in COLUMNS})

@@ -8,7 +8,6 @@ dataset's own subset (TXL's ``train``/``val`` folders, CBC's ``Training``) and i
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from bloodcell.data.boxes import Annotation
 from bloodcell.data.images import is_image_path, oriented_size
 from bloodcell.data.locate import dataset_root
 from bloodcell.data.registry import get_dataset
+from bloodcell.data.tables import read_csv
 from bloodcell.data.voc import parse_voc, voc_folders
 from bloodcell.data.yolo import parse_yolo, read_classes
 from bloodcell.errors import DataError
@@ -66,14 +66,7 @@ def read_sources(root: Path) -> dict[str, dict[str, str]]:
     path = root / "sources.csv"
     if not path.is_file():
         return {}
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            if not reader.fieldnames or not {"file", "source"} <= set(reader.fieldnames):
-                raise DataError(f"{path}: expected the columns file and source")
-            return {row["file"]: row for row in reader if row.get("file")}
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read the sources file ({exc})") from None
+    return {row["file"]: row for row in read_csv(path, "sources file", ("file", "source"))[1] if row.get("file")}
 
 
 def _size(path: Path, row: dict[str, str] | None) -> tuple[int, int]:

@@ -8,7 +8,6 @@ they never cross splits; unreadable files are excluded and reported.
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -25,6 +24,7 @@ from bloodcell.data.analysis import (
 from bloodcell.data.inventory import Entry, inventory
 from bloodcell.data.manifest import SPLITS, Manifest, ManifestRow, write_manifest
 from bloodcell.data.registry import PBC_CLASSES, get_dataset
+from bloodcell.data.tables import read_csv
 from bloodcell.data.taxonomy import Taxonomy, get_taxonomy, labels_taxonomy
 from bloodcell.errors import ConfigError, DataError
 
@@ -83,14 +83,7 @@ def assign_groups(group_sizes: list[int], ratios: tuple[Fraction, ...], rng: np.
 
 def read_metadata(path: str | Path) -> dict[str, dict[str, str]]:
     """A CSV with a ``path`` column (relative to the dataset root) and any other columns."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"metadata file {path} not found")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if "path" not in (reader.fieldnames or []):
-            raise DataError(f"metadata file {path} has no 'path' column")
-        return {row["path"]: row for row in reader}
+    return {row["path"]: row for row in read_csv(path, "metadata file", ("path",))[1]}
 
 
 def _group_values(entries: list[Entry], group_by: str, metadata: dict[str, dict[str, str]] | None) -> list[str]:

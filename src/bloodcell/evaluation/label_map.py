@@ -9,11 +9,11 @@ name, ignoring case.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from bloodcell.data.tables import csv_rows
 from bloodcell.errors import ConfigError
 
 LabelMap = dict[str, "str | None"]
@@ -38,14 +38,17 @@ def read_label_map(path: str | Path) -> LabelMap:
             raise ConfigError(f"{path}: a JSON label map must be an object of dataset class -> model class or null")
         return {str(k): (v.strip() or None) if isinstance(v, str) else None for k, v in data.items()}
     if suffix == ".csv":
-        rows = [r for r in csv.reader(text.splitlines()) if any(cell.strip() for cell in r)]
-        if not rows or [c.strip().lower() for c in rows[0][:2]] != ["source", "target"]:
+        fields, rows = csv_rows(text, str(path))
+        if [c.strip().lower() for c in fields] != ["source", "target"]:
             raise ConfigError(f"{path}: a CSV label map needs the header 'source,target'")
         out: LabelMap = {}
-        for line, row in enumerate(rows[1:], start=2):
-            if len(row) > 2 or not row[0].strip():
+        for line, row in enumerate(rows, start=2):
+            source, target = (row.get(name) or "" for name in fields)
+            if not source.strip() and not target.strip() and None not in row:
+                continue  # a blank row
+            if None in row or not source.strip():
                 raise ConfigError(f"{path} line {line}: expected 'source,target' (target may be empty)")
-            out[row[0].strip()] = row[1].strip() if len(row) > 1 and row[1].strip() else None
+            out[source.strip()] = target.strip() or None
         return out
     raise ConfigError(f"{path}: label maps must be .json or .csv files")
 

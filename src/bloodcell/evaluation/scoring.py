@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +67,7 @@ class ScoringModel:
     @property
     def n_parameters(self) -> int | None:
         """Trainable + frozen parameters of a torch model; None for a classical pipeline."""
-        if self.kind != "torch":
+        if self.kind != "torch" or self.model.model is None:  # a classical pipeline, or the onnx engine
             return None
         return int(sum(p.numel() for p in self.model.model.parameters()))
 
@@ -87,15 +89,16 @@ def align_columns(probs: np.ndarray, classes, class_names: Sequence[str]) -> np.
     return full
 
 
-def load_scoring_model(spec: str | Path) -> ScoringModel:
-    """Load a bundled name or a ``.safetensors`` (torch) or ``.skops`` (scikit-learn) checkpoint."""
+def load_scoring_model(spec: str | Path, engine: str = "torch", num_threads: int | None = None) -> ScoringModel:
+    """Load a bundled name or a ``.safetensors`` (torch) or ``.skops`` (scikit-learn) checkpoint; a torch checkpoint
+    runs on ``engine`` (``num_threads`` as :func:`~bloodcell.inference.predictor.load` takes it)."""
     if str(spec).endswith(".skops"):
         return _classical(Path(spec))
     path = resolve(spec)
     if path.suffix != ".safetensors":
         raise CheckpointError(f"{path}: expected a .safetensors (torch) or .skops (classical) checkpoint")
     meta = read_checkpoint_meta(path)
-    classifier: Classifier = load(path)
+    classifier: Classifier = load(path, engine=engine, num_threads=num_threads)
     return ScoringModel("torch", classifier, meta["model_name"], classifier.class_names, classifier.temperature,
                         meta, classifier.data_config.input_size, path)
 
@@ -113,27 +116,39 @@ def _classical(path: Path) -> ScoringModel:
                         float(meta.get("temperature", 1.0)), dict(meta), int(size), path)
 
 
+def _score_batch(model: ScoringModel, paths: Sequence[Path], start: int, batch_size: int,
+                 tta: bool) -> tuple[np.ndarray | None, list[int], list[tuple[str, str]]]:
+    """Logits of the readable images of ``paths[start:start + batch_size]``, their indices, and the skipped ones."""
+    images, indices, skipped = [], [], []
+    for offset, path in enumerate(paths[start:start + batch_size]):
+        try:
+            images.append(read_image(path))
+        except ImageError as exc:
+            skipped.append((str(path), str(exc)))
+            continue
+        indices.append(start + offset)
+    return (model.logits(images, tta) if images else None), indices, skipped
+
+
 def score_paths(model: ScoringModel, paths: Sequence[Path], *, tta: bool = False, batch_size: int = 32,
                 description: str = "scoring") -> Scores:
-    """Logits of every readable image of ``paths``, in batches; unreadable ones are listed in ``skipped``."""
+    """Logits of every readable image of ``paths``, in batches; unreadable ones are listed in ``skipped``.
+    An engine that runs batches concurrently (onnx) works on as many batches at once as its classifier's workers."""
     tta = tta and model.kind == "torch"
+    concurrent = model.kind == "torch" and getattr(model.model.backend, "concurrent", False)
     skipped: list[tuple[str, str]] = []
     parts: list[np.ndarray] = []
     indices: list[int] = []
     start_time = time.perf_counter()
     starts = range(0, len(paths), batch_size)
-    for start in track(starts, description, total=len(paths), unit="images",
-                       size=lambda s: min(batch_size, len(paths) - s)):
-        images = []
-        for offset, path in enumerate(paths[start:start + batch_size]):
-            try:
-                images.append(read_image(path))
-            except ImageError as exc:
-                skipped.append((str(path), str(exc)))
-                continue
-            indices.append(start + offset)
-        if images:
-            parts.append(model.logits(images, tta))
+    with ThreadPoolExecutor(model.model.workers if concurrent else 1) as pool:
+        outcomes = pool.map(partial(_score_batch, model, paths, batch_size=batch_size, tta=tta), starts)
+        for logits, batch_indices, batch_skipped in track(outcomes, description, total=len(paths), unit="images",
+                                                          size=lambda o: len(o[1]) + len(o[2])):
+            skipped += batch_skipped
+            indices += batch_indices
+            if logits is not None:
+                parts.append(logits)
     seconds = time.perf_counter() - start_time
     logits = np.concatenate(parts, axis=1) if parts else np.zeros((1, 0, len(model.class_names)))
     return Scores(logits, indices, skipped, seconds)

@@ -55,8 +55,19 @@ GUARD_VERSION = 2
 def _small_planes(pixels: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     """(N, 3, H, W) uint8 model-input pixels box-averaged to about 32x32: (N, 3, h*w) floats in 0..1, and (h, w)."""
     factor = max(1, min(pixels.shape[2:]) // _STATS_SIDE)
-    small = np.asarray([[np.asarray(Image.fromarray(plane).reduce(factor)) for plane in image] for image in pixels],
-                       dtype=np.float32)
+    count, _, height, width = pixels.shape
+    if factor in (1, 2, 4, 8, 16) and height % factor == 0 and width % factor == 0:
+        # Pillow's reduce() for the whole batch at once: box sums (in uint16, which holds 16 x 16 x 255) rounded
+        # half up, exactly Pillow's result for power-of-two boxes; added slice by slice, faster than a sum over axes
+        boxes = pixels.reshape(count, 3, height // factor, factor, width // factor, factor)
+        sums = np.zeros((count, 3, height // factor, width // factor), np.uint16)
+        for row in range(factor):
+            for column in range(factor):
+                np.add(sums, boxes[:, :, :, row, :, column], out=sums, casting="unsafe")
+        small = ((sums + factor * factor // 2) // (factor * factor)).astype(np.float32)
+    else:
+        small = np.asarray([[np.asarray(Image.fromarray(plane).reduce(factor)) for plane in image] for image in pixels],
+                           dtype=np.float32)
     return small.reshape(len(pixels), 3, -1) / np.float32(255.0), small.shape[2:]
 
 

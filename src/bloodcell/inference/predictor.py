@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from bloodcell.checkpoint import Checkpoint, load_checkpoint
+from bloodcell.data.dataset import resize_shorter_side
 from bloodcell.data.images import ImageSource, read_image
 from bloodcell.errors import CheckpointError, ConfigError, ImageError
 from bloodcell.framing import count_cells, frame_box, search_cells
@@ -40,7 +41,7 @@ from bloodcell.inference.ood import OODGuard
 from bloodcell.inference.tta import DIHEDRAL_VIEWS, dihedral_views
 from bloodcell.metrics.calibration import apply_temperature
 from bloodcell.progress import track
-from bloodcell.transforms import DataConfig, create_pixel_transform, normalize_batch
+from bloodcell.transforms import DataConfig, finish_pixels, normalize_batch, stage_image, staging_size
 from bloodcell.weights import resolve
 
 #: The note of an image that shows several white cells (a field or a smear photo, not a single-cell image).
@@ -113,9 +114,8 @@ class Classifier:
         self.guard = guard
         self.model = model
         self.source = source
-        self._pixels = create_pixel_transform(data_config)
         # for a cell-framed model, _decode frames each image itself (DataConfig.prepare's step) from one search
-        self._unframed_pixels = create_pixel_transform(replace(data_config, framing="none"))
+        self._unframed = replace(data_config, framing="none")
         self._normalize = partial(normalize_batch, data_config=data_config)
         self.workers = workers
         self._lock = threading.Lock()
@@ -169,7 +169,7 @@ class Classifier:
 
     def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Decoded RGB images to the model's uint8 NCHW input pixels (framed as the checkpoint says, resized, cropped)."""
-        return np.stack([self._pixels(image).numpy() for image in images])
+        return finish_pixels(np.stack([stage_image(image, self.data_config) for image in images]), self.data_config)
 
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Decoded RGB images to the normalised float32 NCHW batch the model expects."""
@@ -245,18 +245,22 @@ class Classifier:
             yield in_flight.popleft().result()
 
     def _decode(self, item: ImageSource, single_cell: bool) -> tuple[np.ndarray, str | None] | ImageError:
-        """One input's uint8 model-input pixels (C, H, W) and a note when it shows several white cells (not
+        """One input's staged uint8 pixels (H, W, C; :func:`~bloodcell.transforms.stage_image`) and a note when it shows several white cells (not
         looked for when the caller knows it is a ``single_cell``), or the ImageError saying why it cannot be used."""
         try:
             image = read_image(item)
         except ImageError as exc:
             return exc
         if self.data_config.framing != "cell":
-            cells = 1 if single_cell else count_cells(image)
-            return self._pixels(image).numpy(), SEVERAL_CELLS_NOTE.format(cells) if cells > 1 else None
+            if single_cell:
+                return stage_image(image, self.data_config), None
+            if self.data_config.resize == "crop":  # count on the whole image as staging resizes it, before its crop
+                image = resize_shorter_side(image, staging_size(self.data_config.input_size))
+            cells = count_cells(image)
+            return stage_image(image, self.data_config), SEVERAL_CELLS_NOTE.format(cells) if cells > 1 else None
         search = search_cells(image)  # one search both frames the cell and counts the white cells
         note = SEVERAL_CELLS_NOTE.format(search.count) if not single_cell and search.count > 1 else None
-        return self._unframed_pixels(frame_box(image, search.box)).numpy(), note
+        return stage_image(frame_box(image, search.box), self._unframed), note
 
     def _predict_batch(self, items: Sequence[ImageSource], top_k: int, refer_below: float | None, tta: bool,
                        guard: bool) -> list[Prediction]:
@@ -271,7 +275,7 @@ class Classifier:
                 decoded.append((index, *outcome))
         if not decoded:
             return results
-        pixels = np.stack([p for _, p, _ in decoded])
+        pixels = finish_pixels(np.stack([p for _, p, _ in decoded]), self.data_config)
         logits, features = self.score(pixels, tta)
         probs = self.probabilities(logits)
         assessed = (self.guard.assess(pixels, features[0], several=[note is not None for _, _, note in decoded])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hmac
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -70,14 +71,15 @@ from bloodcell.service.schemas import (
     ReviewResponse,
     SmearImageResult,
 )
-from bloodcell.service.samples_api import OWN_AUTH_PREFIXES, add_sample_store_routes
+from bloodcell.service.gallery_api import add_gallery_routes, check_keepable, keep_counted
+from bloodcell.service.samples_api import COOKIE, OWN_AUTH_PREFIXES, add_sample_store_routes, signed_in_caller
 from bloodcell.service.settings import Limits, ServiceSettings
 from bloodcell.smear import documents
 from bloodcell.smear.counting import PhotoCounter, count_photos
 from bloodcell.smear.counting import count_image as library_count_image
-from bloodcell.smear.schema import PhotoCount
+from bloodcell.smear.schema import PhotoCount, SampleResult
 from bloodcell.smear.typing import typing_summary
-from bloodcell.store.database import open_store
+from bloodcell.store.database import Store, open_store
 from bloodcell.smear.detectors import describe_detector, resolve_detector
 
 logger = get_logger(__name__)
@@ -97,8 +99,9 @@ how much to trust the typing) and `review` lists the white cells meant for a per
 doubtful), each with its crop and top 3 classes. `POST /v1/review` combines the `state` of one or
 more counts of a sample, applies a reviewer's corrections, and answers the recomputed report
 marked reviewed, the corrections as CSV and as Label Studio tasks, and (when the photos are sent
-too) the reviewed cells as a ZIP of `cells/<class>/*.png` for `bloodcell adapt`. The
-service keeps nothing between requests.
+too) the reviewed cells as a ZIP of `cells/<class>/*.png` for `bloodcell adapt`. Without a
+sample store the service keeps nothing between requests; with one (`serve --store`), the photos a
+signed-in person counts are kept as a sample (`sample_id`, or `add_to_sample`) for the gallery review.
 
 Refusals are JSON `{"error": code, "message": sentence}` with a 4xx status: 400 empty file or
 a Host header the server does not answer to, 401 missing/wrong API key, 403 a state-changing
@@ -146,6 +149,7 @@ class ServiceState:
     queue: WorkQueue
     metrics: ServiceMetrics
     count_photo: PhotoCounter
+    store: Store | None = None
 
     @property
     def limits(self) -> Limits:
@@ -209,7 +213,9 @@ def create_app(
     _add_classify_route(app)
     _add_sample_routes(app)
     if settings.store:
-        add_sample_store_routes(app, open_store(settings.store), settings.api_key, list(classifier.class_names))
+        store = app.state.service.store = open_store(settings.store)
+        add_sample_store_routes(app, store, settings.api_key, list(classifier.class_names))
+        add_gallery_routes(app, store, settings.api_key)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_upload_bytes, timeout_s=limits.body_timeout_s)
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
@@ -303,7 +309,9 @@ EXPLAIN_HELP = ("Add a LayerCAM heat map (base64 PNG) to each result: where the 
 CLASSIFY_FIELDS = ("files", "top_k", "tta", "explain")
 UploadFiles = Annotated[list[UploadFile], File(min_length=1, description="One or more image files (multipart field `files`).")]
 OptionalFiles = Annotated[list[UploadFile] | None, File(description="The sample's photos that hold reviewed cells (optional).")]
-SampleId = Annotated[str, Form(min_length=1, max_length=64, description="The sample these photos belong to (shown in the report).")]
+SampleId = Annotated[str | None, Form(max_length=64, description="The sample these photos belong to (shown in the report; "
+                                                                  "the id it is kept under when signed in).")]
+AddToSample = Annotated[bool, Form(description="Add these photos to the kept sample `sample_id` (signed in only).")]
 ReviewPart = Annotated[UploadFile, File(description="The review as JSON (see the endpoint's description).")]
 
 
@@ -400,9 +408,10 @@ class _Counted:
     sample: dict[str, Any]
     review: list[ReviewItem]
     photos: list
+    result: SampleResult | None = None
 
 
-def _count_job(token: CancelToken, state: ServiceState, usable) -> _Counted:
+def _count_job(token: CancelToken, state: ServiceState, usable, sample_id: str = "sample") -> _Counted:
     """Decode, then count with the one counting loop in a worker thread (an abandoned job stops between photos);
     each counted photo gets its id, its review items (crops, top 3) and its review state."""
     ids = {index: photo_id(data) for index, _, data in usable}
@@ -429,10 +438,11 @@ def _count_job(token: CancelToken, state: ServiceState, usable) -> _Counted:
 
     token.check()
     result = count_photos([image for _, _, image in todo], state.count_photo, names=[name for _, name, _ in todo],
-                          typing=typing_summary(state.classifier), on_photo=photo_done)
+                          sample_id=sample_id, typing=typing_summary(state.classifier), on_photo=photo_done)
     missed = [index for index, _, _ in todo if index not in counted.entries]
     errors.update({index: error.error for index, error in zip(missed, result.errors)})
     counted.sample = result.sample.model_dump(mode="json", exclude_unset=True) if result.images else {}
+    counted.result = result
     return counted
 
 
@@ -591,25 +601,44 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         tags=["count"],
         responses=ERROR_RESPONSES,
     )
-    async def count(request: Request, files: UploadFiles, sample_id: SampleId = "sample") -> CountResponse:
+    async def count(request: Request, files: UploadFiles, sample_id: SampleId = None,
+                    add_to_sample: AddToSample = False) -> CountResponse:
         """Count RBC, WBC and platelets on the smear photos of one sample: its differential in plain words,
-        and the white cells meant for a person (with crops and top 3) for review."""
-        await _refuse_unknown_fields(request, ("files", "sample_id"))
+        and the white cells meant for a person (with crops and top 3) for review.
+
+        When the server keeps samples and a person is signed in (session cookie and CSRF token), the sample is
+        also kept in the store under `sample_id` (required then), counted by that person; with `add_to_sample`
+        the photos are added to the kept sample of that id. `stored_sample` says which sample was kept."""
+        await _refuse_unknown_fields(request, ("files", "sample_id", "add_to_sample"))
         state = _state(request)
+        sample_id = (sample_id or "").strip() or None
+        person = (signed_in_caller(state.store, state.settings.api_key, request, change=True)
+                  if state.store is not None and request.cookies.get(COOKIE) else None)
+        if person is not None:
+            check_keepable(state.store, person, sample_id, add_to_sample)
+        elif add_to_sample:
+            raise RequestRejected(422, "invalid_request", "photos are added to a kept sample only by a signed-in person")
         uploads = await _read_uploads(files, state.limits)
         usable, refused = _screen(uploads, state.limits)
-        counted: _Counted = await state.queue.run(_count_job, state, usable)
+        started = time.perf_counter()
+        counted: _Counted = await state.queue.run(_count_job, state, usable, sample_id or "sample")
         if not counted.entries:
             raise RequestRejected(422, "corrupt_image", counted.errors[min(counted.errors)])
         items, skipped = _smear_results(uploads, counted, refused)
         state.metrics.images.labels("/v1/count").inc(len(counted.entries))
-        sample_id = sample_id.strip() or "sample"
+        sample_id = sample_id or "sample"
         entries = [counted.entries[i] for i in sorted(counted.entries)]
+        if person is not None:
+            sent = {photo_id(data): data for _, _, data in usable}
+            keep_counted(state.store, person, counted.result, [sent[p.photo_id] for p in counted.result.images],
+                         add_to_sample=add_to_sample, classifier=state.classifier, detector=state.settings.detector,
+                         seconds=time.perf_counter() - started)
         return _bounded_json(CountResponse(
             images=items, sample=counted.sample, sample_id=sample_id,
             report=count_report(entries, counted.sample, skipped, sample_id), review=counted.review,
             classes=list(state.classifier.class_names), refer_below=state.settings.refer_below,
             detector=state.detector_name, state=sample_state(counted.photos, counted.sample, skipped),
+            stored_sample=sample_id if person is not None else None,
         ), state.limits, "send fewer or smaller photos per request")
 
     @app.post("/v1/review", response_model=ReviewResponse, tags=["review"], responses=ERROR_RESPONSES)

@@ -31,6 +31,7 @@ from bloodcell.store.audit import trail
 from bloodcell.store.database import Store
 from bloodcell.store.errors import AuthError, ConflictError, NotFoundError, ReadOnlyError, RoleError
 from bloodcell.store.exports import fhir_bundle, sample_csv
+from bloodcell.store.lab_settings import lab_settings
 from bloodcell.store.models import AuditEntry, Decision
 from bloodcell.store.samples import (ACTIONS, add_cell, decide, find, finish_review, list_samples, reopen, sign,
                                      summary)
@@ -40,7 +41,7 @@ from bloodcell.store.users import Person, authenticate
 COOKIE = "bloodcell_session"
 CSRF_HEADER = "X-CSRF-Token"
 #: Paths that check their own callers (session or API key), so the service's API-key gate lets them through.
-OWN_AUTH_PREFIXES = ("/v1/session", "/v1/samples")
+OWN_AUTH_PREFIXES = ("/v1/session", "/v1/samples", "/v1/lab")
 _STATUS = ((AuthError, 401, "unauthorized"), (RoleError, 403, "forbidden"), (NotFoundError, 404, "not_found"),
            (ConflictError, 409, "conflict"), (ReadOnlyError, 409, "read_only"), (ConfigError, 422, "invalid_request"))
 
@@ -60,6 +61,9 @@ class DecisionRequest(BaseModel):
     cell_id: int
     action: Literal[ACTIONS]  # type: ignore[valid-type]
     cell_class: str | None = Field(default=None, max_length=50, description="The new class (relabel only).")
+    box: tuple[float, float, float, float] | None = Field(
+        default=None, description="x1, y1, x2, y2 in the photo's pixels (move only).")
+    undo: bool = Field(default=False, description="This decision takes back the reviewer's previous one (audited).")
     version: int = Field(description="The sample's version the reviewer saw; a different one is refused with 409.")
 
 
@@ -79,7 +83,7 @@ class AddCellRequest(VersionRequest):
 
 
 @contextmanager
-def _http_errors() -> Iterator[None]:
+def http_errors() -> Iterator[None]:
     """Store errors as RequestRejected: the status of their kind and their one sentence."""
     try:
         yield
@@ -94,25 +98,11 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
     router = APIRouter(prefix="/v1", tags=["samples"])
 
     def caller(request: Request, change: bool = False) -> Person | None:
-        """The signed-in person (None: a machine with the API key); 401/403 for anyone else."""
-        token = request.cookies.get(COOKIE)
-        if token:
-            with _http_errors(), store.session() as session:
-                person, csrf = session_user(session, token)
-            if change and not hmac.compare_digest(request.headers.get(CSRF_HEADER, "").encode(), csrf.encode()):
-                raise RequestRejected(403, "csrf", f"a change needs the session's CSRF token in {CSRF_HEADER}")
-            return person
-        presented = request.headers.get("x-api-key") or _bearer(request)
-        if api_key and presented and hmac.compare_digest(presented.encode(), api_key.encode()):
-            if change:
-                raise RequestRejected(401, "unauthorized", "decisions and sign-off are made by a signed-in person, "
-                                      "not with the API key")
-            return None
-        raise RequestRejected(401, "unauthorized", "sign in (POST /v1/session) or send the API key")
+        return signed_in_caller(store, api_key, request, change)
 
     @router.post("/session", response_model=SignedIn)
     def sign_in(body: SignIn, request: Request, response: Response) -> SignedIn:
-        with _http_errors(), store.session() as session:
+        with http_errors(), store.session() as session:
             person = authenticate(session, body.name, body.password)
             token, csrf = start_session(session, person)
         response.set_cookie(COOKIE, token, max_age=int(SESSION_HOURS * 3600), httponly=True, samesite="strict",
@@ -122,7 +112,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
     @router.get("/session", response_model=SignedIn)
     def signed_in(request: Request) -> SignedIn:
         """Who this browser's session cookie signs in, with its CSRF token (a reloaded page resumes with it)."""
-        with _http_errors(), store.session() as session:
+        with http_errors(), store.session() as session:
             person, csrf = session_user(session, request.cookies.get(COOKIE, ""))
         return SignedIn(name=person.name, role=person.role, csrf_token=csrf)
 
@@ -143,14 +133,14 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
     @router.get("/samples/{sample_id}")
     def sample(sample_id: str, request: Request) -> dict[str, Any]:
         caller(request)
-        with _http_errors(), store.session() as session:
+        with http_errors(), store.session() as session:
             return _with_cells(session, find(session, sample_id), classes)
 
     @router.get("/samples/{sample_id}/photos/{position}")
     def photo(sample_id: str, position: int, request: Request) -> Response:
         """A photo of the sample as it was counted (the page cuts its white cells from it)."""
         caller(request)
-        with _http_errors(), store.session() as session:
+        with http_errors(), store.session() as session:
             kept = next((p for p in find(session, sample_id).photos if p.position == position), None)
             if kept is None:
                 raise NotFoundError(f"sample {sample_id!r} has no photo {position}")
@@ -162,23 +152,26 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
     @router.get("/samples/{sample_id}/audit")
     def audit(sample_id: str, request: Request) -> list[dict[str, Any]]:
         caller(request)
-        with _http_errors(), store.session() as session:
+        with http_errors(), store.session() as session:
             return [{"at": e.at.isoformat(), "actor": e.actor, "action": e.action, "target": e.target,
                      "before": e.before, "after": e.after} for e in trail(session, find(session, sample_id))]
 
     @router.post("/samples/{sample_id}/decisions")
     def decision(sample_id: str, body: DecisionRequest, request: Request) -> dict[str, Any]:
         person = caller(request, change=True)
-        with _http_errors(), store.session() as session:
-            decide(session, sample_id, body.cell_id, body.action, person, cell_class=body.cell_class,
-                   expected_version=body.version)
+        if body.action == "relabel" and body.cell_class not in classes:
+            raise RequestRejected(422, "invalid_request", f"{body.cell_class!r} is not a white-cell class here; choose "
+                                  f"one of {', '.join(classes)}")
+        with http_errors(), store.session() as session:
+            decide(session, sample_id, body.cell_id, body.action, person, cell_class=body.cell_class, box=body.box,
+                   undo=body.undo, expected_version=body.version)
             session.flush()  # the new version, or 409 when another writer got there first
             return _with_cells(session, find(session, sample_id), classes)
 
     @router.post("/samples/{sample_id}/cells")
     def add_missed_cell(sample_id: str, body: AddCellRequest, request: Request) -> dict[str, Any]:
         person = caller(request, change=True)
-        with _http_errors(), store.session() as session:
+        with http_errors(), store.session() as session:
             add_cell(session, sample_id, body.photo, body.box, body.label, person, cell_class=body.cell_class,
                      expected_version=body.version)
             session.flush()
@@ -187,7 +180,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
     def status_change(sample_id: str, request: Request, change: Callable[[Session, Person], object]) -> dict[str, Any]:
         """A signed-in person's ``change`` of a sample's status (CSRF-checked), then the sample's summary."""
         person = caller(request, change=True)
-        with _http_errors(), store.session() as session:
+        with http_errors(), store.session() as session:
             change(session, person)
             session.flush()
             return summary(find(session, sample_id))
@@ -211,7 +204,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
     def export(sample_id: str, request: Request, format: Literal["csv", "fhir"] = "fhir",
                wbc: float | None = None) -> Response:
         caller(request)
-        with _http_errors(), store.session() as session:
+        with http_errors(), store.session() as session:
             kept = find(session, sample_id)
             if format == "csv":
                 body, media, suffix = sample_csv(kept), "text/csv", "csv"
@@ -222,6 +215,25 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
                         headers={"Content-Disposition": f'attachment; filename="{filename}.{suffix}"'})
 
     app.include_router(router)
+
+
+def signed_in_caller(store: Store, api_key: str | None, request: Request, change: bool = False) -> Person | None:
+    """The signed-in person (None: a machine with the API key); 401/403 for anyone else; a ``change`` needs the
+    session's CSRF token."""
+    token = request.cookies.get(COOKIE)
+    if token:
+        with http_errors(), store.session() as session:
+            person, csrf = session_user(session, token)
+        if change and not hmac.compare_digest(request.headers.get(CSRF_HEADER, "").encode(), csrf.encode()):
+            raise RequestRejected(403, "csrf", f"a change needs the session's CSRF token in {CSRF_HEADER}")
+        return person
+    presented = request.headers.get("x-api-key") or _bearer(request)
+    if api_key and presented and hmac.compare_digest(presented.encode(), api_key.encode()):
+        if change:
+            raise RequestRejected(401, "unauthorized", "decisions and sign-off are made by a signed-in person, "
+                                  "not with the API key")
+        return None
+    raise RequestRejected(401, "unauthorized", "sign in (POST /v1/session) or send the API key")
 
 
 def _bearer(request: Request) -> str:
@@ -249,4 +261,4 @@ def _with_cells(session: Session, sample, classes: list[str]) -> dict[str, Any]:
               "decision": last.get(c.id)}
              for c in sample.cells]
     return {**summary(sample), "counted_by": _counted_by(session, sample.id).get(sample.id), "cells": cells,
-            "classes": classes}
+            "classes": classes, **lab_settings(session)}

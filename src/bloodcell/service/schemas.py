@@ -143,6 +143,7 @@ class CountResponse(BaseModel):
     refer_below: float = Field(description="The server's referral threshold: white cells typed below it are referred.")
     detector: str = Field(description="The smear detector that counted the cells (an adapted one names its lab).")
     state: SampleState | None = Field(None, description="Send back to /v1/review (with other counts of the sample).")
+    stored_sample: str | None = Field(None, description="The sample kept in the store (signed in only).")
 
 
 class Correction(BaseModel):

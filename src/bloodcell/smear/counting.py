@@ -2,7 +2,7 @@
 
 ``count_image`` counts one decoded photo; ``count_photos`` is the one loop over a sample's photos, used by
 ``bloodcell count`` (:mod:`bloodcell.workflows.count`), the web service's ``/v1/count``, :class:`SmearCounter`
-(:mod:`bloodcell.smear.counter`) and ``count_smears``. Nothing is written to disk here; each counted photo
+(:mod:`bloodcell.smear.sample_counter`) and ``count_smears``. Nothing is written to disk here; each counted photo
 carries its annotated image (never serialised).
 """
 

@@ -43,14 +43,21 @@ def differential(wbc_types: dict[str, int]) -> dict[str, Any]:
             "not_white_cells": not_white, "warnings": warnings}
 
 
-def trust_note(typing: dict[str, Any]) -> str:
-    """One paragraph on the typing accuracy behind the percentages (from counts.json's ``wbc_typing``)."""
+#: What to do about an unmeasured classifier, for a command-line user (report.md) and for a person at the web page.
+ADAPT_WITH_COMMAND = "adapt it to your lab with a few labelled cells (`bloodcell adapt DIR`)."
+ADAPT_ON_THE_PAGE = ("review every white cell on this page and correct the calls; your reviewed cells let a supervisor "
+                     "adapt the classifier to your lab later.")
+
+
+def trust_note(typing: dict[str, Any], next_step: str = ADAPT_WITH_COMMAND) -> str:
+    """One paragraph on the typing accuracy behind the percentages (from counts.json's ``wbc_typing``), ending with
+    ``next_step`` when the accuracy was not measured."""
     accuracy = typing.get("held_out_accuracy")
     if accuracy is None:
         return ("How well this classifier types white cells in smear photos has not been measured. A classifier "
                 "trained on PBC single-cell images alone typed only about 40% of the white cells of BCCD smears "
-                "(another microscope and stain) correctly, so do not use these percentages without review; adapt "
-                "it to your lab with a few labelled cells (`bloodcell adapt DIR`).")
+                "(another microscope and stain) correctly, so do not use these percentages without review; "
+                + next_step)
     who = "the cell classifier" + (f" adapted to {typing['adapted_to']}" if typing.get("adapted_to") else "")
     fitted = f" ({typing['fitted_on']})" if typing.get("fitted_on") else ""
     return (f"White cells were typed by {who}{fitted}, which named the main white cell of {accuracy:.0%} of "

@@ -9,8 +9,6 @@ larger than its photo. Every refusal is a :class:`~bloodcell.errors.DataError` o
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,14 +16,11 @@ from typing import Any
 
 import pydantic_core
 
+from bloodcell.data.tables import MAX_CSV_BYTES, csv_rows  # noqa: F401  (the corrections CSV, read here)
 from bloodcell.errors import DataError
 
 #: Largest counts.json read back (a sample of a hundred photos of a thousand boxes each is about 20 MB).
 MAX_JSON_BYTES = 64 * 1024 * 1024
-#: Largest corrections CSV read back.
-MAX_CSV_BYTES = 32 * 1024 * 1024
-#: Longest field of a corrections CSV (names, labels and reasons are far shorter).
-MAX_FIELD_CHARS = 10_000
 #: Largest absolute box coordinate: far beyond any photo, and safe to compute with.
 COORDINATE_LIMIT = 1e7
 #: How far (in photo sizes) a box may reach beyond its photo's edges.
@@ -53,27 +48,6 @@ def read_text(path: str | Path, what: str, max_bytes: int) -> str:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read the {what} ({getattr(exc, 'strerror', None) or exc})") from None
-
-
-def csv_rows(text: str, where: str, max_bytes: int = MAX_CSV_BYTES,
-             max_field: int = MAX_FIELD_CHARS) -> tuple[list[str], list[dict[str, str]]]:
-    """The header and rows of a CSV text; DataError when it is too large, a field too long or the CSV broken."""
-    if len(text) > max_bytes:
-        raise DataError(f"{where}: {len(text)} characters, more than the {max_bytes} limit")
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    rows = []
-    try:
-        for line, row in enumerate(reader, start=2):
-            values = [x for v in row.values() for x in (v if isinstance(v, list) else [v])]  # extras are a list
-            if any(isinstance(v, str) and len(v) > max_field for v in values):
-                raise DataError(f"{where} line {line}: a field is longer than {max_field} characters")
-            rows.append(row)
-    except csv.Error as exc:
-        raise DataError(f"{where} line {reader.line_num}: not a readable CSV ({exc})") from None
-    fields = list(reader.fieldnames or [])
-    if any(len(name) > max_field for name in fields):
-        raise DataError(f"{where}: a column name is longer than {max_field} characters")
-    return fields, rows
 
 
 def count_boxes(photos: Sequence[Any]) -> int:

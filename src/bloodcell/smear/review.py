@@ -41,6 +41,7 @@ from bloodcell.errors import DataError
 from bloodcell.framing import crop_around
 from bloodcell.smear.counting import sample_totals
 from bloodcell.smear.differential import (
+    ADAPT_ON_THE_PAGE,
     differential,
     differential_notes,
     differential_rows,
@@ -352,7 +353,8 @@ def sample_report(doc: dict[str, Any], sample_id: str) -> dict[str, Any]:
         "differential": rows,
         "notes": notes,
         "typing_unavailable": f"White-cell types are unavailable: {typing_unavailable}." if typing_unavailable else None,
-        "trust": plain(trust_note(typing if isinstance(typing, dict) else {})) if diff["classified"] else None,
+        "trust": plain(trust_note(typing if isinstance(typing, dict) else {}, ADAPT_ON_THE_PAGE))
+        if diff["classified"] else None,
         "referred": sum(len(review_targets(entry)) for entry in doc.get("images", [])),
         "reviewed": bool(review.get("reviewed")),
         "review_summary": review.get("summary"),

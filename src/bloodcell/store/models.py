@@ -91,7 +91,8 @@ class Cell(Base):
 
 
 class Decision(Base):
-    """A reviewer's decision on one cell (confirm, relabel, remove, add)."""
+    """A reviewer's decision on one cell (confirm, relabel, platelet, remove, move, add); before and after are in
+    the audit trail."""
 
     __tablename__ = "decisions"
 
@@ -144,6 +145,17 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(200))
     before: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     after: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+
+
+class LabSetting(Base):
+    """One of the lab's settings (``store/lab_settings.py`` names them), with who set it last (audited too)."""
+
+    __tablename__ = "lab_settings"
+
+    key: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_by: Mapped[str] = mapped_column(String(100))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class SignedInSession(Base):

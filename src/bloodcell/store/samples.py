@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -25,8 +26,11 @@ from bloodcell.store.models import Cell, Decision, Photo, Sample, Timing, utcnow
 from bloodcell.store.photos import PhotoFolder
 from bloodcell.store.users import Person
 
-#: A reviewer's decisions on one cell.
-ACTIONS = ("confirm", "relabel", "remove")
+#: A reviewer's decisions on one cell: agree; give it a white-cell class (also back from a bin); call it a platelet;
+#: not a cell (smudge, debris: removed from the counts); move or resize its box.
+ACTIONS = ("confirm", "relabel", "platelet", "remove", "move")
+_AUDITED_AS = {"confirm": "decision", "relabel": "relabel", "platelet": "relabel", "remove": "remove_box",
+               "move": "move_box"}
 
 
 def find(session: Session, sample_id: str) -> Sample:
@@ -60,27 +64,18 @@ def check_new(session: Session, sample_ids: list[str]) -> None:
 
 def record_count(session: Session, photos: PhotoFolder, result: SampleResult, actor: str, *, lab: str = "",
                  classifier: tuple[str | None, str | None] = (None, None),
-                 detector: tuple[str | None, str | None] = (None, None), seconds: float | None = None) -> Sample:
+                 detector: tuple[str | None, str | None] = (None, None), seconds: float | None = None,
+                 photo_bytes: Sequence[bytes] | None = None) -> Sample:
     """Keep a counted sample (the counting loop's result): its photos, every box with its call and, for the cells
-    meant for a person, why (the sample's ``wbc_referred``), and the models used."""
+    meant for a person, why (the sample's ``wbc_referred``), and the models used. ``photo_bytes``: each counted
+    photo's bytes, in ``result.images``' order (default: read from each photo's path)."""
     check_new(session, [result.sample_id])
     sample = Sample(sample_id=result.sample_id, lab=lab, status="counted", note="",
                     classifier_name=classifier[0], classifier_sha256=classifier[1],
                     detector_name=detector[0], detector_sha256=detector[1],
                     typing_unavailable=result.sample.wbc_typing_unavailable)
     session.add(sample)
-    for position, counted in enumerate(result.images):
-        entry = counted.entry()
-        photo = Photo(sample=sample, position=position, name=Path(counted.path).name,
-                      sha256=photos.put(_photo_bytes(counted.path)))
-        session.add(photo)
-        session.flush()
-        reasons = dict(review_targets(entry))
-        session.add_all(Cell(sample=sample, photo_pk=photo.id, label=box.label, x1=box.x1, y1=box.y1,
-                             x2=box.x2, y2=box.y2, score=box.score, count=box.count,
-                             cell_class=box.wbc_type, confidence=box.confidence,
-                             referral_reason=reasons.get(index), origin="detector", removed=False)
-                        for index, box in enumerate(counted.boxes))
+    _keep_photos(session, photos, sample, result, photo_bytes, first=0)
     if seconds is not None:
         session.add(Timing(sample=sample, stage="count", seconds=round(seconds, 3)))
     session.flush()
@@ -90,6 +85,41 @@ def record_count(session: Session, photos: PhotoFolder, result: SampleResult, ac
     return sample
 
 
+def add_photos(session: Session, photos: PhotoFolder, result: SampleResult, by: Person, *,
+               photo_bytes: Sequence[bytes] | None = None) -> Sample:
+    """Add more counted photos (e.g. one just taken) to a kept sample that is not signed; audited."""
+    by.require("count")
+    sample = writable(session, result.sample_id, None)
+    known = {photo.sha256 for photo in sample.photos}
+    _keep_photos(session, photos, sample, result, photo_bytes, first=len(sample.photos), known=known)
+    _touch(sample)
+    record(session, by.name, "add_photos", f"sample:{sample.sample_id}", {"photos": len(known)},
+           {"photos": len(sample.photos), "added": [Path(c.path).name for c in result.images],
+            "counts": result.sample.counts, "skipped": [e.path for e in result.errors]}, sample)
+    return sample
+
+
+def _keep_photos(session: Session, photos: PhotoFolder, sample: Sample, result: SampleResult,
+                 photo_bytes: Sequence[bytes] | None, first: int, known: set[str] = frozenset()) -> None:
+    """Keep each counted photo of ``result`` (from position ``first``) with its boxes; a photo the sample holds
+    already (same SHA-256) is refused."""
+    for position, counted in enumerate(result.images, start=first):
+        entry = counted.entry()
+        data = photo_bytes[position - first] if photo_bytes is not None else _photo_bytes(counted.path)
+        digest = photos.put(data)
+        if digest in known:
+            raise ConfigError(f"{Path(counted.path).name}: sample {sample.sample_id!r} holds this photo already")
+        photo = Photo(sample=sample, position=position, name=Path(counted.path).name, sha256=digest)
+        session.add(photo)
+        session.flush()
+        reasons = dict(review_targets(entry))
+        session.add_all(Cell(sample=sample, photo_pk=photo.id, label=box.label, x1=box.x1, y1=box.y1,
+                             x2=box.x2, y2=box.y2, score=box.score, count=box.count,
+                             cell_class=box.wbc_type, confidence=box.confidence,
+                             referral_reason=reasons.get(index), origin="detector", removed=False)
+                        for index, box in enumerate(counted.boxes))
+
+
 def _photo_bytes(path: str) -> bytes:
     try:
         return Path(path).read_bytes()
@@ -97,7 +127,8 @@ def _photo_bytes(path: str) -> bytes:
         raise StoreError(f"{path}: cannot read the photo to keep it ({exc.strerror or exc})") from None
 
 
-def _writable(session: Session, sample_id: str, expected_version: int | None) -> Sample:
+def writable(session: Session, sample_id: str, expected_version: int | None) -> Sample:
+    """The sample, if it may be changed: ConflictError for a stale version, ReadOnlyError when it is signed."""
     sample = find(session, sample_id)
     if expected_version is not None and sample.version != expected_version:
         raise ConflictError(f"sample {sample_id!r} is at version {sample.version}, not {expected_version}: someone "
@@ -124,30 +155,57 @@ def _cell(session: Session, sample: Sample, cell_id: int) -> Cell:
 
 
 def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Person, *,
-           cell_class: str | None = None, expected_version: int | None = None) -> Decision:
-    """A reviewer confirms, relabels (``cell_class``) or removes one cell."""
+           cell_class: str | None = None, box: Sequence[float] | None = None, undo: bool = False,
+           expected_version: int | None = None) -> Decision:
+    """A reviewer decides one cell (:data:`ACTIONS`): ``cell_class`` for relabel, ``box`` for move; ``undo`` marks
+    a decision that takes back the reviewer's previous one (it is a new decision: nothing is deleted)."""
     by.require("review")
     if action not in ACTIONS:
         raise ConfigError(f"unknown decision {action!r}; choose one of {', '.join(ACTIONS)}")
     if action == "relabel" and not cell_class:
         raise ConfigError("a relabel needs the cell's new class")
-    sample = _writable(session, sample_id, expected_version)
+    if action == "move":
+        box = _checked_box(box)
+    sample = writable(session, sample_id, expected_version)
     cell = _cell(session, sample, cell_id)
-    if cell.removed:
-        raise ReadOnlyError(f"cell {cell_id} of sample {sample_id!r} was removed")
-    before = {"class": cell.cell_class, "removed": False}
+    if cell.removed and action in ("confirm", "move"):
+        raise ReadOnlyError(f"cell {cell_id} of sample {sample_id!r} was removed: put it back in a class first")
+    before = _cell_state(cell)
     if action == "relabel":
-        cell.cell_class = cell_class
+        cell.label, cell.cell_class, cell.removed = "WBC", cell_class, False
+    elif action == "platelet":
+        cell.label, cell.cell_class, cell.removed = "Platelets", None, False
     elif action == "remove":
         cell.removed = True
-    after = {"class": cell.cell_class, "removed": cell.removed}
-    decision = Decision(sample_pk=sample.id, cell_pk=cell.id, action=action, before_class=before["class"],
-                        after_class=after["class"], user=by.name)
+    elif action == "move":
+        cell.x1, cell.y1, cell.x2, cell.y2 = box
+    after = _cell_state(cell)
+    if action == "move":
+        before, after = {"box": before["box"]}, {"box": after["box"]}
+    else:
+        before.pop("box"), after.pop("box")
+    if undo:
+        after["undo"] = True
+    decision = Decision(sample_pk=sample.id, cell_pk=cell.id, action=action, before_class=before.get("class"),
+                        after_class=after.get("class"), user=by.name)
     session.add(decision)
     _touch(sample)
-    record(session, by.name, {"confirm": "decision", "relabel": "relabel", "remove": "remove_box"}[action],
-           f"cell:{cell.id}", before, after, sample)
+    record(session, by.name, _AUDITED_AS[action], f"cell:{cell.id}", before, after, sample)
     return decision
+
+
+def _cell_state(cell: Cell) -> dict[str, Any]:
+    return {"label": cell.label, "class": cell.cell_class, "removed": cell.removed,
+            "box": [cell.x1, cell.y1, cell.x2, cell.y2]}
+
+
+def _checked_box(box: Sequence[float] | None) -> tuple[float, float, float, float]:
+    if box is None or len(box) != 4:
+        raise ConfigError("a box is four numbers: x1, y1, x2, y2")
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not (0 <= x1 < x2 and 0 <= y1 < y2) or max(x2, y2) > 1e6:
+        raise ConfigError(f"a box needs 0 <= x1 < x2 and 0 <= y1 < y2, got {list(box)}")
+    return x1, y1, x2, y2
 
 
 def add_cell(session: Session, sample_id: str, photo_position: int, box: tuple[float, float, float, float],
@@ -156,10 +214,8 @@ def add_cell(session: Session, sample_id: str, photo_position: int, box: tuple[f
     by.require("review")
     if label not in SMEAR_LABELS:
         raise ConfigError(f"unknown cell label {label!r}; choose one of {', '.join(SMEAR_LABELS)}")
-    x1, y1, x2, y2 = (float(v) for v in box)
-    if not (0 <= x1 < x2 and 0 <= y1 < y2):
-        raise ConfigError(f"a box needs 0 <= x1 < x2 and 0 <= y1 < y2, got {box}")
-    sample = _writable(session, sample_id, expected_version)
+    x1, y1, x2, y2 = _checked_box(box)
+    sample = writable(session, sample_id, expected_version)
     photo = next((p for p in sample.photos if p.position == photo_position), None)
     if photo is None:
         raise NotFoundError(f"sample {sample_id!r} has no photo {photo_position}")
@@ -178,7 +234,7 @@ def add_cell(session: Session, sample_id: str, photo_position: int, box: tuple[f
 def finish_review(session: Session, sample_id: str, by: Person, expected_version: int | None = None) -> Sample:
     """The review is done: the sample waits for a supervisor's sign-off."""
     by.require("review")
-    sample = _writable(session, sample_id, expected_version)
+    sample = writable(session, sample_id, expected_version)
     if sample.status == "reviewed":
         raise ReadOnlyError(f"sample {sample_id!r} is reviewed already")
     before = sample.status
@@ -190,7 +246,7 @@ def finish_review(session: Session, sample_id: str, by: Person, expected_version
 def sign(session: Session, sample_id: str, by: Person, expected_version: int | None = None) -> Sample:
     """A supervisor signs a reviewed sample off; it is read-only until reopened."""
     by.require("sign")
-    sample = _writable(session, sample_id, expected_version)
+    sample = writable(session, sample_id, expected_version)
     if sample.status != "reviewed":
         raise ReadOnlyError(f"sample {sample_id!r} is {sample.status.replace('_', ' ')}: only a reviewed sample can "
                             "be signed")

@@ -24,10 +24,10 @@ MIN_PASSWORD = 10
 PERMISSIONS = {
     "technician": {"count", "review"},
     "supervisor": {"count", "review", "sign"},
-    "admin": {"users"},
+    "admin": {"users", "settings"},
 }
 _WHAT = {"count": "record counts", "review": "review cells", "sign": "sign off or reopen a sample",
-         "users": "manage users"}
+         "users": "manage users", "settings": "change the lab's settings"}
 _HASHER = PasswordHash.recommended()
 #: Verified against for unknown names, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = _HASHER.hash("no user has this password")

@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from bloodcell.data.bccd import TypedSmear, held_out_ids, typed_smears
-from bloodcell.data.images import image_files, read_image
+from bloodcell.data.images import class_folder_images, read_image
 from bloodcell.data.manifest import ManifestRow, write_manifest
 from bloodcell.data.smear_manifest import read_smear_manifest
 from bloodcell.data.smears import smear_images
@@ -58,18 +58,15 @@ def bccd_cells(data_root=None, selection: str = "all", context: float = CONTEXT,
 def folder_cells(root: str | Path) -> Cells:
     """The labelled cells of a ``root/<class>/<images>`` folder; unreadable files are listed, not fatal."""
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: folder not found (expected {root}/<class>/<images>)")
     cells = Cells()
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for path in image_files(folder):
-            try:
-                cells.images.append(read_image(path))
-            except ImageError as exc:
-                cells.skipped.append((str(path.relative_to(root)), str(exc)))
-                continue
-            cells.labels.append(folder.name)
-            cells.ids.append(str(path.relative_to(root)))
+    for path, label in class_folder_images(root):
+        try:
+            cells.images.append(read_image(path))
+        except ImageError as exc:
+            cells.skipped.append((str(path.relative_to(root)), str(exc)))
+            continue
+        cells.labels.append(label)
+        cells.ids.append(str(path.relative_to(root)))
     if not cells.images:
         raise DataError(f"{root}: no readable cell image in {root}/<class>/<images>")
     return cells

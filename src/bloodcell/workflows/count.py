@@ -31,8 +31,9 @@ from pydantic import ValidationError
 from bloodcell.data.boxes import SMEAR_LABELS
 from bloodcell.data.images import scan_folder
 from bloodcell.data.smears import labels_beside
+from bloodcell.data.tables import read_csv
 from bloodcell.errors import DataError, OutputError
-from bloodcell.inference.files import Inputs, collect_inputs, input_sha256
+from bloodcell.data.inputs import Inputs, collect_inputs, input_sha256
 from bloodcell.inference.predictor import DEFAULT_REFER_BELOW
 from bloodcell.metrics.detection import coco_ap50, evaluate_counts
 from bloodcell.outputs import check_output_folder
@@ -98,13 +99,7 @@ def _sample_folders(root: Path) -> list[Sample]:
 def samples_from_csv(path: str | Path) -> list[Sample]:
     """Samples of a ``sample_id,photo`` CSV (photo paths relative to the CSV's folder)."""
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read the samples file ({exc})") from None
-    if not rows or not {"sample_id", "photo"} <= set(rows[0]):
-        raise DataError(f"{path}: expected the columns sample_id and photo")
+    _, rows = read_csv(path, "samples file", ("sample_id", "photo"))
     samples: dict[str, Sample] = {}
     for line, row in enumerate(rows, start=2):
         sample_id, photo = (row.get("sample_id") or "").strip(), (row.get("photo") or "").strip()

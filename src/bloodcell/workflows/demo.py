@@ -12,7 +12,8 @@ from bloodcell.data.manifest import read_manifest
 from bloodcell.data.split import make_split
 from bloodcell.data.stats import class_counts, write_stats_png
 from bloodcell.errors import BloodcellError, DataError
-from bloodcell.inference.files import collect_inputs, write_records
+from bloodcell.data.inputs import collect_inputs
+from bloodcell.inference.records import write_records
 from bloodcell.inference.predictor import load
 from bloodcell.resources import manifest_path
 from bloodcell.workflows.evaluate import evaluate, write_report

@@ -51,10 +51,11 @@ def evaluate(checkpoint: str | Path, *, dataset: str = "pbc", manifest: str | Pa
              taxonomy: str | None = None, data_root: str | Path | None = None, label_map: str | Path | None = None,
              tta: bool = False, limit: int | None = None, allow_non_test: bool = False, batch_size: int = 32,
              n_boot: int = 1000, seed: int = 0, model: ScoringModel | None = None,
-             check_files: bool = True) -> Evaluation:
-    """Score ``checkpoint`` (a bundled name or a file; ``model`` may pass it already loaded) on the chosen images."""
+             check_files: bool = True, engine: str = "torch", threads: int | None = None) -> Evaluation:
+    """Score ``checkpoint`` (a bundled name or a file; ``model`` may pass it already loaded) on the chosen images,
+    a torch checkpoint through ``engine`` (``threads``: onnx batches at once, see :func:`~bloodcell.inference.predictor.load`)."""
     label = split_label(split, allow_non_test)
-    model = model or load_scoring_model(checkpoint)
+    model = model or load_scoring_model(checkpoint, engine=engine, num_threads=threads)
     items = collect_items(model, dataset, manifest, split, taxonomy, data_root, limit, check_files)
     if dataset == "folder" and manifest is None:
         label = f"{TEST_LABEL} (external dataset)"
@@ -67,6 +68,8 @@ def evaluate(checkpoint: str | Path, *, dataset: str = "pbc", manifest: str | Pa
     if tta and model.kind != "torch":
         notes.append("test-time augmentation applies to torch models only; ignored for this classical pipeline")
         tta = False
+    if engine != "torch" and model.kind != "torch":
+        notes.append(f"the {engine} engine applies to torch checkpoints only; ignored for this classical pipeline")
     trained_on = model.meta.get("manifest_sha256")
     if items.manifest_sha256 and trained_on and trained_on != items.manifest_sha256:
         notes.append(f"WARNING: the checkpoint was trained with another manifest (sha256 {trained_on[:12]}…); "
@@ -75,7 +78,8 @@ def evaluate(checkpoint: str | Path, *, dataset: str = "pbc", manifest: str | Pa
                          description=f"evaluating {len(items.paths)} images")
     provenance = {"checkpoint": Path(str(checkpoint)).name, "manifest": Path(items.manifest).name if items.manifest else None,
                   "data_root": items.root.name if items.root else None,
-                  "label_map": Path(label_map).name if label_map else None, "tta": tta, "limit": limit}
+                  "label_map": Path(label_map).name if label_map else None, "tta": tta, "limit": limit,
+                  "engine": engine if model.kind == "torch" else None}
     return build_evaluation(model, items, scores, mapping, label=label, notes=notes, provenance=provenance,
                             n_boot=n_boot, seed=seed)
 

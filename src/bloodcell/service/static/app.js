@@ -35,8 +35,12 @@ function percent(value) { return `${(100 * value).toFixed(1)}%`; }
 
 function headers() {
   const key = $("api-key").value.trim();
-  return key ? { "X-API-Key": key } : {};
+  const sent = key ? { "X-API-Key": key } : {};
+  if (signedInToStore()) sent["X-CSRF-Token"] = store.csrf; // samples.js: the signed-in session's token
+  return sent;
 }
+
+function signedInToStore() { return typeof store !== "undefined" && Boolean(store.user && store.csrf); }
 
 function mode() { return document.querySelector("input[name=mode]:checked").value; }
 
@@ -120,9 +124,26 @@ function renderCell(result, file) {
   fill.style.width = percent(result.confidence);
   bar.append(fill);
   card.append(bar, el("p", { class: "confidence", text: `confidence ${percent(result.confidence)}` }));
-  if (result.referred) card.append(el("p", { class: "flag", text: `Refer to a person: ${result.reason || "flagged"}` }));
+  if (result.referred) card.append(el("p", { class: "flag", text: `Refer to a person: ${pageWords(result.reason) || "flagged"}` }));
+  if (result.note && result.note !== result.reason) card.append(el("p", { class: "note", text: pageWords(result.note) }));
   card.append(topList(result.top_k));
   return card;
+}
+
+// The server's referral reasons and notes name command-line steps; a person at this page gets what to do here.
+function pageWords(text) {
+  if (!text) return text;
+  if (text.startsWith("unfamiliar lab")) {
+    return "unfamiliar lab: this cell's stain, camera or magnification is unlike those of the labs this model learned "
+      + "from, so its call is a guess. Check it yourself. If your photos are smear fields, choose \"smear photos\" above and "
+      + "send them again; to make the model fit your lab, keep the cells you reviewed: a supervisor can adapt it later.";
+  }
+  const several = /^(\d+) white cells in this image/.exec(text);
+  if (several) {
+    return `${several[1]} white cells in this image: the one nearest the centre was classified. To count them all, `
+      + "choose \"smear photos\" above and send the image again.";
+  }
+  return text.replace(/`bloodcell [^`]*`/g, "a supervisor's tools");
 }
 
 function topList(topK) {
@@ -201,6 +222,10 @@ function addCounted(sample, body, chunk) {
 }
 
 async function count(files) {
+  if (signedInToStore()) {
+    await countIntoStore(files); // gallery.js: kept in the lab's store and opened for review
+    return;
+  }
   const sample = sampleFor(sampleId());
   for (let start = 0; start < files.length; start += MAX_FILES_PER_REQUEST) {
     const chunk = files.slice(start, start + MAX_FILES_PER_REQUEST);
@@ -215,7 +240,10 @@ async function count(files) {
       showError(chunk.length === 1 ? `${chunk[0].name}: ${err.message}` : err.message);
     }
   }
-  if (sample.photos.length) renderSample(sample);
+  if (sample.photos.length) {
+    renderSample(sample);
+    sample.node.scrollIntoView({ block: "start" });
+  }
 }
 
 // ---- samples: review ----
@@ -396,7 +424,7 @@ function renderExports(sample) {
   }
   box.append(buttons);
   const counts = Object.entries(body.cells).map(([label, n]) => `${label} ${n}`).join(", ");
-  if (counts) box.append(el("p", { class: "hint", text: `Reviewed cells: ${counts}. Unzip them into one folder for all samples and adapt the model to your lab with: bloodcell adapt FOLDER/cells` }));
+  if (counts) box.append(el("p", { class: "hint", text: `Reviewed cells: ${counts}. Download them and keep them with your other reviewed samples: a supervisor can use them to adapt the model to your lab.` }));
   if (body.cells_note) box.append(el("p", { class: "hint", text: body.cells_note }));
   return box;
 }
@@ -518,7 +546,11 @@ async function handle(fileList) {
   const cells = [];
   const smears = [];
   for (const file of files) ((await kindOf(file)) === "smear" ? smears : cells).push(file);
-  if (cells.length) await classify(cells);
+  if (cells.length) {
+    const before = $("cell-results").children.length;
+    await classify(cells);
+    $("cell-results").children[before]?.scrollIntoView({ block: "start" });
+  }
   if (smears.length) await count(smears);
   setStatus(`Done: ${plural(files.length, "file", "files")}.`);
   $("download-csv").disabled = rows.length === 0;

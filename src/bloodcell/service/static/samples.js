@@ -12,7 +12,6 @@ const STATUS_WORDS = {
 };
 const MAY = { technician: ["review"], supervisor: ["review", "sign"], admin: [] };
 const FULL_DIFFERENTIAL = 100; // white cells a manual differential is read from
-const CROP_PX = 160; // a white cell's crop on the page, in CSS pixels
 const store = { user: null, csrf: null, sample: null, photos: new Map() };
 
 class StoreError extends Error {
@@ -68,6 +67,7 @@ function signedIn(user) {
 
 function signedOut() {
   Object.assign(store, { user: null, csrf: null, sample: null });
+  forgetReview();
   $("sign-in").hidden = false;
   $("signed-in").hidden = true;
   $("sample-list").replaceChildren();
@@ -150,12 +150,17 @@ async function openSample(id) {
     refusal(err);
     return;
   }
-  history.replaceState(null, "", `#sample=${encodeURIComponent(id)}`);
+  const cell = new URLSearchParams(location.hash.slice(1)).get("cell");
+  const same = new URLSearchParams(location.hash.slice(1)).get("sample") === id;
+  history.replaceState(null, "", `#sample=${encodeURIComponent(id)}${same && cell ? `&cell=${encodeURIComponent(cell)}` : ""}`);
+  if (!same) forgetReview();
+  if (review.undoOf !== id) await restoreUndo(id);
   renderKept();
 }
 
 function closeSample() {
   store.sample = null;
+  forgetReview();
   $("sample-view").replaceChildren();
   history.replaceState(null, "", location.pathname);
   showList();
@@ -174,22 +179,6 @@ function photoImage(position) {
   return store.photos.get(key);
 }
 
-// The cell cut from its photo: a square around its box with a margin, drawn at the screen's resolution.
-function crop(cell) {
-  const scale = window.devicePixelRatio || 1;
-  const canvas = el("canvas", { width: CROP_PX * scale, height: CROP_PX * scale, class: "crop", role: "img",
-    "aria-label": `white cell ${cell.id}` });
-  const [x1, y1, x2, y2] = cell.box;
-  const side = 1.4 * Math.max(x2 - x1, y2 - y1);
-  photoImage(cell.photo).then((image) => {
-    const context = canvas.getContext("2d");
-    context.fillStyle = "#eee";
-    context.fillRect(0, 0, canvas.width, canvas.height);
-    context.drawImage(image, (x1 + x2 - side) / 2, (y1 + y2 - side) / 2, side, side, 0, 0, canvas.width, canvas.height);
-  }).catch(() => canvas.replaceWith(el("p", { class: "hint", text: "The photo of this cell could not be shown." })));
-  return canvas;
-}
-
 const DONE_WORDS = { confirm: "confirmed", relabel: "changed", remove: "removed (not a white cell)", add: "added" };
 
 function decisionWords(cell) {
@@ -197,13 +186,15 @@ function decisionWords(cell) {
   return `${sentence(DONE_WORDS[cell.decision.action] || cell.decision.action).slice(0, -1)} by ${cell.decision.by}, ${when(cell.decision.at)}.`;
 }
 
-async function decide(cell, action, cellClass = null) {
+// Save one decision on ``cell`` (``extra``: a moved box, or that it takes back the last one); true when saved.
+async function decide(cell, action, cellClass = null, extra = {}) {
   const sample = store.sample;
   try {
     store.sample = await api("POST", sampleUrl(sample.sample_id, "/decisions"),
-      { cell_id: cell.id, action, cell_class: cellClass, version: sample.version });
+      { cell_id: cell.id, action, cell_class: cellClass, version: sample.version, ...extra });
     storeMessage("");
     renderKept();
+    return true;
   } catch (err) {
     if (err.status === 409 && !err.message.includes("signed")) {
       await openSample(sample.sample_id);
@@ -212,29 +203,8 @@ async function decide(cell, action, cellClass = null) {
     } else {
       refusal(err);
     }
+    return false;
   }
-}
-
-function cellCard(cell, editable) {
-  const card = el("article", { class: `cell-card${cell.referral_reason ? " referred" : ""}${cell.decision ? " decided" : ""}`,
-    "data-cell": String(cell.id) });
-  const confidence = cell.confidence == null ? "" : ` (${Math.round(100 * cell.confidence)}% sure)`;
-  const about = el("div", { class: "about" },
-    el("p", { class: "call", text: `${cell.class || "not typed"}${cell.origin === "reviewer" ? "" : confidence}` }),
-    el("p", { class: "state", text: decisionWords(cell) }));
-  if (editable) {
-    const confirm = el("button", { type: "button", class: "secondary confirm", text: "Agree" });
-    confirm.addEventListener("click", () => decide(cell, "confirm"));
-    const relabel = el("select", { class: "relabel", "aria-label": `change cell ${cell.id} to` },
-      el("option", { value: "", text: "Change to…" }),
-      ...store.sample.classes.filter((c) => c !== cell.class).map((c) => el("option", { value: c, text: c })));
-    relabel.addEventListener("change", () => { if (relabel.value) decide(cell, "relabel", relabel.value); });
-    const remove = el("button", { type: "button", class: "link remove", text: "Not a white cell" });
-    remove.addEventListener("click", () => decide(cell, "remove"));
-    about.append(el("div", { class: "cell-tools" }, confirm, relabel, remove));
-  }
-  card.append(crop(cell), about);
-  return card;
 }
 
 function exportLink(format, text) {
@@ -298,22 +268,20 @@ function renderKept() {
   }
   actions.append(exportLink("fhir", "Download FHIR"), exportLink("csv", "Download CSV"));
 
-  const whites = sample.cells.filter((c) => c.label === "WBC" && !c.removed);
-  whites.sort((a, b) => Number(Boolean(b.referral_reason && !b.decision)) - Number(Boolean(a.referral_reason && !a.decision)));
-  const left = whites.filter((c) => !c.decision).length;
+  const left = sample.cells.filter((c) => c.label === "WBC" && !c.removed && !c.decision).length;
   const signed = may("sign") ? "This sample is signed and read-only: reopen it, saying why, to change anything."
     : "This sample is signed and read-only: only a supervisor can reopen it.";
   const note = sample.status === "signed" ? signed
-    : editable ? `${plural(left, "white cell is", "white cells are")} not yet checked; cells that need a decision come first. Each decision is saved as you make it.`
+    : editable ? `${plural(left, "white cell is", "white cells are")} not yet checked.`
       : "You can read this sample; reviewing is for technicians and supervisors.";
   $("sample-view").replaceChildren(el("article", { class: "sample kept", "data-sample-id": sample.sample_id },
     back,
     el("h3", {}, el("span", { text: `Sample ${sample.sample_id}` }), badge(sample.status)),
     el("p", { class: "made", text: `${made.join("; ")}.` }),
-    sampleTables(sample), actions,
-    el("h4", { text: `White cells (${whites.length})` }), el("p", { class: "hint", text: note }),
-    el("div", { class: "cell-gallery" }, ...whites.map((cell) => cellCard(cell, editable)))));
+    sampleTables(sample), actions, el("p", { class: "hint", text: note }),
+    galleryView(sample, editable), photosView(sample, editable)));
   $("sample-list").replaceChildren();
+  restoreSelection();
 }
 
 // ---- start: shown only when the server keeps samples ----

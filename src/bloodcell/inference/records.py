@@ -1,78 +1,24 @@
-"""Command-line inputs (files, folders, globs) to image paths with every unusable entry reported, and
-result files written as results come (a late failure keeps what was done)."""
+"""Prediction records files (``.csv`` or ``.json``): written as results come (a late failure keeps what was
+done) and read back for a resumed run."""
 
 from __future__ import annotations
 
 import csv
-import glob
-import io
 import json
 import os
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from bloodcell.data.images import scan_folder
-from bloodcell.errors import ConfigError, DataError
+from bloodcell.data.tables import csv_rows
+from bloodcell.errors import DataError
 from bloodcell.outputs import check_output_file
-from bloodcell.provenance import file_sha256
 from bloodcell.writing import name_text, write_failed
 
 #: CSV/JSON fields of a prediction, in output order.
 RECORD_FIELDS = ("path", "label", "confidence", "referred", "top_k", "error", "reason", "note", "sha256")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 RECORD_SUFFIXES = (".csv", ".json")
-
-
-@dataclass
-class Inputs:
-    """Image paths to process, entries that cannot be (path, reason), and how many other files were passed over."""
-
-    paths: list[Path] = field(default_factory=list)
-    problems: list[tuple[str, str]] = field(default_factory=list)
-    other_files: int = 0
-
-    def add_folder(self, folder: Path) -> None:
-        scan = scan_folder(folder)
-        self.paths += scan.images
-        self.problems += scan.problems
-        self.other_files += scan.other_files
-
-
-def collect_inputs(inputs: Sequence[str | Path]) -> Inputs:
-    """Files as given (even with unusual extensions), folders searched recursively, and glob patterns
-    (``**`` allowed). Order is kept; duplicates are dropped. A missing file among others is kept, so that
-    it is reported as an error row; folder entries that cannot be used are listed in ``problems``.
-    ConfigError (one sentence) when nothing given exists, or nothing given holds an image."""
-    missing = [str(raw) for raw in inputs if not _exists(Path(str(raw))) and not glob.has_magic(str(raw))]
-    if missing and len(missing) == len(inputs):
-        names = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise ConfigError(f"{names}: no such file or folder" if len(missing) == 1
-                          else f"none of the paths given exists ({names})")
-    found = Inputs()
-    for raw in inputs:
-        text = str(raw)
-        path = Path(text)
-        if path.is_dir():
-            found.add_folder(path)
-        elif not path.exists() and not path.is_symlink() and glob.has_magic(text):
-            matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
-            if not matches:
-                raise ConfigError(f"the pattern {text!r} matches no files")
-            for match in matches:
-                found.add_folder(match) if match.is_dir() else found.paths.append(match)
-        else:
-            found.paths.append(path)
-    found.paths = list(dict.fromkeys(found.paths))
-    if not found.paths and not found.problems:
-        raise ConfigError(f"no image files found in {', '.join(map(str, inputs))}")
-    return found
-
-
-def _exists(path: Path) -> bool:
-    return path.exists() or path.is_symlink()
 
 
 def check_records_path(out: str | Path) -> Path:
@@ -165,14 +111,6 @@ def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".part")
 
 
-def input_sha256(path: str | Path) -> str | None:
-    """The SHA-256 of an input file's bytes (None when it cannot be read: its row says why)."""
-    try:
-        return file_sha256(path)
-    except OSError:
-        return None
-
-
 def read_records(out: str | Path) -> list[dict[str, Any]]:
     """The whole records of an earlier run into ``out`` (its ``.part`` when there is one, else the output)
     that carry a file hash: the ones a resumed run keeps. A record cut short by a crash is left out."""
@@ -194,8 +132,8 @@ def read_records(out: str | Path) -> list[dict[str, Any]]:
                 continue  # the brackets, or a record cut short
     else:
         try:
-            rows = list(csv.DictReader(io.StringIO(text)))
-        except csv.Error:  # a record cut short past the field size limit: nothing trustworthy to keep
+            rows = csv_rows(text, str(source), max_bytes=len(text))[1]
+        except DataError:  # a record cut short past the field size limit: nothing trustworthy to keep
             rows = []
     return [{k: _from_csv(row.get(k)) for k in RECORD_FIELDS} for row in rows
             if isinstance(row, dict) and _SHA256.fullmatch(str(row.get("sha256") or ""))]

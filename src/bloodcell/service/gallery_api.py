@@ -1,0 +1,129 @@
+"""The gallery review over HTTP: large cell crops cut from the kept photos, the lab's settings, and photos counted
+on the page kept in the store.
+
+``GET /v1/samples/{id}/cells/{cell}/crop?size=N`` is a PNG square around the cell's box (``context`` times its
+longer side), cut from the full-resolution photo the sample was counted from and scaled to N pixels; ``size=0``
+keeps the photo's own pixels (the zoom to full resolution). ``GET /v1/lab/settings`` gives the lab's settings to
+anyone signed in; ``PUT /v1/lab/settings`` lets an admin set how many white cells a differential counts (audited).
+:func:`keep_counted` keeps what ``/v1/count`` counted for a signed-in person: a new sample, or more photos of
+a kept one (``add_to_sample``).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from functools import lru_cache
+
+from fastapi import APIRouter, FastAPI, Query, Request, Response
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from bloodcell.service.limits import RequestRejected
+from bloodcell.service.samples_api import http_errors, signed_in_caller
+from bloodcell.smear.schema import SampleResult
+from bloodcell.store.components import classifier_used, detector_used
+from bloodcell.store.database import Store
+from bloodcell.store.errors import NotFoundError
+from bloodcell.store.lab_settings import WBC_TARGETS, lab_settings, set_wbc_target
+from bloodcell.store.models import Cell, Photo
+from bloodcell.store.samples import writable, add_photos, check_new, find, record_count
+from bloodcell.store.users import Person
+
+#: Largest side of a crop in pixels, scaled or at the photo's own resolution.
+MAX_CROP_PX = 2048
+#: Decoded photos kept in memory for cutting crops (a gallery asks for every cell of a sample's few photos).
+PHOTOS_IN_MEMORY = 4
+
+
+class SettingsRequest(BaseModel):
+    wbc_target: int = Field(description=f"White cells a differential counts: {' or '.join(map(str, WBC_TARGETS))}.")
+
+
+def add_gallery_routes(app: FastAPI, store: Store, api_key: str | None) -> None:
+    """Mount the crop and lab-settings endpoints on ``app`` (their paths check their own callers)."""
+    router = APIRouter(prefix="/v1", tags=["samples"])
+
+    @lru_cache(maxsize=PHOTOS_IN_MEMORY)
+    def decoded(sha256: str) -> Image.Image:
+        with Image.open(io.BytesIO(store.photos.get(sha256))) as image:  # kept only after it was decoded and counted
+            return image.convert("RGB")
+
+    @router.get("/samples/{sample_id}/cells/{cell_id}/crop")
+    def crop(sample_id: str, cell_id: int, request: Request,
+             size: int = Query(256, ge=0, le=MAX_CROP_PX, description="Side in pixels; 0: the photo's own pixels."),
+             context: float = Query(1.6, ge=1.0, le=6.0, description="The square's side over the box's longer side.")
+             ) -> Response:
+        """A PNG of one cell cut from the full-resolution photo (grey beyond the photo's edge)."""
+        signed_in_caller(store, api_key, request)
+        with http_errors(), store.session() as session:
+            sample = find(session, sample_id)
+            cell = session.get(Cell, cell_id)
+            if cell is None or cell.sample_pk != sample.id:
+                raise NotFoundError(f"sample {sample_id!r} has no cell {cell_id}")
+            photo = session.get(Photo, cell.photo_pk)
+            box, sha256 = (cell.x1, cell.y1, cell.x2, cell.y2), photo.sha256
+        with http_errors():
+            image = decoded(sha256)
+        return Response(_png(_square(image, box, context, size)), media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+    @router.get("/lab/settings")
+    def settings(request: Request) -> dict[str, int]:
+        signed_in_caller(store, api_key, request)
+        with store.session() as session:
+            return lab_settings(session)
+
+    @router.put("/lab/settings")
+    def change_settings(body: SettingsRequest, request: Request) -> dict[str, int]:
+        person = signed_in_caller(store, api_key, request, change=True)
+        with http_errors(), store.session() as session:
+            return set_wbc_target(session, body.wbc_target, person)
+
+    app.include_router(router)
+
+
+def _square(image: Image.Image, box: tuple[float, float, float, float], context: float, size: int) -> Image.Image:
+    """The square of side ``context`` x the box's longer side around its centre, scaled to ``size`` (0: as is)."""
+    x1, y1, x2, y2 = box
+    side = max(8, min(round(context * max(x2 - x1, y2 - y1)), MAX_CROP_PX))
+    left, top = round((x1 + x2 - side) / 2), round((y1 + y2 - side) / 2)
+    cut = image.crop((left, top, left + side, top + side))  # outside the photo: black, painted grey below
+    if left < 0 or top < 0 or left + side > image.width or top + side > image.height:
+        framed = Image.new("RGB", (side, side), (235, 235, 235))
+        inside = image.crop((max(left, 0), max(top, 0), min(left + side, image.width), min(top + side, image.height)))
+        framed.paste(inside, (max(0, -left), max(0, -top)))
+        cut = framed
+    return cut if not size or size == side else cut.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def check_keepable(store: Store, person: Person, sample_id: str | None, add_to_sample: bool) -> str:
+    """Before counting for a signed-in ``person``: the sample id to keep, or one sentence (422/404/409) saying why
+    it cannot be kept (no id given, an id the store holds already, or no such sample to add to)."""
+    if not sample_id:
+        raise RequestRejected(422, "sample_id_needed", "type the sample's id: photos counted while you are signed "
+                              "in are kept in the lab's store under it")
+    with http_errors(), store.session() as session:
+        person.require("count")
+        if add_to_sample:
+            writable(session, sample_id, None)
+        else:
+            check_new(session, [sample_id])
+    return sample_id
+
+
+def keep_counted(store: Store, person: Person, result: SampleResult, photo_bytes: Sequence[bytes], *,
+                 add_to_sample: bool, classifier, detector: str, seconds: float) -> None:
+    """Keep what the page counted (the counting loop's result) in the store, by ``person`` (audited)."""
+    with http_errors(), store.session() as session:
+        if add_to_sample:
+            add_photos(session, store.photos, result, person, photo_bytes=photo_bytes)
+        else:
+            record_count(session, store.photos, result, person.name, classifier=classifier_used(classifier),
+                         detector=detector_used(detector), seconds=seconds, photo_bytes=photo_bytes)

@@ -1,0 +1,150 @@
+"""The gallery review over HTTP: crops cut from the kept full-resolution photo, the lab's target count (an admin's,
+audited), the gallery's decisions (platelet and smudge bins, a moved box, an undo: each a new audited decision),
+and photos counted by a signed-in person kept in the store under the sample id they typed, or added to it."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from service_helpers import smear_png
+
+from bloodcell.service.app import create_app
+from bloodcell.service.settings import ServiceSettings
+from bloodcell.store.audit import trail
+from bloodcell.store.database import open_store
+from bloodcell.store.models import AuditEntry
+from bloodcell.store.samples import find
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
+from store_helpers import PASSWORDS  # noqa: E402
+
+
+@pytest.fixture()
+def client(store_path, tiny_classifier):
+    app = create_app(ServiceSettings(store=str(store_path), detector="classical"), classifier=tiny_classifier,
+                     access_log=io.StringIO())
+    with TestClient(app, raise_server_exceptions=False, base_url="http://localhost") as client:
+        yield client
+
+
+def _sign_in(client: TestClient, name: str) -> dict[str, str]:
+    response = client.post("/v1/session", json={"name": name, "password": PASSWORDS[name]})
+    assert response.status_code == 200, response.text
+    return {"X-CSRF-Token": response.json()["csrf_token"]}
+
+
+def _white(sample: dict) -> list[dict]:
+    return [c for c in sample["cells"] if c["label"] == "WBC"]
+
+
+def test_a_crop_is_cut_from_the_full_resolution_photo_at_the_size_asked(client):
+    assert client.get("/v1/samples/S-001/cells/1/crop").status_code == 401
+    _sign_in(client, "tia")
+    cell = _white(client.get("/v1/samples/S-001").json())[0]  # a 10x10 box at x 40-50, y 20-30
+    large = client.get(f"/v1/samples/S-001/cells/{cell['id']}/crop?size=256")
+    assert large.status_code == 200 and large.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(large.content)).size == (256, 256)
+    native = Image.open(io.BytesIO(client.get(f"/v1/samples/S-001/cells/{cell['id']}/crop?size=0&context=2").content))
+    assert native.size == (20, 20)  # the photo's own pixels: twice the box's side
+    photo = Image.open(io.BytesIO(client.get("/v1/samples/S-001/photos/0").content)).convert("RGB")
+    assert native.convert("RGB").tobytes() == photo.crop((35, 15, 55, 35)).tobytes()
+    assert client.get("/v1/samples/S-001/cells/99999/crop").status_code == 404
+    assert client.get(f"/v1/samples/S-001/cells/{cell['id']}/crop?size=5000").status_code == 422
+
+
+def test_only_an_admin_sets_the_target_count_and_the_change_is_audited(client, store_path):
+    tia = _sign_in(client, "tia")
+    assert client.get("/v1/lab/settings").json() == {"wbc_target": 100}
+    assert client.get("/v1/samples/S-001").json()["wbc_target"] == 100
+    refused = client.put("/v1/lab/settings", json={"wbc_target": 200}, headers=tia)
+    assert refused.status_code == 403 and refused.json()["message"] == (
+        "tia is a technician: only a admin may change the lab's settings")
+    ada = _sign_in(client, "ada")
+    assert client.put("/v1/lab/settings", json={"wbc_target": 150}, headers=ada).status_code == 422
+    assert client.put("/v1/lab/settings", json={"wbc_target": 200}, headers=ada).json() == {"wbc_target": 200}
+    assert client.get("/v1/samples/S-001").json()["wbc_target"] == 200
+    store = open_store(store_path)
+    with store.session() as session:
+        entry = session.query(AuditEntry).filter(AuditEntry.action == "setting").one()
+        assert (entry.actor, entry.before, entry.after) == ("ada", {"wbc_target": 100}, {"wbc_target": 200})
+    store.close()
+
+
+def test_bins_a_moved_box_and_an_undo_are_new_audited_decisions(client, store_path):
+    tia = _sign_in(client, "tia")
+    sample = client.get("/v1/samples/S-001").json()
+    first, second = (c["id"] for c in _white(sample)[:2])
+
+    def decide(body):
+        nonlocal sample
+        response = client.post("/v1/samples/S-001/decisions", json={**body, "version": sample["version"]}, headers=tia)
+        assert response.status_code == 200, response.text
+        sample = response.json()
+        return next(c for c in sample["cells"] if c["id"] == body["cell_id"])
+
+    assert decide({"cell_id": first, "action": "platelet"})["label"] == "Platelets"
+    assert sample["counts"]["WBC"] == 3 and sample["counts"]["Platelets"] == 2
+    back = decide({"cell_id": first, "action": "relabel", "cell_class": "neutrophil", "undo": True})
+    assert (back["label"], back["class"]) == ("WBC", "neutrophil")
+    assert decide({"cell_id": second, "action": "remove"})["removed"]
+    assert not decide({"cell_id": second, "action": "relabel", "cell_class": "lymphocyte"})["removed"]  # out of the bin
+    assert decide({"cell_id": first, "action": "move", "box": [38, 18, 54, 32]})["box"] == [38, 18, 54, 32]
+    unknown = client.post("/v1/samples/S-001/decisions", headers=tia, json={
+        "cell_id": first, "action": "relabel", "cell_class": "monocyte", "version": sample["version"]})
+    assert unknown.status_code == 422 and "not a white-cell class here" in unknown.json()["message"]
+    bad_box = client.post("/v1/samples/S-001/decisions", headers=tia, json={
+        "cell_id": first, "action": "move", "box": [50, 18, 40, 32], "version": sample["version"]})
+    assert bad_box.status_code == 422
+
+    store = open_store(store_path)
+    with store.session() as session:
+        entries = trail(session, find(session, "S-001"))
+    store.close()
+    assert [e.action for e in entries] == ["count", "relabel", "relabel", "remove_box", "relabel", "move_box"]
+    assert entries[1].before == {"label": "WBC", "class": "neutrophil", "removed": False}
+    assert entries[1].after == {"label": "Platelets", "class": None, "removed": False}
+    assert entries[2].after["undo"] is True and "undo" not in entries[1].after
+    assert entries[5].before == {"box": [40.0, 20.0, 50.0, 30.0]} and entries[5].after == {"box": [38, 18, 54, 32]}
+
+
+def test_photos_counted_by_a_signed_in_person_are_kept_under_the_typed_id_or_added_to_it(client):
+    photo, other = smear_png(wbc=1), smear_png(wbc=1, shade=7)
+    anonymous = client.post("/v1/count", files=[("files", ("a.png", photo, "image/png"))])
+    assert anonymous.status_code == 200 and anonymous.json()["stored_sample"] is None  # not signed in: not kept
+    tia = _sign_in(client, "tia")
+    no_id = client.post("/v1/count", files=[("files", ("a.png", photo, "image/png"))], headers=tia)
+    assert no_id.status_code == 422 and no_id.json()["message"] == (
+        "type the sample's id: photos counted while you are signed in are kept in the lab's store under it")
+    no_token = client.post("/v1/count", data={"sample_id": "S-2"}, files=[("files", ("a.png", photo, "image/png"))])
+    assert no_token.status_code == 403
+
+    kept = client.post("/v1/count", data={"sample_id": "S-2"}, files=[("files", ("a.png", photo, "image/png"))],
+                       headers=tia)
+    assert kept.status_code == 200, kept.text
+    assert kept.json()["stored_sample"] == "S-2"
+    sample = client.get("/v1/samples/S-2").json()
+    assert sample["counted_by"] == "tia" and [p["name"] for p in sample["photos"]] == ["a.png"]
+    assert sample["counts"] == kept.json()["sample"]["counts"]
+    assert sample["detector"]["name"] == "classical"
+
+    again = client.post("/v1/count", data={"sample_id": "S-2"}, files=[("files", ("b.png", other, "image/png"))],
+                        headers=tia)
+    assert again.status_code == 422 and "already holds sample 'S-2'" in again.json()["message"]
+    added = client.post("/v1/count", data={"sample_id": "S-2", "add_to_sample": "true"},
+                        files=[("files", ("b.png", other, "image/png"))], headers=tia)
+    assert added.status_code == 200, added.text
+    sample = client.get("/v1/samples/S-2").json()
+    assert [p["name"] for p in sample["photos"]] == ["a.png", "b.png"]
+    assert client.get("/v1/samples/S-2/audit").json()[-1]["action"] == "add_photos"
+    twice = client.post("/v1/count", data={"sample_id": "S-2", "add_to_sample": "true"},
+                        files=[("files", ("c.png", other, "image/png"))], headers=tia)
+    assert twice.status_code == 422 and twice.json()["message"] == "c.png: sample 'S-2' holds this photo already"
+    assert len(client.get("/v1/samples/S-2").json()["photos"]) == 2  # nothing of the refused request was kept
+    missing = client.post("/v1/count", data={"sample_id": "S-9", "add_to_sample": "true"},
+                          files=[("files", ("b.png", other, "image/png"))], headers=tia)
+    assert missing.status_code == 404

@@ -123,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": shlex.join(["python", "benchmarks/detector_adapt.py",
                                      *(argv if argv is not None else sys.argv[1:])]),
               "commit": commit, "date": now(), "machine": machine(), "threads": args.threads,
-              "note": ("sources without --start begin from the bundled detector, trained on their train fields: "
-                       "adaptation to a known lab, counted on its val fields; leave-one-source-out detector files "
-                       "were not available"),
+              "note": ("sources named by --start begin from that detector, trained without them: adaptation to a "
+                       "new lab, drawn from and counted on all of its fields; any other source begins from the "
+                       "bundled detector, trained on its train fields: adaptation to a known lab, counted on its "
+                       "val fields"),
               "runs": runs}
     out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / "detector_adapt.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

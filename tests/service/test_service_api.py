@@ -265,7 +265,7 @@ def test_models_and_health_describe_the_loaded_checkpoint(client):
     assert models[0]["input_size"] == 32 and models[0]["gradcam"] is True
     assert models[0]["refer_below"] == DEFAULT_REFER_BELOW
     assert client.get("/health").json() == {"status": "ok", "version": bloodcell.__version__, "model": "tiny",
-                                            "refer_below": DEFAULT_REFER_BELOW}
+                                            "detector": "smear-detector", "refer_below": DEFAULT_REFER_BELOW}
 
 
 def test_docs_and_page_need_no_cdn(client):

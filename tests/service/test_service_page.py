@@ -93,3 +93,5 @@ def test_page_counts_a_smear_photo_in_auto_mode_and_says_the_servers_threshold(p
     assert "Not flagged: neutrophil is above its reference interval, but with 2 white cells" in sample.inner_text()
     text = sample.inner_text()
     assert "How much to trust this differential" in text and "wbc_" not in text and "{" not in text
+    assert "Counted by the detector smear-detector." in text  # which detector counted, on the sample
+    assert "detector: smear-detector" in page.locator("#model-name").inner_text()

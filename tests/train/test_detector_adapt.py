@@ -223,8 +223,10 @@ def test_the_service_counts_with_the_detector_it_is_given(base, tmp_path, monkey
     app = service_app.create_app(ServiceSettings(detector=str(base)), classifier=classifier, access_log=io.StringIO())
     with TestClient(app, base_url="http://localhost") as client:
         response = client.post("/v1/count", files=[("files", ("smear.png", photo.getvalue(), "image/png"))])
+        health = client.get("/health").json()
     assert response.status_code == 200, response.text
     assert calls == [str(base)]
+    assert response.json()["detector"] == health["detector"] == "base.safetensors"  # the page shows which counted
     with pytest.raises(CheckpointError, match="no such model file"):
         service_app.create_app(ServiceSettings(detector=str(tmp_path / "missing.safetensors")), classifier=classifier)
 
@@ -237,3 +239,130 @@ def test_among_equally_good_thresholds_the_middle_one_is_chosen():
     detections = [[Box("WBC", 0, 0, 8, 8, 0.9), Box("WBC", 20, 20, 28, 28, 0.3)], [Box("WBC", 0, 0, 8, 8, 0.5)]]
     chosen = detector_adapt._chosen(detections, samples, ["Platelets"], {"RBC": 0.4, "WBC": 0.4, "Platelets": 0.33})
     assert 0.4 <= chosen["WBC"] <= 0.425 and chosen["Platelets"] == 0.33  # 0.325-0.5 all count right: the middle
+
+
+def _counted_doc(folder, count: int = 2) -> dict:
+    """A counted sample of ``count`` synthetic smears in ``folder`` (counts.json as `bloodcell count` writes it)."""
+    images = []
+    for index in range(count):
+        image, boxes = draw_smear(index)
+        image.save(folder / f"photo{index}.png")
+        images.append({"path": f"photo{index}.png", "photo_id": f"{index + 1:016x}",
+                       "boxes": [{"label": label, "score": 0.9, "x1": x1, "y1": y1, "x2": x2, "y2": y2}
+                                 for label, x1, y1, x2, y2 in boxes],
+                       "counts": {"RBC": 8, "WBC": 1, "Platelets": 1}, "wbc_types": {}})
+    return {"sample_id": "S-9", "images": images, "errors": [],
+            "sample": {"images": count, "counts": {"RBC": 8 * count, "WBC": count, "Platelets": count}}}
+
+
+def test_a_reviewed_sample_folder_is_read_as_reviewed_and_adapts(base, tmp_path):
+    from bloodcell.smear.review import Correction, apply_corrections
+    from bloodcell.workflows.reviewed_photos import from_folder
+
+    folder = tmp_path / "reviewed"
+    folder.mkdir()
+    doc = _counted_doc(folder, 3)
+    (folder / "counts.json").write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="S-9 is not reviewed"):
+        from_folder(folder)
+    reviewed, _ = apply_corrections(doc, [
+        Correction("wrong", item=f"{1:016x}-1"), Correction("relabel", item=f"{1:016x}-9", label="Platelets"),
+        Correction("missing", photo="photo1.png", label="Platelets", box=(300.0, 20.0, 330.0, 50.0))])
+    reviewed["images"][2]["path"] = "gone.png"  # a photo no longer there: skipped, the others kept
+    (folder / "counts.json").write_text(json.dumps(reviewed))
+    found = from_folder(folder)
+    assert [p.name for p in found.photos] == ["S-9/photo0.png", "S-9/photo1.png"]
+    first, second = ([b.label for b in p.annotation.boxes] for p in found.photos)
+    assert first == ["RBC"] * 7 + ["Platelets", "Platelets"]  # box 1 marked wrong, the white cell relabelled
+    assert second == ["RBC"] * 8 + ["WBC", "Platelets", "Platelets"]  # the missed platelet added
+    assert found.photos[1].annotation.boxes[-1].xyxy == pytest.approx((300.0, 20.0, 330.0, 50.0))
+    assert len(found.skipped) == 1 and "gone.png" in found.skipped[0][1] and "not found" in found.skipped[0][1]
+    result = adapt_detector(folder, tmp_path / "adapted.safetensors", lab="Lab R", detector=base, folds=2,
+                            options=FAST, keep_if_worse=False)
+    assert [p["name"] for p in result["photos"]] == ["S-9/photo0.png", "S-9/photo1.png"]
+    assert result["cross_validated"]["Platelets"]["labelled"] == 4 and result["skipped"][0]["path"] == "gone.png"
+
+
+def _store_sample(store, folder, sample_id: str, lab: str, seeds: list[int]):
+    """Count ``seeds``' synthetic smears into ``store`` as one sample of ``lab`` (the detector boxed every cell)."""
+    from bloodcell.smear.schema import SampleResult
+    from bloodcell.store.samples import record_count
+
+    images = []
+    for seed in seeds:
+        image, boxes = draw_smear(seed)
+        path = folder / f"{sample_id}-{seed}.png"
+        image.save(path)
+        images.append({"path": str(path), "boxes": [{"label": label, "score": 0.9, "x1": x1, "y1": y1, "x2": x2,
+                                                     "y2": y2} for label, x1, y1, x2, y2 in boxes],
+                       "counts": {"RBC": 8, "WBC": 1, "Platelets": 1}})
+    result = SampleResult.model_validate({"sample_id": sample_id, "images": images, "errors": [], "sample": {
+        "images": len(seeds), "counts": {"RBC": 8 * len(seeds), "WBC": len(seeds), "Platelets": len(seeds)},
+        "wbc_types": {}, "wbc_classified": 0, "wbc_referred": 0}})
+    with store.session() as session:
+        record_count(session, store.photos, result, "counter (system account)", lab=lab)
+
+
+def test_adapting_from_the_store_uses_the_labs_reviewed_samples_and_keeps_it_in_their_audit_trail(base, tmp_path):
+    from bloodcell.cli.main import app
+    from bloodcell.smear.detectors import describe_detector
+    from bloodcell.store.audit import trail
+    from bloodcell.store.database import open_store
+    from bloodcell.store.samples import add_cell, decide, find, finish_review
+    from bloodcell.store.users import Person
+    from bloodcell.workflows.reviewed_photos import from_store
+
+    spec = str(tmp_path / "store.sqlite")
+    store, photos, tia = open_store(spec), tmp_path / "photos", Person("tia", "technician")
+    photos.mkdir()
+    for sample_id, lab, seeds in (("A-1", "Lab S", [0, 1]), ("A-2", "Lab S", [2]), ("A-3", "Lab S", [3]),
+                                  ("B-1", "Lab T", [4])):
+        _store_sample(store, photos, sample_id, lab, seeds)
+    with store.session() as session:
+        first = next(c for c in find(session, "A-1").cells if c.label == "RBC")
+        decide(session, "A-1", first.id, "remove", tia)
+        add_cell(session, "A-1", 1, (300.0, 20.0, 330.0, 50.0), "Platelets", tia)
+        for sample_id in ("A-1", "A-2", "B-1"):  # A-3 is counted, not reviewed: not used
+            finish_review(session, sample_id, tia)
+    found = from_store(store, "Lab S")
+    assert [p.name for p in found.photos] == [f"A-1/A-1-{s}.png" for s in (0, 1)] + ["A-2/A-2-2.png"]
+    assert [len(p.annotation.boxes) for p in found.photos] == [9, 11, 10]  # one removed, one added
+    assert found.samples == {"A-1": ["A-1-0.png", "A-1-1.png"], "A-2": ["A-2-2.png"]}
+    with pytest.raises(DataError, match="no reviewed or signed sample of lab 'Lab X'"):
+        from_store(store, "Lab X")
+
+    with store.session() as session:
+        versions = {s: find(session, s).version for s in ("A-1", "A-2", "A-3", "B-1")}
+    out = tmp_path / "adapted.safetensors"
+    args = ["detector", "adapt", "-o", str(out), "--lab", "Lab S", "--store", spec, "--detector", str(base),
+            "--folds", "2", "--epochs", "1", "--threads", "1", "--adapt-all"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, f"{result.output} {result.exception!r}"
+    assert "3 photos, 2-fold cross-validated" in result.output
+    adapted = json.loads(out.with_suffix(".json").read_text())["detector"]["adapted"]
+    assert adapted["lab"] == "Lab S" and [p["name"] for p in adapted["photos"]] == [p.name for p in found.photos]
+    assert describe_detector(out) == "adapted.safetensors (adapted to Lab S from 3 photos)"
+    with store.session() as session:
+        entries = {s: [e for e in trail(session, find(session, s)) if e.action == "adapt_detector"]
+                   for s in ("A-1", "A-2", "A-3", "B-1")}
+        assert not entries["A-3"] and not entries["B-1"]
+        entry = entries["A-1"][0]
+        assert entry.after["sha256"] == adapted_sha256(out) and entry.after["photos"] == ["A-1-0.png", "A-1-1.png"]
+        assert entry.after["lab"] == "Lab S" and entry.target == "detector:adapted.safetensors"
+        assert "system account" in entry.actor and entries["A-2"][0].after["photos"] == ["A-2-2.png"]
+        assert {s: find(session, s).version for s in versions} == versions  # the samples themselves unchanged
+
+    neither = ["detector", "adapt", "-o", str(tmp_path / "x.safetensors"), "--lab", "Lab S"]
+    for wrong in (neither, [*neither[:2], str(photos), *neither[2:], "--store", spec]):
+        refused = CliRunner().invoke(app, wrong)
+        assert refused.exit_code != 0 and "or --store, one of the two" in str(refused.exception)
+    store.photos.path(found.photos[2].sha256).write_bytes(b"changed")  # a stored photo changed on disk: skipped
+    again = from_store(store, "Lab S")
+    assert len(again.photos) == 2 and "SHA-256 differs" in again.skipped[0][1]
+    store.close()
+
+
+def adapted_sha256(path) -> str:
+    from bloodcell.provenance import file_sha256
+
+    return file_sha256(path)

@@ -121,9 +121,10 @@ def split_txl(
 
 @app.command("adapt")
 def adapt(
-    photos: Path = typer.Argument(..., help="Folder of a lab's reviewed photos, each with VOC <name>.xml or YOLO <name>.txt labels beside it (classes RBC, WBC, Platelets)."),
+    photos: Optional[Path] = typer.Argument(None, help="Folder of a lab's reviewed photos, each with VOC <name>.xml or YOLO <name>.txt labels beside it (classes RBC, WBC, Platelets), or a reviewed sample folder (written by 'bloodcell review apply'). Not with --store."),
     output: Path = typer.Option(..., "--output", "-o", help="Adapted detector checkpoint to write (.safetensors)."),
-    lab: str = typer.Option(..., "--lab", help="Name of the lab whose photos these are (recorded in the checkpoint)."),
+    lab: str = typer.Option(..., "--lab", help="Name of the lab whose photos these are (recorded in the checkpoint); with --store, the lab whose reviewed and signed samples are used."),
+    store: Optional[str] = typer.Option(None, "--store", help="Adapt from the reviewed and signed samples of --lab in this sample store (an SQLite file or a postgresql:// URL) instead of PHOTOS; each sample used keeps the adaptation in its audit trail."),
     detector: str = typer.Option("smear-detector", "--detector", help="Detector to start from: the bundled smear-detector or a checkpoint file."),
     folds: int = typer.Option(3, "--folds", min=2, help="Cross-validation folds over the photos for choosing the score thresholds."),
     epochs: int = typer.Option(20, "--epochs", min=1, help="Fine-tuning passes over the photos."),
@@ -135,15 +136,25 @@ def adapt(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output."),
 ) -> None:
     """Fine-tune the smear detector on a lab's reviewed photos; score thresholds chosen by cross-validation."""
+    from bloodcell.errors import ConfigError
+
+    if (photos is None) == (store is None):
+        raise ConfigError("give PHOTOS (a folder of reviewed photos or a reviewed sample) or --store, one of the two")
     import torch
 
     from bloodcell.train.detector_adapt import AdaptOptions
-    from bloodcell.workflows.detector_adapt import adapt_detector
+    from bloodcell.workflows.detector_adapt import adapt_detector, adapt_from_store
 
     torch.set_num_threads(threads)
-    options = AdaptOptions(epochs=epochs, lr=lr, freeze_blocks=freeze_blocks, seed=seed)
-    result = adapt_detector(photos, output, lab=lab, detector=detector, folds=folds, options=options,
-                            keep_if_worse=keep_if_worse, overwrite=overwrite)
+    settings = {"detector": detector, "folds": folds, "keep_if_worse": keep_if_worse, "overwrite": overwrite,
+                "options": AdaptOptions(epochs=epochs, lr=lr, freeze_blocks=freeze_blocks, seed=seed)}
+    if store is None:
+        result = adapt_detector(photos, output, lab=lab, **settings)
+    else:
+        from bloodcell.store.components import system_account
+        from bloodcell.store.database import open_store
+
+        result = adapt_from_store(open_store(store), output, lab=lab, actor=system_account(), **settings)
     for skipped in result["skipped"]:
         typer.echo(f"skipped {skipped['path']}: {skipped['reason']}")
     typer.echo(f"{len(result['photos'])} photos, {result['folds']}-fold cross-validated (adapted / original detector):")

@@ -22,15 +22,12 @@ from bloodcell.provenance import file_sha256
 
 @dataclass(frozen=True)
 class LabPhoto:
-    """A reviewed photo, its labelled boxes and the sha256 of the photo's file."""
+    """A reviewed photo, its labelled boxes, the sha256 of the photo's file and the name it is recorded by."""
 
     path: Path
     annotation: Annotation
     sha256: str
-
-    @property
-    def name(self) -> str:
-        return self.path.name
+    name: str
 
 
 def _class_names(photo: Path, folder: Path) -> list[str]:
@@ -63,7 +60,7 @@ def read_lab_photos(folder: str | Path) -> tuple[list[LabPhoto], list[tuple[str,
     photos, skipped = [], list(scan.problems)
     for path in scan.images:
         try:
-            photos.append(LabPhoto(path, read_labels(path, folder), file_sha256(path)))
+            photos.append(LabPhoto(path, read_labels(path, folder), file_sha256(path), path.relative_to(folder).as_posix()))
         except (DataError, OSError) as exc:
             skipped.append((str(path), str(exc)))
     return photos, skipped

@@ -84,7 +84,7 @@ from bloodcell.smear.photo_kind import photo_kind, too_small
 from bloodcell.smear.schema import PhotoCount, SampleResult
 from bloodcell.smear.typing import typing_summary
 from bloodcell.store.database import Store, open_store
-from bloodcell.smear.detectors import resolve_detector
+from bloodcell.smear.detectors import describe_detector, resolve_detector
 
 logger = get_logger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -149,6 +149,7 @@ class ServiceState:
     settings: ServiceSettings
     classifier: Any
     model_name: str
+    detector_name: str
     queue: WorkQueue
     metrics: ServiceMetrics
     count_photo: PhotoCounter
@@ -206,6 +207,7 @@ def create_app(
         settings=settings,
         classifier=classifier,
         model_name=_model_name(classifier, settings.model),
+        detector_name=describe_detector(settings.detector),
         queue=WorkQueue(limits, executor, on_change=metrics.set_queue),
         metrics=metrics,
         count_photo=count_photo,
@@ -537,7 +539,7 @@ def _add_routes(app: FastAPIOffline) -> None:
     async def health(request: Request) -> HealthResponse:
         """Liveness and what the page shows: always open, even when an API key is set."""
         state = _state(request)
-        return HealthResponse(status="ok", version=__version__, model=state.model_name,
+        return HealthResponse(status="ok", version=__version__, model=state.model_name, detector=state.detector_name,
                               refer_below=state.settings.refer_below)
 
     @app.get("/metrics", tags=["service"], response_class=Response, responses={401: ERROR_RESPONSES[401]})
@@ -656,7 +658,7 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
             images=items, sample=counted.sample, sample_id=sample_id,
             report=count_report(entries, counted.sample, skipped, sample_id), review=counted.review,
             classes=white_cell_types(state.classifier.class_names), refer_below=state.settings.refer_below,
-            state=sample_state(counted.photos, counted.sample, skipped),
+            detector=state.detector_name, state=sample_state(counted.photos, counted.sample, skipped),
             stored_sample=sample_id if person is not None else None,
         ), state.limits, "send fewer or smaller photos per request")
 

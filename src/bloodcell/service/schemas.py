@@ -155,6 +155,7 @@ class CountResponse(BaseModel):
     review: list[ReviewItem] = Field(default_factory=list, description="The white cells meant for a person.")
     classes: list[str] = Field(default_factory=list, description="Classes a reviewer may give a white cell.")
     refer_below: float = Field(description="The server's referral threshold: white cells typed below it are referred.")
+    detector: str = Field(description="The smear detector that counted the cells (an adapted one names its lab).")
     state: SampleState | None = Field(None, description="Send back to /v1/review (with other counts of the sample).")
     stored_sample: str | None = Field(None, description="The sample kept in the store (signed in only).")
 
@@ -220,4 +221,5 @@ class HealthResponse(BaseModel):
     status: str
     version: str
     model: str
+    detector: str = Field(description="The smear detector /v1/count counts with (an adapted one names its lab).")
     refer_below: float = Field(description="Cells typed below this confidence are referred to a person.")

@@ -6,7 +6,8 @@
 * ``classical``: the colour-threshold/watershed detector (:mod:`bloodcell.smear.classical`), tuned
   on CBC's 640x480 photos; it ignores ``cell_size_px``.
 
-Loaded checkpoints are cached per (path, modification time).
+Loaded checkpoints are cached per (path, modification time). ``describe_detector(spec)`` names the
+detector for people (the page, ``/health``): an adapted one with the lab it was adapted to.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from bloodcell.checkpoint import read_checkpoint_meta
 from bloodcell.data.boxes import Box
 from bloodcell.smear.classical import detect_cells
 from bloodcell.smear.learned_detector import LearnedDetector, load_detector
@@ -40,3 +42,19 @@ def resolve_detector(spec: str | Path = "learned") -> DetectorFn:
         return _classical
     path = resolve(DEFAULT_DETECTOR if str(spec) in ("learned", DEFAULT_DETECTOR) else spec).resolve()
     return _load(str(path), path.stat().st_mtime_ns)
+
+
+def describe_detector(spec: str | Path = "learned") -> str:
+    """``classical``, ``smear-detector`` (the bundled one) or a checkpoint's file name; for a detector written by
+    ``bloodcell detector adapt``, also the lab it was adapted to and from how many photos."""
+    if str(spec) == "classical":
+        return "classical"
+    if str(spec) in ("learned", DEFAULT_DETECTOR):
+        return DEFAULT_DETECTOR
+    path = resolve(spec)
+    adapted = (read_checkpoint_meta(path).get("detector") or {}).get("adapted")
+    if not isinstance(adapted, dict) or not isinstance(adapted.get("lab"), str):
+        return path.name
+    lab = "".join(c for c in adapted["lab"] if c.isprintable())[:200]
+    photos = adapted.get("photos")
+    return f"{path.name} (adapted to {lab}" + (f" from {len(photos)} photos)" if isinstance(photos, list) else ")")

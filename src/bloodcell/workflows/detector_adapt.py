@@ -1,6 +1,7 @@
 """``bloodcell detector adapt``: fine-tune a smear detector on a lab's reviewed photos, thresholds cross-validated.
 
-The photos (:mod:`bloodcell.data.lab_photos`) are read at the detector's red-cell size, as in
+The photos (:mod:`bloodcell.workflows.reviewed_photos`: a folder of labelled photos, a reviewed
+sample folder or a lab's reviewed samples in the store) are read at the detector's red-cell size, as in
 training: each photo's scale comes from its labelled red cells (white cells when it has none;
 the detector's own scale estimate when it has neither). The photos are split into ``folds``
 seeded folds; for each fold the detector is fine-tuned on the other folds
@@ -14,6 +15,7 @@ detector's figures on the same photos. A class no photo labels, or whose cross-v
 accuracy is below the original's on the same photos, keeps the original detector's network and
 threshold (:mod:`bloodcell.models.centernet_kept`). The adapted checkpoint records
 its lab, its photos (names, sha256), the original it was adapted from, the options and figures.
+Adapted from the store, each sample used keeps an ``adapt_detector`` entry in its audit trail.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from PIL import Image
@@ -30,7 +32,7 @@ from bloodcell.checkpoint import CheckpointMeta, load_checkpoint, read_checkpoin
 from bloodcell.data.boxes import SMEAR_LABELS as LABELS
 from bloodcell.data.boxes import Box
 from bloodcell.data.images import read_image
-from bloodcell.data.lab_photos import LabPhoto, read_lab_photos
+from bloodcell.data.lab_photos import LabPhoto
 from bloodcell.errors import CheckpointError, ConfigError, DataError, ImageError
 from bloodcell.log import get_logger
 from bloodcell.metrics.detection import coco_ap50, evaluate_counts
@@ -44,6 +46,10 @@ from bloodcell.train.detector import CANDIDATE_THRESHOLDS, Sample, select_thresh
 from bloodcell.train.detector_adapt import AdaptOptions, fine_tune
 from bloodcell.weights import resolve
 from bloodcell.workflows.detector import red_cell_size
+from bloodcell.workflows.reviewed_photos import ReviewedPhotos, from_folder, from_store, record_use
+
+if TYPE_CHECKING:
+    from bloodcell.store.database import Store
 
 ADAPTED_FORMAT = "bloodcell-adapted-detector/1"
 LOW = [min(CANDIDATE_THRESHOLDS)] * len(LABELS)
@@ -188,32 +194,59 @@ def _base(detector: str | Path) -> tuple[Path, dict[str, Any], LearnedDetector]:
     return path, meta, LearnedDetector(checkpoint.model, settings, config.mean, config.std, str(path))
 
 
-def adapt_detector(photos: str | Path, output: str | Path, *, lab: str, detector: str | Path = "smear-detector",
-                   folds: int = 3, options: AdaptOptions = AdaptOptions(), keep_if_worse: bool = True,
-                   overwrite: bool = False) -> dict[str, Any]:
-    """Fine-tune ``detector`` on the reviewed photos in ``photos`` and write the adapted checkpoint to ``output``;
-    ``keep_if_worse``: a class that adapting did not improve in cross-validation keeps the original's network."""
-    started = time.monotonic()
-    photos, output = Path(photos), Path(output)
-    _check_output(output, overwrite)
+def _lab_name(lab: str) -> str:
     lab = lab.strip()
     if not lab or len(lab) > 200:
         raise ConfigError("--lab must name the lab (1-200 characters)")
-    found, skipped = read_lab_photos(photos)
+    return lab
+
+
+def adapt_from_store(store: Store, output: str | Path, *, lab: str, actor: str, **options: Any) -> dict[str, Any]:
+    """:func:`adapt_detector` on the reviewed and signed samples of ``lab`` in ``store``; each sample used keeps
+    an ``adapt_detector`` entry (by ``actor``) in its audit trail."""
+    lab = _lab_name(lab)
+    _check_output(Path(output), options.get("overwrite", False))
+    reviewed = from_store(store, lab)
+    result = adapt_detector(reviewed, output, lab=lab, **options)
+    used = {p["name"] for p in result["photos"]}
+    reviewed.samples = {sample: kept for sample, names in reviewed.samples.items()
+                        if (kept := [n for n in names if f"{sample}/{n}" in used])}
+    try:
+        record_use(store, reviewed, actor, {"name": Path(output).name, "sha256": file_sha256(output), "lab": lab,
+                                            "kept_classes": result["kept_classes"]})
+    except BaseException:
+        Path(output).unlink(missing_ok=True)  # a detector whose use the audit trail does not hold is not kept
+        Path(output).with_suffix(".json").unlink(missing_ok=True)
+        raise
+    return result
+
+
+def adapt_detector(photos: str | Path | ReviewedPhotos, output: str | Path, *, lab: str,
+                   detector: str | Path = "smear-detector", folds: int = 3, options: AdaptOptions = AdaptOptions(),
+                   keep_if_worse: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Fine-tune ``detector`` on the reviewed photos ``photos`` (a folder of labelled photos, a reviewed sample
+    folder, or photos read from the store) and write the adapted checkpoint to ``output``;
+    ``keep_if_worse``: a class that adapting did not improve in cross-validation keeps the original's network."""
+    started = time.monotonic()
+    output = Path(output)
+    _check_output(output, overwrite)
+    lab = _lab_name(lab)
+    reviewed = photos if isinstance(photos, ReviewedPhotos) else from_folder(photos)
+    found, skipped, where = reviewed.photos, list(reviewed.skipped), reviewed.where
     base_path, base_meta, base = _base(detector)
     samples: list[LabSample] = []
     for photo in found:
         try:
             samples.append(_lab_sample(photo, base))
         except (ImageError, DataError) as exc:
-            skipped.append((str(photo.path), str(exc)))
+            skipped.append((photo.name, str(exc)))
     if len(samples) < 2:
-        raise DataError(f"{photos}: {len(samples)} usable labelled photo(s); adapting needs at least 2 "
-                        f"(photos with VOC .xml or YOLO .txt labels of the same name beside them)")
+        raise DataError(f"{where}: {len(samples)} usable labelled photo(s); adapting needs at least 2 "
+                        f"(reviewed photos: VOC .xml or YOLO .txt labels beside them, or a reviewed sample)")
     present = {LABELS[int(c)] for s in samples for c in s.sample.labels}
     kept = [label for label in LABELS if label not in present]
     if len(kept) == len(LABELS):
-        raise DataError(f"{photos}: the photos' labels hold no boxes; adapting needs reviewed cells")
+        raise DataError(f"{where}: the photos' labels hold no boxes; adapting needs reviewed cells")
     options = replace(options, crop=options.crop or base.settings.input_size)
     assignment = fold_of(len(samples), min(folds, len(samples)), options.seed)
     plain = [s.sample for s in samples]
@@ -223,7 +256,7 @@ def adapt_detector(photos: str | Path, output: str | Path, *, lab: str, detector
         reasons.update(worse_than_original(validated, kept))
     kept = [label for label in LABELS if label in reasons]
     if len(kept) == len(LABELS):
-        raise DataError(f"{photos}: adapting did not beat the original detector on any class in cross-validation "
+        raise DataError(f"{where}: adapting did not beat the original detector on any class in cross-validation "
                         f"({'; '.join(f'{k}: {v}' for k, v in reasons.items())}); keep using the original")
     thresholds = {label: base.settings.thresholds[label] if label in kept else validated["thresholds"][label]
                   for label in LABELS}
@@ -235,7 +268,7 @@ def adapt_detector(photos: str | Path, output: str | Path, *, lab: str, detector
         "format": ADAPTED_FORMAT, "lab": lab,
         "from": {"detector": base_path.name, "sha256": file_sha256(base_path),
                  "thresholds": dict(zip(LABELS, base.thresholds))},
-        "photos": [{"name": str(s.photo.path.relative_to(photos)), "sha256": s.photo.sha256, "scale_from": s.scale_from,
+        "photos": [{"name": s.photo.name, "sha256": s.photo.sha256, "scale_from": s.scale_from,
                     "fold": f} for s, f in zip(samples, assignment)],
         "skipped": [{"path": p, "reason": r} for p, r in skipped],
         "kept_classes": kept, "kept_because": reasons, "folds": max(assignment) + 1, "options": options.to_dict(),

@@ -108,7 +108,8 @@ def read_counted(folder: str | Path) -> CountedSample:
     return CountedSample(path.parent, str(doc.get("sample_id") or path.parent.name), doc)
 
 
-def _photo_path(counted: CountedSample, entry: dict[str, Any]) -> Path:
+def photo_path(counted: CountedSample, entry: dict[str, Any]) -> Path:
+    """The file of one photo entry: its path as counted, or the same name in the sample's folder."""
     path = Path(name_from_text(entry.get("path", "")))  # a name that was not UTF-8 is written with \xNN escapes
     for candidate in (path, counted.folder / path, counted.folder / path.name):
         if candidate.is_file():
@@ -123,7 +124,7 @@ def load_photos(counted: CountedSample, needed: set[str] | None = None) -> dict[
         key = photo_key(entry, index)
         if needed is not None and key not in needed:
             continue
-        path = _photo_path(counted, entry)
+        path = photo_path(counted, entry)
         try:
             photos[key] = read_image(path)
         except ImageError as exc:

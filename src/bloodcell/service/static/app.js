@@ -238,6 +238,7 @@ function addCounted(sample, body, chunk) {
   });
   sample.items.push(...body.review.filter((item) => added.has(item.photo_id)));
   sample.classes = body.classes;
+  sample.detector = body.detector;
   if (body.state) {
     const photos = body.state.photos.filter((photo) => added.has(photo.photo_id));
     if (photos.length) sample.states.push({ ...body.state, photos });
@@ -553,7 +554,8 @@ function renderSample(sample) {
   const title = el("h2", { text: `Sample ${sample.id}` },
     el("span", { class: reviewed ? "badge reviewed" : "badge", text: reviewed ? "reviewed" : "not reviewed" }));
   const reviewIds = new Set(sample.items.map((item) => item.id));
-  const parts = [title, sample.report ? renderReport(sample.report) : null, renderReview(sample),
+  const counter = el("p", { class: "hint detector", text: `Counted by the detector ${sample.detector}.` });
+  const parts = [title, counter, sample.report ? renderReport(sample.report) : null, renderReview(sample),
     sample.exports ? renderExports(sample) : null,
     el("div", { class: "photos" }, ...sample.photos.map((photo) => renderPhoto(sample, photo, reviewIds)))];
   node.replaceChildren(...parts.filter(Boolean));
@@ -610,7 +612,7 @@ async function showServer() {
     const response = await fetch("/health");
     if (!response.ok) return;
     const health = await response.json();
-    $("model-name").textContent = `model: ${health.model}`;
+    $("model-name").textContent = `model: ${health.model} · detector: ${health.detector}`;
     $("threshold").textContent = `Cells typed with less than ${Math.round(100 * health.refer_below)}% confidence `
       + "are referred to a person (this server's referral threshold).";
   } catch (_) { /* the footer stays empty */ }

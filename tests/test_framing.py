@@ -103,3 +103,27 @@ def test_one_search_finds_what_find_cell_and_count_cells_find_and_frames_alike()
         assert search == CellSearch(find_cell(image), count_cells(image))
         assert np.array_equal(np.asarray(frame_box(image, search.box)), np.asarray(frame_cell(image)))
     assert search_cells(field).count == 2 and search_cells(blank) == CellSearch(None, 0)
+
+
+def _single_cell_crop(neighbour: bool) -> Image.Image:
+    """A 160-px crop of one 70-px cell at its centre, optionally with a neighbour cut by the right edge."""
+    image = Image.new("RGB", (160, 160), BACKGROUND)
+    ImageDraw.Draw(image).ellipse((45, 45, 115, 115), fill=CELL)
+    if neighbour:
+        ImageDraw.Draw(image).ellipse((132, 30, 200, 110), fill=CELL)
+    return image
+
+
+def test_a_single_cell_crop_is_one_even_with_a_neighbour_at_its_edge_and_a_field_is_not():
+    for neighbour in (False, True):
+        crop = _single_cell_crop(neighbour)
+        search = search_cells(crop)
+        assert search.count == (2 if neighbour else 1) and search.single_cell(crop.size)
+    field = Image.new("RGB", (640, 480), BACKGROUND)  # a smear photo: white cells small beside the photo
+    for x, y in ((320, 240), (100, 100)):
+        ImageDraw.Draw(field).ellipse((x - 25, y - 25, x + 25, y + 25), fill=CELL)
+    assert not search_cells(field).single_cell(field.size)
+    off_centre = Image.new("RGB", (120, 120), BACKGROUND)
+    ImageDraw.Draw(off_centre).ellipse((70, 70, 118, 118), fill=CELL)  # one cell, in a corner
+    assert not search_cells(off_centre).single_cell(off_centre.size)
+    assert not CellSearch(None, 0).single_cell((100, 100))

@@ -133,7 +133,24 @@ def test_cell_framed_model_searches_each_image_once_and_frames_it_as_its_pixels_
     assert results[0].note is None and results[1].note == SEVERAL_CELLS_NOTE.format(2)
     for image in (lone, pair):
         for single_cell in (False, True):
-            staged, _ = framed._decode(image, single_cell)
+            staged, _, _ = framed._decode(image, single_cell)
             pixels = finish_pixels(staged[None], framed.data_config)[0]
             assert np.array_equal(pixels, framed.pixels([image])[0])  # as DataConfig.prepare frames it
     assert not np.array_equal(framed.pixels([lone]), classifier.pixels([lone]))  # the framing did crop
+
+
+def test_a_single_cell_crop_with_a_neighbour_at_its_edge_is_not_told_to_use_count(classifier):
+    """Issue 26: PBC originals with a second cell cut by the edge were told to count smear photos."""
+    from PIL import ImageDraw
+
+    from bloodcell.inference.predictor import SEVERAL_CELLS_NOTE
+
+    crop = Image.new("RGB", (160, 160), (235, 225, 230))
+    ImageDraw.Draw(crop).ellipse((45, 45, 115, 115), fill=(90, 40, 140))
+    ImageDraw.Draw(crop).ellipse((132, 30, 200, 110), fill=(90, 40, 140))  # a neighbour cut by the edge
+    field = Image.new("RGB", (640, 480), (235, 225, 230))
+    for x, y in ((320, 240), (100, 100), (500, 380)):
+        ImageDraw.Draw(field).ellipse((x - 40, y - 40, x + 40, y + 40), fill=(90, 40, 140))
+    results = classifier.predict([crop, field], top_k=1)
+    assert results[0].note is None or "bloodcell count" not in results[0].note
+    assert results[1].note.startswith(SEVERAL_CELLS_NOTE.format(3)[:20])

@@ -216,3 +216,17 @@ def test_the_sample_report_is_plain_sentences_with_reference_intervals_and_flags
     untyped = {**doc, "sample": {**doc["sample"], "wbc_typing_unavailable": "no cell classifier loaded"}}
     assert sample_report(untyped, "S-1")["differential"] == []
     assert sample_report(untyped, "S-1")["typing_unavailable"] == "White-cell types are unavailable: no cell classifier loaded."
+
+
+def test_the_page_report_carries_the_lab_check_only_when_the_sample_looks_unfamiliar():
+    from bloodcell.smear.lab_check import lab_check
+    from bloodcell.smear.review import sample_report
+
+    boxes = [{"label": "WBC", "unfamiliar_lab": odd} for odd in (True, True, True, False)]
+    unfamiliar = {"images": [], "sample": {"wbc_types": {"neutrophil": 4}, "lab_check": lab_check(boxes)}}
+    text = sample_report(unfamiliar, "S1")["lab_check"]
+    assert text.startswith("3 of 4 white cells look unlike") and "bloodcell adapt" in text and "`" not in text
+    familiar = {"images": [], "sample": {"wbc_types": {"neutrophil": 4}, "lab_check": lab_check(boxes[3:] * 4)}}
+    assert sample_report(familiar, "S1")["lab_check"] is None
+    assert lab_check([{"label": "WBC"}]) is None  # nothing checked (no guard): no verdict
+    assert not lab_check([{"unfamiliar_lab": True}])["unfamiliar_lab"]  # a single odd cell is not a lab

@@ -20,7 +20,7 @@ from bloodcell.metrics.detection import (
 )
 from bloodcell.smear.classical import count_detections, detect_cells
 from bloodcell.smear.sample_counter import SmearCounter
-from bloodcell.smear.counting import annotate, count_photos, count_smears
+from bloodcell.smear.counting import annotate, count_image, count_photos, count_smears
 from bloodcell.smear.differential import differential, render_report
 from bloodcell.smear.review import sample_report
 from bloodcell.smear.schema import SampleResult
@@ -311,6 +311,48 @@ def test_counting_skips_the_single_cell_guard_for_detected_white_cells(tiny_clas
     doc = count_smears([smear], classifier=guarded, detector="classical").document()
     box = next(b for b in doc["images"][0]["boxes"] if b["label"] == "WBC")
     alone = guarded.predict(crop_around(smear, (box["x1"], box["y1"], box["x2"], box["y2"])))
-    assert alone.reason.startswith("not a single blood cell")  # unlike the noisy "cells" the guard saw
+    assert alone.reason.startswith("unfamiliar lab")  # alone, the guard refers it: unlike the noisy "cells" it saw
     referred = doc["images"][0]["referred"]  # the untrained tiny model is unsure: low confidence is still referred
     assert doc["sample"]["wbc_classified"] == 1 and all(r["reason"].startswith("low confidence") for r in referred)
+
+
+def test_a_sample_whose_white_cells_are_unlike_every_known_lab_says_so_and_a_known_labs_sample_does_not(
+        tiny_classifier):
+    """Issue 26 item 2: the lab check per sample in counts.json, report.md and samples.csv."""
+    import copy
+
+    from bloodcell.inference.ood import fit_guard
+    from bloodcell.workflows.count import sample_row
+
+    rng = np.random.default_rng(0)
+    smears = [_smear(wbc=2), _smear(wbc=2)]
+    noise = [Image.fromarray(np.clip(rng.normal(128, 40, (40, 40, 3)), 0, 255).astype(np.uint8)) for _ in range(20)]
+    elsewhere = copy.copy(tiny_classifier)
+    elsewhere.guard = fit_guard(tiny_classifier.pixels(noise), tiny_classifier.features(noise), pass_rate=0.9)
+    result = count_smears(smears, classifier=elsewhere, detector="classical")
+    check = result.document()["sample"]["lab_check"]
+    assert check["checked"] == check["unfamiliar"] == 4 and check["unfamiliar_lab"]
+    assert "bloodcell adapt" in check["message"] and "Review" in check["message"]
+    assert "## Lab check" in render_report(result.document()) and "**Warning**" in render_report(result.document())
+    assert sample_row(result)["lab_check"].startswith("unfamiliar lab: 4 of 4")
+    # the same lab's own cells (the guard calibrated on crops of such white cells): no warning
+    crops = [crop_around(s, (b["x1"], b["y1"], b["x2"], b["y2"])) for s in smears * 5
+             for b in count_image(s, detector="classical")["boxes"] if b["label"] == "WBC"]
+    crops = [c.rotate(angle) for c in crops for angle in (0, 90)]
+    home = copy.copy(tiny_classifier)
+    home.guard = fit_guard(tiny_classifier.pixels(crops), tiny_classifier.features(crops), pass_rate=0.98)
+    known = count_smears(smears, classifier=home, detector="classical")
+    check = known.document()["sample"]["lab_check"]
+    assert check["checked"] == 4 and not check["unfamiliar_lab"] and sample_row(known)["lab_check"].startswith("familiar")
+    assert "look unlike the cells" not in render_report(known.document())
+    # no guard, no check
+    assert "lab_check" not in count_smears(smears, classifier=tiny_classifier, detector="classical").document()["sample"]
+
+
+def test_an_adapted_models_trust_line_comes_from_its_adaptation_record():
+    from bloodcell.smear.differential import trust_note
+
+    note = trust_note({"typer": "my-lab.safetensors", "adapted_to": "St Elsewhere", "adapted_cv_accuracy": 0.9,
+                       "adapted_cells": 48})
+    assert "adapted to St Elsewhere from 48" in note and "90%" in note and "has not been measured" not in note
+    assert "has not been measured" in trust_note({"typer": "x.safetensors"})

@@ -64,7 +64,7 @@ def test_adapting_fixes_a_shifted_lab_and_keeps_the_other_classes(model, tmp_pat
 
 
 @pytest.mark.parametrize("per_class, message", [
-    ({"eosinophil": 8, "lymphocyte": 4}, "at least 5 cells per class .*lymphocyte has 4"),
+    ({"eosinophil": 8, "lymphocyte": 4}, "at least 5 cells of each of at least 2 classes .*lymphocyte 4"),
     ({"eosinophil": 8, "alien": 8}, "alien .* not classes of the model"),
     ({"eosinophil": 8}, "at least 2 classes"),
 ])
@@ -82,6 +82,7 @@ def test_cli_prints_the_cross_validated_accuracy_and_refuses_an_empty_folder(mod
     assert result.exit_code == 0, result.output
     assert "cross-validation" in result.output and "before adapting" in result.output and out.is_file()
     assert "no cells given for basophil, erythroblast, ig, monocyte, platelet" in result.output
+    assert "keep the model's own weights" in result.output
     (tmp_path / "empty").mkdir()
     refused = CliRunner().invoke(app, ["adapt", str(tmp_path / "empty"), "--model", str(model), "-o",
                                        str(tmp_path / "x.safetensors")])
@@ -100,3 +101,33 @@ def test_the_lab_joins_the_guard_as_familiar_and_unfamiliar_labs_stay_unfamiliar
     merged = _guard_with_lab(base, pixels[:12], views, "my-lab")
     assert merged["sources"] == ["pbc", "raabin", "my-lab"]
     assert merged["familiar"] == [True, False, True]
+
+
+def test_a_class_given_a_few_cells_takes_part_with_a_warning_and_a_class_given_none_is_still_found(model, tmp_path):
+    """Issue 26 item 3: adapting from lymphocytes and neutrophils with 4 monocytes left every monocyte called a
+    lymphocyte with full confidence. A class under the minimum now takes part; one given none keeps its own row."""
+    cells = _cells(tmp_path / "lab", {"eosinophil": 8, "lymphocyte": 8, "neutrophil": 3})
+    result = adapt(model, cells, tmp_path / "lab.safetensors")
+    assert result.cells == {"eosinophil": 8, "lymphocyte": 8, "neutrophil": 3} and result.few == {"neutrophil": 3}
+    adapted = load(result.path)
+    fresh = _cells(tmp_path / "fresh", {"neutrophil": 5}, seed=2)
+    assert [p.label for p in adapted.predict([Image.open(p) for p in sorted((fresh / "neutrophil").iterdir())])] \
+        == ["neutrophil"] * 5
+    printed = CliRunner().invoke(app, ["adapt", str(cells), "--model", str(model), "-o", str(tmp_path / "b.safetensors")])
+    assert printed.exit_code == 0 and "few cells for neutrophil 3" in printed.output
+
+
+def test_a_class_left_out_keeps_the_model_own_row_and_its_standing_against_the_given_classes():
+    from bloodcell.train.head import adapt_head, bounded_temperature, keep_unshown
+
+    rng = np.random.default_rng(0)
+    weight0, bias0 = rng.normal(size=(3, 4)), np.zeros(3)
+    features = rng.normal(size=(8, 30, 4)) + 3.0  # a lab whose cells all excite the given classes more
+    labels = np.repeat([0, 1], 15)
+    fit = adapt_head(features, labels, weight0, bias0, temperature0=0.6)
+    np.testing.assert_allclose(fit.weight[2], weight0[2], rtol=1e-5)  # the unshown class keeps its own weights (it takes no cell)
+    weight, bias = keep_unshown(features[0], labels, fit.weight.astype(np.float64), fit.bias.astype(np.float64),
+                                weight0, bias0)
+    np.testing.assert_allclose(bias, fit.bias, rtol=1e-5)  # idempotent: adapt_head already applied it
+    assert 0.2 <= fit.temperature <= 1.8  # bounded around the model's own 0.6
+    assert bounded_temperature(0.05, 0.6, 30) >= 0.2 and bounded_temperature(0.05, 0.6, 10_000) == pytest.approx(0.2)

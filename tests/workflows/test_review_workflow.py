@@ -88,7 +88,11 @@ def test_export_writes_the_referred_cells_and_a_template_and_apply_recomputes_th
     output = _run("apply", counted, "--corrections", filled, "-o", done, "--model", tiny_model)
     assert output.startswith("Reviewed by a person: 3 boxes decided (1 accepted, 1 given another class, 1 marked "
                              "wrong); 1 missed cell added.")
-    assert f"bloodcell adapt {done / 'cells'}" in output
+    assert "--bank BANK" in output  # one sample rarely has enough cells: the bank gathers every sample's
+    banked = _run("apply", counted, "--corrections", filled, "-o", tmp_path / "banked", "--model", tiny_model,
+                  "--bank", tmp_path / "bank")
+    assert f"cell bank {tmp_path / 'bank'}: " in banked and "before adapting, review about" in banked
+    assert "more eosinophil" in banked and (tmp_path / "bank" / "eosinophil").is_dir()
     report = (done / "report.md").read_text()
     assert report.startswith("# Differential report: S-17 (reviewed)\n\nReviewed by a person: 3 boxes decided")
     doc = json.loads((done / "counts.json").read_text())
@@ -108,6 +112,20 @@ def test_export_writes_the_referred_cells_and_a_template_and_apply_recomputes_th
     again = CliRunner().invoke(app, ["review", "apply", str(done), "--corrections", str(done / "corrections.csv"),
                                      "-o", str(tmp_path / "twice"), "--model", str(tiny_model)])
     assert isinstance(again.exception, DataError) and "already reviewed" in str(again.exception)
+
+
+def test_the_reviewed_cells_of_every_sample_accumulate_in_the_lab_cell_bank(tmp_path):
+    from bloodcell.workflows.cell_bank import add_to_bank, still_needed
+
+    bank = tmp_path / "bank"
+    for sample in ("S-1", "S-2"):
+        for name, n in (("lymphocyte", 4), ("neutrophil", 6)):
+            (tmp_path / sample / "cells" / name).mkdir(parents=True)
+            for i in range(n):  # the same names in both samples: nothing is overwritten
+                Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / sample / "cells" / name / f"cell_{i}.png")
+        held = add_to_bank(tmp_path / sample / "cells", bank)
+    assert held == {"lymphocyte": 8, "neutrophil": 12}
+    assert still_needed(held) == {"lymphocyte": 2}
 
 
 def _wbc_box(counted, photo: int, n: int) -> int:

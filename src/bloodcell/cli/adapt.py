@@ -27,8 +27,12 @@ def adapt(
                f"{fit.cv_accuracy:.1%} adapted, {fit.cv_accuracy_before:.1%} before adapting")
     for path, reason in result.skipped:
         typer.echo(f"skipped {path}: {reason}", err=True)
+    if result.few:
+        listed = ", ".join(f"{name} {n}" for name, n in result.few.items())
+        typer.echo(f"few cells for {listed} (fewer than 5): used, but the adapted model's calls of those types rest on "
+                   "very little; add reviewed cells of them and adapt again", err=True)
     if result.without_cells:
-        typer.echo(f"no cells given for {', '.join(result.without_cells)}: the adapted model may call those cells "
-                   "one of the given types; give cells of every type your lab sees", err=True)
+        typer.echo(f"no cells given for {', '.join(result.without_cells)}: those types keep the model's own weights "
+                   "(not adapted to your lab); give cells of every type your lab sees", err=True)
     if fit.cv_accuracy < fit.cv_accuracy_before:
         typer.echo("adapting did not help on these cells: keep the original model, or add more cells", err=True)

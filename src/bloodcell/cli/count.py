@@ -82,6 +82,9 @@ def count(
                    f"RBC {c['RBC']}, WBC {c['WBC']}, Platelets {c['Platelets']}")
         for error in doc["errors"]:
             typer.echo(f"  skipped {error['path']}: {error['error']}", err=True)
+        check = doc["sample"].get("lab_check")
+        if check and check["unfamiliar_lab"]:
+            typer.echo(f"  unfamiliar lab: {check['message']}", err=True)
     typer.echo(f"{counted} photos counted, {skipped} skipped -> {output}" + (f" and {kept.where}" if kept else ""))
     escaped = sum(is_escaped(str(photo)) for group in groups for photo in group.photos)
     if escaped:

@@ -133,9 +133,9 @@ def _summarise(results: list[Prediction], inputs, output: Path | None, kept: int
                    "photos use `bloodcell count` (counts and a differential)", err=True)
     unfamiliar = sum((r.reason or "").startswith(UNFAMILIAR) for r in results)
     if unfamiliar:
-        typer.echo(f"{unfamiliar} image(s) look like cells of a lab unlike those this model learned from; adapt it "
-                   "to your lab with a few labelled cells per class: `bloodcell adapt DIR -o adapted.safetensors` (smear photos "
-                   "with one white cell look alike: count those with `bloodcell count`)", err=True)
+        typer.echo(f"{unfamiliar} image(s) look like cells of a lab unlike those this model learned from: have a "
+                   "person review them, then adapt the model to your lab from about 10 reviewed cells per type: "
+                   "`bloodcell adapt DIR -o adapted.safetensors`", err=True)
     if failed == len(results) and not kept:
         typer.echo("no image could be classified", err=True)
         raise typer.Exit(1)

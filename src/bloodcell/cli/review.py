@@ -38,6 +38,7 @@ def apply(
     corrections: Path = typer.Option(..., "--corrections", help="The corrections CSV of `bloodcell review export`, filled in."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the reviewed counts.json, report.md, corrections.csv, labelstudio.json and cells/<class>/ (a `bloodcell adapt` folder)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Its classes are the ones a reviewer may give."),
+    bank: Optional[Path] = typer.Option(None, "--bank", help="Your lab's cell bank: a folder the reviewed cells of every sample are added to (a `bloodcell adapt` folder); says how many more of each type it needs."),
 ) -> None:
     """Apply a reviewer's corrections to a counted sample: recompute its differential, save the corrections and cells."""
     from bloodcell.inference.predictor import load
@@ -50,5 +51,17 @@ def apply(
     cells = ", ".join(f"{name} {n}" for name, n in result.cells.items()) or "none"
     typer.echo(f"reviewed sample -> {output} (report.md, counts.json, corrections.csv, labelstudio.json); "
                f"reviewed cells: {cells}")
-    if result.cells:
-        typer.echo(f"adapt the model to your lab with: bloodcell adapt {output / 'cells'} -o adapted.safetensors")
+    if bank is not None:
+        from bloodcell.workflows.cell_bank import WANTED, add_to_bank, still_needed
+
+        held = add_to_bank(output / "cells", bank)
+        needed = still_needed(held)
+        typer.echo(f"cell bank {bank}: " + (", ".join(f"{name} {n}" for name, n in held.items()) or "empty"))
+        if needed:
+            typer.echo(f"before adapting, review about {', '.join(f'{n} more {name}' for name, n in needed.items())} "
+                       f"({WANTED} per type your lab sees)")
+        else:
+            typer.echo(f"adapt the model to your lab with: bloodcell adapt {bank} -o adapted.safetensors")
+    elif result.cells:
+        typer.echo("one sample rarely has enough cells of every type: add the reviewed cells of every sample to your "
+                   "lab's cell bank with --bank BANK, then adapt from the bank (`bloodcell adapt BANK`)")

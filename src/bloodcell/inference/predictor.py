@@ -27,7 +27,7 @@ from bloodcell.checkpoint import Checkpoint, load_checkpoint
 from bloodcell.data.dataset import resize_shorter_side
 from bloodcell.data.images import ImageSource, read_image
 from bloodcell.errors import CheckpointError, ConfigError, ImageError
-from bloodcell.framing import count_cells, frame_box, search_cells
+from bloodcell.framing import frame_box, search_cells
 from bloodcell.inference.backends import TorchBackend
 from bloodcell.inference.defaults import DEFAULT_REFER_BELOW, ENGINES  # noqa: F401  (also imported from here)
 from bloodcell.inference.explain import save_gradcam_overlay
@@ -37,7 +37,7 @@ from bloodcell.inference.onnx import (
     onnx_document,
     read_document,
 )
-from bloodcell.inference.ood import OODGuard
+from bloodcell.inference.ood import UNFAMILIAR_NOTE, OODGuard
 from bloodcell.inference.tta import DIHEDRAL_VIEWS, dihedral_views
 from bloodcell.metrics.calibration import apply_temperature
 from bloodcell.progress import track
@@ -45,8 +45,8 @@ from bloodcell.transforms import DataConfig, finish_pixels, normalize_batch, sta
 from bloodcell.weights import resolve
 
 #: The note of an image that shows several white cells (a field or a smear photo, not a single-cell image).
-SEVERAL_CELLS_NOTE = ("{} white cells in this image: the one nearest the centre was classified; count smear photos "
-                      "with `bloodcell count`")
+SEVERAL_CELLS_NOTE = ("{} white cells in this image, none of them centred and filling it as in a single-cell image: "
+                      "the one nearest the centre was classified; count smear photos with `bloodcell count`")
 
 Images = Union[ImageSource, Sequence[ImageSource]]
 
@@ -209,8 +209,9 @@ class Classifier:
         multiples of 90 degrees, with and without a flip) of the preprocessed image.
         ``refer_below`` refers results less confident than it (None: only the guard refers; the CLI,
         the service and the counter use :data:`DEFAULT_REFER_BELOW`).
-        ``guard=False`` skips the out-of-distribution guard and the several-cells note, for callers
-        that already know each input is a single cell (the smear counter's detected white cells).
+        ``guard=False`` skips the out-of-distribution guard's "is it a cell" question and the several-cells note, for
+        callers that already know each input is a single cell (the smear counter's detected white cells); a cell
+        unlike every lab the model learned from still gets the unfamiliar-lab note (the lab check).
         """
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
         items = [images] if single else list(images)
@@ -244,23 +245,26 @@ class Classifier:
         while in_flight:
             yield in_flight.popleft().result()
 
-    def _decode(self, item: ImageSource, single_cell: bool) -> tuple[np.ndarray, str | None] | ImageError:
-        """One input's staged uint8 pixels (H, W, C; :func:`~bloodcell.transforms.stage_image`) and a note when it shows several white cells (not
+    def _decode(self, item: ImageSource, single_cell: bool) -> tuple[np.ndarray, str | None, bool] | ImageError:
+        """One input's staged uint8 pixels (H, W, C; :func:`~bloodcell.transforms.stage_image`), a note when it shows
+        several white cells as a field does, and whether it looks like a single-cell image
+        (:meth:`~bloodcell.framing.CellSearch.single_cell`; neither
         looked for when the caller knows it is a ``single_cell``), or the ImageError saying why it cannot be used."""
         try:
             image = read_image(item)
         except ImageError as exc:
             return exc
-        if self.data_config.framing != "cell":
-            if single_cell:
-                return stage_image(image, self.data_config), None
-            if self.data_config.resize == "crop":  # count on the whole image as staging resizes it, before its crop
-                image = resize_shorter_side(image, staging_size(self.data_config.input_size))
-            cells = count_cells(image)
-            return stage_image(image, self.data_config), SEVERAL_CELLS_NOTE.format(cells) if cells > 1 else None
-        search = search_cells(image)  # one search both frames the cell and counts the white cells
-        note = SEVERAL_CELLS_NOTE.format(search.count) if not single_cell and search.count > 1 else None
-        return stage_image(frame_box(image, search.box), self._unframed), note
+        framed = self.data_config.framing == "cell"
+        if single_cell and not framed:
+            return stage_image(image, self.data_config), None, True
+        if not framed and self.data_config.resize == "crop":  # search the whole image as staging resizes it, uncropped
+            image = resize_shorter_side(image, staging_size(self.data_config.input_size))
+        search = search_cells(image)  # one search both frames the cell and tells a single-cell image from a field
+        lone = single_cell or search.single_cell(image.size)
+        note = SEVERAL_CELLS_NOTE.format(search.count) if not lone and search.count > 1 else None
+        staged = (stage_image(frame_box(image, search.box), self._unframed) if framed
+                  else stage_image(image, self.data_config))
+        return staged, note, lone
 
     def _predict_batch(self, items: Sequence[ImageSource], top_k: int, refer_below: float | None, tta: bool,
                        guard: bool) -> list[Prediction]:
@@ -275,12 +279,16 @@ class Classifier:
                 decoded.append((index, *outcome))
         if not decoded:
             return results
-        pixels = finish_pixels(np.stack([p for _, p, _ in decoded]), self.data_config)
+        pixels = finish_pixels(np.stack([p for _, p, _, _ in decoded]), self.data_config)
         logits, features = self.score(pixels, tta)
         probs = self.probabilities(logits)
-        assessed = (self.guard.assess(pixels, features[0], several=[note is not None for _, _, note in decoded])
-                    if guard and self.guard is not None else [(None, None)] * len(decoded))
-        for (index, _, cells_note), prob, (ood_reason, note) in zip(decoded, probs, assessed):
+        if self.guard is None:
+            assessed = [(None, None)] * len(decoded)
+        elif guard:
+            assessed = self.guard.assess(pixels, features[0], single=[lone for _, _, _, lone in decoded])
+        else:  # known cells: only the lab check
+            assessed = [(None, UNFAMILIAR_NOTE if odd else None) for odd in self.guard.unfamiliar(pixels, features[0])]
+        for (index, _, cells_note, _), prob, (ood_reason, note) in zip(decoded, probs, assessed):
             fill_prediction(results[index], prob, self.class_names, top_k, refer_below, ood_reason)
             results[index].note = "; ".join(n for n in (cells_note, note) if n) or None
         return results

@@ -101,6 +101,8 @@ class SampleReport(BaseModel):
     notes: list[str]
     typing_unavailable: str | None = None
     trust: str | None = None
+    lab_check: str | None = Field(None, description="Set when the sample's white cells look unlike those of every lab "
+                                  "the classifier learned from: what that means and what to do.")
     referred: int = Field(description="White cells still waiting for a person (referred or doubtful).")
     reviewed: bool
     review_summary: str | None = None

@@ -20,10 +20,12 @@ from bloodcell.data.boxes import SMEAR_LABELS, Box
 from bloodcell.data.images import ImageSource, read_image, to_rgb
 from bloodcell.errors import ConfigError, ImageError
 from bloodcell.framing import background_colour, crop_around
+from bloodcell.inference.ood import UNFAMILIAR
 from bloodcell.inference.predictor import DEFAULT_REFER_BELOW
 from bloodcell.progress import track
 from bloodcell.smear.classical import count_detections
 from bloodcell.smear.detectors import resolve_detector
+from bloodcell.smear.lab_check import lab_check
 from bloodcell.smear.learned_detector import check_cell_size
 from bloodcell.smear.referral import review_targets
 from bloodcell.smear.schema import CountError, PhotoCount, SampleResult, SampleTotals
@@ -97,6 +99,8 @@ def _classify(classifier, image: Image.Image, boxes: list[dict[str, Any]],
             box["wbc_type"], box["confidence"] = None, None
             continue
         box["wbc_type"], box["confidence"] = pred.label, round(float(pred.confidence), 4)
+        if getattr(classifier, "guard", None) is not None:
+            box["unfamiliar_lab"] = bool(pred.note and pred.note.startswith(UNFAMILIAR))
         if pred.referred:
             box["referred"] = True
             referred.append({**box, "reason": pred.reason})
@@ -140,6 +144,9 @@ def sample_totals(entries: Sequence[dict[str, Any]], typing_unavailable: str | N
               "wbc_classified": sum(types.values()), "wbc_referred": referred}
     if typing_unavailable:
         sample["wbc_typing_unavailable"] = typing_unavailable
+    checked = lab_check([box for entry in entries for box in entry.get("boxes", [])])
+    if checked is not None:
+        sample["lab_check"] = checked
     return sample
 
 

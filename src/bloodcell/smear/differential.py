@@ -115,6 +115,13 @@ def trust_note(typing: dict[str, Any], next_step: str = ADAPT_WITH_COMMAND) -> s
     """One paragraph on the typing accuracy behind the percentages (from counts.json's ``wbc_typing``), ending with
     ``next_step`` when the accuracy was not measured."""
     accuracy = typing.get("held_out_accuracy")
+    adapted = typing.get("adapted_cv_accuracy")
+    if accuracy is None and adapted is not None:
+        return (f"White cells were typed by the cell classifier adapted to {typing.get('adapted_to') or 'your lab'}"
+                f" from {typing.get('adapted_cells', 'a few')} of its reviewed cells; typing was right on {adapted:.0%} of "
+                "those cells in cross-validation while adapting (slightly optimistic; check it on cells you kept back "
+                "with `bloodcell evaluate`). Review referred cells by eye, and confirm any abnormal differential with a "
+                "manual count.")
     if accuracy is None:
         return ("How well this classifier types white cells in smear photos has not been measured. A classifier "
                 "trained on PBC single-cell images alone typed only about 40% of the white cells of BCCD smears "
@@ -190,6 +197,9 @@ def render_report(doc: dict[str, Any], sample_id: str = "sample") -> str:
                   for r in differential_rows(sample["wbc_types"], diff)]
         lines.append("")
     lines += [_markdown_note(note) for note in notes]
+    if sample.get("lab_check"):
+        lines += ["", "## Lab check", "", ("**Warning**: " if sample["lab_check"]["unfamiliar_lab"] else "")
+                  + sample["lab_check"]["message"]]
     if sample.get("wbc_typing"):
         lines += ["", "## How much to trust this differential", "", trust_note(sample["wbc_typing"])]
     referred = [(e["path"], e["boxes"][b], reason) for e in doc["images"] for b, reason in review_targets(e)]

@@ -358,6 +358,8 @@ def sample_report(doc: dict[str, Any], sample_id: str) -> dict[str, Any]:
         "typing_unavailable": f"White-cell types are unavailable: {typing_unavailable}." if typing_unavailable else None,
         "trust": plain(trust_note(typing if isinstance(typing, dict) else {}, ADAPT_ON_THE_PAGE))
         if diff["classified"] else None,
+        "lab_check": plain(check["message"]) if isinstance(check := sample.get("lab_check"), dict)
+        and check.get("unfamiliar_lab") and isinstance(check.get("message"), str) else None,
         "referred": sum(len(review_targets(entry)) for entry in doc.get("images", [])),
         "reviewed": bool(review.get("reviewed")),
         "review_summary": review.get("summary"),

@@ -37,6 +37,8 @@ class Box(BaseModel):
     wbc_type: str | None = Field(None, **SHORT)
     confidence: float | None = Field(None, **PROBABILITY)
     referred: bool | None = None
+    #: The classifier's lab check: this white cell is unlike the cells of every lab it learned from.
+    unfamiliar_lab: bool | None = None
 
 
 class ReferredCell(Box):
@@ -62,6 +64,18 @@ class Typing(BaseModel):
     held_out_smears: int | None = Field(None, ge=0)
     held_out_accuracy: float | None = Field(None, **PROBABILITY)
     adapted_to: str | None = Field(None, max_length=255)
+    #: An adapted classifier's own record: its cross-validated accuracy on the lab's cells it was adapted from.
+    adapted_cv_accuracy: float | None = Field(None, **PROBABILITY)
+    adapted_cells: int | None = Field(None, ge=0)
+
+
+class LabCheck(BaseModel):
+    """Whether a sample's white cells look like those of the labs the classifier learned from, and what to do."""
+
+    checked: int = Field(ge=0)
+    unfamiliar: int = Field(ge=0)
+    unfamiliar_lab: bool
+    message: str = Field(max_length=1000)
 
 
 class PhotoCount(BaseModel):
@@ -105,6 +119,7 @@ class SampleTotals(BaseModel):
     wbc_referred: int = Field(ge=0)
     wbc_typing_unavailable: str | None = Field(None, max_length=500)
     wbc_typing: Typing | None = None
+    lab_check: LabCheck | None = None
 
 
 class CountError(BaseModel):

@@ -17,9 +17,14 @@ def typing_summary(classifier) -> dict[str, Any]:
         meta = read_checkpoint_meta(source)
         recorded = meta.get("smear_typing") if isinstance(meta.get("smear_typing"), dict) else {}
         summary.update({k: recorded[k] for k, fits in _RECORDED.items() if k in recorded and fits(recorded[k])})
-        lab = meta["adaptation"].get("lab") if isinstance(meta.get("adaptation"), dict) else None
-        if isinstance(lab, str) and lab:
+        adaptation = meta["adaptation"] if isinstance(meta.get("adaptation"), dict) else {}
+        lab, accuracy, cells = adaptation.get("lab"), adaptation.get("cv_accuracy"), adaptation.get("cells")
+        if isinstance(lab, str) and 0 < len(lab) <= 255:
             summary["adapted_to"] = lab
+        if _RECORDED["held_out_accuracy"](accuracy):
+            summary["adapted_cv_accuracy"] = float(accuracy)
+        if isinstance(cells, dict) and all(_count(n) for n in cells.values()):
+            summary["adapted_cells"] = sum(cells.values())
     return summary
 
 

@@ -1,7 +1,8 @@
 """``bloodcell adapt``: fit a model to a new lab from a few labelled cells of that lab.
 
 ``DIR/<class>/<images>`` holds 5-20 cells per class from the lab's own microscope (classes may be
-a subset of the model's). The model's last layer is refitted on them (:mod:`bloodcell.train.head`:
+a subset of the model's; a class with fewer cells takes part with a warning, a class with none keeps
+the model's own weights). The model's last layer is refitted on them (:mod:`bloodcell.train.head`:
 all 8 quarter-turn and mirror views of each cell, pulled towards the model's own layer, strength
 chosen by cross-validation over the cells), its temperature refitted on the out-of-fold logits,
 and its out-of-distribution guard learns the lab's cells as a familiar source. The result is a
@@ -46,25 +47,30 @@ class Adaptation:
     fit: HeadFit
     cells: dict[str, int]
     skipped: list[tuple[str, str]]
-    #: The model's classes given no cells: the refitted layer may call their cells one of the given types.
+    #: The model's classes given no cells: they keep the model's own rows (``train.head.keep_unshown``).
     without_cells: list[str]
+    #: Classes given fewer than :data:`MIN_CELLS` cells (used all the same).
+    few: dict[str, int]
 
 
 def check_cells(cells: Cells, class_names: list[str]) -> dict[str, int]:
-    """Cells per class; DataError (one sentence) for unknown classes, too few cells or a single class."""
+    """Cells per class; DataError (one sentence) for unknown classes, or fewer than 2 classes with
+    :data:`MIN_CELLS` cells each (a class with fewer takes part, with a warning: :func:`few_cells`)."""
     counts = dict(sorted(Counter(cells.labels).items()))
     unknown = sorted(set(counts) - set(class_names))
     if unknown:
         raise DataError(f"class folder(s) {', '.join(unknown)} are not classes of the model "
                         f"(its classes: {', '.join(class_names)})")
-    few = {name: n for name, n in counts.items() if n < MIN_CELLS}
-    if few:
-        listed = ", ".join(f"{name} has {n}" for name, n in few.items())
-        raise DataError(f"adapting needs at least {MIN_CELLS} cells per class ({listed}); add cells or leave "
-                        "that class folder out")
-    if len(counts) < 2:
-        raise DataError("adapting needs cells of at least 2 classes")
+    if sum(n >= MIN_CELLS for n in counts.values()) < 2:
+        listed = ", ".join(f"{name} {n}" for name, n in counts.items())
+        raise DataError(f"adapting needs at least {MIN_CELLS} cells of each of at least 2 classes (given: "
+                        f"{listed or 'none'}); add reviewed cells")
     return counts
+
+
+def few_cells(counts: dict[str, int]) -> dict[str, int]:
+    """The classes given fewer than :data:`MIN_CELLS` cells: used, but their adapted rows rest on very little."""
+    return {name: n for name, n in counts.items() if n < MIN_CELLS}
 
 
 def view_features(classifier: Classifier, images) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +104,7 @@ def adapt(model: str | Path, cells_dir: str | Path, out: str | Path, seed: int =
     head = classifier_layer(checkpoint.model)
     labels = np.array([checkpoint.class_names.index(label) for label in cells.labels])
     fit = adapt_head(features, labels, head.weight.detach().numpy().reshape(head.weight.shape[0], -1),
-                     head.bias.detach().numpy(), seed=seed)
+                     head.bias.detach().numpy(), seed=seed, temperature0=checkpoint.temperature)
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(fit.weight).reshape(head.weight.shape))
         head.bias.copy_(torch.from_numpy(fit.bias))
@@ -116,4 +122,5 @@ def adapt(model: str | Path, cells_dir: str | Path, out: str | Path, seed: int =
                           train_config=checkpoint.meta.get("train_config", {}), metrics=checkpoint.meta.get("metrics", {}),
                           temperature=fit.temperature, extra=extra)
     without = [name for name in checkpoint.class_names if name not in counts]
-    return Adaptation(save_checkpoint(out, checkpoint.model, meta), fit, counts, cells.skipped, without)
+    return Adaptation(save_checkpoint(out, checkpoint.model, meta), fit, counts, cells.skipped, without,
+                      few_cells(counts))

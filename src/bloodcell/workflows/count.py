@@ -209,15 +209,21 @@ def sample_row(result: SampleResult) -> dict[str, Any]:
            "wbc_classified": sample.wbc_classified, "wbc_referred": sample.wbc_referred,
            "differential": "; ".join(f"{k} {v:.1f}%" for k, v in diff["percent"].items()),
            "flags": "; ".join(f"{k} {v}" for k, v in diff["flags"].items()),
-           "trust": _trust(sample)}
+           "trust": _trust(sample),
+           "lab_check": "" if sample.lab_check is None else
+           ("unfamiliar lab: " if sample.lab_check.unfamiliar_lab else "familiar: ") + sample.lab_check.message}
     return row
 
 
 def _trust(sample: SampleTotals) -> str:
     accuracy = sample.wbc_typing.held_out_accuracy if sample.wbc_typing is not None else None
     parts = [f"{sample.wbc_classified} white cells typed"]
+    adapted = sample.wbc_typing.adapted_cv_accuracy if sample.wbc_typing is not None else None
     if accuracy is not None:
         parts.append(f"typing right on {accuracy:.0%} of another lab's held-out cells")
+    elif adapted is not None:
+        parts.append(f"adapted to {sample.wbc_typing.adapted_to or 'this lab'}: typing right on {adapted:.0%} of its "
+                     "reviewed cells in cross-validation")
     if sample.wbc_classified < 100:
         parts.append("under 100 cells: percentages imprecise")
     if sample.wbc_typing_unavailable:

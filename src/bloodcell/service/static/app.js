@@ -376,6 +376,7 @@ function renderReport(report) {
   box.append(el("p", { class: "summary", text: reportSummary(report) }));
   if (report.review_summary) box.append(el("p", { class: "review-summary", text: report.review_summary }));
   box.append(table("Cells counted", [["Cell", "cell"], ["Count", "count", true]], report.counts));
+  if (report.lab_check) box.append(el("p", { class: "message", text: report.lab_check }));
   if (report.typing_unavailable) box.append(el("p", { class: "message", text: report.typing_unavailable }));
   else {
     const records = report.differential.map((r) => ({ ...r, percent: `${r.percent.toFixed(1)}%` }));

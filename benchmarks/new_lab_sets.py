@@ -1,0 +1,161 @@
+"""The image sets of ``benchmarks/new_lab.py``: every lab's single cells and the non-cells, scored once and cached.
+
+Labs (single stained cells): PBC (test split of ``pbc-seed0``, its own lab), BCCD (the main white cell of each
+typed smear, with its label and whether the smear is held out), Raabin-WBC (white cells cut from TXL-PBC's
+Raabin fields at their boxes, untyped). Non-cells: scikit-image pictures, blanks, noise, crops of TXL-PBC
+smear fields that hold no white cell (red cells and platelets only), and whole CBC smear photos (reported apart: a field is not a single cell).
+
+Each image is decoded as the classifier does (framing as its checkpoint says) and its uint8 model input,
+penultimate features of the 8 views, logits and cell search (box and count on the image as given) are kept
+in ``~/.cache/bloodcell/new_lab/<model sha>-<set>.npz``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CACHE = Path.home() / ".cache" / "bloodcell" / "new_lab"
+LAB_SETS = ("pbc", "bccd", "raabin")
+NON_CELL_SETS = ("picture", "blank", "noise", "smear_crop_without_cell", "whole_smear_photo")
+SKIMAGE_PICTURES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "hubble_deep_field",
+                    "immunohistochemistry", "retina", "cat", "page", "moon")
+
+
+def pbc_cells(data_root, limit: int, seed: int) -> tuple[list, list, list]:
+    from bloodcell.data.images import read_image
+    from bloodcell.data.locate import manifest_images_root
+    from bloodcell.data.manifest import read_manifest
+
+    rows = read_manifest("pbc-seed0").rows_for("test")
+    picks = sorted(np.random.default_rng(seed).permutation(len(rows))[:limit])
+    root = manifest_images_root("pbc-seed0", "pbc", data_root)
+    return [read_image(root / rows[i].path) for i in picks], [rows[i].label for i in picks], [rows[i].path for i in picks]
+
+
+def raabin_cells(data_root, limit: int, seed: int) -> tuple[list, list, list]:
+    from bloodcell.data.images import read_image
+    from bloodcell.data.smears import smear_images
+    from bloodcell.framing import CONTEXT, crop_around
+
+    fields = [s for s in smear_images("txl", data_root) if s.source == "raabin"]
+    boxes = [(f, b) for f in fields for b in f.annotation.boxes if b.label == "WBC" and min(b.width, b.height) > 8]
+    picks = sorted(np.random.default_rng(seed).permutation(len(boxes))[:limit])
+    images, ids = [], []
+    for i in picks:
+        field, box = boxes[i]
+        images.append(crop_around(read_image(field.path), box.xyxy, CONTEXT))
+        ids.append(f"{field.image_id}:{int(box.x1)},{int(box.y1)}")
+    return images, [None] * len(images), ids
+
+
+def smear_crops_without_cell(data_root, limit: int, seed: int) -> tuple[list, list, list]:
+    """Square crops of TXL-PBC val fields (all sources) that overlap no white-cell box, half to one and a half
+    white cells wide (what a detector's false box or a user's careless crop would show)."""
+    from bloodcell.data.images import read_image
+    from bloodcell.data.smears import smear_images
+
+    rng = np.random.default_rng(seed)
+    fields = smear_images("txl", data_root, subset="val")
+    images, ids = [], []
+    for k in rng.permutation(len(fields)):
+        field = fields[k]
+        wbc = [b for b in field.annotation.boxes if b.label == "WBC"]
+        if not wbc:
+            continue
+        size = float(np.median([max(b.width, b.height) for b in wbc]))
+        image = read_image(field.path)
+        for _ in range(50):
+            side = int(size * rng.uniform(0.5, 1.5))
+            if side >= min(image.size):
+                break
+            x, y = int(rng.integers(0, image.width - side)), int(rng.integers(0, image.height - side))
+            if all(b.x2 <= x or b.x1 >= x + side or b.y2 <= y or b.y1 >= y + side for b in wbc):
+                images.append(image.crop((x, y, x + side, y + side)))
+                ids.append(f"{field.image_id}:{x},{y},{side}")
+                break
+        if len(images) >= limit:
+            break
+    return images, [None] * len(images), ids
+
+
+def other_non_cells(name: str, data_root, seed: int) -> tuple[list, list, list]:
+    from bloodcell.data.images import read_image
+    from bloodcell.data.locate import dataset_root
+
+    rng = np.random.default_rng(seed)
+    if name == "picture":
+        from skimage import data
+
+        images = [read_image(getattr(data, n)()) for n in SKIMAGE_PICTURES if hasattr(data, n)]
+    elif name == "blank":
+        images = [Image.new("RGB", (256, 256), c) for c in
+                  [(255, 255, 255), (0, 0, 0), (128, 128, 128), (232, 205, 210), (200, 160, 200)]]
+    elif name == "noise":
+        images = [Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)) for _ in range(10)]
+        images += [Image.fromarray(np.clip(rng.normal(200, 30, (256, 256, 3)), 0, 255).astype(np.uint8))
+                   for _ in range(10)]
+    else:
+        photos = sorted((dataset_root("cbc", data_root) / "Training" / "Images").glob("*.jpg"))[:100]
+        images = [read_image(p) for p in photos]
+    return images, [None] * len(images), [str(i) for i in range(len(images))]
+
+
+def bccd(data_root) -> tuple[list, list, list, np.ndarray]:
+    from bloodcell.data.bccd import held_out_ids, typed_smears
+    from bloodcell.workflows.cells import bccd_cells
+
+    cells = bccd_cells(data_root, "all")
+    held = held_out_ids(typed_smears(data_root)[0])
+    return cells.images, cells.labels, cells.ids, np.array([i in held for i in cells.ids])
+
+
+def score_images(classifier, images: list) -> dict[str, np.ndarray]:
+    """What the guard and the typing need of each image, decoded as :class:`Classifier` decodes it."""
+    from bloodcell.inference.ood import summarise
+
+    from bloodcell.framing import search_cells
+
+    pixels, geometry = [], []
+    for image in images:
+        pixels.append(classifier.pixels([image.convert("RGB")])[0])
+        search = search_cells(image)
+        box = search.box or (np.nan,) * 4
+        geometry.append([box[0] / image.width, box[1] / image.height, box[2] / image.width, box[3] / image.height,
+                         search.count, image.width, image.height])
+    pixels = np.stack(pixels)
+    logits, features = [], []
+    for start in range(0, len(pixels), 32):
+        lg, ft = classifier.score(pixels[start:start + 32], tta=True)
+        logits.append(lg)
+        features.append(ft)
+    return {"pixels": pixels, "logits": np.concatenate(logits, axis=1), "features": np.concatenate(features, axis=1),
+            "summaries": summarise(pixels), "geometry": np.array(geometry, float)}
+
+
+def load_set(classifier, model_sha: str, name: str, data_root=None, limit: int = 400, seed: int = 0) -> dict:
+    """Set ``name`` scored by ``classifier`` (cached by model and set)."""
+    path = CACHE / f"{model_sha[:16]}-{name}-{limit}-{seed}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as stored:
+            return {k: stored[k] for k in stored.files}
+    held = None
+    if name == "pbc":
+        images, labels, ids = pbc_cells(data_root, limit, seed)
+    elif name == "bccd":
+        images, labels, ids, held = bccd(data_root)
+    elif name == "raabin":
+        images, labels, ids = raabin_cells(data_root, limit, seed)
+    elif name == "smear_crop_without_cell":
+        images, labels, ids = smear_crops_without_cell(data_root, min(limit, 200), seed)
+    else:
+        images, labels, ids = other_non_cells(name, data_root, seed)
+    scored = score_images(classifier, images)
+    scored["labels"] = np.array(["" if label is None else label for label in labels])
+    scored["ids"] = np.array(ids)
+    scored["held_out"] = np.zeros(len(ids), bool) if held is None else held
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **scored)
+    return scored

@@ -1,0 +1,47 @@
+"""A lab's cell bank on disk: the reviewed cells of every sample of a lab, gathered in one ``bloodcell adapt`` folder.
+
+``bloodcell review apply ... --bank BANK`` adds a reviewed sample's ``cells/<type>/`` to ``BANK/<type>/``
+(a file already there is never overwritten: a name taken gets ``_2``, ``_3``...), and says how many more
+reviewed cells of each type the bank needs before ``bloodcell adapt BANK`` (:data:`WANTED` per type).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from bloodcell.data.images import image_files
+from bloodcell.errors import OutputError
+from bloodcell.writing import output_name, write_failed
+
+#: Reviewed cells per type a bank should hold before adapting (about 10 per type: see the README's "new lab").
+WANTED = 10
+
+
+def add_to_bank(cells: Path, bank: Path) -> dict[str, int]:
+    """Copy the reviewed cells ``cells/<type>/<images>`` into ``bank/<type>/``; returns the bank's cells per type."""
+    if bank.exists() and not bank.is_dir():
+        raise OutputError(f"{bank}: is a file, not a cell bank folder")
+    for folder in sorted(p for p in cells.iterdir() if p.is_dir()) if cells.is_dir() else []:
+        target = bank / folder.name
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            used = {p.name for p in target.iterdir()}
+            for image in image_files(folder):
+                shutil.copyfile(image, target / output_name(image.stem, image.suffix, used))
+        except OSError as exc:
+            raise write_failed(target, exc, "the cells copied before it are in the bank") from None
+    return bank_counts(bank)
+
+
+def bank_counts(bank: Path) -> dict[str, int]:
+    """Reviewed cells per type in ``bank`` (types with none left out)."""
+    if not bank.is_dir():
+        return {}
+    counts = {p.name: len(image_files(p)) for p in sorted(bank.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+    return {name: n for name, n in counts.items() if n}
+
+
+def still_needed(counts: dict[str, int], wanted: int = WANTED) -> dict[str, int]:
+    """How many more reviewed cells each type in the bank needs to reach ``wanted``."""
+    return {name: wanted - n for name, n in counts.items() if n < wanted}

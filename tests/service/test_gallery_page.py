@@ -207,7 +207,7 @@ def test_nothing_is_wider_than_a_390_px_phone_and_the_page_names_no_commands(gal
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert page.evaluate(OVERFLOW_JS) == [], page.evaluate(OVERFLOW_JS)
     assert not re.search(r"bloodcell [a-z]", page.locator("main").inner_text())  # no command lines on the page
-    for server_words in (UNFAMILIAR_REFERRAL.format(ratio=3.2), UNFAMILIAR_NOTE, SEVERAL_CELLS_NOTE.format(3)):
+    for server_words in (UNFAMILIAR_REFERRAL.format(stats=8.2, features=1.4), UNFAMILIAR_NOTE, SEVERAL_CELLS_NOTE.format(3)):
         assert "bloodcell" not in page.evaluate("pageWords", server_words)
     top = page.locator("#smear-results article.sample").bounding_box()["y"]
     assert -2 <= top < 844  # the results were scrolled into view

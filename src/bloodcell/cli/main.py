@@ -46,7 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "adapt": ("bloodcell.cli.adapt:adapt", "Adapt a model to your lab from a few labelled cells, and say how well it then does there."),
     "review": ("bloodcell.cli.review:app", "Review a counted sample's referred cells; recompute its differential with the corrections."),
     "detector": ("bloodcell.cli.detector:app", "Learned smear cell detector (CenterNet on EfficientNet-Lite0)."),
-    "samples": ("bloodcell.cli.samples:app", "Samples kept in a store: list, show, audit trail, sign off, reopen, export (CSV, FHIR)."),
+    "samples": ("bloodcell.cli.samples:app", "Samples kept in a store: list, show, audit trail, sign off, reopen, export (CSV, FHIR), printable report (PDF, HTML)."),
     "users": ("bloodcell.cli.users:app", "Users of a sample store and their roles (technician, supervisor, admin)."),
 }
 

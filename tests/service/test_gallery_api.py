@@ -8,11 +8,13 @@ import io
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from service_helpers import smear_png
 
+from bloodcell.data.images import read_image
 from bloodcell.service.app import create_app
 from bloodcell.service.settings import ServiceSettings
 from bloodcell.store.audit import trail
@@ -148,3 +150,26 @@ def test_photos_counted_by_a_signed_in_person_are_kept_under_the_typed_id_or_add
     missing = client.post("/v1/count", data={"sample_id": "S-9", "add_to_sample": "true"},
                           files=[("files", ("b.png", other, "image/png"))], headers=tia)
     assert missing.status_code == 404
+
+
+def test_a_crop_of_a_phone_photo_uses_the_upright_coordinates_counting_used(client):
+    upright = Image.open(io.BytesIO(smear_png(wbc=2))).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: a viewer rotates it 90 degrees clockwise to show it upright
+    buffer = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+    tia = _sign_in(client, "tia")
+    counted = client.post("/v1/count", data={"sample_id": "EXIF-1"},
+                          files=[("files", ("phone.jpg", buffer.getvalue(), "image/jpeg"))], headers=tia)
+    assert counted.status_code == 200, counted.text
+    shown = read_image(buffer.getvalue())
+    assert shown.size == upright.size
+    cell = _white(client.get("/v1/samples/EXIF-1").json())[0]
+    response = client.get(f"/v1/samples/EXIF-1/cells/{cell['id']}/crop?size=0&context=1")
+    assert response.status_code == 200, response.text
+    crop = Image.open(io.BytesIO(response.content))
+    x1, y1, x2, y2 = cell["box"]
+    side = crop.size[0]
+    left, top = round((x1 + x2 - side) / 2), round((y1 + y2 - side) / 2)
+    want = np.asarray(shown.crop((left, top, left + side, top + side)), float)
+    assert np.abs(np.asarray(crop.convert("RGB"), float) - want).mean() < 3

@@ -19,6 +19,7 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from PIL import Image
 from pydantic import BaseModel, Field
 
+from bloodcell.data.images import read_image
 from bloodcell.service.limits import RequestRejected
 from bloodcell.service.samples_api import http_errors, signed_in_caller
 from bloodcell.smear.schema import SampleResult
@@ -46,8 +47,8 @@ def add_gallery_routes(app: FastAPI, store: Store, api_key: str | None) -> None:
 
     @lru_cache(maxsize=PHOTOS_IN_MEMORY)
     def decoded(sha256: str) -> Image.Image:
-        with Image.open(io.BytesIO(store.photos.get(sha256))) as image:  # kept only after it was decoded and counted
-            return image.convert("RGB")
+        """The kept photo upright (EXIF orientation applied), as counting saw it: the boxes' coordinates."""
+        return read_image(store.photos.get(sha256))
 
     @router.get("/samples/{sample_id}/cells/{cell_id}/crop")
     def crop(sample_id: str, cell_id: int, request: Request,

@@ -173,3 +173,28 @@ def test_a_crop_of_a_phone_photo_uses_the_upright_coordinates_counting_used(clie
     left, top = round((x1 + x2 - side) / 2), round((y1 + y2 - side) / 2)
     want = np.asarray(shown.crop((left, top, left + side, top + side)), float)
     assert np.abs(np.asarray(crop.convert("RGB"), float) - want).mean() < 3
+
+
+def test_photos_added_to_a_reviewed_sample_send_it_back_in_review_and_a_signed_one_refuses_them(client):
+    tia = _sign_in(client, "tia")
+    version = client.get("/v1/samples/S-001").json()["version"]
+    assert client.post("/v1/samples/S-001/finish", headers=tia, json={"version": version}).status_code == 200
+
+    def add(name, shade):
+        return client.post("/v1/count", data={"sample_id": "S-001", "add_to_sample": "true"}, headers=tia,
+                           files=[("files", (name, smear_png(wbc=3, shade=shade), "image/png"))])
+
+    assert add("new.png", 5).status_code == 200
+    sample = client.get("/v1/samples/S-001").json()
+    assert sample["status"] == "in_review" and len(sample["photos"]) == 2
+    entry = client.get("/v1/samples/S-001/audit").json()[-1]
+    assert entry["action"] == "add_photos" and (entry["before"]["status"], entry["after"]["status"]) == (
+        "reviewed", "in_review")
+    sam = _sign_in(client, "sam")
+    assert client.post("/v1/samples/S-001/sign", headers=sam, json={"version": sample["version"]}).status_code == 409
+    version = client.post("/v1/samples/S-001/finish", headers=sam, json={"version": sample["version"]}).json()["version"]
+    assert client.post("/v1/samples/S-001/sign", headers=sam, json={"version": version}).status_code == 200
+    tia = _sign_in(client, "tia")
+    refused = add("later.png", 9)
+    assert refused.status_code == 409 and "is signed" in refused.json()["message"]
+    assert len(client.get("/v1/samples/S-001").json()["photos"]) == 2

@@ -87,14 +87,16 @@ def record_count(session: Session, photos: PhotoFolder, result: SampleResult, ac
 
 def add_photos(session: Session, photos: PhotoFolder, result: SampleResult, by: Person, *,
                photo_bytes: Sequence[bytes] | None = None) -> Sample:
-    """Add more counted photos (e.g. one just taken) to a kept sample that is not signed; audited."""
+    """Add more counted photos (e.g. one just taken) to a kept sample that is not signed; audited. A reviewed
+    sample goes back in review: its new cells have not been reviewed."""
     by.require("count")
     sample = writable(session, result.sample_id, None)
     known = {photo.sha256 for photo in sample.photos}
+    status = sample.status
     _keep_photos(session, photos, sample, result, photo_bytes, first=len(sample.photos), known=known)
-    _touch(sample)
-    record(session, by.name, "add_photos", f"sample:{sample.sample_id}", {"photos": len(known)},
-           {"photos": len(sample.photos), "added": [Path(c.path).name for c in result.images],
+    _touch(sample, "in_review" if status == "reviewed" else None)
+    record(session, by.name, "add_photos", f"sample:{sample.sample_id}", {"photos": len(known), "status": status},
+           {"photos": len(sample.photos), "status": sample.status, "added": [Path(c.path).name for c in result.images],
             "counts": result.sample.counts, "skipped": [e.path for e in result.errors]}, sample)
     return sample
 

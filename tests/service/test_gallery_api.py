@@ -198,3 +198,24 @@ def test_photos_added_to_a_reviewed_sample_send_it_back_in_review_and_a_signed_o
     refused = add("later.png", 9)
     assert refused.status_code == 409 and "is signed" in refused.json()["message"]
     assert len(client.get("/v1/samples/S-001").json()["photos"]) == 2
+
+
+def test_a_box_beyond_the_photo_is_refused_and_a_crop_that_misses_it_is_422(client, store_path):
+    tia = _sign_in(client, "tia")
+    sample = client.get("/v1/samples/S-001").json()
+    width, height = Image.open(io.BytesIO(client.get("/v1/samples/S-001/photos/0").content)).size
+    cell = _white(sample)[0]
+    moved = client.post("/v1/samples/S-001/decisions", headers=tia, json={
+        "cell_id": cell["id"], "action": "move", "box": [5000, 5000, 5010, 5010], "version": sample["version"]})
+    assert moved.status_code == 422 and f"{width}x{height} pixels" in moved.json()["message"]
+    added = client.post("/v1/samples/S-001/cells", headers=tia, json={
+        "photo": 0, "box": [width - 5, 1, width + 5, 11], "label": "WBC", "version": sample["version"]})
+    assert added.status_code == 422 and "reaches beyond photo" in added.json()["message"]
+    assert client.get("/v1/samples/S-001").json()["version"] == sample["version"]  # nothing kept
+    store = open_store(store_path)  # a box kept off the photo (before boxes were checked)
+    with store.session() as session:
+        kept = next(c for c in find(session, "S-001").cells if c.id == cell["id"])
+        kept.x1, kept.y1, kept.x2, kept.y2 = 5000, 5000, 5010, 5010
+    store.close()
+    crop = client.get(f"/v1/samples/S-001/cells/{cell['id']}/crop")
+    assert crop.status_code == 422 and "lies outside its photo" in crop.json()["message"]

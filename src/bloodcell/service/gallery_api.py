@@ -20,6 +20,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from bloodcell.data.images import read_image
+from bloodcell.errors import ConfigError
 from bloodcell.service.limits import RequestRejected
 from bloodcell.service.samples_api import http_errors, signed_in_caller
 from bloodcell.smear.schema import SampleResult
@@ -65,8 +66,8 @@ def add_gallery_routes(app: FastAPI, store: Store, api_key: str | None) -> None:
             photo = session.get(Photo, cell.photo_pk)
             box, sha256 = (cell.x1, cell.y1, cell.x2, cell.y2), photo.sha256
         with http_errors():
-            image = decoded(sha256)
-        return Response(_png(_square(image, box, context, size)), media_type="image/png",
+            square = _square(decoded(sha256), box, context, size)
+        return Response(_png(square), media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600"})
 
     @router.get("/lab/settings")
@@ -89,6 +90,9 @@ def _square(image: Image.Image, box: tuple[float, float, float, float], context:
     x1, y1, x2, y2 = box
     side = max(8, min(round(context * max(x2 - x1, y2 - y1)), MAX_CROP_PX))
     left, top = round((x1 + x2 - side) / 2), round((y1 + y2 - side) / 2)
+    if left >= image.width or top >= image.height or left + side <= 0 or top + side <= 0:
+        raise ConfigError(f"the box {[round(v, 1) for v in box]} lies outside its photo ({image.width}x{image.height} "
+                          "pixels): move it onto the photo")
     cut = image.crop((left, top, left + side, top + side))  # outside the photo: black, painted grey below
     if left < 0 or top < 0 or left + side > image.width or top + side > image.height:
         framed = Image.new("RGB", (side, side), (235, 235, 235))

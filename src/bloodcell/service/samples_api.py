@@ -168,7 +168,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
                                   f"one of {', '.join(classes)}")
         with http_errors(), store.session() as session:
             decide(session, sample_id, body.cell_id, body.action, person, cell_class=body.cell_class, box=body.box,
-                   undo=body.undo, expected_version=body.version, classes=classes)
+                   undo=body.undo, expected_version=body.version, classes=classes, photos=store.photos)
             session.flush()  # the new version, or 409 when another writer got there first
             return _with_cells(session, find(session, sample_id), classes)
 
@@ -177,7 +177,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
         person = caller(request, change=True)
         with http_errors(), store.session() as session:
             add_cell(session, sample_id, body.photo, body.box, body.label, person, cell_class=body.cell_class,
-                     expected_version=body.version, classes=classes)
+                     expected_version=body.version, classes=classes, photos=store.photos)
             session.flush()
             return _with_cells(session, find(session, sample_id), classes)
 

@@ -16,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from bloodcell.data.cell_types import SMEAR_LABELS, cell_type
-from bloodcell.errors import ConfigError
+from bloodcell.data.images import oriented_size
+from bloodcell.errors import ConfigError, DataError
 from bloodcell.smear.referral import review_targets
 from bloodcell.smear.differential import differential
 from bloodcell.smear.schema import SampleResult
@@ -167,11 +168,12 @@ def _class_name(name: str, classes: list[str] | tuple[str, ...] | None) -> str:
 
 def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Person, *,
            cell_class: str | None = None, box: Sequence[float] | None = None, undo: bool = False,
-           expected_version: int | None = None, classes: list[str] | tuple[str, ...] | None = None) -> Decision:
+           expected_version: int | None = None, classes: list[str] | tuple[str, ...] | None = None,
+           photos: PhotoFolder | None = None) -> Decision:
     """A reviewer decides one cell (:data:`ACTIONS`): ``cell_class`` for relabel (a white-cell type, or RBC, WBC,
     Platelets in any spelling of :mod:`bloodcell.data.cell_types`, checked against ``classes`` when given), ``box``
-    for move; ``undo`` marks a decision that takes back the reviewer's previous one (it is a new decision: nothing
-    is deleted)."""
+    for move (inside the photo, checked against its kept file when ``photos`` is given); ``undo`` marks a decision
+    that takes back the reviewer's previous one (it is a new decision: nothing is deleted)."""
     by.require("review")
     if action not in ACTIONS:
         raise ConfigError(f"unknown decision {action!r}; choose one of {', '.join(ACTIONS)}")
@@ -194,6 +196,7 @@ def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Pers
     elif action == "remove":
         cell.removed = True
     elif action == "move":
+        _check_inside(photos, session.get(Photo, cell.photo_pk), box)
         cell.x1, cell.y1, cell.x2, cell.y2 = box
     after = _cell_state(cell)
     if action == "move":
@@ -224,11 +227,26 @@ def _checked_box(box: Sequence[float] | None) -> tuple[float, float, float, floa
     return x1, y1, x2, y2
 
 
+def _check_inside(photos: PhotoFolder | None, photo: Photo, box: tuple[float, float, float, float]) -> None:
+    """ConfigError when ``box`` reaches beyond ``photo`` as counting saw it (upright); no check without ``photos``."""
+    if photos is None:
+        return
+    try:
+        width, height = oriented_size(photos.path(photo.sha256))
+    except DataError:
+        raise StoreError(f"photo {photo.name!r} cannot be read from the store's photo folder to check the box "
+                         "against it") from None
+    if box[2] > width or box[3] > height:
+        raise ConfigError(f"the box {[round(v, 1) for v in box]} reaches beyond photo {photo.name!r}, which is "
+                          f"{width}x{height} pixels")
+
+
 def add_cell(session: Session, sample_id: str, photo_position: int, box: tuple[float, float, float, float],
              label: str, by: Person, *, cell_class: str | None = None, expected_version: int | None = None,
-             classes: list[str] | tuple[str, ...] | None = None) -> Cell:
+             classes: list[str] | tuple[str, ...] | None = None, photos: PhotoFolder | None = None) -> Cell:
     """A reviewer adds a cell the detector missed (``label`` RBC, WBC or Platelets; a white cell's class, checked
-    against ``classes`` when given; both in any spelling of :mod:`bloodcell.data.cell_types`)."""
+    against ``classes`` when given; both in any spelling of :mod:`bloodcell.data.cell_types`); the box must lie
+    inside the photo (checked against its kept file when ``photos`` is given)."""
     by.require("review")
     label = cell_type(label) or label
     if label not in SMEAR_LABELS:
@@ -241,6 +259,7 @@ def add_cell(session: Session, sample_id: str, photo_position: int, box: tuple[f
     photo = next((p for p in sample.photos if p.position == photo_position), None)
     if photo is None:
         raise NotFoundError(f"sample {sample_id!r} has no photo {photo_position}")
+    _check_inside(photos, photo, (x1, y1, x2, y2))
     cell = Cell(sample=sample, photo_pk=photo.id, label=label, x1=x1, y1=y1, x2=x2, y2=y2, score=None, count=1,
                 cell_class=cell_class if label == "WBC" else None, confidence=None, origin="reviewer", removed=False)
     session.add(cell)

@@ -219,3 +219,20 @@ def test_a_box_beyond_the_photo_is_refused_and_a_crop_that_misses_it_is_422(clie
     store.close()
     crop = client.get(f"/v1/samples/S-001/cells/{cell['id']}/crop")
     assert crop.status_code == 422 and "lies outside its photo" in crop.json()["message"]
+
+
+def test_a_cell_added_with_an_unknown_class_or_a_class_for_a_red_cell_is_refused(client):
+    tia = _sign_in(client, "tia")
+    sample = client.get("/v1/samples/S-001").json()
+
+    def add(label, cell_class):
+        return client.post("/v1/samples/S-001/cells", headers=tia, json={
+            "photo": 0, "box": [1, 1, 11, 11], "label": label, "cell_class": cell_class, "version": sample["version"]})
+
+    unknown = add("WBC", "not-a-type")
+    assert unknown.status_code == 422 and "'not-a-type' is not a class here" in unknown.json()["message"]
+    red = add("RBC", "lymphocyte")
+    assert red.status_code == 422 and red.json()["message"] == (
+        "a RBC cell has no white-cell class (got 'lymphocyte'): add it as WBC")
+    assert client.get("/v1/samples/S-001").json()["wbc_types"] == sample["wbc_types"]
+    assert add("WBC", "Lymphocytes").json()["wbc_types"]["lymphocyte"] == sample["wbc_types"].get("lymphocyte", 0) + 1

@@ -159,11 +159,15 @@ def _cell(session: Session, sample: Sample, cell_id: int) -> Cell:
 
 def _class_name(name: str, classes: list[str] | tuple[str, ...] | None) -> str:
     """The vocabulary's name of a reviewer's class: a detector class or one of ``classes`` in any case or alias
-    (``PLT``, ``Lymphocytes``); another name (a type the classifier does not know) is kept as given."""
+    (``PLT``, ``Lymphocytes``); ConfigError for another name when ``classes`` are given (without them, it is kept
+    as given)."""
     name = name.strip()
     if not name:
         raise ConfigError("a cell class cannot be empty")
-    return cell_type(name, classes or []) or name
+    known = cell_type(name, classes or [])
+    if known is None and classes:
+        raise ConfigError(f"{name!r} is not a class here; choose one of {', '.join(classes)}")
+    return known or name
 
 
 def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Person, *,
@@ -253,6 +257,8 @@ def add_cell(session: Session, sample_id: str, photo_position: int, box: tuple[f
         raise ConfigError(f"unknown cell label {label!r}; choose one of {', '.join(SMEAR_LABELS)}")
     if cell_class:
         cell_class = _class_name(cell_class, classes)
+        if label != "WBC" and cell_class != label:
+            raise ConfigError(f"a {label} cell has no white-cell class (got {cell_class!r}): add it as WBC")
         label, cell_class = (cell_class, None) if cell_class in SMEAR_LABELS else ("WBC", cell_class)
     x1, y1, x2, y2 = _checked_box(box)
     sample = writable(session, sample_id, expected_version)

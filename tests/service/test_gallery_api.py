@@ -236,3 +236,15 @@ def test_a_cell_added_with_an_unknown_class_or_a_class_for_a_red_cell_is_refused
         "a RBC cell has no white-cell class (got 'lymphocyte'): add it as WBC")
     assert client.get("/v1/samples/S-001").json()["wbc_types"] == sample["wbc_types"]
     assert add("WBC", "Lymphocytes").json()["wbc_types"]["lymphocyte"] == sample["wbc_types"].get("lymphocyte", 0) + 1
+
+
+def test_a_sample_id_that_could_not_be_opened_again_is_refused_before_counting(client):
+    tia = _sign_in(client, "tia")
+    for sample_id in ("a/b", "..", "a%2Fb", "x?y"):
+        refused = client.post("/v1/count", data={"sample_id": sample_id}, headers=tia,
+                              files=[("files", ("a.png", smear_png(wbc=1), "image/png"))])
+        assert refused.status_code == 422 and "cannot be kept" in refused.json()["message"], sample_id
+    assert [s["sample_id"] for s in client.get("/v1/samples").json()] == ["S-001"]
+    kept = client.post("/v1/count", data={"sample_id": "S_2026.01-7"}, headers=tia,
+                       files=[("files", ("a.png", smear_png(wbc=1), "image/png"))])
+    assert kept.status_code == 200 and client.get("/v1/samples/S_2026.01-7").status_code == 200

@@ -7,6 +7,7 @@ checks the user's role, refuses a change to a signed sample, refuses a stale wri
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from collections.abc import Sequence
@@ -34,6 +35,10 @@ _AUDITED_AS = {"confirm": "decision", "relabel": "relabel", "platelet": "relabel
                "move": "move_box"}
 
 
+#: A sample id that can be kept: what the store, its web addresses and file names all take as they are.
+_SAMPLE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
+
+
 def find(session: Session, sample_id: str) -> Sample:
     sample = session.scalar(select(Sample).where(Sample.sample_id == sample_id))
     if sample is None:
@@ -42,9 +47,11 @@ def find(session: Session, sample_id: str) -> Sample:
 
 
 def check_sample_id(sample_id: str) -> str:
-    """``sample_id`` if it can be kept: 1 to 200 characters, no control characters (ConfigError otherwise)."""
-    if not isinstance(sample_id, str) or not 0 < len(sample_id) <= 200 or not sample_id.isprintable():
-        raise ConfigError(f"the sample id {sample_id!r} cannot be kept: use 1 to 200 printable characters")
+    """``sample_id`` if it can be kept and opened again by its address (``/v1/samples/{id}``, ``samples show``):
+    1 to 200 ASCII letters, digits, '.', '_' or '-', not starting with '.' (ConfigError otherwise)."""
+    if not isinstance(sample_id, str) or not _SAMPLE_ID.fullmatch(sample_id):
+        raise ConfigError(f"the sample id {sample_id!r} cannot be kept: use 1 to 200 letters, digits, '.', '_' or "
+                          "'-', not starting with '.'")
     return sample_id
 
 

@@ -177,27 +177,29 @@ def test_a_crop_of_a_phone_photo_uses_the_upright_coordinates_counting_used(clie
 
 def test_photos_added_to_a_reviewed_sample_send_it_back_in_review_and_a_signed_one_refuses_them(client):
     tia = _sign_in(client, "tia")
-    version = client.get("/v1/samples/S-001").json()["version"]
-    assert client.post("/v1/samples/S-001/finish", headers=tia, json={"version": version}).status_code == 200
 
-    def add(name, shade):
-        return client.post("/v1/count", data={"sample_id": "S-001", "add_to_sample": "true"}, headers=tia,
+    def add(name, shade, add_to_sample="true"):
+        return client.post("/v1/count", data={"sample_id": "S-3", "add_to_sample": add_to_sample}, headers=tia,
                            files=[("files", (name, smear_png(wbc=3, shade=shade), "image/png"))])
 
+    assert add("first.png", 1, "false").status_code == 200
+    version = client.get("/v1/samples/S-3").json()["version"]
+    assert client.post("/v1/samples/S-3/finish", headers=tia, json={"version": version}).status_code == 200
+
     assert add("new.png", 5).status_code == 200
-    sample = client.get("/v1/samples/S-001").json()
+    sample = client.get("/v1/samples/S-3").json()
     assert sample["status"] == "in_review" and len(sample["photos"]) == 2
-    entry = client.get("/v1/samples/S-001/audit").json()[-1]
+    entry = client.get("/v1/samples/S-3/audit").json()[-1]
     assert entry["action"] == "add_photos" and (entry["before"]["status"], entry["after"]["status"]) == (
         "reviewed", "in_review")
     sam = _sign_in(client, "sam")
-    assert client.post("/v1/samples/S-001/sign", headers=sam, json={"version": sample["version"]}).status_code == 409
-    version = client.post("/v1/samples/S-001/finish", headers=sam, json={"version": sample["version"]}).json()["version"]
-    assert client.post("/v1/samples/S-001/sign", headers=sam, json={"version": version}).status_code == 200
+    assert client.post("/v1/samples/S-3/sign", headers=sam, json={"version": sample["version"]}).status_code == 409
+    version = client.post("/v1/samples/S-3/finish", headers=sam, json={"version": sample["version"]}).json()["version"]
+    assert client.post("/v1/samples/S-3/sign", headers=sam, json={"version": version}).status_code == 200
     tia = _sign_in(client, "tia")
     refused = add("later.png", 9)
     assert refused.status_code == 409 and "is signed" in refused.json()["message"]
-    assert len(client.get("/v1/samples/S-001").json()["photos"]) == 2
+    assert len(client.get("/v1/samples/S-3").json()["photos"]) == 2
 
 
 def test_a_box_beyond_the_photo_is_refused_and_a_crop_that_misses_it_is_422(client, store_path):
@@ -248,3 +250,13 @@ def test_a_sample_id_that_could_not_be_opened_again_is_refused_before_counting(c
     kept = client.post("/v1/count", data={"sample_id": "S_2026.01-7"}, headers=tia,
                        files=[("files", ("a.png", smear_png(wbc=1), "image/png"))])
     assert kept.status_code == 200 and client.get("/v1/samples/S_2026.01-7").status_code == 200
+
+
+
+def test_photos_counted_with_other_models_are_not_added_to_a_sample(client):
+    tia = _sign_in(client, "tia")  # S-001 was counted without a classifier file; this service has one
+    refused = client.post("/v1/count", data={"sample_id": "S-001", "add_to_sample": "true"}, headers=tia,
+                          files=[("files", ("new.png", smear_png(wbc=3, shade=5), "image/png"))])
+    assert refused.status_code == 409 and refused.json()["message"].startswith(
+        "sample 'S-001' was counted with the classifier unknown (no file), not this service's tiny")
+    assert len(client.get("/v1/samples/S-001").json()["photos"]) == 1

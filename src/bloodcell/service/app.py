@@ -636,7 +636,8 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         person = (signed_in_caller(state.store, state.settings.api_key, request, change=True)
                   if state.store is not None and request.cookies.get(COOKIE) else None)
         if person is not None:
-            check_keepable(state.store, person, sample_id, add_to_sample)
+            check_keepable(state.store, person, sample_id, add_to_sample, classifier=state.classifier,
+                           detector=state.settings.detector)
         elif add_to_sample:
             raise RequestRejected(422, "invalid_request", "photos are added to a kept sample only by a signed-in person")
         uploads = await _read_uploads(files, state.limits)

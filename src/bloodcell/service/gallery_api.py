@@ -29,7 +29,7 @@ from bloodcell.store.database import Store
 from bloodcell.store.errors import NotFoundError
 from bloodcell.store.lab_settings import WBC_TARGETS, lab_settings, set_wbc_target
 from bloodcell.store.models import Cell, Photo
-from bloodcell.store.samples import writable, add_photos, check_new, find, record_count
+from bloodcell.store.samples import add_photos, check_new, check_same_models, find, record_count, writable
 from bloodcell.store.users import Person
 
 #: Largest side of a crop in pixels, scaled or at the photo's own resolution.
@@ -108,16 +108,19 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def check_keepable(store: Store, person: Person, sample_id: str | None, add_to_sample: bool) -> str:
+def check_keepable(store: Store, person: Person, sample_id: str | None, add_to_sample: bool, *, classifier,
+                   detector: str) -> str:
     """Before counting for a signed-in ``person``: the sample id to keep, or one sentence (422/404/409) saying why
-    it cannot be kept (no id given, an id the store holds already, or no such sample to add to)."""
+    it cannot be kept (no id given, an id the store holds already, no such sample to add to, or one counted with
+    other models than ``classifier`` and ``detector``)."""
     if not sample_id:
         raise RequestRejected(422, "sample_id_needed", "type the sample's id: photos counted while you are signed "
                               "in are kept in the lab's store under it")
     with http_errors(), store.session() as session:
         person.require("count")
         if add_to_sample:
-            writable(session, sample_id, None)
+            check_same_models(writable(session, sample_id, None), classifier_used(classifier),
+                              detector_used(detector))
         else:
             check_new(session, [sample_id])
     return sample_id
@@ -128,7 +131,8 @@ def keep_counted(store: Store, person: Person, result: SampleResult, photo_bytes
     """Keep what the page counted (the counting loop's result) in the store, by ``person`` (audited)."""
     with http_errors(), store.session() as session:
         if add_to_sample:
-            add_photos(session, store.photos, result, person, photo_bytes=photo_bytes)
+            add_photos(session, store.photos, result, person, classifier=classifier_used(classifier),
+                       detector=detector_used(detector), photo_bytes=photo_bytes)
         else:
             record_count(session, store.photos, result, person.name, classifier=classifier_used(classifier),
                          detector=detector_used(detector), seconds=seconds, photo_bytes=photo_bytes)

@@ -94,11 +94,13 @@ def record_count(session: Session, photos: PhotoFolder, result: SampleResult, ac
 
 
 def add_photos(session: Session, photos: PhotoFolder, result: SampleResult, by: Person, *,
+               classifier: tuple[str | None, str | None], detector: tuple[str | None, str | None],
                photo_bytes: Sequence[bytes] | None = None) -> Sample:
-    """Add more counted photos (e.g. one just taken) to a kept sample that is not signed; audited. A reviewed
-    sample goes back in review: its new cells have not been reviewed."""
+    """Add more photos, counted with ``classifier`` and ``detector`` (:func:`check_same_models`), to a kept sample
+    that is not signed; audited. A reviewed sample goes back in review: its new cells have not been reviewed."""
     by.require("count")
     sample = writable(session, result.sample_id, None)
+    check_same_models(sample, classifier, detector)
     known = {photo.sha256 for photo in sample.photos}
     status = sample.status
     _keep_photos(session, photos, sample, result, photo_bytes, first=len(sample.photos), known=known)
@@ -107,6 +109,20 @@ def add_photos(session: Session, photos: PhotoFolder, result: SampleResult, by: 
            {"photos": len(sample.photos), "status": sample.status, "added": [Path(c.path).name for c in result.images],
             "counts": result.sample.counts, "skipped": [e.path for e in result.errors]}, sample)
     return sample
+
+
+def check_same_models(sample: Sample, classifier: tuple[str | None, str | None],
+                      detector: tuple[str | None, str | None]) -> None:
+    """ConflictError when the models (name, SHA-256) counting more photos differ from those the sample was counted
+    with: one sample's cells are all called by the same models (by file content; by name for a model without a
+    file)."""
+    for kind, kept, now in (("classifier", (sample.classifier_name, sample.classifier_sha256), classifier),
+                            ("detector", (sample.detector_name, sample.detector_sha256), detector)):
+        same = kept[1] == now[1] if kept[1] or now[1] else kept[0] == now[0]
+        if not same:
+                raise ConflictError(f"sample {sample.sample_id!r} was counted with the {kind} {kept[0] or 'unknown'} "
+                                f"({(kept[1] or 'no file')[:12]}), not this service's {now[0] or 'unknown'} "
+                                f"({(now[1] or 'no file')[:12]}): count these photos as a new sample")
 
 
 def _keep_photos(session: Session, photos: PhotoFolder, sample: Sample, result: SampleResult,

@@ -19,7 +19,7 @@ from bloodcell.service.app import create_app
 from bloodcell.service.settings import ServiceSettings
 from bloodcell.store.audit import trail
 from bloodcell.store.database import open_store
-from bloodcell.store.models import AuditEntry
+from bloodcell.store.models import AuditEntry, Decision
 from bloodcell.store.samples import find
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
@@ -260,3 +260,31 @@ def test_photos_counted_with_other_models_are_not_added_to_a_sample(client):
     assert refused.status_code == 409 and refused.json()["message"].startswith(
         "sample 'S-001' was counted with the classifier unknown (no file), not this service's tiny")
     assert len(client.get("/v1/samples/S-001").json()["photos"]) == 1
+
+
+def test_an_undo_needs_an_earlier_decision_of_the_reviewer_on_that_cell(client, store_path):
+    tia = _sign_in(client, "tia")
+    sample = client.get("/v1/samples/S-001").json()
+    cell = _white(sample)[0]["id"]
+
+    def decide(action, undo, **extra):
+        nonlocal sample
+        response = client.post("/v1/samples/S-001/decisions", headers=tia, json={
+            "cell_id": cell, "action": action, "undo": undo, "version": sample["version"], **extra})
+        if response.status_code == 200:
+            sample = response.json()
+        return response
+
+    nothing = decide("confirm", True)
+    assert nothing.status_code == 422 and nothing.json()["message"] == (
+        f"tia has no decision on cell {cell} of sample 'S-001' to undo")
+    assert decide("platelet", False).status_code == 200
+    assert decide("relabel", True, cell_class="neutrophil").status_code == 200
+    assert decide("confirm", True).status_code == 422  # the platelet was taken back already
+    store = open_store(store_path)
+    with store.session() as session:
+        kept = find(session, "S-001")
+        assert [(d.action, d.undo) for d in session.query(Decision).filter(Decision.sample_pk == kept.id)
+                .order_by(Decision.id)] == [("platelet", False), ("relabel", True)]
+        assert [e.after.get("undo", False) for e in trail(session, kept)][1:] == [False, True]
+    store.close()

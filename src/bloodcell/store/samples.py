@@ -211,6 +211,8 @@ def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Pers
         box = _checked_box(box)
     sample = writable(session, sample_id, expected_version)
     cell = _cell(session, sample, cell_id)
+    if undo and not _has_decision_to_undo(session, cell, by.name):
+        raise ConfigError(f"{by.name} has no decision on cell {cell_id} of sample {sample_id!r} to undo")
     if cell.removed and action in ("confirm", "move"):
         raise ReadOnlyError(f"cell {cell_id} of sample {sample_id!r} was removed: put it back in a class first")
     before = _cell_state(cell)
@@ -233,11 +235,17 @@ def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Pers
     if undo:
         after["undo"] = True
     decision = Decision(sample_pk=sample.id, cell_pk=cell.id, action=action, before_class=before.get("class"),
-                        after_class=after.get("class"), user=by.name)
+                        after_class=after.get("class"), user=by.name, undo=undo)
     session.add(decision)
     _touch(sample)
     record(session, by.name, _AUDITED_AS[action], f"cell:{cell.id}", before, after, sample)
     return decision
+
+
+def _has_decision_to_undo(session: Session, cell: Cell, user: str) -> bool:
+    """Whether ``user`` has a decision on ``cell`` that no later undo of theirs took back."""
+    undos = list(session.scalars(select(Decision.undo).where(Decision.cell_pk == cell.id, Decision.user == user)))
+    return undos.count(False) > undos.count(True)
 
 
 def _cell_state(cell: Cell) -> dict[str, Any]:

@@ -123,7 +123,8 @@ def test_photos_counted_by_a_signed_in_person_are_kept_under_the_typed_id_or_add
     assert no_id.status_code == 422 and no_id.json()["message"] == (
         "type the sample's id: photos counted while you are signed in are kept in the lab's store under it")
     no_token = client.post("/v1/count", data={"sample_id": "S-2"}, files=[("files", ("a.png", photo, "image/png"))])
-    assert no_token.status_code == 403
+    assert no_token.status_code == 200 and no_token.json()["stored_sample"] is None  # not asked to keep: counted
+    assert client.get("/v1/samples/S-2").status_code == 404
 
     kept = client.post("/v1/count", data={"sample_id": "S-2"}, files=[("files", ("a.png", photo, "image/png"))],
                        headers=tia)
@@ -288,3 +289,22 @@ def test_an_undo_needs_an_earlier_decision_of_the_reviewer_on_that_cell(client, 
                 .order_by(Decision.id)] == [("platelet", False), ("relabel", True)]
         assert [e.after.get("undo", False) for e in trail(session, kept)][1:] == [False, True]
     store.close()
+
+
+
+def test_a_count_is_kept_only_when_a_signed_in_person_asks_and_a_stale_cookie_still_counts(client):
+    photo = smear_png(wbc=1)
+    client.cookies.set("bloodcell_session", "stale-token")
+    stale = client.post("/v1/count", data={"sample_id": "sample"}, files=[("files", ("a.png", photo, "image/png"))])
+    assert stale.status_code == 200 and stale.json()["stored_sample"] is None
+    asked = client.post("/v1/count", data={"sample_id": "S-4"}, headers={"X-CSRF-Token": "old"},
+                        files=[("files", ("a.png", photo, "image/png"))])
+    assert asked.status_code == 401  # asked to keep with a session that has ended: sign in again
+    client.cookies.clear()
+    ada = _sign_in(client, "ada")
+    plain = client.post("/v1/count", data={"sample_id": "sample"}, files=[("files", ("a.png", photo, "image/png"))])
+    assert plain.status_code == 200 and plain.json()["stored_sample"] is None
+    keep = client.post("/v1/count", data={"sample_id": "S-4"}, headers=ada,
+                       files=[("files", ("a.png", photo, "image/png"))])
+    assert keep.status_code == 403  # an admin manages users; technicians and supervisors count
+    assert [s["sample_id"] for s in client.get("/v1/samples").json()] == ["S-001"]

@@ -308,3 +308,24 @@ def test_a_count_is_kept_only_when_a_signed_in_person_asks_and_a_stale_cookie_st
                        files=[("files", ("a.png", photo, "image/png"))])
     assert keep.status_code == 403  # an admin manages users; technicians and supervisors count
     assert [s["sample_id"] for s in client.get("/v1/samples").json()] == ["S-001"]
+
+
+def test_a_settings_or_decision_body_with_a_field_that_does_not_fit_is_422(client):
+    ada = _sign_in(client, "ada")
+    for body in ({"wbc_target": 200, "extra": 1}, {"wbc_target": "200"}, {"wbc_target": True},
+                 {"wbc_target": 200.5}):
+        assert client.put("/v1/lab/settings", json=body, headers=ada).status_code == 422, body
+    assert client.get("/v1/lab/settings").json() == {"wbc_target": 100}
+    tia = _sign_in(client, "tia")
+    sample = client.get("/v1/samples/S-001").json()
+    cell = _white(sample)[0]["id"]
+    for extra in ({"action": "confirm", "box": [1, 1, 5, 5]}, {"action": "move", "box": [1, 1, 5, 5],
+                  "cell_class": "lymphocyte"}, {"action": "platelet", "cell_class": "lymphocyte"},
+                  {"action": "confirm", "note": "hi"}):
+        response = client.post("/v1/samples/S-001/decisions", headers=tia,
+                               json={"cell_id": cell, "version": sample["version"], **extra})
+        assert response.status_code == 422, extra
+    assert client.get("/v1/samples/S-001").json()["version"] == sample["version"]
+    fits = client.post("/v1/samples/S-001/decisions", headers=tia,
+                       json={"cell_id": cell, "action": "confirm", "cell_class": None, "version": sample["version"]})
+    assert fits.status_code == 200, fits.text

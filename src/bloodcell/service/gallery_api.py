@@ -17,7 +17,7 @@ from functools import lru_cache
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from bloodcell.data.images import read_image
 from bloodcell.errors import ConfigError
@@ -39,7 +39,9 @@ PHOTOS_IN_MEMORY = 4
 
 
 class SettingsRequest(BaseModel):
-    wbc_target: int = Field(description=f"White cells a differential counts: {' or '.join(map(str, WBC_TARGETS))}.")
+    model_config = ConfigDict(extra="forbid")
+
+    wbc_target: int = Field(strict=True, description=f"White cells a differential counts: {' or '.join(map(str, WBC_TARGETS))}.")
 
 
 def add_gallery_routes(app: FastAPI, store: Store, api_key: str | None) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -62,6 +62,8 @@ class SignedIn(BaseModel):
 
 
 class DecisionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     cell_id: int
     action: Literal[ACTIONS]  # type: ignore[valid-type]
     cell_class: str | None = Field(default=None, max_length=50, description="The new class (relabel only).")
@@ -69,6 +71,14 @@ class DecisionRequest(BaseModel):
         default=None, description="x1, y1, x2, y2 in the photo's pixels (move only).")
     undo: bool = Field(default=False, description="This decision takes back the reviewer's previous one (audited).")
     version: int = Field(description="The sample's version the reviewer saw; a different one is refused with 409.")
+
+    @model_validator(mode="after")
+    def _fields_fit_the_action(self) -> DecisionRequest:
+        if self.box is not None and self.action != "move":
+            raise ValueError(f"a box is sent only to move a cell's box, not with {self.action!r}")
+        if self.cell_class is not None and self.action != "relabel":
+            raise ValueError(f"a cell_class is sent only with a relabel, not with {self.action!r}")
+        return self
 
 
 class VersionRequest(BaseModel):

@@ -15,6 +15,7 @@ from PIL import Image
 from service_helpers import smear_png
 
 from bloodcell.data.images import read_image
+from bloodcell.errors import ImageError
 from bloodcell.service.app import create_app
 from bloodcell.service.settings import ServiceSettings
 from bloodcell.store.audit import trail
@@ -329,3 +330,27 @@ def test_a_settings_or_decision_body_with_a_field_that_does_not_fit_is_422(clien
     fits = client.post("/v1/samples/S-001/decisions", headers=tia,
                        json={"cell_id": cell, "action": "confirm", "cell_class": None, "version": sample["version"]})
     assert fits.status_code == 200, fits.text
+
+
+def test_a_photo_changed_on_disk_is_one_sentence_and_the_report_leaves_it_out(client, store_path):
+    _sign_in(client, "tia")
+    store = open_store(store_path)
+    with store.session() as session:
+        path = store.photos.path(find(session, "S-001").photos[0].sha256)
+    store.close()
+    path.write_bytes(smear_png(wbc=2, shade=40))  # a readable image, but not the photo that was counted
+    photo = client.get("/v1/samples/S-001/photos/0")
+    assert photo.status_code == 500 and "changed on disk" in photo.json()["message"]
+    report = client.get("/v1/samples/S-001/report")
+    assert report.status_code == 200 and "1 photo file(s) of this sample could not be read" in report.text
+
+
+def test_a_photo_the_detector_refuses_is_not_called_too_small(client, monkeypatch):
+    def refuses(image, classifier=None):
+        raise ImageError("the detector cannot use this photo")
+
+    monkeypatch.setattr(client.app.state.service, "count_photo", refuses)
+    response = client.post("/v1/kind", files=[("files", ("field.png", smear_png(wbc=2), "image/png"))])
+    result = response.json()["results"][0]
+    assert response.status_code == 200 and result["kind"] is None
+    assert result["error"] == "field.png: the detector cannot use this photo"

@@ -457,13 +457,15 @@ def _kind_job(token: CancelToken, state: ServiceState, usable) -> tuple[dict[int
     results = {}
     for index, name, image in decoded:
         token.check()
-        try:
-            if min(image.size) < MIN_SMEAR_SIDE:
-                raise ImageError("too small for the detector")
-            found = state.count_photo(image, classifier=None)
-            kind = photo_kind(found["counts"], found["boxes"], image.width, image.height)
-        except ImageError:  # too small for the detector
+        if min(image.size) < MIN_SMEAR_SIDE:
             kind = too_small(image.width, image.height)
+        else:
+            try:
+                found = state.count_photo(image, classifier=None)
+            except ImageError as exc:  # the detector cannot use it: say why, as for a photo that cannot be decoded
+                errors[index] = f"{name}: {exc}"
+                continue
+            kind = photo_kind(found["counts"], found["boxes"], image.width, image.height)
         results[index] = PhotoKindResult(filename=name, kind=kind.kind, reason=kind.reason, cells=kind.cells)
     return results, errors
 

@@ -4,7 +4,8 @@ A person signs in (``POST /v1/session``) and gets an HttpOnly, SameSite=Strict s
 CSRF token that every change must echo in ``X-CSRF-Token``; a machine sends the service's API key
 instead and may read and export, but not decide or sign (those are made by a named person). Store
 errors become one sentence with their status: 401 not signed in, 403 role or CSRF token, 404 no such
-sample, 409 a stale write (the ``version`` sent is not the sample's) or a signed sample, 422 a bad value.
+sample, 409 a stale write (the ``version`` sent is not the sample's) or a signed sample, 422 a bad value, 500 the
+store itself failing (a kept photo missing or changed on disk).
 Changes: ``decisions`` (confirm, relabel, remove a cell), ``cells`` (add a missed one), ``finish`` (review
 done), ``sign`` and ``reopen`` (a supervisor; reopening needs a reason). The web page reads back who is signed
 in (``GET /v1/session``, with the CSRF token, so a reload resumes), each cell's last decision and the photos.
@@ -32,7 +33,7 @@ from bloodcell.report.sample_report import render_html
 from bloodcell.service.limits import RequestRejected
 from bloodcell.store.audit import trail
 from bloodcell.store.database import Store
-from bloodcell.store.errors import AuthError, ConflictError, NotFoundError, ReadOnlyError, RoleError
+from bloodcell.store.errors import AuthError, ConflictError, NotFoundError, ReadOnlyError, RoleError, StoreError
 from bloodcell.store.exports import fhir_bundle, sample_csv
 from bloodcell.store.lab_settings import lab_settings
 from bloodcell.store.models import AuditEntry, Decision
@@ -47,7 +48,8 @@ CSRF_HEADER = "X-CSRF-Token"
 #: Paths that check their own callers (session or API key), so the service's API-key gate lets them through.
 OWN_AUTH_PREFIXES = ("/v1/session", "/v1/samples", "/v1/lab")
 _STATUS = ((AuthError, 401, "unauthorized"), (RoleError, 403, "forbidden"), (NotFoundError, 404, "not_found"),
-           (ConflictError, 409, "conflict"), (ReadOnlyError, 409, "read_only"), (ConfigError, 422, "invalid_request"))
+           (ConflictError, 409, "conflict"), (ReadOnlyError, 409, "read_only"), (ConfigError, 422, "invalid_request"),
+           (StoreError, 500, "store_error"))  # the store itself (a photo file gone or changed on disk): last
 
 
 class SignIn(BaseModel):

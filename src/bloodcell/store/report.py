@@ -20,6 +20,7 @@ from bloodcell.smear.counting import annotate
 from bloodcell.smear.differential import (ABSOLUTE_INTERVALS, REFERENCE_INTERVALS, SOURCES, differential,
                                           differential_notes, percent_interval, reference_text)
 from bloodcell.store.audit import trail
+from bloodcell.store.errors import StoreError
 from bloodcell.store.models import Decision, Sample
 from bloodcell.store.photos import PhotoFolder
 from bloodcell.store.samples import live_cells, tallies
@@ -72,11 +73,11 @@ def _lines(types: dict[str, int], diff: dict, wbc_per_nl: float | None) -> list[
 
 def thumbnail(sample: Sample, position: int, photos: PhotoFolder) -> Thumbnail | None:
     """The photo at ``position`` with the sample's live boxes drawn, as a JPEG :data:`THUMBNAIL_WIDTH` wide; None
-    when its file cannot be read."""
+    when its file is missing, changed on disk (its SHA-256 no longer matches) or cannot be decoded."""
     photo = next(p for p in sample.photos if p.position == position)
     try:
-        image = read_image(photos.path(photo.sha256).read_bytes())
-    except (OSError, ImageError):
+        image = read_image(photos.get(photo.sha256))
+    except (OSError, StoreError, ImageError):
         return None
     boxes = [{"label": c.label, "x1": c.x1, "y1": c.y1, "x2": c.x2, "y2": c.y2, "wbc_type": c.cell_class,
               "confidence": c.confidence} for c in live_cells(sample) if c.photo_pk == photo.id]

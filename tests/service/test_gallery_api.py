@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from service_helpers import smear_png
 
+import bloodcell.service.gallery_api as gallery_api
+import bloodcell.store.report as store_report
 from bloodcell.data.images import read_image
 from bloodcell.errors import ImageError
 from bloodcell.service.app import create_app
@@ -354,3 +358,41 @@ def test_a_photo_the_detector_refuses_is_not_called_too_small(client, monkeypatc
     result = response.json()["results"][0]
     assert response.status_code == 200 and result["kind"] is None
     assert result["error"] == "field.png: the detector cannot use this photo"
+
+
+class _Decodes:
+    """read_image, slowed, counting its calls and the most running at once."""
+
+    def __init__(self):
+        self.running, self.most, self.calls, self.lock = 0, 0, 0, threading.Lock()
+
+    def __call__(self, data):
+        with self.lock:
+            self.running, self.calls = self.running + 1, self.calls + 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.2)
+        with self.lock:
+            self.running -= 1
+        return read_image(data)
+
+
+def _at_once(client, paths: list[str]) -> list[int]:
+    statuses = []
+    threads = [threading.Thread(target=lambda p=p: statuses.append(client.get(p).status_code)) for p in paths]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
+def test_crops_and_reports_asked_at_once_decode_one_photo_at_a_time(client, monkeypatch):
+    crops, reports = _Decodes(), _Decodes()
+    monkeypatch.setattr(gallery_api, "read_image", crops)
+    monkeypatch.setattr(store_report, "read_image", reports)
+    _sign_in(client, "tia")
+    cells = [c["id"] for c in client.get("/v1/samples/S-001").json()["cells"]][:4]
+    assert _at_once(client, [f"/v1/samples/S-001/cells/{c}/crop" for c in cells]) == [200] * len(cells)
+    assert (crops.most, crops.calls) == (1, 1)  # the others waited, then found it decoded
+    assert _at_once(client, ["/v1/samples/S-001/report"] * 3) == [200] * 3
+    assert (reports.most, reports.calls) == (1, 3)

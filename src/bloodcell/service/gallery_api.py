@@ -12,6 +12,7 @@ a kept one (``add_to_sample``).
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -47,11 +48,16 @@ class SettingsRequest(BaseModel):
 def add_gallery_routes(app: FastAPI, store: Store, api_key: str | None) -> None:
     """Mount the crop and lab-settings endpoints on ``app`` (their paths check their own callers)."""
     router = APIRouter(prefix="/v1", tags=["samples"])
+    decoding = threading.Lock()  # one photo decoded at a time: at most PHOTOS_IN_MEMORY + 1 in memory
 
     @lru_cache(maxsize=PHOTOS_IN_MEMORY)
+    def decoded_once(sha256: str) -> Image.Image:
+        return read_image(store.photos.get(sha256))
+
     def decoded(sha256: str) -> Image.Image:
         """The kept photo upright (EXIF orientation applied), as counting saw it: the boxes' coordinates."""
-        return read_image(store.photos.get(sha256))
+        with decoding:
+            return decoded_once(sha256)
 
     @router.get("/samples/{sample_id}/cells/{cell_id}/crop")
     def crop(sample_id: str, cell_id: int, request: Request,

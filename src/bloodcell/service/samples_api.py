@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -112,6 +113,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
     """Mount the store's endpoints on ``app`` (the caller adds :data:`OWN_AUTH_PREFIXES` to its open paths);
     ``classes``: the white-cell classes a reviewer may relabel a cell to."""
     router = APIRouter(prefix="/v1", tags=["samples"])
+    reporting = threading.Lock()  # one report's photos decoded at a time (each holds a full-resolution photo)
 
     def caller(request: Request, change: bool = False) -> Person | None:
         return signed_in_caller(store, api_key, request, change)
@@ -235,7 +237,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
         """The sample's printable report (HTML with a print stylesheet; print it from the browser to PDF).
         ``wbc``: the blood's white-cell concentration in 10^9/L, for absolute counts."""
         caller(request)
-        with http_errors(), store.session() as session:
+        with http_errors(), reporting, store.session() as session:
             page = render_html(report_data(session, find(session, sample_id), store.photos, wbc))
         return HTMLResponse(page, headers={"Cache-Control": "no-store", "Content-Security-Policy": REPORT_CSP})
 

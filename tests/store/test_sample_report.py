@@ -118,3 +118,21 @@ def test_the_cli_writes_html_and_refuses_bad_requests_in_one_sentence(kept, stor
 def test_an_implausible_concentration_is_refused(kept):
     with pytest.raises(ConfigError, match="not plausible"):
         _data(kept, wbc=5000)
+
+
+def test_a_moved_box_credits_its_reviewer_and_only_a_standing_call_answers_a_referral(store, people, tmp_path):
+    with store.session() as session:
+        record_count(session, store.photos, counted_doc(tmp_path / "in", types=TYPES), "tia")
+        referred = next(c for c in find(session, "S-001").cells if c.referral_reason).id
+    before = _data(store).referred
+
+    def decide_and_read(name, action, **kwargs):
+        with store.session() as session:
+            decide(session, "S-001", referred, action, people[name], **kwargs)
+        return _data(store)
+
+    moved = decide_and_read("sam", "move", box=(1, 1, 9, 9))
+    assert (moved.reviewers, moved.decisions, moved.referred) == (["sam"], 1, before)
+    assert decide_and_read("tia", "platelet").referred == before - 1
+    undone = decide_and_read("tia", "relabel", cell_class="neutrophil", undo=True)
+    assert (undone.reviewers, undone.decisions, undone.referred) == (["sam", "tia"], 3, before)

@@ -75,7 +75,8 @@ from bloodcell.service.schemas import (
     SmearImageResult,
 )
 from bloodcell.service.gallery_api import add_gallery_routes, check_keepable, keep_counted
-from bloodcell.service.samples_api import COOKIE, OWN_AUTH_PREFIXES, add_sample_store_routes, signed_in_caller
+from bloodcell.service.samples_api import (COOKIE, CSRF_HEADER, OWN_AUTH_PREFIXES, add_sample_store_routes,
+                                           signed_in_caller)
 from bloodcell.service.settings import Limits, ServiceSettings
 from bloodcell.smear import documents
 from bloodcell.smear.counting import MIN_SMEAR_SIDE, PhotoCounter, count_photos
@@ -456,13 +457,15 @@ def _kind_job(token: CancelToken, state: ServiceState, usable) -> tuple[dict[int
     results = {}
     for index, name, image in decoded:
         token.check()
-        try:
-            if min(image.size) < MIN_SMEAR_SIDE:
-                raise ImageError("too small for the detector")
-            found = state.count_photo(image, classifier=None)
-            kind = photo_kind(found["counts"], found["boxes"], image.width, image.height)
-        except ImageError:  # too small for the detector
+        if min(image.size) < MIN_SMEAR_SIDE:
             kind = too_small(image.width, image.height)
+        else:
+            try:
+                found = state.count_photo(image, classifier=None)
+            except ImageError as exc:  # the detector cannot use it: say why, as for a photo that cannot be decoded
+                errors[index] = f"{name}: {exc}"
+                continue
+            kind = photo_kind(found["counts"], found["boxes"], image.width, image.height)
         results[index] = PhotoKindResult(filename=name, kind=kind.kind, reason=kind.reason, cells=kind.cells)
     return results, errors
 
@@ -627,16 +630,19 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         """Count RBC, WBC and platelets on the smear photos of one sample: its differential in plain words,
         and the white cells meant for a person (with crops and top 3) for review.
 
-        When the server keeps samples and a person is signed in (session cookie and CSRF token), the sample is
-        also kept in the store under `sample_id` (required then), counted by that person; with `add_to_sample`
-        the photos are added to the kept sample of that id. `stored_sample` says which sample was kept."""
+        When the server keeps samples and a signed-in person asks to keep the sample (their session cookie with
+        its CSRF token in `X-CSRF-Token`, as the signed-in page sends), it is also kept in the store under
+        `sample_id` (required then), counted by that person; with `add_to_sample` the photos are added to the kept
+        sample of that id. Any other count is only counted (a cookie alone, even a stale one, changes nothing).
+        `stored_sample` says which sample was kept."""
         await _refuse_unknown_fields(request, ("files", "sample_id", "add_to_sample"))
         state = _state(request)
         sample_id = (sample_id or "").strip() or None
-        person = (signed_in_caller(state.store, state.settings.api_key, request, change=True)
-                  if state.store is not None and request.cookies.get(COOKIE) else None)
+        keep = state.store is not None and bool(request.cookies.get(COOKIE)) and CSRF_HEADER in request.headers
+        person = signed_in_caller(state.store, state.settings.api_key, request, change=True) if keep else None
         if person is not None:
-            check_keepable(state.store, person, sample_id, add_to_sample)
+            check_keepable(state.store, person, sample_id, add_to_sample, classifier=state.classifier,
+                           detector=state.settings.detector)
         elif add_to_sample:
             raise RequestRejected(422, "invalid_request", "photos are added to a kept sample only by a signed-in person")
         uploads = await _read_uploads(files, state.limits)

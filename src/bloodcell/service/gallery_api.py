@@ -12,13 +12,16 @@ a kept one (``add_to_sample``).
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from bloodcell.data.images import read_image
+from bloodcell.errors import ConfigError
 from bloodcell.service.limits import RequestRejected
 from bloodcell.service.samples_api import http_errors, signed_in_caller
 from bloodcell.smear.schema import SampleResult
@@ -27,7 +30,7 @@ from bloodcell.store.database import Store
 from bloodcell.store.errors import NotFoundError
 from bloodcell.store.lab_settings import WBC_TARGETS, lab_settings, set_wbc_target
 from bloodcell.store.models import Cell, Photo
-from bloodcell.store.samples import writable, add_photos, check_new, find, record_count
+from bloodcell.store.samples import add_photos, check_new, check_same_models, find, record_count, writable
 from bloodcell.store.users import Person
 
 #: Largest side of a crop in pixels, scaled or at the photo's own resolution.
@@ -37,17 +40,24 @@ PHOTOS_IN_MEMORY = 4
 
 
 class SettingsRequest(BaseModel):
-    wbc_target: int = Field(description=f"White cells a differential counts: {' or '.join(map(str, WBC_TARGETS))}.")
+    model_config = ConfigDict(extra="forbid")
+
+    wbc_target: int = Field(strict=True, description=f"White cells a differential counts: {' or '.join(map(str, WBC_TARGETS))}.")
 
 
 def add_gallery_routes(app: FastAPI, store: Store, api_key: str | None) -> None:
     """Mount the crop and lab-settings endpoints on ``app`` (their paths check their own callers)."""
     router = APIRouter(prefix="/v1", tags=["samples"])
+    decoding = threading.Lock()  # one photo decoded at a time: at most PHOTOS_IN_MEMORY + 1 in memory
 
     @lru_cache(maxsize=PHOTOS_IN_MEMORY)
+    def decoded_once(sha256: str) -> Image.Image:
+        return read_image(store.photos.get(sha256))
+
     def decoded(sha256: str) -> Image.Image:
-        with Image.open(io.BytesIO(store.photos.get(sha256))) as image:  # kept only after it was decoded and counted
-            return image.convert("RGB")
+        """The kept photo upright (EXIF orientation applied), as counting saw it: the boxes' coordinates."""
+        with decoding:
+            return decoded_once(sha256)
 
     @router.get("/samples/{sample_id}/cells/{cell_id}/crop")
     def crop(sample_id: str, cell_id: int, request: Request,
@@ -64,8 +74,8 @@ def add_gallery_routes(app: FastAPI, store: Store, api_key: str | None) -> None:
             photo = session.get(Photo, cell.photo_pk)
             box, sha256 = (cell.x1, cell.y1, cell.x2, cell.y2), photo.sha256
         with http_errors():
-            image = decoded(sha256)
-        return Response(_png(_square(image, box, context, size)), media_type="image/png",
+            square = _square(decoded(sha256), box, context, size)
+        return Response(_png(square), media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600"})
 
     @router.get("/lab/settings")
@@ -88,6 +98,9 @@ def _square(image: Image.Image, box: tuple[float, float, float, float], context:
     x1, y1, x2, y2 = box
     side = max(8, min(round(context * max(x2 - x1, y2 - y1)), MAX_CROP_PX))
     left, top = round((x1 + x2 - side) / 2), round((y1 + y2 - side) / 2)
+    if left >= image.width or top >= image.height or left + side <= 0 or top + side <= 0:
+        raise ConfigError(f"the box {[round(v, 1) for v in box]} lies outside its photo ({image.width}x{image.height} "
+                          "pixels): move it onto the photo")
     cut = image.crop((left, top, left + side, top + side))  # outside the photo: black, painted grey below
     if left < 0 or top < 0 or left + side > image.width or top + side > image.height:
         framed = Image.new("RGB", (side, side), (235, 235, 235))
@@ -103,16 +116,19 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def check_keepable(store: Store, person: Person, sample_id: str | None, add_to_sample: bool) -> str:
+def check_keepable(store: Store, person: Person, sample_id: str | None, add_to_sample: bool, *, classifier,
+                   detector: str) -> str:
     """Before counting for a signed-in ``person``: the sample id to keep, or one sentence (422/404/409) saying why
-    it cannot be kept (no id given, an id the store holds already, or no such sample to add to)."""
+    it cannot be kept (no id given, an id the store holds already, no such sample to add to, or one counted with
+    other models than ``classifier`` and ``detector``)."""
     if not sample_id:
         raise RequestRejected(422, "sample_id_needed", "type the sample's id: photos counted while you are signed "
                               "in are kept in the lab's store under it")
     with http_errors(), store.session() as session:
         person.require("count")
         if add_to_sample:
-            writable(session, sample_id, None)
+            check_same_models(writable(session, sample_id, None), classifier_used(classifier),
+                              detector_used(detector))
         else:
             check_new(session, [sample_id])
     return sample_id
@@ -123,7 +139,8 @@ def keep_counted(store: Store, person: Person, result: SampleResult, photo_bytes
     """Keep what the page counted (the counting loop's result) in the store, by ``person`` (audited)."""
     with http_errors(), store.session() as session:
         if add_to_sample:
-            add_photos(session, store.photos, result, person, photo_bytes=photo_bytes)
+            add_photos(session, store.photos, result, person, classifier=classifier_used(classifier),
+                       detector=detector_used(detector), photo_bytes=photo_bytes)
         else:
             record_count(session, store.photos, result, person.name, classifier=classifier_used(classifier),
                          detector=detector_used(detector), seconds=seconds, photo_bytes=photo_bytes)

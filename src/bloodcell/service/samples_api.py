@@ -4,7 +4,8 @@ A person signs in (``POST /v1/session``) and gets an HttpOnly, SameSite=Strict s
 CSRF token that every change must echo in ``X-CSRF-Token``; a machine sends the service's API key
 instead and may read and export, but not decide or sign (those are made by a named person). Store
 errors become one sentence with their status: 401 not signed in, 403 role or CSRF token, 404 no such
-sample, 409 a stale write (the ``version`` sent is not the sample's) or a signed sample, 422 a bad value.
+sample, 409 a stale write (the ``version`` sent is not the sample's) or a signed sample, 422 a bad value, 500 the
+store itself failing (a kept photo missing or changed on disk).
 Changes: ``decisions`` (confirm, relabel, remove a cell), ``cells`` (add a missed one), ``finish`` (review
 done), ``sign`` and ``reopen`` (a supervisor; reopening needs a reason). The web page reads back who is signed
 in (``GET /v1/session``, with the CSRF token, so a reload resumes), each cell's last decision and the photos.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hmac
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -22,7 +24,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -32,7 +34,7 @@ from bloodcell.report.sample_report import render_html
 from bloodcell.service.limits import RequestRejected
 from bloodcell.store.audit import trail
 from bloodcell.store.database import Store
-from bloodcell.store.errors import AuthError, ConflictError, NotFoundError, ReadOnlyError, RoleError
+from bloodcell.store.errors import AuthError, ConflictError, NotFoundError, ReadOnlyError, RoleError, StoreError
 from bloodcell.store.exports import fhir_bundle, sample_csv
 from bloodcell.store.lab_settings import lab_settings
 from bloodcell.store.models import AuditEntry, Decision
@@ -47,7 +49,8 @@ CSRF_HEADER = "X-CSRF-Token"
 #: Paths that check their own callers (session or API key), so the service's API-key gate lets them through.
 OWN_AUTH_PREFIXES = ("/v1/session", "/v1/samples", "/v1/lab")
 _STATUS = ((AuthError, 401, "unauthorized"), (RoleError, 403, "forbidden"), (NotFoundError, 404, "not_found"),
-           (ConflictError, 409, "conflict"), (ReadOnlyError, 409, "read_only"), (ConfigError, 422, "invalid_request"))
+           (ConflictError, 409, "conflict"), (ReadOnlyError, 409, "read_only"), (ConfigError, 422, "invalid_request"),
+           (StoreError, 500, "store_error"))  # the store itself (a photo file gone or changed on disk): last
 
 
 class SignIn(BaseModel):
@@ -62,6 +65,8 @@ class SignedIn(BaseModel):
 
 
 class DecisionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     cell_id: int
     action: Literal[ACTIONS]  # type: ignore[valid-type]
     cell_class: str | None = Field(default=None, max_length=50, description="The new class (relabel only).")
@@ -69,6 +74,14 @@ class DecisionRequest(BaseModel):
         default=None, description="x1, y1, x2, y2 in the photo's pixels (move only).")
     undo: bool = Field(default=False, description="This decision takes back the reviewer's previous one (audited).")
     version: int = Field(description="The sample's version the reviewer saw; a different one is refused with 409.")
+
+    @model_validator(mode="after")
+    def _fields_fit_the_action(self) -> DecisionRequest:
+        if self.box is not None and self.action != "move":
+            raise ValueError(f"a box is sent only to move a cell's box, not with {self.action!r}")
+        if self.cell_class is not None and self.action != "relabel":
+            raise ValueError(f"a cell_class is sent only with a relabel, not with {self.action!r}")
+        return self
 
 
 class VersionRequest(BaseModel):
@@ -100,6 +113,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
     """Mount the store's endpoints on ``app`` (the caller adds :data:`OWN_AUTH_PREFIXES` to its open paths);
     ``classes``: the white-cell classes a reviewer may relabel a cell to."""
     router = APIRouter(prefix="/v1", tags=["samples"])
+    reporting = threading.Lock()  # one report's photos decoded at a time (each holds a full-resolution photo)
 
     def caller(request: Request, change: bool = False) -> Person | None:
         return signed_in_caller(store, api_key, request, change)
@@ -168,7 +182,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
                                   f"one of {', '.join(classes)}")
         with http_errors(), store.session() as session:
             decide(session, sample_id, body.cell_id, body.action, person, cell_class=body.cell_class, box=body.box,
-                   undo=body.undo, expected_version=body.version, classes=classes)
+                   undo=body.undo, expected_version=body.version, classes=classes, photos=store.photos)
             session.flush()  # the new version, or 409 when another writer got there first
             return _with_cells(session, find(session, sample_id), classes)
 
@@ -177,7 +191,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
         person = caller(request, change=True)
         with http_errors(), store.session() as session:
             add_cell(session, sample_id, body.photo, body.box, body.label, person, cell_class=body.cell_class,
-                     expected_version=body.version, classes=classes)
+                     expected_version=body.version, classes=classes, photos=store.photos)
             session.flush()
             return _with_cells(session, find(session, sample_id), classes)
 
@@ -223,7 +237,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
         """The sample's printable report (HTML with a print stylesheet; print it from the browser to PDF).
         ``wbc``: the blood's white-cell concentration in 10^9/L, for absolute counts."""
         caller(request)
-        with http_errors(), store.session() as session:
+        with http_errors(), reporting, store.session() as session:
             page = render_html(report_data(session, find(session, sample_id), store.photos, wbc))
         return HTMLResponse(page, headers={"Cache-Control": "no-store", "Content-Security-Policy": REPORT_CSP})
 

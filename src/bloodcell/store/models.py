@@ -91,8 +91,8 @@ class Cell(Base):
 
 
 class Decision(Base):
-    """A reviewer's decision on one cell (confirm, relabel, platelet, remove, move, add); before and after are in
-    the audit trail."""
+    """A reviewer's decision on one cell (confirm, relabel, platelet, remove, move, add), ``undo`` when it takes back
+    their previous one; before and after are in the audit trail."""
 
     __tablename__ = "decisions"
 
@@ -104,6 +104,7 @@ class Decision(Base):
     after_class: Mapped[Optional[str]] = mapped_column(String(50))
     user: Mapped[str] = mapped_column(String(100))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    undo: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Timing(Base):

@@ -20,12 +20,16 @@ from bloodcell.smear.counting import annotate
 from bloodcell.smear.differential import (ABSOLUTE_INTERVALS, REFERENCE_INTERVALS, SOURCES, differential,
                                           differential_notes, percent_interval, reference_text)
 from bloodcell.store.audit import trail
+from bloodcell.store.errors import StoreError
 from bloodcell.store.models import Decision, Sample
 from bloodcell.store.photos import PhotoFolder
 from bloodcell.store.samples import live_cells, tallies
 
-#: Audit actions of a person reviewing cells.
-REVIEW_ACTIONS = ("decision", "relabel", "remove_box", "add_box", "review_done")
+#: Audit actions of a person deciding cells; they and finishing the review credit a reviewer.
+DECISION_ACTIONS = ("decision", "relabel", "remove_box", "move_box", "add_box")
+REVIEW_ACTIONS = (*DECISION_ACTIONS, "review_done")
+#: Decisions that answer a cell's referral (a moved box or an undo does not).
+RESOLVING = ("confirm", "relabel", "platelet", "remove")
 #: Width of a photo's thumbnail in the report, pixels (59 mm at about 300 dpi).
 THUMBNAIL_WIDTH = 700
 
@@ -69,11 +73,11 @@ def _lines(types: dict[str, int], diff: dict, wbc_per_nl: float | None) -> list[
 
 def thumbnail(sample: Sample, position: int, photos: PhotoFolder) -> Thumbnail | None:
     """The photo at ``position`` with the sample's live boxes drawn, as a JPEG :data:`THUMBNAIL_WIDTH` wide; None
-    when its file cannot be read."""
+    when its file is missing, changed on disk (its SHA-256 no longer matches) or cannot be decoded."""
     photo = next(p for p in sample.photos if p.position == position)
     try:
-        image = read_image(photos.path(photo.sha256).read_bytes())
-    except (OSError, ImageError):
+        image = read_image(photos.get(photo.sha256))
+    except (OSError, StoreError, ImageError):
         return None
     boxes = [{"label": c.label, "x1": c.x1, "y1": c.y1, "x2": c.x2, "y2": c.y2, "wbc_type": c.cell_class,
               "confidence": c.confidence} for c in live_cells(sample) if c.photo_pk == photo.id]
@@ -84,6 +88,19 @@ def thumbnail(sample: Sample, position: int, photos: PhotoFolder) -> Thumbnail |
     buffer = io.BytesIO()
     drawn.save(buffer, format="JPEG", quality=85)
     return Thumbnail(f"{position + 1}. {photo.name}: {len(boxes)} boxes", buffer.getvalue())
+
+
+def _resolved(session, sample: Sample) -> set[int]:
+    """The cells whose referral a standing decision answers (:data:`RESOLVING`; an undo takes back its reviewer's
+    previous decision on the cell)."""
+    standing: dict[tuple[int, str], list[str]] = {}
+    for decision in session.scalars(select(Decision).where(Decision.sample_pk == sample.id).order_by(Decision.id)):
+        actions = standing.setdefault((decision.cell_pk, decision.user), [])
+        if decision.undo:
+            actions[-1:] = []
+        else:
+            actions.append(decision.action)
+    return {cell for (cell, _), actions in standing.items() if set(actions) & set(RESOLVING)}
 
 
 def report_data(session, sample: Sample, photos: PhotoFolder, wbc_per_nl: float | None = None) -> SampleReportData:
@@ -101,13 +118,13 @@ def report_data(session, sample: Sample, photos: PhotoFolder, wbc_per_nl: float 
     # the table's flag column says which types are outside their interval without a count to show it
     notes = [n for n in differential_notes(diff) if not n.startswith("Not flagged")] + ([f"{unreadable} photo file(s) of this sample could not be read from the "
                                          "store's photo folder; they are not shown."] if unreadable else [])
-    decided = set(session.scalars(select(Decision.cell_pk).where(Decision.sample_pk == sample.id)))
+    decided = _resolved(session, sample)
     return SampleReportData(
         sample_id=sample.sample_id, lab=sample.lab, status=sample.status, counted_at=_when(sample.created_at),
         photos=len(sample.photos), counts=counts, white_cells_typed=diff["classified"],
         lines=_lines(types, diff, wbc_per_nl), wbc_per_nl=wbc_per_nl,
         notes=notes, typing_unavailable=sample.typing_unavailable,
-        reviewers=reviewers, decisions=sum(1 for e in entries if e.action in REVIEW_ACTIONS[:4]),
+        reviewers=reviewers, decisions=sum(1 for e in entries if e.action in DECISION_ACTIONS),
         review_finished=f"by {finished[-1].actor}, {_when(finished[-1].at)}" if finished else None,
         signed=f"by {sample.signed_by}, {_when(sample.signed_at)}" if sample.signed_by else None,
         referred=sum(1 for c in live_cells(sample) if c.referral_reason and c.id not in decided),

@@ -7,6 +7,7 @@ checks the user's role, refuses a change to a signed sample, refuses a stale wri
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from collections.abc import Sequence
@@ -16,7 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from bloodcell.data.cell_types import SMEAR_LABELS, cell_type
-from bloodcell.errors import ConfigError
+from bloodcell.data.images import oriented_size
+from bloodcell.errors import ConfigError, DataError
 from bloodcell.smear.referral import review_targets
 from bloodcell.smear.differential import differential
 from bloodcell.smear.schema import SampleResult
@@ -33,6 +35,10 @@ _AUDITED_AS = {"confirm": "decision", "relabel": "relabel", "platelet": "relabel
                "move": "move_box"}
 
 
+#: A sample id that can be kept: what the store, its web addresses and file names all take as they are.
+_SAMPLE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
+
+
 def find(session: Session, sample_id: str) -> Sample:
     sample = session.scalar(select(Sample).where(Sample.sample_id == sample_id))
     if sample is None:
@@ -41,9 +47,11 @@ def find(session: Session, sample_id: str) -> Sample:
 
 
 def check_sample_id(sample_id: str) -> str:
-    """``sample_id`` if it can be kept: 1 to 200 characters, no control characters (ConfigError otherwise)."""
-    if not isinstance(sample_id, str) or not 0 < len(sample_id) <= 200 or not sample_id.isprintable():
-        raise ConfigError(f"the sample id {sample_id!r} cannot be kept: use 1 to 200 printable characters")
+    """``sample_id`` if it can be kept and opened again by its address (``/v1/samples/{id}``, ``samples show``):
+    1 to 200 ASCII letters, digits, '.', '_' or '-', not starting with '.' (ConfigError otherwise)."""
+    if not isinstance(sample_id, str) or not _SAMPLE_ID.fullmatch(sample_id):
+        raise ConfigError(f"the sample id {sample_id!r} cannot be kept: use 1 to 200 letters, digits, '.', '_' or "
+                          "'-', not starting with '.'")
     return sample_id
 
 
@@ -86,17 +94,35 @@ def record_count(session: Session, photos: PhotoFolder, result: SampleResult, ac
 
 
 def add_photos(session: Session, photos: PhotoFolder, result: SampleResult, by: Person, *,
+               classifier: tuple[str | None, str | None], detector: tuple[str | None, str | None],
                photo_bytes: Sequence[bytes] | None = None) -> Sample:
-    """Add more counted photos (e.g. one just taken) to a kept sample that is not signed; audited."""
+    """Add more photos, counted with ``classifier`` and ``detector`` (:func:`check_same_models`), to a kept sample
+    that is not signed; audited. A reviewed sample goes back in review: its new cells have not been reviewed."""
     by.require("count")
     sample = writable(session, result.sample_id, None)
+    check_same_models(sample, classifier, detector)
     known = {photo.sha256 for photo in sample.photos}
+    status = sample.status
     _keep_photos(session, photos, sample, result, photo_bytes, first=len(sample.photos), known=known)
-    _touch(sample)
-    record(session, by.name, "add_photos", f"sample:{sample.sample_id}", {"photos": len(known)},
-           {"photos": len(sample.photos), "added": [Path(c.path).name for c in result.images],
+    _touch(sample, "in_review" if status == "reviewed" else None)
+    record(session, by.name, "add_photos", f"sample:{sample.sample_id}", {"photos": len(known), "status": status},
+           {"photos": len(sample.photos), "status": sample.status, "added": [Path(c.path).name for c in result.images],
             "counts": result.sample.counts, "skipped": [e.path for e in result.errors]}, sample)
     return sample
+
+
+def check_same_models(sample: Sample, classifier: tuple[str | None, str | None],
+                      detector: tuple[str | None, str | None]) -> None:
+    """ConflictError when the models (name, SHA-256) counting more photos differ from those the sample was counted
+    with: one sample's cells are all called by the same models (by file content; by name for a model without a
+    file)."""
+    for kind, kept, now in (("classifier", (sample.classifier_name, sample.classifier_sha256), classifier),
+                            ("detector", (sample.detector_name, sample.detector_sha256), detector)):
+        same = kept[1] == now[1] if kept[1] or now[1] else kept[0] == now[0]
+        if not same:
+                raise ConflictError(f"sample {sample.sample_id!r} was counted with the {kind} {kept[0] or 'unknown'} "
+                                f"({(kept[1] or 'no file')[:12]}), not this service's {now[0] or 'unknown'} "
+                                f"({(now[1] or 'no file')[:12]}): count these photos as a new sample")
 
 
 def _keep_photos(session: Session, photos: PhotoFolder, sample: Sample, result: SampleResult,
@@ -156,20 +182,25 @@ def _cell(session: Session, sample: Sample, cell_id: int) -> Cell:
 
 def _class_name(name: str, classes: list[str] | tuple[str, ...] | None) -> str:
     """The vocabulary's name of a reviewer's class: a detector class or one of ``classes`` in any case or alias
-    (``PLT``, ``Lymphocytes``); another name (a type the classifier does not know) is kept as given."""
+    (``PLT``, ``Lymphocytes``); ConfigError for another name when ``classes`` are given (without them, it is kept
+    as given)."""
     name = name.strip()
     if not name:
         raise ConfigError("a cell class cannot be empty")
-    return cell_type(name, classes or []) or name
+    known = cell_type(name, classes or [])
+    if known is None and classes:
+        raise ConfigError(f"{name!r} is not a class here; choose one of {', '.join(classes)}")
+    return known or name
 
 
 def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Person, *,
            cell_class: str | None = None, box: Sequence[float] | None = None, undo: bool = False,
-           expected_version: int | None = None, classes: list[str] | tuple[str, ...] | None = None) -> Decision:
+           expected_version: int | None = None, classes: list[str] | tuple[str, ...] | None = None,
+           photos: PhotoFolder | None = None) -> Decision:
     """A reviewer decides one cell (:data:`ACTIONS`): ``cell_class`` for relabel (a white-cell type, or RBC, WBC,
     Platelets in any spelling of :mod:`bloodcell.data.cell_types`, checked against ``classes`` when given), ``box``
-    for move; ``undo`` marks a decision that takes back the reviewer's previous one (it is a new decision: nothing
-    is deleted)."""
+    for move (inside the photo, checked against its kept file when ``photos`` is given); ``undo`` marks a decision
+    that takes back the reviewer's previous one (it is a new decision: nothing is deleted)."""
     by.require("review")
     if action not in ACTIONS:
         raise ConfigError(f"unknown decision {action!r}; choose one of {', '.join(ACTIONS)}")
@@ -180,6 +211,8 @@ def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Pers
         box = _checked_box(box)
     sample = writable(session, sample_id, expected_version)
     cell = _cell(session, sample, cell_id)
+    if undo and not _has_decision_to_undo(session, cell, by.name):
+        raise ConfigError(f"{by.name} has no decision on cell {cell_id} of sample {sample_id!r} to undo")
     if cell.removed and action in ("confirm", "move"):
         raise ReadOnlyError(f"cell {cell_id} of sample {sample_id!r} was removed: put it back in a class first")
     before = _cell_state(cell)
@@ -192,6 +225,7 @@ def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Pers
     elif action == "remove":
         cell.removed = True
     elif action == "move":
+        _check_inside(photos, session.get(Photo, cell.photo_pk), box)
         cell.x1, cell.y1, cell.x2, cell.y2 = box
     after = _cell_state(cell)
     if action == "move":
@@ -201,11 +235,17 @@ def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Pers
     if undo:
         after["undo"] = True
     decision = Decision(sample_pk=sample.id, cell_pk=cell.id, action=action, before_class=before.get("class"),
-                        after_class=after.get("class"), user=by.name)
+                        after_class=after.get("class"), user=by.name, undo=undo)
     session.add(decision)
     _touch(sample)
     record(session, by.name, _AUDITED_AS[action], f"cell:{cell.id}", before, after, sample)
     return decision
+
+
+def _has_decision_to_undo(session: Session, cell: Cell, user: str) -> bool:
+    """Whether ``user`` has a decision on ``cell`` that no later undo of theirs took back."""
+    undos = list(session.scalars(select(Decision.undo).where(Decision.cell_pk == cell.id, Decision.user == user)))
+    return undos.count(False) > undos.count(True)
 
 
 def _cell_state(cell: Cell) -> dict[str, Any]:
@@ -222,23 +262,41 @@ def _checked_box(box: Sequence[float] | None) -> tuple[float, float, float, floa
     return x1, y1, x2, y2
 
 
+def _check_inside(photos: PhotoFolder | None, photo: Photo, box: tuple[float, float, float, float]) -> None:
+    """ConfigError when ``box`` reaches beyond ``photo`` as counting saw it (upright); no check without ``photos``."""
+    if photos is None:
+        return
+    try:
+        width, height = oriented_size(photos.path(photo.sha256))
+    except DataError:
+        raise StoreError(f"photo {photo.name!r} cannot be read from the store's photo folder to check the box "
+                         "against it") from None
+    if box[2] > width or box[3] > height:
+        raise ConfigError(f"the box {[round(v, 1) for v in box]} reaches beyond photo {photo.name!r}, which is "
+                          f"{width}x{height} pixels")
+
+
 def add_cell(session: Session, sample_id: str, photo_position: int, box: tuple[float, float, float, float],
              label: str, by: Person, *, cell_class: str | None = None, expected_version: int | None = None,
-             classes: list[str] | tuple[str, ...] | None = None) -> Cell:
+             classes: list[str] | tuple[str, ...] | None = None, photos: PhotoFolder | None = None) -> Cell:
     """A reviewer adds a cell the detector missed (``label`` RBC, WBC or Platelets; a white cell's class, checked
-    against ``classes`` when given; both in any spelling of :mod:`bloodcell.data.cell_types`)."""
+    against ``classes`` when given; both in any spelling of :mod:`bloodcell.data.cell_types`); the box must lie
+    inside the photo (checked against its kept file when ``photos`` is given)."""
     by.require("review")
     label = cell_type(label) or label
     if label not in SMEAR_LABELS:
         raise ConfigError(f"unknown cell label {label!r}; choose one of {', '.join(SMEAR_LABELS)}")
     if cell_class:
         cell_class = _class_name(cell_class, classes)
+        if label != "WBC" and cell_class != label:
+            raise ConfigError(f"a {label} cell has no white-cell class (got {cell_class!r}): add it as WBC")
         label, cell_class = (cell_class, None) if cell_class in SMEAR_LABELS else ("WBC", cell_class)
     x1, y1, x2, y2 = _checked_box(box)
     sample = writable(session, sample_id, expected_version)
     photo = next((p for p in sample.photos if p.position == photo_position), None)
     if photo is None:
         raise NotFoundError(f"sample {sample_id!r} has no photo {photo_position}")
+    _check_inside(photos, photo, (x1, y1, x2, y2))
     cell = Cell(sample=sample, photo_pk=photo.id, label=label, x1=x1, y1=y1, x2=x2, y2=y2, score=None, count=1,
                 cell_class=cell_class if label == "WBC" else None, confidence=None, origin="reviewer", removed=False)
     session.add(cell)

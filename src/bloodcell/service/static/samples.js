@@ -10,7 +10,7 @@ const STATUS_WORDS = {
   reviewed: "awaiting sign-off",
   signed: "signed",
 };
-const MAY = { technician: ["review"], supervisor: ["review", "sign"], admin: [] };
+const MAY = { technician: ["count", "review"], supervisor: ["count", "review", "sign"], admin: [] };
 const FULL_DIFFERENTIAL = 100; // white cells a manual differential is read from
 const store = { user: null, csrf: null, sample: null, photos: new Map() };
 

@@ -125,13 +125,21 @@ def test_a_sample_id_with_path_characters_is_refused_and_never_leaves_the_photo_
 
 
 @pytest.mark.parametrize("sample_id", ["x\x00y", "line\nbreak", "", "s" * 201, "a/b", "..", ".hidden", "a%2Fb",
-                                       "x?y", " S-5 ", "S 5", "Ä-1"])
+                                       "x?y", " S-5 ", "S-5 ", "Ä-1"])
 def test_a_sample_id_that_cannot_be_kept_is_refused_before_anything_is_written(store, tmp_path, sample_id):
-    with pytest.raises(ConfigError, match="cannot be kept: use 1 to 200 letters, digits, '.', '_' or '-', not "
-                       "starting with '.'"):
+    with pytest.raises(ConfigError, match="cannot be kept: use 1 to 200 letters, digits, '.', '_', '-' or spaces "
+                       "between them, not starting with '.'"):
         with store.session() as session:
             record_count(session, store.photos, counted_doc(tmp_path / "in", sample_id), "tia")
     assert not store.photos.root.exists()
+
+
+def test_a_sample_id_with_inner_spaces_is_kept_and_found_again(store, tmp_path):
+    """A lab's folder named "Ward 3 S-5" is one sample: spaces between words are kept (its address encodes them)."""
+    with store.session() as session:
+        record_count(session, store.photos, counted_doc(tmp_path / "in", "Ward 3 S-5"), "tia")
+    with store.session() as session:
+        assert find(session, "Ward 3 S-5").sample_id == "Ward 3 S-5"
 
 
 def test_a_postgresql_database_of_another_program_is_refused_unchanged(store_spec):

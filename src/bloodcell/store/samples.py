@@ -36,7 +36,7 @@ _AUDITED_AS = {"confirm": "decision", "relabel": "relabel", "platelet": "relabel
 
 
 #: A sample id that can be kept: what the store, its web addresses and file names all take as they are.
-_SAMPLE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
+_SAMPLE_ID = re.compile(r"[A-Za-z0-9_-](?:[A-Za-z0-9._ -]{0,198}[A-Za-z0-9._-])?")
 
 
 def find(session: Session, sample_id: str) -> Sample:
@@ -48,10 +48,10 @@ def find(session: Session, sample_id: str) -> Sample:
 
 def check_sample_id(sample_id: str) -> str:
     """``sample_id`` if it can be kept and opened again by its address (``/v1/samples/{id}``, ``samples show``):
-    1 to 200 ASCII letters, digits, '.', '_' or '-', not starting with '.' (ConfigError otherwise)."""
+    1 to 200 ASCII letters, digits, '.', '_', '-' or inner spaces, not starting with '.' (ConfigError otherwise)."""
     if not isinstance(sample_id, str) or not _SAMPLE_ID.fullmatch(sample_id):
-        raise ConfigError(f"the sample id {sample_id!r} cannot be kept: use 1 to 200 letters, digits, '.', '_' or "
-                          "'-', not starting with '.'")
+        raise ConfigError(f"the sample id {sample_id!r} cannot be kept: use 1 to 200 letters, digits, '.', '_', "
+                          "'-' or spaces between them, not starting with '.'")
     return sample_id
 
 

@@ -11,28 +11,20 @@ Playwright: the technician signs in, opens the sample and selects a cell. Needs 
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from make_samples_screenshot import PASSWORD, signed_in_page
+from make_samples_screenshot import TECHNICIAN, count_into_store, held_out_sample, signed_in_page
 from make_screenshot import CHROMIUM_ARGS, serve
 from playwright.sync_api import sync_playwright
 
-from bloodcell.data.smear_manifest import read_smear_manifest
-from bloodcell.data.smears import smear_images
 from bloodcell.service.app import create_app
 from bloodcell.service.settings import ServiceSettings
 from bloodcell.store.database import open_store
 from bloodcell.store.samples import decide, find
-from bloodcell.store.users import Person, add_user
 
 DOCS = Path(__file__).parent
 SAMPLE, PHOTOS = "S-2026-1207", 8
-TECHNICIAN = Person("tia.n", "technician")
 #: Every crop on the screen is loaded (they load lazily, as they scroll into view).
 SHOWN_CROPS_LOADED = """() => Array.from(document.querySelectorAll('img.crop'))
   .filter((image) => image.getBoundingClientRect().top < innerHeight)
@@ -41,21 +33,8 @@ SHOWN_CROPS_LOADED = """() => Array.from(document.querySelectorAll('img.crop'))
 
 def lab_store(root: Path) -> Path:
     """A store with one counted sample of ``PHOTOS`` held-out photos; one white cell already reclassified."""
-    test = set(read_smear_manifest("cbc-seed0").ids("test"))
-    photos = [p.path for p in smear_images("cbc", os.environ["BLOODCELL_DATA"], "Training") if p.image_id in test]
-    folder = root / "photos" / SAMPLE
-    folder.mkdir(parents=True)
-    for path in photos[:PHOTOS]:
-        shutil.copy(path, folder / Path(path).name)
-    path = root / "lab.sqlite"
-    store = open_store(path)
-    with store.session() as session:
-        admin = add_user(session, "ada", "admin", PASSWORD, None)
-        add_user(session, TECHNICIAN.name, TECHNICIAN.role, PASSWORD, admin)
-    store.close()
-    counting = {**os.environ, "LOGNAME": TECHNICIAN.name, "USER": TECHNICIAN.name}  # the counting station's account
-    subprocess.run([sys.executable, "-m", "bloodcell", "count", str(root / "photos"), "--output",
-                    str(root / "out"), "--store", str(path)], check=True, env=counting, capture_output=True)
+    held_out_sample(root, SAMPLE, PHOTOS)
+    path = count_into_store(root)
     store = open_store(path)
     with store.session() as session:
         cell = next(c for c in find(session, SAMPLE).cells if c.label == "WBC" and not c.referral_reason)

@@ -11,17 +11,14 @@ referred for review and finishes the review, a supervisor signs it off; then ``b
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from make_samples_screenshot import SUPERVISOR, TECHNICIAN, count_into_store
+from make_samples_screenshot import SUPERVISOR, TECHNICIAN, count_into_store, held_out_sample
 
-from bloodcell.data.smear_manifest import read_smear_manifest
-from bloodcell.data.smears import smear_images
 from bloodcell.store.database import open_store
 from bloodcell.store.samples import decide, find, finish_review, sign
 
@@ -31,12 +28,7 @@ SAMPLE, PHOTOS = "S-2026-1207", 12
 
 def signed_sample(root: Path) -> Path:
     """A store holding one counted, reviewed and signed sample."""
-    test = set(read_smear_manifest("cbc-seed0").ids("test"))
-    photos = [p.path for p in smear_images("cbc", os.environ["BLOODCELL_DATA"], "Training") if p.image_id in test]
-    folder = root / "photos" / SAMPLE
-    folder.mkdir(parents=True)
-    for path in photos[:PHOTOS]:
-        shutil.copy(path, folder / Path(path).name)
+    held_out_sample(root, SAMPLE, PHOTOS)
     path = count_into_store(root)
     store = open_store(path)
     with store.session() as session:

@@ -36,6 +36,17 @@ TECHNICIAN, SUPERVISOR = Person("tia.n", "technician"), Person("dr.marsh", "supe
 PASSWORD = "a-screenshot-password"  # a throwaway store in a temporary folder
 
 
+def held_out_sample(root: Path, sample: str, photos: int) -> Path:
+    """The folder ``root/photos/sample`` holding the first ``photos`` of CBC's held-out test photos."""
+    test = set(read_smear_manifest("cbc-seed0").ids("test"))
+    paths = [p.path for p in smear_images("cbc", os.environ["BLOODCELL_DATA"], "Training") if p.image_id in test]
+    folder = root / "photos" / sample
+    folder.mkdir(parents=True)
+    for path in paths[:photos]:
+        shutil.copy(path, folder / Path(path).name)
+    return folder
+
+
 def count_into_store(root: Path) -> Path:
     """A new store ``root/lab.sqlite`` with an admin, the technician and the supervisor, and the sample folders under
     ``root/photos`` counted into it by the technician's account (``bloodcell count --store``)."""

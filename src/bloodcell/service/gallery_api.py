@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bloodcell.data.images import read_image
 from bloodcell.errors import ConfigError
+from bloodcell.framing import crop_around
 from bloodcell.service.limits import RequestRejected
 from bloodcell.service.samples_api import http_errors, signed_in_caller
 from bloodcell.smear.schema import SampleResult
@@ -101,12 +102,9 @@ def _square(image: Image.Image, box: tuple[float, float, float, float], context:
     if left >= image.width or top >= image.height or left + side <= 0 or top + side <= 0:
         raise ConfigError(f"the box {[round(v, 1) for v in box]} lies outside its photo ({image.width}x{image.height} "
                           "pixels): move it onto the photo")
-    cut = image.crop((left, top, left + side, top + side))  # outside the photo: black, painted grey below
-    if left < 0 or top < 0 or left + side > image.width or top + side > image.height:
-        framed = Image.new("RGB", (side, side), (235, 235, 235))
-        inside = image.crop((max(left, 0), max(top, 0), min(left + side, image.width), min(top + side, image.height)))
-        framed.paste(inside, (max(0, -left), max(0, -top)))
-        cut = framed
+    centre_x, centre_y = (x1 + x2) / 2, (y1 + y2) / 2
+    square = (centre_x - side / 2, centre_y - side / 2, centre_x + side / 2, centre_y + side / 2)
+    cut = crop_around(image, square, 1.0, fill=(235, 235, 235))  # grey beyond the photo's edge
     return cut if not size or size == side else cut.resize((size, size), Image.Resampling.LANCZOS)
 
 

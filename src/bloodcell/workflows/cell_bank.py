@@ -8,9 +8,10 @@ reviewed cells of each type the bank needs before ``bloodcell adapt BANK`` (:dat
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from pathlib import Path
 
-from bloodcell.data.images import image_files
+from bloodcell.data.images import class_folder_images, class_folders, image_files
 from bloodcell.errors import OutputError
 from bloodcell.writing import output_name, write_failed
 
@@ -22,7 +23,7 @@ def add_to_bank(cells: Path, bank: Path) -> dict[str, int]:
     """Copy the reviewed cells ``cells/<type>/<images>`` into ``bank/<type>/``; returns the bank's cells per type."""
     if bank.exists() and not bank.is_dir():
         raise OutputError(f"{bank}: is a file, not a cell bank folder")
-    for folder in sorted(p for p in cells.iterdir() if p.is_dir()) if cells.is_dir() else []:
+    for folder in class_folders(cells) if cells.is_dir() else []:
         target = bank / folder.name
         try:
             target.mkdir(parents=True, exist_ok=True)
@@ -38,8 +39,7 @@ def bank_counts(bank: Path) -> dict[str, int]:
     """Reviewed cells per type in ``bank`` (types with none left out)."""
     if not bank.is_dir():
         return {}
-    counts = {p.name: len(image_files(p)) for p in sorted(bank.iterdir()) if p.is_dir() and not p.name.startswith(".")}
-    return {name: n for name, n in counts.items() if n}
+    return dict(Counter(cell_type for _, cell_type in class_folder_images(bank)))
 
 
 def still_needed(counts: dict[str, int], wanted: int = WANTED) -> dict[str, int]:

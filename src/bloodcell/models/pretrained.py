@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import socket
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -121,9 +124,38 @@ def load_weights_file(model: nn.Module, path: str | Path) -> list[str]:
     return load_matching_state(model, state, str(path))
 
 
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face hub's host answers within ``timeout_s`` (one TCP connection, no retries)."""
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname
+    if constants.HF_HUB_OFFLINE or not host:
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextmanager
+def _hub_cache_only():
+    """Let timm read the Hugging Face cache only, as ``HF_HUB_OFFLINE=1`` does, for this call."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
 def _download(timm_name: str, num_classes: int, **kwargs) -> nn.Module:
-    """timm's pretrained download (Hugging Face hub or GitHub releases)."""
-    return timm.create_model(timm_name, pretrained=True, num_classes=num_classes, **kwargs)
+    """timm's pretrained download (Hugging Face hub or GitHub releases); from the cache alone when the hub
+    cannot be reached, so an offline machine fails at once instead of after the hub client's retries."""
+    with nullcontext() if hub_reachable() else _hub_cache_only():
+        return timm.create_model(timm_name, pretrained=True, num_classes=num_classes, **kwargs)
 
 
 def create_timm_model(timm_name: str, num_classes: int, pretrained: bool | str | Path = False, **kwargs) -> nn.Module:

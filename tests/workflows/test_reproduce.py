@@ -424,7 +424,7 @@ def test_a_resumed_run_that_stopped_early_trains_no_further(tmp_path):
 
 
 def test_the_report_needs_finished_reproductions_and_a_run_needs_a_paper(tmp_path):
-    with pytest.raises(DataError, match="holds no finished reproduction"):
+    with pytest.raises(DataError, match="holds no reproduction"):
         rep.write_report_page(tmp_path)
     result = CliRunner().invoke(cli_main.app, ["reproduce", "--output", str(tmp_path / "out")])
     assert isinstance(result.exception, ConfigError) and "name a paper model" in str(result.exception)
@@ -444,3 +444,23 @@ def test_reproduce_trains_on_the_threads_it_is_given(tmp_path, monkeypatch):
     fast = {key: value for key, value in FAST.items() if key != "threads"}
     rep.reproduce("risodkar2024-cnn", tmp_path / "out", _settings(tmp_path, threads=1, overrides=fast))
     assert seen == [1, 1] and torch.get_num_threads() == before
+
+
+def test_papers_not_finished_training_get_a_row_with_their_progress(tmp_path):
+    """A paper whose training has started but not finished is listed with how far each protocol has got."""
+    paper_run = tmp_path / "asghar2023-cnn" / "paper" / "run"
+    paper_run.mkdir(parents=True)
+    (paper_run / "config.json").write_text(json.dumps({"epochs": 30}))
+    honest_run = tmp_path / "khalil2022-scratch" / "honest" / "run"
+    honest_run.mkdir(parents=True)
+    (honest_run / "config.json").write_text(json.dumps({"epochs": 40}))
+    (honest_run / "metrics.csv").write_text("epoch,val_acc,seconds\n1,0.25,3600\n2,0.5,3600\n")
+    summary = rep.write_summary(tmp_path).read_text()
+    asghar = next(line for line in summary.splitlines() if line.startswith("| asghar2023-cnn"))
+    assert "99.91 %" in asghar and "epoch 1 of at most 30 under way / not started" in asghar
+    khalil = next(line for line in summary.splitlines() if line.startswith("| khalil2022-scratch"))
+    assert "not started / 2 of at most 40 epochs done in 2.0 h, best validation accuracy 50.0 %" in khalil
+    (honest_run / "metrics.csv").write_text("epoch,val_acc,seconds\n1,not a number,3600\n")
+    assert "could not be read" in rep.unfinished_row("khalil2022-scratch", tmp_path)[-1]
+    page = rep.write_report_page(tmp_path).read_text()
+    assert "Its training has not finished, so no figure of ours yet" in page and "khalil2022-scratch" in page

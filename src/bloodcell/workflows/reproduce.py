@@ -46,6 +46,7 @@ from bloodcell.data.bccd import TypedSmear, typed_smears
 from bloodcell.data.images import read_image
 from bloodcell.data.locate import dataset_root
 from bloodcell.data.manifest import Manifest, ManifestRow, read_manifest, write_manifest
+from bloodcell.data.tables import read_csv
 from bloodcell.data.split import assign_groups
 from bloodcell.errors import ConfigError, DataError, ImageError, WeightsUnavailableError
 from bloodcell.evaluation.scoring import load_scoring_model
@@ -580,14 +581,49 @@ def _training(result: dict[str, Any]) -> str:
     return f"{result['epochs']} epochs ({result['stop_reason'].replace('_', ' ')}{time})"
 
 
+def arm_progress(run: Path) -> str:
+    """How far one protocol's unfinished training has got, read from its run folder."""
+    if not (run / "config.json").is_file():
+        return "not started"
+    try:
+        epochs = int(json.loads((run / "config.json").read_text(encoding="utf-8"))["epochs"])
+        rows = read_csv(run / "metrics.csv", "learning curve", ("val_acc", "seconds"))[1] \
+            if (run / "metrics.csv").is_file() else []
+        best = max((float(row["val_acc"]) for row in rows), default=None)
+        hours = sum(float(row["seconds"]) for row in rows) / 3600
+    except (OSError, ValueError, KeyError, TypeError, DataError):
+        return "under way (its run folder could not be read)"
+    if best is None:
+        return f"epoch 1 of at most {epochs} under way"
+    return (f"{len(rows)} of at most {epochs} epochs done in {hours:.1f} h, best validation accuracy "
+            f"{100 * best:.1f} %")
+
+
+def unfinished_row(name: str, output: Path) -> list[str]:
+    """The row of a paper whose training has started under ``output`` but not finished."""
+    claims = "; ".join(f"{figure}: {value}" for figure, value in _claimed(name).items()) or "not recorded"
+    data = {"bccd4": "BCCD, 4 types (Kaggle-like copies)", "pbc": "PBC, 8 classes"}[PROTOCOLS[name].data]
+    progress = " / ".join(arm_progress(output / name / arm / "run") for arm in ("paper", "honest"))
+    return [name, _citation(name).split(":")[0], data, claims, "training not finished", "training not finished", "-",
+            f"not finished: {progress}"]
+
+
+def _unfinished(output: Path) -> list[str]:
+    return [name for name in PROTOCOLS if not (output / name / RESULT_FILE).is_file()
+            and any((output / name).glob("*/run/config.json"))]
+
+
 def write_summary(output: Path) -> Path:
-    """``output/reproductions.md``: one row per ``*/reproduction.json`` under ``output``."""
+    """``output/reproductions.md``: one row per ``*/reproduction.json`` under ``output``, then one per paper
+    whose training there has not finished."""
     records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(output.glob(f"*/{RESULT_FILE}"))]
+    rows = [markdown_row(r) for r in records] + [unfinished_row(name, output) for name in _unfinished(output)]
     lines = ["# Reproductions: each paper's protocol beside an honest one", "",
              ("Accuracy with its bootstrap 95 % interval. The paper's protocol includes its leaks (copies of one "
               "cell on both sides of the split, or training images scored); the honest one keeps copies of a cell "
-              "in one split and scores a held-out test split once. Details: `*/reproduction.json`."), "",
-             table(ROW_HEADER, [markdown_row(r) for r in records]), ""]
+              "in one split and scores a held-out test split once. Details: `*/reproduction.json`; the learning "
+              "curves of trainings not finished: `*/*/run/metrics.csv`."), "",
+             table(ROW_HEADER, rows), ""]
     return write_text(output / "reproductions.md", "\n".join(lines))
 
 
@@ -625,18 +661,33 @@ def _paper_section(record: dict[str, Any], output: Path) -> PaperSection:
     return PaperSection(record["model"], paragraphs, figures)
 
 
+def _training_section(name: str, output: Path) -> PaperSection:
+    """A paper whose training has not finished: its claim, how far each protocol has got, and its learning curves so far."""
+    claims = "; ".join(f"{k}: {v}" for k, v in _claimed(name).items()) or "not recorded"
+    paragraphs = [f"{_citation(name)}. Claimed: {claims}. Its training has not finished, so no figure of ours yet.",
+                  *(f"The {label}: {arm_progress(output / name / arm / 'run')}."
+                    for arm, label in (("paper", "paper's protocol"), ("honest", "honest protocol")))]
+    figures = {f"Training curves so far ({label})": image for arm, label in (("paper", "paper's protocol"),
+                                                                             ("honest", "honest protocol"))
+               if (image := _read_image(output / name / arm / "run" / "curves.png")) is not None}
+    return PaperSection(name, paragraphs, figures)
+
+
 def write_report_page(output: str | Path) -> Path:
     """``output/report.html``: the table, and per paper its protocols, choices, training curves and confusion
     matrices, from every ``*/reproduction.json`` under ``output``."""
     output = Path(output)
     records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(output.glob(f"*/{RESULT_FILE}"))]
-    if not records:
-        raise DataError(f"{output} holds no finished reproduction (*/{RESULT_FILE}); run 'bloodcell reproduce' first")
+    unfinished = _unfinished(output)
+    if not records and not unfinished:
+        raise DataError(f"{output} holds no reproduction (*/{RESULT_FILE}); run 'bloodcell reproduce' first")
     intro = ["Accuracy with its bootstrap 95 % interval. The paper's protocol includes its leaks (copies of one cell "
              "on both sides of the split, or training images scored); the honest one keeps copies of a cell in one "
              "split and scores a held-out test split once, in full."]
-    page = render_reproduction_page(ROW_HEADER, [markdown_row(r) for r in records], intro,
-                                    [_paper_section(r, output) for r in records])
+    rows = [markdown_row(r) for r in records] + [unfinished_row(name, output) for name in unfinished]
+    page = render_reproduction_page(ROW_HEADER, rows, intro,
+                                    [_paper_section(r, output) for r in records]
+                                    + [_training_section(name, output) for name in unfinished])
     return write_text(output / REPORT_FILE, page)
 
 

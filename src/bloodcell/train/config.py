@@ -60,26 +60,23 @@ class RunConfig:
 
     @classmethod
     def resolve(cls: type[C], config_file: str | Path | None = None, overrides: dict[str, Any] | None = None, *,
-                resume: bool = False, base: dict[str, Any] | None = None) -> C:
-        """Layer ``base`` (defaults if None) < config file < ``overrides`` (``None`` values ignored: flags not given).
+                resume: bool = False) -> C:
+        """Layer the defaults < config file < ``overrides`` (``None`` values ignored: flags not given).
 
-        With ``resume`` the base is the saved config of the run folder named by ``out`` (flag or file), and only
-        ``RESUMABLE`` options may differ from it.
+        With ``resume`` the bottom layer is the saved config of the run folder named by ``out`` (flag or file),
+        and only ``RESUMABLE`` options may differ from it.
         """
         layers = read_config_file(config_file, cls) if config_file is not None else {}
         layers.update(coerce(cls, {k: v for k, v in (overrides or {}).items() if v is not None}))
+        saved = read_run_config(layers.get("out"), cls) if resume else {}
         if resume:
-            base = read_run_config(layers.get("out"), cls)
-            _check_resumable(cls, base, layers)
-        merged = dict(coerce(cls, base or {}))
-        merged.update(layers)
-        return cls.from_dict(merged)
+            _check_resumable(cls, saved, layers)
+        return cls.from_dict({**saved, **layers})
 
 
 def _check_resumable(cls: type[RunConfig], saved: dict[str, Any], changes: dict[str, Any]) -> None:
     if cls.RESUMABLE is None:
         return
-    saved = coerce(cls, saved)
     for key, value in changes.items():
         if key not in cls.RESUMABLE and value != saved.get(key):
             raise ConfigError(f"{cls.flag(key)} differs from the run being resumed ({saved.get(key)!r}); "
@@ -272,10 +269,10 @@ def read_run_config(out: str | Path | None, cls: type[RunConfig] | None = None) 
     return coerce(cls or TrainConfig, _read_table(path))
 
 
-def resolve_config(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                   base: dict[str, Any] | None = None, *, resume: bool = False) -> TrainConfig:
-    """:meth:`RunConfig.resolve` of a :class:`TrainConfig`."""
-    return TrainConfig.resolve(config_file, overrides, resume=resume, base=base)
+def resolve_config(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None, *,
+                   resume: bool = False) -> TrainConfig:
+    """:meth:`RunConfig.resolve` of a :class:`TrainConfig` (the library's and the recipes' short form)."""
+    return TrainConfig.resolve(config_file, overrides, resume=resume)
 
 
 def save_config(config: RunConfig, path: str | Path) -> Path:

@@ -101,9 +101,18 @@ def test_resume_starts_from_the_runs_saved_config_for_both(tmp_path, cls):
         cls.resolve(None, {}, resume=True)
 
 
-def test_a_resumed_detector_run_keeps_its_options_but_the_resumable_ones():
-    assert TrainConfig.RESUMABLE is None  # the classifier's workflow checks model, classes and manifest itself
-    assert set(DetectorTrainConfig.RESUMABLE) == {"manifest", "out", "data_root", "epochs", "threads", "time_budget_s"}
+def test_a_resumed_detector_run_may_change_only_its_resumable_options(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for cls in (TrainConfig, DetectorTrainConfig):
+        save_config(cls.from_dict({"manifest": "m.csv", "out": str(run), "lr": 0.01}), run / "config.json")
+        assert cls.resolve(None, {"out": str(run), "epochs": 9, "threads": 1}, resume=True).epochs == 9
+        if cls is TrainConfig:  # any option (its workflow refuses another model, classes or manifest itself)
+            assert cls.resolve(None, {"out": str(run), "lr": 0.02}, resume=True).lr == 0.02
+            continue
+        with pytest.raises(ConfigError, match=r"^--lr differs from the run being resumed \(0.01\); only manifest, out"):
+            cls.resolve(None, {"out": str(run), "lr": 0.02}, resume=True)
+        assert cls.resolve(None, {"out": str(run), "lr": 0.01}, resume=True).lr == 0.01  # the same value is no change
 
 
 def test_a_missing_required_option_is_one_sentence():

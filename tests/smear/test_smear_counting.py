@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -20,14 +21,22 @@ from bloodcell.metrics.detection import (
 )
 from bloodcell.smear.classical import count_detections, detect_cells
 from bloodcell.smear.sample_counter import SmearCounter
-from bloodcell.smear.counting import annotate, count_image, count_photos, count_smears
+from bloodcell.smear.counting import NO_CLASSIFIER, annotate, count_image, count_photos
 from bloodcell.smear.differential import differential, render_report
 from bloodcell.smear.review import sample_report
 from bloodcell.smear.schema import SampleResult
+from bloodcell.smear.typing import typing_summary
 from bloodcell.workflows.count import Sample, count_sample
 
 BG, PINK, PURPLE = (200, 202, 205), (205, 150, 140), (110, 70, 190)
 PBC8 = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
+
+
+def _count(images, classifier=None, names=None, **options) -> SampleResult:
+    """The photos through the one counting loop, each counted by ``count_image(classifier, **options)``."""
+    return count_photos(images, partial(count_image, classifier=classifier, **options), names=names,
+                        typing=typing_summary(classifier) if classifier is not None else None,
+                        typing_unavailable=NO_CLASSIFIER)
 
 
 def _smear(rbc: int = 12, wbc: int = 1, platelets: int = 3) -> Image.Image:
@@ -55,7 +64,7 @@ def test_synthetic_cells_are_counted():
 
 @pytest.mark.parametrize("detector", ["classical", "learned"])
 def test_blank_smear_counts_zero(detector):
-    doc = count_smears([Image.new("RGB", (640, 480), BG)], detector=detector).document()
+    doc = _count([Image.new("RGB", (640, 480), BG)], detector=detector).document()
     assert doc["images"][0]["counts"] == {"RBC": 0, "WBC": 0, "Platelets": 0}
     assert doc["images"][0]["boxes"] == []
 
@@ -67,7 +76,7 @@ def test_schema_bad_files_and_outputs(tmp_path):
     truncated = tmp_path / "trunc.jpg"
     _smear().save(tmp_path / "full.jpg")
     truncated.write_bytes((tmp_path / "full.jpg").read_bytes()[:2000])
-    doc = count_smears([str(good), str(tmp_path / "notes.jpg"), str(truncated)], detector="classical").document()
+    doc = _count([str(good), str(tmp_path / "notes.jpg"), str(truncated)], detector="classical").document()
     assert [e["path"] for e in doc["images"]] == [str(good)]
     assert {e["path"] for e in doc["errors"]} == {str(tmp_path / "notes.jpg"), str(truncated)}
     count_sample(Sample("sample", [good, tmp_path / "notes.jpg", truncated]), tmp_path / "out", None,
@@ -103,7 +112,7 @@ def test_counts_json_keeps_its_keys_in_order_and_reads_back_as_the_same_sample(t
 
 def test_unnamed_photos_are_numbered_from_one_by_every_counter():
     photos = [_smear(), _smear(wbc=2)]
-    assert [p.path for p in count_smears(photos, detector="classical").images] == ["image-1", "image-2"]
+    assert [p.path for p in _count(photos, detector="classical").images] == ["image-1", "image-2"]
     counted = SmearCounter(detector="classical").count(photos)
     assert [e["path"] for e in counted.doc["images"]] == ["image-1", "image-2"]
 
@@ -119,7 +128,7 @@ def test_a_doubtful_white_cell_is_one_referred_cell_everywhere():
 
 
 def test_rbc_only_smear_has_no_wbc_and_warns():
-    doc = count_smears([_smear(rbc=10, wbc=0, platelets=0)], detector="classical").document()
+    doc = _count([_smear(rbc=10, wbc=0, platelets=0)], detector="classical").document()
     assert doc["sample"]["counts"]["WBC"] == 0
     report = render_report(doc)
     assert "White-cell types unavailable" in report
@@ -191,7 +200,7 @@ def tiny_classifier(tmp_path_factory):
 
 
 def test_counting_with_a_classifier_types_every_detected_white_cell(tiny_classifier):
-    result = count_smears([_smear(), _smear(wbc=2)], classifier=tiny_classifier, names=["a.png", "b.png"],
+    result = _count([_smear(), _smear(wbc=2)], classifier=tiny_classifier, names=["a.png", "b.png"],
                        detector="classical", refer_below=0.99)
     doc = result.document()
     assert [e["path"] for e in doc["images"]] == ["a.png", "b.png"]
@@ -224,7 +233,7 @@ def test_real_cbc_smoke(real_data_root):
 
     folder = real_data_root / "cbc" / "Training"
     images = sorted((folder / "Images").glob("*.jpg"))[:3]
-    doc = count_smears([str(p) for p in images]).document()
+    doc = _count([str(p) for p in images]).document()
     assert len(doc["images"]) == 3 and not doc["errors"]
     for path, entry in zip(images, doc["images"]):
         truth = [b for b in parse_voc(folder / "Annotations" / f"{path.stem}.xml").boxes if b.label == "WBC"]
@@ -271,7 +280,6 @@ def test_typing_record_measures_held_out_bccd_cells_and_the_report_quotes_it(tin
     from bloodcell.checkpoint import read_checkpoint_meta
     from bloodcell.inference.predictor import load
     from bloodcell.provenance import file_sha256
-    from bloodcell.smear.typing import typing_summary
     from bloodcell.workflows.typing_records import measure_typing, record_typing
 
     bccd = tmp_path / "bccd"
@@ -295,7 +303,7 @@ def test_typing_record_measures_held_out_bccd_cells_and_the_report_quotes_it(tin
     assert file_sha256(checkpoint) != file_sha256(tiny_classifier.source)  # the record is in the file
     classifier = load(checkpoint, num_threads=1)
     assert typing_summary(classifier)["held_out_smears"] == 2
-    assert "of 2 held-out smears" in render_report(count_smears([_smear()], classifier=classifier, detector="classical").document())
+    assert "of 2 held-out smears" in render_report(_count([_smear()], classifier=classifier, detector="classical").document())
 
 
 def test_counting_skips_the_single_cell_guard_for_detected_white_cells(tiny_classifier):
@@ -308,7 +316,7 @@ def test_counting_skips_the_single_cell_guard_for_detected_white_cells(tiny_clas
     guarded = copy.copy(tiny_classifier)
     guarded.guard = fit_guard(tiny_classifier.pixels(cells), tiny_classifier.features(cells), pass_rate=0.9)
     smear = _smear()
-    doc = count_smears([smear], classifier=guarded, detector="classical").document()
+    doc = _count([smear], classifier=guarded, detector="classical").document()
     box = next(b for b in doc["images"][0]["boxes"] if b["label"] == "WBC")
     alone = guarded.predict(crop_around(smear, (box["x1"], box["y1"], box["x2"], box["y2"])))
     assert alone.reason.startswith("unfamiliar lab")  # alone, the guard refers it: unlike the noisy "cells" it saw
@@ -329,7 +337,7 @@ def test_a_sample_whose_white_cells_are_unlike_every_known_lab_says_so_and_a_kno
     noise = [Image.fromarray(np.clip(rng.normal(128, 40, (40, 40, 3)), 0, 255).astype(np.uint8)) for _ in range(20)]
     elsewhere = copy.copy(tiny_classifier)
     elsewhere.guard = fit_guard(tiny_classifier.pixels(noise), tiny_classifier.features(noise), pass_rate=0.9)
-    result = count_smears(smears, classifier=elsewhere, detector="classical")
+    result = _count(smears, classifier=elsewhere, detector="classical")
     check = result.document()["sample"]["lab_check"]
     assert check["checked"] == check["unfamiliar"] == 4 and check["unfamiliar_lab"]
     assert "bloodcell adapt" in check["message"] and "Review" in check["message"]
@@ -341,12 +349,12 @@ def test_a_sample_whose_white_cells_are_unlike_every_known_lab_says_so_and_a_kno
     crops = [c.rotate(angle) for c in crops for angle in (0, 90)]
     home = copy.copy(tiny_classifier)
     home.guard = fit_guard(tiny_classifier.pixels(crops), tiny_classifier.features(crops), pass_rate=0.98)
-    known = count_smears(smears, classifier=home, detector="classical")
+    known = _count(smears, classifier=home, detector="classical")
     check = known.document()["sample"]["lab_check"]
     assert check["checked"] == 4 and not check["unfamiliar_lab"] and sample_row(known)["lab_check"].startswith("familiar")
     assert "look unlike the cells" not in render_report(known.document())
     # no guard, no check
-    assert "lab_check" not in count_smears(smears, classifier=tiny_classifier, detector="classical").document()["sample"]
+    assert "lab_check" not in _count(smears, classifier=tiny_classifier, detector="classical").document()["sample"]
 
 
 def test_an_adapted_models_trust_line_comes_from_its_adaptation_record():

@@ -1,4 +1,4 @@
-"""Configuration layering (defaults < file < flags) and the ``bloodcell train`` command."""
+"""Configuration layering (defaults < run being resumed < file < flags) for both trainers, and ``bloodcell train``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from bloodcell.errors import ConfigError
 from bloodcell.resources import CONFIGS, manifest_path, style_bank_path
-from bloodcell.train.config import TrainConfig, read_config_file, resolve_config
+from bloodcell.train.config import TrainConfig, read_config_file, resolve_config, save_config
+from bloodcell.train.detector import DetectorTrainConfig
 
 
 def test_layers_defaults_then_file_then_flags(tmp_path):
@@ -51,6 +52,118 @@ def test_unreadable_config_file(tmp_path):
         read_config_file(tmp_path / "c.json")
     with pytest.raises(ConfigError, match="not found"):
         read_config_file(tmp_path / "missing.json")
+
+
+#: Per trainer: a file's options, flags over them, and what the resolved config must then hold.
+BOTH = [
+    (TrainConfig, {"lr": 0.02, "epochs": 7, "manifest": "m.csv"}, {"epochs": 2, "batch_size": None, "seed": 3},
+     {"lr": 0.02, "epochs": 2, "batch_size": TrainConfig().batch_size, "seed": 3, "manifest": "m.csv"}),
+    (DetectorTrainConfig, {"lr": 0.01, "epochs": 7, "manifest": "m.csv", "out": "run", "scale_range": [0.9, 1.2]},
+     {"epochs": 2, "batch_size": None, "exclude_sources": "kaggle-bcd, raabin"},
+     {"lr": 0.01, "epochs": 2, "batch_size": 8, "scale_range": (0.9, 1.2), "exclude_sources": ("kaggle-bcd", "raabin")}),
+]
+
+
+@pytest.mark.parametrize(("cls", "file", "flags", "expected"), BOTH, ids=lambda v: getattr(v, "__name__", ""))
+@pytest.mark.parametrize("suffix", [".json", ".toml"])
+def test_both_trainers_layer_defaults_file_and_flags_the_same_way(tmp_path, cls, file, flags, expected, suffix):
+    path = tmp_path / f"c{suffix}"
+    path.write_text(json.dumps(file) if suffix == ".json" else
+                    "\n".join(f"{k} = {json.dumps(v)}" for k, v in file.items()))
+    config = cls.resolve(path, flags)
+    assert isinstance(config, cls)
+    assert {k: getattr(config, k) for k in expected} == expected
+
+
+@pytest.mark.parametrize("cls", [TrainConfig, DetectorTrainConfig])
+def test_an_unknown_option_is_refused_in_one_sentence_by_both(tmp_path, cls):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"manifest": "m.csv", "out": "run", "learning_rate": 0.1}))
+    for source, flags in ((path, {}), (None, {"manifest": "m.csv", "out": "run", "learning_rate": 0.1})):
+        with pytest.raises(ConfigError) as raised:
+            cls.resolve(source, flags)
+        message = str(raised.value)
+        assert message == f"unknown {cls.LABEL} option(s): learning_rate" and "\n" not in message
+
+
+@pytest.mark.parametrize("cls", [TrainConfig, DetectorTrainConfig])
+def test_resume_starts_from_the_runs_saved_config_for_both(tmp_path, cls):
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = cls.from_dict({"manifest": "m.csv", "out": str(run), "lr": 0.0123, "epochs": 3, "seed": 7})
+    save_config(saved, run / "config.json")
+    resumed = cls.resolve(None, {"out": str(run), "epochs": 5}, resume=True)
+    assert (resumed.manifest, resumed.lr, resumed.seed, resumed.epochs) == ("m.csv", 0.0123, 7, 5)
+    assert resumed.to_dict() == {**saved.to_dict(), "epochs": 5}
+    with pytest.raises(ConfigError, match="holds no config.json to resume from"):
+        cls.resolve(None, {"out": str(tmp_path / "elsewhere")}, resume=True)
+    with pytest.raises(ConfigError, match="--resume needs --output"):
+        cls.resolve(None, {}, resume=True)
+
+
+def test_a_resumed_detector_run_may_change_only_its_resumable_options(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for cls in (TrainConfig, DetectorTrainConfig):
+        save_config(cls.from_dict({"manifest": "m.csv", "out": str(run), "lr": 0.01}), run / "config.json")
+        assert cls.resolve(None, {"out": str(run), "epochs": 9, "threads": 1}, resume=True).epochs == 9
+        if cls is TrainConfig:  # any option (its workflow refuses another model, classes or manifest itself)
+            assert cls.resolve(None, {"out": str(run), "lr": 0.02}, resume=True).lr == 0.02
+            continue
+        with pytest.raises(ConfigError, match=r"^--lr differs from the run being resumed \(0.01\); only manifest, out"):
+            cls.resolve(None, {"out": str(run), "lr": 0.02}, resume=True)
+        assert cls.resolve(None, {"out": str(run), "lr": 0.01}, resume=True).lr == 0.01  # the same value is no change
+
+
+def test_a_missing_required_option_is_one_sentence():
+    with pytest.raises(ConfigError, match="^no manifest given; pass --manifest or set manifest in the config file$"):
+        DetectorTrainConfig.resolve(None, {"out": "run"})
+    with pytest.raises(ConfigError, match="^no out given; pass --output"):
+        DetectorTrainConfig.resolve(None, {"manifest": "m.csv"})
+
+
+def test_the_saved_config_json_of_both_trainers_loads_again(tmp_path):
+    """Run folders written before the shared configuration (lists where tuples are now) still resume."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({
+        "manifest": "cbc-seed0", "out": str(run), "dataset": "cbc", "subset": "Training", "data_root": None, "epochs": 60,
+        "input_size": 384, "batch_size": 8, "lr": 0.002, "weight_decay": 0.0001, "warmup_epochs": 1.0,
+        "pretrained": True, "criterion": "count", "threads": 1, "seed": 0, "limit_train": None, "limit_val": None,
+        "time_budget_s": None, "cell_size_px": 40, "scale_range": [0.85, 1.15], "shared_head": False,
+        "exclude_sources": ["kaggle-bcd"], "architecture": "centernet-lite0"}))
+    config = DetectorTrainConfig.resolve(None, {"out": str(run), "scale_range": "0.85,1.15"}, resume=True)
+    assert (config.scale_range, config.exclude_sources, config.cell_size_px) == ((0.85, 1.15), ("kaggle-bcd",), 40)
+
+
+@pytest.mark.parametrize(("command", "cls"), [(["train"], TrainConfig), (["detector", "train"], DetectorTrainConfig)])
+def test_a_training_commands_options_are_its_configs_fields_with_no_default_of_their_own(command, cls):
+    """One source: the flags name the configuration's fields, and every default lives in the configuration."""
+    from dataclasses import fields
+
+    import typer
+
+    from bloodcell.cli.main import app
+    from bloodcell.cli.options import RUN_PARAMETERS
+
+    click_command = typer.main.get_command(app)
+    for name in command:
+        click_command = click_command.commands[name] if hasattr(click_command, "commands") else click_command
+    names = {f.name for f in fields(cls)}
+    options = {p.name: p for p in click_command.params if p.name not in RUN_PARAMETERS}
+    assert set(options) <= names, set(options) - names
+    assert all(p.default is None for p in options.values()), [n for n, p in options.items() if p.default is not None]
+    assert {opt for p in options.values() for opt in p.opts} >= {cls.flag(name) for name in options}
+
+
+def test_only_the_options_given_reach_the_config():
+    from pathlib import Path
+
+    from bloodcell.cli.options import training_overrides
+
+    given = training_overrides({"config": Path("c.json"), "resume": True, "overwrite": False, "epochs": None,
+                                "out": Path("run"), "extra_train": [], "lr": 0.1, "pretrained": False})
+    assert given == {"out": "run", "lr": 0.1, "pretrained": False}
 
 
 def _cli(args):

@@ -8,79 +8,52 @@ from typing import Optional
 
 import typer
 
-from bloodcell.cli.options import DataRoot
+from bloodcell.cli.options import ConfigFile, DataRoot, Overwrite, Resume, training_overrides
 
 app = typer.Typer(help="Learned smear cell detector (CenterNet on EfficientNet-Lite0).", no_args_is_help=True,
                   rich_markup_mode=None)
 
 
-def _pair(text: Optional[str]) -> tuple[float, float] | None:
-    from bloodcell.errors import ConfigError
-
-    if not text:
-        return None
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--scale-range must be two comma-separated factors LOW,HIGH, got {text!r}") from None
-    return low, high
-
-
-def _names(text: Optional[str]) -> tuple[str, ...] | None:
-    return None if text is None else tuple(v.strip() for v in text.split(",") if v.strip())
-
-
 @app.command("train")
 def train(
-    manifest: Path = typer.Option(..., help="image_id,split CSV or a frozen manifest's name (e.g. cbc-seed0); train on 'train', select on 'val'."),
-    out: Path = typer.Option(..., "--output", "-o", help="Run folder: config.json, metrics.csv, last.pt, best.safetensors."),
+    manifest: Optional[Path] = typer.Option(None, help="image_id,split CSV or a frozen manifest's name (e.g. cbc-seed0); train on 'train', select on 'val'."),
+    out: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder: config.json, metrics.csv, last.pt, best.safetensors."),
+    config: ConfigFile = None,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
     data_root: DataRoot = None,
-    dataset: Optional[str] = typer.Option(None, help="Smear dataset name: cbc (default), bccd or txl."),
-    subset: Optional[str] = typer.Option(None, help="Subset folder of a VOC dataset (default Training)."),
-    epochs: Optional[int] = typer.Option(None, help="Number of epochs (default 60)."),
-    input_size: Optional[int] = typer.Option(None, help="Longer side of the network input, multiple of 32 (default 384: 640x480 -> 384x288); with --cell-size-px the side of the training crops."),
+    dataset: Optional[str] = typer.Option(None, help="Smear dataset name: cbc, bccd or txl."),
+    subset: Optional[str] = typer.Option(None, help="Subset folder of a VOC dataset."),
+    epochs: Optional[int] = typer.Option(None, help="Number of epochs."),
+    input_size: Optional[int] = typer.Option(None, help="Longer side of the network input, a multiple of 32 (384: 640x480 -> 384x288); with --cell-size-px the side of the training crops."),
     cell_size_px: Optional[int] = typer.Option(None, help="Resize every photo so a red cell is this many pixels across (default: by --input-size)."),
-    scale_range: Optional[str] = typer.Option(None, help="Scale jitter of the training views, LOW,HIGH (default 0.85,1.15)."),
-    architecture: Optional[str] = typer.Option(None, "--architecture", help="Detector network: centernet-lite0 (default) or fcos-lite0 (torchvision's FCOS, for comparison)."),
+    scale_range: Optional[str] = typer.Option(None, help="Scale jitter of the training views, LOW,HIGH (e.g. 0.85,1.15)."),
+    architecture: Optional[str] = typer.Option(None, "--architecture", help="Detector network: centernet-lite0 or fcos-lite0 (torchvision's FCOS, for comparison)."),
     shared_head: Optional[bool] = typer.Option(None, "--shared-head/--no-shared-head", help="centernet-lite0 only (fcos-lite0 has its own head): one 3x3 convolution shared by the three heads (a third of their cost)."),
     exclude_sources: Optional[str] = typer.Option(None, help="Comma-separated photo sources left out of training and validation (e.g. kaggle-bcd)."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size (default 8)."),
-    lr: Optional[float] = typer.Option(None, help="Peak AdamW learning rate (default 2e-3)."),
-    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay (default 1e-4)."),
-    warmup_epochs: Optional[float] = typer.Option(None, help="Linear warmup length in epochs (default 1)."),
-    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from ImageNet weights (default yes)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size."),
+    lr: Optional[float] = typer.Option(None, help="Peak AdamW learning rate."),
+    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay."),
+    warmup_epochs: Optional[float] = typer.Option(None, help="Linear warmup length in epochs."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from ImageNet weights."),
     criterion: Optional[str] = typer.Option(None, help="Threshold choice on val: count (lowest per-image count error) or f1."),
-    threads: Optional[int] = typer.Option(None, help="Torch threads (default 1)."),
-    seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
     limit_train: Optional[int] = typer.Option(None, help="Use only the first N train smears (smoke runs)."),
     limit_val: Optional[int] = typer.Option(None, help="Use only the first N val smears (smoke runs)."),
     time_budget_s: Optional[float] = typer.Option(None, "--time-budget", help="Stop cleanly after the epoch that passes this many seconds."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last.pt."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start again in an existing --output (removes its run files)."),
 ) -> None:
-    """Train the smear detector on a manifest's train split; thresholds and best epoch chosen on val."""
+    """Train the smear detector on a manifest's train split; thresholds and best epoch chosen on val.
+
+    Options not given take DetectorTrainConfig's defaults (or, with --resume, the run's saved config.json)."""
+    given = training_overrides(locals())  # first: the options by name, which are DetectorTrainConfig's field names
     import torch
 
-    from bloodcell.workflows.detector import (
-        DetectorTrainConfig,
-        resume_config,
-        train_detector,
-    )
+    from bloodcell.workflows.detector import DetectorTrainConfig, train_detector
 
-    options = {"dataset": dataset, "subset": subset, "epochs": epochs, "input_size": input_size,
-               "cell_size_px": cell_size_px, "scale_range": _pair(scale_range), "shared_head": shared_head, "architecture": architecture,
-               "exclude_sources": _names(exclude_sources), "batch_size": batch_size, "lr": lr,
-               "weight_decay": weight_decay, "warmup_epochs": warmup_epochs, "pretrained": pretrained,
-               "criterion": criterion, "threads": threads, "seed": seed, "limit_train": limit_train,
-               "limit_val": limit_val, "time_budget_s": time_budget_s,
-               "data_root": str(data_root) if data_root else None}
-    if resume:
-        config = resume_config(out, {**options, "manifest": str(manifest), "out": str(out)})
-    else:
-        config = DetectorTrainConfig(manifest=str(manifest), out=str(out),
-                                     **{k: v for k, v in options.items() if v is not None})
-    torch.set_num_threads(config.threads)
-    result = train_detector(config, resume=resume, overwrite=overwrite)
+    resolved = DetectorTrainConfig.resolve(config, given, resume=resume)
+    torch.set_num_threads(resolved.threads)
+    result = train_detector(resolved, resume=resume, overwrite=overwrite)
     best = result["best"]
     typer.echo(f"best epoch {result['best_epoch']}: val relative count error {best.get('val_rel_mae', float('nan')):.3f}, "
                f"thresholds RBC {best.get('RBC_threshold')}, WBC {best.get('WBC_threshold')}, "

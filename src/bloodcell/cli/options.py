@@ -4,12 +4,16 @@ Light on purpose: command modules declare their options from this module, the en
 :mod:`bloodcell.cli.choices` and plain constants, so that ``--help`` and usage errors import no
 torch. Vocabulary: every output is ``--output/-o``; a command's main input is positional;
 booleans are flags; a command that scores cells takes ``--engine``, ``--threads`` and ``--tta``.
+A training command (``train``, ``detector train``) names its options as its configuration's fields, all
+defaulting to "not given", and hands the ones given to the configuration (:func:`training_overrides`), whose
+class alone holds the defaults; ``--config``, ``--resume`` and ``--overwrite`` are the same everywhere.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -43,3 +47,25 @@ DataRoot = Annotated[Optional[Path], typer.Option(
 def data_root_option(help: str) -> typer.models.OptionInfo:
     """The ``--data-root`` option with a command's own ``help`` (:data:`DataRoot` says the usual)."""
     return typer.Option("--data-root", help=help)
+
+
+ConfigFile = Annotated[Optional[Path], typer.Option(
+    "--config", help="JSON or TOML file of training options (the flags given override it).")]
+Resume = Annotated[bool, typer.Option(
+    "--resume", help="Continue the run in --output from its last.pt and saved config.json (flags may change some options).")]
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Start again in an existing --output (removes its run files).")]
+#: A training command's parameters that are not training options.
+RUN_PARAMETERS = ("config", "resume", "overwrite")
+
+
+def training_overrides(parameters: dict[str, Any], not_options: Iterable[str] = RUN_PARAMETERS) -> dict[str, Any]:
+    """The training options the user gave among a command's ``parameters`` (named as the configuration's fields;
+    ``None`` or an empty repeated option is one not given): paths as text, repeated options as lists."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value] or None
+        return str(value) if isinstance(value, Path) else value
+
+    chosen = {name: plain(value) for name, value in parameters.items() if name not in set(not_options)}
+    return {name: value for name, value in chosen.items() if value is not None}

@@ -1,29 +1,15 @@
-"""``bloodcell train``: configuration layered as defaults -> --config file -> flags, then the training workflow."""
+"""``bloodcell train``: configuration layered as defaults (or the run being resumed) -> --config file -> the flags
+given (:meth:`~bloodcell.train.config.RunConfig.resolve`; each option is a TrainConfig field, its default there
+alone), then the training workflow."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from bloodcell.cli.options import DataRoot
-from bloodcell.errors import ConfigError
-
-
-#: Options of the command that are not training options.
-_NOT_CONFIG = ("config", "resume", "overwrite")
-
-
-def _resumed_base(out: Optional[Path]) -> dict | None:
-    """The saved config.json of the run being resumed (the base layer instead of the defaults)."""
-    if out is None:
-        raise ConfigError("--resume needs --output DIR pointing at the run to continue")
-    path = out / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"{out} holds no config.json to resume from; start a new run without --resume")
-    return json.loads(path.read_text())
+from bloodcell.cli.options import ConfigFile, DataRoot, Overwrite, Resume, training_overrides
 
 
 def train(
@@ -33,9 +19,9 @@ def train(
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV with the frozen train/val/test split."),
     data_root: DataRoot = None,
     out: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder for checkpoints, metrics and curves."),
-    config: Optional[Path] = typer.Option(None, help="JSON or TOML file of training options (flags override it)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last.pt."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start again in an existing --output (removes its run files)."),
+    config: ConfigFile = None,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from pretrained weights."),
     input_size: Optional[int] = typer.Option(None, help="Input size overriding the model's own."),
     epochs: Optional[int] = typer.Option(None, help="Number of epochs."),
@@ -65,14 +51,11 @@ def train(
     extra_repeat: Optional[int] = typer.Option(None, help="Times each extra training image is seen per epoch (default 1)."),
 ) -> None:
     """Train a model on a manifest's train split, validating on its validation split every epoch."""
-    flags = dict(locals())  # first: the options by name, which are TrainConfig's field names (typed once, above)
-    from bloodcell.train.config import resolve_config
+    given = training_overrides(locals())  # first: the options by name, which are TrainConfig's field names
+    from bloodcell.train.config import TrainConfig
     from bloodcell.workflows.train import run_training
 
-    overrides = {k: [str(p) for p in v] or None if isinstance(v, (list, tuple)) else str(v) if isinstance(v, Path) else v
-                 for k, v in flags.items() if k not in _NOT_CONFIG}
-    base = _resumed_base(out) if resume else None
-    resolved = resolve_config(config, overrides, base=base)
+    resolved = TrainConfig.resolve(config, given, resume=resume)
     result = run_training(resolved, resume=resume, overwrite=overwrite)
     if result.rank == 0:
         metrics = result.metrics

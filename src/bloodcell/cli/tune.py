@@ -7,7 +7,10 @@ from typing import Optional
 
 import typer
 
-from bloodcell.cli.options import DataRoot
+from bloodcell.cli.options import DataRoot, training_overrides
+
+#: The search's own parameters (the others are TrainConfig options of every trial).
+TUNE_PARAMETERS = ("out", "trials", "config", "input_sizes", "timeout", "overwrite")
 
 
 def _sizes(text: Optional[str]) -> tuple[int, ...] | None:
@@ -27,7 +30,7 @@ def tune(
     out: Path = typer.Option(..., "--output", "-o", help="Folder for trials.csv, best_config.json and the trial runs."),
     trials: int = typer.Option(20, help="Number of Optuna trials."),
     epochs: Optional[int] = typer.Option(None, help="Epochs per trial."),
-    config: Optional[Path] = typer.Option(None, help="JSON or TOML base training options."),
+    config: Optional[Path] = typer.Option(None, help="JSON or TOML file of the trials' base training options."),
     taxonomy: Optional[str] = typer.Option(None, help="Class taxonomy: pbc8, pbc11 or labels (the manifest's own labels)."),
     data_root: DataRoot = None,
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start trials from pretrained weights."),
@@ -43,15 +46,10 @@ def tune(
     overwrite: bool = typer.Option(False, "--overwrite", help="Tune again into an existing --output."),
 ) -> None:
     """Search hyperparameters on the validation split; writes best_config.json for 'bloodcell train --config'."""
-    from bloodcell.train.config import resolve_config
+    given = training_overrides(locals(), not_options=TUNE_PARAMETERS)  # first: the base trials' TrainConfig options
+    from bloodcell.train.config import TrainConfig
     from bloodcell.workflows.tune import tune as run_tune
 
-    overrides = {
-        "model": model, "manifest": manifest, "epochs": epochs, "taxonomy": taxonomy, "data_root": data_root,
-        "pretrained": pretrained, "batch_size": batch_size, "limit_train": limit_train, "limit_val": limit_val,
-        "threads": threads, "cache": cache, "cache_dir": cache_dir, "seed": seed,
-    }
-    overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
-    base = resolve_config(config, overrides)
+    base = TrainConfig.resolve(config, given)
     result = run_tune(base, trials, out, input_sizes=_sizes(input_sizes), timeout_s=timeout, overwrite=overwrite)
     typer.echo(f"best trial {result.best_trial}: val loss {result.best_val_loss:.4f} -> {result.best_config_path}")

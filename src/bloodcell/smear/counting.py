@@ -2,7 +2,7 @@
 
 ``count_image`` counts one decoded photo; ``count_photos`` is the one loop over a sample's photos, used by
 ``bloodcell count`` (:mod:`bloodcell.workflows.count`), the web service's ``/v1/count``, :class:`SmearCounter`
-(:mod:`bloodcell.smear.sample_counter`) and ``count_smears``. Nothing is written to disk here; each counted photo
+(:mod:`bloodcell.smear.sample_counter`) and the tests. Nothing is written to disk here; each counted photo
 carries its annotated image (never serialised).
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,8 @@ from bloodcell.progress import track
 from bloodcell.smear.classical import count_detections
 from bloodcell.smear.detectors import resolve_detector
 from bloodcell.smear.lab_check import lab_check
-from bloodcell.smear.learned_detector import check_cell_size
 from bloodcell.smear.referral import review_targets
 from bloodcell.smear.schema import CountError, PhotoCount, SampleResult, SampleTotals
-from bloodcell.smear.typing import typing_summary
 from bloodcell.writing import name_text
 
 COLOURS = {"RBC": (220, 30, 30), "WBC": (30, 60, 230), "Platelets": (20, 170, 60)}
@@ -204,24 +201,3 @@ def count_photos(sources: Sequence[ImageSource], count_photo: PhotoCounter, *, s
         totals["wbc_typing"] = typing
     return SampleResult(sample_id=sample_id, images=photos, sample=SampleTotals(**totals), errors=errors,
                         border_cells=BORDER_NOTE)
-
-
-def count_smears(images: Sequence[ImageSource], classifier=None, names: list[str] | None = None,
-                 detector: str = "learned", refer_below: float | None = DEFAULT_REFER_BELOW,
-                 cell_size_px: float | None = None, typing_unavailable: str | None = None,
-                 progress: bool = False, sample_id: str = "sample") -> SampleResult:
-    """Count cells on smear photos (paths, bytes, PIL images or arrays) with :func:`count_photos`.
-
-    Without ``classifier`` the white cells are counted but not typed; ``typing_unavailable``
-    (default "no cell classifier loaded") says why in ``sample``. ``detector`` is ``learned``
-    (the bundled detector, default), ``classical`` or a detector checkpoint path;
-    ``cell_size_px`` (the typical red-cell diameter in pixels) overrides the per-photo estimate.
-    """
-    check_cell_size(cell_size_px)
-    resolve_detector(detector)  # a bad detector name or checkpoint fails before any image is read
-    return count_photos(images, partial(count_image, classifier=classifier, detector=detector, refer_below=refer_below,
-                                        cell_size_px=cell_size_px),
-                        sample_id=sample_id, names=names,
-                        typing=typing_summary(classifier) if classifier is not None else None,
-                        typing_unavailable=typing_unavailable or NO_CLASSIFIER,
-                        progress="counting smears" if progress else None)

@@ -1,11 +1,20 @@
-"""Training configuration: defaults -> config file (JSON or TOML) -> command-line flags."""
+"""Training configuration, one mechanism for every trainer: defaults -> run being resumed -> config file
+(JSON or TOML) -> command-line flags.
+
+:class:`RunConfig` is the base of :class:`TrainConfig` (classifier) and
+:class:`~bloodcell.train.detector.DetectorTrainConfig` (smear detector): a flat dataclass of options whose
+``resolve(config_file, overrides, resume=...)`` reads a file through :func:`read_config_file`, refuses unknown
+options in one sentence, converts JSON/TOML scalars to the fields' types, layers the flags the user gave and, on
+``--resume``, starts from the run folder's saved ``config.json`` (changing only the ``RESUMABLE`` options when a
+trainer names them).
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import tomllib
 
@@ -15,11 +24,70 @@ from bloodcell.train.run import SCHEDULES
 from bloodcell.transforms import AUGMENTATIONS, FRAMINGS, RESIZES
 from bloodcell.writing import write_json
 
+C = TypeVar("C", bound="RunConfig")
+#: The saved configuration in a run folder (what ``--resume`` starts from).
+CONFIG_FILE = "config.json"
+
+
+class RunConfig:
+    """Base of the trainers' configurations (dataclasses of flat options; see the module doc).
+
+    ``LABEL`` names the options in messages ("unknown training option(s): ..."); ``FLAGS`` spells the options
+    whose command-line flag is not ``--<name-with-dashes>``; ``RESUMABLE`` lists the options a resumed run may
+    change (``None``: any, the trainer checking what it must keep itself).
+    """
+
+    LABEL: ClassVar[str] = "training"
+    FLAGS: ClassVar[dict[str, str]] = {"out": "--output", "time_budget_s": "--time-budget"}
+    RESUMABLE: ClassVar[tuple[str, ...] | None] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def flag(cls, name: str) -> str:
+        """The command-line flag of option ``name``."""
+        return cls.FLAGS.get(name, f"--{name.replace('_', '-')}")
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        """Build from a mapping, rejecting unknown keys and converting JSON/TOML scalars."""
+        options = coerce(cls, data)
+        for f in fields(cls):
+            if f.default is MISSING and f.default_factory is MISSING and f.name not in options:
+                raise ConfigError(f"no {f.name} given; pass {cls.flag(f.name)} or set {f.name} in the config file")
+        return cls(**options)
+
+    @classmethod
+    def resolve(cls: type[C], config_file: str | Path | None = None, overrides: dict[str, Any] | None = None, *,
+                resume: bool = False) -> C:
+        """Layer the defaults < config file < ``overrides`` (``None`` values ignored: flags not given).
+
+        With ``resume`` the bottom layer is the saved config of the run folder named by ``out`` (flag or file),
+        and only ``RESUMABLE`` options may differ from it.
+        """
+        layers = read_config_file(config_file, cls) if config_file is not None else {}
+        layers.update(coerce(cls, {k: v for k, v in (overrides or {}).items() if v is not None}))
+        saved = read_run_config(layers.get("out"), cls) if resume else {}
+        if resume:
+            _check_resumable(cls, saved, layers)
+        return cls.from_dict({**saved, **layers})
+
+
+def _check_resumable(cls: type[RunConfig], saved: dict[str, Any], changes: dict[str, Any]) -> None:
+    if cls.RESUMABLE is None:
+        return
+    for key, value in changes.items():
+        if key not in cls.RESUMABLE and value != saved.get(key):
+            raise ConfigError(f"{cls.flag(key)} differs from the run being resumed ({saved.get(key)!r}); "
+                              f"only {', '.join(cls.RESUMABLE)} may change on --resume")
+
+
 OPTIMIZERS = ("adamw", "adam", "sgd")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunConfig):
     """Everything that defines a training run; saved as ``config.json`` in the run folder.
 
     ``batch_size`` is per process (as in torchvision's references) when run under torchrun.
@@ -111,33 +179,38 @@ class TrainConfig:
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} must be positive when given, got {value}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        """Build from a mapping, rejecting unknown keys and converting JSON/TOML scalars."""
-        return cls(**_coerce(data))
-
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
-_FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+def _kind(f) -> str:
+    """A field's type as written (``int | None``, ``tuple[float, float]``, ``list[str]``)."""
+    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
 
 
-def _coerce(data: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(data) - set(_FIELD_TYPES))
+def _items(value: Any, item: str) -> list[Any]:
+    """A list or tuple option from a sequence or a comma-separated string, its items as ``item`` (float or str)."""
+    items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or any(isinstance(v, (bool, dict, list)) for v in items):
+        raise ValueError
+    return [float(v) for v in items] if item == "float" else [str(v) for v in items]
+
+
+def coerce(cls: type[RunConfig], data: dict[str, Any]) -> dict[str, Any]:
+    """``data``'s options converted to ``cls``'s field types; ConfigError (one sentence) for an unknown option or
+    a value of the wrong type."""
+    kinds = {f.name: _kind(f) for f in fields(cls)}
+    unknown = sorted(set(data) - set(kinds))
     if unknown:
-        raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
+        raise ConfigError(f"unknown {cls.LABEL} option(s): {', '.join(unknown)}")
     out: dict[str, Any] = {}
     for key, value in data.items():
-        kind = str(_FIELD_TYPES[key])
+        kind = kinds[key]
         if value is None:
             if "None" not in kind:
-                raise ConfigError(f"training option {key} cannot be empty")
+                raise ConfigError(f"{cls.LABEL} option {key} cannot be empty")
             out[key] = None
             continue
         try:
@@ -153,21 +226,19 @@ def _coerce(data: dict[str, Any]) -> dict[str, Any]:
                 if isinstance(value, bool):
                     raise ValueError
                 out[key] = float(value)
-            elif kind.startswith("list"):
-                items = [value] if isinstance(value, str) else value
-                if not isinstance(items, (list, tuple)):
-                    raise ValueError
-                out[key] = [str(item) for item in items]
+            elif kind.startswith(("list[", "tuple[")):
+                items = _items(value, "float" if "[float" in kind else "str")
+                out[key] = items if kind.startswith("list[") else tuple(items)
             else:
+                if isinstance(value, (dict, list, tuple)):
+                    raise ValueError
                 out[key] = str(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"training option {key} has an invalid value {value!r} (expected {kind})") from None
+            raise ConfigError(f"{cls.LABEL} option {key} has an invalid value {value!r} (expected {kind})") from None
     return out
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Options from a ``.json`` or ``.toml`` file (a flat table of TrainConfig fields), or a shipped config's name."""
-    path = config_path(path)
+def _read_table(path: Path) -> dict[str, Any]:
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(path.read_text())
@@ -179,19 +250,31 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot parse config file ({exc})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: config file must hold a table of options")
-    return _coerce(data)
+    return data
 
 
-def resolve_config(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                   base: dict[str, Any] | None = None) -> TrainConfig:
-    """Layer ``base`` (defaults if None) < config file < overrides; ``None`` overrides are ignored."""
-    merged = TrainConfig().to_dict() if base is None else TrainConfig.from_dict(base).to_dict()
-    if config_file is not None:
-        merged.update(read_config_file(config_file))
-    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return TrainConfig.from_dict(merged)
+def read_config_file(path: str | Path, cls: type[RunConfig] | None = None) -> dict[str, Any]:
+    """Options of ``cls`` (default :class:`TrainConfig`) from a ``.json`` or ``.toml`` file (a flat table), or a
+    shipped config's name."""
+    return coerce(cls or TrainConfig, _read_table(config_path(path)))
 
 
-def save_config(config: TrainConfig, path: str | Path) -> Path:
-    """Write the resolved config as JSON (loadable again with ``--config``)."""
+def read_run_config(out: str | Path | None, cls: type[RunConfig] | None = None) -> dict[str, Any]:
+    """The options saved in run folder ``out``'s config.json (the run ``--resume`` continues)."""
+    if out is None:
+        raise ConfigError("--resume needs --output DIR pointing at the run to continue")
+    path = Path(out) / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{out} holds no {CONFIG_FILE} to resume from; start a new run without --resume")
+    return coerce(cls or TrainConfig, _read_table(path))
+
+
+def resolve_config(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None, *,
+                   resume: bool = False) -> TrainConfig:
+    """:meth:`RunConfig.resolve` of a :class:`TrainConfig` (the library's and the recipes' short form)."""
+    return TrainConfig.resolve(config_file, overrides, resume=resume)
+
+
+def save_config(config: RunConfig, path: str | Path) -> Path:
+    """Write the resolved config as JSON (loadable again with ``--config``, and by ``--resume``)."""
     return write_json(path, config.to_dict())

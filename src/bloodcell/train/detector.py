@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -35,6 +35,7 @@ from bloodcell.metrics.detection import match
 from bloodcell.models import create_model, list_models
 from bloodcell.models.centernet import MODEL_NAME, MULTIPLE, CenterNet, to_input
 from bloodcell.progress import track
+from bloodcell.train.config import CONFIG_FILE, RunConfig, save_config
 from bloodcell.train.run import (
     BEST_FILE,
     STATE_FILE,
@@ -42,20 +43,21 @@ from bloodcell.train.run import (
     save_state,
     write_metrics_csv,
 )
-from bloodcell.writing import write_json
 
 STATE_FORMAT = "bloodcell-detector-state/1"
-RUN_FILES = ("config.json", "metrics.csv", STATE_FILE, BEST_FILE, "best.json")
+RUN_FILES = (CONFIG_FILE, "metrics.csv", STATE_FILE, BEST_FILE, "best.json")
 CANDIDATE_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.05, 0.951, 0.025), 3))
 CRITERIA = ("count", "f1")
-#: Options that may change when a run is resumed.
-RESUMABLE = ("manifest", "out", "data_root", "epochs", "threads", "time_budget_s")
 logger = get_logger(__name__)
 
 
 @dataclass
-class DetectorTrainConfig:
-    """Options of a detector training run (saved as the run's config.json)."""
+class DetectorTrainConfig(RunConfig):
+    """Options of a detector training run (saved as the run's config.json), resolved like the classifier's
+    (:meth:`~bloodcell.train.config.RunConfig.resolve`); a resumed run may change only ``RESUMABLE``."""
+
+    LABEL: ClassVar[str] = "detector training"
+    RESUMABLE: ClassVar[tuple[str, ...] | None] = ("manifest", "out", "data_root", "epochs", "threads", "time_budget_s")
 
     manifest: str
     out: str
@@ -88,7 +90,7 @@ class DetectorTrainConfig:
         self.scale_range = tuple(float(v) for v in self.scale_range)
         self.exclude_sources = tuple(str(v) for v in self.exclude_sources)
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
-            raise ConfigError(f"scale_range must be two positive factors, low first, got {self.scale_range}")
+            raise ConfigError(f"scale_range must be two positive factors LOW,HIGH (low first), got {self.scale_range}")
         if self.cell_size_px is not None and not 8 <= self.cell_size_px <= 256:
             raise ConfigError(f"cell_size_px must be between 8 and 256 pixels, got {self.cell_size_px}")
         if self.criterion not in CRITERIA:
@@ -108,8 +110,6 @@ class DetectorTrainConfig:
             return self.input_size
         return max(MULTIPLE, int(self.input_size * 3 / 4) // MULTIPLE * MULTIPLE)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -360,7 +360,7 @@ def fit_detector(config: DetectorTrainConfig, train: Sequence[Sample], val: Sequ
     epoch's row and checkpoint path. ``manifest_sha256`` identifies the split in the checkpoint and state."""
     run_dir = Path(run_dir)
     parts = _build(config, len(train), state)
-    write_json(run_dir / "config.json", config.to_dict())
+    save_config(config, run_dir / CONFIG_FILE)
     mean, std = parts.model.data_config.mean, parts.model.data_config.std
     started = time.monotonic()
     for epoch in range(parts.start_epoch, config.epochs + 1):

@@ -12,8 +12,6 @@ dataset's annotated ids; TXL-PBC's split is :mod:`bloodcell.workflows.detector_s
 
 from __future__ import annotations
 
-import json
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +37,6 @@ from bloodcell.progress import track
 from bloodcell.provenance import file_sha256
 from bloodcell.resources import manifest_path
 from bloodcell.train.detector import (
-    RESUMABLE,
     RUN_FILES,
     STATE_FORMAT,
     DetectorTrainConfig,
@@ -48,7 +45,7 @@ from bloodcell.train.detector import (
 )
 from bloodcell.train.run import STATE_FILE, check_run_dir, clear_run_files, load_state
 
-__all__ = ["DetectorTrainConfig", "load_split_samples", "red_cell_size", "resume_config", "train_detector",
+__all__ = ["DetectorTrainConfig", "load_split_samples", "red_cell_size", "train_detector",
            "voc_detector_split"]
 TRAIN_SPLITS = ("train", "val")
 #: A white cell's typical diameter in red-cell diameters (TXL-PBC's four sources: 1.9-2.1).
@@ -119,25 +116,6 @@ def load_split_samples(manifest: str | Path, split: str, config: DetectorTrainCo
         raise DataError(f"{manifest}: no {split} images")
     samples = [_sample(photo, config) for photo in track(photos, f"loading {split} smears", unit="images")]
     return [s for s in samples if s is not None]
-
-
-def _comparable(value: Any) -> Any:
-    return json.loads(json.dumps(value))  # tuples as lists, as config.json holds them
-
-
-def resume_config(out: str | Path, changes: dict[str, Any]) -> DetectorTrainConfig:
-    """The saved config of the run in ``out`` with ``changes`` (only ``RESUMABLE`` options may differ)."""
-    path = Path(out) / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"{out} holds no config.json to resume from; start a new run without --resume")
-    saved = json.loads(path.read_text())
-    for key, value in changes.items():
-        if value is not None and key not in RESUMABLE and _comparable(value) != saved.get(key):
-            raise ConfigError(f"--{key.replace('_', '-')} differs from the run being resumed ({saved.get(key)!r}); "
-                              f"only {', '.join(RESUMABLE)} may change on --resume")
-    known = {f.name for f in fields(DetectorTrainConfig)}
-    merged = {**saved, **{k: v for k, v in changes.items() if v is not None and k in RESUMABLE}}
-    return DetectorTrainConfig(**{k: v for k, v in merged.items() if k in known})
 
 
 def train_detector(config: DetectorTrainConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:

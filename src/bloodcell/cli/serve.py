@@ -106,7 +106,7 @@ def serve(
     if host in WILDCARD and not allowed_host:
         logger.warning("listening on all interfaces: other machines must reach it by a name given with --allowed-host")
     # Built before uvicorn starts: a wrong --model or limit fails with one sentence.
-    app = create_app(settings, bank_adapter=_bank_adapter() if store else None)
+    app = create_app(settings, **({"bank_adapter": _bank_adapter()} if store else {}))
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", timeout_graceful_shutdown=10)
 
 

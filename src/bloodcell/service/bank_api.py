@@ -67,7 +67,8 @@ class Job:
 class AdaptationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lab: str = Field(max_length=200, description="The lab whose cell bank is used (\"\": samples kept without a lab name).")
+    lab: str = Field(max_length=200,
+                     description="The lab whose cell bank is used (\"\": the samples kept without a lab name).")
 
 
 def _now() -> str:
@@ -128,8 +129,8 @@ class AdaptJobs:
             output.parent.mkdir(parents=True, exist_ok=True)
             result = self.adapter.adapt(self.store, self.model, output, lab=job.lab, actor=job.by)
             job.figures = _figures(result)
-            job.message = (f"the adapted model is {output}: start the service with --model {output} to type this "
-                           "lab's cells with it")
+            job.message = (f"the adapted model is {output}; restart the service with --model on it to type this lab's "
+                           "cells with it")
             job.state = "done"
         except (BloodcellError, OSError) as exc:
             job.message, job.state = str(exc), "failed"

@@ -28,7 +28,8 @@ UNNAMED_LAB = "this lab"
 def check_lab(lab: str) -> str:
     """``lab`` as the store keeps it (an empty name: the samples kept without one); ConfigError when too long."""
     if not isinstance(lab, str) or len(lab.strip()) > 200:
-        raise ConfigError("--lab must name the lab in at most 200 characters (\"\" for samples kept without a lab name)")
+        raise ConfigError("--lab must name the lab in at most 200 characters (\"\" for the samples kept without a "
+                          "lab name)")
     return lab.strip()
 
 

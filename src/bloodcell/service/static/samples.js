@@ -269,7 +269,8 @@ function bankView(sample) {
   const section = el("section", { class: "cell-bank", "aria-label": "the lab's cell bank" },
     el("h4", { text: `Cell bank of ${labName(bank.lab)}` }),
     el("p", { class: "hint", text: `Reviewed white cells whose type a person confirmed or corrected, from the lab's `
-      + `reviewed and signed samples: ${held}. Adapting the classifier to the lab wants about ${bank.wanted} of each type.` }),
+      + `reviewed and signed samples: ${held}. Adapting the classifier to the lab wants about ${bank.wanted} of each type.`
+      + (["reviewed", "signed"].includes(sample.status) ? "" : " This sample's cells join the bank when its review is finished.") }),
     list);
   if (may("adapt")) {
     const button = el("button", { type: "button", class: "secondary adapt-classifier", text: "Adapt the classifier to this lab" });

@@ -109,7 +109,9 @@ def test_the_sample_answer_says_how_many_more_cells_of_each_type_the_bank_needs(
     status = client.get("/v1/lab/adaptation?lab=").json()
     assert status["counts"] == bank["counts"] and not status["can_adapt"] and status["job"] is None
     assert "4 more lymphocyte" in status["why_not"] and "2 more neutrophil" in status["why_not"]
-    assert client.get("/v1/lab/adaptation?lab=", headers={"X-API-Key": KEY}).status_code == 200  # reading: the key
+    machine = client_for()
+    assert machine.get("/v1/lab/adaptation?lab=", headers={"X-API-Key": KEY}).json()["counts"] == bank["counts"]
+    assert machine.get("/v1/lab/adaptation?lab=").status_code == 401
 
 
 def test_only_a_supervisor_or_admin_with_the_csrf_token_starts_it_and_too_few_cells_are_one_sentence(client_for):

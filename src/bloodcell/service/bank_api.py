@@ -154,6 +154,7 @@ def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list
     def adaptation(request: Request, lab: str = Query("", max_length=200)) -> dict[str, Any]:
         """The lab's bank, whether adapting from it can start (else why not) and its latest job."""
         signed_in_caller(store, api_key, request)
+        lab = lab.strip()
         bank = bank_of(lab)
         job = jobs.latest(lab) if jobs is not None else None
         blocked = ("this server cannot adapt models" if jobs is None else

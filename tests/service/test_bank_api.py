@@ -129,7 +129,7 @@ def test_only_a_supervisor_or_admin_with_the_csrf_token_starts_it_and_too_few_ce
     few = _adaptation(client, {"X-CSRF-Token": csrf})
     assert few.status_code == 422 and few.json()["error"] == "too_few_cells"
     assert few.json()["message"].startswith("the cell bank of the samples kept without a lab name is too small to "
-                                            "adapt from (it holds lymphocyte 1, neutrophil 3): 2 more neutrophil, "
+                                            "adapt from (it holds lymphocyte 1, neutrophil 3): 2 more neutrophil and "
                                             "4 more lymphocyte needed")
     assert _adaptation(client, {"X-CSRF-Token": csrf}, extra=1).status_code == 422  # strict body
     admin = client_for()

@@ -133,7 +133,7 @@ def test_adapt_from_the_store_uses_the_bank_and_keeps_it_in_each_samples_audit_t
     refused = CliRunner().invoke(app, few)
     assert refused.exit_code != 0 and isinstance(refused.exception, DataError)
     assert str(refused.exception).startswith("the cell bank of lab 'Lab S' is too small to adapt from (it holds "
-                                             "lymphocyte 2, neutrophil 3): 2 more neutrophil, 3 more lymphocyte needed")
+                                             "lymphocyte 2, neutrophil 3): 2 more neutrophil and 3 more lymphocyte needed")
     assert not (tmp_path / "a.safetensors").exists()
 
     samples = _reviewed_lab(store, tmp_path, people["tia"], [{"eosinophil": 4, "lymphocyte": 4, "neutrophil": 3},
@@ -188,3 +188,16 @@ def test_cli_refuses_both_or_neither_source_in_one_sentence(tmp_path):
     for args in (out, [str(tmp_path), *out, "--store", "s.sqlite", "--lab", "L"], [*out, "--store", "s.sqlite"]):
         refused = CliRunner().invoke(app, ["adapt", *args])
         assert refused.exit_code != 0 and isinstance(refused.exception, ConfigError)
+
+
+@pytest.mark.parametrize("counts, needed", [
+    ({}, "(it holds no reviewed white cell): 5 of each of 2 types needed"),
+    ({"neutrophil": 3, "basophil": 0}, "(it holds neutrophil 3): 2 more neutrophil and 5 of another type needed"),
+    ({"neutrophil": 7, "lymphocyte": 4, "basophil": 1}, "neutrophil 7): 1 more lymphocyte needed"),
+    ({"neutrophil": 7, "lymphocyte": 5, "basophil": 1}, None),
+])
+def test_too_small_a_bank_says_how_many_more_of_which_types(counts, needed):
+    from bloodcell.workflows.bank_adapt import too_few
+
+    sentence = too_few(counts, "Lab S")
+    assert sentence == needed if needed is None else needed in sentence and sentence.count(".") == 0

@@ -36,18 +36,18 @@ def check_lab(lab: str) -> str:
 def too_few(counts: dict[str, int], lab: str) -> str | None:
     """The sentence saying how many more reviewed cells of which types adapting needs (None: enough to adapt).
 
-    Adapting needs :data:`~bloodcell.workflows.adapt.MIN_CELLS` cells of each of at least 2 types; the types
-    nearest to it are named."""
-    nearest = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:2]
-    if len(nearest) == 2 and all(n >= MIN_CELLS for _, n in nearest):
+    Adapting needs :data:`~bloodcell.workflows.adapt.MIN_CELLS` cells of each of at least 2 types; the two types
+    the bank holds most of are named (a bank of fewer types asks for cells of other types)."""
+    held = sorted((n, name) for name, n in counts.items() if n)
+    nearest = sorted(held, key=lambda item: (-item[0], item[1]))[:2]
+    if len(nearest) == 2 and all(n >= MIN_CELLS for n, _ in nearest):
         return None
-    missing = [(name, MIN_CELLS - n) for name, n in nearest if n < MIN_CELLS]
-    if len(nearest) < 2:
-        missing.append(("cells of another type", MIN_CELLS))
-    listed = ", ".join(f"{more} more {name}" for name, more in missing)
-    held = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()) if n) or "no reviewed white cell"
-    return (f"the cell bank of {_named(lab)} is too small to adapt from (it holds {held}): {listed} needed "
-            f"(at least {MIN_CELLS} reviewed cells of each of at least 2 types; about 10 of every type is better)")
+    missing = [f"{MIN_CELLS - n} more {name}" for n, name in nearest if n < MIN_CELLS]
+    missing += {0: [], 1: [f"{MIN_CELLS} of another type"], 2: [f"{MIN_CELLS} of each of 2 types"]}[2 - len(nearest)]
+    listed = ", ".join(f"{name} {n}" for n, name in sorted(held, key=lambda item: item[1])) or "no reviewed white cell"
+    return (f"the cell bank of {_named(lab)} is too small to adapt from (it holds {listed}): {' and '.join(missing)} "
+            f"needed (at least {MIN_CELLS} reviewed cells of each of at least 2 types; about 10 of every type is "
+            "better)")
 
 
 def _named(lab: str) -> str:

@@ -58,3 +58,28 @@ def reset_postgres(url: str) -> None:
         connection.execute(text("CREATE SCHEMA public"))
         connection.execute(text("DROP FUNCTION IF EXISTS bloodcell_audit_append_only() CASCADE"))
     engine.dispose()
+
+
+def bank_doc(folder, sample_id: str, cells: list[tuple[str, tuple[int, int, int]]], seed: int = 0) -> SampleResult:
+    """A counted sample of one photo whose white cells are 20-px squares of the given colours on a grey slide,
+    each called (by the counter) as the given type: a sample whose cells a reviewer then confirms or corrects."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    width = 30 * len(cells) + 10
+    array = np.full((40, width, 3), 205, np.int16) + rng.integers(-6, 7, (40, width, 3))
+    boxes, types = [], {}
+    for k, (name, colour) in enumerate(cells):
+        x = 10 + 30 * k
+        array[10:30, x:x + 20] = np.array(colour) + rng.integers(-15, 16, (20, 20, 3))
+        boxes.append({"label": "WBC", "score": 0.9, "x1": float(x), "y1": 10.0, "x2": float(x + 20), "y2": 30.0,
+                      "wbc_type": name, "confidence": 0.9})
+        types[name] = types.get(name, 0) + 1
+    path = folder / f"{sample_id}.png"
+    Image.fromarray(np.clip(array, 0, 255).astype("uint8")).save(path)
+    counts = {"RBC": 0, "WBC": len(cells), "Platelets": 0}
+    return SampleResult.model_validate({
+        "sample_id": sample_id, "errors": [],
+        "images": [{"path": str(path), "boxes": boxes, "referred": [], "counts": counts, "wbc_types": types}],
+        "sample": {"images": 1, "counts": counts, "wbc_types": types, "wbc_classified": len(cells), "wbc_referred": 0}})

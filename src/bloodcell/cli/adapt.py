@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -10,16 +11,35 @@ from bloodcell.outputs import check_output_file
 
 
 def adapt(
-    cells: Path = typer.Argument(..., help="Folder of your lab's labelled cells: CELLS/<class>/<images>, a few per class (it says when there are too few); classes may be a subset of the model's."),
+    cells: Optional[Path] = typer.Argument(None, help="Folder of your lab's labelled cells: CELLS/<class>/<images>, a few per class (it says when there are too few); classes may be a subset of the model's. Not with --store."),
     output: Path = typer.Option(..., "--output", "-o", help="Adapted checkpoint to write (.safetensors); use it with --model."),
     model: str = typer.Option("pbc8", "--model", "-m", help="Bundled model name or .safetensors checkpoint to adapt."),
+    store: Optional[str] = typer.Option(None, "--store", help="Adapt from the lab's cell bank in this sample store (an SQLite file or a postgresql:// URL): the white cells of its reviewed and signed samples whose class a person confirmed or corrected; each sample used keeps the adaptation in its audit trail. Needs --lab."),
+    lab: Optional[str] = typer.Option(None, "--lab", help="With --store: the lab whose cell bank is used (\"\" for samples kept without a lab name)."),
     seed: int = typer.Option(0, help="Seed of the cross-validation folds."),
 ) -> None:
     """Adapt a model to your lab from a few labelled cells, and say how well it then does there."""
-    from bloodcell.workflows.adapt import adapt as run_adapt
+    from bloodcell.errors import ConfigError
 
+    if (cells is None) == (store is None):
+        raise ConfigError("give CELLS (a folder of labelled cells) or --store with --lab, one of the two")
+    if (store is None) != (lab is None):
+        raise ConfigError("--store and --lab go together: the lab whose cell bank in the store is used")
     check_output_file(output, (".safetensors",), "adapted checkpoint")
-    result = run_adapt(model, cells, output, seed=seed)
+    if store is None:
+        from bloodcell.workflows.adapt import adapt as run_adapt
+
+        result = run_adapt(model, cells, output, seed=seed)
+    else:
+        from bloodcell.store.components import system_account
+        from bloodcell.store.database import open_store
+        from bloodcell.workflows.bank_adapt import adapt_from_bank
+
+        kept = open_store(store)
+        try:
+            result = adapt_from_bank(kept, model, output, lab=lab, actor=system_account(), seed=seed)
+        finally:
+            kept.close()
     fit = result.fit
     counts = ", ".join(f"{name} {n}" for name, n in result.cells.items())
     typer.echo(f"adapted on {sum(result.cells.values())} cells ({counts}) -> {result.path}")

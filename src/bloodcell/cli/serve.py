@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -63,6 +64,7 @@ def serve(
     allowed_host: Optional[list[str]] = typer.Option(None, "--allowed-host", help="A host name clients may use to reach the server (repeatable; *.lab.org for sub-domains, * for any); the bound address and localhost are always allowed."),
     cors_origin: Optional[list[str]] = typer.Option(None, "--cors-origin", help="Another site whose pages may call the API, e.g. https://lims.lab.org (repeatable; default: only the service's own page)."),
     store: Optional[str] = typer.Option(None, "--store", help="Serve this sample store too (an SQLite file or a postgresql:// URL): sign-in, /v1/samples, decisions, sign-off, exports."),
+    models_dir: Optional[Path] = typer.Option(None, "--models-dir", help="With --store: the folder a supervisor's \"Adapt\" button writes the classifier adapted from the lab's cell bank to (without it the button says so)."),
 ) -> None:
     """Serve the HTTP API (/v1/classify, /v1/count, /docs, /metrics) and the web page at /.
 
@@ -93,7 +95,8 @@ def serve(
     options = {"refer_below": refer_below, "detector": detector}
     hosts = tuple(dict.fromkeys([*LOCAL_HOSTS, *([host] if host not in WILDCARD else []), *(allowed_host or [])]))
     settings = ServiceSettings(model=model, engine=engine.value, threads=threads, api_key=api_key or None, limits=limits,
-                               allowed_hosts=hosts, cors_origins=tuple(cors_origin or ()), store=store, **options)
+                               allowed_hosts=hosts, cors_origins=tuple(cors_origin or ()), store=store,
+                               models_dir=str(models_dir) if models_dir else None, **options)
     if threads:
         import torch
 
@@ -103,5 +106,13 @@ def serve(
     if host in WILDCARD and not allowed_host:
         logger.warning("listening on all interfaces: other machines must reach it by a name given with --allowed-host")
     # Built before uvicorn starts: a wrong --model or limit fails with one sentence.
-    app = create_app(settings)
+    app = create_app(settings, **({"bank_adapter": _bank_adapter()} if store else {}))
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", timeout_graceful_shutdown=10)
+
+
+def _bank_adapter():
+    """The adapt workflow the service's supervisor button runs (the service sits below the workflows)."""
+    from bloodcell.service.bank_api import BankAdapter
+    from bloodcell.workflows.bank_adapt import adapt_from_bank, too_few
+
+    return BankAdapter(too_few=too_few, adapt=adapt_from_bank)

@@ -74,6 +74,7 @@ from bloodcell.service.schemas import (
     ReviewResponse,
     SmearImageResult,
 )
+from bloodcell.service.bank_api import AdaptJobs, BankAdapter, add_bank_routes
 from bloodcell.service.gallery_api import add_gallery_routes, check_keepable, keep_counted
 from bloodcell.service.samples_api import (COOKIE, CSRF_HEADER, OWN_AUTH_PREFIXES, add_sample_store_routes,
                                            signed_in_caller)
@@ -86,6 +87,7 @@ from bloodcell.smear.schema import PhotoCount, SampleResult
 from bloodcell.smear.typing import typing_summary
 from bloodcell.store.database import Store, open_store
 from bloodcell.smear.detectors import describe_detector, resolve_detector
+from bloodcell.weights import resolve
 
 logger = get_logger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -167,6 +169,7 @@ def create_app(
     classifier: Any = None,
     count_image: Callable[..., dict[str, Any]] | None = None,
     access_log: TextIO | None = None,
+    bank_adapter: BankAdapter | None = None,
 ) -> FastAPIOffline:
     """Build the app from ``settings`` (default: :class:`ServiceSettings` defaults).
 
@@ -175,7 +178,8 @@ def create_app(
     (:func:`bloodcell.smear.counting.count_photos`): it has the signature of
     :func:`bloodcell.smear.counting.count_image` (default: that function, with its default detector) and is
     called as ``count_image(image, classifier=..., refer_below=settings.refer_below)``.
-    ``access_log`` is where JSON access lines go (default stderr).
+    ``access_log`` is where JSON access lines go (default stderr). ``bank_adapter``: how the lab's classifier is
+    adapted from its cell bank in the store (``bloodcell serve`` hands the workflow down; None: not offered).
     """
     settings = settings or ServiceSettings()
     limits = settings.limits
@@ -221,6 +225,10 @@ def create_app(
         store = app.state.service.store = open_store(settings.store)
         add_sample_store_routes(app, store, settings.api_key, reviewer_classes(classifier.class_names))
         add_gallery_routes(app, store, settings.api_key)
+        jobs = None if bank_adapter is None else AdaptJobs(
+            store, bank_adapter, getattr(classifier, "source", None) or str(resolve(settings.model)),
+            Path(settings.models_dir) if settings.models_dir else None)
+        add_bank_routes(app, store, settings.api_key, white_cell_types(classifier.class_names), jobs)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_upload_bytes, timeout_s=limits.body_timeout_s)
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)

@@ -75,7 +75,8 @@ class ServiceSettings:
     ``cors_origins``: other origins (``https://lims.lab.org``) whose pages may call the API; none by
     default, so only pages the service serves itself may send it a POST.
     ``store`` (an SQLite file or a postgresql:// URL) adds the sample store's endpoints (``/v1/session``,
-    ``/v1/samples``), which check their own callers.
+    ``/v1/samples``), which check their own callers. ``models_dir``: where a supervisor's button writes the
+    classifier adapted from the lab's cell bank (None: the button is refused, saying so).
     """
 
     model: str | None = None
@@ -88,6 +89,7 @@ class ServiceSettings:
     allowed_hosts: tuple[str, ...] = LOCAL_HOSTS
     cors_origins: tuple[str, ...] = ()
     store: str | None = None
+    models_dir: str | None = None
 
     def __post_init__(self) -> None:
         check_origin_settings(self.allowed_hosts, self.cors_origins)

@@ -1,6 +1,7 @@
 """People and roles: argon2-hashed passwords (pwdlib), no default password, every change audited.
 
-technician: count and review; supervisor: also sign off and reopen; admin: manage users. The first
+technician: count and review; supervisor: also sign off and reopen; admin: manage users. A supervisor or an
+admin may adapt the lab's classifier from its cell bank. The first
 user of a store must be an admin and is created without signing in (from the command line); every
 later user is added by a signed-in admin.
 """
@@ -23,11 +24,12 @@ MIN_PASSWORD = 10
 #: What each role may do.
 PERMISSIONS = {
     "technician": {"count", "review"},
-    "supervisor": {"count", "review", "sign"},
-    "admin": {"users", "settings"},
+    "supervisor": {"count", "review", "sign", "adapt"},
+    "admin": {"users", "settings", "adapt"},
 }
 _WHAT = {"count": "record counts", "review": "review cells", "sign": "sign off or reopen a sample",
-         "users": "manage users", "settings": "change the lab's settings"}
+         "users": "manage users", "settings": "change the lab's settings",
+         "adapt": "adapt the lab's classifier"}
 _HASHER = PasswordHash.recommended()
 #: Verified against for unknown names, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = _HASHER.hash("no user has this password")

@@ -94,11 +94,13 @@ def _guard_with_lab(guard: OODGuard | None, pixels: np.ndarray, features: np.nda
     return {**merged.to_dict(), "version": GUARD_VERSION}
 
 
-def adapt(model: str | Path, cells_dir: str | Path, out: str | Path, seed: int = 0) -> Adaptation:
-    """Adapt ``model`` (bundled name or .safetensors) to the lab of ``cells_dir`` and write ``out``."""
+def adapt(model: str | Path, cells_dir: str | Path | Cells, out: str | Path, seed: int = 0,
+          lab: str | None = None) -> Adaptation:
+    """Adapt ``model`` (bundled name or .safetensors) to the lab of ``cells_dir`` (a folder, or cells already read,
+    e.g. a lab's cell bank in the store) and write ``out``; ``lab`` names the lab (default: the folder's name)."""
     checkpoint = load_checkpoint(model)
     classifier = Classifier.from_checkpoint(checkpoint)
-    cells = folder_cells(cells_dir)
+    cells = cells_dir if isinstance(cells_dir, Cells) else folder_cells(cells_dir)
     counts = check_cells(cells, checkpoint.class_names)
     pixels, features = view_features(classifier, cells.images)
     head = classifier_layer(checkpoint.model)
@@ -108,7 +110,7 @@ def adapt(model: str | Path, cells_dir: str | Path, out: str | Path, seed: int =
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(fit.weight).reshape(head.weight.shape))
         head.bias.copy_(torch.from_numpy(fit.bias))
-    lab = Path(cells_dir).resolve().name
+    lab = lab or Path(cells_dir).resolve().name
     extra: dict[str, Any] = {k: checkpoint.meta[k] for k in _KEPT if k in checkpoint.meta}
     extra["adaptation"] = {"lab": lab, "cells": counts, "cv_accuracy": fit.cv_accuracy, "folds": fit.folds,
                            "cv_accuracy_before": fit.cv_accuracy_before, "strength": fit.strength,

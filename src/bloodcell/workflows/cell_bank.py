@@ -2,7 +2,8 @@
 
 ``bloodcell review apply ... --bank BANK`` adds a reviewed sample's ``cells/<type>/`` to ``BANK/<type>/``
 (a file already there is never overwritten: a name taken gets ``_2``, ``_3``...), and says how many more
-reviewed cells of each type the bank needs before ``bloodcell adapt BANK`` (:data:`WANTED` per type).
+reviewed cells of each type the bank needs before ``bloodcell adapt BANK`` (:data:`WANTED` per type). A lab with a
+sample store has its bank there, without a folder (:mod:`bloodcell.store.cell_bank`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from pathlib import Path
 
 from bloodcell.data.images import class_folder_images, class_folders, image_files
 from bloodcell.errors import OutputError
+from bloodcell.store.cell_bank import WANTED, still_needed
 from bloodcell.writing import output_name, write_failed
 
-#: Reviewed cells per type a bank should hold before adapting (about 10 per type: see the README's "new lab").
-WANTED = 10
+__all__ = ["WANTED", "add_to_bank", "bank_counts", "still_needed"]
 
 
 def add_to_bank(cells: Path, bank: Path) -> dict[str, int]:
@@ -41,7 +42,3 @@ def bank_counts(bank: Path) -> dict[str, int]:
         return {}
     return dict(Counter(cell_type for _, cell_type in class_folder_images(bank)))
 
-
-def still_needed(counts: dict[str, int], wanted: int = WANTED) -> dict[str, int]:
-    """How many more reviewed cells each type in the bank needs to reach ``wanted``."""
-    return {name: wanted - n for name, n in counts.items() if n < wanted}

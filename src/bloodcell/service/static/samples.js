@@ -10,9 +10,10 @@ const STATUS_WORDS = {
   reviewed: "awaiting sign-off",
   signed: "signed",
 };
-const MAY = { technician: ["count", "review"], supervisor: ["count", "review", "sign"], admin: [] };
+const MAY = { technician: ["count", "review"], supervisor: ["count", "review", "sign", "adapt"], admin: ["adapt"] };
+const ADAPT_POLL_MS = 2000; // how often the page asks how a running adapting job is doing
 const FULL_DIFFERENTIAL = 100; // white cells a manual differential is read from
-const store = { user: null, csrf: null, sample: null, photos: new Map() };
+const store = { user: null, csrf: null, sample: null, photos: new Map(), adaptPoll: null };
 
 class StoreError extends Error {
   constructor(status, message) { super(message); this.status = status; }
@@ -159,6 +160,7 @@ async function openSample(id) {
 }
 
 function closeSample() {
+  clearTimeout(store.adaptPoll);
   store.sample = null;
   forgetReview();
   $("sample-view").replaceChildren();
@@ -249,6 +251,76 @@ function sampleTables(sample) {
   return el("div", {}, el("div", { class: "sample-tables" }, counts, differential), few);
 }
 
+// ---- the lab's cell bank: how many more reviewed cells of each type adapting needs; a supervisor's button ----
+
+function labName(lab) { return lab ? `lab ${lab}` : "this lab"; }
+
+function bankWords(bank) {
+  const held = Object.entries(bank.counts).map(([type, n]) => `${type} ${n}`).join(", ");
+  const needed = Object.entries(bank.needed).map(([type, n]) => `${n} more ${type} needed`);
+  return { held: held || "no reviewed white cell yet", needed };
+}
+
+function bankView(sample) {
+  const bank = sample.bank;
+  const { held, needed } = bankWords(bank);
+  const list = needed.length ? el("ul", { class: "bank-needed" }, ...needed.map((text) => el("li", { text })))
+    : el("p", { class: "hint", text: `Every type has ${bank.wanted} reviewed cells or more: enough to adapt.` });
+  const section = el("section", { class: "cell-bank", "aria-label": "the lab's cell bank" },
+    el("h4", { text: `Cell bank of ${labName(bank.lab)}` }),
+    el("p", { class: "hint", text: `Reviewed white cells whose type a person confirmed or corrected, from the lab's `
+      + `reviewed and signed samples: ${held}. Adapting the classifier to the lab wants about ${bank.wanted} of each type.`
+      + (["reviewed", "signed"].includes(sample.status) ? "" : " This sample's cells join the bank when its review is finished.") }),
+    list);
+  if (may("adapt")) {
+    const button = el("button", { type: "button", class: "secondary adapt-classifier", text: "Adapt the classifier to this lab" });
+    button.addEventListener("click", () => startAdapting(bank.lab));
+    section.append(el("div", { class: "export-buttons" }, button), el("p", { class: "adapt-status", role: "status", "aria-live": "polite" }));
+    showAdaptation(bank.lab);
+  }
+  return section;
+}
+
+function adaptationWords(answer) {
+  const job = answer.job;
+  if (!job) return answer.can_adapt ? "" : `Not yet: ${answer.why_not}.`;
+  if (job.state === "running") return `Adapting, started by ${job.by} at ${when(job.started_at)}…`;
+  if (job.state === "failed") return `Adapting failed: ${sentence(job.message)}`;
+  const f = job.figures;
+  const cells = Object.values(f.cells).reduce((a, b) => a + b, 0);
+  return `Adapted by ${job.by} on ${cells} cells: ${percent(f.cv_accuracy)} right in ${f.folds}-fold cross-validation `
+    + `(${percent(f.cv_accuracy_before)} before). ${sentence(job.message)}`;
+}
+
+async function showAdaptation(lab) {
+  clearTimeout(store.adaptPoll);
+  let answer;
+  try {
+    answer = await api("GET", `/v1/lab/adaptation?lab=${encodeURIComponent(lab)}`);
+  } catch (err) {
+    refusal(err);
+    return;
+  }
+  const status = document.querySelector(".adapt-status");
+  const button = document.querySelector(".adapt-classifier");
+  if (!status || store.sample?.bank.lab !== lab) return; // another sample is open now
+  const state = answer.job?.state;
+  status.textContent = adaptationWords(answer);
+  status.className = `adapt-status ${state || "idle"}`;
+  button.disabled = state === "running" || !answer.can_adapt;
+  if (state === "running") store.adaptPoll = setTimeout(() => showAdaptation(lab), ADAPT_POLL_MS);
+}
+
+async function startAdapting(lab) {
+  storeMessage("");
+  try {
+    await api("POST", "/v1/lab/adaptation", { lab });
+  } catch (err) {
+    refusal(err);
+  }
+  await showAdaptation(lab);
+}
+
 function renderKept() {
   const sample = store.sample;
   const editable = sample.status !== "signed" && may("review");
@@ -279,7 +351,7 @@ function renderKept() {
     el("h3", {}, el("span", { text: `Sample ${sample.sample_id}` }), badge(sample.status)),
     el("p", { class: "made", text: `${made.join("; ")}.` }),
     sampleTables(sample), actions, el("p", { class: "hint", text: note }),
-    galleryView(sample, editable), photosView(sample, editable)));
+    galleryView(sample, editable), bankView(sample), photosView(sample, editable)));
   $("sample-list").replaceChildren();
   restoreSelection();
 }

@@ -1,0 +1,211 @@
+"""The lab's cell bank over HTTP (issue 26 item 4): the sample answer says how many more reviewed cells of each type
+are needed; a supervisor (or admin) starts adapting the classifier from the bank as a background job the page
+polls (one per lab at a time), refused for other roles, without the CSRF token, with too few cells or without a
+models folder; a tiny real adapt writes the model to the models folder and audits each sample used."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from bloodcell.service.app import create_app
+from bloodcell.service.bank_api import BankAdapter
+from bloodcell.service.settings import ServiceSettings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
+from store_helpers import PASSWORDS, bank_doc  # noqa: E402
+
+KEY = "machine-key-for-tests"
+COLOURS = {"basophil": (120, 60, 160), "eosinophil": (220, 120, 90), "lymphocyte": (70, 70, 180),
+           "neutrophil": (170, 120, 190)}
+
+
+def _real_adapter() -> BankAdapter:
+    from bloodcell.workflows.bank_adapt import adapt_from_bank, too_few
+
+    return BankAdapter(too_few=too_few, adapt=adapt_from_bank)
+
+
+@pytest.fixture()
+def client_for(store_path, tiny_classifier, tmp_path):
+    clients = []
+
+    def make(adapter: BankAdapter | None = None, models_dir: Path | None = tmp_path / "models") -> TestClient:
+        settings = ServiceSettings(store=str(store_path), api_key=KEY,
+                                   models_dir=str(models_dir) if models_dir else None)
+        app = create_app(settings, classifier=tiny_classifier, bank_adapter=adapter or _real_adapter())
+        client = TestClient(app, raise_server_exceptions=False, base_url="http://localhost")
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def _sign_in(client: TestClient, name: str) -> str:
+    response = client.post("/v1/session", json={"name": name, "password": PASSWORDS[name]})
+    assert response.status_code == 200, response.text
+    return response.json()["csrf_token"]
+
+
+def _review_all(client: TestClient, csrf: str, sample_id: str) -> None:
+    """Confirm every white cell of the sample as called, and finish its review."""
+    sample = client.get(f"/v1/samples/{sample_id}").json()
+    version = sample["version"]
+    for cell in sample["cells"]:
+        if cell["label"] == "WBC":
+            answer = client.post(f"/v1/samples/{sample_id}/decisions", headers={"X-CSRF-Token": csrf},
+                                 json={"cell_id": cell["id"], "action": "confirm", "version": version})
+            assert answer.status_code == 200, answer.text
+            version = answer.json()["version"]
+    assert client.post(f"/v1/samples/{sample_id}/finish", headers={"X-CSRF-Token": csrf},
+                       json={"version": version}).status_code == 200
+
+
+def _keep_bank_samples(store_path, tmp_path, per_sample: list[dict[str, int]]) -> list[str]:
+    """Counted samples (no lab name, as the page keeps them) whose white cells have the given types' colours."""
+    from bloodcell.store.database import open_store
+    from bloodcell.store.samples import record_count
+
+    store, names = open_store(store_path), []
+    with store.session() as session:
+        for k, types in enumerate(per_sample):
+            cells = [(name, COLOURS[name]) for name, n in types.items() for _ in range(n)]
+            record_count(session, store.photos, bank_doc(tmp_path / "bank", f"B-{k + 1}", cells, seed=k), "tia")
+            names.append(f"B-{k + 1}")
+    store.close()
+    return names
+
+
+def _adaptation(client, headers=None, **body):
+    return client.post("/v1/lab/adaptation", headers=headers or {}, json={"lab": "", **body})
+
+
+def _wait_for(client, state="running", seconds=180.0) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        answer = client.get("/v1/lab/adaptation?lab=").json()
+        if answer["job"] and answer["job"]["state"] != state:
+            return answer
+        assert time.monotonic() < deadline, f"the job is still {state}: {answer}"
+        time.sleep(0.2)
+
+
+def test_the_sample_answer_says_how_many_more_cells_of_each_type_the_bank_needs(client_for):
+    client = client_for()
+    csrf = _sign_in(client, "tia")
+    bank = client.get("/v1/samples/S-001").json()["bank"]
+    assert bank == {"lab": "", "wanted": 10, "counts": dict.fromkeys(COLOURS, 0), "needed": dict.fromkeys(COLOURS, 10)}
+    _review_all(client, csrf, "S-001")  # 3 neutrophils and a lymphocyte confirmed
+    bank = client.get("/v1/samples/S-001").json()["bank"]
+    assert bank["counts"] == {"basophil": 0, "eosinophil": 0, "lymphocyte": 1, "neutrophil": 3}
+    assert bank["needed"] == {"basophil": 10, "eosinophil": 10, "lymphocyte": 9, "neutrophil": 7}
+    status = client.get("/v1/lab/adaptation?lab=").json()
+    assert status["counts"] == bank["counts"] and not status["can_adapt"] and status["job"] is None
+    assert "4 more lymphocyte" in status["why_not"] and "2 more neutrophil" in status["why_not"]
+    machine = client_for()
+    assert machine.get("/v1/lab/adaptation?lab=", headers={"X-API-Key": KEY}).json()["counts"] == bank["counts"]
+    assert machine.get("/v1/lab/adaptation?lab=").status_code == 401
+
+
+def test_only_a_supervisor_or_admin_with_the_csrf_token_starts_it_and_too_few_cells_are_one_sentence(client_for):
+    client = client_for()
+    _review_all(client, _sign_in(client, "tia"), "S-001")
+    tia = _adaptation(client, {"X-CSRF-Token": _sign_in(client, "tia")})
+    assert tia.status_code == 403 and tia.json()["message"] == ("tia is a technician: only a supervisor or admin may "
+                                                                "adapt the lab's classifier")
+    csrf = _sign_in(client, "sam")
+    forged = _adaptation(client, {"X-CSRF-Token": "forged"})
+    assert forged.status_code == 403 and "CSRF token" in forged.json()["message"]
+    machine = client_for()
+    keyed = _adaptation(machine, {"X-API-Key": KEY})
+    assert keyed.status_code == 401 and "signed-in person" in keyed.json()["message"]
+    few = _adaptation(client, {"X-CSRF-Token": csrf})
+    assert few.status_code == 422 and few.json()["error"] == "too_few_cells"
+    assert few.json()["message"].startswith("the cell bank of the samples kept without a lab name is too small to "
+                                            "adapt from (it holds lymphocyte 1, neutrophil 3): 2 more neutrophil and "
+                                            "4 more lymphocyte needed")
+    assert _adaptation(client, {"X-CSRF-Token": csrf}, extra=1).status_code == 422  # strict body
+    admin = client_for()
+    refused = _adaptation(admin, {"X-CSRF-Token": _sign_in(admin, "ada")})
+    assert refused.status_code == 422 and refused.json()["error"] == "too_few_cells"  # an admin may; the bank is small
+    no_folder = client_for(models_dir=None)
+    answer = _adaptation(no_folder, {"X-CSRF-Token": _sign_in(no_folder, "sam")})
+    assert answer.status_code == 503 and "--models-dir" in answer.json()["message"]
+
+
+def test_one_job_per_lab_at_a_time_and_a_failed_job_says_why(client_for, store_path, tmp_path):
+    from bloodcell.errors import DataError
+
+    release, calls = threading.Event(), []
+
+    def slow(store, model, output, *, lab, actor):
+        calls.append((lab, actor, output))
+        release.wait(30)
+        raise DataError("the stored photo of cell 3 was changed on disk")
+
+    client = client_for(BankAdapter(too_few=lambda counts, lab: None, adapt=slow))
+    csrf = _sign_in(client, "sam")
+    started = _adaptation(client, {"X-CSRF-Token": csrf})
+    assert started.status_code == 202 and started.json()["state"] == "running" and started.json()["by"] == "sam"
+    again = _adaptation(client, {"X-CSRF-Token": csrf})
+    assert again.status_code == 409 and "wait for that job to finish" in again.json()["message"]
+    assert client.get("/v1/lab/adaptation?lab=").json()["job"]["state"] == "running"
+    release.set()
+    job = _wait_for(client)["job"]
+    assert job["state"] == "failed" and job["message"] == "the stored photo of cell 3 was changed on disk"
+    lab, actor, output = calls[0]
+    assert (lab, actor) == ("", "sam") and output.parent == tmp_path / "models"
+    assert output.name.startswith("lab-adapted-") and output.suffix == ".safetensors"
+
+
+def test_a_supervisor_adapts_the_classifier_from_the_bank_into_the_models_folder(client_for, store_path, tmp_path):
+    from bloodcell.inference.predictor import load
+
+    samples = _keep_bank_samples(store_path, tmp_path, [{"basophil": 3, "eosinophil": 3}, {"basophil": 2, "eosinophil": 3}])
+    client = client_for()
+    tia = _sign_in(client, "tia")
+    for sample_id in samples:
+        _review_all(client, tia, sample_id)
+    csrf = _sign_in(client, "sam")
+    assert client.get("/v1/lab/adaptation?lab=").json()["can_adapt"]
+    started = _adaptation(client, {"X-CSRF-Token": csrf})
+    assert started.status_code == 202, started.text
+    job = _wait_for(client)["job"]
+    assert job["state"] == "done", job
+    assert job["figures"]["cells"] == {"basophil": 5, "eosinophil": 6} and 0 <= job["figures"]["cv_accuracy"] <= 1
+    assert job["figures"]["without_cells"] == ["lymphocyte", "neutrophil"]
+    written = tmp_path / "models" / job["model"]
+    assert written.is_file() and str(written) in job["message"]
+    assert load(written).class_names == load(client.app.state.service.classifier.source).class_names
+    for sample_id in samples:
+        audit = client.get(f"/v1/samples/{sample_id}/audit").json()
+        entry = next(e for e in audit if e["action"] == "adapt_classifier")
+        assert entry["actor"] == "sam" and entry["target"] == f"classifier:{job['model']}"
+        assert len(entry["after"]["cells"]) == (6 if sample_id == "B-1" else 5)
+    assert "adapt_classifier" not in [e["action"] for e in client.get("/v1/samples/S-001/audit").json()]
+
+
+def test_serve_hands_the_adapt_workflow_and_the_models_folder_to_a_store_service(monkeypatch, tmp_path):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    import bloodcell.service.app as service_app
+    from bloodcell.cli.main import app
+    from bloodcell.workflows.bank_adapt import adapt_from_bank, too_few
+
+    built = []
+    monkeypatch.setattr(service_app, "create_app", lambda settings, **kw: built.append((settings, kw)))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    flags = ["serve", "--store", str(tmp_path / "lab.sqlite"), "--models-dir", str(tmp_path / "models")]
+    result = CliRunner().invoke(app, flags, env={"BLOODCELL_API_KEY": ""})
+    assert result.exit_code == 0, result.output
+    (settings, kwargs), = built
+    assert settings.models_dir == str(tmp_path / "models")
+    assert kwargs["bank_adapter"] == BankAdapter(too_few=too_few, adapt=adapt_from_bank)

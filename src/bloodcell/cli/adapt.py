@@ -1,4 +1,4 @@
-"""``bloodcell adapt``: fit a model to your lab from a few labelled cells (wiring only)."""
+"""``bloodcell adapt``: fit a model to your lab from a few labelled cells, or from its unlabelled cells (wiring only)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,30 @@ from pathlib import Path
 
 import typer
 
+from bloodcell.errors import DataError
 from bloodcell.outputs import check_output_file
 
 
 def adapt(
-    cells: Path = typer.Argument(..., help="Folder of your lab's labelled cells: CELLS/<class>/<images>, a few per class (it says when there are too few); classes may be a subset of the model's."),
+    cells: Path | None = typer.Argument(None, help="Folder of your lab's labelled cells: CELLS/<class>/<images>, a few per class (it says when there are too few); classes may be a subset of the model's."),
     output: Path = typer.Option(..., "--output", "-o", help="Adapted checkpoint to write (.safetensors); use it with --model."),
     model: str = typer.Option("pbc8", "--model", "-m", help="Bundled model name or .safetensors checkpoint to adapt."),
+    unlabelled: Path | None = typer.Option(None, "--unlabelled", help="Instead of labelled cells: a folder of your lab's white-cell images, no labels (at least 20)."),
+    counted: Path | None = typer.Option(None, "--counted", help="Instead of labelled cells: the output folder of `bloodcell count` (one sample, or a folder of samples); their typed white cells, no labels."),
     seed: int = typer.Option(0, help="Seed of the cross-validation folds."),
 ) -> None:
-    """Adapt a model to your lab from a few labelled cells, and say how well it then does there."""
+    """Adapt a model to your lab from a few labelled cells (or, with --unlabelled/--counted, from its unlabelled
+    cells), and say how well it then does there."""
+    given = [name for name, value in (("CELLS", cells), ("--unlabelled", unlabelled), ("--counted", counted)) if value]
+    if len(given) != 1:
+        raise DataError("give one of CELLS (labelled cells), --unlabelled DIR or --counted DIR"
+                        + (f", not {' and '.join(given)}" if given else ""))
+    check_output_file(output, (".safetensors",), "adapted checkpoint")
+    if cells is None:
+        _adapt_unlabelled(model, unlabelled, counted, output)
+        return
     from bloodcell.workflows.adapt import adapt as run_adapt
 
-    check_output_file(output, (".safetensors",), "adapted checkpoint")
     result = run_adapt(model, cells, output, seed=seed)
     fit = result.fit
     counts = ", ".join(f"{name} {n}" for name, n in result.cells.items())
@@ -36,3 +47,25 @@ def adapt(
                    "(not adapted to your lab); give cells of every type your lab sees", err=True)
     if fit.cv_accuracy < fit.cv_accuracy_before:
         typer.echo("adapting did not help on these cells: keep the original model, or add more cells", err=True)
+
+
+def _adapt_unlabelled(model: str, unlabelled: Path | None, counted: Path | None, output: Path) -> None:
+    from bloodcell.workflows.adapt_unlabelled import adapt_unlabelled, counted_cells, unlabelled_cells
+
+    folder = unlabelled or counted
+    cells = unlabelled_cells(folder) if unlabelled else counted_cells(folder)
+    for path, reason in cells.skipped:
+        typer.echo(f"skipped {path}: {reason}", err=True)
+    result = adapt_unlabelled(model, cells, output, Path(folder).resolve().name,
+                              "unlabelled folder" if unlabelled else "counted samples")
+    decision = result.decision
+    if decision.weight is None:
+        why = "; ".join(f"at weight {c.weight}: {', '.join(c.reasons)}" for c in decision.candidates)
+        typer.echo(f"kept the unadapted model: re-estimating its batch-norm statistics on {result.cells} cells would "
+                   f"not clearly help ({why}); wrote it, with this record, to {result.path}")
+        return
+    chosen = next(c for c in decision.candidates if c.weight == decision.weight)
+    typer.echo(f"adapted without labels on {result.cells} cells (batch-norm statistics, weight {decision.weight}) -> "
+               f"{result.path}; mean entropy {chosen.statistics['mean_entropy']:.3f} against "
+               f"{decision.before['mean_entropy']:.3f} unadapted, {chosen.statistics['agreement']:.0%} of the calls "
+               "unchanged. Its accuracy on your lab is not measured: check it on reviewed cells (`bloodcell evaluate`)")

@@ -155,3 +155,28 @@ def test_bad_input_is_one_sentence(model, tmp_path, files, message):
     both = CliRunner().invoke(app, ["adapt", str(lab), "--model", str(model), "--unlabelled", str(lab), "-o",
                                     str(tmp_path / "x.safetensors")])
     assert isinstance(both.exception, DataError) and "not CELLS and --unlabelled" in str(both.exception)
+
+
+def test_cli_adapts_from_the_typed_white_cells_of_counted_samples(tmp_path):
+    """``--counted``: the white cells ``bloodcell count`` typed, cut from the sample's photos (no label used)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_review_workflow import PBC8, _smear
+
+    torch.manual_seed(0)
+    net = create_model("resnet18", num_classes=8, class_names=PBC8, input_size=32)  # has batch norm
+    model = save_checkpoint(tmp_path / "r18.safetensors", net, CheckpointMeta(model_name="resnet18",
+                                                                              data_config=net.data_config))
+    photos = tmp_path / "samples" / "S-1"
+    photos.mkdir(parents=True)
+    for i in range(11):
+        _smear(wbc=2, shade=i).save(photos / f"{i}.png")
+    counts = tmp_path / "counts"
+    counted = CliRunner().invoke(app, ["count", str(photos.parent), "-o", str(counts), "--detector", "classical",
+                                       "--model", str(model)])
+    assert counted.exit_code == 0, counted.output
+    out = tmp_path / "lab.safetensors"
+    result = CliRunner().invoke(app, ["adapt", "--model", str(model), "--counted", str(counts), "-o", str(out)])
+    assert result.exit_code == 0, (result.output, result.exception)
+    record = read_checkpoint_meta(out)["unlabelled_adaptation"]
+    assert record["source"] == "counted samples" and record["cells"] == 22 and record["lab"] == "counts"
+    assert ("kept the unadapted model" in result.output) == (not record["adapted"])

@@ -254,12 +254,18 @@ def update_metadata(path: str | Path, to: str | Path | None = None, **extra: Any
     """Rewrite the checkpoint at ``path`` (in place, or as ``to``) with ``extra`` keys added to (or replacing)
     its metadata, whole or not at all."""
     checkpoint = load_checkpoint(path)
+    return save_checkpoint(path if to is None else to, checkpoint.model, derived_meta(checkpoint, extra))
+
+
+def derived_meta(checkpoint: Checkpoint, extra: dict[str, Any], keep: tuple[str, ...] | None = None) -> CheckpointMeta:
+    """``checkpoint``'s metadata with ``extra`` added (or replacing); of its other non-standard keys, all are kept,
+    or only those in ``keep``."""
     meta = checkpoint.meta
-    kept = {k: v for k, v in meta.items() if k not in _STANDARD_KEYS}
-    return save_checkpoint(path if to is None else to, checkpoint.model, CheckpointMeta(
+    kept = {k: v for k, v in meta.items() if k not in _STANDARD_KEYS and (keep is None or k in keep)}
+    return CheckpointMeta(
         model_name=meta["model_name"], data_config=checkpoint.data_config, model_kwargs=meta.get("model_kwargs", {}),
         train_config=meta.get("train_config", {}), metrics=meta.get("metrics", {}),
-        temperature=float(meta.get("temperature", 1.0)), extra={**kept, **extra}))
+        temperature=float(meta.get("temperature", 1.0)), extra={**kept, **extra})
 
 
 def read_checkpoint_meta(spec: str | Path) -> dict[str, Any]:

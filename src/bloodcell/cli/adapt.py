@@ -1,4 +1,4 @@
-"""``bloodcell adapt``: fit a model to your lab from a few labelled cells (wiring only)."""
+"""``bloodcell adapt``: fit a model to your lab from a few labelled cells, or from its unlabelled cells (wiring only)."""
 
 from __future__ import annotations
 
@@ -7,25 +7,33 @@ from typing import Optional
 
 import typer
 
+from bloodcell.errors import DataError
 from bloodcell.outputs import check_output_file
 
 
 def adapt(
-    cells: Optional[Path] = typer.Argument(None, help="Folder of your lab's labelled cells: CELLS/<class>/<images>, a few per class (it says when there are too few); classes may be a subset of the model's. Not with --store."),
+    cells: Optional[Path] = typer.Argument(None, help="Folder of your lab's labelled cells: CELLS/<class>/<images>, a few per class (it says when there are too few); classes may be a subset of the model's."),
     output: Path = typer.Option(..., "--output", "-o", help="Adapted checkpoint to write (.safetensors); use it with --model."),
     model: str = typer.Option("pbc8", "--model", "-m", help="Bundled model name or .safetensors checkpoint to adapt."),
-    store: Optional[str] = typer.Option(None, "--store", help="Adapt from the lab's cell bank in this sample store (an SQLite file or a postgresql:// URL): the white cells of its reviewed and signed samples whose class a person confirmed or corrected; each sample used keeps the adaptation in its audit trail. Needs --lab."),
+    store: Optional[str] = typer.Option(None, "--store", help="Instead of CELLS: the lab's cell bank in this sample store (an SQLite file or a postgresql:// URL): the white cells of its reviewed and signed samples whose class a person confirmed or corrected; each sample used keeps the adaptation in its audit trail. Needs --lab."),
     lab: Optional[str] = typer.Option(None, "--lab", help="With --store: the lab whose cell bank is used (\"\" for samples kept without a lab name)."),
+    unlabelled: Optional[Path] = typer.Option(None, "--unlabelled", help="Instead of labelled cells: a folder of your lab's white-cell images, no labels (at least 20)."),
+    counted: Optional[Path] = typer.Option(None, "--counted", help="Instead of labelled cells: the output folder of `bloodcell count` (one sample, or a folder of samples); their typed white cells, no labels."),
     seed: int = typer.Option(0, help="Seed of the cross-validation folds."),
 ) -> None:
-    """Adapt a model to your lab from a few labelled cells, and say how well it then does there."""
-    from bloodcell.errors import ConfigError
-
-    if (cells is None) == (store is None):
-        raise ConfigError("give CELLS (a folder of labelled cells) or --store with --lab, one of the two")
+    """Adapt a model to your lab from a few labelled cells (or, with --unlabelled/--counted, from its unlabelled
+    cells), and say how well it then does there."""
+    sources = (("CELLS", cells), ("--store", store), ("--unlabelled", unlabelled), ("--counted", counted))
+    given = [name for name, value in sources if value is not None]
+    if len(given) != 1:
+        raise DataError("give one of CELLS (labelled cells), --store with --lab, --unlabelled DIR or --counted DIR"
+                        + (f", not {' and '.join(given)}" if given else ""))
     if (store is None) != (lab is None):
-        raise ConfigError("--store and --lab go together: the lab whose cell bank in the store is used")
+        raise DataError("--store and --lab go together: the lab whose cell bank in the store is used")
     check_output_file(output, (".safetensors",), "adapted checkpoint")
+    if unlabelled is not None or counted is not None:
+        _adapt_unlabelled(model, unlabelled, counted, output)
+        return
     if store is None:
         from bloodcell.workflows.adapt import adapt as run_adapt
 
@@ -56,3 +64,25 @@ def adapt(
                    "(not adapted to your lab); give cells of every type your lab sees", err=True)
     if fit.cv_accuracy < fit.cv_accuracy_before:
         typer.echo("adapting did not help on these cells: keep the original model, or add more cells", err=True)
+
+
+def _adapt_unlabelled(model: str, unlabelled: Path | None, counted: Path | None, output: Path) -> None:
+    from bloodcell.workflows.adapt_unlabelled import adapt_unlabelled, counted_cells, unlabelled_cells
+
+    folder = unlabelled or counted
+    cells = unlabelled_cells(folder) if unlabelled else counted_cells(folder)
+    for path, reason in cells.skipped:
+        typer.echo(f"skipped {path}: {reason}", err=True)
+    result = adapt_unlabelled(model, cells, output, Path(folder).resolve().name,
+                              "unlabelled folder" if unlabelled else "counted samples")
+    decision = result.decision
+    if decision.weight is None:
+        why = "; ".join(f"at weight {c.weight}: {', '.join(c.reasons)}" for c in decision.candidates)
+        typer.echo(f"kept the unadapted model: re-estimating its batch-norm statistics on {result.cells} cells would "
+                   f"not clearly help ({why}); wrote it, with this record, to {result.path}")
+        return
+    chosen = next(c for c in decision.candidates if c.weight == decision.weight)
+    typer.echo(f"adapted without labels on {result.cells} cells (batch-norm statistics, weight {decision.weight}) -> "
+               f"{result.path}; mean entropy {chosen.statistics['mean_entropy']:.3f} against "
+               f"{decision.before['mean_entropy']:.3f} unadapted, {chosen.statistics['agreement']:.0%} of the calls "
+               "unchanged. Its accuracy on your lab is not measured: check it on reviewed cells (`bloodcell evaluate`)")

@@ -1,0 +1,62 @@
+"""A network's batch-norm statistics re-estimated on a new domain's unlabelled images (AdaBN, Li et al. 2016).
+
+Each batch-norm layer normalises its inputs with the mean and variance it saw in training. On another lab's
+cells (other stain, camera, microscope) those statistics are off; re-estimating them on the lab's cells, with no
+label and no weight trained, can move a model's accuracy a lot, either way. :func:`blended` gives the model with
+its statistics moved part of the way (``weight`` 0: its own, 1: the lab's alone), so that a label-free rule can
+choose how far to go (``workflows.adapt_unlabelled``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
+    """The model's batch-norm layers that keep running statistics, in module order."""
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+
+
+def lab_statistics(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per batch-norm layer, the mean and variance of its inputs over ``batches`` (normalised model inputs), each
+    batch weighted equally; ``model`` is left unchanged. Only the batch-norm layers run in training mode (dropout
+    and stochastic depth stay off), and nothing is learned."""
+    probe = copy.deepcopy(model).eval()
+    layers = batchnorm_layers(probe)
+    if not layers:
+        raise ValueError("the model has no batch-norm layer to re-estimate")
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # a cumulative average over the batches
+        layer.train()
+    seen = 0
+    with torch.no_grad():
+        for batch in batches:
+            if len(batch) < 2:
+                continue  # a batch of one has no variance
+            probe(batch)
+            seen += 1
+    if not seen:
+        raise ValueError("re-estimating batch-norm statistics needs a batch of at least 2 images")
+    return [(layer.running_mean.clone(), layer.running_var.clone()) for layer in layers]
+
+
+def blended(model: nn.Module, statistics: list[tuple[torch.Tensor, torch.Tensor]], weight: float) -> nn.Module:
+    """A copy of ``model`` in eval mode whose batch-norm statistics are ``weight`` of ``statistics`` (from
+    :func:`lab_statistics` of the same model) and ``1 - weight`` of its own."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be within [0, 1], got {weight}")
+    out = copy.deepcopy(model).eval()
+    layers = batchnorm_layers(out)
+    if len(layers) != len(statistics):
+        raise ValueError(f"{len(statistics)} statistics for {len(layers)} batch-norm layers")
+    with torch.no_grad():
+        for layer, (mean, var) in zip(layers, statistics):
+            layer.running_mean.mul_(1 - weight).add_(weight * mean)
+            layer.running_var.mul_(1 - weight).add_(weight * var)
+    return out

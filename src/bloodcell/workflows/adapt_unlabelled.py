@@ -1,0 +1,218 @@
+"""``bloodcell adapt --unlabelled DIR`` / ``--counted DIR``: fit a model to a new lab from its cells, with no label.
+
+The lab's white cells (a folder of crops, or the typed white cells of the samples ``bloodcell count`` wrote) re-set
+the model's batch-norm statistics (AdaBN, :mod:`bloodcell.train.batchnorm`), blended with the model's own at each
+weight of :data:`WEIGHTS`. No weight is trained. Re-estimating can help a lot or hurt a lot (issue 26: +28, +7
+and -26 points on three unseen labs), so a rule decided without labels (:func:`decide`) compares each candidate's
+calls on the lab's cells with the unadapted model's and keeps the unadapted model unless a candidate is surer
+(:data:`ENTROPY_DROP`), still varied (:data:`SPREAD_KEPT`) and mostly agrees with it (:data:`AGREEMENT_MIN`).
+
+The written checkpoint is the adapted model, or the unadapted one when the rule keeps it; either way its
+``unlabelled_adaptation`` metadata records the method, the lab, the cells, the decision with its reasons and every
+candidate's label-free statistics. Measured leave-one-lab-out in ``benchmarks/new_lab_unlabelled.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bloodcell.checkpoint import derived_meta, load_checkpoint, save_checkpoint
+from bloodcell.data.images import image_files, read_image
+from bloodcell.errors import DataError, ImageError
+from bloodcell.framing import crop_around
+from bloodcell.inference.predictor import Classifier
+from bloodcell.metrics.calibration import apply_temperature
+from bloodcell.metrics.unlabelled import prediction_statistics
+from bloodcell.provenance import file_sha256, git_commit, now
+from bloodcell.smear.referral import box_xyxy
+from bloodcell.smear.review import MAX_CELL_SIDE, photo_key
+from bloodcell.train.batchnorm import batchnorm_layers, blended, lab_statistics
+from bloodcell.transforms import normalize_batch
+from bloodcell.workflows.cells import Cells
+from bloodcell.workflows.review import load_photos, read_counted
+
+METHOD = "adabn"
+#: Candidate blends of the lab's batch-norm statistics with the model's own (1: the lab's alone).
+WEIGHTS = (0.5, 1.0)
+#: Fewest cells whose statistics are worth re-estimating from.
+MIN_CELLS = 20
+#: The rule: a candidate is kept only if its mean entropy on the lab's cells is at least this much (nats) lower
+#: than the unadapted model's ...
+ENTROPY_DROP = 0.02
+#: ... its calls are still varied (entropy of the mean prediction at least this share of the unadapted model's) ...
+SPREAD_KEPT = 0.75
+#: ... and at least this share of its calls are the unadapted model's (more changed is a different classifier
+#: whose accuracy nothing here vouches for).
+AGREEMENT_MIN = 0.5
+#: Images per forward pass (also the batches the statistics are averaged over).
+BATCH = 32
+#: Metadata kept from the base model when adapted (a typing record measured on the base model no longer holds).
+KEPT = ("taxonomy", "dataset", "manifest_sha256", "ood")
+
+
+@dataclass
+class Candidate:
+    """One blend of the lab's statistics: its weight, label-free statistics and whether the rule accepts it."""
+
+    weight: float
+    statistics: dict[str, float]
+    reasons: list[str]
+
+    @property
+    def accepted(self) -> bool:
+        return not self.reasons
+
+
+@dataclass
+class Decision:
+    """The rule's verdict on the lab's cells: the chosen weight (None: keep the unadapted model) and why."""
+
+    weight: float | None
+    before: dict[str, float]
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"adapted": self.weight is not None, "weight": self.weight, "unadapted": _rounded(self.before),
+                "candidates": [{"weight": c.weight, **_rounded(c.statistics), "accepted": c.accepted,
+                                "reasons": c.reasons} for c in self.candidates],
+                "rule": {"entropy_drop": ENTROPY_DROP, "spread_kept": SPREAD_KEPT, "agreement_min": AGREEMENT_MIN}}
+
+
+@dataclass
+class UnlabelledAdaptation:
+    """The written checkpoint, the decision and the cells used (``skipped``: files that could not be read)."""
+
+    path: Path
+    decision: Decision
+    cells: int
+    skipped: list[tuple[str, str]]
+
+
+def _rounded(stats: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in stats.items()}
+
+
+def judge(weight: float, stats: dict[str, float], before: dict[str, float]) -> Candidate:
+    """The rule on one candidate's statistics against the unadapted model's (reasons empty: accepted)."""
+    reasons = []
+    if stats["mean_entropy"] > before["mean_entropy"] - ENTROPY_DROP:
+        reasons.append(f"not surer of its calls (mean entropy {stats['mean_entropy']:.3f} against "
+                       f"{before['mean_entropy']:.3f} unadapted)")
+    if stats["spread"] < SPREAD_KEPT * before["spread"]:
+        reasons.append(f"its calls collapse onto fewer classes (spread {stats['spread']:.3f} against "
+                       f"{before['spread']:.3f})")
+    if stats["agreement"] < AGREEMENT_MIN:
+        reasons.append(f"it changes {1 - stats['agreement']:.0%} of the calls")
+    return Candidate(weight, stats, reasons)
+
+
+def decide(before: np.ndarray, candidates: dict[float, np.ndarray]) -> Decision:
+    """The rule, from class probabilities (N, C) of the same cells, unadapted and per candidate weight: of the
+    accepted candidates (:func:`judge`), the one with the lowest mean entropy; none accepted keeps the unadapted."""
+    reference = prediction_statistics(before)
+    judged = [judge(w, prediction_statistics(p, before), reference) for w, p in candidates.items()]
+    accepted = [c for c in judged if c.accepted]
+    best = min(accepted, key=lambda c: c.statistics["mean_entropy"]) if accepted else None
+    return Decision(None if best is None else best.weight, reference, judged)
+
+
+def model_pixels(classifier: Classifier, images: Sequence) -> np.ndarray:
+    """Model-input pixels (N, 3, S, S) of decoded images, framed and resized as the classifier does."""
+    return np.concatenate([classifier.pixels(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
+
+
+def probabilities(classifier: Classifier, model: torch.nn.Module, pixels: np.ndarray) -> np.ndarray:
+    """Class probabilities (N, C) of ``model`` (the classifier's network or a re-normalised copy) on ``pixels``,
+    at the classifier's temperature, plain view."""
+    scorer = Classifier.from_model(model, classifier.temperature)
+    logits = np.concatenate([scorer.score(pixels[i:i + BATCH])[0] for i in range(0, len(pixels), BATCH)], axis=1)
+    return apply_temperature(logits[0], classifier.temperature)
+
+
+def candidates(classifier: Classifier, pixels: np.ndarray,
+               weights: Sequence[float] = WEIGHTS) -> tuple[np.ndarray, dict[float, torch.nn.Module]]:
+    """The unadapted probabilities on ``pixels`` and a model per blend weight with the statistics of ``pixels``."""
+    if not batchnorm_layers(classifier.model):
+        raise DataError(f"{classifier.source or 'the model'} has no batch-norm layer: it cannot be adapted "
+                        "without labels (adapt it from labelled cells instead)")
+    normalised = (torch.from_numpy(normalize_batch(pixels[i:i + BATCH], classifier.data_config))
+                  for i in range(0, len(pixels), BATCH))
+    statistics = lab_statistics(classifier.model, normalised)
+    return probabilities(classifier, classifier.model, pixels), {w: blended(classifier.model, statistics, w)
+                                                                  for w in weights}
+
+
+def choose(classifier: Classifier, pixels: np.ndarray) -> tuple[Decision, torch.nn.Module]:
+    """The rule's decision on the lab's cells (``pixels``) and the model it picks (the unadapted one when kept)."""
+    before, models = candidates(classifier, pixels)
+    decision = decide(before, {w: probabilities(classifier, m, pixels) for w, m in models.items()})
+    return decision, classifier.model if decision.weight is None else models[decision.weight]
+
+
+def unlabelled_cells(folder: str | Path) -> Cells:
+    """Every image under ``folder`` (searched recursively) as an unlabelled cell; unreadable files are listed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found (give a folder of your lab's white-cell images)")
+    cells = Cells()
+    for path in image_files(folder):
+        name = str(path.relative_to(folder))
+        try:
+            cells.images.append(read_image(path))
+        except ImageError as exc:
+            cells.skipped.append((name, str(exc)))
+            continue
+        cells.ids.append(name)
+    return cells
+
+
+def counted_cells(folder: str | Path) -> Cells:
+    """The typed white cells of the samples ``bloodcell count`` wrote: ``folder`` is one sample's output folder or
+    holds several (each with its counts.json); each cell is cut from its photo as the counter cut it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found (give the output folder of `bloodcell count`)")
+    samples = [folder] if (folder / "counts.json").is_file() else \
+        sorted(p for p in folder.iterdir() if (p / "counts.json").is_file())
+    if not samples:
+        raise DataError(f"{folder}: no counts.json of a counted sample in it or in its sub-folders")
+    cells = Cells()
+    for sample in samples:
+        counted = read_counted(sample)
+        try:
+            photos = load_photos(counted)
+        except DataError as exc:
+            cells.skipped.append((sample.name, str(exc)))
+            continue
+        for index, entry in enumerate(counted.doc["images"]):
+            image = photos[photo_key(entry, index)]
+            for number, box in enumerate(entry.get("boxes", [])):
+                x1, y1, x2, y2 = box_xyxy(box) if box.get("wbc_type") else (0, 0, 0, 0)
+                if x2 > x1 and max(x2 - x1, y2 - y1) <= MAX_CELL_SIDE * min(image.size):
+                    cells.images.append(crop_around(image, (x1, y1, x2, y2)))
+                    cells.ids.append(f"{counted.sample_id}/{index + 1}-{number + 1}")
+    return cells
+
+
+def adapt_unlabelled(model: str | Path, cells: Cells, out: str | Path, lab: str, source: str) -> UnlabelledAdaptation:
+    """Adapt ``model`` (bundled name or .safetensors) to the lab of the unlabelled ``cells`` (from ``source``, e.g.
+    "unlabelled folder") if the rule says so, and write ``out`` (the unadapted weights when it does not)."""
+    if len(cells.images) < MIN_CELLS:
+        raise DataError(f"adapting without labels needs at least {MIN_CELLS} readable cell images of the lab "
+                        f"(found {len(cells.images)}{f', {len(cells.skipped)} unreadable' if cells.skipped else ''})")
+    checkpoint = load_checkpoint(model)
+    classifier = Classifier.from_checkpoint(checkpoint)
+    decision, chosen = choose(classifier, model_pixels(classifier, cells.images))
+    record = {"method": METHOD, "lab": lab, "source": source, "cells": len(cells.images), **decision.to_dict(),
+              "guard": "the base model's, not refitted" if decision.weight is not None else "the base model's",
+              "base": Path(str(model)).name, "base_sha256": file_sha256(checkpoint.path), "commit": git_commit(),
+              "created": now()}
+    meta = derived_meta(checkpoint, {"unlabelled_adaptation": record},
+                        keep=KEPT if decision.weight is not None else None)
+    return UnlabelledAdaptation(save_checkpoint(out, chosen, meta), decision, len(cells.images), cells.skipped)

@@ -1,0 +1,182 @@
+"""``bloodcell adapt --unlabelled``: a lab's unlabelled cells re-set the batch-norm statistics, unless a label-free
+rule says that would hurt; bad input is one sentence."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluate"))
+from evaluate_fixtures import COLOURS, write_image  # noqa: E402
+
+from bloodcell.checkpoint import CheckpointMeta, read_checkpoint_meta, save_checkpoint  # noqa: E402
+from bloodcell.cli.main import app  # noqa: E402
+from bloodcell.data.registry import PBC_CLASSES  # noqa: E402
+from bloodcell.errors import DataError  # noqa: E402
+from bloodcell.inference.predictor import load  # noqa: E402
+from bloodcell.models import create_model  # noqa: E402
+from bloodcell.models.registry import _REGISTRY, register_model  # noqa: E402
+from bloodcell.workflows.adapt_unlabelled import adapt_unlabelled, decide, unlabelled_cells  # noqa: E402
+
+TINY_BN = "test-tiny-batchnorm-colour-net"
+#: The new lab's stain: every colour shifted (the nearest-colour model then calls many cells wrong).
+SHIFT = np.array([-45, 50, 35])
+
+
+class TinyBatchNormNet(nn.Module):
+    """Batch norm on the colour, then the average colour scored by a nearest-colour head."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(3)
+        self.head = nn.Linear(3, num_classes)
+
+    def forward(self, x):
+        return self.head(self.norm(x).mean(dim=(2, 3)))
+
+
+if TINY_BN not in _REGISTRY:
+    @register_model(TINY_BN, input_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    def _tiny_bn(num_classes, pretrained=False, input_size=16, **kwargs):
+        """Tiny colour classifier with a batch-norm layer, for tests."""
+        return TinyBatchNormNet(num_classes)
+
+
+@pytest.fixture()
+def model(tmp_path) -> Path:
+    return tiny_batchnorm_checkpoint(tmp_path / "tiny-bn.safetensors")
+
+
+def tiny_batchnorm_checkpoint(path: Path) -> Path:
+    """The nearest-colour classifier of the 8 PBC colours; its batch norm holds those colours' statistics and gives
+    them back unchanged (so a lab with every colour shifted alike is put right by re-estimating them)."""
+    net = create_model(TINY_BN, num_classes=len(PBC_CLASSES), class_names=list(PBC_CLASSES))
+    mu = (torch.tensor(COLOURS, dtype=torch.float32) / 255 - 0.5) / 0.25
+    with torch.no_grad():
+        net.norm.running_mean.copy_(mu.mean(0))
+        net.norm.running_var.copy_(mu.var(0))
+        net.norm.weight.copy_((mu.var(0) + net.norm.eps).sqrt())
+        net.norm.bias.copy_(mu.mean(0))
+        net.head.weight.copy_(2 * 3.0 * mu)
+        net.head.bias.copy_(-3.0 * (mu**2).sum(1))
+    meta = CheckpointMeta(model_name=TINY_BN, data_config=net.eval().data_config, temperature=1.0,
+                          extra={"taxonomy": "pbc8"})
+    return save_checkpoint(path, net, meta)
+
+
+def _lab(root: Path, per_class: dict[str, int], seed: int = 0, shift=SHIFT) -> Path:
+    rng = np.random.default_rng(seed)
+    for name, n in per_class.items():
+        colour = np.clip(np.array(COLOURS[PBC_CLASSES.index(name)]) + shift, 0, 255)
+        for i in range(n):
+            write_image(root / name / f"{name}_{i}.png", colour, rng)
+    return root
+
+
+def _accuracy(checkpoint: Path, lab: Path) -> float:
+    images = sorted(lab.rglob("*.png"))
+    return float(np.mean([p.label == path.parent.name for p, path in
+                          zip(load(checkpoint).predict([Image.open(p) for p in images]), images)]))
+
+
+def test_cli_adapts_a_shifted_lab_end_to_end_and_records_the_decision(model, tmp_path):
+    lab = _lab(tmp_path / "lab", dict.fromkeys(PBC_CLASSES, 6))
+    (lab / "notes.txt").write_text("not a cell")
+    (lab / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "lab.safetensors"
+    result = CliRunner().invoke(app, ["adapt", "--model", str(model), "--unlabelled", str(lab), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "adapted without labels on 48 cells" in result.output and "skipped broken.png" in result.output
+    record = read_checkpoint_meta(out)["unlabelled_adaptation"]
+    assert record["method"] == "adabn" and record["adapted"] and record["weight"] in (0.5, 1.0)
+    assert record["cells"] == 48 and record["lab"] == "lab" and record["source"] == "unlabelled folder"
+    chosen = next(c for c in record["candidates"] if c["weight"] == record["weight"])
+    assert chosen["accepted"] and chosen["mean_entropy"] < record["unadapted"]["mean_entropy"]
+    fresh = _lab(tmp_path / "fresh", dict.fromkeys(PBC_CLASSES, 3), seed=1)
+    assert _accuracy(model, fresh) < 0.7 and _accuracy(out, fresh) == 1.0  # the shift fooled it; adapting fixed it
+
+
+def test_the_rule_keeps_the_unadapted_model_where_adapting_hurts(model, tmp_path):
+    """A lab whose stain is the model's own but which sent only neutrophils and lymphocytes: their statistics are
+    not the model's 8 types', so re-estimating from them alone moves half the calls to the wrong class (checked
+    below); the rule, without labels, keeps the unadapted model."""
+    lab = _lab(tmp_path / "lab", {"neutrophil": 20, "lymphocyte": 20}, shift=0)
+    kept = adapt_unlabelled(model, unlabelled_cells(lab), tmp_path / "kept.safetensors", "lab", "unlabelled folder")
+    assert kept.decision.weight is None and all(c.reasons for c in kept.decision.candidates)
+    record = read_checkpoint_meta(kept.path)["unlabelled_adaptation"]
+    assert record["adapted"] is False and record["candidates"][0]["reasons"]
+    assert _accuracy(kept.path, lab) == _accuracy(model, lab)  # the unadapted weights, written with the record
+    from bloodcell.checkpoint import load_checkpoint
+    from bloodcell.inference.predictor import Classifier
+    from bloodcell.train.batchnorm import blended, lab_statistics
+    from bloodcell.workflows.adapt_unlabelled import model_pixels, probabilities
+
+    classifier = Classifier.from_checkpoint(load_checkpoint(model))
+    pixels = model_pixels(classifier, unlabelled_cells(lab).images)
+    normalised = torch.from_numpy(classifier.preprocess(unlabelled_cells(lab).images))
+    forced = blended(classifier.model, lab_statistics(classifier.model, [normalised]), 1.0)
+    truth = np.array([PBC_CLASSES.index(p.parent.name) for p in sorted(lab.rglob("*.png"))])
+    assert (probabilities(classifier, forced, pixels).argmax(1) == truth).mean() <= 0.5 < _accuracy(model, lab)
+
+
+def test_the_rule_refuses_surer_calls_that_collapse_or_change_most_calls():
+    before = np.array([[0.6, 0.3, 0.1], [0.2, 0.6, 0.2], [0.1, 0.3, 0.6], [0.6, 0.2, 0.2]])
+    collapsed = np.array([[0.98, 0.01, 0.01]] * 4)
+    surer = np.array([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9], [0.9, 0.05, 0.05]])
+    changed = surer[[1, 2, 0, 1]]
+    decision = decide(before, {0.5: collapsed, 0.75: changed, 1.0: surer})
+    assert decision.weight == 1.0
+    assert "collapse" in " ".join(decision.candidates[0].reasons)
+    assert "changes 100% of the calls" in " ".join(decision.candidates[1].reasons)
+    assert decide(before, {1.0: before}).weight is None  # not surer: kept
+
+
+@pytest.mark.parametrize("files, message", [
+    ({}, "at least 20 readable cell images .*found 0"),
+    ({"a.txt": b"text", "b.png": b"not an image"}, "found 0, 1 unreadable"),
+])
+def test_bad_input_is_one_sentence(model, tmp_path, files, message):
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    for name, data in files.items():
+        (lab / name).write_bytes(data)
+    result = CliRunner().invoke(app, ["adapt", "--model", str(model), "--unlabelled", str(lab), "-o",
+                                      str(tmp_path / "x.safetensors")])
+    assert result.exit_code != 0 and isinstance(result.exception, DataError)
+    assert pytest.importorskip("re").search(message, str(result.exception))
+    assert not (tmp_path / "x.safetensors").exists()
+    both = CliRunner().invoke(app, ["adapt", str(lab), "--model", str(model), "--unlabelled", str(lab), "-o",
+                                    str(tmp_path / "x.safetensors")])
+    assert isinstance(both.exception, DataError) and "not CELLS and --unlabelled" in str(both.exception)
+
+
+def test_cli_adapts_from_the_typed_white_cells_of_counted_samples(tmp_path):
+    """``--counted``: the white cells ``bloodcell count`` typed, cut from the sample's photos (no label used)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_review_workflow import PBC8, _smear
+
+    torch.manual_seed(0)
+    net = create_model("resnet18", num_classes=8, class_names=PBC8, input_size=32)  # has batch norm
+    model = save_checkpoint(tmp_path / "r18.safetensors", net, CheckpointMeta(model_name="resnet18",
+                                                                              data_config=net.data_config))
+    photos = tmp_path / "samples" / "S-1"
+    photos.mkdir(parents=True)
+    for i in range(11):
+        _smear(wbc=2, shade=i).save(photos / f"{i}.png")
+    counts = tmp_path / "counts"
+    counted = CliRunner().invoke(app, ["count", str(photos.parent), "-o", str(counts), "--detector", "classical",
+                                       "--model", str(model)])
+    assert counted.exit_code == 0, counted.output
+    out = tmp_path / "lab.safetensors"
+    result = CliRunner().invoke(app, ["adapt", "--model", str(model), "--counted", str(counts), "-o", str(out)])
+    assert result.exit_code == 0, (result.output, result.exception)
+    record = read_checkpoint_meta(out)["unlabelled_adaptation"]
+    assert record["source"] == "counted samples" and record["cells"] == 22 and record["lab"] == "counts"
+    assert ("kept the unadapted model" in result.output) == (not record["adapted"])

@@ -19,7 +19,7 @@ from evaluate_fixtures import COLOURS, write_image  # noqa: E402
 from bloodcell.checkpoint import CheckpointMeta, read_checkpoint_meta, save_checkpoint  # noqa: E402
 from bloodcell.cli.main import app  # noqa: E402
 from bloodcell.data.registry import PBC_CLASSES  # noqa: E402
-from bloodcell.errors import DataError  # noqa: E402
+from bloodcell.errors import ConfigError, DataError  # noqa: E402
 from bloodcell.inference.predictor import load  # noqa: E402
 from bloodcell.models import create_model  # noqa: E402
 from bloodcell.models.registry import _REGISTRY, register_model  # noqa: E402
@@ -154,7 +154,7 @@ def test_bad_input_is_one_sentence(model, tmp_path, files, message):
     assert not (tmp_path / "x.safetensors").exists()
     both = CliRunner().invoke(app, ["adapt", str(lab), "--model", str(model), "--unlabelled", str(lab), "-o",
                                     str(tmp_path / "x.safetensors")])
-    assert isinstance(both.exception, DataError) and "not CELLS and --unlabelled" in str(both.exception)
+    assert isinstance(both.exception, ConfigError) and "not CELLS and --unlabelled" in str(both.exception)
 
 
 def test_cli_adapts_from_the_typed_white_cells_of_counted_samples(tmp_path):

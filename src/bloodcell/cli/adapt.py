@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from bloodcell.errors import DataError
+from bloodcell.errors import ConfigError
 from bloodcell.outputs import check_output_file
 
 
@@ -26,10 +26,10 @@ def adapt(
     sources = (("CELLS", cells), ("--store", store), ("--unlabelled", unlabelled), ("--counted", counted))
     given = [name for name, value in sources if value is not None]
     if len(given) != 1:
-        raise DataError("give one of CELLS (labelled cells), --store with --lab, --unlabelled DIR or --counted DIR"
+        raise ConfigError("give one of CELLS (labelled cells), --store with --lab, --unlabelled DIR or --counted DIR"
                         + (f", not {' and '.join(given)}" if given else ""))
     if (store is None) != (lab is None):
-        raise DataError("--store and --lab go together: the lab whose cell bank in the store is used")
+        raise ConfigError("--store and --lab go together: the lab whose cell bank in the store is used")
     check_output_file(output, (".safetensors",), "adapted checkpoint")
     if unlabelled is not None or counted is not None:
         _adapt_unlabelled(model, unlabelled, counted, output)

@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     calibration = {n: rates(data, PRESENCE_CONTRAST, presence_contrast) for n, data in sets.items()}
     reported = {n: rates(load_set(classifier, sha, n, args.data_root, args.limit), PRESENCE_CONTRAST,
                          presence_contrast) for n in (*LAB_SETS, *NON_CELL_SETS)}
-    result = {"command": shlex.join(["python", "benchmarks/cell_presence.py", *(sys.argv[1:] if argv is None else argv)]),
+    given = sys.argv[1:] if argv is None else argv
+    result = {"command": shlex.join(["python", "benchmarks/cell_presence.py", *given]),
               "commit": git_commit(), "date": now(), "machine": machine(), "model": Path(str(args.model)).name,
               "presence_contrast": {"in_use": PRESENCE_CONTRAST, "proposed": proposed},
               "single_cell_span_min": {"in_use": SINGLE_CELL_SPAN[0],

@@ -3,7 +3,8 @@
 Labs (single stained cells): PBC (test split of ``pbc-seed0``, its own lab), BCCD (the main white cell of each
 typed smear, with its label and whether the smear is held out), Raabin-WBC (white cells cut from TXL-PBC's
 Raabin fields at their boxes, untyped). Non-cells: scikit-image pictures, blanks, noise, crops of TXL-PBC
-smear fields that hold no white cell or platelet (red cells and background only), and whole CBC smear photos (reported apart: a field is not a single cell).
+smear fields that hold no white cell or platelet (red cells and background only), and whole CBC smear photos
+(reported apart: a field is not a single cell).
 
 Each image is decoded as the classifier does (framing as its checkpoint says) and its uint8 model input,
 penultimate features of the 8 views, logits and cell search (box and count on the image as given) are kept

@@ -18,8 +18,9 @@ found by :mod:`bloodcell.framing` without the model on the image as given, is ce
 of it; neighbours cut by the edge allowed: :meth:`~bloodcell.framing.CellSearch.single_cell`) that
 shows a stained cell is referred as an unfamiliar lab's cell, with what to do (review, then adapt);
 anything else as not a single blood cell. Whether a stained cell is there at all
-(:func:`~bloodcell.inference.cell_presence.cell_present`) is asked first, lab or no lab. Measured leave-one-lab-out (each
-lab's cells under a guard calibrated without them) with non-cells in ``benchmarks/new_lab.py``.
+(:func:`~bloodcell.inference.cell_presence.cell_present`) is asked first, lab or no lab. Measured
+leave-one-lab-out (each lab's cells under a guard calibrated without them) with non-cells in
+``benchmarks/new_lab.py``.
 
 :func:`fit_guard` fits it on in-distribution model inputs and features (the calibration
 workflow, :mod:`bloodcell.workflows.calibrate`, stores it under the checkpoint's ``ood``

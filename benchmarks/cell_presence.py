@@ -7,7 +7,7 @@ not hold, and crops of TXL-PBC's training fields holding no white cell or platel
 - Presence (``bloodcell.inference.cell_presence.PRESENCE_CONTRAST``): the 99th percentile of the crops' contrast,
   rounded up to 0.01 (as low as the red cells allow, so that weaker-stained labs' cells still count).
 - Layout (``bloodcell.framing.SINGLE_CELL_SPAN`` / ``SINGLE_CELL_OFFSET``): the calibration cells' smallest span
-  rounded down and largest offset rounded up to 0.01 (every calibration cell is laid out as a single cell).
+  (of those alone in their image) rounded down and largest offset rounded up to 0.01.
 
 The JSON gives the values proposed and in use, the calibration sets' rates at those in use (per PBC type) and, for
 reference only, the reported sets' rates (``benchmarks/new_lab.py`` reports those).
@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     proposed = math.ceil(float(np.percentile(presence_contrast(sets[crops]["pixels"]), 99)) * 100) / 100
     layouts = np.array([lay for n in cell_sets for lay in map(lambda g: layout(CellSearch, g), sets[n]["geometry"])
                         if lay is not None])
+    alone = np.array([layout(CellSearch, g)[0] for n in cell_sets for g in sets[n]["geometry"]
+                      if g[4] <= 1 and not np.isnan(g[0])])
     calibration = {n: rates(data, PRESENCE_CONTRAST, presence_contrast) for n, data in sets.items()}
     reported = {n: rates(load_set(classifier, sha, n, args.data_root, args.limit), PRESENCE_CONTRAST,
                          presence_contrast) for n in (*LAB_SETS, *NON_CELL_SETS)}
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
               "commit": git_commit(), "date": now(), "machine": machine(), "model": Path(str(args.model)).name,
               "presence_contrast": {"in_use": PRESENCE_CONTRAST, "proposed": proposed},
               "single_cell_span_min": {"in_use": SINGLE_CELL_SPAN[0],
-                                       "proposed": math.floor(float(layouts[:, 0].min()) * 100) / 100},
+                                       "proposed": math.floor(float(alone.min()) * 100) / 100},
               "single_cell_offset": {"in_use": SINGLE_CELL_OFFSET,
                                      "proposed": math.ceil(float(layouts[:, 1].max()) * 100) / 100},
               "calibration": calibration,

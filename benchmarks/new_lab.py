@@ -1,7 +1,7 @@
 """A new lab, leave-one-lab-out: does the guard give an unseen lab's cells the right reason, and what does adapting give?
 
 Labs and non-cells: ``benchmarks/new_lab_sets.py`` (PBC, BCCD's typed cells, Raabin-WBC's white cells cut from
-TXL-PBC's boxes; pictures, blanks, noise, smear crops without a white cell, whole smear photos), each image
+TXL-PBC's boxes; pictures, blanks, noise, smear crops without a white cell or platelet, whole smear photos), each image
 scored once by the model and cached.
 
 1. **Reasons** (issue 26 item 1): for each lab held out, the model's guard is fitted again on the other labs'

@@ -3,7 +3,8 @@
 Labs (single stained cells): PBC (test split of ``pbc-seed0``, its own lab), BCCD (the main white cell of each
 typed smear, with its label and whether the smear is held out), Raabin-WBC (white cells cut from TXL-PBC's
 Raabin fields at their boxes, untyped). Non-cells: scikit-image pictures, blanks, noise, crops of TXL-PBC
-smear fields that hold no white cell (red cells and platelets only), and whole CBC smear photos (reported apart: a field is not a single cell).
+smear fields that hold no white cell or platelet (red cells and background only), and whole CBC smear photos
+(reported apart: a field is not a single cell).
 
 Each image is decoded as the classifier does (framing as its checkpoint says) and its uint8 model input,
 penultimate features of the 8 views, logits and cell search (box and count on the image as given) are kept
@@ -20,51 +21,73 @@ from PIL import Image
 CACHE = Path.home() / ".cache" / "bloodcell" / "new_lab"
 LAB_SETS = ("pbc", "bccd", "raabin")
 NON_CELL_SETS = ("picture", "blank", "noise", "smear_crop_without_cell", "whole_smear_photo")
+#: Sets the cell-presence test is calibrated on (``benchmarks/cell_presence.py``), apart from every reported set:
+#: PBC's validation split, Raabin's white cells of TXL-PBC's training fields that the reported Raabin set does not
+#: hold, and crops of TXL-PBC's training fields.
+CALIBRATION_SETS = ("pbc_val", "raabin_train", "smear_crop_without_cell_train")
+#: Bumped when a set's making changes, so that its cached scores are made again.
+SETS_VERSION = 2
 SKIMAGE_PICTURES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "hubble_deep_field",
                     "immunohistochemistry", "retina", "cat", "page", "moon")
 
 
-def pbc_cells(data_root, limit: int, seed: int) -> tuple[list, list, list]:
+def pbc_cells(data_root, limit: int, seed: int, split: str = "test") -> tuple[list, list, list]:
     from bloodcell.data.images import read_image
     from bloodcell.data.locate import manifest_images_root
     from bloodcell.data.manifest import read_manifest
 
-    rows = read_manifest("pbc-seed0").rows_for("test")
+    rows = read_manifest("pbc-seed0").rows_for(split)
     picks = sorted(np.random.default_rng(seed).permutation(len(rows))[:limit])
     root = manifest_images_root("pbc-seed0", "pbc", data_root)
     return [read_image(root / rows[i].path) for i in picks], [rows[i].label for i in picks], [rows[i].path for i in picks]
 
 
-def raabin_cells(data_root, limit: int, seed: int) -> tuple[list, list, list]:
-    from bloodcell.data.images import read_image
+def _raabin_boxes(data_root, subset: str | None) -> list:
     from bloodcell.data.smears import smear_images
+
+    fields = [s for s in smear_images("txl", data_root, subset=subset) if s.source == "raabin"]
+    return [(f, b) for f in fields for b in f.annotation.boxes if b.label == "WBC" and min(b.width, b.height) > 8]
+
+
+def _raabin_id(field, box) -> str:
+    return f"{field.image_id}:{int(box.x1)},{int(box.y1)}"
+
+
+def raabin_cells(data_root, limit: int, seed: int, calibration: bool = False) -> tuple[list, list, list]:
+    """The reported set: white cells of every Raabin field of TXL-PBC; ``calibration``: cells of its training fields
+    that the reported set (same ``limit``, seed 0) does not hold."""
+    from bloodcell.data.images import read_image
     from bloodcell.framing import CONTEXT, crop_around
 
-    fields = [s for s in smear_images("txl", data_root) if s.source == "raabin"]
-    boxes = [(f, b) for f in fields for b in f.annotation.boxes if b.label == "WBC" and min(b.width, b.height) > 8]
+    everything = _raabin_boxes(data_root, None)
+    reported = {_raabin_id(*everything[i]) for i in np.random.default_rng(0).permutation(len(everything))[:limit]}
+    boxes = ([fb for fb in _raabin_boxes(data_root, "train") if _raabin_id(*fb) not in reported] if calibration
+             else everything)
     picks = sorted(np.random.default_rng(seed).permutation(len(boxes))[:limit])
     images, ids = [], []
     for i in picks:
         field, box = boxes[i]
         images.append(crop_around(read_image(field.path), box.xyxy, CONTEXT))
-        ids.append(f"{field.image_id}:{int(box.x1)},{int(box.y1)}")
+        ids.append(_raabin_id(field, box))
     return images, [None] * len(images), ids
 
 
-def smear_crops_without_cell(data_root, limit: int, seed: int) -> tuple[list, list, list]:
-    """Square crops of TXL-PBC val fields (all sources) that overlap no white-cell box, half to one and a half
-    white cells wide (what a detector's false box or a user's careless crop would show)."""
+def smear_crops_without_cell(data_root, limit: int, seed: int, subset: str = "val") -> tuple[list, list, list]:
+    """Square crops of TXL-PBC ``subset`` fields (all sources) that overlap no white-cell or platelet box (red
+    cells and background only), half to one and a half white cells wide (what a detector's false box or a user's
+    careless crop would show)."""
     from bloodcell.data.images import read_image
     from bloodcell.data.smears import smear_images
 
     rng = np.random.default_rng(seed)
-    fields = smear_images("txl", data_root, subset="val")
+    fields = smear_images("txl", data_root, subset=subset)
     images, ids = [], []
     for k in rng.permutation(len(fields)):
         field = fields[k]
         wbc = [b for b in field.annotation.boxes if b.label == "WBC"]
         if not wbc:
             continue
+        cells = [b for b in field.annotation.boxes if b.label != "RBC"]
         size = float(np.median([max(b.width, b.height) for b in wbc]))
         image = read_image(field.path)
         for _ in range(50):
@@ -72,7 +95,7 @@ def smear_crops_without_cell(data_root, limit: int, seed: int) -> tuple[list, li
             if side >= min(image.size):
                 break
             x, y = int(rng.integers(0, image.width - side)), int(rng.integers(0, image.height - side))
-            if all(b.x2 <= x or b.x1 >= x + side or b.y2 <= y or b.y1 >= y + side for b in wbc):
+            if all(b.x2 <= x or b.x1 >= x + side or b.y2 <= y or b.y1 >= y + side for b in cells):
                 images.append(image.crop((x, y, x + side, y + side)))
                 ids.append(f"{field.image_id}:{x},{y},{side}")
                 break
@@ -137,19 +160,20 @@ def score_images(classifier, images: list) -> dict[str, np.ndarray]:
 
 def load_set(classifier, model_sha: str, name: str, data_root=None, limit: int = 400, seed: int = 0) -> dict:
     """Set ``name`` scored by ``classifier`` (cached by model and set)."""
-    path = CACHE / f"{model_sha[:16]}-{name}-{limit}-{seed}.npz"
+    path = CACHE / f"{model_sha[:16]}-{name}-{limit}-{seed}-v{SETS_VERSION}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as stored:
             return {k: stored[k] for k in stored.files}
     held = None
-    if name == "pbc":
-        images, labels, ids = pbc_cells(data_root, limit, seed)
+    if name in ("pbc", "pbc_val"):
+        images, labels, ids = pbc_cells(data_root, limit, seed, "val" if name == "pbc_val" else "test")
     elif name == "bccd":
         images, labels, ids, held = bccd(data_root)
-    elif name == "raabin":
-        images, labels, ids = raabin_cells(data_root, limit, seed)
-    elif name == "smear_crop_without_cell":
-        images, labels, ids = smear_crops_without_cell(data_root, min(limit, 200), seed)
+    elif name in ("raabin", "raabin_train"):
+        images, labels, ids = raabin_cells(data_root, limit, seed, calibration=name == "raabin_train")
+    elif name in ("smear_crop_without_cell", "smear_crop_without_cell_train"):
+        images, labels, ids = smear_crops_without_cell(data_root, min(limit, 200), seed,
+                                                       "train" if name.endswith("_train") else "val")
     else:
         images, labels, ids = other_non_cells(name, data_root, seed)
     scored = score_images(classifier, images)

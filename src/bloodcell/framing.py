@@ -41,12 +41,16 @@ MAX_ELONGATION = 3.0
 #: Smallest stained group counted as a white cell by :func:`count_cells`, as a fraction of the image.
 WHITE_CELL_AREA = 0.008
 #: A single-cell image (:meth:`CellSearch.single_cell`): the cell nearest the centre spans between these fractions
-#: of the image's shorter side (more: the whole image is "stained", as noise is) and its centre lies within this
-#: fraction of the image's diagonal from the image's centre. Set on PBC's, BCCD's and Raabin's white cells (5th
-#: percentile of span 0.48 and 0.50, 95th of offset 0.08 and 0.14) against smear photos, noise and crops of red
-#: cells and platelets (``benchmarks/new_lab.py``).
-SINGLE_CELL_SPAN = (0.3, 1.1)
-SINGLE_CELL_OFFSET = 0.25
+#: of the image's shorter side (more: the whole image is "stained", as noise is; a platelet or an erythroblast's
+#: nucleus spans little) and its centre lies within this fraction of the image's diagonal from the image's centre
+#: (a field or smear photo's cells lie anywhere). Set on calibration cells of PBC (validation split, every type) and
+#: Raabin (TXL-PBC training fields): the smallest span rounded down and the largest offset rounded up
+#: (``benchmarks/cell_presence.py``). Where the image shows several white-cell-sized groups, the centred one must
+#: span at least :data:`SEVERAL_CELLS_SPAN` (set on PBC's, BCCD's and Raabin's white cells: 5th percentile of span
+#: 0.48 and 0.50): a small cell among others is a field's.
+SINGLE_CELL_SPAN = (0.15, 1.1)
+SINGLE_CELL_OFFSET = 0.13
+SEVERAL_CELLS_SPAN = 0.3
 
 BoxLike = tuple[float, float, float, float]
 
@@ -135,16 +139,22 @@ class CellSearch:
     box: BoxLike | None
     count: int
 
-    def single_cell(self, size: tuple[int, int]) -> bool:
-        """True when an image of ``size`` (width, height) is a single-cell image: its cell is centred and fills
-        much of it (neighbours cut by the edge allowed), unlike a field or smear photo, whose cells are small."""
+    def layout(self, size: tuple[int, int]) -> tuple[float, float] | None:
+        """(span, offset) of the cell in an image of ``size`` (width, height): its longer side over the image's
+        shorter side, and its centre's distance from the image's centre over the image's diagonal; None: no cell."""
         if self.box is None:
-            return False
+            return None
         width, height = size
         x1, y1, x2, y2 = self.box
         offset = math.hypot((x1 + x2 - width) / 2, (y1 + y2 - height) / 2) / math.hypot(width, height)
-        span = max(x2 - x1, y2 - y1) / min(width, height)
-        return SINGLE_CELL_SPAN[0] <= span <= SINGLE_CELL_SPAN[1] and offset <= SINGLE_CELL_OFFSET
+        return max(x2 - x1, y2 - y1) / min(width, height), offset
+
+    def single_cell(self, size: tuple[int, int]) -> bool:
+        """True when an image of ``size`` (width, height) is a single-cell image: its cell is centred and of a cell's
+        size (neighbours cut by the edge allowed), unlike a field or smear photo, whose cells lie anywhere."""
+        layout = self.layout(size)
+        smallest = SINGLE_CELL_SPAN[0] if self.count <= 1 else SEVERAL_CELLS_SPAN
+        return layout is not None and smallest <= layout[0] <= SINGLE_CELL_SPAN[1] and layout[1] <= SINGLE_CELL_OFFSET
 
 
 def search_cells(image: Image.Image) -> CellSearch:

@@ -16,9 +16,11 @@ An input that fails them is told apart by a second question, which needs no lab'
 single stained cell at all? A single-cell image by its layout (the stained cell nearest the centre,
 found by :mod:`bloodcell.framing` without the model on the image as given, is centred and fills much
 of it; neighbours cut by the edge allowed: :meth:`~bloodcell.framing.CellSearch.single_cell`) that
-shows a stained nucleus (:func:`stained`) is referred as an unfamiliar lab's cell, with what to do
-(review, then adapt); anything else as not a single blood cell. Measured leave-one-lab-out (each
-lab's cells under a guard calibrated without them) with non-cells in ``benchmarks/new_lab.py``.
+shows a stained cell is referred as an unfamiliar lab's cell, with what to do (review, then adapt);
+anything else as not a single blood cell. Whether a stained cell is there at all
+(:func:`~bloodcell.inference.cell_presence.cell_present`) is asked first, lab or no lab. Measured
+leave-one-lab-out (each lab's cells under a guard calibrated without them) with non-cells in
+``benchmarks/new_lab.py``.
 
 :func:`fit_guard` fits it on in-distribution model inputs and features (the calibration
 workflow, :mod:`bloodcell.workflows.calibrate`, stores it under the checkpoint's ``ood``
@@ -38,6 +40,7 @@ from PIL import Image
 
 from bloodcell.errors import CheckpointError, ConfigError, DataError
 from bloodcell.framing import search_cells
+from bloodcell.inference.cell_presence import cell_present
 
 STAT_NAMES = (
     "mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b",
@@ -161,12 +164,6 @@ def _ratios(components: list[Gaussian], x: np.ndarray) -> np.ndarray:
     return np.array([g.score(x) / max(g.threshold, 1e-12) for g in components])
 
 
-#: A white cell shows a Romanowsky-stained nucleus: the bluest 5 % of a model input's pixels are at least this much
-#: bluer than green (0-255). Every white cell of PBC and BCCD reaches 68 or more and 98 % of Raabin's; red cells
-#: (up to 56 in Raabin's purple-tinted fields), platelets' pale pictures and everyday pictures stay below
-#: (``benchmarks/new_lab.py``; set on those same sets, so their figures are not independent of it).
-STAIN_CONTRAST = 60.0
-
 #: How the referral reason and the note of an unfamiliar lab's cell begin (what callers look for).
 UNFAMILIAR = "unfamiliar lab"
 
@@ -175,14 +172,6 @@ UNFAMILIAR_REFERRAL = (f"{UNFAMILIAR}: a stained single cell, but unlike the cel
                        "(stain, camera or magnification; colour statistics {stats:.1f}x, features {features:.1f}x the "
                        "limits), so its type would be a guess: have a person review it, then adapt the model to your "
                        "lab from reviewed cells with `bloodcell adapt`")
-
-
-def stained(pixels: np.ndarray) -> np.ndarray:
-    """Per uint8 model input (N, 3, H, W): True when it shows a stained white cell's nucleus (:data:`STAIN_CONTRAST`)."""
-    blue_minus_green = pixels[:, 2].astype(np.int16) - pixels[:, 1].astype(np.int16)
-    flat = blue_minus_green.reshape(len(pixels), -1)
-    top = np.partition(flat, -max(1, flat.shape[1] // 20), axis=1)[:, -max(1, flat.shape[1] // 20):]
-    return top.mean(axis=1) >= STAIN_CONTRAST
 
 
 def single_cell_input(pixels: np.ndarray) -> bool:
@@ -226,7 +215,9 @@ class OODGuard:
 
         Two questions are kept apart: is it a cell of a lab the guard knows (colour statistics and features
         within a lab's limits), and, when not, is it a single stained cell at all (a single-cell image by its
-        layout, showing a stained nucleus: :func:`stained`), which needs no lab's limits. A cell of an unknown
+        layout, showing a stained cell: :func:`~bloodcell.inference.cell_presence.cell_present`), which needs no
+        lab's limits and is asked first: an image with no stained cell in it is not a cell even when its colours
+        and features lie within a lab's limits (a crop of red cells only). A cell of an unknown
         lab fails the first on its features, its colours or both, and passes the second.
         ``pixels`` are the uint8 model inputs (N, 3, H, W) and ``features`` their penultimate features (N, D),
         both as the :class:`~bloodcell.inference.predictor.Classifier` makes them; ``single`` says per input
@@ -238,21 +229,21 @@ class OODGuard:
         stats = _ratios(self.stats, summaries[:, :len(STAT_NAMES)])
         feats = _ratios(self.features, features.astype(np.float64))
         home = np.asarray(self.familiar, bool)
-        purple = stained(pixels)
+        present = cell_present(pixels)
         out: list[tuple[str | None, str | None]] = []
         for i, grey in enumerate(summaries[:, -1]):
             stat, feat = stats[:, i].min(), feats[:, i].min()
             if grey < self.blank_std:
                 out.append(("not a single blood cell: blank or uniform image", None))
+            elif not present[i]:
+                out.append(("not a single blood cell: no stained nucleus or granules stand out from the red cells and "
+                            "background", None))
             elif stats[home, i].min() <= 1.0 and feats[home, i].min() <= 1.0:
                 out.append((None, None))
             elif stat <= 1.0 and feat <= 1.0:
                 out.append((None, UNFAMILIAR_NOTE))
-            elif purple[i] and (single_cell_input(pixels[i]) if single is None else single[i]):
+            elif single_cell_input(pixels[i]) if single is None else single[i]:
                 out.append((UNFAMILIAR_REFERRAL.format(stats=stat, features=feat), None))
-            elif not purple[i]:
-                out.append((f"not a single blood cell: no stained nucleus, colour/texture unlike stained cell images "
-                            f"({stat:.1f}x the limit)", None))
             else:
                 out.append(("not a single blood cell: stained, but not one cell centred in the image and filling "
                             "much of it as in a single-cell image (for smear photos use `bloodcell count`)", None))

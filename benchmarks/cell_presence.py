@@ -1,0 +1,108 @@
+"""Calibrate and check the guard's is-it-a-cell questions: cell presence and the single-cell layout.
+
+Calibrated only on sets no report uses (``new_lab_sets.CALIBRATION_SETS``): PBC's validation cells (every type,
+platelets and erythroblasts included), Raabin's cells of TXL-PBC's training fields that the reported Raabin set does
+not hold, and crops of TXL-PBC's training fields holding no white cell or platelet.
+
+- Presence (``bloodcell.inference.cell_presence.PRESENCE_CONTRAST``): the 99th percentile of the crops' contrast,
+  rounded up to 0.01 (as low as the red cells allow, so that weaker-stained labs' cells still count).
+- Layout (``bloodcell.framing.SINGLE_CELL_SPAN`` / ``SINGLE_CELL_OFFSET``): the calibration cells' smallest span
+  (of those alone in their image) rounded down and largest offset rounded up to 0.01.
+
+The JSON gives the values proposed and in use, the calibration sets' rates at those in use (per PBC type) and, for
+reference only, the reported sets' rates (``benchmarks/new_lab.py`` reports those).
+
+    python benchmarks/cell_presence.py [--model pbc8] [--out RESULT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from new_lab_sets import CALIBRATION_SETS, LAB_SETS, NON_CELL_SETS, load_set  # noqa: E402
+
+
+def quantiles(values: np.ndarray) -> dict[str, float]:
+    return {f"p{q}": round(float(np.percentile(values, q)), 3) for q in (0, 1, 5, 50, 95, 99, 100)}
+
+
+def layout(cell_search, geometry: np.ndarray) -> tuple[float, float] | None:
+    """(span, offset) of a cached image's cell search (box as fractions, count, size; ``new_lab_sets``)."""
+    x1, y1, x2, y2, count, width, height = geometry
+    box = None if np.isnan(x1) else (x1 * width, y1 * height, x2 * width, y2 * height)
+    return cell_search(box, int(count)).layout((int(width), int(height)))
+
+
+def rates(data: dict, threshold: float, contrast_of) -> dict:
+    """A set's presence contrast, the share showing a cell at ``threshold`` (per type where labelled) and the share
+    laid out as a single-cell image."""
+    from new_lab import single_cell
+
+    contrast, single = contrast_of(data["pixels"]), single_cell(data["geometry"])
+    row = {"images": len(contrast), "contrast": quantiles(contrast),
+           "present": round(float((contrast >= threshold).mean()), 4), "single_cell": round(float(single.mean()), 4)}
+    if data["labels"].any():
+        row["by_type"] = {t: {"present": round(float((contrast[data["labels"] == t] >= threshold).mean()), 4),
+                              "single_cell": round(float(single[data["labels"] == t].mean()), 4)}
+                          for t in sorted(set(data["labels"].tolist()))}
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="pbc8", help="bundled name or .safetensors (its input staging)")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--limit", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cell_presence.json"))
+    args = parser.parse_args(argv)
+    import torch
+
+    from bloodcell.framing import SINGLE_CELL_OFFSET, SINGLE_CELL_SPAN, CellSearch
+    from bloodcell.inference.cell_presence import PRESENCE_CONTRAST, presence_contrast
+    from bloodcell.inference.predictor import load
+    from bloodcell.provenance import file_sha256, git_commit, machine, now
+    from bloodcell.weights import resolve
+
+    torch.set_num_threads(args.threads)
+    classifier = load(args.model)
+    sha = file_sha256(resolve(args.model))
+    sets = {n: load_set(classifier, sha, n, args.data_root, args.limit) for n in CALIBRATION_SETS}
+    cell_sets, crops = CALIBRATION_SETS[:-1], CALIBRATION_SETS[-1]
+    proposed = math.ceil(float(np.percentile(presence_contrast(sets[crops]["pixels"]), 99)) * 100) / 100
+    layouts = np.array([lay for n in cell_sets for lay in map(lambda g: layout(CellSearch, g), sets[n]["geometry"])
+                        if lay is not None])
+    alone = np.array([layout(CellSearch, g)[0] for n in cell_sets for g in sets[n]["geometry"]
+                      if g[4] <= 1 and not np.isnan(g[0])])
+    calibration = {n: rates(data, PRESENCE_CONTRAST, presence_contrast) for n, data in sets.items()}
+    reported = {n: rates(load_set(classifier, sha, n, args.data_root, args.limit), PRESENCE_CONTRAST,
+                         presence_contrast) for n in (*LAB_SETS, *NON_CELL_SETS)}
+    given = sys.argv[1:] if argv is None else argv
+    result = {"command": shlex.join(["python", "benchmarks/cell_presence.py", *given]),
+              "commit": git_commit(), "date": now(), "machine": machine(), "model": Path(str(args.model)).name,
+              "presence_contrast": {"in_use": PRESENCE_CONTRAST, "proposed": proposed},
+              "single_cell_span_min": {"in_use": SINGLE_CELL_SPAN[0],
+                                       "proposed": math.floor(float(alone.min()) * 100) / 100},
+              "single_cell_offset": {"in_use": SINGLE_CELL_OFFSET,
+                                     "proposed": math.ceil(float(layouts[:, 1].max()) * 100) / 100},
+              "calibration": calibration,
+              "reported_sets_for_reference": reported}
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("presence_contrast", "single_cell_span_min", "single_cell_offset")} |
+                     {n: (r["present"], r["single_cell"]) for n, r in {**calibration, **reported}.items()}, indent=1))
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

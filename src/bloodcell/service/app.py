@@ -29,6 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from PIL import Image
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -75,6 +76,7 @@ from bloodcell.service.schemas import (
     SmearImageResult,
 )
 from bloodcell.service.bank_api import AdaptJobs, BankAdapter, add_bank_routes
+from bloodcell.service.lab_models import COUNTED_LAB, LabModels
 from bloodcell.service.gallery_api import add_gallery_routes, check_keepable, keep_counted
 from bloodcell.service.samples_api import (COOKIE, CSRF_HEADER, OWN_AUTH_PREFIXES, add_sample_store_routes,
                                            signed_in_caller)
@@ -157,6 +159,11 @@ class ServiceState:
     metrics: ServiceMetrics
     count_photo: PhotoCounter
     store: Store | None = None
+    lab_models: LabModels | None = None
+
+    def counting_classifier(self) -> Any:
+        """The classifier the service's counts are typed with: the one chosen for their lab, else its own."""
+        return self.lab_models.for_lab(COUNTED_LAB) if self.lab_models is not None else self.classifier
 
     @property
     def limits(self) -> Limits:
@@ -225,10 +232,12 @@ def create_app(
         store = app.state.service.store = open_store(settings.store)
         add_sample_store_routes(app, store, settings.api_key, reviewer_classes(classifier.class_names))
         add_gallery_routes(app, store, settings.api_key)
+        folder = Path(settings.models_dir) if settings.models_dir else None
         jobs = None if bank_adapter is None else AdaptJobs(
-            store, bank_adapter, getattr(classifier, "source", None) or str(resolve(settings.model)),
-            Path(settings.models_dir) if settings.models_dir else None)
-        add_bank_routes(app, store, settings.api_key, white_cell_types(classifier.class_names), jobs)
+            store, bank_adapter, getattr(classifier, "source", None) or str(resolve(settings.model)), folder)
+        models = app.state.service.lab_models = LabModels(store, classifier, folder, settings.engine, settings.threads)
+        add_bank_routes(app, store, settings.api_key, white_cell_types(classifier.class_names), jobs, models,
+                        app.state.service.model_name)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_upload_bytes, timeout_s=limits.body_timeout_s)
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
@@ -424,9 +433,10 @@ class _Counted:
     result: SampleResult | None = None
 
 
-def _count_job(token: CancelToken, state: ServiceState, usable, sample_id: str = "sample") -> _Counted:
-    """Decode, then count with the one counting loop in a worker thread (an abandoned job stops between photos);
-    each counted photo gets its id, its review items (crops, top 3) and its review state."""
+def _count_job(token: CancelToken, state: ServiceState, usable, classifier: Any, sample_id: str = "sample") -> _Counted:
+    """Decode, then count with the one counting loop in a worker thread (an abandoned job stops between photos),
+    typing with ``classifier``; each counted photo gets its id, its review items (crops, top 3) and its review
+    state."""
     ids = {index: photo_id(data) for index, _, data in usable}
     decoded, errors = _decode(token, usable, state.limits.max_pixels)
     todo, seen = [], set()
@@ -444,14 +454,15 @@ def _count_job(token: CancelToken, state: ServiceState, usable, sample_id: str =
         if photo.annotated is not None:  # PNG-encoded here, off the event loop
             photo.annotated_png, photo.annotated = png_base64(photo.annotated), None
         entry = photo.entry()
-        counted.review += review_of_photo(entry, image, state.classifier)
+        counted.review += review_of_photo(entry, image, classifier)
         counted.photos.append(photo_state(entry))
         counted.entries[index] = entry
         token.check()
 
     token.check()
-    result = count_photos([image for _, _, image in todo], state.count_photo, names=[name for _, name, _ in todo],
-                          sample_id=sample_id, typing=typing_summary(state.classifier), on_photo=photo_done)
+    result = count_photos([image for _, _, image in todo], partial(state.count_photo, classifier=classifier),
+                          names=[name for _, name, _ in todo], sample_id=sample_id, typing=typing_summary(classifier),
+                          on_photo=photo_done)
     missed = [index for index, _, _ in todo if index not in counted.entries]
     errors.update({index: error.error for index, error in zip(missed, result.errors)})
     counted.sample = result.sample.model_dump(mode="json", exclude_unset=True) if result.images else {}
@@ -648,15 +659,16 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         sample_id = (sample_id or "").strip() or None
         keep = state.store is not None and bool(request.cookies.get(COOKIE)) and CSRF_HEADER in request.headers
         person = signed_in_caller(state.store, state.settings.api_key, request, change=True) if keep else None
+        classifier = await run_in_threadpool(state.counting_classifier)
         if person is not None:
-            check_keepable(state.store, person, sample_id, add_to_sample, classifier=state.classifier,
+            check_keepable(state.store, person, sample_id, add_to_sample, classifier=classifier,
                            detector=state.settings.detector)
         elif add_to_sample:
             raise RequestRejected(422, "invalid_request", "photos are added to a kept sample only by a signed-in person")
         uploads = await _read_uploads(files, state.limits)
         usable, refused = _screen(uploads, state.limits)
         started = time.perf_counter()
-        counted: _Counted = await state.queue.run(_count_job, state, usable, sample_id or "sample")
+        counted: _Counted = await state.queue.run(_count_job, state, usable, classifier, sample_id or "sample")
         if not counted.entries:
             raise RequestRejected(422, "corrupt_image", counted.errors[min(counted.errors)])
         items, skipped = _smear_results(uploads, counted, refused)
@@ -666,12 +678,12 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         if person is not None:
             sent = {photo_id(data): data for _, _, data in usable}
             keep_counted(state.store, person, counted.result, [sent[p.photo_id] for p in counted.result.images],
-                         add_to_sample=add_to_sample, classifier=state.classifier, detector=state.settings.detector,
+                         add_to_sample=add_to_sample, classifier=classifier, detector=state.settings.detector,
                          seconds=time.perf_counter() - started)
         return _bounded_json(CountResponse(
             images=items, sample=counted.sample, sample_id=sample_id,
             report=count_report(entries, counted.sample, skipped, sample_id), review=counted.review,
-            classes=white_cell_types(state.classifier.class_names), refer_below=state.settings.refer_below,
+            classes=white_cell_types(classifier.class_names), refer_below=state.settings.refer_below,
             detector=state.detector_name, state=sample_state(counted.photos, counted.sample, skipped),
             stored_sample=sample_id if person is not None else None,
         ), state.limits, "send fewer or smaller photos per request")

@@ -1,14 +1,18 @@
-"""A lab's cell bank over HTTP, and a supervisor's button that adapts the lab's classifier from it.
+"""A lab's cell bank over HTTP, a supervisor's button that adapts the lab's classifier from it, and the choice of
+the classifier the lab's new counts are typed with.
 
 ``GET /v1/lab/adaptation?lab=NAME`` (anyone signed in, or the API key) answers the lab's bank (reviewed cells per
 type and how many more of each are needed), whether it is large enough to adapt from (else the sentence saying
-what is missing) and the lab's latest adapting job. ``POST /v1/lab/adaptation`` (a supervisor or an admin, with
-the session's CSRF token) starts adapting the service's classifier from the bank as a background job: 202 with
-the job, 422 with the sentence when the bank is too small, 409 while the lab's previous job runs (one per lab
-at a time), 503 when the server has no models folder. The job writes the adapted model to the models folder
-(``serve --models-dir``), each sample used keeps an ``adapt_classifier`` entry in its audit trail, and its
-status (running, done with the figures, failed with the sentence) is what the page polls. Jobs are kept in
-the process: a restarted server has none running (the models written and the audit trail stay).
+what is missing), the lab's latest adapting job and the classifier its new counts are typed with. ``POST
+/v1/lab/adaptation`` (a supervisor or an admin, with the session's CSRF token) starts adapting the service's
+classifier from the bank as a background job: 202 with the job, 422 with the sentence when the bank is too small,
+409 while the lab's previous job runs (one per lab at a time, across servers sharing the store), 503 when the
+server has no models folder. The job writes the adapted model to the models folder (``serve --models-dir``), each
+sample used keeps an ``adapt_classifier`` entry in its audit trail, and its status (running, done with the
+figures, failed with the sentence) is kept in the store (:mod:`bloodcell.store.adapt_jobs`) and polled by the
+page: a job whose server stopped is shown failed, "the service stopped while adapting". ``POST
+/v1/lab/classifier`` (a supervisor or an admin, CSRF token) types the lab's new counts with a model one of its
+finished jobs wrote, or again with the service's own (``model``: null); audited.
 
 The adapting itself is the workflow's (above the service): ``bloodcell serve`` hands it down as a
 :class:`BankAdapter`.

@@ -97,6 +97,23 @@ def _wait_for(client, state="running", seconds=180.0) -> dict:
         time.sleep(0.2)
 
 
+def adapted_by_sam(client_for, store_path, tmp_path):
+    """A client, the finished job of a supervisor who adapted the classifier from a bank of two reviewed samples
+    (5 basophils, 6 eosinophils; a real tiny adapt) and the samples' ids."""
+    samples = _keep_bank_samples(store_path, tmp_path, [{"basophil": 3, "eosinophil": 3}, {"basophil": 2, "eosinophil": 3}])
+    client = client_for()
+    tia = _sign_in(client, "tia")
+    for sample_id in samples:
+        _review_all(client, tia, sample_id)
+    csrf = _sign_in(client, "sam")
+    assert client.get("/v1/lab/adaptation?lab=").json()["can_adapt"]
+    started = _adaptation(client, {"X-CSRF-Token": csrf})
+    assert started.status_code == 202, started.text
+    job = _wait_for(client)["job"]
+    assert job["state"] == "done", job
+    return client, job, samples
+
+
 def test_the_sample_answer_says_how_many_more_cells_of_each_type_the_bank_needs(client_for):
     client = client_for()
     csrf = _sign_in(client, "tia")
@@ -169,17 +186,7 @@ def test_a_supervisor_adapts_the_classifier_from_the_bank_into_the_models_folder
     from bloodcell.inference.predictor import load
     from bloodcell.provenance import file_sha256
 
-    samples = _keep_bank_samples(store_path, tmp_path, [{"basophil": 3, "eosinophil": 3}, {"basophil": 2, "eosinophil": 3}])
-    client = client_for()
-    tia = _sign_in(client, "tia")
-    for sample_id in samples:
-        _review_all(client, tia, sample_id)
-    csrf = _sign_in(client, "sam")
-    assert client.get("/v1/lab/adaptation?lab=").json()["can_adapt"]
-    started = _adaptation(client, {"X-CSRF-Token": csrf})
-    assert started.status_code == 202, started.text
-    job = _wait_for(client)["job"]
-    assert job["state"] == "done", job
+    client, job, samples = adapted_by_sam(client_for, store_path, tmp_path)
     assert job["figures"]["cells"] == {"basophil": 5, "eosinophil": 6} and 0 <= job["figures"]["cv_accuracy"] <= 1
     assert job["figures"]["without_cells"] == ["lymphocyte", "neutrophil"]
     written = tmp_path / "models" / job["model"]

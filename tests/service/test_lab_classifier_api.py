@@ -5,26 +5,10 @@ sentence, never used; roles, CSRF and the API key are checked; every choice is a
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from service_helpers import smear_png
-from test_bank_api import KEY, _adaptation, _keep_bank_samples, _review_all, _sign_in, _wait_for, client_for  # noqa: F401
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
-
-
-def _adapted(client_for, store_path, tmp_path):
-    """A client and the model a supervisor adapted from the lab's bank on it (a real tiny adapt)."""
-    samples = _keep_bank_samples(store_path, tmp_path, [{"basophil": 3, "eosinophil": 3}, {"basophil": 2, "eosinophil": 3}])
-    client = client_for()
-    tia = _sign_in(client, "tia")
-    for sample_id in samples:
-        _review_all(client, tia, sample_id)
-    assert _adaptation(client, {"X-CSRF-Token": _sign_in(client, "sam")}).status_code == 202
-    job = _wait_for(client)["job"]
-    assert job["state"] == "done", job
-    return client, job
+from test_bank_api import KEY, _sign_in, adapted_by_sam, client_for  # noqa: F401
 
 
 def _choose(client, csrf, model, lab=""):
@@ -41,7 +25,7 @@ def test_the_labs_counts_use_the_chosen_adapted_model_until_switched_back(client
     from bloodcell.store.database import open_store
     from bloodcell.store.models import AuditEntry
 
-    client, job = _adapted(client_for, store_path, tmp_path)
+    client, job, _ = adapted_by_sam(client_for, store_path, tmp_path)
     service_model = Path(client.app.state.service.classifier.source).name
     status = client.get("/v1/lab/adaptation?lab=").json()
     assert status["classifier"] is None and status["service_model"] == Path(service_model).stem
@@ -82,7 +66,7 @@ def test_the_labs_counts_use_the_chosen_adapted_model_until_switched_back(client
 
 
 def test_a_chosen_model_changed_on_disk_is_refused_never_used(client_for, store_path, tmp_path):
-    client, job = _adapted(client_for, store_path, tmp_path)
+    client, job, _ = adapted_by_sam(client_for, store_path, tmp_path)
     sam = _sign_in(client, "sam")
     assert _choose(client, sam, job["model"]).status_code == 200
     path = tmp_path / "models" / job["model"]

@@ -106,6 +106,7 @@ def test_a_supervisor_adapts_the_labs_classifier_with_the_button(bank_server, br
     page.locator(".use-model").click()
     expect(model).to_contain_text(f"typed with the adapted model {written[0].name}, chosen by sam on")
     assert page.locator(".use-model").count() == 0
+    expect(page.locator("#model-name")).to_contain_text(f"model: {written[0].stem} (adapted to this lab; tiny for")
     chosen = page.request.get(url + "/v1/lab/adaptation?lab=").json()["classifier"]
     assert chosen["model"] == written[0].name
     shots = Path(os.environ.get("BLOODCELL_SCREENSHOTS", tmp_path))
@@ -119,6 +120,7 @@ def test_a_supervisor_adapts_the_labs_classifier_with_the_button(bank_server, br
     page.locator(".use-service-model").click()
     expect(model).to_have_text("New counts of this lab are typed with the service's own model, tiny.")
     expect(page.locator(".use-model")).to_be_visible()  # the finished job's model can be chosen again
+    expect(page.locator("#model-name")).to_have_text("model: tiny · detector: classical")
     page.locator("#sign-out").click()
     expect(page.locator("#user-name")).to_be_visible()  # the session is ended before the page is loaded again
     _open_as(page, url, "tia")  # a technician reads which model is in use, with no button

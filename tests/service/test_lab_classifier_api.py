@@ -45,6 +45,7 @@ def test_the_labs_counts_use_the_chosen_adapted_model_until_switched_back(client
     assert chosen.status_code == 200, chosen.text
     assert chosen.json()["classifier"]["model"] == job["model"] and chosen.json()["classifier"]["by"] == "sam"
     assert client.get("/v1/lab/adaptation?lab=").json()["classifier"]["sha256"] == job["model_sha256"]
+    assert client.get("/health").json()["count_model"] == Path(job["model"]).stem
     tia = _sign_in(client, "tia")
     counted = _count(client, tia, "A-1", 1)
     assert counted.status_code == 200, counted.text
@@ -53,6 +54,7 @@ def test_the_labs_counts_use_the_chosen_adapted_model_until_switched_back(client
     sam = _sign_in(client, "sam")
     back = _choose(client, sam, None)
     assert back.status_code == 200 and back.json()["classifier"] is None
+    assert "count_model" not in client.get("/health").json()
     counted = _count(client, _sign_in(client, "tia"), "A-2", 2)
     assert counted.status_code == 200
     assert client.get("/v1/samples/A-2").json()["classifier"]["name"] == service_model

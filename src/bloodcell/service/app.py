@@ -557,12 +557,13 @@ def _add_routes(app: FastAPIOffline) -> None:
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": PAGE_CSP})
 
-    @app.get("/health", response_model=HealthResponse, tags=["service"])
+    @app.get("/health", response_model=HealthResponse, response_model_exclude_none=True, tags=["service"])
     async def health(request: Request) -> HealthResponse:
         """Liveness and what the page shows: always open, even when an API key is set."""
         state = _state(request)
+        chosen = await run_in_threadpool(state.lab_models.chosen, COUNTED_LAB) if state.lab_models else None
         return HealthResponse(status="ok", version=__version__, model=state.model_name, detector=state.detector_name,
-                              refer_below=state.settings.refer_below)
+                              refer_below=state.settings.refer_below, count_model=chosen and Path(chosen).stem)
 
     @app.get("/metrics", tags=["service"], response_class=Response, responses={401: ERROR_RESPONSES[401]})
     async def metrics(request: Request) -> Response:

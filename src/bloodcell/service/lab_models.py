@@ -34,6 +34,12 @@ class LabModels:
         self._loaded: dict[str, Any] = {}
         self._lock = threading.Lock()
 
+    def chosen(self, lab: str) -> str | None:
+        """The file name of the adapted model chosen for ``lab`` (None: the service's own)."""
+        with self.store.session() as session:
+            row = lab_classifier(session, lab)
+            return row.model_name if row is not None else None
+
     def for_lab(self, lab: str) -> Any:
         """The classifier ``lab``'s new counts are typed with (loaded and checked once)."""
         with self.store.session() as session:

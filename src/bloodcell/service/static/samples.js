@@ -358,7 +358,7 @@ async function chooseModel(lab, model) {
   } catch (err) {
     refusal(err);
   }
-  await showAdaptation(lab);
+  await Promise.all([showAdaptation(lab), showServer()]);
 }
 
 function renderKept() {

@@ -81,3 +81,32 @@ def test_a_chosen_model_changed_on_disk_is_refused_never_used(client_for, store_
     assert again.status_code == 409
     assert _choose(restarted, _sign_in(restarted, "ada"), None).status_code == 200  # an admin switches back
     assert _count(restarted, _sign_in(restarted, "tia"), "A-3", 3).status_code == 200
+
+
+def test_a_named_labs_counts_use_its_own_choice_and_other_labs_keep_theirs(client_for, store_path, tmp_path):
+    import shutil
+
+    from bloodcell.store.adapt_jobs import finish_job, start_job
+    from bloodcell.store.database import open_store
+    from bloodcell.store.users import Person
+
+    client, job, _ = adapted_by_sam(client_for, store_path, tmp_path)
+    north = tmp_path / "models" / "north-adapted.safetensors"
+    shutil.copyfile(tmp_path / "models" / job["model"], north)  # as if adapted from lab north's bank
+    store = open_store(store_path)
+    started = start_job(store, "north", Person("sam", "supervisor"), north.name)
+    finish_job(store, started.id, message="done", figures={"cells": {}}, sha256=job["model_sha256"])
+    store.close()
+    assert _choose(client, _sign_in(client, "sam"), north.name, lab="north").status_code == 200
+
+    tia = _sign_in(client, "tia")
+    counted = client.post("/v1/count", data={"sample_id": "N-1", "lab": " north "},
+                          headers={"X-CSRF-Token": tia, "X-API-Key": KEY},
+                          files=[("files", ("a.png", smear_png(wbc=1, shade=4), "image/png"))])
+    assert counted.status_code == 200, counted.text
+    kept = client.get("/v1/samples/N-1").json()
+    assert kept["lab"] == "north" and kept["classifier"]["name"] == north.name
+    assert _count(client, tia, "A-4", 5).status_code == 200  # the samples without a lab name: the service's model
+    assert client.get("/v1/samples/A-4").json()["classifier"]["name"] == Path(client.app.state.service.classifier.source).name
+    assert client.post("/v1/count", data={"lab": "x" * 201}, headers={"X-API-Key": KEY},
+                       files=[("files", ("a.png", smear_png(wbc=1), "image/png"))]).status_code == 422

@@ -161,9 +161,9 @@ class ServiceState:
     store: Store | None = None
     lab_models: LabModels | None = None
 
-    def counting_classifier(self) -> Any:
-        """The classifier the service's counts are typed with: the one chosen for their lab, else its own."""
-        return self.lab_models.for_lab(COUNTED_LAB) if self.lab_models is not None else self.classifier
+    def counting_classifier(self, lab: str = COUNTED_LAB) -> Any:
+        """The classifier a count of ``lab`` is typed with: the one chosen for the lab, else the service's own."""
+        return self.lab_models.for_lab(lab) if self.lab_models is not None else self.classifier
 
     @property
     def limits(self) -> Limits:
@@ -334,6 +334,8 @@ OptionalFiles = Annotated[list[UploadFile] | None, File(description="The sample'
 SampleId = Annotated[str | None, Form(max_length=64, description="The sample these photos belong to (shown in the report; "
                                                                   "the id it is kept under when signed in).")]
 AddToSample = Annotated[bool, Form(description="Add these photos to the kept sample `sample_id` (signed in only).")]
+LabField = Annotated[str, Form(max_length=200, description="The lab the sample comes from (default: none): its cells are "
+                                                           "typed with the model chosen for that lab.")]
 ReviewPart = Annotated[UploadFile, File(description="The review as JSON (see the endpoint's description).")]
 
 
@@ -646,7 +648,7 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         responses=ERROR_RESPONSES,
     )
     async def count(request: Request, files: UploadFiles, sample_id: SampleId = None,
-                    add_to_sample: AddToSample = False) -> CountResponse:
+                    add_to_sample: AddToSample = False, lab: LabField = "") -> CountResponse:
         """Count RBC, WBC and platelets on the smear photos of one sample: its differential in plain words,
         and the white cells meant for a person (with crops and top 3) for review.
 
@@ -654,13 +656,16 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         its CSRF token in `X-CSRF-Token`, as the signed-in page sends), it is also kept in the store under
         `sample_id` (required then), counted by that person; with `add_to_sample` the photos are added to the kept
         sample of that id. Any other count is only counted (a cookie alone, even a stale one, changes nothing).
-        `stored_sample` says which sample was kept."""
-        await _refuse_unknown_fields(request, ("files", "sample_id", "add_to_sample"))
+        `stored_sample` says which sample was kept. `lab` (default: none, as the page counts): the lab the sample
+        comes from; its white cells are typed with the adapted model chosen for that lab, if any (a new sample is
+        kept under that lab)."""
+        await _refuse_unknown_fields(request, ("files", "sample_id", "add_to_sample", "lab"))
         state = _state(request)
         sample_id = (sample_id or "").strip() or None
         keep = state.store is not None and bool(request.cookies.get(COOKIE)) and CSRF_HEADER in request.headers
         person = signed_in_caller(state.store, state.settings.api_key, request, change=True) if keep else None
-        classifier = await run_in_threadpool(state.counting_classifier)
+        lab = lab.strip()
+        classifier = await run_in_threadpool(state.counting_classifier, lab)
         if person is not None:
             check_keepable(state.store, person, sample_id, add_to_sample, classifier=classifier,
                            detector=state.settings.detector)
@@ -679,7 +684,7 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         if person is not None:
             sent = {photo_id(data): data for _, _, data in usable}
             keep_counted(state.store, person, counted.result, [sent[p.photo_id] for p in counted.result.images],
-                         add_to_sample=add_to_sample, classifier=classifier, detector=state.settings.detector,
+                         add_to_sample=add_to_sample, classifier=classifier, detector=state.settings.detector, lab=lab,
                          seconds=time.perf_counter() - started)
         return _bounded_json(CountResponse(
             images=items, sample=counted.sample, sample_id=sample_id,

@@ -36,7 +36,7 @@ def client_for(store_path, tiny_classifier, tmp_path):
     clients = []
 
     def make(adapter: BankAdapter | None = None, models_dir: Path | None = tmp_path / "models") -> TestClient:
-        settings = ServiceSettings(store=str(store_path), api_key=KEY,
+        settings = ServiceSettings(store=str(store_path), api_key=KEY, detector="classical",
                                    models_dir=str(models_dir) if models_dir else None)
         app = create_app(settings, classifier=tiny_classifier, bank_adapter=adapter or _real_adapter())
         client = TestClient(app, raise_server_exceptions=False, base_url="http://localhost")
@@ -95,6 +95,23 @@ def _wait_for(client, state="running", seconds=180.0) -> dict:
             return answer
         assert time.monotonic() < deadline, f"the job is still {state}: {answer}"
         time.sleep(0.2)
+
+
+def adapted_by_sam(client_for, store_path, tmp_path):
+    """A client, the finished job of a supervisor who adapted the classifier from a bank of two reviewed samples
+    (5 basophils, 6 eosinophils; a real tiny adapt) and the samples' ids."""
+    samples = _keep_bank_samples(store_path, tmp_path, [{"basophil": 3, "eosinophil": 3}, {"basophil": 2, "eosinophil": 3}])
+    client = client_for()
+    tia = _sign_in(client, "tia")
+    for sample_id in samples:
+        _review_all(client, tia, sample_id)
+    csrf = _sign_in(client, "sam")
+    assert client.get("/v1/lab/adaptation?lab=").json()["can_adapt"]
+    started = _adaptation(client, {"X-CSRF-Token": csrf})
+    assert started.status_code == 202, started.text
+    job = _wait_for(client)["job"]
+    assert job["state"] == "done", job
+    return client, job, samples
 
 
 def test_the_sample_answer_says_how_many_more_cells_of_each_type_the_bank_needs(client_for):
@@ -167,22 +184,13 @@ def test_one_job_per_lab_at_a_time_and_a_failed_job_says_why(client_for, store_p
 
 def test_a_supervisor_adapts_the_classifier_from_the_bank_into_the_models_folder(client_for, store_path, tmp_path):
     from bloodcell.inference.predictor import load
+    from bloodcell.provenance import file_sha256
 
-    samples = _keep_bank_samples(store_path, tmp_path, [{"basophil": 3, "eosinophil": 3}, {"basophil": 2, "eosinophil": 3}])
-    client = client_for()
-    tia = _sign_in(client, "tia")
-    for sample_id in samples:
-        _review_all(client, tia, sample_id)
-    csrf = _sign_in(client, "sam")
-    assert client.get("/v1/lab/adaptation?lab=").json()["can_adapt"]
-    started = _adaptation(client, {"X-CSRF-Token": csrf})
-    assert started.status_code == 202, started.text
-    job = _wait_for(client)["job"]
-    assert job["state"] == "done", job
+    client, job, samples = adapted_by_sam(client_for, store_path, tmp_path)
     assert job["figures"]["cells"] == {"basophil": 5, "eosinophil": 6} and 0 <= job["figures"]["cv_accuracy"] <= 1
     assert job["figures"]["without_cells"] == ["lymphocyte", "neutrophil"]
     written = tmp_path / "models" / job["model"]
-    assert written.is_file() and str(written) in job["message"]
+    assert written.is_file() and job["model"] in job["message"] and job["model_sha256"] == file_sha256(written)
     assert load(written).class_names == load(client.app.state.service.classifier.source).class_names
     for sample_id in samples:
         audit = client.get(f"/v1/samples/{sample_id}/audit").json()
@@ -209,3 +217,36 @@ def test_serve_hands_the_adapt_workflow_and_the_models_folder_to_a_store_service
     (settings, kwargs), = built
     assert settings.models_dir == str(tmp_path / "models")
     assert kwargs["bank_adapter"] == BankAdapter(too_few=too_few, adapt=adapt_from_bank)
+
+
+def test_a_job_of_a_stopped_server_is_shown_failed_and_one_job_per_lab_holds_across_servers(client_for, store_path):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from bloodcell.store.adapt_jobs import STOPPED
+    from bloodcell.store.database import open_store
+    from bloodcell.store.models import AdaptationJob, utcnow
+
+    release = threading.Event()
+
+    def slow(store, model, output, *, lab, actor):
+        release.wait(30)
+        raise OSError("no space left on device")
+
+    first = client_for(BankAdapter(too_few=lambda counts, lab: None, adapt=slow))
+    assert _adaptation(first, {"X-CSRF-Token": _sign_in(first, "sam")}).status_code == 202
+    second = client_for(BankAdapter(too_few=lambda counts, lab: None, adapt=slow))  # another server, same store
+    refused = _adaptation(second, {"X-CSRF-Token": _sign_in(second, "ada")})
+    assert refused.status_code == 409 and refused.json()["message"].startswith("sam started adapting this lab's")
+    assert second.get("/v1/lab/adaptation?lab=").json()["job"]["state"] == "running"
+    store = open_store(store_path)  # the first server stops: its job's heartbeat is no longer renewed
+    with store.session() as session:
+        session.execute(update(AdaptationJob).values(heartbeat_at=utcnow() - timedelta(minutes=5)))
+    store.close()
+    restarted = client_for(BankAdapter(too_few=lambda counts, lab: None, adapt=slow))
+    job = restarted.get("/v1/lab/adaptation?lab=", headers={"X-API-Key": KEY}).json()["job"]
+    assert job["state"] == "failed" and job["message"] == STOPPED and job["by"] == "sam" and job["finished_at"]
+    assert _adaptation(second, {"X-CSRF-Token": _sign_in(second, "ada")}).status_code == 202  # the lab is free again
+    release.set()
+    assert _wait_for(second)["job"]["message"] == "no space left on device"

@@ -6,6 +6,7 @@ technician has no button; at 390x844 nothing is wider than the screen."""
 from __future__ import annotations
 
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from service_helpers import BROWSER_TESTS, LiveServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
-from store_helpers import PASSWORDS, bank_doc  # noqa: E402
+from store_helpers import PASSWORDS, POSTGRES_ENV, bank_doc, reset_postgres  # noqa: E402
 
 pytestmark = BROWSER_TESTS
 
@@ -23,10 +24,11 @@ OVERFLOW_JS = """() => Array.from(document.querySelectorAll('body *'))
   .map((e) => `${e.tagName.toLowerCase()}.${e.className} ${Math.round(e.getBoundingClientRect().width)}px`)"""
 
 
-@pytest.fixture()
-def bank_server(tmp_path, tiny_classifier):
-    """A live server on a store whose two samples (no lab name, as the page keeps them) are reviewed: 5 basophils
-    and 6 eosinophils confirmed; the models folder is tmp_path/models."""
+@pytest.fixture(params=["sqlite", "postgresql"])
+def bank_server(request, tmp_path, tiny_classifier, monkeypatch):
+    """A live server on a store (an SQLite file, or the test PostgreSQL when configured) whose two samples (no lab
+    name, as the page keeps them) are reviewed: 5 basophils and 6 eosinophils confirmed; the models folder is
+    tmp_path/models."""
     from bloodcell.service.app import create_app
     from bloodcell.service.bank_api import BankAdapter
     from bloodcell.service.settings import ServiceSettings
@@ -35,7 +37,13 @@ def bank_server(tmp_path, tiny_classifier):
     from bloodcell.store.users import add_user
     from bloodcell.workflows.bank_adapt import adapt_from_bank, too_few
 
+    monkeypatch.setenv("BLOODCELL_PHOTOS", str(tmp_path / "pg-photos"))
     path = tmp_path / "lab.sqlite"
+    if request.param == "postgresql":
+        if not os.environ.get(POSTGRES_ENV):
+            pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV} (scripts/postgres-test.sh prints one)")
+        path = os.environ[POSTGRES_ENV]
+        reset_postgres(path)
     store = open_store(path)
     with store.session() as session:
         ada = add_user(session, "ada", "admin", PASSWORDS["ada"], None)
@@ -79,6 +87,7 @@ def test_a_supervisor_adapts_the_labs_classifier_with_the_button(bank_server, br
     assert page.locator(".adapt-classifier").count() == 0  # a technician has no button
 
     page.locator("#sign-out").click()
+    expect(page.locator("#user-name")).to_be_visible()  # the session is ended before the page is loaded again
     _open_as(page, url, "sam")
     button = page.locator(".adapt-classifier")
     expect(button).to_be_enabled()
@@ -88,10 +97,32 @@ def test_a_supervisor_adapts_the_labs_classifier_with_the_button(bank_server, br
     text = status.inner_text()
     assert text.startswith("Adapted by sam on 11 cells:") and "fold cross-validation" in text
     written = list((tmp_path / "models").glob("lab-adapted-*.safetensors"))
-    assert len(written) == 1 and str(written[0]) in text
+    assert len(written) == 1 and written[0].name in text
     audit = page.request.get(url + "/v1/samples/B-2/audit").json()
     assert [(e["actor"], e["action"]) for e in audit][-1] == ("sam", "adapt_classifier")
+
+    model = page.locator(".lab-model")
+    expect(model).to_have_text("New counts of this lab are typed with the service's own model, tiny.")
+    page.locator(".use-model").click()
+    expect(model).to_contain_text(f"typed with the adapted model {written[0].name}, chosen by sam on")
+    assert page.locator(".use-model").count() == 0
+    expect(page.locator("#model-name")).to_contain_text(f"model: {written[0].stem} (adapted to this lab; tiny for")
+    chosen = page.request.get(url + "/v1/lab/adaptation?lab=").json()["classifier"]
+    assert chosen["model"] == written[0].name
+    shots = Path(os.environ.get("BLOODCELL_SCREENSHOTS", tmp_path))
+    page.locator(".cell-bank").screenshot(path=str(shots / "bank-desktop.png"))
 
     page.set_viewport_size({"width": 390, "height": 844})
     page.locator(".cell-bank").scroll_into_view_if_needed()
     assert page.evaluate(OVERFLOW_JS) == []
+    page.locator(".cell-bank").screenshot(path=str(shots / "bank-phone.png"))
+
+    page.locator(".use-service-model").click()
+    expect(model).to_have_text("New counts of this lab are typed with the service's own model, tiny.")
+    expect(page.locator(".use-model")).to_be_visible()  # the finished job's model can be chosen again
+    expect(page.locator("#model-name")).to_have_text("model: tiny · detector: classical")
+    page.locator("#sign-out").click()
+    expect(page.locator("#user-name")).to_be_visible()  # the session is ended before the page is loaded again
+    _open_as(page, url, "tia")  # a technician reads which model is in use, with no button
+    expect(page.locator(".lab-model")).to_contain_text("typed with the service's own model")
+    assert page.locator(".use-model, .use-service-model, .adapt-classifier").count() == 0

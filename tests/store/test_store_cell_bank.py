@@ -201,3 +201,17 @@ def test_too_small_a_bank_says_how_many_more_of_which_types(counts, needed):
 
     sentence = too_few(counts, "Lab S")
     assert sentence == needed if needed is None else needed in sentence and sentence.count(".") == 0
+
+
+def test_a_type_the_model_does_not_have_is_named_as_a_type_not_a_class_folder(store, people, tmp_path):
+    from bloodcell.workflows import bank_adapt
+
+    model = trained_tiny_checkpoint(tmp_path / "tiny.safetensors")
+    _reviewed_lab(store, tmp_path, people["tia"], [{"eosinophil": 5, "lymphocyte": 5}])
+    ids = _keep(store, tmp_path, "S-9", "Lab S", [("blast", (90, 40, 120))], seed=9)
+    with store.session() as session:
+        decide(session, "S-9", ids[0], "confirm", people["tia"])
+        finish_review(session, "S-9", people["tia"])
+    with pytest.raises(DataError, match=r"^type\(s\) blast are not classes of the model"):
+        bank_adapt.adapt_from_bank(store, model, tmp_path / "adapted.safetensors", lab="Lab S", actor="sam")
+    assert not (tmp_path / "adapted.safetensors").exists()

@@ -29,6 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from PIL import Image
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -75,6 +76,7 @@ from bloodcell.service.schemas import (
     SmearImageResult,
 )
 from bloodcell.service.bank_api import AdaptJobs, BankAdapter, add_bank_routes
+from bloodcell.service.lab_models import COUNTED_LAB, LabModels
 from bloodcell.service.gallery_api import add_gallery_routes, check_keepable, keep_counted
 from bloodcell.service.samples_api import (COOKIE, CSRF_HEADER, OWN_AUTH_PREFIXES, add_sample_store_routes,
                                            signed_in_caller)
@@ -157,6 +159,11 @@ class ServiceState:
     metrics: ServiceMetrics
     count_photo: PhotoCounter
     store: Store | None = None
+    lab_models: LabModels | None = None
+
+    def counting_classifier(self, lab: str = COUNTED_LAB) -> Any:
+        """The classifier a count of ``lab`` is typed with: the one chosen for the lab, else the service's own."""
+        return self.lab_models.for_lab(lab) if self.lab_models is not None else self.classifier
 
     @property
     def limits(self) -> Limits:
@@ -225,10 +232,12 @@ def create_app(
         store = app.state.service.store = open_store(settings.store)
         add_sample_store_routes(app, store, settings.api_key, reviewer_classes(classifier.class_names))
         add_gallery_routes(app, store, settings.api_key)
+        folder = Path(settings.models_dir) if settings.models_dir else None
         jobs = None if bank_adapter is None else AdaptJobs(
-            store, bank_adapter, getattr(classifier, "source", None) or str(resolve(settings.model)),
-            Path(settings.models_dir) if settings.models_dir else None)
-        add_bank_routes(app, store, settings.api_key, white_cell_types(classifier.class_names), jobs)
+            store, bank_adapter, getattr(classifier, "source", None) or str(resolve(settings.model)), folder)
+        models = app.state.service.lab_models = LabModels(store, classifier, folder, settings.engine, settings.threads)
+        add_bank_routes(app, store, settings.api_key, white_cell_types(classifier.class_names), jobs, models,
+                        app.state.service.model_name)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_upload_bytes, timeout_s=limits.body_timeout_s)
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
@@ -325,6 +334,8 @@ OptionalFiles = Annotated[list[UploadFile] | None, File(description="The sample'
 SampleId = Annotated[str | None, Form(max_length=64, description="The sample these photos belong to (shown in the report; "
                                                                   "the id it is kept under when signed in).")]
 AddToSample = Annotated[bool, Form(description="Add these photos to the kept sample `sample_id` (signed in only).")]
+LabField = Annotated[str, Form(max_length=200, description="The lab the sample comes from (default: none): its cells are "
+                                                           "typed with the model chosen for that lab.")]
 ReviewPart = Annotated[UploadFile, File(description="The review as JSON (see the endpoint's description).")]
 
 
@@ -424,9 +435,10 @@ class _Counted:
     result: SampleResult | None = None
 
 
-def _count_job(token: CancelToken, state: ServiceState, usable, sample_id: str = "sample") -> _Counted:
-    """Decode, then count with the one counting loop in a worker thread (an abandoned job stops between photos);
-    each counted photo gets its id, its review items (crops, top 3) and its review state."""
+def _count_job(token: CancelToken, state: ServiceState, usable, classifier: Any, sample_id: str = "sample") -> _Counted:
+    """Decode, then count with the one counting loop in a worker thread (an abandoned job stops between photos),
+    typing with ``classifier``; each counted photo gets its id, its review items (crops, top 3) and its review
+    state."""
     ids = {index: photo_id(data) for index, _, data in usable}
     decoded, errors = _decode(token, usable, state.limits.max_pixels)
     todo, seen = [], set()
@@ -444,14 +456,15 @@ def _count_job(token: CancelToken, state: ServiceState, usable, sample_id: str =
         if photo.annotated is not None:  # PNG-encoded here, off the event loop
             photo.annotated_png, photo.annotated = png_base64(photo.annotated), None
         entry = photo.entry()
-        counted.review += review_of_photo(entry, image, state.classifier)
+        counted.review += review_of_photo(entry, image, classifier)
         counted.photos.append(photo_state(entry))
         counted.entries[index] = entry
         token.check()
 
     token.check()
-    result = count_photos([image for _, _, image in todo], state.count_photo, names=[name for _, name, _ in todo],
-                          sample_id=sample_id, typing=typing_summary(state.classifier), on_photo=photo_done)
+    result = count_photos([image for _, _, image in todo], partial(state.count_photo, classifier=classifier),
+                          names=[name for _, name, _ in todo], sample_id=sample_id, typing=typing_summary(classifier),
+                          on_photo=photo_done)
     missed = [index for index, _, _ in todo if index not in counted.entries]
     errors.update({index: error.error for index, error in zip(missed, result.errors)})
     counted.sample = result.sample.model_dump(mode="json", exclude_unset=True) if result.images else {}
@@ -546,12 +559,13 @@ def _add_routes(app: FastAPIOffline) -> None:
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": PAGE_CSP})
 
-    @app.get("/health", response_model=HealthResponse, tags=["service"])
+    @app.get("/health", response_model=HealthResponse, response_model_exclude_none=True, tags=["service"])
     async def health(request: Request) -> HealthResponse:
         """Liveness and what the page shows: always open, even when an API key is set."""
         state = _state(request)
+        chosen = await run_in_threadpool(state.lab_models.chosen, COUNTED_LAB) if state.lab_models else None
         return HealthResponse(status="ok", version=__version__, model=state.model_name, detector=state.detector_name,
-                              refer_below=state.settings.refer_below)
+                              refer_below=state.settings.refer_below, count_model=chosen and Path(chosen).stem)
 
     @app.get("/metrics", tags=["service"], response_class=Response, responses={401: ERROR_RESPONSES[401]})
     async def metrics(request: Request) -> Response:
@@ -634,7 +648,7 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         responses=ERROR_RESPONSES,
     )
     async def count(request: Request, files: UploadFiles, sample_id: SampleId = None,
-                    add_to_sample: AddToSample = False) -> CountResponse:
+                    add_to_sample: AddToSample = False, lab: LabField = "") -> CountResponse:
         """Count RBC, WBC and platelets on the smear photos of one sample: its differential in plain words,
         and the white cells meant for a person (with crops and top 3) for review.
 
@@ -642,21 +656,25 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         its CSRF token in `X-CSRF-Token`, as the signed-in page sends), it is also kept in the store under
         `sample_id` (required then), counted by that person; with `add_to_sample` the photos are added to the kept
         sample of that id. Any other count is only counted (a cookie alone, even a stale one, changes nothing).
-        `stored_sample` says which sample was kept."""
-        await _refuse_unknown_fields(request, ("files", "sample_id", "add_to_sample"))
+        `stored_sample` says which sample was kept. `lab` (default: none, as the page counts): the lab the sample
+        comes from; its white cells are typed with the adapted model chosen for that lab, if any (a new sample is
+        kept under that lab)."""
+        await _refuse_unknown_fields(request, ("files", "sample_id", "add_to_sample", "lab"))
         state = _state(request)
         sample_id = (sample_id or "").strip() or None
         keep = state.store is not None and bool(request.cookies.get(COOKIE)) and CSRF_HEADER in request.headers
         person = signed_in_caller(state.store, state.settings.api_key, request, change=True) if keep else None
+        lab = lab.strip()
+        classifier = await run_in_threadpool(state.counting_classifier, lab)
         if person is not None:
-            check_keepable(state.store, person, sample_id, add_to_sample, classifier=state.classifier,
+            check_keepable(state.store, person, sample_id, add_to_sample, classifier=classifier,
                            detector=state.settings.detector)
         elif add_to_sample:
             raise RequestRejected(422, "invalid_request", "photos are added to a kept sample only by a signed-in person")
         uploads = await _read_uploads(files, state.limits)
         usable, refused = _screen(uploads, state.limits)
         started = time.perf_counter()
-        counted: _Counted = await state.queue.run(_count_job, state, usable, sample_id or "sample")
+        counted: _Counted = await state.queue.run(_count_job, state, usable, classifier, sample_id or "sample")
         if not counted.entries:
             raise RequestRejected(422, "corrupt_image", counted.errors[min(counted.errors)])
         items, skipped = _smear_results(uploads, counted, refused)
@@ -666,12 +684,12 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         if person is not None:
             sent = {photo_id(data): data for _, _, data in usable}
             keep_counted(state.store, person, counted.result, [sent[p.photo_id] for p in counted.result.images],
-                         add_to_sample=add_to_sample, classifier=state.classifier, detector=state.settings.detector,
+                         add_to_sample=add_to_sample, classifier=classifier, detector=state.settings.detector, lab=lab,
                          seconds=time.perf_counter() - started)
         return _bounded_json(CountResponse(
             images=items, sample=counted.sample, sample_id=sample_id,
             report=count_report(entries, counted.sample, skipped, sample_id), review=counted.review,
-            classes=white_cell_types(state.classifier.class_names), refer_below=state.settings.refer_below,
+            classes=white_cell_types(classifier.class_names), refer_below=state.settings.refer_below,
             detector=state.detector_name, state=sample_state(counted.photos, counted.sample, skipped),
             stored_sample=sample_id if person is not None else None,
         ), state.limits, "send fewer or smaller photos per request")

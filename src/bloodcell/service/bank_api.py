@@ -1,14 +1,18 @@
-"""A lab's cell bank over HTTP, and a supervisor's button that adapts the lab's classifier from it.
+"""A lab's cell bank over HTTP, a supervisor's button that adapts the lab's classifier from it, and the choice of
+the classifier the lab's new counts are typed with.
 
 ``GET /v1/lab/adaptation?lab=NAME`` (anyone signed in, or the API key) answers the lab's bank (reviewed cells per
 type and how many more of each are needed), whether it is large enough to adapt from (else the sentence saying
-what is missing) and the lab's latest adapting job. ``POST /v1/lab/adaptation`` (a supervisor or an admin, with
-the session's CSRF token) starts adapting the service's classifier from the bank as a background job: 202 with
-the job, 422 with the sentence when the bank is too small, 409 while the lab's previous job runs (one per lab
-at a time), 503 when the server has no models folder. The job writes the adapted model to the models folder
-(``serve --models-dir``), each sample used keeps an ``adapt_classifier`` entry in its audit trail, and its
-status (running, done with the figures, failed with the sentence) is what the page polls. Jobs are kept in
-the process: a restarted server has none running (the models written and the audit trail stay).
+what is missing), the lab's latest adapting job and the classifier its new counts are typed with. ``POST
+/v1/lab/adaptation`` (a supervisor or an admin, with the session's CSRF token) starts adapting the service's
+classifier from the bank as a background job: 202 with the job, 422 with the sentence when the bank is too small,
+409 while the lab's previous job runs (one per lab at a time, across servers sharing the store), 503 when the
+server has no models folder. The job writes the adapted model to the models folder (``serve --models-dir``), each
+sample used keeps an ``adapt_classifier`` entry in its audit trail, and its status (running, done with the
+figures, failed with the sentence) is kept in the store (:mod:`bloodcell.store.adapt_jobs`) and polled by the
+page: a job whose server stopped is shown failed, "the service stopped while adapting". ``POST
+/v1/lab/classifier`` (a supervisor or an admin, CSRF token) types the lab's new counts with a model one of its
+finished jobs wrote, or again with the service's own (``model``: null); audited.
 
 The adapting itself is the workflow's (above the service): ``bloodcell serve`` hands it down as a
 :class:`BankAdapter`.
@@ -19,10 +23,10 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
@@ -30,9 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bloodcell.errors import BloodcellError
 from bloodcell.log import get_logger
+from bloodcell.provenance import file_sha256
+from bloodcell.service.lab_models import LabModels
 from bloodcell.service.limits import RequestRejected
 from bloodcell.service.samples_api import http_errors, signed_in_caller
+from bloodcell.store.adapt_jobs import HEARTBEAT_S, STALE_S, beat, finish_job, job_state, latest_job, start_job
 from bloodcell.store.cell_bank import bank_summary
+from bloodcell.store.lab_classifiers import describe, lab_classifier
 from bloodcell.store.database import Store
 from bloodcell.store.users import Person
 from bloodcell.writing import output_name
@@ -50,20 +58,6 @@ class BankAdapter:
     adapt: Callable[..., Any]
 
 
-@dataclass
-class Job:
-    """One adapting job of a lab: who started it and when, its state, and its figures or its sentence."""
-
-    lab: str
-    by: str
-    started_at: str
-    state: Literal["running", "done", "failed"] = "running"
-    finished_at: str | None = None
-    model: str | None = None
-    message: str | None = None
-    figures: dict[str, Any] = field(default_factory=dict)
-
-
 class AdaptationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -71,8 +65,12 @@ class AdaptationRequest(BaseModel):
                      description="The lab whose cell bank is used (\"\": the samples kept without a lab name).")
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+class ClassifierRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lab: str = Field(max_length=200, description="The lab whose new counts are typed (\"\": the service's counts).")
+    model: str | None = Field(max_length=500, description="A model file one of the lab's finished adapting jobs "
+                              "wrote; null: the service's own model.")
 
 
 def _figures(result: Any) -> dict[str, Any]:
@@ -83,18 +81,20 @@ def _figures(result: Any) -> dict[str, Any]:
 
 
 class AdaptJobs:
-    """The lab's adapting jobs in this process: at most one running per lab."""
+    """The labs' adapting jobs, kept in the store (:mod:`bloodcell.store.adapt_jobs`): one running per lab across
+    processes; each runs in a thread of this process that renews its heartbeat."""
 
-    def __init__(self, store: Store, adapter: BankAdapter, model: str, folder: Path | None):
+    def __init__(self, store: Store, adapter: BankAdapter, model: str, folder: Path | None,
+                 heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S):
         self.store, self.adapter, self.model, self.folder = store, adapter, model, folder
-        self._jobs: dict[str, Job] = {}
-        self._lock = threading.Lock()
+        self.heartbeat_s, self.stale_s = heartbeat_s, stale_s
 
-    def latest(self, lab: str) -> Job | None:
-        with self._lock:
-            return self._jobs.get(lab)
+    def latest(self, lab: str) -> dict[str, Any] | None:
+        with self.store.session() as session:
+            job = latest_job(session, lab, self.stale_s)
+            return job_state(job) if job is not None else None
 
-    def start(self, lab: str, person: Person, counts: dict[str, int]) -> Job:
+    def start(self, lab: str, person: Person, counts: dict[str, int]) -> dict[str, Any]:
         """Start adapting from ``lab``'s bank (``counts``: its cells per type) in a background thread."""
         person.require("adapt")
         if self.folder is None:
@@ -106,16 +106,13 @@ class AdaptJobs:
         sentence = self.adapter.too_few(counts, lab)
         if sentence:
             raise RequestRejected(422, "too_few_cells", sentence)
-        with self._lock:
-            running = self._jobs.get(lab)
-            if running is not None and running.state == "running":
-                raise RequestRejected(409, "conflict", f"{running.by} started adapting this lab's classifier at "
-                                      f"{running.started_at}: wait for that job to finish")
-            job = self._jobs[lab] = Job(lab=lab, by=person.name, started_at=_now())
-            output = self._output(lab)
-            job.model = output.name
-        threading.Thread(target=self._run, args=(job, output), name=f"bloodcell-adapt-{lab}"[:60], daemon=True).start()
-        return job
+        output = self._output(lab)
+        job = start_job(self.store, lab, person, output.name, self.stale_s)
+        done = threading.Event()
+        threading.Thread(target=self._beat, args=(job.id, done), name=f"bloodcell-beat-{job.id}", daemon=True).start()
+        threading.Thread(target=self._run, args=(job.id, lab, person.name, output, done),
+                         name=f"bloodcell-adapt-{lab}"[:60], daemon=True).start()
+        return job_state(job)
 
     def _output(self, lab: str) -> Path:
         """A new file in the models folder: ``<lab>-adapted-<UTC time>.safetensors`` (never one that exists)."""
@@ -124,35 +121,53 @@ class AdaptJobs:
         used = {p.name for p in self.folder.iterdir()} if self.folder.is_dir() else set()
         return self.folder / output_name(f"{stem}-adapted-{stamp}", ".safetensors", used)
 
-    def _run(self, job: Job, output: Path) -> None:
+    def _beat(self, job_id: int, done: threading.Event) -> None:
+        while not done.wait(self.heartbeat_s):
+            try:
+                beat(self.store, job_id)
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the job goes on
+                logger.exception("renewing the heartbeat of adapting job %s failed", job_id)
+
+    def _run(self, job_id: int, lab: str, actor: str, output: Path, done: threading.Event) -> None:
+        ending: dict[str, Any] = {"message": "adapting was interrupted"}
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
-            result = self.adapter.adapt(self.store, self.model, output, lab=job.lab, actor=job.by)
-            job.figures = _figures(result)
-            job.message = (f"the adapted model is {output}; restart the service with --model on it to type this lab's "
-                           "cells with it")
-            job.state = "done"
+            result = self.adapter.adapt(self.store, self.model, output, lab=lab, actor=actor)
+            ending = {"figures": _figures(result), "sha256": file_sha256(result.path),
+                      "message": f"the adapted model is {output.name} in the models folder"}
         except (BloodcellError, OSError) as exc:
-            job.message, job.state = str(exc), "failed"
+            ending = {"message": str(exc)}
         except Exception:  # noqa: BLE001 - the page gets one sentence, the log the details
-            logger.exception("adapting the classifier of lab %r failed", job.lab)
-            job.message, job.state = "adapting failed unexpectedly; see the server log", "failed"
+            logger.exception("adapting the classifier of lab %r failed", lab)
+            ending = {"message": "adapting failed unexpectedly; see the server log"}
         finally:
-            job.finished_at = _now()
+            done.set()
+            try:
+                finish_job(self.store, job_id, **ending)
+            except Exception:  # noqa: BLE001 - the job is then found stopped by its heartbeat
+                logger.exception("recording the end of adapting job %s failed", job_id)
 
 
-def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list[str], jobs: AdaptJobs | None) -> None:
-    """Mount ``/v1/lab/adaptation`` on ``app`` (``types``: the classifier's white-cell types; ``jobs``: None when
-    this server cannot adapt, e.g. a library user built it without the workflow)."""
+def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list[str], jobs: AdaptJobs | None,
+                    models: LabModels, service_model: str) -> None:
+    """Mount ``/v1/lab/adaptation`` and ``/v1/lab/classifier`` on ``app`` (``types``: the classifier's white-cell
+    types; ``jobs``: None when this server cannot adapt, e.g. a library user built it without the workflow;
+    ``models``: each lab's classifier; ``service_model``: the name of the service's own)."""
     router = APIRouter(prefix="/v1", tags=["samples"])
 
     def bank_of(lab: str) -> dict[str, Any]:
         with http_errors(), store.session() as session:
             return bank_summary(session, lab, types)
 
+    def in_use(lab: str) -> dict[str, Any]:
+        with store.session() as session:
+            chosen = describe(lab_classifier(session, lab))
+        return {"classifier": chosen, "service_model": service_model}
+
     @router.get("/lab/adaptation")
     def adaptation(request: Request, lab: str = Query("", max_length=200)) -> dict[str, Any]:
-        """The lab's bank, whether adapting from it can start (else why not) and its latest job."""
+        """The lab's bank, whether adapting from it can start (else why not), its latest job and the classifier
+        its new counts are typed with (``classifier``: the adapted one chosen, null: ``service_model``)."""
         signed_in_caller(store, api_key, request)
         lab = lab.strip()
         bank = bank_of(lab)
@@ -160,7 +175,7 @@ def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list
         blocked = ("this server cannot adapt models" if jobs is None else
                    "this server has no models folder (serve --models-dir)" if jobs.folder is None else
                    jobs.adapter.too_few(bank["counts"], lab))
-        return {**bank, "can_adapt": blocked is None, "why_not": blocked, "job": asdict(job) if job else None}
+        return {**bank, "can_adapt": blocked is None, "why_not": blocked, "job": job, **in_use(lab)}
 
     @router.post("/lab/adaptation", status_code=202)
     def start(body: AdaptationRequest, request: Request) -> JSONResponse:
@@ -171,6 +186,15 @@ def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list
                                   "adapt workflow; `bloodcell serve` has it)")
         with http_errors():
             job = jobs.start(body.lab.strip(), person, bank_of(body.lab.strip())["counts"])
-        return JSONResponse(asdict(job), status_code=202)
+        return JSONResponse(job, status_code=202)
+
+    @router.post("/lab/classifier")
+    def choose(body: ClassifierRequest, request: Request) -> dict[str, Any]:
+        """Type the lab's new counts with a model its adapting wrote, or (``model``: null) with the service's own
+        (a supervisor or an admin; audited). 404: not a model adapted for the lab; 409: it cannot be used."""
+        person = signed_in_caller(store, api_key, request, change=True)
+        with http_errors():
+            models.choose(body.lab.strip(), body.model, person)
+        return in_use(body.lab.strip())
 
     app.include_router(router)

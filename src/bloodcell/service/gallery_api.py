@@ -133,12 +133,13 @@ def check_keepable(store: Store, person: Person, sample_id: str | None, add_to_s
 
 
 def keep_counted(store: Store, person: Person, result: SampleResult, photo_bytes: Sequence[bytes], *,
-                 add_to_sample: bool, classifier, detector: str, seconds: float) -> None:
-    """Keep what the page counted (the counting loop's result) in the store, by ``person`` (audited)."""
+                 add_to_sample: bool, classifier, detector: str, seconds: float, lab: str = "") -> None:
+    """Keep what the page counted (the counting loop's result) in the store, by ``person`` (audited); a new sample
+    under ``lab``."""
     with http_errors(), store.session() as session:
         if add_to_sample:
             add_photos(session, store.photos, result, person, classifier=classifier_used(classifier),
                        detector=detector_used(detector), photo_bytes=photo_bytes)
         else:
             record_count(session, store.photos, result, person.name, classifier=classifier_used(classifier),
-                         detector=detector_used(detector), seconds=seconds, photo_bytes=photo_bytes)
+                         detector=detector_used(detector), seconds=seconds, photo_bytes=photo_bytes, lab=lab)

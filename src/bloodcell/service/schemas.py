@@ -225,3 +225,5 @@ class HealthResponse(BaseModel):
     model: str
     detector: str = Field(description="The smear detector /v1/count counts with (an adapted one names its lab).")
     refer_below: float = Field(description="Cells typed below this confidence are referred to a person.")
+    count_model: str | None = Field(None, description="The adapted classifier /v1/count types white cells with, when "
+                                    "one was chosen for the lab (absent: `model`).")

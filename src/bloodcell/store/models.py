@@ -170,3 +170,37 @@ class SignedInSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AdaptationJob(Base):
+    """One adapting of a lab's classifier from its cell bank: who started it and when, running/done/failed, the
+    figures or the sentence, the model file written and its SHA-256. ``running_lab`` is the lab while the job
+    runs and NULL after (unique: one running job per lab, across processes); ``heartbeat_at`` is renewed while
+    it runs, so a job whose process stopped is seen as such."""
+
+    __tablename__ = "adaptation_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lab: Mapped[str] = mapped_column(String(200), index=True)
+    running_lab: Mapped[Optional[str]] = mapped_column(String(200), unique=True)
+    started_by: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(20))
+    message: Mapped[Optional[str]] = mapped_column(Text)
+    figures: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    model_name: Mapped[Optional[str]] = mapped_column(String(500))
+    model_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+
+
+class LabClassifier(Base):
+    """The adapted classifier a lab's new counts are typed with (no row: the service's own model), and who chose it."""
+
+    __tablename__ = "lab_classifiers"
+
+    lab: Mapped[str] = mapped_column(String(200), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(500))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    set_by: Mapped[str] = mapped_column(String(100))
+    set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

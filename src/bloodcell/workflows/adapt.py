@@ -59,7 +59,7 @@ def check_cells(cells: Cells, class_names: list[str]) -> dict[str, int]:
     counts = dict(sorted(Counter(cells.labels).items()))
     unknown = sorted(set(counts) - set(class_names))
     if unknown:
-        raise DataError(f"class folder(s) {', '.join(unknown)} are not classes of the model "
+        raise DataError(f"{cells.labelled_by}(s) {', '.join(unknown)} are not classes of the model "
                         f"(its classes: {', '.join(class_names)})")
     if sum(n >= MIN_CELLS for n in counts.values()) < 2:
         listed = ", ".join(f"{name} {n}" for name, n in counts.items())

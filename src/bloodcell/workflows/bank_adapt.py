@@ -58,7 +58,7 @@ def bank_of(store: Store, lab: str) -> tuple[Cells, dict[str, list[int]]]:
     """The lab's bank as cells for :func:`~bloodcell.workflows.adapt.adapt`, and the cells used per sample."""
     with store.session() as session:
         crops = bank_crops(session, store.photos, lab)
-    return Cells(crops.images, crops.labels, crops.ids, crops.skipped), crops.samples
+    return Cells(crops.images, crops.labels, crops.ids, crops.skipped, labelled_by="type"), crops.samples
 
 
 def adapt_from_bank(store: Store, model: str | Path, output: str | Path, *, lab: str, actor: str,

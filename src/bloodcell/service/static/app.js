@@ -614,7 +614,9 @@ async function showServer() {
     const response = await fetch("/health");
     if (!response.ok) return;
     const health = await response.json();
-    $("model-name").textContent = `model: ${health.model} · detector: ${health.detector}`;
+    const model = health.count_model ? `${health.count_model} (adapted to this lab; ${health.model} for single cells)`
+      : health.model;
+    $("model-name").textContent = `model: ${model} · detector: ${health.detector}`;
     $("threshold").textContent = `Cells typed with less than ${Math.round(100 * health.refer_below)}% confidence `
       + "are referred to a person (this server's referral threshold).";
   } catch (_) { /* the footer stays empty */ }

@@ -272,12 +272,14 @@ function bankView(sample) {
       + `reviewed and signed samples: ${held}. Adapting the classifier to the lab wants about ${bank.wanted} of each type.`
       + (["reviewed", "signed"].includes(sample.status) ? "" : " This sample's cells join the bank when its review is finished.") }),
     list);
+  section.append(el("p", { class: "lab-model", role: "status" }));
   if (may("adapt")) {
     const button = el("button", { type: "button", class: "secondary adapt-classifier", text: "Adapt the classifier to this lab" });
     button.addEventListener("click", () => startAdapting(bank.lab));
-    section.append(el("div", { class: "export-buttons" }, button), el("p", { class: "adapt-status", role: "status", "aria-live": "polite" }));
-    showAdaptation(bank.lab);
+    section.append(el("div", { class: "export-buttons adapt-buttons" }, button),
+      el("p", { class: "adapt-status", role: "status", "aria-live": "polite" }));
   }
+  showAdaptation(bank.lab);
   return section;
 }
 
@@ -285,11 +287,35 @@ function adaptationWords(answer) {
   const job = answer.job;
   if (!job) return answer.can_adapt ? "" : `Not yet: ${answer.why_not}.`;
   if (job.state === "running") return `Adapting, started by ${job.by} at ${when(job.started_at)}…`;
-  if (job.state === "failed") return `Adapting failed: ${sentence(job.message)}`;
+  if (job.state === "failed") return `Adapting, started by ${job.by} at ${when(job.started_at)}, failed: ${sentence(job.message)}`;
   const f = job.figures;
   const cells = Object.values(f.cells).reduce((a, b) => a + b, 0);
   return `Adapted by ${job.by} on ${cells} cells: ${percent(f.cv_accuracy)} right in ${f.folds}-fold cross-validation `
     + `(${percent(f.cv_accuracy_before)} before). ${sentence(job.message)}`;
+}
+
+// Which model types the lab's new counts: the adapted one chosen (by whom, when), else the service's own.
+function modelWords(answer) {
+  const chosen = answer.classifier;
+  return chosen ? `New counts of ${labName(answer.lab)} are typed with the adapted model ${chosen.model}, chosen by `
+    + `${chosen.by} on ${when(chosen.at)}.`
+    : `New counts of ${labName(answer.lab)} are typed with the service's own model, ${answer.service_model}.`;
+}
+
+// A supervisor's choice of model for the lab: the finished job's model, or back to the service's own.
+function modelButton(answer) {
+  const job = answer.job;
+  const chosen = answer.classifier;
+  if (job?.state === "done" && chosen?.model !== job.model) {
+    const use = el("button", { type: "button", class: "use-model", text: `Use this model for ${labName(answer.lab)}` });
+    use.addEventListener("click", () => chooseModel(answer.lab, job.model));
+    return use;
+  }
+  if (!chosen) return null;
+  const back = el("button", { type: "button", class: "secondary use-service-model",
+    text: `Switch back to the service's model (${answer.service_model})` });
+  back.addEventListener("click", () => chooseModel(answer.lab, null));
+  return back;
 }
 
 async function showAdaptation(lab) {
@@ -301,13 +327,17 @@ async function showAdaptation(lab) {
     refusal(err);
     return;
   }
+  const model = document.querySelector(".lab-model");
+  if (!model || store.sample?.bank.lab !== lab) return; // another sample is open now
+  model.textContent = modelWords(answer);
   const status = document.querySelector(".adapt-status");
+  if (!status) return;
   const button = document.querySelector(".adapt-classifier");
-  if (!status || store.sample?.bank.lab !== lab) return; // another sample is open now
   const state = answer.job?.state;
   status.textContent = adaptationWords(answer);
   status.className = `adapt-status ${state || "idle"}`;
   button.disabled = state === "running" || !answer.can_adapt;
+  document.querySelector(".adapt-buttons").replaceChildren(button, ...[modelButton(answer)].filter(Boolean));
   if (state === "running") store.adaptPoll = setTimeout(() => showAdaptation(lab), ADAPT_POLL_MS);
 }
 
@@ -319,6 +349,16 @@ async function startAdapting(lab) {
     refusal(err);
   }
   await showAdaptation(lab);
+}
+
+async function chooseModel(lab, model) {
+  storeMessage("");
+  try {
+    await api("POST", "/v1/lab/classifier", { lab, model });
+  } catch (err) {
+    refusal(err);
+  }
+  await Promise.all([showAdaptation(lab), showServer()]);
 }
 
 function renderKept() {

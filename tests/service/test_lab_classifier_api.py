@@ -1,0 +1,112 @@
+"""Using a lab's adapted classifier (issue 26 item 4): a supervisor or admin, with the CSRF token, chooses a model
+one of the lab's finished adapting jobs wrote, and the service's counts are then typed with it (the kept sample
+records it), until they switch back to the service's own model; a model changed on disk is refused in one
+sentence, never used; roles, CSRF and the API key are checked; every choice is audited."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service_helpers import smear_png
+from test_bank_api import KEY, _sign_in, adapted_by_sam, client_for  # noqa: F401
+
+
+def _choose(client, csrf, model, lab=""):
+    return client.post("/v1/lab/classifier", headers={"X-CSRF-Token": csrf} if csrf else {},
+                       json={"lab": lab, "model": model})
+
+
+def _count(client, csrf, sample_id, shade):
+    return client.post("/v1/count", data={"sample_id": sample_id}, headers={"X-CSRF-Token": csrf, "X-API-Key": KEY},
+                       files=[("files", ("a.png", smear_png(wbc=1, shade=shade), "image/png"))])
+
+
+def test_the_labs_counts_use_the_chosen_adapted_model_until_switched_back(client_for, store_path, tmp_path):
+    from bloodcell.store.database import open_store
+    from bloodcell.store.models import AuditEntry
+
+    client, job, _ = adapted_by_sam(client_for, store_path, tmp_path)
+    service_model = Path(client.app.state.service.classifier.source).name
+    status = client.get("/v1/lab/adaptation?lab=").json()
+    assert status["classifier"] is None and status["service_model"] == Path(service_model).stem
+    tia = _sign_in(client, "tia")
+    assert _choose(client, tia, job["model"]).status_code == 403  # a technician may not
+    sam = _sign_in(client, "sam")
+    assert _choose(client, "forged", job["model"]).status_code == 403
+    machine = client_for()
+    assert _choose(machine, None, job["model"]).status_code == 401
+    assert client.post("/v1/lab/classifier", headers={"X-API-Key": KEY, "X-CSRF-Token": sam},
+                       json={"lab": "", "model": job["model"], "extra": 1}).status_code == 422
+    unknown = _choose(client, sam, "../../etc/passwd")
+    assert unknown.status_code == 404 and "is not a model adapted for this lab" in unknown.json()["message"]
+    assert _choose(client, sam, job["model"], lab="north").status_code == 404  # another lab's model
+
+    chosen = _choose(client, sam, job["model"])
+    assert chosen.status_code == 200, chosen.text
+    assert chosen.json()["classifier"]["model"] == job["model"] and chosen.json()["classifier"]["by"] == "sam"
+    assert client.get("/v1/lab/adaptation?lab=").json()["classifier"]["sha256"] == job["model_sha256"]
+    assert client.get("/health").json()["count_model"] == Path(job["model"]).stem
+    tia = _sign_in(client, "tia")
+    counted = _count(client, tia, "A-1", 1)
+    assert counted.status_code == 200, counted.text
+    assert client.get("/v1/samples/A-1").json()["classifier"] == {"name": job["model"], "sha256": job["model_sha256"]}
+
+    sam = _sign_in(client, "sam")
+    back = _choose(client, sam, None)
+    assert back.status_code == 200 and back.json()["classifier"] is None
+    assert "count_model" not in client.get("/health").json()
+    counted = _count(client, _sign_in(client, "tia"), "A-2", 2)
+    assert counted.status_code == 200
+    assert client.get("/v1/samples/A-2").json()["classifier"]["name"] == service_model
+
+    store = open_store(store_path)
+    with store.session() as session:
+        uses = session.query(AuditEntry).filter(AuditEntry.action == "use_classifier").order_by(AuditEntry.id).all()
+        assert [(e.actor, e.after["classifier"] and e.after["classifier"]["model"]) for e in uses] == [
+            ("sam", job["model"]), ("sam", None)]
+    store.close()
+
+
+def test_a_chosen_model_changed_on_disk_is_refused_never_used(client_for, store_path, tmp_path):
+    client, job, _ = adapted_by_sam(client_for, store_path, tmp_path)
+    sam = _sign_in(client, "sam")
+    assert _choose(client, sam, job["model"]).status_code == 200
+    path = tmp_path / "models" / job["model"]
+    path.write_bytes(path.read_bytes()[:-1] + b" ")
+    restarted = client_for()  # a new server: nothing loaded yet
+    refused = _count(restarted, _sign_in(restarted, "tia"), "A-3", 3)
+    assert refused.status_code == 409 and "was changed in the models folder" in refused.json()["message"]
+    assert restarted.get("/v1/samples/A-3").status_code == 404
+    again = _choose(restarted, _sign_in(restarted, "sam"), job["model"])
+    assert again.status_code == 409
+    assert _choose(restarted, _sign_in(restarted, "ada"), None).status_code == 200  # an admin switches back
+    assert _count(restarted, _sign_in(restarted, "tia"), "A-3", 3).status_code == 200
+
+
+def test_a_named_labs_counts_use_its_own_choice_and_other_labs_keep_theirs(client_for, store_path, tmp_path):
+    import shutil
+
+    from bloodcell.store.adapt_jobs import finish_job, start_job
+    from bloodcell.store.database import open_store
+    from bloodcell.store.users import Person
+
+    client, job, _ = adapted_by_sam(client_for, store_path, tmp_path)
+    north = tmp_path / "models" / "north-adapted.safetensors"
+    shutil.copyfile(tmp_path / "models" / job["model"], north)  # as if adapted from lab north's bank
+    store = open_store(store_path)
+    started = start_job(store, "north", Person("sam", "supervisor"), north.name)
+    finish_job(store, started.id, message="done", figures={"cells": {}}, sha256=job["model_sha256"])
+    store.close()
+    assert _choose(client, _sign_in(client, "sam"), north.name, lab="north").status_code == 200
+
+    tia = _sign_in(client, "tia")
+    counted = client.post("/v1/count", data={"sample_id": "N-1", "lab": " north "},
+                          headers={"X-CSRF-Token": tia, "X-API-Key": KEY},
+                          files=[("files", ("a.png", smear_png(wbc=1, shade=4), "image/png"))])
+    assert counted.status_code == 200, counted.text
+    kept = client.get("/v1/samples/N-1").json()
+    assert kept["lab"] == "north" and kept["classifier"]["name"] == north.name
+    assert _count(client, tia, "A-4", 5).status_code == 200  # the samples without a lab name: the service's model
+    assert client.get("/v1/samples/A-4").json()["classifier"]["name"] == Path(client.app.state.service.classifier.source).name
+    assert client.post("/v1/count", data={"lab": "x" * 201}, headers={"X-API-Key": KEY},
+                       files=[("files", ("a.png", smear_png(wbc=1), "image/png"))]).status_code == 422

@@ -1,0 +1,101 @@
+"""A lab's adapting jobs in the store (issue 26 item 4): one running per lab across processes (two engines on one
+database, as two servers), a job whose server stopped is failed once its heartbeat is stale and never shown running
+forever, a live heartbeat keeps it running, and every start, end and failure is audited; the classifier each lab
+counts with is chosen among its finished jobs' models and switched back, audited."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from bloodcell.store.adapt_jobs import STOPPED, beat, finish_job, job_state, latest_job, start_job
+from bloodcell.store.database import open_store
+from bloodcell.store.errors import ConflictError, NotFoundError, RoleError
+from bloodcell.store.lab_classifiers import adapted_model, lab_classifier, use_classifier
+from bloodcell.store.models import AdaptationJob, AuditEntry, utcnow
+
+
+def _lab_audit(store, lab: str) -> list[AuditEntry]:
+    with store.session() as session:
+        return list(session.scalars(select(AuditEntry).where(AuditEntry.target == f"lab:{lab}").order_by(AuditEntry.id)))
+
+
+def test_one_running_job_per_lab_holds_across_two_servers_of_one_database(store_spec, store, people):
+    other = open_store(store_spec)  # a second process's engine and connections
+    try:
+        results, barrier = [], threading.Barrier(4)
+
+        def start(on, name, model):
+            barrier.wait()
+            try:
+                results.append(start_job(on, "north", people[name], model).id)
+            except ConflictError as exc:
+                results.append(str(exc))
+
+        threads = [threading.Thread(target=start, args=(on, name, f"m{k}.safetensors"))
+                   for k, (on, name) in enumerate([(store, "sam"), (other, "ada"), (store, "ada"), (other, "sam")])]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        started = [r for r in results if isinstance(r, int)]
+        refused = [r for r in results if isinstance(r, str)]
+        assert len(started) == 1 and len(refused) == 3, results
+        assert all(r.endswith("wait for that job to finish") and "started adapting this lab's classifier at" in r
+                   for r in refused)
+        assert start_job(other, "south", people["sam"], "s.safetensors").status == "running"  # another lab may
+        finish_job(store, started[0], message="the stored photo of cell 3 was changed on disk")
+        again = start_job(other, "north", people["sam"], "n2.safetensors")  # a finished job frees its lab
+        assert again.status == "running" and again.running_lab == "north"
+    finally:
+        other.close()
+    with pytest.raises(RoleError):
+        start_job(store, "east", people["tia"], "t.safetensors")
+
+
+def test_a_job_whose_server_stopped_is_failed_and_audited_and_a_beating_one_runs_on(store, people):
+    job = start_job(store, "north", people["sam"], "north-adapted.safetensors")
+    live = start_job(store, "south", people["ada"], "south-adapted.safetensors")
+    with store.session() as session:  # the server of "north" stopped 2 minutes ago; "south"'s beat just now
+        session.execute(update(AdaptationJob).values(heartbeat_at=utcnow() - timedelta(seconds=120)))
+    beat(store, live.id)
+    with store.session() as session:
+        stopped, running = latest_job(session, "north"), latest_job(session, "south")
+        assert job_state(stopped)["state"] == "failed" and stopped.message == STOPPED and stopped.running_lab is None
+        assert running.status == "running"
+    assert start_job(store, "north", people["ada"], "north-2.safetensors").status == "running"
+    failed = [e for e in _lab_audit(store, "north") if e.action == "adapt_failed"]
+    assert len(failed) == 1 and failed[0].actor == "bloodcell service"
+    assert failed[0].after["message"] == STOPPED and failed[0].after["by"] == "sam" and failed[0].at is not None
+    finish_job(store, live.id, message="too few cells")
+    ended = [e for e in _lab_audit(store, "south") if e.action == "adapt_failed"]
+    assert len(ended) == 1 and ended[0].actor == "ada" and ended[0].after["message"] == "too few cells"
+    assert [e.action for e in _lab_audit(store, "south")] == ["adapt_started", "adapt_failed"]
+
+
+def test_a_lab_counts_with_a_model_of_its_finished_jobs_and_switches_back_audited(store, people):
+    job = start_job(store, "north", people["sam"], "north-adapted.safetensors")
+    with store.session() as session, pytest.raises(NotFoundError):
+        adapted_model(session, "north", "north-adapted.safetensors")  # still running: not a model yet
+    finish_job(store, job.id, message="done", figures={"cv_accuracy": 0.9}, sha256="ab" * 32)
+    with store.session() as session:
+        with pytest.raises(NotFoundError):
+            adapted_model(session, "south", "north-adapted.safetensors")  # another lab's model
+        assert adapted_model(session, "north", "north-adapted.safetensors").model_sha256 == "ab" * 32
+        with pytest.raises(RoleError):
+            use_classifier(session, "north", ("north-adapted.safetensors", "ab" * 32), people["tia"])
+    with store.session() as session:
+        chosen = use_classifier(session, "north", ("north-adapted.safetensors", "ab" * 32), people["sam"])
+    assert chosen["model"] == "north-adapted.safetensors" and chosen["by"] == "sam"
+    with store.session() as session:
+        assert lab_classifier(session, "north").model_sha256 == "ab" * 32 and lab_classifier(session, "") is None
+        assert use_classifier(session, "north", None, people["ada"]) is None
+    with store.session() as session:
+        assert lab_classifier(session, "north") is None
+    uses = [e for e in _lab_audit(store, "north") if e.action == "use_classifier"]
+    assert [(e.actor, e.before["classifier"] and e.before["classifier"]["model"],
+             e.after["classifier"] and e.after["classifier"]["model"]) for e in uses] == [
+        ("sam", None, "north-adapted.safetensors"), ("ada", "north-adapted.safetensors", None)]

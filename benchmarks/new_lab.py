@@ -199,7 +199,8 @@ def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> di
         runs = [d[key] for d in result["draws"]]
         summary = {m: round(float(np.mean([r[m] for r in runs])), 4) for m in runs[0]
                    if m not in ("n_rest", "anchor", "strength", "unshown_restored")}
-        summary["recipes"] = dict(Counter(f"{r['anchor']} {r['strength']} restored {r['unshown_restored']}" for r in runs))
+        summary["recipes"] = dict(Counter(f"{r['anchor']} {r['strength']} restored {r['unshown_restored']}"
+                                          for r in runs))
         if "recall" in runs[0]:
             summary["recall_kept"] = round(summary["recall"] / max(summary["recall_before"], 1e-9), 4)
         result["summary"][key] = summary
@@ -208,7 +209,8 @@ def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> di
     return result
 
 
-def ece_ci(names: list[str], draws: list[tuple[np.ndarray, np.ndarray]], seed: int = 0, rounds: int = 500) -> list[float]:
+def ece_ci(names: list[str], draws: list[tuple[np.ndarray, np.ndarray]], seed: int = 0,
+           rounds: int = 500) -> list[float]:
     """95 % bootstrap interval of the mean over draws of the coarse ECE, cells resampled within each draw."""
     rng = np.random.default_rng(seed)
     values = [np.mean([coarse_ece(names, probs[i], labels[i]) for probs, labels in draws

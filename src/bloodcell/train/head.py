@@ -99,9 +99,10 @@ def _views(features: np.ndarray, labels: np.ndarray, cells: np.ndarray) -> tuple
 #: Shares of the unshown classes' standing restored by :func:`restore_unshown`, tried from the whole down
 #: (``None``: the fitted rows, which adapting pushed down wherever the model mistook the lab's cells for them).
 RESTORED = (1.0, 0.75, 0.5, 0.25, 0.0, None)
-#: ... the largest whose out-of-fold accuracy is within this of the best share's (each cell an unshown class takes
-#: is an error on the lab; a lab's own labels are not all right: BCCD's "eosinophils" include neutrophils).
-RESTORE_TOLERANCE = 0.05
+#: ... the largest whose out-of-fold accuracy is within this of the best share's. Out of fold, every cell an
+#: unshown class takes is an error and none it finds counts (it has no cells there), so a tight tolerance drops
+#: the unshown classes: at 0.05, a type left out of BCCD kept as little as 13 % of its recall.
+RESTORE_TOLERANCE = 0.1
 
 
 def restore_unshown(features: np.ndarray, labels: np.ndarray, weight: np.ndarray, bias: np.ndarray,

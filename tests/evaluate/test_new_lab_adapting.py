@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +22,14 @@ def benchmark():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(autouse=True)
+def two_candidates(monkeypatch):
+    """One strength per anchor: the section's logic, not the engine's search (tested in tests/workflows)."""
+    from bloodcell.train import head
+
+    monkeypatch.setattr(head, "adapt_head", partial(head.adapt_head, strengths=(0.1,), fresh_strengths=(0.5,)))
 
 
 class Stub:

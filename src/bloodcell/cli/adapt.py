@@ -53,6 +53,8 @@ def adapt(
     typer.echo(f"adapted on {sum(result.cells.values())} cells ({counts}) -> {result.path}")
     typer.echo(f"estimated accuracy on your lab ({fit.folds}-fold cross-validation over these cells): "
                f"{fit.cv_accuracy:.1%} adapted, {fit.cv_accuracy_before:.1%} before adapting")
+    towards = "the model's own layer" if fit.anchor == "model" else "zero (a fresh layer on the model's features)"
+    typer.echo(f"recipe (chosen by that cross-validation): last layer pulled towards {towards}, strength {fit.strength:g}")
     for path, reason in result.skipped:
         typer.echo(f"skipped {path}: {reason}", err=True)
     if result.few:

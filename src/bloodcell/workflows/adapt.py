@@ -3,8 +3,9 @@
 ``DIR/<class>/<images>`` holds 5-20 cells per class from the lab's own microscope (classes may be
 a subset of the model's; a class with fewer cells takes part with a warning, a class with none keeps
 the model's own weights). The model's last layer is refitted on them (:mod:`bloodcell.train.head`:
-all 8 quarter-turn and mirror views of each cell, pulled towards the model's own layer, strength
-chosen by cross-validation over the cells), its temperature refitted on the out-of-fold logits,
+all 8 quarter-turn and mirror views of each cell, pulled towards the model's own layer or towards
+zero, the anchor, strength and the standing kept by classes given no cells chosen by
+cross-validation over the cells), its temperature refitted on the out-of-fold logits,
 and its out-of-distribution guard learns the lab's cells as a familiar source. The result is a
 checkpoint that ``predict``, ``count``, ``serve`` and ``evaluate`` take with ``--model``; its
 ``adaptation`` metadata records the lab, the cells and the cross-validated accuracy (an estimate
@@ -47,7 +48,7 @@ class Adaptation:
     fit: HeadFit
     cells: dict[str, int]
     skipped: list[tuple[str, str]]
-    #: The model's classes given no cells: they keep the model's own rows (``train.head.keep_unshown``).
+    #: The model's classes given no cells: they keep the model's own rows (``train.head.restore_unshown``).
     without_cells: list[str]
     #: Classes given fewer than :data:`MIN_CELLS` cells (used all the same).
     few: dict[str, int]
@@ -79,6 +80,13 @@ def view_features(classifier: Classifier, images) -> tuple[np.ndarray, np.ndarra
     features = np.concatenate([classifier.score(pixels[i:i + 32], tta=True)[1] for i in range(0, len(pixels), 32)],
                               axis=1)
     return pixels, features
+
+
+def recipe(fit: HeadFit) -> dict[str, Any]:
+    """How the layer was adapted, as the checkpoint records it."""
+    return {"layer": "last", "views": "8 dihedral", "anchor": fit.anchor, "strength": fit.strength,
+            "unshown_restored": fit.restored, "chosen_by": f"{fit.folds}-fold cross-validation over the given cells",
+            "temperature": "out-of-fold, shrunk towards the model's and bounded", "batch_norm": "the model's own"}
 
 
 def _guard_with_lab(guard: OODGuard | None, pixels: np.ndarray, features: np.ndarray, lab: str) -> dict | None:
@@ -114,6 +122,7 @@ def adapt(model: str | Path, cells_dir: str | Path | Cells, out: str | Path, see
     extra: dict[str, Any] = {k: checkpoint.meta[k] for k in _KEPT if k in checkpoint.meta}
     extra["adaptation"] = {"lab": lab, "cells": counts, "cv_accuracy": fit.cv_accuracy, "folds": fit.folds,
                            "cv_accuracy_before": fit.cv_accuracy_before, "strength": fit.strength,
+                           "recipe": recipe(fit),
                            "base": Path(str(model)).name, "base_sha256": file_sha256(checkpoint.path),
                            "commit": git_commit(), "created": now()}
     guard = _guard_with_lab(classifier.guard, pixels, features, lab)

@@ -23,7 +23,8 @@ from bloodcell.errors import ConfigError, DataError  # noqa: E402
 from bloodcell.inference.predictor import load  # noqa: E402
 from bloodcell.models import create_model  # noqa: E402
 from bloodcell.models.registry import _REGISTRY, register_model  # noqa: E402
-from bloodcell.workflows.adapt_unlabelled import adapt_unlabelled, decide, unlabelled_cells  # noqa: E402
+from bloodcell.workflows.adapt_unlabelled import (RULE, RULE_CALIBRATION, Rule, adapt_unlabelled, decide,  # noqa: E402
+                                                  unlabelled_cells)
 
 TINY_BN = "test-tiny-batchnorm-colour-net"
 #: The new lab's stain: every colour shifted (the nearest-colour model then calls many cells wrong).
@@ -136,6 +137,20 @@ def test_the_rule_refuses_surer_calls_that_collapse_or_change_most_calls():
     assert "collapse" in " ".join(decision.candidates[0].reasons)
     assert "changes 100% of the calls" in " ".join(decision.candidates[1].reasons)
     assert decide(before, {1.0: before}).weight is None  # not surer: kept
+    assert decide(before, {1.0: surer}, Rule(entropy_drop=0.02, spread_kept=0.75, agreement_min=1.01)).weight is None
+
+
+def test_the_rule_in_use_is_the_calibrated_one_and_is_recorded(model, tmp_path):
+    """The thresholds in use are those the calibration on synthetic labs chose (its committed result), and every
+    adapted checkpoint records them with where they came from."""
+    import json
+
+    chosen = json.loads((Path(__file__).resolve().parents[2] / RULE_CALIBRATION).read_text())["chosen"]
+    assert RULE == Rule(**{k: chosen[k] for k in ("entropy_drop", "spread_kept", "agreement_min")})
+    lab = _lab(tmp_path / "lab", dict.fromkeys(PBC_CLASSES, 4))
+    done = adapt_unlabelled(model, unlabelled_cells(lab), tmp_path / "a.safetensors", "lab", "unlabelled folder")
+    rule = read_checkpoint_meta(done.path)["unlabelled_adaptation"]["rule"]
+    assert rule["calibration"] == RULE_CALIBRATION and rule["agreement_min"] == RULE.agreement_min
 
 
 @pytest.mark.parametrize("files, message", [

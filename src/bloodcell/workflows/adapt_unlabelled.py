@@ -4,8 +4,8 @@ The lab's white cells (a folder of crops, or the typed white cells of the sample
 the model's batch-norm statistics (AdaBN, :mod:`bloodcell.train.batchnorm`), blended with the model's own at each
 weight of :data:`WEIGHTS`. No weight is trained. Re-estimating can help a lot or hurt a lot (issue 26: +28, +7
 and -26 points on three unseen labs), so a rule decided without labels (:func:`decide`) compares each candidate's
-calls on the lab's cells with the unadapted model's and keeps the unadapted model unless a candidate is surer
-(:data:`ENTROPY_DROP`), still varied (:data:`SPREAD_KEPT`) and mostly agrees with it (:data:`AGREEMENT_MIN`).
+calls on the lab's cells with the unadapted model's and keeps the unadapted model unless a candidate is surer, still
+varied and agrees with it enough (:data:`RULE`, thresholds calibrated on synthetic labs).
 
 The written checkpoint is the adapted model, or the unadapted one when the rule keeps it; either way its
 ``unlabelled_adaptation`` metadata records the method, the lab, the cells, the decision with its reasons and every
@@ -15,7 +15,7 @@ candidate's label-free statistics. Measured leave-one-lab-out in ``benchmarks/ne
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +42,24 @@ METHOD = "adabn"
 WEIGHTS = (0.5, 1.0)
 #: Fewest cells whose statistics are worth re-estimating from.
 MIN_CELLS = 20
-#: The rule: a candidate is kept only if its mean entropy on the lab's cells is at least this much (nats) lower
-#: than the unadapted model's ...
-ENTROPY_DROP = 0.02
-#: ... its calls are still varied (entropy of the mean prediction at least this share of the unadapted model's) ...
-SPREAD_KEPT = 0.75
-#: ... and at least this share of its calls are the unadapted model's (more changed is a different classifier
-#: whose accuracy nothing here vouches for).
-AGREEMENT_MIN = 0.5
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The label-free rule's thresholds: a candidate is kept only if its mean entropy on the lab's cells is at least
+    ``entropy_drop`` (nats) lower than the unadapted model's, its calls are still varied (entropy of the mean
+    prediction at least ``spread_kept`` of the unadapted model's) and at least ``agreement_min`` of its calls are the
+    unadapted model's."""
+
+    entropy_drop: float
+    spread_kept: float
+    agreement_min: float
+
+
+#: The thresholds in use, RULE_CALIBRATION: chosen on synthetic shifts of the models' own training labs (labels
+#: known), never on a real held-out lab.
+RULE = Rule(entropy_drop=0.02, spread_kept=0.9, agreement_min=0.2)
+RULE_CALIBRATION = "benchmarks/results/unlabelled-rule-calibration.json"
 #: Images per forward pass (also the batches the statistics are averaged over).
 BATCH = 32
 #: Metadata kept from the base model when adapted (a typing record measured on the base model no longer holds).
@@ -81,7 +91,7 @@ class Decision:
         return {"adapted": self.weight is not None, "weight": self.weight, "unadapted": _rounded(self.before),
                 "candidates": [{"weight": c.weight, **_rounded(c.statistics), "accepted": c.accepted,
                                 "reasons": c.reasons} for c in self.candidates],
-                "rule": {"entropy_drop": ENTROPY_DROP, "spread_kept": SPREAD_KEPT, "agreement_min": AGREEMENT_MIN}}
+                "rule": {**asdict(RULE), "calibration": RULE_CALIBRATION}}
 
 
 @dataclass
@@ -98,25 +108,25 @@ def _rounded(stats: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in stats.items()}
 
 
-def judge(weight: float, stats: dict[str, float], before: dict[str, float]) -> Candidate:
+def judge(weight: float, stats: dict[str, float], before: dict[str, float], rule: Rule = RULE) -> Candidate:
     """The rule on one candidate's statistics against the unadapted model's (reasons empty: accepted)."""
     reasons = []
-    if stats["mean_entropy"] > before["mean_entropy"] - ENTROPY_DROP:
+    if stats["mean_entropy"] > before["mean_entropy"] - rule.entropy_drop:
         reasons.append(f"not surer of its calls (mean entropy {stats['mean_entropy']:.3f} against "
                        f"{before['mean_entropy']:.3f} unadapted)")
-    if stats["spread"] < SPREAD_KEPT * before["spread"]:
+    if stats["spread"] < rule.spread_kept * before["spread"]:
         reasons.append(f"its calls collapse onto fewer classes (spread {stats['spread']:.3f} against "
                        f"{before['spread']:.3f})")
-    if stats["agreement"] < AGREEMENT_MIN:
+    if stats["agreement"] < rule.agreement_min:
         reasons.append(f"it changes {1 - stats['agreement']:.0%} of the calls")
     return Candidate(weight, stats, reasons)
 
 
-def decide(before: np.ndarray, candidates: dict[float, np.ndarray]) -> Decision:
+def decide(before: np.ndarray, candidates: dict[float, np.ndarray], rule: Rule = RULE) -> Decision:
     """The rule, from class probabilities (N, C) of the same cells, unadapted and per candidate weight: of the
     accepted candidates (:func:`judge`), the one with the lowest mean entropy; none accepted keeps the unadapted."""
     reference = prediction_statistics(before)
-    judged = [judge(w, prediction_statistics(p, before), reference) for w, p in candidates.items()]
+    judged = [judge(w, prediction_statistics(p, before), reference, rule) for w, p in candidates.items()]
     accepted = [c for c in judged if c.accepted]
     best = min(accepted, key=lambda c: c.statistics["mean_entropy"]) if accepted else None
     return Decision(None if best is None else best.weight, reference, judged)

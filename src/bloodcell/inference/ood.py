@@ -178,11 +178,17 @@ UNFAMILIAR_REFERRAL = (f"{UNFAMILIAR}: a stained single cell, but unlike the cel
 
 
 def stained(pixels: np.ndarray) -> np.ndarray:
-    """Per uint8 model input (N, 3, H, W): True when it shows a stained white cell's nucleus (:data:`STAIN_CONTRAST`)."""
-    blue_minus_green = pixels[:, 2].astype(np.int16) - pixels[:, 1].astype(np.int16)
-    flat = blue_minus_green.reshape(len(pixels), -1)
-    top = np.partition(flat, -max(1, flat.shape[1] // 20), axis=1)[:, -max(1, flat.shape[1] // 20):]
-    return top.mean(axis=1) >= STAIN_CONTRAST
+    """Per uint8 model input (N, 3, H, W): True when it shows a stained white cell's nucleus (:data:`STAIN_CONTRAST`):
+    the mean of the top 5 % of blue minus green, from one histogram of the whole batch (exact: the values are integers)."""
+    count = len(pixels)
+    blue_minus_green = pixels[:, 2].astype(np.int32) - pixels[:, 1]
+    flat = blue_minus_green.reshape(count, -1)
+    top = max(1, flat.shape[1] // 20)
+    flat += 255 + 511 * np.arange(count, dtype=np.int32)[:, None]  # each image its own 511 bins, highest last
+    highest_first = np.bincount(flat.ravel(), minlength=511 * count).reshape(count, 511)[:, ::-1]
+    above = np.cumsum(highest_first, axis=1) - highest_first  # pixels in the higher bins
+    taken = np.clip(top - above, 0, highest_first)
+    return (taken @ np.arange(255, -256, -1)) / top >= STAIN_CONTRAST
 
 
 def single_cell_input(pixels: np.ndarray) -> bool:

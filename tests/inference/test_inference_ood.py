@@ -209,3 +209,16 @@ def test_the_statistics_see_pillow_s_box_average_of_the_model_input(side):
     planes, shape = _small_planes(pixels)
     assert shape == expected.shape[2:]
     np.testing.assert_array_equal(planes, expected.reshape(3, 3, -1) / np.float32(255.0))
+
+
+def test_the_stain_check_is_the_mean_of_the_bluest_twentieth_of_each_input():
+    from bloodcell.inference.ood import STAIN_CONTRAST, stained
+
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256, (40, 3, 33, 47), dtype=np.uint8)
+    pixels[:, 2] = np.clip(pixels[:, 1].astype(int) + rng.integers(-80, 120, (40, 1, 1)), 0, 255)  # each its own shift
+    blue_minus_green = (pixels[:, 2].astype(int) - pixels[:, 1]).reshape(40, -1)
+    top = np.sort(blue_minus_green, axis=1)[:, -(blue_minus_green.shape[1] // 20):].mean(axis=1)
+    assert 5 < (top >= STAIN_CONTRAST).sum() < 35  # both verdicts occur
+    np.testing.assert_array_equal(stained(pixels), top >= STAIN_CONTRAST)
+    assert list(stained(np.zeros((2, 3, 1, 1), np.uint8))) == [False, False]

@@ -127,3 +127,16 @@ def test_a_single_cell_crop_is_one_even_with_a_neighbour_at_its_edge_and_a_field
     ImageDraw.Draw(off_centre).ellipse((70, 70, 118, 118), fill=CELL)  # one cell, in a corner
     assert not search_cells(off_centre).single_cell(off_centre.size)
     assert not CellSearch(None, 0).single_cell((100, 100))
+
+
+def test_the_nearest_component_is_the_one_with_the_pixel_nearest_the_centre_above_the_area_floor():
+    from bloodcell.segmentation import nearest_component
+
+    mask = np.zeros((21, 21), bool)
+    mask[2:5, 2:5] = True  # 9 pixels, far
+    mask[9:12, 14:17] = True  # 9 pixels, its nearest pixel 4 from the centre (10, 10)
+    mask[10, 6] = True  # 1 pixel, also 4 from the centre: first in row order, but below the area floor
+    assert (nearest_component(mask, 2) == (np.arange(21)[:, None] >= 9) & (np.arange(21)[:, None] < 12)
+            & (np.arange(21) >= 14) & (np.arange(21) < 17)).all()
+    assert nearest_component(mask, 1)[10, 6] and nearest_component(mask, 1).sum() == 1  # ties: the first row by row
+    assert nearest_component(mask, 10) is None

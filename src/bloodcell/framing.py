@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -25,7 +26,7 @@ from PIL import Image
 
 from bloodcell.data.images import to_rgb
 from bloodcell.errors import ConfigError
-from bloodcell.segmentation import MIN_CONTRAST, nearest_component, otsu_threshold
+from bloodcell.segmentation import MIN_CONTRAST, nearest_label, otsu_threshold
 
 #: Crop side in multiples of the cell's longer side.
 CONTEXT = 1.5
@@ -80,14 +81,21 @@ def crop_around(image: Image.Image, box: BoxLike, context: float = CONTEXT,
 def _stain(small: Image.Image) -> np.ndarray:
     """Blue minus green, lightly smoothed: high on chromatin and granules (purple), low on the pale
     background and on pink red cells, in any of the labs' Romanowsky stains."""
-    rgb = np.asarray(small, dtype=np.float32)
-    return cv2.GaussianBlur(rgb[..., 2] - rgb[..., 1], (0, 0), 1.5)
+    rgb = np.asarray(small)
+    blue_minus_green = rgb[..., 2].astype(np.float32)
+    blue_minus_green -= rgb[..., 1]
+    return cv2.GaussianBlur(blue_minus_green, (0, 0), 1.5)
 
 
-def _stained_groups(image: Image.Image) -> tuple[float, np.ndarray, np.ndarray] | None:
-    """(scale of the small copy, its strongly stained pixels, its groups of them merged across small gaps),
-    or None when nothing stands out. Strongly stained: above Otsu's threshold of blue minus green and
-    above half of its range (nuclei and granules)."""
+@lru_cache(maxsize=8)
+def _merging_disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+
+
+def _stained_groups(image: Image.Image) -> tuple[float, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(scale of the small copy, its strongly stained pixels, and its groups of them merged across small gaps as
+    ``cv2.connectedComponentsWithStats`` labels and stats), or None when nothing stands out. Strongly stained:
+    above Otsu's threshold of blue minus green and above half of its range (nuclei and granules)."""
     factor = min(1.0, SEARCH_SIDE / max(1, min(image.size)))
     small = to_rgb(image).resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))),
                                         Image.Resampling.BILINEAR)
@@ -96,36 +104,36 @@ def _stained_groups(image: Image.Image) -> tuple[float, np.ndarray, np.ndarray] 
     if high - low < MIN_CONTRAST:
         return None
     strong = stain > max(otsu_threshold(stain), low + 0.5 * (high - low))
-    radius = max(1, round(MERGE * min(small.size)))
-    merged = cv2.dilate(strong.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
-    return factor, strong, merged.astype(bool)
+    merged = cv2.dilate(strong.view(np.uint8), _merging_disc(max(1, round(MERGE * min(small.size)))))
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(merged, connectivity=8)
+    return factor, strong, labels, stats
 
 
-def _cell_box(found: tuple[float, np.ndarray, np.ndarray] | None) -> BoxLike | None:
+def _cell_box(found: tuple[float, np.ndarray, np.ndarray, np.ndarray] | None) -> BoxLike | None:
     """The box of :func:`find_cell` from :func:`_stained_groups`' result."""
     if found is None:
         return None
-    factor, strong, merged = found
-    group = nearest_component(merged, CELL_AREA[0] * strong.size)
+    factor, strong, labels, stats = found
+    group = nearest_label(labels, stats, CELL_AREA[0] * strong.size)
     if group is None:
         return None
-    ys, xs = np.nonzero(strong & group)
-    if not len(xs) or (strong & group).mean() > CELL_AREA[1]:
+    cell = (strong & (labels == group)).view(np.uint8)
+    pixels = cv2.countNonZero(cell)
+    if not pixels or pixels / cell.size > CELL_AREA[1]:
         return None
-    x1, y1, x2, y2 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
-    if max(x2 - x1, y2 - y1) > MAX_ELONGATION * min(x2 - x1, y2 - y1):
+    x1, y1, width, height = cv2.boundingRect(cell)
+    if max(width, height) > MAX_ELONGATION * min(width, height):
         return None
-    cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, NUCLEUS_TO_CELL * max(x2 - x1, y2 - y1) / 2
+    cx, cy, half = x1 + width / 2, y1 + height / 2, NUCLEUS_TO_CELL * max(width, height) / 2
     return (cx - half) / factor, (cy - half) / factor, (cx + half) / factor, (cy + half) / factor
 
 
-def _cell_count(found: tuple[float, np.ndarray, np.ndarray] | None) -> int:
+def _cell_count(found: tuple[float, np.ndarray, np.ndarray, np.ndarray] | None) -> int:
     """The count of :func:`count_cells` from :func:`_stained_groups`' result."""
     if found is None:
         return 0
-    _, strong, merged = found
-    count, labels = cv2.connectedComponents(merged.astype(np.uint8))
-    areas = np.bincount(labels[strong], minlength=count)[1:]
+    _, strong, labels, stats = found
+    areas = np.bincount(labels[strong], minlength=len(stats))[1:]
     if not len(areas) or areas.max() == 0:
         return 0
     return int(((areas >= WHITE_CELL_AREA * strong.size) & (areas >= areas.max() / 3)).sum())

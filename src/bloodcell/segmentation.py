@@ -10,6 +10,7 @@ barely apart (a cell that is almost all nucleus) the whole cell is nucleus.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -74,14 +75,28 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
 
 def nearest_component(mask: np.ndarray, min_area: float) -> np.ndarray | None:
     """The connected component of ``mask`` (at least ``min_area`` pixels) nearest the image centre."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    big = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] >= min_area) + 1
-    if big.size == 0:
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    label = nearest_label(labels, stats, min_area)
+    return None if label is None else labels == label
+
+
+def nearest_label(labels: np.ndarray, stats: np.ndarray, min_area: float) -> int | None:
+    """The label, in ``cv2.connectedComponentsWithStats``' ``labels`` and ``stats``, of the component of at least
+    ``min_area`` pixels with the pixel nearest the image centre (the first such pixel row by row on a tie)."""
+    big = stats[:, cv2.CC_STAT_AREA] >= min_area
+    big[0] = False  # the background
+    if not big.any():
         return None
-    ys, xs = np.nonzero(np.isin(labels, big))
-    height, width = mask.shape
-    nearest = np.argmin(np.hypot(ys - (height - 1) / 2, xs - (width - 1) / 2))
-    return labels == labels[ys[nearest], xs[nearest]]
+    nearest = np.where(big[labels], _centre_distances(*labels.shape), np.inf).argmin()
+    return int(labels.flat[nearest])
+
+
+@lru_cache(maxsize=8)
+def _centre_distances(height: int, width: int) -> np.ndarray:
+    """Each pixel's distance from the centre of a ``height`` x ``width`` image (read-only, kept for the next one)."""
+    distances = np.hypot(np.arange(height)[:, None] - (height - 1) / 2, np.arange(width)[None, :] - (width - 1) / 2)
+    distances.setflags(write=False)
+    return distances
 
 
 def segment(image: np.ndarray) -> Segmentation:

@@ -132,13 +132,19 @@ class _CalibrationReader:
         self._iter = iter(self._batches)
 
 
+#: Images per onnxruntime call: a small network's activations for 8 images stay in the CPU's caches where those of 32
+#: do not (on 2 shared cores, CPU time per image: EfficientNet-Lite0 at 128 px 3.03 ms against 3.26 ms in calls of 32;
+#: ResNet50 at 224 px 76.4 against 77.8 ms). Each image's outputs are the same in a call of any size.
+CHUNK = 8
+
+
 class OnnxBackend:
     """Runs an ONNX model with onnxruntime on the CPU execution provider.
 
     Each call runs on the calling thread alone (``intra_op_num_threads=1``) and calls may run
     concurrently (``concurrent``): the predictor gets its parallelism from whole batches, each
     decoded, classified and guarded by one thread, which beats splitting every operator over
-    threads that then wait for each other and for the decoders.
+    threads that then wait for each other and for the decoders. A batch is run :data:`CHUNK` images at a time.
     """
 
     concurrent = True
@@ -157,7 +163,11 @@ class OnnxBackend:
         self.metadata = self.session.get_modelmeta().custom_metadata_map
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, features = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})
+        """Logits and features of ``batch``, run :data:`CHUNK` images at a time."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        parts = [self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch[start:start + CHUNK]})
+                 for start in range(0, max(1, len(batch)), CHUNK)]
+        logits, features = parts[0] if len(parts) == 1 else (np.concatenate(outputs) for outputs in zip(*parts))
         return logits, features
 
 

@@ -7,7 +7,9 @@ not hold, and crops of TXL-PBC's training fields holding no white cell or platel
 - Presence (``bloodcell.inference.cell_presence.PRESENCE_CONTRAST``): the 99th percentile of the crops' contrast,
   rounded up to 0.01 (as low as the red cells allow, so that weaker-stained labs' cells still count).
 - Layout (``bloodcell.framing.SINGLE_CELL_SPAN`` / ``SINGLE_CELL_OFFSET``): the calibration cells' smallest span
-  (of those alone in their image) rounded down and largest offset rounded up to 0.01.
+  (of those alone in their image: no other white-cell-sized group wholly inside it) rounded down and largest offset
+  rounded up to 0.01. Per set, the share of images showing several such groups wholly (a neighbour cut by the
+  edge is not one) is given too.
 
 The JSON gives the values proposed and in use, the calibration sets' rates at those in use (per PBC type) and, for
 reference only, the reported sets' rates (``benchmarks/new_lab.py`` reports those).
@@ -50,7 +52,8 @@ def rates(data: dict, threshold: float, contrast_of) -> dict:
 
     contrast, single = contrast_of(data["pixels"]), single_cell(data["geometry"])
     row = {"images": len(contrast), "contrast": quantiles(contrast),
-           "present": round(float((contrast >= threshold).mean()), 4), "single_cell": round(float(single.mean()), 4)}
+           "present": round(float((contrast >= threshold).mean()), 4), "single_cell": round(float(single.mean()), 4),
+           "several_whole_groups": round(float((data["geometry"][:, 4] > 1).mean()), 4)}
     if data["labels"].any():
         row["by_type"] = {t: {"present": round(float((contrast[data["labels"] == t] >= threshold).mean()), 4),
                               "single_cell": round(float(single[data["labels"] == t].mean()), 4)}

@@ -7,10 +7,14 @@ not hold, and crops of TXL-PBC's training fields holding no white cell or platel
 - Presence (``bloodcell.inference.cell_presence.PRESENCE_CONTRAST``): the 99th percentile of the crops' contrast,
   rounded up to 0.01 (as low as the red cells allow, so that weaker-stained labs' cells still count).
 - Layout (``bloodcell.framing.SINGLE_CELL_SPAN`` / ``SINGLE_CELL_OFFSET``): the calibration cells' smallest span
-  (of those alone in their image) rounded down and largest offset rounded up to 0.01.
+  (of those alone in their image: no other white-cell-sized group wholly inside it) rounded down and largest offset
+  rounded up to 0.01. Per set, the share of images showing several such groups wholly (a neighbour cut by the
+  edge is not one) is given too.
 
-The JSON gives the values proposed and in use, the calibration sets' rates at those in use (per PBC type) and, for
-reference only, the reported sets' rates (``benchmarks/new_lab.py`` reports those).
+The JSON gives the values proposed and in use, the calibration sets' rates at those in use (per PBC type), the red
+cells of TXL-PBC's training fields per source (why they do not tell a whole smear photo with one centred white cell
+from a single-cell crop: :func:`red_cells_by_source`) and, for reference only, the reported sets' rates
+(``benchmarks/new_lab.py`` reports those).
 
     python benchmarks/cell_presence.py [--model pbc8] [--out RESULT.json]
 """
@@ -50,12 +54,40 @@ def rates(data: dict, threshold: float, contrast_of) -> dict:
 
     contrast, single = contrast_of(data["pixels"]), single_cell(data["geometry"])
     row = {"images": len(contrast), "contrast": quantiles(contrast),
-           "present": round(float((contrast >= threshold).mean()), 4), "single_cell": round(float(single.mean()), 4)}
+           "present": round(float((contrast >= threshold).mean()), 4), "single_cell": round(float(single.mean()), 4),
+           "several_whole_groups": round(float((data["geometry"][:, 4] > 1).mean()), 4)}
     if data["labels"].any():
         row["by_type"] = {t: {"present": round(float((contrast[data["labels"] == t] >= threshold).mean()), 4),
                               "single_cell": round(float(single[data["labels"] == t].mean()), 4)}
                           for t in sorted(set(data["labels"].tolist()))}
     return row
+
+
+def red_cells_by_source(data_root) -> dict:
+    """Why red cells do not tell a whole smear photo from a single-cell crop (nothing is set on it): per source of
+    TXL-PBC's training fields whose white cell nearest the centre lies within the single-cell offset, from the boxes
+    (every red cell boxed, cut ones too): a red cell's side over the image's shorter side, the red cells wholly inside
+    the image, and the longer side in red-cell sides."""
+    from PIL import Image
+
+    from bloodcell.data.smears import smear_images
+    from bloodcell.framing import SINGLE_CELL_OFFSET
+
+    rows: dict[str, list[tuple[float, int, float]]] = {}
+    for field in smear_images("txl", data_root, subset="train"):
+        width, height = Image.open(field.path).size
+        white = [b for b in field.annotation.boxes if b.label == "WBC"]
+        red = [b for b in field.annotation.boxes if b.label == "RBC"]
+        offsets = [math.hypot((b.x1 + b.x2 - width) / 2, (b.y1 + b.y2 - height) / 2) for b in white]
+        if not red or not offsets or min(offsets) > SINGLE_CELL_OFFSET * math.hypot(width, height):
+            continue
+        side = float(np.median([max(b.width, b.height) for b in red]))
+        whole = sum(b.x1 > 1 and b.y1 > 1 and b.x2 < width - 1 and b.y2 < height - 1 for b in red)
+        rows.setdefault(field.source, []).append((side / min(width, height), whole, max(width, height) / side))
+    return {source: {"fields": len(values), "red_cell_side_over_shorter_side": quantiles(np.array(values)[:, 0]),
+                     "whole_red_cells": quantiles(np.array(values)[:, 1]),
+                     "longer_side_in_red_cell_sides": quantiles(np.array(values)[:, 2])}
+            for source, values in sorted(rows.items())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
               "single_cell_offset": {"in_use": SINGLE_CELL_OFFSET,
                                      "proposed": math.ceil(float(layouts[:, 1].max()) * 100) / 100},
               "calibration": calibration,
+              "red_cells_by_source_txl_train": red_cells_by_source(args.data_root),
               "reported_sets_for_reference": reported}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("presence_contrast", "single_cell_span_min", "single_cell_offset")} |

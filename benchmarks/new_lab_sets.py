@@ -7,8 +7,8 @@ smear fields that hold no white cell or platelet (red cells and background only)
 (reported apart: a field is not a single cell).
 
 Each image is decoded as the classifier does (framing as its checkpoint says) and its uint8 model input,
-penultimate features of the 8 views, logits and cell search (box and count on the image as given) are kept
-in ``~/.cache/bloodcell/new_lab/<model sha>-<set>.npz``.
+penultimate features of the 8 views and logits are kept in ``~/.cache/bloodcell/new_lab/<model sha>-<set>.npz``,
+its cell search (box and count on the image as given) in ``~/.cache/bloodcell/new_lab/search-<set>.npz``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ NON_CELL_SETS = ("picture", "blank", "noise", "smear_crop_without_cell", "whole_
 CALIBRATION_SETS = ("pbc_val", "raabin_train", "smear_crop_without_cell_train")
 #: Bumped when a set's making changes, so that its cached scores are made again.
 SETS_VERSION = 2
+#: Bumped when :func:`bloodcell.framing.search_cells` changes, so that the sets' cell searches are made again.
+SEARCH_VERSION = 2
 SKIMAGE_PICTURES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "hubble_deep_field",
                     "immunohistochemistry", "retina", "cat", "page", "moon")
 
@@ -135,51 +137,73 @@ def bccd(data_root) -> tuple[list, list, list, np.ndarray]:
     return cells.images, cells.labels, cells.ids, np.array([i in held for i in cells.ids])
 
 
-def score_images(classifier, images: list) -> dict[str, np.ndarray]:
-    """What the guard and the typing need of each image, decoded as :class:`Classifier` decodes it."""
-    from bloodcell.inference.ood import summarise
-
+def search_geometry(images: list) -> np.ndarray:
+    """Per image, its cell search as the guard's layout needs it: box as fractions, count, width, height."""
     from bloodcell.framing import search_cells
 
-    pixels, geometry = [], []
+    geometry = []
     for image in images:
-        pixels.append(classifier.pixels([image.convert("RGB")])[0])
         search = search_cells(image)
         box = search.box or (np.nan,) * 4
         geometry.append([box[0] / image.width, box[1] / image.height, box[2] / image.width, box[3] / image.height,
                          search.count, image.width, image.height])
-    pixels = np.stack(pixels)
+    return np.array(geometry, float)
+
+
+def score_images(classifier, images: list) -> dict[str, np.ndarray]:
+    """What the guard and the typing need of each image, decoded as :class:`Classifier` decodes it."""
+    from bloodcell.inference.ood import summarise
+
+    pixels = np.stack([classifier.pixels([image.convert("RGB")])[0] for image in images])
     logits, features = [], []
     for start in range(0, len(pixels), 32):
         lg, ft = classifier.score(pixels[start:start + 32], tta=True)
         logits.append(lg)
         features.append(ft)
     return {"pixels": pixels, "logits": np.concatenate(logits, axis=1), "features": np.concatenate(features, axis=1),
-            "summaries": summarise(pixels), "geometry": np.array(geometry, float)}
+            "summaries": summarise(pixels), "geometry": search_geometry(images)}
+
+
+def set_images(name: str, data_root=None, limit: int = 400, seed: int = 0) -> tuple[list, list, list, np.ndarray | None]:
+    """Set ``name``'s images, labels (None where untyped), ids and, for BCCD, whether each smear is held out."""
+    if name in ("pbc", "pbc_val"):
+        return (*pbc_cells(data_root, limit, seed, "val" if name == "pbc_val" else "test"), None)
+    if name == "bccd":
+        return bccd(data_root)
+    if name in ("raabin", "raabin_train"):
+        return (*raabin_cells(data_root, limit, seed, calibration=name == "raabin_train"), None)
+    if name in ("smear_crop_without_cell", "smear_crop_without_cell_train"):
+        return (*smear_crops_without_cell(data_root, min(limit, 200), seed,
+                                          "train" if name.endswith("_train") else "val"), None)
+    return (*other_non_cells(name, data_root, seed), None)
 
 
 def load_set(classifier, model_sha: str, name: str, data_root=None, limit: int = 400, seed: int = 0) -> dict:
-    """Set ``name`` scored by ``classifier`` (cached by model and set)."""
+    """Set ``name`` scored by ``classifier`` (cached by model and set; its cell search cached apart by
+    :data:`SEARCH_VERSION`, so that a change of the search does not score the set again)."""
     path = CACHE / f"{model_sha[:16]}-{name}-{limit}-{seed}-v{SETS_VERSION}.npz"
+    searched = CACHE / f"search-{name}-{limit}-{seed}-v{SEARCH_VERSION}.npz"
+    scored, images = None, None
     if path.is_file():
         with np.load(path, allow_pickle=False) as stored:
-            return {k: stored[k] for k in stored.files}
-    held = None
-    if name in ("pbc", "pbc_val"):
-        images, labels, ids = pbc_cells(data_root, limit, seed, "val" if name == "pbc_val" else "test")
-    elif name == "bccd":
-        images, labels, ids, held = bccd(data_root)
-    elif name in ("raabin", "raabin_train"):
-        images, labels, ids = raabin_cells(data_root, limit, seed, calibration=name == "raabin_train")
-    elif name in ("smear_crop_without_cell", "smear_crop_without_cell_train"):
-        images, labels, ids = smear_crops_without_cell(data_root, min(limit, 200), seed,
-                                                       "train" if name.endswith("_train") else "val")
+            scored = {k: stored[k] for k in stored.files}
     else:
-        images, labels, ids = other_non_cells(name, data_root, seed)
-    scored = score_images(classifier, images)
-    scored["labels"] = np.array(["" if label is None else label for label in labels])
-    scored["ids"] = np.array(ids)
-    scored["held_out"] = np.zeros(len(ids), bool) if held is None else held
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **scored)
+        images, labels, ids, held = set_images(name, data_root, limit, seed)
+        scored = score_images(classifier, images)
+        scored["labels"] = np.array(["" if label is None else label for label in labels])
+        scored["ids"] = np.array(ids)
+        scored["held_out"] = np.zeros(len(ids), bool) if held is None else held
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, **scored)
+    if searched.is_file():
+        with np.load(searched, allow_pickle=False) as stored:
+            scored["geometry"] = stored["geometry"]
+    else:
+        if images is None:
+            images, _, ids, _ = set_images(name, data_root, limit, seed)
+            if list(ids) != scored["ids"].tolist():
+                raise RuntimeError(f"set {name}'s images are no longer those it was scored on: delete {path}")
+        scored["geometry"] = search_geometry(images)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(searched, geometry=scored["geometry"])
     return scored

@@ -94,6 +94,19 @@ def test_lone_cell_is_the_cell_of_a_one_cell_image_and_none_for_a_field():
     assert lone_cell(Image.new("RGB", (64, 64), BACKGROUND)) is None  # nothing stained
 
 
+def test_only_white_cell_groups_wholly_inside_the_image_are_counted():
+    """A small centred cell beside a neighbour cut by the edge is one cell (the span needed among several groups does
+    not apply); the same neighbour moved wholly inside makes two groups, and the small cell a field's."""
+    cut = Image.new("RGB", (240, 240), BACKGROUND)
+    ImageDraw.Draw(cut).ellipse((96, 96, 144, 144), fill=CELL)  # span about 0.23 of the side: < SEVERAL_CELLS_SPAN
+    ImageDraw.Draw(cut).ellipse((90, 210, 150, 270), fill=CELL)  # cut by the bottom edge
+    inside = Image.new("RGB", (240, 240), BACKGROUND)
+    ImageDraw.Draw(inside).ellipse((96, 96, 144, 144), fill=CELL)
+    ImageDraw.Draw(inside).ellipse((90, 170, 150, 226), fill=CELL)  # wholly inside, near the bottom edge
+    assert search_cells(cut).count == 1 and search_cells(cut).single_cell(cut.size)
+    assert search_cells(inside).count == 2 and not search_cells(inside).single_cell(inside.size)
+
+
 def test_one_search_finds_what_find_cell_and_count_cells_find_and_frames_alike():
     field = _photo()
     ImageDraw.Draw(field).rectangle((10, 10, 49, 49), fill=CELL)
@@ -118,7 +131,7 @@ def test_a_single_cell_crop_is_one_even_with_a_neighbour_at_its_edge_and_a_field
     for neighbour in (False, True):
         crop = _single_cell_crop(neighbour)
         search = search_cells(crop)
-        assert search.count == (2 if neighbour else 1) and search.single_cell(crop.size)
+        assert search.count == 1 and search.single_cell(crop.size)  # a neighbour cut by the edge is not counted
     field = Image.new("RGB", (640, 480), BACKGROUND)  # a smear photo: white cells small beside the photo
     for x, y in ((320, 240), (100, 100)):
         ImageDraw.Draw(field).ellipse((x - 25, y - 25, x + 25, y + 25), fill=CELL)

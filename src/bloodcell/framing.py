@@ -39,14 +39,15 @@ NUCLEUS_TO_CELL = 1.15
 #: The stained part must cover at least / at most these fractions of the image, and be no more elongated than this.
 CELL_AREA = (0.002, 0.8)
 MAX_ELONGATION = 3.0
-#: Smallest stained group counted as a white cell by :func:`count_cells`, as a fraction of the image.
+#: Smallest stained group counted as a white cell by :func:`count_cells`, as a fraction of the image (a group cut
+#: by the image's edge is not counted: a single-cell crop's neighbour).
 WHITE_CELL_AREA = 0.008
 #: A single-cell image (:meth:`CellSearch.single_cell`): the cell nearest the centre spans between these fractions
 #: of the image's shorter side (more: the whole image is "stained", as noise is; a platelet or an erythroblast's
 #: nucleus spans little) and its centre lies within this fraction of the image's diagonal from the image's centre
 #: (a field or smear photo's cells lie anywhere). Set on calibration cells of PBC (validation split, every type) and
 #: Raabin (TXL-PBC training fields): the smallest span rounded down and the largest offset rounded up
-#: (``benchmarks/cell_presence.py``). Where the image shows several white-cell-sized groups, the centred one must
+#: (``benchmarks/cell_presence.py``). Where the image shows several white-cell-sized groups wholly, the centred one must
 #: span at least :data:`SEVERAL_CELLS_SPAN` (set on PBC's, BCCD's and Raabin's white cells: 5th percentile of span
 #: 0.48 and 0.50): a small cell among others is a field's.
 SINGLE_CELL_SPAN = (0.15, 1.1)
@@ -136,7 +137,10 @@ def _cell_count(found: tuple[float, np.ndarray, np.ndarray, np.ndarray] | None) 
     areas = np.bincount(labels[strong], minlength=len(stats))[1:]
     if not len(areas) or areas.max() == 0:
         return 0
-    return int(((areas >= WHITE_CELL_AREA * strong.size) & (areas >= areas.max() / 3)).sum())
+    x, y, w, h = stats[1:, :4].T
+    height, width = labels.shape
+    whole = (x > 0) & (y > 0) & (x + w < width) & (y + h < height)
+    return int(((areas >= WHITE_CELL_AREA * strong.size) & (areas >= areas.max() / 3) & whole).sum())
 
 
 @dataclass(frozen=True)
@@ -181,8 +185,9 @@ def find_cell(image: Image.Image) -> BoxLike | None:
 
 
 def count_cells(image: Image.Image) -> int:
-    """How many white-cell-sized stained groups the image shows (at least :data:`WHITE_CELL_AREA` of it and a
-    third of the largest): 1 for a single-cell image, more for a field or smear photo."""
+    """How many white-cell-sized stained groups the image shows wholly (at least :data:`WHITE_CELL_AREA` of it and
+    a third of the largest, not touching its edge): 1 for a single-cell image, even with a neighbour cut by the
+    edge, more for a field or smear photo."""
     return _cell_count(_stained_groups(image))
 
 

@@ -184,7 +184,8 @@ def unlabelled_cells(folder: str | Path) -> Cells:
 
 def counted_cells(folder: str | Path) -> Cells:
     """The typed white cells of the samples ``bloodcell count`` wrote: ``folder`` is one sample's output folder or
-    holds several (each with its counts.json); each cell is cut from its photo as the counter cut it."""
+    holds several (each with its counts.json); each cell is cut from its photo as the counter cut it. Of several
+    samples, one whose counts.json or photos cannot be read is skipped with the reason."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found (give the output folder of `bloodcell count`)")
@@ -194,10 +195,12 @@ def counted_cells(folder: str | Path) -> Cells:
         raise DataError(f"{folder}: no counts.json of a counted sample in it or in its sub-folders")
     cells = Cells()
     for sample in samples:
-        counted = read_counted(sample)
         try:
+            counted = read_counted(sample)
             photos = load_photos(counted)
         except DataError as exc:
+            if sample == folder:
+                raise  # the one sample given
             cells.skipped.append((sample.name, str(exc)))
             continue
         for index, entry in enumerate(counted.doc["images"]):

@@ -215,3 +215,11 @@ def test_a_sample_with_an_unreadable_counts_json_is_skipped_and_the_others_kept(
     cells = counted_cells(tmp_path / "counts")
     assert cells.ids == ["S-1/1-1"] and len(cells.images) == 1
     assert [name for name, _ in cells.skipped] == ["S-2"]
+
+
+def test_the_decision_records_the_rule_it_was_taken_under():
+    before = np.array([[0.6, 0.3, 0.1], [0.2, 0.6, 0.2], [0.1, 0.3, 0.6]])
+    strict = Rule(entropy_drop=0.5, spread_kept=0.99, agreement_min=0.9)
+    recorded = decide(before, {1.0: before}, strict).to_dict()["rule"]
+    assert {k: recorded[k] for k in ("entropy_drop", "spread_kept", "agreement_min")} == \
+        {"entropy_drop": 0.5, "spread_kept": 0.99, "agreement_min": 0.9}

@@ -81,17 +81,19 @@ class Candidate:
 
 @dataclass
 class Decision:
-    """The rule's verdict on the lab's cells: the chosen weight (None: keep the unadapted model) and why."""
+    """The rule's verdict on the lab's cells: the chosen weight (None: keep the unadapted model), why, and the
+    rule it was taken under."""
 
     weight: float | None
     before: dict[str, float]
     candidates: list[Candidate] = field(default_factory=list)
+    rule: Rule = RULE
 
     def to_dict(self) -> dict[str, Any]:
         return {"adapted": self.weight is not None, "weight": self.weight, "unadapted": _rounded(self.before),
                 "candidates": [{"weight": c.weight, **_rounded(c.statistics), "accepted": c.accepted,
                                 "reasons": c.reasons} for c in self.candidates],
-                "rule": {**asdict(RULE), "calibration": RULE_CALIBRATION}}
+                "rule": {**asdict(self.rule), "calibration": RULE_CALIBRATION if self.rule == RULE else None}}
 
 
 @dataclass
@@ -129,7 +131,7 @@ def decide(before: np.ndarray, candidates: dict[float, np.ndarray], rule: Rule =
     judged = [judge(w, prediction_statistics(p, before), reference, rule) for w, p in candidates.items()]
     accepted = [c for c in judged if c.accepted]
     best = min(accepted, key=lambda c: c.statistics["mean_entropy"]) if accepted else None
-    return Decision(None if best is None else best.weight, reference, judged)
+    return Decision(None if best is None else best.weight, reference, judged, rule)
 
 
 def model_pixels(classifier: Classifier, images: Sequence) -> np.ndarray:

@@ -107,7 +107,11 @@ class AdaptJobs:
         if sentence:
             raise RequestRejected(422, "too_few_cells", sentence)
         output = self._output(lab)
-        job = start_job(self.store, lab, person, output.name, self.stale_s)
+        try:
+            job = start_job(self.store, lab, person, output.name, self.stale_s)
+        except BaseException:
+            output.unlink(missing_ok=True)
+            raise
         done = threading.Event()
         threading.Thread(target=self._beat, args=(job.id, done), name=f"bloodcell-beat-{job.id}", daemon=True).start()
         threading.Thread(target=self._run, args=(job.id, lab, person.name, output, done),
@@ -115,11 +119,23 @@ class AdaptJobs:
         return job_state(job)
 
     def _output(self, lab: str) -> Path:
-        """A new file in the models folder: ``<lab>-adapted-<UTC time>.safetensors`` (never one that exists)."""
+        """A new file in the models folder, ``<lab>-adapted-<UTC time>.safetensors``, reserved (created empty) so that
+        no other job, of a lab whose name reads alike or of another server, is given it too."""
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", lab).strip("-.") or "lab"
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        used = {p.name for p in self.folder.iterdir()} if self.folder.is_dir() else set()
-        return self.folder / output_name(f"{stem}-adapted-{stamp}", ".safetensors", used)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            used = {p.name for p in self.folder.iterdir()}
+            while True:
+                output = self.folder / output_name(f"{stem}-adapted-{stamp}", ".safetensors", used)
+                try:
+                    output.touch(exist_ok=False)
+                    return output
+                except FileExistsError:
+                    used.add(output.name)
+        except OSError as exc:
+            raise RequestRejected(503, "no_models_folder", f"the models folder {self.folder} cannot be written to "
+                                  f"({exc.strerror or exc})") from None
 
     def _beat(self, job_id: int, done: threading.Event) -> None:
         while not done.wait(self.heartbeat_s):
@@ -142,10 +158,20 @@ class AdaptJobs:
             ending = {"message": "adapting failed unexpectedly; see the server log"}
         finally:
             done.set()
+            if "sha256" not in ending:
+                _remove_if_empty(output)  # the reservation of a job that wrote nothing
             try:
                 finish_job(self.store, job_id, **ending)
             except Exception:  # noqa: BLE001 - the job is then found stopped by its heartbeat
                 logger.exception("recording the end of adapting job %s failed", job_id)
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        if path.stat().st_size == 0:
+            path.unlink()
+    except OSError:
+        pass
 
 
 def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list[str], jobs: AdaptJobs | None,

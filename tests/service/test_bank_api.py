@@ -278,3 +278,15 @@ def test_jobs_of_two_labs_whose_names_read_alike_never_write_the_same_file(clien
             assert time.monotonic() < deadline + 30
             time.sleep(0.1)
     assert list((tmp_path / "models").glob("*")) == []
+
+
+def test_a_server_running_an_onnx_model_says_it_cannot_adapt_before_the_button_is_pressed(
+        client_for, store_path, tmp_path, tiny_classifier, monkeypatch):
+    """The bank's answer says why adapting cannot start for every reason starting it would give (here: ONNX)."""
+    monkeypatch.setattr(tiny_classifier, "source", str(tmp_path / "service.onnx"), raising=False)
+    client = client_for(BankAdapter(too_few=lambda counts, lab: None, adapt=lambda *a, **k: None))
+    csrf = _sign_in(client, "sam")
+    status = client.get("/v1/lab/adaptation?lab=").json()
+    assert not status["can_adapt"] and "ONNX model service.onnx" in status["why_not"], status
+    started = _adaptation(client, {"X-CSRF-Token": csrf})
+    assert started.status_code == 422 and started.json()["message"] == status["why_not"]

@@ -94,18 +94,23 @@ class AdaptJobs:
             job = latest_job(session, lab, self.stale_s)
             return job_state(job) if job is not None else None
 
+    def refusal(self, lab: str, counts: dict[str, int]) -> RequestRejected | None:
+        """Why adapting from ``lab``'s bank (``counts``: its cells per type) cannot start here (None: it can)."""
+        if self.folder is None:
+            return RequestRejected(503, "no_models_folder", "this server has no models folder to write an adapted "
+                                   "model to: start it with --models-dir FOLDER")
+        if Path(self.model).suffix == ".onnx":
+            return RequestRejected(422, "invalid_request", f"this server runs the ONNX model {Path(self.model).name}: "
+                                   "adapt its .safetensors checkpoint with `bloodcell adapt --store`")
+        sentence = self.adapter.too_few(counts, lab)
+        return RequestRejected(422, "too_few_cells", sentence) if sentence else None
+
     def start(self, lab: str, person: Person, counts: dict[str, int]) -> dict[str, Any]:
         """Start adapting from ``lab``'s bank (``counts``: its cells per type) in a background thread."""
         person.require("adapt")
-        if self.folder is None:
-            raise RequestRejected(503, "no_models_folder", "this server has no models folder to write an adapted "
-                                  "model to: start it with --models-dir FOLDER")
-        if Path(self.model).suffix == ".onnx":
-            raise RequestRejected(422, "invalid_request", f"this server runs the ONNX model {Path(self.model).name}: "
-                                  "adapt its .safetensors checkpoint with `bloodcell adapt --store`")
-        sentence = self.adapter.too_few(counts, lab)
-        if sentence:
-            raise RequestRejected(422, "too_few_cells", sentence)
+        refused = self.refusal(lab, counts)
+        if refused is not None:
+            raise refused
         output = self._output(lab)
         try:
             job = start_job(self.store, lab, person, output.name, self.stale_s)
@@ -198,9 +203,8 @@ def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list
         lab = lab.strip()
         bank = bank_of(lab)
         job = jobs.latest(lab) if jobs is not None else None
-        blocked = ("this server cannot adapt models" if jobs is None else
-                   "this server has no models folder (serve --models-dir)" if jobs.folder is None else
-                   jobs.adapter.too_few(bank["counts"], lab))
+        refused = None if jobs is None else jobs.refusal(lab, bank["counts"])
+        blocked = "this server cannot adapt models" if jobs is None else refused and refused.message
         return {**bank, "can_adapt": blocked is None, "why_not": blocked, "job": job, **in_use(lab)}
 
     @router.post("/lab/adaptation", status_code=202)

@@ -250,3 +250,43 @@ def test_a_job_of_a_stopped_server_is_shown_failed_and_one_job_per_lab_holds_acr
     assert _adaptation(second, {"X-CSRF-Token": _sign_in(second, "ada")}).status_code == 202  # the lab is free again
     release.set()
     assert _wait_for(second)["job"]["message"] == "no space left on device"
+
+
+def test_jobs_of_two_labs_whose_names_read_alike_never_write_the_same_file(client_for, tmp_path):
+    """'a b' and 'a-b' give the same file stem; started in the same second, each job still gets a file of its own,
+    and a failed job leaves no file behind."""
+    from bloodcell.errors import DataError
+
+    release, outputs = threading.Event(), []
+
+    def slow(store, model, output, *, lab, actor):
+        outputs.append(output)
+        release.wait(30)
+        raise DataError("stopped by the test")
+
+    client = client_for(BankAdapter(too_few=lambda counts, lab: None, adapt=slow))
+    csrf = _sign_in(client, "sam")
+    for lab in ("a b", "a-b"):
+        assert _adaptation(client, {"X-CSRF-Token": csrf}, lab=lab).status_code == 202
+    deadline = time.monotonic() + 30
+    while len(outputs) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    release.set()
+    assert len(outputs) == 2 and outputs[0] != outputs[1], outputs
+    for lab in ("a b", "a-b"):
+        while client.get("/v1/lab/adaptation", params={"lab": lab}).json()["job"]["state"] == "running":
+            assert time.monotonic() < deadline + 30
+            time.sleep(0.1)
+    assert list((tmp_path / "models").glob("*")) == []
+
+
+def test_a_server_running_an_onnx_model_says_it_cannot_adapt_before_the_button_is_pressed(
+        client_for, store_path, tmp_path, tiny_classifier, monkeypatch):
+    """The bank's answer says why adapting cannot start for every reason starting it would give (here: ONNX)."""
+    monkeypatch.setattr(tiny_classifier, "source", str(tmp_path / "service.onnx"), raising=False)
+    client = client_for(BankAdapter(too_few=lambda counts, lab: None, adapt=lambda *a, **k: None))
+    csrf = _sign_in(client, "sam")
+    status = client.get("/v1/lab/adaptation?lab=").json()
+    assert not status["can_adapt"] and "ONNX model service.onnx" in status["why_not"], status
+    started = _adaptation(client, {"X-CSRF-Token": csrf})
+    assert started.status_code == 422 and started.json()["message"] == status["why_not"]

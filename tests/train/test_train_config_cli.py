@@ -205,3 +205,14 @@ def test_every_shipped_config_resolves(path):
     assert config.model and config.manifest and config.epochs > 0
     assert manifest_path(config.manifest).is_file()  # the files it names are shipped too, found by name
     assert config.style_bank is None or style_bank_path(config.style_bank).is_file()
+
+
+@pytest.mark.parametrize("line", ["epochs = inf", "weight_decay = nan", "warmup_epochs = nan", "momentum = inf",
+                                  "batch_size = 1e400", "scale_range = [0.9, nan]"])
+def test_a_value_that_is_not_a_finite_number_is_one_sentence(tmp_path, line):
+    """TOML's inf and nan (and a number too large for an int) are refused, never a traceback nor a NaN accepted."""
+    path = tmp_path / "bad.toml"
+    path.write_text(line + "\n")
+    cls = DetectorTrainConfig if line.startswith("scale_range") else TrainConfig
+    with pytest.raises(ConfigError, match="invalid value"):
+        cls.resolve(path)

@@ -178,3 +178,15 @@ def test_the_temperature_fitted_on_perfectly_separated_cells_stays_bounded():
     assert fit.cv_accuracy == 1.0  # the folds separate perfectly, which drives a fitted temperature to 0 ...
     assert 0.6 / TEMPERATURE_RANGE <= fit.temperature <= 0.6 * TEMPERATURE_RANGE  # ... bounded around the model's own
     assert bounded_temperature(0.05, 0.6, 30) >= 0.2 and bounded_temperature(0.05, 0.6, 10_000) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("per_class, folds", [((10, 10, 10), 5), ((10, 3, 10), 3), ((10, 1, 4), 4), ((2, 2), 2)])
+def test_the_folds_are_as_many_as_the_smallest_class_of_at_least_2_cells_allows_up_to_5(per_class, folds):
+    from bloodcell.train.head import adapt_head
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(len(per_class)), per_class)
+    features = rng.normal(size=(2, len(labels), 4)) + labels[None, :, None]
+    fit = adapt_head(features, labels, np.zeros((len(per_class), 4)), np.zeros(len(per_class)), strengths=(0.1,),
+                     fresh_strengths=())
+    assert fit.folds == folds

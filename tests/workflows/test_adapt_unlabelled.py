@@ -195,3 +195,31 @@ def test_cli_adapts_from_the_typed_white_cells_of_counted_samples(tmp_path):
     record = read_checkpoint_meta(out)["unlabelled_adaptation"]
     assert record["source"] == "counted samples" and record["cells"] == 22 and record["lab"] == "counts"
     assert ("kept the unadapted model" in result.output) == (not record["adapted"])
+
+
+def test_a_sample_with_an_unreadable_counts_json_is_skipped_and_the_others_kept(tmp_path):
+    """--counted over several samples: one bad counts.json is reported and skipped, the other samples' cells kept."""
+    import json
+
+    from bloodcell.workflows.adapt_unlabelled import counted_cells
+
+    good = tmp_path / "counts" / "S-1"
+    good.mkdir(parents=True)
+    Image.new("RGB", (64, 64), (200, 150, 150)).save(good / "p.png")
+    box = {"label": "WBC", "x1": 20, "y1": 20, "x2": 40, "y2": 40, "wbc_type": "lymphocyte"}
+    (good / "counts.json").write_text(json.dumps({"sample_id": "S-1", "sample": {},
+                                                  "images": [{"path": "p.png", "boxes": [box]}]}))
+    bad = tmp_path / "counts" / "S-2"
+    bad.mkdir()
+    (bad / "counts.json").write_text("{not json")
+    cells = counted_cells(tmp_path / "counts")
+    assert cells.ids == ["S-1/1-1"] and len(cells.images) == 1
+    assert [name for name, _ in cells.skipped] == ["S-2"]
+
+
+def test_the_decision_records_the_rule_it_was_taken_under():
+    before = np.array([[0.6, 0.3, 0.1], [0.2, 0.6, 0.2], [0.1, 0.3, 0.6]])
+    strict = Rule(entropy_drop=0.5, spread_kept=0.99, agreement_min=0.9)
+    recorded = decide(before, {1.0: before}, strict).to_dict()["rule"]
+    assert {k: recorded[k] for k in ("entropy_drop", "spread_kept", "agreement_min")} == \
+        {"entropy_drop": 0.5, "spread_kept": 0.99, "agreement_min": 0.9}

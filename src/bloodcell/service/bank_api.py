@@ -94,20 +94,29 @@ class AdaptJobs:
             job = latest_job(session, lab, self.stale_s)
             return job_state(job) if job is not None else None
 
+    def refusal(self, lab: str, counts: dict[str, int]) -> RequestRejected | None:
+        """Why adapting from ``lab``'s bank (``counts``: its cells per type) cannot start here (None: it can)."""
+        if self.folder is None:
+            return RequestRejected(503, "no_models_folder", "this server has no models folder to write an adapted "
+                                   "model to: start it with --models-dir FOLDER")
+        if Path(self.model).suffix == ".onnx":
+            return RequestRejected(422, "invalid_request", f"this server runs the ONNX model {Path(self.model).name}: "
+                                   "adapt its .safetensors checkpoint with `bloodcell adapt --store`")
+        sentence = self.adapter.too_few(counts, lab)
+        return RequestRejected(422, "too_few_cells", sentence) if sentence else None
+
     def start(self, lab: str, person: Person, counts: dict[str, int]) -> dict[str, Any]:
         """Start adapting from ``lab``'s bank (``counts``: its cells per type) in a background thread."""
         person.require("adapt")
-        if self.folder is None:
-            raise RequestRejected(503, "no_models_folder", "this server has no models folder to write an adapted "
-                                  "model to: start it with --models-dir FOLDER")
-        if Path(self.model).suffix == ".onnx":
-            raise RequestRejected(422, "invalid_request", f"this server runs the ONNX model {Path(self.model).name}: "
-                                  "adapt its .safetensors checkpoint with `bloodcell adapt --store`")
-        sentence = self.adapter.too_few(counts, lab)
-        if sentence:
-            raise RequestRejected(422, "too_few_cells", sentence)
+        refused = self.refusal(lab, counts)
+        if refused is not None:
+            raise refused
         output = self._output(lab)
-        job = start_job(self.store, lab, person, output.name, self.stale_s)
+        try:
+            job = start_job(self.store, lab, person, output.name, self.stale_s)
+        except BaseException:
+            output.unlink(missing_ok=True)
+            raise
         done = threading.Event()
         threading.Thread(target=self._beat, args=(job.id, done), name=f"bloodcell-beat-{job.id}", daemon=True).start()
         threading.Thread(target=self._run, args=(job.id, lab, person.name, output, done),
@@ -115,11 +124,23 @@ class AdaptJobs:
         return job_state(job)
 
     def _output(self, lab: str) -> Path:
-        """A new file in the models folder: ``<lab>-adapted-<UTC time>.safetensors`` (never one that exists)."""
+        """A new file in the models folder, ``<lab>-adapted-<UTC time>.safetensors``, reserved (created empty) so that
+        no other job, of a lab whose name reads alike or of another server, is given it too."""
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", lab).strip("-.") or "lab"
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        used = {p.name for p in self.folder.iterdir()} if self.folder.is_dir() else set()
-        return self.folder / output_name(f"{stem}-adapted-{stamp}", ".safetensors", used)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            used = {p.name for p in self.folder.iterdir()}
+            while True:
+                output = self.folder / output_name(f"{stem}-adapted-{stamp}", ".safetensors", used)
+                try:
+                    output.touch(exist_ok=False)
+                    return output
+                except FileExistsError:
+                    used.add(output.name)
+        except OSError as exc:
+            raise RequestRejected(503, "no_models_folder", f"the models folder {self.folder} cannot be written to "
+                                  f"({exc.strerror or exc})") from None
 
     def _beat(self, job_id: int, done: threading.Event) -> None:
         while not done.wait(self.heartbeat_s):
@@ -142,10 +163,20 @@ class AdaptJobs:
             ending = {"message": "adapting failed unexpectedly; see the server log"}
         finally:
             done.set()
+            if "sha256" not in ending:
+                _remove_if_empty(output)  # the reservation of a job that wrote nothing
             try:
                 finish_job(self.store, job_id, **ending)
             except Exception:  # noqa: BLE001 - the job is then found stopped by its heartbeat
                 logger.exception("recording the end of adapting job %s failed", job_id)
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        if path.stat().st_size == 0:
+            path.unlink()
+    except OSError:
+        pass
 
 
 def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list[str], jobs: AdaptJobs | None,
@@ -172,9 +203,8 @@ def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list
         lab = lab.strip()
         bank = bank_of(lab)
         job = jobs.latest(lab) if jobs is not None else None
-        blocked = ("this server cannot adapt models" if jobs is None else
-                   "this server has no models folder (serve --models-dir)" if jobs.folder is None else
-                   jobs.adapter.too_few(bank["counts"], lab))
+        refused = None if jobs is None else jobs.refusal(lab, bank["counts"])
+        blocked = "this server cannot adapt models" if jobs is None else refused and refused.message
         return {**bank, "can_adapt": blocked is None, "why_not": blocked, "job": job, **in_use(lab)}
 
     @router.post("/lab/adaptation", status_code=202)

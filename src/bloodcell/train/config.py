@@ -12,6 +12,7 @@ trainer names them).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -195,12 +196,17 @@ def _items(value: Any, item: str) -> list[Any]:
     items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or any(isinstance(v, (bool, dict, list)) for v in items):
         raise ValueError
-    return [float(v) for v in items] if item == "float" else [str(v) for v in items]
+    if item != "float":
+        return [str(v) for v in items]
+    numbers = [float(v) for v in items]
+    if not all(math.isfinite(v) for v in numbers):
+        raise ValueError
+    return numbers
 
 
 def coerce(cls: type[RunConfig], data: dict[str, Any]) -> dict[str, Any]:
     """``data``'s options converted to ``cls``'s field types; ConfigError (one sentence) for an unknown option or
-    a value of the wrong type."""
+    a value of the wrong type (a number that is not finite included)."""
     kinds = {f.name: _kind(f) for f in fields(cls)}
     unknown = sorted(set(data) - set(kinds))
     if unknown:
@@ -219,12 +225,12 @@ def coerce(cls: type[RunConfig], data: dict[str, Any]) -> dict[str, Any]:
                     raise ValueError
                 out[key] = value
             elif kind.startswith("int"):
-                if isinstance(value, bool) or float(value) != int(value):
+                if isinstance(value, bool) or not math.isfinite(float(value)) or float(value) != int(value):
                     raise ValueError
                 out[key] = int(value)
             elif kind.startswith("float"):
-                if isinstance(value, bool):
-                    raise ValueError
+                if isinstance(value, bool) or not math.isfinite(float(value)):
+                    raise ValueError  # TOML's inf and nan, or flags "nan": never a silently wrong option
                 out[key] = float(value)
             elif kind.startswith(("list[", "tuple[")):
                 items = _items(value, "float" if "[float" in kind else "str")

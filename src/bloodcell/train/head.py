@@ -184,7 +184,7 @@ def adapt_head(features: np.ndarray, labels: np.ndarray, weight0: np.ndarray, bi
     features = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     counts = np.bincount(labels)[np.unique(labels)]
-    k = int(min(5, max(2, counts[counts >= 2].min(initial=2))))
+    k = int(min(5, max(2, counts[counts >= 2].min(initial=5))))  # initial: the cap when no class has 2 cells
     folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     candidates = [(MODEL, s) for s in strengths] + [(FRESH, s) for s in fresh_strengths]
     if not candidates:

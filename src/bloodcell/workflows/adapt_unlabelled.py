@@ -81,17 +81,19 @@ class Candidate:
 
 @dataclass
 class Decision:
-    """The rule's verdict on the lab's cells: the chosen weight (None: keep the unadapted model) and why."""
+    """The rule's verdict on the lab's cells: the chosen weight (None: keep the unadapted model), why, and the
+    rule it was taken under."""
 
     weight: float | None
     before: dict[str, float]
     candidates: list[Candidate] = field(default_factory=list)
+    rule: Rule = RULE
 
     def to_dict(self) -> dict[str, Any]:
         return {"adapted": self.weight is not None, "weight": self.weight, "unadapted": _rounded(self.before),
                 "candidates": [{"weight": c.weight, **_rounded(c.statistics), "accepted": c.accepted,
                                 "reasons": c.reasons} for c in self.candidates],
-                "rule": {**asdict(RULE), "calibration": RULE_CALIBRATION}}
+                "rule": {**asdict(self.rule), "calibration": RULE_CALIBRATION if self.rule == RULE else None}}
 
 
 @dataclass
@@ -129,7 +131,7 @@ def decide(before: np.ndarray, candidates: dict[float, np.ndarray], rule: Rule =
     judged = [judge(w, prediction_statistics(p, before), reference, rule) for w, p in candidates.items()]
     accepted = [c for c in judged if c.accepted]
     best = min(accepted, key=lambda c: c.statistics["mean_entropy"]) if accepted else None
-    return Decision(None if best is None else best.weight, reference, judged)
+    return Decision(None if best is None else best.weight, reference, judged, rule)
 
 
 def model_pixels(classifier: Classifier, images: Sequence) -> np.ndarray:
@@ -184,7 +186,8 @@ def unlabelled_cells(folder: str | Path) -> Cells:
 
 def counted_cells(folder: str | Path) -> Cells:
     """The typed white cells of the samples ``bloodcell count`` wrote: ``folder`` is one sample's output folder or
-    holds several (each with its counts.json); each cell is cut from its photo as the counter cut it."""
+    holds several (each with its counts.json); each cell is cut from its photo as the counter cut it. Of several
+    samples, one whose counts.json or photos cannot be read is skipped with the reason."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found (give the output folder of `bloodcell count`)")
@@ -194,10 +197,12 @@ def counted_cells(folder: str | Path) -> Cells:
         raise DataError(f"{folder}: no counts.json of a counted sample in it or in its sub-folders")
     cells = Cells()
     for sample in samples:
-        counted = read_counted(sample)
         try:
+            counted = read_counted(sample)
             photos = load_photos(counted)
         except DataError as exc:
+            if sample == folder:
+                raise  # the one sample given
             cells.skipped.append((sample.name, str(exc)))
             continue
         for index, entry in enumerate(counted.doc["images"]):

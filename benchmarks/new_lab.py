@@ -176,7 +176,7 @@ def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> di
                 probs = apply_temperature(logits[None], fit.temperature)[0]
                 correct = right(names, predicted, labels[rest])
                 entry = {"accuracy": float(correct.mean()), "anchor": fit.anchor, "strength": fit.strength,
-                         "unshown_restored": fit.restored,
+                         "unshown_restored": {names[c]: share for c, share in fit.restored.items()},
                          "accuracy_before": float(right(names, before[rest], labels[rest]).mean()),
                          "ece": coarse_ece(names, probs, labels[rest]),
                          "ece_before": coarse_ece(names, apply_temperature(_logits(features[0, rest], w0, b0)[None],
@@ -187,6 +187,8 @@ def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> di
                     entry["recall"] = float(correct[mask].mean())
                     entry["recall_before"] = float(right(names, before[rest][mask], labels[rest][mask]).mean())
                     key = f"{names[left_out]} given {few}" if given_few else f"{names[left_out]} left out"
+                    if not given_few:
+                        entry["left_out_restored"] = fit.restored[left_out]
                 else:
                     key = "all types"
                     pooled.append(correct)
@@ -198,9 +200,10 @@ def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> di
     for key in keys:
         runs = [d[key] for d in result["draws"]]
         summary = {m: round(float(np.mean([r[m] for r in runs])), 4) for m in runs[0]
-                   if m not in ("n_rest", "anchor", "strength", "unshown_restored")}
-        summary["recipes"] = dict(Counter(f"{r['anchor']} {r['strength']} restored {r['unshown_restored']}"
-                                          for r in runs))
+                   if m not in ("n_rest", "anchor", "strength", "unshown_restored", "left_out_restored")}
+        summary["recipes"] = dict(Counter(f"{r['anchor']} {r['strength']}" for r in runs))
+        if "left_out_restored" in runs[0]:
+            summary["left_out_restored"] = dict(Counter(str(r["left_out_restored"]) for r in runs))
         if "recall" in runs[0]:
             summary["recall_kept"] = round(summary["recall"] / max(summary["recall_before"], 1e-9), 4)
         result["summary"][key] = summary

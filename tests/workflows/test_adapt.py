@@ -118,11 +118,21 @@ def test_a_class_given_a_few_cells_takes_part_with_a_warning_and_a_class_given_n
     assert printed.exit_code == 0 and "few cells for neutrophil 3" in printed.output
 
 
+def _adapted_without_class_2(lab_cells, weight0, bias0):
+    """Adapted from 10 of the lab's cells of classes 0 and 1; recall of classes 0-2 on 200 others, before and after."""
+    from bloodcell.train.head import adapt_head
+
+    given = np.concatenate([lab_cells(0, 10), lab_cells(1, 10)], axis=1)
+    fit = adapt_head(given, np.repeat([0, 1], 10), weight0, bias0, temperature0=1.0)
+    held = {c: lab_cells(c, 200)[0] for c in range(3)}
+    before = {c: float(((held[c] @ weight0.T + bias0).argmax(1) == c).mean()) for c in range(3)}
+    after = {c: float(((held[c] @ fit.weight.T + fit.bias).argmax(1) == c).mean()) for c in range(3)}
+    return fit, before, after
+
+
 def test_a_class_left_out_keeps_the_model_own_row_and_is_still_found_on_the_lab_cells():
     """Issue 26 item 3: a class given no cells keeps at least 80 % of its unadapted recall on held-out cells, while
     the given classes' lab shift (which fooled the model) is fixed."""
-    from bloodcell.train.head import adapt_head
-
     rng = np.random.default_rng(0)
     weight0, bias0 = 3.0 * np.eye(3, 5), np.zeros(3)
 
@@ -132,11 +142,7 @@ def test_a_class_left_out_keeps_the_model_own_row_and_is_still_found_on_the_lab_
         x[..., 3] += 2.0
         return x
 
-    given = np.concatenate([lab_cells(0, 10), lab_cells(1, 10)], axis=1)
-    fit = adapt_head(given, np.repeat([0, 1], 10), weight0, bias0, temperature0=1.0)
-    held = {c: lab_cells(c, 200)[0] for c in range(3)}
-    before = {c: float(((held[c] @ weight0.T + bias0).argmax(1) == c).mean()) for c in range(3)}
-    after = {c: float(((held[c] @ fit.weight.T + fit.bias).argmax(1) == c).mean()) for c in range(3)}
+    fit, before, after = _adapted_without_class_2(lab_cells, weight0, bias0)
     assert before[0] < 0.1 and before[1] < 0.1 and after[0] > 0.9 and after[1] > 0.9  # the shift was fixed
     assert before[2] > 0.9 and after[2] >= 0.8 * before[2]  # the left-out class is still found
     assert fit.anchor in ("model", "fresh") and fit.restored is not None
@@ -190,3 +196,24 @@ def test_the_folds_are_as_many_as_the_smallest_class_of_at_least_2_cells_allows_
     fit = adapt_head(features, labels, np.zeros((len(per_class), 4)), np.zeros(len(per_class)), strengths=(0.1,),
                      fresh_strengths=())
     assert fit.folds == folds
+
+
+def test_a_left_out_type_keeps_its_standing_while_a_model_class_that_takes_the_lab_cells_stays_down():
+    """Issue 26 item 3: one share of standing for every unshown class, chosen on out-of-fold accuracy, dropped a type
+    left out of BCCD to 0-29 % of its recall, because the model's other classes (pbc11's erythroblast, platelet) took
+    the lab's cells. Each unshown class now gets its own share: the left-out type is still found, the class that
+    mistakes the lab's stain for itself is kept down."""
+    rng = np.random.default_rng(4)
+    weight0, bias0 = 3.0 * np.eye(4, 6), np.zeros(4)  # class 3 of the model answers to feature 3 ...
+
+    def lab_cells(label, n):  # ... which the lab's stain raises on every cell
+        x = rng.normal(0, 0.3, (8, n, 6))
+        x[..., label] += 4.0 if label == 2 else 2.0
+        x[..., 3] += 3.0
+        return x
+
+    fit, before, after = _adapted_without_class_2(lab_cells, weight0, bias0)
+    assert before[0] < 0.1 and before[1] < 0.1 and after[0] > 0.9 and after[1] > 0.9  # class 3 took them; no more
+    assert before[2] > 0.9 and after[2] >= 0.8 * before[2]  # the left-out type is still found
+    assert set(fit.restored) == {2, 3} and fit.restored[2] == 1.0
+    assert fit.restored[3] is None or fit.restored[3] < fit.restored[2]

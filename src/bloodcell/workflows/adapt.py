@@ -82,10 +82,10 @@ def view_features(classifier: Classifier, images) -> tuple[np.ndarray, np.ndarra
     return pixels, features
 
 
-def recipe(fit: HeadFit) -> dict[str, Any]:
+def recipe(fit: HeadFit, class_names: list[str]) -> dict[str, Any]:
     """How the layer was adapted, as the checkpoint records it."""
     return {"layer": "last", "views": "8 dihedral", "anchor": fit.anchor, "strength": fit.strength,
-            "unshown_restored": fit.restored, "chosen_by": f"{fit.folds}-fold cross-validation over the given cells",
+            "unshown_restored": {class_names[c]: share for c, share in fit.restored.items()}, "chosen_by": f"{fit.folds}-fold cross-validation over the given cells",
             "temperature": "out-of-fold, shrunk towards the model's and bounded", "batch_norm": "the model's own"}
 
 
@@ -122,7 +122,7 @@ def adapt(model: str | Path, cells_dir: str | Path | Cells, out: str | Path, see
     extra: dict[str, Any] = {k: checkpoint.meta[k] for k in _KEPT if k in checkpoint.meta}
     extra["adaptation"] = {"lab": lab, "cells": counts, "cv_accuracy": fit.cv_accuracy, "folds": fit.folds,
                            "cv_accuracy_before": fit.cv_accuracy_before, "strength": fit.strength,
-                           "recipe": recipe(fit),
+                           "recipe": recipe(fit, checkpoint.class_names),
                            "base": Path(str(model)).name, "base_sha256": file_sha256(checkpoint.path),
                            "commit": git_commit(), "created": now()}
     guard = _guard_with_lab(classifier.guard, pixels, features, lab)

@@ -155,3 +155,14 @@ def test_download_reads_only_the_cache_when_the_hub_cannot_be_reached(monkeypatc
         pretrained_module.create_timm_model("resnet18", 2, pretrained=True)
     assert seen == [not reachable]
     assert constants.HF_HUB_OFFLINE is False
+
+
+def test_behind_a_proxy_the_hub_is_not_probed_directly(monkeypatch):
+    """A direct connection would fail where only the proxy gets out: the download is left to try."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.lab:3128")
+    monkeypatch.setattr(pretrained_module.socket, "create_connection",
+                        lambda *a, **k: pytest.fail("probed the hub directly behind a proxy"))
+    assert pretrained_module.hub_reachable()

@@ -181,6 +181,18 @@ def test_a_model_whose_audit_cannot_be_written_is_removed(store, people, tmp_pat
     assert not out.exists() and not out.with_suffix(".json").exists()
 
 
+@pytest.mark.parametrize("command", [["adapt"], ["detector", "adapt"]])
+def test_adapting_from_a_store_that_does_not_exist_is_refused_and_creates_none(tmp_path, command):
+    """A mistyped --store is one sentence, not a new empty store and then 'too few cells'."""
+    from bloodcell.store.errors import StoreError
+
+    missing = tmp_path / "typo.sqlite"
+    refused = CliRunner().invoke(app, [*command, "--store", str(missing), "--lab", "L", "-o",
+                                       str(tmp_path / "a.safetensors")])
+    assert refused.exit_code != 0 and isinstance(refused.exception, StoreError)
+    assert "no sample store there" in str(refused.exception) and not missing.exists()
+
+
 def test_cli_refuses_both_or_neither_source_in_one_sentence(tmp_path):
     from bloodcell.errors import ConfigError
 

@@ -43,7 +43,7 @@ def adapt(
         from bloodcell.store.database import open_store
         from bloodcell.workflows.bank_adapt import adapt_from_bank
 
-        kept = open_store(store)
+        kept = open_store(store, create=False)
         try:
             result = adapt_from_bank(kept, model, output, lab=lab, actor=system_account(), seed=seed)
         finally:

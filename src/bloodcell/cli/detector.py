@@ -127,7 +127,7 @@ def adapt(
         from bloodcell.store.components import system_account
         from bloodcell.store.database import open_store
 
-        result = adapt_from_store(open_store(store), output, lab=lab, actor=system_account(), **settings)
+        result = adapt_from_store(open_store(store, create=False), output, lab=lab, actor=system_account(), **settings)
     for skipped in result["skipped"]:
         typer.echo(f"skipped {skipped['path']}: {skipped['reason']}")
     typer.echo(f"{len(result['photos'])} photos, {result['folds']}-fold cross-validated (adapted / original detector):")

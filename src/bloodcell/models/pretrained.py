@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import socket
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -125,12 +126,15 @@ def load_weights_file(model: nn.Module, path: str | Path) -> list[str]:
 
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:
-    """Whether the Hugging Face hub's host answers within ``timeout_s`` (one TCP connection, no retries)."""
+    """Whether the Hugging Face hub's host answers within ``timeout_s`` (one TCP connection, no retries); behind a
+    proxy (``HTTPS_PROXY``, ``ALL_PROXY``) the hub is taken as reachable and the download itself tells."""
     from huggingface_hub import constants
 
     host = urlparse(constants.ENDPOINT).hostname
     if constants.HF_HUB_OFFLINE or not host:
         return False
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
     try:
         socket.create_connection((host, 443), timeout=timeout_s).close()
     except OSError:

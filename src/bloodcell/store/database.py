@@ -70,10 +70,13 @@ def default_store() -> Path:
     return user_data_path("bloodcell", appauthor=False) / "store.sqlite"
 
 
-def open_store(spec: str | Path | None = None) -> Store:
-    """Open (creating or upgrading) the store ``spec``; StoreError in one sentence when it cannot be used."""
+def open_store(spec: str | Path | None = None, *, create: bool = True) -> Store:
+    """Open (creating or upgrading) the store ``spec``; StoreError in one sentence when it cannot be used, or, with
+    ``create=False`` (a command that only reads from it), when an SQLite store's file does not exist."""
     spec = spec if spec not in (None, "") else os.environ.get(STORE_ENV) or default_store()
     text_spec = str(spec)
+    if not create and "://" not in text_spec and not Path(text_spec).exists():
+        raise StoreError(f"{text_spec}: no sample store there (a store is made by counting or reviewing into it)")
     if "://" in text_spec:
         url = make_url(text_spec)
         if url.drivername == "postgresql":

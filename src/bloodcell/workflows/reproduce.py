@@ -546,6 +546,14 @@ ROW_HEADER = ["model", "paper", "data", "paper's claim", "ours, paper's protocol
               "leak in the paper's protocol", "training (paper's / honest protocol)"]
 
 
+DATA_NAMES = {"bccd4": "BCCD, 4 types (Kaggle-like copies)", "pbc": "PBC, 8 classes"}
+
+
+def claims_text(claimed: dict[str, str]) -> str:
+    """A paper's claims in one line ("figure: value; ..."), or "not recorded"."""
+    return "; ".join(f"{figure}: {value}" for figure, value in claimed.items()) or "not recorded"
+
+
 def _figure(result: dict[str, Any]) -> str:
     if result.get("status") == NOT_RUN:
         return "not run: no ImageNet weights on this machine"
@@ -556,8 +564,7 @@ def _figure(result: dict[str, Any]) -> str:
 
 def markdown_row(record: dict[str, Any]) -> list[str]:
     """One comparison row: the paper's claim beside our figures under its protocol and under the honest one."""
-    claims = "; ".join(f"{figure}: {value}" for figure, value in record["claimed"].items()) or "not recorded"
-    data = {"bccd4": "BCCD, 4 types (Kaggle-like copies)", "pbc": "PBC, 8 classes"}[record["data"]]
+    claims, data = claims_text(record["claimed"]), DATA_NAMES[record["data"]]
     paper, honest = record["ours_paper_protocol"], record["ours_honest"]
     if record.get("status") == NOT_RUN:
         return [record["model"], record["paper"].split(":")[0], data, claims, _figure(paper), _figure(honest),
@@ -601,8 +608,7 @@ def arm_progress(run: Path) -> str:
 
 def unfinished_row(name: str, output: Path) -> list[str]:
     """The row of a paper whose training has started under ``output`` but not finished."""
-    claims = "; ".join(f"{figure}: {value}" for figure, value in _claimed(name).items()) or "not recorded"
-    data = {"bccd4": "BCCD, 4 types (Kaggle-like copies)", "pbc": "PBC, 8 classes"}[PROTOCOLS[name].data]
+    claims, data = claims_text(_claimed(name)), DATA_NAMES[PROTOCOLS[name].data]
     progress = " / ".join(arm_progress(output / name / arm / "run") for arm in ("paper", "honest"))
     return [name, _citation(name).split(":")[0], data, claims, "training not finished", "training not finished", "-",
             f"not finished: {progress}"]
@@ -637,7 +643,7 @@ def _read_image(path: Path) -> bytes | None:
 def _paper_section(record: dict[str, Any], output: Path) -> PaperSection:
     """One paper's part of the page: claim, both protocols, our choices, training, and its figures."""
     paper, honest = record["ours_paper_protocol"], record["ours_honest"]
-    claims = "; ".join(f"{k}: {v}" for k, v in record["claimed"].items()) or "not recorded"
+    claims = claims_text(record["claimed"])
     paragraphs = [f"{record['paper']}. Claimed: {claims}. Recipe: {record['recipe']}."]
     if record.get("status") == NOT_RUN:
         return PaperSection(record["model"], [*paragraphs, f"Not reproduced: {paper['reason']}."])
@@ -663,7 +669,7 @@ def _paper_section(record: dict[str, Any], output: Path) -> PaperSection:
 
 def _training_section(name: str, output: Path) -> PaperSection:
     """A paper whose training has not finished: its claim, how far each protocol has got, and its learning curves so far."""
-    claims = "; ".join(f"{k}: {v}" for k, v in _claimed(name).items()) or "not recorded"
+    claims = claims_text(_claimed(name))
     paragraphs = [f"{_citation(name)}. Claimed: {claims}. Its training has not finished, so no figure of ours yet.",
                   *(f"The {label}: {arm_progress(output / name / arm / 'run')}."
                     for arm, label in (("paper", "paper's protocol"), ("honest", "honest protocol")))]

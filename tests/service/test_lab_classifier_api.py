@@ -106,6 +106,17 @@ def test_a_named_labs_counts_use_its_own_choice_and_other_labs_keep_theirs(clien
     assert counted.status_code == 200, counted.text
     kept = client.get("/v1/samples/N-1").json()
     assert kept["lab"] == "north" and kept["classifier"]["name"] == north.name
+
+    def add_to_n1(lab=None):
+        fields = {"sample_id": "N-1", "add_to_sample": "true", **({"lab": lab} if lab is not None else {})}
+        return client.post("/v1/count", data=fields, headers={"X-CSRF-Token": tia, "X-API-Key": KEY},
+                           files=[("files", ("b.png", smear_png(wbc=1, shade=6), "image/png"))])
+
+    added = add_to_n1()  # without repeating the lab: typed with the kept sample's lab's model
+    assert added.status_code == 200, added.text
+    assert len(client.get("/v1/samples/N-1").json()["photos"]) == 2
+    other = add_to_n1("south")
+    assert other.status_code == 409 and "kept under lab 'north'" in other.json()["message"]
     assert _count(client, tia, "A-4", 5).status_code == 200  # the samples without a lab name: the service's model
     assert client.get("/v1/samples/A-4").json()["classifier"]["name"] == Path(client.app.state.service.classifier.source).name
     assert client.post("/v1/count", data={"lab": "x" * 201}, headers={"X-API-Key": KEY},

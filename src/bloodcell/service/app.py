@@ -77,7 +77,7 @@ from bloodcell.service.schemas import (
 )
 from bloodcell.service.bank_api import AdaptJobs, BankAdapter, add_bank_routes
 from bloodcell.service.lab_models import COUNTED_LAB, LabModels
-from bloodcell.service.gallery_api import add_gallery_routes, check_keepable, keep_counted
+from bloodcell.service.gallery_api import add_gallery_routes, check_keepable, keep_counted, lab_of_kept
 from bloodcell.service.samples_api import (COOKIE, CSRF_HEADER, OWN_AUTH_PREFIXES, add_sample_store_routes,
                                            signed_in_caller)
 from bloodcell.service.settings import Limits, ServiceSettings
@@ -665,6 +665,8 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         keep = state.store is not None and bool(request.cookies.get(COOKIE)) and CSRF_HEADER in request.headers
         person = signed_in_caller(state.store, state.settings.api_key, request, change=True) if keep else None
         lab = lab.strip()
+        if person is not None and add_to_sample:  # added photos are typed with the kept sample's lab's classifier
+            lab = await run_in_threadpool(lab_of_kept, state.store, sample_id, lab)
         classifier = await run_in_threadpool(state.counting_classifier, lab)
         if person is not None:
             check_keepable(state.store, person, sample_id, add_to_sample, classifier=classifier,

@@ -132,6 +132,20 @@ def check_keepable(store: Store, person: Person, sample_id: str | None, add_to_s
     return sample_id
 
 
+def lab_of_kept(store: Store, sample_id: str | None, lab: str) -> str:
+    """The lab whose classifier types photos added to kept sample ``sample_id``: the sample's own (``lab``, when
+    given, must be it: 409 otherwise); ``lab`` when there is no such sample (the check before counting says so)."""
+    with http_errors(), store.session() as session:
+        try:
+            kept = find(session, sample_id or "").lab or ""
+        except NotFoundError:
+            return lab
+    if lab and lab != kept:
+        raise RequestRejected(409, "other_lab", f"sample {sample_id!r} is kept under lab {kept!r}, not {lab!r}: "
+                              "add its photos without a lab, or with its own")
+    return kept
+
+
 def keep_counted(store: Store, person: Person, result: SampleResult, photo_bytes: Sequence[bytes], *,
                  add_to_sample: bool, classifier, detector: str, seconds: float, lab: str = "") -> None:
     """Keep what the page counted (the counting loop's result) in the store, by ``person`` (audited); a new sample

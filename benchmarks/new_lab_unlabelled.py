@@ -5,7 +5,7 @@ Each lab's cells (``benchmarks/new_lab_sets.py``) are split at random into two h
 ``workflows.adapt_unlabelled`` runs on one half exactly as the command does (batch-norm statistics blended at each
 candidate weight, the rule deciding from those cells' predictions alone) and is scored on the other half; then the
 halves swap, and the two scored halves are pooled. Per lab: unadapted accuracy, accuracy of what the rule chose
-(adapted or kept), of each candidate forced (what the rule saved or missed), 95 % bootstrap CIs (the gain's paired),
+(adapted or kept; with and without the TENT refinement of the chosen blend), of each blend forced (what the rule saved or missed), 95 % bootstrap CIs (the gain's paired),
 and the rule's decision with its label-free statistics per half. Also, label-free: the share of the white cells
 called a type that is not a white cell (platelet, erythroblast: certainly wrong), where the model has those types.
 
@@ -49,7 +49,7 @@ def not_white_share(names: list[str], predicted: np.ndarray) -> float | None:
 
 def run_case(classifier, data: dict, seed: int, adapt_from=None) -> dict:
     """The two-halves protocol on one lab's cells; ``adapt_from`` (a mask) restricts the cells adapted from."""
-    from bloodcell.workflows.adapt_unlabelled import candidates, decide, probabilities
+    from bloodcell.workflows.adapt_unlabelled import candidates, decide, probabilities, refine
 
     names = classifier.class_names
     pixels, labels = data["pixels"], data["labels"]
@@ -62,17 +62,20 @@ def run_case(classifier, data: dict, seed: int, adapt_from=None) -> dict:
             source = source[adapt_from[source]]
         before, models = candidates(classifier, pixels[source])
         decision = decide(before, {w: probabilities(classifier, m, pixels[source]) for w, m in models.items()})
+        chosen = refine(classifier, pixels[source], decision, before, models)
         decisions.append({"half": fold, "adapted_from": int(len(source)), "scored": int(len(target)),
                           **decision.to_dict()})
         predicted = {"unadapted": probabilities(classifier, classifier.model, pixels[target]).argmax(1)}
         for weight, model in models.items():
             predicted[f"forced {weight}"] = probabilities(classifier, model, pixels[target]).argmax(1)
-        predicted["rule"] = predicted["unadapted" if decision.weight is None else f"forced {decision.weight}"]
+        predicted["rule without tent"] = predicted["unadapted" if decision.weight is None else f"forced {decision.weight}"]
+        predicted["rule"] = probabilities(classifier, chosen, pixels[target]).argmax(1)
         for key, value in predicted.items():
             scored[key] = np.concatenate([scored.get(key, np.zeros(0, int)), value])
         scored["index"] = np.concatenate([scored.get("index", np.zeros(0, int)), target])
     order = scored.pop("index")
-    row: dict = {"cells": n, "kept_unadapted_halves": sum(not d["adapted"] for d in decisions), "decisions": decisions,
+    row: dict = {"cells": n, "kept_unadapted_halves": sum(not d["adapted"] for d in decisions),
+                 "tent_refined_halves": sum(d["tent_refined"] for d in decisions), "decisions": decisions,
                  "not_white_share": {k: not_white_share(names, v) for k, v in scored.items()}}
     if labelled:
         correct = {k: right(names, v, labels[order]) for k, v in scored.items()}
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                           "worst_gain_points": min([*measured, *(r["gain_points"] for r in constructed.values())])}}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({name: {k: row.get(k) for k in ("accuracy", "gain_points", "gain_ci95_points",
-                                                     "kept_unadapted_halves", "not_white_share")}
+                                                     "kept_unadapted_halves", "tent_refined_halves", "not_white_share")}
                       for name, row in {**labs, **constructed}.items()}, indent=1))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

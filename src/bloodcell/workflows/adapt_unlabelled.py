@@ -194,12 +194,18 @@ def refine(classifier: Classifier, pixels: np.ndarray, decision: Decision, befor
     if decision.weight is None:
         return classifier.model
     tuned = tent(classifier, models[decision.weight], pixels)
-    judged = judge(decision.weight, prediction_statistics(probabilities(classifier, tuned, pixels), before),
-                   decision.before, rule)
+    accepted = judge_refinement(decision, before, probabilities(classifier, tuned, pixels), rule)
+    return tuned if accepted else models[decision.weight]
+
+
+def judge_refinement(decision: Decision, before: np.ndarray, tuned: np.ndarray, rule: Rule = RULE) -> bool:
+    """The rule on the TENT refinement's probabilities ``tuned`` of the chosen blend, against the unadapted
+    ``before`` of the same cells; recorded in ``decision``, which adopts it if accepted."""
+    judged = judge(decision.weight, prediction_statistics(tuned, before), decision.before, rule)
     judged.tent = True
     decision.candidates.append(judged)
     decision.tent = judged.accepted
-    return tuned if judged.accepted else models[decision.weight]
+    return judged.accepted
 
 
 def choose(classifier: Classifier, pixels: np.ndarray) -> tuple[Decision, torch.nn.Module]:

@@ -65,8 +65,9 @@ class Rule:
 
 
 #: The thresholds in use, RULE_CALIBRATION: chosen on synthetic shifts of the models' own training labs (labels
-#: known), never on a real held-out lab.
-RULE = Rule(entropy_drop=0.02, spread_kept=0.9, agreement_min=0.2)
+#: known), never on a real held-out lab. With the TENT refinement the calibration set ``spread_kept`` to 0 (the
+#: collapse test off: on the synthetic labs keeping it at 0.9 cost 1.4 points of mean gain and saved no loss).
+RULE = Rule(entropy_drop=0.02, spread_kept=0.0, agreement_min=0.2)
 RULE_CALIBRATION = "benchmarks/results/unlabelled-rule-calibration.json"
 #: Images per forward pass (also the batches the statistics are averaged over).
 BATCH = 32

@@ -136,7 +136,8 @@ def test_the_rule_refuses_surer_calls_that_collapse_or_change_most_calls():
     collapsed = np.array([[0.98, 0.01, 0.01]] * 4)
     surer = np.array([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9], [0.9, 0.05, 0.05]])
     changed = surer[[1, 2, 0, 1]]
-    decision = decide(before, {0.5: collapsed, 0.75: changed, 1.0: surer})
+    guarded = Rule(entropy_drop=0.02, spread_kept=0.75, agreement_min=0.2)  # RULE's calibration set spread_kept 0
+    decision = decide(before, {0.5: collapsed, 0.75: changed, 1.0: surer}, guarded)
     assert decision.weight == 1.0
     assert "collapse" in " ".join(decision.candidates[0].reasons)
     assert "changes 100% of the calls" in " ".join(decision.candidates[1].reasons)

@@ -4,7 +4,8 @@ A synthetic lab is the model's own training lab shifted by a seeded draw from a 
 HED space, colour cast, brightness/contrast, blur, JPEG, scale). Cells: PBC validation cells for pbc11, BCCD's
 training cells for a BCCD-only model (``--bccd-model``). For each synthetic lab the candidates of
 ``workflows.adapt_unlabelled`` are computed on its cells (statistics re-estimated from those cells, the rule's
-statistics on them) and scored on them. Then a grid of thresholds (entropy drop, spread kept, agreement) is
+statistics on them, and the TENT refinement of each blend, which the rule judges when it chose that blend) and
+scored on them. Then a grid of thresholds (entropy drop, spread kept, agreement) is
 searched: the chosen thresholds maximise the mean gain over the synthetic labs subject to no synthetic lab losing
 more than 1 point (ties: the strictest). No real held-out lab is used, so the leave-one-lab-out figures of
 ``new_lab_unlabelled.py`` stay untouched by the choice.
@@ -61,7 +62,7 @@ def shifted(image: Image.Image, shift: dict) -> Image.Image:
 
 def synthetic_labs(classifier, images: list, labels: np.ndarray, labs: int, seed: int) -> list[dict]:
     """Per synthetic lab: the shift, and the unadapted and candidate probabilities and correctness on its cells."""
-    from bloodcell.workflows.adapt_unlabelled import candidates, probabilities
+    from bloodcell.workflows.adapt_unlabelled import candidates, probabilities, tent
 
     rng = np.random.default_rng(seed)
     names = classifier.class_names
@@ -70,7 +71,8 @@ def synthetic_labs(classifier, images: list, labels: np.ndarray, labs: int, seed
         shift = draw_shift(rng)
         pixels = classifier.pixels([shifted(im, shift) for im in images])
         before, models = candidates(classifier, pixels)
-        probs = {None: before, **{w: probabilities(classifier, m, pixels) for w, m in models.items()}}
+        probs = {None: before, **{w: probabilities(classifier, m, pixels) for w, m in models.items()},
+                 **{("tent", w): probabilities(classifier, tent(classifier, m, pixels), pixels) for w, m in models.items()}}
         right = {w: np.array([names[i] == t for i, t in zip(p.argmax(1), labels)]) for w, p in probs.items()}
         rows.append({"shift": shift, "probs": probs, "right": right})
         print(json.dumps({"shift": shift, **{str(w): round(float(r.mean()), 3) for w, r in right.items()}}),
@@ -80,12 +82,16 @@ def synthetic_labs(classifier, images: list, labels: np.ndarray, labs: int, seed
 
 def gains(rows: list[dict], rule) -> list[float]:
     """Points gained by the rule with ``rule``'s thresholds on each synthetic lab."""
-    from bloodcell.workflows.adapt_unlabelled import decide
+    from bloodcell.workflows.adapt_unlabelled import decide, judge_refinement
 
     out = []
     for row in rows:
-        weight = decide(row["probs"][None], {w: p for w, p in row["probs"].items() if w is not None}, rule).weight
-        out.append(100 * float(row["right"][weight].mean() - row["right"][None].mean()))
+        probs = row["probs"]
+        decision = decide(probs[None], {w: p for w, p in probs.items() if isinstance(w, float)}, rule)
+        chosen = decision.weight
+        if chosen is not None and judge_refinement(decision, probs[None], probs[("tent", chosen)], rule):
+            chosen = ("tent", chosen)
+        out.append(100 * float(row["right"][chosen].mean() - row["right"][None].mean()))
     return out
 
 
@@ -140,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     for k, (name, (spec, images, labels)) in enumerate(sources.items()):
         found = synthetic_labs(load(spec), images, labels, args.labs, args.seed + k)
         rows += found
-        per_source[name] = [{"shift": r["shift"], "accuracy": {str(w): round(float(v.mean()), 4)
+        per_source[name] = [{"shift": r["shift"], "accuracy": {" ".join(map(str, w)) if isinstance(w, tuple) else str(w):
+                                                               round(float(v.mean()), 4)
                                                                for w, v in r["right"].items()}} for r in found]
     best, table = search(rows)
     result = {"command": shlex.join(["python", "benchmarks/calibrate_unlabelled_rule.py",

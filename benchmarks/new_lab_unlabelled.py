@@ -5,14 +5,15 @@ Each lab's cells (``benchmarks/new_lab_sets.py``) are split at random into two h
 ``workflows.adapt_unlabelled`` runs on one half exactly as the command does (batch-norm statistics blended at each
 candidate weight, the rule deciding from those cells' predictions alone) and is scored on the other half; then the
 halves swap, and the two scored halves are pooled. Per lab: unadapted accuracy, accuracy of what the rule chose
-(adapted or kept), of each candidate forced (what the rule saved or missed), 95 % bootstrap CIs (the gain's paired),
+(adapted or kept; with and without the TENT refinement of the chosen blend), of each blend forced (what the rule saved or missed), 95 % bootstrap CIs (the gain's paired),
 and the rule's decision with its label-free statistics per half. Also, label-free: the share of the white cells
 called a type that is not a white cell (platelet, erythroblast: certainly wrong), where the model has those types.
 
 Labs, each under a model that never saw it: BCCD's typed cells and Raabin's white cells (untyped: no accuracy)
 under pbc11 (PBC only); PBC under ``--pbc-model`` (a model trained without PBC, e.g. on BCCD's cells), if given.
 Constructed cases where adapting may hurt: PBC under pbc11 (its own lab: nothing to gain), and BCCD adapted from
-its neutrophils only (a lab whose unlabelled cells are of one type) and scored on all its types.
+its neutrophils only (a lab whose unlabelled cells are of one type) and scored on all its types. The result is written after every case
+(``complete`` false and ``cases_pending`` until the last), labelled labs first.
 
     python benchmarks/new_lab_unlabelled.py [--pbc-model RUN/best.safetensors] [--out RESULT.json]
 """
@@ -49,7 +50,7 @@ def not_white_share(names: list[str], predicted: np.ndarray) -> float | None:
 
 def run_case(classifier, data: dict, seed: int, adapt_from=None) -> dict:
     """The two-halves protocol on one lab's cells; ``adapt_from`` (a mask) restricts the cells adapted from."""
-    from bloodcell.workflows.adapt_unlabelled import candidates, decide, probabilities
+    from bloodcell.workflows.adapt_unlabelled import candidates, decide, probabilities, refine
 
     names = classifier.class_names
     pixels, labels = data["pixels"], data["labels"]
@@ -62,17 +63,20 @@ def run_case(classifier, data: dict, seed: int, adapt_from=None) -> dict:
             source = source[adapt_from[source]]
         before, models = candidates(classifier, pixels[source])
         decision = decide(before, {w: probabilities(classifier, m, pixels[source]) for w, m in models.items()})
+        chosen = refine(classifier, pixels[source], decision, before, models)
         decisions.append({"half": fold, "adapted_from": int(len(source)), "scored": int(len(target)),
                           **decision.to_dict()})
         predicted = {"unadapted": probabilities(classifier, classifier.model, pixels[target]).argmax(1)}
         for weight, model in models.items():
             predicted[f"forced {weight}"] = probabilities(classifier, model, pixels[target]).argmax(1)
-        predicted["rule"] = predicted["unadapted" if decision.weight is None else f"forced {decision.weight}"]
+        predicted["rule without tent"] = predicted["unadapted" if decision.weight is None else f"forced {decision.weight}"]
+        predicted["rule"] = probabilities(classifier, chosen, pixels[target]).argmax(1)
         for key, value in predicted.items():
             scored[key] = np.concatenate([scored.get(key, np.zeros(0, int)), value])
         scored["index"] = np.concatenate([scored.get("index", np.zeros(0, int)), target])
     order = scored.pop("index")
-    row: dict = {"cells": n, "kept_unadapted_halves": sum(not d["adapted"] for d in decisions), "decisions": decisions,
+    row: dict = {"cells": n, "kept_unadapted_halves": sum(not d["adapted"] for d in decisions),
+                 "tent_refined_halves": sum(d["tent_refined"] for d in decisions), "decisions": decisions,
                  "not_white_share": {k: not_white_share(names, v) for k, v in scored.items()}}
     if labelled:
         correct = {k: right(names, v, labels[order]) for k, v in scored.items()}
@@ -105,27 +109,36 @@ def main(argv: list[str] | None = None) -> int:
     loaded = {key: (load(spec), file_sha256(resolve(spec))) for key, spec in models.items()}
     classifier, sha = loaded["model"]
     sets = {name: load_set(classifier, sha, name, args.data_root, args.limit) for name in ("bccd", "raabin", "pbc")}
-    labs = {"bccd": run_case(classifier, sets["bccd"], args.seed), "raabin": run_case(classifier, sets["raabin"], args.seed)}
+    cases = {("labs", "bccd"): lambda: run_case(classifier, sets["bccd"], args.seed)}
     if args.pbc_model:
         other, other_sha = loaded["pbc_model"]
         pbc = load_set(other, other_sha, "pbc", args.data_root, args.limit)
         known = np.isin(pbc["labels"], other.class_names)
-        labs["pbc"] = {"model": Path(args.pbc_model).name, "types": sorted(set(pbc["labels"][known].tolist())),
-                       **run_case(other, {k: pbc[k][known] for k in ("pixels", "labels")}, args.seed)}
-    constructed = {"pbc under its own model": run_case(classifier, sets["pbc"], args.seed),
-                   "bccd adapted from its neutrophils only": run_case(classifier, sets["bccd"], args.seed,
-                                                                      adapt_from=sets["bccd"]["labels"] == "neutrophil")}
-    measured = [row["gain_points"] for row in labs.values() if "gain_points" in row]
-    result = {"command": shlex.join(["python", "benchmarks/new_lab_unlabelled.py",
-                                     *(sys.argv[1:] if argv is None else argv)]),
-              "commit": git_commit(), "date": now(), "machine": machine(),
-              "models": {key: {"name": Path(str(spec)).name, "sha256": loaded[key][1]} for key, spec in models.items()},
-              "labs": labs, "constructed": constructed,
-              "summary": {"mean_gain_points_labelled_labs": round(float(np.mean(measured)), 2) if measured else None,
-                          "worst_gain_points": min([*measured, *(r["gain_points"] for r in constructed.values())])}}
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        cases["labs", "pbc"] = lambda: {"model": Path(args.pbc_model).name,
+                                        "types": sorted(set(pbc["labels"][known].tolist())),
+                                        **run_case(other, {k: pbc[k][known] for k in ("pixels", "labels")}, args.seed)}
+    cases["constructed", "bccd adapted from its neutrophils only"] = lambda: run_case(
+        classifier, sets["bccd"], args.seed, adapt_from=sets["bccd"]["labels"] == "neutrophil")
+    cases["constructed", "pbc under its own model"] = lambda: run_case(classifier, sets["pbc"], args.seed)
+    cases["labs", "raabin"] = lambda: run_case(classifier, sets["raabin"], args.seed)
+    labs: dict = {}
+    constructed: dict = {}
+    for done, ((group, name), run) in enumerate(cases.items(), 1):
+        (labs if group == "labs" else constructed)[name] = run()
+        measured = [row["gain_points"] for row in labs.values() if "gain_points" in row]
+        result = {"command": shlex.join(["python", "benchmarks/new_lab_unlabelled.py",
+                                         *(sys.argv[1:] if argv is None else argv)]),
+                  "commit": git_commit(), "date": now(), "machine": machine(),
+                  "complete": done == len(cases), "cases_pending": [n for _, n in list(cases)[done:]],
+                  "models": {key: {"name": Path(str(spec)).name, "sha256": loaded[key][1]}
+                             for key, spec in models.items()},
+                  "labs": labs, "constructed": constructed,
+                  "summary": {"mean_gain_points_labelled_labs": round(float(np.mean(measured)), 2) if measured else None,
+                              "worst_gain_points": min([*measured, *(r["gain_points"] for r in constructed.values())])}}
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")  # after every case: a stop keeps what is done
+        print(f"{name} done", file=sys.stderr)
     print(json.dumps({name: {k: row.get(k) for k in ("accuracy", "gain_points", "gain_ci95_points",
-                                                     "kept_unadapted_halves", "not_white_share")}
+                                                     "kept_unadapted_halves", "tent_refined_halves", "not_white_share")}
                       for name, row in {**labs, **constructed}.items()}, indent=1))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

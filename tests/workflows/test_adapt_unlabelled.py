@@ -1,5 +1,5 @@
-"""``bloodcell adapt --unlabelled``: a lab's unlabelled cells re-set the batch-norm statistics, unless a label-free
-rule says that would hurt; bad input is one sentence."""
+"""``bloodcell adapt --unlabelled``: a lab's unlabelled cells re-set the batch-norm statistics (then TENT refines the
+chosen blend), unless a label-free rule says that would hurt; bad input is one sentence."""
 
 from __future__ import annotations
 
@@ -96,9 +96,12 @@ def test_cli_adapts_a_shifted_lab_end_to_end_and_records_the_decision(model, tmp
     assert result.exit_code == 0, result.output
     assert "adapted without labels on 48 cells" in result.output and "skipped broken.png" in result.output
     record = read_checkpoint_meta(out)["unlabelled_adaptation"]
-    assert record["method"] == "adabn" and record["adapted"] and record["weight"] in (0.5, 1.0)
+    assert record["adapted"] and record["weight"] in (0.5, 1.0)
+    assert record["method"] == ("adabn+tent" if record["tent_refined"] else "adabn")
+    tried = [c for c in record["candidates"] if c["tent"]]
+    assert len(tried) == 1 and tried[0]["weight"] == record["weight"] and tried[0]["accepted"] == record["tent_refined"]
     assert record["cells"] == 48 and record["lab"] == "lab" and record["source"] == "unlabelled folder"
-    chosen = next(c for c in record["candidates"] if c["weight"] == record["weight"])
+    chosen = next(c for c in record["candidates"] if c["weight"] == record["weight"] and c["tent"] == record["tent_refined"])
     assert chosen["accepted"] and chosen["mean_entropy"] < record["unadapted"]["mean_entropy"]
     fresh = _lab(tmp_path / "fresh", dict.fromkeys(PBC_CLASSES, 3), seed=1)
     assert _accuracy(model, fresh) < 0.7 and _accuracy(out, fresh) == 1.0  # the shift fooled it; adapting fixed it
@@ -111,6 +114,7 @@ def test_the_rule_keeps_the_unadapted_model_where_adapting_hurts(model, tmp_path
     lab = _lab(tmp_path / "lab", {"neutrophil": 20, "lymphocyte": 20}, shift=0)
     kept = adapt_unlabelled(model, unlabelled_cells(lab), tmp_path / "kept.safetensors", "lab", "unlabelled folder")
     assert kept.decision.weight is None and all(c.reasons for c in kept.decision.candidates)
+    assert not any(c.tent for c in kept.decision.candidates)  # TENT is never tried where the blends were refused
     record = read_checkpoint_meta(kept.path)["unlabelled_adaptation"]
     assert record["adapted"] is False and record["candidates"][0]["reasons"]
     assert _accuracy(kept.path, lab) == _accuracy(model, lab)  # the unadapted weights, written with the record
@@ -132,7 +136,8 @@ def test_the_rule_refuses_surer_calls_that_collapse_or_change_most_calls():
     collapsed = np.array([[0.98, 0.01, 0.01]] * 4)
     surer = np.array([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9], [0.9, 0.05, 0.05]])
     changed = surer[[1, 2, 0, 1]]
-    decision = decide(before, {0.5: collapsed, 0.75: changed, 1.0: surer})
+    guarded = Rule(entropy_drop=0.02, spread_kept=0.75, agreement_min=0.2)  # RULE's calibration set spread_kept 0
+    decision = decide(before, {0.5: collapsed, 0.75: changed, 1.0: surer}, guarded)
     assert decision.weight == 1.0
     assert "collapse" in " ".join(decision.candidates[0].reasons)
     assert "changes 100% of the calls" in " ".join(decision.candidates[1].reasons)
@@ -223,3 +228,40 @@ def test_the_decision_records_the_rule_it_was_taken_under():
     recorded = decide(before, {1.0: before}, strict).to_dict()["rule"]
     assert {k: recorded[k] for k in ("entropy_drop", "spread_kept", "agreement_min")} == \
         {"entropy_drop": 0.5, "spread_kept": 0.99, "agreement_min": 0.9}
+
+
+def test_tent_makes_the_calls_surer_by_tuning_only_the_batchnorm_scales_and_shifts(model, tmp_path):
+    from bloodcell.checkpoint import load_checkpoint
+    from bloodcell.inference.predictor import Classifier
+    from bloodcell.metrics.unlabelled import entropy
+    from bloodcell.train.batchnorm import blended, lab_statistics
+    from bloodcell.workflows.adapt_unlabelled import model_pixels, probabilities, tent
+
+    classifier = Classifier.from_checkpoint(load_checkpoint(model))
+    images = unlabelled_cells(_lab(tmp_path / "lab", dict.fromkeys(PBC_CLASSES, 4), shift=SHIFT // 3)).images
+    pixels = model_pixels(classifier, images)
+    base = blended(classifier.model, lab_statistics(classifier.model, [torch.from_numpy(
+        classifier.preprocess(images))]), 0.5)
+    original = {k: v.clone() for k, v in base.state_dict().items()}
+    tuned = tent(classifier, base, pixels)
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in original.items())  # the blend is left as it was
+    changed = {k for k, v in tuned.state_dict().items() if not torch.equal(v, original[k])}
+    assert changed == {"norm.weight", "norm.bias"}  # statistics and head untouched
+    assert entropy(probabilities(classifier, tuned, pixels)).mean() < entropy(probabilities(classifier, base,
+                                                                                           pixels)).mean()
+
+
+def test_a_tent_refinement_the_rule_refuses_leaves_the_chosen_blend(model, tmp_path):
+    from bloodcell.checkpoint import load_checkpoint
+    from bloodcell.inference.predictor import Classifier
+    from bloodcell.workflows.adapt_unlabelled import candidates, model_pixels, probabilities, refine
+
+    classifier = Classifier.from_checkpoint(load_checkpoint(model))
+    pixels = model_pixels(classifier, unlabelled_cells(_lab(tmp_path / "lab", dict.fromkeys(PBC_CLASSES, 4))).images)
+    before, models = candidates(classifier, pixels)
+    lenient = Rule(entropy_drop=-10.0, spread_kept=0.0, agreement_min=0.0)
+    decision = decide(before, {w: probabilities(classifier, m, pixels) for w, m in models.items()}, lenient)
+    strict = Rule(entropy_drop=-10.0, spread_kept=0.0, agreement_min=1.01)  # no agreement reaches it
+    chosen = refine(classifier, pixels, decision, before, models, strict)
+    assert chosen is models[decision.weight] and not decision.tent and decision.method == "adabn"
+    assert decision.chosen.tent is False and decision.candidates[-1].tent and decision.candidates[-1].reasons

@@ -83,8 +83,10 @@ def _adapt_unlabelled(model: str, unlabelled: Path | None, counted: Path | None,
         typer.echo(f"kept the unadapted model: re-estimating its batch-norm statistics on {result.cells} cells would "
                    f"not clearly help ({why}); wrote it, with this record, to {result.path}")
         return
-    chosen = next(c for c in decision.candidates if c.weight == decision.weight)
-    typer.echo(f"adapted without labels on {result.cells} cells (batch-norm statistics, weight {decision.weight}) -> "
+    chosen = decision.chosen
+    how = "then TENT on its batch-norm scales" if decision.tent else "TENT turned down by the rule"
+    typer.echo(f"adapted without labels on {result.cells} cells (batch-norm statistics, weight {decision.weight}; "
+               f"{how}) -> "
                f"{result.path}; mean entropy {chosen.statistics['mean_entropy']:.3f} against "
                f"{decision.before['mean_entropy']:.3f} unadapted, {chosen.statistics['agreement']:.0%} of the calls "
                "unchanged. Its accuracy on your lab is not measured: check it on reviewed cells (`bloodcell evaluate`)")

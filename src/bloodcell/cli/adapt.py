@@ -21,8 +21,11 @@ def adapt(
     counted: Optional[Path] = typer.Option(None, "--counted", help="Instead of labelled cells: the output folder of `bloodcell count` (one sample, or a folder of samples); their typed white cells, no labels."),
     seed: int = typer.Option(0, help="Seed of the cross-validation folds."),
 ) -> None:
-    """Adapt a model to your lab from a few labelled cells (or, with --unlabelled/--counted, from its unlabelled
-    cells), and say how well it then does there."""
+    """Adapt a model to your lab from its reviewed cells, or its unlabelled ones, and say what that changed.
+
+    Labelled: CELLS (a folder of class folders) or --store with --lab (the lab's cell bank); the cross-validated
+    accuracy is printed. Unlabelled: --unlabelled DIR or --counted DIR; the model is kept unadapted when a
+    label-free rule says adapting would not help."""
     sources = (("CELLS", cells), ("--store", store), ("--unlabelled", unlabelled), ("--counted", counted))
     given = [name for name, value in sources if value is not None]
     if len(given) != 1:

@@ -43,7 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("bloodcell.cli.reproduce:reproduce", "Run a paper's experiment under its own protocol (leaks included) and an honest one; report both figures."),
     "demo": ("bloodcell.cli.demo:demo", "Check, split and summarise PBC; evaluate the bundled model on the test split; classify a few cells."),
     "count": ("bloodcell.cli.count:count", "Count red cells, white cells and platelets on smear photos and report each sample's differential."),
-    "adapt": ("bloodcell.cli.adapt:adapt", "Adapt a model to your lab from a few labelled cells, and say how well it then does there."),
+    "adapt": ("bloodcell.cli.adapt:adapt", "Adapt a model to your lab from its reviewed cells, or its unlabelled ones, and say what that changed."),
     "review": ("bloodcell.cli.review:app", "Review a counted sample's referred cells; recompute its differential with the corrections."),
     "detector": ("bloodcell.cli.detector:app", "Learned smear cell detector (CenterNet on EfficientNet-Lite0)."),
     "samples": ("bloodcell.cli.samples:app", "Samples kept in a store: list, show, audit trail, sign off, reopen, export (CSV, FHIR), printable report (PDF, HTML)."),

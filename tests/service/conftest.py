@@ -8,7 +8,6 @@ that says how to get it, and the run's summary lists them (tests/conftest.py).
 from __future__ import annotations
 
 import io
-import os
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from service_helpers import CHROMIUM, CHROMIUM_ARGS, LiveServer, save_tiny_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
-from store_helpers import PASSWORDS, POSTGRES_ENV, counted_doc, reset_postgres  # noqa: E402
+from store_helpers import PASSWORDS, counted_doc, store_location  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -96,13 +95,7 @@ def browser_page():
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_path(request, tmp_path, monkeypatch):
     """A store with three users and one counted sample: an SQLite file, or the test PostgreSQL when configured."""
-    monkeypatch.setenv("BLOODCELL_PHOTOS", str(tmp_path / "pg-photos"))
-    path = tmp_path / "lab.sqlite"
-    if request.param == "postgresql":
-        if not os.environ.get(POSTGRES_ENV):
-            pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV} (scripts/postgres-test.sh prints one)")
-        path = os.environ[POSTGRES_ENV]
-        reset_postgres(path)
+    path = store_location(request.param, tmp_path, monkeypatch)
     from bloodcell.store.database import open_store
     from bloodcell.store.samples import record_count
     from bloodcell.store.users import add_user

@@ -14,7 +14,7 @@ import pytest
 from service_helpers import BROWSER_TESTS, LiveServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
-from store_helpers import PASSWORDS, POSTGRES_ENV, bank_doc, reset_postgres  # noqa: E402
+from store_helpers import PASSWORDS, bank_doc, store_location  # noqa: E402
 
 pytestmark = BROWSER_TESTS
 
@@ -37,13 +37,7 @@ def bank_server(request, tmp_path, tiny_classifier, monkeypatch):
     from bloodcell.store.users import add_user
     from bloodcell.workflows.bank_adapt import adapt_from_bank, too_few
 
-    monkeypatch.setenv("BLOODCELL_PHOTOS", str(tmp_path / "pg-photos"))
-    path = tmp_path / "lab.sqlite"
-    if request.param == "postgresql":
-        if not os.environ.get(POSTGRES_ENV):
-            pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV} (scripts/postgres-test.sh prints one)")
-        path = os.environ[POSTGRES_ENV]
-        reset_postgres(path)
+    path = store_location(request.param, tmp_path, monkeypatch)
     store = open_store(path)
     with store.session() as session:
         ada = add_user(session, "ada", "admin", PASSWORDS["ada"], None)

@@ -3,27 +3,19 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
 from bloodcell.store.database import open_store
 from bloodcell.store.users import Person, add_user
 
-from store_helpers import PASSWORDS, POSTGRES_ENV, reset_postgres
+from store_helpers import PASSWORDS, store_location
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_spec(request, tmp_path, monkeypatch):
     """Where a fresh store goes: an SQLite file, or the test PostgreSQL emptied first."""
-    monkeypatch.setenv("BLOODCELL_PHOTOS", str(tmp_path / "pg-photos"))
-    if request.param == "sqlite":
-        return str(tmp_path / "lab" / "store.sqlite")
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV} (scripts/postgres-test.sh prints one)")
-    reset_postgres(url)
-    return url
+    return store_location(request.param, tmp_path, monkeypatch, "lab/store.sqlite")
 
 
 @pytest.fixture()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 
+import pytest
 from PIL import Image, ImageDraw
 from sqlalchemy import create_engine, text
 
@@ -83,3 +85,16 @@ def bank_doc(folder, sample_id: str, cells: list[tuple[str, tuple[int, int, int]
         "sample_id": sample_id, "errors": [],
         "images": [{"path": str(path), "boxes": boxes, "referred": [], "counts": counts, "wbc_types": types}],
         "sample": {"images": 1, "counts": counts, "wbc_types": types, "wbc_classified": len(cells), "wbc_referred": 0}})
+
+
+def store_location(kind: str, tmp_path, monkeypatch, sqlite_name: str = "lab.sqlite") -> str:
+    """Where a test's fresh store goes: an SQLite file under ``tmp_path``, or, for ``kind`` "postgresql", the test
+    PostgreSQL emptied first (the test is skipped when none is configured); the photos go under ``tmp_path``."""
+    monkeypatch.setenv("BLOODCELL_PHOTOS", str(tmp_path / "pg-photos"))
+    if kind != "postgresql":
+        return str(tmp_path / sqlite_name)
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV} (scripts/postgres-test.sh prints one)")
+    reset_postgres(url)
+    return url

@@ -113,10 +113,16 @@ class MetaSchema(BaseModel):
         return self
 
 
+def _printable(text: str) -> str:
+    """``text`` as is when printable, else quoted with its control characters escaped (a key read from a file
+    may hold a line break, and the message must stay one line)."""
+    return text if text.isprintable() else repr(text)
+
+
 def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
-    where = ".".join(str(p) for p in error.get("loc", ())) or "metadata"
-    return f"{where}: {error.get('msg', 'invalid')}"
+    where = ".".join(_printable(str(p)) for p in error.get("loc", ())) or "metadata"
+    return f"{where}: {_printable(str(error.get('msg', 'invalid')))}"
 
 
 def validate_meta(raw: Any, source: str | Path) -> dict[str, Any]:

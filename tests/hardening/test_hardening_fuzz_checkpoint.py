@@ -155,3 +155,15 @@ def test_mutated_onnx_metadata_loads_or_is_refused_in_one_sentence(onnx_base, da
     assert classifier.data_config.input_size <= MAX_INPUT_SIZE
     assert len(classifier.class_names) == 3
     assert np.isfinite(classifier.temperature) and classifier.temperature > 0
+
+
+def test_a_metadata_key_with_a_line_break_is_named_on_one_line(base):
+    """Found by the fuzz test above: an unknown key holding a line break was echoed as is, breaking the sentence."""
+    folder, weights, document = base
+    mutated = copy.deepcopy(document)
+    mutated["data_config"]["bad\nkey"] = 1
+    path = folder / "newline.safetensors"
+    save_file(weights, str(path), metadata={"format": FORMAT, "bloodcell": json.dumps(mutated)})
+    with pytest.raises(CheckpointError) as refused:
+        bloodcell.load(path)
+    assert "\n" not in str(refused.value) and "bad\\nkey" in str(refused.value)

@@ -65,6 +65,14 @@ CELL_NAMES = {"RBC": "Red cells", "WBC": "White cells", "Platelets": "Platelets"
 FLAG_WORDS = {"high": "above the reference interval", "low": "below the reference interval"}
 _VERBS = {"accept": "accepted", "relabel": "relabelled", "wrong": "wrong", "missing": "added"}
 
+#: Reviewed cells per type a bank should hold before adapting (about 10 per type: see the README's "new lab").
+WANTED = 10
+
+
+def still_needed(counts: dict[str, int], wanted: int = WANTED) -> dict[str, int]:
+    """How many more reviewed cells each type of ``counts`` needs to reach ``wanted``."""
+    return {name: wanted - n for name, n in counts.items() if n < wanted}
+
 
 @dataclass
 class ReviewItem:

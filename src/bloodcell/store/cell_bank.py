@@ -22,14 +22,13 @@ from sqlalchemy.orm import Session
 from bloodcell.data.images import read_image
 from bloodcell.errors import ImageError
 from bloodcell.framing import CONTEXT, crop_around
+from bloodcell.smear.review import WANTED, still_needed
 from bloodcell.store.adaptation import VOUCHED
 from bloodcell.store.audit import record
 from bloodcell.store.errors import NotFoundError, StoreError
 from bloodcell.store.models import Cell, Decision, Photo, Sample
 from bloodcell.store.samples import find
 
-#: Reviewed cells per type a bank should hold before adapting (about 10 per type: see the README's "new lab").
-WANTED = 10
 #: Whether a (not taken back) decision leaves the cell's class vouched for by a person; None: as it was (a move).
 _VOUCHES = {"confirm": True, "relabel": True, "add": True, "platelet": False, "remove": False, "move": None}
 
@@ -92,11 +91,6 @@ def bank_counts(session: Session, lab: str, types: Iterable[str] = ()) -> dict[s
     """Cells per type in ``lab``'s bank; each of ``types`` is listed, with 0 when the bank has none."""
     counts = Counter(cell.cell_class for cell in bank_cells(session, lab))
     return {**dict.fromkeys(types, 0), **dict(sorted(counts.items()))}
-
-
-def still_needed(counts: dict[str, int], wanted: int = WANTED) -> dict[str, int]:
-    """How many more reviewed cells each type of ``counts`` needs to reach ``wanted``."""
-    return {name: wanted - n for name, n in counts.items() if n < wanted}
 
 
 def bank_summary(session: Session, lab: str, types: Iterable[str] = ()) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 ``bloodcell review apply ... --bank BANK`` adds a reviewed sample's ``cells/<type>/`` to ``BANK/<type>/``
 (a file already there is never overwritten: a name taken gets ``_2``, ``_3``...), and says how many more
 reviewed cells of each type the bank needs before ``bloodcell adapt BANK`` (:data:`WANTED` per type). A lab with a
-sample store has its bank there, without a folder (:mod:`bloodcell.store.cell_bank`).
+sample store has its bank there, without a folder (:mod:`bloodcell.store.cell_bank`); both count towards :data:`~bloodcell.smear.review.WANTED`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bloodcell.data.images import class_folder_images, class_folders, image_files
 from bloodcell.errors import OutputError
-from bloodcell.store.cell_bank import WANTED, still_needed
+from bloodcell.smear.review import WANTED, still_needed
 from bloodcell.writing import output_name, write_failed
 
 __all__ = ["WANTED", "add_to_bank", "bank_counts", "still_needed"]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from bloodcell.errors import ConfigError, DataError
 from bloodcell.provenance import file_sha256
+from bloodcell.smear.review import WANTED
 from bloodcell.store.cell_bank import bank_crops, record_classifier_adaptation
 from bloodcell.workflows.adapt import MIN_CELLS, Adaptation, adapt
 from bloodcell.workflows.cells import Cells
@@ -46,8 +47,8 @@ def too_few(counts: dict[str, int], lab: str) -> str | None:
     missing += {0: [], 1: [f"{MIN_CELLS} of another type"], 2: [f"{MIN_CELLS} of each of 2 types"]}[2 - len(nearest)]
     listed = ", ".join(f"{name} {n}" for n, name in sorted(held, key=lambda item: item[1])) or "no reviewed white cell"
     return (f"the cell bank of {_named(lab)} is too small to adapt from (it holds {listed}): {' and '.join(missing)} "
-            f"needed (at least {MIN_CELLS} reviewed cells of each of at least 2 types; about 10 of every type is "
-            "better)")
+            f"needed (at least {MIN_CELLS} reviewed cells of each of at least 2 types; about {WANTED} of every type "
+            "is better)")
 
 
 def _named(lab: str) -> str:

@@ -75,7 +75,7 @@ def test_a_supervisor_adapts_the_labs_classifier_with_the_button(bank_server, br
     _open_as(page, url, "tia")
     bank = page.locator(".cell-bank")
     expect(bank.locator("h4")).to_have_text("Cell bank of this lab")
-    assert "basophil 5, eosinophil 6, lymphocyte 0, neutrophil 0" in bank.inner_text()
+    expect(bank.locator(".bank-held")).to_contain_text("basophil 5, eosinophil 6, lymphocyte 0, neutrophil 0")
     assert bank.locator(".bank-needed li").all_inner_texts() == [
         "5 more basophil needed", "4 more eosinophil needed", "10 more lymphocyte needed", "10 more neutrophil needed"]
     assert page.locator(".adapt-classifier").count() == 0  # a technician has no button

@@ -83,6 +83,30 @@ def test_a_chosen_model_changed_on_disk_is_refused_never_used(client_for, store_
     assert _count(restarted, _sign_in(restarted, "tia"), "A-3", 3).status_code == 200
 
 
+def test_a_loaded_model_changed_on_disk_is_refused_by_the_running_server_and_let_go_when_unused(client_for,
+                                                                                                store_path, tmp_path):
+    import os
+
+    client, job, _ = adapted_by_sam(client_for, store_path, tmp_path)
+    models = client.app.state.service.lab_models
+    assert _choose(client, _sign_in(client, "sam"), job["model"]).status_code == 200
+    assert _count(client, _sign_in(client, "tia"), "A-5", 1).status_code == 200  # loaded and kept by this server
+    assert len(models._loaded) == 1
+    assert _choose(client, _sign_in(client, "sam"), None).status_code == 200
+    assert models._loaded == {}  # no lab counts with it any more: let go
+
+    assert _choose(client, _sign_in(client, "sam"), job["model"]).status_code == 200
+    tia = _sign_in(client, "tia")
+    assert _count(client, tia, "A-6", 2).status_code == 200
+    path = tmp_path / "models" / job["model"]
+    stat = path.stat()
+    path.write_bytes(path.read_bytes()[:-1] + b" ")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    refused = _count(client, tia, "A-7", 3)  # the same running server, the model already loaded
+    assert refused.status_code == 409 and "was changed in the models folder" in refused.json()["message"]
+    assert models._loaded == {} and client.get("/v1/samples/A-7").status_code == 404
+
+
 def test_a_named_labs_counts_use_its_own_choice_and_other_labs_keep_theirs(client_for, store_path, tmp_path):
     import shutil
 

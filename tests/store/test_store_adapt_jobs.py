@@ -70,6 +70,12 @@ def test_a_job_whose_server_stopped_is_failed_and_audited_and_a_beating_one_runs
     failed = [e for e in _lab_audit(store, "north") if e.action == "adapt_failed"]
     assert len(failed) == 1 and failed[0].actor == "bloodcell service"
     assert failed[0].after["message"] == STOPPED and failed[0].after["by"] == "sam" and failed[0].at is not None
+    late = finish_job(store, job.id, message="done", figures={"cv_accuracy": 0.9}, sha256="ab" * 32)
+    with store.session() as session:  # the stopped job's late ending does not overwrite what was recorded
+        kept = session.get(AdaptationJob, job.id)
+        assert late is None and kept.status == "failed" and kept.message == STOPPED and kept.model_sha256 is None
+        assert latest_job(session, "north").status == "running"  # the newer job is untouched
+    assert [e.action for e in _lab_audit(store, "north")].count("adapt_done") == 0
     finish_job(store, live.id, message="too few cells")
     ended = [e for e in _lab_audit(store, "south") if e.action == "adapt_failed"]
     assert len(ended) == 1 and ended[0].actor == "ada" and ended[0].after["message"] == "too few cells"

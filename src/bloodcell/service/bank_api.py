@@ -166,7 +166,10 @@ class AdaptJobs:
             if "sha256" not in ending:
                 _remove_if_empty(output)  # the reservation of a job that wrote nothing
             try:
-                finish_job(self.store, job_id, **ending)
+                if finish_job(self.store, job_id, **ending) is None and "sha256" in ending:
+                    logger.warning("adapting job %s of lab %r was taken as stopped before it ended: its model %s is "
+                                   "not offered", job_id, lab, output.name)
+                    output.unlink(missing_ok=True)
             except Exception:  # noqa: BLE001 - the job is then found stopped by its heartbeat
                 logger.exception("recording the end of adapting job %s failed", job_id)
 

@@ -28,12 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bloodcell.data.cell_types import cell_type, white_cell_types
+from bloodcell.data.cell_types import cell_type
 from bloodcell.errors import ConfigError
 from bloodcell.report.sample_report import render_html
 from bloodcell.service.limits import RequestRejected
 from bloodcell.store.audit import trail
-from bloodcell.store.cell_bank import bank_summary
 from bloodcell.store.database import Store
 from bloodcell.store.errors import AuthError, ConflictError, NotFoundError, ReadOnlyError, RoleError, StoreError
 from bloodcell.store.exports import fhir_bundle, sample_csv
@@ -283,8 +282,8 @@ def _counted_by(session: Session, sample_pk: int | None = None) -> dict[int, str
 
 def _with_cells(session: Session, sample, classes: list[str]) -> dict[str, Any]:
     """A sample's summary with its cells, each with its last decision (the review page's state, reloaded from the
-    store), the classes a cell may be relabelled to, and its lab's cell bank (how many more cells of each type
-    adapting needs)."""
+    store), and the classes a cell may be relabelled to (its lab's cell bank is ``GET /v1/lab/adaptation``'s: it is
+    not read again with every decision)."""
     positions = {photo.id: photo.position for photo in sample.photos}
     last = {d.cell_pk: {"action": d.action, "by": d.user, "at": d.at.isoformat()} for d in session.scalars(
         select(Decision).where(Decision.sample_pk == sample.id).order_by(Decision.id))}
@@ -294,5 +293,5 @@ def _with_cells(session: Session, sample, classes: list[str]) -> dict[str, Any]:
               "decision": last.get(c.id)}
              for c in sample.cells]
     return {**summary(sample), "counted_by": _counted_by(session, sample.id).get(sample.id), "cells": cells,
-            "classes": classes, "bank": bank_summary(session, sample.lab, white_cell_types(classes)),
+            "classes": classes,
             **lab_settings(session)}

@@ -83,11 +83,15 @@ def beat(store, job_id: int) -> None:
 
 
 def finish_job(store, job_id: int, *, message: str, figures: dict[str, Any] | None = None,
-               sha256: str | None = None) -> AdaptationJob:
-    """End a job: done with its ``figures`` and its model file's ``sha256``, or failed (no figures) with the
-    sentence ``message``; audited under the name of who started it."""
+               sha256: str | None = None) -> AdaptationJob | None:
+    """End a running job: done with its ``figures`` and its model file's ``sha256``, or failed (no figures) with the
+    sentence ``message``; audited under the name of who started it. None when the job no longer runs (it was found
+    stopped, :data:`STOPPED`, while this process went on): its ending as recorded and audited stays."""
     with store.session() as session:
-        job = session.get(AdaptationJob, job_id)
+        job = session.scalars(select(AdaptationJob).where(AdaptationJob.id == job_id,
+                                                          AdaptationJob.status == "running").with_for_update()).first()
+        if job is None:
+            return None
         job.status = "failed" if figures is None else "done"
         job.message, job.figures, job.finished_at, job.running_lab = message, figures, utcnow(), None
         job.model_sha256 = sha256 if figures is not None else None

@@ -20,6 +20,11 @@ def lab_classifier(session: Session, lab: str) -> LabClassifier | None:
     return session.get(LabClassifier, lab)
 
 
+def chosen_sha256s(session: Session) -> set[str]:
+    """The SHA-256 of every adapted model some lab's new counts are typed with."""
+    return set(session.scalars(select(LabClassifier.model_sha256)))
+
+
 def describe(row: LabClassifier | None) -> dict[str, Any] | None:
     return None if row is None else {"model": row.model_name, "sha256": row.model_sha256, "by": row.set_by,
                                      "at": iso(row.set_at)}

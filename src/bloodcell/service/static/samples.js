@@ -13,7 +13,7 @@ const STATUS_WORDS = {
 const MAY = { technician: ["count", "review"], supervisor: ["count", "review", "sign", "adapt"], admin: ["adapt"] };
 const ADAPT_POLL_MS = 2000; // how often the page asks how a running adapting job is doing
 const FULL_DIFFERENTIAL = 100; // white cells a manual differential is read from
-const store = { user: null, csrf: null, sample: null, photos: new Map(), adaptPoll: null };
+const store = { user: null, csrf: null, sample: null, photos: new Map(), adaptPoll: null, adaptation: null };
 
 class StoreError extends Error {
   constructor(status, message) { super(message); this.status = status; }
@@ -156,6 +156,7 @@ async function openSample(id) {
   history.replaceState(null, "", `#sample=${encodeURIComponent(id)}${same && cell ? `&cell=${encodeURIComponent(cell)}` : ""}`);
   if (!same) forgetReview();
   if (review.undoOf !== id) await restoreUndo(id);
+  store.adaptation = null; // opened (or reloaded): the bank is read afresh
   renderKept();
 }
 
@@ -261,26 +262,38 @@ function bankWords(bank) {
   return { held: held || "no reviewed white cell yet", needed };
 }
 
+// The section is drawn at once; its counts come with the lab's adaptation state (showAdaptation). The bank is read
+// again only when the sample opened or its status changed, or it is reviewed (its edits then change the bank): not
+// with every decision of a review.
 function bankView(sample) {
-  const bank = sample.bank;
-  const { held, needed } = bankWords(bank);
-  const list = needed.length ? el("ul", { class: "bank-needed" }, ...needed.map((text) => el("li", { text })))
-    : el("p", { class: "hint", text: `Every type has ${bank.wanted} reviewed cells or more: enough to adapt.` });
-  const section = el("section", { class: "cell-bank", "aria-label": "the lab's cell bank" },
-    el("h4", { text: `Cell bank of ${labName(bank.lab)}` }),
-    el("p", { class: "hint", text: `Reviewed white cells whose type a person confirmed or corrected, from the lab's `
-      + `reviewed and signed samples: ${held}. Adapting the classifier to the lab wants about ${bank.wanted} of each type.`
-      + (["reviewed", "signed"].includes(sample.status) ? "" : " This sample's cells join the bank when its review is finished.") }),
-    list);
+  const section = el("section", { class: "cell-bank", "aria-label": "the lab's cell bank", "data-lab": sample.lab },
+    el("h4", { text: `Cell bank of ${labName(sample.lab)}` }),
+    el("p", { class: "hint bank-held", text: "Reading the lab's cell bank…" }),
+    el("div", { class: "bank-list" }));
   section.append(el("p", { class: "lab-model", role: "status" }));
   if (may("adapt")) {
     const button = el("button", { type: "button", class: "secondary adapt-classifier", text: "Adapt the classifier to this lab" });
-    button.addEventListener("click", () => startAdapting(bank.lab));
+    button.addEventListener("click", () => startAdapting(sample.lab));
     section.append(el("div", { class: "export-buttons adapt-buttons" }, button),
       el("p", { class: "adapt-status", role: "status", "aria-live": "polite" }));
   }
-  showAdaptation(bank.lab);
+  const seen = store.adaptation;
+  const key = `${sample.sample_id}|${sample.status}`;
+  if (seen?.key === key && sample.status !== "reviewed") queueMicrotask(() => paintAdaptation(seen.answer));
+  else showAdaptation(sample.lab);
   return section;
+}
+
+function showBank(bank) {
+  const { held, needed } = bankWords(bank);
+  const joins = ["reviewed", "signed"].includes(store.sample.status) ? ""
+    : " This sample's cells join the bank when its review is finished.";
+  document.querySelector(".bank-held").textContent = "Reviewed white cells whose type a person confirmed or corrected, "
+    + `from the lab's reviewed and signed samples: ${held}. Adapting the classifier to the lab wants about `
+    + `${bank.wanted} of each type.${joins}`;
+  document.querySelector(".bank-list").replaceChildren(needed.length
+    ? el("ul", { class: "bank-needed" }, ...needed.map((text) => el("li", { text })))
+    : el("p", { class: "hint", text: `Every type has ${bank.wanted} reviewed cells or more: enough to adapt.` }));
 }
 
 function adaptationWords(answer) {
@@ -327,8 +340,15 @@ async function showAdaptation(lab) {
     refusal(err);
     return;
   }
+  if (store.sample?.lab !== lab) return; // another sample is open now
+  store.adaptation = { key: `${store.sample.sample_id}|${store.sample.status}`, answer };
+  paintAdaptation(answer);
+}
+
+function paintAdaptation(answer) {
   const model = document.querySelector(".lab-model");
-  if (!model || store.sample?.bank.lab !== lab) return; // another sample is open now
+  if (!model) return;
+  showBank(answer);
   model.textContent = modelWords(answer);
   const status = document.querySelector(".adapt-status");
   if (!status) return;
@@ -338,7 +358,8 @@ async function showAdaptation(lab) {
   status.className = `adapt-status ${state || "idle"}`;
   button.disabled = state === "running" || !answer.can_adapt;
   document.querySelector(".adapt-buttons").replaceChildren(button, ...[modelButton(answer)].filter(Boolean));
-  if (state === "running") store.adaptPoll = setTimeout(() => showAdaptation(lab), ADAPT_POLL_MS);
+  clearTimeout(store.adaptPoll);
+  if (state === "running") store.adaptPoll = setTimeout(() => showAdaptation(answer.lab), ADAPT_POLL_MS);
 }
 
 async function startAdapting(lab) {

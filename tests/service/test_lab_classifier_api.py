@@ -65,6 +65,12 @@ def test_the_labs_counts_use_the_chosen_adapted_model_until_switched_back(client
         assert [(e.actor, e.after["classifier"] and e.after["classifier"]["model"]) for e in uses] == [
             ("sam", job["model"]), ("sam", None)]
     store.close()
+    trail = client.get("/v1/lab/audit?lab=").json()  # the lab's own trail over HTTP, oldest first
+    assert [(e["actor"], e["action"]) for e in trail] == [
+        ("sam", "adapt_started"), ("sam", "adapt_done"), ("sam", "use_classifier"), ("sam", "use_classifier")]
+    assert trail[1]["after"]["model"] == job["model"] and trail[2]["after"]["classifier"]["by"] == "sam"
+    assert client.get("/v1/lab/audit?lab=north").json() == []
+    assert client_for().get("/v1/lab/audit?lab=").status_code == 401  # neither signed in nor the API key
 
 
 def test_a_chosen_model_changed_on_disk_is_refused_never_used(client_for, store_path, tmp_path):

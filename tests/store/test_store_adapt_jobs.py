@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bloodcell.store.adapt_jobs import STOPPED, beat, finish_job, job_state, latest_job, start_job
+from bloodcell.store.audit import lab_trail
 from bloodcell.store.database import open_store
 from bloodcell.store.errors import ConflictError, NotFoundError, RoleError
 from bloodcell.store.lab_classifiers import adapted_model, lab_classifier, use_classifier
@@ -20,7 +21,7 @@ from bloodcell.store.models import AdaptationJob, AuditEntry, utcnow
 
 def _lab_audit(store, lab: str) -> list[AuditEntry]:
     with store.session() as session:
-        return list(session.scalars(select(AuditEntry).where(AuditEntry.target == f"lab:{lab}").order_by(AuditEntry.id)))
+        return lab_trail(session, lab)
 
 
 def test_one_running_job_per_lab_holds_across_two_servers_of_one_database(store_spec, store, people):
@@ -105,3 +106,22 @@ def test_a_lab_counts_with_a_model_of_its_finished_jobs_and_switches_back_audite
     assert [(e.actor, e.before["classifier"] and e.before["classifier"]["model"],
              e.after["classifier"] and e.after["classifier"]["model"]) for e in uses] == [
         ("sam", None, "north-adapted.safetensors"), ("ada", "north-adapted.safetensors", None)]
+
+
+def test_samples_lab_audit_prints_the_labs_own_trail(store, store_spec, people):
+    import json
+
+    from typer.testing import CliRunner
+
+    from bloodcell.cli.main import app
+
+    job = start_job(store, "north", people["sam"], "north-adapted.safetensors")
+    finish_job(store, job.id, message="done", figures={"cv_accuracy": 0.9}, sha256="ab" * 32)
+    start_job(store, "south", people["ada"], "south-adapted.safetensors")
+    result = CliRunner().invoke(app, ["samples", "lab-audit", "north", "--store", store_spec, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    entries = json.loads(result.output)
+    assert [(e["actor"], e["action"], e["target"]) for e in entries] == [
+        ("sam", "adapt_started", "lab:north"), ("sam", "adapt_done", "lab:north")]
+    table = CliRunner().invoke(app, ["samples", "lab-audit", "south", "--store", store_spec])
+    assert table.exit_code == 0 and "\tada\tadapt_started\tlab:south\t" in table.output

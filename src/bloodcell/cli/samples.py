@@ -1,4 +1,4 @@
-"""``bloodcell samples list|show|audit|finish|sign|reopen|export|report``: the samples kept in a store."""
+"""``bloodcell samples list|show|audit|lab-audit|finish|sign|reopen|export|report``: the samples kept in a store."""
 
 from __future__ import annotations
 
@@ -88,18 +88,34 @@ def audit(
 
     _format(format)
     with open_store(store).session() as session:
-        entries = [_entry(e) for e in trail(session, find(session, sample_id))]
+        _print_trail(trail(session, find(session, sample_id)), format)
+
+
+@app.command("lab-audit")
+def lab_audit(
+    lab: Annotated[str, typer.Argument(help="The lab's name (\"\": the samples kept without one).")],
+    store: StoreOption = None,
+    format: FormatOption = "table",
+) -> None:
+    """A lab's own changes, oldest first: adapting jobs started, done or failed, the classifier its counts use."""
+    from bloodcell.store.audit import lab_trail
+    from bloodcell.store.database import open_store
+
+    _format(format)
+    with open_store(store).session() as session:
+        _print_trail(lab_trail(session, lab.strip()), format)
+
+
+def _print_trail(entries, format: str) -> None:
+    from bloodcell.store.audit import entry_dict
+
+    rows = [entry_dict(e) for e in entries]
     if format == "json":
-        typer.echo(json.dumps(entries, indent=2))
+        typer.echo(json.dumps(rows, indent=2))
         return
-    for e in entries:
+    for e in rows:
         typer.echo(f"{e['at'][:19]}\t{e['actor']}\t{e['action']}\t{e['target']}\t"
                    f"{json.dumps(e['before'])} -> {json.dumps(e['after'])}")
-
-
-def _entry(entry) -> dict[str, Any]:
-    return {"at": entry.at.isoformat(), "actor": entry.actor, "action": entry.action, "target": entry.target,
-            "before": entry.before, "after": entry.after}
 
 
 @app.command("finish")

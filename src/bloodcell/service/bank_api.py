@@ -12,7 +12,9 @@ sample used keeps an ``adapt_classifier`` entry in its audit trail, and its stat
 figures, failed with the sentence) is kept in the store (:mod:`bloodcell.store.adapt_jobs`) and polled by the
 page: a job whose server stopped is shown failed, "the service stopped while adapting". ``POST
 /v1/lab/classifier`` (a supervisor or an admin, CSRF token) types the lab's new counts with a model one of its
-finished jobs wrote, or again with the service's own (``model``: null); audited.
+finished jobs wrote, or again with the service's own (``model``: null); audited. ``GET /v1/lab/audit?lab=NAME``
+(anyone signed in, or the API key) answers the lab's own audit trail: its jobs started, done or failed and the
+classifiers chosen, oldest first (what each sample's cells were used for is in that sample's trail).
 
 The adapting itself is the workflow's (above the service): ``bloodcell serve`` hands it down as a
 :class:`BankAdapter`.
@@ -39,6 +41,7 @@ from bloodcell.service.lab_models import LabModels
 from bloodcell.service.limits import RequestRejected
 from bloodcell.service.samples_api import http_errors, signed_in_caller
 from bloodcell.store.adapt_jobs import HEARTBEAT_S, STALE_S, beat, finish_job, job_state, latest_job, start_job
+from bloodcell.store.audit import entry_dict, lab_trail
 from bloodcell.store.cell_bank import bank_summary
 from bloodcell.store.lab_classifiers import describe, lab_classifier
 from bloodcell.store.database import Store
@@ -209,6 +212,13 @@ def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list
         refused = None if jobs is None else jobs.refusal(lab, bank["counts"])
         blocked = "this server cannot adapt models" if jobs is None else refused and refused.message
         return {**bank, "can_adapt": blocked is None, "why_not": blocked, "job": job, **in_use(lab)}
+
+    @router.get("/lab/audit")
+    def lab_audit(request: Request, lab: str = Query("", max_length=200)) -> list[dict[str, Any]]:
+        """The lab's own audit trail (adapting jobs, classifier chosen), oldest first."""
+        signed_in_caller(store, api_key, request)
+        with http_errors(), store.session() as session:
+            return [entry_dict(e) for e in lab_trail(session, lab.strip())]
 
     @router.post("/lab/adaptation", status_code=202)
     def start(body: AdaptationRequest, request: Request) -> JSONResponse:

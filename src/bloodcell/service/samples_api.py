@@ -32,7 +32,7 @@ from bloodcell.data.cell_types import cell_type
 from bloodcell.errors import ConfigError
 from bloodcell.report.sample_report import render_html
 from bloodcell.service.limits import RequestRejected
-from bloodcell.store.audit import trail
+from bloodcell.store.audit import entry_dict, trail
 from bloodcell.store.database import Store
 from bloodcell.store.errors import AuthError, ConflictError, NotFoundError, ReadOnlyError, RoleError, StoreError
 from bloodcell.store.exports import fhir_bundle, sample_csv
@@ -171,8 +171,7 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
     def audit(sample_id: str, request: Request) -> list[dict[str, Any]]:
         caller(request)
         with http_errors(), store.session() as session:
-            return [{"at": e.at.isoformat(), "actor": e.actor, "action": e.action, "target": e.target,
-                     "before": e.before, "after": e.after} for e in trail(session, find(session, sample_id))]
+            return [entry_dict(e) for e in trail(session, find(session, sample_id))]
 
     @router.post("/samples/{sample_id}/decisions")
     def decision(sample_id: str, body: DecisionRequest, request: Request) -> dict[str, Any]:

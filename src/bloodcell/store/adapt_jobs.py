@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bloodcell.store.audit import record
+from bloodcell.store.audit import lab_target, record
 from bloodcell.store.errors import ConflictError
 from bloodcell.store.models import AdaptationJob, utcnow
 from bloodcell.store.users import Person
@@ -31,10 +31,6 @@ STOPPED = "the service stopped while adapting"
 SERVICE = "bloodcell service"
 
 
-def _target(lab: str) -> str:
-    return f"lab:{lab}"[:200]
-
-
 def fail_stopped(session: Session, lab: str, stale_s: float = STALE_S) -> None:
     """Mark the lab's running job failed (:data:`STOPPED`) when its heartbeat is older than ``stale_s`` seconds."""
     cutoff = utcnow() - timedelta(seconds=stale_s)
@@ -42,7 +38,7 @@ def fail_stopped(session: Session, lab: str, stale_s: float = STALE_S) -> None:
                                                           AdaptationJob.heartbeat_at < cutoff)).all()
     for job in stopped:
         job.status, job.message, job.finished_at, job.running_lab = "failed", STOPPED, utcnow(), None
-        record(session, SERVICE, "adapt_failed", _target(lab), None, {**job_state(job), "job": job.id})
+        record(session, SERVICE, "adapt_failed", lab_target(lab), None, {**job_state(job), "job": job.id})
 
 
 def latest_job(session: Session, lab: str, stale_s: float = STALE_S) -> AdaptationJob | None:
@@ -65,7 +61,7 @@ def start_job(store, lab: str, by: Person, model_name: str, stale_s: float = STA
                                 status="running", model_name=model_name)
             session.add(job)
             session.flush()
-            record(session, by.name, "adapt_started", _target(lab), None, {"job": job.id})
+            record(session, by.name, "adapt_started", lab_target(lab), None, {"job": job.id})
     except IntegrityError:
         with store.session() as session:
             running = latest_job(session, lab, stale_s)
@@ -95,7 +91,7 @@ def finish_job(store, job_id: int, *, message: str, figures: dict[str, Any] | No
         job.status = "failed" if figures is None else "done"
         job.message, job.figures, job.finished_at, job.running_lab = message, figures, utcnow(), None
         job.model_sha256 = sha256 if figures is not None else None
-        record(session, job.started_by, f"adapt_{job.status}", _target(job.lab), None,
+        record(session, job.started_by, f"adapt_{job.status}", lab_target(job.lab), None,
                {**job_state(job), "job": job.id})
     return job
 

@@ -24,6 +24,23 @@ def trail(session: Session, sample: Sample) -> list[AuditEntry]:
     return list(session.scalars(select(AuditEntry).where(AuditEntry.sample_pk == sample.id).order_by(AuditEntry.id)))
 
 
+def lab_target(lab: str) -> str:
+    """The target the audit trail names a lab's own entries by (its adapting jobs, the classifier it counts with)."""
+    return f"lab:{lab}"[:200]
+
+
+def lab_trail(session: Session, lab: str) -> list[AuditEntry]:
+    """A lab's own audit entries (adapting jobs started, done or failed; the classifier chosen), oldest first."""
+    query = select(AuditEntry).where(AuditEntry.target == lab_target(lab), AuditEntry.sample_pk.is_(None))
+    return list(session.scalars(query.order_by(AuditEntry.id)))
+
+
+def entry_dict(entry: AuditEntry) -> dict[str, Any]:
+    """An audit entry as the CLI's JSON and the service give it."""
+    return {"at": entry.at.isoformat(), "actor": entry.actor, "action": entry.action, "target": entry.target,
+            "before": entry.before, "after": entry.after}
+
+
 @event.listens_for(AuditEntry, "before_update")
 @event.listens_for(AuditEntry, "before_delete")
 def _refuse(_mapper, _connection, target: AuditEntry) -> None:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bloodcell.store.adapt_jobs import iso
-from bloodcell.store.audit import record
+from bloodcell.store.audit import lab_target, record
 from bloodcell.store.errors import NotFoundError
 from bloodcell.store.models import AdaptationJob, LabClassifier, utcnow
 from bloodcell.store.users import Person
@@ -55,5 +55,5 @@ def use_classifier(session: Session, lab: str, model: tuple[str, str] | None, by
     else:
         row.model_name, row.model_sha256, row.set_by, row.set_at = model[0], model[1], by.name, utcnow()
     after = describe(row) if model is not None else None
-    record(session, by.name, "use_classifier", f"lab:{lab}"[:200], {"classifier": before}, {"classifier": after})
+    record(session, by.name, "use_classifier", lab_target(lab), {"classifier": before}, {"classifier": after})
     return after

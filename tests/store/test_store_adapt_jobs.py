@@ -9,7 +9,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from bloodcell.store.adapt_jobs import STOPPED, beat, finish_job, job_state, latest_job, start_job
 from bloodcell.store.audit import lab_trail

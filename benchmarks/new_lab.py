@@ -8,7 +8,8 @@ scored once by the model and cached.
    cells only (the guard never saw the held-out lab) and applied to the held-out lab's cells and to every
    non-cell: of the held-out lab's referred cells, the share referred as an unfamiliar lab's (95 % bootstrap
    CI); of the non-cells, the share referred as not a single blood cell; for a lab with labels, the accuracy of
-   the cells the guard lets through. Also what the model's own guard (as shipped) says of every set.
+   the cells the guard lets through. Also what the model's own guard (as shipped) says of every set. Crops a
+   person saw a platelet or white cell in (``--crop-audit``) are not counted as non-cells but reported apart.
 2. **Adapting** (item 3) on each labelled lab the model did not learn from (``--seen``: the labs it did): the
    last layer refitted from at most ``--cells`` cells per class (``bloodcell adapt``'s engine, which chooses its
    recipe by cross-validation over those cells only) with one class given fewer than the minimum, over
@@ -22,7 +23,7 @@ features (it was fine-tuned with the white cells of 199 BCCD training smears; it
 apart), Raabin's are (no Raabin image trained it).
 
     python benchmarks/new_lab.py [--model pbc8] [--cells 10] [--draws 5] [--adapting-only] [--seen pbc]
-        [--review REVIEW.csv] [--out RESULT.json]
+        [--review REVIEW.csv] [--crop-audit AUDIT.csv] [--out RESULT.json]
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from new_lab_sets import LAB_SETS, NON_CELL_SETS, load_set  # noqa: E402
+from new_lab_sets import (CROP_AUDIT, LAB_SETS, NON_CELL_SETS, load_set, read_crop_audit,  # noqa: E402
+                          split_crop_audit, subset)
 
 
 #: A finer model's classes scored as the labs' coarser labels (pbc11 on BCCD's), and the class a coarse label adapts.
@@ -98,8 +100,10 @@ def kind(reason: str | None) -> str:
     return "unfamiliar lab" if reason.startswith(UNFAMILIAR) else "not a cell"
 
 
-def reasons(classifier, labs: dict[str, dict], non_cells: dict[str, dict], pass_rate: float) -> dict:
-    """Item 1: each lab held out under a guard fitted on the other labs' cells."""
+def reasons(classifier, labs: dict[str, dict], non_cells: dict[str, dict], pass_rate: float,
+            audited: dict[str, dict] | None = None) -> dict:
+    """Item 1: each lab held out under a guard fitted on the other labs' cells; ``audited``: sets a review took out
+    of the non-cells (crops showing a cell no box marks), what the guard says of them reported apart."""
     from bloodcell.inference.ood import fit_guard
 
     names = classifier.class_names
@@ -110,7 +114,7 @@ def reasons(classifier, labs: dict[str, dict], non_cells: dict[str, dict], pass_
                           np.concatenate([labs[n]["features"][0] for n in others]), pass_rate,
                           sources=[n for n in others for _ in labs[n]["ids"]])
         entry: dict = {"guard_sources": others}
-        for name, data in [(held, labs[held]), *non_cells.items()]:
+        for name, data in [(held, labs[held]), *non_cells.items(), *(audited or {}).items()]:
             said = np.array([kind(r) for r, _ in guard.assess(data["pixels"], data["features"][0],
                                                                 single=single_cell(data["geometry"]))])
             row = {"images": len(said), **{k: int(v) for k, v in Counter(said).items()}}
@@ -133,9 +137,11 @@ def reasons(classifier, labs: dict[str, dict], non_cells: dict[str, dict], pass_
                         row["held_out_smears"] = {"images": int(data["held_out"].sum()), "referred": int(h.sum()),
                                                   "unfamiliar": int((said[h] == "unfamiliar lab").sum())}
                 entry["held_out_lab"] = {"name": held, **row}
-            else:
+            elif name in non_cells:
                 row["not_a_cell_share"] = round(float(np.mean(said == "not a cell")), 4)
                 entry.setdefault("non_cells", {})[name] = row
+            else:
+                entry.setdefault("audited_apart", {})[name] = row
         result[held] = entry
     return result
 
@@ -227,8 +233,7 @@ def confirmed(data: dict, review_path: str) -> dict:
 
     review = read_type_review(review_path)
     keep = np.array([review.get(str(i), (None, None))[1] == label for i, label in zip(data["ids"], data["labels"])])
-    return {**{k: v[keep] for k, v in data.items() if k not in ("features", "logits")},
-            "features": data["features"][:, keep], "logits": data["logits"][:, keep]}
+    return subset(data, keep)
 
 
 def adapting_per_lab(classifier, labs: dict[str, dict], seen: list[str], review: str | None, per_class: int,
@@ -258,12 +263,12 @@ def classifier_head(classifier) -> tuple[np.ndarray, np.ndarray]:
             layer.bias.detach().numpy().astype(np.float64))
 
 
-def bundled_guard(classifier, labs: dict[str, dict], non_cells: dict[str, dict]) -> dict | None:
+def bundled_guard(classifier, sets: dict[str, dict]) -> dict | None:
     """What the model's own guard (as shipped) says of every set."""
     if classifier.guard is None:
         return None
     out = {"sources": classifier.guard.sources}
-    for name, data in {**labs, **non_cells}.items():
+    for name, data in sets.items():
         said = [kind(r) for r, _ in classifier.guard.assess(data["pixels"], data["features"][0],
                                                             single=single_cell(data["geometry"]))]
         out[name] = {"images": len(said), **dict(Counter(said))}
@@ -284,9 +289,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seen", default="pbc", help="comma-separated labs the model learned from (not adapted to)")
     parser.add_argument("--review", default=str(ROOT / "benchmarks" / "audits" / "bccd_wbc_types.csv"),
                         help="BCCD type review: adapting is also measured on the cells whose label it confirms")
+    parser.add_argument("--crop-audit", default=str(CROP_AUDIT),
+                        help="review of the smear crops without a cell: crops it saw a cell in are reported apart")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "new_lab.json"))
     args = parser.parse_args(argv)
+    from bloodcell.errors import DataError
+
+    try:
+        crop_audit = read_crop_audit(args.crop_audit)
+    except DataError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     import torch
 
     from bloodcell.inference.predictor import load
@@ -301,12 +315,16 @@ def main(argv: list[str] | None = None) -> int:
             for n in LAB_SETS if not (args.adapting_only and n in seen)}
     non_cells = {} if args.adapting_only else {n: load_set(classifier, sha, n, args.data_root, args.limit)
                                                 for n in NON_CELL_SETS}
+    audited = {}
+    if non_cells:
+        non_cells["smear_crop_without_cell"], audited["smear_crop_showing_a_cell"] = split_crop_audit(
+            non_cells["smear_crop_without_cell"], crop_audit)
     result = {"command": shlex.join(["python", "benchmarks/new_lab.py", *(sys.argv[1:] if argv is None else argv)]),
               "commit": git_commit(), "date": now(), "machine": machine(), "model": Path(str(args.model)).name,
-              "model_sha256": sha, "sets": {n: int(len(d["ids"])) for n, d in {**labs, **non_cells}.items()}}
+              "model_sha256": sha, "sets": {n: int(len(d["ids"])) for n, d in {**labs, **non_cells, **audited}.items()}}
     if not args.adapting_only:
-        result["reasons"] = reasons(classifier, labs, non_cells, args.pass_rate)
-        result["model_guard"] = bundled_guard(classifier, labs, non_cells)
+        result["reasons"] = reasons(classifier, labs, non_cells, args.pass_rate, audited)
+        result["model_guard"] = bundled_guard(classifier, {**labs, **non_cells, **audited})
     result["adapting"] = adapting_per_lab(classifier, labs, seen, args.review, args.cells, args.draws,
                                           args.few)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

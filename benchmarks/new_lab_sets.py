@@ -6,6 +6,10 @@ Raabin fields at their boxes, untyped). Non-cells: scikit-image pictures, blanks
 smear fields that hold no white cell or platelet (red cells and background only), and whole CBC smear photos
 (reported apart: a field is not a single cell).
 
+The crops were looked at where the guard let one through (``audits/smear_crops_without_cell.csv``,
+:func:`read_crop_audit`): a crop a person saw a platelet or white cell in is a box missing from TXL-PBC's labels, not
+a non-cell, and :func:`split_crop_audit` takes it out of the non-cells to be reported apart.
+
 Each image is decoded as the classifier does (framing as its checkpoint says) and its uint8 model input,
 penultimate features of the 8 views and logits are kept in ``~/.cache/bloodcell/new_lab/<model sha>-<set>.npz``,
 its cell search (box and count on the image as given) in ``~/.cache/bloodcell/new_lab/search-<set>.npz``.
@@ -19,6 +23,10 @@ import numpy as np
 from PIL import Image
 
 CACHE = Path.home() / ".cache" / "bloodcell" / "new_lab"
+CROP_AUDIT = Path(__file__).resolve().parent / "audits" / "smear_crops_without_cell.csv"
+#: What a person may see in a crop of ``CROP_AUDIT``: no cell (it stays a non-cell) or a cell no box marks.
+NO_CELL = ("red cells only", "stain precipitate")
+SHOWS_A_CELL = ("platelet", "white cell")
 LAB_SETS = ("pbc", "bccd", "raabin")
 NON_CELL_SETS = ("picture", "blank", "noise", "smear_crop_without_cell", "whole_smear_photo")
 #: Sets the cell-presence test is calibrated on (``benchmarks/cell_presence.py``), apart from every reported set:
@@ -176,6 +184,35 @@ def set_images(name: str, data_root=None, limit: int = 400, seed: int = 0) -> tu
         return (*smear_crops_without_cell(data_root, min(limit, 200), seed,
                                           "train" if name.endswith("_train") else "val"), None)
     return (*other_non_cells(name, data_root, seed), None)
+
+
+def read_crop_audit(path: str | Path = CROP_AUDIT) -> dict[str, str]:
+    """``{crop id: what a person sees in it}`` of a review of smear crops without a cell (``crop_id,reviewed_as,note``);
+    DataError (one sentence) when it is malformed."""
+    from bloodcell.data.tables import read_csv
+    from bloodcell.errors import DataError
+
+    audit: dict[str, str] = {}
+    for line, row in enumerate(read_csv(path, "crop review file", ("crop_id", "reviewed_as", "note"))[1], start=2):
+        crop, seen = (str(row[k] or "").strip() for k in ("crop_id", "reviewed_as"))
+        if seen not in (*NO_CELL, *SHOWS_A_CELL):
+            raise DataError(f"{path}, line {line}: reviewed_as {seen!r} must be one of "
+                            f"{', '.join(NO_CELL + SHOWS_A_CELL)}")
+        if not crop or crop in audit:
+            raise DataError(f"{path}, line {line}: missing or repeated crop_id {crop!r}")
+        audit[crop] = seen
+    return audit
+
+
+def subset(data: dict, keep: np.ndarray) -> dict:
+    """A scored set's images where ``keep`` (the views' axis of features and logits kept whole)."""
+    return {k: v[:, keep] if k in ("features", "logits") else v[keep] for k, v in data.items()}
+
+
+def split_crop_audit(data: dict, audit: dict[str, str]) -> tuple[dict, dict]:
+    """A crop set as (its non-cells, the crops ``audit`` saw a cell in)."""
+    shows = np.array([audit.get(str(i)) in SHOWS_A_CELL for i in data["ids"]], bool)
+    return subset(data, ~shows), subset(data, shows)
 
 
 def load_set(classifier, model_sha: str, name: str, data_root=None, limit: int = 400, seed: int = 0) -> dict:

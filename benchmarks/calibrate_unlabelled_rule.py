@@ -36,7 +36,7 @@ GRID = {"entropy_drop": (-1.0, 0.0, 0.01, 0.02, 0.05, 0.1, 0.2),
         "agreement_min": (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)}
 MAX_LOSS_POINTS = 1.0
 #: Refinement trajectories tried on each blend: (diversity, learning rate, step counts snapshotted).
-REFINEMENTS = ((0.0, 1e-3, (4, 8, 16)), (1.0, 1e-3, (4, 8, 16)), (1.0, 3e-4, (8, 16)))
+REFINEMENTS = ((0.0, 1e-3, (4, 8, 16)), (1.0, 1e-3, (4, 8, 16)))
 CACHE = Path.home() / ".cache" / "bloodcell" / "unlabelled-calibration"
 
 

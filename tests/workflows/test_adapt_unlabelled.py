@@ -101,6 +101,7 @@ def test_cli_adapts_a_shifted_lab_end_to_end_and_records_the_decision(model, tmp
     tried = [c for c in record["candidates"] if c["tent"]]
     assert len(tried) == (1 if TENT.steps else 0)  # the calibrated refinement, tried on the chosen blend only
     assert all(t["weight"] == record["weight"] and t["accepted"] == record["tent_refined"] for t in tried)
+    assert ("then TENT" in result.output) == record["tent_refined"]
     assert record["cells"] == 48 and record["lab"] == "lab" and record["source"] == "unlabelled folder"
     chosen = next(c for c in record["candidates"] if c["weight"] == record["weight"] and c["tent"] == record["tent_refined"])
     assert chosen["accepted"] and chosen["mean_entropy"] < record["unadapted"]["mean_entropy"]

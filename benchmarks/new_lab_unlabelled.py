@@ -5,7 +5,7 @@ Each lab's cells (``benchmarks/new_lab_sets.py``) are split at random into two h
 ``workflows.adapt_unlabelled`` runs on one half exactly as the command does (batch-norm statistics blended at each
 candidate weight, the rule deciding from those cells' predictions alone) and is scored on the other half; then the
 halves swap, and the two scored halves are pooled. Per lab: unadapted accuracy, accuracy of what the rule chose
-(adapted or kept; with and without the TENT refinement of the chosen blend), of each blend forced (what the rule saved or missed), 95 % bootstrap CIs (the gain's paired),
+(adapted or kept; with and without the calibrated refinement of the chosen blend, ``TENT``), of each blend forced (what the rule saved or missed), 95 % bootstrap CIs (the gain's paired),
 and the rule's decision with its label-free statistics per half. Also, label-free: the share of the white cells
 called a type that is not a white cell (platelet, erythroblast: certainly wrong), where the model has those types.
 

@@ -79,8 +79,8 @@ class Tent:
 #: own training labs (labels known), by mean gain with no synthetic lab losing more than a point, never on a real
 #: held-out lab. The collapse test stays off (``spread_kept`` 0); of the refinements tried (none; 4, 8 or 16 steps at
 #: learning rate 0.001, without or with the diversity term) 16 steps of entropy alone gained most (+10.35 points
-#: against +10.06 at 8 steps and +8.25 with none); the diversity term cost 2 to 5 points there at the same steps (it pulls the calls
-#: towards equal class shares, which a lab's white cells do not have).
+#: against +10.06 at 8 steps and +8.25 with none); the diversity term cost 2 to 5 points there at the same steps (it
+#: pulls the calls towards equal class shares, which a lab's white cells do not have).
 RULE = Rule(entropy_drop=0.02, spread_kept=0.0, agreement_min=0.2)
 TENT = Tent(steps=16, lr=1e-3, diversity=0.0)
 RULE_CALIBRATION = "benchmarks/results/unlabelled-rule-calibration.json"

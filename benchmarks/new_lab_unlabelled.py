@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         classifier, sets["bccd"], args.seed, adapt_from=sets["bccd"]["labels"] == "neutrophil")
     cases["constructed", "pbc under its own model"] = lambda: run_case(classifier, sets["pbc"], args.seed)
     cases["labs", "raabin"] = lambda: run_case(classifier, sets["raabin"], args.seed)
+    commit = git_commit()  # the code this run imports, before its own result file makes the tree dirty
     labs: dict = {}
     constructed: dict = {}
     for done, ((group, name), run) in enumerate(cases.items(), 1):
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         measured = [row["gain_points"] for row in labs.values() if "gain_points" in row]
         result = {"command": shlex.join(["python", "benchmarks/new_lab_unlabelled.py",
                                          *(sys.argv[1:] if argv is None else argv)]),
-                  "commit": git_commit(), "date": now(), "machine": machine(),
+                  "commit": commit, "date": now(), "machine": machine(),
                   "complete": done == len(cases), "cases_pending": [n for _, n in list(cases)[done:]],
                   "models": {key: {"name": Path(str(spec)).name, "sha256": loaded[key][1]}
                              for key, spec in models.items()},

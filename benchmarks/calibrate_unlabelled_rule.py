@@ -89,13 +89,38 @@ def refined(classifier, models: dict, pixels: np.ndarray) -> dict:
     return out
 
 
+def cache_path(sha: str, cells: int, seed: int, lab: int, shift: dict) -> Path:
+    """Where one synthetic lab's probabilities are cached: named by everything they depend on (model, cells, seed,
+    lab, shift, blend weights, refinements), so that a change to any of them is not served an old result."""
+    from bloodcell.workflows.adapt_unlabelled import WEIGHTS
+
+    key = json.dumps({"model": sha, "cells": cells, "seed": seed, "lab": lab, "shift": shift, "weights": WEIGHTS,
+                      "refinements": REFINEMENTS}, sort_keys=True)
+    return CACHE / f"{sha[:16]}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+
+
+def cached(cache: Path, expected: set, shape: tuple) -> dict | None:
+    """The probabilities stored in ``cache`` if it holds exactly the ``expected`` keys, each finite of ``shape``."""
+    if not cache.is_file():
+        return None
+    try:
+        with np.load(cache, allow_pickle=False) as stored:
+            probs = {tuple(json.loads(k)): stored[k] for k in stored.files}
+    except (OSError, ValueError):
+        return None
+    good = set(probs) == expected and all(p.shape == shape and np.isfinite(p).all() for p in probs.values())
+    return probs if good else None
+
+
 def synthetic_lab(classifier, images: list, shift: dict, cache: Path) -> dict:
     """The unadapted, blended and refined probabilities on one synthetic lab's cells (cached in ``cache``)."""
-    from bloodcell.workflows.adapt_unlabelled import candidates, probabilities
+    from bloodcell.workflows.adapt_unlabelled import WEIGHTS, candidates, probabilities
 
-    if cache.is_file():
-        with np.load(cache) as stored:
-            return {tuple(json.loads(k)): stored[k] for k in stored.files}
+    expected = {(None,), *((w,) for w in WEIGHTS),
+                *((w, n, lr, d) for w in WEIGHTS for d, lr, steps in REFINEMENTS for n in steps)}
+    probs = cached(cache, expected, (len(images), len(classifier.class_names)))
+    if probs is not None:
+        return probs
     pixels = classifier.pixels([shifted(im, shift) for im in images])
     before, models = candidates(classifier, pixels)
     probs = {(None,): before, **{(w,): probabilities(classifier, m, pixels) for w, m in models.items()},
@@ -111,11 +136,10 @@ def synthetic_labs(classifier, sha: str, images: list, labels: np.ndarray, labs:
     """Per synthetic lab: the shift, its probabilities (:func:`synthetic_lab`) and correctness on its cells."""
     rng = np.random.default_rng(seed)
     names = classifier.class_names
-    tag = f"{sha[:16]}-{len(images)}-{seed}-" + hashlib.sha256(json.dumps(REFINEMENTS).encode()).hexdigest()[:8]
     rows = []
     for k in range(labs):
         shift = draw_shift(rng)
-        probs = synthetic_lab(classifier, images, shift, CACHE / f"{tag}-{k}.npz")
+        probs = synthetic_lab(classifier, images, shift, cache_path(sha, len(images), seed, k, shift))
         right = {key: np.array([names[i] == t for i, t in zip(p.argmax(1), labels)]) for key, p in probs.items()}
         rows.append({"shift": shift, "probs": probs, "right": right})
         print(json.dumps({"shift": shift, **{" ".join(map(str, key)): round(float(r.mean()), 3)
@@ -155,17 +179,21 @@ def search(rows: list[dict]) -> tuple[dict, list[dict]]:
             table.append({"tent": asdict(config), **rule, "mean_gain": round(float(np.mean(g)), 2),
                           "worst_gain": round(min(g), 2)})
     safe = [r for r in table if r["worst_gain"] >= -MAX_LOSS_POINTS]
-    best = max(safe, key=lambda r: (r["mean_gain"], -r["tent"]["steps"], r["entropy_drop"], r["spread_kept"],
-                                    r["agreement_min"]))
+    best = max(safe, key=ranked)
     return best, table
+
+
+def ranked(row: dict) -> tuple:
+    """Order of preference of a safe row: mean gain, then fewest steps, then the strictest thresholds."""
+    return row["mean_gain"], -row["tent"]["steps"], row["entropy_drop"], row["spread_kept"], row["agreement_min"]
 
 
 def best_per_refinement(table: list[dict]) -> list[dict]:
     """For each refinement, its best safe thresholds' row (how much the refinement's choice mattered)."""
-    out = {}
+    out: dict = {}
     for row in table:
         key = json.dumps(row["tent"])
-        if row["worst_gain"] >= -MAX_LOSS_POINTS and (key not in out or row["mean_gain"] > out[key]["mean_gain"]):
+        if row["worst_gain"] >= -MAX_LOSS_POINTS and (key not in out or ranked(row) > ranked(out[key])):
             out[key] = row
     return list(out.values())
 

@@ -3,6 +3,7 @@ chosen blend), unless a label-free rule says that would hurt; bad input is one s
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -313,3 +314,39 @@ def test_the_diversity_term_keeps_the_tuned_calls_from_collapsing_onto_one_class
     assert stats(alone)["mean_entropy"] < stats(shot)["mean_entropy"] < stats(net)["mean_entropy"]
     assert stats(alone)["spread"] < 0.5 * stats(net)["spread"] and stats(shot)["spread"] > 0.9 * stats(net)["spread"]
     assert not any(p.requires_grad for p in shot.parameters())
+
+
+def test_the_calibration_chooses_the_refinement_with_the_best_mean_gain_that_loses_no_synthetic_lab(tmp_path):
+    """``benchmarks/calibrate_unlabelled_rule.py``: of two refinements that the rule accepts alike, one gains 50
+    points on a synthetic lab and loses 12.5 on the other, one gains 25 and loses none: the second is chosen. Its
+    cache is named by what it depends on and a file not holding exactly the expected probabilities is not used."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import calibrate_unlabelled_rule as calibration
+
+    calls = np.array([0, 1, 2, 0] * 2)
+    sure = lambda p: np.where(np.eye(3)[calls] == 1, p, (1 - p) / 2)  # noqa: E731
+    both_right = {(None,): np.array([1, 0] * 4, bool)}
+    probs = {(None,): sure(0.6), (0.5,): sure(0.8), (1.0,): sure(0.6)}
+    probs |= {(0.5, t.steps, t.lr, t.diversity): sure(0.95) for t in calibration.refinements() if t.steps}
+    probs |= {(1.0, t.steps, t.lr, t.diversity): sure(0.95) for t in calibration.refinements() if t.steps}
+    gamble, safe = (0.5, 16, 1e-3, 0.0), (0.5, 8, 1e-3, 1.0)
+    rows = []
+    for gain in (1, -1):
+        right = {key: both_right[None,] for key in probs}
+        right[gamble] = np.full(8, True) if gain > 0 else np.arange(8) < 3  # +50 and -12.5: higher mean, unsafe
+        right[safe] = np.array([1, 0, 1, 0, 1, 0, 1, 0], bool) | (np.arange(8) < 4) * (gain > 0)
+        rows.append({"probs": probs, "right": right})
+    best, table = calibration.search(rows)
+    assert (best["tent"]["steps"], best["tent"]["diversity"]) == (8, 1.0) and best["mean_gain"] == 12.5
+    assert best["worst_gain"] == 0.0
+    gambled = [r for r in table if r["tent"]["steps"] == 16 and r["tent"]["diversity"] == 0.0]
+    assert max(r["mean_gain"] for r in gambled) == 18.75 and min(r["worst_gain"] for r in gambled) == -12.5
+
+    shift = calibration.draw_shift(np.random.default_rng(0))
+    path = calibration.cache_path("ab" * 32, 8, 0, 0, shift)
+    assert path != calibration.cache_path("ab" * 32, 8, 0, 0, {**shift, "blur": shift["blur"] + 0.1})
+    path = tmp_path / path.name
+    np.savez_compressed(path, **{json.dumps(k): v for k, v in probs.items()})
+    assert calibration.cached(path, set(probs), (8, 3)) is not None
+    assert calibration.cached(path, set(probs) | {(0.25,)}, (8, 3)) is None  # a key missing
+    assert calibration.cached(path, set(probs), (9, 3)) is None  # other cells

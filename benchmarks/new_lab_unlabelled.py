@@ -5,7 +5,7 @@ Each lab's cells (``benchmarks/new_lab_sets.py``) are split at random into two h
 ``workflows.adapt_unlabelled`` runs on one half exactly as the command does (batch-norm statistics blended at each
 candidate weight, the rule deciding from those cells' predictions alone) and is scored on the other half; then the
 halves swap, and the two scored halves are pooled. Per lab: unadapted accuracy, accuracy of what the rule chose
-(adapted or kept; with and without the TENT refinement of the chosen blend), of each blend forced (what the rule saved or missed), 95 % bootstrap CIs (the gain's paired),
+(adapted or kept; with and without the calibrated refinement of the chosen blend, ``TENT``), of each blend forced (what the rule saved or missed), 95 % bootstrap CIs (the gain's paired),
 and the rule's decision with its label-free statistics per half. Also, label-free: the share of the white cells
 called a type that is not a white cell (platelet, erythroblast: certainly wrong), where the model has those types.
 
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         classifier, sets["bccd"], args.seed, adapt_from=sets["bccd"]["labels"] == "neutrophil")
     cases["constructed", "pbc under its own model"] = lambda: run_case(classifier, sets["pbc"], args.seed)
     cases["labs", "raabin"] = lambda: run_case(classifier, sets["raabin"], args.seed)
+    commit = git_commit()  # the code this run imports, before its own result file makes the tree dirty
     labs: dict = {}
     constructed: dict = {}
     for done, ((group, name), run) in enumerate(cases.items(), 1):
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         measured = [row["gain_points"] for row in labs.values() if "gain_points" in row]
         result = {"command": shlex.join(["python", "benchmarks/new_lab_unlabelled.py",
                                          *(sys.argv[1:] if argv is None else argv)]),
-                  "commit": git_commit(), "date": now(), "machine": machine(),
+                  "commit": commit, "date": now(), "machine": machine(),
                   "complete": done == len(cases), "cases_pending": [n for _, n in list(cases)[done:]],
                   "models": {key: {"name": Path(str(spec)).name, "sha256": loaded[key][1]}
                              for key, spec in models.items()},

@@ -3,6 +3,7 @@ chosen blend), unless a label-free rule says that would hurt; bad input is one s
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from bloodcell.errors import ConfigError, DataError  # noqa: E402
 from bloodcell.inference.predictor import load  # noqa: E402
 from bloodcell.models import create_model  # noqa: E402
 from bloodcell.models.registry import _REGISTRY, register_model  # noqa: E402
-from bloodcell.workflows.adapt_unlabelled import (RULE, RULE_CALIBRATION, Rule, adapt_unlabelled, decide,  # noqa: E402
-                                                  unlabelled_cells)
+from bloodcell.workflows.adapt_unlabelled import (RULE, RULE_CALIBRATION, TENT, Rule, Tent,  # noqa: E402
+                                                  adapt_unlabelled, decide, unlabelled_cells)
 
 TINY_BN = "test-tiny-batchnorm-colour-net"
 #: The new lab's stain: every colour shifted (the nearest-colour model then calls many cells wrong).
@@ -99,7 +100,9 @@ def test_cli_adapts_a_shifted_lab_end_to_end_and_records_the_decision(model, tmp
     assert record["adapted"] and record["weight"] in (0.5, 1.0)
     assert record["method"] == ("adabn+tent" if record["tent_refined"] else "adabn")
     tried = [c for c in record["candidates"] if c["tent"]]
-    assert len(tried) == 1 and tried[0]["weight"] == record["weight"] and tried[0]["accepted"] == record["tent_refined"]
+    assert len(tried) == (1 if TENT.steps else 0)  # the calibrated refinement, tried on the chosen blend only
+    assert all(t["weight"] == record["weight"] and t["accepted"] == record["tent_refined"] for t in tried)
+    assert ("then TENT" in result.output) == record["tent_refined"]
     assert record["cells"] == 48 and record["lab"] == "lab" and record["source"] == "unlabelled folder"
     chosen = next(c for c in record["candidates"] if c["weight"] == record["weight"] and c["tent"] == record["tent_refined"])
     assert chosen["accepted"] and chosen["mean_entropy"] < record["unadapted"]["mean_entropy"]
@@ -145,17 +148,20 @@ def test_the_rule_refuses_surer_calls_that_collapse_or_change_most_calls():
     assert decide(before, {1.0: surer}, Rule(entropy_drop=0.02, spread_kept=0.75, agreement_min=1.01)).weight is None
 
 
-def test_the_rule_in_use_is_the_calibrated_one_and_is_recorded(model, tmp_path):
-    """The thresholds in use are those the calibration on synthetic labs chose (its committed result), and every
-    adapted checkpoint records them with where they came from."""
+def test_the_rule_and_refinement_in_use_are_the_calibrated_ones_and_are_recorded(model, tmp_path):
+    """The thresholds and the refinement (steps, learning rate, diversity) in use are those the calibration on
+    synthetic labs chose together (its committed result), and every adapted checkpoint records them with where
+    they came from."""
     import json
 
     chosen = json.loads((Path(__file__).resolve().parents[2] / RULE_CALIBRATION).read_text())["chosen"]
     assert RULE == Rule(**{k: chosen[k] for k in ("entropy_drop", "spread_kept", "agreement_min")})
+    assert TENT == Tent(**chosen["tent"])
     lab = _lab(tmp_path / "lab", dict.fromkeys(PBC_CLASSES, 4))
     done = adapt_unlabelled(model, unlabelled_cells(lab), tmp_path / "a.safetensors", "lab", "unlabelled folder")
-    rule = read_checkpoint_meta(done.path)["unlabelled_adaptation"]["rule"]
-    assert rule["calibration"] == RULE_CALIBRATION and rule["agreement_min"] == RULE.agreement_min
+    record = read_checkpoint_meta(done.path)["unlabelled_adaptation"]
+    assert record["rule"]["calibration"] == RULE_CALIBRATION and record["rule"]["agreement_min"] == RULE.agreement_min
+    assert {k: record["tent"][k] for k in ("steps", "lr", "diversity")} == chosen["tent"]
 
 
 @pytest.mark.parametrize("files, message", [
@@ -265,3 +271,82 @@ def test_a_tent_refinement_the_rule_refuses_leaves_the_chosen_blend(model, tmp_p
     chosen = refine(classifier, pixels, decision, before, models, strict)
     assert chosen is models[decision.weight] and not decision.tent and decision.method == "adabn"
     assert decision.chosen.tent is False and decision.candidates[-1].tent and decision.candidates[-1].reasons
+
+
+def test_a_refinement_of_no_step_leaves_the_chosen_blend_untried(model, tmp_path):
+    from bloodcell.checkpoint import load_checkpoint
+    from bloodcell.inference.predictor import Classifier
+    from bloodcell.workflows.adapt_unlabelled import candidates, model_pixels, probabilities, refine
+
+    classifier = Classifier.from_checkpoint(load_checkpoint(model))
+    pixels = model_pixels(classifier, unlabelled_cells(_lab(tmp_path / "lab", dict.fromkeys(PBC_CLASSES, 4))).images)
+    before, models = candidates(classifier, pixels)
+    decision = decide(before, {w: probabilities(classifier, m, pixels) for w, m in models.items()})
+    assert decision.weight is not None
+    none = Tent(steps=0, lr=0.0, diversity=0.0)
+    assert refine(classifier, pixels, decision, before, models, config=none) is models[decision.weight]
+    assert not any(c.tent for c in decision.candidates) and decision.method == "adabn"
+    assert decision.to_dict()["tent"]["steps"] == 0 and decision.to_dict()["rule"]["calibration"] is None
+
+
+def test_the_diversity_term_keeps_the_tuned_calls_from_collapsing_onto_one_class():
+    """Entropy alone, pushed hard, makes every call sure by sending most cells to one class; with SHOT's diversity
+    term (minus the entropy of the mean prediction) the calls stay spread over the classes. Each step is yielded."""
+    from bloodcell.metrics.unlabelled import prediction_statistics
+    from bloodcell.train.batchnorm import entropy_steps, entropy_tuned
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 3)).eval()
+    with torch.no_grad():
+        net[1].weight.copy_(2 * torch.eye(3, 4))
+        net[1].bias.zero_()
+    cells = torch.randn(64, 4)
+
+    def stats(m):
+        with torch.no_grad():
+            return prediction_statistics(torch.softmax(m(cells), 1).numpy())
+
+    original = {k: v.clone() for k, v in net.state_dict().items()}
+    steps = list(entropy_steps(net, [cells] * 50, lr=0.1))
+    assert len(steps) == 50 and all(s is steps[0] for s in steps)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in original.items())  # the model given is untouched
+    alone, shot = entropy_tuned(net, [cells] * 50, 0.1), entropy_tuned(net, [cells] * 50, 0.1, diversity=1.0)
+    assert stats(alone)["mean_entropy"] < stats(shot)["mean_entropy"] < stats(net)["mean_entropy"]
+    assert stats(alone)["spread"] < 0.5 * stats(net)["spread"] and stats(shot)["spread"] > 0.9 * stats(net)["spread"]
+    assert not any(p.requires_grad for p in shot.parameters())
+
+
+def test_the_calibration_chooses_the_refinement_with_the_best_mean_gain_that_loses_no_synthetic_lab(tmp_path):
+    """``benchmarks/calibrate_unlabelled_rule.py``: of two refinements that the rule accepts alike, one gains 50
+    points on a synthetic lab and loses 12.5 on the other, one gains 25 and loses none: the second is chosen. Its
+    cache is named by what it depends on and a file not holding exactly the expected probabilities is not used."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import calibrate_unlabelled_rule as calibration
+
+    calls = np.array([0, 1, 2, 0] * 2)
+    sure = lambda p: np.where(np.eye(3)[calls] == 1, p, (1 - p) / 2)  # noqa: E731
+    both_right = {(None,): np.array([1, 0] * 4, bool)}
+    probs = {(None,): sure(0.6), (0.5,): sure(0.8), (1.0,): sure(0.6)}
+    probs |= {(0.5, t.steps, t.lr, t.diversity): sure(0.95) for t in calibration.refinements() if t.steps}
+    probs |= {(1.0, t.steps, t.lr, t.diversity): sure(0.95) for t in calibration.refinements() if t.steps}
+    gamble, safe = (0.5, 16, 1e-3, 0.0), (0.5, 8, 1e-3, 1.0)
+    rows = []
+    for gain in (1, -1):
+        right = {key: both_right[None,] for key in probs}
+        right[gamble] = np.full(8, True) if gain > 0 else np.arange(8) < 3  # +50 and -12.5: higher mean, unsafe
+        right[safe] = np.array([1, 0, 1, 0, 1, 0, 1, 0], bool) | (np.arange(8) < 4) * (gain > 0)
+        rows.append({"probs": probs, "right": right})
+    best, table = calibration.search(rows)
+    assert (best["tent"]["steps"], best["tent"]["diversity"]) == (8, 1.0) and best["mean_gain"] == 12.5
+    assert best["worst_gain"] == 0.0
+    gambled = [r for r in table if r["tent"]["steps"] == 16 and r["tent"]["diversity"] == 0.0]
+    assert max(r["mean_gain"] for r in gambled) == 18.75 and min(r["worst_gain"] for r in gambled) == -12.5
+
+    shift = calibration.draw_shift(np.random.default_rng(0))
+    path = calibration.cache_path("ab" * 32, 8, 0, 0, shift)
+    assert path != calibration.cache_path("ab" * 32, 8, 0, 0, {**shift, "blur": shift["blur"] + 0.1})
+    path = tmp_path / path.name
+    np.savez_compressed(path, **{json.dumps(k): v for k, v in probs.items()})
+    assert calibration.cached(path, set(probs), (8, 3)) is not None
+    assert calibration.cached(path, set(probs) | {(0.25,)}, (8, 3)) is None  # a key missing
+    assert calibration.cached(path, set(probs), (9, 3)) is None  # other cells

@@ -87,7 +87,9 @@ def _adapt_unlabelled(model: str, unlabelled: Path | None, counted: Path | None,
                    f"not clearly help ({why}); wrote it, with this record, to {result.path}")
         return
     chosen = decision.chosen
-    how = "then TENT on its batch-norm scales" if decision.tent else "TENT turned down by the rule"
+    refinement = "TENT with a diversity term" if decision.refinement.diversity else "TENT"
+    how = (f"then {refinement} on its batch-norm scales" if decision.tent else
+           f"{refinement} turned down by the rule" if decision.refinement.steps else "no refinement")
     typer.echo(f"adapted without labels on {result.cells} cells (batch-norm statistics, weight {decision.weight}; "
                f"{how}) -> "
                f"{result.path}; mean entropy {chosen.statistics['mean_entropy']:.3f} against "

@@ -10,7 +10,7 @@ choose how far to go (``workflows.adapt_unlabelled``).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -62,10 +62,14 @@ def blended(model: nn.Module, statistics: list[tuple[torch.Tensor, torch.Tensor]
     return out
 
 
-def entropy_tuned(model: nn.Module, batches: Iterable[torch.Tensor], lr: float = 1e-3) -> nn.Module:
-    """A copy of ``model`` whose batch-norm scales and shifts took one Adam step (``lr``) per batch of ``batches``
-    (normalised model inputs) towards surer predictions: the mean entropy of its softmax (TENT, Wang et al. 2021).
-    The statistics stay the ones ``model`` has (e.g. from :func:`blended`); every other weight is frozen."""
+def entropy_steps(model: nn.Module, batches: Iterable[torch.Tensor], lr: float = 1e-3,
+                  diversity: float = 0.0) -> Iterator[nn.Module]:
+    """A copy of ``model`` whose batch-norm scales and shifts take one Adam step (``lr``) per batch of ``batches``
+    (normalised model inputs) towards surer predictions, yielded after each step (the same copy, tuned further each
+    time). The loss is the mean entropy of the softmax (TENT, Wang et al. 2021) minus ``diversity`` times the entropy
+    of the batch's mean prediction (1: SHOT's information maximisation, Liang et al. 2020, which keeps the calls from
+    collapsing onto a few classes). The statistics stay the ones ``model`` has (e.g. from :func:`blended`); every
+    other weight is frozen."""
     out = copy.deepcopy(model).eval()
     for parameter in out.parameters():
         parameter.requires_grad_(False)
@@ -77,10 +81,21 @@ def entropy_tuned(model: nn.Module, batches: Iterable[torch.Tensor], lr: float =
     optimiser = torch.optim.Adam(affine, lr=lr)
     for batch in batches:
         log_probs = torch.log_softmax(out(batch), dim=1)
-        loss = -(log_probs.exp() * log_probs).sum(dim=1).mean()
+        probs = log_probs.exp()
+        mean = probs.mean(dim=0)
+        loss = -(probs * log_probs).sum(dim=1).mean() + diversity * (mean * torch.log(mean + 1e-12)).sum()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    for parameter in affine:
+        yield out
+
+
+def entropy_tuned(model: nn.Module, batches: Iterable[torch.Tensor], lr: float = 1e-3,
+                  diversity: float = 0.0) -> nn.Module:
+    """``model`` after every step of :func:`entropy_steps` on ``batches`` (a copy; ``model`` is left unchanged)."""
+    out = copy.deepcopy(model).eval()
+    for out in entropy_steps(model, batches, lr, diversity):
+        pass
+    for parameter in out.parameters():
         parameter.requires_grad_(False)
     return out

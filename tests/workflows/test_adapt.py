@@ -116,6 +116,8 @@ def test_a_class_given_a_few_cells_takes_part_with_a_warning_and_a_class_given_n
         == ["neutrophil"] * 5
     printed = CliRunner().invoke(app, ["adapt", str(cells), "--model", str(model), "-o", str(tmp_path / "b.safetensors")])
     assert printed.exit_code == 0 and "few cells for neutrophil 3" in printed.output
+    gated = read_checkpoint_meta(tmp_path / "b.safetensors")["adaptation"]["recipe"]["gated"]
+    assert gated and f"a cell the model itself calls {' or '.join(gated)} keeps that type" in printed.output
 
 
 def _adapted_without_class_2(lab_cells, weight0, bias0):

@@ -110,14 +110,14 @@ def unadapted(classifier, cells, held: set[str]) -> tuple[dict, np.ndarray, np.n
 
 
 def classifier_weight(classifier) -> np.ndarray:
-    from bloodcell.inference.backends import classifier_layer
+    from bloodcell.models.heads import classifier_layer
 
     layer = classifier_layer(classifier.model)
     return layer.weight.detach().numpy().reshape(layer.weight.shape[0], -1)
 
 
 def classifier_bias(classifier) -> np.ndarray:
-    from bloodcell.inference.backends import classifier_layer
+    from bloodcell.models.heads import classifier_layer
 
     return classifier_layer(classifier.model).bias.detach().numpy()
 

@@ -14,7 +14,8 @@ scored once by the model and cached.
    last layer refitted from at most ``--cells`` cells per class (``bloodcell adapt``'s engine, which chooses its
    recipe by cross-validation over those cells only) with one class given fewer than the minimum, over
    ``--draws`` seeded draws; scored on the lab's other cells: accuracy (95 % bootstrap CI over every draw's
-   scored cells), the left-out class's recall against unadapted, and ECE (with a CI). BCCD also on the cells
+   scored cells), the left-out class's recall against unadapted (and whether it was gated), and ECE (with a CI),
+   all from the adapted layer as the checkpoint holds it (its gate included). BCCD also on the cells
    whose label the review confirms (``--review``), for adapting and scoring alike. Raabin's cells carry no
    types, and no bundled model never saw PBC: both are reported as not measured.
 
@@ -150,6 +151,26 @@ def _logits(features: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.nd
     return features @ weight.T + bias
 
 
+def adapted_logits(features: np.ndarray, fit, weight0: np.ndarray, bias0: np.ndarray, temperature0: float) -> np.ndarray:
+    """What the adapted checkpoint's last layer returns for ``features`` (N, D): the refitted layer, behind the
+    gate of its gated classes (:class:`bloodcell.models.heads.GatedHead`, as ``bloodcell adapt`` writes it)."""
+    import torch
+
+    from bloodcell.models.heads import GatedHead
+
+    def layer(weight, bias):
+        linear = torch.nn.Linear(weight.shape[1], weight.shape[0]).double()
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(np.asarray(weight, np.float64)))
+            linear.bias.copy_(torch.from_numpy(np.asarray(bias, np.float64)))
+        return linear
+
+    head = GatedHead(layer(fit.weight, fit.bias), layer(weight0, bias0), fit.gated, len(bias0),
+                     fit.temperature / temperature0)
+    with torch.no_grad():
+        return head(torch.from_numpy(np.asarray(features, np.float64))).numpy()
+
+
 def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> dict:
     """Item 3 on a labelled lab: adapted from at most ``per_class`` cells of each type (types with more cells than
     that), scored on the lab's other cells; each type in turn left out (and given only ``few`` cells), its recall
@@ -177,12 +198,13 @@ def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> di
                 rest = np.setdiff1d(np.arange(len(truth)), np.concatenate(list(chosen.values())))
                 fit = adapt_head(features[:, picked], truth[picked], w0, b0, seed=draw,
                                  temperature0=classifier.temperature)
-                logits = _logits(features[0, rest], fit.weight, fit.bias)
+                logits = adapted_logits(features[0, rest], fit, w0, b0, classifier.temperature)
                 predicted = logits.argmax(1)
                 probs = apply_temperature(logits[None], fit.temperature)[0]
                 correct = right(names, predicted, labels[rest])
                 entry = {"accuracy": float(correct.mean()), "anchor": fit.anchor, "strength": fit.strength,
                          "unshown_restored": {names[c]: share for c, share in fit.restored.items()},
+                         "gated": [names[c] for c in fit.gated],
                          "accuracy_before": float(right(names, before[rest], labels[rest]).mean()),
                          "ece": coarse_ece(names, probs, labels[rest]),
                          "ece_before": coarse_ece(names, apply_temperature(_logits(features[0, rest], w0, b0)[None],
@@ -195,6 +217,7 @@ def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> di
                     key = f"{names[left_out]} given {few}" if given_few else f"{names[left_out]} left out"
                     if not given_few:
                         entry["left_out_restored"] = fit.restored[left_out]
+                        entry["left_out_gated"] = bool(left_out in fit.gated)
                 else:
                     key = "all types"
                     pooled.append(correct)
@@ -206,10 +229,12 @@ def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> di
     for key in keys:
         runs = [d[key] for d in result["draws"]]
         summary = {m: round(float(np.mean([r[m] for r in runs])), 4) for m in runs[0]
-                   if m not in ("n_rest", "anchor", "strength", "unshown_restored", "left_out_restored")}
+                   if m not in ("n_rest", "anchor", "strength", "unshown_restored", "gated", "left_out_restored",
+                                "left_out_gated")}
         summary["recipes"] = dict(Counter(f"{r['anchor']} {r['strength']}" for r in runs))
         if "left_out_restored" in runs[0]:
             summary["left_out_restored"] = dict(Counter(str(r["left_out_restored"]) for r in runs))
+            summary["left_out_gated"] = sum(r["left_out_gated"] for r in runs)
         if "recall" in runs[0]:
             summary["recall_kept"] = round(summary["recall"] / max(summary["recall_before"], 1e-9), 4)
         result["summary"][key] = summary
@@ -256,7 +281,7 @@ def adapting_per_lab(classifier, labs: dict[str, dict], seen: list[str], review:
 
 
 def classifier_head(classifier) -> tuple[np.ndarray, np.ndarray]:
-    from bloodcell.inference.backends import classifier_layer
+    from bloodcell.models.heads import classifier_layer
 
     layer = classifier_layer(classifier.model)
     return (layer.weight.detach().numpy().reshape(layer.weight.shape[0], -1).astype(np.float64),

@@ -116,6 +116,8 @@ def test_a_class_given_a_few_cells_takes_part_with_a_warning_and_a_class_given_n
         == ["neutrophil"] * 5
     printed = CliRunner().invoke(app, ["adapt", str(cells), "--model", str(model), "-o", str(tmp_path / "b.safetensors")])
     assert printed.exit_code == 0 and "few cells for neutrophil 3" in printed.output
+    gated = read_checkpoint_meta(tmp_path / "b.safetensors")["adaptation"]["recipe"]["gated"]
+    assert gated and f"a cell the model itself calls {' or '.join(gated)} keeps that type" in printed.output
 
 
 def _adapted_without_class_2(lab_cells, weight0, bias0):
@@ -217,3 +219,104 @@ def test_a_left_out_type_keeps_its_standing_while_a_model_class_that_takes_the_l
     assert before[2] > 0.9 and after[2] >= 0.8 * before[2]  # the left-out type is still found
     assert set(fit.restored) == {2, 3} and fit.restored[2] == 1.0
     assert fit.restored[3] is None or fit.restored[3] < fit.restored[2]
+
+
+def test_a_gated_class_keeps_every_cell_the_model_types_as_it_and_the_adapted_layer_decides_the_rest():
+    """Issue 26 item 3: a class given no cells is gated, so a cell the model's own layer types as it keeps that type
+    whatever the adapted layer says (its recall cannot fall below the unadapted one); other cells follow the adapted
+    layer, and a gated cell's probabilities are the model's own at its own temperature."""
+    import torch
+    from torch import nn
+
+    from bloodcell.metrics.calibration import apply_temperature
+    from bloodcell.models.heads import GatedHead
+
+    rng = np.random.default_rng(5)
+    own, adapted = nn.Linear(4, 3), nn.Linear(4, 3)
+    with torch.no_grad():
+        own.weight.copy_(torch.eye(3, 4)), own.bias.zero_()
+        adapted.weight.copy_(torch.eye(3, 4)[[1, 0, 0]]), adapted.bias.zero_()  # never types class 2; swaps 0 and 1
+    head = GatedHead(adapted, own, [2], 3, scale=0.5)
+    x = torch.as_tensor(rng.normal(size=(300, 4)), dtype=torch.float32)
+    by_own, by_adapted = own(x).argmax(1), adapted(x).argmax(1)
+    logits = head(x).detach()
+    assert (by_own == 2).sum() > 50 and (by_adapted == 2).sum() == 0
+    assert torch.equal(logits.argmax(1), torch.where(by_own == 2, by_own, by_adapted))
+    kept = (by_own == 2).numpy()
+    np.testing.assert_allclose(apply_temperature(logits.numpy()[kept][None], 0.5)[0],
+                               apply_temperature(own(x).detach().numpy()[kept][None], 1.0)[0], rtol=1e-5)
+
+
+def test_only_classes_the_model_rarely_finds_among_the_given_cells_are_gated():
+    """The gate's cost is exact on the given cells (the model's own typing needs no folds): a class given no cells is
+    gated only while the gated classes together take at most GATE_TOLERANCE of them (fewest first), so pbc11's
+    erythroblast and platelet rows, which take BCCD's lymphocytes, stay ungated."""
+    from bloodcell.train.head import GATE_TOLERANCE, choose_gated
+
+    weight0, bias0 = np.eye(5), np.zeros(5)
+    labels = np.repeat([0, 1], 50)
+    features = np.eye(5)[labels] * 2.0
+    features[:2, 2] = 3.0  # the model types 2 % of the given cells as class 2 ...
+    features[2:20, 3] = 3.0  # ... 18 % as class 3 ...
+    features[20:24, 4] = 3.0  # ... and 4 % as class 4: 2 and 4 together are 6 %, over the tolerance
+    assert GATE_TOLERANCE == 0.05
+    assert choose_gated(features, labels, weight0, bias0) == [2]
+    assert choose_gated(features, labels, weight0, bias0, tolerance=0.06) == [2, 4]
+    assert choose_gated(features, labels, weight0, bias0, tolerance=0.0) == []
+
+
+def test_an_adapted_checkpoint_with_gated_classes_loads_scores_and_exports_as_one(model, tmp_path):
+    """The gate lives in the checkpoint (its model options and both layers' weights): the one loader rebuilds it,
+    ONNX agrees with torch, the adaptation record names the gated classes, and adapting it again is refused."""
+    import torch
+
+    from bloodcell.checkpoint import load_checkpoint
+    from bloodcell.inference.onnx import export_onnx
+    from bloodcell.models.heads import GatedHead, classifier_layer
+
+    result = adapt(model, _cells(tmp_path / "lab", dict.fromkeys(LAB_CLASSES, 8)), tmp_path / "lab.safetensors")
+    meta = read_checkpoint_meta(result.path)
+    assert result.gated and set(result.gated) <= set(result.without_cells)
+    assert meta["adaptation"]["recipe"]["gated"] == result.gated
+    assert meta["model_kwargs"]["gated_classes"] == ",".join(str(PBC_CLASSES.index(n)) for n in result.gated)
+    assert meta["model_kwargs"]["gated_scale"] == pytest.approx(result.fit.temperature / 1.5)
+    head = classifier_layer(load_checkpoint(result.path).model)
+    base_head = classifier_layer(load_checkpoint(model).model)
+    assert isinstance(head, GatedHead) and torch.equal(head.own.weight, base_head.weight)
+    export_onnx(result.path, tmp_path / "lab.onnx")
+    torch_engine, onnx_engine = load(result.path), load(tmp_path / "lab.onnx", engine="onnx")
+    size = torch_engine.data_config.input_size
+    pixels = np.random.default_rng(0).uniform(-2, 2, (12, 3, size, size)).astype(np.float32)
+    np.testing.assert_allclose(onnx_engine.score(pixels)[0], torch_engine.score(pixels)[0], atol=1e-4)
+    original = load(model)
+    called = original.probabilities(original.score(pixels)[0]).argmax(1)
+    gated = np.isin(called, [PBC_CLASSES.index(n) for n in result.gated])
+    assert gated.any()
+    assert (torch_engine.probabilities(torch_engine.score(pixels)[0]).argmax(1)[gated] == called[gated]).all()
+    with pytest.raises(DataError, match="adapted already, with gated classes: adapt tiny.safetensors instead"):
+        adapt(result.path, tmp_path / "lab", tmp_path / "again.safetensors")
+
+
+@pytest.mark.parametrize("options, problem", [
+    ({"gated_classes": "0,2", "gated_scale": 0.5}, None),
+    ({"gated_classes": "0,99", "gated_scale": 0.5}, "cannot be built"),
+    ({"gated_classes": "0,2", "gated_scale": 1e3}, "cannot be built"),
+    ({"gated_classes": "0,2"}, "cannot be built"),
+])
+def test_a_gated_head_is_rebuilt_from_its_checkpoint_options_and_bad_options_are_refused_in_one_sentence(
+        model, tmp_path, options, problem):
+    from bloodcell.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+    from bloodcell.errors import CheckpointError
+    from bloodcell.models.heads import GatedHead, classifier_layer, gate_classifier
+
+    base = load_checkpoint(model)
+    gate_classifier(base.model, len(base.class_names), "0,2", 0.5)
+    path = save_checkpoint(tmp_path / "gated.safetensors", base.model,
+                           CheckpointMeta(base.meta["model_name"], base.data_config, model_kwargs=options))
+    if problem is None:
+        head = classifier_layer(load_checkpoint(path).model)
+        assert isinstance(head, GatedHead) and head.gated.nonzero().flatten().tolist() == [0, 2] and head.scale == 0.5
+        return
+    with pytest.raises(CheckpointError, match=problem) as refused:
+        load_checkpoint(path)
+    assert "\n" not in str(refused.value)

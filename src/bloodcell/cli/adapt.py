@@ -67,6 +67,9 @@ def adapt(
     if result.without_cells:
         typer.echo(f"no cells given for {', '.join(result.without_cells)}: those types keep the model's own weights "
                    "(not adapted to your lab); give cells of every type your lab sees", err=True)
+    if result.gated:
+        typer.echo(f"a cell the model itself calls {' or '.join(result.gated)} keeps that type (the adapted layer "
+                   "decides the others)", err=True)
     if fit.cv_accuracy < fit.cv_accuracy_before:
         typer.echo("adapting did not help on these cells: keep the original model, or add more cells", err=True)
 

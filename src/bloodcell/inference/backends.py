@@ -13,24 +13,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from bloodcell.models.heads import classifier_layer
+
 
 class Backend(Protocol):
     """What the predictor needs from an engine."""
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Logits (N, C) and penultimate features (N, D) for a float32 NCHW batch."""
-
-
-def classifier_layer(model: nn.Module) -> nn.Module:
-    """The final classification layer: timm's ``get_classifier()`` or else the last ``nn.Linear``."""
-    if hasattr(model, "get_classifier"):
-        head = model.get_classifier()
-        if isinstance(head, nn.Module) and any(True for _ in head.parameters()):
-            return head
-    linears = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    if not linears:
-        raise TypeError(f"{type(model).__name__} has no Linear/Conv2d classifier layer")
-    return linears[-1]
 
 
 class LogitsAndFeatures(nn.Module):

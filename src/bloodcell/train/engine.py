@@ -31,10 +31,10 @@ from torch import nn
 
 from bloodcell.checkpoint import CheckpointMeta, save_checkpoint
 from bloodcell.errors import BloodcellError, ConfigError, DataError
-from bloodcell.inference.backends import classifier_layer
 from bloodcell.inference.predictor import Classifier
 from bloodcell.log import get_logger
 from bloodcell.metrics.calibration import fit_temperature, nll
+from bloodcell.models.heads import classifier_layer
 from bloodcell.progress import track
 from bloodcell.train import distributed as dist_utils
 from bloodcell.train.config import TrainConfig
@@ -95,7 +95,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
 
 
 def classifier_module(model: nn.Module) -> nn.Module:
-    """The classification head (:func:`bloodcell.inference.backends.classifier_layer`); ConfigError without one."""
+    """The classification head (:func:`bloodcell.models.heads.classifier_layer`); ConfigError without one."""
     try:
         return classifier_layer(model)
     except TypeError:

@@ -5,7 +5,9 @@ a subset of the model's; a class with fewer cells takes part with a warning, a c
 the model's own weights). The model's last layer is refitted on them (:mod:`bloodcell.train.head`:
 all 8 quarter-turn and mirror views of each cell, pulled towards the model's own layer or towards
 zero, the anchor, strength and the standing kept by classes given no cells chosen by
-cross-validation over the cells), its temperature refitted on the out-of-fold logits,
+cross-validation over the cells; classes given no cells that the model's own layer rarely finds among them
+gated, so that the model's own layer still finds their cells: :mod:`bloodcell.models.heads`), its
+temperature refitted on the out-of-fold logits,
 and its out-of-distribution guard learns the lab's cells as a familiar source. The result is a
 checkpoint that ``predict``, ``count``, ``serve`` and ``evaluate`` take with ``--model``; its
 ``adaptation`` metadata records the lab, the cells and the cross-validated accuracy (an estimate
@@ -25,9 +27,9 @@ import torch
 
 from bloodcell.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from bloodcell.errors import DataError
-from bloodcell.inference.backends import classifier_layer
 from bloodcell.inference.ood import GUARD_VERSION, OODGuard, fit_guard
 from bloodcell.inference.predictor import Classifier
+from bloodcell.models.heads import GATE_OPTIONS, GatedHead, classifier_layer, gate_classifier
 from bloodcell.provenance import file_sha256, git_commit, now
 from bloodcell.train.head import HeadFit, adapt_head
 from bloodcell.workflows.cells import Cells, folder_cells
@@ -52,6 +54,8 @@ class Adaptation:
     without_cells: list[str]
     #: Classes given fewer than :data:`MIN_CELLS` cells (used all the same).
     few: dict[str, int]
+    #: Of ``without_cells``, those gated: a cell the model's own layer types as one of them keeps that type.
+    gated: list[str]
 
 
 def check_cells(cells: Cells, class_names: list[str]) -> dict[str, int]:
@@ -85,8 +89,23 @@ def view_features(classifier: Classifier, images) -> tuple[np.ndarray, np.ndarra
 def recipe(fit: HeadFit, class_names: list[str]) -> dict[str, Any]:
     """How the layer was adapted, as the checkpoint records it."""
     return {"layer": "last", "views": "8 dihedral", "anchor": fit.anchor, "strength": fit.strength,
-            "unshown_restored": {class_names[c]: share for c, share in fit.restored.items()}, "chosen_by": f"{fit.folds}-fold cross-validation over the given cells",
+            "unshown_restored": {class_names[c]: share for c, share in fit.restored.items()},
+            "gated": [class_names[c] for c in fit.gated], "chosen_by": f"{fit.folds}-fold cross-validation over the given cells",
             "temperature": "out-of-fold, shrunk towards the model's and bounded", "batch_norm": "the model's own"}
+
+
+def _write_layer(model: torch.nn.Module, fit: HeadFit, num_classes: int, temperature0: float) -> dict[str, Any]:
+    """Put the fitted layer into ``model`` (behind a gate when some classes are gated); the model options that
+    rebuild it."""
+    options: dict[str, Any] = {}
+    head = classifier_layer(model)
+    if fit.gated:
+        options = dict(zip(GATE_OPTIONS, (",".join(map(str, fit.gated)), fit.temperature / temperature0)))
+        head = gate_classifier(model, num_classes, **options).adapted
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(fit.weight).reshape(head.weight.shape))
+        head.bias.copy_(torch.from_numpy(fit.bias))
+    return options
 
 
 def _guard_with_lab(guard: OODGuard | None, pixels: np.ndarray, features: np.ndarray, lab: str) -> dict | None:
@@ -107,6 +126,9 @@ def adapt(model: str | Path, cells_dir: str | Path | Cells, out: str | Path, see
     """Adapt ``model`` (bundled name or .safetensors) to the lab of ``cells_dir`` (a folder, or cells already read,
     e.g. a lab's cell bank in the store) and write ``out``; ``lab`` names the lab (default: the folder's name)."""
     checkpoint = load_checkpoint(model)
+    if isinstance(classifier_layer(checkpoint.model), GatedHead):
+        base = checkpoint.meta.get("adaptation", {}).get("base", "the model it was adapted from")
+        raise DataError(f"{Path(str(model)).name} was adapted already, with gated classes: adapt {base} instead")
     classifier = Classifier.from_checkpoint(checkpoint)
     cells = cells_dir if isinstance(cells_dir, Cells) else folder_cells(cells_dir)
     counts = check_cells(cells, checkpoint.class_names)
@@ -115,9 +137,7 @@ def adapt(model: str | Path, cells_dir: str | Path | Cells, out: str | Path, see
     labels = np.array([checkpoint.class_names.index(label) for label in cells.labels])
     fit = adapt_head(features, labels, head.weight.detach().numpy().reshape(head.weight.shape[0], -1),
                      head.bias.detach().numpy(), seed=seed, temperature0=checkpoint.temperature)
-    with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(fit.weight).reshape(head.weight.shape))
-        head.bias.copy_(torch.from_numpy(fit.bias))
+    gate = _write_layer(checkpoint.model, fit, len(checkpoint.class_names), checkpoint.temperature)
     lab = lab or Path(cells_dir).resolve().name
     extra: dict[str, Any] = {k: checkpoint.meta[k] for k in _KEPT if k in checkpoint.meta}
     extra["adaptation"] = {"lab": lab, "cells": counts, "cv_accuracy": fit.cv_accuracy, "folds": fit.folds,
@@ -129,9 +149,9 @@ def adapt(model: str | Path, cells_dir: str | Path | Cells, out: str | Path, see
     if guard is not None:
         extra["ood"] = guard
     meta = CheckpointMeta(model_name=checkpoint.meta["model_name"], data_config=checkpoint.data_config,
-                          model_kwargs=checkpoint.meta.get("model_kwargs", {}),
+                          model_kwargs={**checkpoint.meta.get("model_kwargs", {}), **gate},
                           train_config=checkpoint.meta.get("train_config", {}), metrics=checkpoint.meta.get("metrics", {}),
                           temperature=fit.temperature, extra=extra)
     without = [name for name in checkpoint.class_names if name not in counts]
     return Adaptation(save_checkpoint(out, checkpoint.model, meta), fit, counts, cells.skipped, without,
-                      few_cells(counts))
+                      few_cells(counts), [checkpoint.class_names[c] for c in fit.gated])

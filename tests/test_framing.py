@@ -207,3 +207,21 @@ def test_a_search_reduces_a_large_image_by_whole_factors_first():
     x1, y1, x2, y2 = box
     assert abs((x1 + x2) / 2 - 130) < 3 and abs((y1 + y2) / 2 - 120) < 3
     assert abs(max(x2 - x1, y2 - y1) - 61 * NUCLEUS_TO_CELL) < 6
+
+
+def test_order_statistics_are_those_of_a_partition_of_every_value():
+    """Selected among the values between a strided sample's bounds, they are the values a full partition puts at those
+    ranks: at either end, in the middle, with ties, sorted or reversed input and more extreme values than the sample
+    shows."""
+    from bloodcell.segmentation import order_statistics
+
+    rng = np.random.default_rng(2)
+    for count in (1, 5, 1023, 1024, 1025, 8192, 9216, 16384, 50_000):
+        noise = rng.standard_normal(count).astype(np.float32)
+        skewed = noise.copy()
+        skewed[::16] = 0.0  # the sample sees only zeros
+        for values in (noise, np.sort(noise), np.sort(noise)[::-1].copy(), skewed,
+                       rng.integers(0, 3, count).astype(np.float32)):
+            for ranks in ([0], [count - 1], [count // 2], [max(0, count // 2 - 1), count // 2],
+                          [count // 100, min(count - 1, count // 100 + 1)], [max(0, count - 82)]):
+                assert np.array_equal(order_statistics(values, ranks), np.partition(values, ranks)[ranks])

@@ -17,6 +17,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from bloodcell.segmentation import order_statistics
+
 #: Smallest stain contrast (log(blue / green) above the border's median) of an image that shows a cell: the 99th
 #: percentile of red-cell-only crops of TXL-PBC's training fields, rounded up to 0.01; 99.5 % of PBC's validation
 #: cells of every type reach it (``benchmarks/results/cell_presence-pbc8.json``).
@@ -32,8 +34,8 @@ MARGIN = 0.125
 def presence_contrast(pixels: np.ndarray) -> np.ndarray:
     """Per uint8 model input (N, 3, H, W): stain contrast of its most stained object against its border strip.
 
-    The batch at once (one ratio and logarithm, one selection of the middles and of the borders), each plane blurred
-    alone."""
+    The batch's ratios and logarithms at once; each plane blurred alone, and its order statistics selected among few
+    values (:func:`~bloodcell.segmentation.order_statistics`)."""
     count, _, height, width = np.shape(pixels)
     if not count:
         return np.empty(0)
@@ -46,8 +48,12 @@ def presence_contrast(pixels: np.ndarray) -> np.ndarray:
                              stain[:, :, :left].reshape(count, -1), stain[:, :, width - left:].reshape(count, -1)],
                             axis=1)
     share = max(1, round(TOP_SHARE * height * width))
-    most = np.partition(middle, -share, axis=1)[:, -share] if middle.shape[1] >= share else np.full(count, -np.inf)
-    return (most - np.median(border, axis=1)).astype(np.float64)
+    most = (np.array([order_statistics(row, [row.size - share])[0] for row in middle])
+            if middle.shape[1] >= share else np.full(count, -np.inf))
+    half = border.shape[1] // 2
+    middle_ranks = [half - 1, half] if border.shape[1] % 2 == 0 else [half]  # np.median's: the mean of these
+    median = np.array([order_statistics(row, middle_ranks).mean() for row in border])
+    return (most - median).astype(np.float64)
 
 
 def cell_present(pixels: np.ndarray) -> np.ndarray:

@@ -153,3 +153,75 @@ def test_the_nearest_component_is_the_one_with_the_pixel_nearest_the_centre_abov
             & (np.arange(21) >= 14) & (np.arange(21) < 17)).all()
     assert nearest_component(mask, 1)[10, 6] and nearest_component(mask, 1).sum() == 1  # ties: the first row by row
     assert nearest_component(mask, 10) is None
+
+
+def test_the_nearest_label_is_the_one_a_search_of_every_pixel_finds():
+    """The pixels nearest the centre are looked at first; the answer is that of a search of every pixel (row by row
+    on a tie), on random masks where the nearest large group is near the centre, far from it, or absent."""
+    import cv2
+
+    from bloodcell.segmentation import nearest_label
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        height, width = (int(v) for v in rng.integers(1, 90, 2))
+        mask = (rng.random((height, width)) < rng.uniform(0.001, 0.6)).astype(np.uint8)
+        if trial % 3 == 0:  # nothing near the centre: the first look finds nothing
+            mask[height // 4:height - height // 4, width // 4:width - width // 4] = 0
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        floor = float(rng.integers(0, 12))
+        big = stats[:, cv2.CC_STAT_AREA] >= floor
+        big[0] = False
+        distances = np.hypot(np.arange(height)[:, None] - (height - 1) / 2, np.arange(width)[None, :] - (width - 1) / 2)
+        expected = int(labels.flat[np.where(big[labels], distances, np.inf).argmin()]) if big.any() else None
+        assert nearest_label(labels, stats, floor) == expected
+
+
+def test_the_stain_range_is_numpys_percentiles_to_the_bit():
+    from bloodcell.framing import STAIN_RANGE, _stain_range
+
+    rng = np.random.default_rng(1)
+    arrays = []
+    for count in (7, 1000, 1024, 1025, 16383, 16384, 21845, 100_000):
+        noise = rng.standard_normal(count).astype(np.float32)
+        outliers = noise.copy()
+        outliers[:count // 40] = 90.0  # more extreme values at the top than a strided sample suggests
+        arrays += [noise, np.sort(noise), np.sort(noise)[::-1].copy(), outliers,
+                   rng.integers(0, 4, count).astype(np.float32), np.full(count, 2.5, np.float32)]
+    arrays.append(rng.normal(10, 30, (128, 171)).astype(np.float32))  # a small copy's stain, 2D
+    for values in arrays:
+        low, high = _stain_range(values)
+        expected = np.percentile(values, STAIN_RANGE)
+        assert (low, high) == (expected[0], expected[1]) and type(low) is type(expected[0])
+
+
+def test_a_search_reduces_a_large_image_by_whole_factors_first():
+    """A 256 px cell is searched on its 2 x 2 box average (Pillow's reduce), and finds the cell as on a
+    plain resize."""
+    from bloodcell.framing import SEARCH_SIDE
+
+    image = Image.new("RGB", (2 * SEARCH_SIDE, 2 * SEARCH_SIDE), BACKGROUND)
+    ImageDraw.Draw(image).ellipse((100, 90, 160, 150), fill=CELL)
+    box = find_cell(image)
+    assert box is not None
+    x1, y1, x2, y2 = box
+    assert abs((x1 + x2) / 2 - 130) < 3 and abs((y1 + y2) / 2 - 120) < 3
+    assert abs(max(x2 - x1, y2 - y1) - 61 * NUCLEUS_TO_CELL) < 6
+
+
+def test_order_statistics_are_those_of_a_partition_of_every_value():
+    """Selected among the values between a strided sample's bounds, they are the values a full partition puts at those
+    ranks: at either end, in the middle, with ties, sorted or reversed input and more extreme values than the sample
+    shows."""
+    from bloodcell.segmentation import order_statistics
+
+    rng = np.random.default_rng(2)
+    for count in (1, 5, 1023, 1024, 1025, 8192, 9216, 16384, 50_000):
+        noise = rng.standard_normal(count).astype(np.float32)
+        skewed = noise.copy()
+        skewed[::16] = 0.0  # the sample sees only zeros
+        for values in (noise, np.sort(noise), np.sort(noise)[::-1].copy(), skewed,
+                       rng.integers(0, 3, count).astype(np.float32)):
+            for ranks in ([0], [count - 1], [count // 2], [max(0, count // 2 - 1), count // 2],
+                          [count // 100, min(count - 1, count // 100 + 1)], [max(0, count - 82)]):
+                assert np.array_equal(order_statistics(values, ranks), np.partition(values, ranks)[ranks])

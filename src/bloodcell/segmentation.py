@@ -9,6 +9,7 @@ barely apart (a cell that is almost all nucleus) the whole cell is nucleus.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -55,6 +56,31 @@ def otsu_threshold(values: np.ndarray) -> float:
     return low + threshold / scale
 
 
+def order_statistics(values: np.ndarray, ranks: Sequence[int]) -> np.ndarray:
+    """``np.partition(values, ranks)[ranks]``: the values of those ``ranks`` (ascending, 0 the smallest) in a 1D array,
+    for ranks close together, at a fraction of the cost of partitioning all of ``values``: they are selected among the
+    values between bounds taken from a strided sample (all of them where the bounds hold too few)."""
+    count, ranks = values.size, np.asarray(ranks, dtype=np.intp)
+    sample = values[::_SAMPLE_STEP]
+    margin = _SAMPLE_MARGIN + len(sample) // 64
+    low, high = int(ranks.min()) // _SAMPLE_STEP - margin, int(ranks.max()) // _SAMPLE_STEP + margin
+    if count >= 64 * _SAMPLE_STEP and (low > 0 or high < len(sample) - 1):
+        bounds = np.partition(sample, [max(low, 0), min(high, len(sample) - 1)])
+        within = [values >= bounds[low]] if low > 0 else []
+        below = count - int(np.count_nonzero(within[0])) if within else 0  # the values under the lower bound
+        if high < len(sample) - 1:
+            within.append(values <= bounds[high])
+        candidates = values[within[0] & within[1] if len(within) == 2 else within[0]]
+        if below <= ranks.min() and ranks.max() < below + len(candidates):
+            return np.partition(candidates, ranks - below)[ranks - below]
+    return np.partition(values, ranks)[ranks]
+
+
+#: Stride and margin (in sample ranks, plus one per 64) of the sample that bounds :func:`order_statistics`' search.
+_SAMPLE_STEP = 16
+_SAMPLE_MARGIN = 8
+
+
 def _otsu(channel: np.ndarray) -> np.ndarray:
     """Otsu foreground (above the threshold) of a float channel."""
     return channel > otsu_threshold(channel)
@@ -87,16 +113,25 @@ def nearest_label(labels: np.ndarray, stats: np.ndarray, min_area: float) -> int
     big[0] = False  # the background
     if not big.any():
         return None
-    nearest = np.where(big[labels], _centre_distances(*labels.shape), np.inf).argmin()
-    return int(labels.flat[nearest])
+    flat, order = labels.ravel(), _centre_order(*labels.shape)
+    for nearest in (order[:_NEAR_CENTRE], order):  # the pixels nearest the centre first: a cell is usually there
+        found = big[flat[nearest]]
+        if found.any():
+            break
+    return int(flat[nearest[found.argmax()]])
+
+
+#: Pixels nearest the centre looked at before all of them (:func:`nearest_label`).
+_NEAR_CENTRE = 1024
 
 
 @lru_cache(maxsize=8)
-def _centre_distances(height: int, width: int) -> np.ndarray:
-    """Each pixel's distance from the centre of a ``height`` x ``width`` image (read-only, kept for the next one)."""
+def _centre_order(height: int, width: int) -> np.ndarray:
+    """Flat indices of a ``height`` x ``width`` image's pixels, nearest the centre first (row by row on a tie)."""
     distances = np.hypot(np.arange(height)[:, None] - (height - 1) / 2, np.arange(width)[None, :] - (width - 1) / 2)
-    distances.setflags(write=False)
-    return distances
+    order = np.argsort(distances.ravel(), kind="stable")
+    order.setflags(write=False)
+    return order
 
 
 def segment(image: np.ndarray) -> Segmentation:

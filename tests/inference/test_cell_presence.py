@@ -119,3 +119,17 @@ def test_the_bundled_guard_says_a_cbc_smear_photo_is_not_a_single_cell_and_a_pbc
     cell = results[3]
     assert not (cell.reason or "").startswith("not a single blood cell") and "bloodcell count" not in (cell.note or "")
     assert cell.label == "lymphocyte"
+
+
+def test_a_batch_gives_each_image_the_contrast_it_has_alone():
+    """The batch is worked on at once (one logarithm, one selection per row): each image's contrast is the one it
+    gets alone, whatever the others in the batch, and an empty batch gives none."""
+    rng = np.random.default_rng(3)
+    images = [_red_cells(seed, size=64) for seed in range(4)] + synthetic_cells(4, seed=2)[0]
+    images.append(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    batch = _inputs(images)
+    together = presence_contrast(batch)
+    alone = np.array([presence_contrast(batch[i:i + 1])[0] for i in range(len(batch))])
+    assert np.array_equal(together, alone)
+    assert np.array_equal(presence_contrast(batch[::-1]), together[::-1])
+    assert presence_contrast(batch[:0]).shape == (0,)

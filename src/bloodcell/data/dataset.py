@@ -61,6 +61,8 @@ def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
     """Resize the shorter side to ``size`` (bilinear, antialiased), then centre-crop ``size x size``."""
     image = resize_shorter_side(image, size)
     new = image.size
+    if new == (size, size):  # a square: nothing to crop
+        return image
     left, top = (new[0] - size) // 2, (new[1] - size) // 2
     return image.crop((left, top, left + size, top + size))
 

@@ -188,7 +188,7 @@ def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
             if refusal is not None:
                 raise ImageError(refusal)
             image.load()
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # the decoded image is ours: no copy of it
     except ImageError:
         raise
     except Image.DecompressionBombError:

@@ -24,7 +24,6 @@ import numpy as np
 from PIL import Image
 
 from bloodcell.checkpoint import Checkpoint, load_checkpoint
-from bloodcell.data.dataset import resize_shorter_side
 from bloodcell.data.images import ImageSource, read_image
 from bloodcell.errors import CheckpointError, ConfigError, ImageError
 from bloodcell.framing import frame_box, search_cells
@@ -41,7 +40,7 @@ from bloodcell.inference.ood import UNFAMILIAR_NOTE, OODGuard
 from bloodcell.inference.tta import DIHEDRAL_VIEWS, dihedral_views
 from bloodcell.metrics.calibration import apply_temperature
 from bloodcell.progress import track
-from bloodcell.transforms import DataConfig, finish_pixels, normalize_batch, stage_image, staging_size
+from bloodcell.transforms import DataConfig, finish_pixels, normalize_batch, stage_image
 from bloodcell.weights import resolve
 
 #: The note of an image that shows several white cells (a field or a smear photo, not a single-cell image).
@@ -257,9 +256,7 @@ class Classifier:
         framed = self.data_config.framing == "cell"
         if single_cell and not framed:
             return stage_image(image, self.data_config), None, True
-        if not framed and self.data_config.resize == "crop":  # search the whole image as staging resizes it, uncropped
-            image = resize_shorter_side(image, staging_size(self.data_config.input_size))
-        search = search_cells(image)  # one search both frames the cell and tells a single-cell image from a field
+        search = search_cells(image)  # one search of the whole image frames the cell and tells a single cell from a field
         lone = single_cell or search.single_cell(image.size)
         note = SEVERAL_CELLS_NOTE.format(search.count) if not lone and search.count > 1 else None
         staged = (stage_image(frame_box(image, search.box), self._unframed) if framed

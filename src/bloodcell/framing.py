@@ -28,6 +28,9 @@ from bloodcell.data.images import to_rgb
 from bloodcell.errors import ConfigError
 from bloodcell.segmentation import MIN_CONTRAST, nearest_label, order_statistics, otsu_threshold
 
+#: Raised whenever the framed pixels change (2: the search's small copy is box-reduced first), so that training
+#: caches of framed images are built again rather than mixing two framings.
+VERSION = 2
 #: Crop side in multiples of the cell's longer side.
 CONTEXT = 1.5
 #: Side of the small copy the cell is searched on.

@@ -200,6 +200,22 @@ def test_training_never_opens_the_test_split(base_config, monkeypatch):
         load_split(base_config, read_manifest(base_config.manifest), base_config.data_root, "test", None, 24, None)
 
 
+def test_framed_training_caches_are_keyed_by_the_framing_version_unframed_ones_are_not(base_config, tmp_path,
+                                                                                      monkeypatch):
+    from bloodcell.transforms import DataConfig
+
+    config = replace(base_config, cache=True, cache_dir=str(tmp_path / "cache"))
+    manifest = read_manifest(config.manifest)
+
+    def key(framing: str, version: int) -> str:
+        monkeypatch.setattr(train_workflow, "FRAMING_VERSION", version)
+        split = load_split(config, manifest, config.data_root, "val", None, DataConfig(24, framing=framing), None)
+        return split.dataset.cache_key()
+
+    assert key("cell", 2) != key("cell", 3)  # framing changed its pixels: its caches are built again
+    assert key("none", 2) == key("none", 3)
+
+
 def test_staged_transfer_freezes_the_backbone_then_unfreezes_all_but_architecture_frozen(base_config):
     config = replace(base_config, model=TINY_FROZEN_STEM, epochs=2, freeze_epochs=1)
     seed_everything(config.seed)

@@ -26,6 +26,7 @@ from bloodcell.data.locate import dataset_root, manifest_images_root
 from bloodcell.data.manifest import Manifest, read_manifest
 from bloodcell.data.taxonomy import Taxonomy, get_taxonomy, labels_taxonomy
 from bloodcell.errors import ConfigError, DataError
+from bloodcell.framing import VERSION as FRAMING_VERSION
 from bloodcell.log import get_logger
 from bloodcell.models import create_model, get_model_entry
 from bloodcell.progress import track
@@ -88,9 +89,11 @@ def load_split(config: TrainConfig, manifest: Manifest, root: Path, split: str, 
         raise AssertionError(f"training code must never load the {split!r} split")
     cache_dir = _cache_dir(config)
     taxonomy = taxonomy if taxonomy is not None else resolve_taxonomy(config.taxonomy, manifest)
+    framed = data_config.framing != "none"  # a framed cache is keyed by the framing's version too
     dataset = ManifestDataset(manifest, split, taxonomy=taxonomy, root=root, transform=transform, cache_dir=cache_dir,
                               cache_size=staging_size(data_config.input_size) if cache_dir is not None else None,
-                              limit=limit, prepare=data_config.prepare, prepare_name=data_config.framing,
+                              limit=limit, prepare=data_config.prepare,
+                              prepare_name=f"{data_config.framing}-v{FRAMING_VERSION}" if framed else "none",
                               resize=data_config.resize)
     if not len(dataset):
         raise DataError(f"the manifest has no readable {split!r} images for taxonomy {config.taxonomy}")

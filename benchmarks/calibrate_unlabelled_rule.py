@@ -25,6 +25,7 @@ import itertools
 import json
 import shlex
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,7 @@ def cached(cache: Path, expected: set, shape: tuple) -> dict | None:
     try:
         with np.load(cache, allow_pickle=False) as stored:
             probs = {tuple(json.loads(k)): stored[k] for k in stored.files}
-    except (OSError, ValueError):
+    except (OSError, ValueError, zipfile.BadZipFile):  # unreadable or truncated: computed again
         return None
     good = set(probs) == expected and all(p.shape == shape and np.isfinite(p).all() for p in probs.values())
     return probs if good else None

@@ -130,6 +130,7 @@ def test_the_lab_answer_says_how_many_more_cells_of_each_type_the_bank_needs(cli
     assert "4 more lymphocyte" in status["why_not"] and "2 more neutrophil" in status["why_not"]
     machine = client_for()
     assert machine.get("/v1/lab/adaptation?lab=", headers={"X-API-Key": KEY}).json()["counts"] == status["counts"]
+    assert machine.get("/v1/lab/adaptation?lab=").status_code == 401
 
 
 def test_only_a_supervisor_or_admin_with_the_csrf_token_starts_it_and_too_few_cells_are_one_sentence(client_for):

@@ -125,3 +125,27 @@ def test_samples_lab_audit_prints_the_labs_own_trail(store, store_spec, people):
         ("sam", "adapt_started", "lab:north"), ("sam", "adapt_done", "lab:north")]
     table = CliRunner().invoke(app, ["samples", "lab-audit", "south", "--store", store_spec])
     assert table.exit_code == 0 and "\tada\tadapt_started\tlab:south\t" in table.output
+    empty = CliRunner().invoke(app, ["samples", "lab-audit", "west", "--store", store_spec])
+    assert empty.exit_code == 0 and empty.output.startswith("nothing recorded for lab 'west' yet")
+
+
+def test_a_stopped_job_and_its_late_ending_end_it_once_whichever_comes_first(store, people):
+    from bloodcell.store import adapt_jobs
+
+    job = start_job(store, "north", people["sam"], "north-adapted.safetensors")
+    with store.session() as session:
+        session.execute(update(AdaptationJob).values(heartbeat_at=utcnow() - timedelta(seconds=120)))
+    assert finish_job(store, job.id, message="done", figures={"cv_accuracy": 0.9}, sha256="ab" * 32) is not None
+    with store.session() as session:  # a stale heartbeat read after the job ended: left as it ended
+        session.execute(update(AdaptationJob).values(running_lab="north"))
+        adapt_jobs.fail_stopped(session, "north", stale_s=0)
+    with store.session() as session:
+        assert session.get(AdaptationJob, job.id).status == "done"
+    assert [e.action for e in _lab_audit(store, "north")] == ["adapt_started", "adapt_done"]
+
+    long_lab = "x" * 200  # as long as a lab name may be: its trail is its own
+    other = "x" * 199 + "y"
+    for lab in (long_lab, other):
+        start_job(store, lab, people["sam"], f"{lab[-1]}.safetensors")
+    with store.session() as session:
+        assert [len(lab_trail(session, lab)) for lab in (long_lab, other)] == [1, 1]

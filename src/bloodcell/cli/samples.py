@@ -103,7 +103,11 @@ def lab_audit(
 
     _format(format)
     with open_store(store).session() as session:
-        _print_trail(lab_trail(session, lab.strip()), format)
+        entries = lab_trail(session, lab.strip())
+        _print_trail(entries, format)
+    if not entries and format == "table":
+        typer.echo(f"nothing recorded for lab {lab.strip()!r} yet: it has adapted no classifier and chosen none "
+                   "(check the lab's name, as `samples show` gives it)")
 
 
 def _print_trail(entries, format: str) -> None:

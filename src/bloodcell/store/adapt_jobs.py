@@ -32,12 +32,16 @@ SERVICE = "bloodcell service"
 
 
 def fail_stopped(session: Session, lab: str, stale_s: float = STALE_S) -> None:
-    """Mark the lab's running job failed (:data:`STOPPED`) when its heartbeat is older than ``stale_s`` seconds."""
+    """Mark the lab's running job failed (:data:`STOPPED`) when its heartbeat is older than ``stale_s`` seconds
+    (one conditional update: a job that ended or beat meanwhile is left as it is)."""
     cutoff = utcnow() - timedelta(seconds=stale_s)
-    stopped = session.scalars(select(AdaptationJob).where(AdaptationJob.running_lab == lab,
-                                                          AdaptationJob.heartbeat_at < cutoff)).all()
-    for job in stopped:
-        job.status, job.message, job.finished_at, job.running_lab = "failed", STOPPED, utcnow(), None
+    stopped = session.scalars(update(AdaptationJob)
+                              .where(AdaptationJob.running_lab == lab, AdaptationJob.status == "running",
+                                     AdaptationJob.heartbeat_at < cutoff)
+                              .values(status="failed", message=STOPPED, finished_at=utcnow(), running_lab=None)
+                              .returning(AdaptationJob.id)).all()
+    for job_id in stopped:
+        job = session.get(AdaptationJob, job_id, populate_existing=True)
         record(session, SERVICE, "adapt_failed", lab_target(lab), None, {**job_state(job), "job": job.id})
 
 
@@ -82,16 +86,18 @@ def finish_job(store, job_id: int, *, message: str, figures: dict[str, Any] | No
                sha256: str | None = None) -> AdaptationJob | None:
     """End a running job: done with its ``figures`` and its model file's ``sha256``, or failed (no figures) with the
     sentence ``message``; audited under the name of who started it. None when the job no longer runs (it was found
-    stopped, :data:`STOPPED`, while this process went on): its ending as recorded and audited stays."""
+    stopped, :data:`STOPPED`, while this process went on): its ending as recorded and audited stays. One conditional
+    update, so that a job found stopped at the same moment ends once, one way."""
+    status = "failed" if figures is None else "done"
     with store.session() as session:
-        job = session.scalars(select(AdaptationJob).where(AdaptationJob.id == job_id,
-                                                          AdaptationJob.status == "running").with_for_update()).first()
-        if job is None:
+        ended = session.execute(update(AdaptationJob).where(AdaptationJob.id == job_id,
+                                                            AdaptationJob.status == "running")
+                                .values(status=status, message=message, figures=figures, finished_at=utcnow(),
+                                        running_lab=None, model_sha256=sha256 if figures is not None else None))
+        if ended.rowcount != 1:
             return None
-        job.status = "failed" if figures is None else "done"
-        job.message, job.figures, job.finished_at, job.running_lab = message, figures, utcnow(), None
-        job.model_sha256 = sha256 if figures is not None else None
-        record(session, job.started_by, f"adapt_{job.status}", lab_target(job.lab), None,
+        job = session.get(AdaptationJob, job_id, populate_existing=True)
+        record(session, job.started_by, f"adapt_{status}", lab_target(job.lab), None,
                {**job_state(job), "job": job.id})
     return job
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from sqlalchemy import event, select
@@ -25,8 +26,10 @@ def trail(session: Session, sample: Sample) -> list[AuditEntry]:
 
 
 def lab_target(lab: str) -> str:
-    """The target the audit trail names a lab's own entries by (its adapting jobs, the classifier it counts with)."""
-    return f"lab:{lab}"[:200]
+    """The target the audit trail names a lab's own entries by (its adapting jobs, the classifier it counts with); a
+    name too long for the column is named by its SHA-256, so that two long names never share a trail."""
+    target = f"lab:{lab}"
+    return target if len(target) <= 200 else f"lab-sha256:{hashlib.sha256(lab.encode()).hexdigest()}"
 
 
 def lab_trail(session: Session, lab: str) -> list[AuditEntry]:

@@ -93,9 +93,10 @@ def entropy_steps(model: nn.Module, batches: Iterable[torch.Tensor], lr: float =
 def entropy_tuned(model: nn.Module, batches: Iterable[torch.Tensor], lr: float = 1e-3,
                   diversity: float = 0.0) -> nn.Module:
     """``model`` after every step of :func:`entropy_steps` on ``batches`` (a copy; ``model`` is left unchanged)."""
-    out = copy.deepcopy(model).eval()
+    out = None
     for out in entropy_steps(model, batches, lr, diversity):
         pass
+    out = copy.deepcopy(model).eval() if out is None else out  # no batch: no step
     for parameter in out.parameters():
         parameter.requires_grad_(False)
     return out

@@ -8,9 +8,12 @@ for speed). Each model is timed end to end through ``Classifier.predict`` on rea
 also on the model call alone (``model_images_per_second``, preprocessed batches) and, for a
 model with a calibrated guard, end to end without it. Each figure is the median of
 ``--repeats`` passes. The end-to-end passes also give the process's CPU time per image
-(``cpu_ms_per_image``, all threads), and the speed-ups are given from it as well: on a shared
-machine, the load can change between one model's passes and the next model's, which moves
-images/s far more than CPU time.
+(``cpu_ms_per_image``, all threads), and the speed-ups are given from it as well.
+
+The end-to-end passes are taken in rounds: each round times one pass of every model and engine, one after
+the other, so that all of them meet the same machine (on this shared VM the speed of a core drifts by 10-20 %
+within minutes, with or without other jobs); the speed-ups are the median over rounds of each round's ratio
+(``speedup_vs_resnet50_224``), with each round's ratio kept (``..._rounds``).
 
     python benchmarks/predict_speed.py [--images 512] [--threads 2] [--batch-size 32] [--repeats 3]
         [--engines torch onnx int8] [--models pbc8 resnet50 vgg16]
@@ -61,33 +64,32 @@ def _random_checkpoint(name: str, folder: Path, input_size: int | None) -> Path:
     return save_checkpoint(folder / f"{name}.safetensors", model, CheckpointMeta(model_name=name, data_config=model.data_config))
 
 
-def _rates(run, images: int, repeats: int, cpu: list[float] | None = None) -> list[float]:
-    """Images/s of ``repeats`` timed calls of ``run`` (each handles ``images`` images); with ``cpu``, also appends
-    each call's CPU time per image in ms (all of this process's threads) to it."""
+def _rates(run, images: int, repeats: int) -> list[float]:
+    """Images/s of ``repeats`` timed calls of ``run`` (each handles ``images`` images)."""
     rates = []
     for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
+        start = time.perf_counter()
         run()
         rates.append(round(images / (time.perf_counter() - start), 2))
-        if cpu is not None:
-            cpu.append(round((time.process_time() - start_cpu) / images * 1000, 3))
     return rates
 
 
-def _time(checkpoint: Path, engine: str, files: list[Path], threads: int, batch_size: int, repeats: int) -> dict:
-    """End-to-end and model-only images/s; each figure is the median of ``repeats`` timed passes."""
+def _timed_pass(run, images: int) -> tuple[float, float]:
+    """(images/s, CPU time per image in ms, all of this process's threads) of one call of ``run``."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    run()
+    return round(images / (time.perf_counter() - start), 2), round((time.process_time() - start_cpu) / images * 1000, 3)
+
+
+def _prepare(checkpoint: Path, engine: str, files: list[Path], threads: int, batch_size: int,
+             repeats: int) -> tuple[dict, dict]:
+    """Load a model, warm it up and time the model call alone; returns the run's figures so far and its passes."""
     from bloodcell.data.images import read_image
     from bloodcell.inference.predictor import load
 
     classifier = load(checkpoint, engine=engine, num_threads=threads)
     paths = [str(p) for p in files]
     results = classifier.predict(paths, batch_size=batch_size)  # warm-up: also brings the files into the page cache
-    cpu: list[float] = []
-    end_to_end = _rates(lambda: classifier.predict(paths, batch_size=batch_size), len(paths), repeats, cpu)
-    guarded = classifier.guard is not None
-    without_guard = None
-    if guarded:  # the same runs without the out-of-distribution guard, to show what it costs
-        without_guard = _rates(lambda: classifier.predict(paths, batch_size=batch_size, guard=False), len(paths), repeats)
     batch = classifier.preprocess([read_image(p) for p in paths[:batch_size]])
     rounds = max(1, len(paths) // batch_size)
 
@@ -99,28 +101,47 @@ def _time(checkpoint: Path, engine: str, files: list[Path], threads: int, batch_
             for _ in range(rounds):
                 classifier.backend.run(batch)
 
-    model = _rates(model_only, rounds * len(batch), repeats)
+    guarded = classifier.guard is not None
+    passes = {"end_to_end": lambda: classifier.predict(paths, batch_size=batch_size)}
+    if guarded:  # the same passes without the out-of-distribution guard, to show what it costs
+        passes["without_guard"] = lambda: classifier.predict(paths, batch_size=batch_size, guard=False)
     return {
         "engine": engine,
-        "model_images_per_second": statistics.median(model),
+        "model_images_per_second": statistics.median(_rates(model_only, rounds * len(batch), repeats)),
         "images": len(paths),
         "errors": sum(r.error is not None for r in results),
-        "images_per_second": statistics.median(end_to_end),
-        "images_per_second_runs": end_to_end,
-        "cpu_ms_per_image": statistics.median(cpu),
         "input_size": classifier.data_config.input_size,
         "ood_guard": guarded,
-        "images_per_second_without_ood_guard": statistics.median(without_guard) if guarded else None,
-    }
+    }, passes
 
 
-def _speedups(runs: list[dict], figure: str = "images_per_second", inverse: bool = False) -> dict[str, float]:
-    """End-to-end images/s of each bundled-model engine over resnet50 at 224 on each engine (with ``inverse``, the
-    ratio of resnet50's ``figure`` to the bundled model's: for CPU time per image)."""
+def _time_rounds(runs: list[tuple[dict, dict]], repeats: int) -> None:
+    """Fill each run's end-to-end figures from ``repeats`` rounds, each timing one pass of every run in turn."""
+    for run, _ in runs:
+        run.update(images_per_second_runs=[], cpu_ms_per_image_runs=[])
+    without: dict[int, list[float]] = {}
+    for _ in range(repeats):
+        for index, (run, passes) in enumerate(runs):
+            rate, cpu = _timed_pass(passes["end_to_end"], run["images"])
+            run["images_per_second_runs"].append(rate)
+            run["cpu_ms_per_image_runs"].append(cpu)
+            if "without_guard" in passes:
+                without.setdefault(index, []).append(_timed_pass(passes["without_guard"], run["images"])[0])
+    for index, (run, _) in enumerate(runs):
+        run["images_per_second"] = statistics.median(run["images_per_second_runs"])
+        run["cpu_ms_per_image"] = statistics.median(run["cpu_ms_per_image_runs"])
+        run["images_per_second_without_ood_guard"] = statistics.median(without[index]) if index in without else None
+
+
+def _speedups(runs: list[dict], figure: str = "images_per_second_runs", inverse: bool = False) -> dict:
+    """Per pair of a bundled-model engine and a resnet50-at-224 engine: the median over rounds of the bundled model's
+    end-to-end images/s over resnet50's in the same round (with ``inverse``, resnet50's ``figure`` over the bundled
+    model's: for CPU time per image), and each round's ratio."""
     bundled = {r["engine"]: r[figure] for r in runs if r["model"].startswith("pbc8")}
     resnet = {r["engine"]: r[figure] for r in runs if r["model"].startswith("resnet50")}
-    return {f"pbc8 {mine} / resnet50 {theirs}": round(b / a if inverse else a / b, 2)
-            for mine, a in bundled.items() for theirs, b in resnet.items()}
+    ratios = {f"pbc8 {mine} / resnet50 {theirs}": [round(b / a if inverse else a / b, 2) for a, b in zip(mine_runs, theirs_runs)]
+              for mine, mine_runs in bundled.items() for theirs, theirs_runs in resnet.items()}
+    return {pair: statistics.median(rounds) for pair, rounds in ratios.items()}, ratios
 
 
 def main() -> None:
@@ -128,7 +149,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per figure; the median is reported")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per figure (end to end: rounds of one pass of every model); the median is reported")
     parser.add_argument("--engines", nargs="+", choices=("torch", "onnx", "int8"), default=["torch", "onnx", "int8"],
                         help="engines to time (int8: the bundled model's static int8 ONNX export)")
     parser.add_argument("--models", nargs="+", choices=("pbc8", "resnet50", "vgg16"),
@@ -144,7 +165,7 @@ def main() -> None:
     from bloodcell.weights import WEIGHTS_DIR
 
     files = _pbc_files(args.images)
-    runs = []
+    prepared = []
     with tempfile.TemporaryDirectory() as tmp:
         models = []
         bundled = WEIGHTS_DIR / "pbc8.safetensors"
@@ -156,19 +177,22 @@ def main() -> None:
             models.append(("khalil2022-vgg16 (random init)", _random_checkpoint("khalil2022-vgg16", Path(tmp), None)))
         for label, checkpoint in models:
             for engine in [e for e in ("torch", "onnx") if e in args.engines]:
-                run = {"model": label, **_time(checkpoint, engine, files, args.threads, args.batch_size, args.repeats)}
-                print(json.dumps(run))
-                runs.append(run)
+                run, passes = _prepare(checkpoint, engine, files, args.threads, args.batch_size, args.repeats)
+                prepared.append(({"model": label, **run}, passes))
             if checkpoint == bundled and "int8" in args.engines:
                 from bloodcell.inference.onnx import export_onnx
                 from bloodcell.workflows.calibrate import int8_calibration_batches
 
                 batches = int8_calibration_batches(bundled, "pbc-seed0")
                 int8 = export_onnx(bundled, Path(tmp) / "pbc8-int8.onnx", int8=True, calibration=batches)
-                run = {"model": label, **_time(int8, "onnx", files, args.threads, args.batch_size, args.repeats),
-                       "engine": "onnx int8 (static QDQ)"}
-                print(json.dumps(run))
-                runs.append(run)
+                run, passes = _prepare(int8, "onnx", files, args.threads, args.batch_size, args.repeats)
+                prepared.append(({"model": label, **run, "engine": "onnx int8 (static QDQ)"}, passes))
+        _time_rounds(prepared, args.repeats)
+    runs = [run for run, _ in prepared]
+    for run in runs:
+        print(json.dumps(run))
+    speedups, speedup_rounds = _speedups(runs)
+    cpu_speedups, cpu_speedup_rounds = _speedups(runs, "cpu_ms_per_image_runs", inverse=True)
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "commit": git_commit() or "unknown",
@@ -179,9 +203,11 @@ def main() -> None:
         "batch_size": args.batch_size,
         "repeats": args.repeats,
         "runs": runs,
-        "speedup_vs_resnet50_224": _speedups(runs),
-        # the same from CPU time per image, which other work on the machine changes less than wall-clock time
-        "speedup_vs_resnet50_224_cpu_time": _speedups(runs, "cpu_ms_per_image", inverse=True),
+        "speedup_vs_resnet50_224": speedups,
+        "speedup_vs_resnet50_224_rounds": speedup_rounds,
+        # the same from CPU time per image
+        "speedup_vs_resnet50_224_cpu_time": cpu_speedups,
+        "speedup_vs_resnet50_224_cpu_time_rounds": cpu_speedup_rounds,
     }
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2) + "\n")

@@ -139,7 +139,8 @@ def _speedups(runs: list[dict], figure: str = "images_per_second_runs", inverse:
     model's: for CPU time per image), and each round's ratio."""
     bundled = {r["engine"]: r[figure] for r in runs if r["model"].startswith("pbc8")}
     resnet = {r["engine"]: r[figure] for r in runs if r["model"].startswith("resnet50")}
-    ratios = {f"pbc8 {mine} / resnet50 {theirs}": [round(b / a if inverse else a / b, 2) for a, b in zip(mine_runs, theirs_runs)]
+    ratios = {f"pbc8 {mine} / resnet50 {theirs}":
+              [round(b / a if inverse else a / b, 2) for a, b in zip(mine_runs, theirs_runs)]
               for mine, mine_runs in bundled.items() for theirs, theirs_runs in resnet.items()}
     return {pair: statistics.median(rounds) for pair, rounds in ratios.items()}, ratios
 
@@ -149,7 +150,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per figure (end to end: rounds of one pass of every model); the median is reported")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed passes per figure (end to end: rounds of one pass of every model); the median is reported")
     parser.add_argument("--engines", nargs="+", choices=("torch", "onnx", "int8"), default=["torch", "onnx", "int8"],
                         help="engines to time (int8: the bundled model's static int8 ONNX export)")
     parser.add_argument("--models", nargs="+", choices=("pbc8", "resnet50", "vgg16"),

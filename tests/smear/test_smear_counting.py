@@ -304,6 +304,10 @@ def test_typing_record_measures_held_out_bccd_cells_and_the_report_quotes_it(tin
     classifier = load(checkpoint, num_threads=1)
     assert typing_summary(classifier)["held_out_smears"] == 2
     assert "of 2 held-out smears" in render_report(_count([_smear()], classifier=classifier, detector="classical").document())
+    from bloodcell.inference.onnx import export_onnx
+
+    exported = load(export_onnx(checkpoint, tmp_path / "model.onnx"), num_threads=1)  # the record travels with it
+    assert typing_summary(exported)["held_out_smears"] == 2
 
 
 def test_counting_skips_the_single_cell_guard_for_detected_white_cells(tiny_classifier):

@@ -288,6 +288,9 @@ def test_an_adapted_checkpoint_with_gated_classes_loads_scores_and_exports_as_on
     size = torch_engine.data_config.input_size
     pixels = np.random.default_rng(0).uniform(-2, 2, (12, 3, size, size)).astype(np.float32)
     np.testing.assert_allclose(onnx_engine.score(pixels)[0], torch_engine.score(pixels)[0], atol=1e-4)
+    from bloodcell.smear.typing import typing_summary
+
+    assert typing_summary(onnx_engine)["adapted_to"] == typing_summary(torch_engine)["adapted_to"]  # its trust line too
     original = load(model)
     called = original.probabilities(original.score(pixels)[0]).argmax(1)
     gated = np.isin(called, [PBC_CLASSES.index(n) for n in result.gated])

@@ -50,6 +50,9 @@ def onnx_document(meta: dict[str, Any], source_sha256: str | None = None) -> dic
         "temperature": float(meta.get("temperature", 1.0)),
         "ood": meta.get("ood"),
         "metrics": meta.get("metrics", {}),
+        # what reports quote of how well it types other labs' cells (validated where read: smear.typing)
+        "smear_typing": meta.get("smear_typing"),
+        "adaptation": meta.get("adaptation"),
         "bloodcell_version": meta.get("bloodcell_version"),
         "source_checkpoint_sha256": source_sha256,
     }

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from bloodcell.checkpoint import read_checkpoint_meta
+from bloodcell.inference.onnx import read_document
 
 
 def typing_summary(classifier) -> dict[str, Any]:
@@ -13,8 +14,8 @@ def typing_summary(classifier) -> dict[str, Any]:
     typing-records job), how well it typed held-out smears of another lab; plus an adaptation, if any."""
     source = getattr(classifier, "source", None)
     summary: dict[str, Any] = {"typer": Path(source).name if source else None}
-    if source and Path(source).suffix == ".safetensors":
-        meta = read_checkpoint_meta(source)
+    meta = _recorded_meta(classifier, source) if source else {}
+    if meta:
         recorded = meta.get("smear_typing") if isinstance(meta.get("smear_typing"), dict) else {}
         summary.update({k: recorded[k] for k, fits in _RECORDED.items() if k in recorded and fits(recorded[k])})
         adaptation = meta["adaptation"] if isinstance(meta.get("adaptation"), dict) else {}
@@ -26,6 +27,16 @@ def typing_summary(classifier) -> dict[str, Any]:
         if isinstance(cells, dict) and all(_count(n) for n in cells.values()):
             summary["adapted_cells"] = sum(cells.values())
     return summary
+
+
+def _recorded_meta(classifier, source: str) -> dict[str, Any]:
+    """The metadata of the checkpoint or ONNX file the classifier was loaded from (empty for anything else)."""
+    suffix = Path(source).suffix
+    if suffix == ".safetensors":
+        return read_checkpoint_meta(source)
+    if suffix == ".onnx" and hasattr(classifier.backend, "metadata"):
+        return read_document(classifier.backend, source)
+    return {}
 
 
 def _count(value: Any) -> bool:

@@ -240,6 +240,24 @@ def test_ctrl_c_in_predict_says_what_was_written_and_resume_finishes(monkeypatch
     assert len(_rows(out)) == 4
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_resume_refuses_results_made_with_another_model_or_options(tmp_path, checkpoint, suffix):
+    folder = _cells(tmp_path / "cells", ["a.png", "b.png"])
+    out = tmp_path / f"p{suffix}"
+    assert _predict(checkpoint, folder, "--output", out).exit_code == 0
+    before = out.read_bytes()
+    assert all("tiny.safetensors sha256:" in row["made_with"] and "tta=False" in row["made_with"] for row in _rows(out))
+    other = save_tiny(tmp_path / "other.safetensors", note="another model")
+    for changed in (["--tta"], ["--refer-below", "0.9"], ["--top-k", "2"]):
+        refused = _predict(checkpoint, folder, "--output", out, "--resume", *changed)
+        assert "holds results made with tiny.safetensors" in str(refused.exception), changed  # one sentence (main)
+    refused = runner.invoke(app, ["predict", str(folder), "--model", str(other), "--output", str(out), "--resume"])
+    assert "rerun with that model and those options, or without --resume" in str(refused.exception)
+    assert out.read_bytes() == before  # nothing mixed in
+    same = _predict(checkpoint, folder, "--output", out, "--resume")
+    assert same.exit_code == 0 and "2 kept from the earlier run" in same.output
+
+
 def test_a_killed_predict_leaves_a_part_file_that_resume_reads(tmp_path):
     from bloodcell.inference.records import partial_path, read_records
 
@@ -283,6 +301,32 @@ def test_ctrl_c_in_count_says_what_was_finished_and_resume_counts_only_the_rest(
     assert len(counted) == 2  # b and c only
     with (out / "samples.csv").open(newline="") as handle:
         assert [row["sample_id"] for row in csv.DictReader(handle)] == ["a", "b", "c"]
+
+
+def test_count_resume_refuses_samples_and_photos_counted_with_another_model_or_options(monkeypatch, tmp_path,
+                                                                                       checkpoint):
+    samples = tmp_path / "samples"
+    for index, name in enumerate("ab"):
+        cell_png(samples / name / f"smear_{name}.png", seed=index, size=96)
+    cell_png(samples / "b" / "smear_b2.png", seed=5, size=96)
+    _counting(monkeypatch, stop_after=2)  # a finished, b stopped after one of its two photos
+    out = tmp_path / "counts"
+    args = ["count", str(samples), "--output", str(out), "--detector", "classical", "--model", str(checkpoint)]
+    assert runner.invoke(app, args).exit_code == 130
+    assert "made_with" in json.loads((out / "a" / "counts.json").read_text())
+    other = save_tiny(tmp_path / "other.safetensors", note="another model")
+    for changed in (["--tta"], ["--refer-below", "0.9"], ["--model", str(other)]):
+        counted = _counting(monkeypatch)
+        refused = runner.invoke(app, [*args, "--resume", *changed])
+        assert "rerun with that model and those options, or without --resume" in str(refused.exception), changed
+        assert not counted  # nothing counted, nothing mixed in
+    (out / "a" / "counts.json").unlink()  # only b's logged photo is left to refuse
+    counted = _counting(monkeypatch)
+    refused = runner.invoke(app, [*args, "--resume", "--tta"])
+    assert f"{out / 'b'} was counted with classifier tiny.safetensors" in str(refused.exception)
+    assert not counted  # refused before a was counted again
+    counted = _counting(monkeypatch)
+    assert runner.invoke(app, [*args, "--resume"]).exit_code == 0 and len(counted) == 2  # a again, and b's second
 
 
 def test_a_full_disk_anywhere_else_is_one_sentence(monkeypatch, capsys):

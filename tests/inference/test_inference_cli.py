@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from bloodcell.cli.main import app
 
-EXPECTED_COLUMNS = ["path", "label", "confidence", "referred", "top_k", "error", "reason", "note", "sha256"]
+EXPECTED_COLUMNS = ["path", "label", "confidence", "referred", "top_k", "error", "reason", "note", "sha256", "made_with"]
 
 
 @pytest.fixture(scope="module")

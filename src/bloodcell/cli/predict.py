@@ -55,11 +55,12 @@ def predict(
 
         torch.set_num_threads(threads)
     classifier = load(model, engine=engine.value, num_threads=threads)
-    kept = _resumable(inputs, output) if resume else []
+    made_with = _made_with(classifier, top_k, refer_below, tta) if output is not None else None
+    kept = _resumable(inputs, output, made_with) if resume else []
     results: list[Prediction] = []
     try:
-        _classify(classifier, inputs, output, results, kept, top_k=top_k, refer_below=refer_below, tta=tta,
-                  batch_size=batch_size)
+        _classify(classifier, inputs, output, results, kept, made_with, top_k=top_k, refer_below=refer_below,
+                  tta=tta, batch_size=batch_size)
         if explain is not None:
             _write_explanations(classifier, results, explain)
     except KeyboardInterrupt:
@@ -67,20 +68,35 @@ def predict(
     _summarise(results, inputs, output, len(kept))
 
 
-def _resumable(inputs: Inputs, output: Path) -> list[dict]:
-    """The earlier run's records of files unchanged since (by SHA-256); their paths leave ``inputs``."""
+def _made_with(classifier: Classifier, top_k: int, refer_below: float | None, tta: bool) -> str:
+    """How this run makes its results: the model file and its SHA-256, and the options that change a result."""
+    from bloodcell.provenance import file_sha256
+
+    source = Path(classifier.source)
+    return f"{source.name} sha256:{file_sha256(source)[:16]} top_k={top_k} refer_below={refer_below} tta={tta}"
+
+
+def _resumable(inputs: Inputs, output: Path, made_with: str) -> list[dict]:
+    """The earlier run's records of files unchanged since (by SHA-256); their paths leave ``inputs``. ConfigError
+    when the earlier run made its results another way (another model or options): they would be mixed in."""
     from bloodcell.data.inputs import input_sha256
     from bloodcell.inference.records import read_records
 
+    earlier = read_records(output)
+    others = sorted(str(r["made_with"] or "") for r in earlier if r["made_with"] != made_with)
+    if others:
+        raise ConfigError(f"--resume: {name_text(str(output))} holds results made with "
+                          f"{others[-1] or 'a model and options it does not record'}, not {made_with}; rerun with "
+                          "that model and those options, or without --resume to start over")
     hashes = {name_text(str(p)): input_sha256(p) for p in inputs.paths}
-    kept = [r for r in read_records(output) if hashes.get(r["path"]) == r["sha256"]]
+    kept = [r for r in earlier if hashes.get(r["path"]) == r["sha256"]]
     done = {r["path"] for r in kept}
     inputs.paths = [p for p in inputs.paths if name_text(str(p)) not in done]
     return kept
 
 
 def _classify(classifier: Classifier, inputs: Inputs, output: Path | None, results: list[Prediction],
-              kept: list[dict], **options) -> None:
+              kept: list[dict], made_with: str | None, **options) -> None:
     """Predictions of the inputs' paths into ``results``; written to ``output`` batch by batch when given (after the
     ``kept`` records of an earlier run and a row with the error of each unusable folder entry), else printed."""
     from bloodcell.data.inputs import input_sha256
@@ -95,7 +111,7 @@ def _classify(classifier: Classifier, inputs: Inputs, output: Path | None, resul
     with RecordWriter(output) as writer:
         writer.write(kept + [{"path": path, "error": reason} for path, reason in inputs.problems])
         for batch in batches:
-            writer.write([{**r.to_record(), "sha256": input_sha256(r.path)} for r in batch])
+            writer.write([{**r.to_record(), "sha256": input_sha256(r.path), "made_with": made_with} for r in batch])
             results += batch
 
 

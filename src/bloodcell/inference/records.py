@@ -15,8 +15,9 @@ from bloodcell.errors import DataError
 from bloodcell.outputs import check_output_file
 from bloodcell.writing import name_text, write_failed
 
-#: CSV/JSON fields of a prediction, in output order.
-RECORD_FIELDS = ("path", "label", "confidence", "referred", "top_k", "error", "reason", "note", "sha256")
+#: CSV/JSON fields of a prediction, in output order (``made_with``: the model file, its SHA-256 and the options that
+#: change a result, so that a resumed run keeps only results made the same way).
+RECORD_FIELDS = ("path", "label", "confidence", "referred", "top_k", "error", "reason", "note", "sha256", "made_with")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 RECORD_SUFFIXES = (".csv", ".json")
 

@@ -32,7 +32,7 @@ from bloodcell.data.boxes import SMEAR_LABELS
 from bloodcell.data.images import scan_folder
 from bloodcell.data.smears import labels_beside
 from bloodcell.data.tables import read_csv
-from bloodcell.errors import DataError, OutputError
+from bloodcell.errors import ConfigError, DataError, OutputError
 from bloodcell.data.inputs import Inputs, collect_inputs, input_sha256
 from bloodcell.inference.predictor import DEFAULT_REFER_BELOW
 from bloodcell.metrics.detection import coco_ap50, evaluate_counts
@@ -111,15 +111,16 @@ def samples_from_csv(path: str | Path) -> list[Sample]:
 
 def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_below: float | None,
                  cell_size_px: float | None, typing_unavailable: str | None, resume: bool = False,
-                 tta: bool = False) -> SampleResult:
+                 tta: bool = False, made_with: str | None = None) -> SampleResult:
     """Count one sample's photos into ``out`` (annotated PNGs written photo by photo) with the one counting loop;
     writes counts.json and report.md and returns the counted sample.
 
     Photo paths are written as text (:func:`~bloodcell.writing.name_text`) with each photo's SHA-256. Each
     counted photo is also logged to :data:`PROGRESS` until counts.json is written; with ``resume`` the photos
-    logged by an interrupted run (unchanged, annotated PNG present) are kept, not counted again."""
+    logged by an interrupted run (unchanged, annotated PNG present) are kept, not counted again, when that run
+    counted them the same way (``made_with``, :func:`made_with`; ConfigError otherwise)."""
     (out / "annotated").mkdir(parents=True, exist_ok=True)
-    kept = _logged_photos(out, sample) if resume else {}
+    kept = _logged_photos(out, sample, made_with) if resume else {}
     used = {Path(photo.annotated_png or "").name for photo in kept.values()}
     files = {name_text(str(photo)): photo for photo in sample.photos}
     with _progress_log(out, keep=resume) as log:
@@ -128,7 +129,7 @@ def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_
             name = output_name(files[photo.path].stem, ".png", used)
             save_image(photo.annotated, out / "annotated" / name)
             photo.annotated, photo.annotated_png = None, f"annotated/{name}"
-            log(photo.entry())
+            log({**photo.entry(), "made_with": made_with})
 
         result = count_photos(sample.photos, partial(count_image, classifier=classifier, detector=detector,
                                                      refer_below=refer_below, cell_size_px=cell_size_px, tta=tta),
@@ -139,7 +140,8 @@ def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_
     result.errors[:0] = [CountError(path=name_text(p), error=reason) for p, reason in sample.problems]
     doc = result.document()
     write_report(doc, out / "report.md", sample.sample_id)
-    write_text(out / COUNTS, json.dumps(doc, indent=2) + "\n")  # last: it marks the sample done
+    recorded = {**doc, "made_with": made_with} if made_with else doc
+    write_text(out / COUNTS, json.dumps(recorded, indent=2) + "\n")  # last: it marks the sample done
     (out / PROGRESS).unlink(missing_ok=True)
     return result
 
@@ -159,9 +161,26 @@ def _progress_log(out: Path, keep: bool) -> Iterator[Callable[[dict[str, Any]], 
         raise write_failed(path, exc, "the annotated photos finished are kept") from None
 
 
-def _logged_photos(out: Path, sample: Sample) -> dict[str, PhotoCount]:
+def made_with(classifier, detector: str, refer_below: float | None, cell_size_px: float | None, tta: bool) -> str:
+    """How a run counts: the white-cell classifier and detector files (name, SHA-256) and the options that change a
+    count, so that a resumed run keeps only what was counted the same way."""
+    typer, typer_sha = classifier_used(classifier) if classifier is not None else (None, None)
+    finder, finder_sha = detector_used(detector)
+    return (f"classifier {typer} sha256:{(typer_sha or '')[:16]}, detector {finder} sha256:{(finder_sha or '')[:16]}, "
+            f"refer_below={refer_below} cell_size_px={cell_size_px} tta={tta}")
+
+
+def _check_made_with(recorded: Any, made_with: str | None, where: Path) -> None:
+    """ConfigError when an earlier run's ``recorded`` way of counting is not this run's."""
+    if made_with is not None and recorded != made_with:
+        raise ConfigError(f"--resume: {name_text(str(where))} was counted with "
+                          f"{recorded if isinstance(recorded, str) else 'a classifier and options it does not record'}, "
+                          f"not {made_with}; rerun with that model and those options, or without --resume to start over")
+
+
+def _logged_photos(out: Path, sample: Sample, made_with: str | None = None) -> dict[str, PhotoCount]:
     """The entries an interrupted run logged for photos of ``sample`` unchanged since (by SHA-256) whose annotated
-    PNG is there, by path; a line cut short by a crash is left out."""
+    PNG is there, by path; a line cut short by a crash is left out (ConfigError: counted another way)."""
     try:
         lines = (out / PROGRESS).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
@@ -170,9 +189,11 @@ def _logged_photos(out: Path, sample: Sample) -> dict[str, PhotoCount]:
     kept = {}
     for line in lines:
         try:
-            entry = PhotoCount.model_validate(parse_json(line, str(out / PROGRESS)))
+            raw = parse_json(line, str(out / PROGRESS))
+            entry = PhotoCount.model_validate(raw)
         except (DataError, ValidationError):
             continue
+        _check_made_with(raw.get("made_with"), made_with, out)
         if entry.path not in wanted:
             continue
         annotated = entry.annotated_png or ""
@@ -182,14 +203,16 @@ def _logged_photos(out: Path, sample: Sample) -> dict[str, PhotoCount]:
     return kept
 
 
-def counted_before(sample: Sample, out: Path) -> SampleResult | None:
+def counted_before(sample: Sample, out: Path, made_with: str | None = None) -> SampleResult | None:
     """The counted sample an earlier run finished in ``out`` (its counts.json, validated) for exactly this sample's
-    photos, unchanged since (by SHA-256); None when there is none or it differs."""
+    photos, unchanged since (by SHA-256); None when there is none or it differs; ConfigError when it was counted
+    another way (``made_with``)."""
     try:
-        result = SampleResult.model_validate(parse_json(read_text(out / COUNTS, "counts", MAX_JSON_BYTES),
-                                                        str(out / COUNTS)))
+        raw = parse_json(read_text(out / COUNTS, "counts", MAX_JSON_BYTES), str(out / COUNTS))
+        result = SampleResult.model_validate(raw)
     except (DataError, ValidationError):
         return None
+    _check_made_with(raw.get("made_with"), made_with, out)
     hashes = {photo.path: photo.sha256 for photo in result.images}
     wanted = {name_text(str(photo)): photo for photo in sample.photos}
     failed = {error.path for error in result.errors}
@@ -278,8 +301,12 @@ def count_samples(samples: list[Sample], output: str | Path, classifier=None, *,
     output = check_output_folder(output, "counts")
     folder_of = {sample.sample_id: output / folders[sample.sample_id] if len(samples) > 1 else output
                  for sample in samples}
+    way = made_with(classifier, detector, refer_below, cell_size_px, tta)
     before = {sample.sample_id: result for sample in samples
-              if resume and (result := counted_before(sample, folder_of[sample.sample_id])) is not None}
+              if resume and (result := counted_before(sample, folder_of[sample.sample_id], way)) is not None}
+    for sample in samples:  # photos logged by an interrupted run another way are refused before anything is counted
+        if resume and sample.sample_id not in before:
+            _logged_photos(folder_of[sample.sample_id], sample, way)
     kept: set[str] = set()
     if store is not None:
         with store.session() as session:
@@ -292,7 +319,7 @@ def count_samples(samples: list[Sample], output: str | Path, classifier=None, *,
         try:
             result = before.get(sample.sample_id) or count_sample(
                 sample, folder, classifier, detector=detector, refer_below=refer_below, cell_size_px=cell_size_px,
-                typing_unavailable=typing_unavailable, resume=resume, tta=tta)
+                typing_unavailable=typing_unavailable, resume=resume, tta=tta, made_with=way)
             rows.append(sample_row(result))
             write_samples_csv(rows, output)  # after each sample, so finished samples survive a later failure
         except OutputError as exc:

@@ -177,3 +177,35 @@ def test_load_counter_counts_a_sample_and_reviews_it_from_python(tiny_model):
     assert reviewed.report["referred"] == 2
     assert [name.split("/")[0] for name, _ in reviewed.cells()] == ["monocyte"]
     assert "relabel" in reviewed.corrections_csv() and reviewed.labelstudio()[0]["data"]["image"] == "image-1"
+
+
+def test_review_export_all_gives_every_white_cell_and_an_unfamiliar_labs_sample_gets_them_anyway(tmp_path, tiny_model):
+    """Issue 26 item 4: a lab builds its cell bank from every reviewed cell, not only the referred ones."""
+    from bloodcell.workflows.review import export_review
+
+    photos = tmp_path / "samples" / "S-18"
+    photos.mkdir(parents=True)
+    _smear(wbc=2).save(photos / "one.png")
+    out = tmp_path / "counts"
+    assert CliRunner().invoke(app, ["count", str(photos), "-o", str(out), "--detector", "classical", "--model",
+                                    str(tiny_model), "--refer-below", "0"]).exit_code == 0
+    plain = export_review(out, tmp_path / "r0")
+    every = export_review(out, tmp_path / "r1", every_cell=True)
+    assert len(every) == 2 and len(plain) < len(every) and {i.id for i in plain} <= {i.id for i in every}
+    doc = json.loads((out / "counts.json").read_text())
+    doc["sample"]["lab_check"] = {"checked": 2, "unfamiliar": 2, "unfamiliar_lab": True, "message": "unfamiliar lab"}
+    (out / "counts.json").write_text(json.dumps(doc))
+    exported = _run("export", out, "-o", tmp_path / "r2", "--model", tiny_model)
+    assert "2 cells to review (every white cell: this sample's cells look unlike every lab" in exported
+    with (tmp_path / "r2" / "corrections.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["decision"] = "accept"
+    with (tmp_path / "r2" / "corrections.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    applied = _run("apply", out, "--corrections", tmp_path / "r2" / "corrections.csv", "-o", tmp_path / "reviewed",
+                   "--model", tiny_model, "--bank", tmp_path / "bank")
+    assert "2 boxes decided (2 accepted)" in applied
+    assert len(list((tmp_path / "bank").rglob("*.png"))) == 2

@@ -19,13 +19,16 @@ def export(
     counts: Path = typer.Argument(..., help=COUNTS_HELP),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for crops/<item>.png, corrections.csv (to fill in) and review.md."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    every_cell: bool = typer.Option(False, "--all", help="Every white cell, not only the referred and doubtful ones (to build your lab's cell bank); a sample whose white cells look unlike every lab the model knows gets every cell anyway."),
 ) -> None:
     """Write the referred and doubtful white cells of a counted sample for review: crops, top 3, a corrections CSV."""
     from bloodcell.inference.predictor import load
-    from bloodcell.workflows.review import export_review
+    from bloodcell.workflows.review import export_review, read_counted, unfamiliar_lab
 
-    items = export_review(counts, output, load(model))
-    typer.echo(f"{len(items)} cells to review -> {output}")
+    items = export_review(counts, output, load(model), every_cell=every_cell)
+    why = (" (every white cell: this sample's cells look unlike every lab the model knows)"
+           if not every_cell and unfamiliar_lab(read_counted(counts).doc) else "")
+    typer.echo(f"{len(items)} cells to review{why} -> {output}")
     if items:
         typer.echo(f"fill in decision (accept, relabel, wrong; missing for a missed cell) and label in "
                    f"{output / 'corrections.csv'}, then: bloodcell review apply {counts} "

@@ -34,9 +34,14 @@ def referred_reasons(entry: dict[str, Any]) -> dict[int, str]:
     return reasons
 
 
-def review_targets(entry: dict[str, Any]) -> list[tuple[int, str]]:
+#: Why a white cell neither referred nor doubtful is reviewed (:func:`review_targets` with ``every_cell``).
+EVERY_CELL = "every white cell is reviewed (a lab the model does not know, or building its cell bank)"
+
+
+def review_targets(entry: dict[str, Any], every_cell: bool = False) -> list[tuple[int, str]]:
     """(box index, reason) of each white-cell box of a photo meant for a person (referred by the classifier, or
-    doubtful as a detection), in box order: the one count of referred cells."""
+    doubtful as a detection), in box order: the one count of referred cells; with ``every_cell``, every white-cell
+    box not reviewed yet (:data:`EVERY_CELL` where nothing else is the reason)."""
     referred = referred_reasons(entry)
     targets = []
     for index, box in enumerate(entry.get("boxes", [])):
@@ -46,6 +51,6 @@ def review_targets(entry: dict[str, Any]) -> list[tuple[int, str]]:
         score = box.get("score")
         if isinstance(score, (int, float)) and score < DOUBTFUL_WBC_SCORE:
             reasons.append(f"the detector is not sure this is a white cell (score {score:.2f})")
-        if reasons:
-            targets.append((index, "; ".join(reasons)))
+        if reasons or every_cell:
+            targets.append((index, "; ".join(reasons) or EVERY_CELL))
     return targets

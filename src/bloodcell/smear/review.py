@@ -133,13 +133,14 @@ def _call(box: dict[str, Any]) -> str | None:
 
 
 def review_items(doc: dict[str, Any], images: dict[str, Image.Image] | None = None, classifier=None,
-                 top_k: int = TOP_K) -> list[ReviewItem]:
-    """The review items of a sample; with ``images`` (decoded photos by photo key) each gets its crop, and
-    with a ``classifier`` too its ``top_k`` classes (the crop classified again, as the counter typed it)."""
+                 top_k: int = TOP_K, every_cell: bool = False) -> list[ReviewItem]:
+    """The review items of a sample (with ``every_cell``, every white cell not reviewed yet); with ``images``
+    (decoded photos by photo key) each gets its crop, and with a ``classifier`` too its ``top_k`` classes (the
+    crop classified again, as the counter typed it)."""
     items = []
     for index, entry in enumerate(doc["images"]):
         photo, image = photo_key(entry, index), (images or {}).get(photo_key(entry, index))
-        for box_index, reason in review_targets(entry):
+        for box_index, reason in review_targets(entry, every_cell):
             box = entry["boxes"][box_index]
             crop = crop_around(image, box_xyxy(box)) if image is not None else None
             items.append(ReviewItem(item_id(photo, box_index), photo, index + 1, entry.get("path", ""), box, reason,

@@ -134,13 +134,16 @@ def load_photos(counted: CountedSample, needed: set[str] | None = None) -> dict[
     return photos
 
 
-def export_review(counts: str | Path, out: str | Path, classifier=None) -> list[ReviewItem]:
-    """Write the sample's review items (crops, corrections.csv template, review.md) into ``out``."""
+def export_review(counts: str | Path, out: str | Path, classifier=None, every_cell: bool = False) -> list[ReviewItem]:
+    """Write the sample's review items (crops, corrections.csv template, review.md) into ``out``: the referred and
+    doubtful white cells, or every white cell with ``every_cell`` or when the sample's lab check found its white
+    cells unlike every lab the model knows (then none was typed with a measured accuracy)."""
     counted = read_counted(counts)
     out = check_output_folder(out, "review files")
-    items = review_items(counted.doc)
+    every_cell = every_cell or unfamiliar_lab(counted.doc)
+    items = review_items(counted.doc, every_cell=every_cell)
     photos = load_photos(counted, {item.photo for item in items})
-    items = review_items(counted.doc, photos, classifier)
+    items = review_items(counted.doc, photos, classifier, every_cell=every_cell)
     (out / "crops").mkdir(exist_ok=True)
     for item in items:
         save_image(item.crop, out / "crops" / f"{item.id}.png")
@@ -148,6 +151,12 @@ def export_review(counts: str | Path, out: str | Path, classifier=None) -> list[
     write_text(out / "corrections.csv", to_csv(rows, TEMPLATE_COLUMNS))
     write_text(out / "review.md", _review_markdown(counted.sample_id, rows))
     return items
+
+
+def unfamiliar_lab(doc: dict[str, Any]) -> bool:
+    """True when a counted sample's lab check found its white cells unlike every lab the model learned from."""
+    check = (doc.get("sample") or {}).get("lab_check")
+    return isinstance(check, dict) and check.get("unfamiliar_lab") is True
 
 
 def _review_markdown(sample_id: str, rows: list[dict[str, Any]]) -> str:

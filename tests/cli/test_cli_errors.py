@@ -29,6 +29,7 @@ def test_a_missing_input_is_one_sentence(command, tmp_path):
                   "missing.jpg: no such file or folder")
     _one_sentence(_bloodcell(*command[:1], "a.jpg", "b.jpg", *command[1:], cwd=tmp_path),
                   "none of the paths given exists (a.jpg, b.jpg)")
+    assert not (tmp_path / "out").exists()  # no empty output folder left behind
 
 
 @pytest.mark.parametrize("command", [["predict"], ["count", "--detector", "classical", "-o", "out"]],
@@ -37,6 +38,18 @@ def test_an_input_without_images_is_one_sentence(command, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no photos here")
     _one_sentence(_bloodcell(command[0], "empty", *command[1:], cwd=tmp_path), "no image files found in empty")
+    assert not (tmp_path / "out").exists()
+
+
+def test_count_evaluate_without_labels_is_refused_before_counting(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "S-1").mkdir()
+    Image.new("RGB", (64, 48), (200, 150, 150)).save(tmp_path / "S-1" / "p.png")
+    _one_sentence(_bloodcell("count", "S-1", "--detector", "classical", "-o", "out", "--evaluate", cwd=tmp_path),
+                  "no labels found for the 1 photos (VOC ../Annotations/<stem>.xml or YOLO ../labels/<stem>.txt "
+                  "beside the images folder, or pass --labels DIR)")
+    assert not (tmp_path / "out").exists()  # nothing was counted
 
 
 def test_a_missing_file_among_others_is_still_a_row(tmp_path):

@@ -41,6 +41,7 @@ def count(
     from bloodcell.workflows.count import (
         SAMPLES_CSV,
         CountInterrupted,
+        check_labelled,
         count_samples,
         samples_from_csv,
         samples_from_folders,
@@ -51,9 +52,11 @@ def count(
     check_cell_size(cell_size_px)
     if output.suffix.lower() in (".json", ".md", ".png", ".csv"):
         raise ConfigError(f"{output}: --output is a folder (counts.json, report.md and annotated/ go inside it)")
-    check_output_folder(output, "counts")
     resolve_detector(detector)
     groups = samples_from_csv(samples) if samples is not None else samples_from_folders(paths)
+    if evaluate:
+        check_labelled(groups, labels)
+    check_output_folder(output, "counts")  # created only once the inputs are known to be there
     if engine == Engine.torch:
         import torch
 

@@ -336,6 +336,18 @@ def count_samples(samples: list[Sample], output: str | Path, classifier=None, *,
     return docs
 
 
+def _no_labels(photos: int) -> str:
+    return (f"no labels found for the {photos} photos (VOC ../Annotations/<stem>.xml or YOLO ../labels/<stem>.txt "
+            "beside the images folder, or pass --labels DIR)")
+
+
+def check_labelled(samples: list[Sample], labels_folder: Path | None = None) -> None:
+    """DataError, before anything is counted, when no photo of ``samples`` has labels to evaluate against."""
+    photos = [photo for sample in samples for photo in sample.photos]
+    if not any(labels_beside(Path(photo), labels_folder) is not None for photo in photos):
+        raise DataError(_no_labels(len(photos)))
+
+
 def evaluate_against_labels(entries: list[dict[str, Any]], labels_folder: Path | None = None) -> dict[str, Any]:
     """Counting and detection figures against the labels beside each photo, per source and over all."""
     groups: dict[str, tuple[list, list]] = {}
@@ -351,8 +363,7 @@ def evaluate_against_labels(entries: list[dict[str, Any]], labels_folder: Path |
             groups.setdefault(key, ([], []))[0].append(entry)
             groups[key][1].append(truth)
     if not groups:
-        raise DataError(f"no labels found for the {len(entries)} photos (VOC ../Annotations/<stem>.xml or YOLO "
-                        "../labels/<stem>.txt beside the images folder, or pass --labels DIR)")
+        raise DataError(_no_labels(len(entries)))
     result: dict[str, Any] = {"border_cells": BORDER_NOTE, "unlabelled_photos": missing, "sources": {}}
     for source, (group_entries, truths) in sorted(groups.items()):
         figures = evaluate_counts(group_entries, truths, SMEAR_LABELS)

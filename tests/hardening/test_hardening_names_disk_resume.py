@@ -415,3 +415,14 @@ def test_the_cells_zip_names_non_utf8_and_long_sample_ids_as_other_outputs_do(sa
     if "été" in sample_ids[1]:
         assert sorted(names) == ["cells/monocyte/\\xe9chantillon-\\xe9t\\xe9_photo1_box1.png",
                                  "cells/monocyte/échantillon-été_photo1_box1.png"]
+
+
+def test_sample_ids_in_any_script_get_their_own_folders(tmp_path):
+    from bloodcell.workflows.count import Sample, sample_folder_names
+
+    names = sample_folder_names([Sample(i, []) for i in ("血液", "мазок", "S 3 é", "a/../b", "S" * 300 + "-a",
+                                                         "S" * 300 + "-b")])
+    assert list(names.values())[:4] == ["血液", "мазок", "S_3_é", "a_.._b"]
+    assert len(set(names.values())) == 6 and all(len(n.encode()) <= 255 for n in names.values())
+    with pytest.raises(Exception, match="would share the output folder"):
+        sample_folder_names([Sample("a b", []), Sample("a/b", [])])

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from bloodcell.errors import CheckpointError, ConfigError, WeightsUnavailableError
+from bloodcell.errors import BloodcellError, CheckpointError, ConfigError, WeightsUnavailableError
 from bloodcell.cli.choices import Engine
 from bloodcell.cli.options import EngineOption, Threads, Tta
 from bloodcell.inference.defaults import DEFAULT_REFER_BELOW
@@ -52,11 +52,17 @@ def count(
     check_cell_size(cell_size_px)
     if output.suffix.lower() in (".json", ".md", ".png", ".csv"):
         raise ConfigError(f"{output}: --output is a folder (counts.json, report.md and annotated/ go inside it)")
+    new_folder = not output.exists()
+    check_output_folder(output, "counts")
     resolve_detector(detector)
-    groups = samples_from_csv(samples) if samples is not None else samples_from_folders(paths)
-    if evaluate:
-        check_labelled(groups, labels)
-    check_output_folder(output, "counts")  # created only once the inputs are known to be there
+    try:
+        groups = samples_from_csv(samples) if samples is not None else samples_from_folders(paths)
+        if evaluate:
+            check_labelled(groups, labels)
+    except BloodcellError:
+        if new_folder:  # no empty output folder is left behind by inputs that cannot be counted
+            output.rmdir()
+        raise
     if engine == Engine.torch:
         import torch
 

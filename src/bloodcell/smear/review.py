@@ -488,17 +488,22 @@ def labelstudio_config(classes: list[str] | tuple[str, ...]) -> str:
             f"{labels}\n  </RectangleLabels>\n</View>\n")
 
 
-def safe_name(text: str) -> str:
-    """``text`` as a file-name part (letters, digits, dot, dash, underscore)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "sample"
+def sample_stem(sample_id: str) -> str:
+    """A sample id as a file-name part: letters and digits of any script, dot, dash and underscore kept, path
+    separators and other punctuation as ``_`` (bytes that are not UTF-8 become ``\\xNN`` where it is written)."""
+    return re.sub(r"[^\w.\udc80-\udcff-]+", "_", sample_id).strip("._") or "sample"
+
+
+def sample_folder_name(sample_id: str) -> str:
+    """A sample's output folder name: :func:`sample_stem`, with a hash instead of the end when it would be too long
+    (:func:`bloodcell.writing.output_name`)."""
+    return output_name(sample_stem(sample_id), "")
 
 
 def cell_file_name(sample_id: str, photo_number: int, box_number: str) -> str:
-    """A reviewed cell's file name, as other outputs name files: the sample id (letters of any script kept, path
-    separators and other punctuation as ``_``, bytes that are not UTF-8 as ``\\xNN``), its photo and box, and a
+    """A reviewed cell's file name, as other outputs name files: :func:`sample_stem`, its photo and box, and a
     hash instead of the end when it would be too long (:func:`bloodcell.writing.output_name`)."""
-    stem = re.sub(r"[^\w.\udc80-\udcff-]+", "_", sample_id).strip("._") or "sample"
-    return output_name(f"{stem}_photo{photo_number}_box{box_number}", ".png")
+    return output_name(f"{sample_stem(sample_id)}_photo{photo_number}_box{box_number}", ".png")
 
 
 def corrected_cells(reviewed: dict[str, Any], decisions: list[Decision], images: dict[str, Image.Image],

@@ -41,7 +41,7 @@ from bloodcell.smear.counting import BORDER_NOTE, count_image, count_photos
 from bloodcell.smear.differential import differential, write_report
 from bloodcell.smear.documents import MAX_JSON_BYTES, parse_json, read_text
 from bloodcell.smear.schema import CountError, PhotoCount, SampleResult, SampleTotals
-from bloodcell.smear.review import safe_name
+from bloodcell.smear.review import sample_folder_name
 from bloodcell.smear.typing import typing_summary
 from bloodcell.store.components import classifier_used, detector_used
 from bloodcell.store.database import Store
@@ -268,7 +268,7 @@ def sample_folder_names(samples: list[Sample]) -> dict[str, str]:
     """Each sample's output folder name (its id made safe for a file name); DataError when two ids would share one."""
     names: dict[str, str] = {}
     for sample in samples:
-        name = safe_name(sample.sample_id)
+        name = sample_folder_name(sample.sample_id)
         clash = next((other for other, taken in names.items() if taken == name), None)
         if clash is not None:
             raise DataError(f"the sample ids {clash!r} and {sample.sample_id!r} would share the output folder "

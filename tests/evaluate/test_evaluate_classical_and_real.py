@@ -67,6 +67,10 @@ def test_real_pbc_folder_smoke(real_data_root, tmp_path):
     ev = evaluate(checkpoint, dataset="folder", data_root=real_data_root / "pbc", limit=48, n_boot=20)
     result = ev.result
     assert result["counts"]["scored"] == 48 and result["counts"]["skipped"] == 0
+    assert result["label"].endswith("SUBSET (--limit 48: a quick look)")  # never passed off as the whole split
+    from bloodcell.report.summary import count_rows
+
+    assert count_rows(result)[0] == ("Images taken from the split (a subset: --limit 48)", "48")
     assert all(result["class_mapping"][c] == c for c in PBC_CLASSES)
     supports = [row["support"] for row in result["metrics"]["per_class"]]
     assert sum(supports) == 48 and min(supports) >= 1  # stratified: every class, in proportion

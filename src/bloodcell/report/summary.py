@@ -71,7 +71,9 @@ def provenance_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
 
 def count_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     c = result["counts"]
-    rows = [("Images in split", str(c["images"])), ("Scored", str(c["scored"])), ("Skipped (unreadable)", str(c["skipped"]))]
+    limit = result.get("provenance", {}).get("limit")
+    taken = f"Images taken from the split (a subset: --limit {limit})" if limit else "Images in split"
+    rows = [(taken, str(c["images"])), ("Scored", str(c["scored"])), ("Skipped (unreadable)", str(c["skipped"]))]
     if c.get("unmapped"):
         rows.append(("Not scored (class unknown to the model)", str(c["unmapped"])))
     speed = result.get("speed")

@@ -63,6 +63,7 @@ def evaluate(checkpoint: str | Path, *, dataset: str = "pbc", manifest: str | Pa
                                            read_label_map(label_map) if label_map else None)
     notes = list(items.notes) + map_notes
     if limit is not None:
+        label = f"{label}, SUBSET (--limit {limit}: a quick look)"
         notes.append(f"only a stratified subset of at most {limit} images was scored (--limit): a quick look, "
                      "not the full result")
     if tta and model.kind != "torch":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from pathlib import Path
 from typing import Optional
 
@@ -61,7 +62,8 @@ def count(
             check_labelled(groups, labels)
     except BloodcellError:
         if new_folder:  # no empty output folder is left behind by inputs that cannot be counted
-            output.rmdir()
+            with suppress(OSError):
+                output.rmdir()
         raise
     if engine == Engine.torch:
         import torch

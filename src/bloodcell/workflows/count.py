@@ -118,7 +118,7 @@ def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_
     Photo paths are written as text (:func:`~bloodcell.writing.name_text`) with each photo's SHA-256. Each
     counted photo is also logged to :data:`PROGRESS` until counts.json is written; with ``resume`` the photos
     logged by an interrupted run (unchanged, annotated PNG present) are kept, not counted again, when that run
-    counted them the same way (``made_with``, :func:`made_with`; ConfigError otherwise)."""
+    counted them the same way (``made_with``, :func:`how_counted`; ConfigError otherwise)."""
     (out / "annotated").mkdir(parents=True, exist_ok=True)
     kept = _logged_photos(out, sample, made_with) if resume else {}
     used = {Path(photo.annotated_png or "").name for photo in kept.values()}
@@ -161,21 +161,22 @@ def _progress_log(out: Path, keep: bool) -> Iterator[Callable[[dict[str, Any]], 
         raise write_failed(path, exc, "the annotated photos finished are kept") from None
 
 
-def made_with(classifier, detector: str, refer_below: float | None, cell_size_px: float | None, tta: bool) -> str:
+def how_counted(classifier, detector: str, refer_below: float | None, cell_size_px: float | None, tta: bool) -> str:
     """How a run counts: the white-cell classifier and detector files (name, SHA-256) and the options that change a
     count, so that a resumed run keeps only what was counted the same way."""
-    typer, typer_sha = classifier_used(classifier) if classifier is not None else (None, None)
+    typer_name, typer_sha = classifier_used(classifier) if classifier is not None else (None, None)
     finder, finder_sha = detector_used(detector)
-    return (f"classifier {typer} sha256:{(typer_sha or '')[:16]}, detector {finder} sha256:{(finder_sha or '')[:16]}, "
+    return (f"classifier {typer_name} sha256:{(typer_sha or '')[:16]}, "
+            f"detector {finder} sha256:{(finder_sha or '')[:16]}, "
             f"refer_below={refer_below} cell_size_px={cell_size_px} tta={tta}")
 
 
 def _check_made_with(recorded: Any, made_with: str | None, where: Path) -> None:
     """ConfigError when an earlier run's ``recorded`` way of counting is not this run's."""
     if made_with is not None and recorded != made_with:
-        raise ConfigError(f"--resume: {name_text(str(where))} was counted with "
-                          f"{recorded if isinstance(recorded, str) else 'a classifier and options it does not record'}, "
-                          f"not {made_with}; rerun with that model and those options, or without --resume to start over")
+        earlier = recorded if isinstance(recorded, str) else "a classifier and options it does not record"
+        raise ConfigError(f"--resume: {name_text(str(where))} was counted with {earlier}, not {made_with}; rerun "
+                          "with that model and those options, or without --resume to start over")
 
 
 def _logged_photos(out: Path, sample: Sample, made_with: str | None = None) -> dict[str, PhotoCount]:
@@ -301,7 +302,7 @@ def count_samples(samples: list[Sample], output: str | Path, classifier=None, *,
     output = check_output_folder(output, "counts")
     folder_of = {sample.sample_id: output / folders[sample.sample_id] if len(samples) > 1 else output
                  for sample in samples}
-    way = made_with(classifier, detector, refer_below, cell_size_px, tta)
+    way = how_counted(classifier, detector, refer_below, cell_size_px, tta)
     before = {sample.sample_id: result for sample in samples
               if resume and (result := counted_before(sample, folder_of[sample.sample_id], way)) is not None}
     for sample in samples:  # photos logged by an interrupted run another way are refused before anything is counted

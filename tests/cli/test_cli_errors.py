@@ -50,6 +50,10 @@ def test_count_evaluate_without_labels_is_refused_before_counting(tmp_path):
                   "no labels found for the 1 photos (VOC ../Annotations/<stem>.xml or YOLO ../labels/<stem>.txt "
                   "beside the images folder, or pass --labels DIR)")
     assert not (tmp_path / "out").exists()  # nothing was counted
+    for bad in (["--detector", "nosuch.safetensors"], ["--model", "nosuch.safetensors"]):
+        refused = _bloodcell("count", "S-1", "-o", "out", *bad, cwd=tmp_path)
+        assert refused.returncode != 0 and "nosuch.safetensors" in refused.stderr
+        assert not (tmp_path / "out").exists(), bad  # no empty output folder left behind
 
 
 def test_a_missing_file_among_others_is_still_a_row(tmp_path):

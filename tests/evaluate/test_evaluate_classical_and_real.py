@@ -68,6 +68,7 @@ def test_real_pbc_folder_smoke(real_data_root, tmp_path):
     result = ev.result
     assert result["counts"]["scored"] == 48 and result["counts"]["skipped"] == 0
     assert result["label"].endswith("SUBSET (--limit 48: a quick look)")  # never passed off as the whole split
+    assert result["is_test_result"] is False
     from bloodcell.report.summary import count_rows
 
     assert count_rows(result)[0] == ("Images taken from the split (a subset: --limit 48)", "48")

@@ -248,7 +248,7 @@ def test_resume_refuses_results_made_with_another_model_or_options(tmp_path, che
     before = out.read_bytes()
     assert all("tiny.safetensors sha256:" in row["made_with"] and "tta=False" in row["made_with"] for row in _rows(out))
     other = save_tiny(tmp_path / "other.safetensors", note="another model")
-    for changed in (["--tta"], ["--refer-below", "0.9"], ["--top-k", "2"]):
+    for changed in (["--tta"], ["--refer-below", "0.9"], ["--top-k", "2"], ["--engine", "onnx"]):
         refused = _predict(checkpoint, folder, "--output", out, "--resume", *changed)
         assert "holds results made with tiny.safetensors" in str(refused.exception), changed  # one sentence (main)
     refused = runner.invoke(app, ["predict", str(folder), "--model", str(other), "--output", str(out), "--resume"])

@@ -209,3 +209,5 @@ def test_review_export_all_gives_every_white_cell_and_an_unfamiliar_labs_sample_
                    "--model", tiny_model, "--bank", tmp_path / "bank")
     assert "2 boxes decided (2 accepted)" in applied
     assert len(list((tmp_path / "bank").rglob("*.png"))) == 2
+    with (tmp_path / "reviewed" / "corrections.csv").open(newline="") as handle:
+        assert all(row["reason"] for row in csv.DictReader(handle))  # why each cell was reviewed is kept

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Optional
 
@@ -53,29 +54,22 @@ def count(
     check_cell_size(cell_size_px)
     if output.suffix.lower() in (".json", ".md", ".png", ".csv"):
         raise ConfigError(f"{output}: --output is a folder (counts.json, report.md and annotated/ go inside it)")
-    new_folder = not output.exists()
-    check_output_folder(output, "counts")
-    resolve_detector(detector)
-    try:
+    with _removed_if_refused(output):  # checked before any input is read; left only once counting can start
+        resolve_detector(detector)
         groups = samples_from_csv(samples) if samples is not None else samples_from_folders(paths)
         if evaluate:
             check_labelled(groups, labels)
-    except BloodcellError:
-        if new_folder:  # no empty output folder is left behind by inputs that cannot be counted
-            with suppress(OSError):
-                output.rmdir()
-        raise
-    if engine == Engine.torch:
-        import torch
+        if engine == Engine.torch:
+            import torch
 
-        torch.set_num_threads(threads)
-    try:
-        classifier, reason = load(model, engine=engine.value, num_threads=threads), None
-    except (WeightsUnavailableError, CheckpointError) as exc:
-        if model is not None:
-            raise
-        classifier, reason = None, str(exc)
-    kept = open_store(store) if store else None
+            torch.set_num_threads(threads)
+        try:
+            classifier, reason = load(model, engine=engine.value, num_threads=threads), None
+        except (WeightsUnavailableError, CheckpointError) as exc:
+            if model is not None:
+                raise
+            classifier, reason = None, str(exc)
+        kept = open_store(store) if store else None
     try:
         docs = count_samples(groups, output, classifier, detector=detector, refer_below=refer_below,
                              cell_size_px=cell_size_px, typing_unavailable=reason, resume=resume, store=kept,
@@ -108,6 +102,21 @@ def count(
         raise typer.Exit(1)
     if evaluate:
         _evaluate([e for d in docs for e in d["images"]], labels, output)
+
+
+@contextmanager
+def _removed_if_refused(output: Path) -> Iterator[None]:
+    """Check the output folder (made when missing) and remove it again, if it was made here, when the block is
+    refused: a bad input, detector, model or store leaves no empty folder behind."""
+    new_folder = not output.exists()
+    check_output_folder(output, "counts")
+    try:
+        yield
+    except BloodcellError:
+        if new_folder:
+            with suppress(OSError):
+                output.rmdir()
+        raise
 
 
 def _evaluate(entries: list[dict], labels: Path | None, output: Path) -> None:

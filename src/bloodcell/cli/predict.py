@@ -69,11 +69,13 @@ def predict(
 
 
 def _made_with(classifier: Classifier, top_k: int, refer_below: float | None, tta: bool) -> str:
-    """How this run makes its results: the model file and its SHA-256, and the options that change a result."""
+    """How this run makes its results: the model file and its SHA-256, the engine, and the options that change a
+    result."""
     from bloodcell.provenance import file_sha256
 
     source = Path(classifier.source)
-    return f"{source.name} sha256:{file_sha256(source)[:16]} top_k={top_k} refer_below={refer_below} tta={tta}"
+    return (f"{source.name} sha256:{file_sha256(source)[:16]} engine={classifier.engine} top_k={top_k} "
+            f"refer_below={refer_below} tta={tta}")
 
 
 def _resumable(inputs: Inputs, output: Path, made_with: str) -> list[dict]:

@@ -116,7 +116,7 @@ def build_evaluation(model: ScoringModel, items: EvalItems, scores: Scores, mapp
     result = {
         "title": f"{model.model_name} on {items.dataset} / {items.split}",
         "label": label,
-        "is_test_result": label.startswith(TEST_LABEL),
+        "is_test_result": label.startswith(TEST_LABEL) and not provenance.get("limit"),  # a subset is a quick look
         "dataset": items.dataset, "split": items.split, "taxonomy": items.taxonomy,
         "provenance": {
             "checkpoint_sha256": file_sha256(model.path) if model.path else None,

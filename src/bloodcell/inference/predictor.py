@@ -162,9 +162,13 @@ class Classifier:
         config = model.data_config
         return cls(TorchBackend(model), config.class_names, config, temperature, model=model, workers=1)
 
+    @property
+    def engine(self) -> str:
+        """What runs the network: "torch" or "onnx"."""
+        return type(self.backend).__name__.replace("Backend", "").lower()
+
     def __repr__(self) -> str:
-        engine = type(self.backend).__name__.replace("Backend", "").lower()
-        return f"Classifier({self.source or 'in-memory'}, engine={engine}, classes={len(self.class_names)})"
+        return f"Classifier({self.source or 'in-memory'}, engine={self.engine}, classes={len(self.class_names)})"
 
     def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Decoded RGB images to the model's uint8 NCHW input pixels (framed as the checkpoint says, resized, cropped)."""

@@ -277,6 +277,8 @@ def apply_corrections(doc: dict[str, Any], corrections: list[Correction], classe
     new, classes = _copy_doc(doc), list(classes)
     keys = {photo_key(e, i): i for i, e in enumerate(new["images"])}
     targets = {item_id(photo_key(e, i), b): r for i, e in enumerate(new["images"]) for b, r in review_targets(e)}
+    reasons = {item_id(photo_key(e, i), b): r for i, e in enumerate(new["images"])  # a cell exported with --all too
+               for b, r in review_targets(e, every_cell=True)}
     tallies = [_Tally(e) for e in new["images"]]
     decisions: list[Decision] = []
     for number, correction in enumerate(corrections, start=1):
@@ -296,7 +298,7 @@ def apply_corrections(doc: dict[str, Any], corrections: list[Correction], classe
         decisions.append(Decision(index + 1, new["images"][index].get("path", ""), item,
                                   box_xyxy(new["images"][index]["boxes"][box_index]),
                                   _call(before) if before else None, (before or {}).get("confidence"),
-                                  targets.get(item, ""), correction.decision, label))
+                                  reasons.get(item, ""), correction.decision, label))
     _finish(new, tallies, targets, {d.item for d in decisions}, decisions, reviewed)
     return new, decisions
 

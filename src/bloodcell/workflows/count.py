@@ -166,7 +166,7 @@ def how_counted(classifier, detector: str, refer_below: float | None, cell_size_
     count, so that a resumed run keeps only what was counted the same way."""
     typer_name, typer_sha = classifier_used(classifier) if classifier is not None else (None, None)
     finder, finder_sha = detector_used(detector)
-    return (f"classifier {typer_name} sha256:{(typer_sha or '')[:16]}, "
+    return (f"classifier {typer_name} sha256:{(typer_sha or '')[:16]} engine={getattr(classifier, 'engine', None)}, "
             f"detector {finder} sha256:{(finder_sha or '')[:16]}, "
             f"refer_below={refer_below} cell_size_px={cell_size_px} tta={tta}")
 
@@ -194,12 +194,12 @@ def _logged_photos(out: Path, sample: Sample, made_with: str | None = None) -> d
             entry = PhotoCount.model_validate(raw)
         except (DataError, ValidationError):
             continue
-        _check_made_with(raw.get("made_with"), made_with, out)
         if entry.path not in wanted:
             continue
         annotated = entry.annotated_png or ""
         if (annotated.startswith("annotated/") and "/" not in annotated[10:] and (out / annotated).is_file()
                 and entry.sha256 == input_sha256(wanted[entry.path])):
+            _check_made_with(raw.get("made_with"), made_with, out)  # only what would be kept is refused
             kept[entry.path] = entry
     return kept
 
@@ -213,7 +213,6 @@ def counted_before(sample: Sample, out: Path, made_with: str | None = None) -> S
         result = SampleResult.model_validate(raw)
     except (DataError, ValidationError):
         return None
-    _check_made_with(raw.get("made_with"), made_with, out)
     hashes = {photo.path: photo.sha256 for photo in result.images}
     wanted = {name_text(str(photo)): photo for photo in sample.photos}
     failed = {error.path for error in result.errors}
@@ -221,6 +220,7 @@ def counted_before(sample: Sample, out: Path, made_with: str | None = None) -> S
         return None
     if any(hashes[name] != input_sha256(wanted[name]) for name in hashes if name in wanted):
         return None
+    _check_made_with(raw.get("made_with"), made_with, out)  # the same photos: keeping them needs the same way
     return result
 
 

@@ -423,6 +423,8 @@ def test_sample_ids_in_any_script_get_their_own_folders(tmp_path):
     names = sample_folder_names([Sample(i, []) for i in ("血液", "мазок", "S 3 é", "a/../b", "S" * 300 + "-a",
                                                          "S" * 300 + "-b")])
     assert list(names.values())[:4] == ["血液", "мазок", "S_3_é", "a_.._b"]
+    marks = sample_folder_names([Sample("रक्त", []), Sample("cafe\u0301", [])])  # combining marks, decomposed é
+    assert list(marks.values()) == ["रक्त", "caf\u00e9"]
     assert len(set(names.values())) == 6 and all(len(n.encode()) <= 255 for n in names.values())
     with pytest.raises(Exception, match="would share the output folder"):
         sample_folder_names([Sample("a b", []), Sample("a/b", [])])

@@ -30,6 +30,7 @@ import csv
 import io
 import math
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -491,9 +492,12 @@ def labelstudio_config(classes: list[str] | tuple[str, ...]) -> str:
 
 
 def sample_stem(sample_id: str) -> str:
-    """A sample id as a file-name part: letters and digits of any script, dot, dash and underscore kept, path
-    separators and other punctuation as ``_`` (bytes that are not UTF-8 become ``\\xNN`` where it is written)."""
-    return re.sub(r"[^\w.\udc80-\udcff-]+", "_", sample_id).strip("._") or "sample"
+    """A sample id as a file-name part (NFC): letters, digits and combining marks of any script, dot, dash and
+    underscore kept, path separators and other punctuation as ``_`` (bytes that are not UTF-8 become ``\\xNN`` where
+    it is written)."""
+    kept = "".join(c if c.isalnum() or c in "._-" or "\udc80" <= c <= "\udcff" or unicodedata.category(c)[0] == "M"
+                   else "\0" for c in unicodedata.normalize("NFC", sample_id))
+    return re.sub("\0+", "_", kept).strip("._") or "sample"
 
 
 def sample_folder_name(sample_id: str) -> str:

@@ -71,10 +71,10 @@ def predict(
 def _made_with(classifier: Classifier, top_k: int, refer_below: float | None, tta: bool) -> str:
     """How this run makes its results: the model file and its SHA-256, the engine, and the options that change a
     result."""
-    from bloodcell.provenance import file_sha256
+    from bloodcell.store.components import classifier_used
 
-    source = Path(classifier.source)
-    return (f"{source.name} sha256:{file_sha256(source)[:16]} engine={classifier.engine} top_k={top_k} "
+    name, sha256 = classifier_used(classifier)
+    return (f"{name} sha256:{(sha256 or '')[:16]} engine={classifier.engine} top_k={top_k} "
             f"refer_below={refer_below} tta={tta}")
 
 

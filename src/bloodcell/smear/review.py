@@ -49,7 +49,7 @@ from bloodcell.smear.differential import (
     trust_note,
 )
 from bloodcell.smear.documents import check_box, check_coordinates, csv_rows
-from bloodcell.smear.referral import box_xyxy, has_box_xyxy, referred_reasons, review_targets
+from bloodcell.smear.referral import EVERY_CELL, box_xyxy, has_box_xyxy, referred_reasons, review_targets
 from bloodcell.writing import output_name
 
 #: Classes shown for each review item.
@@ -277,9 +277,9 @@ def apply_corrections(doc: dict[str, Any], corrections: list[Correction], classe
     """
     new, classes = _copy_doc(doc), list(classes)
     keys = {photo_key(e, i): i for i, e in enumerate(new["images"])}
-    targets = {item_id(photo_key(e, i), b): r for i, e in enumerate(new["images"]) for b, r in review_targets(e)}
     reasons = {item_id(photo_key(e, i), b): r for i, e in enumerate(new["images"])  # a cell exported with --all too
                for b, r in review_targets(e, every_cell=True)}
+    targets = {item: reason for item, reason in reasons.items() if reason != EVERY_CELL}  # referred or doubtful
     tallies = [_Tally(e) for e in new["images"]]
     decisions: list[Decision] = []
     for number, correction in enumerate(corrections, start=1):

@@ -111,16 +111,18 @@ def samples_from_csv(path: str | Path) -> list[Sample]:
 
 def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_below: float | None,
                  cell_size_px: float | None, typing_unavailable: str | None, resume: bool = False,
-                 tta: bool = False, made_with: str | None = None) -> SampleResult:
+                 tta: bool = False, made_with: str | None = None,
+                 logged: dict[str, PhotoCount] | None = None) -> SampleResult:
     """Count one sample's photos into ``out`` (annotated PNGs written photo by photo) with the one counting loop;
     writes counts.json and report.md and returns the counted sample.
 
     Photo paths are written as text (:func:`~bloodcell.writing.name_text`) with each photo's SHA-256. Each
     counted photo is also logged to :data:`PROGRESS` until counts.json is written; with ``resume`` the photos
     logged by an interrupted run (unchanged, annotated PNG present) are kept, not counted again, when that run
-    counted them the same way (``made_with``, :func:`how_counted`; ConfigError otherwise)."""
+    counted them the same way (``made_with``, :func:`how_counted`; ConfigError otherwise); ``logged``: those photos,
+    when the caller has read them already."""
     (out / "annotated").mkdir(parents=True, exist_ok=True)
-    kept = _logged_photos(out, sample, made_with) if resume else {}
+    kept = logged if logged is not None else _logged_photos(out, sample, made_with) if resume else {}
     used = {Path(photo.annotated_png or "").name for photo in kept.values()}
     files = {name_text(str(photo)): photo for photo in sample.photos}
     with _progress_log(out, keep=resume) as log:
@@ -305,9 +307,9 @@ def count_samples(samples: list[Sample], output: str | Path, classifier=None, *,
     way = how_counted(classifier, detector, refer_below, cell_size_px, tta)
     before = {sample.sample_id: result for sample in samples
               if resume and (result := counted_before(sample, folder_of[sample.sample_id], way)) is not None}
-    for sample in samples:  # photos logged by an interrupted run another way are refused before anything is counted
-        if resume and sample.sample_id not in before:
-            _logged_photos(folder_of[sample.sample_id], sample, way)
+    # photos logged by an interrupted run, read once; logged another way, they are refused before anything is counted
+    logged = {sample.sample_id: _logged_photos(folder_of[sample.sample_id], sample, way) for sample in samples
+              if resume and sample.sample_id not in before}
     kept: set[str] = set()
     if store is not None:
         with store.session() as session:
@@ -320,7 +322,8 @@ def count_samples(samples: list[Sample], output: str | Path, classifier=None, *,
         try:
             result = before.get(sample.sample_id) or count_sample(
                 sample, folder, classifier, detector=detector, refer_below=refer_below, cell_size_px=cell_size_px,
-                typing_unavailable=typing_unavailable, resume=resume, tta=tta, made_with=way)
+                typing_unavailable=typing_unavailable, resume=resume, tta=tta, made_with=way,
+                logged=logged.get(sample.sample_id))
             rows.append(sample_row(result))
             write_samples_csv(rows, output)  # after each sample, so finished samples survive a later failure
         except OutputError as exc:

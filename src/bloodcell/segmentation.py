@@ -9,7 +9,6 @@ barely apart (a cell that is almost all nucleus) the whole cell is nucleus.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -47,38 +46,14 @@ def preprocess(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 
-def otsu_threshold(values: np.ndarray) -> float:
-    """Otsu's threshold of float values (computed on their 0..255 rescaling)."""
-    low, high = float(values.min()), float(values.max())
+def otsu_threshold(values: np.ndarray, bounds: tuple[float, float] | None = None) -> float:
+    """Otsu's threshold of float values (computed on their 0..255 rescaling); ``bounds``: their smallest and largest
+    value, when the caller has them already."""
+    low, high = (float(values.min()), float(values.max())) if bounds is None else (float(bounds[0]), float(bounds[1]))
     scale = 255.0 / max(high - low, 1e-6)
     scaled = ((values - low) * scale).astype(np.uint8).reshape(-1, 1)
     threshold, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     return low + threshold / scale
-
-
-def order_statistics(values: np.ndarray, ranks: Sequence[int]) -> np.ndarray:
-    """``np.partition(values, ranks)[ranks]``: the values of those ``ranks`` (ascending, 0 the smallest) in a 1D array,
-    for ranks close together, at a fraction of the cost of partitioning all of ``values``: they are selected among the
-    values between bounds taken from a strided sample (all of them where the bounds hold too few)."""
-    count, ranks = values.size, np.asarray(ranks, dtype=np.intp)
-    sample = values[::_SAMPLE_STEP]
-    margin = _SAMPLE_MARGIN + len(sample) // 64
-    low, high = int(ranks.min()) // _SAMPLE_STEP - margin, int(ranks.max()) // _SAMPLE_STEP + margin
-    if count >= 64 * _SAMPLE_STEP and (low > 0 or high < len(sample) - 1):
-        bounds = np.partition(sample, [max(low, 0), min(high, len(sample) - 1)])
-        within = [values >= bounds[low]] if low > 0 else []
-        below = count - int(np.count_nonzero(within[0])) if within else 0  # the values under the lower bound
-        if high < len(sample) - 1:
-            within.append(values <= bounds[high])
-        candidates = values[within[0] & within[1] if len(within) == 2 else within[0]]
-        if below <= ranks.min() and ranks.max() < below + len(candidates):
-            return np.partition(candidates, ranks - below)[ranks - below]
-    return np.partition(values, ranks)[ranks]
-
-
-#: Stride and margin (in sample ranks, plus one per 64) of the sample that bounds :func:`order_statistics`' search.
-_SAMPLE_STEP = 16
-_SAMPLE_MARGIN = 8
 
 
 def _otsu(channel: np.ndarray) -> np.ndarray:

@@ -133,3 +133,24 @@ def test_a_batch_gives_each_image_the_contrast_it_has_alone():
     assert np.array_equal(together, alone)
     assert np.array_equal(presence_contrast(batch[::-1]), together[::-1])
     assert presence_contrast(batch[:0]).shape == (0,)
+
+
+def test_the_contrast_is_the_top_share_of_the_middle_over_the_borders_median():
+    """The selection per row is exact: the stained object's level is the value :data:`TOP_SHARE` of the image from
+    the top of the middle's sorted stain, and the surroundings' is numpy's median of the border strip."""
+    import cv2
+
+    from bloodcell.inference.cell_presence import MARGIN, OFFSET, TOP_SHARE
+
+    rng = np.random.default_rng(4)
+    batch = _inputs([rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(3)] + synthetic_cells(2, seed=5)[0])
+    for pixels, contrast in zip(batch, presence_contrast(batch)):
+        planes = pixels.astype(np.float32)
+        stain = cv2.GaussianBlur(np.log((planes[2] + OFFSET) / (planes[1] + OFFSET)), (0, 0), 1.0)
+        height, width = stain.shape
+        top, left = round(MARGIN * height), round(MARGIN * width)
+        middle = np.sort(stain[top:height - top, left:width - left].ravel())
+        border = np.concatenate([stain[:top].ravel(), stain[height - top:].ravel(),
+                                 stain[:, :left].ravel(), stain[:, width - left:].ravel()])
+        expected = middle[middle.size - round(TOP_SHARE * height * width)] - np.median(border)
+        assert contrast == np.float64(expected)

@@ -50,6 +50,35 @@ def test_onnx_runs_batches_in_parallel_and_keeps_the_input_order(classifier, onn
     np.testing.assert_allclose([r.confidence for r in good], [r.confidence for r in expected], atol=1e-4)
 
 
+@pytest.mark.parametrize("workers, decoding", [(2, 1), (4, 2)])
+def test_at_most_half_of_the_workers_decode_at_once(onnx_paths, monkeypatch, workers, decoding):
+    """Decoding passes the interpreter lock back and forth between threads: half of the workers decode while the
+    others' model calls run."""
+    import threading
+    import time
+
+    from bloodcell.inference.predictor import Classifier
+
+    onnx_clf = load(onnx_paths[0], num_threads=workers)
+    active, most, guard = [0], [0], threading.Lock()
+    original = Classifier._decode
+
+    def slow_decode(self, item, single_cell):
+        with guard:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.01)
+        try:
+            return original(self, item, single_cell)
+        finally:
+            with guard:
+                active[0] -= 1
+
+    monkeypatch.setattr(Classifier, "_decode", slow_decode)
+    results = onnx_clf.predict(_images(16, seed=15), batch_size=2, top_k=1)
+    assert most[0] == decoding and all(r.label for r in results)
+
+
 def test_real_registry_architecture_exports_with_parity(tmp_path):
     import torch
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from bloodcell.segmentation import order_statistics
 
 #: Smallest stain contrast (log(blue / green) above the border's median) of an image that shows a cell: the 99th
 #: percentile of red-cell-only crops of TXL-PBC's training fields, rounded up to 0.01; 99.5 % of PBC's validation
@@ -34,8 +33,9 @@ MARGIN = 0.125
 def presence_contrast(pixels: np.ndarray) -> np.ndarray:
     """Per uint8 model input (N, 3, H, W): stain contrast of its most stained object against its border strip.
 
-    The batch's ratios and logarithms at once; each plane blurred alone, and its order statistics selected among few
-    values (:func:`~bloodcell.segmentation.order_statistics`)."""
+    The batch's ratios, logarithms and order statistics at once (one partition of every image's middle and one of
+    every border: fewer numpy calls, each of which lets a waiting thread take the interpreter lock); each plane
+    blurred alone."""
     count, _, height, width = np.shape(pixels)
     if not count:
         return np.empty(0)
@@ -48,11 +48,11 @@ def presence_contrast(pixels: np.ndarray) -> np.ndarray:
                              stain[:, :, :left].reshape(count, -1), stain[:, :, width - left:].reshape(count, -1)],
                             axis=1)
     share = max(1, round(TOP_SHARE * height * width))
-    most = (np.array([order_statistics(row, [row.size - share])[0] for row in middle])
-            if middle.shape[1] >= share else np.full(count, -np.inf))
+    rank = middle.shape[1] - share
+    most = np.partition(middle, rank, axis=1)[:, rank] if rank >= 0 else np.full(count, -np.inf)
     half = border.shape[1] // 2
     middle_ranks = [half - 1, half] if border.shape[1] % 2 == 0 else [half]  # np.median's: the mean of these
-    median = np.array([order_statistics(row, middle_ranks).mean() for row in border])
+    median = np.partition(border, middle_ranks, axis=1)[:, middle_ranks].mean(axis=1)
     return (most - median).astype(np.float64)
 
 

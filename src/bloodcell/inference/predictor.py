@@ -99,7 +99,10 @@ class Classifier:
     results. A backend whose ``concurrent`` attribute is true (onnxruntime, one thread per call)
     runs those batches' model calls in parallel; otherwise (torch, which spreads one call over
     its own threads, and whose feature hooks live on the shared model) model calls are
-    serialised by a lock while the other workers decode. Safe to share between threads.
+    serialised by a lock while the other workers decode. At most half of the workers (at least one) decode at once:
+    decoding is many short Pillow, numpy and OpenCV steps, each of which hands the interpreter lock to a waiting
+    thread, so two decoding threads pass it back and forth between steps, while a model call runs without it
+    (``benchmarks/predict_speed.py``). Safe to share between threads.
     """
 
     def __init__(self, backend, class_names: Sequence[str], data_config: DataConfig, temperature: float = 1.0,
@@ -118,6 +121,7 @@ class Classifier:
         self._normalize = partial(normalize_batch, data_config=data_config)
         self.workers = workers
         self._lock = threading.Lock()
+        self._decoding = threading.Semaphore(max(1, workers // 2))
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="bloodcell-predict")  # threads start on demand
         self._check_outputs()
 
@@ -272,15 +276,16 @@ class Classifier:
         """Decode, classify and guard one batch; bad inputs become results with an ``error``."""
         results = [Prediction(path=str(item) if isinstance(item, (str, Path)) else None) for item in items]
         decoded = []
-        for index, item in enumerate(items):
-            outcome = self._decode(item, single_cell=not guard)
-            if isinstance(outcome, ImageError):
-                results[index].error = str(outcome)
-            else:
-                decoded.append((index, *outcome))
-        if not decoded:
-            return results
-        pixels = finish_pixels(np.stack([p for _, p, _, _ in decoded]), self.data_config)
+        with self._decoding:
+            for index, item in enumerate(items):
+                outcome = self._decode(item, single_cell=not guard)
+                if isinstance(outcome, ImageError):
+                    results[index].error = str(outcome)
+                else:
+                    decoded.append((index, *outcome))
+            if not decoded:
+                return results
+            pixels = finish_pixels(np.stack([p for _, p, _, _ in decoded]), self.data_config)
         logits, features = self.score(pixels, tta)
         probs = self.probabilities(logits)
         if self.guard is None:

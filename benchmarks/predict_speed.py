@@ -9,6 +9,8 @@ also on the model call alone (``model_images_per_second``, preprocessed batches)
 model with a calibrated guard, end to end without it. Each figure is the median of
 ``--repeats`` passes. The end-to-end passes also give the process's CPU time per image
 (``cpu_ms_per_image``, all threads), and the speed-ups are given from it as well.
+Torch's own threads are set for each pass as ``bloodcell predict`` sets them (``--threads`` on the torch engine,
+one on ONNX: ``bloodcell.inference.predictor.torch_threads``).
 
 The end-to-end passes are taken in rounds: each round times one pass of every model and engine, one after
 the other, so that all of them meet the same machine (on this shared VM the speed of a core drifts by 10-20 %
@@ -36,6 +38,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,8 +87,10 @@ def _timed_pass(run, images: int) -> tuple[float, float]:
 def _prepare(checkpoint: Path, engine: str, files: list[Path], threads: int, batch_size: int,
              repeats: int) -> tuple[dict, dict]:
     """Load a model, warm it up and time the model call alone; returns the run's figures so far and its passes."""
+    import torch
+
     from bloodcell.data.images import read_image
-    from bloodcell.inference.predictor import load
+    from bloodcell.inference.predictor import load, torch_threads
 
     classifier = load(checkpoint, engine=engine, num_threads=threads)
     paths = [str(p) for p in files]
@@ -102,9 +107,15 @@ def _prepare(checkpoint: Path, engine: str, files: list[Path], threads: int, bat
                 classifier.backend.run(batch)
 
     guarded = classifier.guard is not None
-    passes = {"end_to_end": lambda: classifier.predict(paths, batch_size=batch_size)}
+    own_threads = torch_threads(engine, threads)
+
+    def predict(**options):  # torch's threads as `bloodcell predict` sets them for this engine
+        torch.set_num_threads(own_threads)
+        return classifier.predict(paths, batch_size=batch_size, **options)
+
+    passes = {"end_to_end": predict}
     if guarded:  # the same passes without the out-of-distribution guard, to show what it costs
-        passes["without_guard"] = lambda: classifier.predict(paths, batch_size=batch_size, guard=False)
+        passes["without_guard"] = partial(predict, guard=False)
     return {
         "engine": engine,
         "model_images_per_second": statistics.median(_rates(model_only, rounds * len(batch), repeats)),

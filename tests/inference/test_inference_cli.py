@@ -138,3 +138,20 @@ def test_an_over_large_image_is_refused_in_our_words(runner, trained_checkpoint,
                 else f"{big}: image has too many pixels (limit {MAX_PIXELS})")
     assert row["error"] == expected
     assert "decompression" not in result.output.lower()
+
+
+@pytest.mark.parametrize("engine, expected", [("torch", 2), ("onnx", 1)])
+def test_predict_gives_torch_its_threads_only_on_the_torch_engine(runner, trained_checkpoint, cells_folder, engine,
+                                                                  expected):
+    """On ONNX torch only resizes each batch, and a second torch thread would wait for a core a worker holds."""
+    import torch
+
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        result = runner.invoke(app, ["predict", str(cells_folder / "good_0.png"), "--model", str(trained_checkpoint),
+                                     "--engine", engine, "--threads", "2"])
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(previous)

@@ -39,7 +39,7 @@ def predict(
     """Classify single-cell images; bad files become rows with an error, the rest go on."""
     from bloodcell.data.inputs import collect_inputs
     from bloodcell.inference.records import check_records_path
-    from bloodcell.inference.predictor import load
+    from bloodcell.inference.predictor import load, torch_threads
 
     if explain is not None and engine == "onnx":
         raise ConfigError("--explain needs the torch engine (LayerCAM uses gradients)")
@@ -50,10 +50,9 @@ def predict(
     if explain is not None:
         check_output_folder(explain, "LayerCAM overlays")
     inputs = collect_inputs(paths)
-    if engine == Engine.torch:
-        import torch
+    import torch
 
-        torch.set_num_threads(threads)
+    torch.set_num_threads(torch_threads(engine.value, threads))
     classifier = load(model, engine=engine.value, num_threads=threads)
     made_with = _made_with(classifier, top_k, refer_below, tta) if output is not None else None
     kept = _resumable(inputs, output, made_with) if resume else []

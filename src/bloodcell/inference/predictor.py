@@ -309,6 +309,13 @@ class Classifier:
             return save_gradcam_overlay(self.model, batch, self.data_config, out_path, class_index, image=decoded)
 
 
+def torch_threads(engine: str, threads: int) -> int:
+    """Torch's own threads for classifying on ``engine`` with ``threads``: all of them on torch; one on ONNX, where
+    torch only does each batch's final resize, and a second torch thread would wait for a core that another worker's
+    model call holds (``benchmarks/predict_speed.py`` sets them so, as ``bloodcell predict`` does)."""
+    return threads if engine == "torch" else 1
+
+
 def load(name_or_path: str | Path | None = None, engine: str = "torch", num_threads: int | None = None) -> Classifier:
     """Load a classifier: the bundled model (default), a bundled name, or a checkpoint file.
 

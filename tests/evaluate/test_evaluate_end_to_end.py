@@ -124,3 +124,26 @@ def test_the_onnx_engine_scores_as_torch_does(setup, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "onnx" / "metrics.json").read_text())["provenance"]["tta"] is True
+
+
+def test_an_exported_onnx_model_is_evaluated_as_its_checkpoint(setup, tmp_path):
+    """A lab checks the file it deploys: the .onnx scores as its checkpoint does, and the report names that file."""
+    from bloodcell.checkpoint import read_checkpoint_meta
+    from bloodcell.inference.onnx import export_onnx
+
+    root, manifest, good, _ = setup
+    exported = export_onnx(good, tmp_path / "good.onnx")
+    from_checkpoint = evaluate(good, dataset="pbc", manifest=manifest, data_root=root, n_boot=20)
+    from_onnx = evaluate(exported, dataset="pbc", manifest=manifest, data_root=root, n_boot=20)
+    assert [r["predicted"] for r in from_onnx.predictions] == [r["predicted"] for r in from_checkpoint.predictions]
+    assert from_onnx.result["counts"] == from_checkpoint.result["counts"]
+    provenance = from_onnx.result["provenance"]
+    assert provenance["engine"] == "onnx" and provenance["checkpoint_sha256"] == file_sha256(exported)
+    assert provenance["temperature"] == pytest.approx(1.7)
+    if read_checkpoint_meta(good).get("manifest_sha256"):
+        assert not any("another manifest" in note for note in from_onnx.result["notes"])
+    from bloodcell.cli.main import app
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(exported), "--manifest", str(manifest), "--data-root",
+                                      str(root), "--n-boot", "20", "-o", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    assert "TEST RESULT" in result.output and (tmp_path / "report" / "report.html").is_file()

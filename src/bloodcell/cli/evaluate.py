@@ -14,7 +14,7 @@ from bloodcell.outputs import check_output_folder
 
 
 def evaluate(
-    model: str = typer.Option("pbc8", "--model", "-m", help="Bundled model name or checkpoint: .safetensors (torch) or .skops (classical)."),
+    model: str = typer.Option("pbc8", "--model", "-m", help="Bundled model name or model file: .safetensors (torch), .onnx (exported; always onnxruntime) or .skops (classical)."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for metrics.json, report.md, report.html, predictions.csv, figures/."),
     dataset: str = typer.Option("pbc", help="Dataset of the manifest, or 'folder' for a root/<class>/<image> folder."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV with the frozen split (not for --dataset folder)."),

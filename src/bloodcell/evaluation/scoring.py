@@ -25,6 +25,7 @@ from bloodcell.checkpoint import read_checkpoint_meta
 from bloodcell.data.dataset import resize_center_crop
 from bloodcell.data.images import read_image
 from bloodcell.errors import CheckpointError, ImageError
+from bloodcell.inference.onnx import read_document
 from bloodcell.inference.predictor import Classifier, load
 from bloodcell.metrics.calibration import apply_temperature
 from bloodcell.models import get_model_entry
@@ -90,15 +91,16 @@ def align_columns(probs: np.ndarray, classes, class_names: Sequence[str]) -> np.
 
 
 def load_scoring_model(spec: str | Path, engine: str = "torch", num_threads: int | None = None) -> ScoringModel:
-    """Load a bundled name or a ``.safetensors`` (torch) or ``.skops`` (scikit-learn) checkpoint; a torch checkpoint
-    runs on ``engine`` (``num_threads`` as :func:`~bloodcell.inference.predictor.load` takes it)."""
+    """Load a bundled name, a ``.safetensors`` (torch) or ``.skops`` (scikit-learn) checkpoint, or an exported
+    ``.onnx`` model (always on onnxruntime); a torch checkpoint runs on ``engine`` (``num_threads`` as
+    :func:`~bloodcell.inference.predictor.load` takes it)."""
     if str(spec).endswith(".skops"):
         return _classical(Path(spec))
     path = resolve(spec)
-    if path.suffix != ".safetensors":
-        raise CheckpointError(f"{path}: expected a .safetensors (torch) or .skops (classical) checkpoint")
-    meta = read_checkpoint_meta(path)
+    if path.suffix not in (".safetensors", ".onnx"):
+        raise CheckpointError(f"{path}: expected a .safetensors (torch), .onnx (exported) or .skops (classical) model")
     classifier: Classifier = load(path, engine=engine, num_threads=num_threads)
+    meta = read_document(classifier.backend, path) if path.suffix == ".onnx" else read_checkpoint_meta(path)
     return ScoringModel("torch", classifier, meta["model_name"], classifier.class_names, classifier.temperature,
                         meta, classifier.data_config.input_size, path)
 

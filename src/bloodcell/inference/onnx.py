@@ -50,6 +50,9 @@ def onnx_document(meta: dict[str, Any], source_sha256: str | None = None) -> dic
         "temperature": float(meta.get("temperature", 1.0)),
         "ood": meta.get("ood"),
         "metrics": meta.get("metrics", {}),
+        # what `bloodcell evaluate` reads of an exported model: the classes' taxonomy and the manifest it learned from
+        "taxonomy": meta.get("taxonomy") or (meta.get("train_config") or {}).get("taxonomy"),
+        "manifest_sha256": meta.get("manifest_sha256"),
         # what reports quote of how well it types other labs' cells (validated where read: smear.typing)
         "smear_typing": meta.get("smear_typing"),
         "adaptation": meta.get("adaptation"),

@@ -28,7 +28,9 @@ from bloodcell.writing import atomic_file, name_text, write_text
 
 
 def _default_taxonomy(model: ScoringModel) -> str:
-    return str(model.meta.get("taxonomy") or model.meta.get("train_config", {}).get("taxonomy") or "pbc8")
+    train_config = model.meta.get("train_config")
+    named = model.meta.get("taxonomy") or (train_config.get("taxonomy") if isinstance(train_config, dict) else None)
+    return named if isinstance(named, str) else "pbc8"
 
 
 def collect_items(model: ScoringModel, dataset: str, manifest, split: str, taxonomy: str | None, data_root,
@@ -72,7 +74,7 @@ def evaluate(checkpoint: str | Path, *, dataset: str = "pbc", manifest: str | Pa
     if engine != "torch" and model.kind != "torch":
         notes.append(f"the {engine} engine applies to torch checkpoints only; ignored for this classical pipeline")
     trained_on = model.meta.get("manifest_sha256")
-    if items.manifest_sha256 and trained_on and trained_on != items.manifest_sha256:
+    if items.manifest_sha256 and isinstance(trained_on, str) and trained_on != items.manifest_sha256:
         notes.append(f"WARNING: the checkpoint was trained with another manifest (sha256 {trained_on[:12]}…); "
                      "its training images may be in this split")
     scores = score_paths(model, items.paths, tta=tta, batch_size=batch_size,
@@ -80,7 +82,7 @@ def evaluate(checkpoint: str | Path, *, dataset: str = "pbc", manifest: str | Pa
     provenance = {"checkpoint": Path(str(checkpoint)).name, "manifest": Path(items.manifest).name if items.manifest else None,
                   "data_root": items.root.name if items.root else None,
                   "label_map": Path(label_map).name if label_map else None, "tta": tta, "limit": limit,
-                  "engine": engine if model.kind == "torch" else None}
+                  "engine": model.model.engine if model.kind == "torch" else None}
     return build_evaluation(model, items, scores, mapping, label=label, notes=notes, provenance=provenance,
                             n_boot=n_boot, seed=seed)
 

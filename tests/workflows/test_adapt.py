@@ -291,6 +291,14 @@ def test_an_adapted_checkpoint_with_gated_classes_loads_scores_and_exports_as_on
     from bloodcell.smear.typing import typing_summary
 
     assert typing_summary(onnx_engine)["adapted_to"] == typing_summary(torch_engine)["adapted_to"]  # its trust line too
+    for path in (result.path, tmp_path / "lab.onnx"):  # `models info FILE` tells what the file says of itself
+        shown = CliRunner().invoke(app, ["models", "info", str(path)], env={"COLUMNS": "300"})
+        assert shown.exit_code == 0, shown.output
+        text = " ".join(shown.output.split())
+        assert "adapted to lab from tiny.safetensors, on reviewed cells: eosinophil 8, lymphocyte 8, neutrophil 8" in text
+        assert f"{result.fit.cv_accuracy:.1%} adapted, {result.fit.cv_accuracy_before:.1%} before adapting" in text
+        assert f"original model calls {' or '.join(result.gated)} keeps that type" in text
+        assert "typed by the cell classifier adapted to lab from 24 of its reviewed cells" in text
     original = load(model)
     called = original.probabilities(original.score(pixels)[0]).argmax(1)
     gated = np.isin(called, [PBC_CLASSES.index(n) for n in result.gated])
@@ -323,3 +331,21 @@ def test_a_gated_head_is_rebuilt_from_its_checkpoint_options_and_bad_options_are
     with pytest.raises(CheckpointError, match=problem) as refused:
         load_checkpoint(path)
     assert "\n" not in str(refused.value)
+
+
+
+def test_models_info_refuses_a_missing_or_hostile_model_file_in_one_sentence(tmp_path):
+    import json
+    import struct
+
+    from bloodcell.errors import CheckpointError
+
+    runner = CliRunner()
+    missing = runner.invoke(app, ["models", "info", str(tmp_path / "nothing.safetensors")])
+    assert missing.exit_code != 0 and isinstance(missing.exception, CheckpointError)
+    header = json.dumps({"__metadata__": {"bloodcell": json.dumps({"format": "bloodcell-checkpoint/1",
+                                                                    "model_name": "[red]x", "class_names": ["a"]})}})
+    hostile = tmp_path / "hostile.safetensors"
+    hostile.write_bytes(struct.pack("<Q", len(header)) + header.encode())
+    refused = runner.invoke(app, ["models", "info", str(hostile)])
+    assert refused.exit_code != 0 and isinstance(refused.exception, CheckpointError)

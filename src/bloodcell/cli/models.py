@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bloodcell.errors import CheckpointError
 from bloodcell.models.catalog import CATALOG, CATALOG_CLASSES
 from bloodcell.weights import BUNDLED
 
@@ -142,9 +144,73 @@ def _bundled_info(name: str) -> None:
                   f"input {meta['data_config']['input_size']} px; no model card is installed", highlight=False)
 
 
+def _file_info(path: Path) -> None:
+    """What a classifier file says of itself: architecture, classes, input, temperature, what it learned from, its
+    adaptation to a lab (with the trust line `bloodcell count` gives it) and its guard's labs; every value read from
+    the file is checked or escaped before it is shown."""
+    from bloodcell.checkpoint import read_checkpoint_meta
+    from bloodcell.provenance import file_sha256
+    from bloodcell.smear.differential import trust_note
+    from bloodcell.smear.typing import recorded_typing
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: model file not found")
+    if path.suffix == ".onnx":
+        from bloodcell.inference.onnx import OnnxBackend, read_document
+
+        meta, kind = read_document(OnnxBackend(path), path), "exported ONNX model"
+    else:
+        meta, kind = read_checkpoint_meta(path), "checkpoint"
+    config = meta["data_config"]
+    console.print(f"[bold]{escape(path.name)}[/] ({kind}; sha256 {file_sha256(path)})", highlight=False)
+    console.print(f"architecture {escape(meta['model_name'])}; {len(meta['class_names'])} classes: "
+                  f"{escape(', '.join(meta['class_names']))}; input {config['input_size']} px, framing "
+                  f"{escape(str(config.get('framing', 'none')))}; temperature {float(meta['temperature']):.3g}",
+                  highlight=False)
+    taxonomy = meta.get("taxonomy") or (meta.get("train_config") or {}).get("taxonomy")
+    if isinstance(taxonomy, str):
+        console.print(f"taxonomy {escape(taxonomy[:80])}", highlight=False)
+    for line in _adaptation_lines(meta):
+        console.print(line, highlight=False)
+    guard = meta.get("ood")
+    sources = guard.get("sources") if isinstance(guard, dict) else None
+    if isinstance(sources, list) and all(isinstance(source, str) for source in sources):
+        console.print(f"out-of-distribution guard calibrated on: {escape(', '.join(source[:80] for source in sources))}",
+                      highlight=False)
+    elif guard is None:
+        console.print("no out-of-distribution guard: nothing is referred as not a cell or as from an unfamiliar lab")
+    console.print(escape(trust_note(recorded_typing(path.name, meta))), highlight=False)
+
+
+def _adaptation_lines(meta: dict) -> list[str]:
+    """What a checkpoint records of its adaptation to a lab, from labelled cells or unlabelled ones."""
+    lines = []
+    adaptation = meta.get("adaptation")
+    if isinstance(adaptation, dict):
+        cells = adaptation.get("cells")
+        counted = ", ".join(f"{name} {n}" for name, n in cells.items() if isinstance(n, int)) \
+            if isinstance(cells, dict) else "unknown"
+        lines.append(f"adapted to {escape(str(adaptation.get('lab', 'a lab'))[:120])} from "
+                     f"{escape(str(adaptation.get('base', 'another model'))[:120])}, on reviewed cells: {escape(counted)}")
+        after, before = adaptation.get("cv_accuracy"), adaptation.get("cv_accuracy_before")
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in (after, before)):
+            lines.append(f"cross-validated accuracy on those cells: {after:.1%} adapted, {before:.1%} before adapting")
+        gated = (adaptation.get("recipe") or {}).get("gated") if isinstance(adaptation.get("recipe"), dict) else None
+        if isinstance(gated, list) and gated and all(isinstance(name, str) for name in gated):
+            lines.append(f"a cell the original model calls {escape(' or '.join(gated))} keeps that type")
+    unlabelled = meta.get("unlabelled_adaptation")
+    if isinstance(unlabelled, dict):
+        adapted = unlabelled.get("weight") is not None
+        lines.append(f"{'adapted' if adapted else 'checked, and kept unadapted,'} without labels on "
+                     f"{escape(str(unlabelled.get('cells', '?'))[:20])} cells of "
+                     f"{escape(str(unlabelled.get('lab', 'a lab'))[:120])}; its accuracy there is not measured")
+    return lines
+
+
 @app.command("info")
-def info_command(name: str = typer.Argument(..., help="A bundled model (pbc8, pbc11, smear-detector), a registered or a timm model name.")) -> None:
-    """A bundled model's card, or the data config, parameter count and documentation of an architecture."""
+def info_command(name: str = typer.Argument(..., help="A bundled model (pbc8, pbc11, smear-detector), a registered or a timm model name, or a model file (.safetensors or .onnx).")) -> None:
+    """A bundled model's card, what a model file says of itself, or the data config, parameter count and
+    documentation of an architecture."""
     import inspect
     from functools import partial
 
@@ -152,6 +218,9 @@ def info_command(name: str = typer.Argument(..., help="A bundled model (pbc8, pb
 
     if name in BUNDLED:
         _bundled_info(name)
+        return
+    if name.endswith((".safetensors", ".onnx")):
+        _file_info(Path(name))
         return
     entry = get_model_entry(name)
     config = entry.data_config

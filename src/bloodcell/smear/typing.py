@@ -13,8 +13,12 @@ def typing_summary(classifier) -> dict[str, Any]:
     """What typed the white cells and, from its checkpoint's ``smear_typing`` metadata (written by the
     typing-records job), how well it typed held-out smears of another lab; plus an adaptation, if any."""
     source = getattr(classifier, "source", None)
-    summary: dict[str, Any] = {"typer": Path(source).name if source else None}
-    meta = _recorded_meta(classifier, source) if source else {}
+    return recorded_typing(Path(source).name if source else None, _recorded_meta(classifier, source) if source else {})
+
+
+def recorded_typing(typer: str | None, meta: dict[str, Any]) -> dict[str, Any]:
+    """:func:`typing_summary` from a model file's name and its metadata (each figure checked before it is quoted)."""
+    summary: dict[str, Any] = {"typer": typer}
     if meta:
         recorded = meta.get("smear_typing") if isinstance(meta.get("smear_typing"), dict) else {}
         summary.update({k: recorded[k] for k, fits in _RECORDED.items() if k in recorded and fits(recorded[k])})

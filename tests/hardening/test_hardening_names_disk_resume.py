@@ -76,9 +76,11 @@ def test_heat_maps_of_long_and_non_utf8_names_are_all_written(tmp_path, checkpoi
     maps = tmp_path / "maps"
     result = _predict(checkpoint, folder, "--output", tmp_path / "p.csv", "--explain", maps)
     assert result.exit_code == 0, (result.output, result.exception)
-    made = sorted(p.name for p in maps.iterdir())
+    made = sorted(p.name for p in maps.iterdir() if p.name != "index.csv")
     assert len(made) == 4 and all(len(name.encode()) <= 255 and name.endswith("_gradcam.png") for name in made)
     assert "\\xe9t\\xe9_gradcam.png" in made and all(Image.open(maps / name).size for name in made)
+    index = (maps / "index.csv").read_text(encoding="utf-8")  # valid UTF-8: the odd name escaped as in the results
+    assert "\\xe9t\\xe9.png" in index and "\\xe9t\\xe9_gradcam.png" in index and index.count("\n") == 5
     shortened = [name for name in made if len(name) > 200]
     assert len(shortened) == 2 and shortened[0] != shortened[1]
 
@@ -207,7 +209,8 @@ def test_a_full_disk_during_heat_maps_keeps_the_ones_made(monkeypatch, tmp_path,
     maps = tmp_path / "maps"
     result = _predict(checkpoint, folder, "--output", tmp_path / "p.csv", "--explain", maps)
     assert isinstance(result.exception, OutputError) and "the 1 heat maps made before are kept" in str(result.exception)
-    assert [p.name for p in maps.iterdir()] == ["a_gradcam.png"]
+    assert sorted(p.name for p in maps.iterdir()) == ["a_gradcam.png", "index.csv"]
+    assert "a.png,a_gradcam.png," in (maps / "index.csv").read_text() and "b.png" not in (maps / "index.csv").read_text()
     assert len(_rows(tmp_path / "p.csv")) == 3
 
 

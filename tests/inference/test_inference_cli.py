@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -56,7 +57,28 @@ def test_predict_prints_table_and_explains(runner, trained_checkpoint, cells_fol
                            env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     assert "good_0.png" in result.output and "truncated" in result.output
-    assert [p.name for p in cams.iterdir()] == ["good_0_gradcam.png"]
+    assert sorted(p.name for p in cams.iterdir()) == ["good_0_gradcam.png", "index.csv"]
+
+
+def test_heat_maps_of_images_with_one_name_are_told_apart_by_the_index(runner, trained_checkpoint, cells_folder,
+                                                                         tmp_path):
+    """Two folders' cell.png give two heat maps, and index.csv says which image each one explains."""
+    import shutil
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(cells_folder / ("good_0.png" if folder == "a" else "good_1.png"), tmp_path / folder / "cell.png")
+    cams = tmp_path / "cams"
+    result = runner.invoke(app, ["predict", str(tmp_path / "a"), str(tmp_path / "b"), "--model", str(trained_checkpoint),
+                                 "--explain", str(cams), "-o", str(tmp_path / "rows.csv")])
+    assert result.exit_code == 0, result.output
+    with (cams / "index.csv").open(newline="") as handle:
+        index = list(csv.DictReader(handle))
+    with (tmp_path / "rows.csv").open(newline="") as handle:
+        rows = {row["path"]: row["label"] for row in csv.DictReader(handle)}
+    assert sorted(Path(entry["path"]).parent.name for entry in index) == ["a", "b"]
+    assert len({entry["heat_map"] for entry in index}) == 2 and all((cams / entry["heat_map"]).is_file() for entry in index)
+    assert all(rows[entry["path"]] == entry["label"] for entry in index)
 
 
 def test_predict_user_errors_exit_1_without_traceback(trained_checkpoint, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -10,7 +11,7 @@ import typer
 
 from bloodcell.cli.choices import Engine
 from bloodcell.cli.options import EngineOption, ModelName, ReferBelow, Threads, Tta, output_option
-from bloodcell.errors import ConfigError
+from bloodcell.errors import ConfigError, OutputError
 from bloodcell.inference.defaults import DEFAULT_REFER_BELOW
 from bloodcell.outputs import check_output_folder
 from bloodcell.progress import track
@@ -159,20 +160,37 @@ def _summarise(results: list[Prediction], inputs, output: Path | None, kept: int
 
 
 def _write_explanations(classifier: Classifier, results: list[Prediction], folder: Path) -> None:
-    """One heat map per classified image, named after it (escaped, shortened with a hash when too long); each
-    written whole or not at all, and a failed one stops the rest with one sentence saying how many were made."""
+    """One heat map per classified image, named after it (escaped, shortened with a hash when too long, numbered when
+    two images share a name) and listed in ``index.csv`` beside them (image path as in the results, heat-map file,
+    label), so that each is found from its row; each written whole or not at all, and a failed one stops the rest
+    with one sentence saying how many were made (the index lists those)."""
     used: set[str] = set()
-    done = 0
+    made: list[tuple[str, str, str]] = []
     for result in track([r for r in results if r.error is None], "LayerCAM", unit="images"):
         path = folder / output_name(Path(result.path).stem, "_gradcam.png", used)
-        partial = path.with_name(f".{done}.gradcam.part.png")
+        partial = path.with_name(f".{len(made)}.gradcam.part.png")
         try:
             classifier.explain(result.path, partial, class_index=classifier.class_names.index(result.label))
             os.replace(partial, path)
         except OSError as exc:
             partial.unlink(missing_ok=True)
-            raise write_failed(path, exc, f"the {done} heat maps made before are kept in {folder}") from None
-        done += 1
+            with suppress(OutputError):  # the disk that refused the heat map may refuse its index too
+                _write_heat_map_index(folder, made)
+            raise write_failed(path, exc, f"the {len(made)} heat maps made before are kept in {folder}, listed in "
+                                          "index.csv") from None
+        made.append((name_text(result.path), name_text(path.name), result.label))
+    _write_heat_map_index(folder, made)
+
+
+def _write_heat_map_index(folder: Path, made: list[tuple[str, str, str]]) -> None:
+    import csv
+
+    from bloodcell.writing import atomic_file
+
+    with atomic_file(folder / "index.csv") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("path", "heat_map", "label"))
+        writer.writerows(made)
 
 
 def _print_table(records: list[dict]) -> None:

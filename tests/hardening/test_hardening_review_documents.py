@@ -38,7 +38,7 @@ def test_a_white_cell_box_larger_than_its_photo_is_refused_before_any_crop(tmp_p
 
 
 def test_a_sane_sample_still_exports(tmp_path):
-    items = export_review(_sample(tmp_path / "s"), tmp_path / "r")
+    items = export_review(_sample(tmp_path / "s"), tmp_path / "r").items
     assert len(items) == 1 and (tmp_path / "r" / "crops" / f"{items[0].id}.png").is_file()
 
 

@@ -189,8 +189,8 @@ def test_review_export_all_gives_every_white_cell_and_an_unfamiliar_labs_sample_
     out = tmp_path / "counts"
     assert CliRunner().invoke(app, ["count", str(photos), "-o", str(out), "--detector", "classical", "--model",
                                     str(tiny_model), "--refer-below", "0"]).exit_code == 0
-    plain = export_review(out, tmp_path / "r0")
-    every = export_review(out, tmp_path / "r1", every_cell=True)
+    plain = export_review(out, tmp_path / "r0").items
+    every = export_review(out, tmp_path / "r1", every_cell=True).items
     assert len(every) == 2 and len(plain) < len(every) and {i.id for i in plain} <= {i.id for i in every}
     doc = json.loads((out / "counts.json").read_text())
     doc["sample"]["lab_check"] = {"checked": 2, "unfamiliar": 2, "unfamiliar_lab": True, "message": "unfamiliar lab"}

@@ -23,13 +23,12 @@ def export(
 ) -> None:
     """Write the referred and doubtful white cells of a counted sample for review: crops, top 3, a corrections CSV."""
     from bloodcell.inference.predictor import load
-    from bloodcell.workflows.review import export_review, read_counted, unfamiliar_lab
+    from bloodcell.workflows.review import export_review
 
-    items = export_review(counts, output, load(model), every_cell=every_cell)
-    why = (" (every white cell: this sample's cells look unlike every lab the model knows)"
-           if not every_cell and unfamiliar_lab(read_counted(counts).doc) else "")
-    typer.echo(f"{len(items)} cells to review{why} -> {output}")
-    if items:
+    exported = export_review(counts, output, load(model), every_cell=every_cell)
+    why = " (every white cell: this sample's cells look unlike every lab the model knows)" if exported.unfamiliar_lab else ""
+    typer.echo(f"{len(exported.items)} cells to review{why} -> {output}")
+    if exported.items:
         typer.echo(f"fill in decision (accept, relabel, wrong; missing for a missed cell) and label in "
                    f"{output / 'corrections.csv'}, then: bloodcell review apply {counts} "
                    f"--corrections {output / 'corrections.csv'} -o REVIEWED")

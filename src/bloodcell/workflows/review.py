@@ -134,13 +134,23 @@ def load_photos(counted: CountedSample, needed: set[str] | None = None) -> dict[
     return photos
 
 
-def export_review(counts: str | Path, out: str | Path, classifier=None, every_cell: bool = False) -> list[ReviewItem]:
+@dataclass
+class ReviewExport:
+    """The exported items, and whether every white cell was exported because the sample's lab check found its cells
+    unlike every lab the model knows (not because it was asked for)."""
+
+    items: list[ReviewItem]
+    unfamiliar_lab: bool
+
+
+def export_review(counts: str | Path, out: str | Path, classifier=None, every_cell: bool = False) -> ReviewExport:
     """Write the sample's review items (crops, corrections.csv template, review.md) into ``out``: the referred and
     doubtful white cells, or every white cell with ``every_cell`` or when the sample's lab check found its white
     cells unlike every lab the model knows (then none was typed with a measured accuracy)."""
     counted = read_counted(counts)
     out = check_output_folder(out, "review files")
-    every_cell = every_cell or unfamiliar_lab(counted.doc)
+    unfamiliar = not every_cell and unfamiliar_lab(counted.doc)
+    every_cell = every_cell or unfamiliar
     items = review_items(counted.doc, every_cell=every_cell)
     photos = load_photos(counted, {item.photo for item in items})
     items = review_items(counted.doc, photos, classifier, every_cell=every_cell)
@@ -150,7 +160,7 @@ def export_review(counts: str | Path, out: str | Path, classifier=None, every_ce
     rows = template_rows(items, counted.sample_id)
     write_text(out / "corrections.csv", to_csv(rows, TEMPLATE_COLUMNS))
     write_text(out / "review.md", _review_markdown(counted.sample_id, rows))
-    return items
+    return ReviewExport(items, unfamiliar)
 
 
 def unfamiliar_lab(doc: dict[str, Any]) -> bool:

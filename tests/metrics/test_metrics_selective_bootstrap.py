@@ -90,3 +90,20 @@ def test_bootstrap_interval_matches_binomial_width():
     acc = (pred == y).mean()
     half = 1.96 * np.sqrt(acc * (1 - acc) / 2000)
     assert (ci["high"] - ci["low"]) / 2 == pytest.approx(half, rel=0.15)
+
+
+@pytest.mark.parametrize("right", [16, 0])
+def test_a_set_all_right_or_all_wrong_gets_the_exact_binomial_interval_not_a_collapsed_one(right):
+    """The percentile bootstrap of 16/16 right is [100, 100]: certainty from 16 images. The exact interval is not."""
+    from scipy.stats import binomtest
+
+    truth = np.arange(16) % 4
+    predicted = truth if right else (truth + 1) % 4
+    ci = bootstrap_ci(truth, predicted, 4, n_boot=200)
+    exact = binomtest(right, 16).proportion_ci(0.95, method="exact")
+    assert ci["accuracy"]["method"] == "clopper-pearson" and ci["accuracy"]["estimate"] == right / 16
+    assert ci["accuracy"]["low"] == pytest.approx(exact.low) and ci["accuracy"]["high"] == pytest.approx(exact.high)
+    assert ci["accuracy"]["high"] - ci["accuracy"]["low"] > 0.2
+    assert ci["macro_f1"]["low"] is None and ci["kappa"]["low"] is None
+    one_wrong = bootstrap_ci(truth, np.where(np.arange(16) == 0, 1, truth), 4, n_boot=200)
+    assert "method" not in one_wrong["accuracy"] and one_wrong["accuracy"]["low"] < 15 / 16

@@ -20,7 +20,8 @@ def with_ci(ci: dict[str, Any], as_pct: bool = True) -> str:
     fmt = pct if as_pct else num
     if ci.get("low") is None:
         return fmt(ci.get("estimate"))
-    return f"{fmt(ci['estimate'])} [{fmt(ci['low'])}, {fmt(ci['high'])}]"
+    exact = " (Clopper-Pearson: every call right or every one wrong)" if ci.get("method") == "clopper-pearson" else ""
+    return f"{fmt(ci['estimate'])} [{fmt(ci['low'])}, {fmt(ci['high'])}]{exact}"
 
 
 def headline_rows(result: dict[str, Any]) -> list[tuple[str, str]]:

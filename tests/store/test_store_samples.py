@@ -239,3 +239,26 @@ def test_the_store_keeps_the_same_referred_cells_the_count_reported(store, tmp_p
         record_count(session, store.photos, result, "tia")
         kept = summary(find(session, "S-001"))
     assert kept["referred"] == result.sample.wbc_referred == 2
+
+
+def test_the_lab_check_of_a_kept_sample_comes_from_its_live_white_cells(store, store_spec, tmp_path):
+    """Each typed white cell's lab check is kept; the sample's follows its cells as reviewed (a removed cell no longer
+    counts), so `samples show`, the service and the page say what counts.json said; unchecked cells say nothing."""
+    result = counted_doc(tmp_path / "photos", "S-lab")
+    white = [box for box in result.images[0].boxes if box.label == "WBC"]
+    for box, odd in zip(white, (True, True, True, False)):
+        box.unfamiliar_lab = odd
+    with store.session() as session:
+        record_count(session, store.photos, result, "tia")
+    _record(store, tmp_path, "S-plain")
+    with store.session() as session:
+        check = summary(find(session, "S-lab"))["lab_check"]
+        assert summary(find(session, "S-plain"))["lab_check"] is None
+    assert check["checked"] == 4 and check["unfamiliar"] == 3 and check["unfamiliar_lab"]
+    assert "adapt the classifier to your lab" in check["message"]
+    from bloodcell.cli.main import app
+    from typer.testing import CliRunner
+
+    shown = CliRunner().invoke(app, ["samples", "show", "S-lab", "--store", str(store_spec)])
+    assert shown.exit_code == 0, shown.output
+    assert "lab check: WARNING: 3 of 4 white cells look unlike" in " ".join(shown.output.split())

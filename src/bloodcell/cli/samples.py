@@ -73,6 +73,9 @@ def show(
                                              for k, v in row["differential_percent"].items()) or "no white cells typed"))
     typer.echo(f"classifier: {row['classifier']['name']} {row['classifier']['sha256'] or ''}".rstrip())
     typer.echo(f"detector: {row['detector']['name']} {row['detector']['sha256'] or ''}".rstrip())
+    check = row["lab_check"]
+    if check is not None:
+        typer.echo(f"lab check: {'WARNING: ' if check['unfamiliar_lab'] else ''}{check['message']}")
 
 
 @app.command("audit")

@@ -86,6 +86,8 @@ class Cell(Base):
     referral_reason: Mapped[Optional[str]] = mapped_column(Text)
     origin: Mapped[str] = mapped_column(String(20), default="detector")
     removed: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: A typed white cell's lab check (unlike the cells of every lab the classifier learned from); None: not checked.
+    unfamiliar_lab: Mapped[Optional[bool]] = mapped_column(Boolean)
 
     sample: Mapped[Sample] = relationship(back_populates="cells")
 

@@ -21,6 +21,7 @@ from bloodcell.data.images import oriented_size
 from bloodcell.errors import ConfigError, DataError
 from bloodcell.smear.referral import review_targets
 from bloodcell.smear.differential import differential
+from bloodcell.smear.lab_check import lab_check
 from bloodcell.smear.schema import SampleResult
 from bloodcell.store.audit import record
 from bloodcell.store.errors import ConflictError, NotFoundError, ReadOnlyError, StoreError
@@ -142,7 +143,8 @@ def _keep_photos(session: Session, photos: PhotoFolder, sample: Sample, result: 
         session.add_all(Cell(sample=sample, photo_pk=photo.id, label=box.label, x1=box.x1, y1=box.y1,
                              x2=box.x2, y2=box.y2, score=box.score, count=box.count,
                              cell_class=box.wbc_type, confidence=box.confidence,
-                             referral_reason=reasons.get(index), origin="detector", removed=False)
+                             referral_reason=reasons.get(index), origin="detector", removed=False,
+                             unfamiliar_lab=box.unfamiliar_lab)
                         for index, box in enumerate(counted.boxes))
 
 
@@ -382,6 +384,7 @@ def summary(sample: Sample) -> dict[str, Any]:
             "classifier": {"name": sample.classifier_name, "sha256": sample.classifier_sha256},
             "detector": {"name": sample.detector_name, "sha256": sample.detector_sha256},
             "typing_unavailable": sample.typing_unavailable,
+            "lab_check": lab_check([{"unfamiliar_lab": c.unfamiliar_lab} for c in live_cells(sample) if c.label == "WBC"]),
             "timings": {t.stage: t.seconds for t in sample.timings}}
 
 

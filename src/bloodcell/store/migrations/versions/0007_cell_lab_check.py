@@ -1,0 +1,23 @@
+"""Each typed white cell's lab check: unlike the cells of every lab the classifier learned from (None: not checked).
+
+Revision ID: 0007
+Revises: 0006
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("cells", sa.Column("unfamiliar_lab", sa.Boolean, nullable=True))
+
+
+def downgrade() -> None:
+    raise NotImplementedError("a sample store is never downgraded")

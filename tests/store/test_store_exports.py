@@ -56,7 +56,12 @@ def test_fhir_is_a_valid_bundle_of_a_preliminary_report_with_loinc_coded_percent
     assert report["resourceType"] == "DiagnosticReport" and report["status"] == "preliminary"
     assert report["identifier"][0]["value"] == "S-001"
     coded = _by_loinc(bundle)
-    assert set(coded) == {"770-8", "736-9"}  # neutrophils and lymphocytes seen; no absolute counts without --wbc
+    # neutrophils and lymphocytes seen, the other white-cell types of the reference intervals at 0 %; no absolute
+    # counts without --wbc
+    assert set(coded) == {"770-8", "736-9", "713-8", "706-2", "5905-5"}
+    assert all(coded[code]["valueQuantity"]["value"] == 0.0 for code in ("713-8", "706-2", "5905-5"))
+    assert report["conclusion"].startswith("Differential from 4 white cells typed on smear photos by a classifier "
+                                           "(fewer than the 100 of a manual differential")
     assert coded["770-8"]["valueQuantity"] == {"value": 75.0, "unit": "%", "system": "http://unitsofmeasure.org",
                                                "code": "%"}
     assert coded["736-9"]["valueQuantity"]["value"] == 25.0
@@ -101,3 +106,27 @@ def test_calls_kept_out_of_the_differential_have_a_count_and_no_percent(store, t
                      "tia")
     row = next(csv.DictReader(sample_csv(_sample(store)).splitlines()))
     assert (row["neutrophil_percent"], row["platelet_percent"], row["platelet_count"]) == ("100.00", "", "1")
+
+
+def test_both_exports_carry_the_lab_check_of_a_sample_from_an_unfamiliar_lab(store, tmp_path, people):
+    """A receiving system's reader learns what the page says: the cells look unlike every lab the classifier knows."""
+    result = counted_doc(tmp_path / "in", "S-odd")
+    for box in result.images[0].boxes:
+        if box.label == "WBC":
+            box.unfamiliar_lab = True
+    with store.session() as session:
+        record_count(session, store.photos, result, "tia")
+        sample = find(session, "S-odd")
+        sample.cells, sample.photos
+    row = next(csv.DictReader(sample_csv(sample).splitlines()))
+    assert row["lab_check"].startswith("unfamiliar lab: 4 of 4 white cells look unlike the cells of every lab")
+    conclusion = fhir_bundle(sample)["entry"][0]["resource"]["conclusion"]
+    assert "Lab check: 4 of 4 white cells look unlike" in conclusion and "adapt the classifier" in conclusion
+    plain = next(csv.DictReader(sample_csv(_sample(_kept_plain(store, tmp_path))).splitlines()))
+    assert plain["lab_check"] == ""
+
+
+def _kept_plain(store, tmp_path):
+    with store.session() as session:
+        record_count(session, store.photos, counted_doc(tmp_path / "plain"), "tia")
+    return store

@@ -32,7 +32,7 @@ from bloodcell.outputs import check_output_file
 from bloodcell.smear.differential import NOT_WHITE_CELLS, REFERENCE_INTERVALS, differential
 from bloodcell.store.models import Sample
 from bloodcell.store.vocabulary import EXPORTS
-from bloodcell.store.samples import tallies
+from bloodcell.store.samples import sample_lab_check, tallies
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -71,7 +71,7 @@ def sample_csv(sample: Sample) -> str:
     row: dict[str, Any] = {"sample_id": sample.sample_id, "lab": sample.lab, "status": sample.status,
                            "signed_by": sample.signed_by or "", "photos": len(sample.photos),
                            **{f"count_{label}": n for label, n in counts.items()},
-                           "wbc_classified": sum(types.values())}
+                           "wbc_classified": sum(types.values()), "lab_check": _lab_check_text(sample)}
     for name in _types(types):
         # calls kept out of the differential (platelet, erythroblast) and untyped samples have no percent
         row[f"{name}_percent"] = (f"{percent[name]:.2f}" if name in percent else
@@ -82,6 +82,27 @@ def sample_csv(sample: Sample) -> str:
     writer.writeheader()
     writer.writerow(row)
     return handle.getvalue()
+
+
+def _lab_check_text(sample: Sample) -> str:
+    """The sample's lab check as samples.csv of `bloodcell count` words it ("" when no white cell was checked)."""
+    check = sample_lab_check(sample)
+    if check is None:
+        return ""
+    return ("unfamiliar lab: " if check["unfamiliar_lab"] else "familiar: ") + check["message"]
+
+
+def _caveats(sample: Sample, typed: int) -> str:
+    """What a receiving system's reader must know of the numbers: how many cells they rest on, the lab check's warning,
+    and the sample's note."""
+    said = [f"Differential from {typed} white cell{'s' if typed != 1 else ''} typed on smear photos by a classifier"
+            + (" (fewer than the 100 of a manual differential: percentages are imprecise)." if typed < 100 else ".")]
+    check = sample_lab_check(sample)
+    if check is not None and check["unfamiliar_lab"]:
+        said.append(f"Lab check: {check['message']}")
+    if sample.note:
+        said.append(sample.note)
+    return " ".join(said)
 
 
 def _coding(system: str, code: str, display: str) -> dict[str, Any]:
@@ -114,7 +135,9 @@ def fhir_bundle(sample: Sample, wbc_per_nl: float | None = None) -> dict[str, An
     counts, types = tallies(sample)
     percent = differential(types)["percent"]
     observations = []
-    for name, value in percent.items():
+    # a type none of the typed cells was is 0 %, a finding like any other (none without a typed white cell at all)
+    for name, value in ({name: percent.get(name, 0.0) for name in _types(types) if name not in NOT_WHITE_CELLS}
+                        if percent else {}).items():
         codes = LOINC_CODES.get(name)
         code = _coding(LOINC, *codes[0]) if codes else {"text": f"{name}/100 leukocytes in Blood (smear photos)"}
         observations.append(_observation(code, _quantity(round(value, 2), "%", "%"), status, when,
@@ -139,8 +162,7 @@ def fhir_bundle(sample: Sample, wbc_per_nl: float | None = None) -> dict[str, An
     }
     if sample.signed_by:
         report["resultsInterpreter"] = [{"display": sample.signed_by}]
-    if sample.note:
-        report["conclusion"] = sample.note
+    report["conclusion"] = _caveats(sample, sum(n for name, n in types.items() if name not in NOT_WHITE_CELLS))
     bundle = {"resourceType": "Bundle", "type": "collection", "timestamp": report["issued"],
               "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in [report, *observations]]}
     return Bundle.model_validate(bundle).model_dump(mode="json", exclude_none=True)

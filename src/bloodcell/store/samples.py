@@ -370,6 +370,11 @@ def tallies(sample: Sample) -> tuple[dict[str, int], dict[str, int]]:
     return counts, dict(sorted(types.items()))
 
 
+def sample_lab_check(sample: Sample) -> dict[str, Any] | None:
+    """The lab check of the sample's live white cells (:func:`~bloodcell.smear.lab_check.lab_check`)."""
+    return lab_check([{"unfamiliar_lab": c.unfamiliar_lab} for c in live_cells(sample) if c.label == "WBC"])
+
+
 def summary(sample: Sample) -> dict[str, Any]:
     """What ``samples show`` prints and the service returns: status, counts, differential, models, timings."""
     counts, types = tallies(sample)
@@ -384,7 +389,7 @@ def summary(sample: Sample) -> dict[str, Any]:
             "classifier": {"name": sample.classifier_name, "sha256": sample.classifier_sha256},
             "detector": {"name": sample.detector_name, "sha256": sample.detector_sha256},
             "typing_unavailable": sample.typing_unavailable,
-            "lab_check": lab_check([{"unfamiliar_lab": c.unfamiliar_lab} for c in live_cells(sample) if c.label == "WBC"]),
+            "lab_check": sample_lab_check(sample),
             "timings": {t.stage: t.seconds for t in sample.timings}}
 
 

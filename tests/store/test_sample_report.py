@@ -136,3 +136,18 @@ def test_a_moved_box_credits_its_reviewer_and_only_a_standing_call_answers_a_ref
     assert decide_and_read("tia", "platelet").referred == before - 1
     undone = decide_and_read("tia", "relabel", cell_class="neutrophil", undo=True)
     assert (undone.reviewers, undone.decisions, undone.referred) == (["sam", "tia"], 3, before)
+
+
+def test_the_report_of_a_sample_from_an_unfamiliar_lab_warns_before_its_differential(store, people, tmp_path):
+    """The lab check's warning stands above the numbers it concerns; a familiar lab's report has none."""
+    result = counted_doc(tmp_path / "odd", "S-odd")
+    for box in result.images[0].boxes:
+        if box.label == "WBC":
+            box.unfamiliar_lab = True
+    with store.session() as session:
+        record_count(session, store.photos, result, "tia")
+        odd = render_html(report_data(session, find(session, "S-odd"), store.photos))
+    warning = odd.index('id="lab-check">Lab check: 4 of 4 white cells look unlike the cells of every lab')
+    assert odd.index("<h2>White-cell differential</h2>") < warning < odd.index("<table class='differential'>")
+    kept_sample(store, people, tmp_path / "in")
+    assert 'id="lab-check"' not in render_html(_data(store))

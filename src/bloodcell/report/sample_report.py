@@ -64,6 +64,8 @@ class SampleReportData:
     wbc_per_nl: float | None = None
     notes: list[str] = field(default_factory=list)
     typing_unavailable: str | None = None
+    #: The lab check's warning when the sample's white cells look unlike every lab the classifier learned from.
+    lab_warning: str | None = None
     reviewers: list[str] = field(default_factory=list)
     decisions: int = 0
     review_finished: str | None = None
@@ -198,6 +200,7 @@ def render_html(data: SampleReportData) -> str:
 <table class="counts"><tr><th>Cell</th><th class="num">Counted</th></tr>{counts}</table>
 <p class="small">Cells seen on the photos, not concentrations in the blood.</p>
 <h2>White-cell differential</h2>
+{f'<p class="ruo" id="lab-check">Lab check: {_e(data.lab_warning)}</p>' if data.lab_warning else ''}
 {_differential(data)}
 {f'<ul class="notes">{notes}</ul>' if notes else ''}
 <h2>Review and sign-off</h2>

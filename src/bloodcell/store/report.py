@@ -23,7 +23,7 @@ from bloodcell.store.audit import trail
 from bloodcell.store.errors import StoreError
 from bloodcell.store.models import Decision, Sample
 from bloodcell.store.photos import PhotoFolder
-from bloodcell.store.samples import live_cells, tallies
+from bloodcell.store.samples import live_cells, sample_lab_check, tallies
 
 #: Audit actions of a person deciding cells; they and finishing the review credit a reviewer.
 DECISION_ACTIONS = ("decision", "relabel", "remove_box", "move_box", "add_box")
@@ -119,11 +119,13 @@ def report_data(session, sample: Sample, photos: PhotoFolder, wbc_per_nl: float 
     notes = [n for n in differential_notes(diff) if not n.startswith("Not flagged")] + ([f"{unreadable} photo file(s) of this sample could not be read from the "
                                          "store's photo folder; they are not shown."] if unreadable else [])
     decided = _resolved(session, sample)
+    check = sample_lab_check(sample)
     return SampleReportData(
         sample_id=sample.sample_id, lab=sample.lab, status=sample.status, counted_at=_when(sample.created_at),
         photos=len(sample.photos), counts=counts, white_cells_typed=diff["classified"],
         lines=_lines(types, diff, wbc_per_nl), wbc_per_nl=wbc_per_nl,
         notes=notes, typing_unavailable=sample.typing_unavailable,
+        lab_warning=check["message"] if check is not None and check["unfamiliar_lab"] else None,
         reviewers=reviewers, decisions=sum(1 for e in entries if e.action in DECISION_ACTIONS),
         review_finished=f"by {finished[-1].actor}, {_when(finished[-1].at)}" if finished else None,
         signed=f"by {sample.signed_by}, {_when(sample.signed_at)}" if sample.signed_by else None,

@@ -37,6 +37,7 @@ def test_layers_defaults_then_file_then_flags(tmp_path):
         ({"pretrained": "yes"}, "invalid value"),
         ({"extra_train": 3}, "invalid value"),
         ({"extra_repeat": 0}, "extra_repeat must be at least 1"),
+        ({"input_size": 100_000}, "input_size must be at most 1024 pixels"),  # a cache of 600 GB before any epoch
     ],
 )
 def test_bad_config_values_raise_one_sentence(tmp_path, content, message):
@@ -52,6 +53,9 @@ def test_unreadable_config_file(tmp_path):
         read_config_file(tmp_path / "c.json")
     with pytest.raises(ConfigError, match="not found"):
         read_config_file(tmp_path / "missing.json")
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        read_config_file(tmp_path / "deep.json")
 
 
 #: Per trainer: a file's options, flags over them, and what the resolved config must then hold.

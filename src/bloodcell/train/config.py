@@ -19,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 
 import tomllib
 
+from bloodcell.checkpoint import MAX_INPUT_SIZE
 from bloodcell.errors import ConfigError
 from bloodcell.resources import config_path
 from bloodcell.train.run import SCHEDULES
@@ -173,6 +174,9 @@ class TrainConfig(RunConfig):
             value = getattr(self, name)
             if value is not None and int(value) < 1:
                 raise ConfigError(f"{name} must be at least 1 when given, got {value}")
+        if self.input_size is not None and int(self.input_size) > MAX_INPUT_SIZE:
+            raise ConfigError(f"input_size must be at most {MAX_INPUT_SIZE} pixels (what a checkpoint may record), "
+                              f"got {self.input_size}")
         if self.pretrained_weights and not self.pretrained:
             raise ConfigError("pretrained_weights needs pretrained: true (they are the weights it loads)")
         for name in ("time_budget_s", "checkpoint_every_s"):
@@ -254,6 +258,8 @@ def _read_table(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: config files must be .json or .toml")
     except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot parse config file ({exc})") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: cannot parse config file (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: config file must hold a table of options")
     return data

@@ -368,3 +368,37 @@ def test_an_adapted_models_trust_line_comes_from_its_adaptation_record():
                        "adapted_cells": 48})
     assert "adapted to St Elsewhere from 48" in note and "90%" in note and "has not been measured" not in note
     assert "has not been measured" in trust_note({"typer": "x.safetensors"})
+
+
+def test_a_photo_listed_twice_or_copied_in_a_sample_is_counted_once(tmp_path):
+    """A repeated --samples row, or a copy of a photo under another name, would double its cells in the sample."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from bloodcell.cli.main import app
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _smear(wbc=2).save(photos / "a.png")
+    (photos / "a copy.png").write_bytes((photos / "a.png").read_bytes())
+    _smear(wbc=1, rbc=8).save(photos / "b.png")
+    listing = tmp_path / "samples.csv"
+    listing.write_text("sample_id,photo\nA,photos/a.png\nA,photos/b.png\nA,photos/a.png\nB,photos/a.png\n")
+    runner = CliRunner()
+    listed = runner.invoke(app, ["count", "--samples", str(listing), "-o", str(tmp_path / "listed"),
+                                 "--detector", "classical"])
+    assert listed.exit_code == 0, listed.output
+    once = runner.invoke(app, ["count", str(photos / "a.png"), "-o", str(tmp_path / "once"), "--detector", "classical"])
+    copied = runner.invoke(app, ["count", str(photos), "-o", str(tmp_path / "copied"), "--detector", "classical"])
+    assert once.exit_code == 0 and copied.exit_code == 0, (once.output, copied.output)
+
+    def sample(folder):
+        return json.loads((folder / "counts.json").read_text())
+
+    alone = sample(tmp_path / "once")["sample"]["counts"]
+    a, b = sample(tmp_path / "listed" / "A"), sample(tmp_path / "listed" / "B")
+    assert len(a["images"]) == 2 and b["sample"]["counts"] == alone
+    assert any("the same photo as" in e["error"] and "counted once" in e["error"] for e in a["errors"])
+    both = sample(tmp_path / "copied")
+    assert len(both["images"]) == 2 and any("identical bytes" in e["error"] for e in both["errors"])

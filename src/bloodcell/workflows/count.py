@@ -70,10 +70,10 @@ def samples_from_folders(paths: Sequence[str | Path]) -> list[Sample]:
     if len(paths) == 1 and Path(paths[0]).is_dir():
         samples = _sample_folders(Path(paths[0]))
         if samples:
-            return samples
+            return [once_each(sample) for sample in samples]
         sample_id = name_text(Path(paths[0]).resolve().name) or sample_id
     inputs: Inputs = collect_inputs(paths)
-    return [Sample(sample_id, inputs.paths, inputs.problems)]
+    return [once_each(Sample(sample_id, inputs.paths, inputs.problems))]
 
 
 def _sample_folders(root: Path) -> list[Sample]:
@@ -106,7 +106,22 @@ def samples_from_csv(path: str | Path) -> list[Sample]:
         if not sample_id or not photo:
             raise DataError(f"{path} line {line}: empty sample_id or photo")
         samples.setdefault(sample_id, Sample(sample_id, [])).photos.append(path.parent / photo)
-    return list(samples.values())
+    return [once_each(sample) for sample in samples.values()]
+
+
+def once_each(sample: Sample) -> Sample:
+    """``sample`` with each photo once: a file listed again, or a copy of one listed before (identical bytes), would
+    count its cells twice; the repeats are left out and reported."""
+    photos, seen = [], {}
+    problems = list(sample.problems)
+    for photo in sample.photos:
+        key = input_sha256(photo) or str(Path(photo).resolve())  # an unreadable file is reported by the counting loop
+        if key in seen:
+            problems.append((str(photo), f"the same photo as {seen[key]} (identical bytes): counted once"))
+            continue
+        seen[key] = name_text(str(photo))
+        photos.append(photo)
+    return Sample(sample.sample_id, photos, problems)
 
 
 def count_sample(sample: Sample, out: Path, classifier, *, detector: str, refer_below: float | None,

@@ -22,7 +22,7 @@ def check_output_folder(out: str | Path, what: str = "outputs") -> Path:
     """``out`` as an existing, writable folder (created when missing); ConfigError otherwise."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: is a file; the {what} need a folder")
+        raise ConfigError(f"{out}: is a file, not a folder for the {what}")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -47,6 +47,9 @@ def test_split_stats_and_list_commands(tmp_path):
     assert counts["basophil"] == {"train": 3, "val": 1, "test": 1}
     with Image.open(out / "stats.png") as png:
         assert png.size[0] > 400 and png.size[1] > 400
+    (tmp_path / "afile").write_text("x")
+    refused = runner.invoke(app, ["stats", "pbc", "--data-root", str(tmp_path), "-o", str(tmp_path / "afile")])
+    assert refused.exit_code != 0 and "afile: is a file, not a folder for the dataset statistics" in str(refused.exception)
     listing = runner.invoke(app, ["list", "--data-root", str(tmp_path)], env={"COLUMNS": "200"})
     assert listing.exit_code == 0
     line = next(l for l in listing.output.splitlines() if "│ pbc " in l)

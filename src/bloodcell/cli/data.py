@@ -11,6 +11,7 @@ from rich.table import Table
 
 from bloodcell.cli.choices import CropSet, Taxonomy
 from bloodcell.cli.options import DataRoot
+from bloodcell.outputs import check_output_folder
 
 app = typer.Typer(help="Datasets: registry, download, integrity checks, frozen splits, statistics.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -123,6 +124,7 @@ def stats_command(
     from bloodcell.data.stats import class_counts, write_stats_png
     from bloodcell.writing import write_json
 
+    check_output_folder(output, "dataset statistics")
     root, counts, samples = class_counts(name, data_root, manifest)
     columns = list(next(iter(counts.values())).keys())
     table = Table(title=f"{name} class counts")
@@ -132,7 +134,6 @@ def stats_command(
     for cls, per in counts.items():
         table.add_row(cls, *(str(per[c]) for c in columns))
     console.print(table)
-    output.mkdir(parents=True, exist_ok=True)
     write_json(output / "counts.json", counts, indent=1)
     png = write_stats_png(root, counts, samples, output / "stats.png", f"{name}: class balance")
     console.print(f"wrote {output / 'counts.json'} and {png}")

@@ -220,3 +220,17 @@ def test_a_value_that_is_not_a_finite_number_is_one_sentence(tmp_path, line):
     cls = DetectorTrainConfig if line.startswith("scale_range") else TrainConfig
     with pytest.raises(ConfigError, match="invalid value"):
         cls.resolve(path)
+
+
+def test_ctrl_c_in_train_says_what_was_kept_and_how_to_go_on(tmp_path, monkeypatch):
+    import bloodcell.workflows.train as workflow
+    from bloodcell.cli.main import app
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workflow, "run_training", interrupted)
+    result = CliRunner().invoke(app, ["train", "--model", TINY_MODEL, "-o", str(tmp_path / "run")])
+    assert result.exit_code == 130
+    assert f"interrupted: {tmp_path / 'run'} keeps the run as last saved" in " ".join(result.output.split())
+    assert "--resume" in result.output

@@ -56,7 +56,13 @@ def train(
     from bloodcell.workflows.train import run_training
 
     resolved = TrainConfig.resolve(config, given, resume=resume)
-    result = run_training(resolved, resume=resume, overwrite=overwrite)
+    try:
+        result = run_training(resolved, resume=resume, overwrite=overwrite)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: {resolved.out} keeps the run as last saved (every finished epoch, and within an "
+                   "epoch every checkpoint_every_s seconds when the config sets it); continue it with the same command and "
+                   "--resume", err=True)
+        raise typer.Exit(130) from None
     if result.rank == 0:
         metrics = result.metrics
         typer.echo(

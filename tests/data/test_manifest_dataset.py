@@ -106,3 +106,18 @@ def test_cache_key_depends_on_inputs(manifest):
     b = ManifestDataset(m, "train", root=root, cache_size=64)
     assert a.cache_key() != b.cache_key()
     assert dataset_module.CACHE_VERSION >= 1
+
+
+@pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "basophil/../../outside.jpg", "C:\\cells\\x.jpg",
+                                  "basophil\\..\\..\\x.jpg"])
+def test_a_manifest_row_that_leaves_the_dataset_folder_is_refused(manifest, tmp_path, path):
+    from bloodcell.data.manifest import read_manifest
+
+    header, *lines = (tmp_path / "m.csv").read_text().splitlines()
+    rows = [line.split(",") for line in lines]
+    column = header.split(",").index("path")
+    rows[1][column] = f'"{path}"' if "," in path else path
+    (tmp_path / "bad.csv").write_text("\n".join([header, *(",".join(row) for row in rows)]) + "\n")
+    with pytest.raises(DataError, match="line 3: .* leaves the dataset's folder"):
+        read_manifest(tmp_path / "bad.csv")
+    assert read_manifest(tmp_path / "m.csv").rows  # the same manifest with its own paths is read

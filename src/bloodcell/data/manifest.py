@@ -11,7 +11,7 @@ import csv
 import hashlib
 import io
 from dataclasses import astuple, dataclass, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from bloodcell.data.tables import csv_file_bytes, csv_from_bytes
 from bloodcell.errors import DataError
@@ -70,6 +70,13 @@ def write_manifest(path: str | Path, dataset: str, rows: list[ManifestRow]) -> M
     return Manifest(tuple(sorted(rows, key=lambda r: r.path)), dataset, hashlib.sha256(data).hexdigest(), path)
 
 
+def _leaves_root(relative: str) -> bool:
+    """True for a manifest path that is absolute or climbs out of the dataset's folder (POSIX or Windows spelling)."""
+    parts = PureWindowsPath(relative).parts
+    return PurePosixPath(relative).is_absolute() or PureWindowsPath(relative).is_absolute() or bool(
+        PureWindowsPath(relative).drive) or ".." in parts
+
+
 def read_manifest(path: str | Path) -> Manifest:
     """Read and validate a manifest CSV (a path or a frozen manifest's name); raises ``DataError`` naming the problem."""
     path = manifest_path(path)
@@ -87,6 +94,9 @@ def read_manifest(path: str | Path) -> Manifest:
             raise DataError(f"manifest {path} line {line}: split {values['split']!r} is not one of {', '.join(SPLITS)}")
         if not values["path"] or not values["label"] or not record["dataset"]:
             raise DataError(f"manifest {path} line {line}: empty dataset, path or label")
+        if _leaves_root(values["path"]):
+            raise DataError(f"manifest {path} line {line}: {values['path']!r} leaves the dataset's folder (an absolute "
+                            "path or a '..' part); a manifest names files inside it")
         row = ManifestRow(**values)
         if row.path in kept:
             if row != kept[row.path]:  # the same file in two splits, or with two labels, is no split at all

@@ -147,3 +147,23 @@ def test_an_exported_onnx_model_is_evaluated_as_its_checkpoint(setup, tmp_path):
                                       str(root), "--n-boot", "20", "-o", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
     assert "TEST RESULT" in result.output and (tmp_path / "report" / "report.html").is_file()
+
+
+def test_a_full_disk_while_writing_figures_says_which_files_are_whole(setup, tmp_path, monkeypatch):
+    import bloodcell.workflows.evaluate as workflow
+    from bloodcell.errors import OutputError
+
+    root, manifest, good, _ = setup
+    evaluation = evaluate(good, dataset="pbc", manifest=manifest, data_root=root, n_boot=20)
+    real = workflow.atomic_file
+
+    def full_for_figures(path, mode="w", **options):
+        if str(path).endswith(".png"):
+            raise OutputError(f"{path}: cannot write it (the disk is full); nothing was written there")
+        return real(path, mode, **options)
+
+    monkeypatch.setattr(workflow, "atomic_file", full_for_figures)
+    with pytest.raises(OutputError) as refused:
+        write_report(evaluation, tmp_path / "report")
+    assert "report holds predictions.csv, metrics.json whole, not the rest of the report" in str(refused.value)
+    assert sorted(p.name for p in (tmp_path / "report").iterdir() if p.is_file()) == ["metrics.json", "predictions.csv"]

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from bloodcell.data.items import EvalItems, folder_items, manifest_items
-from bloodcell.errors import ConfigError
+from bloodcell.errors import ConfigError, OutputError
 from bloodcell.evaluation.evaluate import (
     TEST_LABEL,
     Evaluation,
@@ -92,21 +92,30 @@ def write_report(evaluation: Evaluation, out: str | Path) -> dict[str, Path]:
     out = check_output_folder(out)
     files = {"predictions": out / "predictions.csv", "metrics": out / "metrics.json",
              "markdown": out / "report.md", "html": out / "report.html"}
-    with atomic_file(files["predictions"]) as handle:  # each file whole or not at all
-        fields = ["path", "dataset_label", "true", "predicted", "confidence", "correct"]
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows({**row, "path": name_text(str(row["path"]))} for row in evaluation.predictions)
-    result = evaluation.result
-    write_text(files["metrics"], json.dumps(result, indent=2, allow_nan=False, ensure_ascii=False) + "\n")
-    figure_dir = out / "figures"
-    figure_dir.mkdir(exist_ok=True)
-    figures = evaluation_figures(result["metrics"])
-    figure_files = {}
-    for key, (title, png) in figures.items():
-        with atomic_file(figure_dir / f"{key}.png", "wb") as handle:
-            handle.write(png)
-        figure_files[key] = (title, f"figures/{key}.png")
-    write_text(files["markdown"], render_markdown(result, figure_files))
-    write_text(files["html"], render_html(result, figures, evaluation.gallery))
+    written: list[str] = []
+    try:
+        with atomic_file(files["predictions"]) as handle:  # each file whole or not at all
+            fields = ["path", "dataset_label", "true", "predicted", "confidence", "correct"]
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows({**row, "path": name_text(str(row["path"]))} for row in evaluation.predictions)
+        written.append(files["predictions"].name)
+        result = evaluation.result
+        write_text(files["metrics"], json.dumps(result, indent=2, allow_nan=False, ensure_ascii=False) + "\n")
+        written.append(files["metrics"].name)
+        figure_dir = out / "figures"
+        figure_dir.mkdir(exist_ok=True)
+        figures = evaluation_figures(result["metrics"])
+        figure_files = {}
+        for key, (title, png) in figures.items():
+            with atomic_file(figure_dir / f"{key}.png", "wb") as handle:
+                handle.write(png)
+            figure_files[key] = (title, f"figures/{key}.png")
+        written.append("figures/")
+        write_text(files["markdown"], render_markdown(result, figure_files))
+        written.append(files["markdown"].name)
+        write_text(files["html"], render_html(result, figures, evaluation.gallery))
+    except OutputError as exc:
+        kept = f"{out} holds {', '.join(written)} whole" if written else f"nothing of the report is in {out}"
+        raise OutputError(f"{exc}; {kept}, not the rest of the report: make room and run evaluate again") from None
     return files

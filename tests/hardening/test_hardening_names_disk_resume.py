@@ -431,3 +431,27 @@ def test_sample_ids_in_any_script_get_their_own_folders(tmp_path):
     assert len(set(names.values())) == 6 and all(len(n.encode()) <= 255 for n in names.values())
     with pytest.raises(Exception, match="would share the output folder"):
         sample_folder_names([Sample("a b", []), Sample("a/b", [])])
+
+
+def test_a_full_disk_inside_the_heat_map_writer_names_the_heat_map_not_a_temporary_file(monkeypatch, tmp_path, checkpoint):
+    import bloodcell.inference.explain as explain
+
+    folder = _cells(tmp_path / "cells", ["a.png"])
+    real = explain.save_image
+
+    def full(image, path, *args, **kwargs):  # the disk fills while the picture is written (atomic_file's OSError)
+        return real(_Unsaveable(), path, *args, **kwargs)
+
+    monkeypatch.setattr(explain, "save_image", full)
+    maps = tmp_path / "maps"
+    result = _predict(checkpoint, folder, "--output", tmp_path / "p.csv", "--explain", maps)
+    assert isinstance(result.exception, OutputError), result.output
+    message = str(result.exception)
+    assert "a_gradcam.png: cannot write it (the disk is full)" in message and ".part" not in message
+    assert "the 0 heat maps made before are kept" in message
+    assert not [p for p in maps.iterdir() if p.suffix == ".png"] and len(_rows(tmp_path / "p.csv")) == 1
+
+
+class _Unsaveable:
+    def save(self, *_args, **_kwargs):
+        _full_disk()

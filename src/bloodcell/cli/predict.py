@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -168,16 +167,13 @@ def _write_explanations(classifier: Classifier, results: list[Prediction], folde
     made: list[tuple[str, str, str]] = []
     for result in track([r for r in results if r.error is None], "LayerCAM", unit="images"):
         path = folder / output_name(Path(result.path).stem, "_gradcam.png", used)
-        partial = path.with_name(f".{len(made)}.gradcam.part.png")
-        try:
-            classifier.explain(result.path, partial, class_index=classifier.class_names.index(result.label))
-            os.replace(partial, path)
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
+        try:  # written whole or not at all (writing.save_image)
+            classifier.explain(result.path, path, class_index=classifier.class_names.index(result.label))
+        except (OSError, OutputError) as exc:
             with suppress(OutputError):  # the disk that refused the heat map may refuse its index too
                 _write_heat_map_index(folder, made)
-            raise write_failed(path, exc, f"the {len(made)} heat maps made before are kept in {folder}, listed in "
-                                          "index.csv") from None
+            kept = f"the {len(made)} heat maps made before are kept in {folder}, listed in index.csv"
+            raise (write_failed(path, exc, kept) if isinstance(exc, OSError) else OutputError(f"{exc}; {kept}")) from None
         made.append((name_text(result.path), name_text(path.name), result.label))
     _write_heat_map_index(folder, made)
 

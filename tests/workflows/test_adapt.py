@@ -79,9 +79,11 @@ def test_refusals_are_one_sentence(model, tmp_path, per_class, message):
 def test_cli_prints_the_cross_validated_accuracy_and_refuses_an_empty_folder(model, tmp_path):
     cells = _cells(tmp_path / "lab", dict.fromkeys(LAB_CLASSES, 6))
     out = tmp_path / "lab.safetensors"
-    result = CliRunner().invoke(app, ["adapt", str(cells), "--model", str(model), "-o", str(out)])
+    result = CliRunner().invoke(app, ["adapt", str(cells), "--model", str(model), "-o", str(out),
+                                      "--lab", "North hospital"])
     assert result.exit_code == 0, result.output
     assert "cross-validation" in result.output and "before adapting" in result.output and out.is_file()
+    assert read_checkpoint_meta(out)["adaptation"]["lab"] == "North hospital"  # not the folder's name, "lab"
     assert "no cells given for basophil, erythroblast, ig, monocyte, platelet" in result.output
     assert "keep the model's own weights" in result.output
     (tmp_path / "empty").mkdir()

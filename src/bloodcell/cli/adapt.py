@@ -16,7 +16,7 @@ def adapt(
     output: Path = typer.Option(..., "--output", "-o", help="Adapted checkpoint to write (.safetensors); use it with --model."),
     model: str = typer.Option("pbc8", "--model", "-m", help="Bundled model name or .safetensors checkpoint to adapt."),
     store: Optional[str] = typer.Option(None, "--store", help="Instead of CELLS: the lab's cell bank in this sample store (an SQLite file or a postgresql:// URL): the white cells of its reviewed and signed samples whose class a person confirmed or corrected; each sample used keeps the adaptation in its audit trail. Needs --lab."),
-    lab: Optional[str] = typer.Option(None, "--lab", help="With --store: the lab whose cell bank is used (\"\" for samples kept without a lab name)."),
+    lab: Optional[str] = typer.Option(None, "--lab", help="With --store: the lab whose cell bank is used (\"\" for samples kept without a lab name). With CELLS: the lab's name the adapted model records (default: the folder's name)."),
     unlabelled: Optional[Path] = typer.Option(None, "--unlabelled", help="Instead of labelled cells: a folder of your lab's white-cell images, no labels (at least 20)."),
     counted: Optional[Path] = typer.Option(None, "--counted", help="Instead of labelled cells: the output folder of `bloodcell count` (one sample, or a folder of samples); their typed white cells, no labels."),
     seed: int = typer.Option(0, help="Seed of the cross-validation folds."),
@@ -31,8 +31,12 @@ def adapt(
     if len(given) != 1:
         raise ConfigError("give one of CELLS (labelled cells), --store with --lab, --unlabelled DIR or --counted DIR"
                         + (f", not {' and '.join(given)}" if given else ""))
-    if (store is None) != (lab is None):
-        raise ConfigError("--store and --lab go together: the lab whose cell bank in the store is used")
+    if store is not None and lab is None:
+        raise ConfigError("--store needs --lab: the lab whose cell bank in the store is used")
+    if lab is not None and store is None and not lab.strip():
+        raise ConfigError("--lab names your lab: give its name, or leave --lab out to use the folder's name")
+    if lab is not None and store is None and cells is None:
+        raise ConfigError("--lab names the lab of labelled cells (CELLS) or of a cell bank (--store), not of unlabelled ones")
     check_output_file(output, (".safetensors",), "adapted checkpoint")
     if unlabelled is not None or counted is not None:
         _adapt_unlabelled(model, unlabelled, counted, output)
@@ -40,7 +44,7 @@ def adapt(
     if store is None:
         from bloodcell.workflows.adapt import adapt as run_adapt
 
-        result = run_adapt(model, cells, output, seed=seed)
+        result = run_adapt(model, cells, output, seed=seed, lab=lab)
     else:
         from bloodcell.store.components import system_account
         from bloodcell.store.database import open_store

@@ -83,7 +83,7 @@ def split_command(
     name: str = typer.Argument(..., help="Dataset name (class-folder datasets: pbc, pbc-originals-sample, folder)."),
     output: Path = typer.Option(..., "--output", "-o", help="Manifest CSV to write."),
     ratios: str = typer.Option("0.7,0.15,0.15", "--ratios", help="train,val,test fractions."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the stratified split (the same seed and data give the same split)."),
     group_by: Optional[str] = typer.Option(None, "--group-by", help="Keep rows sharing this column's value in one split."),
     metadata: Optional[Path] = typer.Option(None, "--metadata", help="CSV with a 'path' column and group columns."),
     taxonomy: Optional[Taxonomy] = typer.Option(None, "--taxonomy", help="Class taxonomy (stratification labels)."),

@@ -153,6 +153,8 @@ def _file_info(path: Path) -> None:
     from bloodcell.smear.differential import trust_note
     from bloodcell.smear.typing import recorded_typing
 
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a model file")
     if not path.is_file():
         raise CheckpointError(f"{path}: model file not found")
     if path.suffix == ".onnx":

@@ -13,7 +13,7 @@ from bloodcell.cli.options import ConfigFile, DataRoot, Overwrite, Resume, train
 
 
 def train(
-    model: Optional[str] = typer.Option(None, help="Registered or timm model name (see 'bloodcell models list')."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registered or timm model name (see 'bloodcell models list')."),
     dataset: Optional[str] = typer.Option(None, help="Dataset name, e.g. pbc."),
     taxonomy: Optional[str] = typer.Option(None, help="Class taxonomy: pbc8, pbc11 or labels (the manifest's own labels)."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV with the frozen train/val/test split."),

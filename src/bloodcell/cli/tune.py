@@ -25,7 +25,7 @@ def _sizes(text: Optional[str]) -> tuple[int, ...] | None:
 
 
 def tune(
-    model: Optional[str] = typer.Option(None, help="Registered or timm model name."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registered or timm model name."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV (trials use its train and validation splits)."),
     out: Path = typer.Option(..., "--output", "-o", help="Folder for trials.csv, best_config.json and the trial runs."),
     trials: int = typer.Option(20, help="Number of Optuna trials."),

@@ -82,7 +82,8 @@ def test_evaluate_counts_rows_outside_the_taxonomy_and_repeated_rows_and_checks_
     assert counts["scored"] == 4  # n0 once, n1, l0, l1
     assert counts["outside_taxonomy"] == 1 and counts["repeated_rows"] == 1 and counts["unspecified_fine_label"] == 0
     output = " ".join(result.output.split())
-    assert "scored 4 images" in output and "left out of the split 2" in output
+    assert "scored 4 images" in output
+    assert "rows left out: 1 outside the taxonomy, 1 repeated rows (each file scored once)" in output
     assert "carry labels outside pbc8 and were left out: alien (1)" in output
     assert "1 repeated test row(s) of the manifest were scored once" in output
     assert "WARNING: 1 test file(s) no longer match" in output

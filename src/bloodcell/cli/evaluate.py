@@ -52,10 +52,12 @@ def evaluate(
     style = "bold green" if result["is_test_result"] else "bold red"
     console.print(f"[{style}]{result['label']}[/]: {result['title']}", highlight=False)
     counts = result["counts"]
-    left_out = sum(counts.get(k, 0) for k in ("unspecified_fine_label", "outside_taxonomy", "repeated_rows"))
+    reasons = (("unspecified_fine_label", "without a fine label"), ("outside_taxonomy", "outside the taxonomy"),
+               ("repeated_rows", "repeated rows (each file scored once)"))
+    left_out = ", ".join(f"{counts[key]} {why}" for key, why in reasons if counts.get(key))
     console.print(f"scored {counts['scored']} images, skipped {counts['skipped']} unreadable, "
-                  f"not scored (class unknown to the model) {counts['unmapped']}, left out of the split {left_out}",
-                  highlight=False)
+                  f"not scored (class unknown to the model) {counts['unmapped']}"
+                  + (f"; rows left out: {left_out}" if left_out else ""), highlight=False)
     for note in result["notes"]:
         console.print(f"  note: {note}", highlight=False)
     for name, value in headline_rows(result)[:3]:

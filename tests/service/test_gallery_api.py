@@ -396,3 +396,23 @@ def test_crops_and_reports_asked_at_once_decode_one_photo_at_a_time(client, monk
     assert (crops.most, crops.calls) == (1, 1)  # the others waited, then found it decoded
     assert _at_once(client, ["/v1/samples/S-001/report"] * 3) == [200] * 3
     assert (reports.most, reports.calls) == (1, 3)
+
+
+def test_a_signed_in_page_counts_into_the_store_without_the_api_key(store_path, tiny_classifier):
+    settings = ServiceSettings(store=str(store_path), detector="classical", api_key="lab-key-123")
+    app = create_app(settings, classifier=tiny_classifier, access_log=io.StringIO())
+    with TestClient(app, raise_server_exceptions=False, base_url="http://localhost") as client:
+        photo = [("files", ("field.png", smear_png(wbc=1), "image/png"))]
+        assert client.post("/v1/count", files=photo, data={"sample_id": "S-9"}).status_code == 401  # no key, no one
+        tia = _sign_in(client, "tia")
+        cookie_only = client.post("/v1/kind", files=photo)
+        assert cookie_only.status_code == 401 and "API key" in cookie_only.json()["message"]  # a cookie alone: no
+        wrong = client.post("/v1/kind", files=photo, headers={"X-CSRF-Token": "not-the-token"})
+        assert wrong.status_code == 401
+        assert client.post("/v1/kind", files=photo, headers=tia).status_code == 200
+        counted = client.post("/v1/count", files=photo, data={"sample_id": "S-9"}, headers=tia)
+        assert counted.status_code == 200, counted.text
+        assert counted.json()["stored_sample"] == "S-9"
+        assert client.get("/v1/samples/S-9").json()["counted_by"] == "tia"
+        client.delete("/v1/session", headers=tia)  # the session ended: its token opens nothing
+        assert client.post("/v1/kind", files=photo, headers=tia).status_code == 401

@@ -34,6 +34,18 @@ OVERFLOW_JS = """() => Array.from(document.querySelectorAll('body *'))
 def gallery_server(tmp_path, tiny_classifier):
     """A live server (classical detector) on a store holding a technician, an admin and sample S-001: 4 white
     cells (3 neutrophils, 1 lymphocyte; the first one referred), one platelet and three red cells."""
+    with _serve(tmp_path, tiny_classifier) as server:
+        yield server
+
+
+@pytest.fixture()
+def keyed_server(tmp_path, tiny_classifier):
+    """The gallery server with an API key, as on a lab's network."""
+    with _serve(tmp_path, tiny_classifier, api_key="lab-network-key") as server:
+        yield server
+
+
+def _serve(tmp_path, tiny_classifier, **settings) -> LiveServer:
     from bloodcell.service.app import create_app
     from bloodcell.service.settings import ServiceSettings
     from bloodcell.store.database import open_store
@@ -47,9 +59,8 @@ def gallery_server(tmp_path, tiny_classifier):
         add_user(session, "tia", "technician", PASSWORDS["tia"], ada)
         record_count(session, store.photos, counted_doc(tmp_path / "in"), "tia")
     store.close()
-    settings = ServiceSettings(store=str(path), detector="classical")
-    with LiveServer(create_app(settings, classifier=tiny_classifier, access_log=io.StringIO())) as server:
-        yield server
+    settings = ServiceSettings(store=str(path), detector="classical", **settings)
+    return LiveServer(create_app(settings, classifier=tiny_classifier, access_log=io.StringIO()))
 
 
 def _sign_in(page, url, name="tia"):
@@ -217,3 +228,26 @@ def test_nothing_is_wider_than_a_390_px_phone_and_the_page_names_no_commands(gal
     assert page.locator(".tile img.crop").first.bounding_box()["width"] >= 200
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert page.evaluate(OVERFLOW_JS) == [], page.evaluate(OVERFLOW_JS)
+
+
+def test_on_a_server_with_an_api_key_a_signed_in_technician_counts_into_the_store_and_a_refusal_is_never_done(
+        keyed_server, browser_page, tmp_path):
+    from playwright.sync_api import expect
+
+    page, url = browser_page, keyed_server.url
+    (tmp_path / "field-1.png").write_bytes(smear_png(wbc=2))
+    (tmp_path / "field-2.png").write_bytes(smear_png(wbc=1, shade=9))
+    fields = [str(tmp_path / "field-1.png"), str(tmp_path / "field-2.png")]
+    page.goto(url + "/")  # not signed in, no key: refused, and the page says nothing was done
+    page.set_input_files("#file-input", fields)
+    expect(page.locator("#errors .error").first).to_contain_text("needs the API key")
+    expect(page.locator("#status")).to_have_text("Nothing was done: the server refused the 2 files.")
+    assert "single cells" not in page.locator("#kind-notes").inner_text()  # not sent on as single cells
+    _sign_in(page, url)
+    page.fill("#sample-id", "S-2026-0118")
+    page.set_input_files("#file-input", fields)  # auto mode, as a new user leaves it
+    expect(page.locator("article.sample.kept h3")).to_contain_text("Sample S-2026-0118")
+    expect(page.locator("#status")).to_have_text("Done: 2 files.")
+    assert page.locator("#errors .error").count() == 0
+    kept = page.request.get(url + "/v1/samples/S-2026-0118").json()
+    assert kept["counted_by"] == "tia" and [p["name"] for p in kept["photos"]] == ["field-1.png", "field-2.png"]

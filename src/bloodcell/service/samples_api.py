@@ -266,6 +266,17 @@ def signed_in_caller(store: Store, api_key: str | None, request: Request, change
     raise RequestRejected(401, "unauthorized", "sign in (POST /v1/session) or send the API key")
 
 
+def signed_in_with_csrf(store: Store, token: str, csrf: str) -> bool:
+    """Whether ``token`` is a live session's and ``csrf`` its CSRF token: a signed-in page's request, which the
+    service's API-key gate lets through (the route still checks who may do what)."""
+    try:
+        with store.session() as session:
+            _, expected = session_user(session, token)
+    except AuthError:
+        return False
+    return bool(csrf) and hmac.compare_digest(csrf.encode(), expected.encode())
+
+
 def _bearer(request: Request) -> str:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""

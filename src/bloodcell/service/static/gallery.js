@@ -417,6 +417,7 @@ function photosView(sample, editable) {
 
 // Count ``files`` into the lab's store as the signed-in person: into the open sample (when the sample id field is
 // empty or names it; e.g. a photo just taken), else as a new sample under the typed id; then open it for review.
+// Returns how many were not kept (refused or unreadable).
 async function countIntoStore(files) {
   const typed = $("sample-id").value.trim();
   const open = store.sample && store.sample.status !== "signed" && (!typed || typed === store.sample.sample_id)
@@ -424,9 +425,10 @@ async function countIntoStore(files) {
   const id = open || typed;
   if (!id) {
     showError("Type the sample id first: photos you count while signed in are kept in the lab's samples under it.");
-    return;
+    return files.length;
   }
   let kept = false;
+  let failed = 0;
   for (let start = 0; start < files.length; start += MAX_FILES_PER_REQUEST) {
     const chunk = files.slice(start, start + MAX_FILES_PER_REQUEST);
     setStatus(`Counting cells on ${plural(chunk.length, "photo", "photos")} of sample ${id} and keeping them...`);
@@ -435,15 +437,20 @@ async function countIntoStore(files) {
     try {
       const body = await post("/v1/count", chunk, fields);
       kept = kept || Boolean(body.stored_sample);
-      body.images.filter((image) => image.error).forEach((image) => showError(image.error));
+      const unread = body.images.filter((image) => image.error);
+      failed += unread.length;
+      unread.forEach((image) => showError(image.error));
     } catch (err) {
+      failed += chunk.length;
       if (err.status === 401) refusal(err);
-      else showError(chunk.length === 1 ? `${chunk[0].name}: ${err.message}` : err.message);
+      showError(chunk.length === 1 ? `${chunk[0].name}: ${err.message}` : err.message);
     }
   }
-  if (!kept) return;
-  await openSample(id);
-  $("store").scrollIntoView({ block: "start" });
+  if (kept) {
+    await openSample(id);
+    $("store").scrollIntoView({ block: "start" });
+  }
+  return failed;
 }
 
 // Called by renderKept (samples.js) after the sample view is drawn: the selection comes back.

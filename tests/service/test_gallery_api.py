@@ -94,13 +94,21 @@ def test_bins_a_moved_box_and_an_undo_are_new_audited_decisions(client, store_pa
         sample = response.json()
         return next(c for c in sample["cells"] if c["id"] == body["cell_id"])
 
-    assert decide({"cell_id": first, "action": "platelet"})["label"] == "Platelets"
+    model = _white(sample)[0]["model_call"]
+    assert model["class"] == "neutrophil" and model["confidence"] is not None and _white(sample)[0]["changed_by"] is None
+    platelet = decide({"cell_id": first, "action": "platelet"})
+    assert platelet["label"] == "Platelets"
+    assert platelet["changed_by"] == "tia" and platelet["model_call"] == model  # the person's call, the model's kept
     assert sample["counts"]["WBC"] == 3 and sample["counts"]["Platelets"] == 2
     back = decide({"cell_id": first, "action": "relabel", "cell_class": "neutrophil", "undo": True})
     assert (back["label"], back["class"]) == ("WBC", "neutrophil")
+    assert back["changed_by"] is None and back["model_call"] == model  # the model's call stands again
     assert decide({"cell_id": second, "action": "remove"})["removed"]
-    assert not decide({"cell_id": second, "action": "relabel", "cell_class": "lymphocyte"})["removed"]  # out of the bin
-    assert decide({"cell_id": first, "action": "move", "box": [38, 18, 54, 32]})["box"] == [38, 18, 54, 32]
+    relabelled = decide({"cell_id": second, "action": "relabel", "cell_class": "lymphocyte"})
+    assert not relabelled["removed"]  # out of the bin
+    assert relabelled["changed_by"] == "tia" and relabelled["model_call"]["class"] == "neutrophil"
+    moved = decide({"cell_id": first, "action": "move", "box": [38, 18, 54, 32]})
+    assert moved["box"] == [38, 18, 54, 32] and moved["changed_by"] is None  # a moved box changes no call
     unknown = client.post("/v1/samples/S-001/decisions", headers=tia, json={
         "cell_id": first, "action": "relabel", "cell_class": "monocyte", "version": sample["version"]})
     assert unknown.status_code == 422 and "is not a class here" in unknown.json()["message"]

@@ -104,6 +104,7 @@ def test_keyboard_and_drag_reclassify_undo_and_a_reload_keeps_decisions_and_sele
     moved = page.locator(f".group[data-group='eosinophil'] .tile[data-cell='{flagged}']")
     expect(moved).to_be_visible()
     assert _kept(page, url)[flagged]["class"] == "eosinophil"
+    expect(moved.locator(".call")).to_have_text(re.compile(r"^eosinophil — changed by tia; model said neutrophil \d+%$"))
     expect(page.locator(f".tile[data-cell='{second}']")).to_have_class(re.compile(r"\bselected\b"))  # and on
     page.keyboard.press(_key_of(page, "smudge / not a cell"))
     expect(page.locator(f".group[data-group='smudge / not a cell'] .tile[data-cell='{second}']")).to_be_visible()
@@ -111,6 +112,7 @@ def test_keyboard_and_drag_reclassify_undo_and_a_reload_keeps_decisions_and_sele
     page.keyboard.press("z")  # the smudge call is taken back
     expect(page.locator(f".group[data-group='neutrophil'] .tile[data-cell='{second}']")).to_be_visible()
     assert not _kept(page, url)[second]["removed"]
+    expect(page.locator(f".tile[data-cell='{second}'] .call")).to_have_text(re.compile(r"^neutrophil \(\d+% sure\)$"))
     audit = page.request.get(url + "/v1/samples/S-001/audit").json()
     assert [e["action"] for e in audit] == ["count", "relabel", "remove_box", "relabel"]  # nothing deleted
     assert audit[-1]["after"] == {"label": "WBC", "class": "neutrophil", "removed": False, "undo": True}
@@ -166,6 +168,7 @@ def test_a_box_is_moved_on_the_photo_and_a_missed_cell_added(gallery_server, bro
     expect(page.locator(".sample.kept .badge")).to_have_text("in review")
     moved = _kept(page, url)[cell["id"]]["box"]
     assert moved == pytest.approx([50, 25, 60, 35], abs=1.0)
+    expect(page.locator(f".tile[data-cell='{cell['id']}'] .state")).to_contain_text("Moved by tia")
 
     before = len(_kept(page, url))
     page.click("button.add-missed")

@@ -166,14 +166,26 @@ function zoom(cell) {
 
 // ---- the gallery ----
 
+const sure = (confidence) => (confidence == null ? "" : ` ${Math.round(100 * confidence)}%`);
+
+// The cell's call: the model's with its confidence, or a person's as theirs (with what the model said), never the
+// model's confidence beside a person's class.
+function callWords(cell) {
+  const now = cell.removed ? "not a cell" : cell.class || (cell.label === "WBC" ? "not typed" : BOX_NAMES[cell.label]);
+  const model = cell.model_call;
+  if (!model) return `${now} (added by a person)`;
+  if (!cell.changed_by) return model.confidence == null ? now : `${now} (${sure(model.confidence).trim()} sure)`;
+  const said = model.class ? `model said ${model.class}${sure(model.confidence)}` : "model gave no type";
+  return `${now} — changed by ${cell.changed_by}; ${said}`;
+}
+
 function tile(cell, groups, editable) {
   const node = el("article", { class: `tile cell-card${flagged(cell) ? " referred" : ""}${cell.decision ? " decided" : ""}`,
     "data-cell": String(cell.id), tabindex: "-1", role: "option", "aria-selected": "false", draggable: String(editable) });
-  const confidence = cell.confidence == null || cell.origin === "reviewer" ? "" : ` (${Math.round(100 * cell.confidence)}% sure)`;
   const image = el("img", { class: "crop", src: cropUrl(cell), alt: `cell ${cell.id}`, loading: "lazy", width: "200", height: "200",
     draggable: "false" });
   image.addEventListener("dblclick", () => zoom(cell));
-  node.append(image, el("p", { class: "call", text: `${cell.class || (cell.label === "WBC" ? "not typed" : BOX_NAMES[cell.label])}${confidence}` }),
+  node.append(image, el("p", { class: "call", text: callWords(cell) }),
     el("p", { class: "state", text: decisionWords(cell) }));
   if (editable) {
     const tools = el("div", { class: "cell-tools" });

@@ -182,7 +182,8 @@ function photoImage(position) {
   return store.photos.get(key);
 }
 
-const DONE_WORDS = { confirm: "confirmed", relabel: "changed", remove: "removed (not a white cell)", add: "added" };
+const DONE_WORDS = { confirm: "confirmed", relabel: "changed", remove: "removed (not a white cell)", add: "added",
+  move: "moved", platelet: "called a platelet" };
 
 function decisionWords(cell) {
   if (!cell.decision) return cell.referral_reason ? `Needs a decision: ${cell.referral_reason}.` : "Not yet checked.";

@@ -254,3 +254,34 @@ def test_on_a_server_with_an_api_key_a_signed_in_technician_counts_into_the_stor
     assert page.locator("#errors .error").count() == 0
     kept = page.request.get(url + "/v1/samples/S-2026-0118").json()
     assert kept["counted_by"] == "tia" and [p["name"] for p in kept["photos"]] == ["field-1.png", "field-2.png"]
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (390, 844)])
+def test_a_refusal_during_review_is_shown_where_the_reviewer_looks(gallery_server, browser_page, size):
+    from playwright.sync_api import expect
+
+    page, url = browser_page, gallery_server.url
+    page.set_viewport_size({"width": size[0], "height": size[1]})
+    _sign_in(page, url)
+    _open(page)
+    message = page.locator("#store-message")
+    expect(message).to_be_hidden()
+    tiles = page.locator(".group[data-group='neutrophil'] .tile")
+    tiles.nth(1).locator("img.crop").click()  # the gallery is in view, the top of the page is not
+    assert page.evaluate("document.querySelector('#store-title').getBoundingClientRect().bottom") < 0
+    page.keyboard.press("z")
+    expect(message.locator(".error")).to_have_text("There is nothing of yours to take back on this page.")
+    expect(message).to_be_in_viewport(ratio=1)
+    assert message.get_attribute("role") == "alert"
+
+    sample = page.request.get(url + "/v1/samples/S-001").json()  # someone else decides meanwhile
+    other = int(tiles.nth(2).get_attribute("data-cell"))
+    answer = page.request.post(url + "/v1/samples/S-001/decisions", headers={"X-CSRF-Token": page.evaluate("store.csrf")},
+                               data={"cell_id": other, "action": "confirm", "version": sample["version"]})
+    assert answer.ok
+    page.locator(".tile.selected img.crop").click()
+    page.keyboard.press(_key_of(page, "eosinophil"))
+    expect(message.locator(".error")).to_contain_text("Someone else changed this sample")
+    expect(message).to_be_in_viewport(ratio=1)
+    message.locator("button.dismiss").click()
+    expect(message).to_be_hidden()

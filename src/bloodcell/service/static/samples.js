@@ -21,7 +21,19 @@ class StoreError extends Error {
 
 function may(permission) { return Boolean(store.user && MAY[store.user.role]?.includes(permission)); }
 
-function storeMessage(text) { $("store-message").replaceChildren(text ? el("p", { class: "error", text }) : ""); }
+// A refusal or a note about the lab's samples, on a line fixed at the foot of the screen: seen wherever the reviewer
+// is on the page (an aria-live alert); it stays until the next success or until dismissed.
+function storeMessage(text) {
+  const line = $("store-message");
+  line.hidden = !text;
+  if (!text) {
+    line.replaceChildren();
+    return;
+  }
+  const dismiss = el("button", { type: "button", class: "link dismiss", "aria-label": "dismiss this message", text: "×" });
+  dismiss.addEventListener("click", () => storeMessage(""));
+  line.replaceChildren(el("p", { class: "error", text }), dismiss);
+}
 
 function sampleUrl(id, rest = "") { return `/v1/samples/${encodeURIComponent(id)}${rest}`; }
 

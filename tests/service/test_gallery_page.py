@@ -285,3 +285,66 @@ def test_a_refusal_during_review_is_shown_where_the_reviewer_looks(gallery_serve
     expect(message).to_be_in_viewport(ratio=1)
     message.locator("button.dismiss").click()
     expect(message).to_be_hidden()
+
+
+#: The right edge of the text in each cell of the first table row of a header and its numbers: (header, [numbers]).
+TEXT_RIGHTS_JS = """(table) => {
+  const right = (cell) => { const r = document.createRange(); r.selectNodeContents(cell); return r.getBoundingClientRect().right; };
+  const rows = Array.from(table.querySelectorAll('tr'));
+  const at = Array.from(rows[0].children).findIndex((th) => th.textContent === 'Count');
+  return [right(rows[0].children[at]), rows.slice(1).map((row) => right(row.children[at]))];
+}"""
+
+
+def test_a_long_sample_id_wraps_and_letters_of_any_script_are_kept_at_both_sizes(gallery_server, browser_page, tmp_path):
+    from playwright.sync_api import expect
+
+    page, url = browser_page, gallery_server.url
+    long_id = ("S-2026-" + "0123456789" * 15)[:150]  # as `count --samples` accepts it
+    (tmp_path / "field-1.png").write_bytes(smear_png(wbc=1))
+    (tmp_path / "field-2.png").write_bytes(smear_png(wbc=1, shade=5))
+    _sign_in(page, url)
+    page.check("input[name=mode][value=smear]")
+    for sample_id, photo in ((long_id, "field-1.png"), ("Ünïcödé-血液", "field-2.png")):
+        page.fill("#sample-id", sample_id)
+        page.set_input_files("#file-input", str(tmp_path / photo))
+        expect(page.locator("article.sample.kept h3")).to_contain_text(f"Sample {sample_id}")
+        expect(page.locator("#status")).to_have_text("Done: 1 file.")
+    for width, height in ((390, 844), (1280, 800)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(f"{url}/#sample={long_id}")
+        page.reload()  # a new address that differs by its # only is not a new page
+        page.locator(".gallery .tile").first.wait_for()
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert page.evaluate(OVERFLOW_JS) == [], page.evaluate(OVERFLOW_JS)
+        page.locator("button.link", has_text="All samples").click()
+        opener = page.locator(f"tr[data-sample-id='{long_id}'] button.open-sample")
+        expect(opener).to_have_attribute("title", long_id)  # the whole id, where the list shortens it
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert page.evaluate(OVERFLOW_JS) == [], page.evaluate(OVERFLOW_JS)
+        assert opener.bounding_box()["height"] < 60  # at most two lines in the list
+
+
+def test_on_a_phone_the_zoom_fits_the_cell_to_the_screen_and_the_headers_stand_over_their_numbers(
+        gallery_server, browser_page):
+    from playwright.sync_api import expect
+
+    page, url = browser_page, gallery_server.url
+    page.set_viewport_size({"width": 390, "height": 844})
+    _sign_in(page, url)
+    _open(page)
+    for table in page.locator(".sample-tables table").element_handles():
+        header, numbers = table.evaluate(TEXT_RIGHTS_JS)
+        assert all(abs(header - n) <= 1 for n in numbers), (header, numbers)
+    page.locator(".tile img.crop").first.dblclick()
+    image = page.locator("#zoom-image")
+    expect(page.locator("#zoom")).to_be_visible()
+    page.wait_for_function("document.querySelector('#zoom-image').naturalWidth > 0")
+    box = image.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390 and box["y"] + box["height"] <= 844  # all on the screen
+    assert box["width"] >= 300  # fitted to the phone's width, not the crop's own 30 px in a corner
+    assert abs(box["x"] + box["width"] / 2 - 195) <= 2  # the cell (the crop's centre) in the middle
+    image.click()  # the photo's own pixels
+    assert image.bounding_box()["width"] == pytest.approx(30, abs=1)
+    image.click()
+    assert image.bounding_box()["width"] >= 300

@@ -83,6 +83,8 @@ from bloodcell.service.samples_api import (COOKIE, CSRF_HEADER, OWN_AUTH_PREFIXE
 from bloodcell.service.settings import Limits, ServiceSettings
 from bloodcell.smear import documents
 from bloodcell.smear.counting import MIN_SMEAR_SIDE, PhotoCounter, count_photos
+from bloodcell.smear.sample_id import RULE as SAMPLE_ID_RULE
+from bloodcell.smear.sample_id import sample_id_problem
 from bloodcell.smear.counting import count_image as library_count_image
 from bloodcell.smear.photo_kind import photo_kind, too_small
 from bloodcell.smear.schema import PhotoCount, SampleResult
@@ -342,8 +344,8 @@ EXPLAIN_HELP = ("Add a LayerCAM heat map (base64 PNG) to each result: where the 
 CLASSIFY_FIELDS = ("files", "top_k", "tta", "explain")
 UploadFiles = Annotated[list[UploadFile], File(min_length=1, description="One or more image files (multipart field `files`).")]
 OptionalFiles = Annotated[list[UploadFile] | None, File(description="The sample's photos that hold reviewed cells (optional).")]
-SampleId = Annotated[str | None, Form(max_length=64, description="The sample these photos belong to (shown in the report; "
-                                                                  "the id it is kept under when signed in).")]
+SampleId = Annotated[str | None, Form(description="The sample these photos belong to (shown in the report; the id it is "
+                                                  f"kept under when signed in): {SAMPLE_ID_RULE}.")]
 AddToSample = Annotated[bool, Form(description="Add these photos to the kept sample `sample_id` (signed in only).")]
 LabField = Annotated[str, Form(max_length=200, description="The lab the sample comes from (default: none): its cells are "
                                                            "typed with the model chosen for that lab.")]
@@ -673,6 +675,8 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         await _refuse_unknown_fields(request, ("files", "sample_id", "add_to_sample", "lab"))
         state = _state(request)
         sample_id = (sample_id or "").strip() or None
+        if sample_id is not None and (problem := sample_id_problem(sample_id)):
+            raise RequestRejected(422, "invalid_request", problem)
         keep = state.store is not None and bool(request.cookies.get(COOKIE)) and CSRF_HEADER in request.headers
         person = signed_in_caller(state.store, state.settings.api_key, request, change=True) if keep else None
         lab = lab.strip()

@@ -366,7 +366,7 @@ function toggleWrong(sample, id) {
 
 function table(caption, columns, records, flagged = () => false) {
   const node = el("table", {}, el("caption", { text: caption }));
-  node.append(el("tr", {}, ...columns.map(([title]) => el("th", { text: title }))));
+  node.append(el("tr", {}, ...columns.map(([title, , numeric]) => el("th", numeric ? { class: "num", text: title } : { text: title }))));
   for (const record of records) {
     const row = el("tr", flagged(record) ? { class: "flagged" } : {});
     for (const [, key, numeric] of columns) row.append(el("td", numeric ? { class: "num", text: record[key] } : { text: record[key] }));
@@ -564,7 +564,7 @@ function renderSample(sample) {
   const node = sample.node || el("article", { class: "sample", "data-sample-id": sample.id });
   if (!sample.node) { $("smear-results").prepend(node); sample.node = node; }
   const reviewed = sample.report && sample.report.reviewed;
-  const title = el("h2", { text: `Sample ${sample.id}` },
+  const title = el("h2", {}, el("span", { class: "sample-name", text: `Sample ${sample.id}` }),
     el("span", { class: reviewed ? "badge reviewed" : "badge", text: reviewed ? "reviewed" : "not reviewed" }));
   const reviewIds = new Set(sample.items.map((item) => item.id));
   const counter = el("p", { class: "hint detector", text: `Counted by the detector ${sample.detector}.` });

@@ -158,11 +158,27 @@ function nextAfter(id) {
   return at >= 0 && at + 1 < ids.length ? ids[at + 1] : id;
 }
 
+// The cell at the photo's own resolution, fitted to the screen; a click (or Enter) on it shows the photo's own
+// pixels, scrolled so the cell (the crop's centre) is in the middle, and back.
 function zoom(cell) {
+  const frame = document.querySelector("#zoom .zoom-frame");
+  frame.classList.remove("actual");
   $("zoom-image").src = cropUrl(cell, 0, 3);
-  $("zoom-caption").textContent = `Cell ${cell.id} at the photo's own resolution (photo ${cell.photo + 1}).`;
+  $("zoom-caption").textContent = `Cell ${cell.id} at the photo's own resolution (photo ${cell.photo + 1}), fitted to `
+    + "the screen: click it for the photo's own pixels.";
   $("zoom").showModal();
 }
+
+function toggleActualPixels() {
+  const frame = document.querySelector("#zoom .zoom-frame");
+  frame.classList.toggle("actual");
+  frame.scrollLeft = (frame.scrollWidth - frame.clientWidth) / 2;
+  frame.scrollTop = (frame.scrollHeight - frame.clientHeight) / 2;
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("zoom-image").addEventListener("click", toggleActualPixels);
+});
 
 // ---- the gallery ----
 

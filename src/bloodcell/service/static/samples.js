@@ -124,7 +124,7 @@ function cellOf(label, ...children) {
 }
 
 function listRow(sample) {
-  const open = el("button", { type: "button", class: "link open-sample", text: sample.sample_id });
+  const open = el("button", { type: "button", class: "link open-sample", text: sample.sample_id, title: sample.sample_id });
   open.addEventListener("click", () => openSample(sample.sample_id));
   const who = cellOf("Who");
   if (sample.counted_by) who.append(el("span", { text: `counted by ${sample.counted_by}` }));

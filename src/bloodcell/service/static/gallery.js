@@ -178,6 +178,11 @@ function toggleActualPixels() {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("zoom-image").addEventListener("click", toggleActualPixels);
+  $("zoom-image").addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" && event.key !== " ") return;
+    event.preventDefault();
+    toggleActualPixels();
+  });
 });
 
 // ---- the gallery ----

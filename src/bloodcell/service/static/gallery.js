@@ -191,13 +191,14 @@ const sure = (confidence) => (confidence == null ? "" : ` ${Math.round(100 * con
 
 // The cell's call: the model's with its confidence, or a person's as theirs (with what the model said), never the
 // model's confidence beside a person's class.
+// Returns [the call, what it adds in smaller type].
 function callWords(cell) {
   const now = cell.removed ? "not a cell" : cell.class || (cell.label === "WBC" ? "not typed" : BOX_NAMES[cell.label]);
   const model = cell.model_call;
-  if (!model) return `${now} (added by a person)`;
-  if (!cell.changed_by) return model.confidence == null ? now : `${now} (${sure(model.confidence).trim()} sure)`;
+  if (!model) return [now, " (added by a person)"];
+  if (!cell.changed_by) return [model.confidence == null ? now : `${now} (${sure(model.confidence).trim()} sure)`, ""];
   const said = model.class ? `model said ${model.class}${sure(model.confidence)}` : "model gave no type";
-  return `${now} — changed by ${cell.changed_by}; ${said}`;
+  return [now, ` — changed by ${cell.changed_by}; ${said}`];
 }
 
 function tile(cell, groups, editable) {
@@ -206,7 +207,8 @@ function tile(cell, groups, editable) {
   const image = el("img", { class: "crop", src: cropUrl(cell), alt: `cell ${cell.id}`, loading: "lazy", width: "200", height: "200",
     draggable: "false" });
   image.addEventListener("dblclick", () => zoom(cell));
-  node.append(image, el("p", { class: "call", text: callWords(cell) }),
+  const [call, about] = callWords(cell);
+  node.append(image, el("p", { class: "call" }, el("span", { text: call }), about ? el("span", { class: "was", text: about }) : ""),
     el("p", { class: "state", text: decisionWords(cell) }));
   if (editable) {
     const tools = el("div", { class: "cell-tools" });

@@ -339,7 +339,8 @@ def test_on_a_phone_the_zoom_fits_the_cell_to_the_screen_and_the_headers_stand_o
     page.locator(".tile img.crop").first.dblclick()
     image = page.locator("#zoom-image")
     expect(page.locator("#zoom")).to_be_visible()
-    page.wait_for_function("document.querySelector('#zoom-image').naturalWidth > 0")
+    expect(image).to_have_js_property("complete", True)  # polled by Playwright: the page's CSP forbids eval
+    assert image.evaluate("(img) => img.naturalWidth") == 30
     box = image.bounding_box()
     assert box["x"] >= 0 and box["x"] + box["width"] <= 390 and box["y"] + box["height"] <= 844  # all on the screen
     assert box["width"] >= 300  # fitted to the phone's width, not the crop's own 30 px in a corner

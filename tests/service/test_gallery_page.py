@@ -12,6 +12,7 @@ import io
 import re
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from service_helpers import BROWSER_TESTS, LiveServer, smear_png
@@ -323,6 +324,9 @@ def test_a_long_sample_id_wraps_and_letters_of_any_script_are_kept_at_both_sizes
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         assert page.evaluate(OVERFLOW_JS) == [], page.evaluate(OVERFLOW_JS)
         assert opener.bounding_box()["height"] < 60  # at most two lines in the list
+    page.goto(f"{url}/v1/samples/{quote(long_id)}/report")  # the printable report (1280 px: an A4 page's width fits)
+    expect(page.locator("#sample-id")).to_have_text(long_id)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
 
 
 def test_on_a_phone_the_zoom_fits_the_cell_to_the_screen_and_the_headers_stand_over_their_numbers(

@@ -57,23 +57,30 @@ def test_an_empty_sample_folder_is_named(samples, tmp_path):
         assert str(root / "c") in str(result.exception)
 
 
-def test_sample_ids_of_a_samples_csv_become_safe_folder_names(samples, tmp_path):
+def test_sample_ids_of_a_samples_csv_follow_the_one_rule_and_become_safe_folder_names(samples, tmp_path):
     root, checkpoint = samples
     sheet = root / "samples.csv"
     sheet.write_text("sample_id,photo\n../../escape,a/smear_a.png\nS 17,b/smear_b.png\n")
     out = tmp_path / "out"
     result = runner.invoke(app, ["count", "--samples", str(sheet), "--output", str(out), "--detector", "classical",
                                  "--model", str(checkpoint)])
+    assert isinstance(result.exception, DataError)  # the service's and the store's rule, in the same words
+    assert str(result.exception).endswith("line 2: the sample id '../../escape' cannot be used: use 1 to 200 letters "
+                                          "(of any script), digits, '.', '_', '-' or spaces between them, not starting "
+                                          "with '.'")
+    assert not out.exists() and not (tmp_path / "escape").exists()
+    sheet.write_text("sample_id,photo\nÜnïcödé-血液,a/smear_a.png\nS 17,b/smear_b.png\n", encoding="utf-8")
+    result = runner.invoke(app, ["count", "--samples", str(sheet), "--output", str(out), "--detector", "classical",
+                                 "--model", str(checkpoint)])
     assert result.exit_code == 0, result.output
-    assert (out / "escape" / "counts.json").is_file() and (out / "S_17" / "counts.json").is_file()
-    assert not (tmp_path / "escape").exists()
-    assert json.loads((out / "escape" / "counts.json").read_text())["sample_id"] == "../../escape"
+    assert (out / "S_17" / "counts.json").is_file()
+    assert json.loads((out / "Ünïcödé-血液" / "counts.json").read_text())["sample_id"] == "Ünïcödé-血液"
 
 
 def test_sample_ids_that_would_share_a_folder_are_refused(samples, tmp_path):
     root, checkpoint = samples
     sheet = root / "samples.csv"
-    sheet.write_text("sample_id,photo\nS 17,a/smear_a.png\nS/17,b/smear_b.png\n")
+    sheet.write_text("sample_id,photo\nS 17,a/smear_a.png\nS_17,b/smear_b.png\n")
     result = runner.invoke(app, ["count", "--samples", str(sheet), "--output", str(tmp_path / "out"),
                                  "--detector", "classical", "--model", str(checkpoint)])
     assert isinstance(result.exception, DataError)  # the entry point prints it as one sentence, exit 2

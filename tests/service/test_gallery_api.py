@@ -94,13 +94,21 @@ def test_bins_a_moved_box_and_an_undo_are_new_audited_decisions(client, store_pa
         sample = response.json()
         return next(c for c in sample["cells"] if c["id"] == body["cell_id"])
 
-    assert decide({"cell_id": first, "action": "platelet"})["label"] == "Platelets"
+    model = _white(sample)[0]["model_call"]
+    assert model["class"] == "neutrophil" and model["confidence"] is not None and _white(sample)[0]["changed_by"] is None
+    platelet = decide({"cell_id": first, "action": "platelet"})
+    assert platelet["label"] == "Platelets"
+    assert platelet["changed_by"] == "tia" and platelet["model_call"] == model  # the person's call, the model's kept
     assert sample["counts"]["WBC"] == 3 and sample["counts"]["Platelets"] == 2
     back = decide({"cell_id": first, "action": "relabel", "cell_class": "neutrophil", "undo": True})
     assert (back["label"], back["class"]) == ("WBC", "neutrophil")
+    assert back["changed_by"] is None and back["model_call"] == model  # the model's call stands again
     assert decide({"cell_id": second, "action": "remove"})["removed"]
-    assert not decide({"cell_id": second, "action": "relabel", "cell_class": "lymphocyte"})["removed"]  # out of the bin
-    assert decide({"cell_id": first, "action": "move", "box": [38, 18, 54, 32]})["box"] == [38, 18, 54, 32]
+    relabelled = decide({"cell_id": second, "action": "relabel", "cell_class": "lymphocyte"})
+    assert not relabelled["removed"]  # out of the bin
+    assert relabelled["changed_by"] == "tia" and relabelled["model_call"]["class"] == "neutrophil"
+    moved = decide({"cell_id": first, "action": "move", "box": [38, 18, 54, 32]})
+    assert moved["box"] == [38, 18, 54, 32] and moved["changed_by"] is None  # a moved box changes no call
     unknown = client.post("/v1/samples/S-001/decisions", headers=tia, json={
         "cell_id": first, "action": "relabel", "cell_class": "monocyte", "version": sample["version"]})
     assert unknown.status_code == 422 and "is not a class here" in unknown.json()["message"]
@@ -251,11 +259,31 @@ def test_a_sample_id_that_could_not_be_opened_again_is_refused_before_counting(c
     for sample_id in ("a/b", "..", "a%2Fb", "x?y"):
         refused = client.post("/v1/count", data={"sample_id": sample_id}, headers=tia,
                               files=[("files", ("a.png", smear_png(wbc=1), "image/png"))])
-        assert refused.status_code == 422 and "cannot be kept" in refused.json()["message"], sample_id
+        assert refused.status_code == 422 and "cannot be used: use 1 to 200 letters (of any script)" in refused.json()["message"], sample_id
     assert [s["sample_id"] for s in client.get("/v1/samples").json()] == ["S-001"]
     kept = client.post("/v1/count", data={"sample_id": "S_2026.01-7"}, headers=tia,
                        files=[("files", ("a.png", smear_png(wbc=1), "image/png"))])
     assert kept.status_code == 200 and client.get("/v1/samples/S_2026.01-7").status_code == 200
+
+
+def test_one_sample_id_rule_and_one_message_for_counting_keeping_and_reviewing(client):
+    from urllib.parse import quote
+
+    from bloodcell.smear.sample_id import RULE
+
+    photo = [("files", ("a.png", smear_png(wbc=1), "image/png"))]
+    for sample_id in ("s" * 201, "S#5"):
+        anonymous = client.post("/v1/count", data={"sample_id": sample_id}, files=photo)  # only counted: same rule
+        assert anonymous.status_code == 422 and anonymous.json()["message"].endswith(f"cannot be used: {RULE}")
+    review = client.post("/v1/review", files={"review": ("review.json", b'{"sample_id": "a/b", "states": [{}]}',
+                                                         "application/json")})
+    assert review.status_code == 422 and f"cannot be used: {RULE}" in review.json()["message"]
+    tia = _sign_in(client, "tia")
+    for sample_id in ("Ünïcödé-血液", "L" * 150, "s" * 200):  # letters of any script; the CLI's 150 characters
+        kept = client.post("/v1/count", data={"sample_id": sample_id}, headers=tia, files=[
+            ("files", ("a.png", smear_png(wbc=1, shade=len(sample_id) % 50), "image/png"))])
+        assert kept.status_code == 200, kept.text
+        assert client.get(f"/v1/samples/{quote(sample_id)}").json()["sample_id"] == sample_id
 
 
 
@@ -396,3 +424,23 @@ def test_crops_and_reports_asked_at_once_decode_one_photo_at_a_time(client, monk
     assert (crops.most, crops.calls) == (1, 1)  # the others waited, then found it decoded
     assert _at_once(client, ["/v1/samples/S-001/report"] * 3) == [200] * 3
     assert (reports.most, reports.calls) == (1, 3)
+
+
+def test_a_signed_in_page_counts_into_the_store_without_the_api_key(store_path, tiny_classifier):
+    settings = ServiceSettings(store=str(store_path), detector="classical", api_key="lab-key-123")
+    app = create_app(settings, classifier=tiny_classifier, access_log=io.StringIO())
+    with TestClient(app, raise_server_exceptions=False, base_url="http://localhost") as client:
+        photo = [("files", ("field.png", smear_png(wbc=1), "image/png"))]
+        assert client.post("/v1/count", files=photo, data={"sample_id": "S-9"}).status_code == 401  # no key, no one
+        tia = _sign_in(client, "tia")
+        cookie_only = client.post("/v1/kind", files=photo)
+        assert cookie_only.status_code == 401 and "API key" in cookie_only.json()["message"]  # a cookie alone: no
+        wrong = client.post("/v1/kind", files=photo, headers={"X-CSRF-Token": "not-the-token"})
+        assert wrong.status_code == 401
+        assert client.post("/v1/kind", files=photo, headers=tia).status_code == 200
+        counted = client.post("/v1/count", files=photo, data={"sample_id": "S-9"}, headers=tia)
+        assert counted.status_code == 200, counted.text
+        assert counted.json()["stored_sample"] == "S-9"
+        assert client.get("/v1/samples/S-9").json()["counted_by"] == "tia"
+        client.delete("/v1/session", headers=tia)  # the session ended: its token opens nothing
+        assert client.post("/v1/kind", files=photo, headers=tia).status_code == 401

@@ -12,6 +12,7 @@ import io
 import re
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from service_helpers import BROWSER_TESTS, LiveServer, smear_png
@@ -34,6 +35,18 @@ OVERFLOW_JS = """() => Array.from(document.querySelectorAll('body *'))
 def gallery_server(tmp_path, tiny_classifier):
     """A live server (classical detector) on a store holding a technician, an admin and sample S-001: 4 white
     cells (3 neutrophils, 1 lymphocyte; the first one referred), one platelet and three red cells."""
+    with _serve(tmp_path, tiny_classifier) as server:
+        yield server
+
+
+@pytest.fixture()
+def keyed_server(tmp_path, tiny_classifier):
+    """The gallery server with an API key, as on a lab's network."""
+    with _serve(tmp_path, tiny_classifier, api_key="lab-network-key") as server:
+        yield server
+
+
+def _serve(tmp_path, tiny_classifier, **settings) -> LiveServer:
     from bloodcell.service.app import create_app
     from bloodcell.service.settings import ServiceSettings
     from bloodcell.store.database import open_store
@@ -47,9 +60,8 @@ def gallery_server(tmp_path, tiny_classifier):
         add_user(session, "tia", "technician", PASSWORDS["tia"], ada)
         record_count(session, store.photos, counted_doc(tmp_path / "in"), "tia")
     store.close()
-    settings = ServiceSettings(store=str(path), detector="classical")
-    with LiveServer(create_app(settings, classifier=tiny_classifier, access_log=io.StringIO())) as server:
-        yield server
+    settings = ServiceSettings(store=str(path), detector="classical", **settings)
+    return LiveServer(create_app(settings, classifier=tiny_classifier, access_log=io.StringIO()))
 
 
 def _sign_in(page, url, name="tia"):
@@ -93,6 +105,7 @@ def test_keyboard_and_drag_reclassify_undo_and_a_reload_keeps_decisions_and_sele
     moved = page.locator(f".group[data-group='eosinophil'] .tile[data-cell='{flagged}']")
     expect(moved).to_be_visible()
     assert _kept(page, url)[flagged]["class"] == "eosinophil"
+    expect(moved.locator(".call")).to_have_text(re.compile(r"^eosinophil — changed by tia; model said neutrophil \d+%$"))
     expect(page.locator(f".tile[data-cell='{second}']")).to_have_class(re.compile(r"\bselected\b"))  # and on
     page.keyboard.press(_key_of(page, "smudge / not a cell"))
     expect(page.locator(f".group[data-group='smudge / not a cell'] .tile[data-cell='{second}']")).to_be_visible()
@@ -100,6 +113,7 @@ def test_keyboard_and_drag_reclassify_undo_and_a_reload_keeps_decisions_and_sele
     page.keyboard.press("z")  # the smudge call is taken back
     expect(page.locator(f".group[data-group='neutrophil'] .tile[data-cell='{second}']")).to_be_visible()
     assert not _kept(page, url)[second]["removed"]
+    expect(page.locator(f".tile[data-cell='{second}'] .call")).to_have_text(re.compile(r"^neutrophil \(\d+% sure\)$"))
     audit = page.request.get(url + "/v1/samples/S-001/audit").json()
     assert [e["action"] for e in audit] == ["count", "relabel", "remove_box", "relabel"]  # nothing deleted
     assert audit[-1]["after"] == {"label": "WBC", "class": "neutrophil", "removed": False, "undo": True}
@@ -155,6 +169,7 @@ def test_a_box_is_moved_on_the_photo_and_a_missed_cell_added(gallery_server, bro
     expect(page.locator(".sample.kept .badge")).to_have_text("in review")
     moved = _kept(page, url)[cell["id"]]["box"]
     assert moved == pytest.approx([50, 25, 60, 35], abs=1.0)
+    expect(page.locator(f".tile[data-cell='{cell['id']}'] .state")).to_contain_text("Moved by tia")
 
     before = len(_kept(page, url))
     page.click("button.add-missed")
@@ -217,3 +232,124 @@ def test_nothing_is_wider_than_a_390_px_phone_and_the_page_names_no_commands(gal
     assert page.locator(".tile img.crop").first.bounding_box()["width"] >= 200
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert page.evaluate(OVERFLOW_JS) == [], page.evaluate(OVERFLOW_JS)
+
+
+def test_on_a_server_with_an_api_key_a_signed_in_technician_counts_into_the_store_and_a_refusal_is_never_done(
+        keyed_server, browser_page, tmp_path):
+    from playwright.sync_api import expect
+
+    page, url = browser_page, keyed_server.url
+    (tmp_path / "field-1.png").write_bytes(smear_png(wbc=2))
+    (tmp_path / "field-2.png").write_bytes(smear_png(wbc=1, shade=9))
+    fields = [str(tmp_path / "field-1.png"), str(tmp_path / "field-2.png")]
+    page.goto(url + "/")  # not signed in, no key: refused, and the page says nothing was done
+    page.set_input_files("#file-input", fields)
+    expect(page.locator("#errors .error").first).to_contain_text("needs the API key")
+    expect(page.locator("#status")).to_have_text("Nothing was done: the server refused the 2 files.")
+    assert "single cells" not in page.locator("#kind-notes").inner_text()  # not sent on as single cells
+    _sign_in(page, url)
+    page.fill("#sample-id", "S-2026-0118")
+    page.set_input_files("#file-input", fields)  # auto mode, as a new user leaves it
+    expect(page.locator("article.sample.kept h3")).to_contain_text("Sample S-2026-0118")
+    expect(page.locator("#status")).to_have_text("Done: 2 files.")
+    assert page.locator("#errors .error").count() == 0
+    kept = page.request.get(url + "/v1/samples/S-2026-0118").json()
+    assert kept["counted_by"] == "tia" and [p["name"] for p in kept["photos"]] == ["field-1.png", "field-2.png"]
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (390, 844)])
+def test_a_refusal_during_review_is_shown_where_the_reviewer_looks(gallery_server, browser_page, size):
+    from playwright.sync_api import expect
+
+    page, url = browser_page, gallery_server.url
+    page.set_viewport_size({"width": size[0], "height": size[1]})
+    _sign_in(page, url)
+    _open(page)
+    message = page.locator("#store-message")
+    expect(message).to_be_hidden()
+    tiles = page.locator(".group[data-group='neutrophil'] .tile")
+    tiles.nth(1).locator("img.crop").click()  # the gallery is in view, the top of the page is not
+    assert page.evaluate("document.querySelector('#store-title').getBoundingClientRect().bottom") < 0
+    page.keyboard.press("z")
+    expect(message.locator(".error")).to_have_text("There is nothing of yours to take back on this page.")
+    expect(message).to_be_in_viewport(ratio=1)
+    assert message.get_attribute("role") == "alert"
+
+    sample = page.request.get(url + "/v1/samples/S-001").json()  # someone else decides meanwhile
+    other = int(tiles.nth(2).get_attribute("data-cell"))
+    answer = page.request.post(url + "/v1/samples/S-001/decisions", headers={"X-CSRF-Token": page.evaluate("store.csrf")},
+                               data={"cell_id": other, "action": "confirm", "version": sample["version"]})
+    assert answer.ok
+    page.locator(".tile.selected img.crop").click()
+    page.keyboard.press(_key_of(page, "eosinophil"))
+    expect(message.locator(".error")).to_contain_text("Someone else changed this sample")
+    expect(message).to_be_in_viewport(ratio=1)
+    message.locator("button.dismiss").click()
+    expect(message).to_be_hidden()
+
+
+#: The right edge of the text in each cell of the first table row of a header and its numbers: (header, [numbers]).
+TEXT_RIGHTS_JS = """(table) => {
+  const right = (cell) => { const r = document.createRange(); r.selectNodeContents(cell); return r.getBoundingClientRect().right; };
+  const rows = Array.from(table.querySelectorAll('tr'));
+  const at = Array.from(rows[0].children).findIndex((th) => th.textContent === 'Count');
+  return [right(rows[0].children[at]), rows.slice(1).map((row) => right(row.children[at]))];
+}"""
+
+
+def test_a_long_sample_id_wraps_and_letters_of_any_script_are_kept_at_both_sizes(gallery_server, browser_page, tmp_path):
+    from playwright.sync_api import expect
+
+    page, url = browser_page, gallery_server.url
+    long_id = ("S-2026-" + "0123456789" * 15)[:150]  # as `count --samples` accepts it
+    (tmp_path / "field-1.png").write_bytes(smear_png(wbc=1))
+    (tmp_path / "field-2.png").write_bytes(smear_png(wbc=1, shade=5))
+    _sign_in(page, url)
+    page.check("input[name=mode][value=smear]")
+    for sample_id, photo in ((long_id, "field-1.png"), ("Ünïcödé-血液", "field-2.png")):
+        page.fill("#sample-id", sample_id)
+        page.set_input_files("#file-input", str(tmp_path / photo))
+        expect(page.locator("article.sample.kept h3")).to_contain_text(f"Sample {sample_id}")
+        expect(page.locator("#status")).to_have_text("Done: 1 file.")
+    for width, height in ((390, 844), (1280, 800)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(f"{url}/#sample={long_id}")
+        page.reload()  # a new address that differs by its # only is not a new page
+        page.locator(".gallery .tile").first.wait_for()
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert page.evaluate(OVERFLOW_JS) == [], page.evaluate(OVERFLOW_JS)
+        page.locator("button.link", has_text="All samples").click()
+        opener = page.locator(f"tr[data-sample-id='{long_id}'] button.open-sample")
+        expect(opener).to_have_attribute("title", long_id)  # the whole id, where the list shortens it
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert page.evaluate(OVERFLOW_JS) == [], page.evaluate(OVERFLOW_JS)
+        assert opener.bounding_box()["height"] < 60  # at most two lines in the list
+    page.goto(f"{url}/v1/samples/{quote(long_id)}/report")  # the printable report (1280 px: an A4 page's width fits)
+    expect(page.locator("#sample-id")).to_have_text(long_id)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+
+def test_on_a_phone_the_zoom_fits_the_cell_to_the_screen_and_the_headers_stand_over_their_numbers(
+        gallery_server, browser_page):
+    from playwright.sync_api import expect
+
+    page, url = browser_page, gallery_server.url
+    page.set_viewport_size({"width": 390, "height": 844})
+    _sign_in(page, url)
+    _open(page)
+    for table in page.locator(".sample-tables table").element_handles():
+        header, numbers = table.evaluate(TEXT_RIGHTS_JS)
+        assert all(abs(header - n) <= 1 for n in numbers), (header, numbers)
+    page.locator(".tile img.crop").first.dblclick()
+    image = page.locator("#zoom-image")
+    expect(page.locator("#zoom")).to_be_visible()
+    expect(image).to_have_js_property("complete", True)  # polled by Playwright: the page's CSP forbids eval
+    assert image.evaluate("(img) => img.naturalWidth") == 30
+    box = image.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390 and box["y"] + box["height"] <= 844  # all on the screen
+    assert box["width"] >= 300  # fitted to the phone's width, not the crop's own 30 px in a corner
+    assert abs(box["x"] + box["width"] / 2 - 195) <= 2  # the cell (the crop's centre) in the middle
+    image.click()  # the photo's own pixels
+    assert image.bounding_box()["width"] == pytest.approx(30, abs=1)
+    image.click()
+    assert image.bounding_box()["width"] >= 300

@@ -89,6 +89,8 @@ main { max-width: 190mm; margin: 0 auto; }
 header { display: flex; justify-content: space-between; align-items: flex-end; border-bottom: 2px solid #111;
          padding-bottom: 4px; }
 h1 { font-size: 15pt; margin: 0; }
+header > :first-child { min-width: 0; } header > .meta { flex-shrink: 0; }
+h1, #sample-id, dl.facts dd { overflow-wrap: anywhere; } /* a 200-character sample id wraps, never widens the page */
 h2 { font-size: 11pt; margin: 12px 0 4px; border-bottom: 1px solid #bbb; padding-bottom: 2px;
      break-after: avoid; }
 .meta { text-align: right; font-size: 8.5pt; }

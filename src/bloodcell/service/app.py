@@ -79,10 +79,12 @@ from bloodcell.service.bank_api import AdaptJobs, BankAdapter, add_bank_routes
 from bloodcell.service.lab_models import COUNTED_LAB, LabModels
 from bloodcell.service.gallery_api import add_gallery_routes, check_keepable, keep_counted, lab_of_kept
 from bloodcell.service.samples_api import (COOKIE, CSRF_HEADER, OWN_AUTH_PREFIXES, add_sample_store_routes,
-                                           signed_in_caller)
+                                           signed_in_caller, signed_in_with_csrf)
 from bloodcell.service.settings import Limits, ServiceSettings
 from bloodcell.smear import documents
 from bloodcell.smear.counting import MIN_SMEAR_SIDE, PhotoCounter, count_photos
+from bloodcell.smear.sample_id import RULE as SAMPLE_ID_RULE
+from bloodcell.smear.sample_id import sample_id_problem
 from bloodcell.smear.counting import count_image as library_count_image
 from bloodcell.smear.photo_kind import photo_kind, too_small
 from bloodcell.smear.schema import PhotoCount, SampleResult
@@ -240,7 +242,7 @@ def create_app(
                         app.state.service.model_name)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_upload_bytes, timeout_s=limits.body_timeout_s)
-    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, store=app.state.service.store)
     if settings.cors_origins:  # outside the key check: a browser's preflight carries no key
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key"])
@@ -255,11 +257,13 @@ def _model_name(classifier: Any, model: str | Path | None) -> str:
 
 
 class ApiKeyMiddleware:
-    """401 for protected paths without the key, checked before the body is read."""
+    """401 for protected paths without the key, checked before the body is read. With a ``store``, a signed-in
+    page (its session cookie and that session's CSRF token) needs no key: the person is known."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+    def __init__(self, app: ASGIApp, api_key: str | None, store: Store | None = None) -> None:
         self.app = app
         self.api_key = api_key
+        self.store = store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -269,12 +273,21 @@ class ApiKeyMiddleware:
             and path not in OPEN_PATHS
             and not path.startswith(OPEN_PREFIXES)
             and not hmac.compare_digest(_presented_key(scope).encode(), self.api_key.encode())
+            and not await self._signed_in(scope)
         ):
             body = ErrorResponse(error="unauthorized", message="this endpoint needs the API key (X-API-Key header or Authorization: Bearer)")
             response = JSONResponse(body.model_dump(), status_code=401, headers={"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+    async def _signed_in(self, scope: Scope) -> bool:
+        if self.store is None:
+            return False
+        request = Request(scope)
+        token, csrf = request.cookies.get(COOKIE), request.headers.get(CSRF_HEADER, "")
+        return bool(token and csrf) and await run_in_threadpool(signed_in_with_csrf, self.store, token, csrf)
 
 
 def _presented_key(scope: Scope) -> str:
@@ -331,8 +344,8 @@ EXPLAIN_HELP = ("Add a LayerCAM heat map (base64 PNG) to each result: where the 
 CLASSIFY_FIELDS = ("files", "top_k", "tta", "explain")
 UploadFiles = Annotated[list[UploadFile], File(min_length=1, description="One or more image files (multipart field `files`).")]
 OptionalFiles = Annotated[list[UploadFile] | None, File(description="The sample's photos that hold reviewed cells (optional).")]
-SampleId = Annotated[str | None, Form(max_length=64, description="The sample these photos belong to (shown in the report; "
-                                                                  "the id it is kept under when signed in).")]
+SampleId = Annotated[str | None, Form(description="The sample these photos belong to (shown in the report; the id it is "
+                                                  f"kept under when signed in): {SAMPLE_ID_RULE}.")]
 AddToSample = Annotated[bool, Form(description="Add these photos to the kept sample `sample_id` (signed in only).")]
 LabField = Annotated[str, Form(max_length=200, description="The lab the sample comes from (default: none): its cells are "
                                                            "typed with the model chosen for that lab.")]
@@ -662,6 +675,8 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
         await _refuse_unknown_fields(request, ("files", "sample_id", "add_to_sample", "lab"))
         state = _state(request)
         sample_id = (sample_id or "").strip() or None
+        if sample_id is not None and (problem := sample_id_problem(sample_id)):
+            raise RequestRejected(422, "invalid_request", problem)
         keep = state.store is not None and bool(request.cookies.get(COOKIE)) and CSRF_HEADER in request.headers
         person = signed_in_caller(state.store, state.settings.api_key, request, change=True) if keep else None
         lab = lab.strip()

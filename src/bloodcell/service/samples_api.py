@@ -266,9 +266,43 @@ def signed_in_caller(store: Store, api_key: str | None, request: Request, change
     raise RequestRejected(401, "unauthorized", "sign in (POST /v1/session) or send the API key")
 
 
+def signed_in_with_csrf(store: Store, token: str, csrf: str) -> bool:
+    """Whether ``token`` is a live session's and ``csrf`` its CSRF token: a signed-in page's request, which the
+    service's API-key gate lets through (the route still checks who may do what)."""
+    try:
+        with store.session() as session:
+            _, expected = session_user(session, token)
+    except AuthError:
+        return False
+    return bool(csrf) and hmac.compare_digest(csrf.encode(), expected.encode())
+
+
 def _bearer(request: Request) -> str:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
+
+
+_CALL_CHANGES = ("relabel", "platelet", "remove")
+
+
+def _calls(decisions: list[Decision]) -> dict[int, tuple[str | None, str]]:
+    """Per cell, from its decisions in order: its class before the first one that changed its call (the model's
+    class) and who made the latest such change."""
+    calls: dict[int, tuple[str | None, str]] = {}
+    for d in decisions:
+        if d.action in _CALL_CHANGES:
+            calls[d.cell_pk] = (calls[d.cell_pk][0] if d.cell_pk in calls else d.before_class, d.user)
+    return calls
+
+
+def _whose_call(cell, call: tuple[str | None, str] | None) -> dict[str, Any]:
+    """``model_call``: the classifier's class and confidence (None for a cell a person added); ``changed_by``: who
+    changed the model's call, when the cell's class now differs from it (None while the model's call stands)."""
+    if cell.origin == "reviewer":
+        return {"model_call": None, "changed_by": None}
+    model_class, by = call if call else (cell.cell_class, None)
+    changed = by is not None and (cell.removed or cell.cell_class != model_class)
+    return {"model_call": {"class": model_class, "confidence": cell.confidence}, "changed_by": by if changed else None}
 
 
 def _counted_by(session: Session, sample_pk: int | None = None) -> dict[int, str]:
@@ -284,12 +318,13 @@ def _with_cells(session: Session, sample, classes: list[str]) -> dict[str, Any]:
     store), and the classes a cell may be relabelled to (its lab's cell bank is ``GET /v1/lab/adaptation``'s: it is
     not read again with every decision)."""
     positions = {photo.id: photo.position for photo in sample.photos}
-    last = {d.cell_pk: {"action": d.action, "by": d.user, "at": d.at.isoformat()} for d in session.scalars(
-        select(Decision).where(Decision.sample_pk == sample.id).order_by(Decision.id))}
+    decisions = list(session.scalars(select(Decision).where(Decision.sample_pk == sample.id).order_by(Decision.id)))
+    last = {d.cell_pk: {"action": d.action, "by": d.user, "at": d.at.isoformat()} for d in decisions}
+    calls = _calls(decisions)
     cells = [{"id": c.id, "photo": positions[c.photo_pk], "label": c.label,
               "box": [c.x1, c.y1, c.x2, c.y2], "class": c.cell_class, "confidence": c.confidence,
               "referral_reason": c.referral_reason, "origin": c.origin, "removed": c.removed,
-              "decision": last.get(c.id)}
+              "decision": last.get(c.id), **_whose_call(c, calls.get(c.id))}
              for c in sample.cells]
     return {**summary(sample), "counted_by": _counted_by(session, sample.id).get(sample.id), "cells": cells,
             "classes": classes,

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bloodcell.smear.sample_id import RULE as SAMPLE_ID_RULE
+from bloodcell.smear.sample_id import sample_id_problem
 from bloodcell.smear.schema import Box, Coordinate, Tally, Typing
 
 
@@ -183,11 +185,19 @@ class ReviewRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sample_id: str = Field("sample", min_length=1, max_length=64)
+    sample_id: str = Field("sample", description=f"The sample's id: {SAMPLE_ID_RULE}.")
     states: list[SampleState] = Field(min_length=1, max_length=256)
     corrections: list[Correction] = Field(default_factory=list, max_length=10_000)
     missing: list[MissingCell] = Field(default_factory=list, max_length=10_000)
     reviewed: bool = Field(True, description="False: only combine the counts into one differential.")
+
+    @field_validator("sample_id")
+    @classmethod
+    def _one_rule(cls, sample_id: str) -> str:
+        problem = sample_id_problem(sample_id)
+        if problem:
+            raise ValueError(problem)
+        return sample_id
 
 
 class ReviewResponse(BaseModel):

@@ -7,7 +7,6 @@ checks the user's role, refuses a change to a signed sample, refuses a stale wri
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from bloodcell.errors import ConfigError, DataError
 from bloodcell.smear.referral import review_targets
 from bloodcell.smear.differential import differential
 from bloodcell.smear.lab_check import lab_check
+from bloodcell.smear.sample_id import check_sample_id
 from bloodcell.smear.schema import SampleResult
 from bloodcell.store.audit import record
 from bloodcell.store.errors import ConflictError, NotFoundError, ReadOnlyError, StoreError
@@ -36,24 +36,11 @@ _AUDITED_AS = {"confirm": "decision", "relabel": "relabel", "platelet": "relabel
                "move": "move_box"}
 
 
-#: A sample id that can be kept: what the store, its web addresses and file names all take as they are.
-_SAMPLE_ID = re.compile(r"[A-Za-z0-9_-](?:[A-Za-z0-9._ -]{0,198}[A-Za-z0-9._-])?")
-
-
 def find(session: Session, sample_id: str) -> Sample:
     sample = session.scalar(select(Sample).where(Sample.sample_id == sample_id))
     if sample is None:
         raise NotFoundError(f"no sample {sample_id!r} in the store")
     return sample
-
-
-def check_sample_id(sample_id: str) -> str:
-    """``sample_id`` if it can be kept and opened again by its address (``/v1/samples/{id}``, ``samples show``):
-    1 to 200 ASCII letters, digits, '.', '_', '-' or inner spaces, not starting with '.' (ConfigError otherwise)."""
-    if not isinstance(sample_id, str) or not _SAMPLE_ID.fullmatch(sample_id):
-        raise ConfigError(f"the sample id {sample_id!r} cannot be kept: use 1 to 200 letters, digits, '.', '_', "
-                          "'-' or spaces between them, not starting with '.'")
-    return sample_id
 
 
 def kept_already(session: Session, sample_ids: list[str]) -> set[str]:

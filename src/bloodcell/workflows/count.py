@@ -42,6 +42,7 @@ from bloodcell.smear.differential import differential, write_report
 from bloodcell.smear.documents import MAX_JSON_BYTES, parse_json, read_text
 from bloodcell.smear.schema import CountError, PhotoCount, SampleResult, SampleTotals
 from bloodcell.smear.review import sample_folder_name
+from bloodcell.smear.sample_id import sample_id_problem
 from bloodcell.smear.typing import typing_summary
 from bloodcell.store.components import classifier_used, detector_used
 from bloodcell.store.database import Store
@@ -105,6 +106,8 @@ def samples_from_csv(path: str | Path) -> list[Sample]:
         sample_id, photo = (row.get("sample_id") or "").strip(), (row.get("photo") or "").strip()
         if not sample_id or not photo:
             raise DataError(f"{path} line {line}: empty sample_id or photo")
+        if problem := sample_id_problem(sample_id):
+            raise DataError(f"{path} line {line}: {problem}")
         samples.setdefault(sample_id, Sample(sample_id, [])).photos.append(path.parent / photo)
     return [once_each(sample) for sample in samples.values()]
 

@@ -64,6 +64,7 @@ async function sortByKind(files) {
     try {
       results = (await post("/v1/kind", chunk)).results;
     } catch (err) {
+      if (refusedCaller(err)) throw err; // the server refuses the caller: sending them as single cells would be too
       // none of them could be read, or the server is away: classifying them says why, file by file
       showNote(`Auto mode could not look at ${plural(chunk.length, "image", "images")} (${err.message}); `
         + "they were sent as single cells.");
@@ -108,6 +109,9 @@ async function send(url, form) {
   }
   return body;
 }
+
+// A refusal of the caller (no key, not signed in, not allowed), not of the files: nothing else would be accepted.
+function refusedCaller(err) { return err.status === 401 || err.status === 403; }
 
 function post(url, files, fields = {}) {
   const form = new FormData();
@@ -189,8 +193,10 @@ function cellRecord(result) {
   };
 }
 
+// Classify ``files``; returns how many were not classified (refused or unreadable).
 async function classify(files) {
   const explain = $("explain").checked ? "?explain=true" : "";
+  let failed = 0;
   for (let start = 0; start < files.length; start += MAX_FILES_PER_REQUEST) {
     const chunk = files.slice(start, start + MAX_FILES_PER_REQUEST);
     setStatus(`Classifying ${plural(chunk.length, "cell image", "cell images")}...`);
@@ -199,12 +205,15 @@ async function classify(files) {
       body.results.forEach((result, i) => {
         $("cell-results").append(renderCell(result, chunk[i]));
         rows.push(cellRecord(result));
+        if (result.error) failed += 1;
       });
     } catch (err) {
+      failed += chunk.length;
       chunk.forEach((file) => rows.push({ kind: "cell", filename: file.name, error: err.message }));
       showError(chunk.length === 1 ? `${chunk[0].name}: ${err.message}` : err.message);
     }
   }
+  return failed;
 }
 
 // ---- samples: counting ----
@@ -247,21 +256,22 @@ function addCounted(sample, body, chunk) {
   return added.size;
 }
 
+// Count ``files`` as the photos of one sample; returns how many were not counted (refused or unreadable).
 async function count(files) {
-  if (signedInToStore() && may("count")) {
-    await countIntoStore(files); // gallery.js: kept in the lab's store and opened for review
-    return;
-  }
+  if (signedInToStore() && may("count")) return countIntoStore(files); // gallery.js: kept and opened for review
   const sample = sampleFor(sampleId());
+  let failed = 0;
   for (let start = 0; start < files.length; start += MAX_FILES_PER_REQUEST) {
     const chunk = files.slice(start, start + MAX_FILES_PER_REQUEST);
     setStatus(`Counting cells on ${plural(chunk.length, "photo", "photos")} of sample ${sample.id}...`);
     try {
       const body = await post("/v1/count", chunk, { sample_id: sample.id });
+      failed += body.images.filter((image) => image.error).length;
       if (!addCounted(sample, body, chunk)) continue;
       sample.exports = null;
       sample.report = sample.states.length > 1 ? (await reviewRequest(sample, false)).report : body.report;
     } catch (err) {
+      failed += chunk.length;
       chunk.forEach((file) => rows.push({ kind: "smear", sample_id: sample.id, filename: file.name, error: err.message }));
       showError(chunk.length === 1 ? `${chunk[0].name}: ${err.message}` : err.message);
     }
@@ -270,6 +280,7 @@ async function count(files) {
     renderSample(sample);
     sample.node.scrollIntoView({ block: "start" });
   }
+  return failed;
 }
 
 // ---- samples: review ----
@@ -355,7 +366,7 @@ function toggleWrong(sample, id) {
 
 function table(caption, columns, records, flagged = () => false) {
   const node = el("table", {}, el("caption", { text: caption }));
-  node.append(el("tr", {}, ...columns.map(([title]) => el("th", { text: title }))));
+  node.append(el("tr", {}, ...columns.map(([title, , numeric]) => el("th", numeric ? { class: "num", text: title } : { text: title }))));
   for (const record of records) {
     const row = el("tr", flagged(record) ? { class: "flagged" } : {});
     for (const [, key, numeric] of columns) row.append(el("td", numeric ? { class: "num", text: record[key] } : { text: record[key] }));
@@ -553,7 +564,7 @@ function renderSample(sample) {
   const node = sample.node || el("article", { class: "sample", "data-sample-id": sample.id });
   if (!sample.node) { $("smear-results").prepend(node); sample.node = node; }
   const reviewed = sample.report && sample.report.reviewed;
-  const title = el("h2", { text: `Sample ${sample.id}` },
+  const title = el("h2", {}, el("span", { class: "sample-name", text: `Sample ${sample.id}` }),
     el("span", { class: reviewed ? "badge reviewed" : "badge", text: reviewed ? "reviewed" : "not reviewed" }));
   const reviewIds = new Set(sample.items.map((item) => item.id));
   const counter = el("p", { class: "hint detector", text: `Counted by the detector ${sample.detector}.` });
@@ -571,15 +582,25 @@ async function handle(fileList) {
   if (!files.length) return;
   $("errors").replaceChildren();
   $("kind-notes").replaceChildren();
-  const { cells, smears } = await sortByKind(files);
+  let sorted;
+  try {
+    sorted = await sortByKind(files);
+  } catch (err) {
+    showError(sentence(err.message));
+    setStatus(`Nothing was done: the server refused the ${plural(files.length, "file", "files")}.`);
+    return;
+  }
+  const { cells, smears } = sorted;
   sayWhereTheSampleIdGoes(cells, smears);
+  let failed = 0;
   if (cells.length) {
     const before = $("cell-results").children.length;
-    await classify(cells);
+    failed += await classify(cells);
     $("cell-results").children[before]?.scrollIntoView({ block: "start" });
   }
-  if (smears.length) await count(smears);
-  setStatus(`Done: ${plural(files.length, "file", "files")}.`);
+  if (smears.length) failed += await count(smears);
+  setStatus(failed ? `${failed} of ${plural(files.length, "file was", "files were")} not done: see why below.`
+    : `Done: ${plural(files.length, "file", "files")}.`);
   $("download-csv").disabled = rows.length === 0;
   $("clear").disabled = rows.length === 0;
 }

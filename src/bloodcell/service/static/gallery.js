@@ -158,22 +158,57 @@ function nextAfter(id) {
   return at >= 0 && at + 1 < ids.length ? ids[at + 1] : id;
 }
 
+// The cell at the photo's own resolution, fitted to the screen; a click (or Enter) on it shows the photo's own
+// pixels, scrolled so the cell (the crop's centre) is in the middle, and back.
 function zoom(cell) {
+  const frame = document.querySelector("#zoom .zoom-frame");
+  frame.classList.remove("actual");
   $("zoom-image").src = cropUrl(cell, 0, 3);
-  $("zoom-caption").textContent = `Cell ${cell.id} at the photo's own resolution (photo ${cell.photo + 1}).`;
+  $("zoom-caption").textContent = `Cell ${cell.id} at the photo's own resolution (photo ${cell.photo + 1}), fitted to `
+    + "the screen: click it for the photo's own pixels.";
   $("zoom").showModal();
 }
 
+function toggleActualPixels() {
+  const frame = document.querySelector("#zoom .zoom-frame");
+  frame.classList.toggle("actual");
+  frame.scrollLeft = (frame.scrollWidth - frame.clientWidth) / 2;
+  frame.scrollTop = (frame.scrollHeight - frame.clientHeight) / 2;
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("zoom-image").addEventListener("click", toggleActualPixels);
+  $("zoom-image").addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" && event.key !== " ") return;
+    event.preventDefault();
+    toggleActualPixels();
+  });
+});
+
 // ---- the gallery ----
+
+const sure = (confidence) => (confidence == null ? "" : ` ${Math.round(100 * confidence)}%`);
+
+// The cell's call: the model's with its confidence, or a person's as theirs (with what the model said), never the
+// model's confidence beside a person's class.
+// Returns [the call, what it adds in smaller type].
+function callWords(cell) {
+  const now = cell.removed ? "not a cell" : cell.class || (cell.label === "WBC" ? "not typed" : BOX_NAMES[cell.label]);
+  const model = cell.model_call;
+  if (!model) return [now, " (added by a person)"];
+  if (!cell.changed_by) return [model.confidence == null ? now : `${now} (${sure(model.confidence).trim()} sure)`, ""];
+  const said = model.class ? `model said ${model.class}${sure(model.confidence)}` : "model gave no type";
+  return [now, ` — changed by ${cell.changed_by}; ${said}`];
+}
 
 function tile(cell, groups, editable) {
   const node = el("article", { class: `tile cell-card${flagged(cell) ? " referred" : ""}${cell.decision ? " decided" : ""}`,
     "data-cell": String(cell.id), tabindex: "-1", role: "option", "aria-selected": "false", draggable: String(editable) });
-  const confidence = cell.confidence == null || cell.origin === "reviewer" ? "" : ` (${Math.round(100 * cell.confidence)}% sure)`;
   const image = el("img", { class: "crop", src: cropUrl(cell), alt: `cell ${cell.id}`, loading: "lazy", width: "200", height: "200",
     draggable: "false" });
   image.addEventListener("dblclick", () => zoom(cell));
-  node.append(image, el("p", { class: "call", text: `${cell.class || (cell.label === "WBC" ? "not typed" : BOX_NAMES[cell.label])}${confidence}` }),
+  const [call, about] = callWords(cell);
+  node.append(image, el("p", { class: "call" }, el("span", { text: call }), about ? el("span", { class: "was", text: about }) : ""),
     el("p", { class: "state", text: decisionWords(cell) }));
   if (editable) {
     const tools = el("div", { class: "cell-tools" });
@@ -417,6 +452,7 @@ function photosView(sample, editable) {
 
 // Count ``files`` into the lab's store as the signed-in person: into the open sample (when the sample id field is
 // empty or names it; e.g. a photo just taken), else as a new sample under the typed id; then open it for review.
+// Returns how many were not kept (refused or unreadable).
 async function countIntoStore(files) {
   const typed = $("sample-id").value.trim();
   const open = store.sample && store.sample.status !== "signed" && (!typed || typed === store.sample.sample_id)
@@ -424,9 +460,10 @@ async function countIntoStore(files) {
   const id = open || typed;
   if (!id) {
     showError("Type the sample id first: photos you count while signed in are kept in the lab's samples under it.");
-    return;
+    return files.length;
   }
   let kept = false;
+  let failed = 0;
   for (let start = 0; start < files.length; start += MAX_FILES_PER_REQUEST) {
     const chunk = files.slice(start, start + MAX_FILES_PER_REQUEST);
     setStatus(`Counting cells on ${plural(chunk.length, "photo", "photos")} of sample ${id} and keeping them...`);
@@ -435,15 +472,20 @@ async function countIntoStore(files) {
     try {
       const body = await post("/v1/count", chunk, fields);
       kept = kept || Boolean(body.stored_sample);
-      body.images.filter((image) => image.error).forEach((image) => showError(image.error));
+      const unread = body.images.filter((image) => image.error);
+      failed += unread.length;
+      unread.forEach((image) => showError(image.error));
     } catch (err) {
+      failed += chunk.length;
       if (err.status === 401) refusal(err);
-      else showError(chunk.length === 1 ? `${chunk[0].name}: ${err.message}` : err.message);
+      showError(chunk.length === 1 ? `${chunk[0].name}: ${err.message}` : err.message);
     }
   }
-  if (!kept) return;
-  await openSample(id);
-  $("store").scrollIntoView({ block: "start" });
+  if (kept) {
+    await openSample(id);
+    $("store").scrollIntoView({ block: "start" });
+  }
+  return failed;
 }
 
 // Called by renderKept (samples.js) after the sample view is drawn: the selection comes back.

@@ -21,7 +21,19 @@ class StoreError extends Error {
 
 function may(permission) { return Boolean(store.user && MAY[store.user.role]?.includes(permission)); }
 
-function storeMessage(text) { $("store-message").replaceChildren(text ? el("p", { class: "error", text }) : ""); }
+// A refusal or a note about the lab's samples, on a line fixed at the foot of the screen: seen wherever the reviewer
+// is on the page (an aria-live alert); it stays until the next success or until dismissed.
+function storeMessage(text) {
+  const line = $("store-message");
+  line.hidden = !text;
+  if (!text) {
+    line.replaceChildren();
+    return;
+  }
+  const dismiss = el("button", { type: "button", class: "link dismiss", "aria-label": "dismiss this message", text: "×" });
+  dismiss.addEventListener("click", () => storeMessage(""));
+  line.replaceChildren(el("p", { class: "error", text }), dismiss);
+}
 
 function sampleUrl(id, rest = "") { return `/v1/samples/${encodeURIComponent(id)}${rest}`; }
 
@@ -112,7 +124,7 @@ function cellOf(label, ...children) {
 }
 
 function listRow(sample) {
-  const open = el("button", { type: "button", class: "link open-sample", text: sample.sample_id });
+  const open = el("button", { type: "button", class: "link open-sample", text: sample.sample_id, title: sample.sample_id });
   open.addEventListener("click", () => openSample(sample.sample_id));
   const who = cellOf("Who");
   if (sample.counted_by) who.append(el("span", { text: `counted by ${sample.counted_by}` }));
@@ -182,7 +194,8 @@ function photoImage(position) {
   return store.photos.get(key);
 }
 
-const DONE_WORDS = { confirm: "confirmed", relabel: "changed", remove: "removed (not a white cell)", add: "added" };
+const DONE_WORDS = { confirm: "confirmed", relabel: "changed", remove: "removed (not a white cell)", add: "added",
+  move: "moved", platelet: "called a platelet" };
 
 function decisionWords(cell) {
   if (!cell.decision) return cell.referral_reason ? `Needs a decision: ${cell.referral_reason}.` : "Not yet checked.";

@@ -353,3 +353,32 @@ def test_on_a_phone_the_zoom_fits_the_cell_to_the_screen_and_the_headers_stand_o
     assert image.bounding_box()["width"] == pytest.approx(30, abs=1)
     image.click()
     assert image.bounding_box()["width"] >= 300
+
+
+def test_a_kept_sample_from_an_unfamiliar_lab_warns_above_its_numbers_and_a_familiar_one_does_not(
+        gallery_server, browser_page, tmp_path):
+    from playwright.sync_api import expect
+
+    from bloodcell.store.database import open_store
+    from bloodcell.store.samples import record_count
+
+    result = counted_doc(tmp_path / "odd", "S-odd")
+    for box in result.images[0].boxes:
+        if box.label == "WBC":
+            box.unfamiliar_lab = True
+    store = open_store(tmp_path / "lab.sqlite")
+    with store.session() as session:
+        record_count(session, store.photos, result, "tia")
+    store.close()
+    page, url = browser_page, gallery_server.url
+    _sign_in(page, url)
+    _open(page, "S-odd")
+    warning = page.locator(".lab-check")
+    expect(warning).to_contain_text("Lab check: 4 of 4 white cells look unlike the cells of every lab")
+    assert "bloodcell" not in warning.inner_text()  # the page names no commands
+    assert warning.bounding_box()["y"] < page.locator(".sample-tables").bounding_box()["y"]
+    page.screenshot(path=str(tmp_path / "lab-check.png"))
+    page.locator("button.link", has_text="All samples").click()
+    _open(page)
+    expect(page.locator(".sample-tables")).to_be_visible()
+    assert page.locator(".lab-check").count() == 0

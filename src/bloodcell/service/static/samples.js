@@ -262,7 +262,14 @@ function sampleTables(sample) {
   const few = !sample.typing_unavailable && sample.wbc_classified < FULL_DIFFERENTIAL
     ? el("p", { class: "caution", text: `Only ${plural(sample.wbc_classified, "white cell was", "white cells were")} typed: `
       + `a differential is usually read from ${FULL_DIFFERENTIAL}, so these percentages are rough.` }) : "";
-  return el("div", {}, el("div", { class: "sample-tables" }, counts, differential), few);
+  // the lab check of the sample's live white cells: a warning above the numbers it concerns, only when unfamiliar
+  const check = sample.lab_check && sample.lab_check.unfamiliar_lab
+    ? el("p", { class: "caution lab-check", role: "note", text: `Lab check: ${sample.lab_check.unfamiliar} of `
+      + `${plural(sample.lab_check.checked, "white cell looks", "white cells look")} unlike the cells of every lab this `
+      + "classifier learned from (stain, camera or magnification), so its typing here is unmeasured and may be far off. "
+      + "Check every cell below; the cells you review let a supervisor adapt the classifier to your lab (the cell bank "
+      + "below)." }) : "";
+  return el("div", {}, check, el("div", { class: "sample-tables" }, counts, differential), few);
 }
 
 // ---- the lab's cell bank: how many more reviewed cells of each type adapting needs; a supervisor's button ----

@@ -97,7 +97,7 @@ def test_bins_a_moved_box_and_an_undo_are_new_audited_decisions(client, store_pa
     assert decide({"cell_id": first, "action": "platelet"})["label"] == "Platelets"
     assert sample["counts"]["WBC"] == 3 and sample["counts"]["Platelets"] == 2
     back = decide({"cell_id": first, "action": "relabel", "cell_class": "neutrophil", "undo": True})
-    assert (back["label"], back["class"]) == ("WBC", "neutrophil")
+    assert (back["label"], back["class"], back["decision"]) == ("WBC", "neutrophil", None)  # as before: undecided
     assert decide({"cell_id": second, "action": "remove"})["removed"]
     assert not decide({"cell_id": second, "action": "relabel", "cell_class": "lymphocyte"})["removed"]  # out of the bin
     assert decide({"cell_id": first, "action": "move", "box": [38, 18, 54, 32]})["box"] == [38, 18, 54, 32]
@@ -181,6 +181,18 @@ def test_a_crop_of_a_phone_photo_uses_the_upright_coordinates_counting_used(clie
     assert np.abs(np.asarray(crop.convert("RGB"), float) - want).mean() < 3
 
 
+def _confirm_referred(client, sample_id: str, headers: dict) -> int:
+    """Confirm every referred or doubtful cell of the sample (so its review can be finished); its new version."""
+    sample = client.get(f"/v1/samples/{sample_id}").json()
+    for cell in sample["cells"]:
+        if cell["referral_reason"] and not cell["removed"] and not cell["decision"]:
+            response = client.post(f"/v1/samples/{sample_id}/decisions", headers=headers, json={
+                "cell_id": cell["id"], "action": "confirm", "version": sample["version"]})
+            assert response.status_code == 200, response.text
+            sample = response.json()
+    return sample["version"]
+
+
 def test_photos_added_to_a_reviewed_sample_send_it_back_in_review_and_a_signed_one_refuses_them(client):
     tia = _sign_in(client, "tia")
 
@@ -189,7 +201,7 @@ def test_photos_added_to_a_reviewed_sample_send_it_back_in_review_and_a_signed_o
                            files=[("files", (name, smear_png(wbc=3, shade=shade), "image/png"))])
 
     assert add("first.png", 1, "false").status_code == 200
-    version = client.get("/v1/samples/S-3").json()["version"]
+    version = _confirm_referred(client, "S-3", tia)
     assert client.post("/v1/samples/S-3/finish", headers=tia, json={"version": version}).status_code == 200
 
     assert add("new.png", 5).status_code == 200
@@ -200,7 +212,8 @@ def test_photos_added_to_a_reviewed_sample_send_it_back_in_review_and_a_signed_o
         "reviewed", "in_review")
     sam = _sign_in(client, "sam")
     assert client.post("/v1/samples/S-3/sign", headers=sam, json={"version": sample["version"]}).status_code == 409
-    version = client.post("/v1/samples/S-3/finish", headers=sam, json={"version": sample["version"]}).json()["version"]
+    version = _confirm_referred(client, "S-3", sam)
+    version = client.post("/v1/samples/S-3/finish", headers=sam, json={"version": version}).json()["version"]
     assert client.post("/v1/samples/S-3/sign", headers=sam, json={"version": version}).status_code == 200
     tia = _sign_in(client, "tia")
     refused = add("later.png", 9)
@@ -291,7 +304,7 @@ def test_an_undo_needs_an_earlier_decision_of_the_reviewer_on_that_cell(client, 
     with store.session() as session:
         kept = find(session, "S-001")
         assert [(d.action, d.undo) for d in session.query(Decision).filter(Decision.sample_pk == kept.id)
-                .order_by(Decision.id)] == [("platelet", False), ("relabel", True)]
+                .order_by(Decision.id)] == [("platelet", False), ("platelet", True)]  # the undo of the platelet
         assert [e.after.get("undo", False) for e in trail(session, kept)][1:] == [False, True]
     store.close()
 

@@ -102,8 +102,19 @@ def test_sign_off_needs_a_supervisor_and_makes_the_sample_read_only(client_for):
                                json={"version": sample["version"]})
     assert response.status_code == 409 and "only a reviewed sample can be signed" in response.json()["message"]
     tech_csrf = _sign_in(client, "tia")
+    referred = [c["id"] for c in sample["cells"] if c["referral_reason"]]
     response = client.post("/v1/samples/S-001/finish", headers={"X-CSRF-Token": tech_csrf},
                            json={"version": sample["version"]})
+    assert response.status_code == 409 and response.json()["message"] == (
+        f"sample 'S-001' has 1 referred or doubtful cell with no decision yet (cell {referred[0]}): confirm, "
+        "relabel or remove it before finishing its review")
+    response = supervisor.post("/v1/samples/S-001/sign", headers={"X-CSRF-Token": csrf},
+                               json={"version": sample["version"]})
+    assert response.status_code == 409 and "only a reviewed sample can be signed" in response.json()["message"]
+    decided = _decide(client, tech_csrf, referred[0], sample["version"], action="confirm")
+    assert decided.status_code == 200 and decided.json()["status"] == "in_review"
+    response = client.post("/v1/samples/S-001/finish", headers={"X-CSRF-Token": tech_csrf},
+                           json={"version": decided.json()["version"]})
     assert response.status_code == 200 and response.json()["status"] == "reviewed"
     version = response.json()["version"]
     response = supervisor.post("/v1/samples/S-001/sign", headers={"X-CSRF-Token": csrf}, json={"version": version})
@@ -117,8 +128,8 @@ def test_sign_off_needs_a_supervisor_and_makes_the_sample_read_only(client_for):
                                json={"version": version + 1, "reason": "a second look at the monocytes"})
     assert response.status_code == 200 and response.json()["status"] == "in_review"
     audit = supervisor.get("/v1/samples/S-001/audit").json()
-    assert [(e["actor"], e["action"]) for e in audit] == [("tia", "count"), ("tia", "review_done"), ("sam", "sign"),
-                                                          ("sam", "reopen")]
+    assert [(e["actor"], e["action"]) for e in audit] == [("tia", "count"), ("tia", "decision"), ("tia", "review_done"),
+                                                          ("sam", "sign"), ("sam", "reopen")]
     assert audit[-1]["after"]["reason"] == "a second look at the monocytes"
 
 

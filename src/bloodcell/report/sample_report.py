@@ -68,6 +68,7 @@ class SampleReportData:
     decisions: int = 0
     review_finished: str | None = None
     signed: str | None = None
+    reopened: list[str] = field(default_factory=list)
     referred: int = 0
     thumbnails: list[Thumbnail] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
@@ -163,11 +164,15 @@ def _differential(data: SampleReportData) -> str:
 
 
 def _people(data: SampleReportData) -> str:
+    calls = "cell's call" if data.decisions == 1 else "cells' calls"
+    waiting = "cell still needs" if data.referred == 1 else "cells still need"
     facts = [("Status", data.status.replace("_", " ")),
-             ("Reviewed by", ", ".join(data.reviewers) or "nobody yet"),
-             ("Decisions", f"{data.decisions} on single cells; {data.referred} cell(s) still referred for review"),
+             ("Cells decided by", ", ".join(data.reviewers) or "nobody yet"),
+             ("Decisions", f"{data.decisions} {calls} decided by a person; {data.referred} referred or doubtful "
+                           f"{waiting} a decision"),
              ("Review finished", data.review_finished or "not yet"),
-             ("Signed off", data.signed or "not signed")]
+             ("Signed off", data.signed or "not signed"),
+             *(("Reopened", reopen) for reopen in data.reopened)]
     return "<dl class='facts'>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts) + "</dl>"
 
 

@@ -37,10 +37,10 @@ from bloodcell.store.database import Store
 from bloodcell.store.errors import AuthError, ConflictError, NotFoundError, ReadOnlyError, RoleError, StoreError
 from bloodcell.store.exports import fhir_bundle, sample_csv
 from bloodcell.store.lab_settings import lab_settings
-from bloodcell.store.models import AuditEntry, Decision
+from bloodcell.store.models import AuditEntry
 from bloodcell.store.report import report_data
 from bloodcell.store.samples import (ACTIONS, add_cell, decide, find, finish_review, list_samples, reopen, sign,
-                                     summary)
+                                     standing_decisions, summary)
 from bloodcell.store.sessions import SESSION_HOURS, end_session, session_user, start_session
 from bloodcell.store.users import Person, authenticate
 
@@ -72,7 +72,8 @@ class DecisionRequest(BaseModel):
     cell_class: str | None = Field(default=None, max_length=50, description="The new class (relabel only).")
     box: tuple[float, float, float, float] | None = Field(
         default=None, description="x1, y1, x2, y2 in the photo's pixels (move only).")
-    undo: bool = Field(default=False, description="This decision takes back the reviewer's previous one (audited).")
+    undo: bool = Field(default=False, description="Take back the reviewer's latest standing decision on the cell "
+                       "(audited): the cell is again as it was before it, whatever the action sent.")
     version: int = Field(description="The sample's version the reviewer saw; a different one is refused with 409.")
 
     @model_validator(mode="after")
@@ -280,12 +281,12 @@ def _counted_by(session: Session, sample_pk: int | None = None) -> dict[int, str
 
 
 def _with_cells(session: Session, sample, classes: list[str]) -> dict[str, Any]:
-    """A sample's summary with its cells, each with its last decision (the review page's state, reloaded from the
+    """A sample's summary with its cells, each with its last standing decision (the review page's state, reloaded from the
     store), and the classes a cell may be relabelled to (its lab's cell bank is ``GET /v1/lab/adaptation``'s: it is
     not read again with every decision)."""
     positions = {photo.id: photo.position for photo in sample.photos}
-    last = {d.cell_pk: {"action": d.action, "by": d.user, "at": d.at.isoformat()} for d in session.scalars(
-        select(Decision).where(Decision.sample_pk == sample.id).order_by(Decision.id))}
+    last = {cell: {"action": kept[-1].action, "by": kept[-1].user, "at": kept[-1].at.isoformat()}
+            for cell, kept in standing_decisions(session, sample).items() if kept}
     cells = [{"id": c.id, "photo": positions[c.photo_pk], "label": c.label,
               "box": [c.x1, c.y1, c.x2, c.y2], "class": c.cell_class, "confidence": c.confidence,
               "referral_reason": c.referral_reason, "origin": c.origin, "removed": c.removed,

@@ -147,3 +147,35 @@ def test_the_command_says_one_sentence_for_a_foreign_file(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "is not a bloodcell store" in result.stderr
     assert "Traceback" not in result.stderr
     assert foreign.read_bytes() == b"\xff\xd8\xff" + bytes(200)
+
+
+@pytest.mark.parametrize("command", [
+    ["samples", "list"], ["samples", "show", "A-1"], ["samples", "audit", "A-1"], ["samples", "lab-audit", "L"],
+    ["samples", "export", "A-1", "--format", "csv", "--output", "{tmp}/a.csv"],
+    ["samples", "report", "A-1", "--output", "{tmp}/a.html"],
+    ["samples", "finish", "A-1", "--user", "tia", "--password-stdin"],
+    ["samples", "sign", "A-1", "--user", "sam", "--password-stdin"],
+    ["samples", "reopen", "A-1", "--reason", "why", "--user", "sam", "--password-stdin"],
+    ["users", "list"], ["users", "disable", "tia", "--admin", "ada", "--password-stdin"],
+    ["users", "add", "bob", "--role", "technician", "--admin", "ada", "--password-stdin"]])
+def test_a_command_on_existing_samples_refuses_a_missing_store_and_makes_none(tmp_path, command):
+    missing = tmp_path / "notastore.sqlite"
+    result = _run(*(a.format(tmp=tmp_path) for a in command), "--store", missing,
+                  stdin="admin-password-1\ntechnician-pass-1\n")
+    assert result.exit_code != 0 and str(result.exception).startswith(f"no sample store at {missing}: check the path")
+    assert not missing.exists() and not list(tmp_path.iterdir())
+
+
+def test_an_empty_database_is_no_store_for_a_command_on_existing_samples(tmp_path):
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    result = _run("samples", "list", "--store", empty)
+    assert result.exit_code != 0 and str(result.exception).startswith(f"no sample store at {empty}: the database is "
+                                                                      "empty; check the path")
+
+
+def test_the_first_admin_makes_a_new_store(tmp_path):
+    new = tmp_path / "new.sqlite"
+    assert _run("users", "add", "ada", "--role", "admin", "--store", new, "--password-stdin",
+                stdin="admin-password-1\nadmin-password-1\n").exit_code == 0
+    assert new.is_file() and "ada\tadmin\tactive" in _run("users", "list", "--store", new).output

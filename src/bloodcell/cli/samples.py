@@ -38,7 +38,7 @@ def list_(
     from bloodcell.store.samples import list_samples, summary
 
     _format(format)
-    with open_store(store).session() as session:
+    with open_store(store, create=False).session() as session:
         rows = [summary(sample) for sample in list_samples(session)]
     if format == "json":
         typer.echo(json.dumps(rows, indent=2))
@@ -61,7 +61,7 @@ def show(
     from bloodcell.store.samples import find, summary
 
     _format(format)
-    with open_store(store).session() as session:
+    with open_store(store, create=False).session() as session:
         row = summary(find(session, sample_id))
     if format == "json":
         typer.echo(json.dumps(row, indent=2))
@@ -87,7 +87,7 @@ def audit(
     from bloodcell.store.samples import find
 
     _format(format)
-    with open_store(store).session() as session:
+    with open_store(store, create=False).session() as session:
         _print_trail(trail(session, find(session, sample_id)), format)
 
 
@@ -102,7 +102,7 @@ def lab_audit(
     from bloodcell.store.database import open_store
 
     _format(format)
-    with open_store(store).session() as session:
+    with open_store(store, create=False).session() as session:
         entries = lab_trail(session, lab.strip())
         _print_trail(entries, format)
     if not entries and format == "table":
@@ -179,7 +179,7 @@ def export(
     from bloodcell.store.exports import write_export
     from bloodcell.store.samples import find
 
-    with open_store(store).session() as session:
+    with open_store(store, create=False).session() as session:
         sample = find(session, sample_id)
         path = write_export(sample, format, output, wbc)
         status = sample.status

@@ -50,10 +50,11 @@ def sign_in(store: Store, name: str, from_stdin: bool) -> Person:
 
 
 def change_as(store: str | None, name: str, from_stdin: bool, change: Callable[[Session, Person], object]) -> Person:
-    """Sign ``name`` in to the store ``store`` and make ``change`` (session, user) in one transaction."""
+    """Sign ``name`` in to the store ``store`` (which must exist) and make ``change`` (session, user) in one
+    transaction."""
     from bloodcell.store.database import open_store
 
-    kept = open_store(store)
+    kept = open_store(store, create=False)
     by = sign_in(kept, name, from_stdin)
     with kept.session() as session:
         change(session, by)

@@ -179,3 +179,20 @@ def test_the_first_admin_makes_a_new_store(tmp_path):
     assert _run("users", "add", "ada", "--role", "admin", "--store", new, "--password-stdin",
                 stdin="admin-password-1\nadmin-password-1\n").exit_code == 0
     assert new.is_file() and "ada\tadmin\tactive" in _run("users", "list", "--store", new).output
+
+
+def test_password_guessing_on_the_command_line_counts_towards_the_same_wait(store_spec):
+    from bloodcell.store.errors import ThrottledError
+
+    assert _run("users", "add", "ada", "--role", "admin", "--store", store_spec, "--password-stdin",
+                stdin="admin-password-1\n").exit_code == 0
+    for _ in range(5):
+        result = _run("users", "list", "--store", store_spec)  # reading needs no password
+        assert result.exit_code == 0
+        result = _run("users", "disable", "eve", "--admin", "ada", "--store", store_spec, "--password-stdin",
+                      stdin="guess-password\n")
+        assert isinstance(result.exception, AuthError) and not isinstance(result.exception, ThrottledError)
+    result = _run("users", "disable", "eve", "--admin", "ada", "--store", store_spec, "--password-stdin",
+                  stdin="admin-password-1\n")
+    assert isinstance(result.exception, ThrottledError) and str(result.exception).startswith(
+        "too many failed sign-ins with this user name or from this computer: try again in ")

@@ -3,9 +3,10 @@
 A person signs in (``POST /v1/session``) and gets an HttpOnly, SameSite=Strict session cookie and a
 CSRF token that every change must echo in ``X-CSRF-Token``; a machine sends the service's API key
 instead and may read and export, but not decide or sign (those are made by a named person). Store
-errors become one sentence with their status: 401 not signed in, 403 role or CSRF token, 404 no such
-sample, 409 a stale write (the ``version`` sent is not the sample's) or a signed sample, 422 a bad value, 500 the
-store itself failing (a kept photo missing or changed on disk).
+errors become one sentence with their status: 401 not signed in, 429 too many failed sign-ins lately
+(:mod:`bloodcell.store.sign_in_throttle`), 403 role or CSRF token, 404 no such sample, 409 a stale write (the
+``version`` sent is not the sample's) or a signed sample, 422 a bad value, 500 the store itself failing (a kept
+photo missing or changed on disk).
 Changes: ``decisions`` (confirm, relabel, remove a cell), ``cells`` (add a missed one), ``finish`` (review
 done), ``sign`` and ``reopen`` (a supervisor; reopening needs a reason). The web page reads back who is signed
 in (``GET /v1/session``, with the CSRF token, so a reload resumes), each cell's last decision and the photos.
@@ -34,7 +35,8 @@ from bloodcell.report.sample_report import render_html
 from bloodcell.service.limits import RequestRejected
 from bloodcell.store.audit import entry_dict, trail
 from bloodcell.store.database import Store
-from bloodcell.store.errors import AuthError, ConflictError, NotFoundError, ReadOnlyError, RoleError, StoreError
+from bloodcell.store.errors import (AuthError, ConflictError, NotFoundError, ReadOnlyError, RoleError, StoreError,
+                                    ThrottledError)
 from bloodcell.store.exports import fhir_bundle, sample_csv
 from bloodcell.store.lab_settings import lab_settings
 from bloodcell.store.models import AuditEntry
@@ -42,13 +44,14 @@ from bloodcell.store.report import report_data
 from bloodcell.store.samples import (ACTIONS, add_cell, decide, find, finish_review, list_samples, reopen, sign,
                                      standing_decisions, summary)
 from bloodcell.store.sessions import SESSION_HOURS, end_session, session_user, start_session
-from bloodcell.store.users import Person, authenticate
+from bloodcell.store.sign_in_throttle import authenticate_throttled
+from bloodcell.store.users import Person
 
 COOKIE = "bloodcell_session"
 CSRF_HEADER = "X-CSRF-Token"
 #: Paths that check their own callers (session or API key), so the service's API-key gate lets them through.
 OWN_AUTH_PREFIXES = ("/v1/session", "/v1/samples", "/v1/lab")
-_STATUS = ((AuthError, 401, "unauthorized"), (RoleError, 403, "forbidden"), (NotFoundError, 404, "not_found"),
+_STATUS = ((ThrottledError, 429, "too_many_sign_ins"), (AuthError, 401, "unauthorized"), (RoleError, 403, "forbidden"), (NotFoundError, 404, "not_found"),
            (ConflictError, 409, "conflict"), (ReadOnlyError, 409, "read_only"), (ConfigError, 422, "invalid_request"),
            (StoreError, 500, "store_error"))  # the store itself (a photo file gone or changed on disk): last
 
@@ -121,8 +124,10 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
 
     @router.post("/session", response_model=SignedIn)
     def sign_in(body: SignIn, request: Request, response: Response) -> SignedIn:
-        with http_errors(), store.session() as session:
-            person = authenticate(session, body.name, body.password)
+        with http_errors():
+            person = authenticate_throttled(store, body.name, body.password, request.client.host if request.client
+                                            else None)
+        with store.session() as session:
             token, csrf = start_session(session, person)
         response.set_cookie(COOKIE, token, max_age=int(SESSION_HOURS * 3600), httponly=True, samesite="strict",
                             secure=request.url.scheme == "https", path="/")

@@ -61,6 +61,9 @@ def test_count_with_a_store_records_each_sample_and_keeps_its_files(lab, tmp_pat
     rows = json.loads(_run("samples", "list", "--store", lab, "--format", "json").output)
     assert sorted((r["sample_id"], len(r["photos"]), r["status"]) for r in rows) == [("A-1", 2, "counted"),
                                                                                       ("A-2", 1, "counted")]
+    table = _run("samples", "list", "--store", lab).output
+    assert "\t1 photo\t" in table and "\t2 photos\t" in table and "1 photos" not in table
+    assert " 1 white cells" not in table
     counts = json.loads((tmp_path / "out" / "A-1" / "counts.json").read_text())["sample"]["counts"]
     shown = json.loads(_run("samples", "show", "A-1", "--store", lab, "--format", "json").output)
     assert shown["counts"] == counts and shown["detector"] == {"name": "classical", "sha256": None}
@@ -100,14 +103,16 @@ def test_sign_off_needs_a_supervisor_a_review_and_the_right_password(lab):
     result = _run("samples", "sign", "A-1", "--user", "sam", "--store", lab, "--password-stdin",
                   stdin="supervisor-pass-1\n")
     assert result.exit_code == 0 and "signed by sam" in result.output
-    result = _run("samples", "reopen", "A-1", "--reason", "eosinophils?", "--user", "sam", "--store", lab,
+    result = _run("samples", "reopen", "A-1", "--reason", "eosinophils \u2014 \u00fcnclear?", "--user", "sam", "--store", lab,
                   "--password-stdin", stdin="supervisor-pass-1\n")
     assert result.exit_code == 0
     audit = json.loads(_run("samples", "audit", "A-1", "--store", lab, "--format", "json").output)
     assert [(e["actor"], e["action"]) for e in audit][1:] == [("tia", "review_done"), ("sam", "sign"),
                                                               ("sam", "reopen")]
     assert audit[0]["action"] == "count" and audit[0]["actor"].endswith("(system account)")
-    assert audit[-1]["after"]["reason"] == "eosinophils?"
+    assert audit[-1]["after"]["reason"] == "eosinophils \u2014 \u00fcnclear?"
+    table = _run("samples", "audit", "A-1", "--store", lab).output
+    assert '"reason": "eosinophils \u2014 \u00fcnclear?"' in table and "\\u2014" not in table
 
 
 def test_exports_write_a_numeric_csv_and_a_fhir_bundle(lab, tmp_path):

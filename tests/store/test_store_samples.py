@@ -82,7 +82,7 @@ def test_the_first_user_must_be_an_admin_and_later_ones_need_an_admin(store):
         add_user(session, "eve", "admin", "intruder-password", None)
     with store.session() as session:
         tia = add_user(session, "tia", "technician", "technician-pass-1", ada)
-    with store.session() as session, pytest.raises(RoleError, match="^tia is a technician: only a admin may manage users$"):
+    with store.session() as session, pytest.raises(RoleError, match="^tia is a technician: only an admin may manage users$"):
         add_user(session, "bob", "technician", "technician-pass-2", tia)
 
 
@@ -94,7 +94,8 @@ def test_a_missing_role_is_refused_in_one_sentence(store, tmp_path, people):
     with store.session() as session, pytest.raises(RoleError) as error:
         sign(session, "S-001", people["tia"])
     assert str(error.value) == "tia is a technician: only a supervisor may sign off or reopen a sample"
-    with store.session() as session, pytest.raises(RoleError, match="ada is a admin"):
+    with store.session() as session, pytest.raises(
+            RoleError, match="^ada is an admin: only a technician or a supervisor may review cells$"):
         decide(session, "S-001", _wbc_cells(store)[0], "confirm", people["ada"])
 
 

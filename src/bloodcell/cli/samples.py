@@ -11,6 +11,7 @@ import typer
 from bloodcell.cli.signin import FormatOption, PasswordStdinOption, StoreOption, UserOption, change_as
 from bloodcell.errors import ConfigError
 from bloodcell.store.vocabulary import EXPORTS
+from bloodcell.wording import counted
 
 app = typer.Typer(help="Samples kept in a store: list, show, audit trail, sign off, reopen, export (CSV, FHIR), "
                        "printable report (PDF, HTML).",
@@ -44,8 +45,8 @@ def list_(
         typer.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        typer.echo(f"{row['sample_id']}\t{row['status']}\t{row['wbc_classified']} white cells typed\t"
-                   f"{len(row['photos'])} photos\t{row['created_at'][:19]}")
+        typer.echo(f"{row['sample_id']}\t{row['status']}\t{counted(row['wbc_classified'], 'white cell', 'white cells')}"
+                   f" typed\t{counted(len(row['photos']), 'photo')}\t{row['created_at'][:19]}")
     if not rows:
         typer.echo("no samples yet: count some with `bloodcell count PHOTOS --output OUT --store STORE`")
 
@@ -119,7 +120,7 @@ def _print_trail(entries, format: str) -> None:
         return
     for e in rows:
         typer.echo(f"{e['at'][:19]}\t{e['actor']}\t{e['action']}\t{e['target']}\t"
-                   f"{json.dumps(e['before'])} -> {json.dumps(e['after'])}")
+                   f"{json.dumps(e['before'], ensure_ascii=False)} -> {json.dumps(e['after'], ensure_ascii=False)}")
 
 
 @app.command("finish")

@@ -29,7 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bloodcell.data.cell_types import cell_type
 from bloodcell.errors import ConfigError
 from bloodcell.report.sample_report import render_html
 from bloodcell.service.limits import RequestRejected
@@ -182,9 +181,6 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
     @router.post("/samples/{sample_id}/decisions")
     def decision(sample_id: str, body: DecisionRequest, request: Request) -> dict[str, Any]:
         person = caller(request, change=True)
-        if body.action == "relabel" and cell_type(body.cell_class, classes) is None:
-            raise RequestRejected(422, "invalid_request", f"{body.cell_class!r} is not a class here; choose "
-                                  f"one of {', '.join(classes)}")
         with http_errors(), store.session() as session:
             decide(session, sample_id, body.cell_id, body.action, person, cell_class=body.cell_class, box=body.box,
                    undo=body.undo, expected_version=body.version, classes=classes, photos=store.photos)

@@ -23,6 +23,7 @@ from bloodcell.store.errors import StoreError
 from bloodcell.store.models import Sample
 from bloodcell.store.photos import PhotoFolder
 from bloodcell.store.samples import live_cells, standing_decisions, tallies, undecided
+from bloodcell.wording import counted
 
 #: Audit actions of a person deciding cells: they credit who decided cells.
 DECISION_ACTIONS = ("decision", "relabel", "remove_box", "move_box", "add_box")
@@ -83,7 +84,7 @@ def thumbnail(sample: Sample, position: int, photos: PhotoFolder) -> Thumbnail |
                              Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     drawn.save(buffer, format="JPEG", quality=85)
-    return Thumbnail(f"{position + 1}. {photo.name}: {len(boxes)} boxes", buffer.getvalue())
+    return Thumbnail(f"{position + 1}. {photo.name}: {counted(len(boxes), 'box', 'boxes')}", buffer.getvalue())
 
 
 def _cells_decided(session, sample: Sample) -> int:
@@ -105,8 +106,10 @@ def report_data(session, sample: Sample, photos: PhotoFolder, wbc_per_nl: float 
     thumbnails = [thumbnail(sample, p.position, photos) for p in sample.photos]
     unreadable = sum(t is None for t in thumbnails)
     # the table's flag column says which types are outside their interval without a count to show it
-    notes = [n for n in differential_notes(diff) if not n.startswith("Not flagged")] + ([f"{unreadable} photo file(s) of this sample could not be read from the "
-                                         "store's photo folder; they are not shown."] if unreadable else [])
+    notes = [n for n in differential_notes(diff) if not n.startswith("Not flagged")]
+    if unreadable:
+        notes.append(f"{counted(unreadable, 'photo file')} of this sample could not be read from the store's photo "
+                     f"folder; {'it is' if unreadable == 1 else 'they are'} not shown.")
     return SampleReportData(
         sample_id=sample.sample_id, lab=sample.lab, status=sample.status, counted_at=_when(sample.created_at),
         photos=len(sample.photos), counts=counts, white_cells_typed=diff["classified"],

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from bloodcell.data.cell_types import SMEAR_LABELS, cell_type
+from bloodcell.data.cell_types import SMEAR_LABELS, cell_type, white_cell_types
 from bloodcell.data.images import oriented_size
 from bloodcell.errors import ConfigError, DataError
 from bloodcell.smear.referral import review_targets
@@ -192,7 +192,8 @@ def _class_name(name: str, classes: list[str] | tuple[str, ...] | None) -> str:
         raise ConfigError("a cell class cannot be empty")
     known = cell_type(name, classes or [])
     if known is None and classes:
-        raise ConfigError(f"{name!r} is not a class here; choose one of {', '.join(classes)}")
+        raise ConfigError(f"{name!r} is not a class here; a white cell is one of "
+                          f"{', '.join(white_cell_types(classes))}")
     return known or name
 
 

@@ -137,7 +137,7 @@ def test_only_a_supervisor_or_admin_with_the_csrf_token_starts_it_and_too_few_ce
     client = client_for()
     _review_all(client, _sign_in(client, "tia"), "S-001")
     tia = _adaptation(client, {"X-CSRF-Token": _sign_in(client, "tia")})
-    assert tia.status_code == 403 and tia.json()["message"] == ("tia is a technician: only a supervisor or admin may "
+    assert tia.status_code == 403 and tia.json()["message"] == ("tia is a technician: only a supervisor or an admin may "
                                                                 "adapt the lab's classifier")
     csrf = _sign_in(client, "sam")
     forged = _adaptation(client, {"X-CSRF-Token": "forged"})

@@ -70,7 +70,7 @@ def test_only_an_admin_sets_the_target_count_and_the_change_is_audited(client, s
     assert client.get("/v1/samples/S-001").json()["wbc_target"] == 100
     refused = client.put("/v1/lab/settings", json={"wbc_target": 200}, headers=tia)
     assert refused.status_code == 403 and refused.json()["message"] == (
-        "tia is a technician: only a admin may change the lab's settings")
+        "tia is a technician: only an admin may change the lab's settings")
     ada = _sign_in(client, "ada")
     assert client.put("/v1/lab/settings", json={"wbc_target": 150}, headers=ada).status_code == 422
     assert client.put("/v1/lab/settings", json={"wbc_target": 200}, headers=ada).json() == {"wbc_target": 200}
@@ -101,7 +101,7 @@ def test_bins_a_moved_box_and_an_undo_are_new_audited_decisions(client, store_pa
     assert platelet["changed_by"] == "tia" and platelet["model_call"] == model  # the person's call, the model's kept
     assert sample["counts"]["WBC"] == 3 and sample["counts"]["Platelets"] == 2
     back = decide({"cell_id": first, "action": "relabel", "cell_class": "neutrophil", "undo": True})
-    assert (back["label"], back["class"]) == ("WBC", "neutrophil")
+    assert (back["label"], back["class"], back["decision"]) == ("WBC", "neutrophil", None)  # as before: undecided
     assert back["changed_by"] is None and back["model_call"] == model  # the model's call stands again
     assert decide({"cell_id": second, "action": "remove"})["removed"]
     relabelled = decide({"cell_id": second, "action": "relabel", "cell_class": "lymphocyte"})
@@ -111,7 +111,9 @@ def test_bins_a_moved_box_and_an_undo_are_new_audited_decisions(client, store_pa
     assert moved["box"] == [38, 18, 54, 32] and moved["changed_by"] is None  # a moved box changes no call
     unknown = client.post("/v1/samples/S-001/decisions", headers=tia, json={
         "cell_id": first, "action": "relabel", "cell_class": "monocyte", "version": sample["version"]})
-    assert unknown.status_code == 422 and "is not a class here" in unknown.json()["message"]
+    assert unknown.status_code == 422 and unknown.json()["message"].startswith(
+        "'monocyte' is not a class here; a white cell is one of ")
+    assert not {"RBC", "WBC", "Platelets"} & set(unknown.json()["message"].split(" one of ")[1].split(", "))
     bad_box = client.post("/v1/samples/S-001/decisions", headers=tia, json={
         "cell_id": first, "action": "move", "box": [50, 18, 40, 32], "version": sample["version"]})
     assert bad_box.status_code == 422
@@ -189,6 +191,18 @@ def test_a_crop_of_a_phone_photo_uses_the_upright_coordinates_counting_used(clie
     assert np.abs(np.asarray(crop.convert("RGB"), float) - want).mean() < 3
 
 
+def _confirm_referred(client, sample_id: str, headers: dict) -> int:
+    """Confirm every referred or doubtful cell of the sample (so its review can be finished); its new version."""
+    sample = client.get(f"/v1/samples/{sample_id}").json()
+    for cell in sample["cells"]:
+        if cell["referral_reason"] and not cell["removed"] and not cell["decision"]:
+            response = client.post(f"/v1/samples/{sample_id}/decisions", headers=headers, json={
+                "cell_id": cell["id"], "action": "confirm", "version": sample["version"]})
+            assert response.status_code == 200, response.text
+            sample = response.json()
+    return sample["version"]
+
+
 def test_photos_added_to_a_reviewed_sample_send_it_back_in_review_and_a_signed_one_refuses_them(client):
     tia = _sign_in(client, "tia")
 
@@ -197,7 +211,7 @@ def test_photos_added_to_a_reviewed_sample_send_it_back_in_review_and_a_signed_o
                            files=[("files", (name, smear_png(wbc=3, shade=shade), "image/png"))])
 
     assert add("first.png", 1, "false").status_code == 200
-    version = client.get("/v1/samples/S-3").json()["version"]
+    version = _confirm_referred(client, "S-3", tia)
     assert client.post("/v1/samples/S-3/finish", headers=tia, json={"version": version}).status_code == 200
 
     assert add("new.png", 5).status_code == 200
@@ -208,7 +222,8 @@ def test_photos_added_to_a_reviewed_sample_send_it_back_in_review_and_a_signed_o
         "reviewed", "in_review")
     sam = _sign_in(client, "sam")
     assert client.post("/v1/samples/S-3/sign", headers=sam, json={"version": sample["version"]}).status_code == 409
-    version = client.post("/v1/samples/S-3/finish", headers=sam, json={"version": sample["version"]}).json()["version"]
+    version = _confirm_referred(client, "S-3", sam)
+    version = client.post("/v1/samples/S-3/finish", headers=sam, json={"version": version}).json()["version"]
     assert client.post("/v1/samples/S-3/sign", headers=sam, json={"version": version}).status_code == 200
     tia = _sign_in(client, "tia")
     refused = add("later.png", 9)
@@ -319,7 +334,7 @@ def test_an_undo_needs_an_earlier_decision_of_the_reviewer_on_that_cell(client, 
     with store.session() as session:
         kept = find(session, "S-001")
         assert [(d.action, d.undo) for d in session.query(Decision).filter(Decision.sample_pk == kept.id)
-                .order_by(Decision.id)] == [("platelet", False), ("relabel", True)]
+                .order_by(Decision.id)] == [("platelet", False), ("platelet", True)]  # the undo of the platelet
         assert [e.after.get("undo", False) for e in trail(session, kept)][1:] == [False, True]
     store.close()
 
@@ -374,7 +389,8 @@ def test_a_photo_changed_on_disk_is_one_sentence_and_the_report_leaves_it_out(cl
     photo = client.get("/v1/samples/S-001/photos/0")
     assert photo.status_code == 500 and "changed on disk" in photo.json()["message"]
     report = client.get("/v1/samples/S-001/report")
-    assert report.status_code == 200 and "1 photo file(s) of this sample could not be read" in report.text
+    assert report.status_code == 200 and "1 photo file of this sample could not be read" in report.text
+    assert "photo folder; it is not shown" in report.text
 
 
 def test_a_photo_the_detector_refuses_is_not_called_too_small(client, monkeypatch):

@@ -115,7 +115,8 @@ def test_keyboard_and_drag_reclassify_undo_and_a_reload_keeps_decisions_and_sele
     assert not _kept(page, url)[second]["removed"]
     expect(page.locator(f".tile[data-cell='{second}'] .call")).to_have_text(re.compile(r"^neutrophil \(\d+% sure\)$"))
     audit = page.request.get(url + "/v1/samples/S-001/audit").json()
-    assert [e["action"] for e in audit] == ["count", "relabel", "remove_box", "relabel"]  # nothing deleted
+    assert [e["action"] for e in audit] == ["count", "relabel", "remove_box", "remove_box"]  # nothing deleted
+    assert _kept(page, url)[second]["decision"] is None  # undecided again, as before the removal
     assert audit[-1]["after"] == {"label": "WBC", "class": "neutrophil", "removed": False, "undo": True}
 
     page.set_viewport_size({"width": 1280, "height": 2400})  # the cell and its new group on one screen to drag

@@ -54,6 +54,39 @@ def test_a_wrong_password_or_no_sign_in_is_401_in_one_sentence(client_for):
     assert response.status_code == 401 and response.json()["message"] == "sign in (POST /v1/session) or send the API key"
 
 
+def test_password_guessing_waits_a_growing_delay_per_name_and_per_client_across_processes(client_for, monkeypatch):
+    from datetime import timedelta
+
+    import bloodcell.store.sign_in_throttle as throttle
+
+    now = [throttle.utcnow()]
+    monkeypatch.setattr(throttle, "utcnow", lambda: now[0])
+    client, other_process = client_for(), client_for()
+
+    def sign_in(name, password, on=client):
+        response = on.post("/v1/session", json={"name": name, "password": password})
+        return response.status_code, response.json().get("message")
+
+    for _ in range(5):
+        assert sign_in("sam", "guess-password") == (401, "wrong user name or password")
+        assert sign_in("nobody", "guess-password") == (401, "wrong user name or password")
+    waiting = (429, "too many failed sign-ins with this user name or from this computer: try again in 30 seconds")
+    assert sign_in("sam", PASSWORDS["sam"], other_process) == waiting  # the right password is not even checked
+    assert sign_in("nobody", "guess-password") == waiting  # the same answer: no telling which names exist
+    assert sign_in("tia", PASSWORDS["tia"])[0] == 200  # another name is not held up
+    now[0] += timedelta(seconds=31)
+    assert sign_in("sam", "guess-password") == (401, "wrong user name or password")
+    assert sign_in("sam", PASSWORDS["sam"]) == (429, waiting[1].replace("30 seconds", "60 seconds"))  # doubled
+    now[0] += timedelta(seconds=61)
+    assert sign_in("sam", PASSWORDS["sam"])[0] == 200  # and the name's failures are forgotten
+    assert sign_in("sam", "guess-password")[0] == 401
+    for k in range(8):  # 20 failures from this client in all: any name waits, from here
+        assert sign_in(f"guess-{k}", "guess-password")[0] == 401
+    assert sign_in("tia", PASSWORDS["tia"]) == waiting
+    now[0] += throttle.WINDOW + timedelta(seconds=1)
+    assert sign_in("tia", PASSWORDS["tia"])[0] == 200
+
+
 def test_decisions_are_kept_across_a_reload_and_a_stale_one_is_409(client_for):
     page = client_for()
     csrf = _sign_in(page, "tia")
@@ -102,8 +135,19 @@ def test_sign_off_needs_a_supervisor_and_makes_the_sample_read_only(client_for):
                                json={"version": sample["version"]})
     assert response.status_code == 409 and "only a reviewed sample can be signed" in response.json()["message"]
     tech_csrf = _sign_in(client, "tia")
+    referred = [c["id"] for c in sample["cells"] if c["referral_reason"]]
     response = client.post("/v1/samples/S-001/finish", headers={"X-CSRF-Token": tech_csrf},
                            json={"version": sample["version"]})
+    assert response.status_code == 409 and response.json()["message"] == (
+        f"sample 'S-001' has 1 referred or doubtful cell with no decision yet (cell {referred[0]}): confirm, "
+        "relabel or remove it before finishing its review")
+    response = supervisor.post("/v1/samples/S-001/sign", headers={"X-CSRF-Token": csrf},
+                               json={"version": sample["version"]})
+    assert response.status_code == 409 and "only a reviewed sample can be signed" in response.json()["message"]
+    decided = _decide(client, tech_csrf, referred[0], sample["version"], action="confirm")
+    assert decided.status_code == 200 and decided.json()["status"] == "in_review"
+    response = client.post("/v1/samples/S-001/finish", headers={"X-CSRF-Token": tech_csrf},
+                           json={"version": decided.json()["version"]})
     assert response.status_code == 200 and response.json()["status"] == "reviewed"
     version = response.json()["version"]
     response = supervisor.post("/v1/samples/S-001/sign", headers={"X-CSRF-Token": csrf}, json={"version": version})
@@ -117,8 +161,8 @@ def test_sign_off_needs_a_supervisor_and_makes_the_sample_read_only(client_for):
                                json={"version": version + 1, "reason": "a second look at the monocytes"})
     assert response.status_code == 200 and response.json()["status"] == "in_review"
     audit = supervisor.get("/v1/samples/S-001/audit").json()
-    assert [(e["actor"], e["action"]) for e in audit] == [("tia", "count"), ("tia", "review_done"), ("sam", "sign"),
-                                                          ("sam", "reopen")]
+    assert [(e["actor"], e["action"]) for e in audit] == [("tia", "count"), ("tia", "decision"), ("tia", "review_done"),
+                                                          ("sam", "sign"), ("sam", "reopen")]
     assert audit[-1]["after"]["reason"] == "a second look at the monocytes"
 
 

@@ -103,6 +103,8 @@ def test_a_sample_is_reviewed_across_a_reload_signed_off_and_exported(store_serv
     assert decided.locator(".call").inner_text().startswith("basophil")  # reloaded with the other change
     assert "by tia" not in page.locator(f"article.cell-card[data-cell='{other}'] .state").inner_text()
     assert page.locator("article.sample.kept .badge").inner_text() == "in review"
+    page.locator(f"article.cell-card[data-cell='{other}'] button.confirm").click()  # its referral needs a decision
+    expect(page.locator(f"article.cell-card[data-cell='{other}'] .state")).to_contain_text("by tia")
     page.click("button.finish")
     expect(page.locator("article.sample.kept .badge")).to_have_text("awaiting sign-off")
     assert page.locator("button.sign").count() == 0  # a technician does not sign off

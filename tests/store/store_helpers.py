@@ -52,6 +52,14 @@ def counted_doc(folder, sample_id: str = "S-001", types: dict[str, int] | None =
             "errors": []})
 
 
+def confirm_referred(session, sample_id: str, person) -> None:
+    """``person`` confirms every referred or doubtful cell of the sample (so its review can be finished)."""
+    from bloodcell.store.samples import decide, find, undecided
+
+    for cell in undecided(session, find(session, sample_id)):
+        decide(session, sample_id, cell.id, "confirm", person)
+
+
 def reset_postgres(url: str) -> None:
     """An empty public schema (the test role owns the test database)."""
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))

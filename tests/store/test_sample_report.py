@@ -17,7 +17,7 @@ from bloodcell.cli.main import app
 from bloodcell.errors import ConfigError
 from bloodcell.report.sample_report import render_html
 from bloodcell.store.report import report_data
-from bloodcell.store.samples import decide, find, finish_review, record_count, sign
+from bloodcell.store.samples import decide, find, finish_review, record_count, reopen, sign
 from bloodcell.workflows.sample_report import write_sample_report
 
 TYPES = {"neutrophil": 90, "lymphocyte": 8, "monocyte": 2}
@@ -64,8 +64,10 @@ def test_the_html_says_who_reviewed_and_signed_and_which_models(kept):
     assert "<td class='num'>90</td><td class='num'>90.0</td><td class='num'>82.4&ndash;95.1</td>" in row
     assert "50-70%" in row and "9.00 <strong>HIGH</strong>" in row and '<td class="flag-high">HIGH</td>' in row
     assert "below reference, not flagged: needs 368 cells" in html
-    assert "<dt>Reviewed by</dt><dd>tia</dd>" in html and re.search(r"<dt>Signed off</dt><dd>by sam, 20\d\d-", html)
-    assert "0 cell(s) still referred" in html and SHA in html and "learned-detector" in html
+    assert "<dt>Cells decided by</dt><dd>tia</dd>" in html and re.search(r"<dt>Signed off</dt><dd>by sam, 20\d\d-", html)
+    assert re.search(r"<dt>Review finished</dt><dd>by tia, 20\d\d-", html) and "<dt>Reopened</dt>" not in html
+    assert ("1 cell&#x27;s call decided by a person; 0 referred or doubtful cells still need a decision" in html
+            and SHA in html and "learned-detector" in html)
     assert "For research use only: not validated for diagnosis." in html and "Dacie and Lewis" in html
     assert html.count("<img src='data:image/jpeg;base64,") == 1
 
@@ -132,10 +134,33 @@ def test_a_moved_box_credits_its_reviewer_and_only_a_standing_call_answers_a_ref
         return _data(store)
 
     moved = decide_and_read("sam", "move", box=(1, 1, 9, 9))
-    assert (moved.reviewers, moved.decisions, moved.referred) == (["sam"], 1, before)
-    assert decide_and_read("tia", "platelet").referred == before - 1
+    assert (moved.reviewers, moved.decisions, moved.referred) == (["sam"], 0, before)  # a moved box is no call
+    decided = decide_and_read("tia", "platelet")
+    assert (decided.decisions, decided.referred) == (1, before - 1)
     undone = decide_and_read("tia", "relabel", cell_class="neutrophil", undo=True)
-    assert (undone.reviewers, undone.decisions, undone.referred) == (["sam", "tia"], 3, before)
+    assert (undone.reviewers, undone.decisions, undone.referred) == (["sam", "tia"], 0, before)
+
+
+def test_a_reopened_sample_says_so_and_no_longer_claims_its_old_finish_and_sign_off(kept, people):
+    with kept.session() as session:
+        reopen(session, "S-001", people["sam"], "eosinophils \u2014 \u00fcnclear")
+    data = _data(kept)
+    assert (data.status, data.review_finished, data.signed, data.reviewers) == ("in_review", None, None, ["tia"])
+    assert re.fullmatch(r"by sam, 20\d\d-\d\d-\d\d \d\d:\d\d UTC: eosinophils \u2014 \u00fcnclear", data.reopened[0])
+    html = render_html(data)
+    assert "<dt>Review finished</dt><dd>not yet</dd>" in html and "<dt>Signed off</dt><dd>not signed</dd>" in html
+    assert "<dt>Reopened</dt><dd>by sam, " in html and "by tia" not in html
+
+
+def test_a_sample_finished_without_decisions_credits_nobody_with_deciding_cells(store, people, tmp_path):
+    with store.session() as session:
+        record_count(session, store.photos, counted_doc(tmp_path / "in", types={}), "tia")  # no white cell
+        finish_review(session, "S-001", people["sam"])
+    data = _data(store)
+    assert (data.reviewers, data.decisions, data.referred) == ([], 0, 0)
+    html = render_html(data)
+    assert "<dt>Cells decided by</dt><dd>nobody yet</dd>" in html and "0 cells&#x27; calls decided by a person" in html
+    assert re.search(r"<dt>Review finished</dt><dd>by sam, 20\d\d-", html)
 
 
 def test_the_report_of_a_sample_from_an_unfamiliar_lab_warns_before_its_differential(store, people, tmp_path):

@@ -190,7 +190,7 @@ def test_adapting_from_a_store_that_does_not_exist_is_refused_and_creates_none(t
     refused = CliRunner().invoke(app, [*command, "--store", str(missing), "--lab", "L", "-o",
                                        str(tmp_path / "a.safetensors")])
     assert refused.exit_code != 0 and isinstance(refused.exception, StoreError)
-    assert "no sample store there" in str(refused.exception) and not missing.exists()
+    assert "no sample store at " in str(refused.exception) and not missing.exists()
 
 
 def test_cli_refuses_both_or_neither_source_in_one_sentence(tmp_path):

@@ -61,6 +61,9 @@ def test_count_with_a_store_records_each_sample_and_keeps_its_files(lab, tmp_pat
     rows = json.loads(_run("samples", "list", "--store", lab, "--format", "json").output)
     assert sorted((r["sample_id"], len(r["photos"]), r["status"]) for r in rows) == [("A-1", 2, "counted"),
                                                                                       ("A-2", 1, "counted")]
+    table = _run("samples", "list", "--store", lab).output
+    assert "\t1 photo\t" in table and "\t2 photos\t" in table and "1 photos" not in table
+    assert " 1 white cells" not in table
     counts = json.loads((tmp_path / "out" / "A-1" / "counts.json").read_text())["sample"]["counts"]
     shown = json.loads(_run("samples", "show", "A-1", "--store", lab, "--format", "json").output)
     assert shown["counts"] == counts and shown["detector"] == {"name": "classical", "sha256": None}
@@ -100,14 +103,16 @@ def test_sign_off_needs_a_supervisor_a_review_and_the_right_password(lab):
     result = _run("samples", "sign", "A-1", "--user", "sam", "--store", lab, "--password-stdin",
                   stdin="supervisor-pass-1\n")
     assert result.exit_code == 0 and "signed by sam" in result.output
-    result = _run("samples", "reopen", "A-1", "--reason", "eosinophils?", "--user", "sam", "--store", lab,
+    result = _run("samples", "reopen", "A-1", "--reason", "eosinophils \u2014 \u00fcnclear?", "--user", "sam", "--store", lab,
                   "--password-stdin", stdin="supervisor-pass-1\n")
     assert result.exit_code == 0
     audit = json.loads(_run("samples", "audit", "A-1", "--store", lab, "--format", "json").output)
     assert [(e["actor"], e["action"]) for e in audit][1:] == [("tia", "review_done"), ("sam", "sign"),
                                                               ("sam", "reopen")]
     assert audit[0]["action"] == "count" and audit[0]["actor"].endswith("(system account)")
-    assert audit[-1]["after"]["reason"] == "eosinophils?"
+    assert audit[-1]["after"]["reason"] == "eosinophils \u2014 \u00fcnclear?"
+    table = _run("samples", "audit", "A-1", "--store", lab).output
+    assert '"reason": "eosinophils \u2014 \u00fcnclear?"' in table and "\\u2014" not in table
 
 
 def test_exports_write_a_numeric_csv_and_a_fhir_bundle(lab, tmp_path):
@@ -147,3 +152,52 @@ def test_the_command_says_one_sentence_for_a_foreign_file(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "is not a bloodcell store" in result.stderr
     assert "Traceback" not in result.stderr
     assert foreign.read_bytes() == b"\xff\xd8\xff" + bytes(200)
+
+
+@pytest.mark.parametrize("command", [
+    ["samples", "list"], ["samples", "show", "A-1"], ["samples", "audit", "A-1"], ["samples", "lab-audit", "L"],
+    ["samples", "export", "A-1", "--format", "csv", "--output", "{tmp}/a.csv"],
+    ["samples", "report", "A-1", "--output", "{tmp}/a.html"],
+    ["samples", "finish", "A-1", "--user", "tia", "--password-stdin"],
+    ["samples", "sign", "A-1", "--user", "sam", "--password-stdin"],
+    ["samples", "reopen", "A-1", "--reason", "why", "--user", "sam", "--password-stdin"],
+    ["users", "list"], ["users", "disable", "tia", "--admin", "ada", "--password-stdin"],
+    ["users", "add", "bob", "--role", "technician", "--admin", "ada", "--password-stdin"]])
+def test_a_command_on_existing_samples_refuses_a_missing_store_and_makes_none(tmp_path, command):
+    missing = tmp_path / "notastore.sqlite"
+    result = _run(*(a.format(tmp=tmp_path) for a in command), "--store", missing,
+                  stdin="admin-password-1\ntechnician-pass-1\n")
+    assert result.exit_code != 0 and str(result.exception).startswith(f"no sample store at {missing}: check the path")
+    assert not missing.exists() and not list(tmp_path.iterdir())
+
+
+def test_an_empty_database_is_no_store_for_a_command_on_existing_samples(tmp_path):
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    result = _run("samples", "list", "--store", empty)
+    assert result.exit_code != 0 and str(result.exception).startswith(f"no sample store at {empty}: the database is "
+                                                                      "empty; check the path")
+
+
+def test_the_first_admin_makes_a_new_store(tmp_path):
+    new = tmp_path / "new.sqlite"
+    assert _run("users", "add", "ada", "--role", "admin", "--store", new, "--password-stdin",
+                stdin="admin-password-1\nadmin-password-1\n").exit_code == 0
+    assert new.is_file() and "ada\tadmin\tactive" in _run("users", "list", "--store", new).output
+
+
+def test_password_guessing_on_the_command_line_counts_towards_the_same_wait(store_spec):
+    from bloodcell.store.errors import ThrottledError
+
+    assert _run("users", "add", "ada", "--role", "admin", "--store", store_spec, "--password-stdin",
+                stdin="admin-password-1\n").exit_code == 0
+    for _ in range(5):
+        result = _run("users", "list", "--store", store_spec)  # reading needs no password
+        assert result.exit_code == 0
+        result = _run("users", "disable", "eve", "--admin", "ada", "--store", store_spec, "--password-stdin",
+                      stdin="guess-password\n")
+        assert isinstance(result.exception, AuthError) and not isinstance(result.exception, ThrottledError)
+    result = _run("users", "disable", "eve", "--admin", "ada", "--store", store_spec, "--password-stdin",
+                  stdin="admin-password-1\n")
+    assert isinstance(result.exception, ThrottledError) and str(result.exception).startswith(
+        "too many failed sign-ins with this user name or from this computer: try again in ")

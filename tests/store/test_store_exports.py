@@ -7,7 +7,7 @@ import csv
 import json
 
 import pytest
-from store_helpers import counted_doc
+from store_helpers import confirm_referred, counted_doc
 from fhir.resources.R4B.bundle import Bundle
 
 from bloodcell.errors import ConfigError
@@ -74,6 +74,7 @@ def test_fhir_is_a_valid_bundle_of_a_preliminary_report_with_loinc_coded_percent
 
 def test_a_signed_sample_exports_as_final_with_absolute_counts_from_the_white_cell_concentration(kept, people):
     with kept.session() as session:
+        confirm_referred(session, "S-001", people["tia"])
         finish_review(session, "S-001", people["tia"])
         sign(session, "S-001", people["sam"])
     bundle = fhir_bundle(_sample(kept), wbc_per_nl=8.0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from store_helpers import PASSWORDS, counted_doc
+from store_helpers import PASSWORDS, confirm_referred, counted_doc
 from sqlalchemy import select, text
 
 from bloodcell.errors import ConfigError
@@ -11,8 +11,8 @@ from bloodcell.smear.referral import review_targets
 from bloodcell.store.audit import trail
 from bloodcell.store.errors import AuthError, ConflictError, ReadOnlyError, RoleError, StoreError
 from bloodcell.store.models import AuditEntry, Cell
-from bloodcell.store.samples import (add_cell, decide, find, finish_review, record_count, reopen, sign, summary,
-                                     tallies)
+from bloodcell.store.samples import (add_cell, decide, find, finish_review, record_count, reopen, sign,
+                                     standing_decisions, summary, tallies, undecided)
 from bloodcell.store.users import authenticate, disable_user
 
 
@@ -82,18 +82,20 @@ def test_the_first_user_must_be_an_admin_and_later_ones_need_an_admin(store):
         add_user(session, "eve", "admin", "intruder-password", None)
     with store.session() as session:
         tia = add_user(session, "tia", "technician", "technician-pass-1", ada)
-    with store.session() as session, pytest.raises(RoleError, match="^tia is a technician: only a admin may manage users$"):
+    with store.session() as session, pytest.raises(RoleError, match="^tia is a technician: only an admin may manage users$"):
         add_user(session, "bob", "technician", "technician-pass-2", tia)
 
 
 def test_a_missing_role_is_refused_in_one_sentence(store, tmp_path, people):
     _record(store, tmp_path)
     with store.session() as session:
+        confirm_referred(session, "S-001", people["tia"])
         finish_review(session, "S-001", people["tia"])
     with store.session() as session, pytest.raises(RoleError) as error:
         sign(session, "S-001", people["tia"])
     assert str(error.value) == "tia is a technician: only a supervisor may sign off or reopen a sample"
-    with store.session() as session, pytest.raises(RoleError, match="ada is a admin"):
+    with store.session() as session, pytest.raises(
+            RoleError, match="^ada is an admin: only a technician or a supervisor may review cells$"):
         decide(session, "S-001", _wbc_cells(store)[0], "confirm", people["ada"])
 
 
@@ -130,6 +132,7 @@ def test_a_signed_sample_is_read_only_until_reopened_with_a_reason(store, tmp_pa
     with store.session() as session, pytest.raises(ReadOnlyError, match="only a reviewed sample can be signed"):
         sign(session, "S-001", people["sam"])
     with store.session() as session:
+        confirm_referred(session, "S-001", people["tia"])
         finish_review(session, "S-001", people["tia"])
         sign(session, "S-001", people["sam"])
     with store.session() as session, pytest.raises(ReadOnlyError, match="is signed: a supervisor must reopen it"):
@@ -146,6 +149,87 @@ def test_a_signed_sample_is_read_only_until_reopened_with_a_reason(store, tmp_pa
         sample = find(session, "S-001")
         assert sample.status == "in_review" and sample.signed_by is None
         assert trail(session, sample)[-2].after == {"status": "in_review", "reason": "eosinophils look low"}
+
+
+def _referred(store, sample_id="S-001"):
+    with store.session() as session:
+        return [c.id for c in find(session, sample_id).cells if c.referral_reason]
+
+
+def test_a_review_with_a_referred_cell_undecided_cannot_be_finished_nor_signed(store, tmp_path, people):
+    _record(store, tmp_path, types={"neutrophil": 8})
+    referred = _referred(store)
+    with store.session() as session:  # seven more, so that the sentence names the first five
+        for cell in [c.id for c in find(session, "S-001").cells if c.label == "WBC"][1:]:
+            session.get(Cell, cell).referral_reason = "the detector is not sure this is a white cell (0.46)"
+    cells = _referred(store)
+    assert len(cells) == 8 and cells[0] == referred[0]
+    with store.session() as session, pytest.raises(ReadOnlyError) as error:
+        finish_review(session, "S-001", people["tia"])
+    assert str(error.value) == (f"sample 'S-001' has 8 referred or doubtful cells with no decision yet (cells "
+                                f"{', '.join(map(str, cells[:5]))}, ...): confirm, relabel or remove each before "
+                                "finishing its review")
+    with store.session() as session:
+        for cell in cells[:7]:
+            decide(session, "S-001", cell, "confirm", people["tia"])
+        decide(session, "S-001", cells[7], "move", people["tia"], box=(1, 1, 9, 9))  # a moved box is no call
+    with store.session() as session, pytest.raises(ReadOnlyError, match=rf"has 1 referred or doubtful cell with no "
+                                                   rf"decision yet \(cell {cells[7]}\): confirm, relabel or remove it"):
+        finish_review(session, "S-001", people["tia"])
+    with store.session() as session, pytest.raises(ReadOnlyError, match="only a reviewed sample can be signed"):
+        sign(session, "S-001", people["sam"])
+    with store.session() as session:
+        decide(session, "S-001", cells[7], "remove", people["tia"])
+        finish_review(session, "S-001", people["tia"])
+    with store.session() as session:  # a change after the review was finished: it must be finished again
+        decide(session, "S-001", cells[7], "relabel", people["tia"], cell_class="lymphocyte", undo=True)
+    with store.session() as session:
+        assert find(session, "S-001").status == "in_review"
+    with store.session() as session, pytest.raises(ReadOnlyError, match="only a reviewed sample can be signed"):
+        sign(session, "S-001", people["sam"])
+    with store.session() as session:  # a store whose sample was finished before finishing checked its cells
+        find(session, "S-001").status = "reviewed"
+    with store.session() as session, pytest.raises(ReadOnlyError, match=r"\(cell \d+\): .* before signing it$"):
+        sign(session, "S-001", people["sam"])
+
+
+def test_an_undo_leaves_the_cell_exactly_as_before_and_undecided_and_is_audited(store, tmp_path, people):
+    _record(store, tmp_path)
+    cell = _referred(store)[0]
+
+    def state():
+        with store.session() as session:
+            kept = session.get(Cell, cell)
+            sample = find(session, "S-001")
+            return ((kept.label, kept.cell_class, kept.removed, kept.x1), [d.action for d in
+                    standing_decisions(session, sample).get(cell, [])], [c.id for c in undecided(session, sample)])
+
+    first = state()
+    assert first[1:] == ([], [cell])
+    with store.session() as session:
+        decide(session, "S-001", cell, "relabel", people["tia"], cell_class="monocyte")
+        decide(session, "S-001", cell, "move", people["tia"], box=(2, 2, 9, 9))
+        decide(session, "S-001", cell, "remove", people["tia"])
+    assert state()[1:] == (["relabel", "move", "remove"], [])
+    for standing in (["relabel", "move"], ["relabel"], []):
+        with store.session() as session:  # the action sent with an undo does not matter: the cell goes back
+            decide(session, "S-001", cell, "confirm", people["tia"], undo=True)
+        assert state()[1] == standing
+    assert state() == first
+    with store.session() as session:
+        entries = [e for e in trail(session, find(session, "S-001")) if e.target == f"cell:{cell}"]
+    assert [(e.action, (e.after or {}).get("undo", False)) for e in entries] == [
+        ("relabel", False), ("move_box", False), ("remove_box", False), ("remove_box", True), ("move_box", True),
+        ("relabel", True)]
+    assert entries[3].before == {"label": "WBC", "class": "monocyte", "removed": True}
+    assert entries[3].after == {"label": "WBC", "class": "monocyte", "removed": False, "undo": True}
+    with store.session() as session, pytest.raises(ConfigError, match="tia has no decision on cell"):
+        decide(session, "S-001", cell, "confirm", people["tia"], undo=True)
+    with store.session() as session:
+        decide(session, "S-001", cell, "platelet", people["tia"])
+        decide(session, "S-001", cell, "confirm", people["sam"])
+    with store.session() as session, pytest.raises(ConflictError, match="sam decided cell .* after you"):
+        decide(session, "S-001", cell, "relabel", people["tia"], cell_class="neutrophil", undo=True)
 
 
 def test_every_change_is_audited_with_who_before_and_after(store, tmp_path, people):

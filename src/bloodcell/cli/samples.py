@@ -11,6 +11,7 @@ import typer
 from bloodcell.cli.signin import FormatOption, PasswordStdinOption, StoreOption, UserOption, change_as
 from bloodcell.errors import ConfigError
 from bloodcell.store.vocabulary import EXPORTS
+from bloodcell.wording import counted
 
 app = typer.Typer(help="Samples kept in a store: list, show, audit trail, sign off, reopen, export (CSV, FHIR), "
                        "printable report (PDF, HTML).",
@@ -38,14 +39,14 @@ def list_(
     from bloodcell.store.samples import list_samples, summary
 
     _format(format)
-    with open_store(store).session() as session:
+    with open_store(store, create=False).session() as session:
         rows = [summary(sample) for sample in list_samples(session)]
     if format == "json":
         typer.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        typer.echo(f"{row['sample_id']}\t{row['status']}\t{row['wbc_classified']} white cells typed\t"
-                   f"{len(row['photos'])} photos\t{row['created_at'][:19]}")
+        typer.echo(f"{row['sample_id']}\t{row['status']}\t{counted(row['wbc_classified'], 'white cell', 'white cells')}"
+                   f" typed\t{counted(len(row['photos']), 'photo')}\t{row['created_at'][:19]}")
     if not rows:
         typer.echo("no samples yet: count some with `bloodcell count PHOTOS --output OUT --store STORE`")
 
@@ -61,7 +62,7 @@ def show(
     from bloodcell.store.samples import find, summary
 
     _format(format)
-    with open_store(store).session() as session:
+    with open_store(store, create=False).session() as session:
         row = summary(find(session, sample_id))
     if format == "json":
         typer.echo(json.dumps(row, indent=2))
@@ -90,7 +91,7 @@ def audit(
     from bloodcell.store.samples import find
 
     _format(format)
-    with open_store(store).session() as session:
+    with open_store(store, create=False).session() as session:
         _print_trail(trail(session, find(session, sample_id)), format)
 
 
@@ -105,7 +106,7 @@ def lab_audit(
     from bloodcell.store.database import open_store
 
     _format(format)
-    with open_store(store).session() as session:
+    with open_store(store, create=False).session() as session:
         entries = lab_trail(session, lab.strip())
         _print_trail(entries, format)
     if not entries and format == "table":
@@ -122,7 +123,7 @@ def _print_trail(entries, format: str) -> None:
         return
     for e in rows:
         typer.echo(f"{e['at'][:19]}\t{e['actor']}\t{e['action']}\t{e['target']}\t"
-                   f"{json.dumps(e['before'])} -> {json.dumps(e['after'])}")
+                   f"{json.dumps(e['before'], ensure_ascii=False)} -> {json.dumps(e['after'], ensure_ascii=False)}")
 
 
 @app.command("finish")
@@ -182,7 +183,7 @@ def export(
     from bloodcell.store.exports import write_export
     from bloodcell.store.samples import find
 
-    with open_store(store).session() as session:
+    with open_store(store, create=False).session() as session:
         sample = find(session, sample_id)
         path = write_export(sample, format, output, wbc)
         status = sample.status

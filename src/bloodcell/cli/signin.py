@@ -41,19 +41,20 @@ def read_password(from_stdin: bool, prompt: str, confirm: bool = False) -> str:
 
 
 def sign_in(store: Store, name: str, from_stdin: bool) -> Person:
-    """The user ``name`` after checking their password (AuthError in one sentence otherwise)."""
-    from bloodcell.store.users import authenticate
+    """The user ``name`` after checking their password (AuthError in one sentence otherwise; failures count
+    towards the name's wait, as the service's sign-ins do)."""
+    from bloodcell.store.sign_in_throttle import authenticate_throttled
 
     password = read_password(from_stdin, f"Password for {name}")
-    with store.session() as session:
-        return authenticate(session, name, password)
+    return authenticate_throttled(store, name, password)
 
 
 def change_as(store: str | None, name: str, from_stdin: bool, change: Callable[[Session, Person], object]) -> Person:
-    """Sign ``name`` in to the store ``store`` and make ``change`` (session, user) in one transaction."""
+    """Sign ``name`` in to the store ``store`` (which must exist) and make ``change`` (session, user) in one
+    transaction."""
     from bloodcell.store.database import open_store
 
-    kept = open_store(store)
+    kept = open_store(store, create=False)
     by = sign_in(kept, name, from_stdin)
     with kept.session() as session:
         change(session, by)

@@ -29,7 +29,7 @@ def add(
     from bloodcell.store.database import open_store
     from bloodcell.store.users import add_user, user_count
 
-    kept = open_store(store)
+    kept = open_store(store, create=not admin)  # only a store's first admin may make a new store
     with kept.session() as session:
         first = user_count(session) == 0
     if not first and not admin:
@@ -50,7 +50,7 @@ def list_(
     from bloodcell.store.database import open_store
     from bloodcell.store.users import list_users
 
-    with open_store(store).session() as session:
+    with open_store(store, create=False).session() as session:
         users = [{"name": u.name, "role": u.role, "active": u.active, "created_at": u.created_at.isoformat()}
                  for u in list_users(session)]
     if format == "json":

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bloodcell.errors import ConfigError
 from bloodcell.report.html import data_uri
+from bloodcell.wording import counted
 from bloodcell.writing import write_bytes
 
 RESEARCH_USE = "For research use only: not validated for diagnosis."
@@ -70,6 +71,7 @@ class SampleReportData:
     decisions: int = 0
     review_finished: str | None = None
     signed: str | None = None
+    reopened: list[str] = field(default_factory=list)
     referred: int = 0
     thumbnails: list[Thumbnail] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
@@ -159,7 +161,7 @@ def _differential(data: SampleReportData) -> str:
                      " percent &times; concentration)." if absolute else
                      "Absolute counts need the blood's white-cell concentration from an analyser (--wbc).")
     return (f"<table class='differential'>{head}{''.join(rows)}</table>"
-            f"<p class='small'>{data.white_cells_typed} white cells typed. {concentration} HIGH or LOW only "
+            f"<p class='small'>{counted(data.white_cells_typed, 'white cell')} typed. {concentration} HIGH or LOW only "
             "when the whole exact binomial 95% interval of the percentage (Clopper&ndash;Pearson, as in R&uuml;mke's "
             "tables) lies outside the reference interval (for an absolute count: that interval times the "
             "concentration); otherwise the number of white cells a flag would need, were the proportion to stay "
@@ -167,11 +169,14 @@ def _differential(data: SampleReportData) -> str:
 
 
 def _people(data: SampleReportData) -> str:
+    calls = counted(data.decisions, "cell's call", "cells' calls")
+    waiting = counted(data.referred, "referred or doubtful cell still needs", "referred or doubtful cells still need")
     facts = [("Status", data.status.replace("_", " ")),
-             ("Reviewed by", ", ".join(data.reviewers) or "nobody yet"),
-             ("Decisions", f"{data.decisions} on single cells; {data.referred} cell(s) still referred for review"),
+             ("Cells decided by", ", ".join(data.reviewers) or "nobody yet"),
+             ("Decisions", f"{calls} decided by a person; {waiting} a decision"),
              ("Review finished", data.review_finished or "not yet"),
-             ("Signed off", data.signed or "not signed")]
+             ("Signed off", data.signed or "not signed"),
+             *(("Reopened", reopen) for reopen in data.reopened)]
     return "<dl class='facts'>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts) + "</dl>"
 
 

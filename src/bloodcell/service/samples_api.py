@@ -3,9 +3,10 @@
 A person signs in (``POST /v1/session``) and gets an HttpOnly, SameSite=Strict session cookie and a
 CSRF token that every change must echo in ``X-CSRF-Token``; a machine sends the service's API key
 instead and may read and export, but not decide or sign (those are made by a named person). Store
-errors become one sentence with their status: 401 not signed in, 403 role or CSRF token, 404 no such
-sample, 409 a stale write (the ``version`` sent is not the sample's) or a signed sample, 422 a bad value, 500 the
-store itself failing (a kept photo missing or changed on disk).
+errors become one sentence with their status: 401 not signed in, 429 too many failed sign-ins lately
+(:mod:`bloodcell.store.sign_in_throttle`), 403 role or CSRF token, 404 no such sample, 409 a stale write (the
+``version`` sent is not the sample's) or a signed sample, 422 a bad value, 500 the store itself failing (a kept
+photo missing or changed on disk).
 Changes: ``decisions`` (confirm, relabel, remove a cell), ``cells`` (add a missed one), ``finish`` (review
 done), ``sign`` and ``reopen`` (a supervisor; reopening needs a reason). The web page reads back who is signed
 in (``GET /v1/session``, with the CSRF token, so a reload resumes), each cell's last decision and the photos.
@@ -28,27 +29,28 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bloodcell.data.cell_types import cell_type
 from bloodcell.errors import ConfigError
 from bloodcell.report.sample_report import render_html
 from bloodcell.service.limits import RequestRejected
 from bloodcell.store.audit import entry_dict, trail
 from bloodcell.store.database import Store
-from bloodcell.store.errors import AuthError, ConflictError, NotFoundError, ReadOnlyError, RoleError, StoreError
+from bloodcell.store.errors import (AuthError, ConflictError, NotFoundError, ReadOnlyError, RoleError, StoreError,
+                                    ThrottledError)
 from bloodcell.store.exports import fhir_bundle, sample_csv
 from bloodcell.store.lab_settings import lab_settings
-from bloodcell.store.models import AuditEntry, Decision
+from bloodcell.store.models import AuditEntry
 from bloodcell.store.report import report_data
 from bloodcell.store.samples import (ACTIONS, add_cell, decide, find, finish_review, list_samples, reopen, sign,
-                                     summary)
+                                     standing_decisions, summary)
 from bloodcell.store.sessions import SESSION_HOURS, end_session, session_user, start_session
-from bloodcell.store.users import Person, authenticate
+from bloodcell.store.sign_in_throttle import authenticate_throttled
+from bloodcell.store.users import Person
 
 COOKIE = "bloodcell_session"
 CSRF_HEADER = "X-CSRF-Token"
 #: Paths that check their own callers (session or API key), so the service's API-key gate lets them through.
 OWN_AUTH_PREFIXES = ("/v1/session", "/v1/samples", "/v1/lab")
-_STATUS = ((AuthError, 401, "unauthorized"), (RoleError, 403, "forbidden"), (NotFoundError, 404, "not_found"),
+_STATUS = ((ThrottledError, 429, "too_many_sign_ins"), (AuthError, 401, "unauthorized"), (RoleError, 403, "forbidden"), (NotFoundError, 404, "not_found"),
            (ConflictError, 409, "conflict"), (ReadOnlyError, 409, "read_only"), (ConfigError, 422, "invalid_request"),
            (StoreError, 500, "store_error"))  # the store itself (a photo file gone or changed on disk): last
 
@@ -72,7 +74,8 @@ class DecisionRequest(BaseModel):
     cell_class: str | None = Field(default=None, max_length=50, description="The new class (relabel only).")
     box: tuple[float, float, float, float] | None = Field(
         default=None, description="x1, y1, x2, y2 in the photo's pixels (move only).")
-    undo: bool = Field(default=False, description="This decision takes back the reviewer's previous one (audited).")
+    undo: bool = Field(default=False, description="Take back the reviewer's latest standing decision on the cell "
+                       "(audited): the cell is again as it was before it, whatever the action sent.")
     version: int = Field(description="The sample's version the reviewer saw; a different one is refused with 409.")
 
     @model_validator(mode="after")
@@ -120,8 +123,10 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
 
     @router.post("/session", response_model=SignedIn)
     def sign_in(body: SignIn, request: Request, response: Response) -> SignedIn:
-        with http_errors(), store.session() as session:
-            person = authenticate(session, body.name, body.password)
+        with http_errors():
+            person = authenticate_throttled(store, body.name, body.password, request.client.host if request.client
+                                            else None)
+        with store.session() as session:
             token, csrf = start_session(session, person)
         response.set_cookie(COOKIE, token, max_age=int(SESSION_HOURS * 3600), httponly=True, samesite="strict",
                             secure=request.url.scheme == "https", path="/")
@@ -176,9 +181,6 @@ def add_sample_store_routes(app: FastAPI, store: Store, api_key: str | None, cla
     @router.post("/samples/{sample_id}/decisions")
     def decision(sample_id: str, body: DecisionRequest, request: Request) -> dict[str, Any]:
         person = caller(request, change=True)
-        if body.action == "relabel" and cell_type(body.cell_class, classes) is None:
-            raise RequestRejected(422, "invalid_request", f"{body.cell_class!r} is not a class here; choose "
-                                  f"one of {', '.join(classes)}")
         with http_errors(), store.session() as session:
             decide(session, sample_id, body.cell_id, body.action, person, cell_class=body.cell_class, box=body.box,
                    undo=body.undo, expected_version=body.version, classes=classes, photos=store.photos)
@@ -314,13 +316,14 @@ def _counted_by(session: Session, sample_pk: int | None = None) -> dict[int, str
 
 
 def _with_cells(session: Session, sample, classes: list[str]) -> dict[str, Any]:
-    """A sample's summary with its cells, each with its last decision (the review page's state, reloaded from the
+    """A sample's summary with its cells, each with its last standing decision (the review page's state, reloaded from the
     store), and the classes a cell may be relabelled to (its lab's cell bank is ``GET /v1/lab/adaptation``'s: it is
     not read again with every decision)."""
     positions = {photo.id: photo.position for photo in sample.photos}
     decisions = list(session.scalars(select(Decision).where(Decision.sample_pk == sample.id).order_by(Decision.id)))
-    last = {d.cell_pk: {"action": d.action, "by": d.user, "at": d.at.isoformat()} for d in decisions}
     calls = _calls(decisions)
+    last = {cell: {"action": kept[-1].action, "by": kept[-1].user, "at": kept[-1].at.isoformat()}
+            for cell, kept in standing_decisions(session, sample).items() if kept}
     cells = [{"id": c.id, "photo": positions[c.photo_pk], "label": c.label,
               "box": [c.x1, c.y1, c.x2, c.y2], "class": c.cell_class, "confidence": c.confidence,
               "referral_reason": c.referral_reason, "origin": c.origin, "removed": c.removed,

@@ -51,6 +51,7 @@ from bloodcell.smear.differential import (
 from bloodcell.smear.documents import check_box, check_coordinates, csv_rows
 from bloodcell.smear.referral import EVERY_CELL, box_xyxy, has_box_xyxy, referred_reasons, review_targets
 from bloodcell.writing import output_name
+from bloodcell.wording import counted
 
 #: Classes shown for each review item.
 TOP_K = 3
@@ -319,21 +320,17 @@ def _finish(new: dict[str, Any], tallies: list[_Tally], targets: dict[str, str],
         new["review"] = review_summary(decisions, undecided)
 
 
-def _words(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
-
-
 def review_summary(decisions: list[Decision], undecided: int) -> dict[str, Any]:
     """How the review went, with one sentence for the report and the page."""
     tally = Counter(d.decision for d in decisions)
     parts = [f"{tally[d]} {words}" for d, words in (("accept", "accepted"), ("relabel", "given another class"),
                                                   ("wrong", "marked wrong")) if tally[d]]
     decided = tally["accept"] + tally["relabel"] + tally["wrong"]
-    clauses = [f"{_words(decided, 'box', 'boxes')} decided ({', '.join(parts)})"] if decided else []
+    clauses = [f"{counted(decided, 'box', 'boxes')} decided ({', '.join(parts)})"] if decided else []
     if tally["missing"]:
-        clauses.append(f"{_words(tally['missing'], 'missed cell', 'missed cells')} added")
+        clauses.append(f"{counted(tally['missing'], 'missed cell', 'missed cells')} added")
     if undecided:
-        clauses.append(f"{_words(undecided, 'cell', 'cells')} for review left undecided (still referred)")
+        clauses.append(f"{counted(undecided, 'cell', 'cells')} for review left undecided (still referred)")
     sentence = "Reviewed by a person: " + ("; ".join(clauses) or "nothing needed correcting") + "."
     if decisions:
         sentence += " The counts and the differential include these corrections."

@@ -70,33 +70,39 @@ def default_store() -> Path:
     return user_data_path("bloodcell", appauthor=False) / "store.sqlite"
 
 
+#: What to do about a store that is not there (a mistyped path, or one not made yet).
+_MAKE_ONE = ("check the path; a store is made by counting into it (bloodcell count PHOTOS --store STORE) or by "
+             "adding its first admin (bloodcell users add NAME --role admin --store STORE)")
+
+
 def open_store(spec: str | Path | None = None, *, create: bool = True) -> Store:
-    """Open (creating or upgrading) the store ``spec``; StoreError in one sentence when it cannot be used, or, with
-    ``create=False`` (a command that only reads from it), when an SQLite store's file does not exist."""
+    """Open (creating or upgrading) the store ``spec``; StoreError in one sentence when it cannot be used. With
+    ``create=False`` (a command that only reads or changes samples or users already kept), a missing SQLite file
+    or an empty database is refused instead of being made a new, empty store."""
     spec = spec if spec not in (None, "") else os.environ.get(STORE_ENV) or default_store()
     text_spec = str(spec)
-    if not create and "://" not in text_spec and not Path(text_spec).exists():
-        raise StoreError(f"{text_spec}: no sample store there (a store is made by counting or reviewing into it)")
     if "://" in text_spec:
         url = make_url(text_spec)
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
         if url.get_backend_name() == "sqlite":
-            return _open_sqlite(Path(url.database or ""))
+            return _open_sqlite(Path(url.database or ""), create)
         if url.get_backend_name() != "postgresql":
             raise StoreError(f"{url.render_as_string(hide_password=True)}: a store is an SQLite file or a "
                              "postgresql:// URL")
         photos = Path(os.environ.get(PHOTOS_ENV) or user_data_path("bloodcell", appauthor=False) / "photos")
         return _prepared(create_engine(url, pool_pre_ping=True), PhotoFolder(photos),
-                         url.render_as_string(hide_password=True))
-    return _open_sqlite(Path(spec))
+                         url.render_as_string(hide_password=True), create)
+    return _open_sqlite(Path(spec), create)
 
 
-def _open_sqlite(path: Path) -> Store:
+def _open_sqlite(path: Path, create: bool) -> Store:
     if not path.name:
         raise StoreError("give the store as a file path, e.g. --store lab.sqlite")
     if path.is_dir():
         raise StoreError(f"{path}: is a folder; give the store's file, e.g. {path / 'store.sqlite'}")
+    if not create and not path.exists():
+        raise StoreError(f"no sample store at {path}: {_MAKE_ONE}")
     if path.exists() and path.stat().st_size:
         _check_sqlite_file(path)
     try:
@@ -105,7 +111,7 @@ def _open_sqlite(path: Path) -> Store:
         raise StoreError(f"{path.parent}: cannot create the store's folder ({exc.strerror or exc})") from None
     engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
     event.listen(engine, "connect", _sqlite_pragmas)
-    return _prepared(engine, PhotoFolder(path.with_name(f"{path.stem}-photos")), str(path))
+    return _prepared(engine, PhotoFolder(path.with_name(f"{path.stem}-photos")), str(path), create)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -142,12 +148,14 @@ def _check_sqlite_file(path: Path) -> None:
     _check_is_store(tables - {"sqlite_sequence"}, revisions, str(path))
 
 
-def _prepared(engine: Engine, photos: PhotoFolder, where: str) -> Store:
-    """Check the database is empty or a bloodcell store, then bring it to the current schema."""
+def _prepared(engine: Engine, photos: PhotoFolder, where: str, create: bool) -> Store:
+    """Check the database is a bloodcell store (or empty, when ``create``), then bring it to the current schema."""
     with _migrations() as config:
         try:
             with engine.begin() as connection:
                 tables = set(inspect(connection).get_table_names())
+                if not create and not tables - {"sqlite_sequence"}:
+                    raise StoreError(f"no sample store at {where}: the database is empty; {_MAKE_ONE}")
                 revisions = ({row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))}
                              if "alembic_version" in tables else set())
                 _check_is_store(tables, revisions, where)

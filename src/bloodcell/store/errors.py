@@ -1,4 +1,5 @@
-"""The store's errors: each one sentence; the service maps ConflictError to 409, AuthError to 401, RoleError to 403."""
+"""The store's errors: each one sentence; the service maps ConflictError to 409, AuthError to 401 (ThrottledError to
+429), RoleError to 403."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ class ReadOnlyError(StoreError):
 
 class AuthError(StoreError):
     """Wrong user name or password, or a disabled user."""
+
+
+class ThrottledError(AuthError):
+    """Too many failed sign-ins lately for a user name or from a client: no password is checked for a while."""
 
 
 class RoleError(StoreError):

@@ -174,6 +174,17 @@ class SignedInSession(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class SignInFailure(Base):
+    """A failed sign-in: the SHA-256 of what it is counted against (a user name, a client) and when; kept for
+    :data:`bloodcell.store.sign_in_throttle.WINDOW`."""
+
+    __tablename__ = "sign_in_failures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class AdaptationJob(Base):
     """One adapting of a lab's classifier from its cell bank: who started it and when, running/done/failed, the
     figures or the sentence, the model file written and its SHA-256. ``running_lab`` is the lab while the job

@@ -11,7 +11,6 @@ import io
 from datetime import datetime, timezone
 
 from PIL import Image
-from sqlalchemy import select
 
 from bloodcell.data.images import read_image
 from bloodcell.errors import ConfigError, ImageError
@@ -21,15 +20,13 @@ from bloodcell.smear.differential import (ABSOLUTE_INTERVALS, REFERENCE_INTERVAL
                                           differential_notes, percent_interval, reference_text)
 from bloodcell.store.audit import trail
 from bloodcell.store.errors import StoreError
-from bloodcell.store.models import Decision, Sample
+from bloodcell.store.models import Sample
 from bloodcell.store.photos import PhotoFolder
-from bloodcell.store.samples import live_cells, sample_lab_check, tallies
+from bloodcell.store.samples import live_cells, sample_lab_check, standing_decisions, tallies, undecided
+from bloodcell.wording import counted
 
-#: Audit actions of a person deciding cells; they and finishing the review credit a reviewer.
+#: Audit actions of a person deciding cells: they credit who decided cells.
 DECISION_ACTIONS = ("decision", "relabel", "remove_box", "move_box", "add_box")
-REVIEW_ACTIONS = (*DECISION_ACTIONS, "review_done")
-#: Decisions that answer a cell's referral (a moved box or an undo does not).
-RESOLVING = ("confirm", "relabel", "platelet", "remove")
 #: Width of a photo's thumbnail in the report, pixels (59 mm at about 300 dpi).
 THUMBNAIL_WIDTH = 700
 
@@ -87,20 +84,12 @@ def thumbnail(sample: Sample, position: int, photos: PhotoFolder) -> Thumbnail |
                              Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     drawn.save(buffer, format="JPEG", quality=85)
-    return Thumbnail(f"{position + 1}. {photo.name}: {len(boxes)} boxes", buffer.getvalue())
+    return Thumbnail(f"{position + 1}. {photo.name}: {counted(len(boxes), 'box', 'boxes')}", buffer.getvalue())
 
 
-def _resolved(session, sample: Sample) -> set[int]:
-    """The cells whose referral a standing decision answers (:data:`RESOLVING`; an undo takes back its reviewer's
-    previous decision on the cell)."""
-    standing: dict[tuple[int, str], list[str]] = {}
-    for decision in session.scalars(select(Decision).where(Decision.sample_pk == sample.id).order_by(Decision.id)):
-        actions = standing.setdefault((decision.cell_pk, decision.user), [])
-        if decision.undo:
-            actions[-1:] = []
-        else:
-            actions.append(decision.action)
-    return {cell for (cell, _), actions in standing.items() if set(actions) & set(RESOLVING)}
+def _cells_decided(session, sample: Sample) -> int:
+    """How many cells' calls a person decided: cells with a standing decision other than a moved box."""
+    return sum(1 for kept in standing_decisions(session, sample).values() if any(d.action != "move" for d in kept))
 
 
 def report_data(session, sample: Sample, photos: PhotoFolder, wbc_per_nl: float | None = None) -> SampleReportData:
@@ -111,14 +100,16 @@ def report_data(session, sample: Sample, photos: PhotoFolder, wbc_per_nl: float 
     counts, types = tallies(sample)
     diff = differential(types)
     entries = trail(session, sample)
-    reviewers = list(dict.fromkeys(e.actor for e in entries if e.action in REVIEW_ACTIONS))
-    finished = [e for e in entries if e.action == "review_done"]
+    reviewers = list(dict.fromkeys(e.actor for e in entries if e.action in DECISION_ACTIONS))
+    # finished and signed only while they stand: a reopened sample (or a cell changed since) is in review again
+    finished = [e for e in entries if e.action == "review_done"] if sample.status in ("reviewed", "signed") else []
     thumbnails = [thumbnail(sample, p.position, photos) for p in sample.photos]
     unreadable = sum(t is None for t in thumbnails)
     # the table's flag column says which types are outside their interval without a count to show it
-    notes = [n for n in differential_notes(diff) if not n.startswith("Not flagged")] + ([f"{unreadable} photo file(s) of this sample could not be read from the "
-                                         "store's photo folder; they are not shown."] if unreadable else [])
-    decided = _resolved(session, sample)
+    notes = [n for n in differential_notes(diff) if not n.startswith("Not flagged")]
+    if unreadable:
+        notes.append(f"{counted(unreadable, 'photo file')} of this sample could not be read from the store's photo "
+                     f"folder; {'it is' if unreadable == 1 else 'they are'} not shown.")
     check = sample_lab_check(sample)
     return SampleReportData(
         sample_id=sample.sample_id, lab=sample.lab, status=sample.status, counted_at=_when(sample.created_at),
@@ -126,10 +117,13 @@ def report_data(session, sample: Sample, photos: PhotoFolder, wbc_per_nl: float 
         lines=_lines(types, diff, wbc_per_nl), wbc_per_nl=wbc_per_nl,
         notes=notes, typing_unavailable=sample.typing_unavailable,
         lab_warning=check["message"] if check is not None and check["unfamiliar_lab"] else None,
-        reviewers=reviewers, decisions=sum(1 for e in entries if e.action in DECISION_ACTIONS),
+        reviewers=reviewers, decisions=_cells_decided(session, sample),
         review_finished=f"by {finished[-1].actor}, {_when(finished[-1].at)}" if finished else None,
-        signed=f"by {sample.signed_by}, {_when(sample.signed_at)}" if sample.signed_by else None,
-        referred=sum(1 for c in live_cells(sample) if c.referral_reason and c.id not in decided),
+        signed=(f"by {sample.signed_by}, {_when(sample.signed_at)}" if sample.status == "signed" and sample.signed_by
+                else None),
+        reopened=[f"by {e.actor}, {_when(e.at)}: {(e.after or {}).get('reason', '')}" for e in entries
+                  if e.action == "reopen"],
+        referred=len(undecided(session, sample)),
         classifier=(sample.classifier_name, sample.classifier_sha256),
         detector=(sample.detector_name, sample.detector_sha256),
         thumbnails=[t for t in thumbnails if t is not None], sources=list(SOURCES),

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from bloodcell.data.cell_types import SMEAR_LABELS, cell_type
+from bloodcell.data.cell_types import SMEAR_LABELS, cell_type, white_cell_types
 from bloodcell.data.images import oriented_size
 from bloodcell.errors import ConfigError, DataError
 from bloodcell.smear.referral import review_targets
@@ -25,7 +25,7 @@ from bloodcell.smear.sample_id import check_sample_id
 from bloodcell.smear.schema import SampleResult
 from bloodcell.store.audit import record
 from bloodcell.store.errors import ConflictError, NotFoundError, ReadOnlyError, StoreError
-from bloodcell.store.models import Cell, Decision, Photo, Sample, Timing, utcnow
+from bloodcell.store.models import AuditEntry, Cell, Decision, Photo, Sample, Timing, utcnow
 from bloodcell.store.photos import PhotoFolder
 from bloodcell.store.users import Person
 
@@ -34,6 +34,8 @@ from bloodcell.store.users import Person
 ACTIONS = ("confirm", "relabel", "platelet", "remove", "move")
 _AUDITED_AS = {"confirm": "decision", "relabel": "relabel", "platelet": "relabel", "remove": "remove_box",
                "move": "move_box"}
+#: Decisions that answer a cell's referral (a moved box does not).
+RESOLVING = ("confirm", "relabel", "platelet", "remove")
 
 
 def find(session: Session, sample_id: str) -> Sample:
@@ -154,11 +156,12 @@ def writable(session: Session, sample_id: str, expected_version: int | None) -> 
 
 
 def _touch(sample: Sample, status: str | None = None) -> None:
-    """Mark the sample changed (its version goes up when the transaction is flushed)."""
+    """Mark the sample changed (its version goes up when the transaction is flushed); without a ``status``, a cell
+    changed: a counted or reviewed sample is in review (a review changed after it was finished is finished again)."""
     sample.updated_at = utcnow()
     if status is not None:
         sample.status = status
-    elif sample.status == "counted":
+    elif sample.status in ("counted", "reviewed"):
         sample.status = "in_review"
 
 
@@ -178,7 +181,8 @@ def _class_name(name: str, classes: list[str] | tuple[str, ...] | None) -> str:
         raise ConfigError("a cell class cannot be empty")
     known = cell_type(name, classes or [])
     if known is None and classes:
-        raise ConfigError(f"{name!r} is not a class here; choose one of {', '.join(classes)}")
+        raise ConfigError(f"{name!r} is not a class here; a white cell is one of "
+                          f"{', '.join(white_cell_types(classes))}")
     return known or name
 
 
@@ -188,9 +192,12 @@ def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Pers
            photos: PhotoFolder | None = None) -> Decision:
     """A reviewer decides one cell (:data:`ACTIONS`): ``cell_class`` for relabel (a white-cell type, or RBC, WBC,
     Platelets in any spelling of :mod:`bloodcell.data.cell_types`, checked against ``classes`` when given), ``box``
-    for move (inside the photo, checked against its kept file when ``photos`` is given); ``undo`` marks a decision
-    that takes back the reviewer's previous one (it is a new decision: nothing is deleted)."""
+    for move (inside the photo, checked against its kept file when ``photos`` is given). ``undo`` takes back the
+    reviewer's latest standing decision on the cell instead (:func:`undo_decision`; ``action`` and its values are
+    then not used)."""
     by.require("review")
+    if undo:
+        return undo_decision(session, sample_id, cell_id, by, expected_version=expected_version)
     if action not in ACTIONS:
         raise ConfigError(f"unknown decision {action!r}; choose one of {', '.join(ACTIONS)}")
     if action == "relabel" and not cell_class:
@@ -200,8 +207,6 @@ def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Pers
         box = _checked_box(box)
     sample = writable(session, sample_id, expected_version)
     cell = _cell(session, sample, cell_id)
-    if undo and not _has_decision_to_undo(session, cell, by.name):
-        raise ConfigError(f"{by.name} has no decision on cell {cell_id} of sample {sample_id!r} to undo")
     if cell.removed and action in ("confirm", "move"):
         raise ReadOnlyError(f"cell {cell_id} of sample {sample_id!r} was removed: put it back in a class first")
     before = _cell_state(cell)
@@ -216,6 +221,38 @@ def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Pers
     elif action == "move":
         _check_inside(photos, session.get(Photo, cell.photo_pk), box)
         cell.x1, cell.y1, cell.x2, cell.y2 = box
+    return _decided(session, sample, cell, action, by, before, undo=False)
+
+
+def undo_decision(session: Session, sample_id: str, cell_id: int, by: Person,
+                  expected_version: int | None = None) -> Decision:
+    """Take back ``by``'s latest standing decision on a cell: the cell is again exactly as it was before it (class,
+    box, removed) and that decision no longer stands (:func:`standing_decisions`); the undo is a new decision, kept
+    in the audit trail (nothing is deleted). Refused when there is none, or when someone else decided the cell
+    since."""
+    by.require("review")
+    sample = writable(session, sample_id, expected_version)
+    cell = _cell(session, sample, cell_id)
+    standing = standing_decisions(session, sample).get(cell.id, [])
+    mine = [d for d in standing if d.user == by.name]
+    undone = _undoable_entry(session, cell, by.name)
+    if not mine or undone is None:
+        raise ConfigError(f"{by.name} has no decision on cell {cell_id} of sample {sample_id!r} to undo")
+    if standing[-1] is not mine[-1]:
+        raise ConflictError(f"{standing[-1].user} decided cell {cell_id} of sample {sample_id!r} after you: decide "
+                            "it again instead of undoing")
+    before = _cell_state(cell)
+    if "box" in undone.before:
+        cell.x1, cell.y1, cell.x2, cell.y2 = undone.before["box"]
+    else:
+        cell.label, cell.cell_class, cell.removed = (undone.before["label"], undone.before["class"],
+                                                     undone.before["removed"])
+    return _decided(session, sample, cell, mine[-1].action, by, before, undo=True)
+
+
+def _decided(session: Session, sample: Sample, cell: Cell, action: str, by: Person, before: dict[str, Any], *,
+             undo: bool) -> Decision:
+    """Keep a decision on ``cell`` (its state was ``before``) and its audit entry."""
     after = _cell_state(cell)
     if action == "move":
         before, after = {"box": before["box"]}, {"box": after["box"]}
@@ -231,10 +268,41 @@ def decide(session: Session, sample_id: str, cell_id: int, action: str, by: Pers
     return decision
 
 
-def _has_decision_to_undo(session: Session, cell: Cell, user: str) -> bool:
-    """Whether ``user`` has a decision on ``cell`` that no later undo of theirs took back."""
-    undos = list(session.scalars(select(Decision.undo).where(Decision.cell_pk == cell.id, Decision.user == user)))
-    return undos.count(False) > undos.count(True)
+def _undoable_entry(session: Session, cell: Cell, user: str) -> AuditEntry | None:
+    """The audit entry (with the cell's state before it) of ``user``'s latest decision on ``cell`` that no later
+    undo of theirs took back."""
+    query = select(AuditEntry).where(AuditEntry.target == f"cell:{cell.id}", AuditEntry.actor == user,
+                                     AuditEntry.action.in_(set(_AUDITED_AS.values()))).order_by(AuditEntry.id)
+    taken: list[AuditEntry] = []
+    for entry in session.scalars(query):
+        if (entry.after or {}).get("undo"):
+            taken[-1:] = []
+        else:
+            taken.append(entry)
+    return taken[-1] if taken else None
+
+
+def standing_decisions(session: Session, sample: Sample) -> dict[int, list[Decision]]:
+    """Each cell's decisions that still stand, oldest first: an undo takes back its reviewer's latest standing
+    decision on the cell and stands for nothing itself."""
+    standing: dict[int, list[Decision]] = {}
+    for decision in session.scalars(select(Decision).where(Decision.sample_pk == sample.id).order_by(Decision.id)):
+        kept = standing.setdefault(decision.cell_pk, [])
+        if not decision.undo:
+            kept.append(decision)
+            continue
+        mine = [k for k, d in enumerate(kept) if d.user == decision.user]
+        if mine:
+            del kept[mine[-1]]
+    return standing
+
+
+def undecided(session: Session, sample: Sample) -> list[Cell]:
+    """The sample's live cells meant for a person (referred, or doubtful white cells) that no standing decision
+    answers (:data:`RESOLVING`)."""
+    standing = standing_decisions(session, sample)
+    return [cell for cell in live_cells(sample) if cell.referral_reason
+            and not any(d.action in RESOLVING for d in standing.get(cell.id, []))]
 
 
 def _cell_state(cell: Cell) -> dict[str, Any]:
@@ -304,6 +372,7 @@ def finish_review(session: Session, sample_id: str, by: Person, expected_version
     sample = writable(session, sample_id, expected_version)
     if sample.status == "reviewed":
         raise ReadOnlyError(f"sample {sample_id!r} is reviewed already")
+    check_all_decided(session, sample, "finishing its review")
     before = sample.status
     _touch(sample, "reviewed")
     record(session, by.name, "review_done", f"sample:{sample_id}", {"status": before}, {"status": "reviewed"}, sample)
@@ -317,6 +386,7 @@ def sign(session: Session, sample_id: str, by: Person, expected_version: int | N
     if sample.status != "reviewed":
         raise ReadOnlyError(f"sample {sample_id!r} is {sample.status.replace('_', ' ')}: only a reviewed sample can "
                             "be signed")
+    check_all_decided(session, sample, "signing it")
     _touch(sample, "signed")
     sample.signed_by, sample.signed_at = by.name, sample.updated_at
     record(session, by.name, "sign", f"sample:{sample_id}", {"status": "reviewed"}, {"status": "signed"}, sample)
@@ -340,6 +410,18 @@ def reopen(session: Session, sample_id: str, by: Person, reason: str, expected_v
     record(session, by.name, "reopen", f"sample:{sample_id}", before, {"status": "in_review", "reason": reason},
            sample)
     return sample
+
+
+def check_all_decided(session: Session, sample: Sample, step: str) -> None:
+    """ReadOnlyError in one sentence (how many, the first cell ids, what to do) while a referred or doubtful cell of
+    ``sample`` has no standing decision (:func:`undecided`)."""
+    left = undecided(session, sample)
+    if left:
+        one = len(left) == 1
+        ids = ", ".join(str(cell.id) for cell in left[:5]) + (", ..." if len(left) > 5 else "")
+        raise ReadOnlyError(f"sample {sample.sample_id!r} has {len(left)} referred or doubtful "
+                            f"{'cell' if one else 'cells'} with no decision yet ({'cell' if one else 'cells'} {ids}): "
+                            f"confirm, relabel or remove {'it' if one else 'each'} before {step}")
 
 
 def live_cells(sample: Sample) -> list[Cell]:

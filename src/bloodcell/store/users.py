@@ -19,6 +19,7 @@ from bloodcell.store.audit import record
 from bloodcell.store.errors import AuthError, NotFoundError, RoleError
 from bloodcell.store.models import User
 from bloodcell.store.vocabulary import ROLES
+from bloodcell.wording import with_article
 
 MIN_PASSWORD = 10
 #: What each role may do.
@@ -46,7 +47,8 @@ class Person:
         """RoleError in one sentence unless this user's role allows ``permission``."""
         if permission not in PERMISSIONS.get(self.role, set()):
             allowed = [role for role, granted in PERMISSIONS.items() if permission in granted]
-            raise RoleError(f"{self.name} is a {self.role}: only a {' or '.join(allowed)} may {_WHAT[permission]}")
+            raise RoleError(f"{self.name} is {with_article(self.role)}: only "
+                            f"{' or '.join(with_article(role) for role in allowed)} may {_WHAT[permission]}")
 
 
 def check_password(password: str) -> str:

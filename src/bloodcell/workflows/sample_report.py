@@ -16,7 +16,7 @@ SUFFIXES = (".pdf", ".html", ".htm")
 
 def sample_report_html(store_spec: str | None, sample_id: str, wbc_per_nl: float | None = None) -> str:
     """The report of sample ``sample_id`` of the store ``store_spec`` as one HTML page."""
-    store = open_store(store_spec)
+    store = open_store(store_spec, create=False)
     try:
         with store.session() as session:
             return render_html(report_data(session, find(session, sample_id), store.photos, wbc_per_nl))

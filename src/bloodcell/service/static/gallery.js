@@ -55,23 +55,10 @@ function moveTo(cell, name) {
   return { action: "relabel", cell_class: name };
 }
 
-// The decision that takes back ``change`` (what the cell was before it), or the sentence why there is none.
-function inverse(change) {
-  const before = change.before;
-  if (change.action === "move") return { action: "move", box: before.box };
-  if (change.action === "confirm") return "Your agreement stays in the cell's record; nothing else had changed.";
-  if (before.removed && before.label === "WBC" && !before.class) return "That cell had no class before: choose its group.";
-  if (before.removed) return { action: "remove" };
-  if (before.label === "Platelets") return { action: "platelet" };
-  if (before.class) return { action: "relabel", cell_class: before.class };
-  return "That cell had no class before: choose its group.";
-}
-
 async function change(cell, decision, { undo = false, next = null } = {}) {
-  const before = { label: cell.label, class: cell.class, removed: cell.removed, box: cell.box.slice() };
   const saved = await decide(cell, decision.action, decision.cell_class ?? null, { box: decision.box, undo });
   if (!saved) return;
-  if (!undo) review.undo.push({ cellId: cell.id, action: decision.action, before });
+  if (!undo) review.undo.push({ cellId: cell.id });
   if (next !== null) select(next);
   else select(cell.id);
 }
@@ -83,12 +70,8 @@ async function undoLast() {
     return;
   }
   const cell = store.sample.cells.find((c) => c.id === last.cellId);
-  const decision = inverse(last);
-  if (typeof decision === "string") {
-    storeMessage(decision);
-    return;
-  }
-  await change(cell, decision, { undo: true });
+  // the store puts the cell back as it was before that decision (class, box, bin) and takes the decision back
+  await change(cell, { action: "confirm" }, { undo: true });
 }
 
 // ---- selection and the keyboard ----
@@ -514,6 +497,6 @@ async function restoreUndo(id) {
   for (const entry of entries) {
     if (entry.actor !== store.user?.name || !UNDOABLE[entry.action] || !entry.target.startsWith("cell:")) continue;
     if (entry.after?.undo) review.undo.pop();
-    else review.undo.push({ cellId: Number(entry.target.slice(5)), action: UNDOABLE[entry.action], before: entry.before });
+    else review.undo.push({ cellId: Number(entry.target.slice(5)) });
   }
 }

@@ -15,7 +15,7 @@ from bloodcell.wording import counted
 
 app = typer.Typer(help="Samples kept in a store: list, show, audit trail, sign off, reopen, export (CSV, FHIR), "
                        "printable report (PDF, HTML).",
-                  no_args_is_help=True)
+                  no_args_is_help=True, rich_markup_mode=None)
 SampleId = Annotated[str, typer.Argument(help="The sample id.")]
 FORMATS = ("table", "json")
 WbcOption = Annotated[Optional[float], typer.Option(

@@ -12,7 +12,8 @@ from bloodcell.cli.signin import (STDIN_HELP, FormatOption, PasswordStdinOption,
                                   sign_in)
 from bloodcell.store.vocabulary import ROLES
 
-app = typer.Typer(help="Users of a sample store and their roles (technician, supervisor, admin).", no_args_is_help=True)
+app = typer.Typer(help="Users of a sample store and their roles (technician, supervisor, admin).", no_args_is_help=True,
+                  rich_markup_mode=None)
 ADMIN_HELP = "The admin adding the user (asked for their password); not needed for a store's first user, an admin."
 
 

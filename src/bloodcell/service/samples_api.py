@@ -38,7 +38,7 @@ from bloodcell.store.errors import (AuthError, ConflictError, NotFoundError, Rea
                                     ThrottledError)
 from bloodcell.store.exports import fhir_bundle, sample_csv
 from bloodcell.store.lab_settings import lab_settings
-from bloodcell.store.models import AuditEntry
+from bloodcell.store.models import AuditEntry, Decision
 from bloodcell.store.report import report_data
 from bloodcell.store.samples import (ACTIONS, add_cell, decide, find, finish_review, list_samples, reopen, sign,
                                      standing_decisions, summary)

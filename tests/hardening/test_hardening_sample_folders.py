@@ -65,7 +65,7 @@ def test_sample_ids_of_a_samples_csv_follow_the_one_rule_and_become_safe_folder_
     result = runner.invoke(app, ["count", "--samples", str(sheet), "--output", str(out), "--detector", "classical",
                                  "--model", str(checkpoint)])
     assert isinstance(result.exception, DataError)  # the service's and the store's rule, in the same words
-    assert str(result.exception).endswith("line 2: the sample id '../../escape' cannot be used: use 1 to 200 letters "
+    assert str(result.exception).endswith("line 2: the sample id '../../escape' cannot be used: use 1 to 190 letters "
                                           "(of any script), digits, '.', '_', '-' or spaces between them, not starting "
                                           "with '.'")
     assert not out.exists() and not (tmp_path / "escape").exists()

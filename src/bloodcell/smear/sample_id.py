@@ -8,7 +8,8 @@ import unicodedata
 
 from bloodcell.errors import ConfigError
 
-MAX_SAMPLE_ID = 200
+#: So that an audit entry's target ("sample:" and the id) fits the store's 200 characters.
+MAX_SAMPLE_ID = 190
 PUNCTUATION = "._-"
 RULE = (f"use 1 to {MAX_SAMPLE_ID} letters (of any script), digits, '.', '_', '-' or spaces between them, "
         "not starting with '.'")

@@ -145,7 +145,7 @@ class AuditEntry(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     actor: Mapped[str] = mapped_column(String(100))
     action: Mapped[str] = mapped_column(String(30))
-    target: Mapped[str] = mapped_column(String(300))  # "sample:" or "lab:" and a name of up to 200 characters
+    target: Mapped[str] = mapped_column(String(200))
     before: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     after: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
 

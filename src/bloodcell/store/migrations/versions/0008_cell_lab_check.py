@@ -1,5 +1,4 @@
-"""Each typed white cell's lab check: unlike the cells of every lab the classifier learned from (None: not checked);
-and room in an audit entry's target for a 200-character sample id or lab name with its prefix ("sample:", "lab:").
+"""Each typed white cell's lab check: unlike the cells of every lab the classifier learned from (None: not checked).
 
 Revision ID: 0008
 Revises: 0007
@@ -18,8 +17,6 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("cells", sa.Column("unfamiliar_lab", sa.Boolean, nullable=True))
-    if op.get_bind().dialect.name != "sqlite":  # SQLite does not hold text to a declared length
-        op.alter_column("audit", "target", type_=sa.String(300), existing_type=sa.String(200), existing_nullable=False)
 
 
 def downgrade() -> None:

@@ -363,10 +363,7 @@ def test_a_kept_sample_from_an_unfamiliar_lab_warns_above_its_numbers_and_a_fami
     from bloodcell.store.database import open_store
     from bloodcell.store.samples import record_count
 
-    result = counted_doc(tmp_path / "odd", "S-odd")
-    for box in result.images[0].boxes:
-        if box.label == "WBC":
-            box.unfamiliar_lab = True
+    result = counted_doc(tmp_path / "odd", "S-odd", unfamiliar=True)
     store = open_store(tmp_path / "lab.sqlite")
     with store.session() as session:
         record_count(session, store.photos, result, "tia")

@@ -23,9 +23,11 @@ def photo_bytes(shade: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def counted_doc(folder, sample_id: str = "S-001", types: dict[str, int] | None = None) -> SampleResult:
+def counted_doc(folder, sample_id: str = "S-001", types: dict[str, int] | None = None,
+                unfamiliar: bool = False) -> SampleResult:
     """A counted sample (read from its counts.json document) of one photo: two red cells, white cells of ``types``
-    (one referred), one platelet."""
+    (one referred; with ``unfamiliar`` each found by the lab check unlike every lab the classifier learned from), one
+    platelet."""
     types = types if types is not None else {"neutrophil": 3, "lymphocyte": 1}
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{abs(hash(sample_id)) % 10**8}.png"
@@ -37,7 +39,7 @@ def counted_doc(folder, sample_id: str = "S-001", types: dict[str, int] | None =
     for name, n in types.items():
         for _ in range(n):
             boxes.append({"label": "WBC", "score": 0.95, "x1": x, "y1": 20.0, "x2": x + 10, "y2": 30.0,
-                          "wbc_type": name, "confidence": 0.9})
+                          "wbc_type": name, "confidence": 0.9, **({"unfamiliar_lab": True} if unfamiliar else {})})
             x += 12
     referred = []
     if len(boxes) > 3:

@@ -165,10 +165,7 @@ def test_a_sample_finished_without_decisions_credits_nobody_with_deciding_cells(
 
 def test_the_report_of_a_sample_from_an_unfamiliar_lab_warns_before_its_differential(store, people, tmp_path):
     """The lab check's warning stands above the numbers it concerns; a familiar lab's report has none."""
-    result = counted_doc(tmp_path / "odd", "S-odd")
-    for box in result.images[0].boxes:
-        if box.label == "WBC":
-            box.unfamiliar_lab = True
+    result = counted_doc(tmp_path / "odd", "S-odd", unfamiliar=True)
     with store.session() as session:
         record_count(session, store.photos, result, "tia")
         odd = render_html(report_data(session, find(session, "S-odd"), store.photos))

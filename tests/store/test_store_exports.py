@@ -111,10 +111,7 @@ def test_calls_kept_out_of_the_differential_have_a_count_and_no_percent(store, t
 
 def test_both_exports_carry_the_lab_check_of_a_sample_from_an_unfamiliar_lab(store, tmp_path, people):
     """A receiving system's reader learns what the page says: the cells look unlike every lab the classifier knows."""
-    result = counted_doc(tmp_path / "in", "S-odd")
-    for box in result.images[0].boxes:
-        if box.label == "WBC":
-            box.unfamiliar_lab = True
+    result = counted_doc(tmp_path / "in", "S-odd", unfamiliar=True)
     with store.session() as session:
         record_count(session, store.photos, result, "tia")
         sample = find(session, "S-odd")

@@ -32,3 +32,11 @@ def lab_check(boxes: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     message = (UNFAMILIAR_SAMPLE if flagged else FAMILIAR_SAMPLE).format(
         checked=checked, unfamiliar=unfamiliar, familiar=checked - unfamiliar)
     return {"checked": checked, "unfamiliar": unfamiliar, "unfamiliar_lab": flagged, "message": message}
+
+
+def lab_check_text(check: dict[str, Any] | None) -> str:
+    """A lab check (:func:`lab_check`'s dict) as one column of samples.csv and of the store's CSV export: its verdict
+    and message ("" when no white cell was checked)."""
+    if check is None:
+        return ""
+    return ("unfamiliar lab: " if check["unfamiliar_lab"] else "familiar: ") + check["message"]

@@ -30,6 +30,7 @@ from fhir.resources.R4B.bundle import Bundle
 from bloodcell.errors import ConfigError
 from bloodcell.outputs import check_output_file
 from bloodcell.smear.differential import NOT_WHITE_CELLS, REFERENCE_INTERVALS, differential
+from bloodcell.smear.lab_check import lab_check_text
 from bloodcell.store.models import Sample
 from bloodcell.store.vocabulary import EXPORTS
 from bloodcell.store.samples import sample_lab_check, tallies
@@ -71,7 +72,7 @@ def sample_csv(sample: Sample) -> str:
     row: dict[str, Any] = {"sample_id": sample.sample_id, "lab": sample.lab, "status": sample.status,
                            "signed_by": sample.signed_by or "", "photos": len(sample.photos),
                            **{f"count_{label}": n for label, n in counts.items()},
-                           "wbc_classified": sum(types.values()), "lab_check": _lab_check_text(sample)}
+                           "wbc_classified": sum(types.values()), "lab_check": lab_check_text(sample_lab_check(sample))}
     for name in _types(types):
         # calls kept out of the differential (platelet, erythroblast) and untyped samples have no percent
         row[f"{name}_percent"] = (f"{percent[name]:.2f}" if name in percent else
@@ -82,14 +83,6 @@ def sample_csv(sample: Sample) -> str:
     writer.writeheader()
     writer.writerow(row)
     return handle.getvalue()
-
-
-def _lab_check_text(sample: Sample) -> str:
-    """The sample's lab check as samples.csv of `bloodcell count` words it ("" when no white cell was checked)."""
-    check = sample_lab_check(sample)
-    if check is None:
-        return ""
-    return ("unfamiliar lab: " if check["unfamiliar_lab"] else "familiar: ") + check["message"]
 
 
 def _caveats(sample: Sample, typed: int) -> str:

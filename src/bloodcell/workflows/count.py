@@ -40,6 +40,7 @@ from bloodcell.outputs import check_output_folder
 from bloodcell.smear.counting import BORDER_NOTE, count_image, count_photos
 from bloodcell.smear.differential import differential, write_report
 from bloodcell.smear.documents import MAX_JSON_BYTES, parse_json, read_text
+from bloodcell.smear.lab_check import lab_check_text
 from bloodcell.smear.schema import CountError, PhotoCount, SampleResult, SampleTotals
 from bloodcell.smear.review import sample_folder_name
 from bloodcell.smear.sample_id import sample_id_problem
@@ -254,8 +255,7 @@ def sample_row(result: SampleResult) -> dict[str, Any]:
            "differential": "; ".join(f"{k} {v:.1f}%" for k, v in diff["percent"].items()),
            "flags": "; ".join(f"{k} {v}" for k, v in diff["flags"].items()),
            "trust": _trust(sample),
-           "lab_check": "" if sample.lab_check is None else
-           ("unfamiliar lab: " if sample.lab_check.unfamiliar_lab else "familiar: ") + sample.lab_check.message}
+           "lab_check": lab_check_text(None if sample.lab_check is None else sample.lab_check.model_dump())}
     return row
 
 

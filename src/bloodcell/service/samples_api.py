@@ -288,8 +288,8 @@ _CALL_CHANGES = ("relabel", "platelet", "remove")
 
 
 def _calls(decisions: list[Decision]) -> dict[int, tuple[str | None, str]]:
-    """Per cell, from its decisions in order: its class before the first one that changed its call (the model's
-    class) and who made the latest such change."""
+    """Per cell, from its standing decisions in order: its class before the first one that changed its call (the
+    model's class) and who made the latest such change."""
     calls: dict[int, tuple[str | None, str]] = {}
     for d in decisions:
         if d.action in _CALL_CHANGES:
@@ -320,10 +320,10 @@ def _with_cells(session: Session, sample, classes: list[str]) -> dict[str, Any]:
     store), and the classes a cell may be relabelled to (its lab's cell bank is ``GET /v1/lab/adaptation``'s: it is
     not read again with every decision)."""
     positions = {photo.id: photo.position for photo in sample.photos}
-    decisions = list(session.scalars(select(Decision).where(Decision.sample_pk == sample.id).order_by(Decision.id)))
-    calls = _calls(decisions)
+    standing = standing_decisions(session, sample)  # the sample's decisions read once, the undone ones left out
+    calls = _calls([decision for kept in standing.values() for decision in kept])
     last = {cell: {"action": kept[-1].action, "by": kept[-1].user, "at": kept[-1].at.isoformat()}
-            for cell, kept in standing_decisions(session, sample).items() if kept}
+            for cell, kept in standing.items() if kept}
     cells = [{"id": c.id, "photo": positions[c.photo_pk], "label": c.label,
               "box": [c.x1, c.y1, c.x2, c.y2], "class": c.cell_class, "confidence": c.confidence,
               "referral_reason": c.referral_reason, "origin": c.origin, "removed": c.removed,

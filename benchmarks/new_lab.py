@@ -113,7 +113,8 @@ def reasons(classifier, labs: dict[str, dict], non_cells: dict[str, dict], pass_
         others = [n for n in labs if n != held]
         guard = fit_guard(np.concatenate([labs[n]["pixels"] for n in others]),
                           np.concatenate([labs[n]["features"][0] for n in others]), pass_rate,
-                          sources=[n for n in others for _ in labs[n]["ids"]])
+                          sources=[n for n in others for _ in labs[n]["ids"]],
+                          layout_free=[n for n in others if n == "pbc"])  # every type; the others: white cells
         entry: dict = {"guard_sources": others}
         for name, data in [(held, labs[held]), *non_cells.items(), *(audited or {}).items()]:
             said = np.array([kind(r) for r, _ in guard.assess(data["pixels"], data["features"][0],

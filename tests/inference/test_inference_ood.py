@@ -73,6 +73,31 @@ def test_a_guard_calibrated_on_two_labs_passes_the_cells_of_both(classifier):
     assert all(r for r, _ in two_labs.assess(classifier.pixels(negatives), classifier.features(negatives)))
 
 
+def test_a_lab_known_from_its_white_cells_vouches_only_for_images_laid_out_as_single_cells(classifier):
+    """Another lab's cut white cells (``--extra``) hold none of its photos: within its limits, an image passes only
+    when its layout is a single cell's; the model's own validation cells (the first source) need no layout."""
+    own = [Image.fromarray(im) for im in synthetic_cells(80, seed=40)[0]]
+    extra = [_another_stain(im) for im in synthetic_cells(80, seed=41)[0]]
+    pixels = np.concatenate([classifier.pixels(own), classifier.pixels(extra)])
+    features = np.concatenate([classifier.features(own), classifier.features(extra)])
+    guard = fit_guard(pixels, features, pass_rate=0.98, sources=["own"] * 80 + ["extra"] * 80)
+    assert guard.layout_free == [True, False]
+    fresh = {"own": [Image.fromarray(im) for im in synthetic_cells(30, seed=42)[0]],
+             "extra": [_another_stain(im) for im in synthetic_cells(30, seed=43)[0]]}
+
+    def passed(lab: str, single: bool) -> float:
+        said = guard.assess(classifier.pixels(fresh[lab]), classifier.features(fresh[lab]), single=[single] * 30)
+        return float(np.mean([r is None for r, _ in said]))
+
+    assert passed("own", True) >= 0.8 and passed("own", False) >= 0.8
+    assert passed("extra", True) >= 0.8
+    said = guard.assess(classifier.pixels(fresh["extra"]), classifier.features(fresh["extra"]), single=[False] * 30)
+    assert all(r and r.startswith("not a single blood cell: stained, but not one cell") for r, _ in said)
+    old = {k: v for k, v in guard.to_dict().items() if k != "layout_free"}  # a guard stored before: as it was
+    assert OODGuard.from_dict(old).layout_free == [True, True]
+    assert OODGuard.from_dict(json.loads(json.dumps(guard.to_dict()))).layout_free == [True, False]
+
+
 def test_cells_of_an_unfamiliar_lab_pass_with_a_note_and_non_cells_are_still_referred(classifier):
     from bloodcell.inference.ood import UNFAMILIAR_NOTE
 

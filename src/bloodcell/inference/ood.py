@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +192,9 @@ class OODGuard:
     """Calibrated out-of-distribution checks; :meth:`assess` gives a referral reason and a note per image.
 
     The image-statistics and feature checks hold one :class:`Gaussian` per calibration source
-    (a lab): an input passes a check when it lies within any source's threshold.
+    (a lab): an input passes a check when it lies within any source's threshold. A source that is not
+    ``layout_free`` (white cells cut from another lab's photos) vouches only for an image laid out as a
+    single-cell image as well: such a lab's whole photo lies within its limits too.
     """
 
     blank_std: float
@@ -202,9 +205,13 @@ class OODGuard:
     sources: list[str]
     #: Per source: a lab the model learned from (True), or another lab's stained cells (False).
     familiar: list[bool] = field(default_factory=list)
+    #: Per source: its limits alone let a cell through (a model's own validation cells, every type: a platelet
+    #: spans too little of its image to be laid out as a single cell), or only with a single-cell layout (False).
+    layout_free: list[bool] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.familiar = list(self.familiar) or [True] * len(self.sources)
+        self.layout_free = list(self.layout_free) or [True] * len(self.sources)
 
     def assess(self, pixels: np.ndarray, features: np.ndarray,
                single: Sequence[bool] | None = None) -> list[tuple[str | None, str | None]]:
@@ -228,8 +235,16 @@ class OODGuard:
         summaries = summarise(pixels)
         stats = _ratios(self.stats, summaries[:, :len(STAT_NAMES)])
         feats = _ratios(self.features, features.astype(np.float64))
-        home = np.asarray(self.familiar, bool)
+        home, free = np.asarray(self.familiar, bool), np.asarray(self.layout_free, bool)
         present = cell_present(pixels)
+
+        def within(sources: np.ndarray, i: int) -> bool:
+            return bool(sources.any()) and stats[sources, i].min() <= 1.0 and feats[sources, i].min() <= 1.0
+
+        @lru_cache(maxsize=None)
+        def lone(i: int) -> bool:  # the layout, looked for only where it decides
+            return single_cell_input(pixels[i]) if single is None else bool(single[i])
+
         out: list[tuple[str | None, str | None]] = []
         for i, grey in enumerate(summaries[:, -1]):
             stat, feat = stats[:, i].min(), feats[:, i].min()
@@ -238,11 +253,11 @@ class OODGuard:
             elif not present[i]:
                 out.append(("not a single blood cell: no stained nucleus or granules stand out from the red cells and "
                             "background", None))
-            elif stats[home, i].min() <= 1.0 and feats[home, i].min() <= 1.0:
+            elif within(home & free, i) or (within(home, i) and lone(i)):
                 out.append((None, None))
-            elif stat <= 1.0 and feat <= 1.0:
+            elif within(free, i) or (stat <= 1.0 and feat <= 1.0 and lone(i)):
                 out.append((None, UNFAMILIAR_NOTE))
-            elif single_cell_input(pixels[i]) if single is None else single[i]:
+            elif lone(i):
                 out.append((UNFAMILIAR_REFERRAL.format(stats=stat, features=feat), None))
             else:
                 out.append(("not a single blood cell: stained, but not one cell centred in the image and filling "
@@ -267,6 +282,7 @@ class OODGuard:
             "num_images": self.num_images,
             "sources": list(self.sources),
             "familiar": list(self.familiar),
+            "layout_free": list(self.layout_free),
             "stat_names": list(STAT_NAMES),
         }
 
@@ -285,14 +301,15 @@ class OODGuard:
             features = [Gaussian.from_dict(g) for g in data["features"]]
             sources = [str(s) for s in data["sources"]]
             familiar = [bool(f) for f in data.get("familiar") or [True] * len(sources)]
-            if not stats or not len(stats) == len(features) == len(sources) == len(familiar) \
+            layout_free = [bool(f) for f in data.get("layout_free") or [True] * len(sources)]
+            if not stats or not len(stats) == len(features) == len(sources) == len(familiar) == len(layout_free) \
                     or len({len(g.mean) for g in features}) != 1:
                 raise ValueError("it needs one statistics and one feature Gaussian per source, of one dimension")
             if not any(familiar):
                 raise ValueError("none of its sources is a lab the model learned from")
             return cls(blank_std=float(data["blank_std"]), stats=stats, features=features,
                        pass_rate=float(data["pass_rate"]), num_images=int(data["num_images"]),
-                       sources=sources, familiar=familiar)
+                       sources=sources, familiar=familiar, layout_free=layout_free)
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:  # 1e999 reads as inf: int(inf) overflows
             raise CheckpointError(f"{where}: its out-of-distribution guard is malformed ({exc})") from None
 
@@ -302,12 +319,15 @@ class OODGuard:
 
 
 def fit_guard(pixels: np.ndarray, features: np.ndarray, pass_rate: float = 0.99, max_components: int = 32,
-              sources: Sequence[str] | None = None, unfamiliar: Sequence[str] = ()) -> OODGuard:
+              sources: Sequence[str] | None = None, unfamiliar: Sequence[str] = (),
+              layout_free: Sequence[str] | None = None) -> OODGuard:
     """Fit the guard on in-distribution model inputs (uint8, N x 3 x H x W) and their penultimate features.
 
     ``sources`` names each row's origin (a lab; default: one source); each source gets its own
     Gaussians; the sources named in ``unfamiliar`` are other labs' stained cells the model did not
-    learn from (their cells pass with the unfamiliar-lab note). Each of the three checks keeps
+    learn from (their cells pass with the unfamiliar-lab note). The sources named in ``layout_free`` (default:
+    the first, a model's own validation cells) vouch for an image on their limits alone, the others only for an
+    image laid out as a single-cell image (:class:`OODGuard`). Each of the three checks keeps
     ``1 - (1 - pass_rate) / 3`` of every source's images, so at least ``pass_rate`` of them pass all checks.
     """
     if not 0.5 < pass_rate < 1.0:
@@ -333,6 +353,7 @@ def fit_guard(pixels: np.ndarray, features: np.ndarray, pass_rate: float = 0.99,
         num_images=len(pixels),
         sources=names,
         familiar=[name not in unfamiliar for name in names],
+        layout_free=[name in (names[:1] if layout_free is None else layout_free) for name in names],
     )
 
 

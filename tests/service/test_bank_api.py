@@ -208,8 +208,10 @@ def test_serve_hands_the_adapt_workflow_and_the_models_folder_to_a_store_service
 
     import bloodcell.service.app as service_app
     from bloodcell.cli.main import app
+    from bloodcell.store.database import open_store
     from bloodcell.workflows.bank_adapt import adapt_from_bank, too_few
 
+    open_store(tmp_path / "lab.sqlite").close()  # serve opens a store, never makes one
     built = []
     monkeypatch.setattr(service_app, "create_app", lambda settings, **kw: built.append((settings, kw)))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)

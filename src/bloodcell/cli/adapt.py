@@ -9,6 +9,7 @@ import typer
 
 from bloodcell.errors import ConfigError
 from bloodcell.outputs import check_output_file
+from bloodcell.smear.lab_name import check_lab
 
 
 def adapt(
@@ -33,7 +34,8 @@ def adapt(
                         + (f", not {' and '.join(given)}" if given else ""))
     if store is not None and lab is None:
         raise ConfigError("--store needs --lab: the lab whose cell bank in the store is used")
-    if lab is not None and store is None and not lab.strip():
+    lab = check_lab(lab) if lab is not None else None
+    if lab is not None and store is None and not lab:
         raise ConfigError("--lab names your lab: give its name, or leave --lab out to use the folder's name")
     if lab is not None and store is None and cells is None:
         raise ConfigError("--lab names the lab of labelled cells (CELLS) or of a cell bank (--store), not of unlabelled ones")

@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bloodcell.errors import ConfigError, DataError
+from bloodcell.errors import DataError
 from bloodcell.provenance import file_sha256
+from bloodcell.smear.lab_name import check_lab
 from bloodcell.smear.review import WANTED
 from bloodcell.store.cell_bank import bank_crops, record_classifier_adaptation
 from bloodcell.workflows.adapt import MIN_CELLS, Adaptation, adapt
@@ -24,14 +25,6 @@ if TYPE_CHECKING:
 
 #: The name an adapted model gives a lab whose samples were kept without a lab name (the page's and ``count``'s).
 UNNAMED_LAB = "this lab"
-
-
-def check_lab(lab: str) -> str:
-    """``lab`` as the store keeps it (an empty name: the samples kept without one); ConfigError when too long."""
-    if not isinstance(lab, str) or len(lab.strip()) > 200:
-        raise ConfigError("--lab must name the lab in at most 200 characters (\"\" for the samples kept without a "
-                          "lab name)")
-    return lab.strip()
 
 
 def too_few(counts: dict[str, int], lab: str) -> str | None:

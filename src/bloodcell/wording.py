@@ -11,3 +11,8 @@ def counted(n: int, one: str, many: str | None = None) -> str:
 def with_article(noun: str) -> str:
     """``noun`` with "a" or "an" before it, by its first letter: "an admin", "a supervisor"."""
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``value`` as a refusal quotes it: its repr, a string over ``limit`` characters cut short with "..."."""
+    return repr(value) if not isinstance(value, str) or len(value) <= limit else repr(value[:limit - 3] + "...")

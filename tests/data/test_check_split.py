@@ -178,3 +178,27 @@ def test_split_of_a_folder_dataset_and_wrong_taxonomy(tmp_path):
     (tmp_path / "bad.csv").write_text("path,label\nx,y\n")
     with pytest.raises(DataError, match="lacks column"):
         read_manifest(tmp_path / "bad.csv")
+
+
+def test_check_refuses_a_bad_output_before_the_scan_in_one_sentence(bad_tree, tmp_path, monkeypatch):
+    """The scan may take minutes: a report that cannot be written is refused before it, not after."""
+    import bloodcell.data.check as check_module
+    from bloodcell.errors import ConfigError
+
+    def scanned(*args, **kwargs):
+        raise AssertionError("the dataset was scanned before the output was checked")
+
+    monkeypatch.setattr(check_module, "check_dataset", scanned)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    (tmp_path / "a-folder.json").mkdir()
+    for out, sentence in ((a_file / "check.json", f"{a_file}: is a file, not a folder for the check report"),
+                          (a_file / "sub" / "check.json", f"{a_file / 'sub'}: cannot create the folder for the check "
+                                                          "report"),
+                          (tmp_path / "a-folder.json", "a-folder.json: is a folder; give a file name for the check "
+                                                       "report"),
+                          (tmp_path / "check.txt", "check.txt: the check report file must end in .json")):
+        result = runner.invoke(app, ["check", "pbc", "--data-root", str(bad_tree), "--output", str(out)])
+        assert result.exit_code != 0 and isinstance(result.exception, ConfigError), result.output
+        assert sentence in str(result.exception) and "\n" not in str(result.exception)
+    assert not (tmp_path / "check.txt").exists()

@@ -208,8 +208,10 @@ def test_serve_hands_the_adapt_workflow_and_the_models_folder_to_a_store_service
 
     import bloodcell.service.app as service_app
     from bloodcell.cli.main import app
+    from bloodcell.store.database import open_store
     from bloodcell.workflows.bank_adapt import adapt_from_bank, too_few
 
+    open_store(tmp_path / "lab.sqlite").close()  # serve opens a store, never makes one
     built = []
     monkeypatch.setattr(service_app, "create_app", lambda settings, **kw: built.append((settings, kw)))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
@@ -292,3 +294,37 @@ def test_a_server_running_an_onnx_model_says_it_cannot_adapt_before_the_button_i
     assert not status["can_adapt"] and "ONNX model service.onnx" in status["why_not"], status
     started = _adaptation(client, {"X-CSRF-Token": csrf})
     assert started.status_code == 422 and started.json()["message"] == status["why_not"]
+
+
+def test_an_adapting_that_would_type_the_banks_cells_worse_fails_with_the_workflows_sentence(
+        client_for, store_path, tmp_path, monkeypatch):
+    """The Adapt button runs the real workflow; when its out-of-fold figure is below the unadapted model's on the
+    same cells (here the measured fit is lowered, as a mislabelled bank does in tests/workflows/test_adapt.py), the
+    job fails with that sentence (both figures, what to do) and the models folder keeps nothing."""
+    import dataclasses
+
+    import bloodcell.workflows.adapt as adapt_workflow
+
+    measured = adapt_workflow.adapt_head
+
+    def worse(*args, **kwargs):
+        fit = measured(*args, **kwargs)
+        return dataclasses.replace(fit, cv_accuracy=0.5, cv_accuracy_before=0.75)
+
+    monkeypatch.setattr(adapt_workflow, "adapt_head", worse)
+    samples = _keep_bank_samples(store_path, tmp_path, [{"basophil": 3, "eosinophil": 3}, {"basophil": 2, "eosinophil": 3}])
+    client = client_for()
+    tia = _sign_in(client, "tia")
+    for sample_id in samples:
+        _review_all(client, tia, sample_id)
+    started = _adaptation(client, {"X-CSRF-Token": _sign_in(client, "sam")})
+    assert started.status_code == 202, started.text
+    job = _wait_for(client)["job"]
+    assert job["state"] == "failed"
+    assert job["message"].startswith("adapting would type your lab's own cells worse: 50.0% correct adapted (")
+    assert "against 75.0% for the unadapted model on the same 11 cells, so no model was written" in job["message"]
+    assert "--allow-worse" not in job["message"]  # the page has no such flag
+    assert list((tmp_path / "models").iterdir()) == []
+    trail = client.get("/v1/lab/audit?lab=").json()
+    assert [e["action"] for e in trail] == ["adapt_started", "adapt_failed"]
+    assert trail[-1]["after"]["message"] == job["message"]

@@ -151,3 +151,28 @@ def test_a_named_labs_counts_use_its_own_choice_and_other_labs_keep_theirs(clien
     assert client.get("/v1/samples/A-4").json()["classifier"]["name"] == Path(client.app.state.service.classifier.source).name
     assert client.post("/v1/count", data={"lab": "x" * 201}, headers={"X-API-Key": KEY},
                        files=[("files", ("a.png", smear_png(wbc=1), "image/png"))]).status_code == 422
+
+
+def test_every_lab_field_refuses_a_name_the_rule_refuses_with_its_sentence(client_for, tmp_path):
+    """One rule (smear/lab_name.py) for the page's and the API's `lab`: a name whose audit target would not fit the
+    store's column on PostgreSQL, or with a control character, is a 422 with the rule, and nothing is started."""
+    from bloodcell.smear.lab_name import MAX_LAB
+
+    client = client_for()
+    sam = _sign_in(client, "sam")
+    for lab in ("x" * (MAX_LAB + 1), "north\nsouth", "tab\there"):
+        answers = [
+            client.get("/v1/lab/adaptation", params={"lab": lab}),
+            client.get("/v1/lab/audit", params={"lab": lab}),
+            client.post("/v1/lab/adaptation", headers={"X-CSRF-Token": sam}, json={"lab": lab}),
+            _choose(client, sam, None, lab=lab),
+            client.post("/v1/count", data={"lab": lab}, headers={"X-API-Key": KEY},
+                        files=[("files", ("a.png", smear_png(wbc=1), "image/png"))]),
+        ]
+        for answer in answers:
+            assert answer.status_code == 422, answer.text
+            message = answer.json()["message"]
+            assert f"cannot be used: use at most {MAX_LAB} printable characters" in message and "\n" not in message
+    assert client.get("/v1/lab/adaptation?lab=").json()["job"] is None
+    assert client.get("/v1/lab/audit", params={"lab": " north "}).status_code == 200  # spaces around it dropped
+    assert client.get("/v1/lab/adaptation", params={"lab": "x" * MAX_LAB}).status_code == 200

@@ -62,7 +62,14 @@ def test_chromium_prints_the_reports_numbers(report_app, browser_page, tmp_path)
     page = browser_page
     page.set_extra_http_headers({"X-API-Key": KEY})
     with LiveServer(report_app) as server:
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone: never wider than its screen
+        for query in ("", "?wbc=10"):  # the absolute columns make the differential widest
+            page.goto(f"{server.url}/v1/samples/S-001/report{query}")
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), query
+            assert page.locator("table.differential").bounding_box()["width"] <= 390 - 2 * 10, query  # all in view
+        page.set_viewport_size({"width": 1366, "height": 900})
         page.goto(f"{server.url}/v1/samples/S-001/report?wbc=10")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         page.emulate_media(media="print")
         row = page.locator("tr[data-type='neutrophil']")
         assert re.sub(r"\s+", " ", row.inner_text()).strip() == "neutrophil 90 90.0 82.4–95.1 50-70% 9.00 HIGH 2-7 HIGH"

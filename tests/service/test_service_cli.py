@@ -109,3 +109,41 @@ def test_serve_defaults_are_the_settings_defaults(monkeypatch):
     assert result.exit_code == 0, result.output
     assert built == [ServiceSettings()]
     assert "--workers" not in CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
+
+
+def test_serve_refuses_a_missing_store_before_loading_the_model_and_makes_none(monkeypatch, tmp_path):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    import bloodcell.service.app as service_app
+    from bloodcell.cli.main import app
+
+    built = []
+    monkeypatch.setattr(service_app, "create_app", lambda settings, **kw: built.append(settings))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    missing = tmp_path / "lab-typo.sqlite"
+    result = CliRunner().invoke(app, ["serve", "--store", str(missing), "--port", str(free_port())])
+    assert result.exit_code != 0 and built == []
+    sentence = str(result.exception)
+    assert sentence.startswith(f"no sample store at {missing}: check the path") and "\n" not in sentence
+    assert "bloodcell users add NAME --role admin --store STORE" in sentence
+    assert not missing.exists() and not list(tmp_path.iterdir())
+
+
+def test_serve_opens_a_store_its_first_admin_made(monkeypatch, tmp_path):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    import bloodcell.service.app as service_app
+    from bloodcell.cli.main import app
+
+    built = []
+    monkeypatch.setattr(service_app, "create_app", lambda settings, **kw: built.append(settings))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    store = tmp_path / "lab.sqlite"
+    made = CliRunner().invoke(app, ["users", "add", "ada", "--role", "admin", "--store", str(store),
+                                    "--password-stdin"], input="admin-password-1\nadmin-password-1\n")
+    assert made.exit_code == 0, made.output
+    result = CliRunner().invoke(app, ["serve", "--store", str(store), "--port", str(free_port())])
+    assert result.exit_code == 0, result.output
+    assert [settings.store for settings in built] == [str(store)]

@@ -11,12 +11,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
+from bloodcell.errors import ConfigError
+from bloodcell.smear.lab_name import MAX_LAB
 from bloodcell.store.adapt_jobs import STOPPED, beat, finish_job, job_state, latest_job, start_job
 from bloodcell.store.audit import lab_trail
 from bloodcell.store.database import open_store
 from bloodcell.store.errors import ConflictError, NotFoundError, RoleError
 from bloodcell.store.lab_classifiers import adapted_model, lab_classifier, use_classifier
-from bloodcell.store.models import AdaptationJob, AuditEntry, utcnow
+from bloodcell.store.models import AdaptationJob, AuditEntry, Sample, utcnow
 
 
 def _lab_audit(store, lab: str) -> list[AuditEntry]:
@@ -143,9 +145,44 @@ def test_a_stopped_job_and_its_late_ending_end_it_once_whichever_comes_first(sto
         assert session.get(AdaptationJob, job.id).status == "done"
     assert [e.action for e in _lab_audit(store, "north")] == ["adapt_started", "adapt_done"]
 
-    long_lab = "x" * 200  # as long as a lab name may be: its trail is its own
-    other = "x" * 199 + "y"
+    long_lab = "x" * MAX_LAB  # as long as a lab name may be: its trail is its own
+    other = "x" * (MAX_LAB - 1) + "y"
     for lab in (long_lab, other):
         start_job(store, lab, people["sam"], f"{lab[-1]}.safetensors")
     with store.session() as session:
         assert [len(lab_trail(session, lab)) for lab in (long_lab, other)] == [1, 1]
+
+
+@pytest.mark.parametrize("lab", ["x" * (MAX_LAB + 1), "é" * (MAX_LAB + 3), "north\tlab", "north\nsouth", "a\x00b"])
+def test_a_lab_name_the_rule_refuses_reaches_no_column_of_the_store(store, people, tmp_path, lab):
+    """On PostgreSQL a name whose audit target ('lab:' and the name) is over 200 characters failed the insert."""
+    from store_helpers import counted_doc
+
+    from bloodcell.store.samples import record_count
+
+    with pytest.raises(ConfigError, match=r"^the lab name .* cannot be used: use at most 196 printable characters"):
+        start_job(store, lab, people["sam"], "m.safetensors")
+    with pytest.raises(ConfigError, match="cannot be used"), store.session() as session:
+        use_classifier(session, lab, None, people["sam"])
+    with pytest.raises(ConfigError, match="cannot be used"), store.session() as session:
+        record_count(session, store.photos, counted_doc(tmp_path / "photos", "L-1"), "tia", lab=lab)
+    with store.session() as session:
+        assert session.query(AdaptationJob).count() == 0 and session.query(Sample).count() == 0
+        assert not [e for e in session.query(AuditEntry) if e.target.startswith(("lab", "sample"))]
+
+
+def test_the_longest_lab_name_fits_every_column_it_reaches(store, people, tmp_path):
+    from store_helpers import counted_doc
+
+    from bloodcell.store.samples import find, record_count
+
+    lab = "Лаб " + "x" * (MAX_LAB - 4)
+    job = start_job(store, lab, people["sam"], "m.safetensors")
+    finish_job(store, job.id, message="done", figures={"cv_accuracy": 0.9}, sha256="ab" * 32)
+    with store.session() as session:
+        use_classifier(session, lab, ("m.safetensors", "ab" * 32), people["sam"])
+        record_count(session, store.photos, counted_doc(tmp_path / "photos", "L-1"), "tia", lab=lab)
+    with store.session() as session:
+        assert find(session, "L-1").lab == lab and lab_classifier(session, lab).model_name == "m.safetensors"
+        assert [e.action for e in lab_trail(session, lab)] == ["adapt_started", "adapt_done", "use_classifier"]
+        assert {e.target for e in lab_trail(session, lab)} == {f"lab:{lab}"}

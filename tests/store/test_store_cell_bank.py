@@ -227,3 +227,24 @@ def test_a_type_the_model_does_not_have_is_named_as_a_type_not_a_class_folder(st
     with pytest.raises(DataError, match=r"^type\(s\) blast are not classes of the model"):
         bank_adapt.adapt_from_bank(store, model, tmp_path / "adapted.safetensors", lab="Lab S", actor="sam")
     assert not (tmp_path / "adapted.safetensors").exists()
+
+
+@pytest.mark.parametrize("lab", ["x" * 197, "north\tsouth"])
+def test_every_lab_option_refuses_a_name_the_rule_refuses_in_one_sentence(store_spec, tmp_path, lab):
+    """adapt --lab (CELLS or --store), detector adapt --lab and samples lab-audit: one rule, checked before any work."""
+    from bloodcell.errors import ConfigError
+    from bloodcell.store.database import open_store
+
+    open_store(store_spec).close()
+    out = tmp_path / "a.safetensors"
+    commands = [["adapt", str(tmp_path), "--lab", lab, "-o", str(out)],
+                ["adapt", "--store", store_spec, "--lab", lab, "-o", str(out)],
+                ["detector", "adapt", str(tmp_path), "--lab", lab, "-o", str(out)],
+                ["detector", "adapt", "--store", store_spec, "--lab", lab, "-o", str(out)],
+                ["samples", "lab-audit", lab, "--store", store_spec]]
+    for command in commands:
+        refused = CliRunner().invoke(app, command)
+        assert refused.exit_code != 0 and isinstance(refused.exception, ConfigError), (command, refused.output)
+        assert str(refused.exception).startswith("the lab name ") and "cannot be used: use at most 196 printable" \
+            in str(refused.exception), command
+        assert not out.exists()

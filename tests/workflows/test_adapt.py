@@ -61,6 +61,7 @@ def test_adapting_fixes_a_shifted_lab_and_keeps_the_other_classes(model, tmp_pat
     meta = read_checkpoint_meta(result.path)["adaptation"]
     assert meta["lab"] == "lab" and meta["cells"] == dict.fromkeys(LAB_CLASSES, 8)
     assert meta["cv_accuracy"] == result.fit.cv_accuracy and "/" not in meta["base"]
+    assert meta["worse_than_unadapted"] is False
     assert meta["recipe"]["anchor"] == result.fit.anchor and meta["recipe"]["strength"] == result.fit.strength
 
 
@@ -351,3 +352,45 @@ def test_models_info_refuses_a_missing_or_hostile_model_file_in_one_sentence(tmp
     hostile.write_bytes(struct.pack("<Q", len(header)) + header.encode())
     refused = runner.invoke(app, ["models", "info", str(hostile)])
     assert refused.exit_code != 0 and isinstance(refused.exception, CheckpointError)
+
+
+def _mislabelled(root: Path) -> Path:
+    """Cells in the model's own colours, a third of each type's in another type's colour (a mislabelled bank): the
+    unadapted model types 2 in 3 right by their labels, the adapted layer learns the wrong labels (1 in 2 out of fold)."""
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(LAB_CLASSES):
+        for i in range(6):
+            colour = COLOURS[PBC_CLASSES.index(LAB_CLASSES[(k + 1) % 3] if i < 2 else name)]
+            write_image(root / name / f"{name}_{i}.png", colour, rng)
+    return root
+
+
+def test_adapting_that_would_type_the_labs_cells_worse_is_refused_unless_allowed(model, tmp_path):
+    from bloodcell.workflows.adapt import WorseThanUnadapted
+
+    cells, out = _mislabelled(tmp_path / "lab"), tmp_path / "lab.safetensors"
+    with pytest.raises(WorseThanUnadapted) as refused:
+        adapt(model, cells, out)
+    sentence = str(refused.value)
+    assert sentence.startswith("adapting would type your lab's own cells worse: 50.0% correct adapted (")
+    assert "against 66.7% for the unadapted model on the same 18 cells, so no model was written: give more cells of " \
+           "each type" in sentence and "check that each cell's type is right" in sentence
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+    result = adapt(model, cells, out, allow_worse=True)
+    record = read_checkpoint_meta(result.path)["adaptation"]
+    assert record["worse_than_unadapted"] is True and record["cv_accuracy"] < record["cv_accuracy_before"]
+
+
+def test_the_cli_refuses_a_worse_adapted_model_in_one_sentence_and_writes_it_with_allow_worse(model, tmp_path):
+    cells, out = _mislabelled(tmp_path / "lab"), tmp_path / "lab.safetensors"
+    refused = CliRunner().invoke(app, ["adapt", str(cells), "--model", str(model), "-o", str(out)])
+    assert refused.exit_code != 0 and isinstance(refused.exception, DataError) and not out.exists()
+    sentence = str(refused.exception)
+    assert "50.0% correct adapted" in sentence and "66.7% for the unadapted model" in sentence
+    assert sentence.endswith("or pass --allow-worse to write it all the same") and "\n" not in sentence
+    allowed = CliRunner().invoke(app, ["adapt", str(cells), "--model", str(model), "-o", str(out), "--allow-worse"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "warning: written because of --allow-worse" in allowed.output and "(50.0% adapted, 66.7% before" \
+        in allowed.output
+    assert read_checkpoint_meta(out)["adaptation"]["worse_than_unadapted"] is True

@@ -9,6 +9,7 @@ import typer
 
 from bloodcell.errors import ConfigError
 from bloodcell.outputs import check_output_file
+from bloodcell.smear.lab_name import check_lab
 
 
 def adapt(
@@ -20,6 +21,7 @@ def adapt(
     unlabelled: Optional[Path] = typer.Option(None, "--unlabelled", help="Instead of labelled cells: a folder of your lab's white-cell images, no labels (at least 20)."),
     counted: Optional[Path] = typer.Option(None, "--counted", help="Instead of labelled cells: the output folder of `bloodcell count` (one sample, or a folder of samples); their typed white cells, no labels."),
     seed: int = typer.Option(0, help="Seed of the cross-validation folds."),
+    allow_worse: bool = typer.Option(False, "--allow-worse", help="Write the adapted model even when its cross-validated accuracy on your cells is below the unadapted model's on the same cells (refused otherwise; the model records it)."),
 ) -> None:
     """Adapt a model to your lab from its reviewed cells, or its unlabelled ones, and say what that changed.
 
@@ -33,28 +35,24 @@ def adapt(
                         + (f", not {' and '.join(given)}" if given else ""))
     if store is not None and lab is None:
         raise ConfigError("--store needs --lab: the lab whose cell bank in the store is used")
-    if lab is not None and store is None and not lab.strip():
+    lab = check_lab(lab) if lab is not None else None
+    if lab is not None and store is None and not lab:
         raise ConfigError("--lab names your lab: give its name, or leave --lab out to use the folder's name")
     if lab is not None and store is None and cells is None:
         raise ConfigError("--lab names the lab of labelled cells (CELLS) or of a cell bank (--store), not of unlabelled ones")
+    if allow_worse and (unlabelled is not None or counted is not None):
+        raise ConfigError("--allow-worse is for labelled cells (CELLS or --store): adapting from unlabelled ones "
+                          "keeps the model unadapted when a label-free rule says it would not help")
     check_output_file(output, (".safetensors",), "adapted checkpoint")
     if unlabelled is not None or counted is not None:
         _adapt_unlabelled(model, unlabelled, counted, output)
         return
-    if store is None:
-        from bloodcell.workflows.adapt import adapt as run_adapt
+    from bloodcell.workflows.adapt import WorseThanUnadapted
 
-        result = run_adapt(model, cells, output, seed=seed, lab=lab)
-    else:
-        from bloodcell.store.components import system_account
-        from bloodcell.store.database import open_store
-        from bloodcell.workflows.bank_adapt import adapt_from_bank
-
-        kept = open_store(store, create=False)
-        try:
-            result = adapt_from_bank(kept, model, output, lab=lab, actor=system_account(), seed=seed)
-        finally:
-            kept.close()
+    try:
+        result = _adapt_labelled(model, cells, store, lab, output, seed, allow_worse)
+    except WorseThanUnadapted as exc:
+        raise WorseThanUnadapted(f"{exc}, or pass --allow-worse to write it all the same") from None
     fit = result.fit
     counts = ", ".join(f"{name} {n}" for name, n in result.cells.items())
     typer.echo(f"adapted on {sum(result.cells.values())} cells ({counts}) -> {result.path}")
@@ -75,7 +73,27 @@ def adapt(
         typer.echo(f"a cell the model itself calls {' or '.join(result.gated)} keeps that type (the adapted layer "
                    "decides the others)", err=True)
     if fit.cv_accuracy < fit.cv_accuracy_before:
-        typer.echo("adapting did not help on these cells: keep the original model, or add more cells", err=True)
+        typer.echo(f"warning: written because of --allow-worse, though adapting types your cells worse "
+                   f"({fit.cv_accuracy:.1%} adapted, {fit.cv_accuracy_before:.1%} before; the model records it): "
+                   "keep the original model, or give more cells of each type and check their types", err=True)
+
+
+def _adapt_labelled(model: str, cells: Optional[Path], store: Optional[str], lab: Optional[str], output: Path,
+                    seed: int, allow_worse: bool):
+    """The adaptation from labelled cells: the folder CELLS, or the lab's cell bank in ``store``."""
+    if store is None:
+        from bloodcell.workflows.adapt import adapt as run_adapt
+
+        return run_adapt(model, cells, output, seed=seed, lab=lab, allow_worse=allow_worse)
+    from bloodcell.store.components import system_account
+    from bloodcell.store.database import open_store
+    from bloodcell.workflows.bank_adapt import adapt_from_bank
+
+    kept = open_store(store, create=False)
+    try:
+        return adapt_from_bank(kept, model, output, lab=lab, actor=system_account(), seed=seed, allow_worse=allow_worse)
+    finally:
+        kept.close()
 
 
 def _adapt_unlabelled(model: str, unlabelled: Path | None, counted: Path | None, output: Path) -> None:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from bloodcell.cli.choices import CropSet, Taxonomy
 from bloodcell.cli.options import DataRoot
-from bloodcell.outputs import check_output_folder
+from bloodcell.outputs import check_output_file, check_output_folder
 
 app = typer.Typer(help="Datasets: registry, download, integrity checks, frozen splits, statistics.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -52,7 +52,7 @@ def fetch_command(
 @app.command("check")
 def check_command(
     name: str = typer.Argument(..., help="Dataset name."),
-    report: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the full JSON report here."),
+    report: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the full JSON report to this .json file (checked before the scan)."),
     near_distance: int = typer.Option(4, "--near-distance", help="pHash Hamming distance for near-duplicates (-1: exact only)."),
     blur_z: float = typer.Option(-3.5, "--blur-z", help="Robust z-score of log focus (per class) below which images are blurry."),
     data_root: DataRoot = None,
@@ -61,6 +61,8 @@ def check_command(
     from bloodcell.data.check import check_dataset
     from bloodcell.writing import write_json
 
+    if report is not None:  # before the scan, which may take minutes: a bad --output fails at once
+        check_output_file(report, (".json",), "check report")
     result = check_dataset(name, data_root, near_distance=near_distance, blur_z=blur_z)
     _warn(result["warnings"])
     table = Table(title=f"{result['dataset']}: {result['files']} files in {result['root']} ({result['seconds']} s)")
@@ -73,7 +75,6 @@ def check_command(
         table.add_row(key.replace("_", " "), str(len(items)), examples)
     console.print(table)
     if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
         write_json(report, result, indent=1)
         console.print(f"report written to {report}")
 
@@ -174,7 +175,6 @@ def style_bank(
     import shlex
     import sys
 
-    from bloodcell.outputs import check_output_file
     from bloodcell.workflows.style_bank import build_style_bank
 
     check_output_file(output, (".json",), "style bank")

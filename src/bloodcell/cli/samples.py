@@ -102,15 +102,17 @@ def lab_audit(
     format: FormatOption = "table",
 ) -> None:
     """A lab's own changes, oldest first: adapting jobs started, done or failed, the classifier its counts use."""
+    from bloodcell.smear.lab_name import check_lab
     from bloodcell.store.audit import lab_trail
     from bloodcell.store.database import open_store
 
     _format(format)
+    lab = check_lab(lab)
     with open_store(store, create=False).session() as session:
-        entries = lab_trail(session, lab.strip())
+        entries = lab_trail(session, lab)
         _print_trail(entries, format)
     if not entries and format == "table":
-        typer.echo(f"nothing recorded for lab {lab.strip()!r} yet: it has adapted no classifier and chosen none "
+        typer.echo(f"nothing recorded for lab {lab!r} yet: it has adapted no classifier and chosen none "
                    "(check the lab's name, as `samples show` gives it)")
 
 

@@ -63,7 +63,7 @@ def serve(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per inference job (torch.set_num_threads; onnx: concurrent batches)."),
     allowed_host: Optional[list[str]] = typer.Option(None, "--allowed-host", help="A host name clients may use to reach the server (repeatable; *.lab.org for sub-domains, * for any); the bound address and localhost are always allowed."),
     cors_origin: Optional[list[str]] = typer.Option(None, "--cors-origin", help="Another site whose pages may call the API, e.g. https://lims.lab.org (repeatable; default: only the service's own page)."),
-    store: Optional[str] = typer.Option(None, "--store", help="Serve this sample store too (an SQLite file or a postgresql:// URL): sign-in, /v1/samples, decisions, sign-off, exports."),
+    store: Optional[str] = typer.Option(None, "--store", help="Serve this sample store too (an SQLite file or a postgresql:// URL): sign-in, /v1/samples, decisions, sign-off, exports. It must exist: its first admin makes it (bloodcell users add NAME --role admin --store STORE)."),
     models_dir: Optional[Path] = typer.Option(None, "--models-dir", help="With --store: the folder a supervisor's \"Adapt\" button writes the classifier adapted from the lab's cell bank to (without it the button says so)."),
 ) -> None:
     """Serve the HTTP API (/v1/classify, /v1/count, /docs, /metrics) and the web page at /.
@@ -73,6 +73,10 @@ def serve(
     Set BLOODCELL_API_KEY to require a key on /v1/* and /metrics. Requests must name the bound address, localhost or an --allowed-host; POSTs from other sites' pages are refused unless given with --cors-origin.
     """
     check_port(host, port)
+    if store:  # before the model loads; a mistyped --store is refused, never made a new, empty store
+        from bloodcell.store.database import open_store
+
+        open_store(store, create=False).close()
     import uvicorn
 
     from bloodcell.service.app import create_app

@@ -119,6 +119,17 @@ code { font-family: "DejaVu Sans Mono", monospace; font-size: 7.5pt; word-break:
 .photos figcaption { font-size: 7.5pt; overflow-wrap: anywhere; }
 @media screen { body { background: #f4f4f4; } main { background: #fff; padding: 12mm; margin: 8px auto;
                 box-shadow: 0 0 4px #aaa; } }
+/* a phone (390 px): no sheet margins, the header stacked, the differential's columns as narrow as their numbers
+   allow (they wrap at a dash); never wider than the screen (the table scrolls in its box if it must) */
+@media screen and (max-width: 600px) {
+  main { padding: 3mm; margin: 0; box-shadow: none; }
+  header { flex-wrap: wrap; gap: 2px 8px; } header > .meta { text-align: left; flex-shrink: 1; }
+  h1 { overflow-wrap: normal; }
+  table.differential { font-size: 7.5pt; } table.differential th:last-child { width: auto; }
+  th, td { padding: 2px 3px; }
+  td.num, th.num { white-space: normal; }
+  .wide { overflow-x: auto; }
+}
 """
 
 
@@ -143,10 +154,11 @@ def _differential(data: SampleReportData) -> str:
     if data.typing_unavailable:
         return f"<p>White-cell types are unavailable: {_e(data.typing_unavailable)}</p>"
     absolute = data.wbc_per_nl is not None
+    # soft hyphens: on a phone the long header words break, so that the table fits the screen
     head = ("<tr><th>White-cell type</th><th class='num'>n</th><th class='num'>%</th>"
-            "<th class='num'>95%<br>interval</th><th class='num'>Reference<br>%</th>"
-            + ("<th class='num'>Absolute<br>&times;10<sup>9</sup>/L</th>"
-               "<th class='num'>Reference<br>&times;10<sup>9</sup>/L</th>" if absolute else "") + "<th>Flag</th></tr>")
+            "<th class='num'>95%<br>inter&shy;val</th><th class='num'>Refer&shy;ence<br>%</th>"
+            + ("<th class='num'>Abso&shy;lute<br>&times;10<sup>9</sup>/L</th>"
+               "<th class='num'>Refer&shy;ence<br>&times;10<sup>9</sup>/L</th>" if absolute else "") + "<th>Flag</th></tr>")
     rows = []
     for line in data.lines:
         cells = (f"<td>{_e(line.type)}</td><td class='num'>{line.count}</td><td class='num'>{line.percent:.1f}</td>"
@@ -160,7 +172,7 @@ def _differential(data: SampleReportData) -> str:
     concentration = (f"White-cell concentration given: {data.wbc_per_nl:g} &times;10<sup>9</sup>/L (absolute count ="
                      " percent &times; concentration)." if absolute else
                      "Absolute counts need the blood's white-cell concentration from an analyser (--wbc).")
-    return (f"<table class='differential'>{head}{''.join(rows)}</table>"
+    return (f"<div class='wide'><table class='differential'>{head}{''.join(rows)}</table></div>"
             f"<p class='small'>{counted(data.white_cells_typed, 'white cell')} typed. {concentration} HIGH or LOW only "
             "when the whole exact binomial 95% interval of the percentage (Clopper&ndash;Pearson, as in R&uuml;mke's "
             "tables) lies outside the reference interval (for an absolute count: that interval times the "
@@ -198,7 +210,7 @@ def render_html(data: SampleReportData) -> str:
     sources = "".join(f"<li>{_e(source)}</li>" for source in data.sources)
     lab = f" &middot; {_e(data.lab)}" if data.lab else ""
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Sample {_e(data.sample_id)}: differential report</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Sample {_e(data.sample_id)}: differential report</title>
 <style>{STYLE}</style></head><body><main>
 <header><div><h1>White-cell differential report</h1><div>Sample <strong id="sample-id">{_e(data.sample_id)}</strong>{lab}</div></div>
 <div class="meta">counted {_e(data.counted_at)}<br>status: {_e(data.status.replace('_', ' '))}<br>printed {_e(data.generated_at)}</div></header>

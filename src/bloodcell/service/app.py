@@ -66,6 +66,7 @@ from bloodcell.service.schemas import (
     CountResponse,
     ErrorResponse,
     HealthResponse,
+    LabName,
     ModelInfo,
     ModelsResponse,
     PhotoKindResponse,
@@ -84,6 +85,7 @@ from bloodcell.service.settings import Limits, ServiceSettings
 from bloodcell.smear import documents
 from bloodcell.smear.counting import MIN_SMEAR_SIDE, PhotoCounter, count_photos
 from bloodcell.smear.sample_id import RULE as SAMPLE_ID_RULE
+from bloodcell.smear.lab_name import RULE as LAB_RULE
 from bloodcell.smear.sample_id import sample_id_problem
 from bloodcell.smear.counting import count_image as library_count_image
 from bloodcell.smear.photo_kind import photo_kind, too_small
@@ -347,8 +349,8 @@ OptionalFiles = Annotated[list[UploadFile] | None, File(description="The sample'
 SampleId = Annotated[str | None, Form(description="The sample these photos belong to (shown in the report; the id it is "
                                                   f"kept under when signed in): {SAMPLE_ID_RULE}.")]
 AddToSample = Annotated[bool, Form(description="Add these photos to the kept sample `sample_id` (signed in only).")]
-LabField = Annotated[str, Form(max_length=200, description="The lab the sample comes from (default: none): its cells are "
-                                                           "typed with the model chosen for that lab.")]
+LabField = Annotated[LabName, Form(description="The lab the sample comes from (default: none): its cells are typed "
+                                               f"with the model chosen for that lab; {LAB_RULE}.")]
 ReviewPart = Annotated[UploadFile, File(description="The review as JSON (see the endpoint's description).")]
 
 
@@ -679,7 +681,6 @@ def _add_sample_routes(app: FastAPIOffline) -> None:
             raise RequestRejected(422, "invalid_request", problem)
         keep = state.store is not None and bool(request.cookies.get(COOKIE)) and CSRF_HEADER in request.headers
         person = signed_in_caller(state.store, state.settings.api_key, request, change=True) if keep else None
-        lab = lab.strip()
         if person is not None and add_to_sample:  # added photos are typed with the kept sample's lab's classifier
             lab = await run_in_threadpool(lab_of_kept, state.store, sample_id, lab)
         classifier = await run_in_threadpool(state.counting_classifier, lab)

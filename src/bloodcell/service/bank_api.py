@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
@@ -40,6 +40,7 @@ from bloodcell.provenance import file_sha256
 from bloodcell.service.lab_models import LabModels
 from bloodcell.service.limits import RequestRejected
 from bloodcell.service.samples_api import http_errors, signed_in_caller
+from bloodcell.service.schemas import LabName
 from bloodcell.store.adapt_jobs import HEARTBEAT_S, STALE_S, beat, finish_job, job_state, latest_job, start_job
 from bloodcell.store.audit import entry_dict, lab_trail
 from bloodcell.store.cell_bank import bank_summary
@@ -64,14 +65,13 @@ class BankAdapter:
 class AdaptationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lab: str = Field(max_length=200,
-                     description="The lab whose cell bank is used (\"\": the samples kept without a lab name).")
+    lab: LabName = Field(description="The lab whose cell bank is used (\"\": the samples kept without a lab name).")
 
 
 class ClassifierRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lab: str = Field(max_length=200, description="The lab whose new counts are typed (\"\": the service's counts).")
+    lab: LabName = Field(description="The lab whose new counts are typed (\"\": the service's counts).")
     model: str | None = Field(max_length=500, description="A model file one of the lab's finished adapting jobs "
                               "wrote; null: the service's own model.")
 
@@ -202,11 +202,10 @@ def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list
         return {"classifier": chosen, "service_model": service_model}
 
     @router.get("/lab/adaptation")
-    def adaptation(request: Request, lab: str = Query("", max_length=200)) -> dict[str, Any]:
+    def adaptation(request: Request, lab: Annotated[LabName, Query()] = "") -> dict[str, Any]:
         """The lab's bank, whether adapting from it can start (else why not), its latest job and the classifier
         its new counts are typed with (``classifier``: the adapted one chosen, null: ``service_model``)."""
         signed_in_caller(store, api_key, request)
-        lab = lab.strip()
         bank = bank_of(lab)
         job = jobs.latest(lab) if jobs is not None else None
         refused = None if jobs is None else jobs.refusal(lab, bank["counts"])
@@ -214,11 +213,11 @@ def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list
         return {**bank, "can_adapt": blocked is None, "why_not": blocked, "job": job, **in_use(lab)}
 
     @router.get("/lab/audit")
-    def lab_audit(request: Request, lab: str = Query("", max_length=200)) -> list[dict[str, Any]]:
+    def lab_audit(request: Request, lab: Annotated[LabName, Query()] = "") -> list[dict[str, Any]]:
         """The lab's own audit trail (adapting jobs, classifier chosen), oldest first."""
         signed_in_caller(store, api_key, request)
         with http_errors(), store.session() as session:
-            return [entry_dict(e) for e in lab_trail(session, lab.strip())]
+            return [entry_dict(e) for e in lab_trail(session, lab)]
 
     @router.post("/lab/adaptation", status_code=202)
     def start(body: AdaptationRequest, request: Request) -> JSONResponse:
@@ -228,7 +227,7 @@ def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list
             raise RequestRejected(503, "no_adapter", "this server cannot adapt models (it was built without the "
                                   "adapt workflow; `bloodcell serve` has it)")
         with http_errors():
-            job = jobs.start(body.lab.strip(), person, bank_of(body.lab.strip())["counts"])
+            job = jobs.start(body.lab, person, bank_of(body.lab)["counts"])
         return JSONResponse(job, status_code=202)
 
     @router.post("/lab/classifier")
@@ -237,7 +236,7 @@ def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list
         (a supervisor or an admin; audited). 404: not a model adapted for the lab; 409: it cannot be used."""
         person = signed_in_caller(store, api_key, request, change=True)
         with http_errors():
-            models.choose(body.lab.strip(), body.model, person)
-        return in_use(body.lab.strip())
+            models.choose(body.lab, body.model, person)
+        return in_use(body.lab)
 
     app.include_router(router)

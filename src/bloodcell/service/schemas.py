@@ -5,13 +5,27 @@ The counted photo's parts (boxes, tallies, typing) are the counts.json schema of
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
+from bloodcell.smear.lab_name import lab_problem
 from bloodcell.smear.sample_id import RULE as SAMPLE_ID_RULE
 from bloodcell.smear.sample_id import sample_id_problem
 from bloodcell.smear.schema import Box, Coordinate, Tally, Typing
+
+
+def _lab_name(lab: str) -> str:
+    """``lab`` by the one rule for a lab's name (spaces around it dropped); a 422 with the rule's sentence otherwise."""
+    problem = lab_problem(lab)
+    if problem:
+        raise PydanticCustomError("lab_name", "{problem}", {"problem": problem})
+    return lab.strip()
+
+
+#: Every ``lab`` field of the API (form, query or JSON): a lab's name by :mod:`bloodcell.smear.lab_name`.
+LabName = Annotated[str, AfterValidator(_lab_name)]
 
 
 class ErrorResponse(BaseModel):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import unicodedata
 
 from bloodcell.errors import ConfigError
+from bloodcell.wording import shown
 
 #: So that an audit entry's target ("sample:" and the id) fits the store's 200 characters.
 MAX_SAMPLE_ID = 190
@@ -25,8 +26,7 @@ def sample_id_problem(sample_id: object) -> str | None:
             and sample_id == sample_id.strip() and not sample_id.startswith(".")
             and unicodedata.category(sample_id[0])[0] != "M"):
         return None
-    shown = repr(sample_id) if not isinstance(sample_id, str) or len(sample_id) <= 60 else repr(sample_id[:57] + "...")
-    return f"the sample id {shown} cannot be used: {RULE}"
+    return f"the sample id {shown(sample_id)} cannot be used: {RULE}"
 
 
 def check_sample_id(sample_id: str) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bloodcell.smear.lab_name import check_lab
 from bloodcell.store.audit import lab_target, record
 from bloodcell.store.errors import ConflictError
 from bloodcell.store.models import AdaptationJob, utcnow
@@ -54,8 +55,9 @@ def latest_job(session: Session, lab: str, stale_s: float = STALE_S) -> Adaptati
 
 def start_job(store, lab: str, by: Person, model_name: str, stale_s: float = STALE_S) -> AdaptationJob:
     """A new running job of ``lab`` started by ``by`` (audited) that writes the model file ``model_name``;
-    ConflictError while another job of the lab runs."""
+    ConflictError while another job of the lab runs; ConfigError for a name the lab-name rule refuses."""
     by.require("adapt")
+    check_lab(lab)  # before any query: PostgreSQL refuses a NUL in one, SQLite does not
     try:
         with store.session() as session:
             fail_stopped(session, lab, stale_s)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
+from bloodcell.smear.lab_name import check_lab
 from bloodcell.store.errors import StoreError
 from bloodcell.store.models import AuditEntry, Sample
 
@@ -26,10 +26,9 @@ def trail(session: Session, sample: Sample) -> list[AuditEntry]:
 
 
 def lab_target(lab: str) -> str:
-    """The target the audit trail names a lab's own entries by (its adapting jobs, the classifier it counts with); a
-    name too long for the column is named by its SHA-256, so that two long names never share a trail."""
-    target = f"lab:{lab}"
-    return target if len(target) <= 200 else f"lab-sha256:{hashlib.sha256(lab.encode()).hexdigest()}"
+    """The target the audit trail names a lab's own entries by (its adapting jobs, the classifier it counts with);
+    ConfigError for a name the one rule (:mod:`bloodcell.smear.lab_name`) refuses, whose target would not fit."""
+    return f"lab:{check_lab(lab)}"
 
 
 def lab_trail(session: Session, lab: str) -> list[AuditEntry]:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bloodcell.smear.lab_name import check_lab
 from bloodcell.store.adapt_jobs import iso
 from bloodcell.store.audit import lab_target, record
 from bloodcell.store.errors import NotFoundError
@@ -42,8 +43,9 @@ def adapted_model(session: Session, lab: str, model_name: str) -> AdaptationJob:
 
 def use_classifier(session: Session, lab: str, model: tuple[str, str] | None, by: Person) -> dict[str, Any] | None:
     """Type ``lab``'s new counts with ``model`` (file name, SHA-256), or with the service's own model (None); by a
-    supervisor or an admin, audited."""
+    supervisor or an admin, audited; ConfigError for a name the lab-name rule refuses."""
     by.require("adapt")
+    check_lab(lab)  # before any query: PostgreSQL refuses a NUL in one, SQLite does not
     row = session.get(LabClassifier, lab)
     before = describe(row)
     if model is None:

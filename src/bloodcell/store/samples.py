@@ -21,6 +21,7 @@ from bloodcell.errors import ConfigError, DataError
 from bloodcell.smear.referral import review_targets
 from bloodcell.smear.differential import differential
 from bloodcell.smear.lab_check import lab_check
+from bloodcell.smear.lab_name import check_lab
 from bloodcell.smear.sample_id import check_sample_id
 from bloodcell.smear.schema import SampleResult
 from bloodcell.store.audit import record
@@ -68,7 +69,7 @@ def record_count(session: Session, photos: PhotoFolder, result: SampleResult, ac
     meant for a person, why (the sample's ``wbc_referred``), and the models used. ``photo_bytes``: each counted
     photo's bytes, in ``result.images``' order (default: read from each photo's path)."""
     check_new(session, [result.sample_id])
-    sample = Sample(sample_id=result.sample_id, lab=lab, status="counted", note="",
+    sample = Sample(sample_id=result.sample_id, lab=check_lab(lab), status="counted", note="",
                     classifier_name=classifier[0], classifier_sha256=classifier[1],
                     detector_name=detector[0], detector_sha256=detector[1],
                     typing_unavailable=result.sample.wbc_typing_unavailable)

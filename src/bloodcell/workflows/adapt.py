@@ -12,7 +12,11 @@ and its out-of-distribution guard learns the lab's cells as a familiar source. T
 checkpoint that ``predict``, ``count``, ``serve`` and ``evaluate`` take with ``--model``; its
 ``adaptation`` metadata records the lab, the cells and the cross-validated accuracy (an estimate
 of the accuracy on that lab, slightly optimistic: see :mod:`bloodcell.train.head`), next to the
-unadapted model's accuracy on the same cells.
+unadapted model's accuracy on the same cells. Both are measured on the plain view of the same cells by models
+that did not learn from them (the unadapted one never saw them; the adapted recipe is scored out of fold), so
+they compare: when the adapted figure is the lower, adapting would type the lab's own cells worse (too few or
+mislabelled cells) and no model is written (:class:`WorseThanUnadapted`) unless ``allow_worse``; the record
+then says so (``worse_than_unadapted``).
 """
 
 from __future__ import annotations
@@ -40,6 +44,18 @@ MIN_CELLS = 5
 ENOUGH_CELLS = 20
 #: Metadata the adapted checkpoint keeps; a typing record measured on the base model is not kept (it no longer holds).
 _KEPT = ("taxonomy", "dataset", "manifest_sha256")
+
+
+class WorseThanUnadapted(DataError):
+    """Adapting would type the lab's own cells worse than the unadapted model does (no model was written)."""
+
+
+def worse_sentence(fit: HeadFit, cells: int) -> str:
+    """What a refused adapting says: both figures on the same cells, and what to do."""
+    return (f"adapting would type your lab's own cells worse: {fit.cv_accuracy:.1%} correct adapted "
+            f"({fit.folds}-fold cross-validated) against {fit.cv_accuracy_before:.1%} for the unadapted model on the "
+            f"same {cells} cells, so no model was written: give more cells of each type (about {ENOUGH_CELLS}) and "
+            "check that each cell's type is right")
 
 
 @dataclass
@@ -124,9 +140,11 @@ def _guard_with_lab(guard: OODGuard | None, pixels: np.ndarray, features: np.nda
 
 
 def adapt(model: str | Path, cells_dir: str | Path | Cells, out: str | Path, seed: int = 0,
-          lab: str | None = None) -> Adaptation:
+          lab: str | None = None, allow_worse: bool = False) -> Adaptation:
     """Adapt ``model`` (bundled name or .safetensors) to the lab of ``cells_dir`` (a folder, or cells already read,
-    e.g. a lab's cell bank in the store) and write ``out``; ``lab`` names the lab (default: the folder's name)."""
+    e.g. a lab's cell bank in the store) and write ``out``; ``lab`` names the lab (default: the folder's name).
+    WorseThanUnadapted (one sentence, nothing written) when the adapted model's cross-validated accuracy is below
+    the unadapted model's on the same cells, unless ``allow_worse``."""
     checkpoint = load_checkpoint(model)
     if isinstance(classifier_layer(checkpoint.model), GatedHead):
         base = checkpoint.meta.get("adaptation", {}).get("base", "the model it was adapted from")
@@ -139,11 +157,15 @@ def adapt(model: str | Path, cells_dir: str | Path | Cells, out: str | Path, see
     labels = np.array([checkpoint.class_names.index(label) for label in cells.labels])
     fit = adapt_head(features, labels, head.weight.detach().numpy().reshape(head.weight.shape[0], -1),
                      head.bias.detach().numpy(), seed=seed, temperature0=checkpoint.temperature)
+    worse = fit.cv_accuracy < fit.cv_accuracy_before
+    if worse and not allow_worse:
+        raise WorseThanUnadapted(worse_sentence(fit, len(labels)))
     gate = _write_layer(checkpoint.model, fit, len(checkpoint.class_names), checkpoint.temperature)
     lab = lab or Path(cells_dir).resolve().name
     extra: dict[str, Any] = {k: checkpoint.meta[k] for k in _KEPT if k in checkpoint.meta}
     extra["adaptation"] = {"lab": lab, "cells": counts, "cv_accuracy": fit.cv_accuracy, "folds": fit.folds,
-                           "cv_accuracy_before": fit.cv_accuracy_before, "strength": fit.strength,
+                           "cv_accuracy_before": fit.cv_accuracy_before, "worse_than_unadapted": worse,
+                           "strength": fit.strength,
                            "recipe": recipe(fit, checkpoint.class_names),
                            "base": Path(str(model)).name, "base_sha256": file_sha256(checkpoint.path),
                            "commit": git_commit(), "created": now()}

@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bloodcell.errors import ConfigError, DataError
+from bloodcell.errors import DataError
 from bloodcell.provenance import file_sha256
+from bloodcell.smear.lab_name import check_lab
 from bloodcell.smear.review import WANTED
 from bloodcell.store.cell_bank import bank_crops, record_classifier_adaptation
 from bloodcell.workflows.adapt import MIN_CELLS, Adaptation, adapt
@@ -24,14 +25,6 @@ if TYPE_CHECKING:
 
 #: The name an adapted model gives a lab whose samples were kept without a lab name (the page's and ``count``'s).
 UNNAMED_LAB = "this lab"
-
-
-def check_lab(lab: str) -> str:
-    """``lab`` as the store keeps it (an empty name: the samples kept without one); ConfigError when too long."""
-    if not isinstance(lab, str) or len(lab.strip()) > 200:
-        raise ConfigError("--lab must name the lab in at most 200 characters (\"\" for the samples kept without a "
-                          "lab name)")
-    return lab.strip()
 
 
 def too_few(counts: dict[str, int], lab: str) -> str | None:
@@ -63,10 +56,11 @@ def bank_of(store: Store, lab: str) -> tuple[Cells, dict[str, list[int]]]:
 
 
 def adapt_from_bank(store: Store, model: str | Path, output: str | Path, *, lab: str, actor: str,
-                    seed: int = 0) -> Adaptation:
+                    seed: int = 0, allow_worse: bool = False) -> Adaptation:
     """Adapt ``model`` from ``lab``'s cell bank in ``store`` and write ``output``; each sample used keeps an
     ``adapt_classifier`` entry (by ``actor``) in its audit trail. DataError (one sentence) when the bank is too
-    small: how many more cells of which types are needed."""
+    small: how many more cells of which types are needed; WorseThanUnadapted when adapting would type the bank's
+    cells worse than the unadapted model (unless ``allow_worse``)."""
     lab = check_lab(lab)
     cells, used = bank_of(store, lab)
     counts: dict[str, int] = {}
@@ -75,10 +69,11 @@ def adapt_from_bank(store: Store, model: str | Path, output: str | Path, *, lab:
     sentence = too_few(counts, lab)
     if sentence:
         raise DataError(sentence)
-    result = adapt(model, cells, output, seed=seed, lab=lab or UNNAMED_LAB)
+    result = adapt(model, cells, output, seed=seed, lab=lab or UNNAMED_LAB, allow_worse=allow_worse)
     classifier = {"name": Path(output).name, "sha256": file_sha256(result.path), "lab": lab,
                   "base": Path(str(model)).name, "cv_accuracy": result.fit.cv_accuracy,
-                  "cv_accuracy_before": result.fit.cv_accuracy_before}
+                  "cv_accuracy_before": result.fit.cv_accuracy_before,
+                  "worse_than_unadapted": result.fit.cv_accuracy < result.fit.cv_accuracy_before}
     try:
         with store.session() as session:
             record_classifier_adaptation(session, actor, classifier, used, dict(zip(cells.ids, cells.labels)))

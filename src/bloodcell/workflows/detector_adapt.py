@@ -41,6 +41,7 @@ from bloodcell.models.centernet import CenterNet, input_shape
 from bloodcell.models.centernet_kept import MODEL_NAME as KEPT_MODEL
 from bloodcell.models.centernet_kept import KeptClassesCenterNet
 from bloodcell.provenance import file_sha256
+from bloodcell.smear.lab_name import check_lab
 from bloodcell.smear.learned_detector import LearnedDetector, detector_settings
 from bloodcell.train.detector import CANDIDATE_THRESHOLDS, Sample, select_thresholds
 from bloodcell.train.detector_adapt import AdaptOptions, fine_tune
@@ -195,9 +196,10 @@ def _base(detector: str | Path) -> tuple[Path, dict[str, Any], LearnedDetector]:
 
 
 def _lab_name(lab: str) -> str:
-    lab = lab.strip()
-    if not lab or len(lab) > 200:
-        raise ConfigError("--lab must name the lab (1-200 characters)")
+    """``lab`` by the one rule for a lab's name, and not empty: an adapted detector names its lab."""
+    lab = check_lab(lab)
+    if not lab:
+        raise ConfigError("--lab must name the lab whose photos these are")
     return lab
 
 

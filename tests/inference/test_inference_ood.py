@@ -10,6 +10,7 @@ import pytest
 from inference_synthetic import CLASSES, synthetic_cells
 from PIL import Image, ImageDraw, ImageFilter
 
+from bloodcell.errors import CheckpointError
 from bloodcell.inference.ood import OODGuard, _small_planes, fit_guard
 
 
@@ -96,6 +97,35 @@ def test_a_lab_known_from_its_white_cells_vouches_only_for_images_laid_out_as_si
     old = {k: v for k, v in guard.to_dict().items() if k != "layout_free"}  # a guard stored before: as it was
     assert OODGuard.from_dict(old).layout_free == [True, True]
     assert OODGuard.from_dict(json.loads(json.dumps(guard.to_dict()))).layout_free == [True, False]
+
+
+def test_a_cell_is_like_a_lab_only_within_both_of_that_labs_limits(classifier):
+    """Colours like one lab's and features like another's make a cell like neither (as the lab check of ``count``
+    judges it, :meth:`OODGuard.unfamiliar`)."""
+    from bloodcell.inference.ood import STAT_NAMES, UNFAMILIAR, Gaussian, summarise
+
+    images = [Image.fromarray(im) for im in synthetic_cells(4, seed=44)[0]]
+    pixels, features = classifier.pixels(images), classifier.features(images).astype(np.float64)
+
+    def limits(values: np.ndarray, near: bool) -> Gaussian:
+        centre = values.mean(axis=0)
+        radius = float(((values - centre) ** 2).sum(axis=1).max()) + 1.0
+        return Gaussian(mean=centre if near else centre + 1e3, projection=np.eye(values.shape[1]), threshold=radius)
+
+    stats = summarise(pixels)[:, :len(STAT_NAMES)]
+    mixed = OODGuard(0.0, [limits(stats, True), limits(stats, False)], [limits(features, False), limits(features, True)],
+                     0.99, 8, ["a", "b"])
+    said = mixed.assess(pixels, features, single=[True] * 4)
+    assert all(reason and reason.startswith(UNFAMILIAR) for reason, _ in said), said
+    assert mixed.unfamiliar(pixels, features).all()
+    alike = OODGuard(0.0, [limits(stats, True), limits(stats, False)], [limits(features, True), limits(features, False)],
+                     0.99, 8, ["a", "b"])
+    assert alike.assess(pixels, features, single=[True] * 4) == [(None, None)] * 4
+    with pytest.raises(ValueError, match="3 layouts for 4 images"):
+        alike.assess(pixels, features, single=[True] * 3)
+    stored = {**alike.to_dict(), "layout_free": ["false", "false"]}
+    with pytest.raises(CheckpointError, match="true/false"):
+        OODGuard.from_dict(stored)
 
 
 def test_cells_of_an_unfamiliar_lab_pass_with_a_note_and_non_cells_are_still_referred(classifier):

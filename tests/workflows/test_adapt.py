@@ -105,6 +105,7 @@ def test_the_lab_joins_the_guard_as_familiar_and_unfamiliar_labs_stay_unfamiliar
     merged = _guard_with_lab(base, pixels[:12], views, "my-lab")
     assert merged["sources"] == ["pbc", "raabin", "my-lab"]
     assert merged["familiar"] == [True, False, True]
+    assert merged["layout_free"] == [True, False, True]  # the lab's own cells pass whatever their layout
 
 
 def test_a_class_given_a_few_cells_takes_part_with_a_warning_and_a_class_given_none_is_still_found(model, tmp_path):

@@ -192,9 +192,10 @@ class OODGuard:
     """Calibrated out-of-distribution checks; :meth:`assess` gives a referral reason and a note per image.
 
     The image-statistics and feature checks hold one :class:`Gaussian` per calibration source
-    (a lab): an input passes a check when it lies within any source's threshold. A source that is not
-    ``layout_free`` (white cells cut from another lab's photos) vouches only for an image laid out as a
-    single-cell image as well: such a lab's whole photo lies within its limits too.
+    (a lab): an input is like a source's cells when it lies within both of that source's thresholds. A source
+    that is not ``layout_free`` (white cells cut from another lab's photos, ``calibrate-ood --extra`` and
+    ``--unfamiliar``) vouches only for an image laid out as a single-cell image as well: such a lab's whole photo
+    lies within its limits too.
     """
 
     blank_std: float
@@ -205,8 +206,8 @@ class OODGuard:
     sources: list[str]
     #: Per source: a lab the model learned from (True), or another lab's stained cells (False).
     familiar: list[bool] = field(default_factory=list)
-    #: Per source: its limits alone let a cell through (a model's own validation cells, every type: a platelet
-    #: spans too little of its image to be laid out as a single cell), or only with a single-cell layout (False).
+    #: Per source: its limits alone let a cell through (the model's own validation cells, held out from its training
+    #: lab; a lab's own reviewed cells that it adapted the model from), or only with a single-cell layout (False).
     layout_free: list[bool] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -232,14 +233,18 @@ class OODGuard:
         a field or smear photo is not, even when the model's framing cut it down to one cell); when not given,
         it is judged on the model inputs (:func:`single_cell_input`).
         """
+        if single is not None and len(single) != len(pixels):
+            raise ValueError(f"{len(single)} layouts for {len(pixels)} images")
         summaries = summarise(pixels)
         stats = _ratios(self.stats, summaries[:, :len(STAT_NAMES)])
         feats = _ratios(self.features, features.astype(np.float64))
+        like = (stats <= 1.0) & (feats <= 1.0)  # (sources, images): within both of a source's limits
+        every = np.ones(len(self.sources), bool)
         home, free = np.asarray(self.familiar, bool), np.asarray(self.layout_free, bool)
         present = cell_present(pixels)
 
         def within(sources: np.ndarray, i: int) -> bool:
-            return bool(sources.any()) and stats[sources, i].min() <= 1.0 and feats[sources, i].min() <= 1.0
+            return bool(like[sources, i].any())
 
         @lru_cache(maxsize=None)
         def lone(i: int) -> bool:  # the layout, looked for only where it decides
@@ -255,7 +260,7 @@ class OODGuard:
                             "background", None))
             elif within(home & free, i) or (within(home, i) and lone(i)):
                 out.append((None, None))
-            elif within(free, i) or (stat <= 1.0 and feat <= 1.0 and lone(i)):
+            elif within(free, i) or (within(every, i) and lone(i)):
                 out.append((None, UNFAMILIAR_NOTE))
             elif lone(i):
                 out.append((UNFAMILIAR_REFERRAL.format(stats=stat, features=feat), None))
@@ -300,8 +305,8 @@ class OODGuard:
             stats = [Gaussian.from_dict(g, len(STAT_NAMES)) for g in data["stats"]]
             features = [Gaussian.from_dict(g) for g in data["features"]]
             sources = [str(s) for s in data["sources"]]
-            familiar = [bool(f) for f in data.get("familiar") or [True] * len(sources)]
-            layout_free = [bool(f) for f in data.get("layout_free") or [True] * len(sources)]
+            familiar = _flags(data.get("familiar"), len(sources))
+            layout_free = _flags(data.get("layout_free"), len(sources))
             if not stats or not len(stats) == len(features) == len(sources) == len(familiar) == len(layout_free) \
                     or len({len(g.mean) for g in features}) != 1:
                 raise ValueError("it needs one statistics and one feature Gaussian per source, of one dimension")
@@ -316,6 +321,15 @@ class OODGuard:
     @property
     def feature_dimension(self) -> int:
         return len(self.features[0].mean)
+
+
+def _flags(stored: Any, count: int) -> list[bool]:
+    """A stored per-source list of booleans (absent: all True, as guards stored before it read); ValueError else."""
+    if stored is None:
+        return [True] * count
+    if not isinstance(stored, list) or not all(isinstance(flag, bool) for flag in stored):
+        raise ValueError(f"per-source flags must be a list of true/false values, got {str(stored)[:60]}")
+    return stored
 
 
 def fit_guard(pixels: np.ndarray, features: np.ndarray, pass_rate: float = 0.99, max_components: int = 32,

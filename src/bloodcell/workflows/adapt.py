@@ -125,8 +125,8 @@ def _write_layer(model: torch.nn.Module, fit: HeadFit, num_classes: int, tempera
 
 
 def _guard_with_lab(guard: OODGuard | None, pixels: np.ndarray, features: np.ndarray, lab: str) -> dict | None:
-    """The model's guard with the lab's cells as one more familiar source, which vouches only for images laid out as
-    single-cell images (cells cut from the lab's photos; None when the model has no guard)."""
+    """The model's guard with the lab's cells as one more familiar source whose limits alone let a cell through, as
+    the model's own validation cells' do (the lab's own reviewed cells; None when the model has no guard)."""
     if guard is None:
         return None
     views = np.concatenate([np.rot90(pixels, k, axes=(2, 3)) for k in range(4)])
@@ -135,7 +135,7 @@ def _guard_with_lab(guard: OODGuard | None, pixels: np.ndarray, features: np.nda
     merged = OODGuard(guard.blank_std, guard.stats + own.stats, guard.features + own.features, guard.pass_rate,
                       guard.num_images + own.num_images, guard.sources + own.sources,
                       familiar=guard.familiar + [True] * len(own.sources),
-                      layout_free=guard.layout_free + [False] * len(own.sources))
+                      layout_free=guard.layout_free + [True] * len(own.sources))
     return {**merged.to_dict(), "version": GUARD_VERSION}
 
 

@@ -153,14 +153,15 @@ def test_a_stopped_job_and_its_late_ending_end_it_once_whichever_comes_first(sto
         assert [len(lab_trail(session, lab)) for lab in (long_lab, other)] == [1, 1]
 
 
-@pytest.mark.parametrize("lab", ["x" * (MAX_LAB + 1), "é" * (MAX_LAB + 3), "north\tlab", "north\nsouth", "a\x00b"])
+@pytest.mark.parametrize("lab", ["x" * (MAX_LAB + 1), "é" * (MAX_LAB + 3), "north\tlab", "north\nsouth", "a\x00b",
+                                 "north\u2028south"])
 def test_a_lab_name_the_rule_refuses_reaches_no_column_of_the_store(store, people, tmp_path, lab):
     """On PostgreSQL a name whose audit target ('lab:' and the name) is over 200 characters failed the insert."""
     from store_helpers import counted_doc
 
     from bloodcell.store.samples import record_count
 
-    with pytest.raises(ConfigError, match=r"^the lab name .* cannot be used: use at most 196 printable characters"):
+    with pytest.raises(ConfigError, match=r"^the lab name .* cannot be used: use at most 196 characters, none of them a control"):
         start_job(store, lab, people["sam"], "m.safetensors")
     with pytest.raises(ConfigError, match="cannot be used"), store.session() as session:
         use_classifier(session, lab, None, people["sam"])
@@ -186,3 +187,20 @@ def test_the_longest_lab_name_fits_every_column_it_reaches(store, people, tmp_pa
         assert find(session, "L-1").lab == lab and lab_classifier(session, lab).model_name == "m.safetensors"
         assert [e.action for e in lab_trail(session, lab)] == ["adapt_started", "adapt_done", "use_classifier"]
         assert {e.target for e in lab_trail(session, lab)} == {f"lab:{lab}"}
+
+
+@pytest.mark.parametrize("lab", ["آزمایشگاه می\u200cخواهم", "Labo\u00a0Saint-Louis", "Labo\u202f: nord"])
+def test_a_name_with_a_no_break_space_or_a_zero_width_non_joiner_is_kept_as_written(store, people, tmp_path, lab):
+    """Such names were refused as "control characters" (str.isprintable): they are real names, shown on one line."""
+    from store_helpers import counted_doc
+
+    from bloodcell.store.samples import find, record_count
+
+    job = start_job(store, lab, people["sam"], "m.safetensors")
+    finish_job(store, job.id, message="done", figures={"cv_accuracy": 0.9}, sha256="ab" * 32)
+    with store.session() as session:
+        use_classifier(session, lab, ("m.safetensors", "ab" * 32), people["sam"])
+        record_count(session, store.photos, counted_doc(tmp_path / "photos", "L-1"), "tia", lab=lab)
+    with store.session() as session:
+        assert find(session, "L-1").lab == lab and lab_classifier(session, lab).model_name == "m.safetensors"
+        assert [e.action for e in lab_trail(session, lab)] == ["adapt_started", "adapt_done", "use_classifier"]

@@ -245,6 +245,6 @@ def test_every_lab_option_refuses_a_name_the_rule_refuses_in_one_sentence(store_
     for command in commands:
         refused = CliRunner().invoke(app, command)
         assert refused.exit_code != 0 and isinstance(refused.exception, ConfigError), (command, refused.output)
-        assert str(refused.exception).startswith("the lab name ") and "cannot be used: use at most 196 printable" \
+        assert str(refused.exception).startswith("the lab name ") and "cannot be used: use at most 196 characters, none" \
             in str(refused.exception), command
         assert not out.exists()

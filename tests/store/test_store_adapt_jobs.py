@@ -172,12 +172,15 @@ def test_a_lab_name_the_rule_refuses_reaches_no_column_of_the_store(store, peopl
         assert not [e for e in session.query(AuditEntry) if e.target.startswith(("lab", "sample"))]
 
 
-def test_the_longest_lab_name_fits_every_column_it_reaches(store, people, tmp_path):
+@pytest.mark.parametrize("lab", ["Лаб " + "x" * (MAX_LAB - 4), "آزمایشگاه می\u200cخواهم", "Labo\u00a0Saint-Louis",
+                                 "Labo\u202f: nord"])
+def test_a_lab_name_the_rule_allows_is_kept_as_written_in_every_column_it_reaches(store, people, tmp_path, lab):
+    """The longest name fits; a no-break space or a zero-width non-joiner, once refused as "control characters"
+    (str.isprintable), is part of real names and kept."""
     from store_helpers import counted_doc
 
     from bloodcell.store.samples import find, record_count
 
-    lab = "Лаб " + "x" * (MAX_LAB - 4)
     job = start_job(store, lab, people["sam"], "m.safetensors")
     finish_job(store, job.id, message="done", figures={"cv_accuracy": 0.9}, sha256="ab" * 32)
     with store.session() as session:
@@ -189,18 +192,67 @@ def test_the_longest_lab_name_fits_every_column_it_reaches(store, people, tmp_pa
         assert {e.target for e in lab_trail(session, lab)} == {f"lab:{lab}"}
 
 
-@pytest.mark.parametrize("lab", ["آزمایشگاه می\u200cخواهم", "Labo\u00a0Saint-Louis", "Labo\u202f: nord"])
-def test_a_name_with_a_no_break_space_or_a_zero_width_non_joiner_is_kept_as_written(store, people, tmp_path, lab):
-    """Such names were refused as "control characters" (str.isprintable): they are real names, shown on one line."""
+OLD_LAB = "Laboratoire " + "x" * 188  # 200 characters: accepted before the lab-name rule, kept in existing stores
+
+
+def _kept_before_the_rule(store, tmp_path, silent_s: float = 0) -> int:
+    """A sample and a running adapting job of :data:`OLD_LAB`, written as the store held them before the rule
+    (directly: the rule refuses the name now); the job's server last beat ``silent_s`` seconds ago."""
     from store_helpers import counted_doc
 
+    from bloodcell.store.samples import record_count
+
+    with store.session() as session:
+        record_count(session, store.photos, counted_doc(tmp_path / "photos", "O-1"), "tia", lab="placeholder")
+        session.flush()
+        session.execute(update(Sample).where(Sample.sample_id == "O-1").values(lab=OLD_LAB))
+        then = utcnow() - timedelta(seconds=silent_s)
+        job = AdaptationJob(lab=OLD_LAB, running_lab=OLD_LAB, started_by="sam", started_at=then, heartbeat_at=then,
+                            status="running", model_name="old.safetensors")
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def test_a_lab_name_kept_before_the_rule_is_still_read_and_its_jobs_end_audited(store, people, tmp_path):
+    """Listing, the bank, the lab's trail and ending its existing jobs accept any name the store holds; only what
+    names it anew (a job started, a classifier chosen, a sample counted under it) follows the rule."""
+    from store_helpers import counted_doc
+
+    from bloodcell.store.cell_bank import bank_summary
     from bloodcell.store.samples import find, record_count
 
-    job = start_job(store, lab, people["sam"], "m.safetensors")
-    finish_job(store, job.id, message="done", figures={"cv_accuracy": 0.9}, sha256="ab" * 32)
+    assert len(OLD_LAB) == 200
+    job = _kept_before_the_rule(store, tmp_path)
+    ended = finish_job(store, job, message="done", figures={"cv_accuracy": 0.9}, sha256="ab" * 32)
+    assert ended is not None and ended.status == "done"
     with store.session() as session:
-        use_classifier(session, lab, ("m.safetensors", "ab" * 32), people["sam"])
-        record_count(session, store.photos, counted_doc(tmp_path / "photos", "L-1"), "tia", lab=lab)
+        assert find(session, "O-1").lab == OLD_LAB
+        assert bank_summary(session, OLD_LAB, ["neutrophil"])["counts"] == {"neutrophil": 0}
+        assert latest_job(session, OLD_LAB).id == job and lab_classifier(session, OLD_LAB) is None
+        assert [(e.actor, e.action) for e in lab_trail(session, OLD_LAB)] == [("sam", "adapt_done")]
+    with pytest.raises(ConfigError, match="cannot be used"):
+        start_job(store, OLD_LAB, people["sam"], "m.safetensors")
+    with pytest.raises(ConfigError, match="cannot be used"), store.session() as session:
+        use_classifier(session, OLD_LAB, None, people["sam"])
+    with pytest.raises(ConfigError, match="cannot be used"), store.session() as session:
+        record_count(session, store.photos, counted_doc(tmp_path / "photos", "O-2"), "tia", lab=OLD_LAB)
+
+
+def test_a_stopped_job_of_a_lab_named_before_the_rule_is_failed_audited(store, people, tmp_path):
+    job = _kept_before_the_rule(store, tmp_path, silent_s=120)
     with store.session() as session:
-        assert find(session, "L-1").lab == lab and lab_classifier(session, lab).model_name == "m.safetensors"
-        assert [e.action for e in lab_trail(session, lab)] == ["adapt_started", "adapt_done", "use_classifier"]
+        stopped = latest_job(session, OLD_LAB)
+        assert stopped.id == job and stopped.status == "failed" and stopped.message == STOPPED
+    with store.session() as session:
+        assert [(e.actor, e.action) for e in lab_trail(session, OLD_LAB)] == [("bloodcell service", "adapt_failed")]
+
+
+def test_a_name_with_nul_is_no_lab_the_store_holds_rather_than_a_driver_error(store, people):
+    """PostgreSQL's driver refuses a NUL in a query: a lookup by such a name finds nothing, on either database."""
+    from bloodcell.store.cell_bank import bank_summary
+
+    with store.session() as session:
+        assert lab_trail(session, "a\x00b") == [] and latest_job(session, "a\x00b") is None
+        assert lab_classifier(session, "a\x00b") is None
+        assert bank_summary(session, "a\x00b", ["neutrophil"])["counts"] == {"neutrophil": 0}

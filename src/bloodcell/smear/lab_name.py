@@ -1,9 +1,13 @@
-"""The one rule for a lab's name, shared by the CLI (``adapt --lab``, ``detector adapt --lab``, ``samples lab-audit``),
-the service (every ``lab`` field of the page and the API) and the store: spaces around it are dropped, then at most
+"""The one rule for a lab's name, shared by the CLI (``adapt --lab``, ``detector adapt --lab``), the service (the
+``lab`` fields of the page and the API) and the store: spaces around it are dropped, then at most
 :data:`MAX_LAB` characters of any kind (letters of any script, digits, punctuation, spaces, a no-break space, a
 zero-width non-joiner) except those that cannot be shown on one line or stored safely: control characters (tab, line
 break, NUL and the rest of Unicode category Cc), line and paragraph separators (Zl, Zp) and lone surrogates (Cs).
-The empty name stands for the samples kept without a lab name."""
+The empty name stands for the samples kept without a lab name.
+
+The rule is checked where a new name is written (:func:`check_lab`: a sample counted into the store under a lab, an
+adapting job started, a lab's classifier chosen). A name the store already holds, kept before the rule, is still
+looked up as it is (:func:`look_up_lab`: listing, a lab's cell bank, its audit trail, ending its jobs)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ from bloodcell.wording import shown
 MAX_LAB = 196
 #: Unicode categories a lab's name may not hold: controls (NUL included), line and paragraph separators, surrogates.
 REFUSED = frozenset({"Cc", "Zl", "Zp", "Cs"})
+#: The store's columns for a lab's name: any name up to this long may have been kept before the rule.
+MAX_STORED_LAB = 200
 RULE = (f"use at most {MAX_LAB} characters, none of them a control character (such as a tab, a line break or NUL), "
         "a line or paragraph separator or a lone surrogate")
 
@@ -35,3 +41,12 @@ def check_lab(lab: str) -> str:
     if problem:
         raise ConfigError(problem)
     return lab.strip()
+
+
+def look_up_lab(lab: object) -> str:
+    """``lab`` without the spaces around it, to look up a lab the store may hold whether or not its name follows the
+    rule (one kept before it); ConfigError when the name is longer than any the store holds."""
+    if isinstance(lab, str) and len(lab.strip()) <= MAX_STORED_LAB:
+        return lab.strip()
+    raise ConfigError(f"no lab is named {shown(lab)}: a lab's name in the store has at most {MAX_STORED_LAB} "
+                      "characters")

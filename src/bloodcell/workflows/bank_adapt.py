@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from bloodcell.errors import DataError
 from bloodcell.provenance import file_sha256
-from bloodcell.smear.lab_name import check_lab
+from bloodcell.smear.lab_name import look_up_lab
 from bloodcell.smear.review import WANTED
 from bloodcell.store.cell_bank import bank_crops, record_classifier_adaptation
 from bloodcell.workflows.adapt import MIN_CELLS, Adaptation, adapt
@@ -61,7 +61,7 @@ def adapt_from_bank(store: Store, model: str | Path, output: str | Path, *, lab:
     ``adapt_classifier`` entry (by ``actor``) in its audit trail. DataError (one sentence) when the bank is too
     small: how many more cells of which types are needed; WorseThanUnadapted when adapting would type the bank's
     cells worse than the unadapted model (unless ``allow_worse``)."""
-    lab = check_lab(lab)
+    lab = look_up_lab(lab)
     cells, used = bank_of(store, lab)
     counts: dict[str, int] = {}
     for label in cells.labels:

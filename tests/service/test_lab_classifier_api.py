@@ -181,8 +181,11 @@ def test_a_lab_named_before_the_rule_is_still_shown_its_bank_and_its_trail(clien
     """A store holding a 200-character lab name (accepted before the rule): the sample page's cell bank and the
     lab's trail answer it (nothing can start a job under it: why_not says so); a name no store holds is a 422, and a
     NUL, which PostgreSQL cannot hold, is no such lab rather than a driver error."""
+    import hashlib
+
     from sqlalchemy import update
 
+    from bloodcell.store.audit import record
     from bloodcell.store.database import open_store
     from bloodcell.store.models import Sample
     from bloodcell.store.samples import record_count
@@ -205,6 +208,13 @@ def test_a_lab_named_before_the_rule_is_still_shown_its_bank_and_its_trail(clien
     assert "cannot be used: use at most 196 characters" in bank.json()["why_not"]
     audit = client.get("/v1/lab/audit", params={"lab": f" {old} "})
     assert audit.status_code == 200 and audit.json() == []
+    kept = open_store(store_path)  # an entry audited before the rule, under the name's SHA-256 stand-in
+    with kept.session() as session:
+        record(session, "sam", "adapt_started", f"lab-sha256:{hashlib.sha256(old.encode()).hexdigest()}", None,
+               {"job": 7})
+    kept.close()
+    audit = client.get("/v1/lab/audit", params={"lab": old})
+    assert [(e["actor"], e["action"], e["after"]) for e in audit.json()] == [("sam", "adapt_started", {"job": 7})]
     for lab in ("nul\x00here", "tab\there"):
         assert client.get("/v1/lab/adaptation", params={"lab": lab}).json()["counts"]["neutrophil"] == 0
         assert client.get("/v1/lab/audit", params={"lab": lab}).json() == []

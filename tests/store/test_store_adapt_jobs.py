@@ -256,3 +256,29 @@ def test_a_name_with_nul_is_no_lab_the_store_holds_rather_than_a_driver_error(st
         assert lab_trail(session, "a\x00b") == [] and latest_job(session, "a\x00b") is None
         assert lab_classifier(session, "a\x00b") is None
         assert bank_summary(session, "a\x00b", ["neutrophil"])["counts"] == {"neutrophil": 0}
+
+
+def test_a_labs_trail_holds_its_entries_written_under_the_old_sha256_stand_in(store, store_spec, people):
+    """Before the rule a name too long for "lab:NAME" to fit the column was audited as "lab-sha256:<its SHA-256>":
+    samples lab-audit (and GET /v1/lab/audit, by the same lab_trail) still list those entries as the lab's."""
+    import hashlib
+    import json
+
+    from typer.testing import CliRunner
+
+    from bloodcell.cli.main import app
+    from bloodcell.store.audit import record
+
+    stand_in = f"lab-sha256:{hashlib.sha256(OLD_LAB.encode()).hexdigest()}"
+    other = f"lab-sha256:{hashlib.sha256(OLD_LAB[:-1].encode()).hexdigest()}"
+    with store.session() as session:
+        record(session, "sam", "adapt_started", stand_in, None, {"job": 1})
+        record(session, "sam", "adapt_started", other, None, {"job": 2})  # another long name's: not this lab's
+        record(session, "ada", "use_classifier", stand_in, {"classifier": None}, {"classifier": None})
+    with store.session() as session:
+        assert [(e.actor, e.action, e.target) for e in lab_trail(session, OLD_LAB)] == [
+            ("sam", "adapt_started", stand_in), ("ada", "use_classifier", stand_in)]
+    listed = CliRunner().invoke(app, ["samples", "lab-audit", OLD_LAB, "--store", store_spec, "--format", "json"])
+    assert listed.exit_code == 0, listed.output
+    assert [(e["actor"], e["after"]) for e in json.loads(listed.output)] == [("sam", {"job": 1}),
+                                                                            ("ada", {"classifier": None})]

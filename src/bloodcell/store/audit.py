@@ -40,7 +40,9 @@ def lab_target(lab: str) -> str:
 
 
 def lab_trail(session: Session, lab: str) -> list[AuditEntry]:
-    """A lab's own audit entries (adapting jobs started, done or failed; the classifier chosen), oldest first."""
+    """A lab's own audit entries (adapting jobs started, done or failed; the classifier chosen), oldest first;
+    for a name kept before the lab-name rule whose "lab:NAME" does not fit, those audited under its SHA-256 stand-in
+    (:func:`lab_target`), as every entry of it was before the rule and since."""
     if not can_hold(session, lab):
         return []
     query = select(AuditEntry).where(AuditEntry.target == lab_target(lab), AuditEntry.sample_pk.is_(None))

@@ -52,7 +52,8 @@ def bank_of(store: Store, lab: str) -> tuple[Cells, dict[str, list[int]]]:
     """The lab's bank as cells for :func:`~bloodcell.workflows.adapt.adapt`, and the cells used per sample."""
     with store.session() as session:
         crops = bank_crops(session, store.photos, lab)
-    return Cells(crops.images, crops.labels, crops.ids, crops.skipped, labelled_by="type"), crops.samples
+    return Cells(crops.images, crops.labels, crops.ids, crops.skipped, labelled_by="type",
+                 kept_lab=lab or UNNAMED_LAB), crops.samples
 
 
 def adapt_from_bank(store: Store, model: str | Path, output: str | Path, *, lab: str, actor: str,
@@ -69,7 +70,7 @@ def adapt_from_bank(store: Store, model: str | Path, output: str | Path, *, lab:
     sentence = too_few(counts, lab)
     if sentence:
         raise DataError(sentence)
-    result = adapt(model, cells, output, seed=seed, lab=lab or UNNAMED_LAB, allow_worse=allow_worse)
+    result = adapt(model, cells, output, seed=seed, allow_worse=allow_worse)  # the lab as the store keeps it
     classifier = {"name": Path(output).name, "sha256": file_sha256(result.path), "lab": lab,
                   "base": Path(str(model)).name, "cv_accuracy": result.fit.cv_accuracy,
                   "cv_accuracy_before": result.fit.cv_accuracy_before,

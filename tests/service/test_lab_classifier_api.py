@@ -153,17 +153,16 @@ def test_a_named_labs_counts_use_its_own_choice_and_other_labs_keep_theirs(clien
                        files=[("files", ("a.png", smear_png(wbc=1), "image/png"))]).status_code == 422
 
 
-def test_every_lab_field_refuses_a_name_the_rule_refuses_with_its_sentence(client_for, tmp_path):
-    """One rule (smear/lab_name.py) for the page's and the API's `lab`: a name whose audit target would not fit the
-    store's column on PostgreSQL, or with a control character, is a 422 with the rule, and nothing is started."""
+def test_every_lab_field_naming_a_lab_anew_refuses_a_name_the_rule_refuses_with_its_sentence(client_for, tmp_path):
+    """One rule (smear/lab_name.py) for the fields that name a lab anew (a count's `lab`, starting an adapting job,
+    choosing a lab's classifier): a name whose audit target would not fit the store's column on PostgreSQL, or with
+    a control character, a line separator, is a 422 with the rule, and nothing is started."""
     from bloodcell.smear.lab_name import MAX_LAB
 
     client = client_for()
     sam = _sign_in(client, "sam")
-    for lab in ("x" * (MAX_LAB + 1), "north\nsouth", "tab\there"):
+    for lab in ("x" * (MAX_LAB + 1), "north\nsouth", "tab\there", "nul\x00here", "line\u2028here"):
         answers = [
-            client.get("/v1/lab/adaptation", params={"lab": lab}),
-            client.get("/v1/lab/audit", params={"lab": lab}),
             client.post("/v1/lab/adaptation", headers={"X-CSRF-Token": sam}, json={"lab": lab}),
             _choose(client, sam, None, lab=lab),
             client.post("/v1/count", data={"lab": lab}, headers={"X-API-Key": KEY},
@@ -172,7 +171,54 @@ def test_every_lab_field_refuses_a_name_the_rule_refuses_with_its_sentence(clien
         for answer in answers:
             assert answer.status_code == 422, answer.text
             message = answer.json()["message"]
-            assert f"cannot be used: use at most {MAX_LAB} printable characters" in message and "\n" not in message
+            assert f"cannot be used: use at most {MAX_LAB} characters, none of them a control" in message and "\n" not in message
     assert client.get("/v1/lab/adaptation?lab=").json()["job"] is None
     assert client.get("/v1/lab/audit", params={"lab": " north "}).status_code == 200  # spaces around it dropped
     assert client.get("/v1/lab/adaptation", params={"lab": "x" * MAX_LAB}).status_code == 200
+
+
+def test_a_lab_named_before_the_rule_is_still_shown_its_bank_and_its_trail(client_for, store_path, tmp_path):
+    """A store holding a 200-character lab name (accepted before the rule): the sample page's cell bank and the
+    lab's trail answer it (nothing can start a job under it: why_not says so); a name no store holds is a 422, and a
+    NUL, which PostgreSQL cannot hold, is no such lab rather than a driver error."""
+    import hashlib
+
+    from sqlalchemy import update
+
+    from bloodcell.store.audit import record
+    from bloodcell.store.database import open_store
+    from bloodcell.store.models import Sample
+    from bloodcell.store.samples import record_count
+
+    from store_helpers import counted_doc
+
+    old = "Laboratoire " + "x" * 188
+    kept = open_store(store_path)
+    with kept.session() as session:
+        record_count(session, kept.photos, counted_doc(tmp_path / "photos", "O-1"), "tia", lab="placeholder")
+        session.flush()
+        session.execute(update(Sample).where(Sample.sample_id == "O-1").values(lab=old))
+    kept.close()
+    client = client_for()
+    _sign_in(client, "sam")
+    assert client.get("/v1/samples/O-1").json()["lab"] == old
+    bank = client.get("/v1/lab/adaptation", params={"lab": old})
+    assert bank.status_code == 200, bank.text
+    assert bank.json()["lab"] == old and bank.json()["job"] is None and bank.json()["can_adapt"] is False
+    assert "cannot be used: use at most 196 characters" in bank.json()["why_not"]
+    audit = client.get("/v1/lab/audit", params={"lab": f" {old} "})
+    assert audit.status_code == 200 and audit.json() == []
+    kept = open_store(store_path)  # an entry audited before the rule, under the name's SHA-256 stand-in
+    with kept.session() as session:
+        record(session, "sam", "adapt_started", f"lab-sha256:{hashlib.sha256(old.encode()).hexdigest()}", None,
+               {"job": 7})
+    kept.close()
+    audit = client.get("/v1/lab/audit", params={"lab": old})
+    assert [(e["actor"], e["action"], e["after"]) for e in audit.json()] == [("sam", "adapt_started", {"job": 7})]
+    for lab in ("nul\x00here", "tab\there"):
+        assert client.get("/v1/lab/adaptation", params={"lab": lab}).json()["counts"]["neutrophil"] == 0
+        assert client.get("/v1/lab/audit", params={"lab": lab}).json() == []
+    for path in ("/v1/lab/adaptation", "/v1/lab/audit"):
+        refused = client.get(path, params={"lab": "x" * 201})
+        assert refused.status_code == 422 and "a lab's name in the store has at most 200 characters" in \
+            refused.json()["message"]

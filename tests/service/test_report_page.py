@@ -24,6 +24,7 @@ from store_helpers import PASSWORDS  # noqa: E402
 from test_sample_report import kept_sample  # noqa: E402
 
 KEY = "machine-key-for-report-tests"
+LONG_LAB = "Laboratoire-" + "x" * 178  # a lab name of 190 characters without a space: it wraps, never widens the page
 
 
 @pytest.fixture()
@@ -35,7 +36,7 @@ def report_app(tmp_path, monkeypatch, tiny_classifier):
         ada = add_user(session, "ada", "admin", PASSWORDS["ada"], None)
         people = {"sam": add_user(session, "sam", "supervisor", PASSWORDS["sam"], ada),
                   "tia": add_user(session, "tia", "technician", PASSWORDS["tia"], ada)}
-    kept_sample(store, people, tmp_path / "in")
+    kept_sample(store, people, tmp_path / "in", lab=LONG_LAB)
     store.close()
     return create_app(ServiceSettings(store=str(path), api_key=KEY), classifier=tiny_classifier,
                       access_log=io.StringIO())
@@ -48,6 +49,7 @@ def test_the_report_is_html_for_the_api_key_or_a_session_and_401_otherwise(repor
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
         assert "default-src 'none'" in response.headers["content-security-policy"]
         assert "<td class='num'>90</td><td class='num'>90.0</td>" in response.text and "9.00" in response.text
+        assert f"<span id='lab'>{LONG_LAB}</span>" in response.text
         assert client.get("/v1/samples/S-404/report", headers={"X-API-Key": KEY}).status_code == 404
         bad = client.get("/v1/samples/S-001/report", params={"wbc": -1}, headers={"X-API-Key": KEY})
         assert bad.status_code == 422 and "not plausible" in bad.json()["message"]

@@ -24,11 +24,11 @@ TYPES = {"neutrophil": 90, "lymphocyte": 8, "monocyte": 2}
 SHA = "ab" * 32
 
 
-def kept_sample(store, people, folder: Path) -> None:
-    """S-001: 100 white cells typed (90 neutrophils, 8 lymphocytes, 2 monocytes), one referred cell confirmed by
-    tia, the review finished by tia and signed by sam."""
+def kept_sample(store, people, folder: Path, lab: str = "") -> None:
+    """S-001 (of ``lab``): 100 white cells typed (90 neutrophils, 8 lymphocytes, 2 monocytes), one referred cell
+    confirmed by tia, the review finished by tia and signed by sam."""
     with store.session() as session:
-        record_count(session, store.photos, counted_doc(folder, types=TYPES), "tia",
+        record_count(session, store.photos, counted_doc(folder, types=TYPES), "tia", lab=lab,
                      classifier=("pbc8.safetensors", SHA), detector=("learned-detector", "cd" * 32))
         referred = next(c for c in find(session, "S-001").cells if c.referral_reason)
         decide(session, "S-001", referred.id, "confirm", people["tia"])

@@ -153,14 +153,15 @@ def test_a_stopped_job_and_its_late_ending_end_it_once_whichever_comes_first(sto
         assert [len(lab_trail(session, lab)) for lab in (long_lab, other)] == [1, 1]
 
 
-@pytest.mark.parametrize("lab", ["x" * (MAX_LAB + 1), "é" * (MAX_LAB + 3), "north\tlab", "north\nsouth", "a\x00b"])
+@pytest.mark.parametrize("lab", ["x" * (MAX_LAB + 1), "é" * (MAX_LAB + 3), "north\tlab", "north\nsouth", "a\x00b",
+                                 "north\u2028south"])
 def test_a_lab_name_the_rule_refuses_reaches_no_column_of_the_store(store, people, tmp_path, lab):
     """On PostgreSQL a name whose audit target ('lab:' and the name) is over 200 characters failed the insert."""
     from store_helpers import counted_doc
 
     from bloodcell.store.samples import record_count
 
-    with pytest.raises(ConfigError, match=r"^the lab name .* cannot be used: use at most 196 printable characters"):
+    with pytest.raises(ConfigError, match=r"^the lab name .* cannot be used: use at most 196 characters, none of them a control"):
         start_job(store, lab, people["sam"], "m.safetensors")
     with pytest.raises(ConfigError, match="cannot be used"), store.session() as session:
         use_classifier(session, lab, None, people["sam"])
@@ -171,12 +172,15 @@ def test_a_lab_name_the_rule_refuses_reaches_no_column_of_the_store(store, peopl
         assert not [e for e in session.query(AuditEntry) if e.target.startswith(("lab", "sample"))]
 
 
-def test_the_longest_lab_name_fits_every_column_it_reaches(store, people, tmp_path):
+@pytest.mark.parametrize("lab", ["Лаб " + "x" * (MAX_LAB - 4), "آزمایشگاه می\u200cخواهم", "Labo\u00a0Saint-Louis",
+                                 "Labo\u202f: nord"])
+def test_a_lab_name_the_rule_allows_is_kept_as_written_in_every_column_it_reaches(store, people, tmp_path, lab):
+    """The longest name fits; a no-break space or a zero-width non-joiner, once refused as "control characters"
+    (str.isprintable), is part of real names and kept."""
     from store_helpers import counted_doc
 
     from bloodcell.store.samples import find, record_count
 
-    lab = "Лаб " + "x" * (MAX_LAB - 4)
     job = start_job(store, lab, people["sam"], "m.safetensors")
     finish_job(store, job.id, message="done", figures={"cv_accuracy": 0.9}, sha256="ab" * 32)
     with store.session() as session:
@@ -186,3 +190,95 @@ def test_the_longest_lab_name_fits_every_column_it_reaches(store, people, tmp_pa
         assert find(session, "L-1").lab == lab and lab_classifier(session, lab).model_name == "m.safetensors"
         assert [e.action for e in lab_trail(session, lab)] == ["adapt_started", "adapt_done", "use_classifier"]
         assert {e.target for e in lab_trail(session, lab)} == {f"lab:{lab}"}
+
+
+OLD_LAB = "Laboratoire " + "x" * 188  # 200 characters: accepted before the lab-name rule, kept in existing stores
+
+
+def _kept_before_the_rule(store, tmp_path, silent_s: float = 0) -> int:
+    """A sample and a running adapting job of :data:`OLD_LAB`, written as the store held them before the rule
+    (directly: the rule refuses the name now); the job's server last beat ``silent_s`` seconds ago."""
+    from store_helpers import counted_doc
+
+    from bloodcell.store.samples import record_count
+
+    with store.session() as session:
+        record_count(session, store.photos, counted_doc(tmp_path / "photos", "O-1"), "tia", lab="placeholder")
+        session.flush()
+        session.execute(update(Sample).where(Sample.sample_id == "O-1").values(lab=OLD_LAB))
+        then = utcnow() - timedelta(seconds=silent_s)
+        job = AdaptationJob(lab=OLD_LAB, running_lab=OLD_LAB, started_by="sam", started_at=then, heartbeat_at=then,
+                            status="running", model_name="old.safetensors")
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def test_a_lab_name_kept_before_the_rule_is_still_read_and_its_jobs_end_audited(store, people, tmp_path):
+    """Listing, the bank, the lab's trail and ending its existing jobs accept any name the store holds; only what
+    names it anew (a job started, a classifier chosen, a sample counted under it) follows the rule."""
+    from store_helpers import counted_doc
+
+    from bloodcell.store.cell_bank import bank_summary
+    from bloodcell.store.samples import find, record_count
+
+    assert len(OLD_LAB) == 200
+    job = _kept_before_the_rule(store, tmp_path)
+    ended = finish_job(store, job, message="done", figures={"cv_accuracy": 0.9}, sha256="ab" * 32)
+    assert ended is not None and ended.status == "done"
+    with store.session() as session:
+        assert find(session, "O-1").lab == OLD_LAB
+        assert bank_summary(session, OLD_LAB, ["neutrophil"])["counts"] == {"neutrophil": 0}
+        assert latest_job(session, OLD_LAB).id == job and lab_classifier(session, OLD_LAB) is None
+        assert [(e.actor, e.action) for e in lab_trail(session, OLD_LAB)] == [("sam", "adapt_done")]
+    with pytest.raises(ConfigError, match="cannot be used"):
+        start_job(store, OLD_LAB, people["sam"], "m.safetensors")
+    with pytest.raises(ConfigError, match="cannot be used"), store.session() as session:
+        use_classifier(session, OLD_LAB, None, people["sam"])
+    with pytest.raises(ConfigError, match="cannot be used"), store.session() as session:
+        record_count(session, store.photos, counted_doc(tmp_path / "photos", "O-2"), "tia", lab=OLD_LAB)
+
+
+def test_a_stopped_job_of_a_lab_named_before_the_rule_is_failed_audited(store, people, tmp_path):
+    job = _kept_before_the_rule(store, tmp_path, silent_s=120)
+    with store.session() as session:
+        stopped = latest_job(session, OLD_LAB)
+        assert stopped.id == job and stopped.status == "failed" and stopped.message == STOPPED
+    with store.session() as session:
+        assert [(e.actor, e.action) for e in lab_trail(session, OLD_LAB)] == [("bloodcell service", "adapt_failed")]
+
+
+def test_a_name_with_nul_is_no_lab_the_store_holds_rather_than_a_driver_error(store, people):
+    """PostgreSQL's driver refuses a NUL in a query: a lookup by such a name finds nothing, on either database."""
+    from bloodcell.store.cell_bank import bank_summary
+
+    with store.session() as session:
+        assert lab_trail(session, "a\x00b") == [] and latest_job(session, "a\x00b") is None
+        assert lab_classifier(session, "a\x00b") is None
+        assert bank_summary(session, "a\x00b", ["neutrophil"])["counts"] == {"neutrophil": 0}
+
+
+def test_a_labs_trail_holds_its_entries_written_under_the_old_sha256_stand_in(store, store_spec, people):
+    """Before the rule a name too long for "lab:NAME" to fit the column was audited as "lab-sha256:<its SHA-256>":
+    samples lab-audit (and GET /v1/lab/audit, by the same lab_trail) still list those entries as the lab's."""
+    import hashlib
+    import json
+
+    from typer.testing import CliRunner
+
+    from bloodcell.cli.main import app
+    from bloodcell.store.audit import record
+
+    stand_in = f"lab-sha256:{hashlib.sha256(OLD_LAB.encode()).hexdigest()}"
+    other = f"lab-sha256:{hashlib.sha256(OLD_LAB[:-1].encode()).hexdigest()}"
+    with store.session() as session:
+        record(session, "sam", "adapt_started", stand_in, None, {"job": 1})
+        record(session, "sam", "adapt_started", other, None, {"job": 2})  # another long name's: not this lab's
+        record(session, "ada", "use_classifier", stand_in, {"classifier": None}, {"classifier": None})
+    with store.session() as session:
+        assert [(e.actor, e.action, e.target) for e in lab_trail(session, OLD_LAB)] == [
+            ("sam", "adapt_started", stand_in), ("ada", "use_classifier", stand_in)]
+    listed = CliRunner().invoke(app, ["samples", "lab-audit", OLD_LAB, "--store", store_spec, "--format", "json"])
+    assert listed.exit_code == 0, listed.output
+    assert [(e["actor"], e["after"]) for e in json.loads(listed.output)] == [("sam", {"job": 1}),
+                                                                            ("ada", {"classifier": None})]

@@ -230,21 +230,46 @@ def test_a_type_the_model_does_not_have_is_named_as_a_type_not_a_class_folder(st
 
 
 @pytest.mark.parametrize("lab", ["x" * 197, "north\tsouth"])
-def test_every_lab_option_refuses_a_name_the_rule_refuses_in_one_sentence(store_spec, tmp_path, lab):
-    """adapt --lab (CELLS or --store), detector adapt --lab and samples lab-audit: one rule, checked before any work."""
+def test_every_lab_option_naming_a_lab_anew_refuses_a_name_the_rule_refuses_in_one_sentence(store_spec, tmp_path, lab):
+    """adapt --lab CELLS and detector adapt --lab: one rule, checked before any work; adapt --store and samples
+    lab-audit only read the store, where such a name may have been kept before the rule: they look it up."""
     from bloodcell.errors import ConfigError
     from bloodcell.store.database import open_store
 
     open_store(store_spec).close()
     out = tmp_path / "a.safetensors"
     commands = [["adapt", str(tmp_path), "--lab", lab, "-o", str(out)],
-                ["adapt", "--store", store_spec, "--lab", lab, "-o", str(out)],
                 ["detector", "adapt", str(tmp_path), "--lab", lab, "-o", str(out)],
-                ["detector", "adapt", "--store", store_spec, "--lab", lab, "-o", str(out)],
-                ["samples", "lab-audit", lab, "--store", store_spec]]
+                ["detector", "adapt", "--store", store_spec, "--lab", lab, "-o", str(out)]]
     for command in commands:
         refused = CliRunner().invoke(app, command)
         assert refused.exit_code != 0 and isinstance(refused.exception, ConfigError), (command, refused.output)
-        assert str(refused.exception).startswith("the lab name ") and "cannot be used: use at most 196 printable" \
-            in str(refused.exception), command
+        assert str(refused.exception).startswith("the lab name ") and "cannot be used: use at most 196 characters, " \
+            "none" in str(refused.exception), command
         assert not out.exists()
+    looked_up = CliRunner().invoke(app, ["samples", "lab-audit", lab, "--store", store_spec])
+    assert looked_up.exit_code == 0 and looked_up.output.startswith("nothing recorded for lab"), looked_up.output
+    read = CliRunner().invoke(app, ["adapt", "--store", store_spec, "--lab", lab, "-o", str(out)])
+    assert read.exit_code != 0 and isinstance(read.exception, DataError), read.output
+    assert str(read.exception).startswith("the cell bank of lab ") and not out.exists()
+    too_long = CliRunner().invoke(app, ["samples", "lab-audit", "x" * 201, "--store", store_spec])
+    assert isinstance(too_long.exception, ConfigError) and "at most 200 characters" in str(too_long.exception)
+
+
+def test_a_lab_named_before_the_rule_keeps_its_bank_for_adapt_store(store, store_spec, people, tmp_path):
+    """A 200-character lab name kept before the rule: `adapt --store --lab` reads its bank (too small here: the
+    bank's sentence, not the rule's) and `samples lab-audit` its trail."""
+    from sqlalchemy import update
+
+    from bloodcell.store.models import Sample
+
+    old = "Lab " + "s" * 196
+    _keep(store, tmp_path, "A-1", "placeholder", [("neutrophil", GREY)] * 3)
+    with store.session() as session:
+        session.execute(update(Sample).where(Sample.sample_id == "A-1").values(lab=old))
+        assert bank_summary(session, old)["lab"] == old
+    out = tmp_path / "a.safetensors"
+    read = CliRunner().invoke(app, ["adapt", "--store", store_spec, "--lab", old, "-o", str(out)])
+    assert isinstance(read.exception, DataError) and "is too small to adapt from" in str(read.exception), read.output
+    audit = CliRunner().invoke(app, ["samples", "lab-audit", old, "--store", store_spec])
+    assert audit.exit_code == 0 and audit.output.startswith("nothing recorded for lab"), audit.output

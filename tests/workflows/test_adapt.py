@@ -395,3 +395,27 @@ def test_the_cli_refuses_a_worse_adapted_model_in_one_sentence_and_writes_it_wit
     assert "warning: written because of --allow-worse" in allowed.output and "(50.0% adapted, 66.7% before" \
         in allowed.output
     assert read_checkpoint_meta(out)["adaptation"]["worse_than_unadapted"] is True
+
+
+@pytest.mark.parametrize("folder", ["x" * 197, "north\tlab"])
+def test_a_cell_folder_whose_name_breaks_the_lab_rule_asks_for_lab_before_any_work(model, tmp_path, folder):
+    """The default lab is the folder's name: one sentence says to pass --lab NAME; nothing is written."""
+    from bloodcell.errors import ConfigError
+
+    cells = _cells(tmp_path / folder, dict.fromkeys(LAB_CLASSES, 6))
+    out = tmp_path / "lab.safetensors"
+    with pytest.raises(ConfigError, match=r"^the cell folder's name .* cannot name the lab \(use at most 196 "
+                                          r"characters, .*\): pass --lab NAME$"):
+        adapt(model, cells, out)
+    refused = CliRunner().invoke(app, ["adapt", str(cells), "--model", str(model), "-o", str(out)])
+    assert isinstance(refused.exception, ConfigError) and str(refused.exception).endswith("pass --lab NAME")
+    assert not out.exists()  # with --lab NAME it adapts (test_cli_prints_the_cross_validated_accuracy_...)
+
+
+@pytest.mark.parametrize("lab", ["north\nsouth", "a\x00b", "x" * 197])
+def test_the_library_call_checks_its_lab_by_the_rule(model, tmp_path, lab):
+    from bloodcell.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot be used: use at most 196 characters"):
+        adapt(model, tmp_path / "missing", tmp_path / "lab.safetensors", lab=lab)
+    assert not (tmp_path / "lab.safetensors").exists()

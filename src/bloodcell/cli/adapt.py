@@ -9,7 +9,7 @@ import typer
 
 from bloodcell.errors import ConfigError
 from bloodcell.outputs import check_output_file
-from bloodcell.smear.lab_name import check_lab
+from bloodcell.smear.lab_name import check_lab, look_up_lab
 
 
 def adapt(
@@ -35,7 +35,8 @@ def adapt(
                         + (f", not {' and '.join(given)}" if given else ""))
     if store is not None and lab is None:
         raise ConfigError("--store needs --lab: the lab whose cell bank in the store is used")
-    lab = check_lab(lab) if lab is not None else None
+    if lab is not None:  # --store reads a lab's bank, under any name the store holds; CELLS names a lab anew
+        lab = look_up_lab(lab) if store is not None else check_lab(lab)
     if lab is not None and store is None and not lab:
         raise ConfigError("--lab names your lab: give its name, or leave --lab out to use the folder's name")
     if lab is not None and store is None and cells is None:

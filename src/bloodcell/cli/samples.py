@@ -102,12 +102,12 @@ def lab_audit(
     format: FormatOption = "table",
 ) -> None:
     """A lab's own changes, oldest first: adapting jobs started, done or failed, the classifier its counts use."""
-    from bloodcell.smear.lab_name import check_lab
+    from bloodcell.smear.lab_name import look_up_lab
     from bloodcell.store.audit import lab_trail
     from bloodcell.store.database import open_store
 
     _format(format)
-    lab = check_lab(lab)
+    lab = look_up_lab(lab)  # a name kept before the lab-name rule is still looked up
     with open_store(store, create=False).session() as session:
         entries = lab_trail(session, lab)
         _print_trail(entries, format)

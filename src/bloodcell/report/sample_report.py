@@ -92,7 +92,7 @@ header { display: flex; justify-content: space-between; align-items: flex-end; b
          padding-bottom: 4px; }
 h1 { font-size: 15pt; margin: 0; }
 header > :first-child { min-width: 0; } header > .meta { flex-shrink: 0; }
-h1, #sample-id, dl.facts dd { overflow-wrap: anywhere; } /* a 200-character sample id wraps, never widens the page */
+h1, #sample-id, #lab, dl.facts dd { overflow-wrap: anywhere; } /* a long sample id or lab name wraps, never widens the page */
 h2 { font-size: 11pt; margin: 12px 0 4px; border-bottom: 1px solid #bbb; padding-bottom: 2px;
      break-after: avoid; }
 .meta { text-align: right; font-size: 8.5pt; }
@@ -208,7 +208,7 @@ def render_html(data: SampleReportData) -> str:
     photos = "".join(f"<figure><img src='{data_uri(t.image)}' alt='{_e(t.caption)}'><figcaption>{_e(t.caption)}"
                      "</figcaption></figure>" for t in data.thumbnails)
     sources = "".join(f"<li>{_e(source)}</li>" for source in data.sources)
-    lab = f" &middot; {_e(data.lab)}" if data.lab else ""
+    lab = f" &middot; <span id='lab'>{_e(data.lab)}</span>" if data.lab else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Sample {_e(data.sample_id)}: differential report</title>
 <style>{STYLE}</style></head><body><main>

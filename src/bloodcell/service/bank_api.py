@@ -40,7 +40,8 @@ from bloodcell.provenance import file_sha256
 from bloodcell.service.lab_models import LabModels
 from bloodcell.service.limits import RequestRejected
 from bloodcell.service.samples_api import http_errors, signed_in_caller
-from bloodcell.service.schemas import LabName
+from bloodcell.service.schemas import LabName, StoredLab
+from bloodcell.smear.lab_name import lab_problem
 from bloodcell.store.adapt_jobs import HEARTBEAT_S, STALE_S, beat, finish_job, job_state, latest_job, start_job
 from bloodcell.store.audit import entry_dict, lab_trail
 from bloodcell.store.cell_bank import bank_summary
@@ -102,6 +103,8 @@ class AdaptJobs:
         if self.folder is None:
             return RequestRejected(503, "no_models_folder", "this server has no models folder to write an adapted "
                                    "model to: start it with --models-dir FOLDER")
+        if lab_problem(lab):  # a name kept before the rule: its bank is shown, but no job names it anew
+            return RequestRejected(422, "invalid_request", lab_problem(lab))
         if Path(self.model).suffix == ".onnx":
             return RequestRejected(422, "invalid_request", f"this server runs the ONNX model {Path(self.model).name}: "
                                    "adapt its .safetensors checkpoint with `bloodcell adapt --store`")
@@ -202,7 +205,7 @@ def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list
         return {"classifier": chosen, "service_model": service_model}
 
     @router.get("/lab/adaptation")
-    def adaptation(request: Request, lab: Annotated[LabName, Query()] = "") -> dict[str, Any]:
+    def adaptation(request: Request, lab: Annotated[StoredLab, Query()] = "") -> dict[str, Any]:
         """The lab's bank, whether adapting from it can start (else why not), its latest job and the classifier
         its new counts are typed with (``classifier``: the adapted one chosen, null: ``service_model``)."""
         signed_in_caller(store, api_key, request)
@@ -213,7 +216,7 @@ def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list
         return {**bank, "can_adapt": blocked is None, "why_not": blocked, "job": job, **in_use(lab)}
 
     @router.get("/lab/audit")
-    def lab_audit(request: Request, lab: Annotated[LabName, Query()] = "") -> list[dict[str, Any]]:
+    def lab_audit(request: Request, lab: Annotated[StoredLab, Query()] = "") -> list[dict[str, Any]]:
         """The lab's own audit trail (adapting jobs, classifier chosen), oldest first."""
         signed_in_caller(store, api_key, request)
         with http_errors(), store.session() as session:

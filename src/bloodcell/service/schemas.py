@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from bloodcell.smear.lab_name import lab_problem
+from bloodcell.errors import ConfigError
+from bloodcell.smear.lab_name import lab_problem, look_up_lab
 from bloodcell.smear.sample_id import RULE as SAMPLE_ID_RULE
 from bloodcell.smear.sample_id import sample_id_problem
 from bloodcell.smear.schema import Box, Coordinate, Tally, Typing
@@ -24,8 +25,19 @@ def _lab_name(lab: str) -> str:
     return lab.strip()
 
 
-#: Every ``lab`` field of the API (form, query or JSON): a lab's name by :mod:`bloodcell.smear.lab_name`.
+def _stored_lab(lab: str) -> str:
+    """``lab`` (spaces around it dropped) to look up, a name kept before the rule included; a 422 when too long."""
+    try:
+        return look_up_lab(lab)
+    except ConfigError as exc:
+        raise PydanticCustomError("lab_name", "{problem}", {"problem": str(exc)}) from None
+
+
+#: Every ``lab`` field of the API that names a lab anew (the count's, starting an adapting job, choosing a lab's
+#: classifier): a lab's name by :mod:`bloodcell.smear.lab_name`.
 LabName = Annotated[str, AfterValidator(_lab_name)]
+#: Every ``lab`` field that only looks a lab up (its bank, its audit trail): any name the store may hold.
+StoredLab = Annotated[str, AfterValidator(_stored_lab)]
 
 
 class ErrorResponse(BaseModel):

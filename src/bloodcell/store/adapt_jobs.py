@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from bloodcell.smear.lab_name import check_lab
 from bloodcell.store.audit import lab_target, record
+from bloodcell.store.database import can_hold
 from bloodcell.store.errors import ConflictError
 from bloodcell.store.models import AdaptationJob, utcnow
 from bloodcell.store.users import Person
@@ -48,6 +49,8 @@ def fail_stopped(session: Session, lab: str, stale_s: float = STALE_S) -> None:
 
 def latest_job(session: Session, lab: str, stale_s: float = STALE_S) -> AdaptationJob | None:
     """The lab's latest job (a running one whose server stopped is failed first), or None."""
+    if not can_hold(session, lab):
+        return None
     fail_stopped(session, lab, stale_s)
     return session.scalars(select(AdaptationJob).where(AdaptationJob.lab == lab)
                            .order_by(AdaptationJob.id.desc()).limit(1)).first()

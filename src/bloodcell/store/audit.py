@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from bloodcell.smear.lab_name import check_lab
+from bloodcell.store.database import can_hold
 from bloodcell.store.errors import StoreError
 from bloodcell.store.models import AuditEntry, Sample
 
@@ -25,14 +26,25 @@ def trail(session: Session, sample: Sample) -> list[AuditEntry]:
     return list(session.scalars(select(AuditEntry).where(AuditEntry.sample_pk == sample.id).order_by(AuditEntry.id)))
 
 
+#: The audit trail's target column.
+MAX_TARGET = 200
+
+
 def lab_target(lab: str) -> str:
-    """The target the audit trail names a lab's own entries by (its adapting jobs, the classifier it counts with);
-    ConfigError for a name the one rule (:mod:`bloodcell.smear.lab_name`) refuses, whose target would not fit."""
-    return f"lab:{check_lab(lab)}"
+    """The target the audit trail names a lab's own entries by (its adapting jobs, the classifier it counts with):
+    "lab:NAME"; a name kept before the lab-name rule (:mod:`bloodcell.smear.lab_name`) too long for that to fit the
+    column is named by its SHA-256, as it was then, so that its jobs still end audited and two names never share a
+    trail."""
+    target = f"lab:{lab}"
+    return target if len(target) <= MAX_TARGET else f"lab-sha256:{hashlib.sha256(lab.encode()).hexdigest()}"
 
 
 def lab_trail(session: Session, lab: str) -> list[AuditEntry]:
-    """A lab's own audit entries (adapting jobs started, done or failed; the classifier chosen), oldest first."""
+    """A lab's own audit entries (adapting jobs started, done or failed; the classifier chosen), oldest first;
+    for a name kept before the lab-name rule whose "lab:NAME" does not fit, those audited under its SHA-256 stand-in
+    (:func:`lab_target`), as every entry of it was before the rule and since."""
+    if not can_hold(session, lab):
+        return []
     query = select(AuditEntry).where(AuditEntry.target == lab_target(lab), AuditEntry.sample_pk.is_(None))
     return list(session.scalars(query.order_by(AuditEntry.id)))
 

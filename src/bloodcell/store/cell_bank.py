@@ -25,6 +25,7 @@ from bloodcell.framing import CONTEXT, crop_around
 from bloodcell.smear.review import WANTED, still_needed
 from bloodcell.store.adaptation import VOUCHED
 from bloodcell.store.audit import record
+from bloodcell.store.database import can_hold
 from bloodcell.store.errors import NotFoundError, StoreError
 from bloodcell.store.models import Cell, Decision, Photo, Sample
 from bloodcell.store.samples import find
@@ -71,6 +72,8 @@ def vouched(decisions: Iterable[Decision]) -> bool:
 
 def bank_cells(session: Session, lab: str) -> list[BankCell]:
     """The cells of ``lab``'s bank, by sample id then cell id."""
+    if not can_hold(session, lab):
+        return []
     rows = session.execute(
         select(Cell, Sample.sample_id, Photo.sha256).join(Sample, Cell.sample_pk == Sample.id)
         .join(Photo, Cell.photo_pk == Photo.id)

@@ -66,6 +66,12 @@ class Store:
         self.engine.dispose()
 
 
+def can_hold(session: Session, text: str) -> bool:
+    """Whether the store's text columns can hold ``text``: PostgreSQL's hold no NUL character (a query naming one
+    fails in its driver), SQLite's can. A lookup of a name it cannot hold finds nothing."""
+    return "\x00" not in text or session.get_bind().dialect.name != "postgresql"
+
+
 def default_store() -> Path:
     return user_data_path("bloodcell", appauthor=False) / "store.sqlite"
 

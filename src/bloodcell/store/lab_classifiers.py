@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from bloodcell.smear.lab_name import check_lab
 from bloodcell.store.adapt_jobs import iso
 from bloodcell.store.audit import lab_target, record
+from bloodcell.store.database import can_hold
 from bloodcell.store.errors import NotFoundError
 from bloodcell.store.models import AdaptationJob, LabClassifier, utcnow
 from bloodcell.store.users import Person
@@ -18,7 +19,7 @@ from bloodcell.store.users import Person
 
 def lab_classifier(session: Session, lab: str) -> LabClassifier | None:
     """The adapted classifier chosen for ``lab`` (None: the service's own model)."""
-    return session.get(LabClassifier, lab)
+    return session.get(LabClassifier, lab) if can_hold(session, lab) else None
 
 
 def chosen_sha256s(session: Session) -> set[str]:

@@ -30,12 +30,14 @@ import numpy as np
 import torch
 
 from bloodcell.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from bloodcell.errors import DataError
+from bloodcell.errors import ConfigError, DataError
 from bloodcell.inference.ood import GUARD_VERSION, OODGuard, fit_guard
 from bloodcell.inference.predictor import Classifier
 from bloodcell.models.heads import GATE_OPTIONS, GatedHead, classifier_layer, gate_classifier
 from bloodcell.provenance import file_sha256, git_commit, now
+from bloodcell.smear.lab_name import RULE, check_lab, lab_problem
 from bloodcell.train.head import HeadFit, adapt_head
+from bloodcell.wording import shown
 from bloodcell.workflows.cells import Cells, folder_cells
 
 #: Fewest cells per class ``adapt`` accepts (cross-validation needs some in every fold).
@@ -139,12 +141,30 @@ def _guard_with_lab(guard: OODGuard | None, pixels: np.ndarray, features: np.nda
     return {**merged.to_dict(), "version": GUARD_VERSION}
 
 
+def adapted_lab(cells_dir: str | Path | Cells, lab: str | None) -> str:
+    """The lab an adapted model names: ``lab`` by the lab-name rule (:mod:`bloodcell.smear.lab_name`); else the
+    name a store keeps the cells under, or the cell folder's name, which must follow the rule too (ConfigError)."""
+    named = check_lab(lab) if lab is not None else ""
+    if named:
+        return named
+    if isinstance(cells_dir, Cells):
+        if cells_dir.kept_lab:
+            return cells_dir.kept_lab
+        raise ConfigError("cells already read need lab=NAME: the lab the adapted model names")
+    folder = Path(cells_dir).resolve().name
+    if lab_problem(folder):
+        raise ConfigError(f"the cell folder's name {shown(folder)} cannot name the lab ({RULE}): pass --lab NAME")
+    return folder
+
+
 def adapt(model: str | Path, cells_dir: str | Path | Cells, out: str | Path, seed: int = 0,
           lab: str | None = None, allow_worse: bool = False) -> Adaptation:
     """Adapt ``model`` (bundled name or .safetensors) to the lab of ``cells_dir`` (a folder, or cells already read,
-    e.g. a lab's cell bank in the store) and write ``out``; ``lab`` names the lab (default: the folder's name).
+    e.g. a lab's cell bank in the store) and write ``out``; ``lab`` names the lab (default: the name the store keeps
+    the cells under, or the folder's name; ConfigError, before any work, for a name the lab-name rule refuses).
     WorseThanUnadapted (one sentence, nothing written) when the adapted model's cross-validated accuracy is below
     the unadapted model's on the same cells, unless ``allow_worse``."""
+    lab = adapted_lab(cells_dir, lab)
     checkpoint = load_checkpoint(model)
     if isinstance(classifier_layer(checkpoint.model), GatedHead):
         base = checkpoint.meta.get("adaptation", {}).get("base", "the model it was adapted from")
@@ -161,7 +181,6 @@ def adapt(model: str | Path, cells_dir: str | Path | Cells, out: str | Path, see
     if worse and not allow_worse:
         raise WorseThanUnadapted(worse_sentence(fit, len(labels)))
     gate = _write_layer(checkpoint.model, fit, len(checkpoint.class_names), checkpoint.temperature)
-    lab = lab or Path(cells_dir).resolve().name
     extra: dict[str, Any] = {k: checkpoint.meta[k] for k in _KEPT if k in checkpoint.meta}
     extra["adaptation"] = {"lab": lab, "cells": counts, "cv_accuracy": fit.cv_accuracy, "folds": fit.folds,
                            "cv_accuracy_before": fit.cv_accuracy_before, "worse_than_unadapted": worse,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from bloodcell.errors import DataError
 from bloodcell.provenance import file_sha256
-from bloodcell.smear.lab_name import check_lab
+from bloodcell.smear.lab_name import look_up_lab
 from bloodcell.smear.review import WANTED
 from bloodcell.store.cell_bank import bank_crops, record_classifier_adaptation
 from bloodcell.workflows.adapt import MIN_CELLS, Adaptation, adapt
@@ -52,7 +52,8 @@ def bank_of(store: Store, lab: str) -> tuple[Cells, dict[str, list[int]]]:
     """The lab's bank as cells for :func:`~bloodcell.workflows.adapt.adapt`, and the cells used per sample."""
     with store.session() as session:
         crops = bank_crops(session, store.photos, lab)
-    return Cells(crops.images, crops.labels, crops.ids, crops.skipped, labelled_by="type"), crops.samples
+    return Cells(crops.images, crops.labels, crops.ids, crops.skipped, labelled_by="type",
+                 kept_lab=lab or UNNAMED_LAB), crops.samples
 
 
 def adapt_from_bank(store: Store, model: str | Path, output: str | Path, *, lab: str, actor: str,
@@ -61,7 +62,7 @@ def adapt_from_bank(store: Store, model: str | Path, output: str | Path, *, lab:
     ``adapt_classifier`` entry (by ``actor``) in its audit trail. DataError (one sentence) when the bank is too
     small: how many more cells of which types are needed; WorseThanUnadapted when adapting would type the bank's
     cells worse than the unadapted model (unless ``allow_worse``)."""
-    lab = check_lab(lab)
+    lab = look_up_lab(lab)
     cells, used = bank_of(store, lab)
     counts: dict[str, int] = {}
     for label in cells.labels:
@@ -69,7 +70,7 @@ def adapt_from_bank(store: Store, model: str | Path, output: str | Path, *, lab:
     sentence = too_few(counts, lab)
     if sentence:
         raise DataError(sentence)
-    result = adapt(model, cells, output, seed=seed, lab=lab or UNNAMED_LAB, allow_worse=allow_worse)
+    result = adapt(model, cells, output, seed=seed, allow_worse=allow_worse)  # the lab as the store keeps it
     classifier = {"name": Path(output).name, "sha256": file_sha256(result.path), "lab": lab,
                   "base": Path(str(model)).name, "cv_accuracy": result.fit.cv_accuracy,
                   "cv_accuracy_before": result.fit.cv_accuracy_before,

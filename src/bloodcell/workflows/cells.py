@@ -26,13 +26,15 @@ SELECTIONS = ("all", "held_out", "train")
 @dataclass
 class Cells:
     """Decoded cell images with their labels and ids; ``skipped`` lists (id or path, reason); ``labelled_by``: what
-    gave the labels, as a sentence names it (a lab's class folders, or the types reviewers gave in the store)."""
+    gave the labels, as a sentence names it (a lab's class folders, or the types reviewers gave in the store);
+    ``kept_lab``: the lab a store keeps the cells under, named as kept (a name kept before the lab-name rule too)."""
 
     images: list[Image.Image] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     labelled_by: str = "class folder"
+    kept_lab: str | None = None
 
 
 def bccd_cells(data_root=None, selection: str = "all", context: float = CONTEXT, seed: int = 0) -> Cells:

@@ -73,7 +73,7 @@ def adapt(
     if result.gated:
         typer.echo(f"a cell the model itself calls {' or '.join(result.gated)} keeps that type (the adapted layer "
                    "decides the others)", err=True)
-    if fit.cv_accuracy < fit.cv_accuracy_before:
+    if fit.worse_than_unadapted:
         typer.echo(f"warning: written because of --allow-worse, though adapting types your cells worse "
                    f"({fit.cv_accuracy:.1%} adapted, {fit.cv_accuracy_before:.1%} before; the model records it): "
                    "keep the original model, or give more cells of each type and check their types", err=True)

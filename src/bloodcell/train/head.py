@@ -89,6 +89,11 @@ class HeadFit:
     temperature: float
     folds: int
 
+    @property
+    def worse_than_unadapted(self) -> bool:
+        """Whether the adapted layer types the given cells worse, out of fold, than the model's own layer does."""
+        return self.cv_accuracy < self.cv_accuracy_before
+
 
 def fit_head(features: np.ndarray, labels: np.ndarray, weight0: np.ndarray, bias0: np.ndarray,
              strength: float, anchor: str = MODEL) -> tuple[np.ndarray, np.ndarray]:

@@ -177,13 +177,12 @@ def adapt(model: str | Path, cells_dir: str | Path | Cells, out: str | Path, see
     labels = np.array([checkpoint.class_names.index(label) for label in cells.labels])
     fit = adapt_head(features, labels, head.weight.detach().numpy().reshape(head.weight.shape[0], -1),
                      head.bias.detach().numpy(), seed=seed, temperature0=checkpoint.temperature)
-    worse = fit.cv_accuracy < fit.cv_accuracy_before
-    if worse and not allow_worse:
+    if fit.worse_than_unadapted and not allow_worse:
         raise WorseThanUnadapted(worse_sentence(fit, len(labels)))
     gate = _write_layer(checkpoint.model, fit, len(checkpoint.class_names), checkpoint.temperature)
     extra: dict[str, Any] = {k: checkpoint.meta[k] for k in _KEPT if k in checkpoint.meta}
     extra["adaptation"] = {"lab": lab, "cells": counts, "cv_accuracy": fit.cv_accuracy, "folds": fit.folds,
-                           "cv_accuracy_before": fit.cv_accuracy_before, "worse_than_unadapted": worse,
+                           "cv_accuracy_before": fit.cv_accuracy_before, "worse_than_unadapted": fit.worse_than_unadapted,
                            "strength": fit.strength,
                            "recipe": recipe(fit, checkpoint.class_names),
                            "base": Path(str(model)).name, "base_sha256": file_sha256(checkpoint.path),

@@ -38,7 +38,7 @@ from bloodcell.errors import CheckpointError, ConfigError
 from bloodcell.models import create_model, get_model_entry
 from bloodcell.models.heads import GATE_OPTIONS
 from bloodcell.transforms import DataConfig
-from bloodcell.weights import resolve
+from bloodcell.weights import not_a_checkpoint, resolve
 from bloodcell.writing import write_failed, write_json
 
 FORMAT = "bloodcell-checkpoint/1"
@@ -280,6 +280,8 @@ def derived_meta(checkpoint: Checkpoint, extra: dict[str, Any], keep: tuple[str,
 def read_checkpoint_meta(spec: str | Path) -> dict[str, Any]:
     """Validated metadata of a checkpoint (bundled name or path) without building the model."""
     path = resolve(spec)
+    if path.suffix == ".onnx":
+        raise CheckpointError(not_a_checkpoint(path))
     if path.suffix != ".safetensors":
         raise CheckpointError(f"{path}: expected a .safetensors checkpoint")
     try:

@@ -109,24 +109,33 @@ def test_int8_model_runs_and_mostly_agrees(classifier, onnx_paths):
     assert agree >= 0.85
 
 
-def test_static_int8_has_unsigned_activations_and_7_bit_weights(classifier, trained_checkpoint, tmp_path):
-    """onnxruntime's fast x86 int8 kernels take u8 activations and s8 weights; weights in [-64, 64] (7 bits, as
-    onnxruntime's reduce_range gives them) cannot saturate the 16-bit pair sums of CPUs without VNNI (2 x 255 x 64)."""
+def _int8_format(path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The int8 weight tensors and the activation zero points of a QDQ model."""
     import onnx
     from onnx import numpy_helper
 
-    calibration = [classifier.preprocess(_images(4, seed=seed)) for seed in (21, 22)]
-    path = export_onnx(trained_checkpoint, tmp_path / "static.onnx", int8=True, calibration=calibration)
     graph = onnx.load(str(path)).graph
     constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    quantizers = [n for n in graph.node if n.op_type == "QuantizeLinear"]
     weights = [constants[n.input[0]] for n in graph.node
                if n.op_type == "DequantizeLinear" and constants.get(n.input[0]) is not None
                and constants[n.input[0]].dtype == np.int8]
-    activations = [constants[n.input[2]] for n in quantizers if len(n.input) > 2]
+    activations = [constants[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    return weights, activations
+
+
+def _assert_saturation_safe(path) -> None:
+    """onnxruntime's fast x86 int8 kernels take u8 activations and s8 weights; weights in [-64, 64] (onnxruntime's
+    reduce_range) cannot saturate the 16-bit pair sums of CPUs without VNNI (2 x 255 x 64 < 2 ** 15)."""
+    weights, activations = _int8_format(path)
     assert weights and activations
     assert all(w.min() >= -64 and w.max() <= 64 for w in weights) and max(w.max() for w in weights) > 32
     assert all(zero.dtype == np.uint8 for zero in activations)
+
+
+def test_static_int8_has_unsigned_activations_and_7_bit_weights(classifier, trained_checkpoint, tmp_path):
+    calibration = [classifier.preprocess(_images(4, seed=seed)) for seed in (21, 22)]
+    path = export_onnx(trained_checkpoint, tmp_path / "static.onnx", int8=True, calibration=calibration)
+    _assert_saturation_safe(path)
     int8 = load(path)
     images = _images(32, seed=14)
     assert (int8.predict_proba(images).argmax(1) == classifier.predict_proba(images).argmax(1)).mean() >= 0.85
@@ -148,6 +157,26 @@ def test_bundled_int8_is_the_bundled_pbc8_quantized():
     assert int8.class_names == meta["class_names"] and document["temperature"] == meta["temperature"]
     assert int8.data_config.to_dict() == load("pbc8").data_config.to_dict()
     assert document["ood"] == meta["ood"] and int8.guard is not None
+    _assert_saturation_safe(resolve("pbc8-int8"))
+
+
+@pytest.mark.parametrize("command", [["adapt", "--model", "pbc8-int8", "--output", "{tmp}/a.safetensors", "{tmp}"],
+                                     ["calibrate-ood", "--model", "pbc8-int8", "--manifest", "pbc-seed0"],
+                                     ["export", "--model", "pbc8-int8", "--output", "{tmp}/b.onnx"],
+                                     ["count", "--detector", "pbc8-int8", "{tmp}/photo.png", "--output", "{tmp}/out"]])
+def test_an_exported_model_where_a_checkpoint_is_needed_is_refused_saying_what_to_use(command, tmp_path):
+    from typer.testing import CliRunner
+
+    from bloodcell.cli.main import app
+    from bloodcell.errors import BloodcellError
+
+    Image.fromarray(synthetic_cells(1, seed=3)[0][0]).save(tmp_path / "photo.png")
+    result = CliRunner().invoke(app, [part.format(tmp=tmp_path) for part in command])
+    # a BloodcellError: `bloodcell` prints its one sentence and exits 1 (tests/cli/test_cli_errors.py)
+    assert isinstance(result.exception, BloodcellError), result.output
+    message = str(result.exception)
+    assert message.startswith("pbc8-int8.onnx")
+    assert ("the bundled detector is smear-detector" if "--detector" in command else "use pbc8, the checkpoint") in message
 
 
 @pytest.mark.realdata
@@ -167,3 +196,27 @@ def test_bundled_int8_loses_at_most_2_accuracy_points(real_data_root):
     acc8 = (int8.predict_proba(images).argmax(1) == truth).mean()
     assert len(images) == 320 and acc32 > 0.9
     assert acc32 - acc8 <= 0.02
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_the_int8_cards_command_makes_the_bundled_file_again(real_data_root, tmp_path):
+    """`bloodcell export --model pbc8 --int8 --calibration-manifest pbc-seed0` (pbc8-int8's card) quantizes as the
+    bundled file was: the same weights, and on real cells the same probabilities within 0.01 (its activation ranges,
+    measured on validation images, may differ in the last bits on another CPU)."""
+    from typer.testing import CliRunner
+
+    from bloodcell.cli.main import app
+    from bloodcell.data.images import read_image
+    from bloodcell.data.manifest import read_manifest
+    from bloodcell.weights import resolve
+
+    out = tmp_path / "again.onnx"
+    result = CliRunner().invoke(app, ["export", "--model", "pbc8", "--int8", "--calibration-manifest", "pbc-seed0",
+                                      "--data-root", str(real_data_root), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    weights, bundled = _int8_format(out)[0], _int8_format(resolve("pbc8-int8"))[0]
+    assert len(weights) == len(bundled) == 50 and all(np.array_equal(a, b) for a, b in zip(weights, bundled))
+    rows = read_manifest("pbc-seed0").rows_for("test")[::100]
+    images = [read_image(real_data_root / "pbc" / row.path) for row in rows]
+    np.testing.assert_allclose(load(out).predict_proba(images), load("pbc8-int8").predict_proba(images), atol=0.01)

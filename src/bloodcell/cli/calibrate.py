@@ -11,7 +11,7 @@ from rich.console import Console
 from bloodcell.cli.options import DataRoot
 from bloodcell.errors import ConfigError
 from bloodcell.outputs import check_output_file
-from bloodcell.weights import BUNDLED, resolve
+from bloodcell.weights import BUNDLED, not_a_checkpoint, resolve
 
 console = Console()
 
@@ -33,10 +33,12 @@ def calibrate_ood(
     if not 0.5 < pass_rate < 1.0:
         raise ConfigError(f"--pass-rate must be between 0.5 and 1, got {pass_rate}")
     source = resolve(model)
-    if output is None and model in BUNDLED:
-        raise ConfigError(f"{model} is a bundled model; pass --output FILE.safetensors for the calibrated copy")
+    if source.suffix == ".onnx":
+        raise ConfigError(not_a_checkpoint(source))
     if source.suffix != ".safetensors":
         raise ConfigError(f"{source}: the guard is stored in a .safetensors checkpoint")
+    if output is None and model in BUNDLED:
+        raise ConfigError(f"{model} is a bundled model; pass --output FILE.safetensors for the calibrated copy")
     target = source if output is None else check_output_file(output, (".safetensors",), "calibrated checkpoint")
     params = fit_and_store(source, manifest, split, extra=extra or (), unfamiliar=unfamiliar or (),
                            data_root=data_root, limit=limit, pass_rate=pass_rate, output=target)

@@ -210,7 +210,7 @@ def _adaptation_lines(meta: dict) -> list[str]:
 
 
 @app.command("info")
-def info_command(name: str = typer.Argument(..., help="A bundled model (pbc8, pbc11, smear-detector), a registered or a timm model name, or a model file (.safetensors or .onnx).")) -> None:
+def info_command(name: str = typer.Argument(..., help="A bundled model (pbc8, pbc8-int8, pbc11, smear-detector), a registered or a timm model name, or a model file (.safetensors or .onnx).")) -> None:
     """A bundled model's card, what a model file says of itself, or the data config, parameter count and
     documentation of an architecture."""
     import inspect

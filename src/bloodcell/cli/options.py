@@ -33,7 +33,7 @@ def output_option(help: str) -> typer.models.OptionInfo:
 
 
 ModelName = Annotated[Optional[str], typer.Option(
-    "--model", "-m", help="Bundled model name (pbc8, pbc11) or a .safetensors/.onnx file; default: pbc8.")]
+    "--model", "-m", help="Bundled model name (pbc8, pbc8-int8, pbc11) or a .safetensors/.onnx file; default: pbc8.")]
 EngineOption = Annotated[Engine, typer.Option("--engine", help="Inference engine.")]
 Threads = Annotated[int, typer.Option(
     "--threads", min=1, help="CPU threads: torch threads, or onnx batches run at once (one thread each).")]

@@ -44,7 +44,7 @@ def check_port(host: str, port: int) -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 exposes the service to the network)."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name (pbc8, pbc11) or a .safetensors/.onnx file; default: the bundled model."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name (pbc8, pbc8-int8, pbc11) or a .safetensors/.onnx file; default: the bundled model."),
     engine: EngineOption = Engine.torch,
     detector: str = typer.Option("learned", "--detector", help="Smear detector of /v1/count: learned (the bundled one), classical, or a detector checkpoint such as one written by 'bloodcell detector adapt'."),
     refer_below: float = typer.Option(DEFAULT_REFER_BELOW, "--refer-below", min=0.0, max=1.0, help="Refer cells (classified, and white cells typed on smears) whose confidence is below this probability."),

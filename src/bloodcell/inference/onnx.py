@@ -10,8 +10,10 @@ file is self-describing like a checkpoint.
 ``int8``: without calibration batches, dynamic quantization (int8 weights, activations
 quantized on the fly); with ``calibration`` (preprocessed batches, e.g. validation images, which
 :func:`bloodcell.workflows.calibrate.int8_calibration_batches` reads from a manifest), static QDQ
-quantization: per-channel int8 weights, min-max activation ranges (percentile and entropy
-calibration were no better on PBC validation images), usually faster and more accurate for CNNs.
+quantization: unsigned 8-bit activations with min-max ranges (percentile and entropy calibration
+were no better on PBC validation images), per-channel signed weights, usually faster and more
+accurate for CNNs (``benchmarks/int8_choice.py``). Weights are kept in [-64, 64] either way
+(onnxruntime's ``reduce_range``), so that CPUs without VNNI cannot saturate.
 A file's metadata is validated when it is loaded (:func:`read_document`).
 """
 
@@ -74,7 +76,8 @@ def export_bytes(model, input_size: int) -> bytes:
     return buffer.getvalue()
 
 
-def _with_metadata(model_bytes: bytes, document: dict[str, Any]):
+def with_metadata(model_bytes: bytes, document: dict[str, Any]):
+    """The ONNX model of ``model_bytes`` carrying ``document`` (and its main fields) as its metadata."""
     proto = onnx.load_from_string(model_bytes)
     del proto.metadata_props[:]
     entries = {"bloodcell": document, **{k: document[k] for k in ("model_name", "class_names", "data_config", "temperature", "ood")}}
@@ -99,7 +102,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False,
     fp32 = export_bytes(loaded.model, loaded.data_config.input_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not int8:
-        return write_bytes(out, _with_metadata(fp32, document).SerializeToString())
+        return write_bytes(out, with_metadata(fp32, document).SerializeToString())
     with tempfile.TemporaryDirectory() as tmp:
         raw, source, quantized = Path(tmp) / "raw.onnx", Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         raw.write_bytes(fp32)
@@ -113,16 +116,15 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False,
 
         quant_pre_process(str(raw), str(source))  # fold constants and infer shapes, as quantization expects
         if calibration is None:
-            quantize_dynamic(str(source), str(quantized), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(source), str(quantized), weight_type=QuantType.QInt8, reduce_range=True)
         else:
-            # unsigned activations with signed weights: onnxruntime's fast int8 kernels on x86 (on this 2-core VM,
-            # EfficientNet-Lite0 at 128 px: 1.3 ms per image against 2.9 ms in fp32; signed activations gain
-            # little); weights in [-64, 64] (reduce_range), so that CPUs without VNNI, which add pairs of u8 x s8
-            # products in 16 bits, cannot saturate (PBC validation: 98.12 % against 98.30 % in fp32)
+            # unsigned activations with signed weights: onnxruntime's fast int8 kernels on x86; weights in [-64, 64]
+            # (reduce_range): CPUs without VNNI add pairs of u8 x s8 products in 16 bits, which 8-bit weights can
+            # saturate (benchmarks/int8_choice.py measures the formats)
             quantize_static(str(source), str(quantized), _CalibrationReader(list(calibration)),
                             quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        return write_bytes(out, _with_metadata(quantized.read_bytes(), document).SerializeToString())
+        return write_bytes(out, with_metadata(quantized.read_bytes(), document).SerializeToString())
 
 
 class _CalibrationReader:

@@ -48,6 +48,7 @@ from bloodcell.store.cell_bank import bank_summary
 from bloodcell.store.lab_classifiers import describe, lab_classifier
 from bloodcell.store.database import Store
 from bloodcell.store.users import Person
+from bloodcell.weights import exported_from
 from bloodcell.writing import output_name
 
 logger = get_logger(__name__)
@@ -106,8 +107,9 @@ class AdaptJobs:
         if lab_problem(lab):  # a name kept before the rule: its bank is shown, but no job names it anew
             return RequestRejected(422, "invalid_request", lab_problem(lab))
         if Path(self.model).suffix == ".onnx":
+            source = exported_from(Path(self.model)) or "its .safetensors checkpoint"
             return RequestRejected(422, "invalid_request", f"this server runs the ONNX model {Path(self.model).name}: "
-                                   "adapt its .safetensors checkpoint with `bloodcell adapt --store`")
+                                   f"adapt {source} with `bloodcell adapt --store`")
         sentence = self.adapter.too_few(counts, lab)
         return RequestRejected(422, "too_few_cells", sentence) if sentence else None
 

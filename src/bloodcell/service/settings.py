@@ -63,7 +63,7 @@ class Limits:
 class ServiceSettings:
     """Everything a service instance is built from.
 
-    ``model`` is a bundled model name (pbc8, pbc11) or a .safetensors/.onnx path (None: the
+    ``model`` is a bundled model name (pbc8, pbc8-int8, pbc11) or a .safetensors/.onnx path (None: the
     bundled default); ``engine`` and ``threads`` go to :func:`bloodcell.inference.predictor.load`
     (``threads`` is the number of concurrent onnxruntime batches; torch's own thread count is
     set by the process owner, ``bloodcell serve --threads``). ``refer_below`` applies to

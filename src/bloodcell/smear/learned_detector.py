@@ -33,6 +33,7 @@ from bloodcell.data.images import to_rgb
 from bloodcell.errors import CheckpointError, ConfigError
 from bloodcell.models import get_model_entry
 from bloodcell.models.centernet import MULTIPLE, input_shape, to_input
+from bloodcell.weights import resolve
 
 #: Side of the square tiles a large resized photo is cut into, and their overlap (resized pixels).
 TILE = 768
@@ -237,10 +238,20 @@ def detector_settings(meta: dict, path: str | Path) -> DetectorSettings:
     return settings
 
 
+def read_detector(spec: str | Path) -> tuple[Path, dict, DetectorSettings]:
+    """A detector checkpoint's file, metadata and validated settings; CheckpointError for anything else."""
+    path = resolve(spec, default="smear-detector")
+    if path.suffix == ".onnx":
+        raise CheckpointError(f"{path.name}: an exported ONNX model, not a smear detector checkpoint; the bundled "
+                              "detector is smear-detector, or train one with 'bloodcell detector train'")
+    meta = read_checkpoint_meta(path)
+    return path, meta, detector_settings(meta, path)
+
+
 def load_detector(spec: str | Path) -> LearnedDetector:
     """Load a detector checkpoint (the bundled ``smear-detector`` or a file written by ``bloodcell detector train``)."""
-    settings = detector_settings(read_checkpoint_meta(spec), spec)
-    checkpoint = load_checkpoint(spec)
+    path, _, settings = read_detector(spec)
+    checkpoint = load_checkpoint(path)
     config = checkpoint.data_config
     return LearnedDetector(checkpoint.model, settings, config.mean, config.std, str(checkpoint.path))
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from PIL import Image
 
-from bloodcell.checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from bloodcell.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from bloodcell.data.boxes import SMEAR_LABELS as LABELS
 from bloodcell.data.boxes import Box
 from bloodcell.data.images import read_image
@@ -42,10 +42,9 @@ from bloodcell.models.centernet_kept import MODEL_NAME as KEPT_MODEL
 from bloodcell.models.centernet_kept import KeptClassesCenterNet
 from bloodcell.provenance import file_sha256
 from bloodcell.smear.lab_name import check_lab
-from bloodcell.smear.learned_detector import LearnedDetector, detector_settings
+from bloodcell.smear.learned_detector import LearnedDetector, read_detector
 from bloodcell.train.detector import CANDIDATE_THRESHOLDS, Sample, select_thresholds
 from bloodcell.train.detector_adapt import AdaptOptions, fine_tune
-from bloodcell.weights import resolve
 from bloodcell.workflows.detector import red_cell_size
 from bloodcell.workflows.reviewed_photos import ReviewedPhotos, from_folder, from_store, record_use
 
@@ -184,9 +183,7 @@ def _check_output(output: Path, overwrite: bool) -> None:
 
 
 def _base(detector: str | Path) -> tuple[Path, dict[str, Any], LearnedDetector]:
-    path = resolve(detector, default="smear-detector")
-    meta = read_checkpoint_meta(path)
-    settings = detector_settings(meta, path)
+    path, meta, settings = read_detector(detector)
     checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint.model, CenterNet):
         raise CheckpointError(f"{path}: only a plain CenterNet detector can be adapted (this is {meta['model_name']}); "

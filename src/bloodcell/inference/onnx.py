@@ -12,8 +12,8 @@ quantized on the fly); with ``calibration`` (preprocessed batches, e.g. validati
 :func:`bloodcell.workflows.calibrate.int8_calibration_batches` reads from a manifest), static QDQ
 quantization: unsigned 8-bit activations with min-max ranges (percentile and entropy calibration
 were no better on PBC validation images), per-channel signed weights, usually faster and more
-accurate for CNNs (``benchmarks/int8_choice.py``). Weights are kept in [-64, 64] either way
-(onnxruntime's ``reduce_range``), so that CPUs without VNNI cannot saturate.
+accurate for CNNs (``benchmarks/int8_choice.py``), with weights kept in [-64, 64] (onnxruntime's
+``reduce_range``) so that CPUs without VNNI cannot saturate.
 A file's metadata is validated when it is loaded (:func:`read_document`).
 """
 
@@ -116,7 +116,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False,
 
         quant_pre_process(str(raw), str(source))  # fold constants and infer shapes, as quantization expects
         if calibration is None:
-            quantize_dynamic(str(source), str(quantized), weight_type=QuantType.QInt8, reduce_range=True)
+            quantize_dynamic(str(source), str(quantized), weight_type=QuantType.QInt8)
         else:
             # unsigned activations with signed weights: onnxruntime's fast int8 kernels on x86; weights in [-64, 64]
             # (reduce_range): CPUs without VNNI add pairs of u8 x s8 products in 16 bits, which 8-bit weights can

@@ -93,3 +93,12 @@ def test_bundled_checkpoint_metadata_carries_no_machine_paths(name):
     meta = read_document(OnnxBackend(path), path) if path.suffix == ".onnx" else read_checkpoint_meta(name)
     paths = [s for s in _strings(meta) if s.startswith(("/", "~")) or re.match(r"^[A-Za-z]:\\\\", s)]
     assert paths == []
+
+
+def test_models_info_on_an_int8_file_says_it_is_quantized_and_from_which_checkpoint():
+    from bloodcell.provenance import file_sha256
+
+    result = CliRunner().invoke(app, ["models", "info", str(BUNDLED["pbc8-int8"].path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "quantized to int8 (static-qdq)" in result.output
+    assert f"exported from the checkpoint with sha256 {file_sha256(BUNDLED['pbc8'].path)}" in result.output

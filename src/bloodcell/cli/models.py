@@ -169,6 +169,11 @@ def _file_info(path: Path) -> None:
                   f"{escape(', '.join(meta['class_names']))}; input {config['input_size']} px, framing "
                   f"{escape(str(config.get('framing', 'none')))}; temperature {float(meta['temperature']):.3g}",
                   highlight=False)
+    quantization, source = meta.get("quantization"), meta.get("source_checkpoint_sha256")
+    if isinstance(quantization, str):
+        console.print(f"quantized to int8 ({escape(quantization[:40])})", highlight=False)
+    if isinstance(source, str):
+        console.print(f"exported from the checkpoint with sha256 {escape(source[:64])}", highlight=False)
     taxonomy = meta.get("taxonomy") or (meta.get("train_config") or {}).get("taxonomy")
     if isinstance(taxonomy, str):
         console.print(f"taxonomy {escape(taxonomy[:80])}", highlight=False)

@@ -40,6 +40,7 @@ from bloodcell.models.centernet import MODEL_NAME as CENTERNET
 from bloodcell.models.centernet import CenterNet, input_shape
 from bloodcell.models.centernet_kept import MODEL_NAME as KEPT_MODEL
 from bloodcell.models.centernet_kept import KeptClassesCenterNet
+from bloodcell.outputs import refuse_to_replace
 from bloodcell.provenance import file_sha256
 from bloodcell.smear.lab_name import check_lab
 from bloodcell.smear.learned_detector import LearnedDetector, read_detector
@@ -178,8 +179,7 @@ def _final_model(base_model: CenterNet, tuned: CenterNet, kept: Sequence[str], s
 def _check_output(output: Path, overwrite: bool) -> None:
     if output.suffix != ".safetensors":
         raise ConfigError(f"--output must name a .safetensors file, got {output}")
-    if output.exists() and not overwrite:
-        raise ConfigError(f"{output} exists; choose another --output or pass --overwrite")
+    refuse_to_replace(output, overwrite)
 
 
 def _base(detector: str | Path) -> tuple[Path, dict[str, Any], LearnedDetector]:

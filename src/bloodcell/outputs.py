@@ -31,6 +31,12 @@ def check_output_folder(out: str | Path, what: str = "outputs") -> Path:
     return out
 
 
+def refuse_to_replace(path: str | Path, overwrite: bool) -> None:
+    """Refuse an existing ``path`` (an earlier export, a filled-in file) unless ``overwrite``: ConfigError."""
+    if not overwrite and os.path.lexists(path):
+        raise ConfigError(f"{path} exists; choose another --output or pass --overwrite")
+
+
 def check_output_file(path: str | Path, suffixes: Sequence[str], what: str = "results") -> Path:
     """``path`` as a file that can be written (suffix in ``suffixes``; its folder created); ConfigError otherwise."""
     path = Path(path)

@@ -231,16 +231,16 @@ def test_a_type_the_model_does_not_have_is_named_as_a_type_not_a_class_folder(st
 
 @pytest.mark.parametrize("lab", ["x" * 197, "north\tsouth"])
 def test_every_lab_option_naming_a_lab_anew_refuses_a_name_the_rule_refuses_in_one_sentence(store_spec, tmp_path, lab):
-    """adapt --lab CELLS and detector adapt --lab: one rule, checked before any work; adapt --store and samples
-    lab-audit only read the store, where such a name may have been kept before the rule: they look it up."""
+    """adapt --lab CELLS and detector adapt --lab PHOTOS: one rule, checked before any work; adapt --store, detector
+    adapt --store and samples lab-audit only read the store, where such a name may have been kept before the rule:
+    they look it up."""
     from bloodcell.errors import ConfigError
     from bloodcell.store.database import open_store
 
     open_store(store_spec).close()
     out = tmp_path / "a.safetensors"
     commands = [["adapt", str(tmp_path), "--lab", lab, "-o", str(out)],
-                ["detector", "adapt", str(tmp_path), "--lab", lab, "-o", str(out)],
-                ["detector", "adapt", "--store", store_spec, "--lab", lab, "-o", str(out)]]
+                ["detector", "adapt", str(tmp_path), "--lab", lab, "-o", str(out)]]
     for command in commands:
         refused = CliRunner().invoke(app, command)
         assert refused.exit_code != 0 and isinstance(refused.exception, ConfigError), (command, refused.output)
@@ -252,6 +252,9 @@ def test_every_lab_option_naming_a_lab_anew_refuses_a_name_the_rule_refuses_in_o
     read = CliRunner().invoke(app, ["adapt", "--store", store_spec, "--lab", lab, "-o", str(out)])
     assert read.exit_code != 0 and isinstance(read.exception, DataError), read.output
     assert str(read.exception).startswith("the cell bank of lab ") and not out.exists()
+    read = CliRunner().invoke(app, ["detector", "adapt", "--store", store_spec, "--lab", lab, "-o", str(out)])
+    assert read.exit_code != 0 and isinstance(read.exception, DataError), read.output
+    assert "holds no reviewed or signed sample of lab " in str(read.exception) and not out.exists()
     too_long = CliRunner().invoke(app, ["samples", "lab-audit", "x" * 201, "--store", store_spec])
     assert isinstance(too_long.exception, ConfigError) and "at most 200 characters" in str(too_long.exception)
 

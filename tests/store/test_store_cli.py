@@ -125,6 +125,26 @@ def test_exports_write_a_numeric_csv_and_a_fhir_bundle(lab, tmp_path):
     assert json.loads((tmp_path / "a.json").read_text())["entry"][0]["resource"]["status"] == "preliminary"
 
 
+@pytest.mark.parametrize("command", [["samples", "export", "A-1", "--format", "csv"],
+                                     ["samples", "export", "A-1", "--format", "fhir"], ["samples", "report", "A-1"]])
+def test_an_export_never_replaces_an_existing_file_without_overwrite(lab, tmp_path, monkeypatch, capsys, command):
+    from bloodcell.cli import main as cli_main
+
+    earlier = tmp_path / {"csv": "a.csv", "fhir": "a.json"}.get(command[-1], "a.html")
+    earlier.write_text("a lab's earlier export\n")
+    before = sorted(tmp_path.iterdir())
+    monkeypatch.setattr(sys, "argv", ["bloodcell", *command, "--output", str(earlier), "--store", lab])
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main.main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"Error: {earlier} exists; choose another --output or pass --overwrite"
+    assert earlier.read_text() == "a lab's earlier export\n" and sorted(tmp_path.iterdir()) == before
+    result = _run(*command, "--output", earlier, "--store", lab, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert "A-1" in earlier.read_text()
+
+
 def test_users_list_and_disable(lab):
     listed = json.loads(_run("users", "list", "--store", lab, "--format", "json").output)
     assert [(u["name"], u["role"], u["active"]) for u in listed] == [("ada", "admin", True), ("sam", "supervisor", True),

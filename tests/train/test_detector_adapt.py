@@ -366,3 +366,41 @@ def adapted_sha256(path) -> str:
     from bloodcell.provenance import file_sha256
 
     return file_sha256(path)
+
+
+def test_a_lab_named_before_the_rule_adapts_its_detector_from_the_store(base, tmp_path):
+    """A 200-character lab name written into the store before the lab-name rule (196 at most for a new name):
+    `detector adapt --store --lab` looks it up as it is and adapts from its reviewed samples."""
+    from sqlalchemy import update
+
+    from bloodcell.cli.main import app
+    from bloodcell.store.audit import trail
+    from bloodcell.store.database import open_store
+    from bloodcell.store.models import Sample
+    from bloodcell.store.samples import find, finish_review
+    from bloodcell.store.users import Person
+
+    old = "Lab " + "o" * 196
+    spec = str(tmp_path / "store.sqlite")
+    store, photos = open_store(spec), tmp_path / "photos"
+    photos.mkdir()
+    for sample_id, seeds in (("O-1", [0, 1]), ("O-2", [2])):
+        _store_sample(store, photos, sample_id, "placeholder", seeds)
+    with store.session() as session:
+        session.execute(update(Sample).where(Sample.lab == "placeholder").values(lab=old))
+    with store.session() as session:
+        for sample_id in ("O-1", "O-2"):
+            finish_review(session, sample_id, Person("tia", "technician"))
+    out = tmp_path / "adapted.safetensors"
+    with pytest.raises(ConfigError, match="cannot be used: use at most 196 characters"):
+        detector_adapt.adapt_detector(photos, out, lab=old, detector=base, options=FAST)  # a new name: the rule
+    result = CliRunner().invoke(app, ["detector", "adapt", "-o", str(out), "--lab", old, "--store", spec,
+                                      "--detector", str(base), "--folds", "2", "--epochs", "1", "--threads", "1",
+                                      "--adapt-all"])
+    assert result.exit_code == 0, f"{result.output} {result.exception!r}"
+    assert "3 photos, 2-fold cross-validated" in result.output
+    assert json.loads(out.with_suffix(".json").read_text())["detector"]["adapted"]["lab"] == old
+    with store.session() as session:
+        entry = next(e for e in trail(session, find(session, "O-1")) if e.action == "adapt_detector")
+        assert entry.after["lab"] == old and entry.after["photos"] == ["O-1-0.png", "O-1-1.png"]
+    store.close()

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from bloodcell.cli.main import app
-from bloodcell.errors import DataError
+from bloodcell.errors import ConfigError, DataError
 
 PBC8 = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
 
@@ -211,3 +211,17 @@ def test_review_export_all_gives_every_white_cell_and_an_unfamiliar_labs_sample_
     assert len(list((tmp_path / "bank").rglob("*.png"))) == 2
     with (tmp_path / "reviewed" / "corrections.csv").open(newline="") as handle:
         assert all(row["reason"] for row in csv.DictReader(handle))  # why each cell was reviewed is kept
+
+
+def test_review_export_never_replaces_a_corrections_csv_without_overwrite(counted, tiny_model, tmp_path):
+    review = tmp_path / "review"
+    review.mkdir()
+    (review / "corrections.csv").write_text("item,decision\n1-0,accept\n")  # a reviewer's filled-in file
+    result = CliRunner().invoke(app, ["review", "export", str(tmp_path / "no-such-sample"), "-o", str(review)])
+    assert result.exit_code != 0 and isinstance(result.exception, ConfigError)  # refused before reading the sample
+    assert str(result.exception) == f"{review / 'corrections.csv'} exists; choose another --output or pass --overwrite"
+    assert (review / "corrections.csv").read_text() == "item,decision\n1-0,accept\n"
+    assert sorted(p.name for p in review.iterdir()) == ["corrections.csv"]
+    output = _run("export", counted, "-o", review, "--model", tiny_model, "--overwrite")
+    assert output.startswith("3 cells to review") and (review / "corrections.csv").read_text().startswith("sample_id,")
+    assert len(list(csv.DictReader((review / "corrections.csv").open()))) == 3

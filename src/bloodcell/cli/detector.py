@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from bloodcell.cli.options import ConfigFile, DataRoot, Overwrite, Resume, training_overrides
+from bloodcell.cli.options import ConfigFile, DataRoot, Overwrite, ReplaceOutput, Resume, training_overrides
 
 app = typer.Typer(help="Learned smear cell detector (CenterNet on EfficientNet-Lite0).", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -106,7 +106,7 @@ def adapt(
     seed: int = typer.Option(0, "--seed", help="Random seed (folds and augmentation)."),
     keep_if_worse: bool = typer.Option(True, "--keep-if-worse/--adapt-all", help="A class whose cross-validated count accuracy adapting does not raise keeps the original detector's network and threshold."),
     threads: int = typer.Option(2, "--threads", min=1, help="Torch threads."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output."),
+    overwrite: ReplaceOutput = False,
 ) -> None:
     """Fine-tune the smear detector on a lab's reviewed photos; score thresholds chosen by cross-validation."""
     from bloodcell.errors import ConfigError

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
+
+from bloodcell.cli.options import replace_option
 
 app = typer.Typer(help="Review a counted sample's referred cells; recompute its differential with the corrections.",
                   no_args_is_help=True, rich_markup_mode=None)
@@ -20,12 +22,13 @@ def export(
     output: Path = typer.Option(..., "--output", "-o", help="Folder for crops/<item>.png, corrections.csv (to fill in) and review.md."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     every_cell: bool = typer.Option(False, "--all", help="Every white cell, not only the referred and doubtful ones (to build your lab's cell bank); a sample whose white cells look unlike every lab the model knows gets every cell anyway."),
+    overwrite: Annotated[bool, replace_option("Export again into an --output that holds a corrections.csv (replacing it, and any decisions filled in).")] = False,
 ) -> None:
     """Write the referred and doubtful white cells of a counted sample for review: crops, top 3, a corrections CSV."""
     from bloodcell.inference.predictor import load
     from bloodcell.workflows.review import export_review
 
-    exported = export_review(counts, output, load(model), every_cell=every_cell)
+    exported = export_review(counts, output, load(model), every_cell=every_cell, overwrite=overwrite)
     why = " (every white cell: this sample's cells look unlike every lab the model knows)" if exported.unfamiliar_lab else ""
     typer.echo(f"{len(exported.items)} cells to review{why} -> {output}")
     if exported.items:

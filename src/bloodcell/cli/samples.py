@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from bloodcell.cli.options import ReplaceOutput
 from bloodcell.cli.signin import FormatOption, PasswordStdinOption, StoreOption, UserOption, change_as
 from bloodcell.errors import ConfigError
 from bloodcell.store.vocabulary import EXPORTS
@@ -179,6 +180,7 @@ def export(
     output: Path = typer.Option(..., "--output", "-o", help="The file to write (.csv or .json)."),
     wbc: WbcOption = None,
     store: StoreOption = None,
+    overwrite: ReplaceOutput = False,
 ) -> None:
     """Export a sample for a laboratory information system: final when signed, preliminary otherwise."""
     from bloodcell.store.database import open_store
@@ -187,7 +189,7 @@ def export(
 
     with open_store(store, create=False).session() as session:
         sample = find(session, sample_id)
-        path = write_export(sample, format, output, wbc)
+        path = write_export(sample, format, output, wbc, overwrite=overwrite)
         status = sample.status
     typer.echo(f"{format} export of sample {sample_id} ({'final' if status == 'signed' else 'preliminary'}) -> {path}")
 
@@ -199,10 +201,11 @@ def report(
                                 help="The file to write: .pdf (printed with WeasyPrint) or .html."),
     wbc: WbcOption = None,
     store: StoreOption = None,
+    overwrite: ReplaceOutput = False,
 ) -> None:
     """A sample's printable report: counts, differential with 95% intervals and reference intervals, flags where
     enough cells were counted, reviewers and sign-off, models, annotated photos. For research use only."""
     from bloodcell.workflows.sample_report import write_sample_report
 
-    path = write_sample_report(store, sample_id, output, wbc)
+    path = write_sample_report(store, sample_id, output, wbc, overwrite=overwrite)
     typer.echo(f"report of sample {sample_id} -> {path}")

@@ -7,7 +7,8 @@ The empty name stands for the samples kept without a lab name.
 
 The rule is checked where a new name is written (:func:`check_lab`: a sample counted into the store under a lab, an
 adapting job started, a lab's classifier chosen). A name the store already holds, kept before the rule, is still
-looked up as it is (:func:`look_up_lab`: listing, a lab's cell bank, its audit trail, ending its jobs)."""
+looked up as it is (:func:`look_up_lab`: listing, a lab's cell bank, its audit trail, ending its jobs,
+adapting a detector from its samples, ``detector adapt --store``)."""
 
 from __future__ import annotations
 

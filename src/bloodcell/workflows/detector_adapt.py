@@ -40,8 +40,9 @@ from bloodcell.models.centernet import MODEL_NAME as CENTERNET
 from bloodcell.models.centernet import CenterNet, input_shape
 from bloodcell.models.centernet_kept import MODEL_NAME as KEPT_MODEL
 from bloodcell.models.centernet_kept import KeptClassesCenterNet
+from bloodcell.outputs import refuse_to_replace
 from bloodcell.provenance import file_sha256
-from bloodcell.smear.lab_name import check_lab
+from bloodcell.smear.lab_name import check_lab, look_up_lab
 from bloodcell.smear.learned_detector import LearnedDetector, read_detector
 from bloodcell.train.detector import CANDIDATE_THRESHOLDS, Sample, select_thresholds
 from bloodcell.train.detector_adapt import AdaptOptions, fine_tune
@@ -178,8 +179,7 @@ def _final_model(base_model: CenterNet, tuned: CenterNet, kept: Sequence[str], s
 def _check_output(output: Path, overwrite: bool) -> None:
     if output.suffix != ".safetensors":
         raise ConfigError(f"--output must name a .safetensors file, got {output}")
-    if output.exists() and not overwrite:
-        raise ConfigError(f"{output} exists; choose another --output or pass --overwrite")
+    refuse_to_replace(output, overwrite)
 
 
 def _base(detector: str | Path) -> tuple[Path, dict[str, Any], LearnedDetector]:
@@ -192,21 +192,24 @@ def _base(detector: str | Path) -> tuple[Path, dict[str, Any], LearnedDetector]:
     return path, meta, LearnedDetector(checkpoint.model, settings, config.mean, config.std, str(path))
 
 
-def _lab_name(lab: str) -> str:
-    """``lab`` by the one rule for a lab's name, and not empty: an adapted detector names its lab."""
-    lab = check_lab(lab)
+def _lab_name(lab: str, stored: bool = False) -> str:
+    """``lab`` by the one rule for a new lab's name or, ``stored``, as the store may hold it (a name kept before the
+    rule is still looked up), and not empty: an adapted detector names its lab."""
+    lab = look_up_lab(lab) if stored else check_lab(lab)
     if not lab:
         raise ConfigError("--lab must name the lab whose photos these are")
     return lab
 
 
-def adapt_from_store(store: Store, output: str | Path, *, lab: str, actor: str, **options: Any) -> dict[str, Any]:
-    """:func:`adapt_detector` on the reviewed and signed samples of ``lab`` in ``store``; each sample used keeps
-    an ``adapt_detector`` entry (by ``actor``) in its audit trail."""
-    lab = _lab_name(lab)
-    _check_output(Path(output), options.get("overwrite", False))
+def adapt_from_store(store: Store, output: str | Path, *, lab: str, actor: str, overwrite: bool = False,
+                     **options: Any) -> dict[str, Any]:
+    """:func:`adapt_detector` on the reviewed and signed samples of ``lab`` in ``store`` (any name the store may
+    hold, one kept before the lab-name rule too); each sample used keeps an ``adapt_detector`` entry (by ``actor``)
+    in its audit trail."""
+    lab = _lab_name(lab, stored=True)
+    _check_output(Path(output), overwrite)
     reviewed = from_store(store, lab)
-    result = adapt_detector(reviewed, output, lab=lab, **options)
+    result = _adapt(reviewed, Path(output), lab, **options)
     used = {p["name"] for p in result["photos"]}
     reviewed.samples = {sample: kept for sample, names in reviewed.samples.items()
                         if (kept := [n for n in names if f"{sample}/{n}" in used])}
@@ -226,10 +229,16 @@ def adapt_detector(photos: str | Path | ReviewedPhotos, output: str | Path, *, l
     """Fine-tune ``detector`` on the reviewed photos ``photos`` (a folder of labelled photos, a reviewed sample
     folder, or photos read from the store) and write the adapted checkpoint to ``output``;
     ``keep_if_worse``: a class that adapting did not improve in cross-validation keeps the original's network."""
-    started = time.monotonic()
     output = Path(output)
     _check_output(output, overwrite)
-    lab = _lab_name(lab)
+    return _adapt(photos, output, _lab_name(lab), detector=detector, folds=folds, options=options,
+                  keep_if_worse=keep_if_worse)
+
+
+def _adapt(photos: str | Path | ReviewedPhotos, output: Path, lab: str, *, detector: str | Path = "smear-detector",
+           folds: int = 3, options: AdaptOptions = AdaptOptions(), keep_if_worse: bool = True) -> dict[str, Any]:
+    """:func:`adapt_detector` once ``output`` and the lab's name ``lab`` are checked."""
+    started = time.monotonic()
     reviewed = photos if isinstance(photos, ReviewedPhotos) else from_folder(photos)
     found, skipped, where = reviewed.photos, list(reviewed.skipped), reviewed.where
     base_path, base_meta, base = _base(detector)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bloodcell.data.images import read_image
 from bloodcell.errors import DataError, ImageError
-from bloodcell.outputs import check_output_folder
+from bloodcell.outputs import check_output_folder, refuse_to_replace
 from bloodcell.smear import documents
 from bloodcell.smear.differential import write_report
 from bloodcell.smear.io import serialisable
@@ -143,10 +143,13 @@ class ReviewExport:
     unfamiliar_lab: bool
 
 
-def export_review(counts: str | Path, out: str | Path, classifier=None, every_cell: bool = False) -> ReviewExport:
+def export_review(counts: str | Path, out: str | Path, classifier=None, every_cell: bool = False, *,
+                  overwrite: bool = False) -> ReviewExport:
     """Write the sample's review items (crops, corrections.csv template, review.md) into ``out``: the referred and
     doubtful white cells, or every white cell with ``every_cell`` or when the sample's lab check found its white
-    cells unlike every lab the model knows (then none was typed with a measured accuracy)."""
+    cells unlike every lab the model knows (then none was typed with a measured accuracy). A corrections.csv
+    already in ``out`` (perhaps filled in) is refused unless ``overwrite``."""
+    refuse_to_replace(Path(out) / "corrections.csv", overwrite)
     counted = read_counted(counts)
     out = check_output_folder(out, "review files")
     unfamiliar = not every_cell and unfamiliar_lab(counted.doc)

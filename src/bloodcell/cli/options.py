@@ -55,6 +55,8 @@ Resume = Annotated[bool, typer.Option(
     "--resume", help="Continue the run in --output from its last.pt and saved config.json (flags may change some options).")]
 Overwrite = Annotated[bool, typer.Option(
     "--overwrite", help="Start again in an existing --output (removes its run files).")]
+
+
 def replace_option(help: str = "Replace an existing --output.") -> typer.models.OptionInfo:
     """The ``--overwrite`` flag of a command whose output (an export, a file a person fills in) is not replaced
     without it."""
@@ -62,6 +64,7 @@ def replace_option(help: str = "Replace an existing --output.") -> typer.models.
 
 
 ReplaceOutput = Annotated[bool, replace_option()]
+
 #: A training command's parameters that are not training options.
 RUN_PARAMETERS = ("config", "resume", "overwrite")
 

@@ -37,13 +37,16 @@ def refuse_to_replace(path: str | Path, overwrite: bool) -> None:
         raise ConfigError(f"{path} exists; choose another --output or pass --overwrite")
 
 
-def check_output_file(path: str | Path, suffixes: Sequence[str], what: str = "results") -> Path:
-    """``path`` as a file that can be written (suffix in ``suffixes``; its folder created); ConfigError otherwise."""
+def check_output_file(path: str | Path, suffixes: Sequence[str], what: str = "results", *,
+                      replace: bool = True) -> Path:
+    """``path`` as a file that can be written (suffix in ``suffixes``; its folder created; an existing file only
+    with ``replace``: :func:`refuse_to_replace`); ConfigError otherwise."""
     path = Path(path)
     if path.suffix.lower() not in suffixes:
         raise ConfigError(f"{path}: the {what} file must end in {' or '.join(suffixes)}")
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder; give a file name for the {what}")
+    refuse_to_replace(path, replace)
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{path}: the file exists and cannot be overwritten")
     check_output_folder(path.parent if str(path.parent) else Path("."), what)

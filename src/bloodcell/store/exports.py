@@ -28,7 +28,7 @@ from typing import Any
 from fhir.resources.R4B.bundle import Bundle
 
 from bloodcell.errors import ConfigError
-from bloodcell.outputs import check_output_file, refuse_to_replace
+from bloodcell.outputs import check_output_file
 from bloodcell.smear.differential import NOT_WHITE_CELLS, REFERENCE_INTERVALS, differential
 from bloodcell.smear.lab_check import lab_check_text
 from bloodcell.store.models import Sample
@@ -171,13 +171,12 @@ def write_export(sample: Sample, kind: str, path: str | Path, wbc_per_nl: float 
                  overwrite: bool = False) -> Path:
     """Write ``sample`` as ``kind`` (csv or fhir) to ``path`` whole or not at all (a temporary file renamed);
     an existing ``path`` (an earlier export) is refused unless ``overwrite``."""
-    refuse_to_replace(path, overwrite)
     if kind not in EXPORTS:
         raise ConfigError(f"unknown export format {kind!r}; choose one of {', '.join(EXPORTS)}")
     if kind == "csv" and wbc_per_nl is not None:
         raise ConfigError("the white-cell concentration is used by the FHIR export only")
+    path = check_output_file(path, EXPORTS[kind], f"{kind} export", replace=overwrite)
     text = sample_csv(sample) if kind == "csv" else json.dumps(fhir_bundle(sample, wbc_per_nl), indent=2) + "\n"
-    path = check_output_file(path, EXPORTS[kind], f"{kind} export")
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bloodcell.outputs import check_output_file, refuse_to_replace
+from bloodcell.outputs import check_output_file
 from bloodcell.report.sample_report import render_html, write_pdf
 from bloodcell.store.database import open_store
 from bloodcell.store.report import report_data
@@ -28,7 +28,6 @@ def write_sample_report(store_spec: str | None, sample_id: str, output: str | Pa
                         wbc_per_nl: float | None = None, *, overwrite: bool = False) -> Path:
     """Write the report to ``output``: PDF when it ends in .pdf, else HTML; whole or not at all; an existing
     ``output`` is refused unless ``overwrite``."""
-    refuse_to_replace(output, overwrite)
-    path = check_output_file(output, SUFFIXES, "report")
+    path = check_output_file(output, SUFFIXES, "report", replace=overwrite)
     html = sample_report_html(store_spec, sample_id, wbc_per_nl)
     return write_pdf(html, path) if path.suffix.lower() == ".pdf" else write_text(path, html)

@@ -5,39 +5,36 @@ The counted photo's parts (boxes, tallies, typing) are the counts.json schema of
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from bloodcell.errors import ConfigError
-from bloodcell.smear.lab_name import lab_problem, look_up_lab
+from bloodcell.smear.lab_name import check_lab, look_up_lab
 from bloodcell.smear.sample_id import RULE as SAMPLE_ID_RULE
 from bloodcell.smear.sample_id import sample_id_problem
 from bloodcell.smear.schema import Box, Coordinate, Tally, Typing
 
 
-def _lab_name(lab: str) -> str:
-    """``lab`` by the one rule for a lab's name (spaces around it dropped); a 422 with the rule's sentence otherwise."""
-    problem = lab_problem(lab)
-    if problem:
-        raise PydanticCustomError("lab_name", "{problem}", {"problem": problem})
-    return lab.strip()
+def _lab_validator(rule: Callable[[str], str]) -> AfterValidator:
+    """A field validator applying a lab-name function of :mod:`bloodcell.smear.lab_name` (the name without the spaces
+    around it); its refusal becomes a 422 with the rule's sentence."""
+    def validate(lab: str) -> str:
+        try:
+            return rule(lab)
+        except ConfigError as exc:
+            raise PydanticCustomError("lab_name", "{problem}", {"problem": str(exc)}) from None
 
-
-def _stored_lab(lab: str) -> str:
-    """``lab`` (spaces around it dropped) to look up, a name kept before the rule included; a 422 when too long."""
-    try:
-        return look_up_lab(lab)
-    except ConfigError as exc:
-        raise PydanticCustomError("lab_name", "{problem}", {"problem": str(exc)}) from None
+    return AfterValidator(validate)
 
 
 #: Every ``lab`` field of the API that names a lab anew (the count's, starting an adapting job, choosing a lab's
 #: classifier): a lab's name by :mod:`bloodcell.smear.lab_name`.
-LabName = Annotated[str, AfterValidator(_lab_name)]
+LabName = Annotated[str, _lab_validator(check_lab)]
 #: Every ``lab`` field that only looks a lab up (its bank, its audit trail): any name the store may hold.
-StoredLab = Annotated[str, AfterValidator(_stored_lab)]
+StoredLab = Annotated[str, _lab_validator(look_up_lab)]
 
 
 class ErrorResponse(BaseModel):

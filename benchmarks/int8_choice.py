@@ -35,17 +35,9 @@ DYNAMIC = "dynamic: activations quantized on the fly, 8-bit weights"
 def _quantize(source: Path, out: Path, batches: list[np.ndarray], unsigned: bool, reduced: bool) -> Path:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from bloodcell.inference.onnx import INPUT_NAME
+    from bloodcell.inference.onnx import CalibrationReader
 
-    class Reader:
-        def __init__(self):
-            self.batches = iter(batches)
-
-        def get_next(self):
-            batch = next(self.batches, None)
-            return None if batch is None else {INPUT_NAME: batch}
-
-    quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    quantize_static(str(source), str(out), CalibrationReader(batches), quant_format=QuantFormat.QDQ, per_channel=True,
                     reduce_range=reduced, activation_type=QuantType.QUInt8 if unsigned else QuantType.QInt8,
                     weight_type=QuantType.QInt8)
     return out

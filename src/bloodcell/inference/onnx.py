@@ -121,13 +121,13 @@ def export_onnx(checkpoint: str | Path, out: str | Path, int8: bool = False,
             # unsigned activations with signed weights: onnxruntime's fast int8 kernels on x86; weights in [-64, 64]
             # (reduce_range): CPUs without VNNI add pairs of u8 x s8 products in 16 bits, which 8-bit weights can
             # saturate (benchmarks/int8_choice.py measures the formats)
-            quantize_static(str(source), str(quantized), _CalibrationReader(list(calibration)),
+            quantize_static(str(source), str(quantized), CalibrationReader(list(calibration)),
                             quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         return write_bytes(out, with_metadata(quantized.read_bytes(), document).SerializeToString())
 
 
-class _CalibrationReader:
+class CalibrationReader:
     """onnxruntime's CalibrationDataReader over given batches."""
 
     def __init__(self, batches: list[np.ndarray]):

@@ -17,7 +17,8 @@ scored once by the model and cached.
    scored cells), the left-out class's recall against unadapted (and whether it was gated), and ECE (with a CI),
    all from the adapted layer as the checkpoint holds it (its gate included). BCCD also on the cells
    whose label the review confirms (``--review``), for adapting and scoring alike. Raabin's cells carry no
-   types, and no bundled model never saw PBC: both are reported as not measured.
+   types: not measured. PBC is measured under a model that never saw it (``--model`` a BCCD-only checkpoint,
+   ``--seen bccd``), on the cells of the types that model has.
 
 The model's weights are not retrained: BCCD's figures with the bundled pbc8 are not leave-one-lab-out for the
 features (it was fine-tuned with the white cells of 199 BCCD training smears; its held-out smears are reported
@@ -270,12 +271,15 @@ def adapting_per_lab(classifier, labs: dict[str, dict], seen: list[str], review:
     for name in LAB_SETS:
         data = labs.get(name)
         if name in seen or data is None:
-            result[name] = {"not_measured": "the model learned from this lab (no model that never saw it is "
-                                            "bundled)"}
+            result[name] = {"not_measured": "the model learned from this lab"}
         elif not data["labels"].any():
             result[name] = {"not_measured": "its cells carry no white-cell types"}
         else:
-            result[name] = {"labels": adapting(classifier, data, per_class, draws, few)}
+            typed = np.array([class_index(classifier.class_names, label) >= 0 for label in data["labels"]])
+            result[name] = {"labels": adapting(classifier, subset(data, typed), per_class, draws, few)}
+            if not typed.all():
+                result[name]["not_scored"] = {"cells": int((~typed).sum()), "types": sorted(
+                    {str(label) for label in data["labels"][~typed]}), "why": "the model has no such type"}
             if name == "bccd" and review:
                 result[name]["confirmed"] = adapting(classifier, confirmed(data, review), per_class, draws, few)
     return result

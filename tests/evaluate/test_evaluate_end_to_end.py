@@ -139,6 +139,7 @@ def test_an_exported_onnx_model_is_evaluated_as_its_checkpoint(setup, tmp_path):
     assert from_onnx.result["counts"] == from_checkpoint.result["counts"]
     provenance = from_onnx.result["provenance"]
     assert provenance["engine"] == "onnx" and provenance["checkpoint_sha256"] == file_sha256(exported)
+    assert provenance["model_kind"] == "onnx" and from_checkpoint.result["provenance"]["model_kind"] == "torch"
     assert provenance["temperature"] == pytest.approx(1.7)
     if read_checkpoint_meta(good).get("manifest_sha256"):
         assert not any("another manifest" in note for note in from_onnx.result["notes"])

@@ -120,7 +120,7 @@ def build_evaluation(model: ScoringModel, items: EvalItems, scores: Scores, mapp
         "dataset": items.dataset, "split": items.split, "taxonomy": items.taxonomy,
         "provenance": {
             "checkpoint_sha256": file_sha256(model.path) if model.path else None,
-            "model_name": model.model_name, "model_kind": model.kind, "n_parameters": model.n_parameters,
+            "model_name": model.model_name, "model_kind": model.file_kind, "n_parameters": model.n_parameters,
             "manifest_sha256": items.manifest_sha256, "temperature": model.temperature,
             "git_commit": git_commit(), "bloodcell_version": __version__, "created": now(), **provenance,
         },

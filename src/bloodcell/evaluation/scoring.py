@@ -72,6 +72,11 @@ class ScoringModel:
             return None
         return int(sum(p.numel() for p in self.model.model.parameters()))
 
+    @property
+    def file_kind(self) -> str:
+        """What the model file is: "torch" (a checkpoint), "onnx" (an exported model) or "sklearn"."""
+        return "onnx" if self.path is not None and self.path.suffix == ".onnx" else self.kind
+
     def logits(self, images: Sequence[Image.Image], tta: bool = False) -> np.ndarray:
         """Logits (V, N, C) of decoded images; a pipeline's log-probabilities (1, N, C), without TTA."""
         if self.kind == "torch":

@@ -220,6 +220,7 @@ def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> di
                     if not given_few:
                         entry["left_out_restored"] = fit.restored[left_out]
                         entry["left_out_gated"] = bool(left_out in fit.gated)
+                        entry["left_out_at_risk"] = bool(left_out in fit.at_risk)
                 else:
                     key = "all types"
                     pooled.append(correct)
@@ -232,13 +233,15 @@ def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> di
         runs = [d[key] for d in result["draws"]]
         summary = {m: round(float(np.mean([r[m] for r in runs])), 4) for m in runs[0]
                    if m not in ("n_rest", "anchor", "strength", "unshown_restored", "gated", "left_out_restored",
-                                "left_out_gated")}
+                                "left_out_gated", "left_out_at_risk")}
         summary["recipes"] = dict(Counter(f"{r['anchor']} {r['strength']}" for r in runs))
         if "left_out_restored" in runs[0]:
             summary["left_out_restored"] = dict(Counter(str(r["left_out_restored"]) for r in runs))
             summary["left_out_gated"] = sum(r["left_out_gated"] for r in runs)
+            summary["left_out_at_risk"] = sum(r["left_out_at_risk"] for r in runs)
         if "recall" in runs[0]:
-            summary["recall_kept"] = round(summary["recall"] / max(summary["recall_before"], 1e-9), 4)
+            summary["recall_kept"] = (round(summary["recall"] / summary["recall_before"], 4)
+                                      if summary["recall_before"] > 0 else None)  # none to keep
         result["summary"][key] = summary
     result["accuracy_ci95"] = bootstrap_ci(np.concatenate(pooled))  # every draw's scored cells, pooled
     result["ece_ci95"] = ece_ci(names, pooled_probs)
@@ -361,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({**{lab: {"referred_unfamiliar_share": e["held_out_lab"]["referred_unfamiliar_share"],
                                "non_cells_not_a_cell": {k: v["not_a_cell_share"] for k, v in e["non_cells"].items()}}
                          for lab, e in result.get("reasons", {}).items()},
-                      "adapting": {lab: {k: v["summary"]["all types"] for k, v in e.items() if isinstance(v, dict)}
+                      "adapting": {lab: {k: v["summary"]["all types"] for k, v in e.items() if isinstance(v, dict) and "summary" in v}
                                    for lab, e in result["adapting"].items()}}, indent=1))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

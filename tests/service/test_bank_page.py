@@ -90,6 +90,12 @@ def test_a_supervisor_adapts_the_labs_classifier_with_the_button(bank_server, br
     expect(status).to_have_class("adapt-status done", timeout=120_000)
     text = status.inner_text()
     assert text.startswith("Adapted by sam on 11 cells:") and "fold cross-validation" in text
+    at_risk = page.request.get(url + "/v1/lab/adaptation?lab=").json()["job"]["figures"]["at_risk"]
+    risk = page.locator(".adapt-risk").inner_text()
+    assert at_risk == {"neutrophil": 1.0}  # the bank's basophils and eosinophils all looked like neutrophils to it
+    assert risk == ("The bank has no neutrophil cells, and before adapting the model called 100.0% of the bank's cells "
+                    "neutrophil, so the adapted model may miss the lab's neutrophil cells. Add reviewed neutrophil "
+                    "cells and adapt again.")
     written = list((tmp_path / "models").glob("lab-adapted-*.safetensors"))
     assert len(written) == 1 and written[0].name in text
     audit = page.request.get(url + "/v1/samples/B-2/audit").json()

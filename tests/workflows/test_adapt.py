@@ -120,8 +120,32 @@ def test_a_class_given_a_few_cells_takes_part_with_a_warning_and_a_class_given_n
         == ["neutrophil"] * 5
     printed = CliRunner().invoke(app, ["adapt", str(cells), "--model", str(model), "-o", str(tmp_path / "b.safetensors")])
     assert printed.exit_code == 0 and "few cells for neutrophil 3" in printed.output
-    gated = read_checkpoint_meta(tmp_path / "b.safetensors")["adaptation"]["recipe"]["gated"]
-    assert gated and f"a cell the model itself calls {' or '.join(gated)} keeps that type" in printed.output
+    recipe = read_checkpoint_meta(tmp_path / "b.safetensors")["adaptation"]["recipe"]
+    assert recipe["gated"] and f"a cell the model itself calls {' or '.join(recipe['gated'])} keeps that type" \
+        in printed.output
+
+
+def test_a_type_given_no_cells_that_the_gate_cannot_hold_is_named_at_risk_with_what_the_model_called_so(model,
+                                                                                                  tmp_path):
+    """Issue 26 item 3: a type given no cells keeps its calls only when gated; where the model itself calls many of
+    the lab's given cells that type (this lab's stain makes it call 3 of the 19 monocytes), the gate cannot hold it
+    and the adapted model may miss the lab's cells of it (a BCCD-only model left without PBC's eosinophils found 3 %
+    of them): the command warns, naming the share; the checkpoint records it; a lab whose given cells the model
+    never calls an ungiven type gets no warning."""
+    cells = _cells(tmp_path / "lab", {"eosinophil": 8, "lymphocyte": 8, "neutrophil": 3})
+    result = adapt(model, cells, tmp_path / "lab.safetensors")
+    assert result.at_risk == {"monocyte": pytest.approx(3 / 19)}
+    assert set(result.at_risk) == set(result.without_cells) - set(result.gated)
+    recipe = read_checkpoint_meta(result.path)["adaptation"]["recipe"]
+    assert recipe["at_risk"] == ["monocyte"] and recipe["unshown_own_share"]["monocyte"] == pytest.approx(3 / 19)
+    printed = CliRunner().invoke(app, ["adapt", str(cells), "--model", str(model), "-o", str(tmp_path / "b.safetensors")])
+    assert printed.exit_code == 0
+    assert ("warning: no cells of monocyte, and the model itself calls 15.8% of your given cells monocyte: its "
+            "monocyte calls cannot be kept") in " ".join(printed.output.split())
+    quiet = _cells(tmp_path / "quiet", {"eosinophil": 8, "lymphocyte": 8})
+    printed = CliRunner().invoke(app, ["adapt", str(quiet), "--model", str(model), "-o", str(tmp_path / "q.safetensors")])
+    assert printed.exit_code == 0 and "warning: no cells of" not in printed.output
+    assert read_checkpoint_meta(tmp_path / "q.safetensors")["adaptation"]["recipe"]["at_risk"] == []
 
 
 def _adapted_without_class_2(lab_cells, weight0, bias0):
@@ -255,7 +279,7 @@ def test_only_classes_the_model_rarely_finds_among_the_given_cells_are_gated():
     """The gate's cost is exact on the given cells (the model's own typing needs no folds): a class given no cells is
     gated only while the gated classes together take at most GATE_TOLERANCE of them (fewest first), so pbc11's
     erythroblast and platelet rows, which take BCCD's lymphocytes, stay ungated."""
-    from bloodcell.train.head import GATE_TOLERANCE, choose_gated
+    from bloodcell.train.head import GATE_TOLERANCE, choose_gated, own_shares
 
     weight0, bias0 = np.eye(5), np.zeros(5)
     labels = np.repeat([0, 1], 50)
@@ -263,10 +287,12 @@ def test_only_classes_the_model_rarely_finds_among_the_given_cells_are_gated():
     features[:2, 2] = 3.0  # the model types 2 % of the given cells as class 2 ...
     features[2:20, 3] = 3.0  # ... 18 % as class 3 ...
     features[20:24, 4] = 3.0  # ... and 4 % as class 4: 2 and 4 together are 6 %, over the tolerance
+    taken = own_shares(features, labels, weight0, bias0)
+    assert taken == pytest.approx({2: 0.02, 3: 0.18, 4: 0.04})
     assert GATE_TOLERANCE == 0.05
-    assert choose_gated(features, labels, weight0, bias0) == [2]
-    assert choose_gated(features, labels, weight0, bias0, tolerance=0.06) == [2, 4]
-    assert choose_gated(features, labels, weight0, bias0, tolerance=0.0) == []
+    assert choose_gated(taken) == [2]
+    assert choose_gated(taken, tolerance=0.06) == [2, 4]
+    assert choose_gated(taken, tolerance=0.0) == []
 
 
 def test_an_adapted_checkpoint_with_gated_classes_loads_scores_and_exports_as_one(model, tmp_path):

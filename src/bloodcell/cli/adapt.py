@@ -48,7 +48,7 @@ def adapt(
     if unlabelled is not None or counted is not None:
         _adapt_unlabelled(model, unlabelled, counted, output)
         return
-    from bloodcell.workflows.adapt import WorseThanUnadapted
+    from bloodcell.workflows.adapt import MIN_CELLS, WorseThanUnadapted
 
     try:
         result = _adapt_labelled(model, cells, store, lab, output, seed, allow_worse)
@@ -73,6 +73,10 @@ def adapt(
     if result.gated:
         typer.echo(f"a cell the model itself calls {' or '.join(result.gated)} keeps that type (the adapted layer "
                    "decides the others)", err=True)
+    for name, share in result.at_risk.items():
+        typer.echo(f"warning: no cells of {name}, and the model itself calls {share:.1%} of your given cells {name}: "
+                   f"its {name} calls cannot be kept without those mistakes, so the adapted model may miss your lab's "
+                   f"{name} cells; give at least {MIN_CELLS} and adapt again", err=True)
     if fit.worse_than_unadapted:
         typer.echo(f"warning: written because of --allow-worse, though adapting types your cells worse "
                    f"({fit.cv_accuracy:.1%} adapted, {fit.cv_accuracy_before:.1%} before; the model records it): "

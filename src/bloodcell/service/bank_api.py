@@ -82,7 +82,7 @@ def _figures(result: Any) -> dict[str, Any]:
     fit = result.fit
     return {"cells": result.cells, "cv_accuracy": fit.cv_accuracy, "cv_accuracy_before": fit.cv_accuracy_before,
             "folds": fit.folds, "few": result.few, "without_cells": result.without_cells,
-            "skipped": len(result.skipped)}
+            "at_risk": result.at_risk, "skipped": len(result.skipped)}
 
 
 class AdaptJobs:

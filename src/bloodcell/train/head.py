@@ -36,6 +36,9 @@ On BCCD with pbc11 (``benchmarks/new_lab.py``, confirmed labels) the gate lifted
 109 % for neutrophils (82 % restored only) but not eosinophils (75 %): the model's own layer calls more than 5 % of
 the other given types eosinophils, so they are seldom gated. Where the model's confusions are rare among the given
 cells but not in the lab (pbc11's erythroblast row, given 3 lymphocytes), a gated class keeps cells it should lose.
+A class given no cells and not gated is *at risk* (:attr:`HeadFit.at_risk`): nothing holds its recall, and where its
+standing could not be kept it is lost (a BCCD-only model adapted to PBC without eosinophils found 3 % of them), which
+``bloodcell adapt`` and the page say, with the share of the given cells the model's own layer typed as it.
 
 The temperature fitted on so few out-of-fold logits is unreliable (folds
 separated perfectly drive it towards 0, so the adapted model would be sure of everything): it is
@@ -88,6 +91,15 @@ class HeadFit:
     cv_accuracy_before: float
     temperature: float
     folds: int
+    #: Per class given no cells (index), the share of the given cells the model's own layer types as it
+    #: (:func:`own_shares`).
+    own_share: dict[int, float]
+
+    @property
+    def at_risk(self) -> list[int]:
+        """The classes given no cells that are not gated: nothing holds their recall, and where the model's own layer
+        calls many of the given cells so, their standing cannot be kept and the adapted layer misses their cells."""
+        return sorted(set(self.restored) - set(self.gated))
 
     @property
     def worse_than_unadapted(self) -> bool:
@@ -174,12 +186,16 @@ def restore_each(features: np.ndarray, labels: np.ndarray, weight: np.ndarray, b
 GATE_TOLERANCE = 0.05
 
 
-def choose_gated(features: np.ndarray, labels: np.ndarray, weight0: np.ndarray, bias0: np.ndarray,
-                 tolerance: float = GATE_TOLERANCE) -> list[int]:
-    """The classes given no cells to gate, chosen on every given cell's plain view ``features`` (N, D): the model's
-    own typing does not depend on folds, so what the gate costs on them is known exactly."""
+def own_shares(features: np.ndarray, labels: np.ndarray, weight0: np.ndarray, bias0: np.ndarray) -> dict[int, float]:
+    """Per class given no cells (index), the share of the given cells (plain view ``features``, N x D) that the model's
+    own layer types as it: each is a cell that class's own row would take from the lab's types."""
     own = (features @ weight0.T + bias0).argmax(1)
-    taken = {int(c): float(np.mean(own == c)) for c in np.setdiff1d(np.arange(len(bias0)), labels)}
+    return {int(c): float(np.mean(own == c)) for c in np.setdiff1d(np.arange(len(bias0)), labels)}
+
+
+def choose_gated(taken: dict[int, float], tolerance: float = GATE_TOLERANCE) -> list[int]:
+    """The classes given no cells to gate, from the share of the given cells the model's own layer types as each
+    (:func:`own_shares`): the model's own typing does not depend on folds, so what the gate costs is known exactly."""
     gated, total = [], 0.0
     for c in sorted(taken, key=lambda c: (taken[c], c)):
         if total + taken[c] > tolerance + 1e-12:
@@ -266,7 +282,8 @@ def adapt_head(features: np.ndarray, labels: np.ndarray, weight0: np.ndarray, bi
     candidates = [(MODEL, s) for s in strengths] + [(FRESH, s) for s in fresh_strengths]
     if not candidates:
         raise ValueError("adapt_head needs at least one strength to try")
-    gated = choose_gated(features[0], labels, weight0, bias0)
+    taken = own_shares(features[0], labels, weight0, bias0)
+    gated = choose_gated(taken)
     kept = np.isin((features[0] @ weight0.T + bias0).argmax(1), gated)
     with warnings.catch_warnings():  # a class with fewer cells than folds: sklearn warns, the folds still work
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
@@ -279,4 +296,5 @@ def adapt_head(features: np.ndarray, labels: np.ndarray, weight0: np.ndarray, bi
     before = float(((features[0] @ weight0.T + bias0).argmax(1) == labels).mean())
     fitted = fit_temperature(best.logits[~kept], labels[~kept]) if (~kept).any() else temperature0
     temperature = bounded_temperature(float(fitted), temperature0, int((~kept).sum()))
-    return HeadFit(weight, bias, best.strength, best.anchor, best.shares, gated, best.accuracy, before, temperature, k)
+    return HeadFit(weight, bias, best.strength, best.anchor, best.shares, gated, best.accuracy, before, temperature, k,
+                   taken)

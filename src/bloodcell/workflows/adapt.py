@@ -6,7 +6,8 @@ the model's own weights). The model's last layer is refitted on them (:mod:`bloo
 all 8 quarter-turn and mirror views of each cell, pulled towards the model's own layer or towards
 zero, the anchor, strength and the standing kept by classes given no cells chosen by
 cross-validation over the cells; classes given no cells that the model's own layer rarely finds among them
-gated, so that the model's own layer still finds their cells: :mod:`bloodcell.models.heads`), its
+gated, so that the model's own layer still finds their cells: :mod:`bloodcell.models.heads`; the others are
+at risk, and said to be), its
 temperature refitted on the out-of-fold logits,
 and its out-of-distribution guard learns the lab's cells as a familiar source. The result is a
 checkpoint that ``predict``, ``count``, ``serve`` and ``evaluate`` take with ``--model``; its
@@ -74,6 +75,9 @@ class Adaptation:
     few: dict[str, int]
     #: Of ``without_cells``, those gated: a cell the model's own layer types as one of them keeps that type.
     gated: list[str]
+    #: Of ``without_cells``, those not gated (nothing holds their recall), with the share of the given cells the
+    #: model's own layer types as each (``HeadFit.at_risk``): the adapted model may miss their cells.
+    at_risk: dict[str, float]
 
 
 def check_cells(cells: Cells, class_names: list[str]) -> dict[str, int]:
@@ -108,7 +112,9 @@ def recipe(fit: HeadFit, class_names: list[str]) -> dict[str, Any]:
     """How the layer was adapted, as the checkpoint records it."""
     return {"layer": "last", "views": "8 dihedral", "anchor": fit.anchor, "strength": fit.strength,
             "unshown_restored": {class_names[c]: share for c, share in fit.restored.items()},
-            "gated": [class_names[c] for c in fit.gated], "chosen_by": f"{fit.folds}-fold cross-validation over the given cells",
+            "gated": [class_names[c] for c in fit.gated],
+            "unshown_own_share": {class_names[c]: share for c, share in fit.own_share.items()},
+            "at_risk": [class_names[c] for c in fit.at_risk], "chosen_by": f"{fit.folds}-fold cross-validation over the given cells",
             "temperature": "out-of-fold, shrunk towards the model's and bounded", "batch_norm": "the model's own"}
 
 
@@ -196,4 +202,5 @@ def adapt(model: str | Path, cells_dir: str | Path | Cells, out: str | Path, see
                           temperature=fit.temperature, extra=extra)
     without = [name for name in checkpoint.class_names if name not in counts]
     return Adaptation(save_checkpoint(out, checkpoint.model, meta), fit, counts, cells.skipped, without,
-                      few_cells(counts), [checkpoint.class_names[c] for c in fit.gated])
+                      few_cells(counts), [checkpoint.class_names[c] for c in fit.gated],
+                      {checkpoint.class_names[c]: fit.own_share[c] for c in fit.at_risk})

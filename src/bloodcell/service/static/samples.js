@@ -295,7 +295,7 @@ function bankView(sample) {
     const button = el("button", { type: "button", class: "secondary adapt-classifier", text: "Adapt the classifier to this lab" });
     button.addEventListener("click", () => startAdapting(sample.lab));
     section.append(el("div", { class: "export-buttons adapt-buttons" }, button),
-      el("p", { class: "adapt-status", role: "status", "aria-live": "polite" }));
+      el("p", { class: "adapt-status", role: "status", "aria-live": "polite" }), el("p", { class: "flag adapt-risk" }));
   }
   const seen = store.adaptation;
   const key = `${sample.sample_id}|${sample.status}`;
@@ -325,6 +325,18 @@ function adaptationWords(answer) {
   const cells = Object.values(f.cells).reduce((a, b) => a + b, 0);
   return `Adapted by ${job.by} on ${cells} cells: ${percent(f.cv_accuracy)} right in ${f.folds}-fold cross-validation `
     + `(${percent(f.cv_accuracy_before)} before). ${sentence(job.message)}`;
+}
+
+// Types a finished job's bank had no cells of that the adapted model may miss: before adapting, the model called
+// some of the bank's cells so, and their calls could not be kept apart from those mistakes.
+function riskWords(answer) {
+  const atRisk = answer.job?.state === "done" ? answer.job.figures.at_risk || {} : {};
+  const names = Object.keys(atRisk);
+  if (!names.length) return "";
+  const calls = names.map((name, i) => `${percent(atRisk[name])}${i ? "" : " of the bank's cells"} ${name}`);
+  const listed = names.join(" or ");
+  return `The bank has no ${listed} cells, and before adapting the model called ${calls.join(" and ")}, `
+    + `so the adapted model may miss the lab's ${listed} cells. Add reviewed ${listed} cells and adapt again.`;
 }
 
 // Which model types the lab's new counts: the adapted one chosen (by whom, when), else the service's own.
@@ -376,6 +388,7 @@ function paintAdaptation(answer) {
   const state = answer.job?.state;
   status.textContent = adaptationWords(answer);
   status.className = `adapt-status ${state || "idle"}`;
+  document.querySelector(".adapt-risk").textContent = riskWords(answer);
   button.disabled = state === "running" || !answer.can_adapt;
   document.querySelector(".adapt-buttons").replaceChildren(button, ...[modelButton(answer)].filter(Boolean));
   clearTimeout(store.adaptPoll);

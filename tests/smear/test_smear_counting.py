@@ -367,7 +367,23 @@ def test_an_adapted_models_trust_line_comes_from_its_adaptation_record():
     note = trust_note({"typer": "my-lab.safetensors", "adapted_to": "St Elsewhere", "adapted_cv_accuracy": 0.9,
                        "adapted_cells": 48})
     assert "adapted to St Elsewhere from 48" in note and "90%" in note and "has not been measured" not in note
+    assert "may miss" not in note
     assert "has not been measured" in trust_note({"typer": "x.safetensors"})
+    risky = trust_note({"typer": "my-lab.safetensors", "adapted_to": "St Elsewhere", "adapted_cv_accuracy": 0.9,
+                        "adapted_cells": 48, "adapted_at_risk": ["monocyte", "basophil"]})
+    assert risky.startswith(note[:-1]) and risky.endswith(
+        "It was adapted without any monocyte or basophil cells and may miss them (before adapting it called some of "
+        "the lab's cells of other types monocyte or basophil): look for monocyte or basophil cells by eye.")
+
+
+@pytest.mark.parametrize("at_risk", [["monocyte"], "monocyte", ["x" * 65], [3], ["bad\nname"], [], ["a"] * 21])
+def test_the_types_an_adapted_model_may_miss_are_quoted_only_when_well_formed(at_risk):
+    """The record is read from a model file: only a short list of short, printable names is quoted."""
+    from bloodcell.smear.typing import recorded_typing
+
+    summary = recorded_typing("m.safetensors", {"adaptation": {"lab": "L", "cv_accuracy": 0.9, "cells": {"a": 5},
+                                                               "recipe": {"at_risk": at_risk}}})
+    assert summary.get("adapted_at_risk") == (["monocyte"] if at_risk == ["monocyte"] else None)
 
 
 def test_a_photo_listed_twice_or_copied_in_a_sample_is_counted_once(tmp_path):

@@ -138,6 +138,11 @@ def test_a_type_given_no_cells_that_the_gate_cannot_hold_is_named_at_risk_with_w
     assert set(result.at_risk) == set(result.without_cells) - set(result.gated)
     recipe = read_checkpoint_meta(result.path)["adaptation"]["recipe"]
     assert recipe["at_risk"] == ["monocyte"] and recipe["unshown_own_share"]["monocyte"] == pytest.approx(3 / 19)
+    from bloodcell.smear.typing import typing_summary
+
+    assert typing_summary(load(result.path))["adapted_at_risk"] == ["monocyte"]  # count's trust line says so
+    shown = CliRunner().invoke(app, ["models", "info", str(result.path)], env={"COLUMNS": "300"})
+    assert "adapted without any monocyte cells and may miss them" in " ".join(shown.output.split())
     printed = CliRunner().invoke(app, ["adapt", str(cells), "--model", str(model), "-o", str(tmp_path / "b.safetensors")])
     assert printed.exit_code == 0
     assert ("warning: no cells of monocyte, and the model itself calls 15.8% of your given cells monocyte: its "

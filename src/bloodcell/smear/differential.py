@@ -121,7 +121,7 @@ def trust_note(typing: dict[str, Any], next_step: str = ADAPT_WITH_COMMAND) -> s
                 f" from {typing.get('adapted_cells', 'a few')} of its reviewed cells; typing was right on {adapted:.0%} of "
                 "those cells in cross-validation while adapting (slightly optimistic; check it on cells you kept back "
                 "with `bloodcell evaluate`). Review referred cells by eye, and confirm any abnormal differential with a "
-                "manual count.")
+                f"manual count.{at_risk_note(typing)}")
     if accuracy is None:
         return ("How well this classifier types white cells in smear photos has not been measured. A classifier "
                 "trained on PBC single-cell images alone typed only about 40% of the white cells of BCCD smears "
@@ -132,7 +132,15 @@ def trust_note(typing: dict[str, Any], next_step: str = ADAPT_WITH_COMMAND) -> s
     return (f"White cells were typed by {who}{fitted}, which named the main white cell of {accuracy:.0%} of "
             f"{typing.get('held_out_smears')} held-out smears correctly, so roughly one cell in "
             f"{max(2, round(1 / max(1e-9, 1 - accuracy)))} is mistyped. Use the percentages as a screening estimate: "
-            "review flagged types and referred cells by eye, and confirm any abnormal differential with a manual count.")
+            "review flagged types and referred cells by eye, and confirm any abnormal differential with a manual count."
+            + at_risk_note(typing))
+
+
+def at_risk_note(typing: dict[str, Any]) -> str:
+    """A sentence (with a leading space) on the types an adapted classifier may miss, or ""."""
+    names = " or ".join(typing.get("adapted_at_risk") or [])
+    return (f" It was adapted without any {names} cells and may miss them (before adapting it called some of the "
+            f"lab's cells of other types {names}): look for {names} cells by eye.") if names else ""
 
 
 def reference_text(name: str) -> str:

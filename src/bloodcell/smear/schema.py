@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 #: Bounds of a box coordinate: far beyond any accepted photo, and safe to compute with.
 COORDINATE = {"ge": -1e7, "le": 1e7, "allow_inf_nan": False}
@@ -67,6 +67,9 @@ class Typing(BaseModel):
     #: An adapted classifier's own record: its cross-validated accuracy on the lab's cells it was adapted from.
     adapted_cv_accuracy: float | None = Field(None, **PROBABILITY)
     adapted_cells: int | None = Field(None, ge=0)
+    #: The types an adapted classifier was given no cells of and may miss (``bloodcell adapt``'s warning).
+    adapted_at_risk: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = Field(
+        None, max_length=20)
 
 
 class LabCheck(BaseModel):

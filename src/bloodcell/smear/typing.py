@@ -30,6 +30,9 @@ def recorded_typing(typer: str | None, meta: dict[str, Any]) -> dict[str, Any]:
             summary["adapted_cv_accuracy"] = float(accuracy)
         if isinstance(cells, dict) and all(_count(n) for n in cells.values()):
             summary["adapted_cells"] = sum(cells.values())
+        recipe = adaptation.get("recipe") if isinstance(adaptation.get("recipe"), dict) else {}
+        if _class_names(recipe.get("at_risk")):
+            summary["adapted_at_risk"] = list(recipe["at_risk"])
     return summary
 
 
@@ -41,6 +44,12 @@ def _recorded_meta(classifier, source: str) -> dict[str, Any]:
     if suffix == ".onnx" and hasattr(classifier.backend, "metadata"):
         return read_document(classifier.backend, source)
     return {}
+
+
+def _class_names(value: Any) -> bool:
+    """A non-empty list of at most 20 class names (printable, up to 64 characters each)."""
+    return isinstance(value, list) and 0 < len(value) <= 20 and all(
+        isinstance(name, str) and 0 < len(name) <= 64 and name.isprintable() for name in value)
 
 
 def _count(value: Any) -> bool:

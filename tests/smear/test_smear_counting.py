@@ -418,3 +418,21 @@ def test_a_photo_listed_twice_or_copied_in_a_sample_is_counted_once(tmp_path):
     assert any("the same photo as" in e["error"] and "counted once" in e["error"] for e in a["errors"])
     both = sample(tmp_path / "copied")
     assert len(both["images"]) == 2 and any("identical bytes" in e["error"] for e in both["errors"])
+
+
+def test_a_sample_typed_by_an_adapted_model_that_may_miss_a_type_says_so_in_every_output(tiny_classifier):
+    """counts.json keeps the types the adapted model may miss; samples.csv's trust column and report.md name them."""
+    from bloodcell.workflows.count import sample_row
+
+    typing = {"typer": "lab.safetensors", "adapted_to": "St Elsewhere", "adapted_cv_accuracy": 0.9,
+              "adapted_cells": 30, "adapted_at_risk": ["monocyte"]}
+    result = count_photos([_smear(wbc=2)], partial(count_image, classifier=tiny_classifier, detector="classical"),
+                          typing=typing, typing_unavailable=NO_CLASSIFIER)
+    doc = result.document()
+    assert SampleResult.model_validate(doc).document()["sample"]["wbc_typing"]["adapted_at_risk"] == ["monocyte"]
+    assert "may miss monocyte (adapted without any)" in sample_row(result)["trust"]
+    assert "adapted without any monocyte cells and may miss them" in " ".join(render_report(doc).split())
+    del typing["adapted_at_risk"]
+    plain = count_photos([_smear(wbc=2)], partial(count_image, classifier=tiny_classifier, detector="classical"),
+                         typing=typing, typing_unavailable=NO_CLASSIFIER)
+    assert "may miss" not in sample_row(plain)["trust"] and "may miss" not in render_report(plain.document())

@@ -73,8 +73,13 @@ def _sign_in(page, url, name="tia"):
 
 
 def _open(page, sample_id="S-001"):
+    from playwright.sync_api import expect
+
     page.locator(f"tr[data-sample-id='{sample_id}'] button.open-sample").click()
     page.locator(".gallery .tile").first.wait_for()
+    # The cell bank above the photos fills in when the lab's state arrives: wait, so the photos no longer move (a drag
+    # aimed at a box before it did missed it on a loaded machine).
+    expect(page.locator(".cell-bank .lab-model")).not_to_be_empty()
 
 
 def _key_of(page, group):

@@ -14,7 +14,8 @@ scored once by the model and cached.
    last layer refitted from at most ``--cells`` cells per class (``bloodcell adapt``'s engine, which chooses its
    recipe by cross-validation over those cells only) with one class given fewer than the minimum, over
    ``--draws`` seeded draws; scored on the lab's other cells: accuracy (95 % bootstrap CI over every draw's
-   scored cells), the left-out class's recall against unadapted (and whether it was gated), and ECE (with a CI),
+   scored cells), the left-out class's recall against unadapted (and whether it was gated, or at risk: neither
+   gated nor given cells, which ``bloodcell adapt`` warns of), and ECE (with a CI),
    all from the adapted layer as the checkpoint holds it (its gate included). BCCD also on the cells
    whose label the review confirms (``--review``), for adapting and scoring alike. Raabin's cells carry no
    types: not measured. PBC is measured under a model that never saw it (``--model`` a BCCD-only checkpoint,
@@ -284,7 +285,8 @@ def adapting_per_lab(classifier, labs: dict[str, dict], seen: list[str], review:
                 result[name]["not_scored"] = {"cells": int((~typed).sum()), "types": sorted(
                     {str(label) for label in data["labels"][~typed]}), "why": "the model has no such type"}
             if name == "bccd" and review:
-                result[name]["confirmed"] = adapting(classifier, confirmed(data, review), per_class, draws, few)
+                result[name]["confirmed"] = adapting(classifier, confirmed(subset(data, typed), review), per_class,
+                                                     draws, few)
     return result
 
 

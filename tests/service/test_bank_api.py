@@ -185,12 +185,18 @@ def test_one_job_per_lab_at_a_time_and_a_failed_job_says_why(client_for, store_p
 
 
 def test_a_supervisor_adapts_the_classifier_from_the_bank_into_the_models_folder(client_for, store_path, tmp_path):
+    from bloodcell.checkpoint import read_checkpoint_meta
     from bloodcell.inference.predictor import load
     from bloodcell.provenance import file_sha256
 
     client, job, samples = adapted_by_sam(client_for, store_path, tmp_path)
     assert job["figures"]["cells"] == {"basophil": 5, "eosinophil": 6} and 0 <= job["figures"]["cv_accuracy"] <= 1
     assert job["figures"]["without_cells"] == ["lymphocyte", "neutrophil"]
+    at_risk = job["figures"]["at_risk"]  # the types given no cells that the gate could not hold, with their share
+    recipe = read_checkpoint_meta(tmp_path / "models" / job["model"])["adaptation"]["recipe"]
+    assert list(at_risk) == recipe["at_risk"] and set(at_risk) <= {"lymphocyte", "neutrophil"}
+    assert at_risk == {name: recipe["unshown_own_share"][name] for name in at_risk}
+    assert all(0 < share <= 1 for share in at_risk.values())
     written = tmp_path / "models" / job["model"]
     assert written.is_file() and job["model"] in job["message"] and job["model_sha256"] == file_sha256(written)
     assert load(written).class_names == load(client.app.state.service.classifier.source).class_names

@@ -94,8 +94,8 @@ def test_a_supervisor_adapts_the_labs_classifier_with_the_button(bank_server, br
     risk = page.locator(".adapt-risk").inner_text()
     assert at_risk == {"neutrophil": 1.0}  # the bank's basophils and eosinophils all looked like neutrophils to it
     assert risk == ("The bank has no neutrophil cells, and before adapting the model called 100.0% of the bank's cells "
-                    "neutrophil, so the adapted model may miss the lab's neutrophil cells. Add reviewed neutrophil "
-                    "cells and adapt again.")
+                    "neutrophil: if the lab sees neutrophil cells, the adapted model may miss them. Add reviewed "
+                    "neutrophil cells and adapt again.")
     written = list((tmp_path / "models").glob("lab-adapted-*.safetensors"))
     assert len(written) == 1 and written[0].name in text
     audit = page.request.get(url + "/v1/samples/B-2/audit").json()

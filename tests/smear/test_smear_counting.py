@@ -372,18 +372,28 @@ def test_an_adapted_models_trust_line_comes_from_its_adaptation_record():
     risky = trust_note({"typer": "my-lab.safetensors", "adapted_to": "St Elsewhere", "adapted_cv_accuracy": 0.9,
                         "adapted_cells": 48, "adapted_at_risk": ["monocyte", "basophil"]})
     assert risky.startswith(note[:-1]) and risky.endswith(
-        "It was adapted without any monocyte or basophil cells and may miss them (before adapting it called some of "
-        "the lab's cells of other types monocyte or basophil): look for monocyte or basophil cells by eye.")
+        "It was adapted without any monocyte or basophil cells, and before adapting it mistook some of the lab's other "
+        "cells for monocyte or basophil, so it may miss monocyte or basophil cells where the lab has them: look for "
+        "them by eye.")
+    unmeasured = trust_note({"typer": "x.safetensors", "adapted_at_risk": ["monocyte"]})
+    assert "has not been measured" in unmeasured and unmeasured.endswith("where the lab has them: look for them by eye.")
 
 
-@pytest.mark.parametrize("at_risk", [["monocyte"], "monocyte", ["x" * 65], [3], ["bad\nname"], [], ["a"] * 21])
-def test_the_types_an_adapted_model_may_miss_are_quoted_only_when_well_formed(at_risk):
-    """The record is read from a model file: only a short list of short, printable names is quoted."""
+@pytest.mark.parametrize(("recipe", "quoted"), [
+    ({"at_risk": ["monocyte"]}, ["monocyte"]),
+    ({"at_risk": ["monocyte", "bad\nname", "monocyte", 3, "basophil"]}, ["monocyte"]),  # only the model's classes, once
+    ({"at_risk": ["eosinophil", "monocyte"]}, ["monocyte", "eosinophil"]),  # in the model's order
+    ({"at_risk": "monocyte"}, None), ({"at_risk": []}, None), ({"at_risk": {"monocyte": 1}}, None),
+    ({"unshown_restored": {"monocyte": 0.5, "eosinophil": None}, "gated": ["eosinophil"]}, ["monocyte"]),  # older
+    ({"unshown_restored": {"monocyte": 0.5}, "gated": "monocyte"}, None), ({}, None)])
+def test_the_types_an_adapted_model_may_miss_are_quoted_only_when_the_record_is_sound(recipe, quoted):
+    """The record is read from a model file: only the model's own class names are quoted, each once; a model adapted
+    before the record named them gets them from its restored and gated types."""
     from bloodcell.smear.typing import recorded_typing
 
-    summary = recorded_typing("m.safetensors", {"adaptation": {"lab": "L", "cv_accuracy": 0.9, "cells": {"a": 5},
-                                                               "recipe": {"at_risk": at_risk}}})
-    assert summary.get("adapted_at_risk") == (["monocyte"] if at_risk == ["monocyte"] else None)
+    meta = {"class_names": ["monocyte", "eosinophil", "bad\nname"],
+            "adaptation": {"lab": "L", "cv_accuracy": 0.9, "cells": {"a": 5}, "recipe": recipe}}
+    assert recorded_typing("m.safetensors", meta).get("adapted_at_risk") == quoted
 
 
 def test_a_photo_listed_twice_or_copied_in_a_sample_is_counted_once(tmp_path):
@@ -430,8 +440,8 @@ def test_a_sample_typed_by_an_adapted_model_that_may_miss_a_type_says_so_in_ever
                           typing=typing, typing_unavailable=NO_CLASSIFIER)
     doc = result.document()
     assert SampleResult.model_validate(doc).document()["sample"]["wbc_typing"]["adapted_at_risk"] == ["monocyte"]
-    assert "may miss monocyte (adapted without any)" in sample_row(result)["trust"]
-    assert "adapted without any monocyte cells and may miss them" in " ".join(render_report(doc).split())
+    assert "may miss monocyte where present (adapted without any)" in sample_row(result)["trust"]
+    assert "so it may miss monocyte cells where the lab has them" in " ".join(render_report(doc).split())
     del typing["adapted_at_risk"]
     plain = count_photos([_smear(wbc=2)], partial(count_image, classifier=tiny_classifier, detector="classical"),
                          typing=typing, typing_unavailable=NO_CLASSIFIER)

@@ -68,15 +68,16 @@ def adapt(
         typer.echo(f"few cells for {listed} (fewer than 5): used, but the adapted model's calls of those types rest on "
                    "very little; add reviewed cells of them and adapt again", err=True)
     if result.without_cells:
-        typer.echo(f"no cells given for {', '.join(result.without_cells)}: those types keep the model's own weights "
-                   "(not adapted to your lab); give cells of every type your lab sees", err=True)
+        typer.echo(f"no cells given for {', '.join(result.without_cells)}: those types are not adapted to your lab; "
+                   "give cells of every type your lab sees", err=True)
     if result.gated:
         typer.echo(f"a cell the model itself calls {' or '.join(result.gated)} keeps that type (the adapted layer "
                    "decides the others)", err=True)
     for name, share in result.at_risk.items():
-        typer.echo(f"warning: no cells of {name}, and the model itself calls {share:.1%} of your given cells {name}: "
-                   f"its {name} calls cannot be kept without those mistakes, so the adapted model may miss your lab's "
-                   f"{name} cells; give at least {MIN_CELLS} and adapt again", err=True)
+        typer.echo(f"warning: no cells of {name}, and before adapting the model called {share:.1%} of your given "
+                   f"cells {name}; keeping its {name} calls would keep those mistakes too, so if your lab sees {name} "
+                   f"cells the adapted model may miss them: give at least {MIN_CELLS} reviewed {name} cells and adapt "
+                   "again", err=True)
     if fit.worse_than_unadapted:
         typer.echo(f"warning: written because of --allow-worse, though adapting types your cells worse "
                    f"({fit.cv_accuracy:.1%} adapted, {fit.cv_accuracy_before:.1%} before; the model records it): "

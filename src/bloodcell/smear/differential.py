@@ -126,7 +126,7 @@ def trust_note(typing: dict[str, Any], next_step: str = ADAPT_WITH_COMMAND) -> s
         return ("How well this classifier types white cells in smear photos has not been measured. A classifier "
                 "trained on PBC single-cell images alone typed only about 40% of the white cells of BCCD smears "
                 "(another microscope and stain) correctly, so do not use these percentages without review; "
-                + next_step)
+                + next_step + at_risk_note(typing))
     who = "the cell classifier" + (f" adapted to {typing['adapted_to']}" if typing.get("adapted_to") else "")
     fitted = f" ({typing['fitted_on']})" if typing.get("fitted_on") else ""
     return (f"White cells were typed by {who}{fitted}, which named the main white cell of {accuracy:.0%} of "
@@ -139,8 +139,8 @@ def trust_note(typing: dict[str, Any], next_step: str = ADAPT_WITH_COMMAND) -> s
 def at_risk_note(typing: dict[str, Any]) -> str:
     """A sentence (with a leading space) on the types an adapted classifier may miss, or ""."""
     names = " or ".join(typing.get("adapted_at_risk") or [])
-    return (f" It was adapted without any {names} cells and may miss them (before adapting it called some of the "
-            f"lab's cells of other types {names}): look for {names} cells by eye.") if names else ""
+    return (f" It was adapted without any {names} cells, and before adapting it mistook some of the lab's other cells "
+            f"for {names}, so it may miss {names} cells where the lab has them: look for them by eye.") if names else ""
 
 
 def reference_text(name: str) -> str:

@@ -30,10 +30,22 @@ def recorded_typing(typer: str | None, meta: dict[str, Any]) -> dict[str, Any]:
             summary["adapted_cv_accuracy"] = float(accuracy)
         if isinstance(cells, dict) and all(_count(n) for n in cells.values()):
             summary["adapted_cells"] = sum(cells.values())
-        recipe = adaptation.get("recipe") if isinstance(adaptation.get("recipe"), dict) else {}
-        if _class_names(recipe.get("at_risk")):
-            summary["adapted_at_risk"] = list(recipe["at_risk"])
+        at_risk = _at_risk(adaptation, meta.get("class_names"))
+        if at_risk:
+            summary["adapted_at_risk"] = at_risk
     return summary
+
+
+def _at_risk(adaptation: dict[str, Any], class_names: Any) -> list[str]:
+    """The model's classes its adaptation record names at risk (a model adapted before the record named them: the
+    classes given no cells that were not gated), each once, in the model's order; [] when the record is unusable."""
+    recipe = adaptation.get("recipe") if isinstance(adaptation.get("recipe"), dict) else {}
+    named = recipe.get("at_risk")
+    if named is None and isinstance(recipe.get("unshown_restored"), dict) and isinstance(recipe.get("gated"), list):
+        named = [name for name in recipe["unshown_restored"] if name not in recipe["gated"]]
+    if not isinstance(named, list) or not isinstance(class_names, list):
+        return []
+    return [name for name in class_names if isinstance(name, str) and name in named and _class_name(name)]
 
 
 def _recorded_meta(classifier, source: str) -> dict[str, Any]:
@@ -46,10 +58,9 @@ def _recorded_meta(classifier, source: str) -> dict[str, Any]:
     return {}
 
 
-def _class_names(value: Any) -> bool:
-    """A non-empty list of at most 20 class names (printable, up to 64 characters each)."""
-    return isinstance(value, list) and 0 < len(value) <= 20 and all(
-        isinstance(name, str) and 0 < len(name) <= 64 and name.isprintable() for name in value)
+def _class_name(name: str) -> bool:
+    """A class name fit to quote: printable, 1 to 64 characters."""
+    return 0 < len(name) <= 64 and name.isprintable()
 
 
 def _count(value: Any) -> bool:

@@ -33,7 +33,7 @@ needs no folds): the classes that take fewest are gated first, while together th
 is restored all the same (leaving it as fitted let the model's classes that mistake the lab's cells take the
 standing budget: BCCD's accuracy fell), and the out-of-fold accuracy counts the cells the gate takes as errors.
 On BCCD with pbc11 (``benchmarks/new_lab.py``, confirmed labels) the gate lifted a left-out type's kept recall to
-109 % for neutrophils (82 % restored only) but not eosinophils (75 %): the model's own layer calls more than 5 % of
+108 % for neutrophils (82 % restored only) but not eosinophils (75 %): the model's own layer calls more than 5 % of
 the other given types eosinophils, so they are seldom gated. Where the model's confusions are rare among the given
 cells but not in the lab (pbc11's erythroblast row, given 3 lymphocytes), a gated class keeps cells it should lose.
 A class given no cells and not gated is *at risk* (:attr:`HeadFit.at_risk`): nothing holds its recall, and where its
@@ -98,7 +98,7 @@ class HeadFit:
     @property
     def at_risk(self) -> list[int]:
         """The classes given no cells that are not gated: nothing holds their recall, and where the model's own layer
-        calls many of the given cells so, their standing cannot be kept and the adapted layer misses their cells."""
+        calls many of the given cells so, their standing cannot be kept and the adapted layer may miss their cells."""
         return sorted(set(self.restored) - set(self.gated))
 
     @property

@@ -269,7 +269,7 @@ def _trust(sample: SampleTotals) -> str:
         parts.append(f"adapted to {sample.wbc_typing.adapted_to or 'this lab'}: typing right on {adapted:.0%} of its "
                      "reviewed cells in cross-validation")
     if sample.wbc_typing is not None and sample.wbc_typing.adapted_at_risk:
-        parts.append(f"may miss {' or '.join(sample.wbc_typing.adapted_at_risk)} (adapted without any)")
+        parts.append(f"may miss {' or '.join(sample.wbc_typing.adapted_at_risk)} where present (adapted without any)")
     if sample.wbc_classified < 100:
         parts.append("under 100 cells: percentages imprecise")
     if sample.wbc_typing_unavailable:

@@ -295,7 +295,7 @@ function bankView(sample) {
     const button = el("button", { type: "button", class: "secondary adapt-classifier", text: "Adapt the classifier to this lab" });
     button.addEventListener("click", () => startAdapting(sample.lab));
     section.append(el("div", { class: "export-buttons adapt-buttons" }, button),
-      el("p", { class: "adapt-status", role: "status", "aria-live": "polite" }), el("p", { class: "flag adapt-risk" }));
+      el("p", { class: "adapt-status", role: "status", "aria-live": "polite" }), el("p", { class: "flag adapt-risk", role: "status", "aria-live": "polite" }));
   }
   const seen = store.adaptation;
   const key = `${sample.sample_id}|${sample.status}`;
@@ -335,8 +335,8 @@ function riskWords(answer) {
   if (!names.length) return "";
   const calls = names.map((name, i) => `${percent(atRisk[name])}${i ? "" : " of the bank's cells"} ${name}`);
   const listed = names.join(" or ");
-  return `The bank has no ${listed} cells, and before adapting the model called ${calls.join(" and ")}, `
-    + `so the adapted model may miss the lab's ${listed} cells. Add reviewed ${listed} cells and adapt again.`;
+  return `The bank has no ${listed} cells, and before adapting the model called ${calls.join(" and ")}: if the lab `
+    + `sees ${listed} cells, the adapted model may miss them. Add reviewed ${names.join(" and ")} cells and adapt again.`;
 }
 
 // Which model types the lab's new counts: the adapted one chosen (by whom, when), else the service's own.

@@ -73,3 +73,23 @@ def test_labs_it_cannot_measure_say_why_and_bccd_is_also_measured_on_confirmed_l
     assert "learned from" in result["pbc"]["not_measured"] and "no white-cell types" in result["raabin"]["not_measured"]
     assert result["bccd"]["labels"]["draws"][0]["all types"]["n_rest"] == 45 - 15
     assert result["bccd"]["confirmed"]["draws"][0]["all types"]["n_rest"] == 30 - 15  # a third of the cells unclear
+
+
+def test_a_lab_under_a_model_that_never_saw_it_scores_only_the_types_the_model_has(tmp_path):
+    """PBC under a BCCD-only model: its cells of types that model lacks (platelets here) are neither adapted from nor
+    scored (they could never be right), and are counted; the lab the model learned from is not measured; a left-out
+    type with no recall before adapting has no share kept (not a division by zero)."""
+    data = lab()
+    extra = 6
+    pbc = {"features": np.concatenate([data["features"], np.ones((8, extra, 3))], axis=1),
+           "logits": np.concatenate([data["logits"], np.ones((8, extra, 3))], axis=1),
+           "labels": np.concatenate([data["labels"], ["platelet"] * extra]),
+           "ids": np.concatenate([data["ids"], [f"p{i}" for i in range(extra)]])}
+    result = benchmark().adapting_per_lab(Stub(), {"pbc": pbc}, ["bccd"], None, per_class=5, draws=1, few=3)
+    assert result["bccd"] == {"not_measured": "the model learned from this lab"}
+    assert result["pbc"]["not_scored"] == {"cells": extra, "types": ["platelet"], "why": "the model has no such type"}
+    draw = result["pbc"]["labels"]["draws"][0]
+    assert draw["all types"]["n_rest"] == 45 - 15  # the platelets are not among the scored cells
+    summary = result["pbc"]["labels"]["summary"]
+    assert summary["eosinophil left out"]["recall_before"] == 0.0 and summary["eosinophil left out"]["recall_kept"] is None
+    assert summary["eosinophil left out"]["left_out_at_risk"] + summary["eosinophil left out"]["left_out_gated"] == 1

@@ -15,7 +15,8 @@ scored once by the model and cached.
    recipe by cross-validation over those cells only) with one class given fewer than the minimum, over
    ``--draws`` seeded draws; scored on the lab's other cells: accuracy (95 % bootstrap CI over every draw's
    scored cells), the left-out class's recall against unadapted (and whether it was gated, or at risk: neither
-   gated nor given cells, which ``bloodcell adapt`` warns of), and ECE (with a CI),
+   gated nor given cells, which ``bloodcell adapt`` warns of; each draw records the share of the given cells the
+   model called each type given none), and ECE (with a CI),
    all from the adapted layer as the checkpoint holds it (its gate included). BCCD also on the cells
    whose label the review confirms (``--review``), for adapting and scoring alike. Raabin's cells carry no
    types: not measured. PBC is measured under a model that never saw it (``--model`` a BCCD-only checkpoint,
@@ -207,7 +208,8 @@ def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> di
                 correct = right(names, predicted, labels[rest])
                 entry = {"accuracy": float(correct.mean()), "anchor": fit.anchor, "strength": fit.strength,
                          "unshown_restored": {names[c]: share for c, share in fit.restored.items()},
-                         "gated": [names[c] for c in fit.gated],
+                         "gated": [names[c] for c in fit.gated], "at_risk": [names[c] for c in fit.at_risk],
+                         "own_share": {names[c]: round(share, 4) for c, share in fit.own_share.items()},
                          "accuracy_before": float(right(names, before[rest], labels[rest]).mean()),
                          "ece": coarse_ece(names, probs, labels[rest]),
                          "ece_before": coarse_ece(names, apply_temperature(_logits(features[0, rest], w0, b0)[None],
@@ -233,8 +235,8 @@ def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> di
     for key in keys:
         runs = [d[key] for d in result["draws"]]
         summary = {m: round(float(np.mean([r[m] for r in runs])), 4) for m in runs[0]
-                   if m not in ("n_rest", "anchor", "strength", "unshown_restored", "gated", "left_out_restored",
-                                "left_out_gated", "left_out_at_risk")}
+                   if m not in ("n_rest", "anchor", "strength", "unshown_restored", "gated", "at_risk", "own_share",
+                                "left_out_restored", "left_out_gated", "left_out_at_risk")}
         summary["recipes"] = dict(Counter(f"{r['anchor']} {r['strength']}" for r in runs))
         if "left_out_restored" in runs[0]:
             summary["left_out_restored"] = dict(Counter(str(r["left_out_restored"]) for r in runs))

@@ -112,8 +112,13 @@ ADAPT_ON_THE_PAGE = ("review every white cell on this page and correct the calls
 
 
 def trust_note(typing: dict[str, Any], next_step: str = ADAPT_WITH_COMMAND) -> str:
-    """One paragraph on the typing accuracy behind the percentages (from counts.json's ``wbc_typing``), ending with
-    ``next_step`` when the accuracy was not measured."""
+    """One paragraph on the typing accuracy behind the percentages (from counts.json's ``wbc_typing``), with
+    ``next_step`` when the accuracy was not measured, and the types an adapted classifier may miss."""
+    return _accuracy_note(typing, next_step) + _at_risk_note(typing)
+
+
+def _accuracy_note(typing: dict[str, Any], next_step: str) -> str:
+    """:func:`trust_note`'s sentences on the typing accuracy."""
     accuracy = typing.get("held_out_accuracy")
     adapted = typing.get("adapted_cv_accuracy")
     if accuracy is None and adapted is not None:
@@ -121,22 +126,21 @@ def trust_note(typing: dict[str, Any], next_step: str = ADAPT_WITH_COMMAND) -> s
                 f" from {typing.get('adapted_cells', 'a few')} of its reviewed cells; typing was right on {adapted:.0%} of "
                 "those cells in cross-validation while adapting (slightly optimistic; check it on cells you kept back "
                 "with `bloodcell evaluate`). Review referred cells by eye, and confirm any abnormal differential with a "
-                f"manual count.{at_risk_note(typing)}")
+                "manual count.")
     if accuracy is None:
         return ("How well this classifier types white cells in smear photos has not been measured. A classifier "
                 "trained on PBC single-cell images alone typed only about 40% of the white cells of BCCD smears "
                 "(another microscope and stain) correctly, so do not use these percentages without review; "
-                + next_step + at_risk_note(typing))
+                + next_step)
     who = "the cell classifier" + (f" adapted to {typing['adapted_to']}" if typing.get("adapted_to") else "")
     fitted = f" ({typing['fitted_on']})" if typing.get("fitted_on") else ""
     return (f"White cells were typed by {who}{fitted}, which named the main white cell of {accuracy:.0%} of "
             f"{typing.get('held_out_smears')} held-out smears correctly, so roughly one cell in "
             f"{max(2, round(1 / max(1e-9, 1 - accuracy)))} is mistyped. Use the percentages as a screening estimate: "
-            "review flagged types and referred cells by eye, and confirm any abnormal differential with a manual count."
-            + at_risk_note(typing))
+            "review flagged types and referred cells by eye, and confirm any abnormal differential with a manual count.")
 
 
-def at_risk_note(typing: dict[str, Any]) -> str:
+def _at_risk_note(typing: dict[str, Any]) -> str:
     """A sentence (with a leading space) on the types an adapted classifier may miss, or ""."""
     names = " or ".join(typing.get("adapted_at_risk") or [])
     return (f" It was adapted without any {names} cells, and before adapting it mistook some of the lab's other cells "

@@ -56,8 +56,9 @@ class CellSize(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
-#: A class name quoted in reports: printable, 1 to 64 characters.
-ClassName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+#: A class name quoted in reports: 1 to 64 characters, no control character (as ``smear.typing`` quotes one; a
+#: checkpoint's own class names, :data:`bloodcell.checkpoint.ClassName`, may be longer).
+QuotedClassName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class Typing(BaseModel):
@@ -72,7 +73,7 @@ class Typing(BaseModel):
     adapted_cv_accuracy: float | None = Field(None, **PROBABILITY)
     adapted_cells: int | None = Field(None, ge=0)
     #: The types an adapted classifier was given no cells of and may miss (``bloodcell adapt``'s warning).
-    adapted_at_risk: list[ClassName] | None = Field(None, max_length=20)
+    adapted_at_risk: list[QuotedClassName] | None = Field(None, max_length=20)
 
 
 class LabCheck(BaseModel):

@@ -170,15 +170,16 @@ def adapted_logits(features: np.ndarray, fit, weight0: np.ndarray, bias0: np.nda
         return linear
 
     head = GatedHead(layer(fit.weight, fit.bias), layer(weight0, bias0), fit.gated, len(bias0),
-                     fit.temperature / temperature0)
+                     fit.temperature / temperature0, fit.floors)
     with torch.no_grad():
         return head(torch.from_numpy(np.asarray(features, np.float64))).numpy()
 
 
 def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> dict:
     """Item 3 on a labelled lab: adapted from at most ``per_class`` cells of each type (types with more cells than
-    that), scored on the lab's other cells; each type in turn left out (and given only ``few`` cells), its recall
-    on the other cells against the unadapted model's; ECE of the adapted model's confidences there."""
+    that), scored on the lab's other cells; each type in turn left out (as it is, and kept on the user's word:
+    ``adapt --keep``) and given only ``few`` cells, its recall on the other cells against the unadapted model's; ECE
+    of the adapted model's confidences there."""
     from bloodcell.metrics.calibration import apply_temperature
     from bloodcell.train.head import adapt_head
 
@@ -196,12 +197,12 @@ def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> di
         chosen = {c: rng.choice(np.flatnonzero(truth == c), per_class, replace=False) for c in types}
         row: dict = {"draw": draw}
         for left_out in [None, *types]:
-            for given_few in ((False, True) if left_out is not None else (False,)):
+            for mode in (("left out", "kept", "given few") if left_out is not None else ("all types",)):
                 picked = np.concatenate([chosen[c][:few] if c == left_out else chosen[c] for c in types
-                                         if c != left_out or given_few])
+                                         if c != left_out or mode == "given few"])
                 rest = np.setdiff1d(np.arange(len(truth)), np.concatenate(list(chosen.values())))
                 fit = adapt_head(features[:, picked], truth[picked], w0, b0, seed=draw,
-                                 temperature0=classifier.temperature)
+                                 temperature0=classifier.temperature, keep=[left_out] if mode == "kept" else [])
                 logits = adapted_logits(features[0, rest], fit, w0, b0, classifier.temperature)
                 predicted = logits.argmax(1)
                 probs = apply_temperature(logits[None], fit.temperature)[0]
@@ -219,11 +220,14 @@ def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> di
                     mask = truth[rest] == left_out
                     entry["recall"] = float(correct[mask].mean())
                     entry["recall_before"] = float(right(names, before[rest][mask], labels[rest][mask]).mean())
-                    key = f"{names[left_out]} given {few}" if given_few else f"{names[left_out]} left out"
-                    if not given_few:
+                    key = {"left out": f"{names[left_out]} left out", "kept": f"{names[left_out]} left out, kept",
+                           "given few": f"{names[left_out]} given {few}"}[mode]
+                    if mode == "left out":
                         entry["left_out_restored"] = fit.restored[left_out]
                         entry["left_out_gated"] = bool(left_out in fit.gated)
                         entry["left_out_at_risk"] = bool(left_out in fit.at_risk)
+                    if mode == "kept":
+                        entry["floor"] = fit.floors[left_out]
                 else:
                     key = "all types"
                     pooled.append(correct)
@@ -236,12 +240,14 @@ def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> di
         runs = [d[key] for d in result["draws"]]
         summary = {m: round(float(np.mean([r[m] for r in runs])), 4) for m in runs[0]
                    if m not in ("n_rest", "anchor", "strength", "unshown_restored", "gated", "at_risk", "own_share",
-                                "left_out_restored", "left_out_gated", "left_out_at_risk")}
+                                "left_out_restored", "left_out_gated", "left_out_at_risk", "floor")}
         summary["recipes"] = dict(Counter(f"{r['anchor']} {r['strength']}" for r in runs))
         if "left_out_restored" in runs[0]:
             summary["left_out_restored"] = dict(Counter(str(r["left_out_restored"]) for r in runs))
             summary["left_out_gated"] = sum(r["left_out_gated"] for r in runs)
             summary["left_out_at_risk"] = sum(r["left_out_at_risk"] for r in runs)
+        if "floor" in runs[0]:
+            summary["floors"] = [round(r["floor"], 4) for r in runs]
         if "recall" in runs[0]:
             summary["recall_kept"] = (round(summary["recall"] / summary["recall_before"], 4)
                                       if summary["recall_before"] > 0 else None)  # none to keep

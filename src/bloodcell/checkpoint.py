@@ -36,7 +36,7 @@ from safetensors.torch import save as safetensors_bytes
 from bloodcell._version import __version__
 from bloodcell.errors import CheckpointError, ConfigError
 from bloodcell.models import create_model, get_model_entry
-from bloodcell.models.heads import GATE_OPTIONS
+from bloodcell.models.heads import GATE_FLOORS, GATE_OPTIONS
 from bloodcell.transforms import DataConfig
 from bloodcell.weights import not_a_checkpoint, resolve
 from bloodcell.writing import write_failed, write_json
@@ -154,7 +154,7 @@ def _check_model_kwargs(model_name: str, kwargs: dict[str, Any], source: str | P
     named = {name for name, p in inspect.signature(entry.builder).parameters.items()
              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"num_classes", "pretrained", "input_size"}
     if entry.kind == "torch":
-        named |= set(GATE_OPTIONS)  # any cell classifier's last layer may be gated (bloodcell.models.heads)
+        named |= {*GATE_OPTIONS, GATE_FLOORS}  # any cell classifier's last layer may be gated (bloodcell.models.heads)
     unknown = sorted(set(kwargs) - named)
     if unknown:
         raise CheckpointError(f"{source}: model_kwargs {', '.join(unknown)} are not options of model {model_name!r}")

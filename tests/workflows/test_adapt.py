@@ -145,8 +145,9 @@ def test_a_type_given_no_cells_that_the_gate_cannot_hold_is_named_at_risk_with_w
     printed = CliRunner().invoke(app, ["adapt", str(cells), "--model", str(model), "-o", str(tmp_path / "b.safetensors")])
     assert printed.exit_code == 0
     assert ("warning: no cells of monocyte, and before adapting the model called 15.8% of your given cells monocyte; "
-            "keeping its monocyte calls would keep those mistakes too, so if your lab sees monocyte cells the adapted "
-            "model may miss them: give at least 5 reviewed monocyte cells and adapt again") \
+            "keeping all its monocyte calls would keep those mistakes too, so if your lab sees monocyte cells the "
+            "adapted model may miss them: give at least 5 reviewed monocyte cells and adapt again, or adapt with --keep "
+            "monocyte to keep only its calls more confident than those mistakes") \
         in " ".join(printed.output.split())
     assert "no cells given for basophil, erythroblast, ig, monocyte, platelet: those types are not adapted" \
         in " ".join(printed.output.split())
@@ -154,6 +155,73 @@ def test_a_type_given_no_cells_that_the_gate_cannot_hold_is_named_at_risk_with_w
     printed = CliRunner().invoke(app, ["adapt", str(quiet), "--model", str(model), "-o", str(tmp_path / "q.safetensors")])
     assert printed.exit_code == 0 and "warning: no cells of" not in printed.output
     assert read_checkpoint_meta(tmp_path / "q.safetensors")["adaptation"]["recipe"]["at_risk"] == []
+
+
+def test_a_type_the_lab_sees_but_gave_no_cells_of_is_kept_above_the_model_own_mistakes_of_it(model, tmp_path):
+    """Issue 26 item 3: the lab says which at-risk types it sees (``--keep``): a cell the model itself calls such a
+    type more confidently than any given cell of another type it mistook for it keeps the type (the lab's monocytes
+    here), the mistakes among the given cells do not; recorded in the checkpoint, exported to ONNX alike, and said
+    by the command and ``models info``."""
+    import torch
+
+    from bloodcell.checkpoint import load_checkpoint
+    from bloodcell.inference.onnx import export_onnx
+    from bloodcell.models.heads import classifier_layer
+
+    cells = _cells(tmp_path / "lab", {"eosinophil": 8, "lymphocyte": 8, "neutrophil": 3})
+    printed = CliRunner().invoke(app, ["adapt", str(cells), "--model", str(model), "--keep", "monocyte",
+                                       "-o", str(tmp_path / "kept.safetensors")])
+    assert printed.exit_code == 0, printed.output
+    meta = read_checkpoint_meta(tmp_path / "kept.safetensors")
+    recipe = meta["adaptation"]["recipe"]
+    floor = recipe["kept"]["monocyte"]
+    assert 0 < floor < 1 and recipe["at_risk"] == [] and "monocyte" in recipe["gated"]
+    assert meta["model_kwargs"]["gated_floors"] == f"{PBC_CLASSES.index('monocyte')}:{floor!r}"
+    text = " ".join(printed.output.split())
+    assert ("kept monocyte: a cell the model itself calls monocyte more confidently than any of your given cells of "
+            "other types it mistook for monocyte keeps that type") in text
+    assert "warning: no cells of monocyte" not in text
+    original, adapted = load(model), load(tmp_path / "kept.safetensors")
+    monocyte = PBC_CLASSES.index("monocyte")
+    images = [Image.open(p) for p in sorted(cells.rglob("*.png"))]
+    own = torch.softmax(torch.from_numpy(original.score(original.pixels(images))[0][0]), 1).numpy()  # the gate's confidence
+    mistaken = own.argmax(1) == monocyte
+    assert mistaken.sum() == 3 and own[mistaken, monocyte].max() == pytest.approx(floor, abs=1e-5)
+    assert not (adapted.probabilities(adapted.score(adapted.pixels(images))[0]).argmax(1) == monocyte).any()
+    fresh = [Image.open(p) for p in sorted(_cells(tmp_path / "fresh", {"monocyte": 20}, seed=3).rglob("*.png"))]
+    own = torch.softmax(torch.from_numpy(original.score(original.pixels(fresh))[0][0]), 1).numpy()
+    confident = (own.argmax(1) == monocyte) & (own[:, monocyte] > floor)
+    assert confident.any()  # the lab's monocytes the model is surer of than of its mistakes ...
+    called = adapted.probabilities(adapted.score(adapted.pixels(fresh))[0]).argmax(1)
+    assert (called[confident] == monocyte).all()  # ... keep their type
+    export_onnx(tmp_path / "kept.safetensors", tmp_path / "kept.onnx")
+    pixels = adapted.pixels(fresh + images)
+    np.testing.assert_allclose(load(tmp_path / "kept.onnx", engine="onnx").score(pixels)[0], adapted.score(pixels)[0],
+                               atol=1e-4)
+    assert torch.equal(classifier_layer(load_checkpoint(tmp_path / "kept.safetensors").model).floor[monocyte],
+                       torch.tensor(floor, dtype=torch.float32))
+    shown = CliRunner().invoke(app, ["models", "info", str(tmp_path / "kept.safetensors")], env={"COLUMNS": "300"})
+    assert ("kept on the lab's word: a cell the original model calls monocyte more confidently than any of the lab's "
+            "given cells it mistook for it keeps that type") in " ".join(shown.output.split())
+
+
+@pytest.mark.parametrize("options, problem", [
+    (["--keep", "blast"], "cannot keep 'blast': not a class of the model (its classes: basophil, eosinophil"),
+    (["--keep", "eosinophil"], "eosinophil (8 cells): given enough cells to be adapted from them; keep only types "
+                               "given fewer than 5"),
+    (["--keep", "monocyte", "--unlabelled"], "--keep is for labelled cells (CELLS or --store)"),
+])
+def test_keeping_a_type_the_model_lacks_or_one_given_enough_cells_is_refused_in_one_sentence(model, tmp_path,
+                                                                                              options, problem):
+    from bloodcell.errors import BloodcellError
+
+    cells = _cells(tmp_path / "lab", {"eosinophil": 8, "lymphocyte": 8})
+    given = [str(cells)] if "--unlabelled" not in options else [str(cells / "eosinophil")]
+    refused = CliRunner().invoke(app, ["adapt", *options[:2], "--model", str(model), *options[2:], *given,
+                                       "-o", str(tmp_path / "kept.safetensors")])
+    assert refused.exit_code != 0 and isinstance(refused.exception, BloodcellError)
+    assert problem in str(refused.exception) and "\n" not in str(refused.exception)
+    assert not (tmp_path / "kept.safetensors").exists()
 
 
 def _adapted_without_class_2(lab_cells, weight0, bias0):
@@ -351,6 +419,12 @@ def test_an_adapted_checkpoint_with_gated_classes_loads_scores_and_exports_as_on
     ({"gated_classes": "0,99", "gated_scale": 0.5}, "cannot be built"),
     ({"gated_classes": "0,2", "gated_scale": 1e3}, "cannot be built"),
     ({"gated_classes": "0,2"}, "cannot be built"),
+    ({"gated_classes": "0,2", "gated_scale": 0.5, "gated_floors": "2:0.75"}, None),
+    ({"gated_classes": "0,2", "gated_scale": 0.5, "gated_floors": "1:0.75"}, "cannot be built"),
+    ({"gated_classes": "0,2", "gated_scale": 0.5, "gated_floors": "2:1.5"}, "cannot be built"),
+    ({"gated_classes": "0,2", "gated_scale": 0.5, "gated_floors": "2:0.1,2:0.2"}, "cannot be built"),
+    ({"gated_classes": "0,2", "gated_scale": 0.5, "gated_floors": "2:nan"}, "cannot be built"),
+    ({"gated_floors": "2:0.75"}, "cannot be built"),
 ])
 def test_a_gated_head_is_rebuilt_from_its_checkpoint_options_and_bad_options_are_refused_in_one_sentence(
         model, tmp_path, options, problem):
@@ -365,6 +439,7 @@ def test_a_gated_head_is_rebuilt_from_its_checkpoint_options_and_bad_options_are
     if problem is None:
         head = classifier_layer(load_checkpoint(path).model)
         assert isinstance(head, GatedHead) and head.gated.nonzero().flatten().tolist() == [0, 2] and head.scale == 0.5
+        assert head.floor.tolist() == [0.0, 0.0, 0.75 if "gated_floors" in options else 0.0] + [0.0] * 5
         return
     with pytest.raises(CheckpointError, match=problem) as refused:
         load_checkpoint(path)

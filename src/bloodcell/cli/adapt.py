@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -20,6 +20,7 @@ def adapt(
     lab: Optional[str] = typer.Option(None, "--lab", help="With --store: the lab whose cell bank is used (\"\" for samples kept without a lab name). With CELLS: the lab's name the adapted model records (default: the folder's name)."),
     unlabelled: Optional[Path] = typer.Option(None, "--unlabelled", help="Instead of labelled cells: a folder of your lab's white-cell images, no labels (at least 20)."),
     counted: Optional[Path] = typer.Option(None, "--counted", help="Instead of labelled cells: the output folder of `bloodcell count` (one sample, or a folder of samples); their typed white cells, no labels."),
+    keep: Optional[List[str]] = typer.Option(None, "--keep", help="A type your lab sees but gave fewer than 5 cells of (repeat for more): a cell the model calls so more confidently than any of your given cells of other types it mistook for it keeps that type, so the adapted model still finds it. Labelled cells only."),
     seed: int = typer.Option(0, help="Seed of the cross-validation folds."),
     allow_worse: bool = typer.Option(False, "--allow-worse", help="Write the adapted model even when its cross-validated accuracy on your cells is below the unadapted model's on the same cells (refused otherwise; the model records it)."),
 ) -> None:
@@ -41,6 +42,9 @@ def adapt(
         raise ConfigError("--lab names your lab: give its name, or leave --lab out to use the folder's name")
     if lab is not None and store is None and cells is None:
         raise ConfigError("--lab names the lab of labelled cells (CELLS) or of a cell bank (--store), not of unlabelled ones")
+    if keep and (unlabelled is not None or counted is not None):
+        raise ConfigError("--keep is for labelled cells (CELLS or --store): adapting from unlabelled ones changes no "
+                          "type's weights")
     if allow_worse and (unlabelled is not None or counted is not None):
         raise ConfigError("--allow-worse is for labelled cells (CELLS or --store): adapting from unlabelled ones "
                           "keeps the model unadapted when a label-free rule says it would not help")
@@ -51,7 +55,7 @@ def adapt(
     from bloodcell.workflows.adapt import MIN_CELLS, WorseThanUnadapted
 
     try:
-        result = _adapt_labelled(model, cells, store, lab, output, seed, allow_worse)
+        result = _adapt_labelled(model, cells, store, lab, output, seed, allow_worse, keep or [])
     except WorseThanUnadapted as exc:
         raise WorseThanUnadapted(f"{exc}, or pass --allow-worse to write it all the same") from None
     fit = result.fit
@@ -70,14 +74,20 @@ def adapt(
     if result.without_cells:
         typer.echo(f"no cells given for {', '.join(result.without_cells)}: those types are not adapted to your lab; "
                    "give cells of every type your lab sees", err=True)
-    if result.gated:
-        typer.echo(f"a cell the model itself calls {' or '.join(result.gated)} keeps that type (the adapted layer "
+    gated = [name for name in result.gated if name not in result.kept]
+    if gated:
+        typer.echo(f"a cell the model itself calls {' or '.join(gated)} keeps that type (the adapted layer "
                    "decides the others)", err=True)
+    for name, floor in result.kept.items():
+        why = (f"more confidently than any of your given cells of other types it mistook for {name}" if floor else
+               f"(it called none of your given cells of other types {name})")
+        typer.echo(f"kept {name}: a cell the model itself calls {name} {why} keeps that type", err=True)
     for name, share in result.at_risk.items():
         typer.echo(f"warning: no cells of {name}, and before adapting the model called {share:.1%} of your given "
-                   f"cells {name}; keeping its {name} calls would keep those mistakes too, so if your lab sees {name} "
-                   f"cells the adapted model may miss them: give at least {MIN_CELLS} reviewed {name} cells and adapt "
-                   "again", err=True)
+                   f"cells {name}; keeping all its {name} calls would keep those mistakes too, so if your lab sees "
+                   f"{name} cells the adapted model may miss them: give at least {MIN_CELLS} reviewed {name} cells and "
+                   f"adapt again, or adapt with --keep {name} to keep only its calls more confident than those "
+                   "mistakes", err=True)
     if fit.worse_than_unadapted:
         typer.echo(f"warning: written because of --allow-worse, though adapting types your cells worse "
                    f"({fit.cv_accuracy:.1%} adapted, {fit.cv_accuracy_before:.1%} before; the model records it): "
@@ -85,19 +95,20 @@ def adapt(
 
 
 def _adapt_labelled(model: str, cells: Optional[Path], store: Optional[str], lab: Optional[str], output: Path,
-                    seed: int, allow_worse: bool):
+                    seed: int, allow_worse: bool, keep: list[str]):
     """The adaptation from labelled cells: the folder CELLS, or the lab's cell bank in ``store``."""
     if store is None:
         from bloodcell.workflows.adapt import adapt as run_adapt
 
-        return run_adapt(model, cells, output, seed=seed, lab=lab, allow_worse=allow_worse)
+        return run_adapt(model, cells, output, seed=seed, lab=lab, allow_worse=allow_worse, keep=keep)
     from bloodcell.store.components import system_account
     from bloodcell.store.database import open_store
     from bloodcell.workflows.bank_adapt import adapt_from_bank
 
     kept = open_store(store, create=False)
     try:
-        return adapt_from_bank(kept, model, output, lab=lab, actor=system_account(), seed=seed, allow_worse=allow_worse)
+        return adapt_from_bank(kept, model, output, lab=lab, actor=system_account(), seed=seed, allow_worse=allow_worse,
+                               keep=keep)
     finally:
         kept.close()
 

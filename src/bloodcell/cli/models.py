@@ -202,9 +202,19 @@ def _adaptation_lines(meta: dict) -> list[str]:
         after, before = adaptation.get("cv_accuracy"), adaptation.get("cv_accuracy_before")
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in (after, before)):
             lines.append(f"cross-validated accuracy on those cells: {after:.1%} adapted, {before:.1%} before adapting")
-        gated = (adaptation.get("recipe") or {}).get("gated") if isinstance(adaptation.get("recipe"), dict) else None
-        if isinstance(gated, list) and gated and all(isinstance(name, str) for name in gated):
-            lines.append(f"a cell the original model calls {escape(' or '.join(gated))} keeps that type")
+        recipe = adaptation.get("recipe") if isinstance(adaptation.get("recipe"), dict) else {}
+        kept = recipe.get("kept") if isinstance(recipe.get("kept"), dict) else {}
+        kept = {name: floor for name, floor in kept.items() if isinstance(floor, (int, float))
+                and not isinstance(floor, bool) and 0 <= floor < 1}
+        gated = recipe.get("gated")
+        if isinstance(gated, list) and all(isinstance(name, str) for name in gated):
+            gated = [name for name in gated if name not in kept]
+            if gated:
+                lines.append(f"a cell the original model calls {escape(' or '.join(gated))} keeps that type")
+        for name, floor in kept.items():
+            above = " more confidently than any of the lab's given cells it mistook for it" if floor else ""
+            lines.append(f"kept on the lab's word: a cell the original model calls {escape(name[:40])}{above} keeps "
+                         "that type")
     unlabelled = meta.get("unlabelled_adaptation")
     if isinstance(unlabelled, dict):
         adapted = unlabelled.get("weight") is not None

@@ -12,7 +12,7 @@ from dataclasses import replace
 from bloodcell.errors import ConfigError
 from bloodcell.models import backbones, centernet, centernet_kept, classical, fcos, papers  # noqa: F401  (they register their entries)
 from bloodcell.models.backbones import timm_entry
-from bloodcell.models.heads import GATE_OPTIONS, gate_classifier
+from bloodcell.models.heads import GATE_FLOORS, GATE_OPTIONS, gate_classifier
 from bloodcell.models.registry import ModelEntry, registered, registered_entries
 
 
@@ -44,8 +44,9 @@ def create_model(
 
     ``pretrained`` is ``False``, ``True`` (offline weights from an installed package where one
     exists, else timm's download), or a path to a local weights file. ``input_size`` overrides the entry's default.
-    A torch classifier also takes the options of :data:`~bloodcell.models.heads.GATE_OPTIONS` (an adapted model's
-    gated last layer, :func:`~bloodcell.models.heads.gate_classifier`).
+    A torch classifier also takes the options of :data:`~bloodcell.models.heads.GATE_OPTIONS` and, with them,
+    :data:`~bloodcell.models.heads.GATE_FLOORS` (an adapted model's gated last layer,
+    :func:`~bloodcell.models.heads.gate_classifier`).
     """
     if num_classes < 2:
         raise ConfigError(f"num_classes must be at least 2, got {num_classes}")
@@ -57,9 +58,10 @@ def create_model(
         data_config = replace(data_config, input_size=int(input_size))
     if class_names is not None:
         data_config = data_config.with_classes(class_names)
-    gate = {key: kwargs.pop(key) for key in GATE_OPTIONS if key in kwargs}
-    if gate and (entry.kind != "torch" or set(gate) != set(GATE_OPTIONS)):
-        raise ConfigError(f"{' and '.join(GATE_OPTIONS)} go together, and only with a cell classifier")
+    gate = {key: kwargs.pop(key) for key in (*GATE_OPTIONS, GATE_FLOORS) if key in kwargs}
+    if gate and (entry.kind != "torch" or not set(GATE_OPTIONS) <= set(gate)):
+        raise ConfigError(f"{' and '.join(GATE_OPTIONS)} go together (with {GATE_FLOORS} or without), and only with "
+                          "a cell classifier")
     model = entry.builder(num_classes=num_classes, pretrained=pretrained, input_size=data_config.input_size, **kwargs)
     if gate:
         gate_classifier(model, num_classes, **gate)

@@ -5,9 +5,12 @@ no cells may be *gated*: a cell the model's own layer types as that class stays 
 adapted layer says, so adapting cannot lose the class's cells. :class:`GatedHead` holds both layers and
 returns one logits tensor: the adapted layer's, or, where the own layer's top class is gated, the own
 layer's logits times ``scale`` (the adapted temperature over the model's own, so that the adapted
-checkpoint's temperature turns them into the model's own calibrated probabilities). The checkpoint says
-so in its model options (:data:`GATE_OPTIONS`), which :func:`bloodcell.models.create_model` takes for any
-torch classifier, so the one loader rebuilds the head and ONNX exports it (``Where`` on an ``ArgMax``).
+checkpoint's temperature turns them into the model's own calibrated probabilities). A gated class may have a
+*floor*: its cells are kept only where the own layer's confidence in it (softmax of its logits) is above the floor
+(a type the lab sees but gave no cells of, kept on the user's word: ``bloodcell adapt --keep``). The checkpoint says
+so in its model options (:data:`GATE_OPTIONS`, and :data:`GATE_FLOORS` where a class has a floor), which
+:func:`bloodcell.models.create_model` takes for any torch classifier, so the one loader rebuilds the head and ONNX
+exports it (``Where`` on an ``ArgMax``).
 """
 
 from __future__ import annotations
@@ -19,24 +22,34 @@ from torch import nn
 
 from bloodcell.errors import ConfigError
 
-#: The model options of a gated head: the gated class indices (comma-separated) and the own layer's scale.
+#: The model options of a gated head: the gated class indices (comma-separated) and the own layer's scale...
 GATE_OPTIONS = ("gated_classes", "gated_scale")
+#: ... and, optionally, the floors of some gated classes ("index:floor", comma-separated).
+GATE_FLOORS = "gated_floors"
 
 
 class GatedHead(nn.Module):
-    """``adapted`` decides, except where ``own``'s top class is one of ``gated`` (indices): then ``own * scale``."""
+    """``adapted`` decides, except where ``own``'s top class is one of ``gated`` (indices) and its softmax confidence
+    is above that class's floor (``floors``, index to floor; 0 without one): then ``own * scale``."""
 
-    def __init__(self, adapted: nn.Module, own: nn.Module, gated: list[int], num_classes: int, scale: float) -> None:
+    def __init__(self, adapted: nn.Module, own: nn.Module, gated: list[int], num_classes: int, scale: float,
+                 floors: dict[int, float] | None = None) -> None:
         super().__init__()
         self.adapted, self.own = adapted, own
         mask = torch.zeros(num_classes, dtype=torch.bool)
         mask[list(gated)] = True
+        floor = torch.zeros(num_classes)
+        for index, value in (floors or {}).items():
+            floor[index] = float(value)
         self.register_buffer("gated", mask, persistent=False)  # rebuilt from the model options, not stored
+        self.register_buffer("floor", floor, persistent=False)
         self.scale = float(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         own = self.own(x)
-        kept = self.gated[own.argmax(dim=1, keepdim=True)]
+        top = own.argmax(dim=1, keepdim=True)
+        confidence = torch.softmax(own, dim=1).gather(1, top)
+        kept = self.gated[top] & (confidence > self.floor[top])
         return torch.where(kept, own * self.scale, self.adapted(x))
 
 
@@ -68,7 +81,25 @@ def gated_indices(gated_classes: str, num_classes: int) -> list[int]:
     return indices
 
 
-def gate_classifier(model: nn.Module, num_classes: int, gated_classes: str, gated_scale: float) -> GatedHead:
+def parse_floors(floors: str, gated: list[int]) -> dict[int, float]:
+    """Floors of a comma-separated ``"index:floor"`` list (``"1:0.93"``): each a gated class, once, at a floor in
+    [0, 1); ConfigError else."""
+    parsed: dict[int, float] = {}
+    for part in str(floors).split(","):
+        index, _, value = part.partition(":")
+        try:
+            key, floor = int(index), float(value)
+        except ValueError:
+            key, floor = -1, -1.0
+        if key not in gated or key in parsed or not 0 <= floor < 1:
+            raise ConfigError(f"gated_floors must give gated classes, once each, a floor in [0, 1) as index:floor; "
+                              f"got {str(floors)[:60]!r}")
+        parsed[key] = floor
+    return parsed
+
+
+def gate_classifier(model: nn.Module, num_classes: int, gated_classes: str, gated_scale: float,
+                    gated_floors: str | None = None) -> GatedHead:
     """Put a :class:`GatedHead` where ``model``'s last layer is (that layer becomes its ``adapted`` layer, a copy
     its ``own``); the weights of both are then loaded or set."""
     if not 0.01 <= float(gated_scale) <= 100:
@@ -76,8 +107,9 @@ def gate_classifier(model: nn.Module, num_classes: int, gated_classes: str, gate
     layer = classifier_layer(model)
     if isinstance(layer, GatedHead):
         raise ConfigError("the model's last layer is gated already")
-    head = GatedHead(layer, copy.deepcopy(layer), gated_indices(gated_classes, num_classes), num_classes,
-                     float(gated_scale))
+    gated = gated_indices(gated_classes, num_classes)
+    floors = parse_floors(gated_floors, gated) if gated_floors is not None else None
+    head = GatedHead(layer, copy.deepcopy(layer), gated, num_classes, float(gated_scale), floors)
     name = next(n for n, m in model.named_modules() if m is layer)
     parent, _, attribute = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, attribute, head)

@@ -31,7 +31,8 @@ model's own layer types as it (they stay wrong), is known exactly on all the giv
 needs no folds): the classes that take fewest are gated first, while together they take at most
 :data:`GATE_TOLERANCE` of them, so the model's classes that mistake the lab's cells are not gated. A gated class's row
 is restored all the same (leaving it as fitted let the model's classes that mistake the lab's cells take the
-standing budget: BCCD's accuracy fell), and the out-of-fold accuracy counts the cells the gate takes as errors.
+standing budget: BCCD's accuracy fell), and the out-of-fold accuracy scores the cells the gate takes by the model's
+own typing (an error for a class given no cells).
 On BCCD with pbc11 (``benchmarks/new_lab.py``, confirmed labels) the gate lifted a left-out type's kept recall to
 108 % for neutrophils (82 % restored only) but not eosinophils (75 %): the model's own layer calls more than 5 % of
 the other given types eosinophils, so they are seldom gated. Where the model's confusions are rare among the given
@@ -39,6 +40,13 @@ cells but not in the lab (pbc11's erythroblast row, given 3 lymphocytes), a gate
 A class given no cells and not gated is *at risk* (:attr:`HeadFit.at_risk`): nothing holds its recall, and where its
 standing could not be kept it is lost (a BCCD-only model adapted to PBC without eosinophils found 3 % of them), which
 ``bloodcell adapt`` and the page say, with the share of the given cells the model's own layer typed as it.
+
+Which of those classes the lab has, the cells cannot tell (a gate for every one of them, held above the model's
+mistakes among the given cells, still cost BCCD 3 points), but the user can: a class they *keep* (``keep``: a type the
+lab sees but gave fewer than 5 cells of) is gated with a *floor*, the own layer's highest confidence in it among the
+given cells of other types it calls so (0 when it calls none so): a cell the own layer types as that class more
+confidently than any of those mistakes keeps the type. On BCCD with pbc11, eosinophils left out and kept keep 98 % of
+their recall.
 
 The temperature fitted on so few out-of-fold logits is unreliable (folds
 separated perfectly drive it towards 0, so the adapted model would be sure of everything): it is
@@ -51,7 +59,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -94,6 +102,8 @@ class HeadFit:
     #: Per class given no cells (index), the share of the given cells the model's own layer types as it
     #: (:func:`own_shares`).
     own_share: dict[int, float]
+    #: Per class kept on the user's word (index; :func:`keep_floors`), the own layer's confidence its gate needs.
+    floors: dict[int, float] = field(default_factory=dict)
 
     @property
     def at_risk(self) -> list[int]:
@@ -205,6 +215,31 @@ def choose_gated(taken: dict[int, float], tolerance: float = GATE_TOLERANCE) -> 
     return sorted(gated)
 
 
+def own_typing(features: np.ndarray, weight0: np.ndarray, bias0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The model's own layer's class and softmax confidence in it, per cell (plain view ``features``, N x D)."""
+    logits = features @ weight0.T + bias0
+    top = logits.argmax(1)
+    z = logits - logits.max(1, keepdims=True)
+    return top, np.exp(z[np.arange(len(top)), top]) / np.exp(z).sum(1)
+
+
+def keep_floors(features: np.ndarray, labels: np.ndarray, weight0: np.ndarray, bias0: np.ndarray,
+                keep: Sequence[int]) -> dict[int, float]:
+    """Per class to keep (index), the own layer's highest confidence in it among the given cells of other classes it
+    types so (0: none): a cell it types so more confidently is kept by the gate; none of the given cells is."""
+    top, confidence = own_typing(features, weight0, bias0)
+    return {int(c): float(confidence[(top == c) & (labels != c)].max(initial=0.0)) for c in keep}
+
+
+def gate_keeps(features: np.ndarray, weight0: np.ndarray, bias0: np.ndarray, gated: Sequence[int],
+               floors: dict[int, float]) -> np.ndarray:
+    """Which cells the gate keeps (the own layer types them as a gated class, above its floor), as
+    :class:`bloodcell.models.heads.GatedHead` decides."""
+    top, confidence = own_typing(features, weight0, bias0)
+    floor = np.array([floors.get(int(c), 0.0) for c in top])
+    return np.isin(top, gated) & (confidence > floor)
+
+
 @dataclass
 class _Candidate:
     """One anchor and strength, scored out of fold at the shares of :data:`RESTORED` it keeps."""
@@ -220,8 +255,8 @@ class _Candidate:
 def _out_of_fold(features: np.ndarray, labels: np.ndarray, weight0, bias0, strength: float, anchor: str,
                  folds: StratifiedKFold, kept: np.ndarray) -> _Candidate:
     """Out-of-fold logits at each share of :data:`RESTORED` (unshown rows restored from each fold's training
-    cells); the shares of the unshown classes are raised greedily within :data:`STEAL_TOLERANCE`. The accuracy
-    counts the cells the gate keeps (``kept``, a mask) as wrong."""
+    cells); the shares of the unshown classes are raised greedily within :data:`STEAL_TOLERANCE`. The cells the gate
+    keeps (``kept``, a mask) are scored by the model's own typing."""
     logits = np.zeros((len(RESTORED), len(labels), len(bias0)))
     for train, test in folds.split(features[0], labels):
         w, b = fit_head(*_views(features, labels, train), weight0, bias0, strength, anchor)
@@ -241,7 +276,8 @@ def _out_of_fold(features: np.ndarray, labels: np.ndarray, weight0, bias0, stren
     shares, chosen = {}, logits[-1].copy()
     for j, c in enumerate(unshown):
         shares[int(c)], chosen[:, c] = RESTORED[steps[j]], logits[steps[j], :, c]
-    accuracy = float(((chosen.argmax(1) == labels) & ~kept).mean())
+    own = (features[0] @ weight0.T + bias0).argmax(1)
+    accuracy = float(np.where(kept, own == labels, chosen.argmax(1) == labels).mean())
     return _Candidate(anchor, strength, shares, accuracy, _log_loss(chosen, labels), chosen)
 
 
@@ -262,7 +298,7 @@ def bounded_temperature(fitted: float, own: float, cells: int) -> float:
 
 def adapt_head(features: np.ndarray, labels: np.ndarray, weight0: np.ndarray, bias0: np.ndarray,
                strengths: Sequence[float] = STRENGTHS, seed: int = 0, temperature0: float = 1.0,
-               fresh_strengths: Sequence[float] = FRESH_STRENGTHS) -> HeadFit:
+               fresh_strengths: Sequence[float] = FRESH_STRENGTHS, keep: Sequence[int] = ()) -> HeadFit:
     """Choose the anchor and strength (``strengths`` towards the model's layer, ``fresh_strengths`` towards zero;
     empty: that anchor is not tried) by stratified k-fold cross-validation over the cells (k = min(5, the
     smallest class with at least 2 cells); a class with fewer cells than k takes part, missing from some folds),
@@ -272,7 +308,8 @@ def adapt_head(features: np.ndarray, labels: np.ndarray, weight0: np.ndarray, bi
     unadapted model's accuracy on the same cells; the temperature is fitted on the out-of-fold logits and
     bounded (:func:`bounded_temperature`, around the model's own ``temperature0``). Classes given no cells
     keep the model's own rows (:func:`restore_unshown`, each class's share chosen out of fold), and some are gated
-    (:func:`choose_gated`; the cells they keep count as errors in ``cv_accuracy`` and do not fit the temperature).
+    (:func:`choose_gated`; the cells they keep are scored by the model's own typing in ``cv_accuracy`` and do not fit
+    the temperature); the classes in ``keep`` are gated above their floors (:func:`keep_floors`).
     """
     features = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -283,8 +320,11 @@ def adapt_head(features: np.ndarray, labels: np.ndarray, weight0: np.ndarray, bi
     if not candidates:
         raise ValueError("adapt_head needs at least one strength to try")
     taken = own_shares(features[0], labels, weight0, bias0)
-    gated = choose_gated(taken)
-    kept = np.isin((features[0] @ weight0.T + bias0).argmax(1), gated)
+    if not set(keep) <= set(range(len(bias0))):
+        raise ValueError(f"classes to keep must be indices below {len(bias0)}, got {sorted(keep)}")
+    floors = keep_floors(features[0], labels, weight0, bias0, keep)
+    gated = sorted(set(choose_gated({c: t for c, t in taken.items() if c not in floors})) | set(floors))
+    kept = gate_keeps(features[0], weight0, bias0, gated, floors)
     with warnings.catch_warnings():  # a class with fewer cells than folds: sklearn warns, the folds still work
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         scored = [_out_of_fold(features, labels, weight0, bias0, strength, anchor, folds, kept)
@@ -297,4 +337,4 @@ def adapt_head(features: np.ndarray, labels: np.ndarray, weight0: np.ndarray, bi
     fitted = fit_temperature(best.logits[~kept], labels[~kept]) if (~kept).any() else temperature0
     temperature = bounded_temperature(float(fitted), temperature0, int((~kept).sum()))
     return HeadFit(weight, bias, best.strength, best.anchor, best.shares, gated, best.accuracy, before, temperature, k,
-                   taken)
+                   taken, floors)

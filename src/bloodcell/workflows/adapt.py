@@ -7,7 +7,8 @@ all 8 quarter-turn and mirror views of each cell, pulled towards the model's own
 zero, the anchor, strength and the standing kept by classes given no cells chosen by
 cross-validation over the cells; classes given no cells that the model's own layer rarely finds among them
 gated, so that the model's own layer still finds their cells: :mod:`bloodcell.models.heads`; the others are
-at risk, and said to be), its
+at risk, and said to be, unless the user keeps them: ``keep`` names types the lab sees but gave fewer than
+:data:`MIN_CELLS` cells of, gated above the model's own mistakes of them among the given cells), its
 temperature refitted on the out-of-fold logits,
 and its out-of-distribution guard learns the lab's cells as a familiar source. The result is a
 checkpoint that ``predict``, ``count``, ``serve`` and ``evaluate`` take with ``--model``; its
@@ -23,6 +24,7 @@ then says so (``worse_than_unadapted``).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ from bloodcell.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoin
 from bloodcell.errors import ConfigError, DataError
 from bloodcell.inference.ood import GUARD_VERSION, OODGuard, fit_guard
 from bloodcell.inference.predictor import Classifier
-from bloodcell.models.heads import GATE_OPTIONS, GatedHead, classifier_layer, gate_classifier
+from bloodcell.models.heads import GATE_FLOORS, GATE_OPTIONS, GatedHead, classifier_layer, gate_classifier
 from bloodcell.provenance import file_sha256, git_commit, now
 from bloodcell.smear.lab_name import RULE, check_lab, lab_problem
 from bloodcell.train.head import HeadFit, adapt_head
@@ -78,6 +80,8 @@ class Adaptation:
     #: Of ``without_cells``, those not gated (nothing holds their recall), with the share of the given cells the
     #: model's own layer types as each (``HeadFit.at_risk``): the adapted model may miss their cells.
     at_risk: dict[str, float]
+    #: The types kept on the user's word (``keep``), with the own layer's confidence their gate needs.
+    kept: dict[str, float]
 
 
 def check_cells(cells: Cells, class_names: list[str]) -> dict[str, int]:
@@ -93,6 +97,20 @@ def check_cells(cells: Cells, class_names: list[str]) -> dict[str, int]:
         raise DataError(f"adapting needs at least {MIN_CELLS} cells of each of at least 2 classes (given: "
                         f"{listed or 'none'}); add reviewed cells")
     return counts
+
+
+def check_keep(keep: Sequence[str], counts: dict[str, int], class_names: list[str]) -> list[int]:
+    """The class indices of the types to keep; ConfigError (one sentence) for a name the model lacks, DataError for a
+    type given :data:`MIN_CELLS` cells or more (it is adapted from them)."""
+    unknown = sorted(set(keep) - set(class_names))
+    if unknown:
+        raise ConfigError(f"cannot keep {', '.join(map(shown, unknown))}: not a class of the model (its classes: "
+                          f"{', '.join(class_names)})")
+    enough = sorted(name for name in set(keep) if counts.get(name, 0) >= MIN_CELLS)
+    if enough:
+        raise DataError(f"{', '.join(f'{name} ({counts[name]} cells)' for name in enough)}: given enough cells to be "
+                        f"adapted from them; keep only types given fewer than {MIN_CELLS}")
+    return sorted({class_names.index(name) for name in keep})
 
 
 def few_cells(counts: dict[str, int]) -> dict[str, int]:
@@ -114,7 +132,8 @@ def recipe(fit: HeadFit, class_names: list[str]) -> dict[str, Any]:
             "unshown_restored": {class_names[c]: share for c, share in fit.restored.items()},
             "gated": [class_names[c] for c in fit.gated],
             "unshown_own_share": {class_names[c]: share for c, share in fit.own_share.items()},
-            "at_risk": [class_names[c] for c in fit.at_risk], "chosen_by": f"{fit.folds}-fold cross-validation over the given cells",
+            "at_risk": [class_names[c] for c in fit.at_risk],
+            "kept": {class_names[c]: floor for c, floor in fit.floors.items()}, "chosen_by": f"{fit.folds}-fold cross-validation over the given cells",
             "temperature": "out-of-fold, shrunk towards the model's and bounded", "batch_norm": "the model's own"}
 
 
@@ -125,6 +144,8 @@ def _write_layer(model: torch.nn.Module, fit: HeadFit, num_classes: int, tempera
     head = classifier_layer(model)
     if fit.gated:
         options = dict(zip(GATE_OPTIONS, (",".join(map(str, fit.gated)), fit.temperature / temperature0)))
+        if fit.floors:
+            options[GATE_FLOORS] = ",".join(f"{c}:{floor!r}" for c, floor in sorted(fit.floors.items()))
         head = gate_classifier(model, num_classes, **options).adapted
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(fit.weight).reshape(head.weight.shape))
@@ -164,10 +185,11 @@ def adapted_lab(cells_dir: str | Path | Cells, lab: str | None) -> str:
 
 
 def adapt(model: str | Path, cells_dir: str | Path | Cells, out: str | Path, seed: int = 0,
-          lab: str | None = None, allow_worse: bool = False) -> Adaptation:
+          lab: str | None = None, allow_worse: bool = False, keep: Sequence[str] = ()) -> Adaptation:
     """Adapt ``model`` (bundled name or .safetensors) to the lab of ``cells_dir`` (a folder, or cells already read,
     e.g. a lab's cell bank in the store) and write ``out``; ``lab`` names the lab (default: the name the store keeps
-    the cells under, or the folder's name; ConfigError, before any work, for a name the lab-name rule refuses).
+    the cells under, or the folder's name; ConfigError, before any work, for a name the lab-name rule refuses);
+    ``keep`` names types the lab sees but gave fewer than :data:`MIN_CELLS` cells of (:func:`check_keep`).
     WorseThanUnadapted (one sentence, nothing written) when the adapted model's cross-validated accuracy is below
     the unadapted model's on the same cells, unless ``allow_worse``."""
     lab = adapted_lab(cells_dir, lab)
@@ -178,11 +200,12 @@ def adapt(model: str | Path, cells_dir: str | Path | Cells, out: str | Path, see
     classifier = Classifier.from_checkpoint(checkpoint)
     cells = cells_dir if isinstance(cells_dir, Cells) else folder_cells(cells_dir)
     counts = check_cells(cells, checkpoint.class_names)
+    keep_indices = check_keep(keep, counts, checkpoint.class_names)
     pixels, features = view_features(classifier, cells.images)
     head = classifier_layer(checkpoint.model)
     labels = np.array([checkpoint.class_names.index(label) for label in cells.labels])
     fit = adapt_head(features, labels, head.weight.detach().numpy().reshape(head.weight.shape[0], -1),
-                     head.bias.detach().numpy(), seed=seed, temperature0=checkpoint.temperature)
+                     head.bias.detach().numpy(), seed=seed, temperature0=checkpoint.temperature, keep=keep_indices)
     if fit.worse_than_unadapted and not allow_worse:
         raise WorseThanUnadapted(worse_sentence(fit, len(labels)))
     gate = _write_layer(checkpoint.model, fit, len(checkpoint.class_names), checkpoint.temperature)
@@ -203,4 +226,5 @@ def adapt(model: str | Path, cells_dir: str | Path | Cells, out: str | Path, see
     without = [name for name in checkpoint.class_names if name not in counts]
     return Adaptation(save_checkpoint(out, checkpoint.model, meta), fit, counts, cells.skipped, without,
                       few_cells(counts), [checkpoint.class_names[c] for c in fit.gated],
-                      {checkpoint.class_names[c]: fit.own_share[c] for c in fit.at_risk})
+                      {checkpoint.class_names[c]: fit.own_share[c] for c in fit.at_risk},
+                      {checkpoint.class_names[c]: floor for c, floor in fit.floors.items()})

@@ -9,6 +9,7 @@ written the new model file is removed, so no model exists whose making the sampl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,11 +58,11 @@ def bank_of(store: Store, lab: str) -> tuple[Cells, dict[str, list[int]]]:
 
 
 def adapt_from_bank(store: Store, model: str | Path, output: str | Path, *, lab: str, actor: str,
-                    seed: int = 0, allow_worse: bool = False) -> Adaptation:
+                    seed: int = 0, allow_worse: bool = False, keep: Sequence[str] = ()) -> Adaptation:
     """Adapt ``model`` from ``lab``'s cell bank in ``store`` and write ``output``; each sample used keeps an
     ``adapt_classifier`` entry (by ``actor``) in its audit trail. DataError (one sentence) when the bank is too
     small: how many more cells of which types are needed; WorseThanUnadapted when adapting would type the bank's
-    cells worse than the unadapted model (unless ``allow_worse``)."""
+    cells worse than the unadapted model (unless ``allow_worse``); ``keep`` as for :func:`~bloodcell.workflows.adapt.adapt`."""
     lab = look_up_lab(lab)
     cells, used = bank_of(store, lab)
     counts: dict[str, int] = {}
@@ -70,7 +71,7 @@ def adapt_from_bank(store: Store, model: str | Path, output: str | Path, *, lab:
     sentence = too_few(counts, lab)
     if sentence:
         raise DataError(sentence)
-    result = adapt(model, cells, output, seed=seed, allow_worse=allow_worse)  # the lab as the store keeps it
+    result = adapt(model, cells, output, seed=seed, allow_worse=allow_worse, keep=keep)  # the lab as the store keeps it
     classifier = {"name": Path(output).name, "sha256": file_sha256(result.path), "lab": lab,
                   "base": Path(str(model)).name, "cv_accuracy": result.fit.cv_accuracy,
                   "cv_accuracy_before": result.fit.cv_accuracy_before,

@@ -164,7 +164,7 @@ def test_one_job_per_lab_at_a_time_and_a_failed_job_says_why(client_for, store_p
 
     release, calls = threading.Event(), []
 
-    def slow(store, model, output, *, lab, actor):
+    def slow(store, model, output, *, lab, actor, keep):
         calls.append((lab, actor, output))
         release.wait(30)
         raise DataError("the stored photo of cell 3 was changed on disk")
@@ -208,6 +208,35 @@ def test_a_supervisor_adapts_the_classifier_from_the_bank_into_the_models_folder
     assert "adapt_classifier" not in [e["action"] for e in client.get("/v1/samples/S-001/audit").json()]
 
 
+def test_a_supervisor_keeps_a_type_the_bank_lacks_and_a_type_the_model_lacks_or_the_bank_has_is_refused(
+        client_for, store_path, tmp_path):
+    """``keep`` (as ``bloodcell adapt --keep``): a type the model lacks is refused at once (422, one sentence); one the
+    bank has 5 cells of or more fails the job with the workflow's sentence; a type without cells is kept: not at
+    risk, recorded with its floor in the model's recipe."""
+    from bloodcell.checkpoint import read_checkpoint_meta
+
+    samples = _keep_bank_samples(store_path, tmp_path, [{"basophil": 3, "eosinophil": 3}, {"basophil": 2, "eosinophil": 3}])
+    client = client_for()
+    tia = _sign_in(client, "tia")
+    for sample_id in samples:
+        _review_all(client, tia, sample_id)
+    csrf = {"X-CSRF-Token": _sign_in(client, "sam")}
+    refused = _adaptation(client, csrf, keep=["blast"])
+    assert refused.status_code == 422 and refused.json()["message"].startswith(
+        "cannot keep 'blast': not a white-cell type of the model (its types: ")
+    assert _adaptation(client, csrf, keep=["x" * 61]).status_code == 422
+    assert client.get("/v1/lab/adaptation?lab=").json()["job"] is None  # nothing started
+    assert _adaptation(client, csrf, keep=["eosinophil"]).status_code == 202
+    job = _wait_for(client)["job"]
+    assert job["state"] == "failed" and "eosinophil (6 cells): given enough cells to be adapted from them" in job["message"]
+    assert _adaptation(client, csrf, keep=["lymphocyte"]).status_code == 202
+    job = _wait_for(client)["job"]
+    assert job["state"] == "done", job
+    recipe = read_checkpoint_meta(tmp_path / "models" / job["model"])["adaptation"]["recipe"]
+    assert job["figures"]["kept"] == ["lymphocyte"] and list(recipe["kept"]) == ["lymphocyte"]
+    assert "lymphocyte" not in job["figures"]["at_risk"] and "lymphocyte" in recipe["gated"]
+
+
 def test_serve_hands_the_adapt_workflow_and_the_models_folder_to_a_store_service(monkeypatch, tmp_path):
     import uvicorn
     from typer.testing import CliRunner
@@ -240,7 +269,7 @@ def test_a_job_of_a_stopped_server_is_shown_failed_and_one_job_per_lab_holds_acr
 
     release = threading.Event()
 
-    def slow(store, model, output, *, lab, actor):
+    def slow(store, model, output, *, lab, actor, keep):
         release.wait(30)
         raise OSError("no space left on device")
 
@@ -269,7 +298,7 @@ def test_jobs_of_two_labs_whose_names_read_alike_never_write_the_same_file(clien
 
     release, outputs = threading.Event(), []
 
-    def slow(store, model, output, *, lab, actor):
+    def slow(store, model, output, *, lab, actor, keep):
         outputs.append(output)
         release.wait(30)
         raise DataError("stopped by the test")

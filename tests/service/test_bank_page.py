@@ -95,7 +95,10 @@ def test_a_supervisor_adapts_the_labs_classifier_with_the_button(bank_server, br
     assert at_risk == {"neutrophil": 1.0}  # the bank's basophils and eosinophils all looked like neutrophils to it
     assert risk == ("The bank has no neutrophil cells, and before adapting the model called 100.0% of the bank's cells "
                     "neutrophil: if the lab sees neutrophil cells, the adapted model may miss them. Add reviewed "
-                    "neutrophil cells and adapt again.")
+                    "neutrophil cells and adapt again, or tick the types the lab sees below to adapt again keeping the "
+                    "model's calls of them that are more confident than its mistakes among the bank's cells.")
+    assert [t.strip() for t in page.locator(".keep-types label").all_inner_texts()] == ["neutrophil"]
+    expect(page.locator(".adapt-keeping")).to_be_disabled()  # until a type is ticked
     written = list((tmp_path / "models").glob("lab-adapted-*.safetensors"))
     assert len(written) == 1 and written[0].name in text
     audit = page.request.get(url + "/v1/samples/B-2/audit").json()
@@ -121,6 +124,18 @@ def test_a_supervisor_adapts_the_labs_classifier_with_the_button(bank_server, br
     expect(model).to_have_text("New counts of this lab are typed with the service's own model, tiny.")
     expect(page.locator(".use-model")).to_be_visible()  # the finished job's model can be chosen again
     expect(page.locator("#model-name")).to_have_text("model: tiny · detector: classical")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.locator(".keep-types input[value=neutrophil]").check()
+    page.locator(".adapt-keeping").click()  # the lab sees neutrophils: adapt again, keeping them
+    expect(status).to_contain_text("Kept on the lab's word: neutrophil.", timeout=120_000)
+    expect(page.locator(".adapt-risk")).to_be_empty()
+    assert page.locator(".keep-types").count() == 0
+    from bloodcell.checkpoint import read_checkpoint_meta
+
+    kept = [p for p in (tmp_path / "models").glob("lab-adapted-*.safetensors") if p != written[0]]
+    assert len(kept) == 1 and list(read_checkpoint_meta(kept[0])["adaptation"]["recipe"]["kept"]) == ["neutrophil"]
+    expect(page.locator(".use-model")).to_be_visible()  # the new model can be chosen
+    page.locator(".cell-bank").screenshot(path=str(shots / "bank-kept-desktop.png"))
     page.locator("#sign-out").click()
     expect(page.locator("#user-name")).to_be_visible()  # the session is ended before the page is loaded again
     _open_as(page, url, "tia")  # a technician reads which model is in use, with no button

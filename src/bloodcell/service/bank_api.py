@@ -5,7 +5,9 @@ the classifier the lab's new counts are typed with.
 type and how many more of each are needed), whether it is large enough to adapt from (else the sentence saying
 what is missing), the lab's latest adapting job and the classifier its new counts are typed with. ``POST
 /v1/lab/adaptation`` (a supervisor or an admin, with the session's CSRF token) starts adapting the service's
-classifier from the bank as a background job: 202 with the job, 422 with the sentence when the bank is too small,
+classifier from the bank as a background job (``keep``: types the lab sees but whose bank holds fewer than 5 cells,
+kept above the model's own mistakes of them, as ``bloodcell adapt --keep``): 202 with the job, 422 with the sentence
+when the bank is too small or ``keep`` names a type the model lacks,
 409 while the lab's previous job runs (one per lab at a time, across servers sharing the store), 503 when the
 server has no models folder. The job writes the adapted model to the models folder (``serve --models-dir``), each
 sample used keeps an ``adapt_classifier`` entry in its audit trail, and its status (running, done with the
@@ -32,7 +34,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bloodcell.errors import BloodcellError
 from bloodcell.log import get_logger
@@ -49,6 +51,7 @@ from bloodcell.store.lab_classifiers import describe, lab_classifier
 from bloodcell.store.database import Store
 from bloodcell.store.users import Person
 from bloodcell.weights import exported_from
+from bloodcell.wording import shown
 from bloodcell.writing import output_name
 
 logger = get_logger(__name__)
@@ -68,6 +71,10 @@ class AdaptationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lab: LabName = Field(description="The lab whose cell bank is used (\"\": the samples kept without a lab name).")
+    keep: list[Annotated[str, StringConstraints(min_length=1, max_length=60)]] = Field(
+        default_factory=list, max_length=20, description="White-cell types the lab sees but whose bank holds fewer "
+        "than 5 cells: a cell the model calls so more confidently than any of the bank's cells of other types it "
+        "mistook for it keeps that type (`bloodcell adapt --keep`).")
 
 
 class ClassifierRequest(BaseModel):
@@ -82,7 +89,7 @@ def _figures(result: Any) -> dict[str, Any]:
     fit = result.fit
     return {"cells": result.cells, "cv_accuracy": fit.cv_accuracy, "cv_accuracy_before": fit.cv_accuracy_before,
             "folds": fit.folds, "few": result.few, "without_cells": result.without_cells,
-            "at_risk": result.at_risk, "skipped": len(result.skipped)}
+            "at_risk": result.at_risk, "kept": sorted(result.kept), "skipped": len(result.skipped)}
 
 
 class AdaptJobs:
@@ -113,8 +120,9 @@ class AdaptJobs:
         sentence = self.adapter.too_few(counts, lab)
         return RequestRejected(422, "too_few_cells", sentence) if sentence else None
 
-    def start(self, lab: str, person: Person, counts: dict[str, int]) -> dict[str, Any]:
-        """Start adapting from ``lab``'s bank (``counts``: its cells per type) in a background thread."""
+    def start(self, lab: str, person: Person, counts: dict[str, int], keep: list[str]) -> dict[str, Any]:
+        """Start adapting from ``lab``'s bank (``counts``: its cells per type; ``keep``: the types to keep) in a
+        background thread."""
         person.require("adapt")
         refused = self.refusal(lab, counts)
         if refused is not None:
@@ -127,7 +135,7 @@ class AdaptJobs:
             raise
         done = threading.Event()
         threading.Thread(target=self._beat, args=(job.id, done), name=f"bloodcell-beat-{job.id}", daemon=True).start()
-        threading.Thread(target=self._run, args=(job.id, lab, person.name, output, done),
+        threading.Thread(target=self._run, args=(job.id, lab, person.name, output, done, keep),
                          name=f"bloodcell-adapt-{lab}"[:60], daemon=True).start()
         return job_state(job)
 
@@ -157,11 +165,11 @@ class AdaptJobs:
             except Exception:  # noqa: BLE001 - a missed beat is retried; the job goes on
                 logger.exception("renewing the heartbeat of adapting job %s failed", job_id)
 
-    def _run(self, job_id: int, lab: str, actor: str, output: Path, done: threading.Event) -> None:
+    def _run(self, job_id: int, lab: str, actor: str, output: Path, done: threading.Event, keep: list[str]) -> None:
         ending: dict[str, Any] = {"message": "adapting was interrupted"}
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
-            result = self.adapter.adapt(self.store, self.model, output, lab=lab, actor=actor)
+            result = self.adapter.adapt(self.store, self.model, output, lab=lab, actor=actor, keep=keep)
             ending = {"figures": _figures(result), "sha256": file_sha256(result.path),
                       "message": f"the adapted model is {output.name} in the models folder"}
         except (BloodcellError, OSError) as exc:
@@ -231,8 +239,12 @@ def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list
         if jobs is None:
             raise RequestRejected(503, "no_adapter", "this server cannot adapt models (it was built without the "
                                   "adapt workflow; `bloodcell serve` has it)")
+        unknown = sorted(set(body.keep) - set(types))
+        if unknown:
+            raise RequestRejected(422, "invalid_request", f"cannot keep {', '.join(map(shown, unknown))}: not a "
+                                  f"white-cell type of the model (its types: {', '.join(types)})")
         with http_errors():
-            job = jobs.start(body.lab, person, bank_of(body.lab)["counts"])
+            job = jobs.start(body.lab, person, bank_of(body.lab)["counts"], sorted(set(body.keep)))
         return JSONResponse(job, status_code=202)
 
     @router.post("/lab/classifier")

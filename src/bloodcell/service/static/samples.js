@@ -295,7 +295,8 @@ function bankView(sample) {
     const button = el("button", { type: "button", class: "secondary adapt-classifier", text: "Adapt the classifier to this lab" });
     button.addEventListener("click", () => startAdapting(sample.lab));
     section.append(el("div", { class: "export-buttons adapt-buttons" }, button),
-      el("p", { class: "adapt-status", role: "status", "aria-live": "polite" }), el("p", { class: "flag adapt-risk", role: "status", "aria-live": "polite" }));
+      el("p", { class: "adapt-status", role: "status", "aria-live": "polite" }), el("p", { class: "flag adapt-risk", role: "status", "aria-live": "polite" }),
+      el("div", { class: "adapt-keep" }));
   }
   const seen = store.adaptation;
   const key = `${sample.sample_id}|${sample.status}`;
@@ -323,8 +324,9 @@ function adaptationWords(answer) {
   if (job.state === "failed") return `Adapting, started by ${job.by} at ${when(job.started_at)}, failed: ${sentence(job.message)}`;
   const f = job.figures;
   const cells = Object.values(f.cells).reduce((a, b) => a + b, 0);
+  const kept = f.kept?.length ? ` Kept on the lab's word: ${f.kept.join(", ")}.` : "";
   return `Adapted by ${job.by} on ${cells} cells: ${percent(f.cv_accuracy)} right in ${f.folds}-fold cross-validation `
-    + `(${percent(f.cv_accuracy_before)} before). ${sentence(job.message)}`;
+    + `(${percent(f.cv_accuracy_before)} before). ${sentence(job.message)}${kept}`;
 }
 
 // Types a finished job's bank had no cells of that the adapted model may miss: before adapting, the model called
@@ -336,7 +338,23 @@ function riskWords(answer) {
   const calls = names.map((name, i) => `${percent(atRisk[name])}${i ? "" : " of the bank's cells"} ${name}`);
   const listed = names.join(" or ");
   return `The bank has no ${listed} cells, and before adapting the model called ${calls.join(" and ")}: if the lab `
-    + `sees ${listed} cells, the adapted model may miss them. Add reviewed ${names.join(" and ")} cells and adapt again.`;
+    + `sees ${listed} cells, the adapted model may miss them. Add reviewed ${names.join(" and ")} cells and adapt again, `
+    + "or tick the types the lab sees below to adapt again keeping the model's calls of them that are more confident "
+    + "than its mistakes among the bank's cells.";
+}
+
+// The at-risk types of a finished job, to tick and adapt again keeping them (`bloodcell adapt --keep`).
+function keepChoice(answer) {
+  const names = answer.job?.state === "done" ? Object.keys(answer.job.figures.at_risk || {}) : [];
+  if (!names.length) return [];
+  const button = el("button", { type: "button", class: "secondary adapt-keeping", text: "Adapt again, keeping the ticked types" });
+  const boxes = names.map((name) => el("input", { type: "checkbox", value: name }));
+  const update = () => { button.disabled = !answer.can_adapt || !boxes.some((box) => box.checked); };
+  boxes.forEach((box) => box.addEventListener("change", update));
+  update();
+  button.addEventListener("click", () => startAdapting(answer.lab, boxes.filter((box) => box.checked).map((box) => box.value)));
+  return [el("fieldset", { class: "keep-types" }, el("legend", { text: "The lab sees these types:" }),
+    ...names.map((name, i) => el("label", {}, boxes[i], ` ${name}`))), el("div", { class: "export-buttons" }, button)];
 }
 
 // Which model types the lab's new counts: the adapted one chosen (by whom, when), else the service's own.
@@ -389,16 +407,17 @@ function paintAdaptation(answer) {
   status.textContent = adaptationWords(answer);
   status.className = `adapt-status ${state || "idle"}`;
   document.querySelector(".adapt-risk").textContent = riskWords(answer);
+  document.querySelector(".adapt-keep").replaceChildren(...keepChoice(answer));
   button.disabled = state === "running" || !answer.can_adapt;
   document.querySelector(".adapt-buttons").replaceChildren(button, ...[modelButton(answer)].filter(Boolean));
   clearTimeout(store.adaptPoll);
   if (state === "running") store.adaptPoll = setTimeout(() => showAdaptation(answer.lab), ADAPT_POLL_MS);
 }
 
-async function startAdapting(lab) {
+async function startAdapting(lab, keep = []) {
   storeMessage("");
   try {
-    await api("POST", "/v1/lab/adaptation", { lab });
+    await api("POST", "/v1/lab/adaptation", { lab, keep });
   } catch (err) {
     refusal(err);
   }

@@ -220,6 +220,7 @@ def test_a_supervisor_keeps_a_type_the_bank_lacks_and_a_type_the_model_lacks_or_
     tia = _sign_in(client, "tia")
     for sample_id in samples:
         _review_all(client, tia, sample_id)
+    assert _adaptation(client, {"X-CSRF-Token": tia}, keep=["blast"]).status_code == 403  # who asks, before what
     csrf = {"X-CSRF-Token": _sign_in(client, "sam")}
     refused = _adaptation(client, csrf, keep=["blast"])
     assert refused.status_code == 422 and refused.json()["message"].startswith(
@@ -235,6 +236,8 @@ def test_a_supervisor_keeps_a_type_the_bank_lacks_and_a_type_the_model_lacks_or_
     recipe = read_checkpoint_meta(tmp_path / "models" / job["model"])["adaptation"]["recipe"]
     assert job["figures"]["kept"] == ["lymphocyte"] and list(recipe["kept"]) == ["lymphocyte"]
     assert "lymphocyte" not in job["figures"]["at_risk"] and "lymphocyte" in recipe["gated"]
+    audit = client.get(f"/v1/samples/{samples[0]}/audit").json()
+    assert [e["after"]["kept"] for e in audit if e["action"] == "adapt_classifier"] == [["lymphocyte"]]  # who kept it
 
 
 def test_serve_hands_the_adapt_workflow_and_the_models_folder_to_a_store_service(monkeypatch, tmp_path):

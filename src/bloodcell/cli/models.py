@@ -205,7 +205,7 @@ def _adaptation_lines(meta: dict) -> list[str]:
         recipe = adaptation.get("recipe") if isinstance(adaptation.get("recipe"), dict) else {}
         kept = recipe.get("kept") if isinstance(recipe.get("kept"), dict) else {}
         kept = {name: floor for name, floor in kept.items() if isinstance(floor, (int, float))
-                and not isinstance(floor, bool) and 0 <= floor < 1}
+                and not isinstance(floor, bool) and 0 <= floor <= 1}
         gated = recipe.get("gated")
         if isinstance(gated, list) and all(isinstance(name, str) for name in gated):
             gated = [name for name in gated if name not in kept]

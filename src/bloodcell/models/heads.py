@@ -7,7 +7,8 @@ returns one logits tensor: the adapted layer's, or, where the own layer's top cl
 layer's logits times ``scale`` (the adapted temperature over the model's own, so that the adapted
 checkpoint's temperature turns them into the model's own calibrated probabilities). A gated class may have a
 *floor*: its cells are kept only where the own layer's confidence in it (softmax of its logits) is above the floor
-(a type the lab sees but gave no cells of, kept on the user's word: ``bloodcell adapt --keep``). The checkpoint says
+(a type the lab sees but gave fewer than 5 cells of, kept on the user's word: ``bloodcell adapt --keep``; a floor of
+1 keeps none). The checkpoint says
 so in its model options (:data:`GATE_OPTIONS`, and :data:`GATE_FLOORS` where a class has a floor), which
 :func:`bloodcell.models.create_model` takes for any torch classifier, so the one loader rebuilds the head and ONNX
 exports it (``Where`` on an ``ArgMax``).
@@ -83,7 +84,7 @@ def gated_indices(gated_classes: str, num_classes: int) -> list[int]:
 
 def parse_floors(floors: str, gated: list[int]) -> dict[int, float]:
     """Floors of a comma-separated ``"index:floor"`` list (``"1:0.93"``): each a gated class, once, at a floor in
-    [0, 1); ConfigError else."""
+    [0, 1]; ConfigError else."""
     parsed: dict[int, float] = {}
     for part in str(floors).split(","):
         index, _, value = part.partition(":")
@@ -91,8 +92,8 @@ def parse_floors(floors: str, gated: list[int]) -> dict[int, float]:
             key, floor = int(index), float(value)
         except ValueError:
             key, floor = -1, -1.0
-        if key not in gated or key in parsed or not 0 <= floor < 1:
-            raise ConfigError(f"gated_floors must give gated classes, once each, a floor in [0, 1) as index:floor; "
+        if key not in gated or key in parsed or not 0 <= floor <= 1:
+            raise ConfigError(f"gated_floors must give gated classes, once each, a floor in [0, 1] as index:floor; "
                               f"got {str(floors)[:60]!r}")
         parsed[key] = floor
     return parsed

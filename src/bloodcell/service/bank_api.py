@@ -239,6 +239,8 @@ def add_bank_routes(app: FastAPI, store: Store, api_key: str | None, types: list
         if jobs is None:
             raise RequestRejected(503, "no_adapter", "this server cannot adapt models (it was built without the "
                                   "adapt workflow; `bloodcell serve` has it)")
+        with http_errors():
+            person.require("adapt")  # before what it asks is checked: a technician hears 403, whatever the body
         unknown = sorted(set(body.keep) - set(types))
         if unknown:
             raise RequestRejected(422, "invalid_request", f"cannot keep {', '.join(map(shown, unknown))}: not a "

@@ -43,9 +43,9 @@ standing could not be kept it is lost (a BCCD-only model adapted to PBC without 
 
 Which of those classes the lab has, the cells cannot tell (a gate for every one of them, held above the model's
 mistakes among the given cells, still cost BCCD 3 points), but the user can: a class they *keep* (``keep``: a type the
-lab sees but gave fewer than 5 cells of) is gated with a *floor*, the own layer's highest confidence in it among the
-given cells of other types it calls so (0 when it calls none so): a cell the own layer types as that class more
-confidently than any of those mistakes keeps the type. On BCCD with pbc11, eosinophils left out and kept keep 98 % of
+lab sees but gave fewer than 5 cells of) that the gate does not hold is gated with a *floor*, just above the own
+layer's highest confidence in it among the given cells of other types it calls so, in any view (0 when it calls none
+so): a cell the own layer types as that class more confidently than any of those mistakes keeps the type. On BCCD with pbc11, eosinophils left out and kept keep 98 % of
 their recall.
 
 The temperature fitted on so few out-of-fold logits is unreliable (folds
@@ -93,7 +93,8 @@ class HeadFit:
     #: Per class given no cells (index), the share of its standing restored (:func:`restore_unshown`; None: the
     #: fitted row).
     restored: dict[int, float | None]
-    #: The classes given no cells that the model's own layer keeps (:func:`choose_gated`), by index.
+    #: The classes whose cells, as the model's own layer types them, keep its typing: given no cells and chosen by
+    #: :func:`choose_gated`, or kept on the user's word (``floors``), by index.
     gated: list[int]
     cv_accuracy: float
     cv_accuracy_before: float
@@ -102,7 +103,8 @@ class HeadFit:
     #: Per class given no cells (index), the share of the given cells the model's own layer types as it
     #: (:func:`own_shares`).
     own_share: dict[int, float]
-    #: Per class kept on the user's word (index; :func:`keep_floors`), the own layer's confidence its gate needs.
+    #: Per class kept on the user's word (index; :func:`keep_floors`), the own layer's softmax confidence at
+    #: temperature 1 (not the calibrated one a user sees) that its gate needs; 0 for a class the gate holds anyway.
     floors: dict[int, float] = field(default_factory=dict)
 
     @property
@@ -223,12 +225,24 @@ def own_typing(features: np.ndarray, weight0: np.ndarray, bias0: np.ndarray) -> 
     return top, np.exp(z[np.arange(len(top)), top]) / np.exp(z).sum(1)
 
 
+#: A floor stands this far above the highest confidence it must turn away, so that the deployed gate (float32, torch
+#: or ONNX) turns it away too.
+FLOOR_MARGIN = 1e-4
+
+
 def keep_floors(features: np.ndarray, labels: np.ndarray, weight0: np.ndarray, bias0: np.ndarray,
                 keep: Sequence[int]) -> dict[int, float]:
-    """Per class to keep (index), the own layer's highest confidence in it among the given cells of other classes it
-    types so (0: none): a cell it types so more confidently is kept by the gate; none of the given cells is."""
-    top, confidence = own_typing(features, weight0, bias0)
-    return {int(c): float(confidence[(top == c) & (labels != c)].max(initial=0.0)) for c in keep}
+    """Per class to keep (index), the own layer's highest softmax confidence (temperature 1) in it among the given
+    cells of other classes it types so, in any of their views (``features`` V x N x D), plus :data:`FLOOR_MARGIN`, at
+    most 1 (0: it types none so): a cell it types so more confidently is kept by the gate; none of the given cells
+    of other classes is."""
+    top, confidence = own_typing(features.reshape(-1, features.shape[-1]), weight0, bias0)
+    other = np.tile(labels, features.shape[0])
+    floors = {}
+    for c in keep:
+        mistaken = confidence[(top == c) & (other != c)]
+        floors[int(c)] = min(1.0, float(mistaken.max()) + FLOOR_MARGIN) if len(mistaken) else 0.0
+    return floors
 
 
 def gate_keeps(features: np.ndarray, weight0: np.ndarray, bias0: np.ndarray, gated: Sequence[int],
@@ -309,7 +323,8 @@ def adapt_head(features: np.ndarray, labels: np.ndarray, weight0: np.ndarray, bi
     bounded (:func:`bounded_temperature`, around the model's own ``temperature0``). Classes given no cells
     keep the model's own rows (:func:`restore_unshown`, each class's share chosen out of fold), and some are gated
     (:func:`choose_gated`; the cells they keep are scored by the model's own typing in ``cv_accuracy`` and do not fit
-    the temperature); the classes in ``keep`` are gated above their floors (:func:`keep_floors`).
+    the temperature); the classes in ``keep`` that the gate does not hold are gated above their floors
+    (:func:`keep_floors`).
     """
     features = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -322,8 +337,10 @@ def adapt_head(features: np.ndarray, labels: np.ndarray, weight0: np.ndarray, bi
     taken = own_shares(features[0], labels, weight0, bias0)
     if not set(keep) <= set(range(len(bias0))):
         raise ValueError(f"classes to keep must be indices below {len(bias0)}, got {sorted(keep)}")
-    floors = keep_floors(features[0], labels, weight0, bias0, keep)
-    gated = sorted(set(choose_gated({c: t for c, t in taken.items() if c not in floors})) | set(floors))
+    auto = choose_gated(taken)
+    floors = dict(sorted({**keep_floors(features, labels, weight0, bias0, [c for c in keep if c not in auto]),
+                          **{int(c): 0.0 for c in keep if c in auto}}.items()))  # one the gate holds keeps no floor
+    gated = sorted(set(auto) | set(floors))
     kept = gate_keeps(features[0], weight0, bias0, gated, floors)
     with warnings.catch_warnings():  # a class with fewer cells than folds: sklearn warns, the folds still work
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)

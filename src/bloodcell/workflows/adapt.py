@@ -75,12 +75,14 @@ class Adaptation:
     without_cells: list[str]
     #: Classes given fewer than :data:`MIN_CELLS` cells (used all the same).
     few: dict[str, int]
-    #: Of ``without_cells``, those gated: a cell the model's own layer types as one of them keeps that type.
+    #: The gated types: a cell the model's own layer types as one of them keeps that type (of ``without_cells``, and
+    #: those in ``kept``).
     gated: list[str]
     #: Of ``without_cells``, those not gated (nothing holds their recall), with the share of the given cells the
     #: model's own layer types as each (``HeadFit.at_risk``): the adapted model may miss their cells.
     at_risk: dict[str, float]
-    #: The types kept on the user's word (``keep``), with the own layer's confidence their gate needs.
+    #: The types kept on the user's word (``keep``), with the own layer's confidence (softmax at temperature 1) their
+    #: gate needs (``HeadFit.floors``).
     kept: dict[str, float]
 
 

@@ -75,7 +75,7 @@ def adapt_from_bank(store: Store, model: str | Path, output: str | Path, *, lab:
     classifier = {"name": Path(output).name, "sha256": file_sha256(result.path), "lab": lab,
                   "base": Path(str(model)).name, "cv_accuracy": result.fit.cv_accuracy,
                   "cv_accuracy_before": result.fit.cv_accuracy_before,
-                  "worse_than_unadapted": result.fit.worse_than_unadapted}
+                  "worse_than_unadapted": result.fit.worse_than_unadapted, "kept": sorted(result.kept)}
     try:
         with store.session() as session:
             record_classifier_adaptation(session, actor, classifier, used, dict(zip(cells.ids, cells.labels)))

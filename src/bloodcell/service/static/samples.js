@@ -337,15 +337,22 @@ function riskWords(answer) {
   if (!names.length) return "";
   const calls = names.map((name, i) => `${percent(atRisk[name])}${i ? "" : " of the bank's cells"} ${name}`);
   const listed = names.join(" or ");
+  const tick = keepable(answer).length ? ", or tick the types the lab sees below to adapt again keeping the model's "
+    + "calls of them that are more confident than its mistakes among the bank's cells" : "";
   return `The bank has no ${listed} cells, and before adapting the model called ${calls.join(" and ")}: if the lab `
-    + `sees ${listed} cells, the adapted model may miss them. Add reviewed ${names.join(" and ")} cells and adapt again, `
-    + "or tick the types the lab sees below to adapt again keeping the model's calls of them that are more confident "
-    + "than its mistakes among the bank's cells.";
+    + `sees ${listed} cells, the adapted model may miss them. Add reviewed ${names.join(" and ")} cells and adapt `
+    + `again${tick}.`;
 }
 
-// The at-risk types of a finished job, to tick and adapt again keeping them (`bloodcell adapt --keep`).
+// The at-risk white-cell types of a finished job (the bank's types: the service types white cells only).
+function keepable(answer) {
+  return answer.job?.state === "done"
+    ? Object.keys(answer.job.figures.at_risk || {}).filter((name) => Object.hasOwn(answer.counts, name)) : [];
+}
+
+// The keepable types of a finished job, to tick and adapt again keeping them (`bloodcell adapt --keep`).
 function keepChoice(answer) {
-  const names = answer.job?.state === "done" ? Object.keys(answer.job.figures.at_risk || {}) : [];
+  const names = keepable(answer);
   if (!names.length) return [];
   const button = el("button", { type: "button", class: "secondary adapt-keeping", text: "Adapt again, keeping the ticked types" });
   const boxes = names.map((name) => el("input", { type: "checkbox", value: name }));

@@ -170,7 +170,7 @@ def adapted_logits(features: np.ndarray, fit, weight0: np.ndarray, bias0: np.nda
         return linear
 
     head = GatedHead(layer(fit.weight, fit.bias), layer(weight0, bias0), fit.gated, len(bias0),
-                     fit.temperature / temperature0, fit.floors)
+                     fit.temperature / temperature0, {c: f for c, f in fit.floors.items() if f is not None})
     with torch.no_grad():
         return head(torch.from_numpy(np.asarray(features, np.float64))).numpy()
 
@@ -247,7 +247,7 @@ def adapting(classifier, data: dict, per_class: int, draws: int, few: int) -> di
             summary["left_out_gated"] = sum(r["left_out_gated"] for r in runs)
             summary["left_out_at_risk"] = sum(r["left_out_at_risk"] for r in runs)
         if "floor" in runs[0]:
-            summary["floors"] = [round(r["floor"], 4) for r in runs]
+            summary["floors"] = [None if r["floor"] is None else round(r["floor"], 4) for r in runs]
         if "recall" in runs[0]:
             summary["recall_kept"] = (round(summary["recall"] / summary["recall_before"], 4)
                                       if summary["recall_before"] > 0 else None)  # none to keep

@@ -175,7 +175,7 @@ def test_a_type_the_lab_sees_but_gave_no_cells_of_is_kept_above_the_model_own_mi
     meta = read_checkpoint_meta(tmp_path / "kept.safetensors")
     recipe = meta["adaptation"]["recipe"]
     floor = recipe["kept"]["monocyte"]
-    assert 0 < floor < 1 and recipe["at_risk"] == [] and "monocyte" in recipe["gated"]
+    assert isinstance(floor, float) and recipe["at_risk"] == [] and "monocyte" in recipe["gated"]
     assert meta["model_kwargs"]["gated_floors"] == f"{PBC_CLASSES.index('monocyte')}:{floor!r}"
     text = " ".join(printed.output.split())
     assert ("kept monocyte: a cell the model itself calls monocyte more confidently than any of your given cells of "
@@ -184,13 +184,15 @@ def test_a_type_the_lab_sees_but_gave_no_cells_of_is_kept_above_the_model_own_mi
     original, adapted = load(model), load(tmp_path / "kept.safetensors")
     monocyte = PBC_CLASSES.index("monocyte")
     images = [Image.open(p) for p in sorted(cells.rglob("*.png"))]
-    own = torch.softmax(torch.from_numpy(original.score(original.pixels(images))[0][0]), 1).numpy()  # the gate's confidence
-    mistaken = own.argmax(1) == monocyte
-    assert mistaken.sum() == 3 and own[mistaken, monocyte].max() < floor < own[mistaken, monocyte].max() + 0.01
+    own = torch.from_numpy(original.score(original.pixels(images))[0][0])
+    log_odds = own[:, monocyte] - torch.logsumexp(torch.cat([own[:, :monocyte], own[:, monocyte + 1:]], 1), 1)
+    mistaken = (own.argmax(1) == monocyte).numpy()
+    assert mistaken.sum() == 3 and log_odds[mistaken].max() < floor < log_odds[mistaken].max() + 0.01
     assert not (adapted.probabilities(adapted.score(adapted.pixels(images))[0]).argmax(1) == monocyte).any()
     fresh = [Image.open(p) for p in sorted(_cells(tmp_path / "fresh", {"monocyte": 20}, seed=3).rglob("*.png"))]
-    own = torch.softmax(torch.from_numpy(original.score(original.pixels(fresh))[0][0]), 1).numpy()
-    confident = (own.argmax(1) == monocyte) & (own[:, monocyte] > floor)
+    own = torch.from_numpy(original.score(original.pixels(fresh))[0][0])
+    log_odds = own[:, monocyte] - torch.logsumexp(torch.cat([own[:, :monocyte], own[:, monocyte + 1:]], 1), 1)
+    confident = ((own.argmax(1) == monocyte) & (log_odds > floor)).numpy()
     assert confident.any()  # the lab's monocytes the model is surer of than of its mistakes ...
     called = adapted.probabilities(adapted.score(adapted.pixels(fresh))[0]).argmax(1)
     assert (called[confident] == monocyte).all()  # ... keep their type
@@ -207,26 +209,27 @@ def test_a_type_the_lab_sees_but_gave_no_cells_of_is_kept_above_the_model_own_mi
 
 def test_a_kept_type_floor_turns_away_every_given_mistake_in_the_deployed_float32_gate_too():
     """The floor is set on float64 features; the checkpoint's gate runs in float32 (torch or ONNX): it stands
-    :data:`FLOOR_MARGIN` above the mistakes, in every view, so that the deployed gate keeps none of them (the
-    mistake that set it sits at the boundary otherwise), and a floor of 1 (a saturated mistake) keeps none at all."""
+    :data:`FLOOR_MARGIN` above the mistakes, so that the deployed gate keeps none of them (the mistake that set it
+    sits at the boundary otherwise); on log-odds, a model sure enough to round a probability to 1 in float32 still
+    tells a surer cell from a less sure one."""
     import torch
     from torch import nn
 
     from bloodcell.models.heads import GatedHead, parse_floors
-    from bloodcell.train.head import keep_floors
+    from bloodcell.train.head import gate_keeps, keep_floors
 
     checked = 0
     for seed in range(120):
         rng = np.random.default_rng(seed)
         weight0, bias0 = rng.normal(size=(8, 32)).astype(np.float32), rng.normal(size=8).astype(np.float32)
-        views = rng.normal(size=(2, 40, 32)).astype(np.float32)
+        views = rng.normal(size=(1, 40, 32)).astype(np.float32)
         labels = rng.integers(0, 4, 40)
         top = (views[0].astype(np.float64) @ weight0.T + bias0).argmax(1)
         mistaken = [c for c in range(4, 8) if ((top == c) & (labels != c)).any()]
         if not mistaken:
             continue
-        floors = keep_floors(views.astype(np.float64), labels, weight0.astype(np.float64), bias0.astype(np.float64),
-                             mistaken[:1])
+        floors = keep_floors(views[0].astype(np.float64), labels, weight0.astype(np.float64),
+                             bias0.astype(np.float64), mistaken[:1])
         floors = parse_floors(",".join(f"{c}:{floor!r}" for c, floor in floors.items()), mistaken[:1])
         own, adapted = nn.Linear(32, 8), nn.Linear(32, 8)
         with torch.no_grad():
@@ -236,16 +239,19 @@ def test_a_kept_type_floor_turns_away_every_given_mistake_in_the_deployed_float3
             adapted.bias.zero_()
         head = GatedHead(adapted, own, mistaken[:1], 8, 1.0, floors)
         with torch.no_grad():
-            kept = np.concatenate([(head(torch.from_numpy(v)) != 0).any(1).numpy() for v in views])
-        assert not (kept & (np.tile(labels, 2) != mistaken[0])).any(), seed
+            kept = (head(torch.from_numpy(views[0])) != 0).any(1).numpy()
+        assert not (kept & (labels != mistaken[0])).any(), seed
+        assert (kept == gate_keeps(views[0].astype(np.float64), weight0.astype(np.float64), bias0.astype(np.float64),
+                                   mistaken[:1], floors)).all()  # what the fit assumed the gate keeps
         checked += 1
     assert checked > 50
     with torch.no_grad():
         own.weight.zero_()
-        own.bias.copy_(torch.tensor([100.0] + [0.0] * 7))  # class 0 at a float32 confidence of exactly 1
+        own.bias.copy_(torch.tensor([40.0] + [0.0] * 7))  # class 0 at a float32 probability of exactly 1: log-odds 38.05
+        assert torch.softmax(own(torch.ones(1, 32)), 1)[0, 0] == 1.0
         cells = torch.ones(3, 32)
-        assert (GatedHead(adapted, own, [0], 8, 1.0, {0: 0.99})(cells) != 0).any(1).all()  # kept above 0.99 ...
-        assert (GatedHead(adapted, own, [0], 8, 1.0, {0: 1.0})(cells) == 0).all()  # ... never above 1
+        assert (GatedHead(adapted, own, [0], 8, 1.0, {0: 38.0})(cells) != 0).any(1).all()  # kept above 38 ...
+        assert (GatedHead(adapted, own, [0], 8, 1.0, {0: 38.1})(cells) == 0).all()  # ... not above 38.1
 
 
 @pytest.mark.parametrize("options, problem", [
@@ -464,9 +470,8 @@ def test_an_adapted_checkpoint_with_gated_classes_loads_scores_and_exports_as_on
     ({"gated_classes": "0,2"}, "cannot be built"),
     ({"gated_classes": "0,2", "gated_scale": 0.5, "gated_floors": "2:0.75"}, None),
     ({"gated_classes": "0,2", "gated_scale": 0.5, "gated_floors": "1:0.75"}, "cannot be built"),
-    ({"gated_classes": "0,2", "gated_scale": 0.5, "gated_floors": "2:1.5"}, "cannot be built"),
     ({"gated_classes": "0,2", "gated_scale": 0.5, "gated_floors": "2:inf"}, "cannot be built"),
-    ({"gated_classes": "0,2", "gated_scale": 0.5, "gated_floors": "2:-0.1"}, "cannot be built"),
+    ({"gated_classes": "0,2", "gated_scale": 0.5, "gated_floors": "2:-inf"}, "cannot be built"),
     ({"gated_classes": "0,2", "gated_scale": 0.5, "gated_floors": ""}, "cannot be built"),
     ({"gated_classes": "0,2", "gated_scale": 0.5, "gated_floors": "2:0.1,2:0.2"}, "cannot be built"),
     ({"gated_classes": "0,2", "gated_scale": 0.5, "gated_floors": "2:nan"}, "cannot be built"),
@@ -485,7 +490,7 @@ def test_a_gated_head_is_rebuilt_from_its_checkpoint_options_and_bad_options_are
     if problem is None:
         head = classifier_layer(load_checkpoint(path).model)
         assert isinstance(head, GatedHead) and head.gated.nonzero().flatten().tolist() == [0, 2] and head.scale == 0.5
-        assert head.floor.tolist() == [0.0, 0.0, 0.75 if "gated_floors" in options else 0.0] + [0.0] * 5
+        assert head.floor.tolist() == [-np.inf] * 2 + [0.75 if "gated_floors" in options else -np.inf] + [-np.inf] * 5
         return
     with pytest.raises(CheckpointError, match=problem) as refused:
         load_checkpoint(path)

@@ -79,7 +79,7 @@ def adapt(
         typer.echo(f"a cell the model itself calls {' or '.join(gated)} keeps that type (the adapted layer "
                    "decides the others)", err=True)
     for name, floor in result.kept.items():
-        above = f" more confidently than any of your given cells of other types it mistook for {name}" if floor else ""
+        above = "" if floor is None else f" more confidently than any of your given cells of other types it mistook for {name}"
         typer.echo(f"kept {name}: a cell the model itself calls {name}{above} keeps that type", err=True)
     for name, share in result.at_risk.items():
         typer.echo(f"warning: no cells of {name}, and before adapting the model called {share:.1%} of your given "

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -204,15 +205,15 @@ def _adaptation_lines(meta: dict) -> list[str]:
             lines.append(f"cross-validated accuracy on those cells: {after:.1%} adapted, {before:.1%} before adapting")
         recipe = adaptation.get("recipe") if isinstance(adaptation.get("recipe"), dict) else {}
         kept = recipe.get("kept") if isinstance(recipe.get("kept"), dict) else {}
-        kept = {name: floor for name, floor in kept.items() if isinstance(floor, (int, float))
-                and not isinstance(floor, bool) and 0 <= floor <= 1}
+        kept = {name: floor for name, floor in kept.items() if floor is None or (isinstance(floor, (int, float))
+                and not isinstance(floor, bool) and math.isfinite(floor))}
         gated = recipe.get("gated")
         if isinstance(gated, list) and all(isinstance(name, str) for name in gated):
             gated = [name for name in gated if name not in kept]
             if gated:
                 lines.append(f"a cell the original model calls {escape(' or '.join(gated))} keeps that type")
         for name, floor in kept.items():
-            above = " more confidently than any of the lab's given cells it mistook for it" if floor else ""
+            above = "" if floor is None else " more confidently than any of the lab's given cells it mistook for it"
             lines.append(f"kept on the lab's word: a cell the original model calls {escape(name[:40])}{above} keeps "
                          "that type")
     unlabelled = meta.get("unlabelled_adaptation")

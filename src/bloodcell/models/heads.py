@@ -6,9 +6,10 @@ adapted layer says, so adapting cannot lose the class's cells. :class:`GatedHead
 returns one logits tensor: the adapted layer's, or, where the own layer's top class is gated, the own
 layer's logits times ``scale`` (the adapted temperature over the model's own, so that the adapted
 checkpoint's temperature turns them into the model's own calibrated probabilities). A gated class may have a
-*floor*: its cells are kept only where the own layer's confidence in it (softmax of its logits) is above the floor
-(a type the lab sees but gave fewer than 5 cells of, kept on the user's word: ``bloodcell adapt --keep``; a floor of
-1 keeps none). The checkpoint says
+*floor*: its cells are kept only where the own layer's confidence in it is above the floor (a type the lab sees but
+gave fewer than 5 cells of, kept on the user's word: ``bloodcell adapt --keep``). The confidence is the top class's
+log-odds, its logit less the log-sum-exp of the others' (the log of p / (1 - p) at temperature 1), which, unlike a
+probability, does not round to 1 in float32 when the model is very sure. The checkpoint says
 so in its model options (:data:`GATE_OPTIONS`, and :data:`GATE_FLOORS` where a class has a floor), which
 :func:`bloodcell.models.create_model` takes for any torch classifier, so the one loader rebuilds the head and ONNX
 exports it (``Where`` on an ``ArgMax``).
@@ -17,6 +18,7 @@ exports it (``Where`` on an ``ArgMax``).
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -30,8 +32,8 @@ GATE_FLOORS = "gated_floors"
 
 
 class GatedHead(nn.Module):
-    """``adapted`` decides, except where ``own``'s top class is one of ``gated`` (indices) and its softmax confidence
-    is above that class's floor (``floors``, index to floor; 0 without one): then ``own * scale``."""
+    """``adapted`` decides, except where ``own``'s top class is one of ``gated`` (indices) and its log-odds are above
+    that class's floor (``floors``, index to floor; none: any): then ``own * scale``."""
 
     def __init__(self, adapted: nn.Module, own: nn.Module, gated: list[int], num_classes: int, scale: float,
                  floors: dict[int, float] | None = None) -> None:
@@ -39,18 +41,20 @@ class GatedHead(nn.Module):
         self.adapted, self.own = adapted, own
         mask = torch.zeros(num_classes, dtype=torch.bool)
         mask[list(gated)] = True
-        floor = torch.zeros(num_classes)
+        floor = torch.full((num_classes,), float("-inf"))
         for index, value in (floors or {}).items():
             floor[index] = float(value)
         self.register_buffer("gated", mask, persistent=False)  # rebuilt from the model options, not stored
         self.register_buffer("floor", floor, persistent=False)
+        self.register_buffer("classes", torch.arange(num_classes), persistent=False)
         self.scale = float(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         own = self.own(x)
         top = own.argmax(dim=1, keepdim=True)
-        confidence = torch.softmax(own, dim=1).gather(1, top)
-        kept = self.gated[top] & (confidence > self.floor[top])
+        others = own.masked_fill(self.classes == top, float("-inf"))
+        log_odds = own.gather(1, top) - torch.logsumexp(others, dim=1, keepdim=True)
+        kept = self.gated[top] & (log_odds > self.floor[top])
         return torch.where(kept, own * self.scale, self.adapted(x))
 
 
@@ -83,17 +87,17 @@ def gated_indices(gated_classes: str, num_classes: int) -> list[int]:
 
 
 def parse_floors(floors: str, gated: list[int]) -> dict[int, float]:
-    """Floors of a comma-separated ``"index:floor"`` list (``"1:0.93"``): each a gated class, once, at a floor in
-    [0, 1]; ConfigError else."""
+    """Floors of a comma-separated ``"index:floor"`` list (``"1:2.5"``, log-odds): each a gated class, once, at a
+    finite floor; ConfigError else."""
     parsed: dict[int, float] = {}
     for part in str(floors).split(","):
         index, _, value = part.partition(":")
         try:
             key, floor = int(index), float(value)
         except ValueError:
-            key, floor = -1, -1.0
-        if key not in gated or key in parsed or not 0 <= floor <= 1:
-            raise ConfigError(f"gated_floors must give gated classes, once each, a floor in [0, 1] as index:floor; "
+            key, floor = -1, math.nan
+        if key not in gated or key in parsed or not math.isfinite(floor):
+            raise ConfigError(f"gated_floors must give gated classes, once each, a finite floor as index:floor; "
                               f"got {str(floors)[:60]!r}")
         parsed[key] = floor
     return parsed

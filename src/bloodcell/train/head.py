@@ -44,8 +44,10 @@ standing could not be kept it is lost (a BCCD-only model adapted to PBC without 
 Which of those classes the lab has, the cells cannot tell (a gate for every one of them, held above the model's
 mistakes among the given cells, still cost BCCD 3 points), but the user can: a class they *keep* (``keep``: a type the
 lab sees but gave fewer than 5 cells of) that the gate does not hold is gated with a *floor*, just above the own
-layer's highest confidence in it among the given cells of other types it calls so, in any view (0 when it calls none
-so): a cell the own layer types as that class more confidently than any of those mistakes keeps the type. On BCCD with pbc11, eosinophils left out and kept keep 98 % of
+layer's highest confidence (log-odds) in it among the given cells of other types it calls so (none when it calls none
+so): a cell the own layer types as that class more confidently than any of those mistakes keeps the type. The floor
+is set on the plain view, as cells are typed by default; with ``--tta`` a turned view of such a mistake may pass it,
+and the mean over the views decides. On BCCD with pbc11, eosinophils left out and kept keep 98 % of
 their recall.
 
 The temperature fitted on so few out-of-fold logits is unreliable (folds
@@ -103,9 +105,9 @@ class HeadFit:
     #: Per class given no cells (index), the share of the given cells the model's own layer types as it
     #: (:func:`own_shares`).
     own_share: dict[int, float]
-    #: Per class kept on the user's word (index; :func:`keep_floors`), the own layer's softmax confidence at
-    #: temperature 1 (not the calibrated one a user sees) that its gate needs; 0 for a class the gate holds anyway.
-    floors: dict[int, float] = field(default_factory=dict)
+    #: Per class kept on the user's word (index; :func:`keep_floors`), the own layer's log-odds its gate needs (not
+    #: the calibrated confidence a user sees); None where the gate holds all its cells.
+    floors: dict[int, float | None] = field(default_factory=dict)
 
     @property
     def at_risk(self) -> list[int]:
@@ -218,39 +220,41 @@ def choose_gated(taken: dict[int, float], tolerance: float = GATE_TOLERANCE) -> 
 
 
 def own_typing(features: np.ndarray, weight0: np.ndarray, bias0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The model's own layer's class and softmax confidence in it, per cell (plain view ``features``, N x D)."""
+    """The model's own layer's class and its log-odds (its logit less the log-sum-exp of the others'), per cell
+    (``features``, N x D), as :class:`bloodcell.models.heads.GatedHead` reckons them."""
     logits = features @ weight0.T + bias0
     top = logits.argmax(1)
-    z = logits - logits.max(1, keepdims=True)
-    return top, np.exp(z[np.arange(len(top)), top]) / np.exp(z).sum(1)
+    rows = np.arange(len(top))
+    others = logits.copy()
+    others[rows, top] = -np.inf
+    peak = others.max(1)
+    return top, logits[rows, top] - (peak + np.log(np.exp(others - peak[:, None]).sum(1)))
 
 
-#: A floor stands this far above the highest confidence it must turn away, so that the deployed gate (float32, torch
-#: or ONNX) turns it away too.
-FLOOR_MARGIN = 1e-4
+#: A floor stands this far (log-odds) above the highest confidence it must turn away, so that the deployed gate
+#: (float32, torch or ONNX) turns it away too.
+FLOOR_MARGIN = 1e-3
 
 
 def keep_floors(features: np.ndarray, labels: np.ndarray, weight0: np.ndarray, bias0: np.ndarray,
-                keep: Sequence[int]) -> dict[int, float]:
-    """Per class to keep (index), the own layer's highest softmax confidence (temperature 1) in it among the given
-    cells of other classes it types so, in any of their views (``features`` V x N x D), plus :data:`FLOOR_MARGIN`, at
-    most 1 (0: it types none so): a cell it types so more confidently is kept by the gate; none of the given cells
-    of other classes is."""
-    top, confidence = own_typing(features.reshape(-1, features.shape[-1]), weight0, bias0)
-    other = np.tile(labels, features.shape[0])
-    floors = {}
+                keep: Sequence[int]) -> dict[int, float | None]:
+    """Per class to keep (index), :data:`FLOOR_MARGIN` above the own layer's highest log-odds for it among the given
+    cells of other classes it types so (plain view ``features``, N x D; None: it types none so): a cell it types so
+    more confidently is kept by the gate; none of the given cells of other classes is."""
+    top, confidence = own_typing(features, weight0, bias0)
+    floors: dict[int, float | None] = {}
     for c in keep:
-        mistaken = confidence[(top == c) & (other != c)]
-        floors[int(c)] = min(1.0, float(mistaken.max()) + FLOOR_MARGIN) if len(mistaken) else 0.0
+        mistaken = confidence[(top == c) & (labels != c)]
+        floors[int(c)] = float(mistaken.max()) + FLOOR_MARGIN if len(mistaken) else None
     return floors
 
 
 def gate_keeps(features: np.ndarray, weight0: np.ndarray, bias0: np.ndarray, gated: Sequence[int],
-               floors: dict[int, float]) -> np.ndarray:
-    """Which cells the gate keeps (the own layer types them as a gated class, above its floor), as
+               floors: dict[int, float | None]) -> np.ndarray:
+    """Which cells the gate keeps (the own layer types them as a gated class, above its floor if it has one), as
     :class:`bloodcell.models.heads.GatedHead` decides."""
     top, confidence = own_typing(features, weight0, bias0)
-    floor = np.array([floors.get(int(c), 0.0) for c in top])
+    floor = np.array([-np.inf if floors.get(int(c)) is None else floors[int(c)] for c in top])
     return np.isin(top, gated) & (confidence > floor)
 
 
@@ -338,8 +342,8 @@ def adapt_head(features: np.ndarray, labels: np.ndarray, weight0: np.ndarray, bi
     if not set(keep) <= set(range(len(bias0))):
         raise ValueError(f"classes to keep must be indices below {len(bias0)}, got {sorted(keep)}")
     auto = choose_gated(taken)
-    floors = dict(sorted({**keep_floors(features, labels, weight0, bias0, [c for c in keep if c not in auto]),
-                          **{int(c): 0.0 for c in keep if c in auto}}.items()))  # one the gate holds keeps no floor
+    floors = dict(sorted({**keep_floors(features[0], labels, weight0, bias0, [c for c in keep if c not in auto]),
+                          **{int(c): None for c in keep if c in auto}}.items()))  # one the gate holds keeps no floor
     gated = sorted(set(auto) | set(floors))
     kept = gate_keeps(features[0], weight0, bias0, gated, floors)
     with warnings.catch_warnings():  # a class with fewer cells than folds: sklearn warns, the folds still work

@@ -81,9 +81,9 @@ class Adaptation:
     #: Of ``without_cells``, those not gated (nothing holds their recall), with the share of the given cells the
     #: model's own layer types as each (``HeadFit.at_risk``): the adapted model may miss their cells.
     at_risk: dict[str, float]
-    #: The types kept on the user's word (``keep``), with the own layer's confidence (softmax at temperature 1) their
-    #: gate needs (``HeadFit.floors``).
-    kept: dict[str, float]
+    #: The types kept on the user's word (``keep``), with the own layer's log-odds their gate needs (None: any;
+    #: ``HeadFit.floors``).
+    kept: dict[str, float | None]
 
 
 def check_cells(cells: Cells, class_names: list[str]) -> dict[str, int]:
@@ -146,8 +146,9 @@ def _write_layer(model: torch.nn.Module, fit: HeadFit, num_classes: int, tempera
     head = classifier_layer(model)
     if fit.gated:
         options = dict(zip(GATE_OPTIONS, (",".join(map(str, fit.gated)), fit.temperature / temperature0)))
-        if fit.floors:
-            options[GATE_FLOORS] = ",".join(f"{c}:{floor!r}" for c, floor in sorted(fit.floors.items()))
+        floors = {c: floor for c, floor in sorted(fit.floors.items()) if floor is not None}
+        if floors:
+            options[GATE_FLOORS] = ",".join(f"{c}:{floor!r}" for c, floor in floors.items())
         head = gate_classifier(model, num_classes, **options).adapted
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(fit.weight).reshape(head.weight.shape))

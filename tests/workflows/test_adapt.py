@@ -129,7 +129,7 @@ def test_a_type_given_no_cells_that_the_gate_cannot_hold_is_named_at_risk_with_w
                                                                                                   tmp_path):
     """Issue 26 item 3: a type given no cells keeps its calls only when gated; where the model itself calls many of
     the lab's given cells that type (this lab's stain makes it call 3 of the 19 given cells monocytes), the gate cannot hold it
-    and the adapted model may miss the lab's cells of it (a BCCD-only model left without PBC's eosinophils found 3 %
+    and the adapted model may miss the lab's cells of it (a BCCD-only model left without PBC's eosinophils found 4 %
     of them): the command warns, naming the share; the checkpoint records it; a lab whose given cells the model
     never calls an ungiven type gets no warning."""
     cells = _cells(tmp_path / "lab", {"eosinophil": 8, "lymphocyte": 8, "neutrophil": 3})

@@ -205,6 +205,15 @@ def test_a_type_the_lab_sees_but_gave_no_cells_of_is_kept_above_the_model_own_mi
     shown = CliRunner().invoke(app, ["models", "info", str(tmp_path / "kept.safetensors")], env={"COLUMNS": "300"})
     assert ("kept on the lab's word: a cell the original model calls monocyte more confidently than any of the lab's "
             "given cells it mistook for it keeps that type") in " ".join(shown.output.split())
+    held = next(name for name in recipe["gated"] if name != "monocyte")  # a type the gate holds anyway ...
+    printed = CliRunner().invoke(app, ["adapt", str(cells), "--model", str(model), "--keep", held,
+                                       "-o", str(tmp_path / "held.safetensors")])
+    assert printed.exit_code == 0, printed.output
+    meta = read_checkpoint_meta(tmp_path / "held.safetensors")
+    assert meta["adaptation"]["recipe"]["kept"] == {held: None} and "gated_floors" not in meta["model_kwargs"]  # ... no floor
+    assert f"kept {held}: a cell the model itself calls {held} keeps that type" in " ".join(printed.output.split())
+    shown = CliRunner().invoke(app, ["models", "info", str(tmp_path / "held.safetensors")], env={"COLUMNS": "300"})
+    assert f"kept on the lab's word: a cell the original model calls {held} keeps that type" in " ".join(shown.output.split())
 
 
 def test_a_kept_type_floor_turns_away_every_given_mistake_in_the_deployed_float32_gate_too():

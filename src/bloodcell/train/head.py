@@ -67,6 +67,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import logsumexp
 from sklearn.model_selection import StratifiedKFold
 
 from bloodcell.metrics.calibration import fit_temperature
@@ -228,8 +229,7 @@ def own_typing(features: np.ndarray, weight0: np.ndarray, bias0: np.ndarray) -> 
     rows = np.arange(len(top))
     others = logits.copy()
     others[rows, top] = -np.inf
-    peak = others.max(1)
-    return top, logits[rows, top] - (peak + np.log(np.exp(others - peak[:, None]).sum(1)))
+    return top, logits[rows, top] - logsumexp(others, axis=1)
 
 
 #: A floor stands this far (log-odds) above the highest confidence it must turn away, so that the deployed gate

@@ -142,9 +142,11 @@ def test_adapt_from_the_store_uses_the_bank_and_keeps_it_in_each_samples_audit_t
     with store.session() as session:
         versions = {s: find(session, s).version for s in ["S-1", *samples]}
     out = tmp_path / "lab-r.safetensors"
-    done = CliRunner().invoke(app, ["adapt", "--store", store_spec, "--lab", "Lab R", "--model", str(model), "-o", str(out)])
+    done = CliRunner().invoke(app, ["adapt", "--store", store_spec, "--lab", "Lab R", "--model", str(model),
+                                    "--keep", "monocyte", "-o", str(out)])
     assert done.exit_code == 0, f"{done.output} {done.exception!r}"
     assert "adapted on 22 cells (eosinophil 8, lymphocyte 8, neutrophil 6)" in done.output
+    assert "kept monocyte: a cell the model itself calls monocyte" in done.output  # the lab's word, from the store too
     adaptation = read_checkpoint_meta(out)["adaptation"]
     assert adaptation["lab"] == "Lab R" and adaptation["cells"] == {"eosinophil": 8, "lymphocyte": 8, "neutrophil": 6}
     assert adaptation["cv_accuracy_before"] < 0.9 <= adaptation["cv_accuracy"]  # the stain shift, then adapted
@@ -161,6 +163,7 @@ def test_adapt_from_the_store_uses_the_bank_and_keeps_it_in_each_samples_audit_t
             assert entry.after["cells"] == cells and entry.after["sha256"] == file_sha256(out)
             assert entry.after["cells_per_type"] == {"eosinophil": 4, "lymphocyte": 4, "neutrophil": 3}
             assert entry.after["lab"] == "Lab R" and entry.after["base"] == "tiny.safetensors"
+            assert entry.after["kept"] == ["monocyte"]
         assert {s: find(session, s).version for s in versions} == versions  # the samples themselves unchanged
 
 

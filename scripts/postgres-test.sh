@@ -14,6 +14,15 @@ VERSION="$(ls /usr/lib/postgresql | sort -V | tail -n 1)"
 if ! pg_lsclusters -h | awk '{print $1" "$2}' | grep -qx "$VERSION main"; then
   pg_createcluster "$VERSION" main >&2
 fi
+# The suite's services and stores hold pooled connections until their objects go (about 100 at its peak): room for
+# three times that, set before the cluster starts (a running one is restarted once to take it).
+CONNECTIONS=300
+if [ "$(pg_conftool "$VERSION" main show max_connections 2>/dev/null | awk -F' = ' '{print $2}')" != "$CONNECTIONS" ]; then
+  pg_conftool "$VERSION" main set max_connections "$CONNECTIONS" >&2
+  if pg_lsclusters -h | awk '$1=="'"$VERSION"'" && $2=="main" {print $4}' | grep -qx online; then
+    pg_ctlcluster "$VERSION" main restart >&2
+  fi
+fi
 if ! pg_lsclusters -h | awk '$1=="'"$VERSION"'" && $2=="main" {print $4}' | grep -qx online; then
   pg_ctlcluster "$VERSION" main start >&2
 fi

@@ -272,10 +272,10 @@ class _Candidate:
 
 
 def _out_of_fold(features: np.ndarray, labels: np.ndarray, weight0, bias0, strength: float, anchor: str,
-                 folds: StratifiedKFold, kept: np.ndarray) -> _Candidate:
+                 folds: StratifiedKFold, kept: np.ndarray, own: np.ndarray) -> _Candidate:
     """Out-of-fold logits at each share of :data:`RESTORED` (unshown rows restored from each fold's training
     cells); the shares of the unshown classes are raised greedily within :data:`STEAL_TOLERANCE`. The cells the gate
-    keeps (``kept``, a mask) are scored by the model's own typing."""
+    keeps (``kept``, a mask) are scored by the model's own typing (``own``, its class per cell)."""
     logits = np.zeros((len(RESTORED), len(labels), len(bias0)))
     for train, test in folds.split(features[0], labels):
         w, b = fit_head(*_views(features, labels, train), weight0, bias0, strength, anchor)
@@ -295,7 +295,6 @@ def _out_of_fold(features: np.ndarray, labels: np.ndarray, weight0, bias0, stren
     shares, chosen = {}, logits[-1].copy()
     for j, c in enumerate(unshown):
         shares[int(c)], chosen[:, c] = RESTORED[steps[j]], logits[steps[j], :, c]
-    own = (features[0] @ weight0.T + bias0).argmax(1)
     accuracy = float(np.where(kept, own == labels, chosen.argmax(1) == labels).mean())
     return _Candidate(anchor, strength, shares, accuracy, _log_loss(chosen, labels), chosen)
 
@@ -347,15 +346,16 @@ def adapt_head(features: np.ndarray, labels: np.ndarray, weight0: np.ndarray, bi
                           **{int(c): None for c in keep if c in auto}}.items()))  # one the gate holds keeps no floor
     gated = sorted(set(auto) | set(floors))
     kept = gate_keeps(features[0], weight0, bias0, gated, floors)
+    own = (features[0] @ weight0.T + bias0).argmax(1)  # the model's own typing, once for every candidate
     with warnings.catch_warnings():  # a class with fewer cells than folds: sklearn warns, the folds still work
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        scored = [_out_of_fold(features, labels, weight0, bias0, strength, anchor, folds, kept)
+        scored = [_out_of_fold(features, labels, weight0, bias0, strength, anchor, folds, kept, own)
                   for anchor, strength in candidates]
     best = max(scored, key=lambda c: (c.accuracy, -c.log_loss))  # ties: the lower log-loss
     weight, bias = fit_head(*_views(features, labels, np.arange(len(labels))), weight0, bias0, best.strength,
                             best.anchor)
     weight, bias = restore_each(features[0], labels, weight, bias, weight0, bias0, best.shares)
-    before = float(((features[0] @ weight0.T + bias0).argmax(1) == labels).mean())
+    before = float((own == labels).mean())
     fitted = fit_temperature(best.logits[~kept], labels[~kept]) if (~kept).any() else temperature0
     temperature = bounded_temperature(float(fitted), temperature0, int((~kept).sum()))
     return HeadFit(weight, bias, best.strength, best.anchor, best.shares, gated, best.accuracy, before, temperature, k,
